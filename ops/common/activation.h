@@ -1,0 +1,73 @@
+// Activations that DeltaConv fuses, one definition for the CPU kernels, the CUDA kernels and the host
+// tests. The numpy reference (python/deltaonnx/reference.py) follows the same formulas as ONNX defines them.
+#pragma once
+#include <cmath>
+#include <cstdint>
+#include <string>
+#include "host_device.h"
+
+namespace deltaonnx {
+
+enum class Activation : int32_t {
+  kNone = 0,
+  kRelu,
+  kLeakyRelu,    // params: alpha
+  kClip,         // params: min, max (Relu6 is Clip 0..6)
+  kSigmoid,
+  kSiLU,         // x * sigmoid(x)
+  kHardSigmoid,  // params: alpha, beta; max(0, min(1, alpha*x + beta))
+  kHardSwish,    // x * max(0, min(1, x/6 + 1/2))
+  kPRelu,        // params: one slope, or one per output channel
+  kTanh,
+};
+
+// Parses the `activation` attribute; returns false for an unknown name.
+inline bool parse_activation(const std::string& name, Activation* out) {
+  static const struct { const char* name; Activation act; } kNames[] = {
+      {"", Activation::kNone},          {"None", Activation::kNone},
+      {"Identity", Activation::kNone},  {"Relu", Activation::kRelu},
+      {"LeakyRelu", Activation::kLeakyRelu}, {"Clip", Activation::kClip},
+      {"Relu6", Activation::kClip},     {"Sigmoid", Activation::kSigmoid},
+      {"SiLU", Activation::kSiLU},      {"Swish", Activation::kSiLU},
+      {"HardSigmoid", Activation::kHardSigmoid}, {"HardSwish", Activation::kHardSwish},
+      {"PRelu", Activation::kPRelu},    {"Tanh", Activation::kTanh},
+  };
+  for (const auto& entry : kNames) {
+    if (name == entry.name) { *out = entry.act; return true; }
+  }
+  return false;
+}
+
+// Parameters resolved for one output channel (PRelu's slope differs per channel).
+struct ActivationParams {
+  Activation kind = Activation::kNone;
+  float a = 0.f;  // alpha / min / slope
+  float b = 0.f;  // beta / max
+};
+
+DELTA_HD float sigmoid_of(float x) { return 1.f / (1.f + expf(-x)); }
+
+DELTA_HD float apply_activation(const ActivationParams& p, float x) {
+  switch (p.kind) {
+    case Activation::kNone: return x;
+    case Activation::kRelu: return x > 0.f ? x : (x == x ? 0.f : x);  // keeps NaN visible
+    case Activation::kLeakyRelu: return x >= 0.f ? x : p.a * x;
+    case Activation::kClip: return x < p.a ? p.a : (x > p.b ? p.b : x);
+    case Activation::kSigmoid: return sigmoid_of(x);
+    case Activation::kSiLU: return x * sigmoid_of(x);
+    case Activation::kHardSigmoid: {
+      float v = p.a * x + p.b;
+      return v < 0.f ? 0.f : (v > 1.f ? 1.f : v);
+    }
+    case Activation::kHardSwish: {
+      float v = x * (1.f / 6.f) + 0.5f;
+      v = v < 0.f ? 0.f : (v > 1.f ? 1.f : v);
+      return x * v;
+    }
+    case Activation::kPRelu: return x >= 0.f ? x : p.a * x;
+    case Activation::kTanh: return tanhf(x);
+  }
+  return x;
+}
+
+}  // namespace deltaonnx

@@ -1,0 +1,197 @@
+// AVX2 + FMA kernels. Compiled with -mavx2 -mfma for this file only; selected at run time.
+#include <immintrin.h>
+
+#include <array>
+#include <cstring>
+
+#include "common/kernel_table.h"
+
+namespace deltaonnx {
+namespace {
+
+constexpr int kMR = 6;
+constexpr int kVec = 8;
+constexpr int kNV = 2;
+constexpr int kNR = kVec * kNV;
+
+// 8 change bits -> 8 bytes of 0/1.
+constexpr std::array<uint64_t, 256> make_expand() {
+  std::array<uint64_t, 256> t{};
+  for (int m = 0; m < 256; ++m)
+    for (int b = 0; b < 8; ++b)
+      if (m & (1 << b)) t[m] |= uint64_t{1} << (8 * b);
+  return t;
+}
+constexpr std::array<uint64_t, 256> kExpand = make_expand();
+
+inline __m256i tail_mask(int64_t n) {
+  const __m256i idx = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  return _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(n < kVec ? n : kVec)), idx);
+}
+
+void detect_changes(const float* x, const float* ref, int64_t channels, int64_t plane, int64_t begin, int64_t end,
+                    float tau, uint8_t* flags) {
+  const __m256 vtau = _mm256_set1_ps(tau);
+  const __m256 abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+  for (int64_t c = 0; c < channels; ++c) {
+    const float* xc = x + c * plane;
+    const float* rc = ref + c * plane;
+    int64_t p = begin;
+    for (; p + kVec <= end; p += kVec) {
+      __m256 d = _mm256_and_ps(_mm256_sub_ps(_mm256_loadu_ps(xc + p), _mm256_loadu_ps(rc + p)), abs_mask);
+      int m = _mm256_movemask_ps(_mm256_cmp_ps(d, vtau, _CMP_NLE_UQ));
+      uint64_t f;
+      std::memcpy(&f, flags + p, 8);
+      f |= kExpand[m];
+      std::memcpy(flags + p, &f, 8);
+    }
+    for (; p < end; ++p) {
+      float d = xc[p] - rc[p];
+      flags[p] |= static_cast<uint8_t>(!((d < 0 ? -d : d) <= tau));
+    }
+  }
+}
+
+void update_reference(const float* x, const float* ref_in, float* ref_out, int64_t channels, int64_t plane,
+                      int64_t begin, int64_t end, const uint8_t* flags) {
+  const bool in_place = ref_in == ref_out;
+  for (int64_t c = 0; c < channels; ++c) {
+    const float* xc = x + c * plane;
+    const float* rc = ref_in + c * plane;
+    float* oc = ref_out + c * plane;
+    int64_t p = begin;
+    for (; p + kVec <= end; p += kVec) {
+      uint64_t f;
+      std::memcpy(&f, flags + p, 8);
+      if (in_place && f == 0) continue;
+      __m256i m = _mm256_cmpgt_epi32(_mm256_cvtepu8_epi32(_mm_cvtsi64_si128(static_cast<long long>(f))),
+                                     _mm256_setzero_si256());
+      if (in_place) {
+        _mm256_maskstore_ps(oc + p, m, _mm256_loadu_ps(xc + p));
+      } else {
+        _mm256_storeu_ps(oc + p, _mm256_blendv_ps(_mm256_loadu_ps(rc + p), _mm256_loadu_ps(xc + p), _mm256_castsi256_ps(m)));
+      }
+    }
+    for (; p < end; ++p) {
+      if (flags[p]) oc[p] = xc[p];
+      else if (!in_place) oc[p] = rc[p];
+    }
+  }
+}
+
+template <int NV>
+void gemm_tile_nv(int64_t depth, const float* a_packed, const float* const* b_rows, int64_t n, float* c) {
+  __m256 acc[kMR][NV];
+  for (int r = 0; r < kMR; ++r)
+    for (int v = 0; v < NV; ++v) acc[r][v] = _mm256_setzero_ps();
+  const __m256i last = tail_mask(n - (NV - 1) * kVec);
+  for (int64_t k = 0; k < depth; ++k) {
+    const float* b = b_rows[k];
+    __m256 bv[NV];
+    for (int v = 0; v < NV - 1; ++v) bv[v] = _mm256_loadu_ps(b + v * kVec);
+    bv[NV - 1] = _mm256_maskload_ps(b + (NV - 1) * kVec, last);
+    const float* a = a_packed + k * kMR;
+    for (int r = 0; r < kMR; ++r) {
+      const __m256 ar = _mm256_broadcast_ss(a + r);
+      for (int v = 0; v < NV; ++v) acc[r][v] = _mm256_fmadd_ps(ar, bv[v], acc[r][v]);
+    }
+  }
+  for (int r = 0; r < kMR; ++r)
+    for (int v = 0; v < NV; ++v) _mm256_storeu_ps(c + r * kNR + v * kVec, acc[r][v]);
+}
+
+void gemm_tile(int64_t depth, const float* a_packed, const float* const* b_rows, int64_t n, float* c) {
+  if (n > kVec) gemm_tile_nv<2>(depth, a_packed, b_rows, n, c);
+  else gemm_tile_nv<1>(depth, a_packed, b_rows, n, c);
+}
+
+void gemm_row(int64_t depth, const float* w, const float* const* b_rows, int64_t n, float* out) {
+  __m256 acc[kNV] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
+  __m256i masks[kNV];
+  bool live[kNV];
+  for (int v = 0; v < kNV; ++v) {
+    live[v] = n > v * kVec;
+    masks[v] = tail_mask(live[v] ? n - v * kVec : 0);
+  }
+  for (int64_t k = 0; k < depth; ++k) {
+    const __m256 wk = _mm256_broadcast_ss(w + k);
+    const float* b = b_rows[k];
+    for (int v = 0; v < kNV; ++v)
+      if (live[v]) acc[v] = _mm256_fmadd_ps(wk, _mm256_maskload_ps(b + v * kVec, masks[v]), acc[v]);
+  }
+  for (int v = 0; v < kNV; ++v)
+    if (live[v]) _mm256_maskstore_ps(out + v * kVec, masks[v], acc[v]);
+}
+
+inline __m256 exp_ps(__m256 x) {
+  x = _mm256_min_ps(_mm256_set1_ps(88.3762626647949f), x);
+  x = _mm256_max_ps(_mm256_set1_ps(-88.3762626647949f), x);
+  __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                             _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
+  r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
+  __m256 p = _mm256_set1_ps(1.9875691500E-4f);
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507E-3f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073E-3f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894E-2f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459E-1f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201E-1f));
+  p = _mm256_fmadd_ps(_mm256_mul_ps(p, r), r, _mm256_add_ps(r, _mm256_set1_ps(1.f)));
+  // 2^n in two steps so n = 128 (x near 88.4) does not overflow the exponent field.
+  __m256i ni = _mm256_cvtps_epi32(n);
+  __m256i half = _mm256_srai_epi32(ni, 1);
+  __m256 s1 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(half, _mm256_set1_epi32(127)), 23));
+  __m256 s2 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(_mm256_sub_epi32(ni, half), _mm256_set1_epi32(127)), 23));
+  return _mm256_mul_ps(_mm256_mul_ps(p, s1), s2);
+}
+
+inline __m256 sigmoid_ps(__m256 x) {
+  const __m256 one = _mm256_set1_ps(1.f);
+  return _mm256_div_ps(one, _mm256_add_ps(one, exp_ps(_mm256_sub_ps(_mm256_setzero_ps(), x))));
+}
+
+inline __m256 activate(__m256 x, const ActivationParams& act) {
+  const __m256 zero = _mm256_setzero_ps();
+  const __m256 one = _mm256_set1_ps(1.f);
+  switch (act.kind) {
+    case Activation::kNone: return x;
+    case Activation::kRelu: return _mm256_max_ps(zero, x);
+    case Activation::kLeakyRelu:
+    case Activation::kPRelu: {
+      __m256 neg = _mm256_cmp_ps(x, zero, _CMP_LT_OQ);
+      return _mm256_blendv_ps(x, _mm256_mul_ps(x, _mm256_set1_ps(act.a)), neg);
+    }
+    case Activation::kClip:
+      return _mm256_min_ps(_mm256_set1_ps(act.b), _mm256_max_ps(_mm256_set1_ps(act.a), x));
+    case Activation::kSigmoid: return sigmoid_ps(x);
+    case Activation::kSiLU: return _mm256_mul_ps(x, sigmoid_ps(x));
+    case Activation::kHardSigmoid: {
+      __m256 v = _mm256_fmadd_ps(_mm256_set1_ps(act.a), x, _mm256_set1_ps(act.b));
+      return _mm256_min_ps(one, _mm256_max_ps(zero, v));
+    }
+    case Activation::kHardSwish: {
+      __m256 v = _mm256_fmadd_ps(x, _mm256_set1_ps(1.f / 6.f), _mm256_set1_ps(0.5f));
+      return _mm256_mul_ps(x, _mm256_min_ps(one, _mm256_max_ps(zero, v)));
+    }
+    case Activation::kTanh: break;
+  }
+  return x;
+}
+
+void bias_activate(float* v, int64_t n, float bias, const ActivationParams& act) {
+  int64_t i = 0;
+  if (act.kind != Activation::kTanh) {
+    const __m256 vb = _mm256_set1_ps(bias);
+    for (; i + kVec <= n; i += kVec) _mm256_storeu_ps(v + i, activate(_mm256_add_ps(_mm256_loadu_ps(v + i), vb), act));
+  }
+  for (; i < n; ++i) v[i] = apply_activation(act, v[i] + bias);
+}
+
+}  // namespace
+
+const KernelTable& avx2_kernel_table() {
+  static const KernelTable table{"avx2", kMR, kNR, detect_changes, update_reference, gemm_tile, gemm_row, bias_activate};
+  return table;
+}
+
+}  // namespace deltaonnx

@@ -1,0 +1,180 @@
+// AVX-512 (F/BW/VL/DQ) kernels. Compiled with -mavx512* for this file only; selected at run time.
+#include <immintrin.h>
+
+#include <cmath>
+
+#include "common/kernel_table.h"
+
+namespace deltaonnx {
+namespace {
+
+constexpr int kMR = 8;
+constexpr int kVec = 16;
+constexpr int kNV = 3;  // vectors per tile row
+constexpr int kNR = kVec * kNV;
+
+inline __mmask16 tail_mask(int64_t n) { return n >= kVec ? __mmask16(0xffff) : __mmask16((1u << n) - 1u); }
+
+// |x - ref| > tau or unordered: "not less-or-equal, unordered true" keeps NaN as a change (rule 2).
+inline __mmask16 changed_mask(__m512 x, __m512 r, __m512 tau, __m512 abs_mask) {
+  __m512 d = _mm512_and_ps(_mm512_sub_ps(x, r), abs_mask);
+  return _mm512_cmp_ps_mask(d, tau, _CMP_NLE_UQ);
+}
+
+void detect_changes(const float* x, const float* ref, int64_t channels, int64_t plane, int64_t begin, int64_t end,
+                    float tau, uint8_t* flags) {
+  const __m512 vtau = _mm512_set1_ps(tau);
+  const __m512 abs_mask = _mm512_castsi512_ps(_mm512_set1_epi32(0x7fffffff));
+  // Channels outer: each plane is streamed sequentially; the flags of the range stay in L1.
+  for (int64_t c = 0; c < channels; ++c) {
+    const float* xc = x + c * plane;
+    const float* rc = ref + c * plane;
+    int64_t p = begin;
+    for (; p + kVec <= end; p += kVec) {
+      __mmask16 m = changed_mask(_mm512_loadu_ps(xc + p), _mm512_loadu_ps(rc + p), vtau, abs_mask);
+      __m128i f = _mm_loadu_si128(reinterpret_cast<const __m128i*>(flags + p));
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(flags + p), _mm_or_si128(f, _mm_maskz_set1_epi8(m, 1)));
+    }
+    if (p < end) {
+      __mmask16 t = tail_mask(end - p);
+      __mmask16 m = changed_mask(_mm512_maskz_loadu_ps(t, xc + p), _mm512_maskz_loadu_ps(t, rc + p), vtau, abs_mask) & t;
+      __m128i f = _mm_maskz_loadu_epi8(t, flags + p);
+      _mm_mask_storeu_epi8(flags + p, t, _mm_or_si128(f, _mm_maskz_set1_epi8(m, 1)));
+    }
+  }
+}
+
+void update_reference(const float* x, const float* ref_in, float* ref_out, int64_t channels, int64_t plane,
+                      int64_t begin, int64_t end, const uint8_t* flags) {
+  const bool in_place = ref_in == ref_out;
+  for (int64_t c = 0; c < channels; ++c) {
+    const float* xc = x + c * plane;
+    const float* rc = ref_in + c * plane;
+    float* oc = ref_out + c * plane;
+    for (int64_t p = begin; p < end; p += kVec) {
+      __mmask16 t = tail_mask(end - p);
+      __m128i f = _mm_maskz_loadu_epi8(t, flags + p);
+      __mmask16 m = _mm_test_epi8_mask(f, f) & t;
+      if (in_place) {
+        if (m) _mm512_mask_storeu_ps(oc + p, m, _mm512_maskz_loadu_ps(m, xc + p));
+      } else {
+        __m512 v = _mm512_mask_loadu_ps(_mm512_maskz_loadu_ps(t, rc + p), m, xc + p);
+        _mm512_mask_storeu_ps(oc + p, t, v);
+      }
+    }
+  }
+}
+
+template <int NV>
+void gemm_tile_nv(int64_t depth, const float* a_packed, const float* const* b_rows, int64_t n, float* c) {
+  __m512 acc[kMR][NV];
+  for (int r = 0; r < kMR; ++r)
+    for (int v = 0; v < NV; ++v) acc[r][v] = _mm512_setzero_ps();
+  const __mmask16 last = tail_mask(n - (NV - 1) * kVec);
+  for (int64_t k = 0; k < depth; ++k) {
+    const float* b = b_rows[k];
+    __m512 bv[NV];
+    for (int v = 0; v < NV - 1; ++v) bv[v] = _mm512_loadu_ps(b + v * kVec);
+    bv[NV - 1] = _mm512_maskz_loadu_ps(last, b + (NV - 1) * kVec);
+    const float* a = a_packed + k * kMR;
+    for (int r = 0; r < kMR; ++r) {
+      const __m512 ar = _mm512_set1_ps(a[r]);
+      for (int v = 0; v < NV; ++v) acc[r][v] = _mm512_fmadd_ps(ar, bv[v], acc[r][v]);
+    }
+  }
+  for (int r = 0; r < kMR; ++r)
+    for (int v = 0; v < NV; ++v) _mm512_storeu_ps(c + r * kNR + v * kVec, acc[r][v]);
+}
+
+void gemm_tile(int64_t depth, const float* a_packed, const float* const* b_rows, int64_t n, float* c) {
+  if (n > 2 * kVec) gemm_tile_nv<3>(depth, a_packed, b_rows, n, c);
+  else if (n > kVec) gemm_tile_nv<2>(depth, a_packed, b_rows, n, c);
+  else gemm_tile_nv<1>(depth, a_packed, b_rows, n, c);
+}
+
+void gemm_row(int64_t depth, const float* w, const float* const* b_rows, int64_t n, float* out) {
+  __m512 acc[kNV] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
+  __mmask16 masks[kNV];
+  for (int v = 0; v < kNV; ++v) masks[v] = n > v * kVec ? tail_mask(n - v * kVec) : __mmask16(0);
+  for (int64_t k = 0; k < depth; ++k) {
+    const __m512 wk = _mm512_set1_ps(w[k]);
+    const float* b = b_rows[k];
+    for (int v = 0; v < kNV; ++v)
+      if (masks[v]) acc[v] = _mm512_fmadd_ps(wk, _mm512_maskz_loadu_ps(masks[v], b + v * kVec), acc[v]);
+  }
+  for (int v = 0; v < kNV; ++v)
+    if (masks[v]) _mm512_mask_storeu_ps(out + v * kVec, masks[v], acc[v]);
+}
+
+// exp(x) to ~1 ulp (Cephes' polynomial); NaN stays NaN because the clamps keep their second operand on NaN.
+inline __m512 exp_ps(__m512 x) {
+  x = _mm512_min_ps(_mm512_set1_ps(88.3762626647949f), x);
+  x = _mm512_max_ps(_mm512_set1_ps(-88.3762626647949f), x);
+  __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                  _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
+  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+  __m512 p = _mm512_set1_ps(1.9875691500E-4f);
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507E-3f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073E-3f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894E-2f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459E-1f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201E-1f));
+  p = _mm512_fmadd_ps(_mm512_mul_ps(p, r), r, _mm512_add_ps(r, _mm512_set1_ps(1.f)));
+  return _mm512_scalef_ps(p, n);
+}
+
+inline __m512 sigmoid_ps(__m512 x) {
+  const __m512 one = _mm512_set1_ps(1.f);
+  return _mm512_div_ps(one, _mm512_add_ps(one, exp_ps(_mm512_sub_ps(_mm512_setzero_ps(), x))));
+}
+
+inline __m512 activate(__m512 x, const ActivationParams& act) {
+  const __m512 zero = _mm512_setzero_ps();
+  const __m512 one = _mm512_set1_ps(1.f);
+  switch (act.kind) {
+    case Activation::kNone: return x;
+    case Activation::kRelu: return _mm512_max_ps(zero, x);  // NaN stays NaN (second operand)
+    case Activation::kLeakyRelu:
+    case Activation::kPRelu: {
+      __mmask16 neg = _mm512_cmp_ps_mask(x, zero, _CMP_LT_OQ);
+      return _mm512_mask_mul_ps(x, neg, x, _mm512_set1_ps(act.a));
+    }
+    case Activation::kClip:
+      return _mm512_min_ps(_mm512_set1_ps(act.b), _mm512_max_ps(_mm512_set1_ps(act.a), x));
+    case Activation::kSigmoid: return sigmoid_ps(x);
+    case Activation::kSiLU: return _mm512_mul_ps(x, sigmoid_ps(x));
+    case Activation::kHardSigmoid: {
+      __m512 v = _mm512_fmadd_ps(_mm512_set1_ps(act.a), x, _mm512_set1_ps(act.b));
+      return _mm512_min_ps(one, _mm512_max_ps(zero, v));
+    }
+    case Activation::kHardSwish: {
+      __m512 v = _mm512_fmadd_ps(x, _mm512_set1_ps(1.f / 6.f), _mm512_set1_ps(0.5f));
+      return _mm512_mul_ps(x, _mm512_min_ps(one, _mm512_max_ps(zero, v)));
+    }
+    case Activation::kTanh: break;  // handled by the scalar loop
+  }
+  return x;
+}
+
+void bias_activate(float* v, int64_t n, float bias, const ActivationParams& act) {
+  if (act.kind == Activation::kTanh) {
+    for (int64_t i = 0; i < n; ++i) v[i] = apply_activation(act, v[i] + bias);
+    return;
+  }
+  const __m512 vb = _mm512_set1_ps(bias);
+  for (int64_t i = 0; i < n; i += kVec) {
+    __mmask16 t = tail_mask(n - i);
+    __m512 x = _mm512_add_ps(_mm512_maskz_loadu_ps(t, v + i), vb);
+    _mm512_mask_storeu_ps(v + i, t, activate(x, act));
+  }
+}
+
+}  // namespace
+
+const KernelTable& avx512_kernel_table() {
+  static const KernelTable table{"avx512", kMR, kNR, detect_changes, update_reference, gemm_tile, gemm_row, bias_activate};
+  return table;
+}
+
+}  // namespace deltaonnx

@@ -1,0 +1,32 @@
+// Change maps on the CPU: per-pixel uint8 masks of one batch item, and what the ops derive from them.
+#pragma once
+#include <cstdint>
+#include <vector>
+
+#include "common/geometry.h"
+
+namespace deltaonnx {
+
+// A 2-D sliding window (Conv or Pool) resolved for one input size.
+struct Window2D {
+  Axis y, x;
+  int64_t in_pixels() const { return y.in * x.in; }
+  int64_t out_pixels() const { return y.out * x.out; }
+};
+
+// out[oy*Wo + ox] = 1 iff some tap of the window of (oy, ox) inside the input reads a marked pixel of `in`
+// (rule 4: the OR-pool of the input change map with the op's own window). Separable: rows, then columns.
+// `scratch` is resized as needed. Returns the number of marked output pixels.
+int64_t or_pool_mask(const uint8_t* in, const Window2D& w, uint8_t* out, std::vector<uint8_t>& scratch);
+
+// A run of marked pixels in one row: [x_begin, x_end) of row y.
+struct RowRun {
+  int64_t y;
+  int64_t x_begin;
+  int64_t x_end;
+};
+
+// Appends the runs of nonzero bytes of a [height, width] mask, rows in order.
+void mask_runs(const uint8_t* mask, int64_t height, int64_t width, std::vector<RowRun>& runs);
+
+}  // namespace deltaonnx

@@ -1,0 +1,90 @@
+#include "common/delta_state.h"
+
+#include <algorithm>
+#include <cstring>
+
+#include "common/change_map.h"
+#include "common/kernel_table.h"
+
+namespace deltaonnx {
+
+int64_t detect_and_update_reference(const InputState& s, uint8_t* flags, const ParallelFor& parallel_for) {
+  const int64_t plane = s.height * s.width;
+  const int64_t C = s.channels;
+  if (s.x_ref == nullptr) {  // rule 1: first frame or new resolution, everything changed
+    std::memset(flags, 1, static_cast<size_t>(plane));
+    if (s.x_ref_next != s.x) {
+      const int64_t chunks = std::max<int64_t>(1, std::min<int64_t>(C, 64));
+      parallel_for(chunks, [&](int64_t i) {
+        const int64_t c0 = C * i / chunks, c1 = C * (i + 1) / chunks;
+        std::memcpy(s.x_ref_next + c0 * plane, s.x + c0 * plane, static_cast<size_t>((c1 - c0) * plane) * sizeof(float));
+      });
+    }
+    return plane;
+  }
+  const KernelTable& k = s.kernels ? *s.kernels : kernels();
+  std::memset(flags, 0, static_cast<size_t>(plane));
+  const bool in_place = s.x_ref_next == s.x_ref;
+  // Bands of rows: each band detects over all channels, then moves its reference; bands are independent.
+  // Bands of at most 16K pixels (their flags stay in L1) and at least 8 of them to share among threads.
+  const int64_t band_rows = std::max<int64_t>(
+      1, std::min<int64_t>(16384 / std::max<int64_t>(1, s.width), (s.height + 7) / 8));
+  const int64_t bands = (s.height + band_rows - 1) / band_rows;
+  parallel_for(bands, [&](int64_t b) {
+    const int64_t y0 = b * band_rows, y1 = std::min(s.height, y0 + band_rows);
+    if (s.map_in == nullptr) {
+      k.detect_changes(s.x, s.x_ref, C, plane, y0 * s.width, y1 * s.width, s.tau, flags);
+      if (in_place) {
+        for (int64_t y = y0; y < y1; ++y) {
+          const uint8_t* row = flags + y * s.width;
+          if (std::find(row, row + s.width, uint8_t{1}) != row + s.width)
+            k.update_reference(s.x, s.x_ref, s.x_ref_next, C, plane, y * s.width, (y + 1) * s.width, flags);
+        }
+      } else {
+        k.update_reference(s.x, s.x_ref, s.x_ref_next, C, plane, y0 * s.width, y1 * s.width, flags);
+      }
+      return;
+    }
+    // With a change map only the marked runs are read; the rest is unchanged by the map's promise.
+    for (int64_t y = y0; y < y1; ++y) {
+      const uint8_t* m = s.map_in + y * s.width;
+      int64_t x = 0;
+      while (x < s.width) {
+        while (x < s.width && !m[x]) ++x;
+        if (x == s.width) break;
+        const int64_t begin = x;
+        while (x < s.width && m[x]) ++x;
+        const int64_t p0 = y * s.width + begin, p1 = y * s.width + x;
+        k.detect_changes(s.x, s.x_ref, C, plane, p0, p1, s.tau, flags);
+        if (in_place) k.update_reference(s.x, s.x_ref, s.x_ref_next, C, plane, p0, p1, flags);
+      }
+    }
+    if (!in_place) k.update_reference(s.x, s.x_ref, s.x_ref_next, C, plane, y0 * s.width, y1 * s.width, flags);
+  });
+  int64_t changed = 0;
+  for (int64_t p = 0; p < plane; ++p) changed += flags[p];
+  return changed;
+}
+
+int64_t plan_recompute(const uint8_t* in_flags, int64_t changed_inputs, bool has_state, const Window2D& w,
+                       float dense_fraction, uint8_t* out_flags, std::vector<uint8_t>& scratch) {
+  const int64_t out_plane = w.out_pixels();
+  int64_t recompute = 0;
+  if (has_state && changed_inputs > 0) recompute = or_pool_mask(in_flags, w, out_flags, scratch);
+  else std::memset(out_flags, 0, static_cast<size_t>(out_plane));
+  if (!has_state || recompute > dense_fraction * static_cast<double>(out_plane)) {
+    std::memset(out_flags, 1, static_cast<size_t>(out_plane));
+    recompute = out_plane;
+  }
+  return recompute;
+}
+
+void carry_previous_output(const float* y_prev, float* y, int64_t channels, int64_t plane, int64_t recomputed,
+                           const ParallelFor& parallel_for) {
+  if (recomputed >= plane || y_prev == nullptr || y_prev == y) return;
+  parallel_for(channels, [&](int64_t c) {
+    std::memcpy(y + c * plane, y_prev + c * plane, static_cast<size_t>(plane) * sizeof(float));
+  });
+}
+
+}  // namespace deltaonnx

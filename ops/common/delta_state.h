@@ -1,0 +1,43 @@
+// The parts of DESIGN.md rules 1-3 that DeltaConv and DeltaPool share: deciding whether state exists, and
+// for one batch item finding the changed input pixels and moving the reference where they changed.
+#pragma once
+#include <cstdint>
+#include <vector>
+
+#include "common/change_map.h"
+#include "common/kernel_table.h"
+#include "common/parallel.h"
+
+namespace deltaonnx {
+
+struct RunStats {
+  int64_t changed_inputs = 0;
+  int64_t recomputed_outputs = 0;
+};
+
+struct InputState {
+  const float* x = nullptr;       // [C, H, W] of one batch item
+  const float* x_ref = nullptr;   // same shape, or nullptr when there is no usable state (rule 1)
+  const uint8_t* map_in = nullptr;  // [H, W] or nullptr: compare only marked pixels
+  float* x_ref_next = nullptr;    // may equal x_ref (bound in place)
+  int64_t channels = 0, height = 0, width = 0;
+  float tau = 0.f;
+  const KernelTable* kernels = nullptr;  // nullptr: the table in use (kernels())
+};
+
+// Fills flags[H*W] with 1 where the input changed (rule 2; every pixel without state) and writes
+// x_ref_next (rule 3). Returns the number of changed pixels.
+int64_t detect_and_update_reference(const InputState& s, uint8_t* flags, const ParallelFor& parallel_for);
+
+// Rule 4 and the dense rule for one batch item: out_flags[Ho*Wo] = 1 where the output is recomputed (the
+// OR-pool of in_flags through the window; everything without state, or when more than dense_fraction of
+// the output would be recomputed). Returns the number of recomputed output pixels.
+int64_t plan_recompute(const uint8_t* in_flags, int64_t changed_inputs, bool has_state, const Window2D& w,
+                       float dense_fraction, uint8_t* out_flags, std::vector<uint8_t>& scratch);
+
+// Carries the previous output where nothing is recomputed, unless y and y_prev share their buffer (bound in
+// place), when there is nothing to do. y, y_prev: [channels, plane] of one batch item.
+void carry_previous_output(const float* y_prev, float* y, int64_t channels, int64_t plane, int64_t recomputed,
+                           const ParallelFor& parallel_for);
+
+}  // namespace deltaonnx

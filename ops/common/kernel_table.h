@@ -1,0 +1,51 @@
+// The hot loops of DeltaConv/DeltaPool, in one table per instruction set (scalar, AVX2, AVX-512), chosen once
+// at load time from the CPU's features, as ORT's MLAS does. The scalar table is the reference and the
+// portable fallback (ARM boards compile it with the compiler's own vectoriser).
+#pragma once
+#include <cstdint>
+#include "common/activation.h"
+
+namespace deltaonnx {
+
+struct KernelTable {
+  const char* name;
+  int gemm_mr;  // output channels per GEMM micro tile (the packed weight panel height)
+  int gemm_nr;  // pixels per GEMM micro tile, at most
+
+  // Rule 2, OR-accumulated over channels: flags[p] |= 1 if any c has !(|x[c*plane+p] - ref[c*plane+p]| <= tau),
+  // for p in [begin, end). tau is finite (the kernels refuse any other).
+  void (*detect_changes)(const float* x, const float* ref, int64_t channels, int64_t plane, int64_t begin,
+                         int64_t end, float tau, uint8_t* flags);
+
+  // Rule 3: ref_out[c*plane+p] = flags[p] ? x : ref_in, for p in [begin, end). When ref_out == ref_in
+  // (the state bound in place) only flagged pixels are written.
+  void (*update_reference)(const float* x, const float* ref_in, float* ref_out, int64_t channels, int64_t plane,
+                           int64_t begin, int64_t end, const uint8_t* flags);
+
+  // One micro tile: c[r*gemm_nr + j] = sum_k a_packed[k*gemm_mr + r] * b_rows[k][j], r < gemm_mr, j < n.
+  // b_rows[k] points at n readable floats (never more are read: the tail is loaded with a mask).
+  void (*gemm_tile)(int64_t depth, const float* a_packed, const float* const* b_rows, int64_t n, float* c);
+
+  // One output channel: out[j] = sum_k w[k] * b_rows[k][j], j < n <= gemm_nr (for depthwise and other
+  // groups with fewer output channels than gemm_mr).
+  void (*gemm_row)(int64_t depth, const float* w, const float* const* b_rows, int64_t n, float* out);
+
+  // v[i] = act(v[i] + bias) for i < n.
+  void (*bias_activate)(float* v, int64_t n, float bias, const ActivationParams& act);
+};
+
+// The table in use: the best the CPU supports, or the one named by DELTAONNX_SIMD (scalar|avx2|avx512)
+// when that is set and supported (tests run every variant this way).
+const KernelTable& kernels();
+
+// A table by name, or nullptr when not built or not supported by this CPU.
+const KernelTable* kernels_named(const char* name);
+
+// Variants (defined in scalar_kernels.cc, avx2_kernels.cc, avx512_kernels.cc).
+const KernelTable& scalar_kernel_table();
+#if defined(DELTAONNX_HAVE_X86_SIMD)
+const KernelTable& avx2_kernel_table();
+const KernelTable& avx512_kernel_table();
+#endif
+
+}  // namespace deltaonnx

@@ -1,0 +1,67 @@
+// Portable kernels: the reference every SIMD variant is tested against, and the path on CPUs without AVX2
+// (written so compilers vectorise them for NEON/SSE).
+#include <cmath>
+
+#include "common/geometry.h"
+#include "common/kernel_table.h"
+
+namespace deltaonnx {
+namespace {
+
+constexpr int kMR = 4;
+constexpr int kNR = 16;
+
+void detect_changes(const float* x, const float* ref, int64_t channels, int64_t plane, int64_t begin, int64_t end,
+                    float tau, uint8_t* flags) {
+  for (int64_t c = 0; c < channels; ++c) {
+    const float* xc = x + c * plane;
+    const float* rc = ref + c * plane;
+    for (int64_t p = begin; p < end; ++p) flags[p] |= static_cast<uint8_t>(value_changed(xc[p], rc[p], tau));
+  }
+}
+
+void update_reference(const float* x, const float* ref_in, float* ref_out, int64_t channels, int64_t plane,
+                      int64_t begin, int64_t end, const uint8_t* flags) {
+  const bool in_place = ref_in == ref_out;
+  for (int64_t c = 0; c < channels; ++c) {
+    const float* xc = x + c * plane;
+    const float* rc = ref_in + c * plane;
+    float* oc = ref_out + c * plane;
+    for (int64_t p = begin; p < end; ++p) {
+      if (flags[p]) oc[p] = xc[p];
+      else if (!in_place) oc[p] = rc[p];
+    }
+  }
+}
+
+void gemm_tile(int64_t depth, const float* a_packed, const float* const* b_rows, int64_t n, float* c) {
+  float acc[kMR][kNR] = {};
+  for (int64_t k = 0; k < depth; ++k) {
+    const float* a = a_packed + k * kMR;
+    const float* b = b_rows[k];
+    for (int r = 0; r < kMR; ++r)
+      for (int64_t j = 0; j < n; ++j) acc[r][j] += a[r] * b[j];
+  }
+  for (int r = 0; r < kMR; ++r)
+    for (int64_t j = 0; j < n; ++j) c[r * kNR + j] = acc[r][j];
+}
+
+void gemm_row(int64_t depth, const float* w, const float* const* b_rows, int64_t n, float* out) {
+  float acc[kNR] = {};
+  for (int64_t k = 0; k < depth; ++k)
+    for (int64_t j = 0; j < n; ++j) acc[j] += w[k] * b_rows[k][j];
+  for (int64_t j = 0; j < n; ++j) out[j] = acc[j];
+}
+
+void bias_activate(float* v, int64_t n, float bias, const ActivationParams& act) {
+  for (int64_t i = 0; i < n; ++i) v[i] = apply_activation(act, v[i] + bias);
+}
+
+}  // namespace
+
+const KernelTable& scalar_kernel_table() {
+  static const KernelTable table{"scalar", kMR, kNR, detect_changes, update_reference, gemm_tile, gemm_row, bias_activate};
+  return table;
+}
+
+}  // namespace deltaonnx

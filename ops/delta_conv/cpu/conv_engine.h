@@ -1,0 +1,70 @@
+// DeltaConv on the CPU without ORT types: the attributes fixed when the session is created, the weights
+// packed once for the GEMM micro kernels, and one run over a batch (DESIGN.md rules 1-5).
+#pragma once
+#include <array>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "common/activation.h"
+#include "common/change_map.h"
+#include "common/delta_state.h"
+#include "common/window_spec.h"
+#include "common/kernel_table.h"
+#include "common/parallel.h"
+
+namespace deltaonnx {
+
+struct ConvSpec {
+  WindowSpec window;
+  int64_t out_channels = 0;          // M
+  int64_t in_channels_per_group = 0; // C / group
+  int64_t group = 1;
+  Activation activation = Activation::kNone;
+  std::vector<float> activation_params;
+  float threshold = 0.f;
+  float dense_fraction = 0.5f;
+
+  // Empty when valid, else what is wrong (attribute names as in the ONNX node).
+  std::string validate() const;
+  // The activation resolved for output channel m (PRelu slopes differ per channel).
+  ActivationParams activation_for(int64_t m) const;
+};
+
+// Weights laid out for the micro kernels: per group, panels of gemm_mr output channels, each [K][gemm_mr]
+// (zero rows past the group's channels); groups with fewer channels than gemm_mr keep plain [Mg][K] rows.
+class PackedConvWeights {
+ public:
+  PackedConvWeights(const ConvSpec& spec, const float* weights, const KernelTable& kernels);
+  int64_t depth() const { return depth_; }           // K = C/group * kH * kW
+  bool row_layout() const { return row_layout_; }    // true: gemm_row over plain rows
+  int64_t panels_per_group() const { return panels_; }
+  const float* panel(int64_t g, int64_t p) const { return data_.data() + (g * panels_ + p) * depth_ * mr_; }
+  const float* row(int64_t m) const { return data_.data() + m * depth_; }
+  const KernelTable& kernels() const { return *kernels_; }  // the micro kernels this packing is for
+
+ private:
+  const KernelTable* kernels_;
+  int64_t depth_ = 0, panels_ = 0, mr_ = 1;
+  bool row_layout_ = false;
+  std::vector<float> data_;
+};
+
+// One run over a batch. Pointers are for the whole batch; x_ref / y_prev are nullptr when there is no usable
+// state (rule 1), map_in / bias nullptr when absent. y may equal y_prev and x_ref_next may equal x_ref.
+struct ConvRun {
+  int64_t batch = 0, height = 0, width = 0;
+  const float* x = nullptr;
+  const float* x_ref = nullptr;
+  const float* y_prev = nullptr;
+  const uint8_t* map_in = nullptr;
+  const float* bias = nullptr;
+  float* y = nullptr;
+  float* x_ref_next = nullptr;
+  uint8_t* map_out = nullptr;
+};
+
+void run_delta_conv(const ConvSpec& spec, const PackedConvWeights& weights, const ConvRun& run,
+                    const ParallelFor& parallel_for, RunStats* stats = nullptr);
+
+}  // namespace deltaonnx

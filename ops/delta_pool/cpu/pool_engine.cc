@@ -1,0 +1,83 @@
+#include "delta_pool/cpu/pool_engine.h"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <vector>
+
+namespace deltaonnx {
+
+std::string PoolSpec::validate() const {
+  std::string e = window.validate();
+  if (!e.empty()) return e;
+  if (!(threshold >= 0.f) || !std::isfinite(threshold)) return "threshold must be finite and >= 0";
+  if (!(dense_fraction >= 0.f) || !(dense_fraction <= 1.f)) return "dense_fraction must be in [0, 1]";
+  return "";
+}
+
+namespace {
+
+// Max of one channel over the output pixels of a row run [x0, x1) of row oy.
+void pool_run(const float* in, const Window2D& w, int64_t oy, int64_t x0, int64_t x1, float* out_row) {
+  const int64_t H = w.y.in, W = w.x.in;
+  int64_t ky0 = 0, ky1 = w.y.kernel;  // taps inside the input vertically
+  while (ky0 < ky1 && w.y.input_of(oy, ky0) < 0) ++ky0;
+  while (ky1 > ky0 && w.y.input_of(oy, ky1 - 1) >= H) --ky1;
+  for (int64_t ox = x0; ox < x1; ++ox) {
+    float m = std::numeric_limits<float>::lowest();
+    bool nan = false;
+    for (int64_t ky = ky0; ky < ky1; ++ky) {
+      const float* row = in + w.y.input_of(oy, ky) * W;
+      for (int64_t kx = 0; kx < w.x.kernel; ++kx) {
+        const int64_t ix = w.x.input_of(ox, kx);
+        if (ix < 0 || ix >= W) continue;
+        const float v = row[ix];
+        nan |= v != v;
+        m = v > m ? v : m;
+      }
+    }
+    out_row[ox] = nan ? std::numeric_limits<float>::quiet_NaN() : m;
+  }
+}
+
+}  // namespace
+
+void run_delta_pool(const PoolSpec& spec, const PoolRun& run, const ParallelFor& parallel_for, RunStats* stats) {
+  const Window2D w = spec.window.resolve(run.height, run.width);
+  const int64_t C = run.channels, in_plane = w.in_pixels(), out_plane = w.out_pixels();
+  std::vector<uint8_t> in_flags(static_cast<size_t>(in_plane)), scratch;
+  std::vector<RowRun> runs;
+  for (int64_t n = 0; n < run.batch; ++n) {
+    InputState st;
+    st.x = run.x + n * C * in_plane;
+    st.x_ref = run.x_ref ? run.x_ref + n * C * in_plane : nullptr;
+    st.map_in = run.map_in ? run.map_in + n * in_plane : nullptr;
+    st.x_ref_next = run.x_ref_next + n * C * in_plane;
+    st.channels = C;
+    st.height = w.y.in;
+    st.width = w.x.in;
+    st.tau = spec.threshold;
+    st.kernels = run.kernels;
+    const int64_t changed = detect_and_update_reference(st, in_flags.data(), parallel_for);
+    uint8_t* out_flags = run.map_out + n * out_plane;
+    const int64_t recompute =
+        plan_recompute(in_flags.data(), changed, st.x_ref != nullptr, w, spec.dense_fraction, out_flags, scratch);
+    if (stats) {
+      stats->changed_inputs += changed;
+      stats->recomputed_outputs += recompute;
+    }
+    float* y = run.y + n * C * out_plane;
+    carry_previous_output(run.y_prev ? run.y_prev + n * C * out_plane : nullptr, y, C, out_plane, recompute,
+                          parallel_for);
+    if (recompute == 0) continue;
+    runs.clear();
+    mask_runs(out_flags, w.y.out, w.x.out, runs);
+    const float* src = st.x_ref_next;  // rule 4: recompute from the moved reference
+    parallel_for(C, [&](int64_t c) {
+      for (const RowRun& r : runs)
+        pool_run(src + c * in_plane, w, r.y, r.x_begin, r.x_end, y + c * out_plane + r.y * w.x.out);
+    });
+  }
+}
+
+}  // namespace deltaonnx

@@ -1,0 +1,36 @@
+// DeltaPool (MaxPool) on the CPU without ORT types: rules 1-5 of DESIGN.md with the pool's window.
+#pragma once
+#include <cstdint>
+#include <string>
+
+#include "common/delta_state.h"
+#include "common/parallel.h"
+#include "common/window_spec.h"
+
+namespace deltaonnx {
+
+struct PoolSpec {
+  WindowSpec window;
+  float threshold = 0.f;
+  float dense_fraction = 0.5f;
+  std::string validate() const;
+};
+
+struct PoolRun {
+  int64_t batch = 0, channels = 0, height = 0, width = 0;
+  const float* x = nullptr;
+  const float* x_ref = nullptr;    // nullptr: no usable state
+  const float* y_prev = nullptr;
+  const uint8_t* map_in = nullptr;
+  float* y = nullptr;
+  float* x_ref_next = nullptr;
+  uint8_t* map_out = nullptr;
+  const KernelTable* kernels = nullptr;  // nullptr: the table in use
+};
+
+// Max over the window's taps inside the input; a window with no such tap gives the lowest float (as ORT);
+// NaN in a window gives NaN.
+void run_delta_pool(const PoolSpec& spec, const PoolRun& run, const ParallelFor& parallel_for,
+                    RunStats* stats = nullptr);
+
+}  // namespace deltaonnx

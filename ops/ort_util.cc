@@ -1,0 +1,71 @@
+#include "ort_util.h"
+
+namespace deltaonnx {
+
+std::string shape_string(const std::vector<int64_t>& shape) {
+  std::ostringstream s;
+  s << '[';
+  for (size_t i = 0; i < shape.size(); ++i) s << (i ? "," : "") << shape[i];
+  s << ']';
+  return s.str();
+}
+
+WindowSpec read_window(const Ort::ConstKernelInfo& info, const std::string& node, std::vector<int64_t> kernel_fallback) {
+  auto fail = [&](const std::string& attr, const std::string& why) {
+    throw UserError("node '" + node + "': attribute '" + attr + "' " + why);
+  };
+  WindowSpec w;
+  std::vector<int64_t> k = attributes_or<int64_t>(info, "kernel_shape", kernel_fallback);
+  if (k.size() != 2) fail("kernel_shape", "must have 2 values (only 2-D windows are supported), got " + shape_string(k));
+  w.kernel_h = k[0];
+  w.kernel_w = k[1];
+  std::vector<int64_t> s = attributes_or<int64_t>(info, "strides", {1, 1});
+  if (s.size() != 2) fail("strides", "must have 2 values, got " + shape_string(s));
+  w.stride_h = s[0];
+  w.stride_w = s[1];
+  std::vector<int64_t> d = attributes_or<int64_t>(info, "dilations", {1, 1});
+  if (d.size() != 2) fail("dilations", "must have 2 values, got " + shape_string(d));
+  w.dilation_h = d[0];
+  w.dilation_w = d[1];
+  std::vector<int64_t> p = attributes_or<int64_t>(info, "pads", {0, 0, 0, 0});
+  if (p.size() != 4) fail("pads", "must have 4 values [top, left, bottom, right], got " + shape_string(p));
+  for (int i = 0; i < 4; ++i) w.pads[i] = p[i];
+  std::string ap = attribute_or<std::string>(info, "auto_pad", "NOTSET");
+  if (!parse_auto_pad(ap, &w.auto_pad)) fail("auto_pad", "has the unknown value '" + ap + "'");
+  std::string e = w.validate();
+  if (!e.empty()) throw UserError("node '" + node + "': " + e);
+  return w;
+}
+
+ParallelFor ort_parallel_for(const Ort::KernelContext& ctx) {
+  return [&ctx](int64_t count, const std::function<void(int64_t)>& body) {
+    if (count <= 0) return;
+    if (count == 1) {
+      body(0);
+      return;
+    }
+    auto trampoline = [](void* user, size_t i) {
+      (*static_cast<const std::function<void(int64_t)>*>(user))(static_cast<int64_t>(i));
+    };
+    ctx.ParallelFor(trampoline, static_cast<size_t>(count), 0,
+                    const_cast<void*>(static_cast<const void*>(&body)));
+  };
+}
+
+OrtStatusPtr guarded(const char* op, const std::string& node, const std::function<void()>& f) {
+  try {
+    f();
+    return nullptr;
+  } catch (const UserError& e) {
+    return Ort::GetApi().CreateStatus(ORT_INVALID_ARGUMENT, (std::string(op) + ": " + e.what()).c_str());
+  } catch (const Ort::Exception& e) {
+    return Ort::GetApi().CreateStatus(e.GetOrtErrorCode(),
+                                      (std::string(op) + " node '" + node + "': " + e.what()).c_str());
+  } catch (const std::exception& e) {
+    return Ort::GetApi().CreateStatus(ORT_FAIL, (std::string(op) + " node '" + node + "': " + e.what()).c_str());
+  } catch (...) {
+    return Ort::GetApi().CreateStatus(ORT_FAIL, (std::string(op) + " node '" + node + "': unknown error").c_str());
+  }
+}
+
+}  // namespace deltaonnx

@@ -1,0 +1,224 @@
+// deltaonnx._native: the engines and CPU facts without building ONNX graphs, for tests and benchmarks.
+// Arrays are float32 C-contiguous NCHW (uint8 for change maps), exactly as the ORT kernels see them.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <algorithm>
+#include <atomic>
+#include <optional>
+#include <stdexcept>
+#include <thread>
+#include <vector>
+
+#include "common/cpu_features.h"
+#include "common/kernel_table.h"
+#include "delta_conv/cpu/conv_engine.h"
+#include "delta_pool/cpu/pool_engine.h"
+
+#if defined(DELTAONNX_CUDA_HOST_BINDINGS)
+void bind_cuda_host(pybind11::module_& m);
+#endif
+
+namespace py = pybind11;
+using namespace deltaonnx;
+
+namespace {
+
+using FloatArray = py::array_t<float, py::array::c_style | py::array::forcecast>;
+using ByteArray = py::array_t<uint8_t, py::array::c_style | py::array::forcecast>;
+
+const KernelTable& table_for(const std::optional<std::string>& simd) {
+  if (!simd) return kernels();
+  const KernelTable* t = kernels_named(simd->c_str());
+  if (!t) throw std::invalid_argument("SIMD variant '" + *simd + "' is not built or not supported by this CPU");
+  return *t;
+}
+
+// A plain thread fan-out standing in for ORT's pool (threads <= 1: serial).
+ParallelFor threads_for(int threads) {
+  if (threads <= 1) return serial_for;
+  return [threads](int64_t count, const std::function<void(int64_t)>& body) {
+    std::atomic<int64_t> next{0};
+    auto worker = [&] {
+      for (int64_t i = next++; i < count; i = next++) body(i);
+    };
+    std::vector<std::thread> pool;
+    for (int t = 1; t < std::min<int64_t>(threads, count); ++t) pool.emplace_back(worker);
+    worker();
+    for (auto& th : pool) th.join();
+  };
+}
+
+std::vector<int64_t> shape_of(const py::array& a) { return std::vector<int64_t>(a.shape(), a.shape() + a.ndim()); }
+
+bool empty_state(const py::array& a) {
+  for (py::ssize_t i = 0; i < a.ndim(); ++i)
+    if (a.shape(i) == 0) return true;
+  return a.ndim() == 0;
+}
+
+WindowSpec make_window(std::vector<int64_t> kernel, std::vector<int64_t> strides, std::vector<int64_t> pads,
+                       std::vector<int64_t> dilations, const std::string& auto_pad, bool ceil_mode) {
+  if (kernel.size() != 2 || strides.size() != 2 || pads.size() != 4 || dilations.size() != 2)
+    throw std::invalid_argument("kernel_shape/strides/dilations need 2 values and pads 4");
+  WindowSpec w;
+  w.kernel_h = kernel[0];
+  w.kernel_w = kernel[1];
+  w.stride_h = strides[0];
+  w.stride_w = strides[1];
+  w.dilation_h = dilations[0];
+  w.dilation_w = dilations[1];
+  for (int i = 0; i < 4; ++i) w.pads[i] = pads[i];
+  if (!parse_auto_pad(auto_pad, &w.auto_pad)) throw std::invalid_argument("unknown auto_pad " + auto_pad);
+  w.ceil_mode = ceil_mode;
+  std::string e = w.validate();
+  if (!e.empty()) throw std::invalid_argument(e);
+  return w;
+}
+
+// Output arrays: the caller's (for in-place runs) or new ones.
+template <typename T>
+py::array_t<T> output_array(const std::optional<py::array_t<T>>& given, const std::vector<int64_t>& shape,
+                            const char* name) {
+  if (!given) return py::array_t<T>(shape);
+  const py::array_t<T>& a = *given;
+  if (shape_of(a) != shape || !(a.flags() & py::array::c_style) || !a.writeable())
+    throw std::invalid_argument(std::string(name) + " must be a writable C-contiguous array of the output's shape");
+  return a;
+}
+
+py::tuple delta_conv(FloatArray x, FloatArray w, std::optional<FloatArray> b, FloatArray x_ref, FloatArray y_prev,
+                     std::optional<ByteArray> map_in, std::vector<int64_t> strides, std::vector<int64_t> pads,
+                     std::vector<int64_t> dilations, int64_t group, const std::string& auto_pad,
+                     const std::string& activation, std::vector<float> activation_params, float threshold,
+                     float dense_fraction, std::optional<py::array_t<float>> y_out,
+                     std::optional<py::array_t<float>> x_ref_out, std::optional<std::string> simd, int threads) {
+  if (x.ndim() != 4 || w.ndim() != 4) throw std::invalid_argument("X and W must be 4-D");
+  ConvSpec spec;
+  spec.window = make_window({w.shape(2), w.shape(3)}, strides, pads, dilations, auto_pad, false);
+  spec.group = group;
+  spec.out_channels = w.shape(0);
+  spec.in_channels_per_group = w.shape(1);
+  if (!parse_activation(activation, &spec.activation)) throw std::invalid_argument("unknown activation " + activation);
+  spec.activation_params = activation_params;
+  spec.threshold = threshold;
+  spec.dense_fraction = dense_fraction;
+  std::string e = spec.validate();
+  if (!e.empty()) throw std::invalid_argument(e);
+  const int64_t N = x.shape(0), C = x.shape(1), H = x.shape(2), W = x.shape(3), M = spec.out_channels;
+  if (C != spec.in_channels_per_group * group) throw std::invalid_argument("X channels do not match W and group");
+  const Window2D win = spec.window.resolve(H, W);
+  const std::vector<int64_t> ys{N, M, win.y.out, win.x.out};
+  const bool has_state = !empty_state(x_ref) && shape_of(x_ref) == shape_of(x);
+  if (has_state && shape_of(y_prev) != ys) throw std::invalid_argument("Y_prev does not have the output's shape");
+  if (map_in && shape_of(*map_in) != std::vector<int64_t>{N, 1, H, W})
+    throw std::invalid_argument("map_in must be [N,1,H,W]");
+  if (b && (b->ndim() != 1 || b->shape(0) != M)) throw std::invalid_argument("B must be [M]");
+  const KernelTable& table = table_for(simd);
+  PackedConvWeights packed(spec, w.data(), table);
+  py::array_t<float> y = output_array(y_out, ys, "y_out");
+  py::array_t<float> xr = output_array(x_ref_out, shape_of(x), "x_ref_out");
+  py::array_t<uint8_t> map_out(std::vector<int64_t>{N, 1, win.y.out, win.x.out});
+  ConvRun run;
+  run.batch = N;
+  run.height = H;
+  run.width = W;
+  run.x = x.data();
+  run.x_ref = has_state ? x_ref.data() : nullptr;
+  run.y_prev = has_state ? y_prev.data() : nullptr;
+  run.map_in = map_in ? map_in->data() : nullptr;
+  run.bias = b ? b->data() : nullptr;
+  run.y = y.mutable_data();
+  run.x_ref_next = xr.mutable_data();
+  run.map_out = map_out.mutable_data();
+  RunStats stats;
+  {
+    py::gil_scoped_release release;
+    run_delta_conv(spec, packed, run, threads_for(threads), &stats);
+  }
+  return py::make_tuple(y, xr, map_out);
+}
+
+py::tuple delta_pool(FloatArray x, FloatArray x_ref, FloatArray y_prev, std::optional<ByteArray> map_in,
+                     std::vector<int64_t> kernel_shape, std::vector<int64_t> strides, std::vector<int64_t> pads,
+                     std::vector<int64_t> dilations, const std::string& auto_pad, bool ceil_mode, float threshold,
+                     float dense_fraction, std::optional<py::array_t<float>> y_out,
+                     std::optional<py::array_t<float>> x_ref_out, std::optional<std::string> simd, int threads) {
+  if (x.ndim() != 4) throw std::invalid_argument("X must be 4-D");
+  PoolSpec spec;
+  spec.window = make_window(kernel_shape, strides, pads, dilations, auto_pad, ceil_mode);
+  spec.threshold = threshold;
+  spec.dense_fraction = dense_fraction;
+  std::string e = spec.validate();
+  if (!e.empty()) throw std::invalid_argument(e);
+  const int64_t N = x.shape(0), C = x.shape(1), H = x.shape(2), W = x.shape(3);
+  const Window2D win = spec.window.resolve(H, W);
+  const std::vector<int64_t> ys{N, C, win.y.out, win.x.out};
+  const bool has_state = !empty_state(x_ref) && shape_of(x_ref) == shape_of(x);
+  if (has_state && shape_of(y_prev) != ys) throw std::invalid_argument("Y_prev does not have the output's shape");
+  if (map_in && shape_of(*map_in) != std::vector<int64_t>{N, 1, H, W})
+    throw std::invalid_argument("map_in must be [N,1,H,W]");
+  py::array_t<float> y = output_array(y_out, ys, "y_out");
+  py::array_t<float> xr = output_array(x_ref_out, shape_of(x), "x_ref_out");
+  py::array_t<uint8_t> map_out(std::vector<int64_t>{N, 1, win.y.out, win.x.out});
+  PoolRun run;
+  run.batch = N;
+  run.channels = C;
+  run.height = H;
+  run.width = W;
+  run.x = x.data();
+  run.x_ref = has_state ? x_ref.data() : nullptr;
+  run.y_prev = has_state ? y_prev.data() : nullptr;
+  run.map_in = map_in ? map_in->data() : nullptr;
+  run.y = y.mutable_data();
+  run.x_ref_next = xr.mutable_data();
+  run.map_out = map_out.mutable_data();
+  run.kernels = &table_for(simd);
+  {
+    py::gil_scoped_release release;
+    run_delta_pool(spec, run, threads_for(threads));
+  }
+  return py::make_tuple(y, xr, map_out);
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_native, m) {
+  m.doc() = "deltaonnx engines and CPU facts (the same code the ORT kernels run)";
+  m.def("cpu_features", [] {
+    const CpuFeatures& f = cpu_features();
+    py::dict d;
+    d["avx2"] = f.avx2;
+    d["avx512"] = f.avx512;
+    d["avx512_vnni"] = f.avx512_vnni;
+    d["neon"] = f.neon;
+    return d;
+  }, "The CPU features detected at load time.");
+  m.def("simd_level", [] { return std::string(kernels().name); },
+        "The kernel variant in use: scalar, avx2 or avx512 (DELTAONNX_SIMD may force a lower one).");
+  m.def("simd_variants", [] {
+    std::vector<std::string> names;
+    for (const char* n : {"scalar", "avx2", "avx512"})
+      if (kernels_named(n)) names.emplace_back(n);
+    return names;
+  }, "The kernel variants built into this library and supported by this CPU.");
+  m.def("delta_conv", &delta_conv, py::arg("x"), py::arg("w"), py::arg("b"), py::arg("x_ref"), py::arg("y_prev"),
+        py::arg("map_in") = py::none(), py::arg("strides") = std::vector<int64_t>{1, 1},
+        py::arg("pads") = std::vector<int64_t>{0, 0, 0, 0}, py::arg("dilations") = std::vector<int64_t>{1, 1},
+        py::arg("group") = 1, py::arg("auto_pad") = "NOTSET", py::arg("activation") = "",
+        py::arg("activation_params") = std::vector<float>{}, py::arg("threshold") = 0.f,
+        py::arg("dense_fraction") = 0.5f, py::arg("y_out") = py::none(), py::arg("x_ref_out") = py::none(),
+        py::arg("simd") = py::none(), py::arg("threads") = 1,
+        "DeltaConv on numpy arrays: returns (Y, X_ref_next, map_out). Pass y_out=y_prev / x_ref_out=x_ref to run in place.");
+  m.def("delta_pool", &delta_pool, py::arg("x"), py::arg("x_ref"), py::arg("y_prev"), py::arg("map_in") = py::none(),
+        py::arg("kernel_shape"), py::arg("strides") = std::vector<int64_t>{1, 1},
+        py::arg("pads") = std::vector<int64_t>{0, 0, 0, 0}, py::arg("dilations") = std::vector<int64_t>{1, 1},
+        py::arg("auto_pad") = "NOTSET", py::arg("ceil_mode") = false, py::arg("threshold") = 0.f,
+        py::arg("dense_fraction") = 0.5f, py::arg("y_out") = py::none(), py::arg("x_ref_out") = py::none(),
+        py::arg("simd") = py::none(), py::arg("threads") = 1,
+        "DeltaPool (MaxPool) on numpy arrays: returns (Y, X_ref_next, map_out).");
+#if defined(DELTAONNX_CUDA_HOST_BINDINGS)
+  bind_cuda_host(m);
+#endif
+}
