@@ -79,26 +79,41 @@ void update_reference(const float* x, const float* ref_in, float* ref_out, int64
   }
 }
 
+// Named accumulators (arrays of vectors end up on the stack): 6 rows x NV vectors of 8.
+#define DELTA_ROW_DECL(r) __m256 c##r##0 = _mm256_setzero_ps(), c##r##1 = c##r##0;
+#define DELTA_ROW_FMA(r)                                    \
+  {                                                         \
+    const __m256 ar = _mm256_broadcast_ss(a + r);           \
+    c##r##0 = _mm256_fmadd_ps(ar, b0, c##r##0);             \
+    if (NV > 1) c##r##1 = _mm256_fmadd_ps(ar, b1, c##r##1); \
+  }
+#define DELTA_ROW_STORE(r)                                     \
+  {                                                            \
+    _mm256_storeu_ps(c + r * kNR, c##r##0);                    \
+    if (NV > 1) _mm256_storeu_ps(c + r * kNR + kVec, c##r##1); \
+  }
+
 template <int NV>
 void gemm_tile_nv(int64_t depth, const float* a_packed, const float* const* b_rows, int64_t n, float* c) {
-  __m256 acc[kMR][NV];
-  for (int r = 0; r < kMR; ++r)
-    for (int v = 0; v < NV; ++v) acc[r][v] = _mm256_setzero_ps();
+  DELTA_ROW_DECL(0) DELTA_ROW_DECL(1) DELTA_ROW_DECL(2) DELTA_ROW_DECL(3) DELTA_ROW_DECL(4) DELTA_ROW_DECL(5)
   const __m256i last = tail_mask(n - (NV - 1) * kVec);
-  for (int64_t k = 0; k < depth; ++k) {
+  const float* a = a_packed;
+  for (int64_t k = 0; k < depth; ++k, a += kMR) {
     const float* b = b_rows[k];
-    __m256 bv[NV];
-    for (int v = 0; v < NV - 1; ++v) bv[v] = _mm256_loadu_ps(b + v * kVec);
-    bv[NV - 1] = _mm256_maskload_ps(b + (NV - 1) * kVec, last);
-    const float* a = a_packed + k * kMR;
-    for (int r = 0; r < kMR; ++r) {
-      const __m256 ar = _mm256_broadcast_ss(a + r);
-      for (int v = 0; v < NV; ++v) acc[r][v] = _mm256_fmadd_ps(ar, bv[v], acc[r][v]);
+    __m256 b0, b1 = _mm256_setzero_ps();
+    if (NV == 1) {
+      b0 = _mm256_maskload_ps(b, last);
+    } else {
+      b0 = _mm256_loadu_ps(b);
+      b1 = _mm256_maskload_ps(b + kVec, last);
     }
+    DELTA_ROW_FMA(0) DELTA_ROW_FMA(1) DELTA_ROW_FMA(2) DELTA_ROW_FMA(3) DELTA_ROW_FMA(4) DELTA_ROW_FMA(5)
   }
-  for (int r = 0; r < kMR; ++r)
-    for (int v = 0; v < NV; ++v) _mm256_storeu_ps(c + r * kNR + v * kVec, acc[r][v]);
+  DELTA_ROW_STORE(0) DELTA_ROW_STORE(1) DELTA_ROW_STORE(2) DELTA_ROW_STORE(3) DELTA_ROW_STORE(4) DELTA_ROW_STORE(5)
 }
+#undef DELTA_ROW_DECL
+#undef DELTA_ROW_FMA
+#undef DELTA_ROW_STORE
 
 void gemm_tile(int64_t depth, const float* a_packed, const float* const* b_rows, int64_t n, float* c) {
   if (n > kVec) gemm_tile_nv<2>(depth, a_packed, b_rows, n, c);

@@ -65,26 +65,50 @@ void update_reference(const float* x, const float* ref_in, float* ref_out, int64
   }
 }
 
+// The accumulators are named variables (arrays of vectors end up on the stack): 8 rows x NV vectors.
+#define DELTA_ROW_DECL(r) __m512 c##r##0 = _mm512_setzero_ps(), c##r##1 = c##r##0, c##r##2 = c##r##0;
+#define DELTA_ROW_FMA(r)                                    \
+  {                                                         \
+    const __m512 ar = _mm512_set1_ps(a[r]);                 \
+    c##r##0 = _mm512_fmadd_ps(ar, b0, c##r##0);             \
+    if (NV > 1) c##r##1 = _mm512_fmadd_ps(ar, b1, c##r##1); \
+    if (NV > 2) c##r##2 = _mm512_fmadd_ps(ar, b2, c##r##2); \
+  }
+#define DELTA_ROW_STORE(r)                                               \
+  {                                                                      \
+    _mm512_storeu_ps(c + r * kNR, c##r##0);                              \
+    if (NV > 1) _mm512_storeu_ps(c + r * kNR + kVec, c##r##1);           \
+    if (NV > 2) _mm512_storeu_ps(c + r * kNR + 2 * kVec, c##r##2);       \
+  }
+
 template <int NV>
 void gemm_tile_nv(int64_t depth, const float* a_packed, const float* const* b_rows, int64_t n, float* c) {
-  __m512 acc[kMR][NV];
-  for (int r = 0; r < kMR; ++r)
-    for (int v = 0; v < NV; ++v) acc[r][v] = _mm512_setzero_ps();
+  DELTA_ROW_DECL(0) DELTA_ROW_DECL(1) DELTA_ROW_DECL(2) DELTA_ROW_DECL(3)
+  DELTA_ROW_DECL(4) DELTA_ROW_DECL(5) DELTA_ROW_DECL(6) DELTA_ROW_DECL(7)
   const __mmask16 last = tail_mask(n - (NV - 1) * kVec);
-  for (int64_t k = 0; k < depth; ++k) {
+  const float* a = a_packed;
+  for (int64_t k = 0; k < depth; ++k, a += kMR) {
     const float* b = b_rows[k];
-    __m512 bv[NV];
-    for (int v = 0; v < NV - 1; ++v) bv[v] = _mm512_loadu_ps(b + v * kVec);
-    bv[NV - 1] = _mm512_maskz_loadu_ps(last, b + (NV - 1) * kVec);
-    const float* a = a_packed + k * kMR;
-    for (int r = 0; r < kMR; ++r) {
-      const __m512 ar = _mm512_set1_ps(a[r]);
-      for (int v = 0; v < NV; ++v) acc[r][v] = _mm512_fmadd_ps(ar, bv[v], acc[r][v]);
+    __m512 b0, b1 = _mm512_setzero_ps(), b2 = _mm512_setzero_ps();
+    if (NV == 1) {
+      b0 = _mm512_maskz_loadu_ps(last, b);
+    } else if (NV == 2) {
+      b0 = _mm512_loadu_ps(b);
+      b1 = _mm512_maskz_loadu_ps(last, b + kVec);
+    } else {
+      b0 = _mm512_loadu_ps(b);
+      b1 = _mm512_loadu_ps(b + kVec);
+      b2 = _mm512_maskz_loadu_ps(last, b + 2 * kVec);
     }
+    DELTA_ROW_FMA(0) DELTA_ROW_FMA(1) DELTA_ROW_FMA(2) DELTA_ROW_FMA(3)
+    DELTA_ROW_FMA(4) DELTA_ROW_FMA(5) DELTA_ROW_FMA(6) DELTA_ROW_FMA(7)
   }
-  for (int r = 0; r < kMR; ++r)
-    for (int v = 0; v < NV; ++v) _mm512_storeu_ps(c + r * kNR + v * kVec, acc[r][v]);
+  DELTA_ROW_STORE(0) DELTA_ROW_STORE(1) DELTA_ROW_STORE(2) DELTA_ROW_STORE(3)
+  DELTA_ROW_STORE(4) DELTA_ROW_STORE(5) DELTA_ROW_STORE(6) DELTA_ROW_STORE(7)
 }
+#undef DELTA_ROW_DECL
+#undef DELTA_ROW_FMA
+#undef DELTA_ROW_STORE
 
 void gemm_tile(int64_t depth, const float* a_packed, const float* const* b_rows, int64_t n, float* c) {
   if (n > 2 * kVec) gemm_tile_nv<3>(depth, a_packed, b_rows, n, c);
