@@ -422,9 +422,10 @@ def test_four_threads_on_four_streams_match_each_stream_run_alone(cpu_op_library
 
 
 def test_concurrent_runs_on_one_stream_are_serialized(exact_session, dense_session, rng):
-    frames = [random_frame(rng), None, None]
-    frames[1] = frame_with_patch(frames[0], rng, 3, 3, size=10)
-    frames[2] = frame_with_patch(frames[0], rng, 18, 18, size=10)
+    # frames large enough that runs overlap in time if nothing serialized them (ORT releases the GIL)
+    frames = [random_frame(rng, h=128, w=128), None, None]
+    frames[1] = frame_with_patch(frames[0], rng, 10, 10, size=40)
+    frames[2] = frame_with_patch(frames[0], rng, 70, 60, size=40)
     expected = [dense(dense_session, f) for f in frames]
     errors = []
     barrier = threading.Barrier(3)
@@ -432,7 +433,7 @@ def test_concurrent_runs_on_one_stream_are_serialized(exact_session, dense_sessi
     def worker(index):
         try:
             barrier.wait()
-            for repeat in range(6):  # whatever the interleaving, each run must match its own frame
+            for repeat in range(12):  # whatever the interleaving, each run must match its own frame
                 k = (index + repeat) % 3
                 got = exact_session.run(None, {"image": frames[k]}, stream="shared")
                 for g, e in zip(got, expected[k]):
@@ -446,7 +447,7 @@ def test_concurrent_runs_on_one_stream_are_serialized(exact_session, dense_sessi
     for t in threads:
         t.join()
     assert not errors, errors
-    assert exact_session.stats("shared")["runs"] == 18
+    assert exact_session.stats("shared")["runs"] == 36
 
 
 # ----------------------------------------------------------------------------------------------- stats, maps
@@ -524,9 +525,38 @@ def test_a_failed_run_drops_the_stream_state(exact_session, rng):
 
 # ----------------------------------------------------------------------------------------------- converter models
 
-def test_converted_zoo_models_match_dense(cpu_op_library, rng):
-    convert = getattr(deltaonnx, "convert", None)
-    zoo = pytest.importorskip("zoo", reason="models/zoo.py not written yet")
-    if convert is None:
-        pytest.skip("deltaonnx.convert not written yet")
-    pytest.skip("zoo model test not written yet")
+ZOO_MODELS = ("cnn1", "resnet18_like", "mobilenetv2_like", "mobilenetv3_like", "yolov8_like", "unet_like",
+              "nhwc_input")
+
+
+@pytest.mark.parametrize("name", ZOO_MODELS)
+def test_converted_zoo_models_match_dense_through_the_session(cpu_op_library, name):
+    """The converter's output runs through DeltaSession and equals dense ORT at tau = 0 on every frame."""
+    if not hasattr(deltaonnx, "convert"):
+        pytest.skip("deltaonnx.convert is not available yet")
+    pytest.importorskip("torch")
+    zoo = pytest.importorskip("zoo")
+    synthetic_video = pytest.importorskip("synthetic_video")
+
+    model = zoo.BUILDERS[name]()
+    converted = deltaonnx.convert(model, threshold=0.0, inner_threshold=0.0)
+    session = DeltaSession(converted)
+    reference = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    assert [i.name for i in session.get_inputs()] == [i.name for i in reference.get_inputs()]
+    assert [o.name for o in session.get_outputs()] == [o.name for o in reference.get_outputs()]
+
+    (model_input,) = reference.get_inputs()
+    layout = "NHWC" if name == "nhwc_input" else "NCHW"
+    frames = synthetic_video.sequence(tuple(model_input.shape), 10, seed=3, layout=layout)
+    for index, frame in enumerate(frames):
+        if frame.kind == "reset":
+            session.reset()
+        got = session.run(None, {model_input.name: frame.data})
+        expected = reference.run(None, {model_input.name: frame.data})
+        for output, g, e in zip(session.get_outputs(), got, expected):
+            scale = max(1.0, float(np.abs(e).max()))
+            np.testing.assert_allclose(g, e, rtol=1e-4, atol=1e-4 * scale,
+                                       err_msg=f"{name}: frame {index} ({frame.kind}), output {output.name}")
+        if frame.kind == "static" and session.stats()["nodes"]:
+            fractions = {n: s["fraction"] for n, s in session.stats()["nodes"].items()}
+            assert all(f == 0.0 for f in fractions.values()), (name, index, fractions)
