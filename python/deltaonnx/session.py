@@ -35,8 +35,9 @@ SUPPORTED_FORMAT = 1
 STATE_PREFIX = "deltaonnx."  # names starting with this are never the model's own (state_protocol.md)
 DEFAULT_STREAM = "default"
 
-# An empty rank-4 float32 tensor is the "no state" value of every past input (state_protocol.md, step 1).
-_EMPTY_STATE = np.empty((0, 0, 0, 0), dtype=np.float32)
+# An empty rank-4 tensor is the "no state" value of every past input (state_protocol.md, step 1): float32,
+# or the element type the graph declares for that input (float16 models).
+_EMPTY_STATE_DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64}
 
 # SessionOptions has no copy and no way to list its config entries, so the documented keys are probed
 # (onnxruntime_session_options_config_keys.h); entries set under other keys are not carried over.
@@ -166,6 +167,9 @@ class DeltaSession:
         self._input_names = [i.name for i in self._inputs]
         self._output_names = [o.name for o in self._outputs]
         self._present_names = {s.present for s in self._state_entries}
+        past_types = {i.name: i.type for i in self._session.get_inputs()}
+        self._empty_state = {s.past: np.empty((0, 0, 0, 0), _EMPTY_STATE_DTYPES.get(past_types[s.past], np.float32))
+                             for s in self._state_entries}
 
         self._state_device, self._state_device_id = "cpu", 0
         if cuda_library_registered and "CUDAExecutionProvider" in self._session.get_providers():
@@ -290,7 +294,7 @@ class DeltaSession:
         for entry in self._state_entries:
             buffer = state.values.get(entry.present)
             if buffer is None:  # first run of the stream: empty state in, ORT allocates the present output
-                binding.bind_cpu_input(entry.past, _EMPTY_STATE)
+                binding.bind_cpu_input(entry.past, self._empty_state[entry.past])
                 binding.bind_output(entry.present, self._state_device, self._state_device_id)
             else:  # one buffer as past and present: the op writes only what it recomputes
                 binding.bind_ortvalue_input(entry.past, buffer)
