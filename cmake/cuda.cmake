@@ -1,7 +1,39 @@
-# Builds ops/**/cuda into libdeltaonnx_ops_cuda when nvcc is available (DELTAONNX_CUDA=AUTO/ON/OFF).
+# Builds libdeltaonnx_ops_cuda (DeltaConv/DeltaPool/DeltaMapUnion for ORT's CUDAExecutionProvider) when nvcc is
+# available. DELTAONNX_CUDA=AUTO (build when nvcc is found), ON (required), OFF. DELTAONNX_CUDA_ARCHS lists the
+# GPU architectures: each gets SASS, and the last (newest) also gets PTX so that later GPUs JIT-compile it.
+# Expects from the including project: DELTAONNX_ORT_INCLUDE, DELTAONNX_INSTALL_DIR.
+set(_delta_root ${CMAKE_CURRENT_LIST_DIR}/..)
+
+# The same ops with every kernel run by its host emulation (ops/cuda_common/host), for ORT's CPU provider:
+# a test build that proves the CUDA library's host code and kernel logic end to end without a GPU or nvcc.
+option(DELTAONNX_CUDA_EMULATION "Also build deltaonnx_ops_cuda_emulated (tests only, never installed)" OFF)
+if(DELTAONNX_CUDA_EMULATION)
+  add_library(deltaonnx_ops_cuda_emulated SHARED
+    ${_delta_root}/ops/cuda_common/cuda_registration.cc
+    ${_delta_root}/ops/cuda_common/ort_support.cc
+    ${_delta_root}/ops/cuda_common/window_attributes.cc
+    ${_delta_root}/ops/cuda_common/delta_pipeline.cc
+    ${_delta_root}/ops/cuda_common/host/host_emulation.cc
+    ${_delta_root}/ops/cuda_common/host/emulated_launch.cc
+    ${_delta_root}/ops/delta_conv/cuda/delta_conv_cuda_op.cc
+    ${_delta_root}/ops/delta_pool/cuda/delta_pool_cuda_op.cc
+    ${_delta_root}/ops/map_union/cuda/map_union_cuda_op.cc)
+  # The stand-in cuda_runtime_api.h comes first; the real CUDA headers are never on this target's path.
+  target_include_directories(deltaonnx_ops_cuda_emulated PRIVATE
+    ${_delta_root}/ops/cuda_common/host/emulated_cuda ${_delta_root}/ops ${DELTAONNX_ORT_INCLUDE})
+  target_compile_definitions(deltaonnx_ops_cuda_emulated PRIVATE ORT_API_MANUAL_INIT DELTAONNX_CUDA_HOST_EMULATION=1)
+  target_compile_options(deltaonnx_ops_cuda_emulated PRIVATE -O2)
+  set_target_properties(deltaonnx_ops_cuda_emulated PROPERTIES CXX_VISIBILITY_PRESET hidden VISIBILITY_INLINES_HIDDEN ON)
+  if(NOT APPLE)
+    target_link_options(deltaonnx_ops_cuda_emulated PRIVATE -Wl,--no-undefined
+      -Wl,--version-script=${_delta_root}/ops/cuda_common/exports.map)
+  endif()
+endif()
+
 if(DELTAONNX_CUDA STREQUAL "OFF")
   return()
 endif()
+
 include(CheckLanguage)
 if(NOT CMAKE_CUDA_COMPILER)
   find_program(_delta_nvcc nvcc HINTS /usr/local/cuda/bin ENV CUDA_HOME PATH_SUFFIXES bin)
@@ -17,19 +49,55 @@ if(NOT CMAKE_CUDA_COMPILER)
   message(STATUS "deltaonnx: nvcc not found, the CUDA op library is not built")
   return()
 endif()
-file(GLOB _delta_cuda_sources CONFIGURE_DEPENDS ${CMAKE_SOURCE_DIR}/ops/*/cuda/*.cu ${CMAKE_SOURCE_DIR}/ops/*/cuda/*.cc)
-if(NOT _delta_cuda_sources)
-  message(STATUS "deltaonnx: no CUDA sources yet")
-  return()
-endif()
+
+# "75;80;90" -> "75-real;80-real;90": SASS for every architecture, PTX only for the newest (smaller library,
+# shorter build; entries that already say -real/-virtual are kept as given).
+set(_delta_cuda_archs "")
+list(LENGTH DELTAONNX_CUDA_ARCHS _delta_arch_count)
+math(EXPR _delta_last "${_delta_arch_count} - 1")
+set(_delta_index 0)
+foreach(_arch IN LISTS DELTAONNX_CUDA_ARCHS)
+  if(_arch MATCHES "-(real|virtual)$" OR _delta_index EQUAL _delta_last)
+    list(APPEND _delta_cuda_archs ${_arch})
+  else()
+    list(APPEND _delta_cuda_archs ${_arch}-real)
+  endif()
+  math(EXPR _delta_index "${_delta_index} + 1")
+endforeach()
+set(CMAKE_CUDA_ARCHITECTURES ${_delta_cuda_archs})
 enable_language(CUDA)
-set(CMAKE_CUDA_ARCHITECTURES ${DELTAONNX_CUDA_ARCHS})
 find_package(CUDAToolkit REQUIRED)
-add_library(deltaonnx_ops_cuda SHARED ${_delta_cuda_sources})
-set_target_properties(deltaonnx_ops_cuda PROPERTIES CUDA_ARCHITECTURES "${DELTAONNX_CUDA_ARCHS}"
-  CUDA_STANDARD 17 CUDA_SEPARABLE_COMPILATION OFF)
-target_include_directories(deltaonnx_ops_cuda PRIVATE ${CMAKE_SOURCE_DIR}/ops ${DELTAONNX_ORT_INCLUDE})
+
+add_library(deltaonnx_ops_cuda SHARED
+  ${_delta_root}/ops/cuda_common/cuda_registration.cc
+  ${_delta_root}/ops/cuda_common/ort_support.cc
+  ${_delta_root}/ops/cuda_common/window_attributes.cc
+  ${_delta_root}/ops/cuda_common/delta_pipeline.cc
+  ${_delta_root}/ops/cuda_common/pipeline_kernels.cu
+  ${_delta_root}/ops/delta_conv/cuda/delta_conv_cuda_op.cc
+  ${_delta_root}/ops/delta_conv/cuda/gather_gemm_kernel.cu
+  ${_delta_root}/ops/delta_pool/cuda/delta_pool_cuda_op.cc
+  ${_delta_root}/ops/delta_pool/cuda/max_pool_kernel.cu
+  ${_delta_root}/ops/map_union/cuda/map_union_cuda_op.cc
+  ${_delta_root}/ops/map_union/cuda/map_union_kernel.cu
+)
+set_target_properties(deltaonnx_ops_cuda PROPERTIES
+  CUDA_ARCHITECTURES "${_delta_cuda_archs}"
+  CUDA_STANDARD 17
+  CUDA_STANDARD_REQUIRED ON
+  CUDA_SEPARABLE_COMPILATION OFF
+  CUDA_VISIBILITY_PRESET hidden
+  CXX_VISIBILITY_PRESET hidden
+  VISIBILITY_INLINES_HIDDEN ON
+  POSITION_INDEPENDENT_CODE ON)
+target_include_directories(deltaonnx_ops_cuda PRIVATE ${_delta_root}/ops ${DELTAONNX_ORT_INCLUDE})
 target_compile_definitions(deltaonnx_ops_cuda PRIVATE ORT_API_MANUAL_INIT)
+target_compile_options(deltaonnx_ops_cuda PRIVATE $<$<COMPILE_LANGUAGE:CXX>:-O3> $<$<COMPILE_LANGUAGE:CUDA>:-O3>)
 target_link_libraries(deltaonnx_ops_cuda PRIVATE CUDA::cudart_static)
+if(NOT APPLE)
+  target_link_options(deltaonnx_ops_cuda PRIVATE -Wl,--no-undefined
+    -Wl,--version-script=${_delta_root}/ops/cuda_common/exports.map)
+  set_property(TARGET deltaonnx_ops_cuda APPEND PROPERTY LINK_DEPENDS ${_delta_root}/ops/cuda_common/exports.map)
+endif()
 install(TARGETS deltaonnx_ops_cuda LIBRARY DESTINATION ${DELTAONNX_INSTALL_DIR})
-message(STATUS "deltaonnx: building the CUDA op library for ${DELTAONNX_CUDA_ARCHS}")
+message(STATUS "deltaonnx: building the CUDA op library for ${_delta_cuda_archs}")

@@ -1,0 +1,48 @@
+// The kernel launchers of the host-emulated op library: the same signatures as the .cu launchers, each
+// running its kernel's grid on the host (host_emulation.cc). Linked instead of the .cu files.
+#include "cuda_common/host/host_emulation.h"
+#include "cuda_common/pipeline_kernels.h"
+#include "delta_conv/cuda/gather_gemm_kernel.h"
+#include "delta_pool/cuda/max_pool_kernel.h"
+#include "map_union/cuda/map_union_kernel.h"
+
+namespace deltaonnx {
+namespace cuda {
+
+cudaError_t launch_change_step(const ChangeStep& step, cudaStream_t) {
+  host::run_change_step(step);
+  return cudaSuccess;
+}
+
+cudaError_t launch_recompute_step(const RecomputeStep& step, cudaStream_t) {
+  host::run_recompute_step(step);
+  return cudaSuccess;
+}
+
+cudaError_t launch_densify_step(const PixelList& list, uint8_t* map_out, int64_t batch, cudaStream_t) {
+  host::run_densify_step(list, map_out, batch);
+  return cudaSuccess;
+}
+
+cudaError_t launch_keep_step(const KeepStep& step, cudaStream_t) {
+  host::run_keep_step(step);
+  return cudaSuccess;
+}
+
+cudaError_t launch_gather_gemm(const GatherGemm& gemm, cudaStream_t) {
+  host::run_gather_gemm(gemm);
+  return cudaSuccess;
+}
+
+cudaError_t launch_max_pool(const MaxPoolStep& step, cudaStream_t) {
+  host::run_max_pool(step);
+  return cudaSuccess;
+}
+
+cudaError_t launch_map_union(const uint8_t* const* maps, int64_t num_maps, uint8_t* out, int64_t size, cudaStream_t) {
+  host::run_map_union(maps, num_maps, out, size);
+  return cudaSuccess;
+}
+
+}  // namespace cuda
+}  // namespace deltaonnx
