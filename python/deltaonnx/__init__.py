@@ -11,5 +11,6 @@ DOMAIN = "com.deltaonnx"
 
 from ._lib import library_path  # noqa: E402
 from .session import DeltaSession  # noqa: E402
+from .convert import convert  # noqa: E402
 
-__all__ = ["DOMAIN", "DeltaSession", "__version__", "library_path"]
+__all__ = ["DOMAIN", "DeltaSession", "__version__", "convert", "library_path"]

@@ -1,0 +1,83 @@
+"""What the passes share: the user's options and, per candidate node, the plan and what was done."""
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping
+from typing import Optional
+
+from .errors import ConversionError
+
+# Decisions recorded per candidate node (Conv, MaxPool and their relatives).
+CONVERTED = "converted"
+DENSE = "dense"  # eligible, but the cost model keeps it dense
+INELIGIBLE = "ineligible"  # cannot be converted (the reason says why)
+
+# Key of the plan in ir.Node.meta; it follows the node when a pass replaces it by a Delta op.
+PLAN_META_KEY = "deltaonnx.plan"
+
+
+@dataclasses.dataclass(frozen=True)
+class ConversionOptions:
+    """The knobs of `deltaonnx.convert`; see its docstring."""
+
+    threshold: float = 0.0
+    inner_threshold: float = 0.0
+    thresholds: Mapping[str, float] = dataclasses.field(default_factory=dict)
+    all_nodes: bool = False
+    dense_fraction: float = 0.5
+
+    def __post_init__(self) -> None:
+        _check_threshold("threshold", self.threshold)
+        _check_threshold("inner_threshold", self.inner_threshold)
+        if self.thresholds is None:
+            object.__setattr__(self, "thresholds", {})
+        if not isinstance(self.thresholds, Mapping):
+            raise ConversionError(
+                f"thresholds must map node names to numbers, got {type(self.thresholds).__name__}"
+            )
+        for name, tau in self.thresholds.items():
+            if not isinstance(name, str):
+                raise ConversionError(f"thresholds: node names must be strings, got {name!r}")
+            _check_threshold(f"thresholds[{name!r}]", tau)
+        fraction = self.dense_fraction
+        if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0.0 <= fraction <= 1.0:
+            raise ConversionError(f"dense_fraction must be a number in [0, 1], got {fraction!r}")
+
+
+def _check_threshold(what: str, tau: object) -> None:
+    if isinstance(tau, bool) or not isinstance(tau, (int, float)) or not math.isfinite(tau) or tau < 0:
+        raise ConversionError(f"{what} must be a finite number >= 0, got {tau!r}")
+
+
+@dataclasses.dataclass
+class NodePlan:
+    """One candidate node of the source model: the decision, why, and (once converted) what it became."""
+
+    source: str  # the node's name in the source model
+    op_type: str  # its op type there (Conv, MaxPool, ConvTranspose, ...)
+    output_shape: Optional[str]  # e.g. "1x64x56x56", "?" where unknown
+    decision: str = INELIGIBLE
+    reason: str = ""
+    flops: Optional[int] = None  # per batch item (frame); None where shapes are unknown
+    is_conv: bool = False  # counted in the "share of conv FLOPs" figures
+    threshold: Optional[float] = None  # tau of the Delta op, when converted
+    delta_name: Optional[str] = None  # e.g. DeltaConv_0
+    delta_op: Optional[str] = None  # DeltaConv / DeltaPool
+    activation: str = ""  # the activation fused into a DeltaConv
+    fused: list[str] = dataclasses.field(default_factory=list)  # source nodes folded/fused into it
+    has_map_input: bool = False  # a change map is wired into it
+
+
+@dataclasses.dataclass
+class ConversionContext:
+    """Shared by the passes of one conversion."""
+
+    options: ConversionOptions
+    plans: list[NodePlan] = dataclasses.field(default_factory=list)
+    # Filled by the state pass, in graph order, exactly as docs/state_protocol.md lists them.
+    state: list[dict] = dataclasses.field(default_factory=list)
+    maps: list[dict] = dataclasses.field(default_factory=list)
+
+    def converted(self) -> list[NodePlan]:
+        return [plan for plan in self.plans if plan.decision == CONVERTED]

@@ -1,0 +1,24 @@
+"""The Delta ops' signatures as docs/ops.md fixes them: op names and input/output positions."""
+from __future__ import annotations
+
+from deltaonnx import DOMAIN
+
+DELTA_CONV = "DeltaConv"
+DELTA_POOL = "DeltaPool"
+DELTA_MAP_UNION = "DeltaMapUnion"
+DELTA_OPS = (DELTA_CONV, DELTA_POOL)
+OPSET_VERSION = 1
+
+# Input positions.
+CONV_INPUTS = {"x": 0, "w": 1, "b": 2, "x_ref": 3, "y_prev": 4, "map_in": 5}
+POOL_INPUTS = {"x": 0, "x_ref": 1, "y_prev": 2, "map_in": 3}
+# Output positions (both ops).
+Y, X_REF_NEXT, MAP_OUT = 0, 1, 2
+
+
+def input_positions(op_type: str) -> dict[str, int]:
+    return CONV_INPUTS if op_type == DELTA_CONV else POOL_INPUTS
+
+
+def is_delta_op(node) -> bool:
+    return node.domain == DOMAIN and node.op_type in DELTA_OPS

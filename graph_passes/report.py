@@ -1,0 +1,142 @@
+"""The conversion summary: one row per Conv/MaxPool-like node, what was (or would be) done and why,
+and how much of the model's convolution work the converted nodes cover."""
+from __future__ import annotations
+
+import dataclasses
+from typing import Optional
+
+from .conversion_context import CONVERTED, ConversionContext
+from .metadata import node_entry
+
+
+@dataclasses.dataclass
+class ReportRow:
+    node: str  # name in the source model
+    op: str  # op type in the source model
+    shape: str  # output shape
+    decision: str  # converted / dense / ineligible
+    reason: str
+    flops: Optional[int]  # per frame (batch item)
+    is_conv: bool
+    delta_name: Optional[str] = None
+    threshold: Optional[float] = None
+    activation: str = ""
+    fused: list[str] = dataclasses.field(default_factory=list)
+    map_in: bool = False
+
+    @property
+    def converted(self) -> bool:
+        return self.decision == CONVERTED
+
+
+_CONV_OPS = {"Conv", "ConvTranspose", "ConvInteger", "QLinearConv", "DeformConv"}
+
+
+@dataclasses.dataclass
+class Report:
+    rows: list[ReportRow]
+    threshold: float
+    inner_threshold: float
+    done: bool = True  # False: what convert *would* do (inspect of an unconverted model)
+
+    # --- construction -----------------------------------------------------------------------------------
+
+    @classmethod
+    def from_context(cls, context: ConversionContext, *, done: bool = True) -> "Report":
+        rows = [_row_from_entry(node_entry(plan)) for plan in context.plans]
+        options = context.options
+        return cls(rows, float(options.threshold), float(options.inner_threshold), done)
+
+    @classmethod
+    def from_metadata(cls, metadata: dict) -> "Report":
+        rows = [_row_from_entry(entry) for entry in metadata.get("nodes", [])]
+        return cls(rows, float(metadata.get("threshold", 0.0)), float(metadata.get("inner_threshold", 0.0)), True)
+
+    # --- figures ----------------------------------------------------------------------------------------
+
+    @property
+    def converted_rows(self) -> list[ReportRow]:
+        return [row for row in self.rows if row.converted]
+
+    def conv_flops(self) -> int:
+        return sum(row.flops or 0 for row in self.rows if row.is_conv)
+
+    def converted_conv_flops(self) -> int:
+        return sum(row.flops or 0 for row in self.rows if row.is_conv and row.converted)
+
+    def conv_share_converted(self) -> Optional[float]:
+        """Fraction of the model's conv FLOPs (where known) in converted nodes."""
+        total = self.conv_flops()
+        return None if total == 0 else self.converted_conv_flops() / total
+
+    # --- text ------------------------------------------------------------------------------------------
+
+    def render(self) -> str:
+        total = self.conv_flops()
+        header = ["node", "op", "output", "decision", "as", "tau", "act", "GFLOPs", "conv%", "reason"]
+        table = [header]
+        for row in self.rows:
+            share = "" if not row.is_conv or row.flops is None or total == 0 else f"{100.0 * row.flops / total:.1f}"
+            table.append(
+                [
+                    row.node,
+                    row.op,
+                    row.shape,
+                    row.decision,
+                    row.delta_name or "-",
+                    "-" if row.threshold is None else f"{row.threshold:g}",
+                    row.activation or "-",
+                    "?" if row.flops is None else f"{row.flops / 1e9:.3f}",
+                    share or "-",
+                    row.reason,
+                ]
+            )
+        widths = [max(len(line[i]) for line in table) for i in range(len(header) - 1)]
+        lines = []
+        for index, line in enumerate(table):
+            cells = [cell.ljust(width) for cell, width in zip(line[:-1], widths)]
+            lines.append("  ".join([*cells, line[-1]]).rstrip())
+            if index == 0:
+                lines.append("  ".join("-" * w for w in widths) + "  " + "-" * len("reason"))
+        lines.append("")
+        lines.append(self.summary())
+        return "\n".join(lines)
+
+    def summary(self) -> str:
+        verb = "converted" if self.done else "would convert"
+        convs = [row for row in self.rows if row.op == "Conv"]
+        pools = [row for row in self.rows if row.op == "MaxPool"]
+        parts = [
+            f"{verb} {sum(r.converted for r in convs)}/{len(convs)} Conv and "
+            f"{sum(r.converted for r in pools)}/{len(pools)} MaxPool nodes"
+        ]
+        share = self.conv_share_converted()
+        if share is not None:
+            parts.append(
+                f"covering {100.0 * share:.1f}% of conv FLOPs "
+                f"({self.converted_conv_flops() / 1e9:.3f} of {self.conv_flops() / 1e9:.3f} GFLOPs per frame)"
+            )
+        parts.append(f"threshold {self.threshold:g}, inner_threshold {self.inner_threshold:g}")
+        return "; ".join(parts)
+
+    def __str__(self) -> str:
+        return self.render()
+
+
+def _row_from_entry(entry: dict) -> ReportRow:
+    converted = entry.get("decision", CONVERTED) == CONVERTED
+    source_op = entry.get("source_op") or entry.get("op", "?")
+    return ReportRow(
+        node=entry.get("source") or entry.get("name", "?"),
+        op=source_op,
+        shape=entry.get("shape") or "?",
+        decision=entry.get("decision", CONVERTED),
+        reason=entry.get("reason", ""),
+        flops=entry.get("flops"),
+        is_conv=source_op in _CONV_OPS,
+        delta_name=entry.get("name") if converted else None,
+        threshold=entry.get("threshold"),
+        activation=entry.get("activation", ""),
+        fused=list(entry.get("fused", [])),
+        map_in=bool(entry.get("map_in", False)),
+    )

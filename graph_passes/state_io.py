@@ -1,0 +1,49 @@
+"""Pass 7: give every Delta op its state, as graph inputs (past) and outputs (present), after the
+model's own inputs and outputs, named as docs/state_protocol.md fixes:
+  past  `deltaonnx.past.<node>.x_ref`, `deltaonnx.past.<node>.y`: float32, rank 4, every dim symbolic
+        (so the empty [0,0,0,0] state of a first run is accepted);
+  present `deltaonnx.present.<node>.x_ref` and the node's Y (which keeps the model's name when Y is one
+        of the model's outputs);
+  then the change maps `deltaonnx.map.<node>`, uint8 [N,1,Ho,Wo]."""
+from __future__ import annotations
+
+import onnx_ir as ir
+
+from .conversion_context import ConversionContext
+from .delta_ops import MAP_OUT, X_REF_NEXT, Y, input_positions, is_delta_op
+from .delta_rewrite import past_name
+
+
+def _past_input(node_name: str, kind: str) -> ir.Value:
+    # Named symbolic dims, distinct per input: no shape relation is implied between state tensors.
+    shape = ir.Shape([f"{node_name}.{kind}.{axis}" for axis in range(4)])
+    return ir.Value(name=past_name(node_name, kind), shape=shape, type=ir.TensorType(ir.DataType.FLOAT))
+
+
+class AddStateInputsOutputs(ir.passes.InPlacePass):
+    def __init__(self, context: ConversionContext) -> None:
+        super().__init__()
+        self.context = context
+
+    def call(self, model: ir.Model) -> ir.passes.PassResult:
+        graph = model.graph
+        delta_nodes = [node for node in graph if is_delta_op(node)]
+        for node in delta_nodes:
+            positions = input_positions(node.op_type)
+            y, x_ref_next = node.outputs[Y], node.outputs[X_REF_NEXT]
+            past_x_ref, past_y = _past_input(node.name, "x_ref"), _past_input(node.name, "y")
+            graph.inputs.extend([past_x_ref, past_y])
+            node.replace_input_with(positions["x_ref"], past_x_ref)
+            node.replace_input_with(positions["y_prev"], past_y)
+            graph.outputs.append(x_ref_next)
+            if not y.is_graph_output():
+                graph.outputs.append(y)
+            self.context.state.append(
+                {"node": node.name, "past": past_x_ref.name, "present": x_ref_next.name, "kind": "x_ref"}
+            )
+            self.context.state.append({"node": node.name, "past": past_y.name, "present": y.name, "kind": "y"})
+        for node in delta_nodes:
+            change_map = node.outputs[MAP_OUT]
+            graph.outputs.append(change_map)
+            self.context.maps.append({"node": node.name, "output": change_map.name, "shape_of": node.outputs[Y].name})
+        return ir.passes.PassResult(model, modified=bool(delta_nodes))

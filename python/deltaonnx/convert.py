@@ -1,0 +1,206 @@
+"""`deltaonnx.convert`: rewrite an ONNX CNN so its Conv/MaxPool nodes recompute only what changed.
+
+    import deltaonnx
+    converted = deltaonnx.convert("model.onnx", threshold=0.05)
+    onnx.save(converted, "model.delta.onnx")
+
+The passes live in `deltaonnx.graph_passes`; this module loads models, runs them and reports."""
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Optional, Union
+
+import onnx
+import onnx_ir as ir
+from onnx import external_data_helper
+
+# Submodules named explicitly: works whether or not the editable install knows graph_passes/__init__.py.
+from .graph_passes.conversion_context import ConversionContext, ConversionOptions
+from .graph_passes.errors import ConversionError
+from .graph_passes.metadata import read_conversion_metadata
+from .graph_passes.pipeline import conversion_pass_manager, planning_passes, run_passes
+from .graph_passes.report import Report, ReportRow
+
+__all__ = [
+    "ConversionError",
+    "Report",
+    "ReportRow",
+    "convert",
+    "convert_with_report",
+    "inspect_model",
+    "load_model",
+    "save_model",
+]
+
+ModelLike = Union[str, os.PathLike, bytes, onnx.ModelProto]
+
+# Protobuf cannot serialise a message of 2 GiB or more: larger models keep their weights in a side file.
+_PROTOBUF_LIMIT = 2**31 - 1
+
+
+def load_model(model: ModelLike) -> onnx.ModelProto:
+    """A private ModelProto for `model` (a path, serialized bytes or a ModelProto, never modified),
+    with any external data loaded."""
+    if isinstance(model, onnx.ModelProto):
+        copy = onnx.ModelProto()
+        copy.CopyFrom(model)
+        return _checked(copy, "the ModelProto")
+    if isinstance(model, (bytes, bytearray, memoryview)):
+        try:
+            proto = onnx.load_from_string(bytes(model))
+        except Exception as error:  # noqa: BLE001 - protobuf raises several types
+            raise ConversionError(f"the bytes are not an ONNX model ({_first_line(error)})") from error
+        return _checked(proto, "the bytes")
+    if isinstance(model, (str, os.PathLike)):
+        path = Path(model)
+        if not path.exists():
+            raise ConversionError(f"no such file: {path}")
+        if path.is_dir():
+            raise ConversionError(f"{path} is a directory, not an ONNX model")
+        try:
+            proto = onnx.load(str(path), load_external_data=False)
+        except Exception as error:  # noqa: BLE001
+            raise ConversionError(f"{path} is not an ONNX model ({_first_line(error)})") from error
+        _checked(proto, str(path))
+        if _uses_external_data(proto):
+            try:
+                external_data_helper.load_external_data_for_model(proto, str(path.resolve().parent))
+            except Exception as error:  # noqa: BLE001
+                raise ConversionError(f"cannot read the external data of {path} ({_first_line(error)})") from error
+        return proto
+    raise TypeError(f"model must be a path, bytes or onnx.ModelProto, not {type(model).__name__}")
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return text[0] if text else type(error).__name__
+
+
+def _checked(proto: onnx.ModelProto, what: str) -> onnx.ModelProto:
+    # Protobuf parses many byte strings as *some* message: demand the parts every model has.
+    if not proto.HasField("graph") or not proto.opset_import or proto.ir_version <= 0:
+        raise ConversionError(f"{what} is not an ONNX model (no graph, opset import or IR version)")
+    return proto
+
+
+def _uses_external_data(proto: onnx.ModelProto) -> bool:
+    return any(
+        external_data_helper.uses_external_data(tensor)
+        for tensor in external_data_helper._get_all_tensors(proto)  # noqa: SLF001 - onnx's own walker
+    )
+
+
+def _options(threshold, inner_threshold, thresholds, all_nodes, dense_fraction) -> ConversionOptions:
+    return ConversionOptions(
+        threshold=threshold,
+        inner_threshold=inner_threshold,
+        thresholds=dict(thresholds) if isinstance(thresholds, Mapping) else thresholds,
+        all_nodes=bool(all_nodes),
+        dense_fraction=dense_fraction,
+    )
+
+
+def convert_with_report(
+    model: ModelLike,
+    *,
+    threshold: float = 0.0,
+    inner_threshold: float = 0.0,
+    thresholds: Optional[Mapping[str, float]] = None,
+    all_nodes: bool = False,
+    dense_fraction: float = 0.5,
+    verbose: bool = False,
+) -> tuple[onnx.ModelProto, Report]:
+    """Like `convert`, also returning the Report (one row per Conv/MaxPool-like node)."""
+    options = _options(threshold, inner_threshold, thresholds, all_nodes, dense_fraction)
+    context = ConversionContext(options)
+    model_ir = ir.serde.deserialize_model(load_model(model))
+    run_passes(conversion_pass_manager(context), model_ir)
+    converted = ir.serde.serialize_model(model_ir)
+    report = Report.from_context(context)
+    if verbose:
+        print(report.render())
+    return converted, report
+
+
+def convert(
+    model: ModelLike,
+    *,
+    threshold: float = 0.0,
+    inner_threshold: float = 0.0,
+    thresholds: Optional[Mapping[str, float]] = None,
+    all_nodes: bool = False,
+    dense_fraction: float = 0.5,
+    verbose: bool = False,
+) -> onnx.ModelProto:
+    """Convert `model` (a path, serialized bytes or an onnx.ModelProto; never modified).
+
+    Folds BatchNormalization into Conv, fuses the following activation, turns each Conv/MaxPool worth
+    it into DeltaConv/DeltaPool (domain com.deltaonnx), adds state inputs/outputs after the model's own
+    (docs/state_protocol.md) and records what it did in the `deltaonnx` metadata entry.
+
+    threshold: tau of the Delta ops that read a model input (possibly through Transpose/Cast/Identity),
+        in the input's units; inner_threshold: tau of all other Delta ops (0: exact after the gate);
+        thresholds: {source node name: tau} overrides for single Conv/MaxPool nodes;
+        all_nodes: convert every eligible node, even where the cost model would keep it dense;
+        dense_fraction: above this changed fraction of its output an op computes densely;
+        verbose: print the report.
+    Raises ConversionError for models or options it cannot accept (already converted, nothing
+    convertible, unknown node names in thresholds, ...)."""
+    converted, _ = convert_with_report(
+        model,
+        threshold=threshold,
+        inner_threshold=inner_threshold,
+        thresholds=thresholds,
+        all_nodes=all_nodes,
+        dense_fraction=dense_fraction,
+        verbose=verbose,
+    )
+    return converted
+
+
+def inspect_model(
+    model: ModelLike,
+    *,
+    threshold: float = 0.0,
+    inner_threshold: float = 0.0,
+    thresholds: Optional[Mapping[str, float]] = None,
+    all_nodes: bool = False,
+    dense_fraction: float = 0.5,
+) -> Report:
+    """For a converted model, the report of what was done (from its metadata); for any other model,
+    what `convert` with these options would do (nothing is written)."""
+    proto = load_model(model)
+    try:
+        metadata = read_conversion_metadata({p.key: p.value for p in proto.metadata_props})
+    except ValueError as error:
+        raise ConversionError(f"the model's 'deltaonnx' metadata is not valid JSON ({error})") from error
+    if metadata is not None:
+        return Report.from_metadata(metadata)
+    context = ConversionContext(_options(threshold, inner_threshold, thresholds, all_nodes, dense_fraction))
+    model_ir = ir.serde.deserialize_model(proto)
+    run_passes(ir.passes.PassManager(planning_passes(context), steps=1), model_ir)
+    return Report.from_context(context, done=False)
+
+
+def save_model(model: onnx.ModelProto, path: Union[str, os.PathLike], *, external_data: Optional[bool] = None) -> None:
+    """Write `model` to `path`; weights go to `<file>.data` beside it when asked or when the model is too
+    large for one protobuf file."""
+    path = Path(path)
+    if external_data is None:
+        try:
+            external_data = model.ByteSize() > _PROTOBUF_LIMIT
+        except Exception:  # noqa: BLE001 - protobuf refuses to size some huge messages
+            external_data = True
+    if external_data:
+        onnx.save_model(
+            model,
+            str(path),
+            save_as_external_data=True,
+            all_tensors_to_one_file=True,
+            location=path.name + ".data",
+            size_threshold=1024,
+        )
+    else:
+        onnx.save_model(model, str(path))
