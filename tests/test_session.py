@@ -548,10 +548,15 @@ def test_converted_zoo_models_match_dense_through_the_session(cpu_op_library, na
     (model_input,) = reference.get_inputs()
     layout = "NHWC" if name == "nhwc_input" else "NCHW"
     frames = synthetic_video.sequence(tuple(model_input.shape), 10, seed=3, layout=layout)
+    pointers = None
     for index, frame in enumerate(frames):
         if frame.kind == "reset":
             session.reset()
+            pointers = None
         got = session.run(None, {model_input.name: frame.data})
+        now = {past: value.data_ptr() for past, value in session.state().items()}
+        assert pointers is None or now == pointers, f"{name}: frame {index}: state not carried in place"
+        pointers = now
         expected = reference.run(None, {model_input.name: frame.data})
         for output, g, e in zip(session.get_outputs(), got, expected):
             scale = max(1.0, float(np.abs(e).max()))
