@@ -492,3 +492,46 @@ def test_reference_evaluator_runs_a_converted_model(with_bias, rng):
             assert out["map.pool"].all() == (t == 0) and out["map.pool"].any() == (t == 0)
         state = {"past.conv.x_ref": out["present.conv.x_ref"], "past.conv.y": out["conv_y"],
                  "past.pool.x_ref": out["present.pool.x_ref"], "past.pool.y": out["Y"]}
+
+
+@pytest.mark.parametrize("name", ["cnn1", "nhwc_input", "yolov8_like"])
+@pytest.mark.parametrize("threshold", [0.0, 0.05])
+def test_reference_evaluator_runs_converter_output(name, threshold, cpu_op_library):
+    """The evaluator runs what deltaonnx.convert produces: at tau 0 it equals dense ORT on every frame of
+    a sequence; at tau 0.05 it agrees with the C++ ops (the same rules, other summation order)."""
+    import json
+
+    zoo = pytest.importorskip("zoo")
+    import synthetic_video
+
+    import deltaonnx
+
+    if not hasattr(deltaonnx, "convert"):
+        pytest.skip("deltaonnx.convert is not available")
+    model = zoo.BUILDERS[name]()
+    converted = deltaonnx.convert(model, threshold=threshold, all_nodes=True)
+    meta = json.loads({p.key: p.value for p in converted.metadata_props}["deltaonnx"])
+    evaluator = ref.make_reference_evaluator(converted)
+    options = ort.SessionOptions()
+    options.register_custom_ops_library(cpu_op_library)
+    delta = ort.InferenceSession(converted.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    dense = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    (inp,) = dense.get_inputs()
+    own_outputs = [o.name for o in dense.get_outputs()]
+    names = [o.name for o in converted.graph.output]
+    assert [o.name for o in delta.get_outputs()] == names
+    layout = "NHWC" if inp.shape[-1] == 3 else "NCHW"
+    ref_state = ort_state = None
+    for frame in synthetic_video.sequence(inp.shape, 10, seed=4, layout=layout):
+        if frame.reset:
+            ref_state = ort_state = {s["past"]: EMPTY for s in meta["state"]}
+        ref_out = dict(zip(names, evaluator.run(None, {inp.name: frame.data, **ref_state})))
+        ort_out = dict(zip(names, delta.run(None, {inp.name: frame.data, **ort_state})))
+        for output, want in zip(own_outputs, dense.run(None, {inp.name: frame.data})):
+            np.testing.assert_allclose(ref_out[output], ort_out[output], rtol=1e-4, atol=1e-4)
+            if threshold == 0:
+                np.testing.assert_allclose(ref_out[output], want, rtol=1e-5, atol=1e-5)
+        if frame.kind == "static":  # nothing changed: nothing recomputed anywhere
+            assert not any(ref_out[m["output"]].any() for m in meta["maps"])
+        ref_state = {s["past"]: ref_out[s["present"]] for s in meta["state"]}
+        ort_state = {s["past"]: ort_out[s["present"]] for s in meta["state"]}
