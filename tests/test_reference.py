@@ -178,6 +178,14 @@ def test_maxpool2d_matches_torch(k, s, d, ceil_mode, hw, seed):
     np.testing.assert_array_equal(got, want)
 
 
+def test_maxpool2d_window_of_padding_only_gives_lowest_float_like_ort():
+    attrs = dict(kernel_shape=[2, 2], strides=[1, 1], pads=[1, 1, 1, 1], dilations=[3, 3])  # taps at -1 and 2
+    X = np.ones((1, 1, 2, 2), np.float32)
+    want = run_ort_node("MaxPool", {"X": X}, **attrs)
+    np.testing.assert_array_equal(ref.maxpool2d(X, **attrs), want)
+    assert want.ravel()[0] == np.finfo(np.float32).min
+
+
 def test_resolve_pads_rules():
     assert ref.resolve_pads((7, 8), (3, 3), (2, 2), (1, 1), None, "SAME_UPPER") == (1, 0, 1, 1)
     assert ref.resolve_pads((7, 8), (3, 3), (2, 2), (1, 1), None, "SAME_LOWER") == (1, 1, 1, 0)
