@@ -43,7 +43,9 @@ def _conv_ineligibility(node: ir.Node) -> Optional[str]:
     weight = constant_array(weight_value)
     if weight is None:
         if weight_value is not None and weight_value.is_graph_input():
-            return "weights are a graph input (overridable), not a constant"
+            if weight_value.is_initializer():
+                return "weights are an initializer listed as a graph input (overridable), not a constant"
+            return "weights are a graph input, not a constant"
         return "weights are not a constant"
     if weight.ndim != 4:
         return f"{weight.ndim - 2}-D convolution (only 2-D)"

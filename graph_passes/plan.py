@@ -154,7 +154,7 @@ def _check_threshold_names(thresholds, candidates: list[ir.Node]) -> None:
     unknown = sorted(name for name in thresholds if name not in known)
     if unknown:
         listed = ", ".join(repr(name) for name in unknown[:5]) + (", ..." if len(unknown) > 5 else "")
-        raise ConversionError(f"thresholds name no Conv or MaxPool node of the model: {listed}")
+        raise ConversionError(f"unknown node names in thresholds (no Conv or MaxPool of the model has them): {listed}")
 
 
 class RequireConvertedNode(ir.passes.InPlacePass):

@@ -1,0 +1,260 @@
+"""The command line: `python -m deltaonnx <command> ...` (also installed as `deltaonnx`).
+
+Each subcommand is one `add_<name>_command(subparsers)` function registering its arguments and its
+`run` function in COMMANDS. A run function returns the exit code; it raises CliError (or the
+converter's ConversionError) for problems the user can fix, which `main` prints as one line,
+`deltaonnx: error: ...`, with exit code 2 (the traceback only with --verbose)."""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import traceback
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Callable, Optional
+
+from . import __version__
+
+EXIT_OK = 0
+EXIT_INTERNAL_ERROR = 1
+EXIT_USER_ERROR = 2
+PROG = "deltaonnx"
+
+
+class CliError(Exception):
+    """A problem with what the user asked for (missing file, bad option value, ...): one line."""
+
+
+class _ArgumentParser(argparse.ArgumentParser):
+    """Usage errors as one line like every other user error (argparse's exit code 2 is kept)."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(EXIT_USER_ERROR, f"{PROG}: error: {message} (see `{self.prog} --help`)\n")
+
+
+# --- helpers shared by subcommands ---------------------------------------------------------------------
+
+
+def existing_model_path(text: str) -> Path:
+    path = Path(text)
+    if not path.exists():
+        raise CliError(f"no such file: {path}")
+    if path.is_dir():
+        raise CliError(f"{path} is a directory, not an ONNX model")
+    return path
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    if not b.exists():
+        return os.path.realpath(a) == os.path.realpath(b)
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def default_output_path(model_path: Path) -> Path:
+    """model.onnx -> model.delta.onnx, beside the input."""
+    stem = model_path.name[: -len(".onnx")] if model_path.name.endswith(".onnx") else model_path.name
+    return model_path.with_name(f"{stem}.delta.onnx")
+
+
+def checked_output_path(model_path: Path, requested: Optional[str]) -> Path:
+    output = Path(requested) if requested else default_output_path(model_path)
+    if output.is_dir():
+        raise CliError(f"output path {output} is a directory; give a file name")
+    if _same_file(model_path, output):
+        raise CliError(f"refusing to overwrite the input model {model_path} (output {output} is the same file)")
+    parent = output.resolve().parent if not output.is_symlink() else output.parent
+    if not parent.is_dir():
+        raise CliError(f"the output directory {output.parent} does not exist")
+    return output
+
+
+def read_thresholds_file(text: Optional[str]) -> Optional[dict[str, float]]:
+    """A JSON object {node name: tau}."""
+    if text is None:
+        return None
+    path = Path(text)
+    if not path.is_file():
+        raise CliError(f"--thresholds: no such file: {path}")
+    try:
+        data = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as error:
+        raise CliError(f"--thresholds: {path} is not valid JSON ({error})") from error
+    if not isinstance(data, dict):
+        raise CliError(f'--thresholds: {path} must hold a JSON object {{"node name": tau, ...}}')
+    for name, tau in data.items():
+        if isinstance(tau, bool) or not isinstance(tau, (int, float)) or not math.isfinite(tau) or tau < 0:
+            raise CliError(f"--thresholds: the value for {name!r} must be a number >= 0, got {tau!r}")
+    return {name: float(tau) for name, tau in data.items()}
+
+
+def non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
+    return value
+
+
+def fraction(text: str) -> float:
+    value = non_negative_float(text)
+    if value > 1:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1], got {text}")
+    return value
+
+
+def _add_conversion_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--threshold", type=non_negative_float, default=0.0, metavar="TAU",
+                        help="input gate: tau of the Delta ops reading a model input, in its units (default 0)")
+    parser.add_argument("--inner-threshold", type=non_negative_float, default=0.0, metavar="TAU",
+                        help="tau of every other Delta op (default 0: exact after the gate)")
+    parser.add_argument("--thresholds", metavar="FILE.json",
+                        help='per-node overrides, a JSON object {"<Conv/MaxPool node name>": tau}')
+    parser.add_argument("--all", dest="all_nodes", action="store_true",
+                        help="convert every eligible node, also those the cost model keeps dense")
+    parser.add_argument("--dense-fraction", type=fraction, default=0.5, metavar="F",
+                        help="above this changed fraction of its output an op runs densely (default 0.5)")
+
+
+def _conversion_kwargs(args: argparse.Namespace) -> dict:
+    return {
+        "threshold": args.threshold,
+        "inner_threshold": args.inner_threshold,
+        "thresholds": read_thresholds_file(args.thresholds),
+        "all_nodes": args.all_nodes,
+        "dense_fraction": args.dense_fraction,
+    }
+
+
+# --- convert -------------------------------------------------------------------------------------------
+
+
+def add_convert_command(subparsers, common: argparse.ArgumentParser) -> None:
+    parser = subparsers.add_parser(
+        "convert",
+        parents=[common],
+        help="rewrite a model so Conv/MaxPool recompute only what changed",
+        description="Rewrite an ONNX model: each Conv/MaxPool worth it becomes DeltaConv/DeltaPool with state "
+        "inputs/outputs (docs/state_protocol.md). Writes MODEL.delta.onnx beside the input unless -o is given; "
+        "never overwrites the input.",
+    )
+    parser.add_argument("model", help="the ONNX model to convert")
+    parser.add_argument("-o", "--output", help="where to write the converted model (default: <model>.delta.onnx)")
+    _add_conversion_options(parser)
+    parser.set_defaults(run=run_convert)
+
+
+def run_convert(args: argparse.Namespace) -> int:
+    from .convert import convert_with_report, save_model
+
+    model_path = existing_model_path(args.model)
+    output = checked_output_path(model_path, args.output)
+    converted, report = convert_with_report(model_path, **_conversion_kwargs(args))
+    save_model(converted, output)
+    print(report.render())
+    print(f"wrote {output}")
+    return EXIT_OK
+
+
+# --- inspect -------------------------------------------------------------------------------------------
+
+
+def add_inspect_command(subparsers, common: argparse.ArgumentParser) -> None:
+    parser = subparsers.add_parser(
+        "inspect",
+        parents=[common],
+        help="show what convert would do, or what it did to a converted model",
+        description="For a converted model, list what the conversion did (from its metadata) and its state; "
+        "for any other model, what `convert` with the same options would do. Writes nothing.",
+    )
+    parser.add_argument("model", help="an ONNX model, converted or not")
+    _add_conversion_options(parser)
+    parser.set_defaults(run=run_inspect)
+
+
+def run_inspect(args: argparse.Namespace) -> int:
+    from .convert import inspect_model, load_model
+    from .graph_passes.metadata import read_conversion_metadata
+
+    model_path = existing_model_path(args.model)
+    options = _conversion_kwargs(args)
+    proto = load_model(model_path)
+    report = inspect_model(proto, **options)
+    if report.done:
+        metadata = read_conversion_metadata({p.key: p.value for p in proto.metadata_props}) or {}
+        print(f"{model_path}: converted by deltaonnx {metadata.get('deltaonnx_version', '?')}")
+        print(report.render())
+        state = metadata.get("state", [])
+        print(f"state: {len(state)} past inputs / present outputs; change maps: {len(metadata.get('maps', []))} outputs")
+    else:
+        print(f"{model_path}: not converted; `deltaonnx convert` with these options would do:")
+        print(report.render())
+        if not report.converted_rows:
+            print("nothing would be converted")
+    return EXIT_OK
+
+
+# --- main ----------------------------------------------------------------------------------------------
+
+# Subcommands in the order `--help` lists them; others are added here the same way.
+COMMANDS: list[Callable] = [add_convert_command, add_inspect_command]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = _ArgumentParser(add_help=False)
+    common.add_argument("--verbose", action="store_true", help="more detail, and tracebacks on errors")
+    parser = _ArgumentParser(
+        prog=PROG,
+        description="Change-aware video inference for ONNX Runtime: Conv and MaxPool recompute only what changed.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for add_command in COMMANDS:
+        add_command(subparsers, common)
+    return parser
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    from .graph_passes.errors import ConversionError
+
+    return (CliError, ConversionError)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as stop:  # --help, --version (0) or bad usage (2): returned, so main() never exits
+        return stop.code if isinstance(stop.code, int) else EXIT_OK
+    verbose = getattr(args, "verbose", False)
+    try:
+        return int(args.run(args) or EXIT_OK)
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
+    except _user_errors() as error:
+        if verbose:
+            traceback.print_exc()
+        print(f"{PROG}: error: {error}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except OSError as error:  # cannot read or write a file: the user's environment, not a bug
+        if verbose:
+            traceback.print_exc()
+        where = f" {error.filename}" if error.filename else ""
+        print(f"{PROG}: error: {error.strerror or error}{':' if where else ''}{where}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except Exception as error:  # noqa: BLE001 - a bug: say so, keep the traceback for --verbose
+        if verbose:
+            traceback.print_exc()
+        print(
+            f"{PROG}: internal error: {type(error).__name__}: {error} (run with --verbose for the traceback)",
+            file=sys.stderr,
+        )
+        return EXIT_INTERNAL_ERROR
