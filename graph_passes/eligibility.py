@@ -44,7 +44,7 @@ def _conv_ineligibility(node: ir.Node) -> Optional[str]:
     if weight is None:
         if weight_value is not None and weight_value.is_graph_input():
             if weight_value.is_initializer():
-                return "weights are an initializer listed as a graph input (overridable), not a constant"
+                return "weights are an initializer listed as a graph input (overridable), not a constant (re-export without keep_initializers_as_inputs)"
             return "weights are a graph input, not a constant"
         return "weights are not a constant"
     if weight.ndim != 4:

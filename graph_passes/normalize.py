@@ -97,6 +97,30 @@ class InferShapes(ir.passes.InPlacePass):
         return ir.passes.PassResult(model, modified=inner(model).modified)
 
 
+class CompleteConvRanks(ir.passes.InPlacePass):
+    """Shape inference leaves no shape behind ops it cannot type (other domains, failures); a Conv with
+    4-D weights or a MaxPool with a 2-D kernel still has a 4-D output ([N, M, H, W] for the Conv).
+    Knowing the rank lets change maps pass the elementwise ops after it."""
+
+    def call(self, model: ir.Model) -> ir.passes.PassResult:
+        modified = False
+        for node in model.graph:
+            if node.domain != "" or node.op_type not in ("Conv", "MaxPool") or node.outputs[0].shape is not None:
+                continue
+            if node.op_type == "Conv":
+                weight_dims = static_dims(node.inputs[1]) if len(node.inputs) > 1 else None
+                if weight_dims is None or len(weight_dims) != 4:
+                    continue
+                node.outputs[0].shape = ir.Shape([None, weight_dims[0], None, None])
+            else:
+                kernel = attribute(node, "kernel_shape")
+                if kernel is None or len(kernel) != 2:
+                    continue
+                node.outputs[0].shape = ir.Shape([None, None, None, None])
+            modified = True
+        return ir.passes.PassResult(model, modified=modified)
+
+
 class ExplicitAutoPad(ir.passes.InPlacePass):
     """Rewrites auto_pad SAME_UPPER/SAME_LOWER/VALID of Conv and MaxPool into explicit pads where the
     input's spatial size is known (VALID needs no size). Elsewhere auto_pad stays: the Delta ops support it."""
@@ -163,4 +187,11 @@ def explicit_pads(node: ir.Node, mode: str) -> list[int] | None:
 
 
 def normalization_passes() -> list[ir.passes.PassBase]:
-    return [RejectUnsupportedModel(), DropWeightInputs(), NameCandidateNodes(), InferShapes(), ExplicitAutoPad()]
+    return [
+        RejectUnsupportedModel(),
+        DropWeightInputs(),
+        NameCandidateNodes(),
+        InferShapes(),
+        CompleteConvRanks(),
+        ExplicitAutoPad(),
+    ]

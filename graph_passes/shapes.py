@@ -1,6 +1,7 @@
 """Reading the (possibly partial, possibly symbolic) shapes that ONNX shape inference leaves on values."""
 from __future__ import annotations
 
+import re
 from typing import Optional, Union
 
 import onnx_ir as ir
@@ -43,8 +44,12 @@ def dim_is_one(dim: Dim) -> bool:
     return isinstance(dim, int) and dim == 1
 
 
+_SHORT_SYMBOL = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,15}$")
+
+
 def shape_text(value: Optional[ir.Value]) -> str:
-    """e.g. '1x64x56x56', 'Nx64x?x?', or '?' when even the rank is unknown."""
+    """e.g. '1x64x56x56', 'batchx64x?x?' (named dims shown, inferred expressions and unknowns as '?'),
+    or '?' when even the rank is unknown."""
     found = dims(value)
     if found is None:
         return "?"
@@ -52,10 +57,10 @@ def shape_text(value: Optional[ir.Value]) -> str:
     for d in found:
         if isinstance(d, int):
             parts.append(str(d))
-        elif d.value is None:
-            parts.append("?")
+        elif isinstance(d.value, str) and _SHORT_SYMBOL.match(d.value) and not d.value.startswith("unk__"):
+            parts.append(d.value)
         else:
-            parts.append(str(d.value))
+            parts.append("?")
     return "x".join(parts) if parts else "scalar"
 
 
