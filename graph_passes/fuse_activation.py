@@ -119,7 +119,9 @@ def clip_bounds(node: ir.Node, opset: int) -> Optional[tuple[float, float]]:
 
 def _clip(node: ir.Node, opset: int, channels: int):
     bounds = clip_bounds(node, opset)
-    return None if bounds is None else ("Clip", [bounds[0], bounds[1]])
+    if bounds is None or not bounds[0] <= bounds[1]:
+        return None  # min > max means "everything is max" in ONNX: leave such a Clip alone
+    return "Clip", [bounds[0], bounds[1]]
 
 
 def _prelu(node: ir.Node, opset: int, channels: int):

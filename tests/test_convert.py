@@ -284,6 +284,14 @@ def test_model_inputs_outputs_kept_and_state_follows(zoo):
     onnx.checker.check_model(converted)
 
 
+def test_result_ir_version_is_one_ort_loads(rng):
+    model = conv_block_model(rng, [helper.make_node("Relu", ["y"], ["out"])])
+    model.ir_version = onnx.IR_VERSION  # what onnx writes by default (> 10)
+    assert deltaonnx.convert(model).ir_version == 10
+    model.ir_version = 7
+    assert deltaonnx.convert(model).ir_version == 7
+
+
 def test_metadata_lists_state_maps_and_every_decision(zoo):
     original = zoo.mobilenetv3_like()
     converted, report = convert_with_report(original, threshold=0.05, inner_threshold=0.0)
@@ -563,6 +571,7 @@ ACTIVATION_PATTERNS = {
         "PRelu", [0.1, 0.2, 0.3, 0.4],
     ),
     "silu": ([_n("Sigmoid", ["y"], ["s"]), _n("Mul", ["y", "s"], ["out"])], [], 17, "SiLU", None),
+    "swish_op": ([_n("Swish", ["y"], ["out"])], [], 24, "SiLU", None),
     "silu_swapped": ([_n("Sigmoid", ["y"], ["s"]), _n("Mul", ["s", "y"], ["out"])], [], 17, "SiLU", None),
 }
 
@@ -601,6 +610,8 @@ NOT_FUSED = {
     "hard_sigmoid_gate_not_hard_swish": (
         [_n("HardSigmoid", ["y"], ["g"]), _n("Mul", ["y", "g"], ["out"])], [], 17,
     ),
+    "swish_op_alpha_not_one": ([_n("Swish", ["y"], ["out"], alpha=2.0)], [], 24),
+    "clip_min_above_max": ([_n("Clip", ["y", "hi", "lo"], ["out"])], [const("lo", 0.0), const("hi", 6.0)], 17),
     "clip_gate_wrong_constant": (
         [_n("Add", ["y", "two"], ["a"]), _n("Clip", ["a", "zero", "six"], ["c"]), _n("Mul", ["y", "c"], ["m"]),
          _n("Div", ["m", "six"], ["out"])],
@@ -860,4 +871,35 @@ def test_maps_of_unprovably_equal_shapes_meet_in_a_broadcasting_max(op_library, 
     union = _producer(converted, _map_input_of(converted, "d", report))
     assert (union.domain, union.op_type) == ("", "Max")
     frames = [{"x": f} for f in video([1, 3, 10, 10], 5, rng)]
+    assert_same_as_dense(original, converted, frames, op_library)
+
+
+# --------------------------------------------------------------------------------------------------
+# real third-party models (fetched into a cache by models/real_material.py; skipped when offline)
+# --------------------------------------------------------------------------------------------------
+
+REAL_MODELS = {
+    # name: (fetcher, layout, two resolutions the stream switches between)
+    "mtcnn_pnet": ("mtcnn_pnet", "NHWC", [(1, 72, 96, 3), (1, 60, 80, 3)]),
+    "nudenet_320n": ("nudenet_320n", "NCHW", [(1, 3, 128, 160), (1, 3, 96, 96)]),
+}
+
+
+@pytest.mark.parametrize("name", sorted(REAL_MODELS))
+def test_real_model_at_threshold_zero_equals_dense_ort(op_library, name):
+    real_material = pytest.importorskip("real_material")
+    synthetic_video = pytest.importorskip("synthetic_video")
+    fetcher, layout, resolutions = REAL_MODELS[name]
+    try:
+        path = getattr(real_material, fetcher)()
+    except real_material.DownloadError as error:
+        pytest.skip(f"offline? {error}")
+    original = onnx.load(str(path))
+    original.ir_version = min(original.ir_version, 10)
+    converted, report = convert_with_report(path, threshold=0.0)
+    assert not [row for row in report.rows if row.decision == "ineligible"]
+    input_name = original.graph.input[0].name
+    frames = []
+    for seed, shape in enumerate(resolutions):  # a resolution change mid-stream: the state restarts
+        frames += [{input_name: f.data} for f in synthetic_video.sequence(shape, 4, seed, layout=layout)]
     assert_same_as_dense(original, converted, frames, op_library)
