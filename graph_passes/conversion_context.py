@@ -60,7 +60,6 @@ class NodePlan:
     decision: str = INELIGIBLE
     reason: str = ""
     flops: Optional[int] = None  # per batch item (frame); None where shapes are unknown
-    is_conv: bool = False  # counted in the "share of conv FLOPs" figures
     threshold: Optional[float] = None  # tau of the Delta op, when converted
     delta_name: Optional[str] = None  # e.g. DeltaConv_0
     delta_op: Optional[str] = None  # DeltaConv / DeltaPool

@@ -54,7 +54,6 @@ class PlanConversion(ir.passes.InPlacePass):
                 op_type=node.op_type,
                 output_shape=shape_text(node.outputs[0]),
                 flops=node_flops(node),
-                is_conv=node.op_type in ("Conv", "ConvTranspose", "ConvInteger", "QLinearConv", "DeformConv"),
                 fused=list(node.meta.get(FOLDED_META_KEY, [])),
             )
             reason = ineligibility(node)
