@@ -79,6 +79,39 @@ void update_reference(const float* x, const float* ref_in, float* ref_out, int64
   }
 }
 
+void detect_update_exact(const float* x, const float* ref_in, float* ref_out, int64_t channels, int64_t plane,
+                         int64_t begin, int64_t end, uint8_t* flags) {
+  const bool in_place = ref_in == ref_out;
+  const __m256 abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+  const __m256 zero = _mm256_setzero_ps();
+  for (int64_t c = 0; c < channels; ++c) {
+    const float* xc = x + c * plane;
+    const float* rc = ref_in + c * plane;
+    float* oc = ref_out + c * plane;
+    int64_t p = begin;
+    for (; p + kVec <= end; p += kVec) {
+      const __m256 xv = _mm256_loadu_ps(xc + p), rv = _mm256_loadu_ps(rc + p);
+      const __m256 ch = _mm256_cmp_ps(_mm256_and_ps(_mm256_sub_ps(xv, rv), abs_mask), zero, _CMP_NLE_UQ);
+      const int m = _mm256_movemask_ps(ch);
+      if (m) {
+        uint64_t f;
+        std::memcpy(&f, flags + p, 8);
+        f |= kExpand[m];
+        std::memcpy(flags + p, &f, 8);
+        if (in_place) _mm256_maskstore_ps(oc + p, _mm256_castps_si256(ch), xv);
+      }
+      if (!in_place) _mm256_storeu_ps(oc + p, _mm256_blendv_ps(rv, xv, ch));
+    }
+    for (; p < end; ++p) {
+      const float d = xc[p] - rc[p];
+      const bool changed = !((d < 0 ? -d : d) <= 0.f);
+      flags[p] |= static_cast<uint8_t>(changed);
+      if (changed) oc[p] = xc[p];
+      else if (!in_place) oc[p] = rc[p];
+    }
+  }
+}
+
 // Named accumulators (arrays of vectors end up on the stack): 6 rows x NV vectors of 8.
 #define DELTA_ROW_DECL(r) __m256 c##r##0 = _mm256_setzero_ps(), c##r##1 = c##r##0;
 #define DELTA_ROW_FMA(r)                                    \
@@ -121,21 +154,17 @@ void gemm_tile(int64_t depth, const float* a_packed, const float* const* b_rows,
 }
 
 void gemm_row(int64_t depth, const float* w, const float* const* b_rows, int64_t n, float* out) {
-  __m256 acc[kNV] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
-  __m256i masks[kNV];
-  bool live[kNV];
-  for (int v = 0; v < kNV; ++v) {
-    live[v] = n > v * kVec;
-    masks[v] = tail_mask(live[v] ? n - v * kVec : 0);
-  }
+  const __m256i m0 = tail_mask(n), m1 = tail_mask(n > kVec ? n - kVec : 0);
+  const bool second = n > kVec;
+  __m256 a0 = _mm256_setzero_ps(), a1 = a0;
   for (int64_t k = 0; k < depth; ++k) {
     const __m256 wk = _mm256_broadcast_ss(w + k);
     const float* b = b_rows[k];
-    for (int v = 0; v < kNV; ++v)
-      if (live[v]) acc[v] = _mm256_fmadd_ps(wk, _mm256_maskload_ps(b + v * kVec, masks[v]), acc[v]);
+    a0 = _mm256_fmadd_ps(wk, _mm256_maskload_ps(b, m0), a0);
+    if (second) a1 = _mm256_fmadd_ps(wk, _mm256_maskload_ps(b + kVec, m1), a1);
   }
-  for (int v = 0; v < kNV; ++v)
-    if (live[v]) _mm256_maskstore_ps(out + v * kVec, masks[v], acc[v]);
+  _mm256_maskstore_ps(out, m0, a0);
+  if (second) _mm256_maskstore_ps(out + kVec, m1, a1);
 }
 
 inline __m256 exp_ps(__m256 x) {
@@ -205,7 +234,7 @@ void bias_activate(float* v, int64_t n, float bias, const ActivationParams& act)
 }  // namespace
 
 const KernelTable& avx2_kernel_table() {
-  static const KernelTable table{"avx2", kMR, kNR, detect_changes, update_reference, gemm_tile, gemm_row, bias_activate};
+  static const KernelTable table{"avx2", kMR, kNR, detect_changes, update_reference, detect_update_exact, gemm_tile, gemm_row, bias_activate};
   return table;
 }
 

@@ -65,6 +65,34 @@ void update_reference(const float* x, const float* ref_in, float* ref_out, int64
   }
 }
 
+void detect_update_exact(const float* x, const float* ref_in, float* ref_out, int64_t channels, int64_t plane,
+                         int64_t begin, int64_t end, uint8_t* flags) {
+  const bool in_place = ref_in == ref_out;
+  const __m512 zero = _mm512_setzero_ps();
+  const __m512 abs_mask = _mm512_castsi512_ps(_mm512_set1_epi32(0x7fffffff));
+  for (int64_t c = 0; c < channels; ++c) {
+    const float* xc = x + c * plane;
+    const float* rc = ref_in + c * plane;
+    float* oc = ref_out + c * plane;
+    for (int64_t p = begin; p < end; p += kVec) {
+      const __mmask16 t = tail_mask(end - p);
+      const __m512 xv = _mm512_maskz_loadu_ps(t, xc + p), rv = _mm512_maskz_loadu_ps(t, rc + p);
+      const __mmask16 m = changed_mask(xv, rv, zero, abs_mask) & t;
+      if (m) {
+        __m128i f = _mm_maskz_loadu_epi8(t, flags + p);
+        _mm_mask_storeu_epi8(flags + p, t, _mm_or_si128(f, _mm_maskz_set1_epi8(m, 1)));
+      }
+      if (in_place) {
+        if (m) _mm512_mask_storeu_ps(oc + p, m, xv);
+      } else {
+        _mm512_mask_storeu_ps(oc + p, t, _mm512_mask_blend_ps(m, rv, xv));
+      }
+    }
+  }
+}
+
+void gemm_row(int64_t depth, const float* w, const float* const* b_rows, int64_t n, float* out);
+
 // The accumulators are named variables (arrays of vectors end up on the stack): 8 rows x NV vectors.
 #define DELTA_ROW_DECL(r) __m512 c##r##0 = _mm512_setzero_ps(), c##r##1 = c##r##0, c##r##2 = c##r##0;
 #define DELTA_ROW_FMA(r)                                    \
@@ -117,17 +145,18 @@ void gemm_tile(int64_t depth, const float* a_packed, const float* const* b_rows,
 }
 
 void gemm_row(int64_t depth, const float* w, const float* const* b_rows, int64_t n, float* out) {
-  __m512 acc[kNV] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
-  __mmask16 masks[kNV];
-  for (int v = 0; v < kNV; ++v) masks[v] = n > v * kVec ? tail_mask(n - v * kVec) : __mmask16(0);
+  const __mmask16 m0 = tail_mask(n), m1 = n > kVec ? tail_mask(n - kVec) : 0, m2 = n > 2 * kVec ? tail_mask(n - 2 * kVec) : 0;
+  __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0;
   for (int64_t k = 0; k < depth; ++k) {
     const __m512 wk = _mm512_set1_ps(w[k]);
     const float* b = b_rows[k];
-    for (int v = 0; v < kNV; ++v)
-      if (masks[v]) acc[v] = _mm512_fmadd_ps(wk, _mm512_maskz_loadu_ps(masks[v], b + v * kVec), acc[v]);
+    a0 = _mm512_fmadd_ps(wk, _mm512_maskz_loadu_ps(m0, b), a0);
+    if (m1) a1 = _mm512_fmadd_ps(wk, _mm512_maskz_loadu_ps(m1, b + kVec), a1);
+    if (m2) a2 = _mm512_fmadd_ps(wk, _mm512_maskz_loadu_ps(m2, b + 2 * kVec), a2);
   }
-  for (int v = 0; v < kNV; ++v)
-    if (masks[v]) _mm512_mask_storeu_ps(out + v * kVec, masks[v], acc[v]);
+  _mm512_mask_storeu_ps(out, m0, a0);
+  _mm512_mask_storeu_ps(out + kVec, m1, a1);
+  _mm512_mask_storeu_ps(out + 2 * kVec, m2, a2);
 }
 
 // exp(x) to ~1 ulp (Cephes' polynomial); NaN stays NaN because the clamps keep their second operand on NaN.
@@ -197,7 +226,7 @@ void bias_activate(float* v, int64_t n, float bias, const ActivationParams& act)
 }  // namespace
 
 const KernelTable& avx512_kernel_table() {
-  static const KernelTable table{"avx512", kMR, kNR, detect_changes, update_reference, gemm_tile, gemm_row, bias_activate};
+  static const KernelTable table{"avx512", kMR, kNR, detect_changes, update_reference, detect_update_exact, gemm_tile, gemm_row, bias_activate};
   return table;
 }
 

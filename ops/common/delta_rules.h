@@ -110,22 +110,25 @@ DELTA_HD float conv_epilogue(float sum, const float* bias, int64_t m, const Acti
   return apply_activation(act, bias != nullptr ? sum + bias[m] : sum);
 }
 
-// MaxPool of one channel plane ([y.in][x.in]) at (oy, ox): the largest tap inside the input, NaN if any tap is
-// NaN (a NaN never hides), and ORT's initial value, the lowest finite float, for a window wholly in the padding.
+// MaxPool of one channel plane ([y.in][x.in]) at (oy, ox): the largest tap inside the input (padding never
+// wins, -inf taps give -inf), NaN if any tap is NaN (a NaN never hides), and ORT's initial value, the lowest
+// finite float, for a window lying wholly in the padding.
 DELTA_HD float max_pool_window(const float* plane, const Axis& y, const Axis& x, int64_t oy, int64_t ox) {
-  float best = -FLT_MAX;
+  float best = -INFINITY;
+  bool read = false;
   for (int64_t ky = 0; ky < y.kernel; ++ky) {
     int64_t iy = y.input_of(oy, ky);
     if (iy < 0 || iy >= y.in) continue;
     for (int64_t kx = 0; kx < x.kernel; ++kx) {
       int64_t ix = x.input_of(ox, kx);
       if (ix < 0 || ix >= x.in) continue;
-      float v = plane[iy * x.in + ix];
-      if (v > best || v != v) best = v;
-      if (best != best) return best;
+      const float v = plane[iy * x.in + ix];
+      if (v != v) return v;
+      if (v > best) best = v;
+      read = true;
     }
   }
-  return best;
+  return read ? best : -FLT_MAX;
 }
 
 // DeltaMapUnion of one element: 1 where any input map is marked, else 0.

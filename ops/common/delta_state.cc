@@ -25,6 +25,7 @@ int64_t detect_and_update_reference(const InputState& s, uint8_t* flags, const P
   const KernelTable& k = s.kernels ? *s.kernels : kernels();
   std::memset(flags, 0, static_cast<size_t>(plane));
   const bool in_place = s.x_ref_next == s.x_ref;
+  const bool exact = s.tau == 0.f;  // channels decide independently: one fused pass
   // Bands of rows: each band detects over all channels, then moves its reference; bands are independent.
   // Bands of at most 16K pixels (their flags stay in L1) and at least 8 of them to share among threads.
   const int64_t band_rows = std::max<int64_t>(
@@ -33,6 +34,10 @@ int64_t detect_and_update_reference(const InputState& s, uint8_t* flags, const P
   parallel_for(bands, [&](int64_t b) {
     const int64_t y0 = b * band_rows, y1 = std::min(s.height, y0 + band_rows);
     if (s.map_in == nullptr) {
+      if (exact) {
+        k.detect_update_exact(s.x, s.x_ref, s.x_ref_next, C, plane, y0 * s.width, y1 * s.width, flags);
+        return;
+      }
       k.detect_changes(s.x, s.x_ref, C, plane, y0 * s.width, y1 * s.width, s.tau, flags);
       if (in_place) {
         for (int64_t y = y0; y < y1; ++y) {
@@ -55,6 +60,10 @@ int64_t detect_and_update_reference(const InputState& s, uint8_t* flags, const P
         const int64_t begin = x;
         while (x < s.width && m[x]) ++x;
         const int64_t p0 = y * s.width + begin, p1 = y * s.width + x;
+        if (exact && in_place) {
+          k.detect_update_exact(s.x, s.x_ref, s.x_ref_next, C, plane, p0, p1, flags);
+          continue;
+        }
         k.detect_changes(s.x, s.x_ref, C, plane, p0, p1, s.tau, flags);
         if (in_place) k.update_reference(s.x, s.x_ref, s.x_ref_next, C, plane, p0, p1, flags);
       }

@@ -22,6 +22,12 @@ struct KernelTable {
   void (*update_reference)(const float* x, const float* ref_in, float* ref_out, int64_t channels, int64_t plane,
                            int64_t begin, int64_t end, const uint8_t* flags);
 
+  // Rules 2 and 3 fused for tau = 0, where a pixel's channels can be decided one by one (an unchanged
+  // element equals its reference): flags[p] |= any_c x != ref (NaN counts as changed), and ref_out takes x
+  // wherever x != ref (ref_out == ref_in: only those elements are written; else every element of the range).
+  void (*detect_update_exact)(const float* x, const float* ref_in, float* ref_out, int64_t channels, int64_t plane,
+                              int64_t begin, int64_t end, uint8_t* flags);
+
   // One micro tile: c[r*gemm_nr + j] = sum_k a_packed[k*gemm_mr + r] * b_rows[k][j], r < gemm_mr, j < n.
   // b_rows[k] points at n readable floats (never more are read: the tail is loaded with a mask).
   void (*gemm_tile)(int64_t depth, const float* a_packed, const float* const* b_rows, int64_t n, float* c);

@@ -34,6 +34,22 @@ void update_reference(const float* x, const float* ref_in, float* ref_out, int64
   }
 }
 
+void detect_update_exact(const float* x, const float* ref_in, float* ref_out, int64_t channels, int64_t plane,
+                         int64_t begin, int64_t end, uint8_t* flags) {
+  const bool in_place = ref_in == ref_out;
+  for (int64_t c = 0; c < channels; ++c) {
+    const float* xc = x + c * plane;
+    const float* rc = ref_in + c * plane;
+    float* oc = ref_out + c * plane;
+    for (int64_t p = begin; p < end; ++p) {
+      const bool changed = value_changed(xc[p], rc[p], 0.f);
+      flags[p] |= static_cast<uint8_t>(changed);
+      if (changed) oc[p] = xc[p];
+      else if (!in_place) oc[p] = rc[p];
+    }
+  }
+}
+
 void gemm_tile(int64_t depth, const float* a_packed, const float* const* b_rows, int64_t n, float* c) {
   float acc[kMR][kNR] = {};
   for (int64_t k = 0; k < depth; ++k) {
@@ -60,7 +76,7 @@ void bias_activate(float* v, int64_t n, float bias, const ActivationParams& act)
 }  // namespace
 
 const KernelTable& scalar_kernel_table() {
-  static const KernelTable table{"scalar", kMR, kNR, detect_changes, update_reference, gemm_tile, gemm_row, bias_activate};
+  static const KernelTable table{"scalar", kMR, kNR, detect_changes, update_reference, detect_update_exact, gemm_tile, gemm_row, bias_activate};
   return table;
 }
 

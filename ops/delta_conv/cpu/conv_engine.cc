@@ -84,18 +84,38 @@ namespace {
 constexpr int64_t kMaxNR = 64;
 alignas(64) const float kZeros[kMaxNR] = {};
 
-// A unit of compute work: up to gemm_nr output pixels. A row panel is a contiguous run of one output row
-// whose windows lie inside the input horizontally (its GEMM reads the input rows in place: no copy);
-// a gathered panel lists its pixels, and its patches are copied into a packed buffer (borders, strides).
-struct Panel {
-  int64_t y;       // row panel: output row
-  int64_t x0;      // row panel: first column; gathered: offset in the pixel list
-  int64_t n;
-  bool gathered;
+// Above this share of recomputed output pixels, a batch item is computed from a padded, phase-split copy of
+// its input ("flat" panels: no border cases, no gathers, panels spanning rows); below it, only the
+// recomputed pixels are touched (row panels read the input in place, the rest is gathered).
+constexpr double kFlatFraction = 0.25;
+
+// Units of compute work, up to gemm_nr output pixels each.
+enum class PanelKind : uint8_t {
+  kRow,       // output row y, columns [x0, x0+n) whose windows lie inside the input horizontally (stride 1)
+  kGathered,  // pieces [x0, x0+n) of the piece list: their patches are copied into a packed buffer
+  kFlat,      // flat positions [x0, x0+n) of the phase-split input's raster (rows of phase_width)
 };
 
-struct Pixel {
-  int64_t y, x;
+struct Panel {
+  PanelKind kind;
+  int64_t y, x0, n;  // kGathered: x0, n index the piece list
+  int64_t pixels;    // output pixels computed (n for kRow and kFlat)
+};
+
+// A run of consecutive output pixels of one row inside a gathered panel, at column j0 of the panel.
+struct Piece {
+  int64_t y, x0, len, j0;
+};
+
+// The input of one batch item, zero-padded and split into stride phases (space-to-depth): tap (ky, kx) of
+// output (oy, ox) is element (oy + qy) * width + ox + qx of phase plane (c, py, px), with py, qy the remainder
+// and quotient of ky*dilation by the stride. Every conv becomes stride 1 over these planes.
+struct PhaseSplit {
+  int64_t sy = 1, sx = 1, rows = 0, width = 0, plane = 0;
+  std::vector<float>* buffer = nullptr;
+  const float* at(int64_t c, int64_t py, int64_t px) const {
+    return buffer->data() + ((c * sy + py) * sx + px) * plane;
+  }
 };
 
 struct Scratch {
@@ -109,6 +129,56 @@ Scratch& thread_scratch() {
   return s;
 }
 
+std::vector<float>& thread_phase_buffer() {
+  thread_local std::vector<float> b;
+  return b;
+}
+
+PhaseSplit build_phase_split(const float* src, int64_t C, const Window2D& w, const ParallelFor& parallel_for) {
+  PhaseSplit ps;
+  ps.sy = w.y.stride;
+  ps.sx = w.x.stride;
+  const int64_t need_h = (w.y.out - 1) * w.y.stride + (w.y.kernel - 1) * w.y.dilation + 1;
+  const int64_t need_w = (w.x.out - 1) * w.x.stride + (w.x.kernel - 1) * w.x.dilation + 1;
+  ps.rows = (need_h + ps.sy - 1) / ps.sy;
+  ps.width = (need_w + ps.sx - 1) / ps.sx;
+  ps.plane = (ps.rows + 1) * ps.width + kMaxNR;  // slack: flat panels at the end read past the last row
+  ps.buffer = &thread_phase_buffer();
+  ps.buffer->resize(static_cast<size_t>(C * ps.sy * ps.sx * ps.plane));
+  const int64_t H = w.y.in, W = w.x.in;
+  parallel_for(C, [&](int64_t c) {
+    const float* in = src + c * H * W;
+    for (int64_t py = 0; py < ps.sy; ++py)
+      for (int64_t px = 0; px < ps.sx; ++px) {
+        float* out = const_cast<float*>(ps.at(c, py, px));
+        for (int64_t u = 0; u < ps.rows + 1; ++u) {
+          float* dst = out + u * ps.width;
+          const int64_t iy = u * ps.sy + py - w.y.pad_begin;
+          if (iy < 0 || iy >= H || u == ps.rows) {
+            std::memset(dst, 0, static_cast<size_t>(ps.width) * sizeof(float));
+            continue;
+          }
+          // Columns v read input column v*sx + px - pad: zeros outside [lo, hi), a (strided) copy inside.
+          const int64_t off = px - w.x.pad_begin;
+          const int64_t lo = std::min(ps.width, off >= 0 ? int64_t{0} : (-off + ps.sx - 1) / ps.sx);
+          const int64_t hi = std::max(lo, std::min(ps.width, W - off <= 0 ? int64_t{0} : (W - off + ps.sx - 1) / ps.sx));
+          const float* row = in + iy * W + off;
+          std::memset(dst, 0, static_cast<size_t>(lo) * sizeof(float));
+          if (ps.sx == 1) {
+            std::memcpy(dst + lo, row + lo, static_cast<size_t>(hi - lo) * sizeof(float));
+          } else if (ps.sx == 2) {
+            for (int64_t v = lo; v < hi; ++v) dst[v] = row[2 * v];
+          } else {
+            for (int64_t v = lo; v < hi; ++v) dst[v] = row[v * ps.sx];
+          }
+          std::memset(dst + hi, 0, static_cast<size_t>(ps.width - hi) * sizeof(float));
+        }
+        std::memset(out + (ps.rows + 1) * ps.width, 0, kMaxNR * sizeof(float));
+      }
+  });
+  return ps;
+}
+
 struct ItemContext {
   const ConvSpec& spec;
   const PackedConvWeights& weights;
@@ -118,8 +188,48 @@ struct ItemContext {
   const float* src;     // the input reference after this run's update: [C, H, W]
   const float* bias;
   float* y;             // [M, Ho, Wo]
-  const std::vector<Pixel>& pixels;
+  const uint8_t* flags; // [Ho, Wo]: recomputed output pixels
+  const std::vector<Piece>& pieces;
+  const PhaseSplit& split;
 };
+
+// Copies the patches of a gathered panel: packed[k * nr + j] = input tap k of the panel's pixel j (0 outside).
+void gather_panel(const ItemContext& ctx, const Panel& panel, const float* src_g, float* packed, const float** rows) {
+  const Window2D& w = ctx.w;
+  const int64_t nr = ctx.k.gemm_nr, H = w.y.in, W = w.x.in, plane = H * W;
+  const int64_t Cg = ctx.spec.in_channels_per_group, kh = w.y.kernel, kw = w.x.kernel, sx = w.x.stride;
+  const Piece* first = ctx.pieces.data() + panel.x0;
+  const Piece* last = first + panel.n;
+  int64_t kk = 0;
+  for (int64_t c = 0; c < Cg; ++c)
+    for (int64_t ky = 0; ky < kh; ++ky)
+      for (int64_t kx = 0; kx < kw; ++kx, ++kk) {
+        float* dst = packed + kk * nr;
+        rows[kk] = dst;
+        for (const Piece* p = first; p != last; ++p) {
+          float* d = dst + p->j0;
+          const int64_t iy = w.y.input_of(p->y, ky);
+          if (iy < 0 || iy >= H) {
+            std::memset(d, 0, static_cast<size_t>(p->len) * sizeof(float));
+            continue;
+          }
+          const int64_t ix0 = w.x.input_of(p->x0, kx);
+          // pieces' columns j with 0 <= ix0 + j*sx < W
+          int64_t lo = ix0 >= 0 ? 0 : (-ix0 + sx - 1) / sx;
+          int64_t hi = W - ix0 <= 0 ? 0 : (W - ix0 + sx - 1) / sx;
+          lo = std::min(lo, p->len);
+          hi = std::max(lo, std::min(hi, p->len));
+          const float* s = src_g + c * plane + iy * W + ix0;
+          for (int64_t j = 0; j < lo; ++j) d[j] = 0.f;
+          if (sx == 1) {
+            std::memcpy(d + lo, s + lo, static_cast<size_t>(hi - lo) * sizeof(float));
+          } else {
+            for (int64_t j = lo; j < hi; ++j) d[j] = s[j * sx];
+          }
+          for (int64_t j = hi; j < p->len; ++j) d[j] = 0.f;
+        }
+      }
+}
 
 void compute_panel(const ItemContext& ctx, const Panel& panel) {
   const ConvSpec& spec = ctx.spec;
@@ -128,47 +238,65 @@ void compute_panel(const ItemContext& ctx, const Panel& panel) {
   const int64_t nr = k.gemm_nr;
   const int64_t Cg = spec.in_channels_per_group, kh = w.y.kernel, kw = w.x.kernel;
   const int64_t K = ctx.weights.depth();
-  const int64_t H = w.y.in, W = w.x.in, in_plane = H * W, out_plane = w.y.out * w.x.out;
+  const int64_t H = w.y.in, W = w.x.in, in_plane = H * W, Wo = w.x.out, out_plane = w.y.out * Wo;
   const int64_t Mg = spec.out_channels / spec.group;
-  const int64_t n = panel.n;
+  const int64_t n = panel.pixels;
   Scratch& s = thread_scratch();
   s.rows.resize(static_cast<size_t>(K));
   s.tile.resize(static_cast<size_t>(k.gemm_mr * nr));
-  if (panel.gathered) s.packed.resize(static_cast<size_t>(K * nr));
-  const Pixel* px = ctx.pixels.data() + panel.x0;
+  if (panel.kind == PanelKind::kGathered) s.packed.resize(static_cast<size_t>(K * nr));
 
   for (int64_t g = 0; g < spec.group; ++g) {
     const float* src_g = ctx.src + g * Cg * in_plane;
-    // B rows for this panel and group: one pointer per (c, ky, kx).
-    int64_t kk = 0;
-    for (int64_t c = 0; c < Cg; ++c)
-      for (int64_t ky = 0; ky < kh; ++ky)
-        for (int64_t kx = 0; kx < kw; ++kx, ++kk) {
-          if (!panel.gathered) {
-            const int64_t iy = w.y.input_of(panel.y, ky);
-            s.rows[kk] = (iy < 0 || iy >= H) ? kZeros
-                                             : src_g + c * in_plane + iy * W + w.x.input_of(panel.x0, kx);
-            continue;
+    // B rows for this panel and group: one pointer per tap (c, ky, kx).
+    if (panel.kind == PanelKind::kGathered) {
+      gather_panel(ctx, panel, src_g, s.packed.data(), s.rows.data());
+    } else {
+      int64_t kk = 0;
+      for (int64_t c = 0; c < Cg; ++c)
+        for (int64_t ky = 0; ky < kh; ++ky)
+          for (int64_t kx = 0; kx < kw; ++kx, ++kk) {
+            if (panel.kind == PanelKind::kRow) {
+              const int64_t iy = w.y.input_of(panel.y, ky);
+              s.rows[kk] = (iy < 0 || iy >= H) ? kZeros : src_g + c * in_plane + iy * W + w.x.input_of(panel.x0, kx);
+            } else {
+              const PhaseSplit& ps = ctx.split;
+              const int64_t ty = ky * w.y.dilation, tx = kx * w.x.dilation;
+              s.rows[kk] = ps.at(g * Cg + c, ty % ps.sy, tx % ps.sx) + panel.x0 + (ty / ps.sy) * ps.width + tx / ps.sx;
+            }
           }
-          float* dst = s.packed.data() + kk * nr;
-          const float* plane = src_g + c * in_plane;
-          for (int64_t j = 0; j < n; ++j) {
-            const int64_t iy = w.y.input_of(px[j].y, ky), ix = w.x.input_of(px[j].x, kx);
-            dst[j] = (iy >= 0 && iy < H && ix >= 0 && ix < W) ? plane[iy * W + ix] : 0.f;
-          }
-          s.rows[kk] = dst;
-        }
+    }
 
     auto store = [&](int64_t m, float* vals) {
-      const float b = ctx.bias ? ctx.bias[m] : 0.f;
+      k.bias_activate(vals, n, ctx.bias ? ctx.bias[m] : 0.f, ctx.acts[m]);
       float* out = ctx.y + m * out_plane;
-      if (!panel.gathered) {
-        float* dst = out + panel.y * w.x.out + panel.x0;
-        if (dst != vals) std::memcpy(dst, vals, static_cast<size_t>(n) * sizeof(float));
-        k.bias_activate(dst, n, b, ctx.acts[m]);
-      } else {
-        k.bias_activate(vals, n, b, ctx.acts[m]);
-        for (int64_t j = 0; j < n; ++j) out[px[j].y * w.x.out + px[j].x] = vals[j];
+      switch (panel.kind) {
+        case PanelKind::kRow:
+          std::memcpy(out + panel.y * Wo + panel.x0, vals, static_cast<size_t>(n) * sizeof(float));
+          break;
+        case PanelKind::kGathered:
+          for (const Piece* p = ctx.pieces.data() + panel.x0, *e = p + panel.n; p != e; ++p)
+            std::memcpy(out + p->y * Wo + p->x0, vals + p->j0, static_cast<size_t>(p->len) * sizeof(float));
+          break;
+        case PanelKind::kFlat: {
+          // Positions past the output width are padding columns; pixels not flagged keep their value.
+          const int64_t width = ctx.split.width;
+          for (int64_t j = 0; j < n;) {
+            const int64_t pos = panel.x0 + j, oy = pos / width, ox = pos % width;
+            const int64_t len = std::min(n - j, width - ox);
+            const int64_t valid = std::max<int64_t>(0, std::min(len, Wo - ox));
+            const uint8_t* f = ctx.flags + oy * Wo + ox;
+            float* d = out + oy * Wo + ox;
+            if (std::memchr(f, 0, static_cast<size_t>(valid)) == nullptr) {
+              std::memcpy(d, vals + j, static_cast<size_t>(valid) * sizeof(float));
+            } else {
+              for (int64_t i = 0; i < valid; ++i)
+                if (f[i]) d[i] = vals[j + i];
+            }
+            j += len;
+          }
+          break;
+        }
       }
     };
 
@@ -188,6 +316,69 @@ void compute_panel(const ItemContext& ctx, const Panel& panel) {
   }
 }
 
+// Plans the panels of one batch item: flat panels over the phase-split input (dense-ish items), or row
+// panels for long interior runs plus gathered panels for everything else (sparse items).
+void plan_panels(const Window2D& w, const uint8_t* flags, int64_t nr, bool flat, int64_t flat_width,
+                 std::vector<RowRun>& runs, std::vector<Panel>& panels, std::vector<Piece>& pieces) {
+  runs.clear();
+  panels.clear();
+  pieces.clear();
+  const int64_t Ho = w.y.out, Wo = w.x.out;
+  if (flat) {
+    const int64_t total = Ho * flat_width;
+    for (int64_t p0 = 0; p0 < total; p0 += nr) {
+      const int64_t n = std::min(nr, total - p0);
+      bool any = false;
+      for (int64_t pos = p0; pos < p0 + n && !any; ++pos) {
+        const int64_t ox = pos % flat_width;
+        any = ox < Wo && flags[(pos / flat_width) * Wo + ox];
+      }
+      if (any) panels.push_back({PanelKind::kFlat, 0, p0, n, n});
+    }
+    return;
+  }
+  mask_runs(flags, Ho, Wo, runs);
+  int64_t inner_begin = 0, inner_end = 0;  // columns whose windows stay inside the input (stride 1)
+  if (w.x.stride == 1) {
+    inner_begin = std::min(Wo, w.x.pad_begin);
+    inner_end = std::max(inner_begin, std::min(Wo, w.x.in + w.x.pad_begin - (w.x.kernel - 1) * w.x.dilation));
+  }
+  const int64_t min_row = std::max<int64_t>(1, nr / 2);  // shorter row panels waste most of a micro tile
+  std::vector<RowRun> gathered;
+  for (const RowRun& r : runs) {
+    int64_t a = std::max(r.x_begin, inner_begin), b = std::min(r.x_end, inner_end);
+    if (b - a < min_row) {
+      gathered.push_back(r);
+      continue;
+    }
+    if (r.x_begin < a) gathered.push_back({r.y, r.x_begin, a});
+    int64_t x = a;
+    for (; b - x >= nr; x += nr) panels.push_back({PanelKind::kRow, r.y, x, nr, nr});
+    if (b - x >= min_row) {
+      panels.push_back({PanelKind::kRow, r.y, x, b - x, b - x});
+      x = b;
+    }
+    if (x < r.x_end) gathered.push_back({r.y, x, r.x_end});
+  }
+  // Gathered panels: pieces of runs packed nr pixels at a time.
+  int64_t used = 0, first_piece = 0;
+  for (const RowRun& r : gathered) {
+    for (int64_t x = r.x_begin; x < r.x_end;) {
+      const int64_t len = std::min(r.x_end - x, nr - used);
+      pieces.push_back({r.y, x, len, used});
+      used += len;
+      x += len;
+      if (used == nr) {
+        panels.push_back({PanelKind::kGathered, 0, first_piece, static_cast<int64_t>(pieces.size()) - first_piece, nr});
+        first_piece = static_cast<int64_t>(pieces.size());
+        used = 0;
+      }
+    }
+  }
+  if (used > 0)
+    panels.push_back({PanelKind::kGathered, 0, first_piece, static_cast<int64_t>(pieces.size()) - first_piece, used});
+}
+
 }  // namespace
 
 void run_delta_conv(const ConvSpec& spec, const PackedConvWeights& weights, const ConvRun& run,
@@ -199,17 +390,10 @@ void run_delta_conv(const ConvSpec& spec, const PackedConvWeights& weights, cons
   std::vector<ActivationParams> acts(static_cast<size_t>(M));
   for (int64_t m = 0; m < M; ++m) acts[m] = spec.activation_for(m);
 
-  // Columns whose windows stay inside the input horizontally can read input rows in place.
-  int64_t inner_begin = 0, inner_end = 0;
-  if (w.x.stride == 1) {
-    inner_begin = std::min(w.x.out, w.x.pad_begin);
-    inner_end = std::max(inner_begin, std::min(w.x.out, w.x.in + w.x.pad_begin - (w.x.kernel - 1) * w.x.dilation));
-  }
-
   std::vector<uint8_t> in_flags(static_cast<size_t>(in_plane)), scratch;
   std::vector<RowRun> runs;
   std::vector<Panel> panels;
-  std::vector<Pixel> pixels;
+  std::vector<Piece> pieces;
   for (int64_t n = 0; n < run.batch; ++n) {
     InputState st;
     st.x = run.x + n * C * in_plane;
@@ -235,26 +419,11 @@ void run_delta_conv(const ConvSpec& spec, const PackedConvWeights& weights, cons
                           parallel_for);
     if (recompute == 0) continue;
 
-    // Work list: row panels for the inner columns, gathered panels for the rest.
-    runs.clear();
-    panels.clear();
-    pixels.clear();
-    mask_runs(out_flags, w.y.out, w.x.out, runs);
-    const int64_t nr = k.gemm_nr;
-    for (const RowRun& r : runs) {
-      const int64_t a = std::max(r.x_begin, inner_begin), b = std::min(r.x_end, inner_end);
-      if (a >= b) {
-        for (int64_t x = r.x_begin; x < r.x_end; ++x) pixels.push_back({r.y, x});
-        continue;
-      }
-      for (int64_t x = r.x_begin; x < a; ++x) pixels.push_back({r.y, x});
-      for (int64_t x = b; x < r.x_end; ++x) pixels.push_back({r.y, x});
-      for (int64_t x = a; x < b; x += nr) panels.push_back({r.y, x, std::min(nr, b - x), false});
-    }
-    for (int64_t i = 0; i < static_cast<int64_t>(pixels.size()); i += nr)
-      panels.push_back({0, i, std::min<int64_t>(nr, static_cast<int64_t>(pixels.size()) - i), true});
-
-    const ItemContext ctx{spec, weights, k, w, acts, st.x_ref_next, run.bias, y, pixels};
+    const bool flat = recompute >= kFlatFraction * static_cast<double>(out_plane);
+    PhaseSplit split;
+    if (flat) split = build_phase_split(st.x_ref_next, C, w, parallel_for);
+    plan_panels(w, out_flags, k.gemm_nr, flat, split.width, runs, panels, pieces);
+    const ItemContext ctx{spec, weights, k, w, acts, st.x_ref_next, run.bias, y, out_flags, pieces, split};
     parallel_for(static_cast<int64_t>(panels.size()), [&](int64_t i) { compute_panel(ctx, panels[i]); });
   }
 }
