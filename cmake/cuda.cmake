@@ -13,7 +13,6 @@ if(DELTAONNX_CUDA_EMULATION)
     ${_delta_root}/ops/cuda_common/ort_support.cc
     ${_delta_root}/ops/cuda_common/window_attributes.cc
     ${_delta_root}/ops/cuda_common/delta_pipeline.cc
-    ${_delta_root}/ops/cuda_common/host/host_emulation.cc
     ${_delta_root}/ops/cuda_common/host/emulated_launch.cc
     ${_delta_root}/ops/delta_conv/cuda/delta_conv_cuda_op.cc
     ${_delta_root}/ops/delta_pool/cuda/delta_pool_cuda_op.cc

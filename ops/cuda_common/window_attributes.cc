@@ -73,46 +73,9 @@ WindowAttributes read_window_attributes(const AttributeReader& a, bool pool) {
 
 ConvActivation read_conv_activation(const AttributeReader& a) {
   ConvActivation result;
-  const std::string name = a.get_string("activation", "");
-  if (!parse_activation(name, &result.params.kind)) a.fail("unknown activation '" + name + "'");
-  const std::vector<float> params = a.get_floats("activation_params", {});
-  auto expect = [&](size_t least, size_t most) {
-    if (params.size() < least || params.size() > most) {
-      a.fail("activation '" + name + "' takes " + std::to_string(least) + " to " + std::to_string(most) +
-             " activation_params, got " + std::to_string(params.size()));
-    }
-  };
-  switch (result.params.kind) {
-    case Activation::kLeakyRelu:
-      expect(0, 1);
-      result.params.a = params.empty() ? 0.01f : params[0];
-      break;
-    case Activation::kClip:
-      if (!params.empty()) expect(2, 2);
-      if (params.size() == 2) {
-        result.params.a = params[0];
-        result.params.b = params[1];
-      } else if (name == "Relu6") {
-        result.params.a = 0.f;
-        result.params.b = 6.f;
-      } else {
-        result.params.a = -INFINITY;
-        result.params.b = INFINITY;
-      }
-      break;
-    case Activation::kHardSigmoid:
-      expect(0, 2);
-      result.params.a = params.size() > 0 ? params[0] : 0.2f;
-      result.params.b = params.size() > 1 ? params[1] : 0.5f;
-      break;
-    case Activation::kPRelu:
-      if (params.empty()) a.fail("activation 'PRelu' needs activation_params: one slope, or one per output channel");
-      result.slopes = params;
-      result.params.a = params[0];
-      break;
-    default:
-      expect(0, 0);
-      break;
+  std::string error;
+  if (!resolve_conv_activation(a.get_string("activation", ""), a.get_floats("activation_params", {}), &result, &error)) {
+    a.fail(error);
   }
   return result;
 }

@@ -5,8 +5,8 @@
 #include <string>
 #include <vector>
 
-#include "common/activation.h"
 #include "common/geometry.h"
+#include "cuda_common/conv_activation.h"
 #include "cuda_common/ort_support.h"
 #include "cuda_common/window_axis.h"
 
@@ -31,12 +31,7 @@ struct WindowAttributes {
 // pools ceil_mode and storage_order. Throws an error naming the node for any invalid value.
 WindowAttributes read_window_attributes(const AttributeReader& attributes, bool pool);
 
-// DeltaConv's fused activation: the kind with its scalar parameters, and PRelu's slopes (1, or M checked
-// at run time against W).
-struct ConvActivation {
-  ActivationParams params;
-  std::vector<float> slopes;
-};
+// DeltaConv's fused activation (conv_activation.h), failing with the node's name.
 ConvActivation read_conv_activation(const AttributeReader& attributes);
 
 }  // namespace cuda
