@@ -153,11 +153,10 @@ class ChangeMapPropagation(Generic[M]):
         return self._broadcast_union(distinct, changing, node)
 
     def _broadcast_union(self, distinct: list[M], changing: list[ir.Value], node: ir.Node) -> Optional[M]:
-        if _same_nhw(changing):
-            return self.algebra.union(distinct, shapes_equal=True, like=node.outputs[0], at=node)
-        if self.opset < 12:
-            return None  # broadcasting uint8 Max needs opset 12
-        return self.algebra.union(distinct, shapes_equal=False, like=node.outputs[0], at=node)
+        # Maps broadcast like their tensors: where an operand is 1 wide (e.g. a squeeze-excite scale,
+        # [N,C,1,1]), its one map pixel marks the whole output, which is exactly what changed.
+        shapes_equal = _same_nhw(changing)
+        return self.algebra.union(distinct, shapes_equal=shapes_equal, like=node.outputs[0], at=node)
 
     def _keeps_extent(self, fixed: ir.Value, changing: list[ir.Value], output: ir.Value) -> bool:
         """A frame-invariant operand must not stretch the changing tensors' batch or spatial extent

@@ -65,7 +65,9 @@ class Report:
         return sum(row.flops or 0 for row in self.rows if row.is_conv and row.converted)
 
     def conv_share_converted(self) -> Optional[float]:
-        """Fraction of the model's conv FLOPs (where known) in converted nodes."""
+        """Fraction of the model's conv FLOPs in converted nodes; None unless every conv's is known."""
+        if any(row.flops is None for row in self.rows if row.is_conv):
+            return None
         total = self.conv_flops()
         return None if total == 0 else self.converted_conv_flops() / total
 
@@ -110,8 +112,12 @@ class Report:
             f"{verb} {sum(r.converted for r in convs)}/{len(convs)} Conv and "
             f"{sum(r.converted for r in pools)}/{len(pools)} MaxPool nodes"
         ]
+        conv_rows = [row for row in self.rows if row.is_conv]
+        unknown = sum(row.flops is None for row in conv_rows)
         share = self.conv_share_converted()
-        if share is not None:
+        if unknown:
+            parts.append(f"conv FLOPs unknown for {unknown} of {len(conv_rows)} convs (dynamic shapes)")
+        elif share is not None:
             parts.append(
                 f"covering {100.0 * share:.1f}% of conv FLOPs "
                 f"({self.converted_conv_flops() / 1e9:.3f} of {self.conv_flops() / 1e9:.3f} GFLOPs per frame)"

@@ -1,7 +1,7 @@
 """Pass 8: connect each Delta op's optional change-map input to the map of its data input, building the
-maps in between (locality.py has the rules): DeltaMapUnion where maps of equal shape meet, a broadcasting
-uint8 Max where their shapes may differ, and a nearest Resize/Upsample of the map where the tensor is
-resized."""
+maps in between (locality.py has the rules): DeltaMapUnion where maps of equal shape meet; where their
+shapes may differ (broadcasting, or shapes inference could not prove equal) a broadcasting uint8 Max
+(Cast/Or/Cast before opset 12); and a nearest Resize/Upsample of the map where the tensor is resized."""
 from __future__ import annotations
 
 from typing import Optional
@@ -42,10 +42,32 @@ class BuiltMaps:
         output = self._map_value(like)
         if shapes_equal:
             node = ir.node(DELTA_MAP_UNION, maps, domain=DOMAIN, outputs=[output], name=self.scope.take(f"deltaonnx.union.{at.name}"))
-        else:  # maps of tensors that broadcast: the broadcasting max is their union at the output's size
+            self._insert(at, node)
+        elif self.opset >= 12:  # maps of tensors that broadcast: their broadcasting max is the union
             node = ir.node("Max", maps, outputs=[output], name=self.scope.take(f"deltaonnx.union.{at.name}"))
-        self._insert(at, node)
+            self._insert(at, node)
+        else:  # uint8 Max needs opset 12; Or broadcasts from opset 7, on bool
+            flags = [self._cast(m, ir.DataType.BOOL, at) for m in maps]
+            union = flags[0]
+            for flag in flags[1:]:
+                combined = ir.node("Or", [union, flag], name=self.scope.take(f"deltaonnx.union_or.{at.name}"))
+                combined.outputs[0].name = self.scope.take(f"deltaonnx.map_or.{like.name}")
+                combined.outputs[0].type = ir.TensorType(ir.DataType.BOOL)
+                combined.outputs[0].shape = map_shape_of(like)
+                self._insert(at, combined)
+                union = combined.outputs[0]
+            node = ir.node("Cast", [union], {"to": int(ir.DataType.UINT8)}, outputs=[output],
+                           name=self.scope.take(f"deltaonnx.union_cast.{at.name}"))
+            self._insert(at, node)
         return output
+
+    def _cast(self, value: ir.Value, dtype: ir.DataType, at: ir.Node) -> ir.Value:
+        node = ir.node("Cast", [value], {"to": int(dtype)}, name=self.scope.take(f"deltaonnx.cast.{value.name}"))
+        node.outputs[0].name = self.scope.take(f"deltaonnx.as_bool.{value.name}")
+        node.outputs[0].type = ir.TensorType(dtype)
+        node.outputs[0].shape = value.shape
+        self._insert(at, node)
+        return node.outputs[0]
 
     def resize(self, source: ir.Value, *, resize_node: ir.Node, like: ir.Value) -> Optional[ir.Value]:
         op = resize_node.op_type

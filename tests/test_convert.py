@@ -813,8 +813,8 @@ def test_maps_follow_nearest_resize_with_constant_scales_and_computed_sizes(op_l
 
 
 def test_global_context_and_changing_operands_lose_the_map(op_library, rng):
-    """Squeeze-excite: the scale comes from global pooling and changes with any pixel, so the product
-    cannot carry the map; the next conv compares its whole input."""
+    """Squeeze-excite with a dense scale path: the scale comes from global pooling, changes with any
+    pixel and has no map, so the product cannot carry one; the next conv compares its whole input."""
     c = 8
     inits = [weights(rng, "W0", (c, 3, 3, 3)), weights(rng, "W1", (c, c, 3, 3))]
     nodes = [
@@ -825,7 +825,7 @@ def test_global_context_and_changing_operands_lose_the_map(op_library, rng):
         _n("Conv", ["scaled", "W1"], ["out"], name="b", pads=[1, 1, 1, 1]),
     ]
     original = make_model(nodes, [tensor_info("x", [1, 3, 10, 10])], [tensor_info("out", None)], inits)
-    converted, report = convert_with_report(original, all_nodes=True)
+    converted, report = convert_with_report(original)
     assert _map_input_of(converted, "b", report) is None
     frames = [{"x": f} for f in video([1, 3, 10, 10], 4, rng)]
     assert_same_as_dense(original, converted, frames, op_library)
@@ -851,9 +851,11 @@ def test_channel_split_and_slice_keep_the_map(op_library, rng):
     assert_same_as_dense(original, converted, frames, op_library)
 
 
-def test_maps_of_unprovably_equal_shapes_meet_in_a_broadcasting_max(op_library, rng):
+@pytest.mark.parametrize("opset, union_op", [(17, "Max"), (11, "Cast")])
+def test_maps_of_unprovably_equal_shapes_meet_in_a_broadcasting_union(op_library, rng, opset, union_op):
     """A branch through an op shape inference does not know (com.microsoft Gelu) leaves its shapes
-    unknown: the residual Add cannot prove both maps have one shape, so the union is a uint8 Max."""
+    unknown: the residual Add cannot prove both maps have one shape, so the union is a broadcasting
+    uint8 Max (from opset 12; before, Cast to bool, Or, Cast back)."""
     c = 4
     inits = [weights(rng, name, (c, 3 if name == "Wa" else c, 3, 3)) for name in ("Wa", "Wb", "Wc", "Wd")]
     nodes = [
@@ -864,12 +866,12 @@ def test_maps_of_unprovably_equal_shapes_meet_in_a_broadcasting_max(op_library, 
         _n("Add", ["b", "cc"], ["s"]),
         _n("Conv", ["s", "Wd"], ["out"], name="d", pads=[1, 1, 1, 1]),
     ]
-    original = make_model(nodes, [tensor_info("x", [1, 3, 10, 10])], [tensor_info("out", None)], inits,
+    original = make_model(nodes, [tensor_info("x", [1, 3, 10, 10])], [tensor_info("out", None)], inits, opset,
                           extra_opsets=[helper.make_opsetid("com.microsoft", 1)])
     converted, report = convert_with_report(original)
     assert _map_input_of(converted, "c", report) is None  # Gelu of another domain: no map
     union = _producer(converted, _map_input_of(converted, "d", report))
-    assert (union.domain, union.op_type) == ("", "Max")
+    assert (union.domain, union.op_type) == ("", union_op)
     frames = [{"x": f} for f in video([1, 3, 10, 10], 5, rng)]
     assert_same_as_dense(original, converted, frames, op_library)
 
@@ -902,4 +904,25 @@ def test_real_model_at_threshold_zero_equals_dense_ort(op_library, name):
     frames = []
     for seed, shape in enumerate(resolutions):  # a resolution change mid-stream: the state restarts
         frames += [{input_name: f.data} for f in synthetic_video.sequence(shape, 4, seed, layout=layout)]
+    assert_same_as_dense(original, converted, frames, op_library)
+
+
+def test_squeeze_excite_scale_from_a_converted_conv_broadcasts_its_map(op_library, rng):
+    """When the scale is itself a Delta op's output ([N,C,1,1] with a [N,1,1,1] map), the product's map
+    is the broadcasting union: unchanged pixels stay unmarked as long as the scale does not change."""
+    c = 8
+    inits = [weights(rng, "W0", (c, 3, 3, 3)), weights(rng, "We", (c, c, 1, 1)), weights(rng, "W1", (c, c, 3, 3))]
+    nodes = [
+        _n("Conv", ["x", "W0"], ["a"], name="a", pads=[1, 1, 1, 1]),
+        _n("GlobalAveragePool", ["a"], ["g"]),
+        _n("Conv", ["g", "We"], ["e"], name="excite"),
+        _n("HardSigmoid", ["e"], ["s"]),
+        _n("Mul", ["a", "s"], ["scaled"]),
+        _n("Conv", ["scaled", "W1"], ["out"], name="b", pads=[1, 1, 1, 1]),
+    ]
+    original = make_model(nodes, [tensor_info("x", [1, 3, 10, 10])], [tensor_info("out", None)], inits)
+    converted, report = convert_with_report(original, all_nodes=True)
+    union = _producer(converted, _map_input_of(converted, "b", report))
+    assert union.op_type == "Max"
+    frames = [{"x": f} for f in video([1, 3, 10, 10], 4, rng)]
     assert_same_as_dense(original, converted, frames, op_library)
