@@ -191,6 +191,8 @@ struct ItemContext {
   const uint8_t* flags; // [Ho, Wo]: recomputed output pixels
   const std::vector<Piece>& pieces;
   const PhaseSplit& split;
+  const std::vector<int64_t>& row_offsets;   // per tap (c, ky, kx): c*H*W + ky*dh*W + kx*dw
+  const std::vector<int64_t>& flat_offsets;  // per tap: offset of its phase plane row in the split
 };
 
 // Copies the patches of a gathered panel: packed[k * nr + j] = input tap k of the panel's pixel j (0 outside).
@@ -251,20 +253,22 @@ void compute_panel(const ItemContext& ctx, const Panel& panel) {
     // B rows for this panel and group: one pointer per tap (c, ky, kx).
     if (panel.kind == PanelKind::kGathered) {
       gather_panel(ctx, panel, src_g, s.packed.data(), s.rows.data());
-    } else {
+    } else if (panel.kind == PanelKind::kRow) {
+      // Tap k of pixel j reads src_g + row_offsets[k] + (y*sy - pad)*W + x0 - pad_left + j; rows outside
+      // the input read zeros.
+      const int64_t base = w.y.input_of(panel.y, 0) * W + w.x.input_of(panel.x0, 0);
+      const int64_t* off = ctx.row_offsets.data();
       int64_t kk = 0;
       for (int64_t c = 0; c < Cg; ++c)
-        for (int64_t ky = 0; ky < kh; ++ky)
-          for (int64_t kx = 0; kx < kw; ++kx, ++kk) {
-            if (panel.kind == PanelKind::kRow) {
-              const int64_t iy = w.y.input_of(panel.y, ky);
-              s.rows[kk] = (iy < 0 || iy >= H) ? kZeros : src_g + c * in_plane + iy * W + w.x.input_of(panel.x0, kx);
-            } else {
-              const PhaseSplit& ps = ctx.split;
-              const int64_t ty = ky * w.y.dilation, tx = kx * w.x.dilation;
-              s.rows[kk] = ps.at(g * Cg + c, ty % ps.sy, tx % ps.sx) + panel.x0 + (ty / ps.sy) * ps.width + tx / ps.sx;
-            }
-          }
+        for (int64_t ky = 0; ky < kh; ++ky) {
+          const int64_t iy = w.y.input_of(panel.y, ky);
+          const bool inside = iy >= 0 && iy < H;
+          for (int64_t kx = 0; kx < kw; ++kx, ++kk) s.rows[kk] = inside ? src_g + base + off[kk] : kZeros;
+        }
+    } else {
+      const float* base = ctx.split.at(g * Cg, 0, 0) + panel.x0;
+      const int64_t* off = ctx.flat_offsets.data();
+      for (int64_t kk = 0; kk < K; ++kk) s.rows[kk] = base + off[kk];
     }
 
     auto store = [&](int64_t m, float* vals) {
@@ -394,6 +398,11 @@ void run_delta_conv(const ConvSpec& spec, const PackedConvWeights& weights, cons
   std::vector<RowRun> runs;
   std::vector<Panel> panels;
   std::vector<Piece> pieces;
+  std::vector<int64_t> row_offsets;
+  for (int64_t c = 0; c < spec.in_channels_per_group; ++c)
+    for (int64_t ky = 0; ky < w.y.kernel; ++ky)
+      for (int64_t kx = 0; kx < w.x.kernel; ++kx)
+        row_offsets.push_back(c * in_plane + ky * w.y.dilation * w.x.in + kx * w.x.dilation);
   for (int64_t n = 0; n < run.batch; ++n) {
     InputState st;
     st.x = run.x + n * C * in_plane;
@@ -423,7 +432,19 @@ void run_delta_conv(const ConvSpec& spec, const PackedConvWeights& weights, cons
     PhaseSplit split;
     if (flat) split = build_phase_split(st.x_ref_next, C, w, parallel_for);
     plan_panels(w, out_flags, k.gemm_nr, flat, split.width, runs, panels, pieces);
-    const ItemContext ctx{spec, weights, k, w, acts, st.x_ref_next, run.bias, y, out_flags, pieces, split};
+    std::vector<int64_t> flat_offsets;
+    if (flat) {  // tap (c, ky, kx) of flat position p reads plane (c, ty % sy, tx % sx) at p + (ty/sy)*width + tx/sx
+      flat_offsets.reserve(row_offsets.size());
+      for (int64_t c = 0; c < spec.in_channels_per_group; ++c)
+        for (int64_t ky = 0; ky < w.y.kernel; ++ky)
+          for (int64_t kx = 0; kx < w.x.kernel; ++kx) {
+            const int64_t ty = ky * w.y.dilation, tx = kx * w.x.dilation;
+            flat_offsets.push_back(split.at(c, ty % split.sy, tx % split.sx) - split.at(0, 0, 0) +
+                                   (ty / split.sy) * split.width + tx / split.sx);
+          }
+    }
+    const ItemContext ctx{spec,  weights, k,      w,           acts,        st.x_ref_next, run.bias,
+                          y,     out_flags, pieces, split, row_offsets, flat_offsets};
     parallel_for(static_cast<int64_t>(panels.size()), [&](int64_t i) { compute_panel(ctx, panels[i]); });
   }
 }
