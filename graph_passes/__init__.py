@@ -10,6 +10,7 @@ Each pass does one job; `conversion_pass_manager` composes them in order:
   wire_maps        change maps carried from producer to consumer Delta ops
   metadata         the `deltaonnx` metadata entry
   finalize         opset import, IR version, topological order
+and report.py renders the per-node summary (from the plans, or from a converted model's metadata).
 """
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Pass 5: replace each Conv/MaxPool planned for conversion by a DeltaConv/DeltaPool (docs/ops.md).
+"""Replace each Conv/MaxPool planned for conversion by a DeltaConv/DeltaPool (docs/ops.md).
 
 The Delta op takes the original's data input, weights and attributes; its state inputs are left empty
 here (the state pass adds them) and its outputs are named for the state protocol right away:

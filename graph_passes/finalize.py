@@ -1,4 +1,4 @@
-"""Pass 10: make the result a valid model ORT loads: the com.deltaonnx opset import, an IR version ORT
+"""Make the result a valid model ORT loads: the com.deltaonnx opset import, an IR version ORT
 accepts (<= 10), and nodes in topological order (new map nodes were inserted next to their readers)."""
 from __future__ import annotations
 

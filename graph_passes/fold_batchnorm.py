@@ -1,4 +1,4 @@
-"""Pass 2: fold an inference-mode BatchNormalization into the Conv that feeds it.
+"""Fold an inference-mode BatchNormalization into the Conv that feeds it.
 
 Conv(x, W, b) followed by BN(scale, beta, mean, var, eps) equals Conv(x, W', b') with
 W' = W * s (per output channel), b' = (b - mean) * s + beta, s = scale / sqrt(var + eps).

@@ -1,4 +1,4 @@
-"""Pass 6: fuse the activation that follows a DeltaConv into its `activation` attribute.
+"""Fuse the activation that follows a DeltaConv into its `activation` attribute.
 
 Recognised (docs/ops.md names): Relu, LeakyRelu, Clip/Relu6 (bounds from attributes before opset 11,
 constant inputs after), Sigmoid, Tanh, HardSigmoid, HardSwish (the op, x*HardSigmoid(x) with alpha 1/6

@@ -61,7 +61,7 @@ def substitute(old: ir.Value, new: ir.Value) -> None:
         if new.is_graph_output():
             raise ValueError(f"cannot merge two graph outputs {old.name!r} and {new.name!r}")
         name = old.name
-        old.name = None if not old.is_initializer() else old.name
+        old.name = None  # `old` leaves the graph; its name passes to `new`
         old.replace_all_uses_with(new, replace_graph_outputs=True)
         new.name = name
     else:

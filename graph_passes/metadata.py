@@ -1,4 +1,4 @@
-"""Pass 9: record what the conversion did in the model's `deltaonnx` metadata (docs/state_protocol.md),
+"""Record what the conversion did in the model's `deltaonnx` metadata (docs/state_protocol.md),
 and read it back."""
 from __future__ import annotations
 

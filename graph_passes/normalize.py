@@ -1,4 +1,4 @@
-"""Pass 1: bring any supported model (opsets 7 to the newest) into the form the other passes expect.
+"""Bring any supported model (opsets 7 to the newest) into the form the other passes expect.
 
 Each class does one thing; `normalization_passes()` lists them in order. Constants need no pass of their
 own: `constants.constant_array` recognises initializers and Constant nodes alike, wherever they are."""

@@ -1,4 +1,4 @@
-"""Pass 4: decide, for every Conv/MaxPool-like node, whether it becomes a Delta op, and its threshold.
+"""Decide, for every Conv/MaxPool-like node, whether it becomes a Delta op, and its threshold.
 
 Decisions (recorded as a NodePlan in the node's meta and in the context, in graph order):
   - ineligible nodes keep their reason (eligibility.py);

@@ -1,4 +1,4 @@
-"""Pass 7: give every Delta op its state, as graph inputs (past) and outputs (present), after the
+"""Give every Delta op its state, as graph inputs (past) and outputs (present), after the
 model's own inputs and outputs, named as docs/state_protocol.md fixes:
   past  `deltaonnx.past.<node>.x_ref`, `deltaonnx.past.<node>.y`: float32, rank 4, every dim symbolic
         (so the empty [0,0,0,0] state of a first run is accepted);

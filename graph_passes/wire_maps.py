@@ -1,4 +1,4 @@
-"""Pass 8: connect each Delta op's optional change-map input to the map of its data input, building the
+"""Connect each Delta op's optional change-map input to the map of its data input, building the
 maps in between (locality.py has the rules): DeltaMapUnion where maps of equal shape meet; where their
 shapes may differ (broadcasting, or shapes inference could not prove equal) a broadcasting uint8 Max
 (Cast/Or/Cast before opset 12); and a nearest Resize/Upsample of the map where the tensor is resized."""
