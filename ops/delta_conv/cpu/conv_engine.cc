@@ -110,12 +110,12 @@ struct Piece {
 // The input of one batch item, zero-padded and split into stride phases (space-to-depth): tap (ky, kx) of
 // output (oy, ox) is element (oy + qy) * width + ox + qx of phase plane (c, py, px), with py, qy the remainder
 // and quotient of ky*dilation by the stride. Every conv becomes stride 1 over these planes.
+// A stride-1 conv without begin padding whose windows stay inside the input needs no copy: the input
+// planes themselves serve (rows of width W, the columns past the output width being ignored).
 struct PhaseSplit {
   int64_t sy = 1, sx = 1, rows = 0, width = 0, plane = 0;
-  std::vector<float>* buffer = nullptr;
-  const float* at(int64_t c, int64_t py, int64_t px) const {
-    return buffer->data() + ((c * sy + py) * sx + px) * plane;
-  }
+  const float* base = nullptr;
+  const float* at(int64_t c, int64_t py, int64_t px) const { return base + ((c * sy + py) * sx + px) * plane; }
 };
 
 struct Scratch {
@@ -140,12 +140,20 @@ PhaseSplit build_phase_split(const float* src, int64_t C, const Window2D& w, con
   ps.sx = w.x.stride;
   const int64_t need_h = (w.y.out - 1) * w.y.stride + (w.y.kernel - 1) * w.y.dilation + 1;
   const int64_t need_w = (w.x.out - 1) * w.x.stride + (w.x.kernel - 1) * w.x.dilation + 1;
+  const int64_t H = w.y.in, W = w.x.in;
+  if (ps.sy == 1 && ps.sx == 1 && w.y.pad_begin == 0 && w.x.pad_begin == 0 && need_h <= H && need_w <= W) {
+    ps.rows = H;
+    ps.width = W;
+    ps.plane = H * W;
+    ps.base = src;
+    return ps;
+  }
   ps.rows = (need_h + ps.sy - 1) / ps.sy;
   ps.width = (need_w + ps.sx - 1) / ps.sx;
   ps.plane = (ps.rows + 1) * ps.width + kMaxNR;  // slack: flat panels at the end read past the last row
-  ps.buffer = &thread_phase_buffer();
-  ps.buffer->resize(static_cast<size_t>(C * ps.sy * ps.sx * ps.plane));
-  const int64_t H = w.y.in, W = w.x.in;
+  std::vector<float>& buffer = thread_phase_buffer();
+  buffer.resize(static_cast<size_t>(C * ps.sy * ps.sx * ps.plane));
+  ps.base = buffer.data();
   parallel_for(C, [&](int64_t c) {
     const float* in = src + c * H * W;
     for (int64_t py = 0; py < ps.sy; ++py)
@@ -329,7 +337,8 @@ void plan_panels(const Window2D& w, const uint8_t* flags, int64_t nr, bool flat,
   pieces.clear();
   const int64_t Ho = w.y.out, Wo = w.x.out;
   if (flat) {
-    const int64_t total = Ho * flat_width;
+    // Positions past the last output pixel are never computed (they could read past the input in place).
+    const int64_t total = (Ho - 1) * flat_width + Wo;
     for (int64_t p0 = 0; p0 < total; p0 += nr) {
       const int64_t n = std::min(nr, total - p0);
       bool any = false;

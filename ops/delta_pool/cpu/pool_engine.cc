@@ -17,26 +17,33 @@ std::string PoolSpec::validate() const {
 
 namespace {
 
-// Max of one channel over the output pixels of a row run [x0, x1) of row oy.
+// NaN-propagating max: once either side is NaN the result is NaN (no NaN may hide a change downstream).
+inline float max_nan(float acc, float v) { return (v > acc || v != v) ? v : acc; }
+
+// Max of one channel over the output pixels of a row run [x0, x1) of row oy: tap by tap, each a pass over
+// the run's columns whose tap lies inside the input (contiguous for stride 1, so it vectorises).
 void pool_run(const float* in, const Window2D& w, int64_t oy, int64_t x0, int64_t x1, float* out_row) {
-  const int64_t H = w.y.in, W = w.x.in;
-  int64_t ky0 = 0, ky1 = w.y.kernel;  // taps inside the input vertically
-  while (ky0 < ky1 && w.y.input_of(oy, ky0) < 0) ++ky0;
-  while (ky1 > ky0 && w.y.input_of(oy, ky1 - 1) >= H) --ky1;
-  for (int64_t ox = x0; ox < x1; ++ox) {
-    float m = std::numeric_limits<float>::lowest();
-    bool nan = false;
-    for (int64_t ky = ky0; ky < ky1; ++ky) {
-      const float* row = in + w.y.input_of(oy, ky) * W;
-      for (int64_t kx = 0; kx < w.x.kernel; ++kx) {
-        const int64_t ix = w.x.input_of(ox, kx);
-        if (ix < 0 || ix >= W) continue;
-        const float v = row[ix];
-        nan |= v != v;
-        m = v > m ? v : m;
+  const int64_t H = w.y.in, W = w.x.in, sx = w.x.stride;
+  float* acc = out_row + x0;
+  const int64_t n = x1 - x0;
+  for (int64_t j = 0; j < n; ++j) acc[j] = std::numeric_limits<float>::lowest();
+  for (int64_t ky = 0; ky < w.y.kernel; ++ky) {
+    const int64_t iy = w.y.input_of(oy, ky);
+    if (iy < 0 || iy >= H) continue;
+    const float* row = in + iy * W;
+    for (int64_t kx = 0; kx < w.x.kernel; ++kx) {
+      const int64_t ix0 = w.x.input_of(x0, kx);  // input column of the run's first pixel
+      int64_t lo = ix0 >= 0 ? 0 : (-ix0 + sx - 1) / sx;
+      int64_t hi = W - ix0 <= 0 ? 0 : (W - ix0 + sx - 1) / sx;
+      lo = std::min(lo, n);
+      hi = std::max(lo, std::min(hi, n));
+      const float* src = row + ix0;
+      if (sx == 1) {
+        for (int64_t j = lo; j < hi; ++j) acc[j] = max_nan(acc[j], src[j]);
+      } else {
+        for (int64_t j = lo; j < hi; ++j) acc[j] = max_nan(acc[j], src[j * sx]);
       }
     }
-    out_row[ox] = nan ? std::numeric_limits<float>::quiet_NaN() : m;
   }
 }
 
