@@ -147,9 +147,20 @@ std::string shape_string(const std::vector<int64_t>& shape) {
 DeviceScratch::DeviceScratch(const Ort::KernelContext& ctx, const OrtValue* like, size_t bytes) {
   if (bytes == 0) return;
   Ort::ConstMemoryInfo memory = Ort::ConstValue(like).GetTensorMemoryInfo();
-  allocator_ = ctx.GetAllocator(*static_cast<const OrtMemoryInfo*>(memory));
+  const OrtMemoryInfo* info = static_cast<const OrtMemoryInfo*>(memory);
+  allocator_ = ctx.GetAllocator(*info);
   if (allocator_ == nullptr) throw Ort::Exception("deltaonnx: ORT has no allocator for the device", ORT_FAIL);
-  data_ = allocator_->Alloc(allocator_, bytes);
+#if defined(DELTAONNX_CUDA_HOST_EMULATION)
+  data_ = allocator_->Alloc(allocator_, bytes);  // the CPU provider has no stream to order frees on
+#else
+  // Tied to the compute stream, as ORT's own kernels' scratch: a chunk freed here is reused by another stream
+  // only after this stream's work on it is done.
+  OrtStatus* status = Ort::GetApi().KernelContext_GetScratchBuffer(ctx.GetOrtKernelContext(), info, bytes, &data_);
+  if (status != nullptr) {
+    Ort::GetApi().ReleaseStatus(status);
+    data_ = nullptr;
+  }
+#endif
   if (data_ == nullptr) {
     Ort::GetApi().ReleaseAllocator(allocator_);
     allocator_ = nullptr;

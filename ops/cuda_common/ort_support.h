@@ -60,9 +60,9 @@ std::vector<int64_t> shape_of(const OrtValue* value);
 int64_t element_count(const std::vector<int64_t>& shape);
 std::string shape_string(const std::vector<int64_t>& shape);
 
-// Device memory for one run, from ORT's allocator for the device that holds `like` (the arena, no cudaMalloc
-// per run). Freed when this goes out of scope: ORT's CUDA allocator is stream-ordered for kernels of one
-// stream, exactly as its own kernels' scratch buffers are.
+// Device memory for one run from ORT's allocator for the device that holds `like` (its arena: no cudaMalloc per
+// run), requested on the compute stream like ORT's own kernels' scratch buffers, and freed when this goes out
+// of scope (the arena orders reuse after this stream's queued work).
 class DeviceScratch {
  public:
   DeviceScratch(const Ort::KernelContext& ctx, const OrtValue* like, size_t bytes);
