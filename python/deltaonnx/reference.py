@@ -309,8 +309,9 @@ def apply_dense_fraction(recompute, dense_fraction=0.5) -> np.ndarray:
     pixels = int(np.prod(recompute.shape[1:]))
     if pixels == 0:
         return recompute
-    fraction = recompute.reshape(n, -1).sum(axis=1) / pixels
-    recompute[fraction > float(dense_fraction)] = True
+    # The ops hold dense_fraction as a float32 attribute and compare count > fraction * pixels in double.
+    limit = float(np.float32(dense_fraction)) * pixels
+    recompute[recompute.reshape(n, -1).sum(axis=1) > limit] = True
     return recompute
 
 

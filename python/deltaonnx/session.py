@@ -141,8 +141,9 @@ class DeltaSession:
                  providers: Sequence[str | tuple] | None = None):
         model_source = self._model_source(model)
         options = _copy_session_options(sess_options)
-        options.register_custom_ops_library(library_path("cpu"))
         providers = list(providers) if providers is not None else ["CPUExecutionProvider"]
+        # Both libraries register the domain com.deltaonnx and ORT accepts a domain once per session, so a
+        # session takes the CUDA library when the CUDA EP is asked for (and it was built), else the CPU one.
         cuda_library_registered = False
         if "CUDAExecutionProvider" in (_provider_name(p) for p in providers):
             try:
@@ -150,6 +151,8 @@ class DeltaSession:
                 cuda_library_registered = True
             except FileNotFoundError:  # built without nvcc: the ops run on the CPU EP, ORT copies around them
                 pass
+        if not cuda_library_registered:
+            options.register_custom_ops_library(library_path("cpu"))
         self._session = ort.InferenceSession(model_source, sess_options=options, providers=providers)
 
         custom_metadata = self._session.get_modelmeta().custom_metadata_map
