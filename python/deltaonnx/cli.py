@@ -201,10 +201,25 @@ def run_inspect(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# --- bench, demo (their logic lives in bench.py and demo.py) --------------------------------------------
+
+
+def add_bench_command(subparsers, common: argparse.ArgumentParser) -> None:
+    from .bench import add_command
+
+    add_command(subparsers, common)
+
+
+def add_demo_command(subparsers, common: argparse.ArgumentParser) -> None:
+    from .demo import add_command
+
+    add_command(subparsers, common)
+
+
 # --- main ----------------------------------------------------------------------------------------------
 
 # Subcommands in the order `--help` lists them; others are added here the same way.
-COMMANDS: list[Callable] = [add_convert_command, add_inspect_command]
+COMMANDS: list[Callable] = [add_convert_command, add_inspect_command, add_bench_command, add_demo_command]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,246 @@
+"""`bench` (deltaonnx.bench) and the box decoding/matching it uses (deltaonnx.detections).
+
+Zoo models on short synthetic clips written with OpenCV; behaviour only (equality at threshold 0, the report's
+fields, sweeps, errors), never timing."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+
+from deltaonnx.detections import BoxAgreement, Detections, box_iou, decode_yolo, match, nms
+
+cv2 = pytest.importorskip("cv2")
+
+
+# ------------------------------------------------------------------ box decoding and matching (no op library)
+
+
+def yolo_output(boxes_cxcywh, class_scores):
+    """A YOLOv8-style [1, 4 + C, anchors] output."""
+    return np.concatenate([np.asarray(boxes_cxcywh, np.float32).T, np.asarray(class_scores, np.float32).T])[None]
+
+
+def test_box_iou_known_values():
+    a = np.array([[0, 0, 10, 10], [0, 0, 0, 0]], np.float32)
+    b = np.array([[0, 0, 10, 10], [5, 0, 15, 10], [20, 20, 30, 30]], np.float32)
+    np.testing.assert_allclose(box_iou(a, b), [[1.0, 50 / 150, 0.0], [0.0, 0.0, 0.0]])
+
+
+def test_nms_suppresses_overlaps_of_one_class_only():
+    boxes = np.array([[0, 0, 10, 10], [1, 0, 11, 10], [0, 0, 10, 10], [50, 50, 60, 60]], np.float32)
+    scores = np.array([0.9, 0.8, 0.7, 0.6])
+    assert list(nms(boxes, scores, 0.5)) == [0, 3]
+    assert list(nms(boxes, scores, 0.5, classes=np.array([0, 0, 1, 0]))) == [0, 2, 3]
+    assert list(nms(boxes, scores, 0.5, max_keep=1)) == [0]
+
+
+def test_decode_yolo_layouts_threshold_and_nms():
+    boxes = [[20, 20, 10, 10], [21, 20, 10, 10], [60, 60, 8, 8], [5, 5, 4, 4]] + [[0, 0, 1, 1]] * 4
+    scores = [[0.9, 0.1], [0.8, 0.1], [0.1, 0.7], [0.2, 0.1]] + [[0.0, 0.0]] * 4  # from the 4th: below conf 0.25
+    output = yolo_output(boxes, scores)
+    (found,) = decode_yolo(output)
+    assert len(found) == 2
+    np.testing.assert_allclose(found.boxes[0], [15, 15, 25, 25])
+    assert list(found.classes) == [0, 1] and found.scores[0] == pytest.approx(0.9)
+    (transposed,) = decode_yolo(output.transpose(0, 2, 1))
+    np.testing.assert_array_equal(transposed.boxes, found.boxes)
+    with_objectness = np.concatenate([output[:, :4], np.full((1, 1, 8), 0.5, np.float32), output[:, 4:]], axis=1)
+    (halved,) = decode_yolo(with_objectness, objectness=True)
+    assert list(halved.classes) == [0, 1] and halved.scores[0] == pytest.approx(0.45)
+    with pytest.raises(ValueError, match="class scores"):
+        decode_yolo(np.zeros((1, 4, 10), np.float32))
+
+
+def test_matching_counts_and_f1():
+    reference = Detections([[0, 0, 10, 10], [20, 20, 30, 30], [40, 40, 50, 50]], [0.9, 0.9, 0.9], [0, 0, 1])
+    candidate = Detections([[0, 0, 10, 11], [20, 20, 30, 30], [40, 40, 50, 50], [70, 70, 80, 80]],
+                           [0.9, 0.8, 0.7, 0.6], [0, 0, 0, 0])  # third: wrong class; fourth: nothing there
+    result = match(candidate, reference)
+    assert (result.true_positives, result.false_positives, result.false_negatives) == (2, 2, 1)
+    agreement = BoxAgreement()
+    agreement.add(candidate, reference)
+    assert agreement.f1 == pytest.approx(2 * 2 / (2 * 2 + 2 + 1))
+    assert agreement.mean_iou == pytest.approx((10 / 11 + 1.0) / 2)
+    assert match(candidate, reference, class_aware=False).true_positives == 3
+    empty = BoxAgreement()
+    empty.add(Detections.empty(), Detections.empty())
+    assert empty.f1 == 1.0 and empty.mean_iou == 1.0
+
+
+# ------------------------------------------------------------------ bench on zoo models (needs the op library)
+
+
+def write_clip(path, model_hw, n_frames=10, layout="NCHW"):
+    """A synthetic clip (static, moving blob, noise, gain change, ...) as a lossless AVI of BGR frames."""
+    import synthetic_video
+
+    frames = synthetic_video.sequence((1, 3, *model_hw), n_frames, seed=3)
+    images = [np.ascontiguousarray((f.data[0].transpose(1, 2, 0) * 255).round().astype(np.uint8)) for f in frames]
+    from deltaonnx.video import write_video
+
+    return write_video(path, images, codec="FFV1")
+
+
+def with_plausible_boxes(model: onnx.ModelProto) -> onnx.ModelProto:
+    """The zoo's YOLO has random weights, so its raw boxes are tiny and often inverted. Scale its output so the
+    boxes look like detections (12x12 px, centres spread over the image, some scores above 0.25)."""
+    from onnx import helper, numpy_helper
+
+    graph = model.graph
+    raw = graph.output[0].name
+    graph.node[-1].output[0] = raw + "_raw"
+    scale = np.array([300, 300, 0, 0, 10, 10], np.float32).reshape(1, 6, 1)
+    offset = np.array([32, 32, 12, 12, 0.2, 0.2], np.float32).reshape(1, 6, 1)
+    graph.initializer.extend([numpy_helper.from_array(scale, "box_scale"), numpy_helper.from_array(offset, "box_offset")])
+    graph.node.extend([helper.make_node("Mul", [raw + "_raw", "box_scale"], [raw + "_scaled"]),
+                       helper.make_node("Add", [raw + "_scaled", "box_offset"], [raw])])
+    return model
+
+
+@pytest.fixture(scope="module")
+def yolo_files(tmp_path_factory):
+    import zoo
+
+    folder = tmp_path_factory.mktemp("bench_yolo")
+    model = folder / "yolo.onnx"
+    onnx.save(with_plausible_boxes(zoo.yolov8_like((64, 64))), model)
+    return model, write_clip(folder / "clip.avi", (64, 96), n_frames=10)
+
+
+@pytest.fixture(scope="module")
+def pnet_files(tmp_path_factory):
+    import zoo
+
+    folder = tmp_path_factory.mktemp("bench_pnet")
+    model = folder / "pnet.onnx"
+    onnx.save(zoo.nhwc_input((48, 64)), model)
+    return model, write_clip(folder / "clip.avi", (48, 64), n_frames=9)
+
+
+def run_cli(capsys, *argv):
+    from deltaonnx.cli import main
+
+    try:
+        code = main([str(a) for a in argv])
+    except SystemExit as stop:  # argparse usage errors, if main lets them through
+        code = stop.code
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_threshold_zero_equals_dense_and_json_has_every_field(cpu_op_library, pnet_files, tmp_path, capsys):
+    model, clip = pnet_files
+    out = tmp_path / "result.json"
+    code, stdout, stderr = run_cli(capsys, "bench", model, "--video", clip, "--warmup", 2, "--profile-frames", 3,
+                                   "--scale", 1, "--mean", 127.5, "--std", 128, "--json", out, "--quiet", "--profile")
+    assert code == 0, stderr
+    assert "dense ORT" in stdout and "deltaonnx" in stdout
+    result = json.loads(out.read_text())
+    assert result["frames_read"] == 9 and result["frames_timed"] == 7 and result["threads"] == 1
+    assert result["input"]["shape"] == [1, 48, 64, 3]
+    assert result["machine"]["cpu"] and result["dense"]["ms_per_frame"] > 0
+    (run,) = result["runs"]
+    assert run["threshold"] == 0 and run["inner_threshold"] == 0
+    assert run["equal_to_dense"] is True and run["max_rel"] <= 1e-4
+    assert set(run["outputs"]) == {"prob", "box"}
+    for key in ("ms_per_frame", "fps", "speedup", "ideal_speedup", "achieved_share", "state_bytes"):
+        assert run[key] is not None and run[key] > 0, key
+    assert run["speedup"] == pytest.approx(result["dense"]["ms_per_frame"] / run["ms_per_frame"])
+    assert 0 < run["conv_flops_redone"]["mean"] <= 1 and run["conv_flops_redone"]["p90"] <= 1
+    assert run["nodes"] and all(0 <= n["fraction_mean"] <= n["fraction_p90"] + 1e-12 <= 1 + 1e-12
+                                for n in run["nodes"])
+    assert {n["op"] for n in run["nodes"]} >= {"DeltaConv"}
+    assert sum(n["flops"] or 0 for n in run["nodes"]) > 0
+    assert result["dense"]["profile"]["conv_work_ms"] > 0
+    assert run["profile"]["by_op"].get("DeltaConv", 0) > 0
+
+
+def test_sweeps_give_one_row_per_value_and_a_plot(cpu_op_library, yolo_files, tmp_path, capsys):
+    model, clip = yolo_files
+    out, plot = tmp_path / "sweep.json", tmp_path / "sweep.png"
+    code, stdout, stderr = run_cli(capsys, "bench", model, "--video", clip, "--frames", 6,
+                                   "--warmup", 1, "--profile-frames", 2, "--thresholds", "0,0.05",
+                                   "--inner-thresholds", "0,0.1", "--json", out, "--plot", plot, "--quiet")
+    assert code == 0, stderr
+    runs = json.loads(out.read_text())["runs"]
+    assert [(r["threshold"], r["inner_threshold"]) for r in runs] == [(0, 0), (0, 0.1), (0.05, 0), (0.05, 0.1)]
+    assert runs[0]["equal_to_dense"] is True
+    assert plot.read_bytes().startswith(b"\x89PNG")
+    assert stdout.count("deltaonnx ") >= 4
+
+
+def test_yolo_boxes_against_dense_and_change_map_pictures(cpu_op_library, yolo_files, tmp_path, capsys):
+    model, clip = yolo_files
+    out, maps = tmp_path / "boxes.json", tmp_path / "maps"
+    code, stdout, stderr = run_cli(capsys, "bench", model, "--video", clip, "--warmup", 2,
+                                   "--profile-frames", 0, "--detections", "yolo", "--maps", maps,
+                                   "--maps-frames", 2, "--json", out, "--quiet")
+    assert code == 0, stderr
+    (run,) = json.loads(out.read_text())["runs"]
+    boxes = run["detections"]
+    assert boxes["frames"] == 10 and boxes["reference_boxes"] > 0
+    assert boxes["f1"] >= 0.95  # threshold 0: the same outputs give the same boxes
+    assert run["ideal_speedup"] is None  # --profile-frames 0: no dense profile, no bound
+    pictures = sorted(maps.glob("*.png"))
+    assert len(pictures) == 2
+    picture = cv2.imread(str(pictures[0]))
+    assert picture is not None and picture.shape[1] > 96
+
+
+def test_converted_model_with_its_original(cpu_op_library, pnet_files, tmp_path, capsys):
+    import deltaonnx
+
+    model, clip = pnet_files
+    converted = tmp_path / "pnet.delta.onnx"
+    onnx.save(deltaonnx.convert(model, threshold=0.02), converted)
+    out = tmp_path / "c.json"
+    code, _, stderr = run_cli(capsys, "bench", converted, "--original", model, "--video", clip, "--warmup", 1,
+                              "--profile-frames", 0, "--json", out, "--quiet")
+    assert code == 0, stderr
+    (run,) = json.loads(out.read_text())["runs"]
+    assert run["threshold"] == pytest.approx(0.02)
+    code, _, stderr = run_cli(capsys, "bench", converted, "--video", clip)
+    assert code == 2 and "--original" in stderr
+    code, _, stderr = run_cli(capsys, "bench", converted, "--original", model, "--video", clip, "--thresholds", "0,1")
+    assert code == 2 and "sweep" in stderr
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--threshold", "0.1", "--thresholds", "0,0.1"], "not both"),
+    (["--warmup", "50"], "nothing was timed"),
+    (["--plot", "out.jpg"], ".png"),
+    (["--original", "{model}"], "not converted"),
+    (["--detections", "yolo", "--detections-output", "nope"], "nope"),
+])
+def test_cli_errors_are_one_line(cpu_op_library, pnet_files, capsys, extra, message):
+    model, clip = pnet_files
+    extra = [str(model) if e == "{model}" else e for e in extra]
+    code, _, stderr = run_cli(capsys, "bench", model, "--video", clip, "--quiet", "--profile-frames", 0, *extra)
+    assert code == 2
+    assert message in stderr and stderr.count("\n") == 1
+
+
+def test_usage_errors(pnet_files, tmp_path, capsys):
+    model, clip = pnet_files
+    code, _, stderr = run_cli(capsys, "bench", model, "--video", tmp_path / "missing.avi")
+    assert code == 2 and "no such video" in stderr
+    code, _, stderr = run_cli(capsys, "bench", model, "--video", clip, "--thresholds", "a,b")
+    assert code == 2 and "comma-separated numbers" in stderr
+    code, _, stderr = run_cli(capsys, "bench", model)
+    assert code == 2 and "--video" in stderr
+
+
+def test_progress_prints_lines_when_not_a_terminal():
+    import io
+
+    from deltaonnx.bench import Progress
+
+    stream = io.StringIO()
+    progress = Progress(20, "bench", stream=stream)
+    for done in range(1, 21):
+        progress.update(done, "note")
+    lines = stream.getvalue().splitlines()
+    assert 2 <= len(lines) <= 11 and lines[-1].startswith("bench [") and "20/20" in lines[-1]
