@@ -216,10 +216,17 @@ def add_demo_command(subparsers, common: argparse.ArgumentParser) -> None:
     add_command(subparsers, common)
 
 
+def add_calibrate_command(subparsers, common: argparse.ArgumentParser) -> None:
+    from .calibrate import add_command
+
+    add_command(subparsers, common)
+
+
 # --- main ----------------------------------------------------------------------------------------------
 
 # Subcommands in the order `--help` lists them; others are added here the same way.
-COMMANDS: list[Callable] = [add_convert_command, add_inspect_command, add_bench_command, add_demo_command]
+COMMANDS: list[Callable] = [add_convert_command, add_inspect_command, add_bench_command, add_demo_command,
+                            add_calibrate_command]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,1282 @@
+"""`python -m deltaonnx calibrate MODEL --video CLIP`: per-node thresholds chosen on frames, proven on others.
+
+Exact propagation leaves most of a detector's work in place; thresholds above 0 on inner layers remove most of
+it, but a good value differs from layer to layer. This module finds them:
+
+1. **Reference.** Dense ORT runs the search frames (a few contiguous segments of the calibration range) once;
+   its outputs (and boxes, for detectors) are what every candidate is compared with.
+2. **Scales.** Thresholds are relative to each Delta node's input: the input gate (a node reading the model
+   input) in fractions of the input's value range, every other node in multiples of the standard deviation of
+   its input on the calibration frames (measured by exposing those tensors as outputs of the dense model).
+   A node's threshold is `level x scale`, its level taken from a ladder (GATE_LEVELS, INNER_LEVELS).
+3. **Search** (on the search frames, each candidate run through DeltaSession from an empty state):
+   the gate alone, then one inner level for all nodes (bisection), then greedy sweeps front to back (as DeltaCNN
+   and CBinfer do) raising one node (or the gate) a level at a time, kept when the budget still holds and the
+   FLOP-weighted conv work redone drops. Work is measured, not estimated: `DeltaSession.stats()` per frame,
+   weighted by each conv's FLOPs at this input size; convs kept dense count as fully redone.
+4. **Verification** on every calibration frame, dense and converted interleaved and timed (thread CPU time). If
+   the budget fails there, every level steps down and it is verified again. Drift: agreement in the late half
+   against the early half; when the late half alone fails, a periodic refresh (full recompute every K frames
+   per stream, `PeriodicRefresh`) is tried before stepping down (`refresh="auto"`).
+5. **Held-out check** on frames the search never saw, with the same table: work redone, measured speedup,
+   agreement, early against late.
+
+The budget: for detectors (`detections="yolo"`) box F1 and mean IoU of matched boxes against dense; for any
+model the mean absolute output error relative to the output's spread (standard deviation of the dense output),
+the worst output counting. `calibrate()` is the library entry point; `add_command` registers the CLI.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Hashable, Iterable, Optional, Sequence, Union
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+
+from . import __version__
+from .video import FrameSource, Preprocess, VideoError
+
+# Threshold ladders. Gate: fraction of the model input's value range (0.02 of [0,1] pixels = 5/255).
+GATE_LEVELS = (0.0, 0.0025, 0.005, 0.01, 0.02, 0.03, 0.05, 0.08)
+# Inner nodes: multiples of the standard deviation of the node's input.
+INNER_LEVELS = (0.0, 0.01, 0.02, 0.035, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5)
+
+CALIBRATION_METADATA_KEY = "deltaonnx.calibration"  # beside the converter's own `deltaonnx` entry
+DELTA_METADATA_KEY = "deltaonnx"
+DEFAULT_MIN_F1 = 0.99
+DEFAULT_MIN_IOU = 0.95
+DEFAULT_MAX_ERROR = 0.01
+MIN_GAIN = 0.002  # a greedy step must remove at least 0.2% of the model's conv FLOPs to be worth its error
+MIN_POTENTIAL = 0.002  # nodes redoing less than this share of the conv FLOPs are not searched one by one
+MAX_CLIMB = 3  # levels a greedy step may climb looking for a gain
+DRIFT_FACTOR = 2.0  # late-half error above this multiple of the early half's counts as drift
+
+
+class CalibrationError(ValueError):
+    """Calibration cannot run as asked (model, clip, ranges or budget); the message says what to change."""
+
+
+# ----------------------------------------------------------------------------------------------------------
+# budget and agreement
+# ----------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DetectionOptions:
+    """How boxes are read from a YOLO-style output (see deltaonnx.detections.decode_yolo) and matched."""
+
+    output: Optional[str] = None  # the output holding the boxes (default: the model's first)
+    conf_threshold: float = 0.25
+    nms_iou: float = 0.45
+    match_iou: float = 0.5
+    objectness: bool = False
+
+
+@dataclass(frozen=True)
+class Budget:
+    """What the converted model must keep against dense ORT. None = not checked."""
+
+    min_f1: Optional[float] = None
+    min_iou: Optional[float] = None
+    max_error: Optional[float] = None
+
+    def violations(self, agreement: "AgreementSummary") -> list[str]:
+        found = []
+        if self.min_f1 is not None and agreement.f1 is not None and agreement.f1 < self.min_f1:
+            found.append(f"box F1 {agreement.f1:.3f} < {self.min_f1:g}")
+        if self.min_iou is not None and agreement.mean_iou is not None and agreement.mean_iou < self.min_iou:
+            found.append(f"mean IoU {agreement.mean_iou:.3f} < {self.min_iou:g}")
+        if self.max_error is not None and not agreement.error <= self.max_error:
+            found.append(f"relative output error {agreement.error:.2e} > {self.max_error:g}")
+        return found
+
+    def holds(self, agreement: "AgreementSummary") -> bool:
+        return not self.violations(agreement)
+
+    def describe(self) -> str:
+        parts = []
+        if self.min_f1 is not None:
+            parts.append(f"box F1 >= {self.min_f1:g}")
+        if self.min_iou is not None:
+            parts.append(f"mean IoU >= {self.min_iou:g}")
+        if self.max_error is not None:
+            parts.append(f"mean |error| / spread <= {self.max_error:g}")
+        return ", ".join(parts) or "none"
+
+
+@dataclass
+class FrameScore:
+    """One frame's agreement with dense: box counts (detectors) and per-output relative mean error."""
+
+    errors: tuple[float, ...]
+    true_positives: int = 0
+    false_positives: int = 0
+    false_negatives: int = 0
+    iou_sum: float = 0.0
+
+
+@dataclass
+class AgreementSummary:
+    """Agreement over a set of frames. `error`: the worst output's mean |delta - dense| / spread."""
+
+    frames: int
+    error: float
+    errors: dict[str, float]
+    f1: Optional[float] = None
+    mean_iou: Optional[float] = None
+    reference_boxes: Optional[int] = None
+    true_positives: Optional[int] = None
+    false_positives: Optional[int] = None
+    false_negatives: Optional[int] = None
+
+    def describe(self) -> str:
+        text = f"err {self.error:.2e}"
+        if self.f1 is not None:
+            text = (f"F1 {self.f1:.3f} IoU {self.mean_iou:.3f} ({self.true_positives} tp, {self.false_positives} fp, "
+                    f"{self.false_negatives} fn of {self.reference_boxes}), " + text)
+        return text
+
+
+def summarize(scores: Sequence[FrameScore], output_names: Sequence[str], detections: bool) -> AgreementSummary:
+    """Add up per-frame scores (any subset of frames, e.g. the early or late half)."""
+    count = len(scores)
+    errors = {name: float(np.mean([s.errors[i] for s in scores])) if count else 0.0
+              for i, name in enumerate(output_names)}
+    summary = AgreementSummary(count, max(errors.values(), default=0.0), errors)
+    if detections:
+        tp = sum(s.true_positives for s in scores)
+        fp = sum(s.false_positives for s in scores)
+        fn = sum(s.false_negatives for s in scores)
+        denominator = 2 * tp + fp + fn
+        summary.f1 = 2 * tp / denominator if denominator else 1.0
+        if tp:
+            summary.mean_iou = sum(s.iou_sum for s in scores) / tp
+        else:  # nothing matched: perfect only if there was nothing to match
+            summary.mean_iou = 1.0 if fp == fn == 0 else 0.0
+        summary.reference_boxes, summary.true_positives = tp + fn, tp
+        summary.false_positives, summary.false_negatives = fp, fn
+    return summary
+
+
+@dataclass
+class _Reference:
+    """Dense ORT's answer for one frame."""
+
+    outputs: list
+    boxes: Any = None
+
+
+class _Scorer:
+    """Compares a candidate's outputs with dense ORT's for one frame."""
+
+    def __init__(self, output_names: Sequence[str], spreads: Sequence[float], detections: Optional[DetectionOptions]):
+        self.output_names = list(output_names)
+        self.spreads = [s if s > 0 and math.isfinite(s) else 1.0 for s in spreads]
+        self.detections = detections
+        self.boxes_index = 0
+        if detections is not None:
+            name = detections.output or self.output_names[0]
+            if name not in self.output_names:
+                raise CalibrationError(f"the boxes output {name!r} is not an output of the model ({self.output_names})")
+            self.boxes_index = self.output_names.index(name)
+
+    def reference(self, outputs: list) -> _Reference:
+        outputs = [np.array(o, copy=True) for o in outputs]  # DeltaSession/ORT buffers may be reused
+        return _Reference(outputs, self._decode(outputs[self.boxes_index]) if self.detections else None)
+
+    def _decode(self, output: np.ndarray):
+        from .detections import decode_yolo
+
+        d = self.detections
+        return decode_yolo(output, conf_threshold=d.conf_threshold, iou_threshold=d.nms_iou,
+                           objectness=d.objectness)[0]
+
+    def score(self, reference: _Reference, outputs: list) -> FrameScore:
+        errors = []
+        for value, dense, spread in zip(outputs, reference.outputs, self.spreads):
+            difference = np.abs(np.asarray(value, np.float64) - dense)
+            if not np.all(np.isfinite(difference)):  # NaN/Inf where dense has a number: the worst disagreement
+                same = np.isnan(np.asarray(value, np.float64)) & np.isnan(dense)
+                difference = np.where(same, 0.0, np.where(np.isfinite(difference), difference, np.inf))
+            errors.append(float(difference.mean()) / spread if difference.size else 0.0)
+        score = FrameScore(tuple(errors))
+        if self.detections is not None:
+            from .detections import match
+
+            result = match(self._decode(outputs[self.boxes_index]), reference.boxes, self.detections.match_iou)
+            score.true_positives, score.false_positives = result.true_positives, result.false_positives
+            score.false_negatives, score.iou_sum = result.false_negatives, float(result.ious.sum())
+        return score
+
+
+# ----------------------------------------------------------------------------------------------------------
+# refresh
+# ----------------------------------------------------------------------------------------------------------
+
+
+class PeriodicRefresh:
+    """Runs a DeltaSession with a full recompute every `every` frames of each stream (0: never).
+
+    The refresh is `session.reset(stream)` before the run: the stream starts again from empty state, so that
+    frame is computed densely and exactly, and any error the thresholds let accumulate is gone.
+
+        runner = PeriodicRefresh(deltaonnx.DeltaSession("model.delta.onnx"), every=50)
+        outputs = runner.run(None, {"images": frame}, stream="camera-1")
+    """
+
+    def __init__(self, session, every: int):
+        if isinstance(every, bool) or not isinstance(every, int) or every < 0:
+            raise ValueError(f"PeriodicRefresh: every must be an int >= 0, got {every!r}")
+        self.session, self.every = session, every
+        self._frames: dict[Hashable, int] = {}
+
+    @classmethod
+    def from_model(cls, session) -> "PeriodicRefresh":
+        """The refresh period the calibration stored in the model's metadata (0 when none)."""
+        text = session.inference_session.get_modelmeta().custom_metadata_map.get(CALIBRATION_METADATA_KEY)
+        every = int(json.loads(text).get("refresh", 0)) if text else 0
+        return cls(session, every)
+
+    def run(self, output_names, input_feed, run_options=None, *, stream: Hashable = "default") -> list:
+        count = self._frames.get(stream, 0)
+        if self.every and count and count % self.every == 0:
+            self.session.reset(stream)
+        outputs = self.session.run(output_names, input_feed, run_options, stream=stream)
+        self._frames[stream] = count + 1
+        return outputs
+
+    def reset(self, stream: Hashable | None = None) -> None:
+        self.session.reset(stream)
+        if stream is None:
+            self._frames.clear()
+        else:
+            self._frames.pop(stream, None)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# the model: nodes, scales, FLOPs
+# ----------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class NodeCalibration:
+    """One Delta node: what it is, its scale and the level chosen for it."""
+
+    name: str  # the Delta node (DeltaConv_3)
+    source: str  # the Conv/MaxPool it replaces, the key of the thresholds file
+    op: str
+    gate: bool  # reads the model input
+    scale: float  # input range (gate) or input standard deviation (inner)
+    flops: float  # conv FLOPs per frame at the calibration size (0 for pools)
+    level: int = 0
+    tau: float = 0.0
+    fraction: Optional[float] = None  # mean recomputed fraction on the calibration frames
+
+    @property
+    def factor(self) -> float:
+        return (GATE_LEVELS if self.gate else INNER_LEVELS)[self.level]
+
+
+def _metadata_of(proto: onnx.ModelProto, key: str = DELTA_METADATA_KEY) -> Optional[dict]:
+    for prop in proto.metadata_props:
+        if prop.key == key:
+            return json.loads(prop.value)
+    return None
+
+
+def _gate_sources(original: onnx.ModelProto, sources: Iterable[str]) -> set[str]:
+    """Which source nodes read a model input (possibly through layout-only ops): the converter's own rule."""
+    import onnx_ir as ir
+
+    from .graph_passes.plan import reads_model_input
+
+    wanted = set(sources)
+    model_ir = ir.serde.deserialize_model(original)
+    return {node.name for node in model_ir.graph if node.name in wanted and reads_model_input(node)}
+
+
+def _measure_scales(original: onnx.ModelProto, tensors: dict[str, str], gate_tensors: set[str], feeds: list[dict],
+                    threads: int) -> dict[str, float]:
+    """Scale of each tensor on dense ORT: value range for gate inputs, standard deviation for the others."""
+    from .bench import session_options
+
+    probe = onnx.ModelProto()
+    probe.CopyFrom(original)
+    graph_inputs = {i.name for i in probe.graph.input}
+    declared = {o.name for o in probe.graph.output}
+    for tensor in dict.fromkeys(tensors.values()):
+        if tensor not in declared and tensor not in graph_inputs:
+            probe.graph.output.append(onnx.helper.make_empty_tensor_value_info(tensor))
+            declared.add(tensor)
+    session = ort.InferenceSession(probe.SerializeToString(), session_options(threads),
+                                   providers=["CPUExecutionProvider"])
+    fetched = [t for t in dict.fromkeys(tensors.values()) if t not in graph_inputs]
+    moments: dict[str, list] = {t: [] for t in dict.fromkeys(tensors.values())}
+    for feed in feeds:
+        values = dict(zip(fetched, session.run(fetched, feed))) if fetched else {}
+        values.update({name: feed[name] for name in graph_inputs if name in feed})
+        for tensor in moments:
+            moments[tensor].append(np.asarray(values[tensor], np.float64))
+    scales = {}
+    for tensor, arrays in moments.items():
+        stacked = np.concatenate([a.ravel() for a in arrays])
+        stacked = stacked[np.isfinite(stacked)]
+        if stacked.size == 0:
+            scale = 1.0
+        elif tensor in gate_tensors:
+            scale = float(stacked.max() - stacked.min())
+        else:
+            scale = float(stacked.std())
+        scales[tensor] = scale if scale > 0 else 1.0  # a constant input: its threshold never matters
+    return scales
+
+
+def _work_redone(fractions: dict[str, float], nodes: Sequence[NodeCalibration], dense_flops: float,
+                 total_flops: float) -> float:
+    """FLOP-weighted share of the model's conv work redone: converted convs by their recomputed fraction,
+    convs kept dense in full."""
+    if total_flops <= 0:
+        return float(np.mean(list(fractions.values()))) if fractions else 1.0
+    redone = dense_flops + sum(n.flops * fractions.get(n.name, 1.0) for n in nodes)
+    return redone / total_flops
+
+
+# ----------------------------------------------------------------------------------------------------------
+# evaluating candidates on the search frames
+# ----------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Evaluation:
+    work: float  # FLOP-weighted share of conv work redone (mean over scored frames)
+    agreement: AgreementSummary
+    within_budget: bool
+    fractions: dict[str, float]
+    cpu_seconds: float
+
+
+class _CandidateRunner:
+    """Runs a threshold assignment on the search segments: one converted model whose Delta nodes' `threshold`
+    attributes are rewritten per candidate (nothing else depends on them), a fresh DeltaSession each time."""
+
+    def __init__(self, converted: onnx.ModelProto, nodes: Sequence[NodeCalibration], segments: list[list[tuple]],
+                 input_name: str, scorer: _Scorer, budget: Budget, dense_flops: float, total_flops: float,
+                 threads: int):
+        self.proto = onnx.ModelProto()
+        self.proto.CopyFrom(converted)
+        self.attributes = {}
+        for node in self.proto.graph.node:
+            for attribute in node.attribute:
+                if attribute.name == "threshold":
+                    self.attributes[node.name] = attribute
+        missing = [n.name for n in nodes if n.name not in self.attributes]
+        if missing:
+            raise CalibrationError(f"internal: Delta nodes without a threshold attribute: {missing}")
+        self.nodes, self.segments, self.input_name = list(nodes), segments, input_name
+        self.scorer, self.budget, self.threads = scorer, budget, threads
+        self.dense_flops, self.total_flops = dense_flops, total_flops
+        self.evaluations = 0
+        self.frame_seconds: list[float] = []
+
+    def model_with(self, taus: dict[str, float]) -> bytes:
+        for name, tau in taus.items():
+            self.attributes[name].f = float(tau)
+        return self.proto.SerializeToString()
+
+    def evaluate(self, taus: dict[str, float]) -> Evaluation:
+        from .bench import session_options
+        from .session import DeltaSession
+
+        started = time.process_time()
+        session = DeltaSession(self.model_with(taus), session_options(self.threads))
+        scores, works = [], []
+        fraction_sums: dict[str, float] = {}
+        for index, segment in enumerate(self.segments):
+            stream = f"segment-{index}"
+            for position, (feed, reference) in enumerate(segment):
+                run_started = time.thread_time()
+                outputs = session.run(None, feed, stream=stream)
+                self.frame_seconds.append(time.thread_time() - run_started)
+                if position == 0:  # empty state: computed densely, exact; says nothing about the thresholds
+                    continue
+                fractions = {name: entry["fraction"] for name, entry in session.stats(stream)["nodes"].items()}
+                for name, value in fractions.items():
+                    fraction_sums[name] = fraction_sums.get(name, 0.0) + value
+                works.append(_work_redone(fractions, self.nodes, self.dense_flops, self.total_flops))
+                scores.append(self.scorer.score(reference, outputs))
+        self.evaluations += 1
+        agreement = summarize(scores, self.scorer.output_names, self.scorer.detections is not None)
+        count = max(len(works), 1)
+        return Evaluation(float(np.mean(works)) if works else 1.0, agreement, self.budget.holds(agreement),
+                          {k: v / count for k, v in fraction_sums.items()}, time.process_time() - started)
+
+    def delta_frame_seconds(self) -> float:
+        recent = self.frame_seconds[-200:]
+        return float(np.mean(recent)) if recent else 0.0
+
+
+# ----------------------------------------------------------------------------------------------------------
+# the search
+# ----------------------------------------------------------------------------------------------------------
+
+
+class _Search:
+    """Levels per node: gate first, one inner level for all, then greedy sweeps front to back."""
+
+    def __init__(self, nodes: list[NodeCalibration], runner: _CandidateRunner, over_time: Callable[[], bool],
+                 log: Callable[[str], None]):
+        self.nodes, self.runner, self.over_time, self.log = nodes, runner, over_time, log
+        self.cache: dict[tuple, Evaluation] = {}
+        self.history: list[dict] = []
+        self.stopped_by_time = False
+
+    def taus(self, levels: dict[str, int]) -> dict[str, float]:
+        return {n.name: (GATE_LEVELS if n.gate else INNER_LEVELS)[levels[n.name]] * n.scale for n in self.nodes}
+
+    def evaluate(self, levels: dict[str, int], phase: str, change: str) -> Optional[Evaluation]:
+        key = tuple(levels[n.name] for n in self.nodes)
+        if key in self.cache:
+            return self.cache[key]
+        if self.over_time():
+            self.stopped_by_time = True
+            return None
+        evaluation = self.runner.evaluate(self.taus(levels))
+        self.cache[key] = evaluation
+        self.history.append({"phase": phase, "change": change, "work": evaluation.work,
+                             "within_budget": evaluation.within_budget, "agreement": asdict(evaluation.agreement),
+                             "cpu_seconds": evaluation.cpu_seconds})
+        verdict = "ok " if evaluation.within_budget else "over"
+        self.log(f"{phase:7s} {change:40s} work {100 * evaluation.work:5.1f}%  {verdict} "
+                 f"{evaluation.agreement.describe()}")
+        return evaluation
+
+    def run(self) -> tuple[dict[str, int], Evaluation]:
+        gates = [n for n in self.nodes if n.gate]
+        inner = [n for n in self.nodes if not n.gate]
+        levels = {n.name: 0 for n in self.nodes}
+        best = self.evaluate(levels, "exact", "all thresholds 0")
+        if best is None:
+            raise CalibrationError("the time limit ran out before the first candidate was evaluated")
+
+        def with_levels(base: dict[str, int], group: Sequence[NodeCalibration], level: int) -> dict[str, int]:
+            trial = dict(base)
+            trial.update({n.name: level for n in group})
+            return trial
+
+        # 1. the input gate, alone (inner nodes exact): ascending until the budget breaks
+        if gates:
+            for level in range(1, len(GATE_LEVELS)):
+                trial = with_levels(levels, gates, level)
+                result = self.evaluate(trial, "gate", f"gate {GATE_LEVELS[level]:g} x range")
+                if result is None or not result.within_budget:
+                    break
+                levels, best = trial, result
+        # 2. one level for every inner node: bisection between a passing and an unknown level
+        if inner:
+            low, high = 0, len(INNER_LEVELS) - 1
+            while low < high:
+                middle = (low + high + 1) // 2
+                trial = with_levels(levels, inner, middle)
+                result = self.evaluate(trial, "uniform", f"inner {INNER_LEVELS[middle]:g} x std")
+                if result is None:
+                    break
+                if result.within_budget:
+                    low, levels, best = middle, trial, result
+                else:
+                    high = middle - 1
+        # 3. greedy sweeps front to back: one group a level up, kept if the budget holds and work drops
+        groups: list[tuple[str, list[NodeCalibration]]] = []
+        if gates:
+            groups.append(("gate", gates))
+        groups += [(n.name, [n]) for n in inner]
+        sweep = 0
+        while not self.stopped_by_time:
+            sweep += 1
+            accepted = 0
+            for label, group in groups:
+                first = group[0]
+                ladder = GATE_LEVELS if first.gate else INNER_LEVELS
+                if levels[first.name] + 1 >= len(ladder):
+                    continue
+                if not first.gate:
+                    potential = first.flops * best.fractions.get(first.name, 1.0) / max(self.runner.total_flops, 1.0)
+                    if first.flops and potential < MIN_POTENTIAL:
+                        continue
+                    if not first.flops:  # pools: no conv FLOPs of their own; they follow the uniform level
+                        continue
+                # A step may gain nothing yet (an op above its dense fraction stays dense): climb up to
+                # MAX_CLIMB levels while the budget holds, keeping the first that pays.
+                current = levels[first.name]
+                for level in range(current + 1, min(current + 1 + MAX_CLIMB, len(ladder))):
+                    trial = with_levels(levels, group, level)
+                    result = self.evaluate(trial, f"sweep {sweep}", f"{label} -> {ladder[level]:g}")
+                    if result is None or not result.within_budget:
+                        break
+                    if result.work <= best.work - MIN_GAIN:
+                        levels, best = trial, result
+                        accepted += 1
+                        break
+                if self.stopped_by_time:
+                    break
+            if accepted == 0:
+                break
+        return levels, best
+
+
+# ----------------------------------------------------------------------------------------------------------
+# measuring a whole range: dense and converted interleaved, timed
+# ----------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class RangeResult:
+    """A converted model against dense ORT over a frame range."""
+
+    start: int
+    stop: int
+    frames: int
+    timed_frames: int
+    refresh: int
+    dense_ms: float  # thread CPU time per frame
+    delta_ms: float
+    speedup: float
+    wall_speedup: float
+    work: float  # FLOP-weighted conv work redone, mean over frames after the first
+    work_p90: float
+    agreement: AgreementSummary
+    early: AgreementSummary
+    late: AgreementSummary
+    within_budget: bool
+    violations: list[str]
+    drift: bool
+    ideal_speedup: Optional[float] = None
+
+    def label(self) -> str:
+        return f"{self.start}-{self.stop - 1}"
+
+
+def _frames_of(source: FrameSource, start: int, stop: int) -> Iterable[np.ndarray]:
+    from .video import read_frames
+
+    return read_frames(source, count=stop - start, start=start)
+
+
+def measure_range(original_bytes: bytes, converted: Union[bytes, onnx.ModelProto], source: FrameSource, start: int,
+                  stop: int, preprocess: Preprocess, input_name: str, scorer: _Scorer, budget: Budget,
+                  nodes: Sequence[NodeCalibration], dense_flops: float, total_flops: float, *, refresh: int = 0,
+                  threads: int = 1, warmup: int = 3, progress=None, conv_work_share: Optional[float] = None,
+                  fraction_sums: Optional[dict] = None) -> RangeResult:
+    """Run dense ORT and the converted model on frames [start, stop) of `source`, interleaved (the order
+    alternates per frame), timing each run with the calling thread's CPU time (ORT runs a one-thread session on
+    the caller's thread, so other load on the machine does not count)."""
+    from .bench import session_options
+    from .session import DeltaSession
+
+    options = session_options(threads)
+    dense = ort.InferenceSession(original_bytes, options, providers=["CPUExecutionProvider"])
+    model_bytes = converted if isinstance(converted, bytes) else converted.SerializeToString()
+    runner = PeriodicRefresh(DeltaSession(model_bytes, options), refresh)
+    thread_clock = time.thread_time if threads == 1 else time.process_time
+    dense_cpu = delta_cpu = dense_wall = delta_wall = 0.0
+    timed = 0
+    scores: list[FrameScore] = []
+    works: list[float] = []
+    count = 0
+    for index, frame in enumerate(_frames_of(source, start, stop)):
+        feed = {input_name: preprocess(frame)}
+        results = {}
+        for which in (("dense", "delta") if index % 2 == 0 else ("delta", "dense")):
+            wall, cpu = time.perf_counter(), thread_clock()
+            if which == "dense":
+                results[which] = dense.run(None, feed)
+            else:
+                results[which] = runner.run(None, feed)
+            results[which + "_cpu"] = thread_clock() - cpu
+            results[which + "_wall"] = time.perf_counter() - wall
+        if index >= warmup:
+            dense_cpu += results["dense_cpu"]
+            delta_cpu += results["delta_cpu"]
+            dense_wall += results["dense_wall"]
+            delta_wall += results["delta_wall"]
+            timed += 1
+        if index > 0:
+            fractions = {name: entry["fraction"] for name, entry in runner.session.stats()["nodes"].items()}
+            works.append(_work_redone(fractions, nodes, dense_flops, total_flops))
+            if fraction_sums is not None:
+                for name, value in fractions.items():
+                    fraction_sums[name] = fraction_sums.get(name, 0.0) + value
+        scores.append(scorer.score(scorer.reference(results["dense"]), results["delta"]))
+        count += 1
+        if progress is not None:
+            progress.update(count, f"speedup {dense_cpu / delta_cpu:.2f}x" if delta_cpu else "warm-up")
+    if progress is not None:
+        progress.close()
+    if count == 0:
+        raise CalibrationError(f"no frames in {start}:{stop} of the clip")
+    if fraction_sums is not None:
+        fraction_sums["\0frames"] = len(works)
+    detections = scorer.detections is not None
+    whole = summarize(scores, scorer.output_names, detections)
+    half = count // 2
+    early = summarize(scores[:half], scorer.output_names, detections)
+    late = summarize(scores[half:], scorer.output_names, detections)
+    violations = budget.violations(whole)
+    work = float(np.mean(works)) if works else 1.0
+    ideal = None
+    if conv_work_share is not None:
+        ideal = 1.0 / ((1.0 - conv_work_share) + conv_work_share * work)
+    return RangeResult(
+        start=start, stop=start + count, frames=count, timed_frames=timed, refresh=refresh,
+        dense_ms=1000 * dense_cpu / max(timed, 1), delta_ms=1000 * delta_cpu / max(timed, 1),
+        speedup=dense_cpu / delta_cpu if delta_cpu else float("nan"),
+        wall_speedup=dense_wall / delta_wall if delta_wall else float("nan"),
+        work=work, work_p90=float(np.percentile(works, 90)) if works else 1.0,
+        agreement=whole, early=early, late=late, within_budget=not violations, violations=violations,
+        drift=_drifted(early, late, budget), ideal_speedup=ideal)
+
+
+def _drifted(early: AgreementSummary, late: AgreementSummary, budget: Budget) -> bool:
+    """The late half breaks the budget while the early half keeps it, or its error grew well beyond."""
+    if budget.holds(early) and not budget.holds(late):
+        return True
+    return early.error > 0 and late.error > DRIFT_FACTOR * early.error and (
+        budget.max_error is None or late.error > budget.max_error / 2)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# calibrate
+# ----------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class CalibrationOptions:
+    detections: Optional[DetectionOptions] = None  # None: the output-error budget only
+    budget: Optional[Budget] = None  # default: F1/IoU for detectors, relative error otherwise
+    search_frames: int = 40  # frames the search runs each candidate on
+    search_segments: int = 2  # ... as this many contiguous segments spread over the calibration range
+    scale_frames: int = 4  # frames the activation scales are measured on
+    time_limit: float = 600.0  # CPU seconds for the whole calibration (search, verification, held-out)
+    refresh: Union[str, int] = "auto"  # "auto": chosen when the thresholds drift; K: every K frames; 0: never
+    threads: int = 1
+    all_nodes: bool = False
+    dense_fraction: float = 0.5
+    warmup: int = 3  # untimed first frames of each range
+    profile_frames: int = 10  # dense frames profiled for the ideal speedup (0: skip)
+    max_backoff: int = 6  # how many times verification may step every level down
+    progress: bool = True
+
+
+@dataclass
+class CalibrationResult:
+    model: onnx.ModelProto  # the converted model with the calibrated thresholds
+    thresholds: dict[str, float]  # source node name -> tau (the format of `convert --thresholds`)
+    refresh: int
+    nodes: list[NodeCalibration]
+    budget: Budget
+    calibration: RangeResult
+    heldout: Optional[RangeResult]
+    search: dict
+    settings: dict
+
+    def as_dict(self) -> dict:
+        return _json_ready({
+            "format": 1, "deltaonnx_version": __version__, "budget": asdict(self.budget), "refresh": self.refresh,
+            "thresholds": self.thresholds, "settings": self.settings,
+            "nodes": [asdict(n) | {"factor": n.factor} for n in self.nodes],
+            "calibration": asdict(self.calibration), "heldout": asdict(self.heldout) if self.heldout else None,
+            "search": self.search,
+        })
+
+    def report(self) -> str:
+        return format_report(self)
+
+
+def calibrate(model, source: FrameSource, *, frames: tuple[int, int] = (0, 200),
+              heldout: Optional[tuple[int, int]] = None, preprocess: Optional[Preprocess] = None,
+              options: Optional[CalibrationOptions] = None, log: Optional[Callable[[str], None]] = None
+              ) -> CalibrationResult:
+    """Choose the input gate and a threshold per Delta node of `model` (dense: path, bytes or ModelProto) on
+    frames [frames[0], frames[1]) of `source` (a clip path, a folder of images, or arrays; see
+    deltaonnx.video.read_frames), then check them on `heldout` frames (None: skip).
+
+    Returns a CalibrationResult; `save_calibration` writes the model and its JSON files."""
+    from .bench import conv_flops, image_input, is_converted, session_options
+    from .convert import convert_with_report, load_model
+
+    options = options or CalibrationOptions()
+    log = log or (lambda message: None)
+    cpu_started, wall_started = time.process_time(), time.perf_counter()
+    _check_options(options, frames, heldout)
+    original = load_model(model)
+    if is_converted(original):
+        raise CalibrationError("the model is already converted; calibrate the dense original")
+    input_name, input_shape = image_input(original)
+    preprocess = preprocess or Preprocess.for_model_input(input_shape)
+    output_names = [o.name for o in original.graph.output]
+    budget = options.budget or (Budget(DEFAULT_MIN_F1, DEFAULT_MIN_IOU, None) if options.detections
+                                else Budget(None, None, DEFAULT_MAX_ERROR))
+    if budget.min_f1 is None and budget.min_iou is None and budget.max_error is None:
+        raise CalibrationError("the budget checks nothing: give a box F1, a mean IoU or an output error bound")
+    if (budget.min_f1 is not None or budget.min_iou is not None) and options.detections is None:
+        raise CalibrationError("a box F1 / IoU budget needs detections (detections='yolo' / --detections yolo)")
+
+    # the calibration range's search segments, held in memory as model inputs
+    start, stop = frames
+    segment_length, segment_starts = _search_segments(start, stop, options.search_frames, options.search_segments)
+    wanted = {s + k: (i, k) for i, s in enumerate(segment_starts) for k in range(segment_length)}
+    feeds: list[list[dict]] = [[None] * segment_length for _ in segment_starts]
+    seen = 0
+    try:
+        for index, frame in enumerate(_frames_of(source, start, stop), start=start):
+            seen += 1
+            if index in wanted:
+                segment, position = wanted[index]
+                feeds[segment][position] = {input_name: preprocess(frame)}
+    except VideoError as error:
+        raise CalibrationError(str(error)) from error
+    if seen < 2:
+        raise CalibrationError(f"the calibration range {start}:{stop} holds {seen} frame(s) of the clip; need at least 2")
+    stop = start + seen
+    if any(f is None for segment in feeds for f in segment):  # the clip is shorter than asked: re-plan
+        segment_length, segment_starts = _search_segments(start, stop, options.search_frames, options.search_segments)
+        return calibrate(original, source, frames=(start, stop), heldout=heldout, preprocess=preprocess,
+                         options=options, log=log)
+    log(f"calibration frames {start}-{stop - 1}; search on {len(segment_starts)} segment(s) of {segment_length} "
+        f"frames starting at {', '.join(map(str, segment_starts))}")
+
+    # dense reference on the search frames
+    dense_bytes = original.SerializeToString()
+    dense = ort.InferenceSession(dense_bytes, session_options(options.threads), providers=["CPUExecutionProvider"])
+    dense_started = time.thread_time()
+    dense_outputs = [[dense.run(None, feed) for feed in segment] for segment in feeds]
+    dense_frame_seconds = (time.thread_time() - dense_started) / (segment_length * len(feeds))
+    spreads = [float(np.std(np.concatenate([np.asarray(o[i], np.float64).ravel()
+                                            for segment in dense_outputs for o in segment])))
+               for i in range(len(output_names))]
+    scorer = _Scorer(output_names, spreads, options.detections)
+    segments = [[(feed, scorer.reference(outputs)) for feed, outputs in zip(fs, os)]
+                for fs, os in zip(feeds, dense_outputs)]
+    del dense_outputs
+
+    # the converted model (all thresholds 0) and its nodes
+    base, _ = convert_with_report(original, all_nodes=options.all_nodes, dense_fraction=options.dense_fraction)
+    metadata = _metadata_of(base) or {}
+    converted_entries = [e for e in metadata.get("nodes", []) if e.get("decision") == "converted"]
+    unnamed = [e["name"] for e in converted_entries if not e.get("source")]
+    if unnamed:
+        raise CalibrationError(f"{len(unnamed)} converted node(s) have no name in the model (e.g. the source of "
+                               f"{unnamed[0]}); per-node thresholds need named Conv/MaxPool nodes")
+    flops = conv_flops(original, feeds[0][0])
+    converted_conv_sources = {e["source"] for e in converted_entries if e.get("source_op") == "Conv"}
+    total_flops = float(sum(flops.values()))
+    dense_flops = float(sum(f for name, f in flops.items() if name not in converted_conv_sources))
+    gate_sources = _gate_sources(original, (e["source"] for e in converted_entries))
+    source_inputs = {n.name: n.input[0] for n in original.graph.node if n.name}
+    tensors = {e["name"]: source_inputs[e["source"]] for e in converted_entries}
+    gate_tensors = {tensors[e["name"]] for e in converted_entries if e["source"] in gate_sources}
+    scale_feeds = [segment[k][0] for k in range(min(segment_length, max(1, options.scale_frames)))
+                   for segment in segments][:max(1, options.scale_frames)]
+    scales = _measure_scales(original, tensors, gate_tensors, scale_feeds, options.threads)
+    nodes = [NodeCalibration(name=e["name"], source=e["source"], op=e.get("op", "?"), gate=e["source"] in gate_sources,
+                             scale=scales[tensors[e["name"]]],
+                             flops=float(flops.get(e["source"], 0.0)) if e.get("source_op") == "Conv" else 0.0)
+             for e in converted_entries]
+
+    runner = _CandidateRunner(base, nodes, segments, input_name, scorer, budget, dense_flops, total_flops,
+                              options.threads)
+    heldout_frames = (heldout[1] - heldout[0]) if heldout else 0
+
+    def over_time() -> bool:  # leave room for verifying and the held-out check
+        per_frame = dense_frame_seconds + max(runner.delta_frame_seconds(), dense_frame_seconds)
+        reserve = 1.2 * per_frame * ((stop - start) + heldout_frames)
+        return time.process_time() - cpu_started + reserve > options.time_limit
+
+    search = _Search(nodes, runner, over_time, log)
+    levels, best = search.run()
+    log(f"search: {runner.evaluations} candidates, work {100 * best.work:.1f}% on the search frames"
+        + (" (stopped by the time limit)" if search.stopped_by_time else ""))
+    del segments, runner.segments
+
+    # profile dense once for the ideal speedup
+    conv_work_share = None
+    if options.profile_frames > 0:
+        from .bench import profile_dense
+
+        fused = {name for e in converted_entries for name in e.get("fused", [])}
+        profile = profile_dense(dense_bytes, [f for segment in feeds for f in segment][:options.profile_frames + 1],
+                                options.threads, fused)
+        conv_work_share = profile.get("conv_work_share")
+    del feeds
+
+    # verify on every calibration frame; drift -> refresh; still over budget -> every level a step down
+    refresh_candidates = _refresh_candidates(stop - start, options.refresh)
+    fixed_refresh = options.refresh if isinstance(options.refresh, int) else 0
+    backoffs = 0
+    history = []
+    while True:
+        candidate = runner.model_with(search.taus(levels))
+        refresh = fixed_refresh
+        fraction_sums: dict = {}
+        result = _measure(dense_bytes, candidate, source, start, stop, preprocess, input_name, scorer, budget, nodes,
+                          dense_flops, total_flops, refresh, options, conv_work_share, "verify", fraction_sums)
+        history.append(_short(result, "verify", levels))
+        log(f"verify  refresh {refresh or '-'}: work {100 * result.work:.1f}%, speedup {result.speedup:.2f}x, "
+            f"{result.agreement.describe()}; early {result.early.describe()} / late {result.late.describe()}")
+        if not result.within_budget and result.drift and refresh_candidates:
+            for every in refresh_candidates:
+                trial_sums: dict = {}
+                trial = _measure(dense_bytes, candidate, source, start, stop, preprocess, input_name, scorer, budget,
+                                 nodes, dense_flops, total_flops, every, options, conv_work_share, f"refresh {every}",
+                                 trial_sums)
+                history.append(_short(trial, f"refresh {every}", levels))
+                log(f"verify  refresh {every}: work {100 * trial.work:.1f}%, speedup {trial.speedup:.2f}x, "
+                    f"{trial.agreement.describe()}")
+                if trial.within_budget and budget.holds(trial.late):
+                    result, refresh, fraction_sums = trial, every, trial_sums
+                    break
+        if result.within_budget or backoffs >= options.max_backoff or not any(levels.values()):
+            break
+        backoffs += 1
+        levels = _step_down(levels, nodes)
+        log(f"over budget on the calibration frames: every level one step down (back-off {backoffs})")
+
+    # final model through the converter itself, so `convert --thresholds` reproduces it
+    taus = search.taus(levels)
+    thresholds = {n.source: float(taus[n.name]) for n in nodes}
+    frames_counted = max(int(fraction_sums.pop("\0frames", 0)), 1)
+    for n in nodes:
+        n.level, n.tau = levels[n.name], float(taus[n.name])
+        n.fraction = fraction_sums.get(n.name, 0.0) / frames_counted if fraction_sums else None
+    gate_tau = max((n.tau for n in nodes if n.gate), default=0.0)
+    final, _ = convert_with_report(original, threshold=gate_tau, inner_threshold=0.0, thresholds=thresholds,
+                                   all_nodes=options.all_nodes, dense_fraction=options.dense_fraction)
+
+    # held-out frames
+    heldout_result = None
+    heldout_refresh_note = None
+    if heldout is not None:
+        heldout_result = _measure(dense_bytes, final, source, heldout[0], heldout[1], preprocess, input_name, scorer,
+                                  budget, nodes, dense_flops, total_flops, refresh, options, conv_work_share,
+                                  "held-out", None, allow_empty=True)
+        if heldout_result is not None:
+            history.append(_short(heldout_result, "held-out", levels))
+            if heldout_result.drift and options.refresh == "auto":
+                for every in _refresh_candidates(heldout_result.frames, "auto"):
+                    if refresh and every >= refresh:
+                        continue
+                    trial = _measure(dense_bytes, final, source, heldout[0], heldout[1], preprocess, input_name,
+                                     scorer, budget, nodes, dense_flops, total_flops, every, options,
+                                     conv_work_share, f"held-out refresh {every}", None)
+                    history.append(_short(trial, f"held-out refresh {every}", levels))
+                    if trial.within_budget and budget.holds(trial.late):
+                        heldout_result, refresh = trial, every
+                        heldout_refresh_note = f"refresh {every} chosen on the held-out frames (they drifted)"
+                        break
+
+    _stamp_calibration(final, refresh, budget, thresholds)
+    cpu_seconds = time.process_time() - cpu_started
+    search_summary = {
+        "evaluations": len(search.history), "stopped_by_time": search.stopped_by_time, "backoffs": backoffs,
+        "search_frames": segment_length * len(segment_starts), "segments": segment_starts,
+        "segment_length": segment_length, "best_on_search_frames": {"work": best.work,
+                                                                     "agreement": asdict(best.agreement)},
+        "cpu_seconds": cpu_seconds, "wall_seconds": time.perf_counter() - wall_started,
+        "history": search.history, "verification": history, "note": heldout_refresh_note,
+    }
+    settings = {"frames": [start, stop], "heldout": list(heldout) if heldout else None,
+                "preprocess": preprocess.describe(), "detections": asdict(options.detections) if options.detections
+                else None, "threads": options.threads, "all_nodes": options.all_nodes,
+                "dense_fraction": options.dense_fraction, "time_limit": options.time_limit,
+                "refresh_option": options.refresh, "gate_levels": list(GATE_LEVELS),
+                "inner_levels": list(INNER_LEVELS), "input": input_name}
+    return CalibrationResult(final, thresholds, refresh, nodes, budget, result, heldout_result, search_summary,
+                             settings)
+
+
+def _measure(dense_bytes, converted, source, start, stop, preprocess, input_name, scorer, budget, nodes, dense_flops,
+             total_flops, refresh, options: CalibrationOptions, conv_work_share, label, fraction_sums,
+             allow_empty: bool = False) -> Optional[RangeResult]:
+    from .bench import Progress
+
+    progress = Progress(stop - start, f"calibrate: {label}", options.progress)
+    try:
+        return measure_range(dense_bytes, converted, source, start, stop, preprocess, input_name, scorer, budget,
+                             nodes, dense_flops, total_flops, refresh=refresh, threads=options.threads,
+                             warmup=options.warmup, progress=progress, conv_work_share=conv_work_share,
+                             fraction_sums=fraction_sums)
+    except CalibrationError:
+        if allow_empty:
+            return None
+        raise
+    except VideoError as error:
+        raise CalibrationError(str(error)) from error
+
+
+def _short(result: RangeResult, label: str, levels: dict[str, int]) -> dict:
+    return {"label": label, "refresh": result.refresh, "work": result.work, "speedup": result.speedup,
+            "within_budget": result.within_budget, "drift": result.drift, "agreement": asdict(result.agreement),
+            "late": asdict(result.late), "levels": dict(levels)}
+
+
+def _step_down(levels: dict[str, int], nodes: Sequence[NodeCalibration]) -> dict[str, int]:
+    """Every inner level one step down; the gate only once no inner level is left to lower."""
+    inner = {n.name for n in nodes if not n.gate}
+    if any(levels[name] for name in inner):
+        return {name: max(0, level - 1) if name in inner else level for name, level in levels.items()}
+    return {name: max(0, level - 1) for name, level in levels.items()}
+
+
+def _search_segments(start: int, stop: int, search_frames: int, segments: int) -> tuple[int, list[int]]:
+    """Length and first frames of `segments` contiguous runs of `search_frames` frames in total, spread evenly
+    over [start, stop); one run of the whole range when it is short."""
+    available = stop - start
+    segments = max(1, min(segments, available // 2 if available >= 4 else 1))
+    length = max(2, search_frames // segments)
+    if length * segments >= available:
+        return available, [start]
+    if segments == 1:
+        return length, [start]
+    spacing = (available - length) / (segments - 1)
+    return length, [start + int(round(k * spacing)) for k in range(segments)]
+
+
+def _refresh_candidates(frames: int, option: Union[str, int]) -> list[int]:
+    """Refresh periods tried, longest first, when `option` is "auto"."""
+    if option != "auto":
+        return []
+    candidates = []
+    every = frames // 2
+    while every >= 4:
+        candidates.append(every)
+        every //= 2
+    return candidates
+
+
+def _check_options(options: CalibrationOptions, frames, heldout) -> None:
+    if options.threads < 1:
+        raise CalibrationError(f"threads must be >= 1, got {options.threads}")
+    if options.search_frames < 2:
+        raise CalibrationError(f"search_frames must be >= 2, got {options.search_frames}")
+    if options.search_segments < 1:
+        raise CalibrationError(f"search_segments must be >= 1, got {options.search_segments}")
+    if not (isinstance(options.time_limit, (int, float)) and options.time_limit > 0):
+        raise CalibrationError(f"the time limit must be > 0 seconds, got {options.time_limit!r}")
+    refresh = options.refresh
+    if not (refresh == "auto" or (isinstance(refresh, int) and not isinstance(refresh, bool) and refresh >= 0)):
+        raise CalibrationError(f"refresh must be 'auto' or a number of frames >= 0, got {refresh!r}")
+    if not 0.0 <= options.dense_fraction <= 1.0:
+        raise CalibrationError(f"dense_fraction must be in [0, 1], got {options.dense_fraction}")
+    budget = options.budget
+    if budget is not None:
+        for name in ("min_f1", "min_iou"):
+            value = getattr(budget, name)
+            if value is not None and not 0.0 <= value <= 1.0:
+                raise CalibrationError(f"{name} must be in [0, 1], got {value}")
+        if budget.max_error is not None and not (math.isfinite(budget.max_error) and budget.max_error >= 0):
+            raise CalibrationError(f"max_error must be a finite number >= 0, got {budget.max_error}")
+    for name, span in (("frames", frames), ("heldout", heldout)):
+        if span is None:
+            continue
+        a, b = span
+        if a < 0 or b <= a:
+            raise CalibrationError(f"{name}: need 0 <= A < B, got {a}:{b}")
+    if heldout is not None and max(frames[0], heldout[0]) < min(frames[1], heldout[1]):
+        raise CalibrationError(f"the held-out frames {heldout[0]}:{heldout[1]} overlap the calibration frames "
+                               f"{frames[0]}:{frames[1]}; held-out frames must be unseen")
+
+
+def _stamp_calibration(model: onnx.ModelProto, refresh: int, budget: Budget, thresholds: dict[str, float]) -> None:
+    """Record the refresh period and the budget in the converted model (PeriodicRefresh.from_model reads it)."""
+    entry = json.dumps({"format": 1, "refresh": refresh, "budget": asdict(budget), "thresholds": thresholds},
+                       separators=(",", ":"))
+    for prop in model.metadata_props:
+        if prop.key == CALIBRATION_METADATA_KEY:
+            prop.value = entry
+            return
+    model.metadata_props.add(key=CALIBRATION_METADATA_KEY, value=entry)
+
+
+def _json_ready(value):
+    if isinstance(value, dict):
+        return {str(k): _json_ready(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_ready(v) for v in value]
+    if isinstance(value, (np.floating, float)):
+        value = float(value)
+        return value if math.isfinite(value) else None
+    if isinstance(value, np.integer):
+        return int(value)
+    return value
+
+
+# ----------------------------------------------------------------------------------------------------------
+# files and the report
+# ----------------------------------------------------------------------------------------------------------
+
+
+def side_files(model_path: Union[str, Path]) -> tuple[Path, Path]:
+    """OUT.onnx -> (OUT.thresholds.json, OUT.calibration.json)."""
+    path = Path(model_path)
+    stem = path.name[: -len(".onnx")] if path.name.endswith(".onnx") else path.name
+    return path.with_name(f"{stem}.thresholds.json"), path.with_name(f"{stem}.calibration.json")
+
+
+def save_calibration(result: CalibrationResult, model_path: Union[str, Path]) -> list[Path]:
+    """Write the converted model, its thresholds ({source node: tau}, what `convert --thresholds` and
+    `bench --node-thresholds` read) and the whole calibration record beside it. Returns the paths."""
+    from .convert import save_model
+
+    model_path = Path(model_path)
+    thresholds_path, record_path = side_files(model_path)
+    save_model(result.model, model_path)
+    thresholds_path.write_text(json.dumps(result.thresholds, indent=2) + "\n")
+    record_path.write_text(json.dumps(result.as_dict(), indent=2) + "\n")
+    return [model_path, thresholds_path, record_path]
+
+
+def _fmt(value, spec: str = ".2f") -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "-"
+    return format(value, spec)
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(str(c)) for c in column) for column in zip(header, *rows)]
+    return "\n".join("  ".join(str(c).rjust(w) if i else str(c).ljust(w) for i, (c, w) in enumerate(zip(row, widths)))
+                     .rstrip() for row in [header, ["-" * w for w in widths], *rows])
+
+
+def _agreement_cells(summary: AgreementSummary, detections: bool) -> list[str]:
+    cells = [f"{summary.error:.1e}"]
+    if detections:
+        cells = [_fmt(summary.f1, ".3f"), _fmt(summary.mean_iou, ".3f"), str(summary.reference_boxes)] + cells
+    return cells
+
+
+def format_report(result: CalibrationResult) -> str:
+    detections = result.settings.get("detections") is not None
+    lines = [f"budget: {result.budget.describe()} (against dense ORT, {result.settings['threads']} thread(s))"]
+    header = ["frames", "range", "refresh", "conv work redone", "dense ms", "delta ms", "speedup", "ideal"]
+    header += (["box F1", "IoU", "boxes"] if detections else []) + ["rel err", "early -> late", "budget"]
+    rows = []
+    for label, r in (("calibration", result.calibration), ("held-out", result.heldout)):
+        if r is None:
+            rows.append([label, "-", "-", "no frames"] + ["-"] * (len(header) - 4))
+            continue
+        if detections:
+            early_late = f"F1 {_fmt(r.early.f1, '.3f')} -> {_fmt(r.late.f1, '.3f')}"
+        else:
+            early_late = f"{r.early.error:.1e} -> {r.late.error:.1e}"
+        rows.append([label, r.label(), str(r.refresh or "-"), f"{100 * r.work:.1f}% (p90 {100 * r.work_p90:.0f}%)",
+                     _fmt(r.dense_ms, ".1f"), _fmt(r.delta_ms, ".1f"), _fmt(r.speedup) + "x",
+                     (_fmt(r.ideal_speedup) + "x") if r.ideal_speedup else "-"]
+                    + _agreement_cells(r.agreement, detections)
+                    + [early_late + (" drift" if r.drift else ""), "ok" if r.within_budget else "; ".join(r.violations)])
+    lines += ["", _table(header, rows)]
+    lines.append("(speedup: thread CPU time of dense ORT over the converted model, interleaved frame by frame; "
+                 "ideal: dense time with its conv work scaled by the work redone)")
+    node_rows = []
+    for n in result.nodes:
+        node_rows.append([n.name, n.source if len(n.source) <= 40 else "..." + n.source[-37:],
+                          "gate" if n.gate else "inner", f"{n.scale:.3g}", f"{n.factor:g}", f"{n.tau:.4g}",
+                          _fmt(n.flops / 1e9, ".3f") if n.flops else "-",
+                          _fmt(100 * n.fraction, ".1f") + "%" if n.fraction is not None else "-"])
+    lines += ["", "thresholds (tau = factor x scale; scale = input range for the gate, input std otherwise):",
+              _table(["node", "source", "kind", "scale", "factor", "tau", "GFLOPs", "recomputed"], node_rows)]
+    search = result.search
+    lines.append("")
+    lines.append(f"search: {search['evaluations']} candidates on {search['search_frames']} frames "
+                 f"({len(search['segments'])} segment(s)), {search['backoffs']} back-off(s)"
+                 + (", stopped by the time limit" if search["stopped_by_time"] else "")
+                 + f"; {search['cpu_seconds']:.0f} s CPU, {search['wall_seconds']:.0f} s wall")
+    if search.get("note"):
+        lines.append(search["note"])
+    if result.refresh:
+        lines.append(f"refresh: full recompute every {result.refresh} frames per stream (deltaonnx.calibrate."
+                     f"PeriodicRefresh; stored in the model's '{CALIBRATION_METADATA_KEY}' metadata)")
+    for label, r in (("calibration", result.calibration), ("held-out", result.heldout)):
+        if r is not None and r.speedup < 1.0:
+            lines.append(f"note: on the {label} frames the converted model is slower than dense ORT "
+                         f"({r.speedup:.2f}x): with this budget the model gains nothing on this clip")
+            break
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# the command line
+# ----------------------------------------------------------------------------------------------------------
+
+
+def frame_range(text: str) -> tuple[int, int]:
+    """'A:B' -> (A, B): frames A .. B-1."""
+    parts = text.split(":")
+    try:
+        if len(parts) != 2:
+            raise ValueError
+        start, stop = int(parts[0]), int(parts[1])
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected A:B (frames A to B-1), got {text!r}") from None
+    if start < 0 or stop <= start:
+        raise argparse.ArgumentTypeError(f"expected 0 <= A < B, got {text!r}")
+    return start, stop
+
+
+def refresh_option(text: str) -> Union[str, int]:
+    if text == "auto":
+        return text
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected 'auto' or a number of frames, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def add_command(subparsers, common: argparse.ArgumentParser) -> None:
+    from .bench import channel_values, positive_int, size_hw
+    from .cli import fraction, non_negative_float
+
+    parser = subparsers.add_parser(
+        "calibrate", parents=[common],
+        help="choose per-node thresholds on a clip within an accuracy budget, and check them on unseen frames",
+        description="Choose the input gate and a threshold per Delta node of MODEL that remove the most conv work "
+        "while the outputs on the calibration frames of CLIP stay within the budget against dense ORT; write the "
+        "converted model (with OUT.thresholds.json for `convert --thresholds` and OUT.calibration.json beside it), "
+        "then check the thresholds on held-out frames.")
+    parser.add_argument("model", help="the dense ONNX model")
+    parser.add_argument("--video", required=True, metavar="CLIP", help="a video file or a folder of images")
+    parser.add_argument("-o", "--output", help="the converted model to write (default: <model>.calibrated.onnx)")
+    frames = parser.add_argument_group("frames")
+    frames.add_argument("--frames", type=frame_range, default=(0, 200), metavar="A:B",
+                        help="calibration frames A to B-1 (default 0:200)")
+    frames.add_argument("--heldout", metavar="C:D|none",
+                        help="held-out frames to check on (default: as many frames right after the calibration "
+                        "range; 'none' skips the check)")
+    prep = parser.add_argument_group("preprocessing (as bench; defaults follow the model's input shape)")
+    prep.add_argument("--size", type=size_hw, metavar="HxW", help="model input size, e.g. 480x640")
+    prep.add_argument("--resize", choices=("letterbox", "resize", "none"), default="letterbox",
+                      help="fit frames to --size keeping the aspect (letterbox, default), stretching, or not at all")
+    prep.add_argument("--scale", type=float, default=1 / 255, metavar="F", help="pixel (0..255) multiplier")
+    prep.add_argument("--mean", type=channel_values, default=(0.0,), metavar="M[,M,M]", help="subtracted after --scale")
+    prep.add_argument("--std", type=channel_values, default=(1.0,), metavar="S[,S,S]", help="divides after --mean")
+    prep.add_argument("--color", choices=("RGB", "BGR", "GRAY"), help="channel order (default RGB)")
+    prep.add_argument("--layout", choices=("NCHW", "NHWC"), help="default: from the model's input shape")
+    budget = parser.add_argument_group("budget (against dense ORT on the calibration frames)")
+    budget.add_argument("--detections", choices=("yolo",), help="decode YOLO boxes: the budget is box F1 and IoU")
+    budget.add_argument("--detections-output", metavar="NAME", help="the output holding the boxes (default: first)")
+    budget.add_argument("--conf", type=fraction, default=0.25, help="box score threshold (default 0.25)")
+    budget.add_argument("--nms-iou", type=fraction, default=0.45, help="NMS IoU (default 0.45)")
+    budget.add_argument("--match-iou", type=fraction, default=0.5, help="IoU for a box to match dense (default 0.5)")
+    budget.add_argument("--objectness", action="store_true", help="YOLOv5-style heads with an objectness column")
+    budget.add_argument("--min-f1", type=fraction, metavar="F",
+                        help=f"lowest box F1 against dense (default {DEFAULT_MIN_F1} with --detections)")
+    budget.add_argument("--min-iou", type=fraction, metavar="I",
+                        help=f"lowest mean IoU of matched boxes (default {DEFAULT_MIN_IOU} with --detections)")
+    budget.add_argument("--max-error", type=non_negative_float, metavar="E",
+                        help="highest mean |output - dense| / spread of dense output, worst output "
+                        f"(default {DEFAULT_MAX_ERROR} without --detections)")
+    search = parser.add_argument_group("search")
+    search.add_argument("--search-frames", type=positive_int, default=40, metavar="N",
+                        help="frames each candidate runs on (default 40)")
+    search.add_argument("--search-segments", type=positive_int, default=2, metavar="S",
+                        help="... as S contiguous segments spread over the calibration range (default 2)")
+    search.add_argument("--time-limit", type=positive_int, default=600, metavar="SECONDS",
+                        help="CPU seconds for the whole calibration, held-out check included (default 600)")
+    search.add_argument("--refresh", type=refresh_option, default="auto", metavar="auto|K|0",
+                        help="full recompute every K frames per stream; auto (default) chooses one only when the "
+                        "thresholds drift")
+    search.add_argument("--threads", type=positive_int, default=1, metavar="N", help="ORT threads (default 1)")
+    search.add_argument("--all", dest="all_nodes", action="store_true", help="convert every eligible node")
+    search.add_argument("--dense-fraction", type=fraction, default=0.5, metavar="F",
+                        help="changed fraction above which an op runs densely (default 0.5)")
+    search.add_argument("--quiet", action="store_true", help="no progress output")
+    parser.set_defaults(run=run_command)
+
+
+def _heldout_range(text: Optional[str], frames: tuple[int, int], total: Optional[int]) -> Optional[tuple[int, int]]:
+    from .cli import CliError
+
+    if text is not None:
+        if text.lower() == "none":
+            return None
+        try:
+            return frame_range(text)
+        except argparse.ArgumentTypeError as error:
+            raise CliError(f"--heldout: {error}") from None
+    start, stop = frames
+    heldout = (stop, stop + (stop - start))
+    if total is not None:
+        heldout = (stop, min(heldout[1], total))
+        if heldout[1] <= heldout[0]:
+            return None
+    return heldout
+
+
+def run_command(args: argparse.Namespace) -> int:
+    from .bench import image_input, preprocess_from_args
+    from .cli import CliError, checked_output_path, existing_model_path
+    from .convert import load_model
+    from .video import frame_count
+
+    model_path = existing_model_path(args.model)
+    video = Path(args.video)
+    if not video.exists():
+        raise CliError(f"no such video or folder: {video}")
+    stem = model_path.name[: -len(".onnx")] if model_path.name.endswith(".onnx") else model_path.name
+    output = checked_output_path(model_path, args.output or str(model_path.with_name(f"{stem}.calibrated.onnx")))
+    if not output.name.endswith(".onnx"):
+        raise CliError(f"the output must be an .onnx file (its JSON files go beside it), got {output}")
+    detections = None
+    if args.detections:
+        detections = DetectionOptions(args.detections_output, args.conf, args.nms_iou, args.match_iou, args.objectness)
+    elif args.min_f1 is not None or args.min_iou is not None:
+        raise CliError("--min-f1 and --min-iou are box budgets: add --detections yolo")
+    if detections:
+        budget = Budget(DEFAULT_MIN_F1 if args.min_f1 is None else args.min_f1,
+                        DEFAULT_MIN_IOU if args.min_iou is None else args.min_iou, args.max_error)
+    else:
+        budget = Budget(None, None, DEFAULT_MAX_ERROR if args.max_error is None else args.max_error)
+    proto = load_model(model_path)
+    try:
+        _, input_shape = image_input(proto)
+        preprocess = preprocess_from_args(args, input_shape)
+        total = frame_count(video)
+    except VideoError as error:
+        raise CliError(str(error)) from error
+    except ValueError as error:  # BenchError: not one image input
+        raise CliError(str(error)) from error
+    if total is not None and args.frames[0] >= total:
+        raise CliError(f"--frames {args.frames[0]}:{args.frames[1]}: the clip has {total} frames")
+    heldout = _heldout_range(args.heldout, args.frames, total)
+    options = CalibrationOptions(
+        detections=detections, budget=budget, search_frames=args.search_frames, search_segments=args.search_segments,
+        time_limit=float(args.time_limit), refresh=args.refresh, threads=args.threads, all_nodes=args.all_nodes,
+        dense_fraction=args.dense_fraction, progress=not args.quiet)
+    log = None if args.quiet else (lambda message: print(f"calibrate: {message}", file=sys.stderr, flush=True))
+    try:
+        result = calibrate(proto, video, frames=args.frames, heldout=heldout, preprocess=preprocess, options=options,
+                           log=log)
+    except (CalibrationError, VideoError) as error:
+        raise CliError(str(error)) from error
+    written = save_calibration(result, output)
+    print(f"deltaonnx calibrate: {model_path} on {video}")
+    print(result.report())
+    if heldout is None:
+        print("no held-out frames: the thresholds are unchecked on unseen frames")
+    for path in written:
+        print(f"wrote {path}")
+    return 0
+
+
+__all__ = ["AgreementSummary", "Budget", "CALIBRATION_METADATA_KEY", "CalibrationError", "CalibrationOptions",
+           "CalibrationResult", "DetectionOptions", "Evaluation", "GATE_LEVELS", "INNER_LEVELS", "NodeCalibration",
+           "PeriodicRefresh", "RangeResult", "add_command", "calibrate", "format_report", "measure_range",
+           "save_calibration", "side_files", "summarize"]
