@@ -95,11 +95,33 @@ def test_hot_gemm_loop_uses_neon(cross_build):
 
 # ------------------------------------------------------------------------------------------- qemu-user runs
 
-@pytest.fixture(scope="module")
-def aarch64_example(cross_build) -> CrossBuild:
+def require_qemu() -> None:
     require_tool("qemu-aarch64", "apt-get install qemu-user")
     if not (CROSS_SYSROOT / "lib" / "ld-linux-aarch64.so.1").exists():
         missing(f"no aarch64 C library in {CROSS_SYSROOT} (apt-get install libc6-arm64-cross)")
+
+
+def test_neon_kernels_equal_the_portable_ones_under_qemu(cross_build, tmp_path):
+    """tests/cpp/neon_kernel_check.cc against the cross-built kernel library: every NEON kernel gives the portable
+    kernel's bits (GEMM: the sequential fused multiply-add sum), and never reads past a B row."""
+    require_qemu()
+    has_neon_source = (REPO_ROOT / "ops" / "common" / "neon_kernels.cc").is_file()
+    program = tmp_path / "neon_kernel_check"
+    run_logged(["aarch64-linux-gnu-g++", "-O2", "-std=c++17", f"-I{REPO_ROOT / 'ops'}",
+                str(REPO_ROOT / "tests" / "cpp" / "neon_kernel_check.cc"),
+                str(cross_build.directory / "ops" / "libdeltaonnx_core.a"), "-lpthread", "-o", str(program)],
+               timeout=300, what="compiling neon_kernel_check.cc")
+    env = {k: v for k, v in os.environ.items() if k != "DELTAONNX_SIMD"}
+    result = subprocess.run(["bash", str(QEMU_SCRIPT), str(program)], capture_output=True, text=True, timeout=300,
+                            env=env)
+    if result.returncode == 77 and not has_neon_source:
+        pytest.skip("this tree has no NEON kernels (ops/common/neon_kernels.cc): the portable ones run on aarch64")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.strip().endswith("ok (0 failures)"), result.stdout
+
+@pytest.fixture(scope="module")
+def aarch64_example(cross_build) -> CrossBuild:
+    require_qemu()
     result = subprocess.run(["bash", str(CROSS_SCRIPT), "--example", str(cross_build.directory)],
                             capture_output=True, text=True, timeout=900, env=_env_with_headers())
     if result.returncode != 0:
