@@ -66,11 +66,7 @@ void update_reference(const float* x, const float* ref_in, float* ref_out, int64
       if (in_place && f == 0) continue;
       __m256i m = _mm256_cmpgt_epi32(_mm256_cvtepu8_epi32(_mm_cvtsi64_si128(static_cast<long long>(f))),
                                      _mm256_setzero_si256());
-      if (in_place) {
-        _mm256_maskstore_ps(oc + p, m, _mm256_loadu_ps(xc + p));
-      } else {
-        _mm256_storeu_ps(oc + p, _mm256_blendv_ps(_mm256_loadu_ps(rc + p), _mm256_loadu_ps(xc + p), _mm256_castsi256_ps(m)));
-      }
+      _mm256_storeu_ps(oc + p, _mm256_blendv_ps(_mm256_loadu_ps(rc + p), _mm256_loadu_ps(xc + p), _mm256_castsi256_ps(m)));
     }
     for (; p < end; ++p) {
       if (flags[p]) oc[p] = xc[p];
@@ -98,9 +94,9 @@ void detect_update_exact(const float* x, const float* ref_in, float* ref_out, in
         std::memcpy(&f, flags + p, 8);
         f |= kExpand[m];
         std::memcpy(flags + p, &f, 8);
-        if (in_place) _mm256_maskstore_ps(oc + p, _mm256_castps_si256(ch), xv);
       }
-      if (!in_place) _mm256_storeu_ps(oc + p, _mm256_blendv_ps(rv, xv, ch));
+      // vmaskmovps stores are slow on several CPUs: store the blend (unchanged lanes rewrite their value).
+      if (m || !in_place) _mm256_storeu_ps(oc + p, _mm256_blendv_ps(rv, xv, ch));
     }
     for (; p < end; ++p) {
       const float d = xc[p] - rc[p];

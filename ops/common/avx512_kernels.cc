@@ -25,6 +25,21 @@ void detect_changes(const float* x, const float* ref, int64_t channels, int64_t 
                     float tau, uint8_t* flags) {
   const __m512 vtau = _mm512_set1_ps(tau);
   const __m512 abs_mask = _mm512_castsi512_ps(_mm512_set1_epi32(0x7fffffff));
+  if (end - begin <= 4 * kVec) {  // short runs: channels inner (see detect_update_exact)
+    for (int64_t p = begin; p < end; p += kVec) {
+      const __mmask16 t = tail_mask(end - p);
+      __mmask16 any = 0;
+      for (int64_t c = 0; c < channels; ++c)
+        any |= changed_mask(_mm512_maskz_loadu_ps(t, x + c * plane + p), _mm512_maskz_loadu_ps(t, ref + c * plane + p),
+                            vtau, abs_mask);
+      any &= t;
+      if (any) {
+        __m128i f = _mm_maskz_loadu_epi8(t, flags + p);
+        _mm_mask_storeu_epi8(flags + p, t, _mm_or_si128(f, _mm_maskz_set1_epi8(any, 1)));
+      }
+    }
+    return;
+  }
   // Channels outer: each plane is streamed sequentially; the flags of the range stay in L1.
   for (int64_t c = 0; c < channels; ++c) {
     const float* xc = x + c * plane;
@@ -70,6 +85,27 @@ void detect_update_exact(const float* x, const float* ref_in, float* ref_out, in
   const bool in_place = ref_in == ref_out;
   const __m512 zero = _mm512_setzero_ps();
   const __m512 abs_mask = _mm512_castsi512_ps(_mm512_set1_epi32(0x7fffffff));
+  if (end - begin <= 4 * kVec) {
+    // Short runs (change maps): pixels outer, channels inner, the change bits kept in a register, so the
+    // per-channel loads (a cache miss each, planes apart) are independent and overlap.
+    for (int64_t p = begin; p < end; p += kVec) {
+      const __mmask16 t = tail_mask(end - p);
+      __mmask16 any = 0;
+      for (int64_t c = 0; c < channels; ++c) {
+        const int64_t o = c * plane + p;
+        const __m512 xv = _mm512_maskz_loadu_ps(t, x + o), rv = _mm512_maskz_loadu_ps(t, ref_in + o);
+        const __mmask16 m = changed_mask(xv, rv, zero, abs_mask) & t;
+        any |= m;
+        if (in_place) _mm512_mask_storeu_ps(ref_out + o, m, xv);
+        else _mm512_mask_storeu_ps(ref_out + o, t, _mm512_mask_blend_ps(m, rv, xv));
+      }
+      if (any) {
+        __m128i f = _mm_maskz_loadu_epi8(t, flags + p);
+        _mm_mask_storeu_epi8(flags + p, t, _mm_or_si128(f, _mm_maskz_set1_epi8(any, 1)));
+      }
+    }
+    return;
+  }
   for (int64_t c = 0; c < channels; ++c) {
     const float* xc = x + c * plane;
     const float* rc = ref_in + c * plane;
@@ -117,6 +153,8 @@ void gemm_tile_nv(int64_t depth, const float* a_packed, const float* const* b_ro
   const float* a = a_packed;
   for (int64_t k = 0; k < depth; ++k, a += kMR) {
     const float* b = b_rows[k];
+    // Rows come from different channel planes: fetch a few taps ahead (past the end: a harmless hint).
+    if (k + 6 < depth) _mm_prefetch(reinterpret_cast<const char*>(b_rows[k + 6]), _MM_HINT_T0);
     __m512 b0, b1 = _mm512_setzero_ps(), b2 = _mm512_setzero_ps();
     if (NV == 1) {
       b0 = _mm512_maskz_loadu_ps(last, b);

@@ -50,7 +50,10 @@ int64_t detect_and_update_reference(const InputState& s, uint8_t* flags, const P
       }
       return;
     }
-    // With a change map only the marked runs are read; the rest is unchanged by the map's promise.
+    // With a change map only the marked runs are read; the rest is unchanged by the map's promise. Runs a few
+    // pixels apart are read as one range: the pixels between them compare as unchanged (they did not change
+    // since the last run, which left them within tau of the reference), and one long range costs less.
+    constexpr int64_t kGap = 16;
     for (int64_t y = y0; y < y1; ++y) {
       const uint8_t* m = s.map_in + y * s.width;
       int64_t x = 0;
@@ -58,8 +61,17 @@ int64_t detect_and_update_reference(const InputState& s, uint8_t* flags, const P
         while (x < s.width && !m[x]) ++x;
         if (x == s.width) break;
         const int64_t begin = x;
-        while (x < s.width && m[x]) ++x;
-        const int64_t p0 = y * s.width + begin, p1 = y * s.width + x;
+        int64_t end = x;
+        while (x < s.width) {
+          if (m[x]) {
+            end = ++x;
+          } else if (x - end < kGap) {
+            ++x;
+          } else {
+            break;
+          }
+        }
+        const int64_t p0 = y * s.width + begin, p1 = y * s.width + end;
         if (exact && in_place) {
           k.detect_update_exact(s.x, s.x_ref, s.x_ref_next, C, plane, p0, p1, flags);
           continue;

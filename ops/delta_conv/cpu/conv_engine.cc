@@ -203,6 +203,17 @@ struct ItemContext {
   const std::vector<int64_t>& flat_offsets;  // per tap: offset of its phase plane row in the split
 };
 
+// Writes the computed values of the pixels marked for recompute; the others (computed only because they sit
+// between recomputed ones) keep their value, so map_out stays exactly the recomputed set.
+void store_recomputed(float* dst, const float* vals, const uint8_t* flags, int64_t n) {
+  if (std::memchr(flags, 0, static_cast<size_t>(n)) == nullptr) {
+    std::memcpy(dst, vals, static_cast<size_t>(n) * sizeof(float));
+    return;
+  }
+  for (int64_t i = 0; i < n; ++i)
+    if (flags[i]) dst[i] = vals[i];
+}
+
 // Copies the patches of a gathered panel: packed[k * nr + j] = input tap k of the panel's pixel j (0 outside).
 void gather_panel(const ItemContext& ctx, const Panel& panel, const float* src_g, float* packed, const float** rows) {
   const Window2D& w = ctx.w;
@@ -284,11 +295,11 @@ void compute_panel(const ItemContext& ctx, const Panel& panel) {
       float* out = ctx.y + m * out_plane;
       switch (panel.kind) {
         case PanelKind::kRow:
-          std::memcpy(out + panel.y * Wo + panel.x0, vals, static_cast<size_t>(n) * sizeof(float));
+          store_recomputed(out + panel.y * Wo + panel.x0, vals, ctx.flags + panel.y * Wo + panel.x0, n);
           break;
         case PanelKind::kGathered:
           for (const Piece* p = ctx.pieces.data() + panel.x0, *e = p + panel.n; p != e; ++p)
-            std::memcpy(out + p->y * Wo + p->x0, vals + p->j0, static_cast<size_t>(p->len) * sizeof(float));
+            store_recomputed(out + p->y * Wo + p->x0, vals + p->j0, ctx.flags + p->y * Wo + p->x0, p->len);
           break;
         case PanelKind::kFlat: {
           // Positions past the output width are padding columns; pixels not flagged keep their value.
@@ -297,14 +308,7 @@ void compute_panel(const ItemContext& ctx, const Panel& panel) {
             const int64_t pos = panel.x0 + j, oy = pos / width, ox = pos % width;
             const int64_t len = std::min(n - j, width - ox);
             const int64_t valid = std::max<int64_t>(0, std::min(len, Wo - ox));
-            const uint8_t* f = ctx.flags + oy * Wo + ox;
-            float* d = out + oy * Wo + ox;
-            if (std::memchr(f, 0, static_cast<size_t>(valid)) == nullptr) {
-              std::memcpy(d, vals + j, static_cast<size_t>(valid) * sizeof(float));
-            } else {
-              for (int64_t i = 0; i < valid; ++i)
-                if (f[i]) d[i] = vals[j + i];
-            }
+            store_recomputed(out + oy * Wo + ox, vals + j, ctx.flags + oy * Wo + ox, valid);
             j += len;
           }
           break;
@@ -351,6 +355,17 @@ void plan_panels(const Window2D& w, const uint8_t* flags, int64_t nr, bool flat,
     return;
   }
   mask_runs(flags, Ho, Wo, runs);
+  // Join runs of a row a few pixels apart: computing the pixels between them (and not storing them) costs
+  // less than the extra panels and gathers that short runs need.
+  constexpr int64_t kGap = 8;
+  size_t joined = 0;
+  for (size_t i = 0; i < runs.size(); ++i) {
+    if (joined > 0 && runs[joined - 1].y == runs[i].y && runs[i].x_begin - runs[joined - 1].x_end < kGap)
+      runs[joined - 1].x_end = runs[i].x_end;
+    else
+      runs[joined++] = runs[i];
+  }
+  runs.resize(joined);
   int64_t inner_begin = 0, inner_end = 0;  // columns whose windows stay inside the input (stride 1)
   if (w.x.stride == 1) {
     inner_begin = std::min(Wo, w.x.pad_begin);
