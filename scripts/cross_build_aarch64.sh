@@ -15,6 +15,7 @@
 # Environment: ORT_INCLUDE_DIR (ONNX Runtime's C/C++ headers; default: scripts/fetch_ort_headers.sh finds or
 # fetches them), PYTHON (the interpreter whose pip downloads the wheel; default python3), CROSS_PREFIX
 # (default aarch64-linux-gnu-), CROSS_SYSROOT (default /usr/aarch64-linux-gnu).
+# Exit status 3: the onnxruntime wheel could not be downloaded.
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -65,7 +66,8 @@ if [ "$with_example" = 1 ]; then
     # Any Python tag will do: only the C library inside is used. Newer wheels are manylinux_2_28, older 2014.
     "$python" -m pip download --quiet "onnxruntime==$ort_version" --no-deps --only-binary=:all: \
       --platform manylinux_2_28_aarch64 --platform manylinux_2_27_aarch64 --platform manylinux2014_aarch64 \
-      -d "$ort_dir/wheel"
+      -d "$ort_dir/wheel" || {
+        echo "cross_build_aarch64: could not download onnxruntime==$ort_version for aarch64 from PyPI" >&2; exit 3; }
     "$python" - "$ort_dir" <<'EOF'
 import glob, os, sys, zipfile
 ort_dir = sys.argv[1]
