@@ -5,8 +5,8 @@
 #   scripts/qemu_aarch64.sh build-aarch64/example/deltaonnx_video --model m.delta.onnx \
 #       --ops build-aarch64/ops/libdeltaonnx_ops.so --raw frames.f32
 #
-# Why not plain `qemu-aarch64 -L /usr/aarch64-linux-gnu`: qemu-user before 8.2 shows the program the host's x86
-# /proc/cpuinfo, and ONNX Runtime's CPU detection (the cpuinfo library) crashes on it with a segmentation fault.
+# Why not plain `qemu-aarch64 -L /usr/aarch64-linux-gnu`: qemu-user 7.2 (Debian 12) shows the program the host's
+# x86 /proc/cpuinfo, and ONNX Runtime's CPU detection (the cpuinfo library) crashes on it with a segmentation fault.
 # This script runs qemu with a private root that links to the target's libraries (-L) and adds a /proc/cpuinfo
 # in the aarch64 format (qemu looks files up under -L first). The CPU is a Cortex-A72 (Raspberry Pi 4): NEON,
 # no dot product, no fp16 arithmetic.
