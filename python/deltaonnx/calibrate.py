@@ -44,15 +44,15 @@ from . import __version__
 from .video import FrameSource, Preprocess, VideoError
 
 # Threshold ladders. Gate: fraction of the model input's value range (0.02 of [0,1] pixels = 5/255).
-GATE_LEVELS = (0.0, 0.0025, 0.005, 0.01, 0.02, 0.03, 0.05, 0.08)
+GATE_LEVELS = (0.0, 0.0025, 0.005, 0.01, 0.02, 0.03, 0.05, 0.08, 0.12)
 # Inner nodes: multiples of the standard deviation of the node's input.
-INNER_LEVELS = (0.0, 0.01, 0.02, 0.035, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5)
+INNER_LEVELS = (0.0, 0.01, 0.02, 0.035, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0)
 
 CALIBRATION_METADATA_KEY = "deltaonnx.calibration"  # beside the converter's own `deltaonnx` entry
 DELTA_METADATA_KEY = "deltaonnx"
 DEFAULT_MIN_F1 = 0.99
 DEFAULT_MIN_IOU = 0.95
-DEFAULT_MAX_ERROR = 0.01
+DEFAULT_MAX_ERROR = 0.05  # 5% of the output's spread; compare the dense output's own frame-to-frame change
 MIN_GAIN = 0.002  # a greedy step must remove at least 0.2% of the model's conv FLOPs to be worth its error
 MIN_POTENTIAL = 0.002  # nodes redoing less than this share of the conv FLOPs are not searched one by one
 MAX_CLIMB = 3  # levels a greedy step may climb looking for a gain
@@ -198,15 +198,20 @@ class _Scorer:
         return decode_yolo(output, conf_threshold=d.conf_threshold, iou_threshold=d.nms_iou,
                            objectness=d.objectness)[0]
 
-    def score(self, reference: _Reference, outputs: list) -> FrameScore:
+    def errors(self, dense_outputs: list, outputs: list) -> tuple[float, ...]:
+        """Per output: mean |value - dense| / spread of the dense output."""
         errors = []
-        for value, dense, spread in zip(outputs, reference.outputs, self.spreads):
-            difference = np.abs(np.asarray(value, np.float64) - dense)
+        for value, dense, spread in zip(outputs, dense_outputs, self.spreads):
+            value = np.asarray(value, np.float64)
+            difference = np.abs(value - dense)
             if not np.all(np.isfinite(difference)):  # NaN/Inf where dense has a number: the worst disagreement
-                same = np.isnan(np.asarray(value, np.float64)) & np.isnan(dense)
+                same = np.isnan(value) & np.isnan(dense)
                 difference = np.where(same, 0.0, np.where(np.isfinite(difference), difference, np.inf))
             errors.append(float(difference.mean()) / spread if difference.size else 0.0)
-        score = FrameScore(tuple(errors))
+        return tuple(errors)
+
+    def score(self, reference: _Reference, outputs: list) -> FrameScore:
+        score = FrameScore(self.errors(reference.outputs, outputs))
         if self.detections is not None:
             from .detections import match
 
@@ -430,24 +435,24 @@ class _CandidateRunner:
 class _Search:
     """Levels per node: gate first, one inner level for all, then greedy sweeps front to back."""
 
-    def __init__(self, nodes: list[NodeCalibration], runner: _CandidateRunner, over_time: Callable[[], bool],
-                 log: Callable[[str], None]):
-        self.nodes, self.runner, self.over_time, self.log = nodes, runner, over_time, log
+    def __init__(self, setup: "SearchSetup", over_time: Callable[[], bool], log: Callable[[str], None]):
+        self.setup, self.nodes, self.runner = setup, setup.nodes, setup.runner
+        self.over_time, self.log = over_time, log
         self.cache: dict[tuple, Evaluation] = {}
         self.history: list[dict] = []
         self.stopped_by_time = False
 
     def taus(self, levels: dict[str, int]) -> dict[str, float]:
-        return {n.name: (GATE_LEVELS if n.gate else INNER_LEVELS)[levels[n.name]] * n.scale for n in self.nodes}
+        return self.setup.taus(levels)
 
-    def evaluate(self, levels: dict[str, int], phase: str, change: str) -> Optional[Evaluation]:
+    def evaluate(self, levels: dict[str, int], phase: str, change: str, force: bool = False) -> Optional[Evaluation]:
         key = tuple(levels[n.name] for n in self.nodes)
         if key in self.cache:
             return self.cache[key]
-        if self.over_time():
+        if not force and self.over_time():
             self.stopped_by_time = True
             return None
-        evaluation = self.runner.evaluate(self.taus(levels))
+        evaluation = self.setup.evaluate(levels)
         self.cache[key] = evaluation
         self.history.append({"phase": phase, "change": change, "work": evaluation.work,
                              "within_budget": evaluation.within_budget, "agreement": asdict(evaluation.agreement),
@@ -461,9 +466,7 @@ class _Search:
         gates = [n for n in self.nodes if n.gate]
         inner = [n for n in self.nodes if not n.gate]
         levels = {n.name: 0 for n in self.nodes}
-        best = self.evaluate(levels, "exact", "all thresholds 0")
-        if best is None:
-            raise CalibrationError("the time limit ran out before the first candidate was evaluated")
+        best = self.evaluate(levels, "exact", "all thresholds 0", force=True)  # the baseline, always measured
 
         def with_levels(base: dict[str, int], group: Sequence[NodeCalibration], level: int) -> dict[str, int]:
             trial = dict(base)
@@ -557,6 +560,8 @@ class RangeResult:
     violations: list[str]
     drift: bool
     ideal_speedup: Optional[float] = None
+    dense_jitter: Optional[float] = None  # dense output's own frame-to-frame change, in the error's units
+
 
     def label(self) -> str:
         return f"{self.start}-{self.stop - 1}"
@@ -588,6 +593,8 @@ def measure_range(original_bytes: bytes, converted: Union[bytes, onnx.ModelProto
     timed = 0
     scores: list[FrameScore] = []
     works: list[float] = []
+    jitters: list[float] = []
+    previous_dense = None
     count = 0
     for index, frame in enumerate(_frames_of(source, start, stop)):
         feed = {input_name: preprocess(frame)}
@@ -612,7 +619,11 @@ def measure_range(original_bytes: bytes, converted: Union[bytes, onnx.ModelProto
             if fraction_sums is not None:
                 for name, value in fractions.items():
                     fraction_sums[name] = fraction_sums.get(name, 0.0) + value
-        scores.append(scorer.score(scorer.reference(results["dense"]), results["delta"]))
+        reference = scorer.reference(results["dense"])
+        scores.append(scorer.score(reference, results["delta"]))
+        if previous_dense is not None and all(a.shape == b.shape for a, b in zip(previous_dense, reference.outputs)):
+            jitters.append(max(scorer.errors(previous_dense, reference.outputs), default=0.0))
+        previous_dense = reference.outputs
         count += 1
         if progress is not None:
             progress.update(count, f"speedup {dense_cpu / delta_cpu:.2f}x" if delta_cpu else "warm-up")
@@ -639,7 +650,8 @@ def measure_range(original_bytes: bytes, converted: Union[bytes, onnx.ModelProto
         wall_speedup=dense_wall / delta_wall if delta_wall else float("nan"),
         work=work, work_p90=float(np.percentile(works, 90)) if works else 1.0,
         agreement=whole, early=early, late=late, within_budget=not violations, violations=violations,
-        drift=_drifted(early, late, budget), ideal_speedup=ideal)
+        drift=_drifted(early, late, budget), ideal_speedup=ideal,
+        dense_jitter=float(np.mean(jitters)) if jitters else None)
 
 
 def _drifted(early: AgreementSummary, late: AgreementSummary, budget: Budget) -> bool:
@@ -698,60 +710,98 @@ class CalibrationResult:
         return format_report(self)
 
 
-def calibrate(model, source: FrameSource, *, frames: tuple[int, int] = (0, 200),
-              heldout: Optional[tuple[int, int]] = None, preprocess: Optional[Preprocess] = None,
-              options: Optional[CalibrationOptions] = None, log: Optional[Callable[[str], None]] = None
-              ) -> CalibrationResult:
-    """Choose the input gate and a threshold per Delta node of `model` (dense: path, bytes or ModelProto) on
-    frames [frames[0], frames[1]) of `source` (a clip path, a folder of images, or arrays; see
-    deltaonnx.video.read_frames), then check them on `heldout` frames (None: skip).
+@dataclass
+class SearchSetup:
+    """The calibration frames made ready for the search: the dense model's answers on the search segments,
+    the converted model (all thresholds 0) and its Delta nodes with their scales and FLOPs."""
 
-    Returns a CalibrationResult; `save_calibration` writes the model and its JSON files."""
-    from .bench import conv_flops, image_input, is_converted, session_options
-    from .convert import convert_with_report, load_model
+    original: onnx.ModelProto
+    dense_bytes: bytes
+    input_name: str
+    preprocess: Preprocess
+    start: int
+    stop: int  # one past the last calibration frame the clip really has
+    segment_length: int
+    segment_starts: list[int]
+    nodes: list[NodeCalibration]
+    converted_entries: list[dict]
+    scorer: _Scorer
+    budget: Budget
+    runner: _CandidateRunner
+    dense_flops: float  # conv FLOPs of the convs kept dense
+    total_flops: float
+    dense_frame_seconds: float
+    profile_feeds: list[dict]
 
-    options = options or CalibrationOptions()
-    log = log or (lambda message: None)
-    cpu_started, wall_started = time.process_time(), time.perf_counter()
-    _check_options(options, frames, heldout)
-    original = load_model(model)
-    if is_converted(original):
-        raise CalibrationError("the model is already converted; calibrate the dense original")
-    input_name, input_shape = image_input(original)
-    preprocess = preprocess or Preprocess.for_model_input(input_shape)
-    output_names = [o.name for o in original.graph.output]
+    def taus(self, levels: dict[str, int]) -> dict[str, float]:
+        """Delta node -> tau for a level per node."""
+        return {n.name: (GATE_LEVELS if n.gate else INNER_LEVELS)[levels[n.name]] * n.scale for n in self.nodes}
+
+    def uniform_levels(self, inner: int, gate: int = 0) -> dict[str, int]:
+        return {n.name: gate if n.gate else inner for n in self.nodes}
+
+    def evaluate(self, levels: dict[str, int]) -> Evaluation:
+        """Run the search frames with these levels: work redone and agreement against dense."""
+        return self.runner.evaluate(self.taus(levels))
+
+
+def _resolve_budget(options: "CalibrationOptions") -> Budget:
     budget = options.budget or (Budget(DEFAULT_MIN_F1, DEFAULT_MIN_IOU, None) if options.detections
                                 else Budget(None, None, DEFAULT_MAX_ERROR))
     if budget.min_f1 is None and budget.min_iou is None and budget.max_error is None:
         raise CalibrationError("the budget checks nothing: give a box F1, a mean IoU or an output error bound")
     if (budget.min_f1 is not None or budget.min_iou is not None) and options.detections is None:
         raise CalibrationError("a box F1 / IoU budget needs detections (detections='yolo' / --detections yolo)")
+    return budget
 
-    # the calibration range's search segments, held in memory as model inputs
-    start, stop = frames
-    segment_length, segment_starts = _search_segments(start, stop, options.search_frames, options.search_segments)
-    wanted = {s + k: (i, k) for i, s in enumerate(segment_starts) for k in range(segment_length)}
-    feeds: list[list[dict]] = [[None] * segment_length for _ in segment_starts]
-    seen = 0
+
+def prepare_search(model, source: FrameSource, *, frames: tuple[int, int] = (0, 200),
+                   preprocess: Optional[Preprocess] = None, options: Optional["CalibrationOptions"] = None,
+                   log: Optional[Callable[[str], None]] = None) -> SearchSetup:
+    """Read the search segments of frames [A, B) of `source`, run dense ORT on them, convert `model` with every
+    threshold 0 and measure each Delta node's scale and FLOPs (see the module docstring)."""
+    from .bench import conv_flops, image_input, is_converted, session_options
+    from .convert import convert_with_report, load_model
+
+    options = options or CalibrationOptions()
+    log = log or (lambda message: None)
+    _check_options(options, frames, None)
+    original = load_model(model)
+    if is_converted(original):
+        raise CalibrationError("the model is already converted; calibrate the dense original")
     try:
-        for index, frame in enumerate(_frames_of(source, start, stop), start=start):
-            seen += 1
-            if index in wanted:
-                segment, position = wanted[index]
-                feeds[segment][position] = {input_name: preprocess(frame)}
-    except VideoError as error:
+        input_name, input_shape = image_input(original)
+    except ValueError as error:  # bench's BenchError: not exactly one image input
         raise CalibrationError(str(error)) from error
-    if seen < 2:
-        raise CalibrationError(f"the calibration range {start}:{stop} holds {seen} frame(s) of the clip; need at least 2")
-    stop = start + seen
-    if any(f is None for segment in feeds for f in segment):  # the clip is shorter than asked: re-plan
+    preprocess = preprocess or Preprocess.for_model_input(input_shape)
+    budget = _resolve_budget(options)
+
+    # the search segments, held in memory as model inputs (re-planned once if the clip is shorter than asked)
+    start, stop = frames
+    for _ in range(2):
         segment_length, segment_starts = _search_segments(start, stop, options.search_frames, options.search_segments)
-        return calibrate(original, source, frames=(start, stop), heldout=heldout, preprocess=preprocess,
-                         options=options, log=log)
+        wanted = {s + k: (i, k) for i, s in enumerate(segment_starts) for k in range(segment_length)}
+        feeds: list[list[Optional[dict]]] = [[None] * segment_length for _ in segment_starts]
+        seen = 0
+        try:
+            for index, frame in enumerate(_frames_of(source, start, stop), start=start):
+                seen += 1
+                if index in wanted:
+                    segment, position = wanted[index]
+                    feeds[segment][position] = {input_name: preprocess(frame)}
+        except VideoError as error:
+            raise CalibrationError(str(error)) from error
+        if seen < 2:
+            raise CalibrationError(f"the calibration range {start}:{stop} holds {seen} frame(s) of the clip; "
+                                   "need at least 2")
+        stop = start + seen
+        if all(f is not None for segment in feeds for f in segment):
+            break
     log(f"calibration frames {start}-{stop - 1}; search on {len(segment_starts)} segment(s) of {segment_length} "
         f"frames starting at {', '.join(map(str, segment_starts))}")
 
     # dense reference on the search frames
+    output_names = [o.name for o in original.graph.output]
     dense_bytes = original.SerializeToString()
     dense = ort.InferenceSession(dense_bytes, session_options(options.threads), providers=["CPUExecutionProvider"])
     dense_started = time.thread_time()
@@ -763,7 +813,6 @@ def calibrate(model, source: FrameSource, *, frames: tuple[int, int] = (0, 200),
     scorer = _Scorer(output_names, spreads, options.detections)
     segments = [[(feed, scorer.reference(outputs)) for feed, outputs in zip(fs, os)]
                 for fs, os in zip(feeds, dense_outputs)]
-    del dense_outputs
 
     # the converted model (all thresholds 0) and its nodes
     base, _ = convert_with_report(original, all_nodes=options.all_nodes, dense_fraction=options.dense_fraction)
@@ -778,42 +827,65 @@ def calibrate(model, source: FrameSource, *, frames: tuple[int, int] = (0, 200),
     total_flops = float(sum(flops.values()))
     dense_flops = float(sum(f for name, f in flops.items() if name not in converted_conv_sources))
     gate_sources = _gate_sources(original, (e["source"] for e in converted_entries))
-    source_inputs = {n.name: n.input[0] for n in original.graph.node if n.name}
+    source_inputs = {n.name: n.input[0] for n in original.graph.node if n.name and n.input}
     tensors = {e["name"]: source_inputs[e["source"]] for e in converted_entries}
     gate_tensors = {tensors[e["name"]] for e in converted_entries if e["source"] in gate_sources}
-    scale_feeds = [segment[k][0] for k in range(min(segment_length, max(1, options.scale_frames)))
-                   for segment in segments][:max(1, options.scale_frames)]
+    scale_count = max(1, options.scale_frames)
+    scale_feeds = [segment[k] for k in range(segment_length) for segment in feeds][:scale_count]
     scales = _measure_scales(original, tensors, gate_tensors, scale_feeds, options.threads)
     nodes = [NodeCalibration(name=e["name"], source=e["source"], op=e.get("op", "?"), gate=e["source"] in gate_sources,
                              scale=scales[tensors[e["name"]]],
                              flops=float(flops.get(e["source"], 0.0)) if e.get("source_op") == "Conv" else 0.0)
              for e in converted_entries]
-
     runner = _CandidateRunner(base, nodes, segments, input_name, scorer, budget, dense_flops, total_flops,
                               options.threads)
+    profile_feeds = [f for segment in feeds for f in segment][:max(options.profile_frames, 0) + 1]
+    return SearchSetup(original, dense_bytes, input_name, preprocess, start, stop, segment_length, segment_starts,
+                       nodes, converted_entries, scorer, budget, runner, dense_flops, total_flops,
+                       dense_frame_seconds, profile_feeds)
+
+
+def calibrate(model, source: FrameSource, *, frames: tuple[int, int] = (0, 200),
+              heldout: Optional[tuple[int, int]] = None, preprocess: Optional[Preprocess] = None,
+              options: Optional[CalibrationOptions] = None, log: Optional[Callable[[str], None]] = None
+              ) -> CalibrationResult:
+    """Choose the input gate and a threshold per Delta node of `model` (dense: path, bytes or ModelProto) on
+    frames [frames[0], frames[1]) of `source` (a clip path, a folder of images, or arrays; see
+    deltaonnx.video.read_frames), then check them on `heldout` frames (None: skip).
+
+    Returns a CalibrationResult; `save_calibration` writes the model and its JSON files."""
+    from .convert import convert_with_report
+
+    options = options or CalibrationOptions()
+    log = log or (lambda message: None)
+    cpu_started, wall_started = time.process_time(), time.perf_counter()
+    _check_options(options, frames, heldout)
+    setup = prepare_search(model, source, frames=frames, preprocess=preprocess, options=options, log=log)
+    original, dense_bytes, input_name = setup.original, setup.dense_bytes, setup.input_name
+    preprocess, start, stop = setup.preprocess, setup.start, setup.stop
+    nodes, scorer, budget, runner = setup.nodes, setup.scorer, setup.budget, setup.runner
+    dense_flops, total_flops = setup.dense_flops, setup.total_flops
     heldout_frames = (heldout[1] - heldout[0]) if heldout else 0
 
     def over_time() -> bool:  # leave room for verifying and the held-out check
-        per_frame = dense_frame_seconds + max(runner.delta_frame_seconds(), dense_frame_seconds)
+        per_frame = setup.dense_frame_seconds + max(runner.delta_frame_seconds(), setup.dense_frame_seconds)
         reserve = 1.2 * per_frame * ((stop - start) + heldout_frames)
         return time.process_time() - cpu_started + reserve > options.time_limit
 
-    search = _Search(nodes, runner, over_time, log)
+    search = _Search(setup, over_time, log)
     levels, best = search.run()
     log(f"search: {runner.evaluations} candidates, work {100 * best.work:.1f}% on the search frames"
         + (" (stopped by the time limit)" if search.stopped_by_time else ""))
-    del segments, runner.segments
+    runner.segments = []  # the search frames are no longer needed
 
     # profile dense once for the ideal speedup
     conv_work_share = None
-    if options.profile_frames > 0:
+    if options.profile_frames > 0 and len(setup.profile_feeds) > 1:
         from .bench import profile_dense
 
-        fused = {name for e in converted_entries for name in e.get("fused", [])}
-        profile = profile_dense(dense_bytes, [f for segment in feeds for f in segment][:options.profile_frames + 1],
-                                options.threads, fused)
+        fused = {name for e in setup.converted_entries for name in e.get("fused", [])}
+        profile = profile_dense(dense_bytes, setup.profile_feeds, options.threads, fused)
         conv_work_share = profile.get("conv_work_share")
-    del feeds
 
     # verify on every calibration frame; drift -> refresh; still over budget -> every level a step down
     refresh_candidates = _refresh_candidates(stop - start, options.refresh)
@@ -884,8 +956,8 @@ def calibrate(model, source: FrameSource, *, frames: tuple[int, int] = (0, 200),
     cpu_seconds = time.process_time() - cpu_started
     search_summary = {
         "evaluations": len(search.history), "stopped_by_time": search.stopped_by_time, "backoffs": backoffs,
-        "search_frames": segment_length * len(segment_starts), "segments": segment_starts,
-        "segment_length": segment_length, "best_on_search_frames": {"work": best.work,
+        "search_frames": setup.segment_length * len(setup.segment_starts), "segments": setup.segment_starts,
+        "segment_length": setup.segment_length, "best_on_search_frames": {"work": best.work,
                                                                      "agreement": asdict(best.agreement)},
         "cpu_seconds": cpu_seconds, "wall_seconds": time.perf_counter() - wall_started,
         "history": search.history, "verification": history, "note": heldout_refresh_note,
@@ -1064,7 +1136,8 @@ def format_report(result: CalibrationResult) -> str:
     detections = result.settings.get("detections") is not None
     lines = [f"budget: {result.budget.describe()} (against dense ORT, {result.settings['threads']} thread(s))"]
     header = ["frames", "range", "refresh", "conv work redone", "dense ms", "delta ms", "speedup", "ideal"]
-    header += (["box F1", "IoU", "boxes"] if detections else []) + ["rel err", "early -> late", "budget"]
+    header += (["box F1", "IoU", "boxes"] if detections else []) + ["rel err", "dense jitter", "early -> late",
+                                                                     "budget"]
     rows = []
     for label, r in (("calibration", result.calibration), ("held-out", result.heldout)):
         if r is None:
@@ -1077,11 +1150,13 @@ def format_report(result: CalibrationResult) -> str:
         rows.append([label, r.label(), str(r.refresh or "-"), f"{100 * r.work:.1f}% (p90 {100 * r.work_p90:.0f}%)",
                      _fmt(r.dense_ms, ".1f"), _fmt(r.delta_ms, ".1f"), _fmt(r.speedup) + "x",
                      (_fmt(r.ideal_speedup) + "x") if r.ideal_speedup else "-"]
-                    + _agreement_cells(r.agreement, detections)
+                    + _agreement_cells(r.agreement, detections) + [_fmt(r.dense_jitter, ".1e")]
                     + [early_late + (" drift" if r.drift else ""), "ok" if r.within_budget else "; ".join(r.violations)])
     lines += ["", _table(header, rows)]
     lines.append("(speedup: thread CPU time of dense ORT over the converted model, interleaved frame by frame; "
-                 "ideal: dense time with its conv work scaled by the work redone)")
+                 "ideal: dense time with its conv work scaled by the work redone; rel err: mean |delta - dense| / "
+                 "spread of the dense output, worst output; dense jitter: the same measure between consecutive "
+                 "dense frames)")
     node_rows = []
     for n in result.nodes:
         node_rows.append([n.name, n.source if len(n.source) <= 40 else "..." + n.source[-37:],

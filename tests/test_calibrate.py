@@ -1,0 +1,269 @@
+"""`deltaonnx.calibrate` / `python -m deltaonnx calibrate`: the budget holds on the calibration frames, the
+thresholds it writes are what `convert --thresholds` reproduces, larger thresholds remove more work, the
+refresh restores exactness, the time limit stops the search, and user errors are one line."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+
+import synthetic_video
+import zoo
+from deltaonnx import DeltaSession
+from deltaonnx.calibrate import (CALIBRATION_METADATA_KEY, INNER_LEVELS, AgreementSummary, Budget,
+                                 CalibrationOptions, DetectionOptions, PeriodicRefresh, calibrate,
+                                 prepare_search, save_calibration, side_files)
+from deltaonnx.calibrate import _drifted, _search_segments  # noqa: PLC2701 - unit-tested helpers
+from deltaonnx.cli import main
+from deltaonnx.convert import convert
+
+pytestmark = pytest.mark.usefixtures("cpu_op_library")
+
+QUICK = dict(search_frames=12, progress=False, profile_frames=0)
+
+
+def clip(n_frames: int, hw=(64, 64), seed: int = 3) -> np.ndarray:
+    """Synthetic frames (moving disc, noise, gain changes, a scene cut) as uint8 BGR [T,H,W,3]."""
+    frames = synthetic_video.sequence((1, 3, *hw), n_frames, seed)
+    return np.stack([(f.data[0].transpose(1, 2, 0)[:, :, ::-1] * 255).round().astype(np.uint8) for f in frames])
+
+
+@pytest.fixture(scope="module")
+def frames() -> np.ndarray:
+    return clip(36)
+
+
+@pytest.fixture(scope="module")
+def resnet() -> onnx.ModelProto:
+    return zoo.resnet18_like()
+
+
+def delta_thresholds(model: onnx.ModelProto) -> dict[str, float]:
+    values = {}
+    for node in model.graph.node:
+        if node.op_type in ("DeltaConv", "DeltaPool"):
+            values[node.name] = next(a.f for a in node.attribute if a.name == "threshold")
+    return values
+
+
+def run_cli(capsys, *args):
+    code = main([str(a) for a in args])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+# --------------------------------------------------------------------------------------------------------
+# the search and its guarantees
+# --------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("max_error", [2e-3, 2e-2])
+def test_budget_holds_on_the_calibration_frames_and_work_is_removed(resnet, frames, max_error):
+    result = calibrate(resnet, frames, frames=(0, 24), heldout=(24, 36),
+                       options=CalibrationOptions(budget=Budget(max_error=max_error), **QUICK))
+    assert result.calibration.within_budget
+    assert result.calibration.agreement.error <= max_error
+    assert result.calibration.frames == 24 and result.heldout.frames == 12
+    assert result.heldout.start == 24
+    exact_work = result.search["history"][0]["work"]
+    assert result.calibration.work < exact_work  # the thresholds found remove work
+    assert any(tau > 0 for tau in result.thresholds.values())
+    sources = {n.name for n in resnet.graph.node if n.op_type in ("Conv", "MaxPool")}
+    assert set(result.thresholds) <= sources
+    assert set(result.thresholds) == {n.source for n in result.nodes}
+    for node in result.nodes:  # tau = factor x scale, the factor taken from the node's ladder
+        assert node.tau == pytest.approx(node.factor * node.scale)
+        assert node.scale > 0
+
+
+def test_a_looser_budget_removes_at_least_as_much_work(resnet, frames):
+    works = []
+    for max_error in (1e-3, 3e-2):
+        setup = prepare_search(resnet, frames, frames=(0, 24),
+                               options=CalibrationOptions(budget=Budget(max_error=max_error), **QUICK))
+        from deltaonnx.calibrate import _Search
+
+        levels, best = _Search(setup, lambda: False, lambda message: None).run()
+        assert best.within_budget and best.agreement.error <= max_error
+        works.append(best.work)
+    assert works[1] <= works[0]
+
+
+def test_larger_thresholds_remove_more_work_and_add_error(resnet, frames):
+    setup = prepare_search(resnet, frames, frames=(0, 24), options=CalibrationOptions(**QUICK))
+    levels = [0, 4, 8, 12, len(INNER_LEVELS) - 1]
+    evaluations = [setup.evaluate(setup.uniform_levels(inner=level, gate=min(level, 3))) for level in levels]
+    works = [e.work for e in evaluations]
+    assert all(later <= earlier + 1e-12 for earlier, later in zip(works, works[1:])), works
+    assert works[-1] < works[0]
+    assert evaluations[0].agreement.error < 1e-5  # thresholds 0: equal to dense up to summation order
+    assert evaluations[-1].agreement.error > 100 * max(evaluations[0].agreement.error, 1e-9)
+
+
+def test_detections_budget_on_a_yolo_head(frames):
+    model = zoo.yolov8_like()
+    detections = DetectionOptions(conf_threshold=0.02, match_iou=0.5)
+    result = calibrate(model, frames, frames=(0, 24), heldout=(24, 36),
+                       options=CalibrationOptions(detections=detections, budget=Budget(min_f1=0.9, min_iou=0.9),
+                                                  **QUICK))
+    summary = result.calibration.agreement
+    assert summary.reference_boxes > 0  # the check is not vacuous
+    assert summary.f1 >= 0.9 and summary.mean_iou >= 0.9
+    assert result.calibration.within_budget
+    assert result.heldout.agreement.f1 is not None
+
+
+def test_time_limit_stops_the_search_at_the_exact_baseline(resnet, frames):
+    result = calibrate(resnet, frames, frames=(0, 24), heldout=None,
+                       options=CalibrationOptions(time_limit=1e-3, **QUICK))
+    assert result.search["stopped_by_time"]
+    assert result.search["evaluations"] == 1  # only the baseline, all thresholds 0
+    assert all(tau == 0 for tau in result.thresholds.values())
+    assert result.heldout is None
+
+
+def test_search_segments_spread_over_the_range():
+    assert _search_segments(0, 200, 40, 2) == (20, [0, 180])
+    assert _search_segments(100, 300, 40, 4) == (10, [100, 163, 227, 290])
+    assert _search_segments(0, 10, 40, 2) == (10, [0])  # short range: all of it, one segment
+
+
+def test_drift_is_the_late_half_breaking_what_the_early_half_keeps():
+    budget = Budget(max_error=0.01)
+    early = AgreementSummary(10, 0.004, {"y": 0.004})
+    assert _drifted(early, AgreementSummary(10, 0.02, {"y": 0.02}), budget)
+    assert not _drifted(early, AgreementSummary(10, 0.005, {"y": 0.005}), budget)
+    boxes = Budget(min_f1=0.95)
+    assert _drifted(AgreementSummary(10, 0.0, {}, f1=1.0, mean_iou=1.0),
+                    AgreementSummary(10, 0.0, {}, f1=0.8, mean_iou=1.0), boxes)
+
+
+# --------------------------------------------------------------------------------------------------------
+# files: the thresholds round-trip through convert; refresh
+# --------------------------------------------------------------------------------------------------------
+
+
+def test_saved_thresholds_round_trip_through_convert(resnet, frames, tmp_path, capsys):
+    result = calibrate(resnet, frames, frames=(0, 24), heldout=(24, 36),
+                       options=CalibrationOptions(budget=Budget(max_error=2e-2), **QUICK))
+    written = save_calibration(result, tmp_path / "resnet.calibrated.onnx")
+    thresholds_path, record_path = side_files(tmp_path / "resnet.calibrated.onnx")
+    assert written == [tmp_path / "resnet.calibrated.onnx", thresholds_path, record_path]
+    saved = onnx.load(str(written[0]))
+    calibrated = delta_thresholds(saved)
+    assert any(tau > 0 for tau in calibrated.values())
+
+    assert json.loads(thresholds_path.read_text()) == pytest.approx(result.thresholds)
+    record = json.loads(record_path.read_text())
+    assert record["thresholds"] == pytest.approx(result.thresholds)
+    assert record["calibration"]["within_budget"] is True
+    stamp = {p.key: p.value for p in saved.metadata_props}[CALIBRATION_METADATA_KEY]
+    assert json.loads(stamp)["refresh"] == result.refresh
+
+    dense_path = tmp_path / "resnet.onnx"
+    onnx.save(resnet, str(dense_path))
+    code, _, err = run_cli(capsys, "convert", dense_path, "--thresholds", thresholds_path,
+                           "-o", tmp_path / "again.onnx")
+    assert code == 0, err
+    again = delta_thresholds(onnx.load(str(tmp_path / "again.onnx")))
+    assert again == pytest.approx(calibrated)
+    assert delta_thresholds(convert(resnet, thresholds=json.loads(thresholds_path.read_text()))) == \
+        pytest.approx(calibrated)
+
+
+def test_refresh_recomputes_exactly_every_k_frames(resnet, frames):
+    from deltaonnx.bench import session_options
+    import onnxruntime as ort
+
+    converted = convert(resnet, threshold=0.2, inner_threshold=2.0)  # coarse: far from dense between refreshes
+    runner = PeriodicRefresh(DeltaSession(converted, session_options(1)), every=4)
+    dense = ort.InferenceSession(resnet.SerializeToString(), providers=["CPUExecutionProvider"])
+    differences = []
+    for frame in frames[:12]:
+        feed = {"input": (frame[:, :, ::-1].transpose(2, 0, 1)[None] / np.float32(255)).astype(np.float32)}
+        name = dense.get_inputs()[0].name
+        feed = {name: feed["input"]}
+        differences.append(float(np.abs(runner.run(None, feed)[0] - dense.run(None, feed)[0]).max()))
+    refreshed = [differences[k] for k in (0, 4, 8)]
+    others = [d for k, d in enumerate(differences) if k % 4]
+    assert max(refreshed) < 1e-4
+    assert max(others) > 1e-3  # without the refresh these frames do differ: the test can fail
+
+
+def test_forced_refresh_is_recorded_and_read_back(resnet, frames, tmp_path):
+    result = calibrate(resnet, frames, frames=(0, 24), heldout=(24, 36),
+                       options=CalibrationOptions(refresh=6, budget=Budget(max_error=2e-2), **QUICK))
+    assert result.refresh == 6 and result.calibration.refresh == 6 and result.heldout.refresh == 6
+    path = save_calibration(result, tmp_path / "m.onnx")[0]
+    runner = PeriodicRefresh.from_model(DeltaSession(str(path)))
+    assert runner.every == 6
+
+
+# --------------------------------------------------------------------------------------------------------
+# the command line
+# --------------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def clip_folder(tmp_path_factory, frames):
+    import cv2
+
+    folder = tmp_path_factory.mktemp("clip")
+    for index, frame in enumerate(frames):
+        assert cv2.imwrite(str(folder / f"frame{index}.png"), frame)
+    return folder
+
+
+@pytest.fixture
+def model_path(tmp_path, resnet):
+    path = tmp_path / "resnet.onnx"
+    onnx.save(resnet, str(path))
+    return path
+
+
+def test_cli_writes_model_and_json_and_prints_both_tables(capsys, model_path, clip_folder, tmp_path):
+    code, out, err = run_cli(capsys, "calibrate", model_path, "--video", clip_folder, "--frames", "0:20",
+                             "--max-error", "0.02", "--search-frames", "10", "--quiet")
+    assert code == 0, err
+    assert err == ""  # --quiet: no progress
+    output = tmp_path / "resnet.calibrated.onnx"
+    thresholds_path, record_path = side_files(output)
+    assert output.is_file() and thresholds_path.is_file() and record_path.is_file()
+    assert "calibration" in out and "held-out" in out and "20-35" in out  # default held-out: the next frames
+    assert f"wrote {thresholds_path}" in out
+    record = json.loads(record_path.read_text())
+    assert record["settings"]["frames"] == [0, 20] and record["heldout"]["frames"] == 16
+
+
+def assert_user_error(code, err, message_part):
+    assert code == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("deltaonnx: error: "), err
+    assert message_part in lines[0], err
+
+
+@pytest.mark.parametrize("arguments, message", [
+    (["--frames", "5:2"], "expected 0 <= A < B"),
+    (["--frames", "abc"], "expected A:B"),
+    (["--frames", "0:20", "--heldout", "10:30"], "overlap"),
+    (["--min-f1", "0.9"], "add --detections yolo"),
+    (["--refresh", "-1"], "must be >= 0"),
+    (["--frames", "500:600"], "the clip has 36 frames"),
+    (["-o", "out.txt"], "must be an .onnx file"),
+])
+def test_cli_user_errors(capsys, model_path, clip_folder, tmp_path, arguments, message):
+    arguments = [str(tmp_path / a) if a == "out.txt" else a for a in arguments]
+    code, _, err = run_cli(capsys, "calibrate", model_path, "--video", clip_folder, "--quiet", *arguments)
+    assert_user_error(code, err, message)
+
+
+def test_cli_missing_video_and_converted_model(capsys, model_path, clip_folder, tmp_path):
+    code, _, err = run_cli(capsys, "calibrate", model_path, "--video", tmp_path / "nope.avi")
+    assert_user_error(code, err, "no such video")
+    converted = tmp_path / "converted.onnx"
+    onnx.save(convert(str(model_path)), str(converted))
+    code, _, err = run_cli(capsys, "calibrate", converted, "--video", clip_folder, "--quiet")
+    assert_user_error(code, err, "already converted")
