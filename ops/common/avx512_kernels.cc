@@ -2,6 +2,7 @@
 #include <immintrin.h>
 
 #include <cmath>
+#include <cstring>
 
 #include "common/kernel_table.h"
 
@@ -261,10 +262,79 @@ void bias_activate(float* v, int64_t n, float bias, const ActivationParams& act)
   }
 }
 
+// The accumulators of gemm_tile_nv, with the epilogue applied in registers and rows stored in place.
+#define DELTA_ROW_DECL(r) __m512 c##r##0 = _mm512_setzero_ps(), c##r##1 = c##r##0, c##r##2 = c##r##0;
+#define DELTA_ROW_FMA(r)                                    \
+  {                                                         \
+    const __m512 ar = _mm512_set1_ps(a[r]);                 \
+    c##r##0 = _mm512_fmadd_ps(ar, b0, c##r##0);             \
+    if (NV > 1) c##r##1 = _mm512_fmadd_ps(ar, b1, c##r##1); \
+    if (NV > 2) c##r##2 = _mm512_fmadd_ps(ar, b2, c##r##2); \
+  }
+#define DELTA_ROW_OUT(r)                                                                                  \
+  if (r < rows) {                                                                                         \
+    const __m512 vb = _mm512_set1_ps(bias ? bias[r] : 0.f);                                               \
+    float* o = out_rows[r];                                                                               \
+    if (NV == 1) _mm512_mask_storeu_ps(o, last, activate(_mm512_add_ps(c##r##0, vb), acts[r]));           \
+    if (NV > 1) _mm512_storeu_ps(o, activate(_mm512_add_ps(c##r##0, vb), acts[r]));                       \
+    if (NV == 2) _mm512_mask_storeu_ps(o + kVec, last, activate(_mm512_add_ps(c##r##1, vb), acts[r]));    \
+    if (NV > 2) _mm512_storeu_ps(o + kVec, activate(_mm512_add_ps(c##r##1, vb), acts[r]));                \
+    if (NV > 2) _mm512_mask_storeu_ps(o + 2 * kVec, last, activate(_mm512_add_ps(c##r##2, vb), acts[r])); \
+  }
+
+template <int NV>
+void gemm_tile_store_nv(int64_t depth, const float* a_packed, const float* const* b_rows, int64_t n,
+                        float* const* out_rows, int64_t rows, const float* bias, const ActivationParams* acts) {
+  DELTA_ROW_DECL(0) DELTA_ROW_DECL(1) DELTA_ROW_DECL(2) DELTA_ROW_DECL(3)
+  DELTA_ROW_DECL(4) DELTA_ROW_DECL(5) DELTA_ROW_DECL(6) DELTA_ROW_DECL(7)
+  const __mmask16 last = tail_mask(n - (NV - 1) * kVec);
+  const float* a = a_packed;
+  for (int64_t k = 0; k < depth; ++k, a += kMR) {
+    const float* b = b_rows[k];
+    if (k + 6 < depth) _mm_prefetch(reinterpret_cast<const char*>(b_rows[k + 6]), _MM_HINT_T0);
+    __m512 b0, b1 = _mm512_setzero_ps(), b2 = _mm512_setzero_ps();
+    if (NV == 1) {
+      b0 = _mm512_maskz_loadu_ps(last, b);
+    } else if (NV == 2) {
+      b0 = _mm512_loadu_ps(b);
+      b1 = _mm512_maskz_loadu_ps(last, b + kVec);
+    } else {
+      b0 = _mm512_loadu_ps(b);
+      b1 = _mm512_loadu_ps(b + kVec);
+      b2 = _mm512_maskz_loadu_ps(last, b + 2 * kVec);
+    }
+    DELTA_ROW_FMA(0) DELTA_ROW_FMA(1) DELTA_ROW_FMA(2) DELTA_ROW_FMA(3)
+    DELTA_ROW_FMA(4) DELTA_ROW_FMA(5) DELTA_ROW_FMA(6) DELTA_ROW_FMA(7)
+  }
+  DELTA_ROW_OUT(0) DELTA_ROW_OUT(1) DELTA_ROW_OUT(2) DELTA_ROW_OUT(3)
+  DELTA_ROW_OUT(4) DELTA_ROW_OUT(5) DELTA_ROW_OUT(6) DELTA_ROW_OUT(7)
+}
+#undef DELTA_ROW_DECL
+#undef DELTA_ROW_FMA
+#undef DELTA_ROW_OUT
+
+void gemm_tile_store(int64_t depth, const float* a_packed, const float* const* b_rows, int64_t n,
+                     float* const* out_rows, int64_t rows, const float* bias, const ActivationParams* acts) {
+  for (int64_t r = 0; r < rows; ++r) {
+    if (acts[r].kind == Activation::kTanh) {  // no vector tanh: epilogue from a tile
+      alignas(64) float tile[kMR * kNR];
+      gemm_tile(depth, a_packed, b_rows, n, tile);
+      for (int64_t i = 0; i < rows; ++i) {
+        bias_activate(tile + i * kNR, n, bias ? bias[i] : 0.f, acts[i]);
+        std::memcpy(out_rows[i], tile + i * kNR, static_cast<size_t>(n) * sizeof(float));
+      }
+      return;
+    }
+  }
+  if (n > 2 * kVec) gemm_tile_store_nv<3>(depth, a_packed, b_rows, n, out_rows, rows, bias, acts);
+  else if (n > kVec) gemm_tile_store_nv<2>(depth, a_packed, b_rows, n, out_rows, rows, bias, acts);
+  else gemm_tile_store_nv<1>(depth, a_packed, b_rows, n, out_rows, rows, bias, acts);
+}
+
 }  // namespace
 
 const KernelTable& avx512_kernel_table() {
-  static const KernelTable table{"avx512", kMR, kNR, detect_changes, update_reference, detect_update_exact, gemm_tile, gemm_row, bias_activate};
+  static const KernelTable table{"avx512", kMR, kNR, kVec, detect_changes, update_reference, detect_update_exact, gemm_tile, gemm_tile_store, gemm_row, bias_activate};
   return table;
 }
 

@@ -11,6 +11,7 @@ struct KernelTable {
   const char* name;
   int gemm_mr;  // output channels per GEMM micro tile (the packed weight panel height)
   int gemm_nr;  // pixels per GEMM micro tile, at most
+  int gemm_vec; // pixels per vector register (tiles of whole vectors waste no lanes)
 
   // Rule 2, OR-accumulated over channels: flags[p] |= 1 if any c has !(|x[c*plane+p] - ref[c*plane+p]| <= tau),
   // for p in [begin, end). tau is finite (the kernels refuse any other).
@@ -31,6 +32,12 @@ struct KernelTable {
   // One micro tile: c[r*gemm_nr + j] = sum_k a_packed[k*gemm_mr + r] * b_rows[k][j], r < gemm_mr, j < n.
   // b_rows[k] points at n readable floats (never more are read: the tail is loaded with a mask).
   void (*gemm_tile)(int64_t depth, const float* a_packed, const float* const* b_rows, int64_t n, float* c);
+
+  // gemm_tile with the epilogue fused: out_rows[r][j] = act_r(tile[r][j] + bias[r]) for r < rows, j < n
+  // (bias: gemm_mr values or nullptr; acts: gemm_mr activations). Used where a panel's pixels are contiguous
+  // in the output and all recomputed, so the tile never goes through memory.
+  void (*gemm_tile_store)(int64_t depth, const float* a_packed, const float* const* b_rows, int64_t n,
+                          float* const* out_rows, int64_t rows, const float* bias, const ActivationParams* acts);
 
   // One output channel: out[j] = sum_k w[k] * b_rows[k][j], j < n <= gemm_nr (for depthwise and other
   // groups with fewer output channels than gemm_mr).

@@ -1,6 +1,7 @@
 // Portable kernels: the reference every SIMD variant is tested against, and the path on CPUs without AVX2
 // (written so compilers vectorise them for NEON/SSE).
 #include <cmath>
+#include <cstring>
 
 #include "common/geometry.h"
 #include "common/kernel_table.h"
@@ -73,10 +74,21 @@ void bias_activate(float* v, int64_t n, float bias, const ActivationParams& act)
   for (int64_t i = 0; i < n; ++i) v[i] = apply_activation(act, v[i] + bias);
 }
 
+// gemm_tile, then the epilogue from the tile (this variant has no fused one).
+void gemm_tile_store(int64_t depth, const float* a_packed, const float* const* b_rows, int64_t n,
+                     float* const* out_rows, int64_t rows, const float* bias, const ActivationParams* acts) {
+  alignas(64) float tile[kMR * kNR];
+  gemm_tile(depth, a_packed, b_rows, n, tile);
+  for (int64_t r = 0; r < rows; ++r) {
+    bias_activate(tile + r * kNR, n, bias ? bias[r] : 0.f, acts[r]);
+    std::memcpy(out_rows[r], tile + r * kNR, static_cast<size_t>(n) * sizeof(float));
+  }
+}
+
 }  // namespace
 
 const KernelTable& scalar_kernel_table() {
-  static const KernelTable table{"scalar", kMR, kNR, detect_changes, update_reference, detect_update_exact, gemm_tile, gemm_row, bias_activate};
+  static const KernelTable table{"scalar", kMR, kNR, kNR, detect_changes, update_reference, detect_update_exact, gemm_tile, gemm_tile_store, gemm_row, bias_activate};
   return table;
 }
 

@@ -82,6 +82,7 @@ PackedConvWeights::PackedConvWeights(const ConvSpec& spec, const float* weights,
 namespace {
 
 constexpr int64_t kMaxNR = 64;
+constexpr int64_t kMaxMR = 16;
 alignas(64) const float kZeros[kMaxNR] = {};
 
 // Above this share of recomputed output pixels, a batch item is computed from a padded, phase-split copy of
@@ -324,17 +325,50 @@ void compute_panel(const ItemContext& ctx, const Panel& panel) {
       }
       continue;
     }
-    for (int64_t p = 0; p < ctx.weights.panels_per_group(); ++p) {
-      k.gemm_tile(K, ctx.weights.panel(g, p), s.rows.data(), n, s.tile.data());
-      for (int64_t r = 0; r < k.gemm_mr && p * k.gemm_mr + r < Mg; ++r)
-        store(g * Mg + p * k.gemm_mr + r, s.tile.data() + r * nr);
+    // A panel lying within one output row with every pixel recomputed is written by the micro kernel
+    // itself (bias and activation in registers); others go through the tile and store_recomputed.
+    float* direct = nullptr;
+    if (panel.kind == PanelKind::kRow) {
+      direct = ctx.y + panel.y * Wo + panel.x0;
+    } else if (panel.kind == PanelKind::kFlat) {
+      const int64_t oy = panel.x0 / ctx.split.width, ox = panel.x0 % ctx.split.width;
+      if (ox + n <= Wo) direct = ctx.y + oy * Wo + ox;
     }
+    if (direct != nullptr && std::memchr(ctx.flags + (direct - ctx.y), 0, static_cast<size_t>(n)) != nullptr)
+      direct = nullptr;
+    for (int64_t p = 0; p < ctx.weights.panels_per_group(); ++p) {
+      const int64_t m0 = g * Mg + p * k.gemm_mr, rows = std::min<int64_t>(k.gemm_mr, Mg - p * k.gemm_mr);
+      if (direct != nullptr) {
+        float* outs[kMaxMR];
+        for (int64_t r = 0; r < rows; ++r) outs[r] = direct + (m0 + r) * out_plane;
+        k.gemm_tile_store(K, ctx.weights.panel(g, p), s.rows.data(), n, outs, rows,
+                          ctx.bias ? ctx.bias + m0 : nullptr, ctx.acts.data() + m0);
+        continue;
+      }
+      k.gemm_tile(K, ctx.weights.panel(g, p), s.rows.data(), n, s.tile.data());
+      for (int64_t r = 0; r < rows; ++r) store(m0 + r, s.tile.data() + r * nr);
+    }
+  }
+}
+
+// Splits [0, width) into chunks of at most nr pixels made of whole vectors where possible, spread evenly
+// (160 pixels with 48-pixel tiles of 16-pixel vectors: 48, 48, 32, 32 rather than 48, 48, 48, 16).
+template <typename Emit>
+void split_even(int64_t width, int64_t nr, int64_t vec, Emit emit) {
+  const int64_t vectors = (width + vec - 1) / vec, per_tile = std::max<int64_t>(1, nr / vec);
+  const int64_t tiles = (vectors + per_tile - 1) / per_tile;
+  int64_t x = 0;
+  for (int64_t t = 0; t < tiles && x < width; ++t) {
+    const int64_t v = vectors / tiles + (t < vectors % tiles ? 1 : 0);
+    const int64_t n = std::min(width - x, v * vec);
+    emit(x, n);
+    x += n;
   }
 }
 
 // Plans the panels of one batch item: flat panels over the phase-split input (dense-ish items), or row
 // panels for long interior runs plus gathered panels for everything else (sparse items).
-void plan_panels(const Window2D& w, const uint8_t* flags, int64_t nr, bool flat, int64_t flat_width,
+void plan_panels(const Window2D& w, const uint8_t* flags, int64_t nr, int64_t vec, bool flat, int64_t flat_width,
                  std::vector<RowRun>& runs, std::vector<Panel>& panels, std::vector<Piece>& pieces) {
   runs.clear();
   panels.clear();
@@ -342,6 +376,14 @@ void plan_panels(const Window2D& w, const uint8_t* flags, int64_t nr, bool flat,
   const int64_t Ho = w.y.out, Wo = w.x.out;
   if (flat) {
     // Positions past the last output pixel are never computed (they could read past the input in place).
+    if (Wo >= nr) {  // wide maps: panels within rows, so the micro kernel can store them in place
+      for (int64_t oy = 0; oy < Ho; ++oy)
+        split_even(Wo, nr, vec, [&](int64_t x, int64_t n) {
+          if (std::memchr(flags + oy * Wo + x, 1, static_cast<size_t>(n)) != nullptr)
+            panels.push_back({PanelKind::kFlat, 0, oy * flat_width + x, n, n});
+        });
+      return;
+    }
     const int64_t total = (Ho - 1) * flat_width + Wo;
     for (int64_t p0 = 0; p0 < total; p0 += nr) {
       const int64_t n = std::min(nr, total - p0);
@@ -380,13 +422,8 @@ void plan_panels(const Window2D& w, const uint8_t* flags, int64_t nr, bool flat,
       continue;
     }
     if (r.x_begin < a) gathered.push_back({r.y, r.x_begin, a});
-    int64_t x = a;
-    for (; b - x >= nr; x += nr) panels.push_back({PanelKind::kRow, r.y, x, nr, nr});
-    if (b - x >= min_row) {
-      panels.push_back({PanelKind::kRow, r.y, x, b - x, b - x});
-      x = b;
-    }
-    if (x < r.x_end) gathered.push_back({r.y, x, r.x_end});
+    split_even(b - a, nr, vec, [&](int64_t x, int64_t n) { panels.push_back({PanelKind::kRow, r.y, a + x, n, n}); });
+    if (b < r.x_end) gathered.push_back({r.y, b, r.x_end});
   }
   // Gathered panels: pieces of runs packed nr pixels at a time.
   int64_t used = 0, first_piece = 0;
@@ -455,7 +492,7 @@ void run_delta_conv(const ConvSpec& spec, const PackedConvWeights& weights, cons
     const bool flat = recompute >= kFlatFraction * static_cast<double>(out_plane);
     PhaseSplit split;
     if (flat) split = build_phase_split(st.x_ref_next, C, w, parallel_for);
-    plan_panels(w, out_flags, k.gemm_nr, flat, split.width, runs, panels, pieces);
+    plan_panels(w, out_flags, k.gemm_nr, k.gemm_vec, flat, split.width, runs, panels, pieces);
     std::vector<int64_t> flat_offsets;
     if (flat) {  // tap (c, ky, kx) of flat position p reads plane (c, ty % sy, tx % sx) at p + (ty/sy)*width + tx/sx
       flat_offsets.reserve(row_offsets.size());
