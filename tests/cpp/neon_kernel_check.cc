@@ -11,6 +11,7 @@
 #include <random>
 #include <vector>
 
+#include "common/activation.h"
 #include "common/kernel_table.h"
 
 using namespace deltaonnx;
@@ -60,6 +61,25 @@ int main() {
           for (int k = 0; k < depth; ++k) ref = std::fma(a[k * mr + r], b[k][j], ref);
           CHECK(std::memcmp(&ref, &c[r * nr + j], 4) == 0, "gemm_tile depth %d n %d r %d j %d: %.9g vs %.9g", depth, n, r, j, c[r * nr + j], ref);
         }
+      // gemm_tile_store: the same sums, plus bias, through an activation (Relu), stored row by row
+      std::vector<float> bias(mr), stored(static_cast<size_t>(mr * (n + 1)), -5.f);
+      std::vector<float*> out_rows(mr);
+      std::vector<ActivationParams> acts(mr);
+      for (int r = 0; r < mr; ++r) {
+        bias[r] = u(rng);
+        out_rows[r] = stored.data() + r * (n + 1);
+        acts[r].kind = r % 2 ? Activation::kRelu : Activation::kNone;
+      }
+      const int stored_rows = 1 + depth % mr;
+      neon->gemm_tile_store(depth, a.data(), b.data(), n, out_rows.data(), stored_rows, bias.data(), acts.data());
+      for (int r = 0; r < mr; ++r) {
+        for (int j = 0; j < n; ++j) {
+          float expected = apply_activation(acts[r], c[r * nr + j] + bias[r]);
+          CHECK(r < stored_rows ? std::memcmp(&expected, &out_rows[r][j], 4) == 0 : out_rows[r][j] == -5.f,
+                "gemm_tile_store depth %d n %d r %d j %d: %.9g vs %.9g", depth, n, r, j, out_rows[r][j], expected);
+        }
+        CHECK(out_rows[r][n] == -5.f, "gemm_tile_store wrote past n (depth %d n %d r %d)", depth, n, r);
+      }
       // gemm_row against the portable one
       std::vector<float> w(depth);
       for (float& v : w) v = u(rng);
