@@ -26,6 +26,7 @@ class ConversionOptions:
     thresholds: Mapping[str, float] = dataclasses.field(default_factory=dict)
     all_nodes: bool = False
     dense_fraction: float = 0.5
+    keep_references: bool = False  # True: no DropExactReferences (thresholds may be raised later)
 
     def __post_init__(self) -> None:
         _check_threshold("threshold", self.threshold)
@@ -77,6 +78,8 @@ class ConversionContext:
     # Filled by the state pass, in graph order, exactly as docs/state_protocol.md lists them.
     state: list[dict] = dataclasses.field(default_factory=list)
     maps: list[dict] = dataclasses.field(default_factory=list)
+    # Delta nodes that keep no X_ref (threshold 0 with a change map; see drop_references.py).
+    dropped_references: list[str] = dataclasses.field(default_factory=list)
 
     def converted(self) -> list[NodePlan]:
         return [plan for plan in self.plans if plan.decision == CONVERTED]

@@ -42,6 +42,7 @@ def conversion_metadata(context: ConversionContext) -> dict:
         "inner_threshold": float(options.inner_threshold),
         "state": list(context.state),
         "maps": list(context.maps),
+        "dropped_references": list(context.dropped_references),
         "nodes": [node_entry(plan) for plan in context.plans],
     }
 

@@ -5,6 +5,7 @@ import onnx_ir as ir
 
 from .conversion_context import ConversionContext
 from .delta_rewrite import ReplaceWithDeltaOps
+from .drop_references import DropExactReferences
 from .errors import ConversionError
 from .finalize import FinalizeModel
 from .fold_batchnorm import FoldBatchNormIntoConv
@@ -28,6 +29,7 @@ def rewriting_passes(context: ConversionContext) -> list[ir.passes.PassBase]:
         FuseActivationIntoDeltaConv(),
         AddStateInputsOutputs(context),
         WireChangeMaps(),
+        DropExactReferences(context),
         WriteConversionMetadata(context),
         FinalizeModel(),
     ]

@@ -37,6 +37,40 @@ WindowSpec read_window(const Ort::ConstKernelInfo& info, const std::string& node
   return w;
 }
 
+StateInputs read_state_inputs(const Ort::KernelContext& ctx, const std::string& node, size_t x_ref_index,
+                              size_t y_prev_index, size_t map_index, const std::vector<int64_t>& xs,
+                              const std::vector<int64_t>& ys, float threshold) {
+  auto err = [&](const std::string& what) { throw UserError("node '" + node + "': " + what); };
+  StateInputs s;
+  if (has_input(ctx, map_index)) {
+    Ort::ConstValue m = ctx.GetInput(map_index);
+    const std::vector<int64_t> ms = m.GetTensorTypeAndShapeInfo().GetShape();
+    const std::vector<int64_t> want{xs[0], 1, xs[2], xs[3]};
+    if (ms != want) err("change map input has shape " + shape_string(ms) + ", expected " + shape_string(want));
+    s.map_in = m.GetTensorData<uint8_t>();
+  }
+  if (!has_input(ctx, y_prev_index)) err("the state input Y_prev is required (feed an empty tensor on the first frame)");
+  Ort::ConstValue y_prev = ctx.GetInput(y_prev_index);
+  const std::vector<int64_t> ps = y_prev.GetTensorTypeAndShapeInfo().GetShape();
+  s.reference_dropped = !has_input(ctx, x_ref_index);
+  if (s.reference_dropped) {
+    if (s.map_in == nullptr || threshold != 0.f)
+      err("without an X_ref input the op needs a change map input and threshold 0");
+    // Rule 1 from Y_prev alone: empty, or another shape (new resolution), means no state.
+    s.has_state = !is_empty_shape(ps) && ps == ys;
+  } else {
+    Ort::ConstValue x_ref = ctx.GetInput(x_ref_index);
+    const std::vector<int64_t> rs = x_ref.GetTensorTypeAndShapeInfo().GetShape();
+    s.has_state = !is_empty_shape(rs) && rs == xs;  // rule 1: empty, or another resolution
+    if (s.has_state && ps != ys)
+      err("state Y_prev has shape " + shape_string(ps) + " but this run's output is " + shape_string(ys) +
+          " (state from another model or stream?)");
+    if (s.has_state) s.x_ref = x_ref.GetTensorData<float>();
+  }
+  if (s.has_state) s.y_prev = y_prev.GetTensorData<float>();
+  return s;
+}
+
 ParallelFor ort_parallel_for(const Ort::KernelContext& ctx) {
   return [&ctx](int64_t count, const std::function<void(int64_t)>& body) {
     if (count <= 0) return;

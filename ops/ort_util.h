@@ -53,6 +53,21 @@ inline bool is_empty_shape(const std::vector<int64_t>& shape) {
   return false;
 }
 
+// The state inputs of a Delta op for one run, with rule 1 applied: the reference X_ref (absent input: dropped,
+// which needs a change map and threshold 0), Y_prev, and the optional change map.
+struct StateInputs {
+  bool has_state = false;
+  bool reference_dropped = false;
+  const float* x_ref = nullptr;
+  const float* y_prev = nullptr;
+  const uint8_t* map_in = nullptr;
+};
+
+// Reads and checks them for input shape xs and output shape ys; errors name the node.
+StateInputs read_state_inputs(const Ort::KernelContext& ctx, const std::string& node, size_t x_ref_index,
+                              size_t y_prev_index, size_t map_index, const std::vector<int64_t>& xs,
+                              const std::vector<int64_t>& ys, float threshold);
+
 // Runs f, turning exceptions into an OrtStatus (never lets them cross the C boundary).
 OrtStatusPtr guarded(const char* op, const std::string& node, const std::function<void()>& f);
 

@@ -195,7 +195,8 @@ def test_inspect_converted_model_reads_its_metadata(capsys, model_path):
     assert "converted by deltaonnx" in out
     assert "DeltaConv_0" in out and "DeltaPool_0" in out
     assert "threshold 0.1" in out
-    assert "state: 4 past inputs / present outputs; change maps: 2 outputs" in out
+    # Conv (gate, 0.1): X_ref and Y; MaxPool (exact, behind the conv's map): Y only (no X_ref kept).
+    assert "state: 3 past inputs / present outputs; change maps: 2 outputs" in out
 
 
 def test_inspect_errors(capsys, tmp_path):

@@ -300,15 +300,27 @@ def test_metadata_lists_state_maps_and_every_decision(zoo):
     assert meta["deltaonnx_version"] == deltaonnx.__version__
     assert meta["threshold"] == pytest.approx(0.05) and meta["inner_threshold"] == 0.0
     delta_nodes = [n for n in converted.graph.node if n.domain == DOMAIN and n.op_type in ("DeltaConv", "DeltaPool")]
-    assert [e["node"] for e in meta["state"]] == [n for node in delta_nodes for n in (node.name, node.name)]
+    # Nodes comparing exactly (threshold 0) behind a change map keep no X_ref (drop_references.py).
+    dropped = {n.name for n in delta_nodes
+               if helper.get_attribute_value(next(a for a in n.attribute if a.name == "threshold")) == 0.0
+               and len(n.input) > (5 if n.op_type == "DeltaConv" else 3)
+               and n.input[5 if n.op_type == "DeltaConv" else 3]}
+    assert dropped and meta["dropped_references"] == [n.name for n in delta_nodes if n.name in dropped]
+    assert len(dropped) < len(delta_nodes)  # the input gate (threshold 0.05) keeps its reference
+    expected_order = [n.name for node in delta_nodes for n in ([node] if node.name in dropped else [node, node])]
+    assert [e["node"] for e in meta["state"]] == expected_order
     for node in delta_nodes:
         entries = {e["kind"]: e for e in meta["state"] if e["node"] == node.name}
-        assert entries["x_ref"] == {"node": node.name, "past": f"deltaonnx.past.{node.name}.x_ref",
-                                    "present": f"deltaonnx.present.{node.name}.x_ref", "kind": "x_ref"}
+        x_ref_at = 3 if node.op_type == "DeltaConv" else 1
+        if node.name in dropped:
+            assert "x_ref" not in entries and node.input[x_ref_at] == "" and node.output[1] == ""
+        else:
+            assert entries["x_ref"] == {"node": node.name, "past": f"deltaonnx.past.{node.name}.x_ref",
+                                        "present": f"deltaonnx.present.{node.name}.x_ref", "kind": "x_ref"}
+            assert node.input[x_ref_at] == entries["x_ref"]["past"]
         assert entries["y"]["past"] == f"deltaonnx.past.{node.name}.y"
         assert entries["y"]["present"] == node.output[0]  # Y is the present of the y state
-        assert list(node.input[3:5]) == [entries["x_ref"]["past"], entries["y"]["past"]] if node.op_type == "DeltaConv" \
-            else list(node.input[1:3]) == [entries["x_ref"]["past"], entries["y"]["past"]]
+        assert node.input[x_ref_at + 1] == entries["y"]["past"]
     assert meta["maps"] == [{"node": n.name, "output": f"deltaonnx.map.{n.name}", "shape_of": n.output[0]} for n in delta_nodes]
     sources = {n.name for n in original.graph.node if n.op_type in ("Conv", "MaxPool")}
     assert {e["source"] for e in meta["nodes"]} == sources

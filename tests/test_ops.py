@@ -547,3 +547,42 @@ def test_every_simd_variant_matches_the_reference(rng, simd):
         assert got[0] is not None and np.shares_memory(got[0], y0)
         np.testing.assert_array_equal(y0, expect[0])
         np.testing.assert_array_equal(xr0, expect[1])
+
+
+def _dropped_reference_model(w, attrs, threshold=0.0, with_map=True):
+    inits = [numpy_helper.from_array(w, "w")]
+    inputs = ["x", "w", "", "", "y_prev"] + (["map_in"] if with_map else [])
+    node = helper.make_node("DeltaConv", inputs, ["y", "", "map"], domain=DOMAIN, name="no_ref",
+                            threshold=threshold, **attrs)
+    vis = [_vi("x"), _vi("y_prev")] + ([_vi("map_in", TensorProto.UINT8)] if with_map else [])
+    return _model([node], vis, [_vi("y"), _vi("map", TensorProto.UINT8)], inits)
+
+
+def test_dropped_reference_is_exact_with_a_change_map(rng):
+    """No X_ref (threshold 0 behind a change map, DESIGN.md): the map's marks are the changes, Y_prev is the
+    whole state, and every frame still equals ORT's Conv; the numpy reference agrees."""
+    w = rng.standard_normal((6, 4, 3, 3)).astype(np.float32)
+    attrs = dict(kernel_shape=[3, 3], pads=[1, 1, 1, 1])
+    sess = _session(_dropped_reference_model(w, attrs))
+    dense = ConvPair(w, None, attrs).dense
+    y_prev, prev = EMPTY, None
+    for x in frame_sequence(rng, (2, 4, 15, 17), ["first", "local", "none", "local", "global", "resize", "local"]):
+        map_in = exact_change_map(x, prev)
+        y, m = sess.run(None, {"x": x, "y_prev": y_prev, "map_in": map_in})
+        np.testing.assert_allclose(y, dense.run(None, {"x": x})[0], rtol=1e-4, atol=1e-4)
+        ry, rx, rm = reference.delta_conv(x, w, None, None, y_prev, map_in, drop_reference=True, **attrs)
+        np.testing.assert_array_equal(m, rm)
+        assert rx.shape == (0, 0, 0, 0)
+        y_prev, prev = y, x
+
+
+def test_dropped_reference_needs_a_map_and_threshold_zero(rng):
+    w = rng.standard_normal((2, 2, 3, 3)).astype(np.float32)
+    x = rng.standard_normal((1, 2, 6, 6)).astype(np.float32)
+    for threshold, with_map in ((0.1, True), (0.0, False)):
+        sess = _session(_dropped_reference_model(w, dict(kernel_shape=[3, 3]), threshold, with_map))
+        feed = {"x": x, "y_prev": EMPTY}
+        if with_map:
+            feed["map_in"] = np.ones((1, 1, 6, 6), np.uint8)
+        with pytest.raises(Exception, match="without an X_ref input"):
+            sess.run(None, feed)

@@ -11,9 +11,9 @@ namespace deltaonnx {
 int64_t detect_and_update_reference(const InputState& s, uint8_t* flags, const ParallelFor& parallel_for) {
   const int64_t plane = s.height * s.width;
   const int64_t C = s.channels;
-  if (s.x_ref == nullptr) {  // rule 1: first frame or new resolution, everything changed
+  if (!s.has_state) {  // rule 1: first frame or new resolution, everything changed
     std::memset(flags, 1, static_cast<size_t>(plane));
-    if (s.x_ref_next != s.x) {
+    if (s.x_ref_next != nullptr && s.x_ref_next != s.x) {
       const int64_t chunks = std::max<int64_t>(1, std::min<int64_t>(C, 64));
       parallel_for(chunks, [&](int64_t i) {
         const int64_t c0 = C * i / chunks, c1 = C * (i + 1) / chunks;
@@ -21,6 +21,11 @@ int64_t detect_and_update_reference(const InputState& s, uint8_t* flags, const P
       });
     }
     return plane;
+  }
+  if (s.reference_dropped) {  // the map's marks are the changes (tau = 0)
+    int64_t changed = 0;
+    for (int64_t p = 0; p < plane; ++p) changed += (flags[p] = s.map_in[p] != 0);
+    return changed;
   }
   const KernelTable& k = s.kernels ? *s.kernels : kernels();
   std::memset(flags, 0, static_cast<size_t>(plane));

@@ -17,9 +17,13 @@ struct RunStats {
 
 struct InputState {
   const float* x = nullptr;       // [C, H, W] of one batch item
-  const float* x_ref = nullptr;   // same shape, or nullptr when there is no usable state (rule 1)
+  const float* x_ref = nullptr;   // same shape (when has_state and the reference is kept)
   const uint8_t* map_in = nullptr;  // [H, W] or nullptr: compare only marked pixels
-  float* x_ref_next = nullptr;    // may equal x_ref (bound in place)
+  float* x_ref_next = nullptr;    // may equal x_ref (bound in place); nullptr when the reference is dropped
+  bool has_state = false;         // rule 1: false on a first frame, after a reset or a resolution change
+  // At tau = 0 with a change map the op may keep no reference (DESIGN.md): the map's marks are the changed
+  // pixels and X itself is what a reference would hold.
+  bool reference_dropped = false;
   int64_t channels = 0, height = 0, width = 0;
   float tau = 0.f;
   const KernelTable* kernels = nullptr;  // nullptr: the table in use (kernels())
@@ -28,6 +32,9 @@ struct InputState {
 // Fills flags[H*W] with 1 where the input changed (rule 2; every pixel without state) and writes
 // x_ref_next (rule 3). Returns the number of changed pixels.
 int64_t detect_and_update_reference(const InputState& s, uint8_t* flags, const ParallelFor& parallel_for);
+
+// What recomputed outputs are computed from (rule 4): the moved reference, or X when it is dropped.
+inline const float* recompute_source(const InputState& s) { return s.reference_dropped ? s.x : s.x_ref_next; }
 
 // Rule 4 and the dense rule for one batch item: out_flags[Ho*Wo] = 1 where the output is recomputed (the
 // OR-pool of in_flags through the window; everything without state, or when more than dense_fraction of

@@ -77,6 +77,27 @@ WindowSpec make_window(std::vector<int64_t> kernel, std::vector<int64_t> strides
   return w;
 }
 
+// Rule 1 as the ORT kernels apply it (see read_state_inputs): x_ref None means the reference is dropped.
+struct StateFlags {
+  bool has_state = false, dropped = false;
+};
+StateFlags state_flags(const FloatArray& x, const std::optional<FloatArray>& x_ref, const FloatArray& y_prev,
+                       const std::optional<ByteArray>& map_in, const std::vector<int64_t>& ys, float threshold) {
+  StateFlags f;
+  const std::vector<int64_t> xs = shape_of(x);
+  if (map_in && shape_of(*map_in) != std::vector<int64_t>{xs[0], 1, xs[2], xs[3]})
+    throw std::invalid_argument("map_in must be [N,1,H,W]");
+  f.dropped = !x_ref.has_value();
+  if (f.dropped) {
+    if (!map_in || threshold != 0.f) throw std::invalid_argument("without x_ref a map_in and threshold 0 are needed");
+    f.has_state = !empty_state(y_prev) && shape_of(y_prev) == ys;
+    return f;
+  }
+  f.has_state = !empty_state(*x_ref) && shape_of(*x_ref) == xs;
+  if (f.has_state && shape_of(y_prev) != ys) throw std::invalid_argument("Y_prev does not have the output's shape");
+  return f;
+}
+
 // Output arrays: the caller's (for in-place runs) or new ones.
 template <typename T>
 py::array_t<T> output_array(const std::optional<py::array_t<T>>& given, const std::vector<int64_t>& shape,
@@ -88,7 +109,7 @@ py::array_t<T> output_array(const std::optional<py::array_t<T>>& given, const st
   return a;
 }
 
-py::tuple delta_conv(FloatArray x, FloatArray w, std::optional<FloatArray> b, FloatArray x_ref, FloatArray y_prev,
+py::tuple delta_conv(FloatArray x, FloatArray w, std::optional<FloatArray> b, std::optional<FloatArray> x_ref, FloatArray y_prev,
                      std::optional<ByteArray> map_in, std::vector<int64_t> strides, std::vector<int64_t> pads,
                      std::vector<int64_t> dilations, int64_t group, const std::string& auto_pad,
                      const std::string& activation, std::vector<float> activation_params, float threshold,
@@ -110,27 +131,26 @@ py::tuple delta_conv(FloatArray x, FloatArray w, std::optional<FloatArray> b, Fl
   if (C != spec.in_channels_per_group * group) throw std::invalid_argument("X channels do not match W and group");
   const Window2D win = spec.window.resolve(H, W);
   const std::vector<int64_t> ys{N, M, win.y.out, win.x.out};
-  const bool has_state = !empty_state(x_ref) && shape_of(x_ref) == shape_of(x);
-  if (has_state && shape_of(y_prev) != ys) throw std::invalid_argument("Y_prev does not have the output's shape");
-  if (map_in && shape_of(*map_in) != std::vector<int64_t>{N, 1, H, W})
-    throw std::invalid_argument("map_in must be [N,1,H,W]");
+  const StateFlags sf = state_flags(x, x_ref, y_prev, map_in, ys, threshold);
   if (b && (b->ndim() != 1 || b->shape(0) != M)) throw std::invalid_argument("B must be [M]");
   const KernelTable& table = table_for(simd);
   PackedConvWeights packed(spec, w.data(), table);
   py::array_t<float> y = output_array(y_out, ys, "y_out");
-  py::array_t<float> xr = output_array(x_ref_out, shape_of(x), "x_ref_out");
+  py::array_t<float> xr = output_array(x_ref_out, sf.dropped ? std::vector<int64_t>{0, 0, 0, 0} : shape_of(x), "x_ref_out");
   py::array_t<uint8_t> map_out(std::vector<int64_t>{N, 1, win.y.out, win.x.out});
   ConvRun run;
   run.batch = N;
   run.height = H;
   run.width = W;
+  run.has_state = sf.has_state;
+  run.reference_dropped = sf.dropped;
   run.x = x.data();
-  run.x_ref = has_state ? x_ref.data() : nullptr;
-  run.y_prev = has_state ? y_prev.data() : nullptr;
+  run.x_ref = sf.has_state && !sf.dropped ? x_ref->data() : nullptr;
+  run.y_prev = sf.has_state ? y_prev.data() : nullptr;
   run.map_in = map_in ? map_in->data() : nullptr;
   run.bias = b ? b->data() : nullptr;
   run.y = y.mutable_data();
-  run.x_ref_next = xr.mutable_data();
+  run.x_ref_next = sf.dropped ? nullptr : xr.mutable_data();
   run.map_out = map_out.mutable_data();
   RunStats stats;
   {
@@ -140,7 +160,7 @@ py::tuple delta_conv(FloatArray x, FloatArray w, std::optional<FloatArray> b, Fl
   return py::make_tuple(y, xr, map_out);
 }
 
-py::tuple delta_pool(FloatArray x, FloatArray x_ref, FloatArray y_prev, std::optional<ByteArray> map_in,
+py::tuple delta_pool(FloatArray x, std::optional<FloatArray> x_ref, FloatArray y_prev, std::optional<ByteArray> map_in,
                      std::vector<int64_t> kernel_shape, std::vector<int64_t> strides, std::vector<int64_t> pads,
                      std::vector<int64_t> dilations, const std::string& auto_pad, bool ceil_mode, float threshold,
                      float dense_fraction, std::optional<py::array_t<float>> y_out,
@@ -155,24 +175,23 @@ py::tuple delta_pool(FloatArray x, FloatArray x_ref, FloatArray y_prev, std::opt
   const int64_t N = x.shape(0), C = x.shape(1), H = x.shape(2), W = x.shape(3);
   const Window2D win = spec.window.resolve(H, W);
   const std::vector<int64_t> ys{N, C, win.y.out, win.x.out};
-  const bool has_state = !empty_state(x_ref) && shape_of(x_ref) == shape_of(x);
-  if (has_state && shape_of(y_prev) != ys) throw std::invalid_argument("Y_prev does not have the output's shape");
-  if (map_in && shape_of(*map_in) != std::vector<int64_t>{N, 1, H, W})
-    throw std::invalid_argument("map_in must be [N,1,H,W]");
+  const StateFlags sf = state_flags(x, x_ref, y_prev, map_in, ys, threshold);
   py::array_t<float> y = output_array(y_out, ys, "y_out");
-  py::array_t<float> xr = output_array(x_ref_out, shape_of(x), "x_ref_out");
+  py::array_t<float> xr = output_array(x_ref_out, sf.dropped ? std::vector<int64_t>{0, 0, 0, 0} : shape_of(x), "x_ref_out");
   py::array_t<uint8_t> map_out(std::vector<int64_t>{N, 1, win.y.out, win.x.out});
   PoolRun run;
   run.batch = N;
   run.channels = C;
   run.height = H;
   run.width = W;
+  run.has_state = sf.has_state;
+  run.reference_dropped = sf.dropped;
   run.x = x.data();
-  run.x_ref = has_state ? x_ref.data() : nullptr;
-  run.y_prev = has_state ? y_prev.data() : nullptr;
+  run.x_ref = sf.has_state && !sf.dropped ? x_ref->data() : nullptr;
+  run.y_prev = sf.has_state ? y_prev.data() : nullptr;
   run.map_in = map_in ? map_in->data() : nullptr;
   run.y = y.mutable_data();
-  run.x_ref_next = xr.mutable_data();
+  run.x_ref_next = sf.dropped ? nullptr : xr.mutable_data();
   run.map_out = map_out.mutable_data();
   run.kernels = &table_for(simd);
   {

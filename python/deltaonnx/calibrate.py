@@ -815,7 +815,8 @@ def prepare_search(model, source: FrameSource, *, frames: tuple[int, int] = (0, 
                 for fs, os in zip(feeds, dense_outputs)]
 
     # the converted model (all thresholds 0) and its nodes
-    base, _ = convert_with_report(original, all_nodes=options.all_nodes, dense_fraction=options.dense_fraction)
+    base, _ = convert_with_report(original, all_nodes=options.all_nodes, dense_fraction=options.dense_fraction,
+                                  keep_references=True)  # the search raises thresholds in this model
     metadata = _metadata_of(base) or {}
     converted_entries = [e for e in metadata.get("nodes", []) if e.get("decision") == "converted"]
     unnamed = [e["name"] for e in converted_entries if not e.get("source")]

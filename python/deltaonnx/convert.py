@@ -92,13 +92,15 @@ def _uses_external_data(proto: onnx.ModelProto) -> bool:
     )
 
 
-def _options(threshold, inner_threshold, thresholds, all_nodes, dense_fraction) -> ConversionOptions:
+def _options(threshold, inner_threshold, thresholds, all_nodes, dense_fraction,
+             keep_references=False) -> ConversionOptions:
     return ConversionOptions(
         threshold=threshold,
         inner_threshold=inner_threshold,
         thresholds=dict(thresholds) if isinstance(thresholds, Mapping) else thresholds,
         all_nodes=bool(all_nodes),
         dense_fraction=dense_fraction,
+        keep_references=bool(keep_references),
     )
 
 
@@ -110,10 +112,11 @@ def convert_with_report(
     thresholds: Optional[Mapping[str, float]] = None,
     all_nodes: bool = False,
     dense_fraction: float = 0.5,
+    keep_references: bool = False,
     verbose: bool = False,
 ) -> tuple[onnx.ModelProto, Report]:
     """Like `convert`, also returning the Report (one row per Conv/MaxPool-like node)."""
-    options = _options(threshold, inner_threshold, thresholds, all_nodes, dense_fraction)
+    options = _options(threshold, inner_threshold, thresholds, all_nodes, dense_fraction, keep_references)
     context = ConversionContext(options)
     model_ir = ir.serde.deserialize_model(load_model(model))
     run_passes(conversion_pass_manager(context), model_ir)
@@ -132,6 +135,7 @@ def convert(
     thresholds: Optional[Mapping[str, float]] = None,
     all_nodes: bool = False,
     dense_fraction: float = 0.5,
+    keep_references: bool = False,
     verbose: bool = False,
 ) -> onnx.ModelProto:
     """Convert `model` (a path, serialized bytes or an onnx.ModelProto; never modified).
@@ -145,6 +149,9 @@ def convert(
         thresholds: {source node name: tau} overrides for single Conv/MaxPool nodes;
         all_nodes: convert every eligible node, even where the cost model would keep it dense;
         dense_fraction: above this changed fraction of its output an op computes densely;
+        keep_references: keep X_ref state on every Delta op; by default an op that compares exactly
+            (threshold 0) behind a change map keeps none (the map says what changed; half the state memory,
+            no comparison), and its threshold can then not be raised by editing the converted model;
         verbose: print the report.
     Raises ConversionError for models or options it cannot accept (already converted, nothing
     convertible, unknown node names in thresholds, ...)."""
@@ -155,6 +162,7 @@ def convert(
         thresholds=thresholds,
         all_nodes=all_nodes,
         dense_fraction=dense_fraction,
+        keep_references=keep_references,
         verbose=verbose,
     )
     return converted

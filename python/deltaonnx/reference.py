@@ -327,10 +327,25 @@ def _check_map(map_in, expected_shape, what) -> np.ndarray:
     return map_in
 
 
-def _delta_step(X, X_ref, Y_prev, map_in, threshold, dense_fraction, win: _Window, compute_dense):
-    """Rules 1-5 around any windowed op: `compute_dense(X_ref_next)` gives the op's full output."""
+def _delta_step(X, X_ref, Y_prev, map_in, threshold, dense_fraction, win: _Window, compute_dense,
+                drop_reference=False):
+    """Rules 1-5 around any windowed op: `compute_dense(X_ref_next)` gives the op's full output.
+    drop_reference: no X_ref is kept (allowed at tau = 0 with a change map, DESIGN.md): the map's marks
+    are the changed pixels, the state is Y_prev alone, and X_ref_next is an empty [0,0,0,0]."""
     X = np.asarray(X, dtype=np.float32)
     n = X.shape[0]
+    if drop_reference:
+        if map_in is None or float(threshold) != 0.0:
+            raise ValueError("without X_ref the op needs a change map and threshold 0")
+        map_in = _check_map(map_in, (n, 1) + X.shape[2:], "map_in")
+        out_shape = compute_dense(X[:0]).shape[1:]
+        fresh = state_is_empty(Y_prev) or np.shape(Y_prev)[1:] != out_shape or np.shape(Y_prev)[0] != n
+        changed = np.ones((n,) + X.shape[2:], bool) if fresh else map_in[:, 0] != 0
+        y_full = compute_dense(X)
+        recompute = (np.ones((n,) + win.out_hw, dtype=bool) if fresh
+                     else apply_dense_fraction(_or_pool(changed, win), dense_fraction))
+        Y = y_full if fresh else np.where(recompute[:, None], y_full, np.asarray(Y_prev, np.float32))
+        return Y.astype(np.float32), np.zeros((0, 0, 0, 0), np.float32), recompute[:, None].astype(np.uint8)
     changed = changed_pixels(X, X_ref, threshold, map_in)
     fresh = state_is_empty(X_ref) or np.shape(X_ref) != X.shape
     if fresh:
@@ -353,7 +368,7 @@ def _delta_step(X, X_ref, Y_prev, map_in, threshold, dense_fraction, win: _Windo
 
 def delta_conv(X, W, B=None, X_ref=None, Y_prev=None, map_in=None, *, kernel_shape=None, strides=None,
                pads=None, dilations=None, group=1, auto_pad="NOTSET", activation="", activation_params=(),
-               threshold=0.0, dense_fraction=0.5) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+               threshold=0.0, dense_fraction=0.5, drop_reference=False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """DeltaConv (docs/ops.md), rules 1-5: returns (Y, X_ref_next, map_out) with
     Y = where(recompute, act(conv(X_ref_next) + B), Y_prev) and map_out the uint8 recompute mask."""
     X = np.asarray(X, dtype=np.float32)
@@ -370,12 +385,12 @@ def delta_conv(X, W, B=None, X_ref=None, Y_prev=None, map_in=None, *, kernel_sha
         y = conv2d(x_ref_next, W, B, strides=win.strides, pads=win.pads, dilations=win.dilations, group=group)
         return _activate(y, act_name, act_params, channel_axis=1)
 
-    return _delta_step(X, X_ref, Y_prev, map_in, threshold, dense_fraction, win, dense)
+    return _delta_step(X, X_ref, Y_prev, map_in, threshold, dense_fraction, win, dense, drop_reference)
 
 
 def delta_pool(X, X_ref=None, Y_prev=None, map_in=None, *, kernel_shape, strides=None, pads=None,
                dilations=None, auto_pad="NOTSET", ceil_mode=0, threshold=0.0, dense_fraction=0.5,
-               storage_order=0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+               storage_order=0, drop_reference=False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """DeltaPool over MaxPool (docs/ops.md), rules 1-5 with the pool's window as receptive field:
     returns (Y, X_ref_next, map_out)."""
     if int(storage_order) != 0:
@@ -389,7 +404,7 @@ def delta_pool(X, X_ref=None, Y_prev=None, map_in=None, *, kernel_shape, strides
         return maxpool2d(x_ref_next, kernel_shape=win.kernel, strides=win.strides, pads=win.pads,
                          dilations=win.dilations, ceil_mode=ceil_mode)
 
-    return _delta_step(X, X_ref, Y_prev, map_in, threshold, dense_fraction, win, dense)
+    return _delta_step(X, X_ref, Y_prev, map_in, threshold, dense_fraction, win, dense, drop_reference)
 
 
 def map_union(*maps) -> np.ndarray:
@@ -417,15 +432,21 @@ def _reference_ops():
         op_domain = DOMAIN
 
         def _run(self, X, W, B=None, X_ref=None, Y_prev=None, map_in=None, **attrs):
-            if B is not None and np.asarray(B).size == 0:
-                B = None
-            return delta_conv(X, W, B, X_ref, Y_prev, map_in, **attrs)
+            names = list(self.onnx_node.input) + [""] * 6
+            # Absent inputs are judged by name: the evaluator may hand a stale value for "".
+            B = None if not names[2] or (B is not None and np.asarray(B).size == 0) else B
+            dropped = not names[3]  # an absent X_ref (not an empty state): the dropped reference of docs/ops.md
+            map_in = map_in if names[5] else None
+            return delta_conv(X, W, B, None if dropped else X_ref, Y_prev, map_in, drop_reference=dropped, **attrs)
 
     class DeltaPool(OpRun):
         op_domain = DOMAIN
 
         def _run(self, X, X_ref=None, Y_prev=None, map_in=None, **attrs):
-            return delta_pool(X, X_ref, Y_prev, map_in, **attrs)
+            names = list(self.onnx_node.input) + [""] * 4
+            dropped = not names[1]
+            map_in = map_in if names[3] else None
+            return delta_pool(X, None if dropped else X_ref, Y_prev, map_in, drop_reference=dropped, **attrs)
 
     class DeltaMapUnion(OpRun):
         op_domain = DOMAIN

@@ -469,7 +469,9 @@ void run_delta_conv(const ConvSpec& spec, const PackedConvWeights& weights, cons
     st.x = run.x + n * C * in_plane;
     st.x_ref = run.x_ref ? run.x_ref + n * C * in_plane : nullptr;
     st.map_in = run.map_in ? run.map_in + n * in_plane : nullptr;
-    st.x_ref_next = run.x_ref_next + n * C * in_plane;
+    st.x_ref_next = run.x_ref_next ? run.x_ref_next + n * C * in_plane : nullptr;
+    st.has_state = run.has_state;
+    st.reference_dropped = run.reference_dropped;
     st.channels = C;
     st.height = w.y.in;
     st.width = w.x.in;
@@ -479,7 +481,7 @@ void run_delta_conv(const ConvSpec& spec, const PackedConvWeights& weights, cons
 
     uint8_t* out_flags = run.map_out + n * out_plane;
     const int64_t recompute =
-        plan_recompute(in_flags.data(), changed, st.x_ref != nullptr, w, spec.dense_fraction, out_flags, scratch);
+        plan_recompute(in_flags.data(), changed, st.has_state, w, spec.dense_fraction, out_flags, scratch);
     if (stats) {
       stats->changed_inputs += changed;
       stats->recomputed_outputs += recompute;
@@ -491,7 +493,8 @@ void run_delta_conv(const ConvSpec& spec, const PackedConvWeights& weights, cons
 
     const bool flat = recompute >= kFlatFraction * static_cast<double>(out_plane);
     PhaseSplit split;
-    if (flat) split = build_phase_split(st.x_ref_next, C, w, parallel_for);
+    const float* src = recompute_source(st);
+    if (flat) split = build_phase_split(src, C, w, parallel_for);
     plan_panels(w, out_flags, k.gemm_nr, k.gemm_vec, flat, split.width, runs, panels, pieces);
     std::vector<int64_t> flat_offsets;
     if (flat) {  // tap (c, ky, kx) of flat position p reads plane (c, ty % sy, tx % sx) at p + (ty/sy)*width + tx/sx
@@ -504,7 +507,7 @@ void run_delta_conv(const ConvSpec& spec, const PackedConvWeights& weights, cons
                                    (ty / split.sy) * split.width + tx / split.sx);
           }
     }
-    const ItemContext ctx{spec,  weights, k,      w,           acts,        st.x_ref_next, run.bias,
+    const ItemContext ctx{spec,  weights, k,      w,           acts,        src,           run.bias,
                           y,     out_flags, pieces, split, row_offsets, flat_offsets};
     parallel_for(static_cast<int64_t>(panels.size()), [&](int64_t i) { compute_panel(ctx, panels[i]); });
   }

@@ -52,8 +52,11 @@ class PackedConvWeights {
 
 // One run over a batch. Pointers are for the whole batch; x_ref / y_prev are nullptr when there is no usable
 // state (rule 1), map_in / bias nullptr when absent. y may equal y_prev and x_ref_next may equal x_ref.
+// reference_dropped: no X_ref is kept (tau = 0 with a map; x_ref and x_ref_next are nullptr).
 struct ConvRun {
   int64_t batch = 0, height = 0, width = 0;
+  bool has_state = false;
+  bool reference_dropped = false;
   const float* x = nullptr;
   const float* x_ref = nullptr;
   const float* y_prev = nullptr;

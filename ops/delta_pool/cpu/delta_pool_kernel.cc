@@ -42,26 +42,12 @@ void DeltaPoolKernel::compute(OrtKernelContext* raw) {
   if (H > 0 && W > 0 && (win.y.out < 1 || win.x.out < 1))
     err("input " + std::to_string(H) + "x" + std::to_string(W) + " is smaller than the pool's window");
   const std::vector<int64_t> ys{N, C, win.y.out, win.x.out};
-  Ort::ConstValue x_ref = ctx.GetInput(kXRef);
-  Ort::ConstValue y_prev = ctx.GetInput(kYPrev);
-  if (static_cast<const OrtValue*>(x_ref) == nullptr || static_cast<const OrtValue*>(y_prev) == nullptr)
-    err("the state inputs X_ref and Y_prev are required (feed empty tensors on the first frame)");
-  const std::vector<int64_t> rs = x_ref.GetTensorTypeAndShapeInfo().GetShape();
-  const bool has_state = !is_empty_shape(rs) && rs == xs;
-  const std::vector<int64_t> ps = y_prev.GetTensorTypeAndShapeInfo().GetShape();
-  if (has_state && ps != ys)
-    err("state Y_prev has shape " + shape_string(ps) + " but this run's output is " + shape_string(ys) +
-        " (state from another model or stream?)");
-  const uint8_t* map_in = nullptr;
-  if (has_input(ctx, kMapIn)) {
-    Ort::ConstValue m = ctx.GetInput(kMapIn);
-    const std::vector<int64_t> ms = m.GetTensorTypeAndShapeInfo().GetShape();
-    const std::vector<int64_t> want{N, 1, H, W};
-    if (ms != want) err("change map input has shape " + shape_string(ms) + ", expected " + shape_string(want));
-    map_in = m.GetTensorData<uint8_t>();
-  }
+  const StateInputs st = read_state_inputs(ctx, node_, kXRef, kYPrev, kMapIn, xs, ys, spec_.threshold);
   Ort::UnownedValue y = ctx.GetOutput(kY, ys);
-  Ort::UnownedValue x_ref_next = ctx.GetOutput(kXRefNext, xs);
+  // A dropped reference has an empty (or absent) X_ref_next.
+  Ort::UnownedValue x_ref_next = ctx.GetOutput(kXRefNext, st.reference_dropped ? std::vector<int64_t>{0, 0, 0, 0} : xs);
+  if (!st.reference_dropped && static_cast<OrtValue*>(x_ref_next) == nullptr)
+    err("the output X_ref_next may be left out only without an X_ref input");
   Ort::UnownedValue map_out = ctx.GetOutput(kMapOut, {N, 1, win.y.out, win.x.out});
   if (N * C * H * W == 0 || win.y.out * win.x.out == 0) return;
 
@@ -70,12 +56,14 @@ void DeltaPoolKernel::compute(OrtKernelContext* raw) {
   run.channels = C;
   run.height = H;
   run.width = W;
+  run.has_state = st.has_state;
+  run.reference_dropped = st.reference_dropped;
   run.x = x.GetTensorData<float>();
-  run.x_ref = has_state ? x_ref.GetTensorData<float>() : nullptr;
-  run.y_prev = has_state ? y_prev.GetTensorData<float>() : nullptr;
-  run.map_in = map_in;
+  run.x_ref = st.x_ref;
+  run.y_prev = st.y_prev;
+  run.map_in = st.map_in;
   run.y = y.GetTensorMutableData<float>();
-  run.x_ref_next = x_ref_next.GetTensorMutableData<float>();
+  run.x_ref_next = st.reference_dropped ? nullptr : x_ref_next.GetTensorMutableData<float>();
   run.map_out = map_out.GetTensorMutableData<uint8_t>();
   run_delta_pool(spec_, run, ort_parallel_for(ctx));
 }
@@ -94,7 +82,7 @@ ONNXTensorElementDataType DeltaPoolOp::GetInputType(size_t index) const {
 }
 
 OrtCustomOpInputOutputCharacteristic DeltaPoolOp::GetInputCharacteristic(size_t index) const {
-  return index == kMapIn ? INPUT_OUTPUT_OPTIONAL : INPUT_OUTPUT_REQUIRED;
+  return (index == kXRef || index == kMapIn) ? INPUT_OUTPUT_OPTIONAL : INPUT_OUTPUT_REQUIRED;
 }
 
 ONNXTensorElementDataType DeltaPoolOp::GetOutputType(size_t index) const {

@@ -27,6 +27,9 @@ struct DeltaPoolOp : Ort::CustomOpBase<DeltaPoolOp, DeltaPoolKernel, true> {
   OrtCustomOpInputOutputCharacteristic GetInputCharacteristic(size_t index) const;
   size_t GetOutputTypeCount() const { return 3; }
   ONNXTensorElementDataType GetOutputType(size_t index) const;
+  OrtCustomOpInputOutputCharacteristic GetOutputCharacteristic(size_t index) const {
+    return index == 1 ? INPUT_OUTPUT_OPTIONAL : INPUT_OUTPUT_REQUIRED;  // X_ref_next: absent when dropped
+  }
 };
 
 }  // namespace deltaonnx

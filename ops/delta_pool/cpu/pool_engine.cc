@@ -59,7 +59,9 @@ void run_delta_pool(const PoolSpec& spec, const PoolRun& run, const ParallelFor&
     st.x = run.x + n * C * in_plane;
     st.x_ref = run.x_ref ? run.x_ref + n * C * in_plane : nullptr;
     st.map_in = run.map_in ? run.map_in + n * in_plane : nullptr;
-    st.x_ref_next = run.x_ref_next + n * C * in_plane;
+    st.x_ref_next = run.x_ref_next ? run.x_ref_next + n * C * in_plane : nullptr;
+    st.has_state = run.has_state;
+    st.reference_dropped = run.reference_dropped;
     st.channels = C;
     st.height = w.y.in;
     st.width = w.x.in;
@@ -68,7 +70,7 @@ void run_delta_pool(const PoolSpec& spec, const PoolRun& run, const ParallelFor&
     const int64_t changed = detect_and_update_reference(st, in_flags.data(), parallel_for);
     uint8_t* out_flags = run.map_out + n * out_plane;
     const int64_t recompute =
-        plan_recompute(in_flags.data(), changed, st.x_ref != nullptr, w, spec.dense_fraction, out_flags, scratch);
+        plan_recompute(in_flags.data(), changed, st.has_state, w, spec.dense_fraction, out_flags, scratch);
     if (stats) {
       stats->changed_inputs += changed;
       stats->recomputed_outputs += recompute;
@@ -79,7 +81,7 @@ void run_delta_pool(const PoolSpec& spec, const PoolRun& run, const ParallelFor&
     if (recompute == 0) continue;
     runs.clear();
     mask_runs(out_flags, w.y.out, w.x.out, runs);
-    const float* src = st.x_ref_next;  // rule 4: recompute from the moved reference
+    const float* src = recompute_source(st);  // rule 4: recompute from the moved reference
     parallel_for(C, [&](int64_t c) {
       for (const RowRun& r : runs)
         pool_run(src + c * in_plane, w, r.y, r.x_begin, r.x_end, y + c * out_plane + r.y * w.x.out);

@@ -16,8 +16,10 @@ struct PoolSpec {
   std::string validate() const;
 };
 
-struct PoolRun {
+struct PoolRun {  // as ConvRun
   int64_t batch = 0, channels = 0, height = 0, width = 0;
+  bool has_state = false;
+  bool reference_dropped = false;
   const float* x = nullptr;
   const float* x_ref = nullptr;    // nullptr: no usable state
   const float* y_prev = nullptr;
