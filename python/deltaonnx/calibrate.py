@@ -681,7 +681,6 @@ class CalibrationOptions:
     dense_fraction: float = 0.5
     warmup: int = 3  # untimed first frames of each range
     profile_frames: int = 10  # dense frames profiled for the ideal speedup (0: skip)
-    max_backoff: int = 6  # how many times verification may step every level down
     progress: bool = True
 
 
@@ -868,7 +867,12 @@ def calibrate(model, source: FrameSource, *, frames: tuple[int, int] = (0, 200),
     dense_flops, total_flops = setup.dense_flops, setup.total_flops
     heldout_frames = (heldout[1] - heldout[0]) if heldout else 0
 
-    def over_time() -> bool:  # leave room for verifying and the held-out check
+    def over_time() -> bool:  # leave room for two verifications and the held-out check
+        per_frame = setup.dense_frame_seconds + max(runner.delta_frame_seconds(), setup.dense_frame_seconds)
+        reserve = 1.2 * per_frame * (2 * (stop - start) + heldout_frames)
+        return time.process_time() - cpu_started + reserve > options.time_limit
+
+    def out_of_time() -> bool:  # after the search: is there still room for one more pass and the held-out check?
         per_frame = setup.dense_frame_seconds + max(runner.delta_frame_seconds(), setup.dense_frame_seconds)
         reserve = 1.2 * per_frame * ((stop - start) + heldout_frames)
         return time.process_time() - cpu_started + reserve > options.time_limit
@@ -889,11 +893,15 @@ def calibrate(model, source: FrameSource, *, frames: tuple[int, int] = (0, 200),
         conv_work_share = profile.get("conv_work_share")
 
     # verify on every calibration frame; drift -> refresh; still over budget -> every level a step down
+    # verify on every calibration frame; drift -> refresh; still over budget -> back off (at most 3 times:
+    # every level a step down, then half the levels, then all thresholds 0; straight to 0 once out of time)
     refresh_candidates = _refresh_candidates(stop - start, options.refresh)
     fixed_refresh = options.refresh if isinstance(options.refresh, int) else 0
-    backoffs = 0
     history = []
+    schedule = _backoff_schedule(levels)
+    attempt = 0
     while True:
+        levels = schedule[attempt][1]
         candidate = runner.model_with(search.taus(levels))
         refresh = fixed_refresh
         fraction_sums: dict = {}
@@ -902,8 +910,10 @@ def calibrate(model, source: FrameSource, *, frames: tuple[int, int] = (0, 200),
         history.append(_short(result, "verify", levels))
         log(f"verify  refresh {refresh or '-'}: work {100 * result.work:.1f}%, speedup {result.speedup:.2f}x, "
             f"{result.agreement.describe()}; early {result.early.describe()} / late {result.late.describe()}")
-        if not result.within_budget and result.drift and refresh_candidates:
+        if not result.within_budget and result.drift and refresh_candidates and any(levels.values()):
             for every in refresh_candidates:
+                if out_of_time():
+                    break
                 trial_sums: dict = {}
                 trial = _measure(dense_bytes, candidate, source, start, stop, preprocess, input_name, scorer, budget,
                                  nodes, dense_flops, total_flops, every, options, conv_work_share, f"refresh {every}",
@@ -914,11 +924,12 @@ def calibrate(model, source: FrameSource, *, frames: tuple[int, int] = (0, 200),
                 if trial.within_budget and budget.holds(trial.late):
                     result, refresh, fraction_sums = trial, every, trial_sums
                     break
-        if result.within_budget or backoffs >= options.max_backoff or not any(levels.values()):
+        if result.within_budget or attempt + 1 >= len(schedule):
             break
-        backoffs += 1
-        levels = _step_down(levels, nodes)
-        log(f"over budget on the calibration frames: every level one step down (back-off {backoffs})")
+        attempt = len(schedule) - 1 if out_of_time() else attempt + 1
+        log(f"over budget on the calibration frames ({'; '.join(result.violations)}): back-off {attempt}, "
+            f"{schedule[attempt][0]}")
+    backoffs = attempt
 
     # final model through the converter itself, so `convert --thresholds` reproduces it
     taus = search.taus(levels)
@@ -998,12 +1009,18 @@ def _short(result: RangeResult, label: str, levels: dict[str, int]) -> dict:
             "late": asdict(result.late), "levels": dict(levels)}
 
 
-def _step_down(levels: dict[str, int], nodes: Sequence[NodeCalibration]) -> dict[str, int]:
-    """Every inner level one step down; the gate only once no inner level is left to lower."""
-    inner = {n.name for n in nodes if not n.gate}
-    if any(levels[name] for name in inner):
-        return {name: max(0, level - 1) if name in inner else level for name, level in levels.items()}
-    return {name: max(0, level - 1) for name, level in levels.items()}
+def _backoff_schedule(levels: dict[str, int]) -> list[tuple[str, dict[str, int]]]:
+    """The searched levels, then every level (gate included) one step down, then halved, then all 0 (the exact
+    conversion, which keeps any budget dense ORT itself keeps); without repeats."""
+    schedule = [("searched", dict(levels)),
+                ("every level one step down", {name: max(0, level - 1) for name, level in levels.items()}),
+                ("every level halved", {name: level // 2 for name, level in levels.items()}),
+                ("all thresholds 0", {name: 0 for name in levels})]
+    unique: list[tuple[str, dict[str, int]]] = []
+    for label, entry in schedule:
+        if not unique or entry != unique[-1][1]:
+            unique.append((label, entry))
+    return unique
 
 
 def _search_segments(start: int, stop: int, search_frames: int, segments: int) -> tuple[int, list[int]]:
@@ -1026,7 +1043,7 @@ def _refresh_candidates(frames: int, option: Union[str, int]) -> list[int]:
         return []
     candidates = []
     every = frames // 2
-    while every >= 4:
+    while every >= 4 and len(candidates) < 3:
         candidates.append(every)
         every //= 2
     return candidates
