@@ -124,8 +124,13 @@ def machine_info() -> dict:
         simd = _native.simd_level()
     except Exception:  # noqa: BLE001 - informational only
         pass
+    try:  # other work on the machine makes timings noisy: say how busy it was
+        load = [round(v, 2) for v in os.getloadavg()]
+    except (AttributeError, OSError):
+        load = None
     return {"cpu": cpu, "logical_cores": os.cpu_count(), "os": platform.platform(), "python": platform.python_version(),
-            "onnxruntime": ort.__version__, "numpy": np.__version__, "deltaonnx": __version__, "op_kernels": simd}
+            "onnxruntime": ort.__version__, "numpy": np.__version__, "deltaonnx": __version__, "op_kernels": simd,
+            "load_average_1_5_15min": load}
 
 
 class Progress:
@@ -318,14 +323,17 @@ def profile_delta(converted: onnx.ModelProto, inputs: Sequence[dict], threads: i
     if runs == 0:
         return {}
     by_op: dict[str, float] = collections.defaultdict(float)
-    for _, op, us in kernels:
+    by_node: dict[str, float] = collections.defaultdict(float)
+    for node, op, us in kernels:
         by_op[op] += us / 1000.0 / runs
+        if op in DELTA_OPS:
+            by_node[node] += us / 1000.0 / runs
     kernel_ms = sum(by_op.values())
     wall_ms = 1000.0 * float(np.mean(wall)) if wall else kernel_ms
     return {"frames": runs, "kernel_ms": kernel_ms, "wall_ms": wall_ms,
             "delta_ops_ms": sum(by_op.get(op, 0.0) for op in DELTA_OPS),
             "outside_kernels_ms": max(0.0, wall_ms - kernel_ms),
-            "by_op": dict(sorted(by_op.items(), key=lambda kv: -kv[1]))}
+            "by_op": dict(sorted(by_op.items(), key=lambda kv: -kv[1])), "by_node": dict(by_node)}
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -509,10 +517,22 @@ def run_benchmark(model, frames: Iterable[np.ndarray], preprocess: Optional[Prep
         entry = _summarize(run, dense_ms, flops, dense_profile, output_names)
         if options.profile_delta and len(kept_inputs) > 1:
             entry["profile"] = profile_delta(run.model, list(kept_inputs), options.threads)
-            entry["profile"]["ideal_conv_work_ms"] = (dense_profile.get("conv_work_ms", float("nan"))
-                                                      * entry["conv_flops_redone"]["mean"])
+            _attach_node_profile(entry, dense_profile, flops)
         result["runs"].append(entry)
     return result
+
+
+def _attach_node_profile(entry: dict, dense_profile: dict, flops: dict[str, float]) -> None:
+    """Per Delta node: its measured time and its ideal (dense conv work x its FLOP share x its fraction)."""
+    profile = entry["profile"]
+    conv_work_ms = dense_profile.get("conv_work_ms", float("nan"))
+    total_flops = sum(flops.values())
+    profile["ideal_conv_work_ms"] = conv_work_ms * entry["conv_flops_redone"]["mean"]
+    by_node = profile.pop("by_node", {})
+    for node in entry["nodes"]:
+        node["profile_ms"] = by_node.get(node["name"])
+        node["ideal_ms"] = (conv_work_ms * node["flops"] / total_flops * node["fraction_mean"]
+                            if node["flops"] and total_flops and node["fraction_mean"] is not None else None)
 
 
 def _describe(model) -> str:
@@ -767,6 +787,10 @@ def format_report(result: dict, per_node: bool = True) -> str:
         f"machine: {machine['cpu']}, {machine['logical_cores']} logical cores, op kernels {machine['op_kernels']}, "
         f"onnxruntime {machine['onnxruntime']}",
     ]
+    load = machine.get("load_average_1_5_15min")
+    if load and machine.get("logical_cores") and load[0] > 0.75 * machine["logical_cores"]:
+        lines.append(f"warning: the machine was busy (load average {load[0]:.1f} on {machine['logical_cores']} cores): "
+                     "absolute times are noisy; the interleaved ratios less so")
     profile = dense.get("profile") or {}
     if profile:
         lines.append(f"dense time split (ORT profiler, {profile['frames']} frames): conv work "
@@ -833,12 +857,24 @@ def format_report(result: dict, per_node: bool = True) -> str:
                   f"{p['kernel_ms'] - p['delta_ops_ms']:.2f} other kernels + {p['outside_kernels_ms']:.2f} outside "
                   f"kernels (state binding, session); ideal conv work {_fmt(p.get('ideal_conv_work_ms'))}",
                   f"  by op: {top}"]
+        slow = sorted((n for n in r["nodes"] if n.get("profile_ms") is not None),
+                      key=lambda n: -(n["profile_ms"] - (n.get("ideal_ms") or 0.0)))[:8]
+        if slow:
+            lines.append("  Delta nodes furthest above their ideal (ms/frame measured vs ideal = dense conv work x FLOP "
+                         "share x recomputed fraction):")
+            lines.append(_indent(_table(["node", "op", "recomputed", "measured ms", "ideal ms"], [
+                [n["name"], n["op"], f"{_fmt(100 * n['fraction_mean'], '.1f')}%", _fmt(n["profile_ms"], ".3f"),
+                 _fmt(n.get("ideal_ms"), ".3f")] for n in slow]), "    "))
     if profile and any(r.get("profile") for r in result["runs"]):
         top = ", ".join(f"{op} {ms:.2f}" for op, ms in list(profile["by_op"].items())[:8])
         lines.append(f"  dense by op (ms/frame): {top}")
     if result.get("maps_written"):
         lines.append(f"\nchange-map pictures: {len(result['maps_written'])} files, e.g. {result['maps_written'][0]}")
     return "\n".join(lines)
+
+
+def _indent(text: str, prefix: str) -> str:
+    return "\n".join(prefix + line for line in text.splitlines())
 
 
 def _short(text: Optional[str], width: int = 36) -> str:
@@ -1060,7 +1096,8 @@ def run_command(args: argparse.Namespace) -> int:
     result["model"] = str(model_path)
     if converted is not None:
         result["original"] = str(args.original)
-    print(format_report(result))
+    # with --json -, stdout carries the JSON alone
+    print(format_report(result), file=sys.stderr if args.json == "-" else sys.stdout)
     if args.json:
         write_json(result, args.json)
         if args.json != "-":

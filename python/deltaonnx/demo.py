@@ -256,7 +256,9 @@ def annotate_digits(frame_bgr: np.ndarray, found: Sequence[FoundDigit], zoom: in
     half = GLYPH / 2 * zoom
     for f in found:
         _draw_box(image, f.x * zoom - half, f.y * zoom - half, f.x * zoom + half, f.y * zoom + half, (60, 220, 60))
-        _put_text(image, str(f.digit), f.x * zoom - half, f.y * zoom - half - 4, (60, 220, 60), 0.6)
+        above = f.y * zoom - half - 4
+        _put_text(image, str(f.digit), f.x * zoom - half, above if above > 16 else f.y * zoom + half + 18,
+                  (60, 220, 60), 0.6)
     return image
 
 
@@ -355,7 +357,7 @@ def run_command(args: argparse.Namespace) -> int:
                         preprocess_from_args, run_benchmark, write_json)
     from .cli import CliError, existing_model_path
     from .convert import load_model
-    from .video import Preprocess, VideoError, describe_source, frame_count, read_frames
+    from .video import VideoError, describe_source, frame_count, read_frames
 
     started = time.perf_counter()
     default_model = args.model is None
@@ -390,19 +392,10 @@ def run_command(args: argparse.Namespace) -> int:
             if total is not None:
                 total = max(0, (total - args.start + args.step - 1) // args.step)
                 total = min(total, args.frames) if args.frames else total
-        if default_model and args.size is None and args.video is None:
-            preprocess = Preprocess(size=None, resize="none", scale=1 / 255, color="GRAY", layout="NCHW")
-        elif default_model:  # your clip, our detector: grey / 255, sides a multiple of the stride
-            preprocess = preprocess_from_args(args, input_shape)
-        else:
-            preprocess = preprocess_from_args(args, input_shape)
-        decode = None
-        if default_model:
-            decode = lambda outputs: decode_digits(outputs[0])  # noqa: E731
-        elif args.detections:
-            from .detections import decode_yolo
-
-            decode = None  # boxes are scored by bench (F1 against dense); the picture decodes its own frame
+        # the embedded detector takes grey / 255 at any size divisible by 4, which the option defaults give
+        preprocess = preprocess_from_args(args, input_shape)
+        # digits are decoded per frame for the table; YOLO boxes are scored by bench (F1 against dense)
+        decode = (lambda outputs: decode_digits(outputs[0])) if default_model else None  # noqa: E731
         picture_index = -1 if total is None else max(args.warmup, (2 * total) // 3)
         gated = max(range(len(configs)), key=lambda k: (configs[k].threshold, -k))  # the picture shows the gated run
         collector = _Collector(truth if default_model else None, picture_index, decode, len(configs), gated)
@@ -433,6 +426,12 @@ def run_command(args: argparse.Namespace) -> int:
                    f"{100 * run['conv_flops_redone']['mean']:.0f}% of conv FLOPs redone; right: change maps")
         path = write_png(args.output, compose_picture(left, maps, caption))
         print(f"wrote {path} (frame {picture['index']}: what {run['label']} found, and its change maps)")
+    if decode is not None:
+        result["digits"] = {
+            "dense_f1_vs_truth": collector.against_truth[0].f1 if truth is not None else None,
+            "runs": [{"label": run["label"],
+                      "f1_vs_truth": collector.against_truth[k + 1].f1 if truth is not None else None,
+                      "f1_vs_dense": collector.against_dense[k].f1} for k, run in enumerate(result["runs"])]}
     if args.json:
         write_json(result, args.json)
     print(f"demo took {time.perf_counter() - started:.1f} s")
