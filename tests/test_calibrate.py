@@ -267,3 +267,31 @@ def test_cli_missing_video_and_converted_model(capsys, model_path, clip_folder, 
     onnx.save(convert(str(model_path)), str(converted))
     code, _, err = run_cli(capsys, "calibrate", converted, "--video", clip_folder, "--quiet")
     assert_user_error(code, err, "already converted")
+
+
+def ramp_clip(n_frames: int = 48, hw=(64, 64)) -> np.ndarray:
+    """A still scene brightening by a third of a grey level per frame: each frame's change stays below a gate
+    that the accumulated change exceeds later, so the error of stale pixels grows along the clip (drift)."""
+    yy, xx = np.mgrid[0:hw[0], 0:hw[1]]
+    base = 60 + 100 * (yy / hw[0]) + 50 * np.sin(xx / 7.0)
+    frames = []
+    for t in range(n_frames):
+        plane = np.clip(np.round(base + 0.35 * t), 0, 255).astype(np.uint8)
+        frames.append(np.stack([plane, np.roll(plane, 5, 1), np.roll(plane, 9, 0)], axis=2))
+    return np.stack(frames)
+
+
+def test_auto_refresh_is_chosen_when_the_late_frames_drift(resnet):
+    frames = ramp_clip()
+    options = dict(budget=Budget(max_error=2e-3), search_frames=8, progress=False, profile_frames=0)
+    with_refresh = calibrate(resnet, frames, frames=(0, 32), heldout=(32, 48),
+                             options=CalibrationOptions(refresh="auto", **options))
+    without = calibrate(resnet, frames, frames=(0, 32), heldout=(32, 48),
+                        options=CalibrationOptions(refresh=0, **options))
+    first_pass = with_refresh.search["verification"][0]
+    assert not first_pass["within_budget"] and first_pass["drift"]  # the searched thresholds drift ...
+    assert with_refresh.refresh > 0  # ... so a refresh period is chosen
+    assert with_refresh.calibration.within_budget and with_refresh.calibration.refresh == with_refresh.refresh
+    assert with_refresh.heldout.refresh == with_refresh.refresh
+    assert without.refresh == 0 and without.calibration.within_budget  # without it: backed off instead
+    assert with_refresh.calibration.work < without.calibration.work

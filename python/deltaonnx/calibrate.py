@@ -56,6 +56,7 @@ DEFAULT_MAX_ERROR = 0.05  # 5% of the output's spread; compare the dense output'
 MIN_GAIN = 0.002  # a greedy step must remove at least 0.2% of the model's conv FLOPs to be worth its error
 MIN_POTENTIAL = 0.002  # nodes redoing less than this share of the conv FLOPs are not searched one by one
 MAX_CLIMB = 3  # levels a greedy step may climb looking for a gain
+FEW_BOXES = 20  # fewer dense boxes than this on the search frames make box F1 a coarse measure
 DRIFT_FACTOR = 2.0  # late-half error above this multiple of the early half's counts as drift
 
 
@@ -731,6 +732,7 @@ class SearchSetup:
     total_flops: float
     dense_frame_seconds: float
     profile_feeds: list[dict]
+    search_boxes: Optional[int] = None  # dense boxes on the scored search frames (detectors)
 
     def taus(self, levels: dict[str, int]) -> dict[str, float]:
         """Delta node -> tau for a level per node."""
@@ -840,9 +842,15 @@ def prepare_search(model, source: FrameSource, *, frames: tuple[int, int] = (0, 
     runner = _CandidateRunner(base, nodes, segments, input_name, scorer, budget, dense_flops, total_flops,
                               options.threads)
     profile_feeds = [f for segment in feeds for f in segment][:max(options.profile_frames, 0) + 1]
+    search_boxes = None
+    if options.detections is not None:
+        search_boxes = sum(len(reference.boxes) for segment in segments for _, reference in segment[1:])
+        if search_boxes < FEW_BOXES:
+            log(f"only {search_boxes} dense boxes on the search frames: box F1 is measured coarsely there "
+                "(more --search-frames or a lower --conf help); the verification on all frames decides")
     return SearchSetup(original, dense_bytes, input_name, preprocess, start, stop, segment_length, segment_starts,
                        nodes, converted_entries, scorer, budget, runner, dense_flops, total_flops,
-                       dense_frame_seconds, profile_feeds)
+                       dense_frame_seconds, profile_feeds, search_boxes)
 
 
 def calibrate(model, source: FrameSource, *, frames: tuple[int, int] = (0, 200),
@@ -951,7 +959,7 @@ def calibrate(model, source: FrameSource, *, frames: tuple[int, int] = (0, 200),
                                   "held-out", None, allow_empty=True)
         if heldout_result is not None:
             history.append(_short(heldout_result, "held-out", levels))
-            if heldout_result.drift and options.refresh == "auto":
+            if not heldout_result.within_budget and heldout_result.drift and options.refresh == "auto":
                 for every in _refresh_candidates(heldout_result.frames, "auto"):
                     if refresh and every >= refresh:
                         continue
@@ -969,6 +977,7 @@ def calibrate(model, source: FrameSource, *, frames: tuple[int, int] = (0, 200),
     search_summary = {
         "evaluations": len(search.history), "stopped_by_time": search.stopped_by_time, "backoffs": backoffs,
         "search_frames": setup.segment_length * len(setup.segment_starts), "segments": setup.segment_starts,
+        "search_boxes": setup.search_boxes,
         "segment_length": setup.segment_length, "best_on_search_frames": {"work": best.work,
                                                                      "agreement": asdict(best.agreement)},
         "cpu_seconds": cpu_seconds, "wall_seconds": time.perf_counter() - wall_started,
@@ -1191,6 +1200,9 @@ def format_report(result: CalibrationResult) -> str:
                  + f"; {search['cpu_seconds']:.0f} s CPU, {search['wall_seconds']:.0f} s wall")
     if search.get("note"):
         lines.append(search["note"])
+    if search.get("search_boxes") is not None and search["search_boxes"] < FEW_BOXES:
+        lines.append(f"note: only {search['search_boxes']} dense boxes on the search frames, so box F1 was coarse "
+                     "there; more --search-frames or a lower --conf give the search more to measure")
     if result.refresh:
         lines.append(f"refresh: full recompute every {result.refresh} frames per stream (deltaonnx.calibrate."
                      f"PeriodicRefresh; stored in the model's '{CALIBRATION_METADATA_KEY}' metadata)")
