@@ -99,6 +99,7 @@ struct PhaseSplit {
 struct Scratch {
   std::vector<const float*> rows;
   std::vector<float> tile;
+  std::vector<float> packed;
 };
 
 Scratch& thread_scratch() {
@@ -181,9 +182,16 @@ void store_recomputed(float* dst, const float* vals, const uint8_t* flags, int64
 }
 
 // A unit of compute work: flat positions [p0, p0 + n) of the phase split's raster (output row p0 / width;
-// columns at or past the output width are padding and never stored).
+// columns at or past the output width are padding and never stored); or, for a sparse narrow map, the
+// pieces [piece_begin, piece_end) of recomputed runs, whose patches are copied side by side (n pixels).
 struct Panel {
   int64_t p0, n;
+  int64_t piece_begin = 0, piece_end = 0;
+};
+
+// A run of recomputed pixels inside a gathered panel: flat position p, len pixels, at panel column j0.
+struct Piece {
+  int64_t p, len, j0;
 };
 
 struct ItemContext {
@@ -197,6 +205,7 @@ struct ItemContext {
   const uint8_t* flags;  // [Ho, Wo]: recomputed output pixels
   const PhaseSplit& split;
   const std::vector<int64_t>& tap_offsets;  // per tap (c, ky, kx) of a group: offset from the split's base
+  const std::vector<Piece>& pieces;
 };
 
 void compute_panel(const ItemContext& ctx, const Panel& panel) {
@@ -209,15 +218,24 @@ void compute_panel(const ItemContext& ctx, const Panel& panel) {
   s.rows.resize(static_cast<size_t>(K));
   s.tile.resize(static_cast<size_t>(k.gemm_mr * nr));
   const int64_t oy = panel.p0 / width, ox = panel.p0 % width;
+  const bool gathered = panel.piece_end > panel.piece_begin;
+  if (gathered) s.packed.resize(static_cast<size_t>(K * nr));
   // A panel within one output row with every pixel recomputed is written by the micro kernel itself
   // (bias and activation in registers); others go through the tile and store_recomputed.
   float* direct = nullptr;
-  if (ox + n <= Wo && std::memchr(ctx.flags + oy * Wo + ox, 0, static_cast<size_t>(n)) == nullptr)
+  if (!gathered && ox + n <= Wo && std::memchr(ctx.flags + oy * Wo + ox, 0, static_cast<size_t>(n)) == nullptr)
     direct = ctx.y + oy * Wo + ox;
 
   auto store = [&](int64_t m, float* vals) {
     k.bias_activate(vals, n, ctx.bias ? ctx.bias[m] : 0.f, ctx.acts[m]);
     float* out = ctx.y + m * out_plane;
+    if (gathered) {
+      for (int64_t i = panel.piece_begin; i < panel.piece_end; ++i) {
+        const Piece& pc = ctx.pieces[i];
+        std::memcpy(out + (pc.p / width) * Wo + pc.p % width, vals + pc.j0, static_cast<size_t>(pc.len) * sizeof(float));
+      }
+      return;
+    }
     for (int64_t j = 0; j < n;) {  // row by row; positions past the output width are padding columns
       const int64_t pos = panel.p0 + j, ry = pos / width, rx = pos % width;
       const int64_t len = std::min(n - j, width - rx), valid = std::max<int64_t>(0, std::min(len, Wo - rx));
@@ -227,9 +245,21 @@ void compute_panel(const ItemContext& ctx, const Panel& panel) {
   };
 
   for (int64_t g = 0; g < spec.group; ++g) {
-    const float* base = ctx.split.at(g * Cg, 0, 0) + panel.p0;
     const int64_t* off = ctx.tap_offsets.data();
-    for (int64_t kk = 0; kk < K; ++kk) s.rows[kk] = base + off[kk];
+    if (gathered) {  // patches side by side: one contiguous copy per tap and piece (the split has no borders)
+      const float* base = ctx.split.at(g * Cg, 0, 0);
+      for (int64_t kk = 0; kk < K; ++kk) {
+        float* dst = s.packed.data() + kk * nr;
+        for (int64_t i = panel.piece_begin; i < panel.piece_end; ++i) {
+          const Piece& pc = ctx.pieces[i];
+          std::memcpy(dst + pc.j0, base + off[kk] + pc.p, static_cast<size_t>(pc.len) * sizeof(float));
+        }
+        s.rows[kk] = dst;
+      }
+    } else {
+      const float* base = ctx.split.at(g * Cg, 0, 0) + panel.p0;
+      for (int64_t kk = 0; kk < K; ++kk) s.rows[kk] = base + off[kk];
+    }
     if (ctx.weights.row_layout()) {
       for (int64_t r = 0; r < Mg; ++r) {
         const int64_t m = g * Mg + r;
@@ -268,15 +298,42 @@ void split_even(int64_t width, int64_t nr, int64_t vec, Emit emit) {
   }
 }
 
+// A map narrower than a tile with few recomputed pixels: those are gathered (rows would compute too many).
+bool sparse_narrow(const Window2D& w, int64_t recompute, int64_t nr) {
+  return w.x.out < nr && recompute * 4 < w.y.out * w.x.out;
+}
+
 // Plans the panels of one batch item over the split's raster (rows of `width` positions). Wide maps: runs of
 // recomputed pixels within rows, joined across short gaps (computing a few pixels more, never storing them,
 // costs less than extra micro kernel calls). Narrow maps (fewer columns than a tile): panels of whole rows
 // packed across row ends, kept where they hold a recomputed pixel.
-void plan_panels(const Window2D& w, const uint8_t* flags, int64_t nr, int64_t vec, int64_t width,
-                 std::vector<RowRun>& runs, std::vector<Panel>& panels) {
+void plan_panels(const Window2D& w, const uint8_t* flags, int64_t recompute, int64_t nr, int64_t vec,
+                 int64_t width, std::vector<RowRun>& runs, std::vector<Panel>& panels, std::vector<Piece>& pieces) {
   runs.clear();
   panels.clear();
+  pieces.clear();
   const int64_t Ho = w.y.out, Wo = w.x.out;
+  if (sparse_narrow(w, recompute, nr)) {
+    // Sparse narrow map: only the recomputed pixels, their runs packed nr at a time.
+    mask_runs(flags, Ho, Wo, runs);
+    int64_t used = 0;
+    size_t first = 0;
+    auto close = [&] {
+      panels.push_back({0, used, static_cast<int64_t>(first), static_cast<int64_t>(pieces.size())});
+      first = pieces.size();
+      used = 0;
+    };
+    for (const RowRun& r : runs)
+      for (int64_t x = r.x_begin; x < r.x_end;) {
+        const int64_t len = std::min(r.x_end - x, nr - used);
+        pieces.push_back({r.y * width + x, len, used});
+        used += len;
+        x += len;
+        if (used == nr) close();
+      }
+    if (used > 0) close();
+    return;
+  }
   if (Wo < nr) {
     const int64_t total = (Ho - 1) * width + Wo;  // positions past the last output pixel are never computed
     for (int64_t p0 = 0; p0 < total; p0 += nr) {
@@ -325,6 +382,7 @@ void run_delta_conv(const ConvSpec& spec, const PackedConvWeights& weights, cons
   std::vector<uint8_t> in_flags(static_cast<size_t>(in_plane)), scratch, needed_rows;
   std::vector<RowRun> runs;
   std::vector<Panel> panels;
+  std::vector<Piece> pieces;
   std::vector<int64_t> tap_offsets;
   for (int64_t n = 0; n < run.batch; ++n) {
     InputState st;
@@ -353,9 +411,9 @@ void run_delta_conv(const ConvSpec& spec, const PackedConvWeights& weights, cons
                           parallel_for);
     if (recompute == 0) continue;
 
-    // The split: all rows for a dense item or a narrow map (its panels span rows), else only the rows some
-    // recomputed output reads.
-    const bool all_rows = recompute == out_plane || w.x.out < k.gemm_nr;
+    // The split: all rows for a dense item or for row-spanning panels (a narrow map, not sparse), else only
+    // the rows some recomputed output reads.
+    const bool all_rows = recompute == out_plane || (w.x.out < k.gemm_nr && !sparse_narrow(w, recompute, k.gemm_nr));
     if (!all_rows) mark_needed_rows(w, out_flags, needed_rows);
     const PhaseSplit split =
         build_phase_split(recompute_source(st), C, w, all_rows ? nullptr : needed_rows.data(), parallel_for);
@@ -368,8 +426,8 @@ void run_delta_conv(const ConvSpec& spec, const PackedConvWeights& weights, cons
                                   (ty / split.sy) * split.width + tx / split.sx);
           }
     }
-    plan_panels(w, out_flags, k.gemm_nr, k.gemm_vec, split.width, runs, panels);
-    const ItemContext ctx{spec, weights, k, w, acts, run.bias, y, out_flags, split, tap_offsets};
+    plan_panels(w, out_flags, recompute, k.gemm_nr, k.gemm_vec, split.width, runs, panels, pieces);
+    const ItemContext ctx{spec, weights, k, w, acts, run.bias, y, out_flags, split, tap_offsets, pieces};
     parallel_for(static_cast<int64_t>(panels.size()), [&](int64_t i) { compute_panel(ctx, panels[i]); });
   }
 }
