@@ -865,8 +865,15 @@ def calibrate(model, source: FrameSource, *, frames: tuple[int, int] = (0, 200),
     from .convert import convert_with_report
 
     options = options or CalibrationOptions()
-    log = log or (lambda message: None)
     cpu_started, wall_started = time.process_time(), time.perf_counter()
+    if log is not None:  # every line says how much of the time limit is spent
+        user_log = log
+
+        def log(message: str) -> None:
+            user_log(f"[{time.process_time() - cpu_started:4.0f}/{options.time_limit:.0f} s CPU] {message}")
+    else:
+        def log(message: str) -> None:
+            pass
     _check_options(options, frames, heldout)
     setup = prepare_search(model, source, frames=frames, preprocess=preprocess, options=options, log=log)
     original, dense_bytes, input_name = setup.original, setup.dense_bytes, setup.input_name
@@ -900,7 +907,6 @@ def calibrate(model, source: FrameSource, *, frames: tuple[int, int] = (0, 200),
         profile = profile_dense(dense_bytes, setup.profile_feeds, options.threads, fused)
         conv_work_share = profile.get("conv_work_share")
 
-    # verify on every calibration frame; drift -> refresh; still over budget -> every level a step down
     # verify on every calibration frame; drift -> refresh; still over budget -> back off (at most 3 times:
     # every level a step down, then half the levels, then all thresholds 0; straight to 0 once out of time)
     refresh_candidates = _refresh_candidates(stop - start, options.refresh)
@@ -963,6 +969,8 @@ def calibrate(model, source: FrameSource, *, frames: tuple[int, int] = (0, 200),
                 for every in _refresh_candidates(heldout_result.frames, "auto"):
                     if refresh and every >= refresh:
                         continue
+                    if time.process_time() - cpu_started > options.time_limit:
+                        break
                     trial = _measure(dense_bytes, final, source, heldout[0], heldout[1], preprocess, input_name,
                                      scorer, budget, nodes, dense_flops, total_flops, every, options,
                                      conv_work_share, f"held-out refresh {every}", None)
