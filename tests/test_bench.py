@@ -244,3 +244,26 @@ def test_progress_prints_lines_when_not_a_terminal():
         progress.update(done, "note")
     lines = stream.getvalue().splitlines()
     assert 2 <= len(lines) <= 11 and lines[-1].startswith("bench [") and "20/20" in lines[-1]
+
+
+def test_block_interleaving_does_not_change_what_is_measured(cpu_op_library, pnet_files):
+    """Each model sees every frame in order whatever the block size: the same fractions and agreement."""
+    from deltaonnx.bench import BenchOptions, DeltaConfig, run_benchmark
+    from deltaonnx.video import Preprocess, read_frames
+
+    model, clip = pnet_files
+    preprocess = Preprocess(size=None, scale=1.0, mean=(127.5,), std=(128.0,), layout="NHWC")
+    results = []
+    for block in (1, 4):
+        options = BenchOptions(warmup=2, interleave=block, profile_frames=0, progress=False)
+        seen = []
+        result = run_benchmark(model, read_frames(clip), preprocess, configs=[DeltaConfig(0.05, 0.0)],
+                               options=options, capture_maps_at=[4],
+                               on_frame=lambda r: seen.append((r.index, r.timed, r.change_maps[0] is not None)))
+        assert seen == [(i, i >= 2, i == 4) for i in range(9)]
+        assert result["interleave"] == block and result["frames_timed"] == 7
+        results.append(result["runs"][0])
+    first, second = results
+    assert [n["fraction_mean"] for n in first["nodes"]] == [n["fraction_mean"] for n in second["nodes"]]
+    assert first["outputs"] == second["outputs"]
+    assert 0 < first["conv_flops_redone"]["mean"] < 1

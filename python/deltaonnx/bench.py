@@ -1,8 +1,10 @@
 """`python -m deltaonnx bench MODEL --video CLIP`: dense ORT against the converted model, on your video.
 
-Both models run on the same frames, interleaved frame by frame (the order alternates, so neither always runs
-on a warm cache), with the same thread count; the first `--warmup` frames run untimed (they also fill the
-state). For each converted configuration (one, or one per value of `--thresholds` x `--inner-thresholds`)
+Both models run on the same frames, interleaved in blocks of `--interleave` frames (dense ORT runs a block,
+then each converted model runs the same block, in an order that alternates between blocks), so a change of
+machine load hits both alike; blocks rather than single frames because alternating every frame makes each
+model evict the other's weights and state from the caches, which deployment never sees. Same thread count;
+the first `--warmup` frames run untimed (they also fill the state). For each converted configuration (one, or one per value of `--thresholds` x `--inner-thresholds`)
 it reports:
 
 * ms/frame, fps and the speedup over dense ORT (means over the timed frames);
@@ -84,9 +86,11 @@ class BenchOptions:
     node_thresholds: Optional[dict] = None
     profile_frames: int = 20  # dense frames profiled for the Amdahl bound (0: no bound)
     profile_delta: bool = False  # also profile the converted models
+    oracle: bool = False  # also run the numpy reference (pixel-granular rules) on the profiled frames
     maps_dir: Optional[Path] = None
     maps_frames: int = 3
     progress: bool = True
+    interleave: int = 8  # frames per block: dense runs a block, then each converted model runs the same block
 
 
 @dataclass
@@ -99,7 +103,9 @@ class FrameRecord:
     input: np.ndarray  # the model input
     dense_outputs: list
     delta_outputs: list  # one list of outputs per configuration
-    sessions: list  # the DeltaSessions, one per configuration (change_maps(), stats())
+    sessions: list  # the DeltaSessions, one per configuration
+    change_maps: list = field(default_factory=list)  # per configuration: {node: map} of this frame, or None
+                                                     # (captured only for frames in capture_maps_at / --maps)
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -336,6 +342,27 @@ def profile_delta(converted: onnx.ModelProto, inputs: Sequence[dict], threads: i
             "by_op": dict(sorted(by_op.items(), key=lambda kv: -kv[1])), "by_node": dict(by_node)}
 
 
+def oracle_fractions(converted: onnx.ModelProto, inputs: Sequence[dict]) -> tuple[dict[str, float], int]:
+    """Mean recomputed fraction per Delta node when the converted model runs on the numpy reference
+    (deltaonnx.reference: DESIGN.md's rules at pixel granularity, no recompute tiles) over `inputs` in
+    order, the first run (empty state) left out; and the number of runs counted."""
+    from .reference import make_reference_evaluator
+
+    metadata = conversion_metadata(converted)
+    evaluator = make_reference_evaluator(converted)
+    output_names = [o.name for o in converted.graph.output]
+    state = {entry["past"]: np.zeros((0, 0, 0, 0), np.float32) for entry in metadata.get("state", [])}
+    sums: dict[str, float] = collections.defaultdict(float)
+    for i, feed in enumerate(inputs):
+        results = dict(zip(output_names, evaluator.run(None, {**feed, **state})))
+        state = {entry["past"]: results[entry["present"]] for entry in metadata.get("state", [])}
+        if i:
+            for entry in metadata.get("maps", []):
+                sums[entry["node"]] += float(np.mean(results[entry["output"]] != 0))
+    runs = max(len(inputs) - 1, 0)
+    return ({node: total / runs for node, total in sums.items()} if runs else {}), runs
+
+
 # --------------------------------------------------------------------------------------------------------
 # the benchmark
 # --------------------------------------------------------------------------------------------------------
@@ -377,13 +404,15 @@ def parse_configs(thresholds: Sequence[float], inner_thresholds: Sequence[float]
 def run_benchmark(model, frames: Iterable[np.ndarray], preprocess: Optional[Preprocess] = None, *,
                   configs: Sequence[DeltaConfig] = (DeltaConfig(0.0, 0.0),), converted: Optional[Any] = None,
                   options: Optional[BenchOptions] = None, frame_total: Optional[int] = None,
-                  source: str = "", on_frame: Optional[Callable[[FrameRecord], None]] = None) -> dict:
+                  source: str = "", on_frame: Optional[Callable[[FrameRecord], None]] = None,
+                  capture_maps_at: Iterable[int] = ()) -> dict:
     """Benchmark `model` (the dense original: path, bytes or ModelProto) against its conversions.
 
     `frames`: uint8 BGR frames (see deltaonnx.video.read_frames); `preprocess`: how they become the input
     (default: read from the model's input shape). `configs`: the conversions to run; or `converted`, an
-    already converted model (path/bytes/ModelProto), which then is the only configuration. Returns the
-    result dict that `format_report` prints and `--json` writes."""
+    already converted model (path/bytes/ModelProto), which then is the only configuration. `on_frame` is
+    called for every frame with its FrameRecord (change maps included for the frames in `capture_maps_at`).
+    Returns the result dict that `format_report` prints and `--json` writes."""
     from .convert import convert_with_report, load_model
     from .session import DeltaSession
 
@@ -435,57 +464,78 @@ def run_benchmark(model, frames: Iterable[np.ndarray], preprocess: Optional[Prep
     flops: dict[str, float] = {}
     dense_times: list[float] = []
     kept_inputs: collections.deque = collections.deque(maxlen=max(options.profile_frames, 0) + 1)
-    maps_at = _map_frame_indices(options, frame_total)
+    maps_at = _map_frame_indices(options, frame_total) | set(capture_maps_at)
     written_maps: list[str] = []
     frame_hw = None
     count = timed = 0
+    block_size = max(1, options.interleave)
     progress = Progress(frame_total, "bench", options.progress)
-    try:
-        for index, frame in enumerate(frames):
-            tensor = preprocess(frame)
-            feed = {input_name: tensor}
-            if index == 0:
-                frame_hw = frame.shape[:2]
-                flops = conv_flops(original, feed)
-            is_timed = index >= options.warmup
-            callers = [lambda: dense.run(None, feed)] + [
-                (lambda s=run.session: s.run(None, feed)) for run in runs]
-            order = range(len(callers)) if index % 2 == 0 else range(len(callers) - 1, -1, -1)
-            outputs: list = [None] * len(callers)
-            elapsed = [0.0] * len(callers)
-            for k in order:
+
+    def run_block(block: list[tuple[int, np.ndarray, dict]], block_number: int) -> None:
+        """Dense ORT on the block's frames, then each converted model on them (the order of the models
+        alternates between blocks); per-frame statistics are read right after each run."""
+        nonlocal timed
+        models = list(range(len(runs) + 1))  # 0: dense, k: runs[k - 1]
+        if block_number % 2:
+            models.reverse()
+        outputs = {m: [] for m in models}
+        maps = {m: {} for m in models}
+        for m in models:
+            session = dense if m == 0 else runs[m - 1].session
+            for index, _, feed in block:
                 start = time.perf_counter()
-                outputs[k] = callers[k]()
-                elapsed[k] = time.perf_counter() - start
-            dense_outputs = outputs[0]
+                result = session.run(None, feed)
+                elapsed = time.perf_counter() - start
+                outputs[m].append(result)
+                if index < options.warmup:
+                    continue
+                if m == 0:
+                    dense_times.append(elapsed)
+                else:
+                    runs[m - 1].times.append(elapsed)
+                    _record_fractions(runs[m - 1], flops)
+                if m and index in maps_at:  # the maps of this very run (the next run replaces them)
+                    maps[m][index] = {node: change_map.copy() for node, change_map in session.change_maps().items()}
+        for position, (index, frame, feed) in enumerate(block):
+            dense_outputs = outputs[0][position]
             reference_boxes = None
             if options.detections:
                 reference_boxes = _decode(dense_outputs[output_names.index(boxes_output)], options)
             for k, run in enumerate(runs, start=1):
-                _compare_outputs(run, output_names, dense_outputs, outputs[k])
+                _compare_outputs(run, output_names, dense_outputs, outputs[k][position])
                 if reference_boxes is not None:
-                    boxes = _decode(outputs[k][output_names.index(boxes_output)], options)
-                    run.agreement.add(boxes, reference_boxes)
-                if is_timed:
-                    run.times.append(elapsed[k])
-                    _record_fractions(run, flops)
-            if is_timed:
-                dense_times.append(elapsed[0])
+                    run.agreement.add(_decode(outputs[k][position][output_names.index(boxes_output)], options),
+                                      reference_boxes)
+            frame_maps = [maps[k].get(index) for k in range(1, len(runs) + 1)]
+            if options.maps_dir is not None and index in maps_at and index >= options.warmup:
+                written_maps.extend(_write_maps(options.maps_dir, index, preprocess.fit(frame), runs, frame_maps))
+            if index >= options.warmup:
                 timed += 1
-            if options.maps_dir is not None and index in maps_at:
-                written_maps += _write_maps(options.maps_dir, index, preprocess.fit(frame), runs)
-            kept_inputs.append(feed)
             if on_frame is not None:
-                on_frame(FrameRecord(index, is_timed, frame, tensor, dense_outputs, outputs[1:],
-                                     [run.session for run in runs]))
+                on_frame(FrameRecord(index, index >= options.warmup, frame, feed[input_name], dense_outputs,
+                                     [outputs[k][position] for k in range(1, len(runs) + 1)],
+                                     [run.session for run in runs], frame_maps))
+
+    block: list[tuple[int, np.ndarray, dict]] = []
+    blocks = 0
+    try:
+        for index, frame in enumerate(frames):
+            feed = {input_name: preprocess(frame)}
+            if index == 0:
+                frame_hw = frame.shape[:2]
+                flops = conv_flops(original, feed)
+            block.append((index, frame, feed))
+            kept_inputs.append(feed)
             count += 1
-            if timed:
-                dense_ms = 1000 * float(np.mean(dense_times))
-                note = f"dense {dense_ms:.1f} ms" + "".join(
-                    f" | {run.config.label} {1000 * float(np.mean(run.times)):.1f} ms" for run in runs[:2])
-            else:
-                note = "warm-up"
-            progress.update(count, note)
+            # warm-up frames run one by one (their own block), then blocks of `interleave` frames
+            if len(block) >= block_size or index < options.warmup:
+                run_block(block, blocks)
+                blocks += 1
+                block = []
+                progress.update(count, _progress_note(dense_times, runs))
+        if block:
+            run_block(block, blocks)
+            progress.update(count, _progress_note(dense_times, runs))
     finally:
         progress.close()
     if count == 0:
@@ -506,7 +556,7 @@ def run_benchmark(model, frames: Iterable[np.ndarray], preprocess: Optional[Prep
         "input": {"name": input_name, "shape": list(preprocess.input_shape(frame_hw)),
                   "frame_hw": list(frame_hw) if frame_hw else None},
         "preprocess": preprocess.describe(),
-        "threads": options.threads, "frames_read": count, "warmup": options.warmup, "frames_timed": timed,
+        "threads": options.threads, "interleave": block_size, "frames_read": count, "warmup": options.warmup, "frames_timed": timed,
         "conv_gflops": sum(flops.values()) / 1e9,
         "dense": {"ms_per_frame": dense_ms, "ms_median": 1000.0 * float(np.median(dense_times)),
                   "fps": 1000.0 / dense_ms if dense_ms else None, "profile": dense_profile},
@@ -518,8 +568,36 @@ def run_benchmark(model, frames: Iterable[np.ndarray], preprocess: Optional[Prep
         if options.profile_delta and len(kept_inputs) > 1:
             entry["profile"] = profile_delta(run.model, list(kept_inputs), options.threads)
             _attach_node_profile(entry, dense_profile, flops)
+        if options.oracle and len(kept_inputs) > 1:
+            _attach_oracle(entry, run, list(kept_inputs), flops, dense_profile)
         result["runs"].append(entry)
     return result
+
+
+def _attach_oracle(entry: dict, run: "_ConfigRun", inputs: list, flops: dict[str, float], dense_profile: dict) -> None:
+    """The pixel-granular recomputed fractions on the last frames, beside the ops' own on the same frames."""
+    exact, runs = oracle_fractions(run.model, inputs)
+    measured_total = exact_total = total = 0.0
+    converted_sources = set()
+    for node in entry["nodes"]:
+        node["exact_fraction"] = exact.get(node["name"])
+        recent = run.fractions.get(node["name"], [])[-runs:] if runs else []
+        node["fraction_same_frames"] = float(np.mean(recent)) if recent else None
+        if node["flops"] and node["exact_fraction"] is not None and node["fraction_same_frames"] is not None:
+            converted_sources.add(node["source"])
+            exact_total += node["flops"] * node["exact_fraction"]
+            measured_total += node["flops"] * node["fraction_same_frames"]
+    for source, f in flops.items():
+        total += f
+        if source not in converted_sources:  # kept dense: redone in full either way
+            exact_total += f
+            measured_total += f
+    oracle = {"frames": runs, "conv_flops_redone_exact": exact_total / total if total else None,
+              "conv_flops_redone_measured": measured_total / total if total else None}
+    if dense_profile and oracle["conv_flops_redone_exact"] is not None:
+        share = dense_profile["conv_work_share"]
+        oracle["ideal_speedup_exact"] = 1.0 / ((1.0 - share) + share * oracle["conv_flops_redone_exact"])
+    entry["oracle"] = oracle
 
 
 def _attach_node_profile(entry: dict, dense_profile: dict, flops: dict[str, float]) -> None:
@@ -533,6 +611,13 @@ def _attach_node_profile(entry: dict, dense_profile: dict, flops: dict[str, floa
         node["profile_ms"] = by_node.get(node["name"])
         node["ideal_ms"] = (conv_work_ms * node["flops"] / total_flops * node["fraction_mean"]
                             if node["flops"] and total_flops and node["fraction_mean"] is not None else None)
+
+
+def _progress_note(dense_times: list, runs: list) -> str:
+    if not dense_times:
+        return "warm-up"
+    return f"dense {1000 * float(np.mean(dense_times)):.1f} ms" + "".join(
+        f" | {run.config.label} {1000 * float(np.mean(run.times)):.1f} ms" for run in runs[:2] if run.times)
 
 
 def _describe(model) -> str:
@@ -693,16 +778,18 @@ def _safe_label(config: DeltaConfig) -> str:
     return f"tau{config.threshold:g}_inner{config.inner_threshold:g}"
 
 
-def _write_maps(directory: Path, index: int, fitted: np.ndarray, runs: list[_ConfigRun]) -> list[str]:
+def _write_maps(directory: Path, index: int, fitted: np.ndarray, runs: list[_ConfigRun], frame_maps: list) -> list[str]:
     try:
         import cv2
     except ImportError as error:
         raise BenchError("--maps needs OpenCV: pip install opencv-python-headless") from error
     written = []
-    for run in runs:
+    for run, maps in zip(runs, frame_maps):
+        if maps is None:
+            continue
         target = Path(directory) / _safe_label(run.config) if len(runs) > 1 else Path(directory)
         target.mkdir(parents=True, exist_ok=True)
-        picture = change_map_picture(fitted, run.session.change_maps(), f"frame {index} {run.config.label}")
+        picture = change_map_picture(fitted, maps, f"frame {index} {run.config.label}")
         path = target / f"frame_{index:05d}.png"
         if not cv2.imwrite(str(path), picture):
             raise BenchError(f"cannot write {path}")
@@ -865,6 +952,18 @@ def format_report(result: dict, per_node: bool = True) -> str:
             lines.append(_indent(_table(["node", "op", "recomputed", "measured ms", "ideal ms"], [
                 [n["name"], n["op"], f"{_fmt(100 * n['fraction_mean'], '.1f')}%", _fmt(n["profile_ms"], ".3f"),
                  _fmt(n.get("ideal_ms"), ".3f")] for n in slow]), "    "))
+    for r in result["runs"]:
+        o = r.get("oracle")
+        if not o:
+            continue
+        lines += ["", f"granularity, {r['label']} (last {o['frames']} frames): the ops recomputed "
+                  f"{_fmt(100 * o['conv_flops_redone_measured'], '.1f')}% of conv FLOPs where the rules at pixel "
+                  f"granularity (numpy reference) need {_fmt(100 * o['conv_flops_redone_exact'], '.1f')}%; "
+                  f"ideal speedup at pixel granularity {_fmt(o.get('ideal_speedup_exact'), '.2f')}x",
+                  _indent(_table(["node", "op", "ops' fraction", "pixel-exact fraction"], [
+                      [n["name"], n["op"], f"{_fmt(100 * (n.get('fraction_same_frames') or float('nan')), '.1f')}%",
+                       f"{_fmt(100 * (n.get('exact_fraction') if n.get('exact_fraction') is not None else float('nan')), '.1f')}%"]
+                      for n in r["nodes"]]), "  ")]
     if profile and any(r.get("profile") for r in result["runs"]):
         top = ", ".join(f"{op} {ms:.2f}" for op, ms in list(profile["by_op"].items())[:8])
         lines.append(f"  dense by op (ms/frame): {top}")
@@ -1011,9 +1110,15 @@ def add_command(subparsers, common: argparse.ArgumentParser) -> None:
     run = parser.add_argument_group("running")
     run.add_argument("--threads", type=positive_int, default=1, metavar="N", help="ORT threads, both models (default 1)")
     run.add_argument("--warmup", type=non_negative_int, default=5, metavar="N", help="untimed first frames (default 5)")
+    run.add_argument("--interleave", type=positive_int, default=8, metavar="N",
+                     help="frames per block: dense ORT runs N frames, then each converted model the same N "
+                     "(default 8; 1 alternates every frame, which makes each model evict the other's data "
+                     "from the caches)")
     run.add_argument("--profile", action="store_true", help="also profile the converted model: time per op type")
     run.add_argument("--profile-frames", type=non_negative_int, default=20, metavar="N",
                      help="frames profiled for the ideal speedup (default 20; 0: skip)")
+    run.add_argument("--oracle", action="store_true", help="also run the numpy reference (the rules at pixel "
+                     "granularity) on the last --profile-frames frames: the work an exact implementation would redo")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
     agree = parser.add_argument_group("agreement")
     agree.add_argument("--detections", choices=("yolo",), help="decode YOLO boxes and report box F1 against dense")
@@ -1082,11 +1187,11 @@ def run_command(args: argparse.Namespace) -> int:
             total = min(total, args.frames) if args.frames else total
         frames = read_frames(video, args.frames, args.start, args.step)
         options = BenchOptions(
-            threads=args.threads, warmup=args.warmup, detections=args.detections,
+            threads=args.threads, warmup=args.warmup, interleave=args.interleave, detections=args.detections,
             detections_output=args.detections_output, conf_threshold=args.conf, nms_iou=args.nms_iou,
             match_iou=args.match_iou, objectness=args.objectness, all_nodes=args.all_nodes,
             dense_fraction=args.dense_fraction, node_thresholds=read_thresholds_file(args.node_thresholds),
-            profile_frames=args.profile_frames, profile_delta=args.profile,
+            profile_frames=args.profile_frames, profile_delta=args.profile, oracle=args.oracle,
             maps_dir=Path(args.maps) if args.maps else None, maps_frames=args.maps_frames, progress=not args.quiet)
         result = run_benchmark(proto, frames, preprocess, configs=parse_configs(thresholds, inners),
                                converted=converted, options=options, frame_total=total,

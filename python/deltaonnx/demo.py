@@ -314,12 +314,10 @@ class _Collector:
                     self.against_truth[k + 1].add(f, truth)
             for k, f in enumerate(found):
                 self.against_dense[k].add(f, [(d.digit, d.y, d.x) for d in dense_found])
-        if record.index == self.picture_index or (self.picture is None and record.timed and self.picture_index < 0):
-            session = record.sessions[self.picture_config]
+        if record.index == self.picture_index and record.change_maps:
             self.picture = {"index": record.index, "frame": record.frame, "input": record.input,
-                            "maps": {k: v.copy() for k, v in session.change_maps().items()},
-                            "outputs": [np.array(o) for o in record.delta_outputs[self.picture_config]],
-                            "fractions": {k: float(np.mean(v != 0)) for k, v in session.change_maps().items()}}
+                            "maps": record.change_maps[self.picture_config],
+                            "outputs": [np.array(o) for o in record.delta_outputs[self.picture_config]]}
 
 
 def add_command(subparsers, common: argparse.ArgumentParser) -> None:
@@ -396,13 +394,13 @@ def run_command(args: argparse.Namespace) -> int:
         preprocess = preprocess_from_args(args, input_shape)
         # digits are decoded per frame for the table; YOLO boxes are scored by bench (F1 against dense)
         decode = (lambda outputs: decode_digits(outputs[0])) if default_model else None  # noqa: E731
-        picture_index = -1 if total is None else max(args.warmup, (2 * total) // 3)
+        picture_index = args.warmup if total is None else max(args.warmup, (2 * total) // 3)
         gated = max(range(len(configs)), key=lambda k: (configs[k].threshold, -k))  # the picture shows the gated run
         collector = _Collector(truth if default_model else None, picture_index, decode, len(configs), gated)
         options = BenchOptions(threads=args.threads, warmup=args.warmup, detections=args.detections,
                                profile_frames=10, progress=not args.quiet)
         result = run_benchmark(proto, frames, preprocess, configs=configs, options=options, frame_total=total,
-                               source=source, on_frame=collector)
+                               source=source, on_frame=collector, capture_maps_at=[picture_index])
     except (BenchError, VideoError) as error:
         raise CliError(str(error)) from error
     result["model"] = str(model_path)
