@@ -14,6 +14,9 @@ const KernelTable* kernels_named(const char* name) {
   if (std::strcmp(name, "avx2") == 0 && f.avx2) return &avx2_kernel_table();
   if (std::strcmp(name, "avx512") == 0 && f.avx512) return &avx512_kernel_table();
 #endif
+#if defined(DELTAONNX_HAVE_NEON)
+  if (std::strcmp(name, "neon") == 0) return &neon_kernel_table();
+#endif
   return nullptr;
 }
 
@@ -27,7 +30,11 @@ const KernelTable& select() {
   if (f.avx512) return avx512_kernel_table();
   if (f.avx2) return avx2_kernel_table();
 #endif
+#if defined(DELTAONNX_HAVE_NEON)
+  return neon_kernel_table();
+#else
   return scalar_kernel_table();
+#endif
 }
 }  // namespace
 

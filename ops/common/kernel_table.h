@@ -47,18 +47,21 @@ struct KernelTable {
   void (*bias_activate)(float* v, int64_t n, float bias, const ActivationParams& act);
 };
 
-// The table in use: the best the CPU supports, or the one named by DELTAONNX_SIMD (scalar|avx2|avx512)
+// The table in use: the best the CPU supports, or the one named by DELTAONNX_SIMD (scalar|avx2|avx512|neon)
 // when that is set and supported (tests run every variant this way).
 const KernelTable& kernels();
 
 // A table by name, or nullptr when not built or not supported by this CPU.
 const KernelTable* kernels_named(const char* name);
 
-// Variants (defined in scalar_kernels.cc, avx2_kernels.cc, avx512_kernels.cc).
+// Variants (defined in scalar_kernels.cc, avx2_kernels.cc, avx512_kernels.cc, neon_kernels.cc).
 const KernelTable& scalar_kernel_table();
 #if defined(DELTAONNX_HAVE_X86_SIMD)
 const KernelTable& avx2_kernel_table();
 const KernelTable& avx512_kernel_table();
+#endif
+#if defined(DELTAONNX_HAVE_NEON)
+const KernelTable& neon_kernel_table();
 #endif
 
 }  // namespace deltaonnx

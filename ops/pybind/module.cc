@@ -215,10 +215,10 @@ PYBIND11_MODULE(_native, m) {
     return d;
   }, "The CPU features detected at load time.");
   m.def("simd_level", [] { return std::string(kernels().name); },
-        "The kernel variant in use: scalar, avx2 or avx512 (DELTAONNX_SIMD may force a lower one).");
+        "The kernel variant in use: scalar, avx2, avx512 or neon (DELTAONNX_SIMD may force a lower one).");
   m.def("simd_variants", [] {
     std::vector<std::string> names;
-    for (const char* n : {"scalar", "avx2", "avx512"})
+    for (const char* n : {"scalar", "avx2", "avx512", "neon"})
       if (kernels_named(n)) names.emplace_back(n);
     return names;
   }, "The kernel variants built into this library and supported by this CPU.");
