@@ -163,6 +163,21 @@ void gemm_row(int64_t depth, const float* w, const float* const* b_rows, int64_t
   if (second) _mm256_maskstore_ps(out + kVec, m1, a1);
 }
 
+void deinterleave2(const float* src, int64_t n, float* even, float* odd) {
+  int64_t v = 0;
+  for (; v + kVec <= n; v += kVec) {
+    const __m256 a = _mm256_loadu_ps(src + 2 * v), b = _mm256_loadu_ps(src + 2 * v + kVec);
+    // shuffle within lanes, then fix the lane order
+    const __m256 e = _mm256_shuffle_ps(a, b, _MM_SHUFFLE(2, 0, 2, 0)), o = _mm256_shuffle_ps(a, b, _MM_SHUFFLE(3, 1, 3, 1));
+    _mm256_storeu_ps(even + v, _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(e), _MM_SHUFFLE(3, 1, 2, 0))));
+    _mm256_storeu_ps(odd + v, _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(o), _MM_SHUFFLE(3, 1, 2, 0))));
+  }
+  for (; v < n; ++v) {
+    even[v] = src[2 * v];
+    odd[v] = src[2 * v + 1];
+  }
+}
+
 inline __m256 exp_ps(__m256 x) {
   x = _mm256_min_ps(_mm256_set1_ps(88.3762626647949f), x);
   x = _mm256_max_ps(_mm256_set1_ps(-88.3762626647949f), x);
@@ -241,7 +256,7 @@ void gemm_tile_store(int64_t depth, const float* a_packed, const float* const* b
 }  // namespace
 
 const KernelTable& avx2_kernel_table() {
-  static const KernelTable table{"avx2", kMR, kNR, kVec, detect_changes, update_reference, detect_update_exact, gemm_tile, gemm_tile_store, gemm_row, bias_activate};
+  static const KernelTable table{"avx2", kMR, kNR, kVec, detect_changes, update_reference, detect_update_exact, gemm_tile, gemm_tile_store, gemm_row, deinterleave2, bias_activate};
   return table;
 }
 

@@ -198,6 +198,21 @@ void gemm_row(int64_t depth, const float* w, const float* const* b_rows, int64_t
   _mm512_mask_storeu_ps(out + 2 * kVec, m2, a2);
 }
 
+void deinterleave2(const float* src, int64_t n, float* even, float* odd) {
+  const __m512i ie = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+  const __m512i io = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+  int64_t v = 0;
+  for (; v + kVec <= n; v += kVec) {
+    const __m512 a = _mm512_loadu_ps(src + 2 * v), b = _mm512_loadu_ps(src + 2 * v + kVec);
+    _mm512_storeu_ps(even + v, _mm512_permutex2var_ps(a, ie, b));
+    _mm512_storeu_ps(odd + v, _mm512_permutex2var_ps(a, io, b));
+  }
+  for (; v < n; ++v) {
+    even[v] = src[2 * v];
+    odd[v] = src[2 * v + 1];
+  }
+}
+
 // exp(x) to ~1 ulp (Cephes' polynomial); NaN stays NaN because the clamps keep their second operand on NaN.
 inline __m512 exp_ps(__m512 x) {
   x = _mm512_min_ps(_mm512_set1_ps(88.3762626647949f), x);
@@ -334,7 +349,7 @@ void gemm_tile_store(int64_t depth, const float* a_packed, const float* const* b
 }  // namespace
 
 const KernelTable& avx512_kernel_table() {
-  static const KernelTable table{"avx512", kMR, kNR, kVec, detect_changes, update_reference, detect_update_exact, gemm_tile, gemm_tile_store, gemm_row, bias_activate};
+  static const KernelTable table{"avx512", kMR, kNR, kVec, detect_changes, update_reference, detect_update_exact, gemm_tile, gemm_tile_store, gemm_row, deinterleave2, bias_activate};
   return table;
 }
 

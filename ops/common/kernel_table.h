@@ -43,6 +43,9 @@ struct KernelTable {
   // groups with fewer output channels than gemm_mr).
   void (*gemm_row)(int64_t depth, const float* w, const float* const* b_rows, int64_t n, float* out);
 
+  // Stride-2 phase split of one row: even[v] = src[2v], odd[v] = src[2v + 1] for v < n (src holds 2n floats).
+  void (*deinterleave2)(const float* src, int64_t n, float* even, float* odd);
+
   // v[i] = act(v[i] + bias) for i < n.
   void (*bias_activate)(float* v, int64_t n, float bias, const ActivationParams& act);
 };

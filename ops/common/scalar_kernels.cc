@@ -70,6 +70,13 @@ void gemm_row(int64_t depth, const float* w, const float* const* b_rows, int64_t
   for (int64_t j = 0; j < n; ++j) out[j] = acc[j];
 }
 
+void deinterleave2(const float* src, int64_t n, float* even, float* odd) {
+  for (int64_t v = 0; v < n; ++v) {
+    even[v] = src[2 * v];
+    odd[v] = src[2 * v + 1];
+  }
+}
+
 void bias_activate(float* v, int64_t n, float bias, const ActivationParams& act) {
   for (int64_t i = 0; i < n; ++i) v[i] = apply_activation(act, v[i] + bias);
 }
@@ -88,7 +95,7 @@ void gemm_tile_store(int64_t depth, const float* a_packed, const float* const* b
 }  // namespace
 
 const KernelTable& scalar_kernel_table() {
-  static const KernelTable table{"scalar", kMR, kNR, kNR, detect_changes, update_reference, detect_update_exact, gemm_tile, gemm_tile_store, gemm_row, bias_activate};
+  static const KernelTable table{"scalar", kMR, kNR, kNR, detect_changes, update_reference, detect_update_exact, gemm_tile, gemm_tile_store, gemm_row, deinterleave2, bias_activate};
   return table;
 }
 

@@ -100,6 +100,7 @@ struct Scratch {
   std::vector<const float*> rows;
   std::vector<float> tile;
   std::vector<float> packed;
+  std::vector<float> padded_row;  // the phase split's zero-padded input row (stride 2)
 };
 
 Scratch& thread_scratch() {
@@ -115,7 +116,7 @@ std::vector<float>& thread_phase_buffer() {
 // Builds the phase split of src [C, H, W]. Only the padded rows some recomputed output reads are filled
 // (needed_rows[r] for padded row r = input row + pad_begin; nullptr: all): rows never read stay stale.
 PhaseSplit build_phase_split(const float* src, int64_t C, const Window2D& w, const uint8_t* needed_rows,
-                             const ParallelFor& parallel_for) {
+                             const KernelTable& k, const ParallelFor& parallel_for) {
   PhaseSplit ps;
   ps.sy = w.y.stride;
   ps.sx = w.x.stride;
@@ -137,6 +138,30 @@ PhaseSplit build_phase_split(const float* src, int64_t C, const Window2D& w, con
   ps.base = buffer.data();
   parallel_for(C, [&](int64_t c) {
     const float* in = src + c * H * W;
+    if (ps.sx == 2) {  // both column phases of a row in one pass, through a zero-padded copy of the row
+      std::vector<float>& padded = thread_scratch().padded_row;
+      padded.assign(static_cast<size_t>(2 * ps.width), 0.f);
+      for (int64_t py = 0; py < ps.sy; ++py) {
+        float* even = const_cast<float*>(ps.at(c, py, 0));
+        float* odd = const_cast<float*>(ps.at(c, py, 1));
+        for (int64_t u = 0; u < ps.rows + 1; ++u) {
+          const int64_t r = u * ps.sy + py, iy = r - w.y.pad_begin;
+          if (needed_rows != nullptr && (u == ps.rows || !needed_rows[r])) continue;
+          if (iy < 0 || iy >= H || u == ps.rows) {
+            std::memset(even + u * ps.width, 0, static_cast<size_t>(ps.width) * sizeof(float));
+            std::memset(odd + u * ps.width, 0, static_cast<size_t>(ps.width) * sizeof(float));
+            continue;
+          }
+          const int64_t x0 = std::min<int64_t>(w.x.pad_begin, 2 * ps.width);
+          const int64_t len = std::max<int64_t>(0, std::min(W, 2 * ps.width - x0));
+          std::memcpy(padded.data() + x0, in + iy * W, static_cast<size_t>(len) * sizeof(float));
+          k.deinterleave2(padded.data(), ps.width, even + u * ps.width, odd + u * ps.width);
+        }
+        std::memset(even + (ps.rows + 1) * ps.width, 0, kMaxNR * sizeof(float));
+        std::memset(odd + (ps.rows + 1) * ps.width, 0, kMaxNR * sizeof(float));
+      }
+      return;
+    }
     for (int64_t py = 0; py < ps.sy; ++py)
       for (int64_t px = 0; px < ps.sx; ++px) {
         float* out = const_cast<float*>(ps.at(c, py, px));
@@ -416,7 +441,7 @@ void run_delta_conv(const ConvSpec& spec, const PackedConvWeights& weights, cons
     const bool all_rows = recompute == out_plane || (w.x.out < k.gemm_nr && !sparse_narrow(w, recompute, k.gemm_nr));
     if (!all_rows) mark_needed_rows(w, out_flags, needed_rows);
     const PhaseSplit split =
-        build_phase_split(recompute_source(st), C, w, all_rows ? nullptr : needed_rows.data(), parallel_for);
+        build_phase_split(recompute_source(st), C, w, all_rows ? nullptr : needed_rows.data(), k, parallel_for);
     if (tap_offsets.empty()) {  // tap (c, ky, kx): plane (c, ty % sy, tx % sx) at (ty / sy) * width + tx / sx
       for (int64_t c = 0; c < spec.in_channels_per_group; ++c)
         for (int64_t ky = 0; ky < w.y.kernel; ++ky)
