@@ -58,7 +58,8 @@ def build_models(case, rng):
         attrs = dict(kernel_shape=[k, k], strides=[s, s], pads=[p] * 4)
         dense = _model([helper.make_node("MaxPool", ["x"], ["y"], **attrs)], [_vi("x")], [_vi("y")], [])
         delta_nodes = lambda with_map: [helper.make_node(
-            "DeltaPool", ["x", "x_ref", "y_prev"] + (["map_in"] if with_map else []), ["y", "x_ref_next", "map"],
+            "DeltaPool", ["x", "" if with_map else "x_ref", "y_prev"] + (["map_in"] if with_map else []),
+            ["y", "" if with_map else "x_ref_next", "map"],
             domain=DOMAIN, name="dp", **attrs)]
         inits = []
     else:
@@ -68,12 +69,14 @@ def build_models(case, rng):
         attrs = dict(kernel_shape=[k, k], strides=[s, s], pads=[p] * 4, group=g)
         dense = _model([helper.make_node("Conv", ["x", "w", "b"], ["y"], **attrs)], [_vi("x")], [_vi("y")], inits)
         delta_nodes = lambda with_map: [helper.make_node(
-            "DeltaConv", ["x", "w", "b", "x_ref", "y_prev"] + (["map_in"] if with_map else []),
-            ["y", "x_ref_next", "map"], domain=DOMAIN, name="dc", **attrs)]
-    outs = [_vi("y"), _vi("x_ref_next"), _vi("map", TensorProto.UINT8)]
+            "DeltaConv", ["x", "w", "b", "" if with_map else "x_ref", "y_prev"] + (["map_in"] if with_map else []),
+            ["y", "" if with_map else "x_ref_next", "map"], domain=DOMAIN, name="dc", **attrs)]
+    # With a change map (threshold 0) the op keeps no X_ref, as `convert` builds it (docs/ops.md).
     delta = {}
     for with_map in (False, True):
-        ins = [_vi("x"), _vi("x_ref"), _vi("y_prev")] + ([_vi("map_in", TensorProto.UINT8)] if with_map else [])
+        ins = [_vi("x")] + ([] if with_map else [_vi("x_ref")]) + [_vi("y_prev")] + (
+            [_vi("map_in", TensorProto.UINT8)] if with_map else [])
+        outs = [_vi("y")] + ([] if with_map else [_vi("x_ref_next")]) + [_vi("map", TensorProto.UINT8)]
         delta[with_map] = _model(delta_nodes(with_map), ins, outs, inits)
     return dense, delta
 
@@ -141,7 +144,9 @@ def time_dense(sess, frames, repeat):
 
 
 def time_delta(sess, frames, maps, with_map, repeat):
-    """State bound in place: past and present on one OrtValue, as DeltaSession does."""
+    """State bound in place: past and present on one OrtValue, as DeltaSession does (with a change map the
+    op keeps no X_ref, so Y is the whole state)."""
+    kept = ("y", "map") if with_map else ("y", "x_ref_next", "map")
     binding = sess.io_binding()
     empty = ort.OrtValue.ortvalue_from_numpy(np.zeros((0, 0, 0, 0), np.float32))
     state = None
@@ -153,21 +158,22 @@ def time_delta(sess, frames, maps, with_map, repeat):
         if with_map:
             binding.bind_cpu_input("map_in", maps[f] if state is not None else np.ones_like(maps[f]))
         if state is None:
-            binding.bind_ortvalue_input("x_ref", empty)
+            if not with_map:
+                binding.bind_ortvalue_input("x_ref", empty)
             binding.bind_ortvalue_input("y_prev", empty)
-            for name in ("y", "x_ref_next", "map"):
+            for name in kept:
                 binding.bind_output(name, "cpu")
         else:
-            binding.bind_ortvalue_input("x_ref", state["x_ref_next"])
+            if not with_map:
+                binding.bind_ortvalue_input("x_ref", state["x_ref_next"])
             binding.bind_ortvalue_input("y_prev", state["y"])
-            binding.bind_ortvalue_output("x_ref_next", state["x_ref_next"])
-            binding.bind_ortvalue_output("y", state["y"])
-            binding.bind_ortvalue_output("map", state["map"])
+            for name in kept:
+                binding.bind_ortvalue_output(name, state[name])
         t0 = CLOCK()
         sess.run_with_iobinding(binding)
         t1 = CLOCK()
         if state is None:
-            state = dict(zip(("y", "x_ref_next", "map"), binding.get_outputs()))
+            state = dict(zip(kept, binding.get_outputs()))
         elif i >= 4:
             times.append(t1 - t0)
             recomputed.append(float(state["map"].numpy().mean()))
