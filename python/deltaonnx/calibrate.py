@@ -57,7 +57,7 @@ MIN_GAIN = 0.002  # a greedy step must remove at least 0.2% of the model's conv 
 MIN_POTENTIAL = 0.002  # nodes redoing less than this share of the conv FLOPs are not searched one by one
 MAX_CLIMB = 3  # levels a greedy step may climb looking for a gain
 FEW_BOXES = 20  # fewer dense boxes than this on the search frames make box F1 a coarse measure
-DRIFT_FACTOR = 2.0  # late-half error above this multiple of the early half's counts as drift
+DRIFT_FACTOR = 1.25  # late-half error above this multiple of the early half's counts as drift
 
 
 class CalibrationError(ValueError):
@@ -656,11 +656,15 @@ def measure_range(original_bytes: bytes, converted: Union[bytes, onnx.ModelProto
 
 
 def _drifted(early: AgreementSummary, late: AgreementSummary, budget: Budget) -> bool:
-    """The late half breaks the budget while the early half keeps it, or its error grew well beyond."""
+    """The late half breaks the budget while the early half keeps it, or agreement got clearly worse: the
+    error grew by DRIFT_FACTOR (and matters: above half the error budget), or box F1 / IoU fell by 0.02."""
     if budget.holds(early) and not budget.holds(late):
         return True
-    return early.error > 0 and late.error > DRIFT_FACTOR * early.error and (
+    grew = early.error > 0 and late.error > DRIFT_FACTOR * early.error and (
         budget.max_error is None or late.error > budget.max_error / 2)
+    boxes = early.f1 is not None and late.f1 is not None and (
+        late.f1 < early.f1 - 0.02 or (late.mean_iou or 0.0) < (early.mean_iou or 0.0) - 0.02)
+    return grew or boxes
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -676,7 +680,7 @@ class CalibrationOptions:
     search_segments: int = 2  # ... as this many contiguous segments spread over the calibration range
     scale_frames: int = 4  # frames the activation scales are measured on
     time_limit: float = 600.0  # CPU seconds for the whole calibration (search, verification, held-out)
-    refresh: Union[str, int] = "auto"  # "auto": chosen when the thresholds drift; K: every K frames; 0: never
+    refresh: Union[str, int] = "auto"  # "auto": tried when verification fails; K: every K frames; 0: never
     threads: int = 1
     all_nodes: bool = False
     dense_fraction: float = 0.5
@@ -909,7 +913,7 @@ def calibrate(model, source: FrameSource, *, frames: tuple[int, int] = (0, 200),
 
     # verify on every calibration frame; drift -> refresh; still over budget -> back off (at most 3 times:
     # every level a step down, then half the levels, then all thresholds 0; straight to 0 once out of time)
-    refresh_candidates = _refresh_candidates(stop - start, options.refresh)
+    refresh_candidates = _refresh_candidates(stop - start, options.refresh, setup.segment_length)
     fixed_refresh = options.refresh if isinstance(options.refresh, int) else 0
     history = []
     schedule = _backoff_schedule(levels)
@@ -924,7 +928,9 @@ def calibrate(model, source: FrameSource, *, frames: tuple[int, int] = (0, 200),
         history.append(_short(result, "verify", levels))
         log(f"verify  refresh {refresh or '-'}: work {100 * result.work:.1f}%, speedup {result.speedup:.2f}x, "
             f"{result.agreement.describe()}; early {result.early.describe()} / late {result.late.describe()}")
-        if not result.within_budget and result.drift and refresh_candidates and any(levels.values()):
+        # Errors of stale pixels grow with the time since the state was empty (the search measured at most
+        # segment_length frames of it): a periodic refresh may cost less than lowering the thresholds.
+        if not result.within_budget and refresh_candidates and any(levels.values()):
             for every in refresh_candidates:
                 if out_of_time():
                     break
@@ -966,7 +972,7 @@ def calibrate(model, source: FrameSource, *, frames: tuple[int, int] = (0, 200),
         if heldout_result is not None:
             history.append(_short(heldout_result, "held-out", levels))
             if not heldout_result.within_budget and heldout_result.drift and options.refresh == "auto":
-                for every in _refresh_candidates(heldout_result.frames, "auto"):
+                for every in _refresh_candidates(heldout_result.frames, "auto", setup.segment_length):
                     if refresh and every >= refresh:
                         continue
                     if time.process_time() - cpu_started > options.time_limit:
@@ -1054,16 +1060,15 @@ def _search_segments(start: int, stop: int, search_frames: int, segments: int) -
     return length, [start + int(round(k * spacing)) for k in range(segments)]
 
 
-def _refresh_candidates(frames: int, option: Union[str, int]) -> list[int]:
-    """Refresh periods tried, longest first, when `option` is "auto"."""
+def _refresh_candidates(frames: int, option: Union[str, int], segment_length: int) -> list[int]:
+    """Refresh periods tried, longest first, when `option` is "auto": a quarter of the range, then the search
+    segments' length. Each search segment ran from an empty state for `segment_length` frames, so a model
+    refreshed that often sees exactly the state ages the search measured."""
     if option != "auto":
         return []
-    candidates = []
-    every = frames // 2
-    while every >= 4 and len(candidates) < 3:
-        candidates.append(every)
-        every //= 2
-    return candidates
+    shortest = max(2, segment_length)
+    candidates = [every for every in (frames // 4,) if every > shortest] + [shortest]
+    return [every for every in candidates if every < frames]
 
 
 def _check_options(options: CalibrationOptions, frames, heldout) -> None:
@@ -1304,8 +1309,8 @@ def add_command(subparsers, common: argparse.ArgumentParser) -> None:
     search.add_argument("--time-limit", type=positive_int, default=600, metavar="SECONDS",
                         help="CPU seconds for the whole calibration, held-out check included (default 600)")
     search.add_argument("--refresh", type=refresh_option, default="auto", metavar="auto|K|0",
-                        help="full recompute every K frames per stream; auto (default) chooses one only when the "
-                        "thresholds drift")
+                        help="full recompute every K frames per stream; auto (default) tries one when the "
+                        "searched thresholds break the budget on the whole calibration range")
     search.add_argument("--threads", type=positive_int, default=1, metavar="N", help="ORT threads (default 1)")
     search.add_argument("--all", dest="all_nodes", action="store_true", help="convert every eligible node")
     search.add_argument("--dense-fraction", type=fraction, default=0.5, metavar="F",
