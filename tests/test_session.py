@@ -540,7 +540,8 @@ def test_converted_zoo_models_match_dense_through_the_session(cpu_op_library, na
 
     model = zoo.BUILDERS[name]()
     converted = deltaonnx.convert(model, threshold=0.0, inner_threshold=0.0)
-    session = DeltaSession(converted)
+    # The delta path itself is under test: no dense fallback (these tiny maps change everywhere at once).
+    session = DeltaSession(converted, dense_fallback=False)
     reference = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     assert [i.name for i in session.get_inputs()] == [i.name for i in reference.get_inputs()]
     assert [o.name for o in session.get_outputs()] == [o.name for o in reference.get_outputs()]
@@ -565,3 +566,37 @@ def test_converted_zoo_models_match_dense_through_the_session(cpu_op_library, na
         if frame.kind == "static" and session.stats()["nodes"]:
             fractions = {n: s["fraction"] for n, s in session.stats()["nodes"].items()}
             assert all(f == 0.0 for f in fractions.values()), (name, index, fractions)
+
+
+def test_dense_fallback_takes_streams_that_change_everywhere_and_probes_back():
+    """A stream whose frames change everywhere (a moving camera) runs the dense twin (same outputs as dense ORT),
+    and returns to delta at a probe once its frames stop changing; another stream is unaffected."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "models"))
+    import zoo
+
+    model = zoo.yolov8_like()
+    session = DeltaSession(deltaonnx.convert(model), fallback_probe_every=4)
+    dense = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    name = model.graph.input[0].name
+    shape = [d.dim_value or 1 for d in model.graph.input[0].type.tensor_type.shape.dim]
+    rng = np.random.default_rng(7)
+    still = rng.random(shape).astype(np.float32)
+    modes, quiet_modes = [], []
+    for step in range(14):
+        frame = rng.random(shape).astype(np.float32) if step < 6 else still
+        outputs = session.run(None, {name: frame})
+        for got, want in zip(outputs, dense.run(None, {name: frame})):
+            np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+        modes.append(session.stats()["mode"])
+        session.run(None, {name: still}, stream="quiet")
+        quiet_modes.append(session.stats("quiet")["mode"])
+    assert "dense" in modes[:6] and session.stats()["dense_runs"] >= 3
+    assert modes[-1] == "delta" and session.stats()["work_smoothed"] == 0.0
+    assert set(quiet_modes) == {"delta"}
+    off = DeltaSession(deltaonnx.convert(model), dense_fallback=False)
+    for _ in range(6):
+        off.run(None, {name: rng.random(shape).astype(np.float32)})
+    assert off.stats()["mode"] == "delta" and off.stats()["dense_runs"] == 0

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any, Hashable, Iterable, Mapping, Sequence
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 
 from ._lib import library_path
@@ -122,6 +123,12 @@ class _StreamState:
     last_maps: dict[str, np.ndarray] = field(default_factory=dict)  # node -> map of the last run
     last_fraction: dict[str, float] = field(default_factory=dict)
     fraction_sum: dict[str, float] = field(default_factory=dict)
+    # The dense fallback (DeltaSession's dense_fallback): "delta" or "dense", the smoothed FLOP-weighted
+    # share of work redone, and the runs in the current mode.
+    mode: str = "delta"
+    work: float | None = None
+    mode_runs: int = 0
+    dense_runs_total: int = 0
 
     def drop_state(self) -> None:
         self.values = {}
@@ -137,8 +144,26 @@ class DeltaSession:
     is registered too when it was built, and the state then lives on the GPU.
     """
 
+    # A stream whose smoothed share of conv work redone exceeds FALLBACK_ENTER runs the dense twin; every
+    # `fallback_probe_every` dense frames it tries delta again (from empty state) and stays if, after
+    # FALLBACK_SETTLE frames, the share is below FALLBACK_STAY.
+    FALLBACK_ENTER = 0.8
+    FALLBACK_STAY = 0.65
+    FALLBACK_SETTLE = 3
+
     def __init__(self, model: str | os.PathLike | bytes | Any, sess_options: ort.SessionOptions | None = None,
-                 providers: Sequence[str | tuple] | None = None):
+                 providers: Sequence[str | tuple] | None = None, *, dense_fallback: bool = True,
+                 fallback_probe_every: int = 30):
+        """dense_fallback: a stream whose frames change almost everywhere (a moving camera) is run through
+        the model's dense twin (densify.py), which costs what dense ORT costs, and probed with delta again
+        every `fallback_probe_every` frames; stats() says which mode a stream is in. Dense frames are exact
+        (no thresholds apply)."""
+        if fallback_probe_every < 1:
+            raise ValueError("fallback_probe_every must be >= 1")
+        self._dense_fallback, self._probe_every = bool(dense_fallback), int(fallback_probe_every)
+        self._dense_session: ort.InferenceSession | None = None
+        self._dense_lock = threading.Lock()
+        self._dense_options = _copy_session_options(sess_options)
         model_source = self._model_source(model)
         options = _copy_session_options(sess_options)
         providers = list(providers) if providers is not None else ["CPUExecutionProvider"]
@@ -154,6 +179,9 @@ class DeltaSession:
         if not cuda_library_registered:
             options.register_custom_ops_library(library_path("cpu"))
         self._session = ort.InferenceSession(model_source, sess_options=options, providers=providers)
+        self._model_bytes = model_source if isinstance(model_source, bytes) else None
+        self._model_path = model_source if isinstance(model_source, str) else None
+        self._providers_requested = providers
 
         custom_metadata = self._session.get_modelmeta().custom_metadata_map
         self._metadata = self._parse_metadata(custom_metadata.get(METADATA_KEY))
@@ -282,8 +310,47 @@ class DeltaSession:
                     continue
                 return self._run_locked(state, requested, inputs, input_shapes, run_options)
 
+    def _dense_twin_session(self) -> ort.InferenceSession:
+        with self._dense_lock:
+            if self._dense_session is None:
+                from .densify import dense_twin
+
+                proto = onnx.load_from_string(self._model_bytes) if self._model_bytes is not None \
+                    else onnx.load(self._model_path)
+                twin = dense_twin(proto, self._output_names)
+                self._dense_session = ort.InferenceSession(twin.SerializeToString(), sess_options=self._dense_options,
+                                                           providers=self._providers_requested)
+            return self._dense_session
+
+    def _run_dense(self, state: _StreamState, requested: list[str], inputs: dict,
+                   run_options: ort.RunOptions | None) -> list[np.ndarray]:
+        feed = {name: value for name, (value, _) in inputs.items()}
+        outputs = self._dense_twin_session().run(requested, feed, run_options)
+        state.mode_runs += 1
+        state.dense_runs_total += 1
+        if state.mode_runs >= self._probe_every:  # probe: delta again, from empty state
+            state.mode, state.mode_runs, state.work = "delta", 0, None
+        return outputs
+
+    def _update_fallback(self, state: _StreamState) -> None:
+        """After a delta run: smooth the FLOP-weighted share of conv work redone; switch to dense when high."""
+        flops = {n: self._node_info.get(n, {}).get("flops") for n in state.last_fraction}
+        known = {n: f for n, f in flops.items() if f}
+        state.mode_runs += 1
+        if not known or state.mode_runs < 2:  # the first frame after a reset is always redone in full
+            return
+        work = sum(f * state.last_fraction[n] for n, f in known.items()) / sum(known.values())
+        state.work = work if state.work is None else 0.5 * state.work + 0.5 * work
+        probing = state.dense_runs_total > 0 and state.mode_runs <= self.FALLBACK_SETTLE
+        limit = self.FALLBACK_STAY if probing else self.FALLBACK_ENTER
+        if state.mode_runs >= self.FALLBACK_SETTLE and state.work > limit:
+            state.drop_state()
+            state.mode, state.mode_runs = "dense", 0
+
     def _run_locked(self, state: _StreamState, requested: list[str], inputs: dict, input_shapes: tuple,
                     run_options: ort.RunOptions | None) -> list[np.ndarray]:
+        if state.mode == "dense":
+            return self._run_dense(state, requested, inputs, run_options)
         if state.input_shapes != input_shapes:
             state.drop_state()
         binding = self._session.io_binding()
@@ -322,6 +389,8 @@ class DeltaSession:
         state.values = {entry.present: results[entry.present] for entry in self._state_entries}
         state.input_shapes = input_shapes
         self._record_maps(state, results)
+        if self._dense_fallback:
+            self._update_fallback(state)
 
         returned = []
         for name in requested:
@@ -458,8 +527,11 @@ class DeltaSession:
                 total_saved_avg += saved_avg
             nodes[node] = {"op": info.get("op"), "fraction": fraction, "fraction_avg": fraction_avg,
                            "flops": flops, "flops_saved": saved, "flops_saved_avg": saved_avg}
+        with state.lock:
+            mode, work, dense_runs = state.mode, state.work, state.dense_runs_total
         return {"stream": stream, "runs": runs, "nodes": nodes, "flops": total_flops,
-                "flops_saved": total_saved, "flops_saved_avg": total_saved_avg}
+                "flops_saved": total_saved, "flops_saved_avg": total_saved_avg,
+                "mode": mode, "work_smoothed": work, "dense_runs": dense_runs}
 
     def __repr__(self) -> str:
         return (f"DeltaSession(inputs={self._input_names}, outputs={self._output_names}, "
