@@ -79,6 +79,16 @@ def node_flops(node: ir.Node) -> Optional[int]:
     return pool_flops(node)
 
 
+def flops_per_output_pixel(node: ir.Node) -> Optional[int]:
+    """A Conv's FLOPs per output pixel (all output channels), known whatever the input size: 2*M*C/g*kH*kW."""
+    if node.op_type != "Conv":
+        return None
+    weight = _weight_shape(node)
+    if weight is None or len(weight) != 4 or not _known(weight):
+        return None
+    return 2 * weight[0] * weight[1] * weight[2] * weight[3]
+
+
 def flops_per_element_read(node: ir.Node) -> Optional[float]:
     """A Conv's FLOPs per element that change detection reads (its input and reference, 2*C*H*W)."""
     weight = _weight_shape(node)

@@ -25,6 +25,7 @@ def node_entry(plan: NodePlan) -> dict:
         "decision": plan.decision,
         "threshold": plan.threshold if converted else None,
         "flops": plan.flops,
+        "flops_per_output_pixel": plan.flops_per_output_pixel,
         "reason": plan.reason,
         "shape": plan.output_shape,
         "activation": plan.activation,

@@ -16,7 +16,7 @@ from collections import Counter
 import onnx_ir as ir
 
 from .conversion_context import CONVERTED, DENSE, INELIGIBLE, PLAN_META_KEY, ConversionContext, NodePlan
-from .cost_model import MIN_FLOPS_PER_ELEMENT_READ, node_flops, pays_for_detection
+from .cost_model import MIN_FLOPS_PER_ELEMENT_READ, flops_per_output_pixel, node_flops, pays_for_detection
 from .eligibility import ineligibility
 from .errors import ConversionError
 from .fold_batchnorm import FOLDED_META_KEY
@@ -54,6 +54,7 @@ class PlanConversion(ir.passes.InPlacePass):
                 op_type=node.op_type,
                 output_shape=shape_text(node.outputs[0]),
                 flops=node_flops(node),
+                flops_per_output_pixel=flops_per_output_pixel(node),
                 fused=list(node.meta.get(FOLDED_META_KEY, [])),
             )
             reason = ineligibility(node)

@@ -334,8 +334,14 @@ class DeltaSession:
 
     def _update_fallback(self, state: _StreamState) -> None:
         """After a delta run: smooth the FLOP-weighted share of conv work redone; switch to dense when high."""
-        flops = {n: self._node_info.get(n, {}).get("flops") for n in state.last_fraction}
-        known = {n: f for n, f in flops.items() if f}
+        # A node's conv work this run: its FLOPs from the metadata, or, for models with dynamic shapes, its
+        # FLOPs per output pixel times the pixels of its map.
+        known = {}
+        for node in state.last_fraction:
+            info = self._node_info.get(node, {})
+            flops = info.get("flops") or (info.get("flops_per_output_pixel") or 0) * state.last_maps[node].size
+            if flops:
+                known[node] = flops
         state.mode_runs += 1
         if not known or state.mode_runs < 2:  # the first frame after a reset is always redone in full
             return
