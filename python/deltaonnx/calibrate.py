@@ -401,7 +401,7 @@ class _CandidateRunner:
         from .session import DeltaSession
 
         started = time.process_time()
-        session = DeltaSession(self.model_with(taus), session_options(self.threads))
+        session = DeltaSession(self.model_with(taus), session_options(self.threads), dense_fallback=False)
         scores, works = [], []
         fraction_sums: dict[str, float] = {}
         for index, segment in enumerate(self.segments):
@@ -588,7 +588,7 @@ def measure_range(original_bytes: bytes, converted: Union[bytes, onnx.ModelProto
     options = session_options(threads)
     dense = ort.InferenceSession(original_bytes, options, providers=["CPUExecutionProvider"])
     model_bytes = converted if isinstance(converted, bytes) else converted.SerializeToString()
-    runner = PeriodicRefresh(DeltaSession(model_bytes, options), refresh)
+    runner = PeriodicRefresh(DeltaSession(model_bytes, options, dense_fallback=False), refresh)
     thread_clock = time.thread_time if threads == 1 else time.process_time
     dense_cpu = delta_cpu = dense_wall = delta_wall = 0.0
     timed = 0
