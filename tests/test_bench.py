@@ -176,7 +176,7 @@ def test_yolo_boxes_against_dense_and_change_map_pictures(cpu_op_library, yolo_f
     model, clip = yolo_files
     out, maps = tmp_path / "boxes.json", tmp_path / "maps"
     code, stdout, stderr = run_cli(capsys, "bench", model, "--video", clip, "--warmup", 2,
-                                   "--profile-frames", 0, "--detections", "yolo", "--maps", maps,
+                                   "--profile-frames", 0, "--detections", "yolo", "--maps", maps, "--no-fallback",
                                    "--maps-frames", 2, "--json", out, "--quiet")
     assert code == 0, stderr
     (run,) = json.loads(out.read_text())["runs"]
@@ -184,6 +184,7 @@ def test_yolo_boxes_against_dense_and_change_map_pictures(cpu_op_library, yolo_f
     assert boxes["frames"] == 10 and boxes["reference_boxes"] > 0
     assert boxes["f1"] >= 0.95  # threshold 0: the same outputs give the same boxes
     assert run["ideal_speedup"] is None  # --profile-frames 0: no dense profile, no bound
+    assert run["dense_fallback_frames"] == 0  # --no-fallback: every frame ran the Delta ops
     pictures = sorted(maps.glob("*.png"))
     assert len(pictures) == 2
     picture = cv2.imread(str(pictures[0]))

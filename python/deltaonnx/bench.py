@@ -87,6 +87,7 @@ class BenchOptions:
     profile_frames: int = 20  # dense frames profiled for the Amdahl bound (0: no bound)
     profile_delta: bool = False  # also profile the converted models
     oracle: bool = False  # also run the numpy reference (pixel-granular rules) on the profiled frames
+    dense_fallback: bool = True  # DeltaSession's fallback to the dense twin when almost everything changes
     maps_dir: Optional[Path] = None
     maps_frames: int = 3
     progress: bool = True
@@ -312,13 +313,14 @@ def profile_dense(model_bytes: bytes, inputs: Sequence[dict], threads: int, fuse
             "by_op": dict(sorted(by_op.items(), key=lambda kv: -kv[1]))}
 
 
-def profile_delta(converted: onnx.ModelProto, inputs: Sequence[dict], threads: int) -> dict:
+def profile_delta(converted: onnx.ModelProto, inputs: Sequence[dict], threads: int, dense_fallback: bool = True) -> dict:
     """The converted model's time per frame by op type, over `inputs` in order (the first run, which fills
     the state, is left out)."""
     from .session import DeltaSession
 
     with tempfile.TemporaryDirectory(prefix="deltaonnx-profile-") as tmp:
-        session = DeltaSession(converted, session_options(threads, os.path.join(tmp, "delta")))
+        session = DeltaSession(converted, session_options(threads, os.path.join(tmp, "delta")),
+                               dense_fallback=dense_fallback)
         wall = []
         for i, feed in enumerate(inputs):
             start = time.perf_counter()
@@ -384,6 +386,9 @@ class _ConfigRun:
     output_sum_mean_abs: dict = field(default_factory=lambda: collections.defaultdict(float))
     compared_frames: int = 0
     agreement: Any = None
+    dense_runs_seen: int = 0  # the session's count of dense-twin runs (its fallback), last seen
+    dense_frames: int = 0  # timed frames that ran the dense twin
+    state_bytes: int = 0  # the largest state seen
 
 
 def _percentile(values: Sequence[float], q: float) -> float:
@@ -443,7 +448,8 @@ def run_benchmark(model, frames: Iterable[np.ndarray], preprocess: Optional[Prep
             raise BenchError("the converted model has no deltaonnx metadata: run `deltaonnx convert` first")
         metadata = conversion_metadata(converted_proto)
         config = DeltaConfig(float(metadata.get("threshold", 0.0)), float(metadata.get("inner_threshold", 0.0)))
-        runs.append(_ConfigRun(config, converted_proto, metadata, DeltaSession(converted_proto, options_for_sessions)))
+        runs.append(_ConfigRun(config, converted_proto, metadata, DeltaSession(
+            converted_proto, options_for_sessions, dense_fallback=options.dense_fallback)))
     else:
         if not configs:
             raise BenchError("no configuration to run (empty threshold lists)")
@@ -451,8 +457,8 @@ def run_benchmark(model, frames: Iterable[np.ndarray], preprocess: Optional[Prep
             proto, _ = convert_with_report(original, threshold=config.threshold, inner_threshold=config.inner_threshold,
                                            thresholds=options.node_thresholds, all_nodes=options.all_nodes,
                                            dense_fraction=options.dense_fraction)
-            runs.append(_ConfigRun(config, proto, conversion_metadata(proto),
-                                   DeltaSession(proto, options_for_sessions)))
+            runs.append(_ConfigRun(config, proto, conversion_metadata(proto), DeltaSession(
+                proto, options_for_sessions, dense_fallback=options.dense_fallback)))
     dense_bytes = original.SerializeToString()
     dense = ort.InferenceSession(dense_bytes, options_for_sessions, providers=["CPUExecutionProvider"])
     if options.detections:
@@ -493,7 +499,8 @@ def run_benchmark(model, frames: Iterable[np.ndarray], preprocess: Optional[Prep
                     dense_times.append(elapsed)
                 else:
                     runs[m - 1].times.append(elapsed)
-                    _record_fractions(runs[m - 1], flops)
+                    if _record_fractions(runs[m - 1], flops):
+                        continue  # the dense twin ran: no change maps this frame
                 if m and index in maps_at:  # the maps of this very run (the next run replaces them)
                     maps[m][index] = {node: change_map.copy() for node, change_map in session.change_maps().items()}
         for position, (index, frame, feed) in enumerate(block):
@@ -556,7 +563,7 @@ def run_benchmark(model, frames: Iterable[np.ndarray], preprocess: Optional[Prep
         "input": {"name": input_name, "shape": list(preprocess.input_shape(frame_hw)),
                   "frame_hw": list(frame_hw) if frame_hw else None},
         "preprocess": preprocess.describe(),
-        "threads": options.threads, "interleave": block_size, "frames_read": count, "warmup": options.warmup, "frames_timed": timed,
+        "threads": options.threads, "interleave": block_size, "dense_fallback": options.dense_fallback, "frames_read": count, "warmup": options.warmup, "frames_timed": timed,
         "conv_gflops": sum(flops.values()) / 1e9,
         "dense": {"ms_per_frame": dense_ms, "ms_median": 1000.0 * float(np.median(dense_times)),
                   "fps": 1000.0 / dense_ms if dense_ms else None, "profile": dense_profile},
@@ -566,7 +573,7 @@ def run_benchmark(model, frames: Iterable[np.ndarray], preprocess: Optional[Prep
     for run in runs:
         entry = _summarize(run, dense_ms, flops, dense_profile, output_names)
         if options.profile_delta and len(kept_inputs) > 1:
-            entry["profile"] = profile_delta(run.model, list(kept_inputs), options.threads)
+            entry["profile"] = profile_delta(run.model, list(kept_inputs), options.threads, options.dense_fallback)
             _attach_node_profile(entry, dense_profile, flops)
         if options.oracle and len(kept_inputs) > 1:
             _attach_oracle(entry, run, list(kept_inputs), flops, dense_profile)
@@ -651,15 +658,25 @@ def _compare_outputs(run: _ConfigRun, names: list[str], dense_outputs: list, del
     run.compared_frames += 1
 
 
-def _record_fractions(run: _ConfigRun, flops: dict[str, float]) -> None:
-    stats = run.session.stats()["nodes"]
+def _record_fractions(run: _ConfigRun, flops: dict[str, float]) -> bool:
+    """Read the last run's statistics; returns whether it ran the dense twin (DeltaSession's fallback for
+    streams that change almost everywhere), which redoes everything and leaves no change maps."""
+    stats = run.session.stats()
+    dense_runs = stats.get("dense_runs", 0) or 0
+    ran_dense = dense_runs > run.dense_runs_seen
+    run.dense_runs_seen = dense_runs
+    if ran_dense:
+        run.dense_frames += 1
+    else:
+        run.state_bytes = max(run.state_bytes, _state_bytes(run.session))
+    stats = stats["nodes"]
     redone = total = redone_converted = total_converted = 0.0
     converted_sources = set()
     for node in run.metadata.get("nodes", []):
         if node.get("decision") != "converted":
             continue
         name = node["name"]
-        fraction = stats.get(name, {}).get("fraction")
+        fraction = 1.0 if ran_dense else stats.get(name, {}).get("fraction")
         if fraction is None:
             continue
         run.fractions[name].append(fraction)
@@ -677,6 +694,7 @@ def _record_fractions(run: _ConfigRun, flops: dict[str, float]) -> None:
         run.flops_fraction_converted.append(redone_converted / total_converted)
     if total:
         run.flops_fraction_all.append(redone / total)
+    return ran_dense
 
 
 def _summarize(run: _ConfigRun, dense_ms: float, flops: dict[str, float], dense_profile: dict,
@@ -717,7 +735,8 @@ def _summarize(run: _ConfigRun, dense_ms: float, flops: dict[str, float], dense_
         "max_rel": max((o["max_rel"] for o in outputs.values()), default=0.0),
         "equal_to_dense": all(o["max_rel"] <= RELATIVE_EQUALITY for o in outputs.values()),
         "conv_flops_redone": redone_all, "converted_conv_flops_redone": redone_converted,
-        "state_bytes": _state_bytes(run.session),
+        "state_bytes": run.state_bytes,
+        "dense_fallback_frames": run.dense_frames,
         "converted_nodes": converted_count, "kept_dense": [{"name": n["name"], "reason": n["reason"]} for n in nodes
                                                            if n["decision"] != "converted"],
         "nodes": [n for n in nodes if n["decision"] == "converted"],
@@ -901,6 +920,11 @@ def format_report(result: dict, per_node: bool = True) -> str:
             row += [_fmt(d.get("f1"), ".3f"), _fmt(d.get("mean_iou"), ".3f")]
         rows.append(row)
     lines += ["", _table(header, rows)]
+    for r in result["runs"]:
+        if r.get("dense_fallback_frames"):
+            lines.append(f"{r['label']}: {r['dense_fallback_frames']} of {result['frames_timed']} timed frames ran "
+                         "DeltaSession's dense twin (its fallback when almost everything changes; --no-fallback "
+                         "measures the Delta ops instead)")
     if any(r.get("detections") for r in result["runs"]):
         d = result["runs"][0]["detections"]
         lines.append(f"(boxes: {d['reference_boxes']} dense boxes over {d['frames']} frames, matched at IoU >= "
@@ -1119,6 +1143,9 @@ def add_command(subparsers, common: argparse.ArgumentParser) -> None:
                      help="frames profiled for the ideal speedup (default 20; 0: skip)")
     run.add_argument("--oracle", action="store_true", help="also run the numpy reference (the rules at pixel "
                      "granularity) on the last --profile-frames frames: the work an exact implementation would redo")
+    run.add_argument("--no-fallback", dest="dense_fallback", action="store_false",
+                     help="never let DeltaSession switch a stream that changes almost everywhere to the dense "
+                     "twin (measures the Delta ops themselves)")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
     agree = parser.add_argument_group("agreement")
     agree.add_argument("--detections", choices=("yolo",), help="decode YOLO boxes and report box F1 against dense")
@@ -1192,6 +1219,7 @@ def run_command(args: argparse.Namespace) -> int:
             match_iou=args.match_iou, objectness=args.objectness, all_nodes=args.all_nodes,
             dense_fraction=args.dense_fraction, node_thresholds=read_thresholds_file(args.node_thresholds),
             profile_frames=args.profile_frames, profile_delta=args.profile, oracle=args.oracle,
+            dense_fallback=args.dense_fallback,
             maps_dir=Path(args.maps) if args.maps else None, maps_frames=args.maps_frames, progress=not args.quiet)
         result = run_benchmark(proto, frames, preprocess, configs=parse_configs(thresholds, inners),
                                converted=converted, options=options, frame_total=total,

@@ -471,7 +471,8 @@ def _table(result: dict, collector: _Collector, default_model: bool, model_path:
     if exact:
         lines.append(f"\ntau=0 is exact: its outputs equal dense ORT's ({'yes' if exact[0]['equal_to_dense'] else 'NO'}, "
                      f"max relative difference {exact[0]['max_rel']:.1e}); but sensor noise changes most pixels every "
-                     "frame, so nearly everything is recomputed.")
+                     "frame, so nearly everything is recomputed"
+                     + (" (DeltaSession then runs the dense twin)." if exact[0].get("dense_fallback_frames") else "."))
     gated = [r for r in result["runs"] if r["threshold"] > 0]
     if gated:
         r = gated[0]
