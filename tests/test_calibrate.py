@@ -178,7 +178,7 @@ def test_refresh_recomputes_exactly_every_k_frames(resnet, frames):
     import onnxruntime as ort
 
     converted = convert(resnet, threshold=0.2, inner_threshold=2.0)  # coarse: far from dense between refreshes
-    runner = PeriodicRefresh(DeltaSession(converted, session_options(1)), every=4)
+    runner = PeriodicRefresh(DeltaSession(converted, session_options(1), dense_fallback=False), every=4)
     dense = ort.InferenceSession(resnet.SerializeToString(), providers=["CPUExecutionProvider"])
     differences = []
     for frame in frames[:12]:
