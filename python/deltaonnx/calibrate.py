@@ -31,6 +31,7 @@ import argparse
 import json
 import math
 import sys
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -241,7 +242,8 @@ class PeriodicRefresh:
         if isinstance(every, bool) or not isinstance(every, int) or every < 0:
             raise ValueError(f"PeriodicRefresh: every must be an int >= 0, got {every!r}")
         self.session, self.every = session, every
-        self._frames: dict[Hashable, int] = {}
+        self._frames: dict[Hashable, int] = {}  # runs per stream since its last reset
+        self._lock = threading.Lock()
 
     @classmethod
     def from_model(cls, session) -> "PeriodicRefresh":
@@ -251,19 +253,20 @@ class PeriodicRefresh:
         return cls(session, every)
 
     def run(self, output_names, input_feed, run_options=None, *, stream: Hashable = "default") -> list:
-        count = self._frames.get(stream, 0)
+        with self._lock:  # streams may run from several threads
+            count = self._frames.get(stream, 0)
+            self._frames[stream] = count + 1
         if self.every and count and count % self.every == 0:
             self.session.reset(stream)
-        outputs = self.session.run(output_names, input_feed, run_options, stream=stream)
-        self._frames[stream] = count + 1
-        return outputs
+        return self.session.run(output_names, input_feed, run_options, stream=stream)
 
     def reset(self, stream: Hashable | None = None) -> None:
         self.session.reset(stream)
-        if stream is None:
-            self._frames.clear()
-        else:
-            self._frames.pop(stream, None)
+        with self._lock:
+            if stream is None:
+                self._frames.clear()
+            else:
+                self._frames.pop(stream, None)
 
 
 # ----------------------------------------------------------------------------------------------------------
