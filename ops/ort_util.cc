@@ -71,6 +71,23 @@ StateInputs read_state_inputs(const Ort::KernelContext& ctx, const std::string& 
   return s;
 }
 
+void fill_delta_run(DeltaRun& run, const std::vector<int64_t>& xs, const Ort::ConstValue& x, const StateInputs& st,
+                    Ort::UnownedValue& y, Ort::UnownedValue& x_ref_next, Ort::UnownedValue& map_out) {
+  run.batch = xs[0];
+  run.channels = xs[1];
+  run.height = xs[2];
+  run.width = xs[3];
+  run.has_state = st.has_state;
+  run.reference_dropped = st.reference_dropped;
+  run.x = x.GetTensorData<float>();
+  run.x_ref = st.x_ref;
+  run.y_prev = st.y_prev;
+  run.map_in = st.map_in;
+  run.y = y.GetTensorMutableData<float>();
+  run.x_ref_next = st.reference_dropped ? nullptr : x_ref_next.GetTensorMutableData<float>();
+  run.map_out = map_out.GetTensorMutableData<uint8_t>();
+}
+
 ParallelFor ort_parallel_for(const Ort::KernelContext& ctx) {
   return [&ctx](int64_t count, const std::function<void(int64_t)>& body) {
     if (count <= 0) return;

@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "common/delta_state.h"
 #include "common/parallel.h"
 #include "common/window_spec.h"
 
@@ -67,6 +68,10 @@ struct StateInputs {
 StateInputs read_state_inputs(const Ort::KernelContext& ctx, const std::string& node, size_t x_ref_index,
                               size_t y_prev_index, size_t map_index, const std::vector<int64_t>& xs,
                               const std::vector<int64_t>& ys, float threshold);
+
+// Fills the shared fields of a run from X (shape xs), the state inputs and the three outputs.
+void fill_delta_run(DeltaRun& run, const std::vector<int64_t>& xs, const Ort::ConstValue& x, const StateInputs& st,
+                    Ort::UnownedValue& y, Ort::UnownedValue& x_ref_next, Ort::UnownedValue& map_out);
 
 // Runs f, turning exceptions into an OrtStatus (never lets them cross the C boundary).
 OrtStatusPtr guarded(const char* op, const std::string& node, const std::function<void()>& f);

@@ -130,57 +130,15 @@ void detect_update_exact(const float* x, const float* ref_in, float* ref_out, in
 
 void gemm_row(int64_t depth, const float* w, const float* const* b_rows, int64_t n, float* out);
 
-// The accumulators are named variables (arrays of vectors end up on the stack): 8 rows x NV vectors.
-#define DELTA_ROW_DECL(r) __m512 c##r##0 = _mm512_setzero_ps(), c##r##1 = c##r##0, c##r##2 = c##r##0;
-#define DELTA_ROW_FMA(r)                                    \
-  {                                                         \
-    const __m512 ar = _mm512_set1_ps(a[r]);                 \
-    c##r##0 = _mm512_fmadd_ps(ar, b0, c##r##0);             \
-    if (NV > 1) c##r##1 = _mm512_fmadd_ps(ar, b1, c##r##1); \
-    if (NV > 2) c##r##2 = _mm512_fmadd_ps(ar, b2, c##r##2); \
-  }
-#define DELTA_ROW_STORE(r)                                               \
-  {                                                                      \
-    _mm512_storeu_ps(c + r * kNR, c##r##0);                              \
-    if (NV > 1) _mm512_storeu_ps(c + r * kNR + kVec, c##r##1);           \
-    if (NV > 2) _mm512_storeu_ps(c + r * kNR + 2 * kVec, c##r##2);       \
-  }
+void gemm_tile_store(int64_t depth, const float* a_packed, const float* const* b_rows, int64_t n,
+                     float* const* out_rows, int64_t rows, const float* bias, const ActivationParams* acts);
 
-template <int NV>
-void gemm_tile_nv(int64_t depth, const float* a_packed, const float* const* b_rows, int64_t n, float* c) {
-  DELTA_ROW_DECL(0) DELTA_ROW_DECL(1) DELTA_ROW_DECL(2) DELTA_ROW_DECL(3)
-  DELTA_ROW_DECL(4) DELTA_ROW_DECL(5) DELTA_ROW_DECL(6) DELTA_ROW_DECL(7)
-  const __mmask16 last = tail_mask(n - (NV - 1) * kVec);
-  const float* a = a_packed;
-  for (int64_t k = 0; k < depth; ++k, a += kMR) {
-    const float* b = b_rows[k];
-    // Rows come from different channel planes: fetch a few taps ahead (past the end: a harmless hint).
-    if (k + 6 < depth) _mm_prefetch(reinterpret_cast<const char*>(b_rows[k + 6]), _MM_HINT_T0);
-    __m512 b0, b1 = _mm512_setzero_ps(), b2 = _mm512_setzero_ps();
-    if (NV == 1) {
-      b0 = _mm512_maskz_loadu_ps(last, b);
-    } else if (NV == 2) {
-      b0 = _mm512_loadu_ps(b);
-      b1 = _mm512_maskz_loadu_ps(last, b + kVec);
-    } else {
-      b0 = _mm512_loadu_ps(b);
-      b1 = _mm512_loadu_ps(b + kVec);
-      b2 = _mm512_maskz_loadu_ps(last, b + 2 * kVec);
-    }
-    DELTA_ROW_FMA(0) DELTA_ROW_FMA(1) DELTA_ROW_FMA(2) DELTA_ROW_FMA(3)
-    DELTA_ROW_FMA(4) DELTA_ROW_FMA(5) DELTA_ROW_FMA(6) DELTA_ROW_FMA(7)
-  }
-  DELTA_ROW_STORE(0) DELTA_ROW_STORE(1) DELTA_ROW_STORE(2) DELTA_ROW_STORE(3)
-  DELTA_ROW_STORE(4) DELTA_ROW_STORE(5) DELTA_ROW_STORE(6) DELTA_ROW_STORE(7)
-}
-#undef DELTA_ROW_DECL
-#undef DELTA_ROW_FMA
-#undef DELTA_ROW_STORE
-
+// The plain tile: the fused kernel with no bias and no activation, rows into c.
 void gemm_tile(int64_t depth, const float* a_packed, const float* const* b_rows, int64_t n, float* c) {
-  if (n > 2 * kVec) gemm_tile_nv<3>(depth, a_packed, b_rows, n, c);
-  else if (n > kVec) gemm_tile_nv<2>(depth, a_packed, b_rows, n, c);
-  else gemm_tile_nv<1>(depth, a_packed, b_rows, n, c);
+  static const ActivationParams kIdentity[kMR] = {};
+  float* rows[kMR];
+  for (int r = 0; r < kMR; ++r) rows[r] = c + r * kNR;
+  gemm_tile_store(depth, a_packed, b_rows, n, rows, kMR, nullptr, kIdentity);
 }
 
 void gemm_row(int64_t depth, const float* w, const float* const* b_rows, int64_t n, float* out) {
@@ -277,7 +235,8 @@ void bias_activate(float* v, int64_t n, float bias, const ActivationParams& act)
   }
 }
 
-// The accumulators of gemm_tile_nv, with the epilogue applied in registers and rows stored in place.
+// The GEMM micro tile: 8 output channels x NV vectors of pixels, accumulators in named registers (arrays of
+// vectors end up on the stack), the epilogue (bias, activation) applied in registers, rows stored in place.
 #define DELTA_ROW_DECL(r) __m512 c##r##0 = _mm512_setzero_ps(), c##r##1 = c##r##0, c##r##2 = c##r##0;
 #define DELTA_ROW_FMA(r)                                    \
   {                                                         \

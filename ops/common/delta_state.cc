@@ -8,6 +8,23 @@
 
 namespace deltaonnx {
 
+InputState item_input(const DeltaRun& run, int64_t n, float tau, const KernelTable* kernels) {
+  const int64_t item = run.channels * run.height * run.width;
+  InputState st;
+  st.x = run.x + n * item;
+  st.x_ref = run.x_ref ? run.x_ref + n * item : nullptr;
+  st.map_in = run.map_in ? run.map_in + n * run.height * run.width : nullptr;
+  st.x_ref_next = run.x_ref_next ? run.x_ref_next + n * item : nullptr;
+  st.has_state = run.has_state;
+  st.reference_dropped = run.reference_dropped;
+  st.channels = run.channels;
+  st.height = run.height;
+  st.width = run.width;
+  st.tau = tau;
+  st.kernels = kernels;
+  return st;
+}
+
 int64_t detect_and_update_reference(const InputState& s, uint8_t* flags, const ParallelFor& parallel_for) {
   const int64_t plane = s.height * s.width;
   const int64_t C = s.channels;

@@ -29,6 +29,26 @@ struct InputState {
   const KernelTable* kernels = nullptr;  // nullptr: the table in use (kernels())
 };
 
+// The tensors of one run over a batch that DeltaConv and DeltaPool share. Pointers are for the whole batch;
+// x_ref / y_prev are nullptr when there is no usable state (rule 1), map_in when absent; y may equal y_prev
+// and x_ref_next may equal x_ref (bound in place). reference_dropped: no X_ref is kept (tau = 0 with a map;
+// x_ref and x_ref_next are nullptr).
+struct DeltaRun {
+  int64_t batch = 0, channels = 0, height = 0, width = 0;  // of X
+  bool has_state = false;
+  bool reference_dropped = false;
+  const float* x = nullptr;
+  const float* x_ref = nullptr;
+  const float* y_prev = nullptr;
+  const uint8_t* map_in = nullptr;
+  float* y = nullptr;
+  float* x_ref_next = nullptr;
+  uint8_t* map_out = nullptr;
+};
+
+// The input side of batch item n of a run, compared with threshold tau.
+InputState item_input(const DeltaRun& run, int64_t n, float tau, const KernelTable* kernels);
+
 // Fills flags[H*W] with 1 where the input changed (rule 2; every pixel without state) and writes
 // x_ref_next (rule 3). Returns the number of changed pixels.
 int64_t detect_and_update_reference(const InputState& s, uint8_t* flags, const ParallelFor& parallel_for);

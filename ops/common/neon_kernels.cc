@@ -8,6 +8,7 @@
 
 #include "common/geometry.h"
 #include "common/kernel_table.h"
+#include "common/tile_epilogue.h"
 
 namespace deltaonnx {
 namespace {
@@ -98,13 +99,8 @@ void gemm_row(int64_t depth, const float* w, const float* const* b_rows, int64_t
 // gemm_tile, then the portable epilogue from the tile (no fused NEON epilogue yet).
 void gemm_tile_store(int64_t depth, const float* a_packed, const float* const* b_rows, int64_t n,
                      float* const* out_rows, int64_t rows, const float* bias, const ActivationParams* acts) {
-  alignas(64) float tile[kMR * kNR];
-  gemm_tile(depth, a_packed, b_rows, n, tile);
-  const auto bias_activate = scalar_kernel_table().bias_activate;
-  for (int64_t r = 0; r < rows; ++r) {
-    bias_activate(tile + r * kNR, n, bias ? bias[r] : 0.f, acts[r]);
-    std::memcpy(out_rows[r], tile + r * kNR, static_cast<size_t>(n) * sizeof(float));
-  }
+  tile_then_epilogue<kMR, kNR>(gemm_tile, scalar_kernel_table().bias_activate, depth, a_packed, b_rows, n,
+                               out_rows, rows, bias, acts);
 }
 
 // 16 pixels: 0xFF where !(|x - ref| <= tau) (NaN and Inf compare false: a change), else 0.

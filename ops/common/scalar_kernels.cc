@@ -5,6 +5,7 @@
 
 #include "common/geometry.h"
 #include "common/kernel_table.h"
+#include "common/tile_epilogue.h"
 
 namespace deltaonnx {
 namespace {
@@ -81,15 +82,9 @@ void bias_activate(float* v, int64_t n, float bias, const ActivationParams& act)
   for (int64_t i = 0; i < n; ++i) v[i] = apply_activation(act, v[i] + bias);
 }
 
-// gemm_tile, then the epilogue from the tile (this variant has no fused one).
 void gemm_tile_store(int64_t depth, const float* a_packed, const float* const* b_rows, int64_t n,
                      float* const* out_rows, int64_t rows, const float* bias, const ActivationParams* acts) {
-  alignas(64) float tile[kMR * kNR];
-  gemm_tile(depth, a_packed, b_rows, n, tile);
-  for (int64_t r = 0; r < rows; ++r) {
-    bias_activate(tile + r * kNR, n, bias ? bias[r] : 0.f, acts[r]);
-    std::memcpy(out_rows[r], tile + r * kNR, static_cast<size_t>(n) * sizeof(float));
-  }
+  tile_then_epilogue<kMR, kNR>(gemm_tile, bias_activate, depth, a_packed, b_rows, n, out_rows, rows, bias, acts);
 }
 
 }  // namespace

@@ -98,6 +98,24 @@ StateFlags state_flags(const FloatArray& x, const std::optional<FloatArray>& x_r
   return f;
 }
 
+void fill_run(DeltaRun& run, const FloatArray& x, const std::optional<FloatArray>& x_ref, const FloatArray& y_prev,
+              const std::optional<ByteArray>& map_in, const StateFlags& sf, py::array_t<float>& y,
+              py::array_t<float>& xr, py::array_t<uint8_t>& map_out) {
+  run.batch = x.shape(0);
+  run.channels = x.shape(1);
+  run.height = x.shape(2);
+  run.width = x.shape(3);
+  run.has_state = sf.has_state;
+  run.reference_dropped = sf.dropped;
+  run.x = x.data();
+  run.x_ref = sf.has_state && !sf.dropped ? x_ref->data() : nullptr;
+  run.y_prev = sf.has_state ? y_prev.data() : nullptr;
+  run.map_in = map_in ? map_in->data() : nullptr;
+  run.y = y.mutable_data();
+  run.x_ref_next = sf.dropped ? nullptr : xr.mutable_data();
+  run.map_out = map_out.mutable_data();
+}
+
 // Output arrays: the caller's (for in-place runs) or new ones.
 template <typename T>
 py::array_t<T> output_array(const std::optional<py::array_t<T>>& given, const std::vector<int64_t>& shape,
@@ -139,19 +157,8 @@ py::tuple delta_conv(FloatArray x, FloatArray w, std::optional<FloatArray> b, st
   py::array_t<float> xr = output_array(x_ref_out, sf.dropped ? std::vector<int64_t>{0, 0, 0, 0} : shape_of(x), "x_ref_out");
   py::array_t<uint8_t> map_out(std::vector<int64_t>{N, 1, win.y.out, win.x.out});
   ConvRun run;
-  run.batch = N;
-  run.height = H;
-  run.width = W;
-  run.has_state = sf.has_state;
-  run.reference_dropped = sf.dropped;
-  run.x = x.data();
-  run.x_ref = sf.has_state && !sf.dropped ? x_ref->data() : nullptr;
-  run.y_prev = sf.has_state ? y_prev.data() : nullptr;
-  run.map_in = map_in ? map_in->data() : nullptr;
+  fill_run(run, x, x_ref, y_prev, map_in, sf, y, xr, map_out);
   run.bias = b ? b->data() : nullptr;
-  run.y = y.mutable_data();
-  run.x_ref_next = sf.dropped ? nullptr : xr.mutable_data();
-  run.map_out = map_out.mutable_data();
   RunStats stats;
   {
     py::gil_scoped_release release;
@@ -180,19 +187,7 @@ py::tuple delta_pool(FloatArray x, std::optional<FloatArray> x_ref, FloatArray y
   py::array_t<float> xr = output_array(x_ref_out, sf.dropped ? std::vector<int64_t>{0, 0, 0, 0} : shape_of(x), "x_ref_out");
   py::array_t<uint8_t> map_out(std::vector<int64_t>{N, 1, win.y.out, win.x.out});
   PoolRun run;
-  run.batch = N;
-  run.channels = C;
-  run.height = H;
-  run.width = W;
-  run.has_state = sf.has_state;
-  run.reference_dropped = sf.dropped;
-  run.x = x.data();
-  run.x_ref = sf.has_state && !sf.dropped ? x_ref->data() : nullptr;
-  run.y_prev = sf.has_state ? y_prev.data() : nullptr;
-  run.map_in = map_in ? map_in->data() : nullptr;
-  run.y = y.mutable_data();
-  run.x_ref_next = sf.dropped ? nullptr : xr.mutable_data();
-  run.map_out = map_out.mutable_data();
+  fill_run(run, x, x_ref, y_prev, map_in, sf, y, xr, map_out);
   run.kernels = &table_for(simd);
   {
     py::gil_scoped_release release;

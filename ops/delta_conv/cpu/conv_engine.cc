@@ -410,18 +410,7 @@ void run_delta_conv(const ConvSpec& spec, const PackedConvWeights& weights, cons
   std::vector<Piece> pieces;
   std::vector<int64_t> tap_offsets;
   for (int64_t n = 0; n < run.batch; ++n) {
-    InputState st;
-    st.x = run.x + n * C * in_plane;
-    st.x_ref = run.x_ref ? run.x_ref + n * C * in_plane : nullptr;
-    st.map_in = run.map_in ? run.map_in + n * in_plane : nullptr;
-    st.x_ref_next = run.x_ref_next ? run.x_ref_next + n * C * in_plane : nullptr;
-    st.has_state = run.has_state;
-    st.reference_dropped = run.reference_dropped;
-    st.channels = C;
-    st.height = w.y.in;
-    st.width = w.x.in;
-    st.tau = spec.threshold;
-    st.kernels = &k;
+    const InputState st = item_input(run, n, spec.threshold, &k);
     const int64_t changed = detect_and_update_reference(st, in_flags.data(), parallel_for);
 
     uint8_t* out_flags = run.map_out + n * out_plane;

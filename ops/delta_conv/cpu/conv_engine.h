@@ -50,21 +50,9 @@ class PackedConvWeights {
   std::vector<float> data_;
 };
 
-// One run over a batch. Pointers are for the whole batch; x_ref / y_prev are nullptr when there is no usable
-// state (rule 1), map_in / bias nullptr when absent. y may equal y_prev and x_ref_next may equal x_ref.
-// reference_dropped: no X_ref is kept (tau = 0 with a map; x_ref and x_ref_next are nullptr).
-struct ConvRun {
-  int64_t batch = 0, height = 0, width = 0;
-  bool has_state = false;
-  bool reference_dropped = false;
-  const float* x = nullptr;
-  const float* x_ref = nullptr;
-  const float* y_prev = nullptr;
-  const uint8_t* map_in = nullptr;
+// One run over a batch (common/delta_state.h), with the bias (nullptr when absent).
+struct ConvRun : DeltaRun {
   const float* bias = nullptr;
-  float* y = nullptr;
-  float* x_ref_next = nullptr;
-  uint8_t* map_out = nullptr;
 };
 
 void run_delta_conv(const ConvSpec& spec, const PackedConvWeights& weights, const ConvRun& run,

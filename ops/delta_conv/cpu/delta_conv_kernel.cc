@@ -101,19 +101,8 @@ void DeltaConvKernel::compute(OrtKernelContext* raw) {
   if (N * C * H * W == 0 || win.y.out * win.x.out * M == 0) return;
 
   ConvRun run;
-  run.batch = N;
-  run.height = H;
-  run.width = W;
-  run.has_state = st.has_state;
-  run.reference_dropped = st.reference_dropped;
-  run.x = x.GetTensorData<float>();
-  run.x_ref = st.x_ref;
-  run.y_prev = st.y_prev;
-  run.map_in = st.map_in;
+  fill_delta_run(run, xs, x, st, y, x_ref_next, map_out);
   run.bias = bias;
-  run.y = y.GetTensorMutableData<float>();
-  run.x_ref_next = st.reference_dropped ? nullptr : x_ref_next.GetTensorMutableData<float>();
-  run.map_out = map_out.GetTensorMutableData<uint8_t>();
   run_delta_conv(spec, *packed, run, ort_parallel_for(ctx));
 }
 

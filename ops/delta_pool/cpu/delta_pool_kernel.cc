@@ -52,19 +52,7 @@ void DeltaPoolKernel::compute(OrtKernelContext* raw) {
   if (N * C * H * W == 0 || win.y.out * win.x.out == 0) return;
 
   PoolRun run;
-  run.batch = N;
-  run.channels = C;
-  run.height = H;
-  run.width = W;
-  run.has_state = st.has_state;
-  run.reference_dropped = st.reference_dropped;
-  run.x = x.GetTensorData<float>();
-  run.x_ref = st.x_ref;
-  run.y_prev = st.y_prev;
-  run.map_in = st.map_in;
-  run.y = y.GetTensorMutableData<float>();
-  run.x_ref_next = st.reference_dropped ? nullptr : x_ref_next.GetTensorMutableData<float>();
-  run.map_out = map_out.GetTensorMutableData<uint8_t>();
+  fill_delta_run(run, xs, x, st, y, x_ref_next, map_out);
   run_delta_pool(spec_, run, ort_parallel_for(ctx));
 }
 

@@ -55,18 +55,7 @@ void run_delta_pool(const PoolSpec& spec, const PoolRun& run, const ParallelFor&
   std::vector<uint8_t> in_flags(static_cast<size_t>(in_plane)), scratch;
   std::vector<RowRun> runs;
   for (int64_t n = 0; n < run.batch; ++n) {
-    InputState st;
-    st.x = run.x + n * C * in_plane;
-    st.x_ref = run.x_ref ? run.x_ref + n * C * in_plane : nullptr;
-    st.map_in = run.map_in ? run.map_in + n * in_plane : nullptr;
-    st.x_ref_next = run.x_ref_next ? run.x_ref_next + n * C * in_plane : nullptr;
-    st.has_state = run.has_state;
-    st.reference_dropped = run.reference_dropped;
-    st.channels = C;
-    st.height = w.y.in;
-    st.width = w.x.in;
-    st.tau = spec.threshold;
-    st.kernels = run.kernels;
+    const InputState st = item_input(run, n, spec.threshold, run.kernels);
     const int64_t changed = detect_and_update_reference(st, in_flags.data(), parallel_for);
     uint8_t* out_flags = run.map_out + n * out_plane;
     const int64_t recompute =

@@ -16,17 +16,7 @@ struct PoolSpec {
   std::string validate() const;
 };
 
-struct PoolRun {  // as ConvRun
-  int64_t batch = 0, channels = 0, height = 0, width = 0;
-  bool has_state = false;
-  bool reference_dropped = false;
-  const float* x = nullptr;
-  const float* x_ref = nullptr;    // nullptr: no usable state
-  const float* y_prev = nullptr;
-  const uint8_t* map_in = nullptr;
-  float* y = nullptr;
-  float* x_ref_next = nullptr;
-  uint8_t* map_out = nullptr;
+struct PoolRun : DeltaRun {
   const KernelTable* kernels = nullptr;  // nullptr: the table in use
 };
 
