@@ -894,9 +894,9 @@ def calibrate(model, source: FrameSource, *, frames: tuple[int, int] = (0, 200),
         reserve = 1.2 * per_frame * (2 * (stop - start) + heldout_frames)
         return time.process_time() - cpu_started + reserve > options.time_limit
 
-    def out_of_time() -> bool:  # after the search: is there still room for one more pass and the held-out check?
+    def out_of_time(passes: int = 1) -> bool:  # after the search: room for `passes` more and the held-out check?
         per_frame = setup.dense_frame_seconds + max(runner.delta_frame_seconds(), setup.dense_frame_seconds)
-        reserve = 1.2 * per_frame * ((stop - start) + heldout_frames)
+        reserve = 1.2 * per_frame * (passes * (stop - start) + heldout_frames)
         return time.process_time() - cpu_started + reserve > options.time_limit
 
     search = _Search(setup, over_time, log)
@@ -935,7 +935,7 @@ def calibrate(model, source: FrameSource, *, frames: tuple[int, int] = (0, 200),
         # segment_length frames of it): a periodic refresh may cost less than lowering the thresholds.
         if not result.within_budget and refresh_candidates and any(levels.values()):
             for every in refresh_candidates:
-                if out_of_time():
+                if out_of_time(passes=2):  # this trial, and the exact fallback should it fail
                     break
                 trial_sums: dict = {}
                 trial = _measure(dense_bytes, candidate, source, start, stop, preprocess, input_name, scorer, budget,
