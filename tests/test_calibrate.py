@@ -136,8 +136,11 @@ def test_drift_is_the_late_half_breaking_what_the_early_half_keeps():
     assert _drifted(early, AgreementSummary(10, 0.02, {"y": 0.02}), budget)
     assert not _drifted(early, AgreementSummary(10, 0.005, {"y": 0.005}), budget)
     boxes = Budget(min_f1=0.95)
-    assert _drifted(AgreementSummary(10, 0.0, {}, f1=1.0, mean_iou=1.0),
-                    AgreementSummary(10, 0.0, {}, f1=0.8, mean_iou=1.0), boxes)
+    assert _drifted(AgreementSummary(10, 0.0, {}, f1=1.0, mean_iou=1.0, reference_boxes=20),
+                    AgreementSummary(10, 0.0, {}, f1=0.8, mean_iou=1.0, reference_boxes=20), boxes)
+    # one missed box out of one says nothing about drift
+    assert not _drifted(AgreementSummary(10, 0.0, {}, f1=1.0, mean_iou=1.0, reference_boxes=20),
+                        AgreementSummary(10, 0.0, {}, f1=0.0, mean_iou=0.0, reference_boxes=1), boxes)
 
 
 # --------------------------------------------------------------------------------------------------------

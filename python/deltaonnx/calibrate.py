@@ -58,6 +58,7 @@ MIN_GAIN = 0.002  # a greedy step must remove at least 0.2% of the model's conv 
 MIN_POTENTIAL = 0.002  # nodes redoing less than this share of the conv FLOPs are not searched one by one
 MAX_CLIMB = 3  # levels a greedy step may climb looking for a gain
 FEW_BOXES = 20  # fewer dense boxes than this on the search frames make box F1 a coarse measure
+MIN_HALF_BOXES = 5  # early/late box comparisons need this many dense boxes in each half
 DRIFT_FACTOR = 1.25  # late-half error above this multiple of the early half's counts as drift
 
 
@@ -658,16 +659,27 @@ def measure_range(original_bytes: bytes, converted: Union[bytes, onnx.ModelProto
         dense_jitter=float(np.mean(jitters)) if jitters else None)
 
 
+def _enough_boxes(summary: AgreementSummary) -> bool:
+    """Whether a half range's box F1 means anything (always true for the output-error budget)."""
+    return summary.reference_boxes is None or summary.reference_boxes >= MIN_HALF_BOXES
+
+
 def _drifted(early: AgreementSummary, late: AgreementSummary, budget: Budget) -> bool:
     """The late half breaks the budget while the early half keeps it, or agreement got clearly worse: the
-    error grew by DRIFT_FACTOR (and matters: above half the error budget), or box F1 / IoU fell by 0.02."""
-    if budget.holds(early) and not budget.holds(late):
+    error grew by DRIFT_FACTOR (and matters: above half the error budget), or box F1 / IoU fell by 0.02.
+    Box criteria count only when both halves hold MIN_HALF_BOXES dense boxes."""
+    comparable = _enough_boxes(early) and _enough_boxes(late)
+    if comparable and budget.holds(early) and not budget.holds(late):
         return True
     grew = early.error > 0 and late.error > DRIFT_FACTOR * early.error and (
         budget.max_error is None or late.error > budget.max_error / 2)
-    boxes = early.f1 is not None and late.f1 is not None and (
+    boxes = comparable and early.f1 is not None and late.f1 is not None and (
         late.f1 < early.f1 - 0.02 or (late.mean_iou or 0.0) < (early.mean_iou or 0.0) - 0.02)
     return grew or boxes
+
+
+def _late_half_holds(result: RangeResult, budget: Budget) -> bool:
+    return not _enough_boxes(result.late) or budget.holds(result.late)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -944,7 +956,7 @@ def calibrate(model, source: FrameSource, *, frames: tuple[int, int] = (0, 200),
                 history.append(_short(trial, f"refresh {every}", levels))
                 log(f"verify  refresh {every}: work {100 * trial.work:.1f}%, speedup {trial.speedup:.2f}x, "
                     f"{trial.agreement.describe()}")
-                if trial.within_budget and budget.holds(trial.late):
+                if trial.within_budget and _late_half_holds(trial, budget):
                     result, refresh, fraction_sums = trial, every, trial_sums
                     break
         if result.within_budget or attempt + 1 >= len(schedule):
@@ -984,7 +996,7 @@ def calibrate(model, source: FrameSource, *, frames: tuple[int, int] = (0, 200),
                                      scorer, budget, nodes, dense_flops, total_flops, every, options,
                                      conv_work_share, f"held-out refresh {every}", None)
                     history.append(_short(trial, f"held-out refresh {every}", levels))
-                    if trial.within_budget and budget.holds(trial.late):
+                    if trial.within_budget and _late_half_holds(trial, budget):
                         heldout_result, refresh = trial, every
                         heldout_refresh_note = f"refresh {every} chosen on the held-out frames (they drifted)"
                         break
