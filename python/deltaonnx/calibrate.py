@@ -881,8 +881,6 @@ def calibrate(model, source: FrameSource, *, frames: tuple[int, int] = (0, 200),
     deltaonnx.video.read_frames), then check them on `heldout` frames (None: skip).
 
     Returns a CalibrationResult; `save_calibration` writes the model and its JSON files."""
-    from .convert import convert_with_report
-
     options = options or CalibrationOptions()
     cpu_started, wall_started = time.process_time(), time.perf_counter()
     if log is not None:  # every line says how much of the time limit is spent
@@ -935,7 +933,7 @@ def calibrate(model, source: FrameSource, *, frames: tuple[int, int] = (0, 200),
     attempt = 0
     while True:
         levels = schedule[attempt][1]
-        candidate = runner.model_with(search.taus(levels))
+        candidate = _converted_with(original, nodes, search.taus(levels), options)  # exactly what ships
         refresh = fixed_refresh
         fraction_sums: dict = {}
         result = _measure(dense_bytes, candidate, source, start, stop, preprocess, input_name, scorer, budget, nodes,
@@ -966,16 +964,15 @@ def calibrate(model, source: FrameSource, *, frames: tuple[int, int] = (0, 200),
             f"{schedule[attempt][0]}")
     backoffs = attempt
 
-    # final model through the converter itself, so `convert --thresholds` reproduces it
+    # the model measured last is the one written: the converter's own output, so `convert --thresholds`
+    # reproduces it
     taus = search.taus(levels)
     thresholds = {n.source: float(taus[n.name]) for n in nodes}
     frames_counted = max(int(fraction_sums.pop("\0frames", 0)), 1)
     for n in nodes:
         n.level, n.tau = levels[n.name], float(taus[n.name])
         n.fraction = fraction_sums.get(n.name, 0.0) / frames_counted if fraction_sums else None
-    gate_tau = max((n.tau for n in nodes if n.gate), default=0.0)
-    final, _ = convert_with_report(original, threshold=gate_tau, inner_threshold=0.0, thresholds=thresholds,
-                                   all_nodes=options.all_nodes, dense_fraction=options.dense_fraction)
+    final = candidate
 
     # held-out frames
     heldout_result = None
@@ -1020,6 +1017,18 @@ def calibrate(model, source: FrameSource, *, frames: tuple[int, int] = (0, 200),
                 "inner_levels": list(INNER_LEVELS), "input": input_name}
     return CalibrationResult(final, thresholds, refresh, nodes, budget, result, heldout_result, search_summary,
                              settings)
+
+
+def _converted_with(original: onnx.ModelProto, nodes: Sequence[NodeCalibration], taus: dict[str, float],
+                    options: "CalibrationOptions") -> onnx.ModelProto:
+    """The model `convert` makes with these thresholds (every converted node named in `thresholds`)."""
+    from .convert import convert_with_report
+
+    thresholds = {n.source: float(taus[n.name]) for n in nodes}
+    gate_tau = max((taus[n.name] for n in nodes if n.gate), default=0.0)
+    converted, _ = convert_with_report(original, threshold=float(gate_tau), inner_threshold=0.0, thresholds=thresholds,
+                                       all_nodes=options.all_nodes, dense_fraction=options.dense_fraction)
+    return converted
 
 
 def _measure(dense_bytes, converted, source, start, stop, preprocess, input_name, scorer, budget, nodes, dense_flops,
