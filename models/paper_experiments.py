@@ -162,14 +162,41 @@ def measure(dense_path: Path, converted: dict, frames: np.ndarray, truth: np.nda
             worst = max(worst, float(np.abs(logits - reference).max() / max(np.abs(reference).max(), 1e-12)))
             fractions.append(session.stats()["nodes"])
         row["max_rel_diff"] = worst
+        row["dense_fallback_runs"] = session.stats().get("dense_runs", 0)  # frames DeltaSession ran densely
         row["recomputed"] = {node: float(np.mean([fr[node]["fraction"] for fr in fractions[1:]]))
                              for node in fractions[0]}
     summary = {}
     for name, row in rows.items():
         summary[name] = {"accuracy": float(np.mean(row["predictions"] == truth) * 100),
                          "seconds": float(min(row["times"])),
-                         **{k: row[k] for k in ("max_rel_diff", "recomputed") if k in row}}
+                         **{k: row[k] for k in ("max_rel_diff", "recomputed", "dense_fallback_runs") if k in row}}
     return summary
+
+
+def add_ideal_speedups(dense_path: Path, converted: dict, frames: np.ndarray, summary: dict) -> None:
+    """The Amdahl bound of each converted row: dense ORT's time split by its profiler into conv work (what
+    the Delta ops replace) and the rest (the fully connected layers), with the conv work scaled by the
+    FLOP-weighted fraction the row recomputed (deltaonnx.bench's definition)."""
+    import onnx
+
+    from deltaonnx.bench import conversion_metadata, conv_flops, profile_dense
+
+    proto = onnx.load(str(dense_path))
+    flops = conv_flops(proto, {"input": frames[0]})
+    total = sum(flops.values())
+    for tau, model in converted.items():
+        metadata = conversion_metadata(model)
+        fused = {name for node in metadata["nodes"] for name in node.get("fused", [])}
+        profile = profile_dense(proto.SerializeToString(), [{"input": f} for f in frames[:30]], 1, fused)
+        row = summary[f"deltaonnx tau={tau:g}"]
+        redone = sum(flops.get(node["source"], 0.0) * row["recomputed"].get(node["name"], 1.0)
+                     for node in metadata["nodes"] if node.get("source_op") == "Conv")
+        redone += sum(f for source, f in flops.items()
+                      if source not in {n["source"] for n in metadata["nodes"] if n.get("decision") == "converted"})
+        share = profile["conv_work_share"]
+        row["conv_flops_redone"] = redone / total
+        row["conv_work_share_of_dense"] = share
+        row["ideal_speedup"] = 1.0 / ((1.0 - share) + share * redone / total)
 
 
 def save_change_maps(converted_model, frames: np.ndarray, out: Path, experiment: str, picks=(0, 1, 5)) -> list[Path]:
@@ -268,6 +295,7 @@ def main(argv=None) -> int:
     for experiment in ("I", "II"):
         frames, truth = experiment_frames(held_glyphs, held_labels, experiment)
         results[experiment] = measure(dense_path, converted, frames, truth, args.repeat)
+        add_ideal_speedups(dense_path, converted, frames, results[experiment])
         save_change_maps(converted[thresholds[0]], frames, args.out, experiment)
     print()
     print(f"CNN1 on scikit-learn digits (28x28 in 64x64), {N_IMAGES} held-out images x {REPEATS} frames; "
@@ -277,7 +305,10 @@ def main(argv=None) -> int:
         for t in thresholds:
             row = results[experiment][f"deltaonnx tau={t:g}"]
             recomputed = ", ".join(f"{k} {100 * v:.0f}%" for k, v in row["recomputed"].items())
-            print(f"exp {experiment} tau={t:g}: max rel diff to dense {row['max_rel_diff']:.1e}; recomputed {recomputed}")
+            print(f"exp {experiment} tau={t:g}: max rel diff to dense {row['max_rel_diff']:.1e}; conv FLOPs redone "
+                  f"{100 * row['conv_flops_redone']:.1f}% (per node: {recomputed}); conv work is "
+                  f"{100 * row['conv_work_share_of_dense']:.0f}% of dense ORT's time, so the ideal speedup is "
+                  f"{row['ideal_speedup']:.2f}x")
     curve = plot_curve(results, thresholds, args.out)
     (args.out / "results.json").write_text(json.dumps({"machine": machine_info(), "thresholds": thresholds,
                                                        "results": results, "paper": PAPER}, indent=2))

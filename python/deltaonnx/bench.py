@@ -983,7 +983,9 @@ def format_report(result: dict, per_node: bool = True) -> str:
         lines += ["", f"granularity, {r['label']} (last {o['frames']} frames): the ops recomputed "
                   f"{_fmt(100 * o['conv_flops_redone_measured'], '.1f')}% of conv FLOPs where the rules at pixel "
                   f"granularity (numpy reference) need {_fmt(100 * o['conv_flops_redone_exact'], '.1f')}%; "
-                  f"ideal speedup at pixel granularity {_fmt(o.get('ideal_speedup_exact'), '.2f')}x",
+                  f"ideal speedup at pixel granularity {_fmt(o.get('ideal_speedup_exact'), '.2f')}x"
+                  + (" (the ops' figures count frames the dense twin ran as 100%; --no-fallback shows the ops' own)"
+                     if r.get("dense_fallback_frames") else ""),
                   _indent(_table(["node", "op", "ops' fraction", "pixel-exact fraction"], [
                       [n["name"], n["op"], f"{_fmt(100 * (n.get('fraction_same_frames') or float('nan')), '.1f')}%",
                        f"{_fmt(100 * (n.get('exact_fraction') if n.get('exact_fraction') is not None else float('nan')), '.1f')}%"]
