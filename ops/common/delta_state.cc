@@ -25,6 +25,26 @@ InputState item_input(const DeltaRun& run, int64_t n, float tau, const KernelTab
   return st;
 }
 
+ItemPlan plan_item(const DeltaRun& run, int64_t n, float tau, const KernelTable* kernels, const Window2D& w,
+                   float dense_fraction, int64_t out_channels, std::vector<uint8_t>& in_flags,
+                   std::vector<uint8_t>& scratch, RunStats* stats, const ParallelFor& parallel_for) {
+  const int64_t out_plane = w.out_pixels();
+  ItemPlan p;
+  p.input = item_input(run, n, tau, kernels);
+  in_flags.resize(static_cast<size_t>(w.in_pixels()));
+  const int64_t changed = detect_and_update_reference(p.input, in_flags.data(), parallel_for);
+  p.out_flags = run.map_out + n * out_plane;
+  p.recompute = plan_recompute(in_flags.data(), changed, p.input.has_state, w, dense_fraction, p.out_flags, scratch);
+  if (stats) {
+    stats->changed_inputs += changed;
+    stats->recomputed_outputs += p.recompute;
+  }
+  p.y = run.y + n * out_channels * out_plane;
+  carry_previous_output(run.y_prev ? run.y_prev + n * out_channels * out_plane : nullptr, p.y, out_channels,
+                        out_plane, p.recompute, parallel_for);
+  return p;
+}
+
 int64_t detect_and_update_reference(const InputState& s, uint8_t* flags, const ParallelFor& parallel_for) {
   const int64_t plane = s.height * s.width;
   const int64_t C = s.channels;

@@ -49,6 +49,19 @@ struct DeltaRun {
 // The input side of batch item n of a run, compared with threshold tau.
 InputState item_input(const DeltaRun& run, int64_t n, float tau, const KernelTable* kernels);
 
+// Rules 1-4 for batch item n, shared by DeltaConv and DeltaPool: the input side (item_input), the change
+// test and reference update, the recompute plan written to the item's map_out, the statistics, and the
+// previous output carried where nothing is recomputed. The op then computes the flagged outputs.
+struct ItemPlan {
+  InputState input;
+  uint8_t* out_flags = nullptr;  // the item's map_out
+  float* y = nullptr;            // the item's output
+  int64_t recompute = 0;         // recomputed output pixels
+};
+ItemPlan plan_item(const DeltaRun& run, int64_t n, float tau, const KernelTable* kernels, const Window2D& w,
+                   float dense_fraction, int64_t out_channels, std::vector<uint8_t>& in_flags,
+                   std::vector<uint8_t>& scratch, RunStats* stats, const ParallelFor& parallel_for);
+
 // Fills flags[H*W] with 1 where the input changed (rule 2; every pixel without state) and writes
 // x_ref_next (rule 3). Returns the number of changed pixels.
 int64_t detect_and_update_reference(const InputState& s, uint8_t* flags, const ParallelFor& parallel_for);

@@ -400,29 +400,22 @@ void run_delta_conv(const ConvSpec& spec, const PackedConvWeights& weights, cons
   const KernelTable& k = weights.kernels();
   const Window2D w = spec.window.resolve(run.height, run.width);
   const int64_t C = spec.in_channels_per_group * spec.group, M = spec.out_channels;
-  const int64_t in_plane = w.in_pixels(), out_plane = w.out_pixels();
+  const int64_t out_plane = w.out_pixels();
   std::vector<ActivationParams> acts(static_cast<size_t>(M));
   for (int64_t m = 0; m < M; ++m) acts[m] = spec.activation_for(m);
 
-  std::vector<uint8_t> in_flags(static_cast<size_t>(in_plane)), scratch, needed_rows;
+  std::vector<uint8_t> in_flags, scratch, needed_rows;
   std::vector<RowRun> runs;
   std::vector<Panel> panels;
   std::vector<Piece> pieces;
   std::vector<int64_t> tap_offsets;
   for (int64_t n = 0; n < run.batch; ++n) {
-    const InputState st = item_input(run, n, spec.threshold, &k);
-    const int64_t changed = detect_and_update_reference(st, in_flags.data(), parallel_for);
-
-    uint8_t* out_flags = run.map_out + n * out_plane;
-    const int64_t recompute =
-        plan_recompute(in_flags.data(), changed, st.has_state, w, spec.dense_fraction, out_flags, scratch);
-    if (stats) {
-      stats->changed_inputs += changed;
-      stats->recomputed_outputs += recompute;
-    }
-    float* y = run.y + n * M * out_plane;
-    carry_previous_output(run.y_prev ? run.y_prev + n * M * out_plane : nullptr, y, M, out_plane, recompute,
-                          parallel_for);
+    const ItemPlan item = plan_item(run, n, spec.threshold, &k, w, spec.dense_fraction, M, in_flags, scratch, stats,
+                                    parallel_for);
+    const InputState& st = item.input;
+    uint8_t* out_flags = item.out_flags;
+    float* y = item.y;
+    const int64_t recompute = item.recompute;
     if (recompute == 0) continue;
 
     // The split: all rows for a dense item or for row-spanning panels (a narrow map, not sparse), else only

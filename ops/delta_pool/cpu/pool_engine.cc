@@ -52,21 +52,15 @@ void pool_run(const float* in, const Window2D& w, int64_t oy, int64_t x0, int64_
 void run_delta_pool(const PoolSpec& spec, const PoolRun& run, const ParallelFor& parallel_for, RunStats* stats) {
   const Window2D w = spec.window.resolve(run.height, run.width);
   const int64_t C = run.channels, in_plane = w.in_pixels(), out_plane = w.out_pixels();
-  std::vector<uint8_t> in_flags(static_cast<size_t>(in_plane)), scratch;
+  std::vector<uint8_t> in_flags, scratch;
   std::vector<RowRun> runs;
   for (int64_t n = 0; n < run.batch; ++n) {
-    const InputState st = item_input(run, n, spec.threshold, run.kernels);
-    const int64_t changed = detect_and_update_reference(st, in_flags.data(), parallel_for);
-    uint8_t* out_flags = run.map_out + n * out_plane;
-    const int64_t recompute =
-        plan_recompute(in_flags.data(), changed, st.has_state, w, spec.dense_fraction, out_flags, scratch);
-    if (stats) {
-      stats->changed_inputs += changed;
-      stats->recomputed_outputs += recompute;
-    }
-    float* y = run.y + n * C * out_plane;
-    carry_previous_output(run.y_prev ? run.y_prev + n * C * out_plane : nullptr, y, C, out_plane, recompute,
-                          parallel_for);
+    const ItemPlan item = plan_item(run, n, spec.threshold, run.kernels, w, spec.dense_fraction, C, in_flags, scratch,
+                                    stats, parallel_for);
+    const InputState& st = item.input;
+    float* y = item.y;
+    uint8_t* out_flags = item.out_flags;
+    const int64_t recompute = item.recompute;
     if (recompute == 0) continue;
     runs.clear();
     mask_runs(out_flags, w.y.out, w.x.out, runs);
