@@ -164,6 +164,24 @@ void gemm_row(int64_t depth, const float* w, const float* const* b_rows, int64_t
   if (second) _mm256_maskstore_ps(out + kVec, m1, a1);
 }
 
+void pack_pieces(int64_t depth, const float* base, const int64_t* tap_offsets, const PackPiece* pieces,
+                 int64_t count, int64_t ld, float* dst) {
+  for (int64_t k = 0; k < depth; ++k, dst += ld) {
+    const float* tap = base + tap_offsets[k];
+    for (int64_t i = 0; i < count; ++i) {
+      const float* src = tap + pieces[i].src;
+      float* out = dst + pieces[i].dst;
+      const int64_t len = pieces[i].len;
+      int64_t j = 0;
+      for (; j + kVec <= len; j += kVec) _mm256_storeu_ps(out + j, _mm256_loadu_ps(src + j));
+      if (j < len) {
+        const __m256i m = tail_mask(len - j);
+        _mm256_maskstore_ps(out + j, m, _mm256_maskload_ps(src + j, m));
+      }
+    }
+  }
+}
+
 void deinterleave2(const float* src, int64_t n, float* even, float* odd) {
   int64_t v = 0;
   for (; v + kVec <= n; v += kVec) {
@@ -251,7 +269,7 @@ void gemm_tile_store(int64_t depth, const float* a_packed, const float* const* b
 }  // namespace
 
 const KernelTable& avx2_kernel_table() {
-  static const KernelTable table{"avx2", kMR, kNR, kVec, detect_changes, update_reference, detect_update_exact, gemm_tile, gemm_tile_store, gemm_row, deinterleave2, bias_activate};
+  static const KernelTable table{"avx2", kMR, kNR, kVec, detect_changes, update_reference, detect_update_exact, gemm_tile, gemm_tile_store, gemm_row, pack_pieces, deinterleave2, bias_activate};
   return table;
 }
 

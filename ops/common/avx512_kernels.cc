@@ -156,6 +156,22 @@ void gemm_row(int64_t depth, const float* w, const float* const* b_rows, int64_t
   _mm512_mask_storeu_ps(out + 2 * kVec, m2, a2);
 }
 
+void pack_pieces(int64_t depth, const float* base, const int64_t* tap_offsets, const PackPiece* pieces,
+                 int64_t count, int64_t ld, float* dst) {
+  for (int64_t k = 0; k < depth; ++k, dst += ld) {
+    const float* tap = base + tap_offsets[k];
+    for (int64_t i = 0; i < count; ++i) {
+      const float* src = tap + pieces[i].src;
+      float* out = dst + pieces[i].dst;
+      const int64_t len = pieces[i].len;
+      for (int64_t j = 0; j < len; j += kVec) {
+        const __mmask16 m = tail_mask(len - j);
+        _mm512_mask_storeu_ps(out + j, m, _mm512_maskz_loadu_ps(m, src + j));
+      }
+    }
+  }
+}
+
 void deinterleave2(const float* src, int64_t n, float* even, float* odd) {
   const __m512i ie = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
   const __m512i io = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
@@ -308,7 +324,7 @@ void gemm_tile_store(int64_t depth, const float* a_packed, const float* const* b
 }  // namespace
 
 const KernelTable& avx512_kernel_table() {
-  static const KernelTable table{"avx512", kMR, kNR, kVec, detect_changes, update_reference, detect_update_exact, gemm_tile, gemm_tile_store, gemm_row, deinterleave2, bias_activate};
+  static const KernelTable table{"avx512", kMR, kNR, kVec, detect_changes, update_reference, detect_update_exact, gemm_tile, gemm_tile_store, gemm_row, pack_pieces, deinterleave2, bias_activate};
   return table;
 }
 

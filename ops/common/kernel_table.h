@@ -7,6 +7,12 @@
 
 namespace deltaonnx {
 
+// A run of pixels whose patches a gathered GEMM panel holds: flat source offset src (added to every tap's
+// offset), len pixels, placed at panel column dst.
+struct PackPiece {
+  int64_t src, len, dst;
+};
+
 struct KernelTable {
   const char* name;
   int gemm_mr;  // output channels per GEMM micro tile (the packed weight panel height)
@@ -42,6 +48,12 @@ struct KernelTable {
   // One output channel: out[j] = sum_k w[k] * b_rows[k][j], j < n <= gemm_nr (for depthwise and other
   // groups with fewer output channels than gemm_mr).
   void (*gemm_row)(int64_t depth, const float* w, const float* const* b_rows, int64_t n, float* out);
+
+  // Packs the patches of runs of pixels side by side for gemm_tile: dst[k*ld + pc.dst + i] =
+  // base[tap_offsets[k] + pc.src + i] for k < depth, each piece pc and i < pc.len (short runs: a narrow map
+  // packed without its padding columns, or the scattered runs of a sparse one).
+  void (*pack_pieces)(int64_t depth, const float* base, const int64_t* tap_offsets, const PackPiece* pieces,
+                      int64_t count, int64_t ld, float* dst);
 
   // Stride-2 phase split of one row: even[v] = src[2v], odd[v] = src[2v + 1] for v < n (src holds 2n floats).
   void (*deinterleave2)(const float* src, int64_t n, float* even, float* odd);

@@ -71,6 +71,15 @@ void gemm_row(int64_t depth, const float* w, const float* const* b_rows, int64_t
   for (int64_t j = 0; j < n; ++j) out[j] = acc[j];
 }
 
+void pack_pieces(int64_t depth, const float* base, const int64_t* tap_offsets, const PackPiece* pieces,
+                 int64_t count, int64_t ld, float* dst) {
+  for (int64_t k = 0; k < depth; ++k, dst += ld) {
+    const float* tap = base + tap_offsets[k];
+    for (int64_t i = 0; i < count; ++i)
+      for (int64_t j = 0; j < pieces[i].len; ++j) dst[pieces[i].dst + j] = tap[pieces[i].src + j];
+  }
+}
+
 void deinterleave2(const float* src, int64_t n, float* even, float* odd) {
   for (int64_t v = 0; v < n; ++v) {
     even[v] = src[2 * v];
@@ -90,7 +99,7 @@ void gemm_tile_store(int64_t depth, const float* a_packed, const float* const* b
 }  // namespace
 
 const KernelTable& scalar_kernel_table() {
-  static const KernelTable table{"scalar", kMR, kNR, kNR, detect_changes, update_reference, detect_update_exact, gemm_tile, gemm_tile_store, gemm_row, deinterleave2, bias_activate};
+  static const KernelTable table{"scalar", kMR, kNR, kNR, detect_changes, update_reference, detect_update_exact, gemm_tile, gemm_tile_store, gemm_row, pack_pieces, deinterleave2, bias_activate};
   return table;
 }
 

@@ -207,16 +207,12 @@ void store_recomputed(float* dst, const float* vals, const uint8_t* flags, int64
 }
 
 // A unit of compute work: flat positions [p0, p0 + n) of the phase split's raster (output row p0 / width;
-// columns at or past the output width are padding and never stored); or, for a sparse narrow map, the
-// pieces [piece_begin, piece_end) of recomputed runs, whose patches are copied side by side (n pixels).
+// columns at or past the output width are padding and never stored); or, for a narrow map, the pieces
+// [piece_begin, piece_end) of recomputed runs (PackPiece: src is the run's flat position in the raster),
+// whose patches are packed side by side (n pixels).
 struct Panel {
   int64_t p0, n;
   int64_t piece_begin = 0, piece_end = 0;
-};
-
-// A run of recomputed pixels inside a gathered panel: flat position p, len pixels, at panel column j0.
-struct Piece {
-  int64_t p, len, j0;
 };
 
 struct ItemContext {
@@ -230,7 +226,7 @@ struct ItemContext {
   const uint8_t* flags;  // [Ho, Wo]: recomputed output pixels
   const PhaseSplit& split;
   const std::vector<int64_t>& tap_offsets;  // per tap (c, ky, kx) of a group: offset from the split's base
-  const std::vector<Piece>& pieces;
+  const std::vector<PackPiece>& pieces;
 };
 
 void compute_panel(const ItemContext& ctx, const Panel& panel) {
@@ -256,8 +252,8 @@ void compute_panel(const ItemContext& ctx, const Panel& panel) {
     float* out = ctx.y + m * out_plane;
     if (gathered) {
       for (int64_t i = panel.piece_begin; i < panel.piece_end; ++i) {
-        const Piece& pc = ctx.pieces[i];
-        std::memcpy(out + (pc.p / width) * Wo + pc.p % width, vals + pc.j0, static_cast<size_t>(pc.len) * sizeof(float));
+        const PackPiece& pc = ctx.pieces[i];
+        std::memcpy(out + (pc.src / width) * Wo + pc.src % width, vals + pc.dst, static_cast<size_t>(pc.len) * sizeof(float));
       }
       return;
     }
@@ -272,15 +268,9 @@ void compute_panel(const ItemContext& ctx, const Panel& panel) {
   for (int64_t g = 0; g < spec.group; ++g) {
     const int64_t* off = ctx.tap_offsets.data();
     if (gathered) {  // patches side by side: one contiguous copy per tap and piece (the split has no borders)
-      const float* base = ctx.split.at(g * Cg, 0, 0);
-      for (int64_t kk = 0; kk < K; ++kk) {
-        float* dst = s.packed.data() + kk * nr;
-        for (int64_t i = panel.piece_begin; i < panel.piece_end; ++i) {
-          const Piece& pc = ctx.pieces[i];
-          std::memcpy(dst + pc.j0, base + off[kk] + pc.p, static_cast<size_t>(pc.len) * sizeof(float));
-        }
-        s.rows[kk] = dst;
-      }
+      k.pack_pieces(K, ctx.split.at(g * Cg, 0, 0), off, ctx.pieces.data() + panel.piece_begin,
+                    panel.piece_end - panel.piece_begin, nr, s.packed.data());
+      for (int64_t kk = 0; kk < K; ++kk) s.rows[kk] = s.packed.data() + kk * nr;
     } else {
       const float* base = ctx.split.at(g * Cg, 0, 0) + panel.p0;
       for (int64_t kk = 0; kk < K; ++kk) s.rows[kk] = base + off[kk];
@@ -323,23 +313,22 @@ void split_even(int64_t width, int64_t nr, int64_t vec, Emit emit) {
   }
 }
 
-// A map narrower than a tile with few recomputed pixels: those are gathered (rows would compute too many).
-bool sparse_narrow(const Window2D& w, int64_t recompute, int64_t nr) {
-  return w.x.out < nr && recompute * 4 < w.y.out * w.x.out;
-}
+// A map narrower than a tile: its recomputed pixels are gathered into panels of whole vectors (tiles over the
+// split's raster would spend a tile's columns on the padding columns and on a short last panel: 12-17% of
+// the work on 20x15 maps), or, when all, sparse: rows would compute many pixels not recomputed.
+bool narrow_map(const Window2D& w, int64_t nr) { return w.x.out < nr; }
 
 // Plans the panels of one batch item over the split's raster (rows of `width` positions). Wide maps: runs of
 // recomputed pixels within rows, joined across short gaps (computing a few pixels more, never storing them,
-// costs less than extra micro kernel calls). Narrow maps (fewer columns than a tile): panels of whole rows
-// packed across row ends, kept where they hold a recomputed pixel.
-void plan_panels(const Window2D& w, const uint8_t* flags, int64_t recompute, int64_t nr, int64_t vec,
-                 int64_t width, std::vector<RowRun>& runs, std::vector<Panel>& panels, std::vector<Piece>& pieces) {
+// costs less than extra micro kernel calls). Narrow maps (fewer columns than a tile): the recomputed runs,
+// packed side by side nr pixels at a time (pieces).
+void plan_panels(const Window2D& w, const uint8_t* flags, int64_t nr, int64_t vec, int64_t width,
+                 std::vector<RowRun>& runs, std::vector<Panel>& panels, std::vector<PackPiece>& pieces) {
   runs.clear();
   panels.clear();
   pieces.clear();
   const int64_t Ho = w.y.out, Wo = w.x.out;
-  if (sparse_narrow(w, recompute, nr)) {
-    // Sparse narrow map: only the recomputed pixels, their runs packed nr at a time.
+  if (narrow_map(w, nr)) {  // only the recomputed pixels, their runs packed nr at a time
     mask_runs(flags, Ho, Wo, runs);
     int64_t used = 0;
     size_t first = 0;
@@ -357,19 +346,6 @@ void plan_panels(const Window2D& w, const uint8_t* flags, int64_t recompute, int
         if (used == nr) close();
       }
     if (used > 0) close();
-    return;
-  }
-  if (Wo < nr) {
-    const int64_t total = (Ho - 1) * width + Wo;  // positions past the last output pixel are never computed
-    for (int64_t p0 = 0; p0 < total; p0 += nr) {
-      const int64_t n = std::min(nr, total - p0);
-      bool any = false;
-      for (int64_t pos = p0; pos < p0 + n && !any; ++pos) {
-        const int64_t ox = pos % width;
-        any = ox < Wo && flags[(pos / width) * Wo + ox];
-      }
-      if (any) panels.push_back({p0, n});
-    }
     return;
   }
   mask_runs(flags, Ho, Wo, runs);
@@ -407,7 +383,7 @@ void run_delta_conv(const ConvSpec& spec, const PackedConvWeights& weights, cons
   std::vector<uint8_t> in_flags, scratch, needed_rows;
   std::vector<RowRun> runs;
   std::vector<Panel> panels;
-  std::vector<Piece> pieces;
+  std::vector<PackPiece> pieces;
   std::vector<int64_t> tap_offsets;
   for (int64_t n = 0; n < run.batch; ++n) {
     const ItemPlan item = plan_item(run, n, spec.threshold, &k, w, spec.dense_fraction, M, in_flags, scratch, stats,
@@ -418,9 +394,8 @@ void run_delta_conv(const ConvSpec& spec, const PackedConvWeights& weights, cons
     const int64_t recompute = item.recompute;
     if (recompute == 0) continue;
 
-    // The split: all rows for a dense item or for row-spanning panels (a narrow map, not sparse), else only
-    // the rows some recomputed output reads.
-    const bool all_rows = recompute == out_plane || (w.x.out < k.gemm_nr && !sparse_narrow(w, recompute, k.gemm_nr));
+    // The split: all rows for a dense item, else only the rows some recomputed output reads.
+    const bool all_rows = recompute == out_plane;
     if (!all_rows) mark_needed_rows(w, out_flags, needed_rows);
     const PhaseSplit split =
         build_phase_split(recompute_source(st), C, w, all_rows ? nullptr : needed_rows.data(), k, parallel_for);
@@ -433,7 +408,7 @@ void run_delta_conv(const ConvSpec& spec, const PackedConvWeights& weights, cons
                                   (ty / split.sy) * split.width + tx / split.sx);
           }
     }
-    plan_panels(w, out_flags, recompute, k.gemm_nr, k.gemm_vec, split.width, runs, panels, pieces);
+    plan_panels(w, out_flags, k.gemm_nr, k.gemm_vec, split.width, runs, panels, pieces);
     const ItemContext ctx{spec, weights, k, w, acts, run.bias, y, out_flags, split, tap_offsets, pieces};
     parallel_for(static_cast<int64_t>(panels.size()), [&](int64_t i) { compute_panel(ctx, panels[i]); });
   }
