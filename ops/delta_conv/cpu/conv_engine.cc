@@ -62,7 +62,7 @@ PackedConvWeights::PackedConvWeights(const ConvSpec& spec, const float* weights,
   const int64_t Mg = spec.out_channels / spec.group;
   depth_ = spec.in_channels_per_group * spec.window.kernel_h * spec.window.kernel_w;
   mr_ = k.gemm_mr;
-  row_layout_ = Mg < mr_;
+  row_layout_ = Mg == 1;  // one channel per group (depthwise): a row each; short panels use row-count variants
   if (row_layout_) {  // W is already [M][K] with k = (c, ky, kx)
     data_.assign(weights, weights + spec.out_channels * depth_);
     return;
@@ -83,6 +83,7 @@ namespace {
 
 constexpr int64_t kMaxNR = 64;
 constexpr int64_t kMaxMR = 16;
+const ActivationParams kIdentity[kMaxMR] = {};
 
 // The input of one batch item, zero-padded and split into stride phases (space-to-depth): tap (ky, kx) of
 // output (oy, ox) is element (oy + qy) * width + ox + qx of phase plane (c, py, px), with py, qy the remainder
@@ -244,7 +245,7 @@ void compute_panel(const ItemContext& ctx, const Panel& panel) {
   // A panel within one output row with every pixel recomputed is written by the micro kernel itself
   // (bias and activation in registers); others go through the tile and store_recomputed.
   float* direct = nullptr;
-  if (!gathered && ox + n <= Wo && std::memchr(ctx.flags + oy * Wo + ox, 0, static_cast<size_t>(n)) == nullptr)
+  if (!gathered && (width == Wo || ox + n <= Wo) && std::memchr(ctx.flags + oy * Wo + ox, 0, static_cast<size_t>(n)) == nullptr)
     direct = ctx.y + oy * Wo + ox;
 
   auto store = [&](int64_t m, float* vals) {
@@ -292,8 +293,11 @@ void compute_panel(const ItemContext& ctx, const Panel& panel) {
                           ctx.bias ? ctx.bias + m0 : nullptr, ctx.acts.data() + m0);
         continue;
       }
-      k.gemm_tile(K, ctx.weights.panel(g, p), s.rows.data(), n, s.tile.data());
-      for (int64_t r = 0; r < rows; ++r) store(m0 + r, s.tile.data() + r * nr);
+      // Only the panel's rows: kernels with row-count variants skip the zero rows of a short last panel.
+      float* tile_rows[kMaxMR];
+      for (int64_t r = 0; r < rows; ++r) tile_rows[r] = s.tile.data() + r * nr;
+      k.gemm_tile_store(K, ctx.weights.panel(g, p), s.rows.data(), n, tile_rows, rows, nullptr, kIdentity);
+      for (int64_t r = 0; r < rows; ++r) store(m0 + r, tile_rows[r]);
     }
   }
 }
@@ -318,7 +322,8 @@ void split_even(int64_t width, int64_t nr, int64_t vec, Emit emit) {
 // the work on 20x15 maps), or, when all, sparse: rows would compute many pixels not recomputed.
 bool narrow_map(const Window2D& w, int64_t nr) { return w.x.out < nr; }
 
-// Plans the panels of one batch item over the split's raster (rows of `width` positions). Wide maps: runs of
+// Plans the panels of one batch item over the split's raster (rows of `width` positions). A raster as wide
+// as the output (1-wide kernels) has no padding columns: runs over the whole plane. Wide maps: runs of
 // recomputed pixels within rows, joined across short gaps (computing a few pixels more, never storing them,
 // costs less than extra micro kernel calls). Narrow maps (fewer columns than a tile): the recomputed runs,
 // packed side by side nr pixels at a time (pieces).
@@ -328,6 +333,12 @@ void plan_panels(const Window2D& w, const uint8_t* flags, int64_t nr, int64_t ve
   panels.clear();
   pieces.clear();
   const int64_t Ho = w.y.out, Wo = w.x.out;
+  if (width == Wo) {  // a raster without padding columns (1-wide kernels): runs may cross row ends
+    mask_runs(flags, 1, Ho * Wo, runs);
+    for (const RowRun& r : runs)
+      split_even(r.x_end - r.x_begin, nr, vec, [&](int64_t x, int64_t n) { panels.push_back({r.x_begin + x, n}); });
+    return;
+  }
   if (narrow_map(w, nr)) {  // only the recomputed pixels, their runs packed nr at a time
     mask_runs(flags, Ho, Wo, runs);
     int64_t used = 0;

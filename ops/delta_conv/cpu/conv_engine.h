@@ -32,7 +32,7 @@ struct ConvSpec {
 };
 
 // Weights laid out for the micro kernels: per group, panels of gemm_mr output channels, each [K][gemm_mr]
-// (zero rows past the group's channels); groups with fewer channels than gemm_mr keep plain [Mg][K] rows.
+// (zero rows past the group's channels); groups of one output channel (depthwise) keep plain [Mg][K] rows.
 class PackedConvWeights {
  public:
   PackedConvWeights(const ConvSpec& spec, const float* weights, const KernelTable& kernels);
