@@ -101,7 +101,6 @@ struct Scratch {
   std::vector<const float*> rows;
   std::vector<float> tile;
   std::vector<float> packed;
-  std::vector<float> padded_row;  // the phase split's zero-padded input row (stride 2)
 };
 
 Scratch& thread_scratch() {
@@ -139,24 +138,30 @@ PhaseSplit build_phase_split(const float* src, int64_t C, const Window2D& w, con
   ps.base = buffer.data();
   parallel_for(C, [&](int64_t c) {
     const float* in = src + c * H * W;
-    if (ps.sx == 2) {  // both column phases of a row in one pass, through a zero-padded copy of the row
-      std::vector<float>& padded = thread_scratch().padded_row;
-      padded.assign(static_cast<size_t>(2 * ps.width), 0.f);
+    if (ps.sx == 2) {  // both column phases of a row in one pass: even[v] = in[2v - pad], odd[v] = in[2v + 1 - pad]
+      const int64_t pad = w.x.pad_begin;
+      // Columns v whose two source columns are both inside the row go through the vector kernel; the few at
+      // the borders are set one by one (zero outside the input).
+      const int64_t v_lo = std::min(ps.width, (pad + 1) / 2);
+      const int64_t v_hi = std::max(v_lo, std::min(ps.width, W + pad >= 2 ? (W + pad - 2) / 2 + 1 : int64_t{0}));
       for (int64_t py = 0; py < ps.sy; ++py) {
         float* even = const_cast<float*>(ps.at(c, py, 0));
         float* odd = const_cast<float*>(ps.at(c, py, 1));
         for (int64_t u = 0; u < ps.rows + 1; ++u) {
           const int64_t r = u * ps.sy + py, iy = r - w.y.pad_begin;
           if (needed_rows != nullptr && (u == ps.rows || !needed_rows[r])) continue;
+          float* e = even + u * ps.width;
+          float* o = odd + u * ps.width;
           if (iy < 0 || iy >= H || u == ps.rows) {
-            std::memset(even + u * ps.width, 0, static_cast<size_t>(ps.width) * sizeof(float));
-            std::memset(odd + u * ps.width, 0, static_cast<size_t>(ps.width) * sizeof(float));
+            std::memset(e, 0, static_cast<size_t>(ps.width) * sizeof(float));
+            std::memset(o, 0, static_cast<size_t>(ps.width) * sizeof(float));
             continue;
           }
-          const int64_t x0 = std::min<int64_t>(w.x.pad_begin, 2 * ps.width);
-          const int64_t len = std::max<int64_t>(0, std::min(W, 2 * ps.width - x0));
-          std::memcpy(padded.data() + x0, in + iy * W, static_cast<size_t>(len) * sizeof(float));
-          k.deinterleave2(padded.data(), ps.width, even + u * ps.width, odd + u * ps.width);
+          const float* row = in + iy * W;
+          auto at = [&](int64_t col) { return col >= 0 && col < W ? row[col] : 0.f; };
+          for (int64_t v = 0; v < v_lo; ++v) e[v] = at(2 * v - pad), o[v] = at(2 * v + 1 - pad);
+          if (v_hi > v_lo) k.deinterleave2(row + 2 * v_lo - pad, v_hi - v_lo, e + v_lo, o + v_lo);
+          for (int64_t v = v_hi; v < ps.width; ++v) e[v] = at(2 * v - pad), o[v] = at(2 * v + 1 - pad);
         }
         std::memset(even + (ps.rows + 1) * ps.width, 0, kMaxNR * sizeof(float));
         std::memset(odd + (ps.rows + 1) * ps.width, 0, kMaxNR * sizeof(float));
