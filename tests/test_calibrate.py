@@ -204,6 +204,15 @@ def test_forced_refresh_is_recorded_and_read_back(resnet, frames, tmp_path):
     assert runner.every == 6
 
 
+def test_inspect_shows_the_calibration(resnet, frames, tmp_path, capsys):
+    result = calibrate(resnet, frames, frames=(0, 24), heldout=(24, 36),
+                       options=CalibrationOptions(refresh=6, budget=Budget(max_error=2e-2), **QUICK))
+    path = save_calibration(result, tmp_path / "m.onnx")[0]
+    code, out, err = run_cli(capsys, "inspect", path)
+    assert code == 0, err
+    assert "refresh: full recompute every 6 frames per stream" in out and "max_error 0.02" in out
+
+
 # --------------------------------------------------------------------------------------------------------
 # the command line
 # --------------------------------------------------------------------------------------------------------

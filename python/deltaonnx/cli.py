@@ -193,12 +193,33 @@ def run_inspect(args: argparse.Namespace) -> int:
         print(report.render())
         state = metadata.get("state", [])
         print(f"state: {len(state)} past inputs / present outputs; change maps: {len(metadata.get('maps', []))} outputs")
+        calibration = _calibration_summary(proto)
+        if calibration:
+            print(calibration)
     else:
         print(f"{model_path}: not converted; `deltaonnx convert` with these options would do:")
         print(report.render())
         if not report.converted_rows:
             print("nothing would be converted")
     return EXIT_OK
+
+
+def _calibration_summary(proto) -> str:
+    """One line on what `calibrate` stored in the model (its thresholds are the table's tau column), or ""."""
+    from .calibrate import CALIBRATION_METADATA_KEY
+
+    text = next((p.value for p in proto.metadata_props if p.key == CALIBRATION_METADATA_KEY), None)
+    if text is None:
+        return ""
+    try:
+        entry = json.loads(text)
+    except ValueError:
+        return f"calibration: unreadable {CALIBRATION_METADATA_KEY} metadata"
+    refresh = int(entry.get("refresh", 0) or 0)
+    budget = ", ".join(f"{k} {v}" for k, v in (entry.get("budget") or {}).items() if v is not None)
+    thresholds = entry.get("thresholds") or {}
+    return (f"calibrated thresholds (tau column): {len(thresholds)} entries; budget: {budget or '-'}; refresh: "
+            + (f"full recompute every {refresh} frames per stream" if refresh else "none"))
 
 
 # --- bench, demo (their logic lives in bench.py and demo.py) --------------------------------------------
