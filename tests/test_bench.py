@@ -198,11 +198,17 @@ def test_converted_model_with_its_original(cpu_op_library, pnet_files, tmp_path,
     converted = tmp_path / "pnet.delta.onnx"
     onnx.save(deltaonnx.convert(model, threshold=0.02), converted)
     out = tmp_path / "c.json"
-    code, _, stderr = run_cli(capsys, "bench", converted, "--original", model, "--video", clip, "--warmup", 1,
-                              "--profile-frames", 0, "--json", out, "--quiet")
+    code, stdout, stderr = run_cli(capsys, "bench", converted, "--original", model, "--video", clip, "--warmup", 1,
+                                   "--profile-frames", 0, "--json", out, "--quiet")
     assert code == 0, stderr
     (run,) = json.loads(out.read_text())["runs"]
     assert run["threshold"] == pytest.approx(0.02)
+    # The per-node table shows each node's threshold: the input gate's 0.02, exact (0) inner nodes.
+    table = stdout[stdout.index("recomputed fraction of each Delta node"):]
+    header = table.splitlines()[1]
+    assert "tau" in header
+    gate_row = next(line for line in table.splitlines() if "DeltaConv_0" in line)
+    assert " 0.02 " in gate_row
     code, _, stderr = run_cli(capsys, "bench", converted, "--video", clip)
     assert code == 2 and "--original" in stderr
     code, _, stderr = run_cli(capsys, "bench", converted, "--original", model, "--video", clip, "--thresholds", "0,1")

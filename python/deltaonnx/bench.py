@@ -942,15 +942,22 @@ def format_report(result: dict, per_node: bool = True) -> str:
         names = [n["name"] for n in result["runs"][0]["nodes"]]
         same_nodes = all([n["name"] for n in r["nodes"]] == names for r in result["runs"])
         if same_nodes and names:
-            header = ["node", "op", "source", "GFLOPs"] + [f"{r['label']} mean/p90" for r in result["runs"]]
+            # Each node's threshold (calibrated ones differ node by node): one column when every run uses the
+            # same, else beside each run's fraction.
+            same_tau = all([n.get("threshold") for n in r["nodes"]] == [n.get("threshold") for n in result["runs"][0]["nodes"]]
+                           for r in result["runs"])
+            tau = lambda node: "-" if node.get("threshold") is None else f"{node['threshold']:g}"
+            header = ["node", "op", "source", "GFLOPs"] + (["tau"] if same_tau else []) + [
+                f"{r['label']} mean/p90" + ("" if same_tau else " (tau)") for r in result["runs"]]
             node_rows = []
             for i, name in enumerate(names):
                 first = result["runs"][0]["nodes"][i]
                 node_rows.append([name, first["op"], _short(first["source"]), _fmt((first["flops"] or 0) / 1e9, ".3f")
-                                  if first["flops"] else "-"] + [
+                                  if first["flops"] else "-"] + ([tau(first)] if same_tau else []) + [
                     f"{_fmt(100 * r['nodes'][i]['fraction_mean'], '.1f')}% / {_fmt(100 * r['nodes'][i]['fraction_p90'], '.0f')}%"
+                    + ("" if same_tau else f" ({tau(r['nodes'][i])})")
                     for r in result["runs"]])
-            lines += ["", "recomputed fraction of each Delta node's output (mean / p90 over timed frames):",
+            lines += ["", "recomputed fraction of each Delta node's output (mean / p90 over timed frames) and its threshold:",
                       _table(header, node_rows)]
         for r in result["runs"]:
             if r["kept_dense"]:
