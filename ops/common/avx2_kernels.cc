@@ -109,6 +109,35 @@ void detect_update_exact(const float* x, const float* ref_in, float* ref_out, in
   }
 }
 
+void detect_update_pixels(const float* x, const float* ref_in, float* ref_out, int64_t channels, int64_t plane,
+                          int64_t begin, int64_t end, float tau, uint8_t* flags) {
+  const bool in_place = ref_in == ref_out;
+  const __m256 vtau = _mm256_set1_ps(tau);
+  const __m256 abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+  for (int64_t p = begin; p < end; p += kVec) {
+    const int64_t n = end - p < kVec ? end - p : kVec;
+    const __m256i t = tail_mask(n);
+    __m256 any = _mm256_setzero_ps();
+    for (int64_t c = 0; c < channels; ++c) {
+      const __m256 d = _mm256_sub_ps(_mm256_maskload_ps(x + c * plane + p, t), _mm256_maskload_ps(ref_in + c * plane + p, t));
+      any = _mm256_or_ps(any, _mm256_cmp_ps(_mm256_and_ps(d, abs_mask), vtau, _CMP_NLE_UQ));
+    }
+    any = _mm256_and_ps(any, _mm256_castsi256_ps(t));
+    const int bits = _mm256_movemask_ps(any);
+    for (int64_t i = 0; i < n; ++i) flags[p + i] |= static_cast<uint8_t>((bits >> i) & 1);
+    if (bits == 0 && in_place) continue;
+    for (int64_t c = 0; c < channels; ++c) {
+      const int64_t o = c * plane + p;
+      if (in_place) {
+        _mm256_maskstore_ps(ref_out + o, _mm256_castps_si256(any), _mm256_maskload_ps(x + o, t));
+      } else {
+        const __m256 v = _mm256_blendv_ps(_mm256_maskload_ps(ref_in + o, t), _mm256_maskload_ps(x + o, t), any);
+        _mm256_maskstore_ps(ref_out + o, t, v);
+      }
+    }
+  }
+}
+
 // Named accumulators (arrays of vectors end up on the stack): 6 rows x NV vectors of 8.
 #define DELTA_ROW_DECL(r) __m256 c##r##0 = _mm256_setzero_ps(), c##r##1 = c##r##0;
 #define DELTA_ROW_FMA(r)                                    \
@@ -266,10 +295,203 @@ void gemm_tile_store(int64_t depth, const float* a_packed, const float* const* b
   tile_then_epilogue<kMR, kNR>(gemm_tile, bias_activate, depth, a_packed, b_rows, n, out_rows, rows, bias, acts);
 }
 
+// Depthwise: NV vectors of outputs from j (the last one masked by `last`), one accumulator each in a named
+// register, every tap one load and one FMA per vector, the epilogue in registers.
+template <int NV>
+void depthwise_block(int64_t count, const float* w, const float* const* taps, int64_t j, __m256i last,
+                     __m256 vbias, const ActivationParams& act, float* out) {
+  __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;
+  for (int64_t t = 0; t < count; ++t) {
+    const __m256 wt = _mm256_broadcast_ss(w + t);
+    const float* p = taps[t] + j;
+    auto load = [&](int i) {
+      return i == NV - 1 ? _mm256_maskload_ps(p + i * kVec, last) : _mm256_loadu_ps(p + i * kVec);
+    };
+    a0 = _mm256_fmadd_ps(wt, load(0), a0);
+    if (NV > 1) a1 = _mm256_fmadd_ps(wt, load(1), a1);
+    if (NV > 2) a2 = _mm256_fmadd_ps(wt, load(2), a2);
+    if (NV > 3) a3 = _mm256_fmadd_ps(wt, load(3), a3);
+    if (NV > 4) a4 = _mm256_fmadd_ps(wt, load(4), a4);
+    if (NV > 5) a5 = _mm256_fmadd_ps(wt, load(5), a5);
+    if (NV > 6) a6 = _mm256_fmadd_ps(wt, load(6), a6);
+    if (NV > 7) a7 = _mm256_fmadd_ps(wt, load(7), a7);
+  }
+  float* o = out + j;
+  auto store = [&](int i, __m256 acc) {
+    const __m256 v = activate(_mm256_add_ps(acc, vbias), act);
+    if (i == NV - 1) _mm256_maskstore_ps(o + i * kVec, last, v);
+    else _mm256_storeu_ps(o + i * kVec, v);
+  };
+  store(0, a0);
+  if (NV > 1) store(1, a1);
+  if (NV > 2) store(2, a2);
+  if (NV > 3) store(3, a3);
+  if (NV > 4) store(4, a4);
+  if (NV > 5) store(5, a5);
+  if (NV > 6) store(6, a6);
+  if (NV > 7) store(7, a7);
+}
+
+void depthwise_run(int64_t count, const float* w, const float* const* taps, int64_t n, float bias,
+                   const ActivationParams& act, float* out) {
+  static const ActivationParams kIdentity{};
+  const bool tanh = act.kind == Activation::kTanh;  // no vector tanh: a scalar pass after the sums
+  const ActivationParams& vact = tanh ? kIdentity : act;
+  const __m256 vbias = _mm256_set1_ps(bias);
+  // Blocks of at most 8 vectors, spread evenly (10 vectors: 5 + 5), so every block has chains to overlap.
+  constexpr int64_t kMaxNV = 8;
+  const int64_t vectors = (n + kVec - 1) / kVec, blocks = (vectors + kMaxNV - 1) / kMaxNV;
+  int64_t j = 0;
+  for (int64_t b = 0; b < blocks; ++b) {
+    const int64_t nv = vectors / blocks + (b < vectors % blocks ? 1 : 0);
+    const int64_t len = n - j < nv * kVec ? n - j : nv * kVec;
+    const __m256i last = tail_mask(len - (nv - 1) * kVec);
+    switch (nv) {
+      case 1: depthwise_block<1>(count, w, taps, j, last, vbias, vact, out); break;
+      case 2: depthwise_block<2>(count, w, taps, j, last, vbias, vact, out); break;
+      case 3: depthwise_block<3>(count, w, taps, j, last, vbias, vact, out); break;
+      case 4: depthwise_block<4>(count, w, taps, j, last, vbias, vact, out); break;
+      case 5: depthwise_block<5>(count, w, taps, j, last, vbias, vact, out); break;
+      case 6: depthwise_block<6>(count, w, taps, j, last, vbias, vact, out); break;
+      case 7: depthwise_block<7>(count, w, taps, j, last, vbias, vact, out); break;
+      default: depthwise_block<8>(count, w, taps, j, last, vbias, vact, out); break;
+    }
+    j += len;
+  }
+  if (tanh)
+    for (int64_t i = 0; i < n; ++i) out[i] = apply_activation(act, out[i]);
+}
+
+// NaN-keeping max: vmaxps returns its second operand when either is NaN, so the OR of both operand orders is
+// NaN when either side is (and the max otherwise, up to the sign of a zero).
+inline __m256 max_keep_nan(__m256 a, __m256 b) { return _mm256_or_ps(_mm256_max_ps(a, b), _mm256_max_ps(b, a)); }
+
+// The lanes [0, len) of the block of outputs starting at j0 that tap t applies to (see KernelTable::max_taps).
+inline uint32_t pool_tap_lanes(const PoolTap& t, int64_t j0, int64_t len, int64_t period) {
+  uint32_t m = 0;
+  for (int64_t q = j0 / period * period; q < j0 + len; q += period) {
+    const int64_t b = q + (t.begin > 0 ? t.begin : 0) > j0 ? q + (t.begin > 0 ? t.begin : 0) : j0;
+    const int64_t row_end = t.end < period ? t.end : period;
+    const int64_t e = q + row_end < j0 + len ? q + row_end : j0 + len;
+    if (e > b) m |= ((1u << (e - j0)) - 1u) & ~((1u << (b - j0)) - 1u);
+  }
+  return m;
+}
+
+// An 8-bit lane mask as a vector mask.
+inline __m256i lane_vector(uint32_t m) {
+  const __m256i bits = _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);
+  return _mm256_cmpeq_epi32(_mm256_and_si256(_mm256_set1_epi32(static_cast<int>(m)), bits), bits);
+}
+
+// Bit i of an 8-bit mask to bit 2i: the source lanes of a stride-2 load.
+inline uint32_t spread_even(uint32_t m) {
+  m = (m | (m << 4)) & 0x0f0fu;
+  m = (m | (m << 2)) & 0x3333u;
+  return (m | (m << 1)) & 0x5555u;
+}
+
+// The taps of one block of 8 outputs: those reading all 8 lanes with one plain load (stride 1), and the rest
+// with their lanes (for stride 2, the lanes of the two source vectors).
+struct MaxTapBlock {
+  static constexpr int kMax = 32;
+  int full = 0, partial = 0;
+  int64_t full_offset[kMax];
+  int64_t partial_offset[kMax];
+  __m256i partial_lanes[kMax], source_lo[kMax], source_hi[kMax];
+};
+
+// The rows of one block for max_taps, two at a time (independent max chains overlap their latencies).
+// kStep 1: loads; 2: two loads and a shuffle to the even lanes; 0: any other step, gathers. Lanes a tap does
+// not apply to are not read and keep the accumulator.
+template <int kStep>
+void max_taps_block(const float* src, int64_t src_stride, int64_t step, const MaxTapBlock& b, int64_t rows,
+                    float* dst, int64_t dst_stride, int64_t len, bool first) {
+  const __m256 lowest = _mm256_set1_ps(kLowestFloat);
+  const __m256i strided = _mm256_mullo_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), _mm256_set1_epi32(static_cast<int>(step)));
+  const __m256i store = tail_mask(len);
+  auto load = [&](const float* p, int i) {
+    if (kStep == 1) return _mm256_maskload_ps(p, b.partial_lanes[i]);
+    if (kStep == 2) {
+      const __m256 x0 = _mm256_maskload_ps(p, b.source_lo[i]), x1 = _mm256_maskload_ps(p + kVec, b.source_hi[i]);
+      const __m256 e = _mm256_shuffle_ps(x0, x1, _MM_SHUFFLE(2, 0, 2, 0));
+      return _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(e), _MM_SHUFFLE(3, 1, 2, 0)));
+    }
+    return _mm256_mask_i32gather_ps(_mm256_setzero_ps(), p, strided, _mm256_castsi256_ps(b.partial_lanes[i]), 4);
+  };
+  auto partial_max = [&](__m256 a, int i, __m256 v) {
+    return _mm256_blendv_ps(a, max_keep_nan(a, v), _mm256_castsi256_ps(b.partial_lanes[i]));
+  };
+  auto start = [&](const float* d) { return first ? lowest : _mm256_maskload_ps(d, store); };
+  auto finish = [&](float* d, __m256 a) {
+    if (len == kVec) _mm256_storeu_ps(d, a);
+    else _mm256_maskstore_ps(d, store, a);
+  };
+  int64_t r = 0;
+  for (; r + 2 <= rows; r += 2) {
+    const float* s0 = src + r * src_stride;
+    const float* s1 = s0 + src_stride;
+    float* d = dst + r * dst_stride;
+    __m256 a0 = start(d), a1 = start(d + dst_stride);
+    for (int i = 0; i < b.full; ++i) {
+      const int64_t o = b.full_offset[i];
+      a0 = max_keep_nan(a0, _mm256_loadu_ps(s0 + o));
+      a1 = max_keep_nan(a1, _mm256_loadu_ps(s1 + o));
+    }
+    for (int i = 0; i < b.partial; ++i) {
+      const int64_t o = b.partial_offset[i];
+      a0 = partial_max(a0, i, load(s0 + o, i));
+      a1 = partial_max(a1, i, load(s1 + o, i));
+    }
+    finish(d, a0);
+    finish(d + dst_stride, a1);
+  }
+  for (; r < rows; ++r) {
+    const float* s = src + r * src_stride;
+    float* d = dst + r * dst_stride;
+    __m256 a = start(d);
+    for (int i = 0; i < b.full; ++i) a = max_keep_nan(a, _mm256_loadu_ps(s + b.full_offset[i]));
+    for (int i = 0; i < b.partial; ++i) a = partial_max(a, i, load(s + b.partial_offset[i], i));
+    finish(d, a);
+  }
+}
+
+// Blocks of 8 outputs outer, rows inner: a block's taps are sorted out once for all rows.
+void max_taps(const float* src, int64_t src_stride, int64_t step, const PoolTap* taps, int64_t tap_count,
+              int64_t period, int64_t rows, int64_t n, float* dst, int64_t dst_stride) {
+  MaxTapBlock b;
+  for (int64_t j0 = 0; j0 < n; j0 += kVec) {
+    const int64_t len = n - j0 < kVec ? n - j0 : kVec;
+    int64_t t0 = 0;
+    do {  // taps in chunks of MaxTapBlock::kMax; later chunks continue from dst
+      const int64_t t1 = tap_count - t0 < MaxTapBlock::kMax ? tap_count : t0 + MaxTapBlock::kMax;
+      b.full = b.partial = 0;
+      for (int64_t t = t0; t < t1; ++t) {
+        const uint32_t m = pool_tap_lanes(taps[t], j0, len, period);
+        if (m == 0) continue;
+        const int64_t o = taps[t].offset + j0 * step;
+        if (m == 0xff && step == 1) {
+          b.full_offset[b.full++] = o;
+        } else {
+          const uint32_t s = spread_even(m);
+          b.partial_offset[b.partial] = o;
+          b.partial_lanes[b.partial] = lane_vector(m);
+          b.source_lo[b.partial] = lane_vector(s & 0xff);
+          b.source_hi[b.partial++] = lane_vector(s >> 8);
+        }
+      }
+      if (step == 1) max_taps_block<1>(src, src_stride, step, b, rows, dst + j0, dst_stride, len, t0 == 0);
+      else if (step == 2) max_taps_block<2>(src, src_stride, step, b, rows, dst + j0, dst_stride, len, t0 == 0);
+      else max_taps_block<0>(src, src_stride, step, b, rows, dst + j0, dst_stride, len, t0 == 0);
+      t0 = t1;
+    } while (t0 < tap_count);
+  }
+}
+
 }  // namespace
 
 const KernelTable& avx2_kernel_table() {
-  static const KernelTable table{"avx2", kMR, kNR, kVec, detect_changes, update_reference, detect_update_exact, gemm_tile, gemm_tile_store, gemm_row, pack_pieces, deinterleave2, bias_activate};
+  static const KernelTable table{"avx2", kMR, kNR, kVec, detect_changes, update_reference, detect_update_exact, detect_update_pixels, gemm_tile, gemm_tile_store, gemm_row, pack_pieces, deinterleave2, bias_activate, depthwise_run, max_taps};
   return table;
 }
 

@@ -1,6 +1,7 @@
 // AVX-512 (F/BW/VL/DQ) kernels. Compiled with -mavx512* for this file only; selected at run time.
 #include <immintrin.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 
@@ -128,6 +129,32 @@ void detect_update_exact(const float* x, const float* ref_in, float* ref_out, in
   }
 }
 
+void detect_update_pixels(const float* x, const float* ref_in, float* ref_out, int64_t channels, int64_t plane,
+                          int64_t begin, int64_t end, float tau, uint8_t* flags) {
+  const bool in_place = ref_in == ref_out;
+  const __m512 vtau = _mm512_set1_ps(tau);
+  const __m512 abs_mask = _mm512_castsi512_ps(_mm512_set1_epi32(0x7fffffff));
+  for (int64_t p = begin; p < end; p += kVec) {
+    const __mmask16 t = tail_mask(end - p);
+    __mmask16 any = 0;
+    for (int64_t c = 0; c < channels; ++c)
+      any |= changed_mask(_mm512_maskz_loadu_ps(t, x + c * plane + p), _mm512_maskz_loadu_ps(t, ref_in + c * plane + p),
+                          vtau, abs_mask);
+    any &= t;
+    if (any) {
+      __m128i f = _mm_maskz_loadu_epi8(t, flags + p);
+      _mm_mask_storeu_epi8(flags + p, t, _mm_or_si128(f, _mm_maskz_set1_epi8(any, 1)));
+    } else if (in_place) {
+      continue;
+    }
+    for (int64_t c = 0; c < channels; ++c) {
+      const int64_t o = c * plane + p;
+      if (in_place) _mm512_mask_storeu_ps(ref_out + o, any, _mm512_maskz_loadu_ps(any, x + o));
+      else _mm512_mask_storeu_ps(ref_out + o, t, _mm512_mask_loadu_ps(_mm512_maskz_loadu_ps(t, ref_in + o), any, x + o));
+    }
+  }
+}
+
 void gemm_row(int64_t depth, const float* w, const float* const* b_rows, int64_t n, float* out);
 
 void gemm_tile_store(int64_t depth, const float* a_packed, const float* const* b_rows, int64_t n,
@@ -158,16 +185,26 @@ void gemm_row(int64_t depth, const float* w, const float* const* b_rows, int64_t
 
 void pack_pieces(int64_t depth, const float* base, const int64_t* tap_offsets, const PackPiece* pieces,
                  int64_t count, int64_t ld, float* dst) {
-  for (int64_t k = 0; k < depth; ++k, dst += ld) {
-    const float* tap = base + tap_offsets[k];
+  // Piece by piece within blocks of taps: a piece's masks are computed once and the block's rows of dst stay
+  // in L1 while the pieces fill them.
+  constexpr int64_t kTapBlock = 64;
+  for (int64_t k0 = 0; k0 < depth; k0 += kTapBlock) {
+    const int64_t k1 = std::min(depth, k0 + kTapBlock);
     for (int64_t i = 0; i < count; ++i) {
-      const float* src = tap + pieces[i].src;
+      const float* src = base + pieces[i].src;
       float* out = dst + pieces[i].dst;
       const int64_t len = pieces[i].len;
-      for (int64_t j = 0; j < len; j += kVec) {
-        const __mmask16 m = tail_mask(len - j);
-        _mm512_mask_storeu_ps(out + j, m, _mm512_maskz_loadu_ps(m, src + j));
+      if (len <= kVec) {
+        const __mmask16 m = tail_mask(len);
+        for (int64_t k = k0; k < k1; ++k)
+          _mm512_mask_storeu_ps(out + k * ld, m, _mm512_maskz_loadu_ps(m, src + tap_offsets[k]));
+        continue;
       }
+      for (int64_t k = k0; k < k1; ++k)
+        for (int64_t j = 0; j < len; j += kVec) {
+          const __mmask16 m = tail_mask(len - j);
+          _mm512_mask_storeu_ps(out + k * ld + j, m, _mm512_maskz_loadu_ps(m, src + tap_offsets[k] + j));
+        }
     }
   }
 }
@@ -251,11 +288,13 @@ void bias_activate(float* v, int64_t n, float bias, const ActivationParams& act)
   }
 }
 
-// The GEMM micro tile: 8 output channels x NV vectors of pixels, accumulators in named registers (arrays of
-// vectors end up on the stack), the epilogue (bias, activation) applied in registers, rows stored in place.
+// The GEMM micro tile: ROWS (<= 8) output channels x NV vectors of pixels, accumulators in named registers
+// (arrays of vectors end up on the stack), the epilogue (bias, activation) applied in registers, rows stored
+// in place. Panels of fewer channels (the last of 10, or heads of 2 or 4) use a smaller ROWS: no FMA is spent
+// on the panel's zero rows.
 #define DELTA_ROW_DECL(r) __m512 c##r##0 = _mm512_setzero_ps(), c##r##1 = c##r##0, c##r##2 = c##r##0;
 #define DELTA_ROW_FMA(r)                                    \
-  {                                                         \
+  if (r < ROWS) {                                           \
     const __m512 ar = _mm512_set1_ps(a[r]);                 \
     c##r##0 = _mm512_fmadd_ps(ar, b0, c##r##0);             \
     if (NV > 1) c##r##1 = _mm512_fmadd_ps(ar, b1, c##r##1); \
@@ -272,7 +311,7 @@ void bias_activate(float* v, int64_t n, float bias, const ActivationParams& act)
     if (NV > 2) _mm512_mask_storeu_ps(o + 2 * kVec, last, activate(_mm512_add_ps(c##r##2, vb), acts[r])); \
   }
 
-template <int NV>
+template <int NV, int ROWS>
 void gemm_tile_store_nv(int64_t depth, const float* a_packed, const float* const* b_rows, int64_t n,
                         float* const* out_rows, int64_t rows, const float* bias, const ActivationParams* acts) {
   DELTA_ROW_DECL(0) DELTA_ROW_DECL(1) DELTA_ROW_DECL(2) DELTA_ROW_DECL(3)
@@ -303,6 +342,14 @@ void gemm_tile_store_nv(int64_t depth, const float* a_packed, const float* const
 #undef DELTA_ROW_FMA
 #undef DELTA_ROW_OUT
 
+template <int ROWS>
+void gemm_tile_store_rows(int64_t depth, const float* a_packed, const float* const* b_rows, int64_t n,
+                          float* const* out_rows, int64_t rows, const float* bias, const ActivationParams* acts) {
+  if (n > 2 * kVec) gemm_tile_store_nv<3, ROWS>(depth, a_packed, b_rows, n, out_rows, rows, bias, acts);
+  else if (n > kVec) gemm_tile_store_nv<2, ROWS>(depth, a_packed, b_rows, n, out_rows, rows, bias, acts);
+  else gemm_tile_store_nv<1, ROWS>(depth, a_packed, b_rows, n, out_rows, rows, bias, acts);
+}
+
 void gemm_tile_store(int64_t depth, const float* a_packed, const float* const* b_rows, int64_t n,
                      float* const* out_rows, int64_t rows, const float* bias, const ActivationParams* acts) {
   for (int64_t r = 0; r < rows; ++r) {
@@ -316,15 +363,206 @@ void gemm_tile_store(int64_t depth, const float* a_packed, const float* const* b
       return;
     }
   }
-  if (n > 2 * kVec) gemm_tile_store_nv<3>(depth, a_packed, b_rows, n, out_rows, rows, bias, acts);
-  else if (n > kVec) gemm_tile_store_nv<2>(depth, a_packed, b_rows, n, out_rows, rows, bias, acts);
-  else gemm_tile_store_nv<1>(depth, a_packed, b_rows, n, out_rows, rows, bias, acts);
+  if (rows <= 1) gemm_tile_store_rows<1>(depth, a_packed, b_rows, n, out_rows, rows, bias, acts);
+  else if (rows <= 2) gemm_tile_store_rows<2>(depth, a_packed, b_rows, n, out_rows, rows, bias, acts);
+  else if (rows <= 4) gemm_tile_store_rows<4>(depth, a_packed, b_rows, n, out_rows, rows, bias, acts);
+  else gemm_tile_store_rows<kMR>(depth, a_packed, b_rows, n, out_rows, rows, bias, acts);
+}
+
+// Depthwise: NV vectors of outputs from j (the last one masked by `last`), one accumulator each in a named
+// register, every tap one load and one FMA per vector, the epilogue in registers.
+template <int NV>
+void depthwise_block(int64_t count, const float* w, const float* const* taps, int64_t j, __mmask16 last,
+                     __m512 vbias, const ActivationParams& act, float* out) {
+  __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;
+  for (int64_t t = 0; t < count; ++t) {
+    const __m512 wt = _mm512_set1_ps(w[t]);
+    const float* p = taps[t] + j;
+    auto load = [&](int i) {
+      return i == NV - 1 ? _mm512_maskz_loadu_ps(last, p + i * kVec) : _mm512_loadu_ps(p + i * kVec);
+    };
+    a0 = _mm512_fmadd_ps(wt, load(0), a0);
+    if (NV > 1) a1 = _mm512_fmadd_ps(wt, load(1), a1);
+    if (NV > 2) a2 = _mm512_fmadd_ps(wt, load(2), a2);
+    if (NV > 3) a3 = _mm512_fmadd_ps(wt, load(3), a3);
+    if (NV > 4) a4 = _mm512_fmadd_ps(wt, load(4), a4);
+    if (NV > 5) a5 = _mm512_fmadd_ps(wt, load(5), a5);
+    if (NV > 6) a6 = _mm512_fmadd_ps(wt, load(6), a6);
+    if (NV > 7) a7 = _mm512_fmadd_ps(wt, load(7), a7);
+  }
+  float* o = out + j;
+  auto store = [&](int i, __m512 acc) {
+    const __m512 v = activate(_mm512_add_ps(acc, vbias), act);
+    if (i == NV - 1) _mm512_mask_storeu_ps(o + i * kVec, last, v);
+    else _mm512_storeu_ps(o + i * kVec, v);
+  };
+  store(0, a0);
+  if (NV > 1) store(1, a1);
+  if (NV > 2) store(2, a2);
+  if (NV > 3) store(3, a3);
+  if (NV > 4) store(4, a4);
+  if (NV > 5) store(5, a5);
+  if (NV > 6) store(6, a6);
+  if (NV > 7) store(7, a7);
+}
+
+void depthwise_run(int64_t count, const float* w, const float* const* taps, int64_t n, float bias,
+                   const ActivationParams& act, float* out) {
+  static const ActivationParams kIdentity{};
+  const bool tanh = act.kind == Activation::kTanh;  // no vector tanh: a scalar pass after the sums
+  const ActivationParams& vact = tanh ? kIdentity : act;
+  const __m512 vbias = _mm512_set1_ps(bias);
+  // Blocks of at most 8 vectors, spread evenly (10 vectors: 5 + 5), so every block has chains to overlap.
+  constexpr int64_t kMaxNV = 8;
+  const int64_t vectors = (n + kVec - 1) / kVec, blocks = (vectors + kMaxNV - 1) / kMaxNV;
+  int64_t j = 0;
+  for (int64_t b = 0; b < blocks; ++b) {
+    const int64_t nv = vectors / blocks + (b < vectors % blocks ? 1 : 0);
+    const int64_t len = n - j < nv * kVec ? n - j : nv * kVec;
+    const __mmask16 last = tail_mask(len - (nv - 1) * kVec);
+    switch (nv) {
+      case 1: depthwise_block<1>(count, w, taps, j, last, vbias, vact, out); break;
+      case 2: depthwise_block<2>(count, w, taps, j, last, vbias, vact, out); break;
+      case 3: depthwise_block<3>(count, w, taps, j, last, vbias, vact, out); break;
+      case 4: depthwise_block<4>(count, w, taps, j, last, vbias, vact, out); break;
+      case 5: depthwise_block<5>(count, w, taps, j, last, vbias, vact, out); break;
+      case 6: depthwise_block<6>(count, w, taps, j, last, vbias, vact, out); break;
+      case 7: depthwise_block<7>(count, w, taps, j, last, vbias, vact, out); break;
+      default: depthwise_block<8>(count, w, taps, j, last, vbias, vact, out); break;
+    }
+    j += len;
+  }
+  if (tanh)
+    for (int64_t i = 0; i < n; ++i) out[i] = apply_activation(act, out[i]);
+}
+
+// NaN-keeping max: vmaxps returns its second operand when either is NaN, so the OR of both operand orders is
+// NaN when either side is (and the max otherwise, up to the sign of a zero).
+inline __m512 max_keep_nan(__m512 a, __m512 b) { return _mm512_or_ps(_mm512_max_ps(a, b), _mm512_max_ps(b, a)); }
+
+// The lanes [0, len) of the block of outputs starting at j0 that tap t applies to (see KernelTable::max_taps).
+inline __mmask16 pool_tap_lanes(const PoolTap& t, int64_t j0, int64_t len, int64_t period) {
+  uint32_t m = 0;
+  for (int64_t q = j0 / period * period; q < j0 + len; q += period) {
+    const int64_t b = std::max(q + std::max<int64_t>(t.begin, 0), j0), e = std::min(q + std::min(t.end, period), j0 + len);
+    if (e > b) m |= ((e - j0 >= 32 ? ~0u : (1u << (e - j0)) - 1u)) & ~((1u << (b - j0)) - 1u);
+  }
+  return __mmask16(m);
+}
+
+// Bit i of a 16-bit mask to bit 2i: the source lanes of a stride-2 load.
+inline uint32_t spread_even(uint32_t m) {
+  m = (m | (m << 8)) & 0x00ff00ffu;
+  m = (m | (m << 4)) & 0x0f0f0f0fu;
+  m = (m | (m << 2)) & 0x33333333u;
+  return (m | (m << 1)) & 0x55555555u;
+}
+
+// The taps of one block of 16 outputs: those reading all 16 lanes with one plain load (stride 1), and the rest
+// with their lanes.
+struct MaxTapBlock {
+  static constexpr int kMax = 32;
+  int full = 0, partial = 0;
+  int64_t full_offset[kMax];
+  int64_t partial_offset[kMax];
+  __mmask16 partial_lanes[kMax];
+};
+
+// The rows of one block for max_taps, four at a time (independent max chains overlap their latencies).
+// kStep 1: loads; 2: two loads and a permute to the even lanes; 0: any other step, gathers. Lanes a tap does
+// not apply to are not read and keep the accumulator.
+template <int kStep>
+void max_taps_block(const float* src, int64_t src_stride, int64_t step, const MaxTapBlock& b, int64_t rows,
+                    float* dst, int64_t dst_stride, __mmask16 store, bool first) {
+  const __m512 lowest = _mm512_set1_ps(kLowestFloat);
+  const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+  const __m512i strided = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                                             _mm512_set1_epi32(static_cast<int>(step)));
+  auto load = [&](const float* p, __mmask16 m) {
+    if (kStep == 1) return _mm512_maskz_loadu_ps(m, p);
+    if (kStep == 2) {
+      const uint32_t s = spread_even(m);
+      return _mm512_permutex2var_ps(_mm512_maskz_loadu_ps(__mmask16(s), p), even,
+                                    _mm512_maskz_loadu_ps(__mmask16(s >> 16), p + kVec));
+    }
+    return _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m, strided, p, 4);
+  };
+  auto partial_max = [&](__m512 a, __mmask16 m, __m512 v) {
+    return _mm512_mask_or_ps(a, m, _mm512_max_ps(a, v), _mm512_max_ps(v, a));
+  };
+  auto start = [&](const float* d) { return first ? lowest : _mm512_maskz_loadu_ps(store, d); };
+  int64_t r = 0;
+  for (; r + 4 <= rows; r += 4) {
+    const float* s0 = src + r * src_stride;
+    const float *s1 = s0 + src_stride, *s2 = s1 + src_stride, *s3 = s2 + src_stride;
+    float* d = dst + r * dst_stride;
+    __m512 a0 = start(d), a1 = start(d + dst_stride), a2 = start(d + 2 * dst_stride), a3 = start(d + 3 * dst_stride);
+    for (int i = 0; i < b.full; ++i) {
+      const int64_t o = b.full_offset[i];
+      a0 = max_keep_nan(a0, _mm512_loadu_ps(s0 + o));
+      a1 = max_keep_nan(a1, _mm512_loadu_ps(s1 + o));
+      a2 = max_keep_nan(a2, _mm512_loadu_ps(s2 + o));
+      a3 = max_keep_nan(a3, _mm512_loadu_ps(s3 + o));
+    }
+    for (int i = 0; i < b.partial; ++i) {
+      const int64_t o = b.partial_offset[i];
+      const __mmask16 m = b.partial_lanes[i];
+      a0 = partial_max(a0, m, load(s0 + o, m));
+      a1 = partial_max(a1, m, load(s1 + o, m));
+      a2 = partial_max(a2, m, load(s2 + o, m));
+      a3 = partial_max(a3, m, load(s3 + o, m));
+    }
+    _mm512_mask_storeu_ps(d, store, a0);
+    _mm512_mask_storeu_ps(d + dst_stride, store, a1);
+    _mm512_mask_storeu_ps(d + 2 * dst_stride, store, a2);
+    _mm512_mask_storeu_ps(d + 3 * dst_stride, store, a3);
+  }
+  for (; r < rows; ++r) {
+    const float* s = src + r * src_stride;
+    float* d = dst + r * dst_stride;
+    __m512 a = start(d);
+    for (int i = 0; i < b.full; ++i) a = max_keep_nan(a, _mm512_loadu_ps(s + b.full_offset[i]));
+    for (int i = 0; i < b.partial; ++i)
+      a = partial_max(a, b.partial_lanes[i], load(s + b.partial_offset[i], b.partial_lanes[i]));
+    _mm512_mask_storeu_ps(d, store, a);
+  }
+}
+
+// Blocks of 16 outputs outer, rows inner: a block's taps are sorted out once for all rows.
+void max_taps(const float* src, int64_t src_stride, int64_t step, const PoolTap* taps, int64_t tap_count,
+              int64_t period, int64_t rows, int64_t n, float* dst, int64_t dst_stride) {
+  MaxTapBlock b;
+  for (int64_t j0 = 0; j0 < n; j0 += kVec) {
+    const int64_t len = n - j0 < kVec ? n - j0 : kVec;
+    int64_t t0 = 0;
+    do {  // taps in chunks of MaxTapBlock::kMax; later chunks continue from dst
+      const int64_t t1 = tap_count - t0 < MaxTapBlock::kMax ? tap_count : t0 + MaxTapBlock::kMax;
+      b.full = b.partial = 0;
+      for (int64_t t = t0; t < t1; ++t) {
+        const __mmask16 m = pool_tap_lanes(taps[t], j0, len, period);
+        if (m == 0) continue;
+        const int64_t o = taps[t].offset + j0 * step;
+        if (m == 0xffff && step == 1) {
+          b.full_offset[b.full++] = o;
+        } else {
+          b.partial_offset[b.partial] = o;
+          b.partial_lanes[b.partial++] = m;
+        }
+      }
+      float* d = dst + j0;
+      const __mmask16 store = tail_mask(len);
+      if (step == 1) max_taps_block<1>(src, src_stride, step, b, rows, d, dst_stride, store, t0 == 0);
+      else if (step == 2) max_taps_block<2>(src, src_stride, step, b, rows, d, dst_stride, store, t0 == 0);
+      else max_taps_block<0>(src, src_stride, step, b, rows, d, dst_stride, store, t0 == 0);
+      t0 = t1;
+    } while (t0 < tap_count);
+  }
 }
 
 }  // namespace
 
 const KernelTable& avx512_kernel_table() {
-  static const KernelTable table{"avx512", kMR, kNR, kVec, detect_changes, update_reference, detect_update_exact, gemm_tile, gemm_tile_store, gemm_row, pack_pieces, deinterleave2, bias_activate};
+  static const KernelTable table{"avx512", kMR, kNR, kVec, detect_changes, update_reference, detect_update_exact, detect_update_pixels, gemm_tile, gemm_tile_store, gemm_row, pack_pieces, deinterleave2, bias_activate, depthwise_run, max_taps};
   return table;
 }
 

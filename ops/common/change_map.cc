@@ -5,28 +5,71 @@
 
 namespace deltaonnx {
 
+namespace {
+
+// Byte masks are scanned eight bytes at a time: rows are mostly empty or mostly full.
+inline uint64_t word_at(const uint8_t* p) {
+  uint64_t v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+
+// The first i in [x, n) with mask[i] != 0 (want_marked) or == 0 (!want_marked); n when there is none.
+int64_t next_with(const uint8_t* mask, int64_t x, int64_t n, bool want_marked) {
+  while (x < n && (x & 7) != 0) {
+    if ((mask[x] != 0) == want_marked) return x;
+    ++x;
+  }
+  for (; x + 8 <= n; x += 8) {
+    uint64_t v = word_at(mask + x);
+    if (!want_marked) {  // bytes that are zero become 0x80 (mask bytes may hold any value)
+      v = ~(((v & 0x7f7f7f7f7f7f7f7fULL) + 0x7f7f7f7f7f7f7f7fULL) | v) & 0x8080808080808080ULL;
+    }
+    if (v != 0) {
+      for (int64_t i = x; i < x + 8; ++i)
+        if ((mask[i] != 0) == want_marked) return i;
+    }
+  }
+  for (; x < n; ++x)
+    if ((mask[x] != 0) == want_marked) return x;
+  return n;
+}
+
+}  // namespace
+
 int64_t or_pool_mask(const uint8_t* in, const Window2D& w, uint8_t* out, std::vector<uint8_t>& scratch) {
   const int64_t H = w.y.in, W = w.x.in, Ho = w.y.out, Wo = w.x.out;
-  // Horizontal pass: rows[iy*Wo + ox] = OR over kx of in[iy, ix(ox, kx)]; rows without marks are skipped.
-  scratch.assign(static_cast<size_t>(H * Wo + H), 0);
+  // Horizontal pass: rows[iy*Wo + ox] = OR over kx of in[iy, ix(ox, kx)], only for rows with marks (row_any).
+  scratch.resize(static_cast<size_t>(H * Wo + H));
   uint8_t* rows = scratch.data();
   uint8_t* row_any = rows + H * Wo;
+  std::memset(row_any, 0, static_cast<size_t>(H));
   for (int64_t iy = 0; iy < H; ++iy) {
     const uint8_t* src = in + iy * W;
-    if (std::find_if(src, src + W, [](uint8_t v) { return v != 0; }) == src + W) continue;
+    int64_t x = next_with(src, 0, W, true);
+    if (x == W) continue;
     row_any[iy] = 1;
     uint8_t* dst = rows + iy * Wo;
+    std::memset(dst, 0, static_cast<size_t>(Wo));
+    if (w.x.dilation == 1) {
+      // Contiguous taps: a run of marked inputs [a, b) reaches exactly the outputs from the first reading a to
+      // the last reading b - 1 (a window between two that reach the run overlaps it too).
+      while (x < W) {
+        const int64_t end = next_with(src, x, W, false);
+        const int64_t lo = w.x.first_output_reading(x);
+        const int64_t hi = std::min(Wo, w.x.last_output_reading_plus1(end - 1));
+        if (lo < hi) std::memset(dst + lo, 1, static_cast<size_t>(hi - lo));
+        x = next_with(src, end, W, true);
+      }
+      continue;
+    }
     for (int64_t kx = 0; kx < w.x.kernel; ++kx) {
       // ox range whose tap kx lands inside the row
       const int64_t off = kx * w.x.dilation - w.x.pad_begin;  // ix = ox*stride + off
       int64_t lo = off >= 0 ? 0 : (-off + w.x.stride - 1) / w.x.stride;
       int64_t hi = (W - 1 - off) < 0 ? -1 : (W - 1 - off) / w.x.stride;  // last valid ox
       hi = std::min(hi, Wo - 1);
-      if (w.x.stride == 1) {
-        for (int64_t ox = lo; ox <= hi; ++ox) dst[ox] |= src[ox + off];
-      } else {
-        for (int64_t ox = lo; ox <= hi; ++ox) dst[ox] |= src[ox * w.x.stride + off];
-      }
+      for (int64_t ox = lo; ox <= hi; ++ox) dst[ox] |= src[ox * w.x.stride + off] != 0;
     }
   }
   // Vertical pass.
@@ -34,13 +77,18 @@ int64_t or_pool_mask(const uint8_t* in, const Window2D& w, uint8_t* out, std::ve
   for (int64_t oy = 0; oy < Ho; ++oy) {
     uint8_t* dst = out + oy * Wo;
     std::memset(dst, 0, static_cast<size_t>(Wo));
+    bool any = false;
     for (int64_t ky = 0; ky < w.y.kernel; ++ky) {
       const int64_t iy = w.y.input_of(oy, ky);
       if (iy < 0 || iy >= H || !row_any[iy]) continue;
       const uint8_t* src = rows + iy * Wo;
       for (int64_t ox = 0; ox < Wo; ++ox) dst[ox] |= src[ox];
+      any = true;
     }
-    for (int64_t ox = 0; ox < Wo; ++ox) count += dst[ox] != 0;
+    if (!any) continue;
+    int64_t row_count = 0;
+    for (int64_t ox = 0; ox < Wo; ++ox) row_count += dst[ox];
+    count += row_count;
   }
   return count;
 }
@@ -48,13 +96,10 @@ int64_t or_pool_mask(const uint8_t* in, const Window2D& w, uint8_t* out, std::ve
 void mask_runs(const uint8_t* mask, int64_t height, int64_t width, std::vector<RowRun>& runs) {
   for (int64_t y = 0; y < height; ++y) {
     const uint8_t* row = mask + y * width;
-    int64_t x = 0;
-    while (x < width) {
-      while (x < width && !row[x]) ++x;
-      if (x == width) break;
-      int64_t begin = x;
-      while (x < width && row[x]) ++x;
-      runs.push_back({y, begin, x});
+    for (int64_t x = next_with(row, 0, width, true); x < width;) {
+      const int64_t end = next_with(row, x, width, false);
+      runs.push_back({y, x, end});
+      x = next_with(row, end, width, true);
     }
   }
 }

@@ -45,6 +45,13 @@ ItemPlan plan_item(const DeltaRun& run, int64_t n, float tau, const KernelTable*
   return p;
 }
 
+namespace {
+// Inputs of at most this many channels are tested pixel by pixel, all channels at once (one pass over the
+// planes); more channels are streamed plane by plane, except on runs short enough to stay in cache.
+constexpr int64_t kFewChannels = 4;
+constexpr int64_t kShortRun = 64;
+}  // namespace
+
 int64_t detect_and_update_reference(const InputState& s, uint8_t* flags, const ParallelFor& parallel_for) {
   const int64_t plane = s.height * s.width;
   const int64_t C = s.channels;
@@ -78,6 +85,10 @@ int64_t detect_and_update_reference(const InputState& s, uint8_t* flags, const P
     if (s.map_in == nullptr) {
       if (exact) {
         k.detect_update_exact(s.x, s.x_ref, s.x_ref_next, C, plane, y0 * s.width, y1 * s.width, flags);
+        return;
+      }
+      if (C <= kFewChannels) {  // an RGB frame: one pass, every plane read once
+        k.detect_update_pixels(s.x, s.x_ref, s.x_ref_next, C, plane, y0 * s.width, y1 * s.width, s.tau, flags);
         return;
       }
       k.detect_changes(s.x, s.x_ref, C, plane, y0 * s.width, y1 * s.width, s.tau, flags);
@@ -116,6 +127,10 @@ int64_t detect_and_update_reference(const InputState& s, uint8_t* flags, const P
         const int64_t p0 = y * s.width + begin, p1 = y * s.width + end;
         if (exact && in_place) {
           k.detect_update_exact(s.x, s.x_ref, s.x_ref_next, C, plane, p0, p1, flags);
+          continue;
+        }
+        if (in_place && (C <= kFewChannels || p1 - p0 <= kShortRun)) {  // one pass, channels inner
+          k.detect_update_pixels(s.x, s.x_ref, s.x_ref_next, C, plane, p0, p1, s.tau, flags);
           continue;
         }
         k.detect_changes(s.x, s.x_ref, C, plane, p0, p1, s.tau, flags);

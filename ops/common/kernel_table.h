@@ -13,6 +13,15 @@ struct PackPiece {
   int64_t src, len, dst;
 };
 
+// One tap of a max pooling pass (max_taps): output j reads src[offset + j*step], for the outputs whose
+// position in their row, j % period, lies in [begin, end) (the others' reads fall in the padding).
+struct PoolTap {
+  int64_t offset, begin, end;
+};
+
+// std::numeric_limits<float>::lowest(): a max pool's value where its window reads no input (as ORT).
+constexpr float kLowestFloat = -3.40282347e+38f;
+
 struct KernelTable {
   const char* name;
   int gemm_mr;  // output channels per GEMM micro tile (the packed weight panel height)
@@ -35,6 +44,13 @@ struct KernelTable {
   void (*detect_update_exact)(const float* x, const float* ref_in, float* ref_out, int64_t channels, int64_t plane,
                               int64_t begin, int64_t end, uint8_t* flags);
 
+  // Rules 2 and 3 in one pass for any tau, channels inner (for inputs of few channels, such as RGB frames:
+  // every plane is read once): a pixel changed when some channel has !(|x - ref| <= tau); flags[p] |= changed,
+  // and ref_out takes x at every channel of a changed pixel (ref_out == ref_in: only those are written, else
+  // every element of the range).
+  void (*detect_update_pixels)(const float* x, const float* ref_in, float* ref_out, int64_t channels, int64_t plane,
+                               int64_t begin, int64_t end, float tau, uint8_t* flags);
+
   // One micro tile: c[r*gemm_nr + j] = sum_k a_packed[k*gemm_mr + r] * b_rows[k][j], r < gemm_mr, j < n.
   // b_rows[k] points at n readable floats (never more are read: the tail is loaded with a mask).
   void (*gemm_tile)(int64_t depth, const float* a_packed, const float* const* b_rows, int64_t n, float* c);
@@ -45,8 +61,8 @@ struct KernelTable {
   void (*gemm_tile_store)(int64_t depth, const float* a_packed, const float* const* b_rows, int64_t n,
                           float* const* out_rows, int64_t rows, const float* bias, const ActivationParams* acts);
 
-  // One output channel: out[j] = sum_k w[k] * b_rows[k][j], j < n <= gemm_nr (for depthwise and other
-  // groups with fewer output channels than gemm_mr).
+  // One output channel: out[j] = sum_k w[k] * b_rows[k][j], j < n <= gemm_nr (groups of one output
+  // channel: depthwise).
   void (*gemm_row)(int64_t depth, const float* w, const float* const* b_rows, int64_t n, float* out);
 
   // Packs the patches of runs of pixels side by side for gemm_tile: dst[k*ld + pc.dst + i] =
@@ -60,6 +76,19 @@ struct KernelTable {
 
   // v[i] = act(v[i] + bias) for i < n.
   void (*bias_activate)(float* v, int64_t n, float bias, const ActivationParams& act);
+
+  // Depthwise conv, one output channel over a run of n outputs: out[j] = act(sum_t w[t] * taps[t][j] + bias)
+  // for j < n, t < count (taps ascending from 0, bias last); taps[t] points at n readable floats (stride-1
+  // input, a zero-padded copy of it, or a stride phase). Writes out[0, n) only.
+  void (*depthwise_run)(int64_t count, const float* w, const float* const* taps, int64_t n, float bias,
+                        const ActivationParams& act, float* out);
+
+  // Max pooling over taps for a batch of rows (DeltaPool's passes): for r < rows and j < n,
+  // dst[r*dst_stride + j] = the max of kLowestFloat and src[r*src_stride + t.offset + j*step] for every tap t
+  // with t.begin <= j % period < t.end; NaN when any of those is NaN. Reads nothing else. period (> 0) lets
+  // one flat range hold several image rows of period outputs each; period >= n: one row.
+  void (*max_taps)(const float* src, int64_t src_stride, int64_t step, const PoolTap* taps, int64_t tap_count,
+                   int64_t period, int64_t rows, int64_t n, float* dst, int64_t dst_stride);
 };
 
 // The table in use: the best the CPU supports, or the one named by DELTAONNX_SIMD (scalar|avx2|avx512|neon)

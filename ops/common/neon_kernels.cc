@@ -187,6 +187,65 @@ void detect_update_exact(const float* x, const float* ref_in, float* ref_out, in
   }
 }
 
+// Depthwise: 4 vectors of outputs at a time in named accumulators, then single (partial) vectors; the taps in
+// the portable kernel's order with fused multiply-adds (same bits), the activation the portable one.
+void depthwise_run(int64_t count, const float* w, const float* const* taps, int64_t n, float bias,
+                   const ActivationParams& act, float* out) {
+  const float32x4_t vbias = vdupq_n_f32(bias);
+  int64_t j = 0;
+  for (; j + 4 * kVec <= n; j += 4 * kVec) {
+    float32x4_t a0 = vdupq_n_f32(0.f), a1 = a0, a2 = a0, a3 = a0;
+    for (int64_t t = 0; t < count; ++t) {
+      const float32x4_t wt = vdupq_n_f32(w[t]);
+      const float* p = taps[t] + j;
+      a0 = vfmaq_f32(a0, wt, vld1q_f32(p));
+      a1 = vfmaq_f32(a1, wt, vld1q_f32(p + kVec));
+      a2 = vfmaq_f32(a2, wt, vld1q_f32(p + 2 * kVec));
+      a3 = vfmaq_f32(a3, wt, vld1q_f32(p + 3 * kVec));
+    }
+    vst1q_f32(out + j, vaddq_f32(a0, vbias));
+    vst1q_f32(out + j + kVec, vaddq_f32(a1, vbias));
+    vst1q_f32(out + j + 2 * kVec, vaddq_f32(a2, vbias));
+    vst1q_f32(out + j + 3 * kVec, vaddq_f32(a3, vbias));
+  }
+  for (; j < n; j += kVec) {
+    const int64_t len = n - j < kVec ? n - j : kVec;
+    float32x4_t a = vdupq_n_f32(0.f);
+    for (int64_t t = 0; t < count; ++t) a = vfmaq_f32(a, vdupq_n_f32(w[t]), load_partial(taps[t] + j, len));
+    float lanes[kVec];
+    vst1q_f32(lanes, vaddq_f32(a, vbias));
+    for (int64_t i = 0; i < len; ++i) out[j + i] = lanes[i];
+  }
+  if (act.kind != Activation::kNone)
+    for (int64_t i = 0; i < n; ++i) out[i] = apply_activation(act, out[i]);
+}
+
+// Max pooling over taps with stride-1 reads: each output row is its own accumulator, tap by tap, 4 lanes at a
+// time (vmaxq keeps NaN, as the portable kernel does); other steps take the portable kernel.
+void max_taps(const float* src, int64_t src_stride, int64_t step, const PoolTap* taps, int64_t tap_count,
+              int64_t period, int64_t rows, int64_t n, float* dst, int64_t dst_stride) {
+  if (step != 1) {
+    scalar_kernel_table().max_taps(src, src_stride, step, taps, tap_count, period, rows, n, dst, dst_stride);
+    return;
+  }
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* s = src + r * src_stride;
+    float* d = dst + r * dst_stride;
+    for (int64_t j = 0; j < n; ++j) d[j] = kLowestFloat;
+    for (int64_t q = 0; q < n; q += period) {  // image row by image row
+      const int64_t row_end = n - q < period ? n - q : period;
+      for (int64_t t = 0; t < tap_count; ++t) {
+        const int64_t b = q + (taps[t].begin > 0 ? taps[t].begin : 0);
+        const int64_t e = q + (taps[t].end < row_end ? taps[t].end : row_end);
+        const float* p = s + taps[t].offset;
+        int64_t j = b;
+        for (; j + kVec <= e; j += kVec) vst1q_f32(d + j, vmaxq_f32(vld1q_f32(d + j), vld1q_f32(p + j)));
+        for (; j < e; ++j) d[j] = (p[j] > d[j] || p[j] != p[j]) ? p[j] : d[j];
+      }
+    }
+  }
+}
+
 }  // namespace
 
 const KernelTable& neon_kernel_table() {
@@ -202,6 +261,8 @@ const KernelTable& neon_kernel_table() {
     t.gemm_tile = gemm_tile;
     t.gemm_tile_store = gemm_tile_store;  // the scalar one would read the panels with its own gemm_mr
     t.gemm_row = gemm_row;
+    t.depthwise_run = depthwise_run;
+    t.max_taps = max_taps;
     return t;
   }();
   return table;

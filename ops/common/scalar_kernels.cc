@@ -52,6 +52,18 @@ void detect_update_exact(const float* x, const float* ref_in, float* ref_out, in
   }
 }
 
+void detect_update_pixels(const float* x, const float* ref_in, float* ref_out, int64_t channels, int64_t plane,
+                          int64_t begin, int64_t end, float tau, uint8_t* flags) {
+  const bool in_place = ref_in == ref_out;
+  for (int64_t p = begin; p < end; ++p) {
+    bool changed = false;
+    for (int64_t c = 0; c < channels && !changed; ++c) changed = value_changed(x[c * plane + p], ref_in[c * plane + p], tau);
+    flags[p] |= static_cast<uint8_t>(changed);
+    if (changed || !in_place)
+      for (int64_t c = 0; c < channels; ++c) ref_out[c * plane + p] = changed ? x[c * plane + p] : ref_in[c * plane + p];
+  }
+}
+
 void gemm_tile(int64_t depth, const float* a_packed, const float* const* b_rows, int64_t n, float* c) {
   float acc[kMR][kNR] = {};
   for (int64_t k = 0; k < depth; ++k) {
@@ -96,10 +108,53 @@ void gemm_tile_store(int64_t depth, const float* a_packed, const float* const* b
   tile_then_epilogue<kMR, kNR>(gemm_tile, bias_activate, depth, a_packed, b_rows, n, out_rows, rows, bias, acts);
 }
 
+// Chunks of 64 outputs accumulated in a local array, tap by tap (the loop the compiler vectorises).
+void depthwise_run(int64_t count, const float* w, const float* const* taps, int64_t n, float bias,
+                   const ActivationParams& act, float* out) {
+  constexpr int64_t kChunk = 64;
+  for (int64_t j0 = 0; j0 < n; j0 += kChunk) {
+    const int64_t len = n - j0 < kChunk ? n - j0 : kChunk;
+    float acc[kChunk] = {};
+    for (int64_t t = 0; t < count; ++t) {
+      const float wt = w[t];
+      const float* p = taps[t] + j0;
+      for (int64_t j = 0; j < len; ++j) acc[j] += wt * p[j];
+    }
+    for (int64_t j = 0; j < len; ++j) out[j0 + j] = apply_activation(act, acc[j] + bias);
+  }
+}
+
+// Max pooling over taps: each output row is its own accumulator, tap by tap (loops the compiler vectorises).
+// The max keeps NaN: once either side is NaN the result is NaN.
+void max_taps(const float* src, int64_t src_stride, int64_t step, const PoolTap* taps, int64_t tap_count,
+              int64_t period, int64_t rows, int64_t n, float* dst, int64_t dst_stride) {
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* s = src + r * src_stride;
+    float* d = dst + r * dst_stride;
+    for (int64_t j = 0; j < n; ++j) d[j] = kLowestFloat;
+    for (int64_t q = 0; q < n; q += period) {  // image row by image row
+      const int64_t row_end = n - q < period ? n - q : period;
+      for (int64_t t = 0; t < tap_count; ++t) {
+        const int64_t b = q + (taps[t].begin > 0 ? taps[t].begin : 0);
+        const int64_t e = q + (taps[t].end < row_end ? taps[t].end : row_end);
+        const int64_t o = taps[t].offset;
+        if (step == 1) {
+          for (int64_t j = b; j < e; ++j) d[j] = (s[o + j] > d[j] || s[o + j] != s[o + j]) ? s[o + j] : d[j];
+        } else {
+          for (int64_t j = b; j < e; ++j) {
+            const float v = s[o + j * step];
+            d[j] = (v > d[j] || v != v) ? v : d[j];
+          }
+        }
+      }
+    }
+  }
+}
+
 }  // namespace
 
 const KernelTable& scalar_kernel_table() {
-  static const KernelTable table{"scalar", kMR, kNR, kNR, detect_changes, update_reference, detect_update_exact, gemm_tile, gemm_tile_store, gemm_row, pack_pieces, deinterleave2, bias_activate};
+  static const KernelTable table{"scalar", kMR, kNR, kNR, detect_changes, update_reference, detect_update_exact, detect_update_pixels, gemm_tile, gemm_tile_store, gemm_row, pack_pieces, deinterleave2, bias_activate, depthwise_run, max_taps};
   return table;
 }
 

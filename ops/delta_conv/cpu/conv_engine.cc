@@ -327,51 +327,61 @@ void split_even(int64_t width, int64_t nr, int64_t vec, Emit emit) {
 // the work on 20x15 maps), or, when all, sparse: rows would compute many pixels not recomputed.
 bool narrow_map(const Window2D& w, int64_t nr) { return w.x.out < nr; }
 
-// Plans the panels of one batch item over the split's raster (rows of `width` positions). A raster as wide
-// as the output (1-wide kernels) has no padding columns: runs over the whole plane. Wide maps: runs of
-// recomputed pixels within rows, joined across short gaps (computing a few pixels more, never storing them,
-// costs less than extra micro kernel calls). Narrow maps (fewer columns than a tile): the recomputed runs,
-// packed side by side nr pixels at a time (pieces).
+// Plans the panels of one batch item over the split's raster (rows of `width` positions): raster panels
+// (long runs of recomputed pixels, tiled where they lie) and gathered panels (short runs, and every run of a
+// narrow map, packed side by side nr pixels at a time as pieces). A raster as wide as the output (1-wide
+// kernels) has no padding columns: its runs are taken over the whole plane.
 void plan_panels(const Window2D& w, const uint8_t* flags, int64_t nr, int64_t vec, int64_t width,
                  std::vector<RowRun>& runs, std::vector<Panel>& panels, std::vector<PackPiece>& pieces) {
   runs.clear();
   panels.clear();
   pieces.clear();
   const int64_t Ho = w.y.out, Wo = w.x.out;
-  if (width == Wo) {  // a raster without padding columns (1-wide kernels): runs may cross row ends
-    mask_runs(flags, 1, Ho * Wo, runs);
-    for (const RowRun& r : runs)
-      split_even(r.x_end - r.x_begin, nr, vec, [&](int64_t x, int64_t n) { panels.push_back({r.x_begin + x, n}); });
-    return;
-  }
-  if (narrow_map(w, nr)) {  // only the recomputed pixels, their runs packed nr at a time
+  // Gathered panels: runs packed side by side, nr pixels per panel (a run may span two panels).
+  int64_t used = 0;
+  size_t first = 0;
+  auto close = [&] {
+    panels.push_back({0, used, static_cast<int64_t>(first), static_cast<int64_t>(pieces.size())});
+    first = pieces.size();
+    used = 0;
+  };
+  auto gather = [&](int64_t p, int64_t len) {
+    while (len > 0) {
+      const int64_t take = std::min(len, nr - used);
+      pieces.push_back({p, take, used});
+      used += take;
+      p += take;
+      len -= take;
+      if (used == nr) close();
+    }
+  };
+  auto raster = [&](int64_t p, int64_t len) {
+    split_even(len, nr, vec, [&](int64_t x, int64_t n) { panels.push_back({p + x, n}); });
+  };
+  if (narrow_map(w, nr) && width != Wo) {  // only the recomputed pixels
     mask_runs(flags, Ho, Wo, runs);
-    int64_t used = 0;
-    size_t first = 0;
-    auto close = [&] {
-      panels.push_back({0, used, static_cast<int64_t>(first), static_cast<int64_t>(pieces.size())});
-      first = pieces.size();
-      used = 0;
-    };
-    for (const RowRun& r : runs)
-      for (int64_t x = r.x_begin; x < r.x_end;) {
-        const int64_t len = std::min(r.x_end - x, nr - used);
-        pieces.push_back({r.y * width + x, len, used});
-        used += len;
-        x += len;
-        if (used == nr) close();
-      }
+    for (const RowRun& r : runs) gather(r.y * width + r.x_begin, r.x_end - r.x_begin);
     if (used > 0) close();
     return;
   }
-  mask_runs(flags, Ho, Wo, runs);
+  // Runs joined across short gaps (computing a few pixels more, never storing them, costs less than more
+  // micro kernel calls) are tiled in place when long; short ones (scattered changes) would leave most lanes
+  // of a tile idle, so their exact runs are gathered instead.
+  const bool flat = width == Wo;  // no padding columns (1-wide kernels): runs may cross row ends
+  mask_runs(flags, flat ? 1 : Ho, flat ? Ho * Wo : Wo, runs);
   constexpr int64_t kGap = 8;
+  const int64_t min_raster_run = 2 * vec;
   for (size_t i = 0; i < runs.size();) {
+    const size_t i0 = i;
     RowRun r = runs[i++];
     while (i < runs.size() && runs[i].y == r.y && runs[i].x_begin - r.x_end < kGap) r.x_end = runs[i++].x_end;
-    split_even(r.x_end - r.x_begin, nr, vec,
-               [&](int64_t x, int64_t n) { panels.push_back({r.y * width + r.x_begin + x, n}); });
+    if (r.x_end - r.x_begin >= min_raster_run) {
+      raster(r.y * width + r.x_begin, r.x_end - r.x_begin);
+      continue;
+    }
+    for (size_t j = i0; j < i; ++j) gather(runs[j].y * width + runs[j].x_begin, runs[j].x_end - runs[j].x_begin);
   }
+  if (used > 0) close();
 }
 
 // Padded rows (input row + pad_begin) that the recomputed outputs read.
