@@ -253,13 +253,23 @@ void compute_panel(const ItemContext& ctx, const Panel& panel) {
   if (!gathered && (width == Wo || ox + n <= Wo) && std::memchr(ctx.flags + oy * Wo + ox, 0, static_cast<size_t>(n)) == nullptr)
     direct = ctx.y + oy * Wo + ox;
 
+  // A gathered panel's pieces in the output plane (at most nr pieces, each at least one pixel).
+  int64_t piece_out[kMaxNR];
+  if (gathered)
+    for (int64_t i = panel.piece_begin; i < panel.piece_end; ++i) {
+      const int64_t src = ctx.pieces[i].src;
+      piece_out[i - panel.piece_begin] = (src / width) * Wo + src % width;
+    }
+
   auto store = [&](int64_t m, float* vals) {
     k.bias_activate(vals, n, ctx.bias ? ctx.bias[m] : 0.f, ctx.acts[m]);
     float* out = ctx.y + m * out_plane;
-    if (gathered) {
+    if (gathered) {  // pieces are short where changes are scattered: a plain loop, no memcpy call each
       for (int64_t i = panel.piece_begin; i < panel.piece_end; ++i) {
         const PackPiece& pc = ctx.pieces[i];
-        std::memcpy(out + (pc.src / width) * Wo + pc.src % width, vals + pc.dst, static_cast<size_t>(pc.len) * sizeof(float));
+        float* dst = out + piece_out[i - panel.piece_begin];
+        const float* src = vals + pc.dst;
+        for (int64_t j = 0; j < pc.len; ++j) dst[j] = src[j];
       }
       return;
     }
