@@ -139,7 +139,11 @@ void InvokedGemmConvKernel::compute(OrtKernelContext* raw) {
   if (bias != nullptr && use_gemm_)
     bias_column = Ort::Value::CreateTensor<float>(cpu_, const_cast<float*>(bias), static_cast<size_t>(M), bias_shape, 2);
 
-  t_patches.resize(static_cast<size_t>(K * panel));
+  // A 1x1, stride-1, unpadded window over whole items needs no gathering: X[n] already is [C, P].
+  const ConvGeometry& g = geometry_;
+  const bool pointwise = kh == 1 && kw == 1 && g.strides[0] == 1 && g.strides[1] == 1 && g.pads[0] == 0 &&
+                         g.pads[1] == 0 && g.pads[2] == 0 && g.pads[3] == 0 && panel == P;
+  if (!pointwise) t_patches.resize(static_cast<size_t>(K * panel));
   if (panel < P) t_panel.resize(static_cast<size_t>(M * panel));
   const float* x_data = x.GetTensorData<float>();
   for (int64_t n = 0; n < N; ++n) {
@@ -147,10 +151,11 @@ void InvokedGemmConvKernel::compute(OrtKernelContext* raw) {
     float* y_item = y + n * M * P;
     for (int64_t first = 0; first < P; first += panel) {
       const int64_t count = std::min(panel, P - first);
-      gather_patches(src, first, count, t_patches.data());
+      float* patches = pointwise ? const_cast<float*>(src.x) : t_patches.data();
+      if (!pointwise) gather_patches(src, first, count, patches);
       float* out = panel < P ? t_panel.data() : y_item;
       const int64_t col_shape[] = {K, count}, out_shape[] = {M, count};
-      Ort::Value col = Ort::Value::CreateTensor<float>(cpu_, t_patches.data(), static_cast<size_t>(K * count), col_shape, 2);
+      Ort::Value col = Ort::Value::CreateTensor<float>(cpu_, patches, static_cast<size_t>(K * count), col_shape, 2);
       Ort::Value result = Ort::Value::CreateTensor<float>(cpu_, out, static_cast<size_t>(M * count), out_shape, 2);
       const OrtValue* inputs[3] = {w_matrix, col, bias_column};
       OrtValue* outputs[1] = {result};

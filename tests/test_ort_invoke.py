@@ -1,0 +1,104 @@
+"""The experimental Ort::Op library (benchmarks/ort_invoke): ORT's own Conv, Gemm and MatMul kernels invoked
+from custom ops give ORT's Conv results. Skipped unless that library is built (it is not part of the product):
+
+    cmake -S benchmarks/ort_invoke -B build/ort_invoke -G Ninja -DCMAKE_BUILD_TYPE=Release \\
+          -DORT_INCLUDE_DIR=/usr/local/include/onnxruntime && cmake --build build/ort_invoke -j1
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+from onnx import helper, numpy_helper
+
+LIBRARY = Path(os.environ.get("ORT_INVOKE_LIBRARY",
+                              Path(__file__).resolve().parents[1] / "build" / "ort_invoke" / "libort_invoke_ops.so"))
+pytestmark = pytest.mark.skipif(not LIBRARY.is_file(), reason=f"experimental library {LIBRARY} not built")
+
+DOMAIN = "com.deltaonnx.experimental"
+
+
+def _session(op, domain, w, b, conv_attrs, level=ort.GraphOptimizationLevel.ORT_ENABLE_BASIC, **extra):
+    inputs = ["x", "w"] + (["b"] if b is not None else [])
+    inits = [numpy_helper.from_array(w, "w")] + ([numpy_helper.from_array(b, "b")] if b is not None else [])
+    node = helper.make_node(op, inputs, ["y"], domain=domain, **conv_attrs, **extra)
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", 1, None)],
+                              [helper.make_tensor_value_info("y", 1, None)], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid(DOMAIN, 1)])
+    model.ir_version = 10
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    so.graph_optimization_level = level
+    so.register_custom_ops_library(str(LIBRARY))
+    return ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+
+
+# (N, C, M, H, W, conv attributes, bias)
+SHAPES = {
+    "3x3_pad1": (1, 8, 16, 10, 12, dict(kernel_shape=[3, 3], pads=[1, 1, 1, 1]), True),
+    "3x3_s2_batch2": (2, 6, 5, 11, 9, dict(kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1]), True),
+    "3x3_dil2_asym": (1, 4, 7, 13, 10, dict(kernel_shape=[3, 3], dilations=[2, 2], pads=[0, 2, 1, 0]), True),
+    "5x3_s2x1_nobias": (1, 3, 4, 12, 9, dict(kernel_shape=[5, 3], strides=[2, 1], pads=[2, 1, 2, 1]), False),
+    "1x1": (2, 16, 8, 6, 7, dict(kernel_shape=[1, 1]), True),
+    "1x1_s2": (1, 16, 8, 7, 7, dict(kernel_shape=[1, 1], strides=[2, 2]), True),
+}
+
+
+def _case(name, rng, group=1):
+    N, C, M, H, W, attrs, bias = SHAPES[name]
+    k = attrs["kernel_shape"]
+    x = rng.standard_normal((N, C, H, W)).astype(np.float32)
+    w = rng.standard_normal((M, C // group, *k)).astype(np.float32)
+    b = rng.standard_normal(M).astype(np.float32) if bias else None
+    return x, w, b, dict(attrs, group=group) if group != 1 else attrs
+
+
+@pytest.mark.parametrize("name", list(SHAPES))
+def test_invoked_conv_is_orts_conv(name):
+    x, w, b, attrs = _case(name, np.random.default_rng(1))
+    expected = _session("Conv", "", w, b, attrs).run(None, {"x": x})[0]
+    got = _session("InvokedConv", DOMAIN, w, b, attrs).run(None, {"x": x})[0]
+    # The same kernel (ORT's plain Conv) on the same inputs: the same bits.
+    np.testing.assert_array_equal(got, expected)
+
+
+def test_invoked_conv_grouped():
+    rng = np.random.default_rng(2)
+    x, w, b, attrs = _case("3x3_pad1", rng, group=2)
+    expected = _session("Conv", "", w, b, attrs).run(None, {"x": x})[0]
+    got = _session("InvokedConv", DOMAIN, w, b, attrs).run(None, {"x": x})[0]
+    np.testing.assert_array_equal(got, expected)
+
+
+@pytest.mark.parametrize("name", list(SHAPES))
+@pytest.mark.parametrize("product,panel", [("Gemm", 0), ("Gemm", 5), ("Gemm", 17), ("MatMul", 0), ("MatMul", 13)])
+def test_invoked_gemm_conv_matches_conv(name, product, panel):
+    x, w, b, attrs = _case(name, np.random.default_rng(3))
+    expected = _session("Conv", "", w, b, attrs).run(None, {"x": x})[0]
+    got = _session("InvokedGemmConv", DOMAIN, w, b, attrs, product=product, panel=panel).run(None, {"x": x})[0]
+    assert got.shape == expected.shape
+    # im2col + GEMM: the same products, summed in GEMM blocking order (bias added before or after).
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_invoked_gemm_conv_refuses_groups():
+    x, w, b, attrs = _case("3x3_pad1", np.random.default_rng(4), group=2)
+    with pytest.raises(Exception, match="group must be 1"):
+        _session("InvokedGemmConv", DOMAIN, w, b, attrs)
+
+
+def test_op_created_for_fewer_inputs_than_invoked_is_refused_by_ort():
+    x, w, b, attrs = _case("3x3_pad1", np.random.default_rng(5))
+    sess = _session("InvokeProbe", DOMAIN, w, b, attrs, mistake="two_inputs")
+    with pytest.raises(Exception, match="invalid node input count: 3, expect: 2"):
+        sess.run(None, {"x": x})
+
+
+def test_probe_control_is_orts_conv():
+    x, w, b, attrs = _case("3x3_pad1", np.random.default_rng(6))
+    expected = _session("Conv", "", w, b, attrs).run(None, {"x": x})[0]
+    got = _session("InvokeProbe", DOMAIN, w, b, attrs, mistake="none").run(None, {"x": x})[0]
+    np.testing.assert_array_equal(got, expected)
