@@ -7,6 +7,8 @@
 
 namespace deltaonnx {
 
+static_assert(kLowestFloat == std::numeric_limits<float>::lowest(), "a window reading no input gives lowest()");
+
 std::string PoolSpec::validate() const {
   std::string e = window.validate();
   if (!e.empty()) return e;
@@ -17,33 +19,142 @@ std::string PoolSpec::validate() const {
 
 namespace {
 
-// NaN-propagating max: once either side is NaN the result is NaN (no NaN may hide a change downstream).
-inline float max_nan(float acc, float v) { return (v > acc || v != v) ? v : acc; }
+// Tap k of the outputs [o0, o0 + n) along one axis: input position read by output o0 (may lie in the padding)
+// and the outputs j in [begin, end) (relative to o0) whose read lies inside the input.
+PoolTap axis_tap(const Axis& a, int64_t o0, int64_t n, int64_t k) {
+  const int64_t first = a.input_of(o0, k);
+  int64_t begin = first >= 0 ? 0 : (-first + a.stride - 1) / a.stride;
+  int64_t end = a.in - first <= 0 ? 0 : (a.in - first + a.stride - 1) / a.stride;
+  begin = std::min(begin, n);
+  end = std::max(begin, std::min(end, n));
+  return {first, begin, end};
+}
 
-// Max of one channel over the output pixels of a row run [x0, x1) of row oy: tap by tap, each a pass over
-// the run's columns whose tap lies inside the input (contiguous for stride 1, so it vectorises).
-void pool_run(const float* in, const Window2D& w, int64_t oy, int64_t x0, int64_t x1, float* out_row) {
-  const int64_t H = w.y.in, W = w.x.in, sx = w.x.stride;
-  float* acc = out_row + x0;
-  const int64_t n = x1 - x0;
-  for (int64_t j = 0; j < n; ++j) acc[j] = std::numeric_limits<float>::lowest();
-  for (int64_t ky = 0; ky < w.y.kernel; ++ky) {
-    const int64_t iy = w.y.input_of(oy, ky);
-    if (iy < 0 || iy >= H) continue;
-    const float* row = in + iy * W;
-    for (int64_t kx = 0; kx < w.x.kernel; ++kx) {
-      const int64_t ix0 = w.x.input_of(x0, kx);  // input column of the run's first pixel
-      int64_t lo = ix0 >= 0 ? 0 : (-ix0 + sx - 1) / sx;
-      int64_t hi = W - ix0 <= 0 ? 0 : (W - ix0 + sx - 1) / sx;
-      lo = std::min(lo, n);
-      hi = std::max(lo, std::min(hi, n));
-      const float* src = row + ix0;
-      if (sx == 1) {
-        for (int64_t j = lo; j < hi; ++j) acc[j] = max_nan(acc[j], src[j]);
-      } else {
-        for (int64_t j = lo; j < hi; ++j) acc[j] = max_nan(acc[j], src[j * sx]);
-      }
+bool row_inside(const Axis& a, int64_t o, int64_t k) {
+  const int64_t i = a.input_of(o, k);
+  return i >= 0 && i < a.in;
+}
+
+// How one batch item's recomputed outputs (rows of runs) are pooled. Separable: a row pass takes the max over
+// the window's columns for every input row the runs read, over the column span [x_begin, x_begin + span) of
+// all runs, into a buffer; a column pass takes the max of the buffer's rows for each run. Direct: each run reads
+// its whole window from the input. The cheaper by the kernels' vector loads (of `vec` lanes) is taken: whole
+// planes and wide runs go separable (kw + kh loads per output vector instead of kw * kh), short scattered runs
+// in a wide span may not.
+struct PoolWork {
+  bool separable = false;
+  bool flat_rows = false;  // the row pass reads bands of whole input rows as one flat range
+  int64_t x_begin = 0, span = 0;
+  std::vector<uint8_t> rows_read;  // [H]: input rows the row pass computes
+};
+
+void plan_work(const Window2D& w, const std::vector<RowRun>& runs, int64_t vec, PoolWork& work) {
+  const Axis &ay = w.y, &ax = w.x;
+  auto vectors = [vec](int64_t n) { return static_cast<double>((n + vec - 1) / vec); };
+  work.rows_read.assign(static_cast<size_t>(ay.in), 0);
+  int64_t x0 = ax.out, x1 = 0, last_y = -1;
+  double column_loads = 0, direct_loads = 0;
+  const double load = ax.stride == 1 ? 1.0 : 2.0;  // a strided vector takes two loads
+  for (const RowRun& r : runs) {
+    x0 = std::min(x0, r.x_begin);
+    x1 = std::max(x1, r.x_end);
+    int64_t inside = 0;
+    for (int64_t ky = 0; ky < ay.kernel; ++ky) {
+      if (!row_inside(ay, r.y, ky)) continue;
+      ++inside;
+      if (r.y != last_y) work.rows_read[static_cast<size_t>(ay.input_of(r.y, ky))] = 1;
     }
+    last_y = r.y;
+    column_loads += vectors(r.x_end - r.x_begin) * static_cast<double>(inside);
+    direct_loads += vectors(r.x_end - r.x_begin) * static_cast<double>(inside * ax.kernel) * load;
+  }
+  work.x_begin = x0;
+  work.span = std::max<int64_t>(0, x1 - x0);
+  work.flat_rows = ax.stride == 1 && x0 == 0 && work.span == ax.in;
+  double row_loads = 0;  // the row pass, and its stores
+  for (int64_t iy = 0; iy < ay.in;) {
+    if (!work.rows_read[static_cast<size_t>(iy)]) {
+      ++iy;
+      continue;
+    }
+    int64_t iy1 = iy + 1;
+    while (work.flat_rows && iy1 < ay.in && work.rows_read[static_cast<size_t>(iy1)]) ++iy1;
+    row_loads += vectors((iy1 - iy) * work.span) * (static_cast<double>(ax.kernel) * load + 1.0);
+    iy = iy1;
+  }
+  work.separable = ax.kernel > 1 && ay.kernel > 1 && row_loads + column_loads < direct_loads;
+}
+
+// Pools channels [0, channels) of x into y (planes of w.in_pixels() / w.out_pixels()) at the runs' outputs.
+void pool_channels(const KernelTable& k, const Window2D& w, const PoolWork& work, const std::vector<RowRun>& runs,
+                   const float* x, float* y, int64_t channels, std::vector<float>& buffer, std::vector<PoolTap>& taps) {
+  const Axis &ay = w.y, &ax = w.x;
+  const int64_t W = ax.in, Wo = ax.out, in_plane = w.in_pixels(), out_plane = w.out_pixels();
+  if (!work.separable) {
+    for (const RowRun& r : runs) {
+      const int64_t n = r.x_end - r.x_begin;
+      taps.clear();
+      for (int64_t ky = 0; ky < ay.kernel; ++ky) {
+        if (!row_inside(ay, r.y, ky)) continue;
+        const int64_t row = ay.input_of(r.y, ky) * W;
+        for (int64_t kx = 0; kx < ax.kernel; ++kx) {
+          PoolTap t = axis_tap(ax, r.x_begin, n, kx);
+          t.offset += row;
+          if (t.end > t.begin) taps.push_back(t);
+        }
+      }
+      k.max_taps(x, in_plane, ax.stride, taps.data(), static_cast<int64_t>(taps.size()), n, channels, n,
+                 y + r.y * Wo + r.x_begin, out_plane);
+    }
+    return;
+  }
+  // Row pass: buffer[c][iy][j] = max over kx of x[c][iy][input column of output x_begin + j, tap kx].
+  const int64_t span = work.span, H = ay.in, buffer_plane = H * span;
+  buffer.resize(static_cast<size_t>(channels * buffer_plane));
+  float* rows = buffer.data();
+  taps.clear();
+  for (int64_t kx = 0; kx < ax.kernel; ++kx) {
+    const PoolTap t = axis_tap(ax, work.x_begin, span, kx);
+    if (t.end > t.begin) taps.push_back(t);
+  }
+  // At stride 1 over the whole width of an input as wide as the output, consecutive input rows are one flat
+  // range (the kernel keeps each tap inside its row): one call per band instead of per row.
+  const bool flat_rows = work.flat_rows;
+  for (int64_t iy = 0; iy < H;) {
+    if (!work.rows_read[static_cast<size_t>(iy)]) {
+      ++iy;
+      continue;
+    }
+    int64_t iy1 = iy + 1;
+    while (flat_rows && iy1 < H && work.rows_read[static_cast<size_t>(iy1)]) ++iy1;
+    k.max_taps(x + iy * W, in_plane, ax.stride, taps.data(), static_cast<int64_t>(taps.size()), span, channels,
+               (iy1 - iy) * span, rows + iy * span, buffer_plane);
+    iy = iy1;
+  }
+  // Column pass, run by run. Whole output rows whose window rows all lie inside the input, at vertical stride
+  // 1 and over a buffer as wide as the output, are one flat range of the buffer: consecutive ones go in one call.
+  const bool flat = ay.stride == 1 && work.x_begin == 0 && span == Wo;
+  auto whole_inside = [&](const RowRun& r) {
+    return r.x_begin == 0 && r.x_end == Wo && row_inside(ay, r.y, 0) && row_inside(ay, r.y, ay.kernel - 1);
+  };
+  for (size_t i = 0; i < runs.size();) {
+    const RowRun& r = runs[i];
+    taps.clear();
+    if (flat && whole_inside(r)) {
+      size_t j = i + 1;
+      while (j < runs.size() && runs[j].y == runs[j - 1].y + 1 && whole_inside(runs[j])) ++j;
+      const int64_t n = static_cast<int64_t>(j - i) * Wo;
+      for (int64_t ky = 0; ky < ay.kernel; ++ky) taps.push_back({ay.input_of(r.y, ky) * span, 0, n});
+      k.max_taps(rows, buffer_plane, 1, taps.data(), ay.kernel, n, channels, n, y + r.y * Wo, out_plane);
+      i = j;
+      continue;
+    }
+    const int64_t n = r.x_end - r.x_begin;
+    for (int64_t ky = 0; ky < ay.kernel; ++ky)
+      if (row_inside(ay, r.y, ky)) taps.push_back({ay.input_of(r.y, ky) * span + r.x_begin - work.x_begin, 0, n});
+    k.max_taps(rows, buffer_plane, 1, taps.data(), static_cast<int64_t>(taps.size()), n, channels, n,
+               y + r.y * Wo + r.x_begin, out_plane);
+    ++i;
   }
 }
 
@@ -51,23 +162,35 @@ void pool_run(const float* in, const Window2D& w, int64_t oy, int64_t x0, int64_
 
 void run_delta_pool(const PoolSpec& spec, const PoolRun& run, const ParallelFor& parallel_for, RunStats* stats) {
   const Window2D w = spec.window.resolve(run.height, run.width);
+  const KernelTable& k = run.kernels ? *run.kernels : kernels();
   const int64_t C = run.channels, in_plane = w.in_pixels(), out_plane = w.out_pixels();
   std::vector<uint8_t> in_flags, scratch;
   std::vector<RowRun> runs;
+  PoolWork work;
   for (int64_t n = 0; n < run.batch; ++n) {
     const ItemPlan item = plan_item(run, n, spec.threshold, run.kernels, w, spec.dense_fraction, C, in_flags, scratch,
                                     stats, parallel_for);
-    const InputState& st = item.input;
-    float* y = item.y;
-    uint8_t* out_flags = item.out_flags;
-    const int64_t recompute = item.recompute;
-    if (recompute == 0) continue;
+    if (item.recompute == 0) continue;
     runs.clear();
-    mask_runs(out_flags, w.y.out, w.x.out, runs);
-    const float* src = recompute_source(st);  // rule 4: recompute from the moved reference
-    parallel_for(C, [&](int64_t c) {
-      for (const RowRun& r : runs)
-        pool_run(src + c * in_plane, w, r.y, r.x_begin, r.x_end, y + c * out_plane + r.y * w.x.out);
+    if (item.recompute == out_plane) {
+      for (int64_t oy = 0; oy < w.y.out; ++oy) runs.push_back({oy, 0, w.x.out});
+    } else {
+      mask_runs(item.out_flags, w.y.out, w.x.out, runs);
+    }
+    plan_work(w, runs, k.gemm_vec, work);
+    // Chunks of channels: a chunk's row-pass buffer stays in L2; up to four chunks share the threads, unless
+    // that leaves fewer than 16 channels to a kernel call (a call sorts out its taps once for all of them).
+    constexpr int64_t kBufferFloats = int64_t{1} << 15;
+    const int64_t buffer_plane = work.separable ? w.y.in * work.span : 0;
+    int64_t chunk = std::max((C + 3) / 4, std::min<int64_t>(C, 16));
+    if (buffer_plane > 0) chunk = std::min(chunk, std::max<int64_t>(1, kBufferFloats / buffer_plane));
+    const int64_t chunks = (C + chunk - 1) / chunk;
+    const float* src = recompute_source(item.input);  // rule 4: recompute from the moved reference
+    parallel_for(chunks, [&](int64_t i) {
+      thread_local std::vector<float> buffer;
+      thread_local std::vector<PoolTap> taps;
+      const int64_t c0 = i * chunk, c1 = std::min(C, c0 + chunk);
+      pool_channels(k, w, work, runs, src + c0 * in_plane, item.y + c0 * out_plane, c1 - c0, buffer, taps);
     });
   }
 }

@@ -20,8 +20,10 @@ struct PoolRun : DeltaRun {
   const KernelTable* kernels = nullptr;  // nullptr: the table in use
 };
 
-// Max over the window's taps inside the input; a window with no such tap gives the lowest float (as ORT);
-// NaN in a window gives NaN.
+// Max over the window's taps inside the input, and at least the lowest float: a window with no such tap gives
+// it (as ORT), and so does one whose taps are all -inf (ORT's MaxPool gives -inf there, except at some borders).
+// NaN in a window gives NaN. Separable (a row pass into a buffer, then a column pass) where that reads less,
+// else each output's whole window; the loops are the kernel table's max_taps.
 void run_delta_pool(const PoolSpec& spec, const PoolRun& run, const ParallelFor& parallel_for,
                     RunStats* stats = nullptr);
 
