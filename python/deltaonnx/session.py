@@ -348,12 +348,13 @@ def _blocks(shape: tuple) -> tuple[tuple, ...]:
 
 def _within_tau(frame: np.ndarray, reference: np.ndarray, tau: np.float32) -> bool:
     """Rule 2 sees no change anywhere: |frame - reference| <= tau for every element (NaN/Inf never are)."""
-    for block in _blocks(frame.shape):
-        difference = np.subtract(frame[block], reference[block])
-        if difference.size:
-            np.abs(difference, out=difference)
-            if not difference.max() <= tau:  # max propagates NaN
-                return False
+    with np.errstate(invalid="ignore", over="ignore"):  # Inf - Inf, overflow: both count as changed below
+        for block in _blocks(frame.shape):
+            difference = np.subtract(frame[block], reference[block])
+            if difference.size:
+                np.abs(difference, out=difference)
+                if not difference.max() <= tau:  # max propagates NaN
+                    return False
     return True
 
 
