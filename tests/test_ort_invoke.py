@@ -7,6 +7,7 @@ from custom ops give ORT's Conv results. Skipped unless that library is built (i
 from __future__ import annotations
 
 import os
+import platform
 from pathlib import Path
 
 import numpy as np
@@ -102,3 +103,39 @@ def test_probe_control_is_orts_conv():
     expected = _session("Conv", "", w, b, attrs).run(None, {"x": x})[0]
     got = _session("InvokeProbe", DOMAIN, w, b, attrs, mistake="none").run(None, {"x": x})[0]
     np.testing.assert_array_equal(got, expected)
+
+
+# Channel counts that are multiples of both MLAS NCHWc block sizes (8 with AVX2, 16 with AVX-512).
+NCHWC_SHAPES = {
+    "3x3_pad1": (1, 16, 32, 10, 12, dict(kernel_shape=[3, 3], pads=[1, 1, 1, 1]), True),
+    "3x3_s2_asym_batch2": (2, 32, 16, 11, 9, dict(kernel_shape=[3, 3], strides=[2, 2], pads=[1, 0, 1, 1]), True),
+    "3x3_dil2": (1, 16, 16, 13, 10, dict(kernel_shape=[3, 3], dilations=[2, 2], pads=[2, 2, 2, 2]), True),
+    "1x1_nobias": (1, 32, 16, 6, 7, dict(kernel_shape=[1, 1]), False),
+}
+
+
+x86_only = pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64"),
+                              reason="the op assumes MLAS's x86 NCHWc block sizes")
+
+
+@x86_only
+@pytest.mark.parametrize("name", list(NCHWC_SHAPES))
+@pytest.mark.parametrize("band_rows", [0, 1, 4])
+def test_invoked_nchwc_conv_is_orts_optimized_conv(name, band_rows):
+    N, C, M, H, W, attrs, bias = NCHWC_SHAPES[name]
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((N, C, H, W)).astype(np.float32)
+    w = rng.standard_normal((M, C, *attrs["kernel_shape"])).astype(np.float32)
+    b = rng.standard_normal(M).astype(np.float32) if bias else None
+    expected = _session("Conv", "", w, b, attrs, level=ort.GraphOptimizationLevel.ORT_ENABLE_ALL).run(None, {"x": x})[0]
+    got = _session("InvokedNchwcConv", DOMAIN, w, b, attrs, band_rows=band_rows).run(None, {"x": x})[0]
+    # The kernels ORT_ENABLE_ALL runs for this Conv (NCHWc), invoked one by one: the same bits, in bands too.
+    np.testing.assert_array_equal(got, expected)
+
+
+@x86_only
+def test_invoked_nchwc_conv_refuses_channels_off_the_block():
+    rng = np.random.default_rng(8)
+    w = rng.standard_normal((16, 12, 3, 3)).astype(np.float32)
+    with pytest.raises(Exception, match="not multiples of"):
+        _session("InvokedNchwcConv", DOMAIN, w, None, dict(kernel_shape=[3, 3], pads=[1, 1, 1, 1]))

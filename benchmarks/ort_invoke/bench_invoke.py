@@ -9,6 +9,9 @@ session runs its kernels in the calling thread, so other jobs on the machine do 
     gemm_conv       InvokedGemmConv: im2col of all pixels + ORT's Gemm through Ort::Op, written into Y
     gemm_conv_pN    the same in panels of N gathered pixels (scratch panel copied into Y), as a Delta op would
     matmul_conv     im2col + ORT's MatMul through Ort::Op, bias added after
+    nchwc_conv      InvokedNchwcConv: ORT's NCHWc kernels (ReorderInput, com.microsoft.nchwc Conv, ReorderOutput,
+                    what ORT_ENABLE_ALL runs) through Ort::Op, weights put in MLAS's blocked layout by the op
+    nchwc_conv_bR   the same one band of R output rows at a time (band input rows copied out with their halo)
     delta_conv      deltaonnx DeltaConv with every pixel changed (a new random frame each run, X_ref state)
     delta_conv_map  DeltaConv with an all-ones change map and no X_ref (the converter's threshold-0 form)
 
@@ -66,7 +69,7 @@ def _model(node, inputs, outputs, inits):
     return m.SerializeToString()
 
 
-def build_models(case, rng, panels):
+def build_models(case, rng, panels, bands):
     """{method: (model bytes, graph optimization level, needs which library, kind)}; kind is dense|delta|delta_map."""
     C, M, k, s, H, W = CASES[case]
     w = (rng.standard_normal((M, C, k, k)) / np.sqrt(C * k * k)).astype(np.float32)
@@ -89,6 +92,10 @@ def build_models(case, rng, panels):
     for p in (p for p in panels if p < pixels):  # a panel of all pixels is gemm_conv
         models[f"gemm_conv_p{p}"] = (dense("InvokedGemmConv", EXPERIMENTAL, panel=p), ALL, "experimental", "dense")
     models["matmul_conv"] = (dense("InvokedGemmConv", EXPERIMENTAL, product="MatMul"), ALL, "experimental", "dense")
+    models["nchwc_conv"] = (dense("InvokedNchwcConv", EXPERIMENTAL), ALL, "experimental", "dense")
+    out_rows = (H + 2 * (k // 2) - k) // s + 1
+    for r in (r for r in bands if r < out_rows):
+        models[f"nchwc_conv_b{r}"] = (dense("InvokedNchwcConv", EXPERIMENTAL, band_rows=r), ALL, "experimental", "dense")
     # DeltaConv as bench_ops.py and `convert` build it: X_ref state, or (threshold 0) a change map and no X_ref.
     node = helper.make_node("DeltaConv", ["x", "w", "b", "x_ref", "y_prev"], ["y", "x_ref_next", "map"],
                             domain=DELTA, name="dc", **conv)
@@ -161,7 +168,7 @@ class Runner:
 
 def bench_case(case, args, rng):
     C, M, k, s, H, W = CASES[case]
-    models = build_models(case, rng, args.panels)
+    models = build_models(case, rng, args.panels, args.bands)
     frames = [rng.standard_normal((1, C, H, W)).astype(np.float32) for _ in range(4)]
     runners = {name: Runner(make_session(m, lvl, lib), kind, frames[0].shape)
                for name, (m, lvl, lib, kind) in models.items()}
@@ -190,6 +197,8 @@ def main(argv=None):
     ap.add_argument("--repeat", type=int, default=10, help="runs per method and round")
     ap.add_argument("--panels", type=int, nargs="*", default=[64, 256, 1024],
                     help="pixel panel sizes for InvokedGemmConv (besides the whole image)")
+    ap.add_argument("--bands", type=int, nargs="*", default=[4, 16],
+                    help="output rows per invocation for InvokedNchwcConv (besides the whole image)")
     ap.add_argument("--json", help="also write the rows here")
     args = ap.parse_args(argv)
     print(f"onnxruntime {ort.__version__}; experimental library {experimental_library()}; "
@@ -205,7 +214,7 @@ def main(argv=None):
         for r in case_rows:
             print(f"  {r['method']:<16} {r['ms']:>8.3f} {r['ratio']:>6.2f} {r['max_abs_diff']:>10.2e}")
         by = {r["method"]: r["ms"] for r in case_rows}
-        invoked = min((m for m in by if m.startswith(("invoked", "gemm", "matmul"))), key=by.get)
+        invoked = min((m for m in by if m.startswith(("invoked", "gemm", "matmul", "nchwc"))), key=by.get)
         delta = min(("delta_conv", "delta_conv_map"), key=by.get)
         print(f"  fastest invoked: {invoked} {by[invoked]:.3f} ms; DeltaConv ({delta}) {by[delta]:.3f} ms: "
               f"invoked / delta = {by[invoked] / by[delta]:.2f}")

@@ -7,6 +7,7 @@
 
 #include "invoked_conv.h"
 #include "invoked_gemm_conv.h"
+#include "invoked_nchwc_conv.h"
 #include "invoke_probe.h"
 
 namespace {
@@ -17,6 +18,7 @@ constexpr uint32_t kApiVersion = 21;  // the headers' version (1.21); newer runt
 const ort_invoke::InvokedConvOp kInvokedConv;
 const ort_invoke::InvokedGemmConvOp kInvokedGemmConv;
 const ort_invoke::InvokeProbeOp kInvokeProbe;
+const ort_invoke::InvokedNchwcConvOp kInvokedNchwcConv;
 
 std::vector<Ort::CustomOpDomain>& domains() {  // must outlive every session that uses them
   static std::vector<Ort::CustomOpDomain> all;
@@ -36,6 +38,7 @@ RegisterCustomOps(OrtSessionOptions* options, const OrtApiBase* api_base) {
     domain.Add(&kInvokedConv);
     domain.Add(&kInvokedGemmConv);
     domain.Add(&kInvokeProbe);
+    domain.Add(&kInvokedNchwcConv);
     Ort::UnownedSessionOptions(options).Add(domain);
     std::lock_guard<std::mutex> lock(domains_mutex);
     domains().push_back(std::move(domain));
