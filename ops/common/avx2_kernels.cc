@@ -295,71 +295,85 @@ void gemm_tile_store(int64_t depth, const float* a_packed, const float* const* b
   tile_then_epilogue<kMR, kNR>(gemm_tile, bias_activate, depth, a_packed, b_rows, n, out_rows, rows, bias, acts);
 }
 
-// Depthwise: NV vectors of outputs from j (the last one masked by `last`), one accumulator each in a named
-// register, every tap one load and one FMA per vector, the epilogue in registers.
-template <int NV>
-void depthwise_block(int64_t count, const float* w, const float* const* taps, int64_t j, __m256i last,
-                     __m256 vbias, const ActivationParams& act, float* out) {
-  __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;
+// Depthwise: CH channels x NV vectors of outputs, one accumulator each, every tap one load and one FMA per
+// accumulator, the epilogue in registers. Channel ch reads taps[t] + in + ch*in_stride + j (the last vector
+// masked by `last`) and writes out + ch*out_stride. Several channels share a short run: the vectors of one
+// channel alone would wait on their FMA chains.
+template <int CH, int NV>
+void depthwise_tile(int64_t count, const float* const* taps, int64_t in, int64_t in_stride, const float* w,
+                    int64_t w_stride, const float* bias, const ActivationParams* acts, __m256i last, float* out,
+                    int64_t out_stride) {
+  __m256 acc[CH * NV];
+#pragma GCC unroll 8
+  for (int a = 0; a < CH * NV; ++a) acc[a] = _mm256_setzero_ps();
   for (int64_t t = 0; t < count; ++t) {
-    const __m256 wt = _mm256_broadcast_ss(w + t);
-    const float* p = taps[t] + j;
-    auto load = [&](int i) {
-      return i == NV - 1 ? _mm256_maskload_ps(p + i * kVec, last) : _mm256_loadu_ps(p + i * kVec);
-    };
-    a0 = _mm256_fmadd_ps(wt, load(0), a0);
-    if (NV > 1) a1 = _mm256_fmadd_ps(wt, load(1), a1);
-    if (NV > 2) a2 = _mm256_fmadd_ps(wt, load(2), a2);
-    if (NV > 3) a3 = _mm256_fmadd_ps(wt, load(3), a3);
-    if (NV > 4) a4 = _mm256_fmadd_ps(wt, load(4), a4);
-    if (NV > 5) a5 = _mm256_fmadd_ps(wt, load(5), a5);
-    if (NV > 6) a6 = _mm256_fmadd_ps(wt, load(6), a6);
-    if (NV > 7) a7 = _mm256_fmadd_ps(wt, load(7), a7);
+    const float* p = taps[t] + in;
+#pragma GCC unroll 8
+    for (int ch = 0; ch < CH; ++ch) {
+      const __m256 wt = _mm256_broadcast_ss(w + ch * w_stride + t);
+#pragma GCC unroll 8
+      for (int i = 0; i < NV; ++i) {
+        const float* q = p + ch * in_stride + i * kVec;
+        const __m256 x = i == NV - 1 ? _mm256_maskload_ps(q, last) : _mm256_loadu_ps(q);
+        acc[ch * NV + i] = _mm256_fmadd_ps(wt, x, acc[ch * NV + i]);
+      }
+    }
   }
-  float* o = out + j;
-  auto store = [&](int i, __m256 acc) {
-    const __m256 v = activate(_mm256_add_ps(acc, vbias), act);
-    if (i == NV - 1) _mm256_maskstore_ps(o + i * kVec, last, v);
-    else _mm256_storeu_ps(o + i * kVec, v);
-  };
-  store(0, a0);
-  if (NV > 1) store(1, a1);
-  if (NV > 2) store(2, a2);
-  if (NV > 3) store(3, a3);
-  if (NV > 4) store(4, a4);
-  if (NV > 5) store(5, a5);
-  if (NV > 6) store(6, a6);
-  if (NV > 7) store(7, a7);
+#pragma GCC unroll 8
+  for (int ch = 0; ch < CH; ++ch) {
+    const __m256 vb = _mm256_set1_ps(bias[ch]);
+    float* o = out + ch * out_stride;
+#pragma GCC unroll 8
+    for (int i = 0; i < NV; ++i) {
+      const __m256 v = activate(_mm256_add_ps(acc[ch * NV + i], vb), acts[ch]);  // Tanh: the sum (see below)
+      if (i == NV - 1) _mm256_maskstore_ps(o + i * kVec, last, v);
+      else _mm256_storeu_ps(o + i * kVec, v);
+    }
+  }
 }
 
-void depthwise_run(int64_t count, const float* w, const float* const* taps, int64_t n, float bias,
-                   const ActivationParams& act, float* out) {
-  static const ActivationParams kIdentity{};
-  const bool tanh = act.kind == Activation::kTanh;  // no vector tanh: a scalar pass after the sums
-  const ActivationParams& vact = tanh ? kIdentity : act;
-  const __m256 vbias = _mm256_set1_ps(bias);
-  // Blocks of at most 8 vectors, spread evenly (10 vectors: 5 + 5), so every block has chains to overlap.
-  constexpr int64_t kMaxNV = 8;
-  const int64_t vectors = (n + kVec - 1) / kVec, blocks = (vectors + kMaxNV - 1) / kMaxNV;
-  int64_t j = 0;
-  for (int64_t b = 0; b < blocks; ++b) {
-    const int64_t nv = vectors / blocks + (b < vectors % blocks ? 1 : 0);
-    const int64_t len = n - j < nv * kVec ? n - j : nv * kVec;
-    const __m256i last = tail_mask(len - (nv - 1) * kVec);
-    switch (nv) {
-      case 1: depthwise_block<1>(count, w, taps, j, last, vbias, vact, out); break;
-      case 2: depthwise_block<2>(count, w, taps, j, last, vbias, vact, out); break;
-      case 3: depthwise_block<3>(count, w, taps, j, last, vbias, vact, out); break;
-      case 4: depthwise_block<4>(count, w, taps, j, last, vbias, vact, out); break;
-      case 5: depthwise_block<5>(count, w, taps, j, last, vbias, vact, out); break;
-      case 6: depthwise_block<6>(count, w, taps, j, last, vbias, vact, out); break;
-      case 7: depthwise_block<7>(count, w, taps, j, last, vbias, vact, out); break;
-      default: depthwise_block<8>(count, w, taps, j, last, vbias, vact, out); break;
-    }
-    j += len;
+template <int CH>
+void depthwise_tile_nv(int64_t nv, int64_t count, const float* const* taps, int64_t in, int64_t in_stride,
+                       const float* w, int64_t w_stride, const float* bias, const ActivationParams* acts,
+                       __m256i last, float* out, int64_t out_stride) {
+#define DELTA_DW_TILE(NV)                                                                                   \
+  if constexpr (CH * NV <= 8) {                                                                             \
+    if (nv == NV)                                                                                           \
+      return depthwise_tile<CH, NV>(count, taps, in, in_stride, w, w_stride, bias, acts, last, out, out_stride); \
   }
-  if (tanh)
-    for (int64_t i = 0; i < n; ++i) out[i] = apply_activation(act, out[i]);
+  DELTA_DW_TILE(1) DELTA_DW_TILE(2) DELTA_DW_TILE(3) DELTA_DW_TILE(4)
+  DELTA_DW_TILE(5) DELTA_DW_TILE(6) DELTA_DW_TILE(7) DELTA_DW_TILE(8)
+#undef DELTA_DW_TILE
+}
+
+void depthwise_run(int64_t count, const float* const* taps, int64_t in_stride, const float* w, int64_t w_stride,
+                   const float* bias, const ActivationParams* acts, int64_t channels, int64_t n, float* out,
+                   int64_t out_stride) {
+  // Tiles of at most 8 accumulators: runs of 5+ vectors one channel at a time, in blocks of at most 8 vectors
+  // spread evenly (10 vectors: 5 + 5); shorter runs several channels at once (1 vector: 8 channels).
+  const int64_t vectors = (n + kVec - 1) / kVec;
+  const int64_t blocks = vectors >= 5 ? (vectors + 7) / 8 : 1;
+  for (int64_t c = 0; c < channels;) {
+    int64_t ch = vectors >= 5 ? 1 : vectors == 1 ? 8 : vectors == 2 ? 4 : 2;
+    while (ch > channels - c) ch /= 2;
+    const auto tile = ch == 8 ? depthwise_tile_nv<8>
+                      : ch == 4 ? depthwise_tile_nv<4>
+                      : ch == 2 ? depthwise_tile_nv<2>
+                                : depthwise_tile_nv<1>;
+    int64_t j = 0;
+    for (int64_t b = 0; b < blocks; ++b) {
+      const int64_t nv = vectors / blocks + (b < vectors % blocks ? 1 : 0);
+      const int64_t len = n - j < nv * kVec ? n - j : nv * kVec;
+      const __m256i last = tail_mask(len - (nv - 1) * kVec);
+      tile(nv, count, taps, c * in_stride + j, in_stride, w + c * w_stride, w_stride, bias + c, acts + c, last,
+           out + c * out_stride + j, out_stride);
+      j += len;
+    }
+    c += ch;
+  }
+  for (int64_t c = 0; c < channels; ++c)  // no vector tanh: the tiles stored the sums
+    if (acts[c].kind == Activation::kTanh)
+      for (int64_t i = 0; i < n; ++i) out[c * out_stride + i] = apply_activation(acts[c], out[c * out_stride + i]);
 }
 
 // NaN-keeping max: vmaxps returns its second operand when either is NaN, so the OR of both operand orders is

@@ -77,11 +77,13 @@ struct KernelTable {
   // v[i] = act(v[i] + bias) for i < n.
   void (*bias_activate)(float* v, int64_t n, float bias, const ActivationParams& act);
 
-  // Depthwise conv, one output channel over a run of n outputs: out[j] = act(sum_t w[t] * taps[t][j] + bias)
-  // for j < n, t < count (taps ascending from 0, bias last); taps[t] points at n readable floats (stride-1
-  // input, a zero-padded copy of it, or a stride phase). Writes out[0, n) only.
-  void (*depthwise_run)(int64_t count, const float* w, const float* const* taps, int64_t n, float bias,
-                        const ActivationParams& act, float* out);
+  // Depthwise conv over one run of n outputs in `channels` channels (one input channel each): for c < channels
+  // and j < n, out[c*out_stride + j] = acts[c](sum_t w[c*w_stride + t] * taps[t][c*in_stride + j] + bias[c]),
+  // t < count ascending from 0, bias last. taps[t] + c*in_stride points at n readable floats (stride-1 input,
+  // a zero-padded copy of it, or a stride phase). Writes those outputs only.
+  void (*depthwise_run)(int64_t count, const float* const* taps, int64_t in_stride, const float* w, int64_t w_stride,
+                        const float* bias, const ActivationParams* acts, int64_t channels, int64_t n, float* out,
+                        int64_t out_stride);
 
   // Max pooling over taps for a batch of rows (DeltaPool's passes): for r < rows and j < n,
   // dst[r*dst_stride + j] = the max of kLowestFloat and src[r*src_stride + t.offset + j*step] for every tap t

@@ -187,37 +187,44 @@ void detect_update_exact(const float* x, const float* ref_in, float* ref_out, in
   }
 }
 
-// Depthwise: 4 vectors of outputs at a time in named accumulators, then single (partial) vectors; the taps in
-// the portable kernel's order with fused multiply-adds (same bits), the activation the portable one.
-void depthwise_run(int64_t count, const float* w, const float* const* taps, int64_t n, float bias,
-                   const ActivationParams& act, float* out) {
-  const float32x4_t vbias = vdupq_n_f32(bias);
-  int64_t j = 0;
-  for (; j + 4 * kVec <= n; j += 4 * kVec) {
-    float32x4_t a0 = vdupq_n_f32(0.f), a1 = a0, a2 = a0, a3 = a0;
-    for (int64_t t = 0; t < count; ++t) {
-      const float32x4_t wt = vdupq_n_f32(w[t]);
-      const float* p = taps[t] + j;
-      a0 = vfmaq_f32(a0, wt, vld1q_f32(p));
-      a1 = vfmaq_f32(a1, wt, vld1q_f32(p + kVec));
-      a2 = vfmaq_f32(a2, wt, vld1q_f32(p + 2 * kVec));
-      a3 = vfmaq_f32(a3, wt, vld1q_f32(p + 3 * kVec));
+// Depthwise, channel by channel: 4 vectors of outputs at a time in named accumulators, then single (partial)
+// vectors; the taps in the portable kernel's order with fused multiply-adds (same bits), the activation the
+// portable one.
+void depthwise_run(int64_t count, const float* const* taps, int64_t in_stride, const float* w, int64_t w_stride,
+                   const float* bias, const ActivationParams* acts, int64_t channels, int64_t n, float* out,
+                   int64_t out_stride) {
+  for (int64_t c = 0; c < channels; ++c) {
+    const float* wc = w + c * w_stride;
+    const int64_t in = c * in_stride;
+    float* oc = out + c * out_stride;
+    const float32x4_t vbias = vdupq_n_f32(bias[c]);
+    int64_t j = 0;
+    for (; j + 4 * kVec <= n; j += 4 * kVec) {
+      float32x4_t a0 = vdupq_n_f32(0.f), a1 = a0, a2 = a0, a3 = a0;
+      for (int64_t t = 0; t < count; ++t) {
+        const float32x4_t wt = vdupq_n_f32(wc[t]);
+        const float* p = taps[t] + in + j;
+        a0 = vfmaq_f32(a0, wt, vld1q_f32(p));
+        a1 = vfmaq_f32(a1, wt, vld1q_f32(p + kVec));
+        a2 = vfmaq_f32(a2, wt, vld1q_f32(p + 2 * kVec));
+        a3 = vfmaq_f32(a3, wt, vld1q_f32(p + 3 * kVec));
+      }
+      vst1q_f32(oc + j, vaddq_f32(a0, vbias));
+      vst1q_f32(oc + j + kVec, vaddq_f32(a1, vbias));
+      vst1q_f32(oc + j + 2 * kVec, vaddq_f32(a2, vbias));
+      vst1q_f32(oc + j + 3 * kVec, vaddq_f32(a3, vbias));
     }
-    vst1q_f32(out + j, vaddq_f32(a0, vbias));
-    vst1q_f32(out + j + kVec, vaddq_f32(a1, vbias));
-    vst1q_f32(out + j + 2 * kVec, vaddq_f32(a2, vbias));
-    vst1q_f32(out + j + 3 * kVec, vaddq_f32(a3, vbias));
+    for (; j < n; j += kVec) {
+      const int64_t len = n - j < kVec ? n - j : kVec;
+      float32x4_t a = vdupq_n_f32(0.f);
+      for (int64_t t = 0; t < count; ++t) a = vfmaq_f32(a, vdupq_n_f32(wc[t]), load_partial(taps[t] + in + j, len));
+      float lanes[kVec];
+      vst1q_f32(lanes, vaddq_f32(a, vbias));
+      for (int64_t i = 0; i < len; ++i) oc[j + i] = lanes[i];
+    }
+    if (acts[c].kind != Activation::kNone)
+      for (int64_t i = 0; i < n; ++i) oc[i] = apply_activation(acts[c], oc[i]);
   }
-  for (; j < n; j += kVec) {
-    const int64_t len = n - j < kVec ? n - j : kVec;
-    float32x4_t a = vdupq_n_f32(0.f);
-    for (int64_t t = 0; t < count; ++t) a = vfmaq_f32(a, vdupq_n_f32(w[t]), load_partial(taps[t] + j, len));
-    float lanes[kVec];
-    vst1q_f32(lanes, vaddq_f32(a, vbias));
-    for (int64_t i = 0; i < len; ++i) out[j + i] = lanes[i];
-  }
-  if (act.kind != Activation::kNone)
-    for (int64_t i = 0; i < n; ++i) out[i] = apply_activation(act, out[i]);
 }
 
 // Max pooling over taps with stride-1 reads: each output row is its own accumulator, tap by tap, 4 lanes at a

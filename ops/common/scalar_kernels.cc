@@ -108,19 +108,25 @@ void gemm_tile_store(int64_t depth, const float* a_packed, const float* const* b
   tile_then_epilogue<kMR, kNR>(gemm_tile, bias_activate, depth, a_packed, b_rows, n, out_rows, rows, bias, acts);
 }
 
-// Chunks of 64 outputs accumulated in a local array, tap by tap (the loop the compiler vectorises).
-void depthwise_run(int64_t count, const float* w, const float* const* taps, int64_t n, float bias,
-                   const ActivationParams& act, float* out) {
+// Channel by channel, chunks of 64 outputs accumulated in a local array, tap by tap (the loop the compiler
+// vectorises).
+void depthwise_run(int64_t count, const float* const* taps, int64_t in_stride, const float* w, int64_t w_stride,
+                   const float* bias, const ActivationParams* acts, int64_t channels, int64_t n, float* out,
+                   int64_t out_stride) {
   constexpr int64_t kChunk = 64;
-  for (int64_t j0 = 0; j0 < n; j0 += kChunk) {
-    const int64_t len = n - j0 < kChunk ? n - j0 : kChunk;
-    float acc[kChunk] = {};
-    for (int64_t t = 0; t < count; ++t) {
-      const float wt = w[t];
-      const float* p = taps[t] + j0;
-      for (int64_t j = 0; j < len; ++j) acc[j] += wt * p[j];
+  for (int64_t c = 0; c < channels; ++c) {
+    const float* wc = w + c * w_stride;
+    float* oc = out + c * out_stride;
+    for (int64_t j0 = 0; j0 < n; j0 += kChunk) {
+      const int64_t len = n - j0 < kChunk ? n - j0 : kChunk;
+      float acc[kChunk] = {};
+      for (int64_t t = 0; t < count; ++t) {
+        const float wt = wc[t];
+        const float* p = taps[t] + c * in_stride + j0;
+        for (int64_t j = 0; j < len; ++j) acc[j] += wt * p[j];
+      }
+      for (int64_t j = 0; j < len; ++j) oc[j0 + j] = apply_activation(acts[c], acc[j] + bias[c]);
     }
-    for (int64_t j = 0; j < len; ++j) out[j0 + j] = apply_activation(act, acc[j] + bias);
   }
 }
 
