@@ -144,8 +144,8 @@ void pool_channels(const KernelTable& k, const Window2D& w, const PoolWork& work
       size_t j = i + 1;
       while (j < runs.size() && runs[j].y == runs[j - 1].y + 1 && whole_inside(runs[j])) ++j;
       const int64_t n = static_cast<int64_t>(j - i) * Wo;
-      for (int64_t ky = 0; ky < ay.kernel; ++ky) taps.push_back({ay.input_of(r.y, ky) * span, 0, n});
-      k.max_taps(rows, buffer_plane, 1, taps.data(), ay.kernel, n, channels, n, y + r.y * Wo, out_plane);
+      for (int64_t ky = 0; ky < ay.kernel; ++ky) taps.push_back({ay.input_of(r.y, ky) * span, 0, Wo});
+      k.max_taps(rows, buffer_plane, 1, taps.data(), ay.kernel, Wo, channels, n, y + r.y * Wo, out_plane);
       i = j;
       continue;
     }
