@@ -1,4 +1,4 @@
-"""The experimental Ort::Op library (benchmarks/ort_invoke): ORT's own Conv, Gemm and MatMul kernels invoked
+"""The experimental Ort::Op library (benchmarks/ort_invoke): ORT's own Conv, Gemm, MatMul and NCHWc kernels invoked
 from custom ops give ORT's Conv results. Skipped unless that library is built (it is not part of the product):
 
     cmake -S benchmarks/ort_invoke -B build/ort_invoke -G Ninja -DCMAKE_BUILD_TYPE=Release \\
