@@ -301,6 +301,10 @@ def main(argv=None) -> int:
     parser.add_argument("--node-profile", action="store_true", help="ORT per-node profile of the raw converted model")
     parser.add_argument("--cprofile", action="store_true", help="cProfile of DeltaSession.run")
     parser.add_argument("--top", type=int, default=12)
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="feed each frame this many times in a row (a camera slower than the loop reading it)")
+    parser.add_argument("--no-skip", action="store_true",
+                        help="DeltaSession(skip_identical_frames=False): without the identical-frame test")
     parser.add_argument("--json", help="write the timings here")
     args = parser.parse_args(argv)
 
@@ -310,11 +314,14 @@ def main(argv=None) -> int:
     results = {}
     for key in args.models.split(","):
         case, model, converted, feeds = load_case(key.strip(), args.frames, args.start)
+        feeds = [feed for feed in feeds for _ in range(args.repeat)]
+        session_kwargs = {"skip_identical_frames": False} if args.no_skip else {}
         runners = [DenseRunner(model.SerializeToString(), args.threads), RawBindingRunner(converted, args.threads),
-                   SessionRunner(converted, args.threads)]
+                   SessionRunner(converted, args.threads, **session_kwargs)]
         times, last = time_interleaved(runners, feeds, args.warmup, args.block)
         state = runners[2].session.inference_session.get_inputs()
         print(f"\n{case.name} {case.size[0]}x{case.size[1]}, gate {case.threshold}, "
+              f"{len(feeds)} runs{f' (each frame {args.repeat} times)' if args.repeat > 1 else ''}, "
               f"{sum(1 for i in state if i.name.startswith('deltaonnx.'))} state tensors, "
               f"{len(runners[2].session.metadata.get('maps', []))} change maps")
         print(f"  {'runner':<14} {'cpu ms':>8} {'wall ms':>8} {'outside ORT run, cpu ms':>24}")
@@ -329,7 +336,9 @@ def main(argv=None) -> int:
         print(f"  session - raw  {overhead['cpu_ms']:8.3f} {overhead['wall_ms']:8.3f} "
               f"{overhead['outside_ort_cpu_ms']:24.3f}   (DeltaSession's own cost)")
         same = all(np.array_equal(a, b) for a, b in zip(last["raw IOBinding"], last["DeltaSession"]))
-        print(f"  last frame: DeltaSession outputs {'equal' if same else 'DIFFER FROM'} the raw run's")
+        print(f"  last frame: DeltaSession outputs {'equal' if same else 'DIFFER FROM'} the raw run's; "
+              f"DeltaSession skipped {runners[2].session.stats()['skipped_runs'] if 'skipped_runs' in runners[2].session.stats() else 0} "
+              f"of {len(feeds)} runs (identical-frame test)")
         results[key] = {"summary": summary, "session_overhead": overhead, "frames": len(feeds),
                         "timed": len(times["DeltaSession"])}
         if args.node_profile:
