@@ -22,7 +22,8 @@ GATE = 0.05
 
 def dense_model(front: str) -> onnx.ModelProto:
     """Conv+Relu -> MaxPool -> Conv -> Softmax behind a `front` op on the image: "transpose" (NHWC input, as
-    the converter leaves PNet), "identity", "sigmoid" (preprocessing: the gate no longer reads the input)."""
+    the converter leaves PNet), "identity", "sigmoid" (preprocessing: the gate no longer reads the input).
+    Outputs: probs, and the last conv's output c1 (also that Delta op's y state)."""
     rng = np.random.default_rng(5)
     weights = [numpy_helper.from_array((rng.standard_normal((8, 3, 3, 3)) * 0.4).astype(np.float32), "W0"),
                numpy_helper.from_array((rng.standard_normal((6, 8, 3, 3)) * 0.3).astype(np.float32), "W1")]
@@ -37,8 +38,8 @@ def dense_model(front: str) -> onnx.ModelProto:
               helper.make_node("MaxPool", ["r0"], ["p0"], kernel_shape=[2, 2], strides=[2, 2]),
               helper.make_node("Conv", ["p0", "W1"], ["c1"], kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
               helper.make_node("Softmax", ["c1"], ["probs"], axis=1)]
-    graph = helper.make_graph(nodes, front, [image], [helper.make_tensor_value_info("probs", TensorProto.FLOAT, None)],
-                              weights)
+    outputs = [helper.make_tensor_value_info(name, TensorProto.FLOAT, None) for name in ("probs", "c1")]
+    graph = helper.make_graph(nodes, front, [image], outputs, weights)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 10
     return model
@@ -311,3 +312,30 @@ def test_dense_fallback_decisions_are_unchanged(cpu_op_library, rng):
         twins.run({"image": frame})
     assert twins.off.stats()["dense_runs"] > 0
     assert twins.skipped() > 0
+
+
+@pytest.mark.parametrize("front", ["transpose", "identity", "sigmoid"])
+def test_long_mixed_sequences_match_the_model(cpu_op_library, front):
+    """Repeats, noise below and above the gate, new frames, output subsets (c1 is state), resets and two
+    streams in random order: the shortcut never changes anything, whatever the test spacing does."""
+    rng = np.random.default_rng(11)
+    twins = Twins(converted(front), dense_fallback=False)
+    pool = [frame_like(rng, front) for _ in range(3)]
+    last = {"s0": pool[0], "s1": pool[1]}
+    choices = [None, ["probs"], ["c1"], ["c1", "probs"], ["probs", "probs"]]
+    for step in range(80):
+        stream = "s0" if rng.random() < 0.7 else "s1"
+        kind = rng.choice(["repeat", "repeat", "noise", "pool", "patch", "reset"], p=[0.3, 0.2, 0.2, 0.1, 0.15, 0.05])
+        frame = last[stream]
+        if kind == "noise":
+            frame = small_noise(frame, rng, GATE / 3 if rng.random() < 0.7 else 3 * GATE)
+        elif kind == "pool":
+            frame = pool[int(rng.integers(0, 3))]
+        elif kind == "patch":
+            frame = frame.copy()
+            frame.reshape(-1)[int(rng.integers(0, frame.size))] += 0.5
+        elif kind == "reset":
+            twins.reset(stream)
+        last[stream] = frame
+        twins.run({"image": frame}, choices[int(rng.integers(0, len(choices)))], stream=stream)
+    assert twins.skipped("s0") + twins.skipped("s1") > 0

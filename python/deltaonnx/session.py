@@ -402,7 +402,7 @@ class _StreamState:
     skipped_runs: int = 0
     # identical-frame shortcut
     kept_outputs: dict[str, np.ndarray] = field(default_factory=dict)  # private copies of model outputs
-    kept_names: frozenset = frozenset()  # the outputs of the last run among them
+    kept_names: frozenset | None = None  # the outputs of the last run among them; None: the last run kept none
     previous_frames: dict[str, np.ndarray] = field(default_factory=dict)  # bitwise mode: the last frames
     finite_state: bool | None = None  # whole-input Delta ops hold a finite X_ref (None: not checked yet)
     check_misses: int = 0  # identical-frame tests failed in a row
@@ -436,7 +436,7 @@ class _StreamState:
         self.model_outputs = ()
         self.map_values = self.map_views = self.map_divisors = self.node_flops = None
         self.flops_total = 0.0
-        self.kept_outputs, self.kept_names = {}, frozenset()
+        self.kept_outputs, self.kept_names = {}, None
         self.previous_frames = {}
         self.finite_state = None
 
@@ -798,7 +798,7 @@ class DeltaSession:
             if state.check_wait == 0:  # the next run will be tested
                 self._keep_for_identical_frames(state, requested, returned, inputs)
             else:
-                state.kept_names = frozenset()
+                state.kept_names = None
         return returned
 
     def _state_output(self, state: _StreamState, name: str) -> np.ndarray:
@@ -836,7 +836,7 @@ class DeltaSession:
     def _nothing_changes(self, state: _StreamState, inputs: dict, requested: list[str]) -> bool:
         """Whether this run provably recomputes nothing anywhere (see _IdenticalFramePlan)."""
         kept = state.kept_names
-        if any(name not in kept and name not in self._present_names for name in requested):
+        if kept is None or any(name not in kept and name not in self._present_names for name in requested):
             return False
         plan = self._identical_plan
         if plan.mode == "tau":
