@@ -170,6 +170,36 @@ def test_pixels_not_recomputed_keep_y_prev(rng):
         check_only_recomputed_pixels_are_written(pair, rng, (1, 16, 40, 170))
 
 
+def scattered_frames(rng, shape, count=8, patches=14):
+    """Frames whose changes are many small patches, some on the left and right edges: rows of a recomputed map
+    then hold several runs with gaps between them, and runs that widen from one output row to the next."""
+    n, c, h, w = shape
+    x = rng.standard_normal(shape).astype(np.float32)
+    frames = [x]
+    for _ in range(count - 1):
+        x = x.copy()
+        for p in range(patches):
+            size = int(rng.integers(1, 4))
+            y0 = int(rng.integers(0, h))
+            x0 = [0, w - size][p % 2] if p < 4 else int(rng.integers(0, w))
+            x[:, :, y0:y0 + size, x0:x0 + size] += 1.0
+        frames.append(x)
+    return frames
+
+
+@pytest.mark.parametrize("k,stride,pad", [(3, 1, 1), (5, 1, 2), (3, 2, 1), (5, 2, 2), (3, 3, 1), (4, 2, 0)])
+def test_scattered_changes_equal_ort(rng, k, stride, pad):
+    """Sparse maps of many runs per row (never densified): every frame equals ORT's Conv."""
+    C = 9  # a group of 8 channels and one more
+    attrs = _attrs((k, k), (stride, stride), (1, 1), (pad,) * 4, C)
+    pair = _depthwise_pair(rng, C, attrs, "Relu", dense_fraction=1.0)
+    x_ref, y_prev = EMPTY, EMPTY
+    for x in scattered_frames(rng, (1, C, 31, 75)):
+        y, x_ref, map_out = pair.run_delta(x, x_ref, y_prev)
+        assert_close_nan(y, pair.run_dense(x))
+        y_prev = y
+
+
 @pytest.mark.parametrize("stride", [1, 2])
 def test_threads_give_the_same_bits(rng, stride):
     """Channel groups and bands of runs shared among threads: each output is summed the same way whichever

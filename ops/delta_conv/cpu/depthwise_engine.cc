@@ -169,9 +169,9 @@ void run_unit(const DepthwiseItem& it, int64_t c0, int64_t channels, size_t r0, 
         if (sl.row != iy) {
           build(iy, row_phases, v0, v1);
           sl = Slot{iy, v0, v1};
-        } else if (v0 < sl.begin || v1 > sl.end) {  // extend the built range (contiguous: a gap is built too)
+        } else if (v0 < sl.begin || v1 > sl.end) {  // extend the built range, contiguous: a gap is built too
           if (v0 < sl.begin) build(iy, row_phases, v0, sl.begin);
-          if (v1 > sl.end) build(iy, row_phases, std::max(v0, sl.end), v1);
+          if (v1 > sl.end) build(iy, row_phases, sl.end, v1);
           sl.begin = std::min(sl.begin, v0);
           sl.end = std::max(sl.end, v1);
         }
