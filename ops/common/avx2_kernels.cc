@@ -384,9 +384,7 @@ inline __m256 max_keep_nan(__m256 a, __m256 b) { return _mm256_or_ps(_mm256_max_
 inline uint32_t pool_tap_lanes(const PoolTap& t, int64_t j0, int64_t len, int64_t period) {
   uint32_t m = 0;
   for (int64_t q = j0 / period * period; q < j0 + len; q += period) {
-    const int64_t b = q + (t.begin > 0 ? t.begin : 0) > j0 ? q + (t.begin > 0 ? t.begin : 0) : j0;
-    const int64_t row_end = t.end < period ? t.end : period;
-    const int64_t e = q + row_end < j0 + len ? q + row_end : j0 + len;
+    const int64_t b = std::max(q + std::max<int64_t>(t.begin, 0), j0), e = std::min(q + std::min(t.end, period), j0 + len);
     if (e > b) m |= ((1u << (e - j0)) - 1u) & ~((1u << (b - j0)) - 1u);
   }
   return m;
@@ -405,98 +403,207 @@ inline uint32_t spread_even(uint32_t m) {
   return (m | (m << 1)) & 0x5555u;
 }
 
-// The taps of one block of 8 outputs: those reading all 8 lanes with one plain load (stride 1), and the rest
-// with their lanes (for stride 2, the lanes of the two source vectors).
+// The even and the odd elements of the 16 floats in lo, hi.
+inline __m256 even_lanes(__m256 lo, __m256 hi) {
+  const __m256 e = _mm256_shuffle_ps(lo, hi, _MM_SHUFFLE(2, 0, 2, 0));
+  return _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(e), _MM_SHUFFLE(3, 1, 2, 0)));
+}
+inline __m256 odd_lanes(__m256 lo, __m256 hi) {
+  const __m256 o = _mm256_shuffle_ps(lo, hi, _MM_SHUFFLE(3, 1, 3, 1));
+  return _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(o), _MM_SHUFFLE(3, 1, 2, 0)));
+}
+
+// The taps of one block of 8 outputs, offsets from the block's first output: at stride 1 those reading all
+// lanes (one plain load); at stride 2 the pairs of taps reading neighbouring elements on the same lanes
+// (window columns kx, kx+1 at dilation 1), which share their two loads; and the rest, with their output lanes.
 struct MaxTapBlock {
   static constexpr int kMax = 32;
-  int full = 0, partial = 0;
+  int full = 0, pairs = 0, partial = 0;
   int64_t full_offset[kMax];
+  int64_t pair_offset[kMax];
   int64_t partial_offset[kMax];
-  __m256i partial_lanes[kMax], source_lo[kMax], source_hi[kMax];
+  uint32_t pair_bits[kMax], partial_bits[kMax];
+
+  void sort_out(const PoolTap* taps, int64_t count, int64_t step, int64_t j0, int64_t len, int64_t period) {
+    full = pairs = partial = 0;
+    for (int64_t t = 0; t < count; ++t) {
+      const uint32_t m = pool_tap_lanes(taps[t], j0, len, period);
+      if (m == 0) continue;
+      if (m == 0xff && step == 1) {
+        full_offset[full++] = taps[t].offset;
+        continue;
+      }
+      partial_offset[partial] = taps[t].offset;
+      partial_bits[partial++] = m;
+    }
+    if (step != 2) return;
+    int kept = 0;
+    for (int i = 0; i < partial; ++i) {
+      if (partial_bits[i] == 0) continue;  // taken by an earlier pair
+      int mate = -1;
+      for (int j = i + 1; j < partial && mate < 0; ++j)
+        if (partial_bits[j] == partial_bits[i] && (partial_offset[j] == partial_offset[i] + 1 ||
+                                                   partial_offset[j] == partial_offset[i] - 1))
+          mate = j;
+      if (mate < 0) {
+        partial_offset[kept] = partial_offset[i];
+        partial_bits[kept++] = partial_bits[i];
+        continue;
+      }
+      pair_offset[pairs] = std::min(partial_offset[i], partial_offset[mate]);
+      pair_bits[pairs++] = partial_bits[i];
+      partial_bits[mate] = 0;
+    }
+    partial = kept;
+  }
 };
 
-// The rows of one block for max_taps, two at a time (independent max chains overlap their latencies).
-// kStep 1: loads; 2: two loads and a shuffle to the even lanes; 0: any other step, gathers. Lanes a tap does
-// not apply to are not read and keep the accumulator.
-template <int kStep>
-void max_taps_block(const float* src, int64_t src_stride, int64_t step, const MaxTapBlock& b, int64_t rows,
-                    float* dst, int64_t dst_stride, int64_t len, bool first) {
-  const __m256 lowest = _mm256_set1_ps(kLowestFloat);
-  const __m256i strided = _mm256_mullo_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), _mm256_set1_epi32(static_cast<int>(step)));
+// One block of 8 outputs for kRows rows (rows src_stride / dst_stride apart). kStep 1: loads; 2: two loads
+// and shuffles to the even (and odd) lanes; 0: any other step, gathers. Lanes a tap does not apply to are not
+// read and keep the accumulator. The rows' max chains are independent and overlap their latencies.
+template <int kStep, int kRows>
+inline void max_taps_rows(const float* s, int64_t src_stride, int64_t step, const MaxTapBlock& b, float* d,
+                          int64_t dst_stride, int64_t len, bool first) {
   const __m256i store = tail_mask(len);
-  auto load = [&](const float* p, int i) {
-    if (kStep == 1) return _mm256_maskload_ps(p, b.partial_lanes[i]);
-    if (kStep == 2) {
-      const __m256 x0 = _mm256_maskload_ps(p, b.source_lo[i]), x1 = _mm256_maskload_ps(p + kVec, b.source_hi[i]);
-      const __m256 e = _mm256_shuffle_ps(x0, x1, _MM_SHUFFLE(2, 0, 2, 0));
-      return _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(e), _MM_SHUFFLE(3, 1, 2, 0)));
-    }
-    return _mm256_mask_i32gather_ps(_mm256_setzero_ps(), p, strided, _mm256_castsi256_ps(b.partial_lanes[i]), 4);
-  };
-  auto partial_max = [&](__m256 a, int i, __m256 v) {
-    return _mm256_blendv_ps(a, max_keep_nan(a, v), _mm256_castsi256_ps(b.partial_lanes[i]));
-  };
-  auto start = [&](const float* d) { return first ? lowest : _mm256_maskload_ps(d, store); };
-  auto finish = [&](float* d, __m256 a) {
-    if (len == kVec) _mm256_storeu_ps(d, a);
-    else _mm256_maskstore_ps(d, store, a);
-  };
-  int64_t r = 0;
-  for (; r + 2 <= rows; r += 2) {
-    const float* s0 = src + r * src_stride;
-    const float* s1 = s0 + src_stride;
-    float* d = dst + r * dst_stride;
-    __m256 a0 = start(d), a1 = start(d + dst_stride);
-    for (int i = 0; i < b.full; ++i) {
-      const int64_t o = b.full_offset[i];
-      a0 = max_keep_nan(a0, _mm256_loadu_ps(s0 + o));
-      a1 = max_keep_nan(a1, _mm256_loadu_ps(s1 + o));
-    }
-    for (int i = 0; i < b.partial; ++i) {
-      const int64_t o = b.partial_offset[i];
-      a0 = partial_max(a0, i, load(s0 + o, i));
-      a1 = partial_max(a1, i, load(s1 + o, i));
-    }
-    finish(d, a0);
-    finish(d + dst_stride, a1);
+  __m256 acc[kRows];
+  for (int i = 0; i < kRows; ++i)
+    acc[i] = first ? _mm256_set1_ps(kLowestFloat) : _mm256_maskload_ps(d + i * dst_stride, store);
+  for (int t = 0; t < b.full; ++t) {
+    const float* p = s + b.full_offset[t];
+    for (int i = 0; i < kRows; ++i) acc[i] = max_keep_nan(acc[i], _mm256_loadu_ps(p + i * src_stride));
   }
-  for (; r < rows; ++r) {
-    const float* s = src + r * src_stride;
-    float* d = dst + r * dst_stride;
-    __m256 a = start(d);
-    for (int i = 0; i < b.full; ++i) a = max_keep_nan(a, _mm256_loadu_ps(s + b.full_offset[i]));
-    for (int i = 0; i < b.partial; ++i) a = partial_max(a, i, load(s + b.partial_offset[i], i));
-    finish(d, a);
+  if (kStep == 2) {
+    for (int t = 0; t < b.pairs; ++t) {
+      const float* p = s + b.pair_offset[t];
+      const bool all = b.pair_bits[t] == 0xff;
+      const uint32_t both = spread_even(b.pair_bits[t]) * 3u;  // both elements of each pair
+      const __m256i lanes = lane_vector(b.pair_bits[t]), lo_lanes = lane_vector(both & 0xff),
+                    hi_lanes = lane_vector(both >> 8);
+      for (int i = 0; i < kRows; ++i) {
+        const float* q = p + i * src_stride;
+        const __m256 lo = all ? _mm256_loadu_ps(q) : _mm256_maskload_ps(q, lo_lanes);
+        const __m256 hi = all ? _mm256_loadu_ps(q + kVec) : _mm256_maskload_ps(q + kVec, hi_lanes);
+        const __m256 v = max_keep_nan(acc[i], max_keep_nan(even_lanes(lo, hi), odd_lanes(lo, hi)));
+        acc[i] = all ? v : _mm256_blendv_ps(acc[i], v, _mm256_castsi256_ps(lanes));
+      }
+    }
+  }
+  for (int t = 0; t < b.partial; ++t) {
+    const float* p = s + b.partial_offset[t];
+    const __m256i lanes = lane_vector(b.partial_bits[t]);
+    const uint32_t source = kStep == 2 ? spread_even(b.partial_bits[t]) : 0;
+    const __m256i lo_lanes = lane_vector(source & 0xff), hi_lanes = lane_vector(source >> 8);
+    for (int i = 0; i < kRows; ++i) {
+      const float* q = p + i * src_stride;
+      __m256 v;
+      if (kStep == 1) {
+        v = _mm256_maskload_ps(q, lanes);
+      } else if (kStep == 2) {
+        v = even_lanes(_mm256_maskload_ps(q, lo_lanes), _mm256_maskload_ps(q + kVec, hi_lanes));
+      } else {
+        const __m256i strided = _mm256_mullo_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
+                                                   _mm256_set1_epi32(static_cast<int>(step)));
+        v = _mm256_mask_i32gather_ps(_mm256_setzero_ps(), q, strided, _mm256_castsi256_ps(lanes), 4);
+      }
+      acc[i] = _mm256_blendv_ps(acc[i], max_keep_nan(acc[i], v), _mm256_castsi256_ps(lanes));
+    }
+  }
+  for (int i = 0; i < kRows; ++i) {
+    if (len == kVec) _mm256_storeu_ps(d + i * dst_stride, acc[i]);
+    else _mm256_maskstore_ps(d + i * dst_stride, store, acc[i]);
   }
 }
 
-// Blocks of 8 outputs outer, rows inner: a block's taps are sorted out once for all rows.
+// A panel of blocks over all rows: rows outer in pairs, blocks inner, so each row's reads stay in cache from
+// one block to the next (the rows are often whole planes apart).
+template <int kStep>
+void max_taps_panel(const float* src, int64_t src_stride, int64_t step, const MaxTapBlock* blocks, int count,
+                    int64_t n, int64_t rows, float* dst, int64_t dst_stride, bool first) {
+  int64_t r = 0;
+  for (; r + 2 <= rows; r += 2)
+    for (int i = 0; i < count; ++i)
+      max_taps_rows<kStep, 2>(src + r * src_stride + i * kVec * step, src_stride, step, blocks[i],
+                              dst + r * dst_stride + i * kVec, dst_stride, std::min<int64_t>(n - i * kVec, kVec), first);
+  for (; r < rows; ++r)
+    for (int i = 0; i < count; ++i)
+      max_taps_rows<kStep, 1>(src + r * src_stride + i * kVec * step, src_stride, step, blocks[i],
+                              dst + r * dst_stride + i * kVec, dst_stride, std::min<int64_t>(n - i * kVec, kVec), first);
+}
+
+// K taps on consecutive image rows (offsets o0 + t*period, every output of every row): output image row q is
+// the max of input image rows q .. q+K-1. A strip of 8 columns slides down the rows with the last rows and
+// the max of neighbouring pairs in registers, so each input row is loaded once instead of K times.
+template <int K>
+void max_taps_slide(const float* src, int64_t src_stride, int64_t o0, int64_t period, int64_t count, int64_t rows,
+                    float* dst, int64_t dst_stride) {
+  const __m256 lowest = _mm256_set1_ps(kLowestFloat);
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* s = src + r * src_stride + o0;
+    float* d = dst + r * dst_stride;
+    for (int64_t c0 = 0; c0 < period; c0 += kVec) {
+      const bool whole = period - c0 >= kVec;
+      const __m256i m = tail_mask(period - c0);
+      auto row = [&](int64_t q) {
+        return whole ? _mm256_loadu_ps(s + q * period + c0) : _mm256_maskload_ps(s + q * period + c0, m);
+      };
+      // v: the last K-1 rows; p[i] = max(v[i], v[i+1])
+      __m256 v[K], p[K];
+      for (int i = 0; i < K - 1; ++i) v[i] = row(i);
+      for (int i = 0; i + 1 < K - 1; ++i) p[i] = max_keep_nan(v[i], v[i + 1]);
+      for (int64_t q = 0; q < count; ++q) {
+        v[K - 1] = row(q + K - 1);
+        if (K > 1) p[K - 2] = max_keep_nan(v[K - 2], v[K - 1]);
+        __m256 acc;
+        if (K == 1) acc = v[0];
+        else if (K == 2) acc = p[0];
+        else if (K == 3) acc = max_keep_nan(p[0], v[2]);
+        else if (K == 4) acc = max_keep_nan(p[0], p[2]);
+        else acc = max_keep_nan(max_keep_nan(p[0], p[2]), v[4]);  // K == 5
+        acc = _mm256_max_ps(lowest, acc);  // at least lowest; a NaN stays (vmaxps returns its second operand)
+        if (whole) _mm256_storeu_ps(d + q * period + c0, acc);
+        else _mm256_maskstore_ps(d + q * period + c0, m, acc);
+        for (int i = 0; i + 1 < K; ++i) v[i] = v[i + 1];
+        for (int i = 0; i + 1 < K - 1; ++i) p[i] = p[i + 1];
+      }
+    }
+  }
+}
+
+// Panels of up to 8 blocks of 8 outputs; each block's taps are sorted out once for all rows. Taps on K <= 5
+// consecutive image rows covering all of them (a separable pool's column pass over whole rows) slide instead.
 void max_taps(const float* src, int64_t src_stride, int64_t step, const PoolTap* taps, int64_t tap_count,
               int64_t period, int64_t rows, int64_t n, float* dst, int64_t dst_stride) {
-  MaxTapBlock b;
-  for (int64_t j0 = 0; j0 < n; j0 += kVec) {
-    const int64_t len = n - j0 < kVec ? n - j0 : kVec;
+  if (step == 1 && tap_count >= 2 && tap_count <= 5 && period < n && n % period == 0) {
+    bool rows_of_taps = true;
+    for (int64_t t = 0; t < tap_count; ++t)
+      rows_of_taps = rows_of_taps && taps[t].offset == taps[0].offset + t * period && taps[t].begin <= 0 &&
+                     taps[t].end >= period;
+    if (rows_of_taps) {
+      const int64_t count = n / period;
+      if (tap_count == 2) max_taps_slide<2>(src, src_stride, taps[0].offset, period, count, rows, dst, dst_stride);
+      else if (tap_count == 3) max_taps_slide<3>(src, src_stride, taps[0].offset, period, count, rows, dst, dst_stride);
+      else if (tap_count == 4) max_taps_slide<4>(src, src_stride, taps[0].offset, period, count, rows, dst, dst_stride);
+      else max_taps_slide<5>(src, src_stride, taps[0].offset, period, count, rows, dst, dst_stride);
+      return;
+    }
+  }
+  constexpr int kPanel = 8;
+  MaxTapBlock blocks[kPanel];
+  for (int64_t p0 = 0; p0 < n; p0 += kPanel * kVec) {
+    const int64_t panel_n = std::min<int64_t>(n - p0, kPanel * kVec);
+    const int count = static_cast<int>((panel_n + kVec - 1) / kVec);
     int64_t t0 = 0;
     do {  // taps in chunks of MaxTapBlock::kMax; later chunks continue from dst
-      const int64_t t1 = tap_count - t0 < MaxTapBlock::kMax ? tap_count : t0 + MaxTapBlock::kMax;
-      b.full = b.partial = 0;
-      for (int64_t t = t0; t < t1; ++t) {
-        const uint32_t m = pool_tap_lanes(taps[t], j0, len, period);
-        if (m == 0) continue;
-        const int64_t o = taps[t].offset + j0 * step;
-        if (m == 0xff && step == 1) {
-          b.full_offset[b.full++] = o;
-        } else {
-          const uint32_t s = spread_even(m);
-          b.partial_offset[b.partial] = o;
-          b.partial_lanes[b.partial] = lane_vector(m);
-          b.source_lo[b.partial] = lane_vector(s & 0xff);
-          b.source_hi[b.partial++] = lane_vector(s >> 8);
-        }
+      const int64_t t1 = std::min<int64_t>(tap_count, t0 + MaxTapBlock::kMax);
+      for (int i = 0; i < count; ++i) {
+        const int64_t j0 = p0 + i * kVec;
+        blocks[i].sort_out(taps + t0, t1 - t0, step, j0, std::min<int64_t>(n - j0, kVec), period);
       }
-      if (step == 1) max_taps_block<1>(src, src_stride, step, b, rows, dst + j0, dst_stride, len, t0 == 0);
-      else if (step == 2) max_taps_block<2>(src, src_stride, step, b, rows, dst + j0, dst_stride, len, t0 == 0);
-      else max_taps_block<0>(src, src_stride, step, b, rows, dst + j0, dst_stride, len, t0 == 0);
+      const float* s = src + p0 * step;
+      float* d = dst + p0;
+      if (step == 1) max_taps_panel<1>(s, src_stride, step, blocks, count, panel_n, rows, d, dst_stride, t0 == 0);
+      else if (step == 2) max_taps_panel<2>(s, src_stride, step, blocks, count, panel_n, rows, d, dst_stride, t0 == 0);
+      else max_taps_panel<0>(s, src_stride, step, blocks, count, panel_n, rows, d, dst_stride, t0 == 0);
       t0 = t1;
     } while (t0 < tap_count);
   }

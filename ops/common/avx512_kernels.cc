@@ -450,16 +450,23 @@ void depthwise_run(int64_t count, const float* const* taps, int64_t in_stride, c
       for (int64_t i = 0; i < n; ++i) out[c * out_stride + i] = apply_activation(acts[c], out[c * out_stride + i]);
 }
 
-// NaN-keeping max: vmaxps returns its second operand when either is NaN, so the OR of both operand orders is
-// NaN when either side is (and the max otherwise, up to the sign of a zero).
-inline __m512 max_keep_nan(__m512 a, __m512 b) { return _mm512_or_ps(_mm512_max_ps(a, b), _mm512_max_ps(b, a)); }
+// NaN-keeping max: vmaxps(a, b) returns b when either is NaN, which keeps a NaN of b; the lanes where a is
+// already NaN keep a.
+inline __m512 max_keep_nan(__m512 a, __m512 b) {
+  return _mm512_mask_max_ps(a, _mm512_cmp_ps_mask(a, a, _CMP_ORD_Q), a, b);
+}
+
+// The same on the lanes of m; the other lanes keep a.
+inline __m512 max_keep_nan(__m512 a, __mmask16 m, __m512 b) {
+  return _mm512_mask_max_ps(a, _mm512_mask_cmp_ps_mask(m, a, a, _CMP_ORD_Q), a, b);
+}
 
 // The lanes [0, len) of the block of outputs starting at j0 that tap t applies to (see KernelTable::max_taps).
 inline __mmask16 pool_tap_lanes(const PoolTap& t, int64_t j0, int64_t len, int64_t period) {
   uint32_t m = 0;
   for (int64_t q = j0 / period * period; q < j0 + len; q += period) {
     const int64_t b = std::max(q + std::max<int64_t>(t.begin, 0), j0), e = std::min(q + std::min(t.end, period), j0 + len);
-    if (e > b) m |= ((e - j0 >= 32 ? ~0u : (1u << (e - j0)) - 1u)) & ~((1u << (b - j0)) - 1u);
+    if (e > b) m |= ((1u << (e - j0)) - 1u) & ~((1u << (b - j0)) - 1u);
   }
   return __mmask16(m);
 }
@@ -472,102 +479,189 @@ inline uint32_t spread_even(uint32_t m) {
   return (m | (m << 1)) & 0x55555555u;
 }
 
-// The taps of one block of 16 outputs: those reading all 16 lanes with one plain load (stride 1), and the rest
-// with their lanes.
+// The taps of one block of 16 outputs, offsets from the block's first output: at stride 1 those reading all
+// lanes (one plain load); at stride 2 the pairs of taps reading neighbouring elements on the same lanes
+// (window columns kx, kx+1 at dilation 1), which share their two loads; and the rest, with their lanes.
 struct MaxTapBlock {
   static constexpr int kMax = 32;
-  int full = 0, partial = 0;
+  int full = 0, pairs = 0, partial = 0;
   int64_t full_offset[kMax];
+  int64_t pair_offset[kMax];
+  __mmask16 pair_lanes[kMax];
   int64_t partial_offset[kMax];
   __mmask16 partial_lanes[kMax];
+
+  void sort_out(const PoolTap* taps, int64_t count, int64_t step, int64_t j0, int64_t len, int64_t period) {
+    full = pairs = partial = 0;
+    for (int64_t t = 0; t < count; ++t) {
+      const __mmask16 m = pool_tap_lanes(taps[t], j0, len, period);
+      if (m == 0) continue;
+      if (m == 0xffff && step == 1) {
+        full_offset[full++] = taps[t].offset;
+        continue;
+      }
+      partial_offset[partial] = taps[t].offset;
+      partial_lanes[partial++] = m;
+    }
+    if (step != 2) return;
+    int kept = 0;
+    for (int i = 0; i < partial; ++i) {
+      if (partial_lanes[i] == 0) continue;  // taken by an earlier pair
+      int mate = -1;
+      for (int j = i + 1; j < partial && mate < 0; ++j)
+        if (partial_lanes[j] == partial_lanes[i] && (partial_offset[j] == partial_offset[i] + 1 ||
+                                                     partial_offset[j] == partial_offset[i] - 1))
+          mate = j;
+      if (mate < 0) {
+        partial_offset[kept] = partial_offset[i];
+        partial_lanes[kept++] = partial_lanes[i];
+        continue;
+      }
+      pair_offset[pairs] = std::min(partial_offset[i], partial_offset[mate]);
+      pair_lanes[pairs++] = partial_lanes[i];
+      partial_lanes[mate] = 0;
+    }
+    partial = kept;
+  }
 };
 
-// The rows of one block for max_taps, four at a time (independent max chains overlap their latencies).
-// kStep 1: loads; 2: two loads and a permute to the even lanes; 0: any other step, gathers. Lanes a tap does
-// not apply to are not read and keep the accumulator.
-template <int kStep>
-void max_taps_block(const float* src, int64_t src_stride, int64_t step, const MaxTapBlock& b, int64_t rows,
-                    float* dst, int64_t dst_stride, __mmask16 store, bool first) {
-  const __m512 lowest = _mm512_set1_ps(kLowestFloat);
+// One block of 16 outputs for kRows rows (rows src_stride / dst_stride apart). kStep 1: loads; 2: two loads
+// and permutes to the even (and odd) lanes; 0: any other step, gathers. Lanes a tap does not apply to are not
+// read and keep the accumulator. The rows' max chains are independent and overlap their latencies.
+template <int kStep, int kRows>
+inline void max_taps_rows(const float* s, int64_t src_stride, int64_t step, const MaxTapBlock& b, float* d,
+                          int64_t dst_stride, __mmask16 store, bool first) {
   const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
-  const __m512i strided = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
-                                             _mm512_set1_epi32(static_cast<int>(step)));
-  auto load = [&](const float* p, __mmask16 m) {
-    if (kStep == 1) return _mm512_maskz_loadu_ps(m, p);
-    if (kStep == 2) {
-      const uint32_t s = spread_even(m);
-      return _mm512_permutex2var_ps(_mm512_maskz_loadu_ps(__mmask16(s), p), even,
-                                    _mm512_maskz_loadu_ps(__mmask16(s >> 16), p + kVec));
-    }
-    return _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m, strided, p, 4);
-  };
-  auto partial_max = [&](__m512 a, __mmask16 m, __m512 v) {
-    return _mm512_mask_or_ps(a, m, _mm512_max_ps(a, v), _mm512_max_ps(v, a));
-  };
-  auto start = [&](const float* d) { return first ? lowest : _mm512_maskz_loadu_ps(store, d); };
-  int64_t r = 0;
-  for (; r + 4 <= rows; r += 4) {
-    const float* s0 = src + r * src_stride;
-    const float *s1 = s0 + src_stride, *s2 = s1 + src_stride, *s3 = s2 + src_stride;
-    float* d = dst + r * dst_stride;
-    __m512 a0 = start(d), a1 = start(d + dst_stride), a2 = start(d + 2 * dst_stride), a3 = start(d + 3 * dst_stride);
-    for (int i = 0; i < b.full; ++i) {
-      const int64_t o = b.full_offset[i];
-      a0 = max_keep_nan(a0, _mm512_loadu_ps(s0 + o));
-      a1 = max_keep_nan(a1, _mm512_loadu_ps(s1 + o));
-      a2 = max_keep_nan(a2, _mm512_loadu_ps(s2 + o));
-      a3 = max_keep_nan(a3, _mm512_loadu_ps(s3 + o));
-    }
-    for (int i = 0; i < b.partial; ++i) {
-      const int64_t o = b.partial_offset[i];
-      const __mmask16 m = b.partial_lanes[i];
-      a0 = partial_max(a0, m, load(s0 + o, m));
-      a1 = partial_max(a1, m, load(s1 + o, m));
-      a2 = partial_max(a2, m, load(s2 + o, m));
-      a3 = partial_max(a3, m, load(s3 + o, m));
-    }
-    _mm512_mask_storeu_ps(d, store, a0);
-    _mm512_mask_storeu_ps(d + dst_stride, store, a1);
-    _mm512_mask_storeu_ps(d + 2 * dst_stride, store, a2);
-    _mm512_mask_storeu_ps(d + 3 * dst_stride, store, a3);
+  const __m512i odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));
+  __m512 acc[kRows];
+  for (int i = 0; i < kRows; ++i)
+    acc[i] = first ? _mm512_set1_ps(kLowestFloat) : _mm512_maskz_loadu_ps(store, d + i * dst_stride);
+  for (int t = 0; t < b.full; ++t) {
+    const float* p = s + b.full_offset[t];
+    for (int i = 0; i < kRows; ++i) acc[i] = max_keep_nan(acc[i], _mm512_loadu_ps(p + i * src_stride));
   }
-  for (; r < rows; ++r) {
-    const float* s = src + r * src_stride;
+  if (kStep == 2) {
+    for (int t = 0; t < b.pairs; ++t) {
+      const float* p = s + b.pair_offset[t];
+      const __mmask16 m = b.pair_lanes[t];
+      const uint32_t sm = spread_even(m) * 3u;  // both lanes of each pair
+      for (int i = 0; i < kRows; ++i) {
+        const __m512 lo = _mm512_maskz_loadu_ps(__mmask16(sm), p + i * src_stride);
+        const __m512 hi = _mm512_maskz_loadu_ps(__mmask16(sm >> 16), p + i * src_stride + kVec);
+        const __m512 v = max_keep_nan(_mm512_permutex2var_ps(lo, even, hi), _mm512_permutex2var_ps(lo, odd, hi));
+        acc[i] = m == 0xffff ? max_keep_nan(acc[i], v) : max_keep_nan(acc[i], m, v);
+      }
+    }
+  }
+  for (int t = 0; t < b.partial; ++t) {
+    const float* p = s + b.partial_offset[t];
+    const __mmask16 m = b.partial_lanes[t];
+    for (int i = 0; i < kRows; ++i) {
+      const float* q = p + i * src_stride;
+      __m512 v;
+      if (kStep == 1) {
+        v = _mm512_maskz_loadu_ps(m, q);
+      } else if (kStep == 2) {
+        const uint32_t sm = spread_even(m);
+        v = _mm512_permutex2var_ps(_mm512_maskz_loadu_ps(__mmask16(sm), q), even,
+                                   _mm512_maskz_loadu_ps(__mmask16(sm >> 16), q + kVec));
+      } else {
+        const __m512i strided = _mm512_mullo_epi32(
+            _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15), _mm512_set1_epi32(static_cast<int>(step)));
+        v = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m, strided, q, 4);
+      }
+      acc[i] = max_keep_nan(acc[i], m, v);
+    }
+  }
+  for (int i = 0; i < kRows; ++i) _mm512_mask_storeu_ps(d + i * dst_stride, store, acc[i]);
+}
+
+// A panel of blocks over all rows: rows outer in fours, blocks inner, so each row's reads stay in cache from
+// one block to the next (the rows are often whole planes apart).
+template <int kStep>
+void max_taps_panel(const float* src, int64_t src_stride, int64_t step, const MaxTapBlock* blocks, int count,
+                    int64_t n, int64_t rows, float* dst, int64_t dst_stride, bool first) {
+  int64_t r = 0;
+  for (; r + 4 <= rows; r += 4)
+    for (int i = 0; i < count; ++i)
+      max_taps_rows<kStep, 4>(src + r * src_stride + i * kVec * step, src_stride, step, blocks[i],
+                              dst + r * dst_stride + i * kVec, dst_stride, tail_mask(n - i * kVec), first);
+  for (; r < rows; ++r)
+    for (int i = 0; i < count; ++i)
+      max_taps_rows<kStep, 1>(src + r * src_stride + i * kVec * step, src_stride, step, blocks[i],
+                              dst + r * dst_stride + i * kVec, dst_stride, tail_mask(n - i * kVec), first);
+}
+
+// K taps on consecutive image rows (offsets o0 + t*period, every output of every row): output image row q is
+// the max of input image rows q .. q+K-1. A strip of 16 columns slides down the rows with the last rows and
+// the max of neighbouring pairs in registers, so each input row is loaded once instead of K times.
+template <int K>
+void max_taps_slide(const float* src, int64_t src_stride, int64_t o0, int64_t period, int64_t count, int64_t rows,
+                    float* dst, int64_t dst_stride) {
+  const __m512 lowest = _mm512_set1_ps(kLowestFloat);
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* s = src + r * src_stride + o0;
     float* d = dst + r * dst_stride;
-    __m512 a = start(d);
-    for (int i = 0; i < b.full; ++i) a = max_keep_nan(a, _mm512_loadu_ps(s + b.full_offset[i]));
-    for (int i = 0; i < b.partial; ++i)
-      a = partial_max(a, b.partial_lanes[i], load(s + b.partial_offset[i], b.partial_lanes[i]));
-    _mm512_mask_storeu_ps(d, store, a);
+    for (int64_t c0 = 0; c0 < period; c0 += kVec) {
+      const __mmask16 m = tail_mask(period - c0);
+      auto row = [&](int64_t q) { return _mm512_maskz_loadu_ps(m, s + q * period + c0); };
+      // v: the last K-1 rows; p[i] = max(v[i], v[i+1])
+      __m512 v[K], p[K];
+      for (int i = 0; i < K - 1; ++i) v[i] = row(i);
+      for (int i = 0; i + 1 < K - 1; ++i) p[i] = max_keep_nan(v[i], v[i + 1]);
+      for (int64_t q = 0; q < count; ++q) {
+        v[K - 1] = row(q + K - 1);
+        if (K > 1) p[K - 2] = max_keep_nan(v[K - 2], v[K - 1]);
+        __m512 acc;
+        if (K == 1) acc = v[0];
+        else if (K == 2) acc = p[0];
+        else if (K == 3) acc = max_keep_nan(p[0], v[2]);
+        else if (K == 4) acc = max_keep_nan(p[0], p[2]);
+        else acc = max_keep_nan(max_keep_nan(p[0], p[2]), v[4]);  // K == 5
+        // at least lowest; a NaN stays (vmaxps returns its second operand when either is NaN)
+        _mm512_mask_storeu_ps(d + q * period + c0, m, _mm512_max_ps(lowest, acc));
+        for (int i = 0; i + 1 < K; ++i) v[i] = v[i + 1];
+        for (int i = 0; i + 1 < K - 1; ++i) p[i] = p[i + 1];
+      }
+    }
   }
 }
 
-// Blocks of 16 outputs outer, rows inner: a block's taps are sorted out once for all rows.
+// Panels of up to 8 blocks of 16 outputs; each block's taps are sorted out once for all rows. Taps on K <= 5
+// consecutive image rows covering all of them (a separable pool's column pass over whole rows) slide instead.
 void max_taps(const float* src, int64_t src_stride, int64_t step, const PoolTap* taps, int64_t tap_count,
               int64_t period, int64_t rows, int64_t n, float* dst, int64_t dst_stride) {
-  MaxTapBlock b;
-  for (int64_t j0 = 0; j0 < n; j0 += kVec) {
-    const int64_t len = n - j0 < kVec ? n - j0 : kVec;
+  if (step == 1 && tap_count >= 2 && tap_count <= 5 && period < n && n % period == 0) {
+    bool rows_of_taps = true;
+    for (int64_t t = 0; t < tap_count; ++t)
+      rows_of_taps = rows_of_taps && taps[t].offset == taps[0].offset + t * period && taps[t].begin <= 0 &&
+                     taps[t].end >= period;
+    if (rows_of_taps) {
+      const int64_t count = n / period;
+      if (tap_count == 2) max_taps_slide<2>(src, src_stride, taps[0].offset, period, count, rows, dst, dst_stride);
+      else if (tap_count == 3) max_taps_slide<3>(src, src_stride, taps[0].offset, period, count, rows, dst, dst_stride);
+      else if (tap_count == 4) max_taps_slide<4>(src, src_stride, taps[0].offset, period, count, rows, dst, dst_stride);
+      else max_taps_slide<5>(src, src_stride, taps[0].offset, period, count, rows, dst, dst_stride);
+      return;
+    }
+  }
+  constexpr int kPanel = 8;
+  MaxTapBlock blocks[kPanel];
+  for (int64_t p0 = 0; p0 < n; p0 += kPanel * kVec) {
+    const int64_t panel_n = std::min<int64_t>(n - p0, kPanel * kVec);
+    const int count = static_cast<int>((panel_n + kVec - 1) / kVec);
     int64_t t0 = 0;
     do {  // taps in chunks of MaxTapBlock::kMax; later chunks continue from dst
-      const int64_t t1 = tap_count - t0 < MaxTapBlock::kMax ? tap_count : t0 + MaxTapBlock::kMax;
-      b.full = b.partial = 0;
-      for (int64_t t = t0; t < t1; ++t) {
-        const __mmask16 m = pool_tap_lanes(taps[t], j0, len, period);
-        if (m == 0) continue;
-        const int64_t o = taps[t].offset + j0 * step;
-        if (m == 0xffff && step == 1) {
-          b.full_offset[b.full++] = o;
-        } else {
-          b.partial_offset[b.partial] = o;
-          b.partial_lanes[b.partial++] = m;
-        }
+      const int64_t t1 = std::min<int64_t>(tap_count, t0 + MaxTapBlock::kMax);
+      for (int i = 0; i < count; ++i) {
+        const int64_t j0 = p0 + i * kVec;
+        blocks[i].sort_out(taps + t0, t1 - t0, step, j0, std::min<int64_t>(n - j0, kVec), period);
       }
-      float* d = dst + j0;
-      const __mmask16 store = tail_mask(len);
-      if (step == 1) max_taps_block<1>(src, src_stride, step, b, rows, d, dst_stride, store, t0 == 0);
-      else if (step == 2) max_taps_block<2>(src, src_stride, step, b, rows, d, dst_stride, store, t0 == 0);
-      else max_taps_block<0>(src, src_stride, step, b, rows, d, dst_stride, store, t0 == 0);
+      const float* s = src + p0 * step;
+      float* d = dst + p0;
+      if (step == 1) max_taps_panel<1>(s, src_stride, step, blocks, count, panel_n, rows, d, dst_stride, t0 == 0);
+      else if (step == 2) max_taps_panel<2>(s, src_stride, step, blocks, count, panel_n, rows, d, dst_stride, t0 == 0);
+      else max_taps_panel<0>(s, src_stride, step, blocks, count, panel_n, rows, d, dst_stride, t0 == 0);
       t0 = t1;
     } while (t0 < tap_count);
   }
