@@ -14,8 +14,11 @@ rotating), so load from other jobs hits them alike. Each converted runner carrie
 * **session**: `DeltaSession.run(None, feed)` (dense fallback off, so every frame runs the Delta ops; other
   options at their defaults, including the identical-frame check).
 
-`session - raw` is DeltaSession's own cost per frame. Times are the calling thread's CPU time (`time.thread_time`:
-ORT runs a one-thread session's kernels in the calling thread) and wall time, mean over the timed frames.
+Times are the calling thread's CPU time (`time.thread_time`: ORT runs a one-thread session's kernels in the calling
+thread) and wall time, mean over the timed frames, and the CPU time spent outside ORT's run call (binding,
+statistics, Python; measured directly around ORT's run, so it is not drowned in the noise of the kernels).
+`session - raw` of that last column is DeltaSession's own cost per frame. `--repeat K` feeds every frame K times
+(frames the identical-frame test skips); `--no-skip` turns that test off.
 `--node-profile` adds ORT's per-node profile (SessionOptions.enable_profiling) of the raw converted model: the top
 nodes by total time, and ORT's own run time against the Python-side wall time of raw and session.
 `--cprofile` prints cProfile's top functions of DeltaSession.run.

@@ -23,8 +23,10 @@ Who owns what:
 Identical frames (``skip_identical_frames``, on by default): when a run's frames provably leave every Delta op
 without a change, the converted model would return exactly its previous outputs and leave the state as it was
 (see `_IdenticalFramePlan`), so the run returns the previous outputs without calling ORT; its statistics say
-nothing was recomputed and its change maps are all zero. To do so the session keeps a private copy of the
-model outputs of each run (one copy of the outputs, small next to a run) and returns copies of it.
+nothing was recomputed and its change maps are all zero. For that the session keeps a private copy of the
+model outputs of a run whose successor will be tested (one copy of the outputs, into reused buffers) and
+returns copies of it. A stream whose frames keep changing is tested on every 16th frame only (after 4 misses
+in a row), so it pays the test and the copy rarely; skipping or not never changes a result.
 
 Threads: one ORT session is shared by all streams; each stream has its own IOBinding. Runs on different
 streams may proceed at the same time from different threads. Runs on the *same* stream are serialized by a
