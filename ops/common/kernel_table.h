@@ -39,8 +39,9 @@ struct KernelTable {
                            int64_t begin, int64_t end, const uint8_t* flags);
 
   // Rules 2 and 3 fused for tau = 0, where a pixel's channels can be decided one by one (an unchanged
-  // element equals its reference): flags[p] |= any_c x != ref (NaN counts as changed), and ref_out takes x
-  // wherever x != ref (ref_out == ref_in: only those elements are written; else every element of the range).
+  // element equals its reference): flags[p] |= any_c !(|x - ref| <= 0) (NaN and Inf count as changed), and
+  // ref_out takes x wherever that holds (ref_out == ref_in: only those elements are written; else every
+  // element of the range).
   void (*detect_update_exact)(const float* x, const float* ref_in, float* ref_out, int64_t channels, int64_t plane,
                               int64_t begin, int64_t end, uint8_t* flags);
 
