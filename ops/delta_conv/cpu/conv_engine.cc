@@ -5,6 +5,7 @@
 #include <cstring>
 
 #include "common/delta_state.h"
+#include "delta_conv/cpu/depthwise_engine.h"
 
 namespace deltaonnx {
 
@@ -429,6 +430,9 @@ void run_delta_conv(const ConvSpec& spec, const PackedConvWeights& weights, cons
     float* y = item.y;
     const int64_t recompute = item.recompute;
     if (recompute == 0) continue;
+    // Depthwise (one input and one output channel per group): the direct engine, not the GEMM.
+    if (run_depthwise_item(spec, weights, w, recompute_source(st), out_flags, y, run.bias, acts, parallel_for))
+      continue;
 
     // The split: all rows for a dense item, else only the rows some recomputed output reads.
     const bool all_rows = recompute == out_plane;
