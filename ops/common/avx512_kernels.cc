@@ -218,9 +218,13 @@ void deinterleave2(const float* src, int64_t n, float* even, float* odd) {
     _mm512_storeu_ps(even + v, _mm512_permutex2var_ps(a, ie, b));
     _mm512_storeu_ps(odd + v, _mm512_permutex2var_ps(a, io, b));
   }
-  for (; v < n; ++v) {
-    even[v] = src[2 * v];
-    odd[v] = src[2 * v + 1];
+  if (v < n) {  // the tail: 2 * (n - v) source floats through two masked loads, n - v of each phase stored
+    const int64_t rest = 2 * (n - v);
+    const __m512 a = _mm512_maskz_loadu_ps(tail_mask(rest), src + 2 * v);
+    const __m512 b = rest > kVec ? _mm512_maskz_loadu_ps(tail_mask(rest - kVec), src + 2 * v + kVec) : _mm512_setzero_ps();
+    const __mmask16 t = tail_mask(n - v);
+    _mm512_mask_storeu_ps(even + v, t, _mm512_permutex2var_ps(a, ie, b));
+    _mm512_mask_storeu_ps(odd + v, t, _mm512_permutex2var_ps(a, io, b));
   }
 }
 
