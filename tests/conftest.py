@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -46,3 +47,20 @@ def cpu_op_library() -> str:
         if os.environ.get("CI"):  # CI builds it: missing there is a failure, not a skip
             pytest.fail(f"op library not built: {error}")
         pytest.skip(f"op library not built: {error}")
+
+
+def check_under_simd(simd: str, module: str, call: str) -> None:
+    """Runs `module.call` (e.g. "check_fixed_cases(seed=11)") in a fresh process with the op library loaded under
+    DELTAONNX_SIMD=simd (the table is chosen once per process); skips variants this CPU or build lacks."""
+    try:
+        from deltaonnx import _native
+    except ImportError:
+        pytest.skip("deltaonnx._native (which lists the variants this CPU runs) is not built")
+    if simd not in set(_native.simd_variants()):
+        pytest.skip(f"{simd} not supported here")
+    tests_dir = Path(__file__).resolve().parent
+    code = (f"import sys; sys.path[:0] = [sys.argv[1], sys.argv[2]]; import conftest, {module} as t; t.{call}")
+    done = subprocess.run([sys.executable, "-c", code, str(tests_dir), str(tests_dir.parent / "models")],
+                          env=dict(os.environ, DELTAONNX_SIMD=simd), cwd=tests_dir, capture_output=True, text=True,
+                          timeout=900)
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]

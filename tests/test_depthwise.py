@@ -5,13 +5,10 @@ border columns (stride 1, pads up to the kernel's reach), stride phases (strides
 activation, on every SIMD variant (each in a subprocess: the variant is chosen when the library loads)."""
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
+
+from conftest import check_under_simd
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -220,26 +217,7 @@ def test_threads_give_the_same_bits(rng, stride):
             np.testing.assert_array_equal(a, b_)
 
 
-def _supported_variants():
-    try:
-        from deltaonnx import _native
-    except ImportError:
-        return None
-    return set(_native.simd_variants())
-
-
 @pytest.mark.parametrize("simd", ["scalar", "avx2", "avx512"])
 def test_every_simd_variant_equals_ort(simd):
     """The fixed cases with the library loaded under DELTAONNX_SIMD=<variant> (a fresh process per variant)."""
-    variants = _supported_variants()
-    if variants is None:
-        pytest.skip("deltaonnx._native (which lists the variants this CPU runs) is not built")
-    if simd not in variants:
-        pytest.skip(f"{simd} not supported here")
-    tests_dir = Path(__file__).resolve().parent
-    env = dict(os.environ, DELTAONNX_SIMD=simd)
-    code = ("import sys; sys.path[:0] = [sys.argv[1], sys.argv[2]]; import conftest, test_depthwise; "
-            "test_depthwise.check_fixed_cases(seed=11)")
-    done = subprocess.run([sys.executable, "-c", code, str(tests_dir), str(tests_dir.parent / "models")],
-                          env=env, cwd=tests_dir, capture_output=True, text=True, timeout=900)
-    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+    check_under_simd(simd, "test_depthwise", "check_fixed_cases(seed=11)")

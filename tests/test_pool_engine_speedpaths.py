@@ -8,13 +8,10 @@ NaN depending on where it sits. Every SIMD variant runs the fixed cases in a fre
 chosen when the library loads)."""
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
+
+from conftest import check_under_simd
 from onnx import TensorProto, helper
 
 from deltaonnx import reference
@@ -151,26 +148,7 @@ def test_dense_fraction_one_keeps_partial_updates_exact(rng):
         np.testing.assert_array_equal(y, dense.run(None, {"x": x})[0])
 
 
-def _supported_variants():
-    try:
-        from deltaonnx import _native
-    except ImportError:
-        return None
-    return set(_native.simd_variants())
-
-
 @pytest.mark.parametrize("simd", ["scalar", "avx2", "avx512"])
 def test_every_simd_variant_equals_ort(simd):
     """The fixed cases with the library loaded under DELTAONNX_SIMD=<variant> (a fresh process per variant)."""
-    variants = _supported_variants()
-    if variants is None:
-        pytest.skip("deltaonnx._native (which lists the variants this CPU runs) is not built")
-    if simd not in variants:
-        pytest.skip(f"{simd} not supported here")
-    tests_dir = Path(__file__).resolve().parent
-    env = dict(os.environ, DELTAONNX_SIMD=simd)
-    code = ("import sys; sys.path[:0] = [sys.argv[1], sys.argv[2]]; import conftest, test_pool_engine_speedpaths as t; "
-            "t.check_fixed_cases(seed=11)")
-    done = subprocess.run([sys.executable, "-c", code, str(tests_dir), str(tests_dir.parent / "models")],
-                          env=env, cwd=tests_dir, capture_output=True, text=True, timeout=900)
-    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+    check_under_simd(simd, "test_pool_engine_speedpaths", "check_fixed_cases(seed=11)")
