@@ -7,28 +7,23 @@ namespace deltaonnx {
 
 namespace {
 
-// Byte masks are scanned eight bytes at a time: rows are mostly empty or mostly full.
+// Byte masks are scanned eight bytes at a time (rows are mostly empty or mostly full).
 inline uint64_t word_at(const uint8_t* p) {
   uint64_t v;
   std::memcpy(&v, p, sizeof v);
   return v;
 }
 
-// The first i in [x, n) with mask[i] != 0 (want_marked) or == 0 (!want_marked); n when there is none.
+// The first i in [x, n) with mask[i] != 0 (want_marked) or == 0 (!want_marked); n when there is none. Each
+// word's bytes are turned into high-bit flags (no carries between bytes); the lowest flag is the answer.
 int64_t next_with(const uint8_t* mask, int64_t x, int64_t n, bool want_marked) {
-  while (x < n && (x & 7) != 0) {
-    if ((mask[x] != 0) == want_marked) return x;
-    ++x;
-  }
+  static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "byte i of a loaded word is bits 8i..8i+7");
+  constexpr uint64_t kLow7 = 0x7f7f7f7f7f7f7f7fULL, kHigh = 0x8080808080808080ULL;
   for (; x + 8 <= n; x += 8) {
-    uint64_t v = word_at(mask + x);
-    if (!want_marked) {  // bytes that are zero become 0x80 (mask bytes may hold any value)
-      v = ~(((v & 0x7f7f7f7f7f7f7f7fULL) + 0x7f7f7f7f7f7f7f7fULL) | v) & 0x8080808080808080ULL;
-    }
-    if (v != 0) {
-      for (int64_t i = x; i < x + 8; ++i)
-        if ((mask[i] != 0) == want_marked) return i;
-    }
+    const uint64_t v = word_at(mask + x);
+    const uint64_t nonzero = (((v & kLow7) + kLow7) | v) & kHigh;
+    const uint64_t hits = want_marked ? nonzero : nonzero ^ kHigh;
+    if (hits != 0) return x + (__builtin_ctzll(hits) >> 3);
   }
   for (; x < n; ++x)
     if ((mask[x] != 0) == want_marked) return x;

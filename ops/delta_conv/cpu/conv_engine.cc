@@ -84,7 +84,6 @@ namespace {
 
 constexpr int64_t kMaxNR = 64;
 constexpr int64_t kMaxMR = 16;
-const ActivationParams kIdentity[kMaxMR] = {};
 
 // The input of one batch item, zero-padded and split into stride phases (space-to-depth): tap (ky, kx) of
 // output (oy, ox) is element (oy + qy) * width + ox + qx of phase plane (c, py, px), with py, qy the remainder
@@ -262,8 +261,9 @@ void compute_panel(const ItemContext& ctx, const Panel& panel) {
       piece_out[i - panel.piece_begin] = (src / width) * Wo + src % width;
     }
 
-  auto store = [&](int64_t m, float* vals) {
-    k.bias_activate(vals, n, ctx.bias ? ctx.bias[m] : 0.f, ctx.acts[m]);
+  // Stores the values of output channel m (activated: bias and activation already applied).
+  auto store = [&](int64_t m, float* vals, bool activated) {
+    if (!activated) k.bias_activate(vals, n, ctx.bias ? ctx.bias[m] : 0.f, ctx.acts[m]);
     float* out = ctx.y + m * out_plane;
     if (gathered) {  // pieces are short where changes are scattered: a plain loop, no memcpy call each
       for (int64_t i = panel.piece_begin; i < panel.piece_end; ++i) {
@@ -296,7 +296,7 @@ void compute_panel(const ItemContext& ctx, const Panel& panel) {
       for (int64_t r = 0; r < Mg; ++r) {
         const int64_t m = g * Mg + r;
         k.gemm_row(K, ctx.weights.row(m), s.rows.data(), n, s.tile.data());
-        store(m, s.tile.data());
+        store(m, s.tile.data(), false);
       }
       continue;
     }
@@ -309,11 +309,13 @@ void compute_panel(const ItemContext& ctx, const Panel& panel) {
                           ctx.bias ? ctx.bias + m0 : nullptr, ctx.acts.data() + m0);
         continue;
       }
-      // Only the panel's rows: kernels with row-count variants skip the zero rows of a short last panel.
+      // Only the panel's rows (kernels with row-count variants skip the zero rows of a short last panel), the
+      // epilogue applied in registers.
       float* tile_rows[kMaxMR];
       for (int64_t r = 0; r < rows; ++r) tile_rows[r] = s.tile.data() + r * nr;
-      k.gemm_tile_store(K, ctx.weights.panel(g, p), s.rows.data(), n, tile_rows, rows, nullptr, kIdentity);
-      for (int64_t r = 0; r < rows; ++r) store(m0 + r, tile_rows[r]);
+      k.gemm_tile_store(K, ctx.weights.panel(g, p), s.rows.data(), n, tile_rows, rows, ctx.bias ? ctx.bias + m0 : nullptr,
+                        ctx.acts.data() + m0);
+      for (int64_t r = 0; r < rows; ++r) store(m0 + r, tile_rows[r], true);
     }
   }
 }
