@@ -1,9 +1,6 @@
 """The experimental Ort::Op library (benchmarks/ort_invoke): ORT's own Conv, Gemm, MatMul and NCHWc kernels invoked
-from custom ops give ORT's Conv results. Skipped unless that library is built (it is not part of the product):
-
-    cmake -S benchmarks/ort_invoke -B build/ort_invoke -G Ninja -DCMAKE_BUILD_TYPE=Release \\
-          -DORT_INCLUDE_DIR=/usr/local/include/onnxruntime && cmake --build build/ort_invoke -j1
-"""
+from custom ops give ORT's Conv results. The library is not part of the product: the tests build it once per run
+with CMake (ORT_INVOKE_LIBRARY points them at a prebuilt one instead)."""
 from __future__ import annotations
 
 import os
@@ -15,9 +12,29 @@ import onnxruntime as ort
 import pytest
 from onnx import helper, numpy_helper
 
-LIBRARY = Path(os.environ.get("ORT_INVOKE_LIBRARY",
-                              Path(__file__).resolve().parents[1] / "build" / "ort_invoke" / "libort_invoke_ops.so"))
-pytestmark = pytest.mark.skipif(not LIBRARY.is_file(), reason=f"experimental library {LIBRARY} not built")
+from edge_build import REPO_ROOT, cmake_build, ort_include_dir
+
+_library: Path | None = None
+
+
+def library() -> Path:
+    """The experimental library: ORT_INVOKE_LIBRARY, else built from benchmarks/ort_invoke into the test run's
+    temporary directory (fails with the build's output when it does not build)."""
+    global _library
+    if _library is None:
+        if os.environ.get("ORT_INVOKE_LIBRARY"):
+            _library = Path(os.environ["ORT_INVOKE_LIBRARY"])
+        else:
+            import tempfile
+
+            build = Path(tempfile.mkdtemp(prefix="ort_invoke_build_"))
+            cmake_build(REPO_ROOT / "benchmarks" / "ort_invoke", build,
+                        {"CMAKE_BUILD_TYPE": "Release", "ORT_INCLUDE_DIR": ort_include_dir()})
+            found = sorted(build.rglob("libort_invoke_ops.so"))
+            assert found, f"no libort_invoke_ops.so under {build}"
+            _library = found[0]
+    return _library
+
 
 DOMAIN = "com.deltaonnx.experimental"
 
@@ -33,7 +50,7 @@ def _session(op, domain, w, b, conv_attrs, level=ort.GraphOptimizationLevel.ORT_
     so = ort.SessionOptions()
     so.intra_op_num_threads = 1
     so.graph_optimization_level = level
-    so.register_custom_ops_library(str(LIBRARY))
+    so.register_custom_ops_library(str(library()))
     return ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
 
 
