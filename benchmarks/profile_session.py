@@ -49,6 +49,7 @@ sys.path.insert(0, str(ROOT / "models"))
 
 import deltaonnx  # noqa: E402
 from deltaonnx import DeltaSession  # noqa: E402
+from deltaonnx.bench import session_options  # noqa: E402
 from deltaonnx.video import Preprocess  # noqa: E402
 
 
@@ -66,18 +67,6 @@ CASES = {
                  dict(scale=1.0, mean=(127.5,), std=(128.0,), layout="NHWC")),
     "yolo": Case("YOLOv8n (NudeNet 320n)", "nudenet_320n", (480, 640), 0.05, dict(layout="NCHW")),
 }
-
-
-def session_options(threads: int, profile_prefix: str | None = None) -> ort.SessionOptions:
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.log_severity_level = 3
-    if profile_prefix:
-        options.enable_profiling = True
-        options.profile_file_prefix = profile_prefix
-    return options
 
 
 # ------------------------------------------------------------------------------------------------ runners

@@ -14,15 +14,22 @@ inline uint64_t word_at(const uint8_t* p) {
   return v;
 }
 
-// The first i in [x, n) with mask[i] != 0 (want_marked) or == 0 (!want_marked); n when there is none. Each
-// word's bytes are turned into high-bit flags (no carries between bytes); the lowest flag is the answer.
+constexpr uint64_t kHighBits = 0x8080808080808080ULL;
+
+// The high bit of each byte of v that is nonzero (no carries between bytes: a byte's low 7 bits plus 0x7f
+// stay below 0x100).
+inline uint64_t nonzero_bytes(uint64_t v) {
+  constexpr uint64_t kLow7 = 0x7f7f7f7f7f7f7f7fULL;
+  return (((v & kLow7) + kLow7) | v) & kHighBits;
+}
+
+// The first i in [x, n) with mask[i] != 0 (want_marked) or == 0 (!want_marked); n when there is none: the
+// lowest flagged byte of a word is the answer.
 int64_t next_with(const uint8_t* mask, int64_t x, int64_t n, bool want_marked) {
   static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "byte i of a loaded word is bits 8i..8i+7");
-  constexpr uint64_t kLow7 = 0x7f7f7f7f7f7f7f7fULL, kHigh = 0x8080808080808080ULL;
   for (; x + 8 <= n; x += 8) {
-    const uint64_t v = word_at(mask + x);
-    const uint64_t nonzero = (((v & kLow7) + kLow7) | v) & kHigh;
-    const uint64_t hits = want_marked ? nonzero : nonzero ^ kHigh;
+    const uint64_t nonzero = nonzero_bytes(word_at(mask + x));
+    const uint64_t hits = want_marked ? nonzero : nonzero ^ kHighBits;
     if (hits != 0) return x + (__builtin_ctzll(hits) >> 3);
   }
   for (; x < n; ++x)
@@ -85,6 +92,17 @@ int64_t or_pool_mask(const uint8_t* in, const Window2D& w, uint8_t* out, std::ve
     for (int64_t ox = 0; ox < Wo; ++ox) row_count += dst[ox];
     count += row_count;
   }
+  return count;
+}
+
+int64_t marks_to_flags(const uint8_t* map, int64_t n, uint8_t* flags) {
+  int64_t count = 0, p = 0;
+  for (; p + 8 <= n; p += 8) {
+    const uint64_t marks = nonzero_bytes(word_at(map + p)) >> 7;  // 1 in each nonzero byte
+    std::memcpy(flags + p, &marks, sizeof marks);
+    count += __builtin_popcountll(marks);
+  }
+  for (; p < n; ++p) count += (flags[p] = map[p] != 0);
   return count;
 }
 

@@ -26,6 +26,9 @@ struct RowRun {
   int64_t x_end;
 };
 
+// flags[p] = 1 where map[p] != 0, else 0, for p < n; returns the number of marks.
+int64_t marks_to_flags(const uint8_t* map, int64_t n, uint8_t* flags);
+
 // Appends the runs of nonzero bytes of a [height, width] mask, rows in order.
 void mask_runs(const uint8_t* mask, int64_t height, int64_t width, std::vector<RowRun>& runs);
 

@@ -47,21 +47,6 @@ ItemPlan plan_item(const DeltaRun& run, int64_t n, float tau, const KernelTable*
 
 namespace {
 
-// flags[p] = map[p] != 0 for p < n, eight bytes at a time; returns the number of marks.
-int64_t copy_marks(const uint8_t* map, int64_t n, uint8_t* flags) {
-  constexpr uint64_t kLow7 = 0x7f7f7f7f7f7f7f7fULL, kHigh = 0x8080808080808080ULL;
-  int64_t count = 0, p = 0;
-  for (; p + 8 <= n; p += 8) {
-    uint64_t v;
-    std::memcpy(&v, map + p, sizeof v);
-    const uint64_t marks = ((((v & kLow7) + kLow7) | v) & kHigh) >> 7;  // 1 in each nonzero byte
-    std::memcpy(flags + p, &marks, sizeof marks);
-    count += __builtin_popcountll(marks);
-  }
-  for (; p < n; ++p) count += (flags[p] = map[p] != 0);
-  return count;
-}
-
 // Inputs of at most this many channels are tested pixel by pixel, all channels at once (one pass over the
 // planes); more channels are streamed plane by plane, except on runs short enough to stay in cache.
 constexpr int64_t kFewChannels = 4;
@@ -83,7 +68,7 @@ int64_t detect_and_update_reference(const InputState& s, uint8_t* flags, const P
     return plane;
   }
   if (s.reference_dropped) {  // the map's marks are the changes (tau = 0)
-    return copy_marks(s.map_in, plane, flags);
+    return marks_to_flags(s.map_in, plane, flags);
   }
   const KernelTable& k = s.kernels ? *s.kernels : kernels();
   std::memset(flags, 0, static_cast<size_t>(plane));

@@ -335,9 +335,9 @@ void split_even(int64_t width, int64_t nr, int64_t vec, Emit emit) {
   }
 }
 
-// A map narrower than a tile: its recomputed pixels are gathered into panels of whole vectors (tiles over the
-// split's raster would spend a tile's columns on the padding columns and on a short last panel: 12-17% of
-// the work on 20x15 maps), or, when all, sparse: rows would compute many pixels not recomputed.
+// A map narrower than a tile: its recomputed pixels are always gathered into panels of whole vectors (tiles
+// over the split's raster would spend a tile's columns on the padding columns and on a short last panel:
+// 12-17% of the work on 20x15 maps; and on the pixels between scattered changes).
 bool narrow_map(const Window2D& w, int64_t nr) { return w.x.out < nr; }
 
 // Plans the panels of one batch item over the split's raster (rows of `width` positions): raster panels
