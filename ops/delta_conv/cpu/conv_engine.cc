@@ -411,7 +411,7 @@ void mark_needed_rows(const Window2D& w, const uint8_t* flags, std::vector<uint8
 }  // namespace
 
 void run_delta_conv(const ConvSpec& spec, const PackedConvWeights& weights, const ConvRun& run,
-                    const ParallelFor& parallel_for, RunStats* stats) {
+                    const ParallelFor& parallel_for, RunStats* stats, const DenseItemConv* dense) {
   const KernelTable& k = weights.kernels();
   const Window2D w = spec.window.resolve(run.height, run.width);
   const int64_t C = spec.in_channels_per_group * spec.group, M = spec.out_channels;
@@ -432,6 +432,7 @@ void run_delta_conv(const ConvSpec& spec, const PackedConvWeights& weights, cons
     float* y = item.y;
     const int64_t recompute = item.recompute;
     if (recompute == 0) continue;
+    if (recompute == out_plane && dense != nullptr && *dense && (*dense)(recompute_source(st), y)) continue;
     // Depthwise (one input and one output channel per group): the direct engine, not the GEMM.
     if (run_depthwise_item(spec, weights, w, recompute_source(st), out_flags, y, run.bias, acts, parallel_for))
       continue;

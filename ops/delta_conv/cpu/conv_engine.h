@@ -3,6 +3,7 @@
 #pragma once
 #include <array>
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -55,7 +56,12 @@ struct ConvRun : DeltaRun {
   const float* bias = nullptr;
 };
 
+// A dense engine for whole batch items: y [M, Ho, Wo] = act(conv(src [C, H, W]) + bias) for an item recomputed
+// everywhere. False leaves the item to the engine's own kernels. The CPU EP's kernel passes ORT's NCHWc Conv
+// (delta_conv/cpu/nchwc_dense_conv.h).
+using DenseItemConv = std::function<bool(const float* src, float* y)>;
+
 void run_delta_conv(const ConvSpec& spec, const PackedConvWeights& weights, const ConvRun& run,
-                    const ParallelFor& parallel_for, RunStats* stats = nullptr);
+                    const ParallelFor& parallel_for, RunStats* stats = nullptr, const DenseItemConv* dense = nullptr);
 
 }  // namespace deltaonnx

@@ -43,6 +43,7 @@ DeltaConvKernel::DeltaConvKernel(const OrtApi&, const OrtKernelInfo* raw_info) {
     std::string e = spec_.validate();
     if (!e.empty()) throw UserError("node '" + node_ + "': " + e);
     packed_ = std::make_unique<PackedConvWeights>(spec_, w.GetTensorData<float>(), kernels());
+    dense_ = NchwcDenseConv::create(raw_info, spec_, w.GetTensorData<float>());
     spec_from_weights_ = true;
   } else if (spec_.activation == Activation::kPRelu && spec_.activation_params.empty()) {
     fail("activation_params", "must give PRelu's slope");
@@ -103,7 +104,12 @@ void DeltaConvKernel::compute(OrtKernelContext* raw) {
   ConvRun run;
   fill_delta_run(run, xs, x, st, y, x_ref_next, map_out);
   run.bias = bias;
-  run_delta_conv(spec, *packed, run, ort_parallel_for(ctx));
+  DenseItemConv dense;
+  if (dense_ != nullptr && (st.reference_dropped || !dense_->own_engine_reads_in_place())) {
+    const int64_t Ho = win.y.out, Wo = win.x.out;
+    dense = [&](const float* src, float* item_y) { return dense_->compute(raw, src, H, W, bias, item_y, Ho, Wo); };
+  }
+  run_delta_conv(spec, *packed, run, ort_parallel_for(ctx), nullptr, &dense);
 }
 
 OrtStatusPtr DeltaConvOp::CreateKernelV2(const OrtApi& api, const OrtKernelInfo* info, void** kernel) const {

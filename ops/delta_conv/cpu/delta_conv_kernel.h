@@ -8,6 +8,7 @@
 #include <string>
 
 #include "delta_conv/cpu/conv_engine.h"
+#include "delta_conv/cpu/nchwc_dense_conv.h"
 
 namespace deltaonnx {
 
@@ -23,6 +24,7 @@ class DeltaConvKernel {
   ConvSpec spec_;               // out/in channels filled from W (at creation when W is constant)
   bool spec_from_weights_ = false;
   std::unique_ptr<PackedConvWeights> packed_;  // when W is a constant initializer
+  std::unique_ptr<NchwcDenseConv> dense_;       // ORT's NCHWc Conv for items recomputed everywhere, if usable
 };
 
 struct DeltaConvOp : Ort::CustomOpBase<DeltaConvOp, DeltaConvKernel, true> {

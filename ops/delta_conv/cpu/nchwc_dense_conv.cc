@@ -1,0 +1,259 @@
+#include "delta_conv/cpu/nchwc_dense_conv.h"
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+
+#include "common/kernel_table.h"
+
+namespace deltaonnx {
+
+namespace {
+
+constexpr const char* kNchwcDomain = "com.microsoft.nchwc";
+constexpr int kNchwcVersion = 1;
+constexpr int64_t kMaxBlock = 16;  // the largest block MLAS uses: scratch is sized for it whatever the block
+
+// Per layout family: 0 not yet checked, 1 checked and equal, 2 differs (path off for the process).
+std::atomic<int> g_layout_state[2];
+
+// The block MLAS uses on this CPU (MlasNchwcGetBlockSize): 16 with AVX-512F, 8 with AVX2, else no NCHWc.
+int64_t mlas_block_size() {
+#if defined(__x86_64__) || defined(__i386__)
+  if (__builtin_cpu_supports("avx512f")) return 16;
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return 8;
+#endif
+  return 0;
+}
+
+int64_t round_up(int64_t v, int64_t b) { return (v + b - 1) / b * b; }
+
+std::shared_ptr<float> aligned_floats(size_t count) {
+  void* p = std::aligned_alloc(64, std::max<size_t>(64, (count * sizeof(float) + 63) / 64 * 64));
+  if (p == nullptr) throw std::bad_alloc();
+  return std::shared_ptr<float>(static_cast<float*>(p), std::free);
+}
+
+// Scratch of the calling thread (the kernel object stays immutable: ORT calls Compute concurrently).
+struct AlignedScratch {
+  std::shared_ptr<float> data;
+  size_t capacity = 0;
+  float* get(size_t count) {
+    if (count > capacity) {
+      data = aligned_floats(count);
+      capacity = count;
+    }
+    return data.get();
+  }
+};
+thread_local AlignedScratch t_blocked_in, t_blocked_out, t_bias;
+
+// DELTAONNX_DENSE_ENGINE: unset or "auto" (this path where it qualifies), "own" (never), or, for the tests of
+// the layout check only, "nchwc-wrong-layout" (the weights blocked in a wrong order, which the check must catch).
+bool dense_engine_is(const char* value) {
+  const char* v = std::getenv("DELTAONNX_DENSE_ENGINE");
+  return v != nullptr && std::strcmp(v, value) == 0;
+}
+
+}  // namespace
+
+std::unique_ptr<NchwcDenseConv> NchwcDenseConv::create(const OrtKernelInfo* info, const ConvSpec& spec,
+                                                       const float* weights) {
+  if (dense_engine_is("own")) return nullptr;
+  const bool wrong_layout = dense_engine_is("nchwc-wrong-layout");
+  const int64_t b = mlas_block_size();
+  if (b == 0) return nullptr;
+  const WindowSpec& win = spec.window;
+  if (win.auto_pad == AutoPad::kSameUpper || win.auto_pad == AutoPad::kSameLower) return nullptr;
+  const int64_t M = spec.out_channels, Cg = spec.in_channels_per_group, C = Cg * spec.group;
+  const bool depthwise = spec.group > 1 && Cg == 1 && M == spec.group;
+  std::unique_ptr<NchwcDenseConv> d(new NchwcDenseConv());
+  if (depthwise) {
+    if (C % b != 0) return nullptr;
+    d->layout_ = Layout::kBlockedOut;
+  } else if (spec.group == 1) {
+    if (C < b) {
+      d->reorder_input_ = false;  // the NCHW input is read as it is
+      d->layout_ = Layout::kBlockedOut;
+    } else if (C % b != 0) {
+      return nullptr;
+    }
+  } else {
+    return nullptr;  // grouped convolutions other than depthwise: ours
+  }
+  if (g_layout_state[static_cast<int>(d->layout_)].load() == 2) return nullptr;
+  d->spec_ = spec;
+  d->block_ = b;
+  d->channels_ = C;
+  d->padded_out_ = round_up(M, b);
+  d->activation_in_conv_ = spec.activation == Activation::kNone;
+  d->own_in_place_ = depthwise || (win.kernel_h == 1 && win.kernel_w == 1 && win.stride_h == 1 && win.stride_w == 1 &&
+                                   win.pads == std::array<int64_t, 4>{0, 0, 0, 0});  // else ours, after (same NaN rules as ours)
+  const int64_t kh = win.kernel_h, kw = win.kernel_w, Mp = d->padded_out_, taps = kh * kw;
+  d->weights_.assign(weights, weights + M * Cg * taps);
+  d->blocked_weights_ = aligned_floats(static_cast<size_t>(Mp * Cg * taps));
+  float* dst = d->blocked_weights_.get();
+  std::memset(dst, 0, static_cast<size_t>(Mp * Cg * taps) * sizeof(float));
+  // Zero filters pad M up to the block, as ORT's NCHWc transformer pads them.
+  if (d->layout_ == Layout::kBlockedInOut) {  // [M/b][C/b][kH][kW][b in][b out]
+    for (int64_t m = 0; m < M; ++m)
+      for (int64_t c = 0; c < C; ++c)
+        for (int64_t t = 0; t < taps; ++t) {
+          const int64_t in_out = wrong_layout ? (m % b) * b + c % b : (c % b) * b + m % b;
+          dst[(((m / b) * (C / b) + c / b) * taps + t) * b * b + in_out] = weights[(m * C + c) * taps + t];
+        }
+  } else {  // [M/b][C/group][kH][kW][b out]
+    for (int64_t m = 0; m < M; ++m)
+      for (int64_t c = 0; c < Cg; ++c)
+        for (int64_t t = 0; t < taps; ++t) {
+          const int64_t lane = wrong_layout ? b - 1 - m % b : m % b;
+          dst[(((m / b) * Cg + c) * taps + t) * b + lane] = weights[(m * Cg + c) * taps + t];
+        }
+  }
+  d->blocked_w_shape_ = {Mp, Cg, kh, kw};
+  d->cpu_ = Ort::MemoryInfo::CreateCpu(OrtDeviceAllocator, OrtMemTypeDefault);
+  d->w_value_ = Ort::Value::CreateTensor<float>(d->cpu_, dst, static_cast<size_t>(Mp * Cg * taps),
+                                                d->blocked_w_shape_.data(), 4);
+
+  // Invoked nodes get no schema defaults: every attribute the kernels read is given, int arrays as int64.
+  const char* type_names[] = {"T"};
+  const ONNXTensorElementDataType type_values[] = {ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT};
+  const int64_t channels_last = 0, group = spec.group;
+  const int64_t kernel_shape[2] = {kh, kw}, strides[2] = {win.stride_h, win.stride_w};
+  const int64_t dilations[2] = {win.dilation_h, win.dilation_w};
+  int64_t pads[4] = {win.pads[0], win.pads[1], win.pads[2], win.pads[3]};
+  if (win.auto_pad == AutoPad::kValid) std::fill(pads, pads + 4, 0);
+  static const std::string kNotSet = "NOTSET";  // a string's length is its character count
+  try {
+    Ort::OpAttr in_attrs[] = {Ort::OpAttr("channels_last", &channels_last, 1, ORT_OP_ATTR_INT)};
+    if (d->reorder_input_)
+      d->reorder_in_ = Ort::Op::Create(info, "ReorderInput", kNchwcDomain, kNchwcVersion, type_names, type_values, 1,
+                                       in_attrs, 1, 1, 1);
+    Ort::OpAttr conv_attrs[] = {
+        Ort::OpAttr("kernel_shape", kernel_shape, 2, ORT_OP_ATTR_INTS),
+        Ort::OpAttr("strides", strides, 2, ORT_OP_ATTR_INTS),
+        Ort::OpAttr("dilations", dilations, 2, ORT_OP_ATTR_INTS),
+        Ort::OpAttr("pads", pads, 4, ORT_OP_ATTR_INTS),
+        Ort::OpAttr("group", &group, 1, ORT_OP_ATTR_INT),
+        Ort::OpAttr("auto_pad", kNotSet.data(), static_cast<int>(kNotSet.size()), ORT_OP_ATTR_STRING),
+    };
+    d->conv_ = Ort::Op::Create(info, "Conv", kNchwcDomain, kNchwcVersion, type_names, type_values, 1, conv_attrs,
+                               sizeof(conv_attrs) / sizeof(conv_attrs[0]), 3, 1);
+    Ort::OpAttr out_attrs[] = {Ort::OpAttr("channels_last", &channels_last, 1, ORT_OP_ATTR_INT),
+                               Ort::OpAttr("channels", &spec.out_channels, 1, ORT_OP_ATTR_INT)};
+    d->reorder_out_ = Ort::Op::Create(info, "ReorderOutput", kNchwcDomain, kNchwcVersion, type_names, type_values, 1,
+                                      out_attrs, 2, 1, 1);
+  } catch (const Ort::Exception&) {
+    return nullptr;  // this runtime has no NCHWc kernels: the engine's own kernels serve
+  }
+  return d;
+}
+
+bool NchwcDenseConv::compute(OrtKernelContext* raw, const float* src, int64_t H, int64_t W, const float* bias,
+                             float* y, int64_t Ho, int64_t Wo) const {
+  std::atomic<int>& state = g_layout_state[static_cast<int>(layout_)];
+  int checked = state.load(std::memory_order_acquire);
+  if (checked == 0) {  // first use of this layout in the process: a synthetic item, compared everywhere
+    const int result = check_layout(raw) ? 1 : 2;
+    int expected = 0;
+    state.compare_exchange_strong(expected, result);
+    checked = state.load(std::memory_order_acquire);
+  }
+  if (checked == 2) return false;
+  run(raw, src, H, W, bias, y, Ho, Wo);
+  return true;
+}
+
+void NchwcDenseConv::run(OrtKernelContext* raw, const float* src, int64_t H, int64_t W, const float* bias, float* y,
+                         int64_t Ho, int64_t Wo) const {
+  const int64_t C = channels_, M = spec_.out_channels, Mp = padded_out_;
+  const int64_t Cp = reorder_input_ ? round_up(C, kMaxBlock) : C;
+  const std::vector<int64_t> x_shape{1, C, H, W}, xb_shape{1, reorder_input_ ? round_up(C, block_) : C, H, W};
+  const std::vector<int64_t> yb_shape{1, Mp, Ho, Wo}, y_shape{1, M, Ho, Wo}, b_shape{Mp};
+  const size_t x_count = static_cast<size_t>(C * H * W), y_count = static_cast<size_t>(M * Ho * Wo);
+  // Sized for the largest block, so a runtime whose block differs from ours cannot write past them.
+  const size_t xb_count = static_cast<size_t>(Cp * H * W);
+  const size_t yb_count = static_cast<size_t>(round_up(Mp, kMaxBlock) * Ho * Wo);
+
+  float* b = t_bias.get(static_cast<size_t>(round_up(Mp, kMaxBlock)));
+  std::fill(b, b + Mp, 0.f);
+  if (bias != nullptr) std::copy_n(bias, M, b);
+  Ort::Value b_value = Ort::Value::CreateTensor<float>(cpu_, b, static_cast<size_t>(Mp), b_shape.data(), 1);
+  Ort::Value x_value =
+      Ort::Value::CreateTensor<float>(cpu_, const_cast<float*>(src), x_count, x_shape.data(), x_shape.size());
+  Ort::Value xb_value{nullptr};
+  if (reorder_input_) {
+    xb_value = Ort::Value::CreateTensor<float>(cpu_, t_blocked_in.get(xb_count), xb_count, xb_shape.data(), 4);
+    const OrtValue* in[] = {x_value};
+    OrtValue* out[] = {xb_value};
+    reorder_in_.Invoke(raw, in, 1, out, 1);
+  }
+  Ort::Value yb_value = Ort::Value::CreateTensor<float>(cpu_, t_blocked_out.get(yb_count), yb_count, yb_shape.data(), 4);
+  {
+    const OrtValue* conv_x = reorder_input_ ? static_cast<const OrtValue*>(xb_value) : static_cast<const OrtValue*>(x_value);
+    const OrtValue* in[] = {conv_x, w_value_, b_value};
+    OrtValue* out[] = {yb_value};
+    conv_.Invoke(raw, in, 3, out, 1);
+  }
+  Ort::Value y_value = Ort::Value::CreateTensor<float>(cpu_, y, y_count, y_shape.data(), 4);
+  {
+    const OrtValue* in[] = {yb_value};
+    OrtValue* out[] = {y_value};
+    reorder_out_.Invoke(raw, in, 1, out, 1);
+  }
+  if (!activation_in_conv_) {
+    const KernelTable& k = kernels();
+    for (int64_t m = 0; m < M; ++m) k.bias_activate(y + m * Ho * Wo, Ho * Wo, 0.f, spec_.activation_for(m));
+  }
+}
+
+// Runs a small synthetic item (pseudo-random input and bias, every output pixel and channel) through the
+// invoked kernels and compares it with a direct computation in double from W as given: a blocked layout that
+// differs from what this runtime's MLAS expects cannot pass.
+bool NchwcDenseConv::check_layout(OrtKernelContext* raw) const {
+  const WindowSpec& win = spec_.window;
+  const int64_t H = (win.kernel_h - 1) * win.dilation_h + 1 + 2 * win.stride_h;
+  const int64_t W = (win.kernel_w - 1) * win.dilation_w + 1 + 3 * win.stride_w;
+  const Window2D w = win.resolve(H, W);
+  const int64_t Ho = w.y.out, Wo = w.x.out, C = channels_, M = spec_.out_channels;
+  if (Ho < 1 || Wo < 1) return false;
+  const int64_t Cg = spec_.in_channels_per_group, Mg = M / spec_.group;
+  std::vector<float> x(static_cast<size_t>(C * H * W)), bias(static_cast<size_t>(M)), y(static_cast<size_t>(M * Ho * Wo));
+  uint32_t state = 12345u;
+  auto next = [&] {  // a small LCG: values in [-1, 1)
+    state = state * 1664525u + 1013904223u;
+    return static_cast<float>(static_cast<int32_t>(state >> 8) - (1 << 23)) / static_cast<float>(1 << 23);
+  };
+  for (float& v : x) v = next();
+  for (float& v : bias) v = next();
+  run(raw, x.data(), H, W, bias.data(), y.data(), Ho, Wo);
+  for (int64_t m = 0; m < M; ++m) {
+    const int64_t g = m / Mg;
+    for (int64_t oy = 0; oy < Ho; ++oy)
+      for (int64_t ox = 0; ox < Wo; ++ox) {
+        double sum = bias[m], magnitude = std::fabs(bias[m]);
+        for (int64_t c = 0; c < Cg; ++c)
+          for (int64_t ky = 0; ky < w.y.kernel; ++ky) {
+            const int64_t iy = w.y.input_of(oy, ky);
+            if (iy < 0 || iy >= H) continue;
+            for (int64_t kx = 0; kx < w.x.kernel; ++kx) {
+              const int64_t ix = w.x.input_of(ox, kx);
+              if (ix < 0 || ix >= W) continue;
+              const double v = double(weights_[((m * Cg + c) * w.y.kernel + ky) * w.x.kernel + kx]) *
+                               x[((g * Cg + c) * H + iy) * W + ix];
+              sum += v;
+              magnitude += std::fabs(v);
+            }
+          }
+        if (!std::isfinite(magnitude)) continue;  // non-finite weights prove nothing either way
+        const double expected = apply_activation(spec_.activation_for(m), static_cast<float>(sum));
+        const double got = y[(m * Ho + oy) * Wo + ox];
+        if (!(std::fabs(got - expected) <= 1e-4 * std::max(1.0, magnitude))) return false;
+      }
+  }
+  return true;
+}
+
+}  // namespace deltaonnx

@@ -1,0 +1,69 @@
+// The dense path of DeltaConv on the CPU EP: a batch item recomputed everywhere (first frame, reset, or more
+// than dense_fraction of it changed) runs through ORT's own NCHWc Conv kernels, invoked from the op with
+// Ort::Op: ReorderInput (NCHW -> NCHWc), com.microsoft.nchwc Conv, ReorderOutput (-> NCHW), the three nodes
+// ORT_ENABLE_ALL makes of a Conv. Measured (benchmarks/ort_invoke): 2-8% faster than our own kernels at 100%
+// change and as fast as the session's Conv, since they are the same kernels; our kernels stay for partial
+// recomputes, which ORT's cannot do.
+//
+// What it needs, as ORT's NCHWc transformer does: W constant; group 1 with C a multiple of the block or
+// C < block (the NCHW input is read directly), or depthwise with C a multiple of the block; explicit pads
+// (auto_pad NOTSET or VALID). M is padded up to the block (zero filters), as the transformer pads it.
+// Activations MLAS fuses (Relu, LeakyRelu, Clip, Sigmoid, HardSigmoid, Tanh) run inside the Conv; the others
+// (SiLU, HardSwish, PRelu) are applied to the NCHW output by our kernel table.
+//
+// The blocked weight layout is MLAS's, not an API: the first dense run of each layout family in the process
+// first runs a small synthetic item through the kernels and compares it with a direct computation; if they
+// differ the path is off for the process (the engine's own kernels then do the work). DELTAONNX_DENSE_ENGINE=own turns it off from the start.
+#pragma once
+#include <onnxruntime_cxx_api.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "delta_conv/cpu/conv_engine.h"
+
+namespace deltaonnx {
+
+class NchwcDenseConv {
+ public:
+  // nullptr when the node does not qualify, the dense engine is set to "own", or ORT has no NCHWc kernels
+  // (non-x86 builds, CPUs without AVX2). weights: W [M, C/group, kH, kW].
+  static std::unique_ptr<NchwcDenseConv> create(const OrtKernelInfo* info, const ConvSpec& spec, const float* weights);
+
+  // y [M, Ho, Wo] = act(conv(src [C, H, W]) + bias) for one batch item. False: the path is off (layout check
+  // failed, now or earlier): the caller computes the item itself.
+  bool compute(OrtKernelContext* context, const float* src, int64_t H, int64_t W, const float* bias, float* y,
+               int64_t Ho, int64_t Wo) const;
+
+  // True where our own engine reads the item in place (depthwise, or 1x1 with stride 1 and no padding): with a
+  // reference kept, its detection pass has just brought the source into cache, and ORT's two reorders cost
+  // more than they save (measured at 100% change, 1 thread: 1x1 128->128 60x80 1.19 vs 1.11 of ORT's Conv,
+  // depthwise 3x3 64 120x160 1.93 vs 1.52); with the reference dropped ORT's kernels are level or faster.
+  bool own_engine_reads_in_place() const { return own_in_place_; }
+
+  // The layout families, each checked once per process.
+  enum class Layout { kBlockedInOut = 0, kBlockedOut = 1 };  // OIHWBiBo (group 1), OIHWBo (C < block, depthwise)
+
+ private:
+  NchwcDenseConv() = default;
+  void run(OrtKernelContext* context, const float* src, int64_t H, int64_t W, const float* bias, float* y, int64_t Ho,
+           int64_t Wo) const;
+  bool check_layout(OrtKernelContext* context) const;
+
+  ConvSpec spec_;
+  int64_t block_ = 0, channels_ = 0, padded_out_ = 0;
+  bool reorder_input_ = true;  // false: C < block, the Conv reads NCHW
+  bool activation_in_conv_ = true;
+  bool own_in_place_ = false;
+  Layout layout_ = Layout::kBlockedInOut;
+  std::vector<int64_t> blocked_w_shape_;
+  std::vector<float> weights_;  // W as given (for the layout check)
+  std::shared_ptr<float> blocked_weights_;
+  Ort::MemoryInfo cpu_{nullptr};
+  Ort::Value w_value_{nullptr};
+  // mutable only because the C++ wrapper's Invoke is not const; the C API's InvokeOp takes a const OrtOp*.
+  mutable Ort::Op reorder_in_{nullptr}, conv_{nullptr}, reorder_out_{nullptr};
+};
+
+}  // namespace deltaonnx
