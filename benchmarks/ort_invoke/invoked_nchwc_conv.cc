@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "common/aligned_scratch.h"
 #include "status_guard.h"
 
 namespace ort_invoke {
@@ -15,32 +16,10 @@ namespace {
 constexpr const char* kNchwcDomain = "com.microsoft.nchwc";
 constexpr int kNchwcVersion = 1;
 
-std::shared_ptr<float> aligned_floats(size_t count) {
-  void* p = std::aligned_alloc(64, ((count * sizeof(float) + 63) / 64) * 64);
-  if (p == nullptr) throw std::bad_alloc();
-  return std::shared_ptr<float>(static_cast<float*>(p), std::free);
-}
+using deltaonnx::AlignedScratch;
+using deltaonnx::aligned_floats;
 
-// Scratch for the blocked input and output, reused by the calling thread (the kernel stays immutable).
-struct ThreadScratch {
-  std::shared_ptr<float> data;
-  size_t capacity = 0;
-  float* get(size_t count) {
-    if (count > capacity) {
-      data = aligned_floats(count);
-      capacity = count;
-    }
-    return data.get();
-  }
-};
-thread_local ThreadScratch t_blocked_input, t_blocked_output, t_band_input, t_band_output;
-
-int64_t mlas_block_size() {
-#if defined(__x86_64__) || defined(__i386__)
-  if (__builtin_cpu_supports("avx512f")) return 16;
-#endif
-  return 8;
-}
+thread_local AlignedScratch t_blocked_input, t_blocked_output, t_band_input, t_band_output;
 
 }  // namespace
 
@@ -55,7 +34,8 @@ InvokedNchwcConvKernel::InvokedNchwcConvKernel(const OrtApi&, const OrtKernelInf
     block_ = info.GetAttribute<int64_t>("block");
   } catch (const Ort::Exception&) {
   }
-  if (block_ == 0) block_ = mlas_block_size();
+  if (block_ == 0) block_ = deltaonnx::mlas_nchwc_block_size();
+  if (block_ == 0) block_ = 8;  // no NCHWc kernels here: the invocation fails with ORT's own error
   try {
     band_rows_ = info.GetAttribute<int64_t>("band_rows");
   } catch (const Ort::Exception&) {

@@ -6,6 +6,7 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "common/aligned_scratch.h"
 #include "common/kernel_table.h"
 
 namespace deltaonnx {
@@ -19,35 +20,8 @@ constexpr int64_t kMaxBlock = 16;  // the largest block MLAS uses: scratch is si
 // Per layout family: 0 not yet checked, 1 checked and equal, 2 differs (path off for the process).
 std::atomic<int> g_layout_state[2];
 
-// The block MLAS uses on this CPU (MlasNchwcGetBlockSize): 16 with AVX-512F, 8 with AVX2, else no NCHWc.
-int64_t mlas_block_size() {
-#if defined(__x86_64__) || defined(__i386__)
-  if (__builtin_cpu_supports("avx512f")) return 16;
-  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return 8;
-#endif
-  return 0;
-}
-
 int64_t round_up(int64_t v, int64_t b) { return (v + b - 1) / b * b; }
 
-std::shared_ptr<float> aligned_floats(size_t count) {
-  void* p = std::aligned_alloc(64, std::max<size_t>(64, (count * sizeof(float) + 63) / 64 * 64));
-  if (p == nullptr) throw std::bad_alloc();
-  return std::shared_ptr<float>(static_cast<float*>(p), std::free);
-}
-
-// Scratch of the calling thread (the kernel object stays immutable: ORT calls Compute concurrently).
-struct AlignedScratch {
-  std::shared_ptr<float> data;
-  size_t capacity = 0;
-  float* get(size_t count) {
-    if (count > capacity) {
-      data = aligned_floats(count);
-      capacity = count;
-    }
-    return data.get();
-  }
-};
 thread_local AlignedScratch t_blocked_in, t_blocked_out, t_bias;
 
 // DELTAONNX_DENSE_ENGINE: unset or "auto" (this path where it qualifies), "own" (never), or, for the tests of
@@ -63,7 +37,7 @@ std::unique_ptr<NchwcDenseConv> NchwcDenseConv::create(const OrtKernelInfo* info
                                                        const float* weights) {
   if (dense_engine_is("own")) return nullptr;
   const bool wrong_layout = dense_engine_is("nchwc-wrong-layout");
-  const int64_t b = mlas_block_size();
+  const int64_t b = mlas_nchwc_block_size();
   if (b == 0) return nullptr;
   const WindowSpec& win = spec.window;
   if (win.auto_pad == AutoPad::kSameUpper || win.auto_pad == AutoPad::kSameLower) return nullptr;
