@@ -274,3 +274,27 @@ def test_block_interleaving_does_not_change_what_is_measured(cpu_op_library, pne
     assert [n["fraction_mean"] for n in first["nodes"]] == [n["fraction_mean"] for n in second["nodes"]]
     assert first["outputs"] == second["outputs"]
     assert 0 < first["conv_flops_redone"]["mean"] < 1
+
+
+def test_oracle_from_the_ops_state_recomputes_what_the_ops_recomputed(cpu_op_library, pnet_files):
+    """The ops recompute at pixel granularity (rule 4 without tiles): the numpy reference replaying the last
+    frames from the ops' own state (references drifted below tau included) marks the very same pixels.
+    Without a known clip length the reference starts from an empty state, and the result says so."""
+    from deltaonnx.bench import BenchOptions, DeltaConfig, run_benchmark
+    from deltaonnx.video import Preprocess, read_frames
+
+    model, clip = pnet_files
+    preprocess = Preprocess(size=None, scale=1.0, mean=(127.5,), std=(128.0,), layout="NHWC")
+    options = BenchOptions(warmup=2, profile_frames=4, oracle=True, dense_fallback=False, progress=False)
+    for frame_total, seeded in ((9, True), (None, False)):
+        result = run_benchmark(model, read_frames(clip), preprocess, configs=[DeltaConfig(0.05, 0.0)],
+                               options=options, frame_total=frame_total)
+        (run,) = result["runs"]
+        oracle = run["oracle"]
+        assert oracle["from_ops_state"] is seeded and oracle["frames"] == 4
+        nodes = [n for n in run["nodes"] if n["exact_fraction"] is not None]
+        assert nodes and any(0 < n["exact_fraction"] < 1 for n in nodes)
+        if seeded:
+            for n in nodes:
+                assert n["exact_fraction"] == pytest.approx(n["fraction_same_frames"], abs=1e-12), n["name"]
+            assert oracle["conv_flops_redone_exact"] == pytest.approx(oracle["conv_flops_redone_measured"])

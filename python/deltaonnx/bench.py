@@ -38,7 +38,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Optional, Sequence
+from typing import Any, Callable, Iterable, Mapping, Optional, Sequence
 
 import numpy as np
 import onnx
@@ -344,24 +344,30 @@ def profile_delta(converted: onnx.ModelProto, inputs: Sequence[dict], threads: i
             "by_op": dict(sorted(by_op.items(), key=lambda kv: -kv[1])), "by_node": dict(by_node)}
 
 
-def oracle_fractions(converted: onnx.ModelProto, inputs: Sequence[dict]) -> tuple[dict[str, float], int]:
+def oracle_fractions(converted: onnx.ModelProto, inputs: Sequence[dict],
+                     initial_state: Optional[Mapping[str, np.ndarray]] = None) -> tuple[dict[str, float], int]:
     """Mean recomputed fraction per Delta node when the converted model runs on the numpy reference
     (deltaonnx.reference: DESIGN.md's rules at pixel granularity, no recompute tiles) over `inputs` in
-    order, the first run (empty state) left out; and the number of runs counted."""
+    order, and the number of runs counted. From `initial_state` (past name -> array, e.g. the ops' own state
+    before these frames: references that drifted below tau over a long run) every run counts; from an empty
+    state the first run (everything new) is left out."""
     from .reference import make_reference_evaluator
 
     metadata = conversion_metadata(converted)
     evaluator = make_reference_evaluator(converted)
     output_names = [o.name for o in converted.graph.output]
-    state = {entry["past"]: np.zeros((0, 0, 0, 0), np.float32) for entry in metadata.get("state", [])}
+    empty = np.zeros((0, 0, 0, 0), np.float32)
+    seeded = initial_state is not None
+    state = {entry["past"]: (initial_state.get(entry["past"], empty) if seeded else empty)
+             for entry in metadata.get("state", [])}
     sums: dict[str, float] = collections.defaultdict(float)
     for i, feed in enumerate(inputs):
         results = dict(zip(output_names, evaluator.run(None, {**feed, **state})))
         state = {entry["past"]: results[entry["present"]] for entry in metadata.get("state", [])}
-        if i:
+        if i or seeded:
             for entry in metadata.get("maps", []):
                 sums[entry["node"]] += float(np.mean(results[entry["output"]] != 0))
-    runs = max(len(inputs) - 1, 0)
+    runs = len(inputs) if seeded else max(len(inputs) - 1, 0)
     return ({node: total / runs for node, total in sums.items()} if runs else {}), runs
 
 
@@ -389,6 +395,7 @@ class _ConfigRun:
     dense_runs_seen: int = 0  # the session's count of dense-twin runs (its fallback), last seen
     dense_frames: int = 0  # timed frames that ran the dense twin
     state_bytes: int = 0  # the largest state seen
+    oracle_seed: Optional[dict] = None  # the ops' state (past name -> array) before the oracle's frames
 
 
 def _percentile(values: Sequence[float], q: float) -> float:
@@ -476,6 +483,10 @@ def run_benchmark(model, frames: Iterable[np.ndarray], preprocess: Optional[Prep
     count = timed = 0
     block_size = max(1, options.interleave)
     progress = Progress(frame_total, "bench", options.progress)
+    # The oracle replays the kept frames from the ops' own state (same references, drift included), taken
+    # right after the frame before them: known only when the clip's length is.
+    seed_index = (frame_total - kept_inputs.maxlen
+                  if options.oracle and frame_total and frame_total > kept_inputs.maxlen else None)
 
     def run_block(block: list[tuple[int, np.ndarray, dict]], block_number: int) -> None:
         """Dense ORT on the block's frames, then each converted model on them (the order of the models
@@ -499,6 +510,9 @@ def run_benchmark(model, frames: Iterable[np.ndarray], preprocess: Optional[Prep
                     dense_times.append(elapsed)
                 else:
                     runs[m - 1].times.append(elapsed)
+                    if index == seed_index:
+                        runs[m - 1].oracle_seed = {name: np.array(value.numpy())
+                                                   for name, value in session.state().items()}
                     if _record_fractions(runs[m - 1], flops):
                         continue  # the dense twin ran: no change maps this frame
                 if m and index in maps_at:  # the maps of this very run (the next run replaces them)
@@ -583,7 +597,8 @@ def run_benchmark(model, frames: Iterable[np.ndarray], preprocess: Optional[Prep
 
 def _attach_oracle(entry: dict, run: "_ConfigRun", inputs: list, flops: dict[str, float], dense_profile: dict) -> None:
     """The pixel-granular recomputed fractions on the last frames, beside the ops' own on the same frames."""
-    exact, runs = oracle_fractions(run.model, inputs)
+    seeded = run.oracle_seed is not None
+    exact, runs = oracle_fractions(run.model, inputs[1:] if seeded else inputs, run.oracle_seed)
     measured_total = exact_total = total = 0.0
     converted_sources = set()
     for node in entry["nodes"]:
@@ -599,7 +614,8 @@ def _attach_oracle(entry: dict, run: "_ConfigRun", inputs: list, flops: dict[str
         if source not in converted_sources:  # kept dense: redone in full either way
             exact_total += f
             measured_total += f
-    oracle = {"frames": runs, "conv_flops_redone_exact": exact_total / total if total else None,
+    oracle = {"frames": runs, "from_ops_state": seeded,
+              "conv_flops_redone_exact": exact_total / total if total else None,
               "conv_flops_redone_measured": measured_total / total if total else None}
     if dense_profile and oracle["conv_flops_redone_exact"] is not None:
         share = dense_profile["conv_work_share"]
@@ -990,7 +1006,9 @@ def format_report(result: dict, per_node: bool = True) -> str:
         lines += ["", f"granularity, {r['label']} (last {o['frames']} frames): the ops recomputed "
                   f"{_fmt(100 * o['conv_flops_redone_measured'], '.1f')}% of conv FLOPs where the rules at pixel "
                   f"granularity (numpy reference) need {_fmt(100 * o['conv_flops_redone_exact'], '.1f')}%; "
-                  f"ideal speedup at pixel granularity {_fmt(o.get('ideal_speedup_exact'), '.2f')}x"
+                  f"ideal speedup at pixel granularity {_fmt(o.get('ideal_speedup_exact'), '.2f')}x; the reference "
+                  + ("started from the ops' own state (same references)" if o.get("from_ops_state") else
+                     "started from an empty state (fresher references than the ops' after a long run)")
                   + (" (the ops' figures count frames the dense twin ran as 100%; --no-fallback shows the ops' own)"
                      if r.get("dense_fallback_frames") else ""),
                   _indent(_table(["node", "op", "ops' fraction", "pixel-exact fraction"], [
