@@ -211,6 +211,36 @@ void pack_pieces(int64_t depth, const float* base, const int64_t* tap_offsets, c
   }
 }
 
+void scatter_pieces(const float* vals, const PackPiece* pieces, const int64_t* out_offsets, int64_t count,
+                    float* out) {
+  for (int64_t i = 0; i < count; ++i) {
+    float* dst = out + out_offsets[i];
+    const float* src = vals + pieces[i].dst;
+    const int64_t len = pieces[i].len;
+    int64_t j = 0;
+    for (; j + kVec <= len; j += kVec) _mm256_storeu_ps(dst + j, _mm256_loadu_ps(src + j));
+    if (j < len) {
+      const __m256i m = tail_mask(len - j);
+      _mm256_maskstore_ps(dst + j, m, _mm256_maskload_ps(src + j, m));
+    }
+  }
+}
+
+void store_flagged(float* dst, const float* vals, const uint8_t* flags, int64_t n) {
+  int64_t i = 0;
+  for (; i + kVec <= n; i += kVec) {
+    uint64_t bytes;
+    std::memcpy(&bytes, flags + i, sizeof(bytes));
+    if (bytes == 0) continue;
+    // one 32-bit lane per flag byte: all ones where the flag is set
+    const __m256i lanes = _mm256_cvtepu8_epi32(_mm_cvtsi64_si128(static_cast<long long>(bytes)));
+    const __m256i m = _mm256_xor_si256(_mm256_cmpeq_epi32(lanes, _mm256_setzero_si256()), _mm256_set1_epi32(-1));
+    _mm256_maskstore_ps(dst + i, m, _mm256_maskload_ps(vals + i, m));
+  }
+  for (; i < n; ++i)
+    if (flags[i]) dst[i] = vals[i];
+}
+
 void deinterleave2(const float* src, int64_t n, float* even, float* odd) {
   int64_t v = 0;
   for (; v + kVec <= n; v += kVec) {
@@ -612,7 +642,7 @@ void max_taps(const float* src, int64_t src_stride, int64_t step, const PoolTap*
 }  // namespace
 
 const KernelTable& avx2_kernel_table() {
-  static const KernelTable table{"avx2", kMR, kNR, kVec, detect_changes, update_reference, detect_update_exact, detect_update_pixels, gemm_tile, gemm_tile_store, gemm_row, pack_pieces, deinterleave2, bias_activate, depthwise_run, max_taps};
+  static const KernelTable table{"avx2", kMR, kNR, kVec, detect_changes, update_reference, detect_update_exact, detect_update_pixels, gemm_tile, gemm_tile_store, gemm_row, pack_pieces, scatter_pieces, store_flagged, deinterleave2, bias_activate, depthwise_run, max_taps};
   return table;
 }
 

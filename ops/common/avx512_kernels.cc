@@ -209,6 +209,28 @@ void pack_pieces(int64_t depth, const float* base, const int64_t* tap_offsets, c
   }
 }
 
+void scatter_pieces(const float* vals, const PackPiece* pieces, const int64_t* out_offsets, int64_t count,
+                    float* out) {
+  for (int64_t i = 0; i < count; ++i) {
+    float* dst = out + out_offsets[i];
+    const float* src = vals + pieces[i].dst;
+    const int64_t len = pieces[i].len;
+    for (int64_t j = 0; j < len; j += kVec) {
+      const __mmask16 m = tail_mask(len - j);
+      _mm512_mask_storeu_ps(dst + j, m, _mm512_maskz_loadu_ps(m, src + j));
+    }
+  }
+}
+
+void store_flagged(float* dst, const float* vals, const uint8_t* flags, int64_t n) {
+  for (int64_t i = 0; i < n; i += kVec) {
+    const __mmask16 t = tail_mask(n - i);
+    const __m128i f = _mm_maskz_loadu_epi8(t, flags + i);
+    const __mmask16 m = _mm_test_epi8_mask(f, f);  // zero beyond the tail: those flags are not read
+    _mm512_mask_storeu_ps(dst + i, m, _mm512_maskz_loadu_ps(m, vals + i));
+  }
+}
+
 void deinterleave2(const float* src, int64_t n, float* even, float* odd) {
   const __m512i ie = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
   const __m512i io = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
@@ -674,7 +696,7 @@ void max_taps(const float* src, int64_t src_stride, int64_t step, const PoolTap*
 }  // namespace
 
 const KernelTable& avx512_kernel_table() {
-  static const KernelTable table{"avx512", kMR, kNR, kVec, detect_changes, update_reference, detect_update_exact, detect_update_pixels, gemm_tile, gemm_tile_store, gemm_row, pack_pieces, deinterleave2, bias_activate, depthwise_run, max_taps};
+  static const KernelTable table{"avx512", kMR, kNR, kVec, detect_changes, update_reference, detect_update_exact, detect_update_pixels, gemm_tile, gemm_tile_store, gemm_row, pack_pieces, scatter_pieces, store_flagged, deinterleave2, bias_activate, depthwise_run, max_taps};
   return table;
 }
 

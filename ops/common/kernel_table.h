@@ -72,6 +72,15 @@ struct KernelTable {
   void (*pack_pieces)(int64_t depth, const float* base, const int64_t* tap_offsets, const PackPiece* pieces,
                       int64_t count, int64_t ld, float* dst);
 
+  // The inverse of pack_pieces for one output channel: out[out_offsets[i] + j] = vals[pieces[i].dst + j] for
+  // i < count and j < pieces[i].len (a gathered panel's results put back where their pixels lie).
+  void (*scatter_pieces)(const float* vals, const PackPiece* pieces, const int64_t* out_offsets, int64_t count,
+                         float* out);
+
+  // dst[i] = vals[i] where flags[i] != 0, for i < n; the other elements of dst are neither read nor written
+  // (a panel of runs joined across short gaps: the pixels between them keep their previous value).
+  void (*store_flagged)(float* dst, const float* vals, const uint8_t* flags, int64_t n);
+
   // Stride-2 phase split of one row: even[v] = src[2v], odd[v] = src[2v + 1] for v < n (src holds 2n floats).
   void (*deinterleave2)(const float* src, int64_t n, float* even, float* odd);
 

@@ -92,6 +92,20 @@ void pack_pieces(int64_t depth, const float* base, const int64_t* tap_offsets, c
   }
 }
 
+void scatter_pieces(const float* vals, const PackPiece* pieces, const int64_t* out_offsets, int64_t count,
+                    float* out) {
+  for (int64_t i = 0; i < count; ++i) {
+    float* dst = out + out_offsets[i];
+    const float* src = vals + pieces[i].dst;
+    for (int64_t j = 0; j < pieces[i].len; ++j) dst[j] = src[j];
+  }
+}
+
+void store_flagged(float* dst, const float* vals, const uint8_t* flags, int64_t n) {
+  for (int64_t i = 0; i < n; ++i)
+    if (flags[i]) dst[i] = vals[i];
+}
+
 void deinterleave2(const float* src, int64_t n, float* even, float* odd) {
   for (int64_t v = 0; v < n; ++v) {
     even[v] = src[2 * v];
@@ -160,7 +174,7 @@ void max_taps(const float* src, int64_t src_stride, int64_t step, const PoolTap*
 }  // namespace
 
 const KernelTable& scalar_kernel_table() {
-  static const KernelTable table{"scalar", kMR, kNR, kNR, detect_changes, update_reference, detect_update_exact, detect_update_pixels, gemm_tile, gemm_tile_store, gemm_row, pack_pieces, deinterleave2, bias_activate, depthwise_run, max_taps};
+  static const KernelTable table{"scalar", kMR, kNR, kNR, detect_changes, update_reference, detect_update_exact, detect_update_pixels, gemm_tile, gemm_tile_store, gemm_row, pack_pieces, scatter_pieces, store_flagged, deinterleave2, bias_activate, depthwise_run, max_taps};
   return table;
 }
 

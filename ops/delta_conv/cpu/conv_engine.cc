@@ -203,13 +203,12 @@ PhaseSplit build_phase_split(const float* src, int64_t C, const Window2D& w, con
 
 // Writes the computed values of the pixels marked for recompute; the others (computed only because they sit
 // between recomputed ones) keep their value, so map_out stays exactly the recomputed set.
-void store_recomputed(float* dst, const float* vals, const uint8_t* flags, int64_t n) {
+void store_recomputed(const KernelTable& k, float* dst, const float* vals, const uint8_t* flags, int64_t n) {
   if (std::memchr(flags, 0, static_cast<size_t>(n)) == nullptr) {
     std::memcpy(dst, vals, static_cast<size_t>(n) * sizeof(float));
     return;
   }
-  for (int64_t i = 0; i < n; ++i)
-    if (flags[i]) dst[i] = vals[i];
+  k.store_flagged(dst, vals, flags, n);
 }
 
 // A unit of compute work: flat positions [p0, p0 + n) of the phase split's raster (output row p0 / width;
@@ -265,19 +264,14 @@ void compute_panel(const ItemContext& ctx, const Panel& panel) {
   auto store = [&](int64_t m, float* vals, bool activated) {
     if (!activated) k.bias_activate(vals, n, ctx.bias ? ctx.bias[m] : 0.f, ctx.acts[m]);
     float* out = ctx.y + m * out_plane;
-    if (gathered) {  // pieces are short where changes are scattered: a plain loop, no memcpy call each
-      for (int64_t i = panel.piece_begin; i < panel.piece_end; ++i) {
-        const PackPiece& pc = ctx.pieces[i];
-        float* dst = out + piece_out[i - panel.piece_begin];
-        const float* src = vals + pc.dst;
-        for (int64_t j = 0; j < pc.len; ++j) dst[j] = src[j];
-      }
+    if (gathered) {  // pieces are short where changes are scattered: masked vector copies, no memcpy call each
+      k.scatter_pieces(vals, ctx.pieces.data() + panel.piece_begin, piece_out, panel.piece_end - panel.piece_begin, out);
       return;
     }
     for (int64_t j = 0; j < n;) {  // row by row; positions past the output width are padding columns
       const int64_t pos = panel.p0 + j, ry = pos / width, rx = pos % width;
       const int64_t len = std::min(n - j, width - rx), valid = std::max<int64_t>(0, std::min(len, Wo - rx));
-      if (valid > 0) store_recomputed(out + ry * Wo + rx, vals + j, ctx.flags + ry * Wo + rx, valid);
+      if (valid > 0) store_recomputed(k, out + ry * Wo + rx, vals + j, ctx.flags + ry * Wo + rx, valid);
       j += len;
     }
   };
