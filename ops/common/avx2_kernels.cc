@@ -193,20 +193,22 @@ void gemm_row(int64_t depth, const float* w, const float* const* b_rows, int64_t
   if (second) _mm256_maskstore_ps(out + kVec, m1, a1);
 }
 
+// dst[j] = src[j] for j < len: whole vectors, then one masked tail (short runs: no memcpy call).
+inline void copy_run(const float* src, int64_t len, float* dst) {
+  int64_t j = 0;
+  for (; j + kVec <= len; j += kVec) _mm256_storeu_ps(dst + j, _mm256_loadu_ps(src + j));
+  if (j < len) {
+    const __m256i m = tail_mask(len - j);
+    _mm256_maskstore_ps(dst + j, m, _mm256_maskload_ps(src + j, m));
+  }
+}
+
 void pack_pieces(int64_t depth, const float* base, const int64_t* tap_offsets, const PackPiece* pieces,
                  int64_t count, int64_t ld, float* dst) {
   for (int64_t k = 0; k < depth; ++k, dst += ld) {
     const float* tap = base + tap_offsets[k];
     for (int64_t i = 0; i < count; ++i) {
-      const float* src = tap + pieces[i].src;
-      float* out = dst + pieces[i].dst;
-      const int64_t len = pieces[i].len;
-      int64_t j = 0;
-      for (; j + kVec <= len; j += kVec) _mm256_storeu_ps(out + j, _mm256_loadu_ps(src + j));
-      if (j < len) {
-        const __m256i m = tail_mask(len - j);
-        _mm256_maskstore_ps(out + j, m, _mm256_maskload_ps(src + j, m));
-      }
+      copy_run(tap + pieces[i].src, pieces[i].len, dst + pieces[i].dst);
     }
   }
 }
@@ -214,15 +216,7 @@ void pack_pieces(int64_t depth, const float* base, const int64_t* tap_offsets, c
 void scatter_pieces(const float* vals, const PackPiece* pieces, const int64_t* out_offsets, int64_t count,
                     float* out) {
   for (int64_t i = 0; i < count; ++i) {
-    float* dst = out + out_offsets[i];
-    const float* src = vals + pieces[i].dst;
-    const int64_t len = pieces[i].len;
-    int64_t j = 0;
-    for (; j + kVec <= len; j += kVec) _mm256_storeu_ps(dst + j, _mm256_loadu_ps(src + j));
-    if (j < len) {
-      const __m256i m = tail_mask(len - j);
-      _mm256_maskstore_ps(dst + j, m, _mm256_maskload_ps(src + j, m));
-    }
+    copy_run(vals + pieces[i].dst, pieces[i].len, out + out_offsets[i]);
   }
 }
 
