@@ -4,8 +4,10 @@ Recognised (docs/ops.md names): Relu, LeakyRelu, Clip/Relu6 (bounds from attribu
 constant inputs after), Sigmoid, Tanh, HardSigmoid, HardSwish (the op, x*HardSigmoid(x) with alpha 1/6
 and beta 1/2, or x*Clip(x+3,0,6)/6 with the division as Div by 6 or Mul by 1/6, before or after the
 product), PRelu with a constant slope (one, or one per output channel), SiLU as x*Sigmoid(x) (or the
-Swish op with alpha 1). Every intermediate must be read only inside the pattern: another reader would
-need the value before the activation."""
+Swish op with alpha 1), and a Softmax over the channels of each pixel: on the conv output (opset 13+,
+axis 1), or on its channels-last Transpose (axis 3, any opset; the Transpose stays, now after the fused op),
+as classifier and detector heads of fully convolutional nets end. Every intermediate must be read only
+inside the pattern: another reader would need the value before the activation."""
 from __future__ import annotations
 
 import dataclasses
@@ -30,6 +32,7 @@ class ActivationMatch:
     params: list[float]  # `activation_params` (empty: the op's defaults / none)
     nodes: list[ir.Node]  # the nodes the fusion removes
     output: ir.Value  # the value the fused op's Y replaces
+    replacement: Optional[ir.Value] = None  # what takes `output`'s place when not Y (a Transpose kept after Y)
 
 
 class FuseActivationIntoDeltaConv(ir.passes.InPlacePass):
@@ -48,7 +51,7 @@ class FuseActivationIntoDeltaConv(ir.passes.InPlacePass):
             if match.params:
                 node.attributes["activation_params"] = ir.AttrFloat32s("activation_params", match.params)
             y = node.outputs[Y]
-            substitute(match.output, y)
+            substitute(match.output, match.replacement if match.replacement is not None else y)
             parameters = [v for n in match.nodes for v in n.inputs if v is not None and v is not y]
             graph.remove(match.nodes, safe=True)
             remove_unused_constants(graph, parameters)
@@ -64,7 +67,7 @@ def match_activation(y: ir.Value, opset: int, channels: int) -> Optional[Activat
     """The activation applied to `y` (the conv output), if it is one of the fusable patterns."""
     if y.is_graph_output():
         return None
-    for matcher in _TWO_READER_PATTERNS:
+    for matcher in _MULTI_NODE_PATTERNS:
         found = matcher(y, opset)
         if found is not None:
             return found
@@ -149,7 +152,7 @@ _SIMPLE: dict[str, Callable] = {
 }
 
 
-# --- patterns reading y twice: y * f(y) ----------------------------------------------------------------
+# --- patterns of several nodes: y * f(y) ----------------------------------------------------------------
 
 
 def _readers(value: ir.Value) -> list[ir.Node]:
@@ -255,4 +258,32 @@ def _hard_swish_from_clip(y: ir.Value, opset: int) -> Optional[ActivationMatch]:
     return None
 
 
-_TWO_READER_PATTERNS = (_silu, _hard_swish_from_hard_sigmoid, _hard_swish_from_clip)
+# --- a Softmax over the channels of each pixel --------------------------------------------------------------
+
+_NCHW_TO_NHWC = [0, 2, 3, 1]
+
+
+def _softmax_axis(node: ir.Node, opset: int) -> int:
+    return int(attribute(node, "axis", 1 if opset < 13 else -1))
+
+
+def _channel_softmax(y: ir.Value, opset: int) -> Optional[ActivationMatch]:
+    """Softmax(y, axis=1) from opset 13 (before, axis 1 would normalise over C*H*W together), or
+    Softmax(Transpose(y, [0,2,3,1]), axis=3 or -1), in any opset: the last axis alone is the channel axis."""
+    reader = sole_consumer(y)
+    if not _onnx_op(reader, "Softmax", "Transpose") or reader.inputs[0] is not y:
+        return None
+    if reader.op_type == "Softmax":
+        if opset >= 13 and _softmax_axis(reader, opset) in (1, -3):
+            return ActivationMatch("Softmax", [], [reader], reader.outputs[0])
+        return None
+    transpose = reader
+    if list(attribute(transpose, "perm", []) or []) != _NCHW_TO_NHWC:
+        return None
+    softmax = sole_consumer(transpose.outputs[0])
+    if not _onnx_op(softmax, "Softmax") or _softmax_axis(softmax, opset) not in (3, -1):
+        return None
+    return ActivationMatch("Softmax", [], [softmax], softmax.outputs[0], replacement=transpose.outputs[0])
+
+
+_MULTI_NODE_PATTERNS = (_silu, _hard_swish_from_hard_sigmoid, _hard_swish_from_clip, _channel_softmax)

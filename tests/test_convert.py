@@ -585,6 +585,8 @@ ACTIVATION_PATTERNS = {
     "silu": ([_n("Sigmoid", ["y"], ["s"]), _n("Mul", ["y", "s"], ["out"])], [], 17, "SiLU", None),
     "swish_op": ([_n("Swish", ["y"], ["out"])], [], 24, "SiLU", None),
     "silu_swapped": ([_n("Sigmoid", ["y"], ["s"]), _n("Mul", ["s", "y"], ["out"])], [], 17, "SiLU", None),
+    "softmax_over_channels": ([_n("Softmax", ["y"], ["out"], axis=1)], [], 13, "Softmax", None),
+    "softmax_over_channels_negative_axis": ([_n("Softmax", ["y"], ["out"], axis=-3)], [], 17, "Softmax", None),
 }
 
 
@@ -609,6 +611,39 @@ def test_activation_pattern_is_fused_and_exact(op_library, rng, pattern):
     assert_same_as_dense(original, converted, frames, op_library)
 
 
+@pytest.mark.parametrize("opset, axis", [(12, 3), (12, -1), (17, 3), (17, -1)])
+def test_channel_softmax_behind_a_channels_last_transpose_is_fused(op_library, rng, opset, axis):
+    """Conv -> Transpose(NCHW->NHWC) -> Softmax(last axis), as MTCNN's and other converted-from-TF heads end: the
+    Softmax moves into the DeltaConv (per pixel over channels: only recomputed pixels pay), the Transpose stays
+    after it and produces the model's output under its name."""
+    nodes = [_n("Transpose", ["y"], ["t"], perm=[0, 2, 3, 1]), _n("Softmax", ["t"], ["out"], axis=axis)]
+    original = conv_block_model(rng, nodes, opset=opset)
+    converted, report = convert_with_report(original)
+    assert [n.op_type for n in converted.graph.node] == ["DeltaConv", "Transpose"]
+    node = nodes_of(converted, "DeltaConv", DOMAIN)[0]
+    assert attr(node, "activation") in ("Softmax", b"Softmax")
+    assert converted.graph.node[1].input[0] == node.output[0] and converted.graph.node[1].output[0] == "out"
+    assert report.rows[0].activation == "Softmax"
+    frames = [{"x": f} for f in video([1, 3, 12, 12], 4, rng)]
+    assert_same_as_dense(original, converted, frames, op_library)
+
+
+@pytest.mark.parametrize("opset, transposed", [(12, True), (13, False), (17, True)])
+def test_dense_twin_of_a_fused_channel_softmax_equals_the_original(rng, opset, transposed):
+    """DeltaSession's dense twin (moving cameras) turns the fused Softmax back into ONNX nodes valid in the
+    model's opset: before 13 a Softmax over axis 1 would normalise C*H*W together."""
+    from deltaonnx.densify import dense_twin
+
+    nodes = ([_n("Transpose", ["y"], ["t"], perm=[0, 2, 3, 1]), _n("Softmax", ["t"], ["out"], axis=-1)] if transposed
+             else [_n("Softmax", ["y"], ["out"], axis=1)])
+    original = conv_block_model(rng, nodes, opset=opset)
+    twin = dense_twin(deltaonnx.convert(original), ["out"])
+    onnx.checker.check_model(twin)
+    x = rng.standard_normal((1, 3, 12, 12)).astype(np.float32)
+    got = dense_session(twin).run(None, {"x": x})[0]
+    np.testing.assert_allclose(got, dense_session(original).run(None, {"x": x})[0], rtol=1e-5, atol=1e-7)
+
+
 NOT_FUSED = {
     "conv_output_read_twice": (
         [_n("Relu", ["y"], ["r"]), _n("Add", ["r", "y"], ["out"])], [], 17,
@@ -628,6 +663,15 @@ NOT_FUSED = {
         [_n("Add", ["y", "two"], ["a"]), _n("Clip", ["a", "zero", "six"], ["c"]), _n("Mul", ["y", "c"], ["m"]),
          _n("Div", ["m", "six"], ["out"])],
         [const("two", 2.0), const("zero", 0.0), const("six", 6.0)], 17,
+    ),
+    # before opset 13, axis 1 normalises C*H*W together
+    "softmax_axis_1_before_opset_13": ([_n("Softmax", ["y"], ["out"])], [], 12),
+    "softmax_over_width": ([_n("Softmax", ["y"], ["out"], axis=-1)], [], 17),
+    "softmax_behind_a_transpose_not_channels_last": (
+        [_n("Transpose", ["y"], ["t"], perm=[0, 3, 2, 1]), _n("Softmax", ["t"], ["out"], axis=3)], [], 17,
+    ),
+    "softmax_behind_a_channels_last_transpose_over_width": (
+        [_n("Transpose", ["y"], ["t"], perm=[0, 2, 3, 1]), _n("Softmax", ["t"], ["out"], axis=2)], [], 17,
     ),
 }
 

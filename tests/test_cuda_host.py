@@ -157,7 +157,8 @@ def with_special_values(rng, x: np.ndarray, count: int = 3) -> np.ndarray:
 
 
 ACTIVATIONS = [("", []), ("Relu", []), ("LeakyRelu", [0.1]), ("Clip", [-0.5, 1.5]), ("Relu6", []), ("Sigmoid", []),
-               ("SiLU", []), ("HardSigmoid", [0.3, 0.4]), ("HardSwish", []), ("PRelu", [0.25]), ("Tanh", [])]
+               ("SiLU", []), ("HardSigmoid", [0.3, 0.4]), ("HardSwish", []), ("PRelu", [0.25]), ("Tanh", []),
+               ("Softmax", [])]
 
 
 def random_conv(rng, *, activation=None):
@@ -313,6 +314,31 @@ def test_gather_gemm_equals_per_element_body_bit_for_bit(host, seed):
         np.testing.assert_array_equal(dense, direct)
 
 
+@pytest.mark.parametrize("seed", range(8))
+def test_gather_gemm_normalises_the_channels_of_listed_pixels_only(host, seed):
+    """activation Softmax: after the GEMM blocks, one thread per listed pixel normalises its M channels; the
+    result equals the numpy reference there, and unlisted pixels keep y_init (normalising them would not)."""
+    rng = np.random.default_rng(500 + seed)
+    win, group, x, w, b, act, params = random_conv(rng, activation=("Softmax", []))
+    kwargs = dict(strides=win["strides"], pads=win["pads"], dilations=win["dilations"], auto_pad=win["auto_pad"],
+                  group=group, activation=act)
+    pads = ref.resolve_pads(win["hw"], win["kernel_shape"], win["strides"], win["dilations"], win["pads"], win["auto_pad"])
+    want = ref_activation(ref.conv2d(x, w, b, strides=win["strides"], pads=pads, dilations=win["dilations"],
+                                     group=group), act, params)
+    n, _, ho, wo = want.shape
+    pixel_list, counts = random_pixel_list(rng, n, ho * wo, fraction=0.3)
+    y_init = rng.uniform(0, 1, want.shape).astype(np.float32)
+    listed = np.zeros((n, ho * wo), bool)
+    for item in range(n):
+        listed[item, pixel_list[item, : counts[item]]] = True
+    listed = np.broadcast_to(listed.reshape(n, 1, ho, wo), want.shape)
+    got = host.gather_gemm(x, w, b, pixel_list, counts, y_init, dense_fraction=1.0, **kwargs)
+    np.testing.assert_allclose(got[listed], want[listed], rtol=2e-5, atol=2e-6)
+    np.testing.assert_array_equal(got[~listed], y_init[~listed])
+    dense = host.gather_gemm(x, w, b, pixel_list, counts, y_init, all_dense=True, **kwargs)
+    np.testing.assert_allclose(dense, want, rtol=2e-5, atol=2e-6)
+
+
 def test_gather_gemm_dense_rule_switches_per_item(host):
     rng = np.random.default_rng(11)
     x = rng.standard_normal((2, 3, 8, 8)).astype(np.float32)
@@ -427,6 +453,7 @@ CONV_CASES = [
     dict(c=3, m=3, kernel=(2, 3), attrs=dict(auto_pad="VALID", activation="HardSigmoid",
                                               activation_params=[0.3, 0.4], threshold=0.1, dense_fraction=1.0)),
     dict(c=3, m=2, kernel=(3, 3), map_in=True, attrs=dict(pads=[1, 1, 1, 1], activation="Tanh")),
+    dict(c=3, m=5, kernel=(3, 3), map_in=True, attrs=dict(pads=[1, 1, 1, 1], activation="Softmax", threshold=0.05)),
 ]
 
 

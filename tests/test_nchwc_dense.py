@@ -76,7 +76,8 @@ def test_dense_items_equal_orts_nchwc_conv_bit_for_bit(case, activation, with_ma
 
 
 @needs_nchwc
-@pytest.mark.parametrize("activation", ["SiLU", "PRelu", "HardSwish", "Sigmoid", "Clip", "LeakyRelu", "Tanh"])
+@pytest.mark.parametrize("activation", ["SiLU", "PRelu", "HardSwish", "Sigmoid", "Clip", "LeakyRelu", "Tanh",
+                                        "Softmax"])
 def test_activations_after_the_nchwc_conv_match_ort(activation, rng):
     """Activations other than none are applied by our kernel table to the NCHW output, as our partial path does."""
     pair = _pair((16, 20, 3, 1, 1, [1, 1, 1, 1], 1, 2), activation, False, rng)

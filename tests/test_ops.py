@@ -49,6 +49,7 @@ ORT_ACTIVATIONS = {  # fused name -> (params, ONNX nodes after Conv producing "y
     "HardSigmoid": ((0.2, 0.5), lambda: [helper.make_node("HardSigmoid", ["c"], ["y"], alpha=0.2, beta=0.5)]),
     "HardSwish": ((), lambda: [helper.make_node("HardSwish", ["c"], ["y"])]),
     "Tanh": ((), lambda: [helper.make_node("Tanh", ["c"], ["y"])]),
+    "Softmax": ((), lambda: [helper.make_node("Softmax", ["c"], ["y"], axis=1)]),  # over channels (opset 17)
 }
 
 
@@ -307,6 +308,28 @@ def test_unchanged_frame_recomputes_nothing_and_keeps_output(rng):
     assert m2.sum() == 0
     np.testing.assert_array_equal(y2, y)
     np.testing.assert_array_equal(xr2, xr)
+
+
+@pytest.mark.parametrize("kernel, group, with_map", [((3, 3), 1, False), ((1, 1), 1, True), ((3, 3), 4, True),
+                                                     ((5, 3), 2, False)])
+def test_channel_softmax_is_applied_once_at_each_recomputed_pixel(rng, kernel, group, with_map):
+    """activation Softmax normalises the channels of each pixel: equal to ORT's Conv + Softmax(axis 1) on every
+    frame at tau 0, and the pixels the op does not recompute keep Y_prev bit for bit (normalising them again
+    would change them). Covers the GEMM, depthwise and whole-item paths."""
+    C, M = 4, 4 if group == 4 else 6
+    w = rng.standard_normal((M, C // group) + kernel).astype(np.float32)
+    b = rng.standard_normal(M).astype(np.float32)
+    pad = [kernel[0] // 2, kernel[1] // 2] * 2
+    pair = ConvPair(w, b, dict(pads=pad, group=group), "Softmax", with_map=with_map)
+    x_ref, y_prev, prev = EMPTY, EMPTY, None
+    for x in frame_sequence(rng, (2, C, 17, 40), ["first", "local", "none", "local", "nan", "global", "local"]):
+        sentinel = y_prev.copy()
+        y, x_ref_next, map_out = pair.run_delta(x, x_ref, y_prev, exact_change_map(x, prev))
+        assert_close_nan(y, pair.run_dense(x), rtol=1e-5, atol=1e-6)
+        if sentinel.shape == y.shape:
+            kept = np.broadcast_to(map_out == 0, y.shape)
+            np.testing.assert_array_equal(y[kept].view(np.uint32), sentinel[kept].view(np.uint32))
+        x_ref, y_prev, prev = x_ref_next, y, x
 
 
 def test_batch_items_are_independent_streams(rng):

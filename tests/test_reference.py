@@ -103,7 +103,7 @@ def window_cases(draw, *, pool=False):
 
 ACTIVATIONS = [
     ("", []), ("Relu", []), ("LeakyRelu", [0.1]), ("Clip", [0.0, 6.0]), ("Sigmoid", []), ("SiLU", []),
-    ("HardSigmoid", [0.2, 0.5]), ("HardSwish", []), ("PRelu", [0.25]), ("Tanh", []),
+    ("HardSigmoid", [0.2, 0.5]), ("HardSwish", []), ("PRelu", [0.25]), ("Tanh", []), ("Softmax", []),
 ]
 
 
@@ -210,6 +210,7 @@ def test_activation_matches_torch(name, params, rng):
             "Clip": lambda t: torch.clamp(t, 0.0, 6.0), "Sigmoid": torch.sigmoid, "SiLU": F.silu,
             "HardSigmoid": lambda t: torch.clamp(0.2 * t + 0.5, 0, 1), "HardSwish": F.hardswish,
             "PRelu": lambda t: F.prelu(t, torch.tensor([0.25])), "Tanh": torch.tanh,
+            "Softmax": lambda t: torch.softmax(t, dim=1),
         }[name](xt)
     got = ref.activation(x, name, params)
     assert got.dtype == np.float32

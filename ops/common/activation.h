@@ -19,6 +19,8 @@ enum class Activation : int32_t {
   kHardSwish,    // x * max(0, min(1, x/6 + 1/2))
   kPRelu,        // params: one slope, or one per output channel
   kTanh,
+  kSoftmax,      // over the output channels of each pixel (a channel Softmax after the Conv): not per element,
+                 // applied by softmax_channels to each recomputed pixel once all its channels are stored
 };
 
 // Parses the `activation` attribute; returns false for an unknown name.
@@ -31,6 +33,7 @@ inline bool parse_activation(const std::string& name, Activation* out) {
       {"SiLU", Activation::kSiLU},      {"Swish", Activation::kSiLU},
       {"HardSigmoid", Activation::kHardSigmoid}, {"HardSwish", Activation::kHardSwish},
       {"PRelu", Activation::kPRelu},    {"Tanh", Activation::kTanh},
+      {"Softmax", Activation::kSoftmax},
   };
   for (const auto& entry : kNames) {
     if (name == entry.name) { *out = entry.act; return true; }
@@ -66,8 +69,29 @@ DELTA_HD float apply_activation(const ActivationParams& p, float x) {
     }
     case Activation::kPRelu: return x >= 0.f ? x : p.a * x;
     case Activation::kTanh: return tanhf(x);
+    case Activation::kSoftmax: return x;  // per pixel, not per element: softmax_channels
   }
   return x;
+}
+
+// True for an activation that reads all output channels of a pixel (applied after the per-element epilogue).
+DELTA_HD bool is_channel_activation(Activation kind) { return kind == Activation::kSoftmax; }
+
+// Softmax over the `channels` values y[0], y[stride], ... of one pixel, in place, as ONNX and ORT compute it:
+// exp(v - max) / sum. A NaN anywhere makes every channel NaN (the max and the sum carry it), as in ORT.
+DELTA_HD void softmax_channels(float* y, int64_t stride, int64_t channels) {
+  float top = y[0];
+  for (int64_t c = 1; c < channels; ++c) {
+    const float v = y[c * stride];
+    top = (v > top || v != v) ? v : top;
+  }
+  float sum = 0.f;
+  for (int64_t c = 0; c < channels; ++c) {
+    const float e = expf(y[c * stride] - top);
+    y[c * stride] = e;
+    sum += e;
+  }
+  for (int64_t c = 0; c < channels; ++c) y[c * stride] /= sum;
 }
 
 }  // namespace deltaonnx

@@ -301,6 +301,7 @@ inline __m256 activate(__m256 x, const ActivationParams& act) {
       return _mm256_mul_ps(x, _mm256_min_ps(one, _mm256_max_ps(zero, v)));
     }
     case Activation::kTanh: break;
+    case Activation::kSoftmax: break;  // per pixel, never per element (ConvSpec::activation_for)
   }
   return x;
 }

@@ -296,7 +296,8 @@ inline __m512 activate(__m512 x, const ActivationParams& act) {
       __m512 v = _mm512_fmadd_ps(x, _mm512_set1_ps(1.f / 6.f), _mm512_set1_ps(0.5f));
       return _mm512_mul_ps(x, _mm512_min_ps(one, _mm512_max_ps(zero, v)));
     }
-    case Activation::kTanh: break;  // handled by the scalar loop
+    case Activation::kTanh: break;     // handled by the scalar loop
+    case Activation::kSoftmax: break;  // per pixel, never per element (ConvSpec::activation_for)
   }
   return x;
 }

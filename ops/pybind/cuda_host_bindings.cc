@@ -261,6 +261,11 @@ FloatArray conv_direct(const FloatArray& x, const FloatArray& w, const py::objec
         }
       }
     }
+    if (is_channel_activation(c.activation.params.kind)) {  // what channel_activation_thread does per pixel
+      const int64_t plane = c.shape.y.out * c.shape.x.out;
+      float* item = y.mutable_data() + n * m_count * plane;
+      for (int64_t q = 0; q < plane; ++q) softmax_channels(item + q, plane, m_count);
+    }
   }
   return y;
 }
@@ -364,7 +369,8 @@ void bind_cuda_host(py::module_& parent) {
   m.def("conv_direct", &conv_direct, py::arg("x"), py::arg("w"), py::arg("b") = py::none(), py::arg("strides") = one,
         py::arg("pads") = zero4, py::arg("dilations") = one, py::arg("auto_pad") = "NOTSET", py::arg("group") = 1,
         py::arg("activation") = "", py::arg("activation_params") = std::vector<float>{},
-        "Every output element by the per-element body (conv_accumulate + fused bias/activation).");
+        "Every output element by the per-element body (conv_accumulate + fused bias/activation; a channel "
+        "activation then per pixel).");
   m.def("gather_gemm", &gather_gemm, py::arg("x"), py::arg("w"), py::arg("b"), py::arg("pixel_list"),
         py::arg("counts"), py::arg("y_init"), py::arg("strides") = one, py::arg("pads") = zero4,
         py::arg("dilations") = one, py::arg("auto_pad") = "NOTSET", py::arg("group") = 1, py::arg("activation") = "",

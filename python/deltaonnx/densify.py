@@ -58,6 +58,13 @@ def _activation_nodes(name: str, act: str, params: list, source: str, out: str, 
     if act == "PRelu":
         slope = np.asarray(params, np.float32).reshape(-1, 1, 1) if len(params) == channels else np.asarray(params, np.float32)
         return [helper.make_node("PRelu", [source, const("slope", slope)], [out])]
+    if act == "Softmax":  # over the channels of each pixel
+        if opset >= 13:
+            return [helper.make_node("Softmax", [source], [out], axis=1)]
+        # before opset 13 Softmax flattens the dims from `axis` on: channels last first (ORT cancels the pairs)
+        return [helper.make_node("Transpose", [source], [f"{name}.nhwc"], perm=[0, 2, 3, 1]),
+                helper.make_node("Softmax", [f"{name}.nhwc"], [f"{name}.softmax"], axis=3),
+                helper.make_node("Transpose", [f"{name}.softmax"], [out], perm=[0, 3, 1, 2])]
     raise ValueError(f"densify: unknown activation {act!r}")
 
 

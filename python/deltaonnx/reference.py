@@ -26,6 +26,7 @@ _ACTIVATION_ALIASES = {
     "Relu": "Relu", "LeakyRelu": "LeakyRelu", "Clip": "Clip", "Relu6": "Clip",
     "Sigmoid": "Sigmoid", "SiLU": "SiLU", "Swish": "SiLU",
     "HardSigmoid": "HardSigmoid", "HardSwish": "HardSwish", "PRelu": "PRelu", "Tanh": "Tanh",
+    "Softmax": "Softmax",  # over the channels of each pixel (channel_axis)
 }
 _ACTIVATION_DEFAULTS = {
     "LeakyRelu": (0.01,),
@@ -205,7 +206,7 @@ def _or_pool(mask: np.ndarray, win: _Window) -> np.ndarray:
 def activation(x, name="", params=(), channel_axis=1) -> np.ndarray:
     """The activation DeltaConv fuses (docs/ops.md `activation`, `activation_params`), applied in float32
     with ONNX's formulas: the act(.) of DESIGN.md rule 5. PRelu takes one slope or one per channel along
-    `channel_axis`."""
+    `channel_axis`; Softmax normalises over `channel_axis` at each pixel."""
     x = np.asarray(x, dtype=np.float32)
     if isinstance(name, bytes):
         name = name.decode()
@@ -249,6 +250,9 @@ def activation(x, name="", params=(), channel_axis=1) -> np.ndarray:
             return np.where(x >= 0, x, slope * x).astype(np.float32)
         if kind == "Tanh":
             return np.tanh(x)
+        if kind == "Softmax":
+            e = np.exp(x - x.max(axis=channel_axis, keepdims=True))
+            return (e / e.sum(axis=channel_axis, keepdims=True)).astype(np.float32)
     raise AssertionError(kind)  # every canonical name is handled above
 
 

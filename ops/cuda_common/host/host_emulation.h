@@ -95,6 +95,9 @@ inline void run_gather_gemm(const GatherGemm& gemm, int tile = 0) {
   } else {
     detail::run_gemm_tiles<NarrowTile>(gemm);
   }
+  if (!is_channel_activation(gemm.act.kind)) return;
+  for (int64_t n = 0; n < gemm.batch; ++n)
+    for (int64_t i = 0; i < gemm.list.total; ++i) channel_activation_thread(gemm, n, i);
 }
 
 inline void run_max_pool(const MaxPoolStep& step) {

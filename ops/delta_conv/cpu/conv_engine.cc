@@ -40,7 +40,7 @@ std::string ConvSpec::validate() const {
 
 ActivationParams ConvSpec::activation_for(int64_t m) const {
   ActivationParams p;
-  p.kind = activation;
+  p.kind = is_channel_activation(activation) ? Activation::kNone : activation;  // applied per pixel afterwards
   const auto& ap = activation_params;
   switch (activation) {
     case Activation::kLeakyRelu: p.a = ap.empty() ? 0.01f : ap[0]; break;
@@ -402,22 +402,71 @@ void mark_needed_rows(const Window2D& w, const uint8_t* flags, std::vector<uint8
   }
 }
 
+// Scratch of compute_item kept across the batch items of one run (the tap offsets depend on the split's
+// width only, the same for every item).
+struct ItemWork {
+  std::vector<uint8_t> needed_rows;
+  std::vector<RowRun> runs;
+  std::vector<Panel> panels;
+  std::vector<PackPiece> pieces;
+  std::vector<int64_t> tap_offsets;
+};
+
+// Writes act(conv(source) + bias) at the `recompute` pixels flagged in out_flags of one batch item (per-element
+// activation only: a channel activation follows in run_delta_conv).
+void compute_item(const ConvSpec& spec, const PackedConvWeights& weights, const ConvRun& run, const Window2D& w,
+                  const InputState& st, const uint8_t* out_flags, float* y, int64_t recompute,
+                  const std::vector<ActivationParams>& acts, const ParallelFor& parallel_for,
+                  const DenseItemConv* dense, ItemWork& work) {
+  const KernelTable& k = weights.kernels();
+  const int64_t C = spec.in_channels_per_group * spec.group, out_plane = w.out_pixels();
+  if (recompute == out_plane && dense != nullptr && *dense && (*dense)(recompute_source(st), y)) return;
+  // Depthwise (one input and one output channel per group): the direct engine, not the GEMM.
+  if (run_depthwise_item(spec, weights, w, recompute_source(st), out_flags, y, run.bias, acts, parallel_for)) return;
+
+  // The split: all rows for a dense item, else only the rows some recomputed output reads.
+  const bool all_rows = recompute == out_plane;
+  if (!all_rows) mark_needed_rows(w, out_flags, work.needed_rows);
+  const PhaseSplit split =
+      build_phase_split(recompute_source(st), C, w, all_rows ? nullptr : work.needed_rows.data(), k, parallel_for);
+  if (work.tap_offsets.empty()) {  // tap (c, ky, kx): plane (c, ty % sy, tx % sx) at (ty / sy) * width + tx / sx
+    for (int64_t c = 0; c < spec.in_channels_per_group; ++c)
+      for (int64_t ky = 0; ky < w.y.kernel; ++ky)
+        for (int64_t kx = 0; kx < w.x.kernel; ++kx) {
+          const int64_t ty = ky * w.y.dilation, tx = kx * w.x.dilation;
+          work.tap_offsets.push_back(split.at(c, ty % split.sy, tx % split.sx) - split.at(0, 0, 0) +
+                                     (ty / split.sy) * split.width + tx / split.sx);
+        }
+  }
+  plan_panels(w, out_flags, k.gemm_nr, k.gemm_vec, split.width, work.runs, work.panels, work.pieces);
+  const ItemContext ctx{spec, weights, k, w, acts, run.bias, y, out_flags, split, work.tap_offsets, work.pieces};
+  parallel_for(static_cast<int64_t>(work.panels.size()), [&](int64_t i) { compute_panel(ctx, work.panels[i]); });
+}
+
+// A channel Softmax over the recomputed pixels of one item (y [M, plane]; every pixel when recompute == plane).
+void softmax_recomputed(float* y, int64_t M, int64_t plane, const uint8_t* flags, int64_t recompute,
+                        const ParallelFor& parallel_for) {
+  constexpr int64_t kChunk = 1024;
+  const bool all = recompute == plane;
+  parallel_for((plane + kChunk - 1) / kChunk, [&](int64_t chunk) {
+    const int64_t end = std::min(plane, (chunk + 1) * kChunk);
+    for (int64_t q = chunk * kChunk; q < end; ++q)
+      if (all || flags[q]) softmax_channels(y + q, plane, M);
+  });
+}
+
 }  // namespace
 
 void run_delta_conv(const ConvSpec& spec, const PackedConvWeights& weights, const ConvRun& run,
                     const ParallelFor& parallel_for, RunStats* stats, const DenseItemConv* dense) {
   const KernelTable& k = weights.kernels();
   const Window2D w = spec.window.resolve(run.height, run.width);
-  const int64_t C = spec.in_channels_per_group * spec.group, M = spec.out_channels;
-  const int64_t out_plane = w.out_pixels();
+  const int64_t M = spec.out_channels, out_plane = w.out_pixels();
   std::vector<ActivationParams> acts(static_cast<size_t>(M));
   for (int64_t m = 0; m < M; ++m) acts[m] = spec.activation_for(m);
 
-  std::vector<uint8_t> in_flags, scratch, needed_rows;
-  std::vector<RowRun> runs;
-  std::vector<Panel> panels;
-  std::vector<PackPiece> pieces;
-  std::vector<int64_t> tap_offsets;
+  std::vector<uint8_t> in_flags, scratch;
+  ItemWork work;
   for (int64_t n = 0; n < run.batch; ++n) {
     const ItemPlan item = plan_item(run, n, spec.threshold, &k, w, spec.dense_fraction, M, in_flags, scratch, stats,
                                     parallel_for);
@@ -426,28 +475,8 @@ void run_delta_conv(const ConvSpec& spec, const PackedConvWeights& weights, cons
     float* y = item.y;
     const int64_t recompute = item.recompute;
     if (recompute == 0) continue;
-    if (recompute == out_plane && dense != nullptr && *dense && (*dense)(recompute_source(st), y)) continue;
-    // Depthwise (one input and one output channel per group): the direct engine, not the GEMM.
-    if (run_depthwise_item(spec, weights, w, recompute_source(st), out_flags, y, run.bias, acts, parallel_for))
-      continue;
-
-    // The split: all rows for a dense item, else only the rows some recomputed output reads.
-    const bool all_rows = recompute == out_plane;
-    if (!all_rows) mark_needed_rows(w, out_flags, needed_rows);
-    const PhaseSplit split =
-        build_phase_split(recompute_source(st), C, w, all_rows ? nullptr : needed_rows.data(), k, parallel_for);
-    if (tap_offsets.empty()) {  // tap (c, ky, kx): plane (c, ty % sy, tx % sx) at (ty / sy) * width + tx / sx
-      for (int64_t c = 0; c < spec.in_channels_per_group; ++c)
-        for (int64_t ky = 0; ky < w.y.kernel; ++ky)
-          for (int64_t kx = 0; kx < w.x.kernel; ++kx) {
-            const int64_t ty = ky * w.y.dilation, tx = kx * w.x.dilation;
-            tap_offsets.push_back(split.at(c, ty % split.sy, tx % split.sx) - split.at(0, 0, 0) +
-                                  (ty / split.sy) * split.width + tx / split.sx);
-          }
-    }
-    plan_panels(w, out_flags, k.gemm_nr, k.gemm_vec, split.width, runs, panels, pieces);
-    const ItemContext ctx{spec, weights, k, w, acts, run.bias, y, out_flags, split, tap_offsets, pieces};
-    parallel_for(static_cast<int64_t>(panels.size()), [&](int64_t i) { compute_panel(ctx, panels[i]); });
+    compute_item(spec, weights, run, w, st, out_flags, y, recompute, acts, parallel_for, dense, work);
+    if (is_channel_activation(spec.activation)) softmax_recomputed(y, M, out_plane, out_flags, recompute, parallel_for);
   }
 }
 

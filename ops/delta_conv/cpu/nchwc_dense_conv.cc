@@ -62,7 +62,7 @@ std::unique_ptr<NchwcDenseConv> NchwcDenseConv::create(const OrtKernelInfo* info
   d->block_ = b;
   d->channels_ = C;
   d->padded_out_ = round_up(M, b);
-  d->activation_in_conv_ = spec.activation == Activation::kNone;
+  d->activation_in_conv_ = spec.activation_for(0).kind == Activation::kNone;  // a channel Softmax follows later
   d->own_in_place_ = depthwise || (win.kernel_h == 1 && win.kernel_w == 1 && win.stride_h == 1 && win.stride_w == 1 &&
                                    win.pads == std::array<int64_t, 4>{0, 0, 0, 0});  // else ours, after (same NaN rules as ours)
   const int64_t kh = win.kernel_h, kw = win.kernel_w, Mp = d->padded_out_, taps = kh * kw;

@@ -26,6 +26,11 @@ __global__ void __launch_bounds__(Tile::kThreads) gather_gemm_kernel(GatherGemm 
   gemm_store<Tile>(gemm, block, tid, thread);
 }
 
+__global__ void channel_activation_kernel(GatherGemm gemm) {
+  const int64_t i = global_thread_index();
+  if (i < gemm.list.total) channel_activation_thread(gemm, blockIdx.y, i);
+}
+
 template <class Tile>
 cudaError_t launch_tile(const GatherGemm& gemm, cudaStream_t stream) {
   const GemmGrid g = gemm_grid<Tile>(gemm);
@@ -37,7 +42,12 @@ cudaError_t launch_tile(const GatherGemm& gemm, cudaStream_t stream) {
 }  // namespace
 
 cudaError_t launch_gather_gemm(const GatherGemm& gemm, cudaStream_t stream) {
-  return use_wide_tile(gemm.shape) ? launch_tile<WideTile>(gemm, stream) : launch_tile<NarrowTile>(gemm, stream);
+  const cudaError_t error =
+      use_wide_tile(gemm.shape) ? launch_tile<WideTile>(gemm, stream) : launch_tile<NarrowTile>(gemm, stream);
+  if (error != cudaSuccess || !is_channel_activation(gemm.act.kind)) return error;
+  dim3 grid(blocks_for(gemm.list.total), static_cast<unsigned int>(gemm.batch));  // batch <= kMaxBatch
+  channel_activation_kernel<<<grid, kBlockThreads, 0, stream>>>(gemm);
+  return cudaGetLastError();
 }
 
 }  // namespace cuda

@@ -1,4 +1,5 @@
-// Launcher of DeltaConv's gather-GEMM (gather_gemm.h) on a stream. The caller checks gather_gemm_grid_fits().
+// Launcher of DeltaConv's gather-GEMM (gather_gemm.h) on a stream, followed by the channel activation (Softmax)
+// when the op fuses one. The caller checks gather_gemm_grid_fits().
 #pragma once
 #include <cuda_runtime_api.h>
 
