@@ -100,7 +100,7 @@ int64_t marks_to_flags(const uint8_t* map, int64_t n, uint8_t* flags) {
   for (; p + 8 <= n; p += 8) {
     const uint64_t marks = nonzero_bytes(word_at(map + p)) >> 7;  // 1 in each nonzero byte
     std::memcpy(flags + p, &marks, sizeof marks);
-    count += __builtin_popcountll(marks);
+    count += static_cast<int64_t>((marks * 0x0101010101010101ull) >> 56);  // bytes of 0/1 summed: no libgcc popcount
   }
   for (; p < n; ++p) count += (flags[p] = map[p] != 0);
   return count;
