@@ -545,7 +545,7 @@ def test_every_simd_variant_matches_the_reference(rng, simd):
         pytest.skip(f"{simd} not supported here")
     for (C, M, k, s, d, g, act) in [(5, 19, 3, 1, 1, 1, "SiLU"), (8, 16, 3, 2, 1, 2, "HardSwish"),
                                     (6, 6, 3, 1, 2, 6, "Relu"), (3, 40, 1, 1, 1, 1, "Sigmoid"),
-                                    (16, 24, 5, 1, 1, 1, "LeakyRelu")]:
+                                    (16, 24, 5, 1, 1, 1, "LeakyRelu"), (4, 21, 3, 1, 1, 1, "Softmax")]:
         wt = rng.standard_normal((M, C // g, k, k)).astype(np.float32)
         b = rng.standard_normal(M).astype(np.float32)
         params = [0.1] if act == "LeakyRelu" else []

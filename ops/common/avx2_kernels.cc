@@ -634,10 +634,28 @@ void max_taps(const float* src, int64_t src_stride, int64_t step, const PoolTap*
   }
 }
 
+// 8 pixels at a time: the max over channels (NaN kept), exp(v - max) stored in place and summed, then divided.
+void softmax_run(float* y, int64_t plane, int64_t channels, int64_t n) {
+  for (int64_t j = 0; j < n; j += kVec) {
+    const __m256i t = tail_mask(n - j);
+    float* p = y + j;
+    __m256 top = _mm256_maskload_ps(p, t);
+    for (int64_t c = 1; c < channels; ++c) top = max_keep_nan(top, _mm256_maskload_ps(p + c * plane, t));
+    __m256 sum = _mm256_setzero_ps();
+    for (int64_t c = 0; c < channels; ++c) {
+      const __m256 e = exp_ps(_mm256_sub_ps(_mm256_maskload_ps(p + c * plane, t), top));
+      _mm256_maskstore_ps(p + c * plane, t, e);
+      sum = _mm256_add_ps(sum, e);
+    }
+    for (int64_t c = 0; c < channels; ++c)
+      _mm256_maskstore_ps(p + c * plane, t, _mm256_div_ps(_mm256_maskload_ps(p + c * plane, t), sum));
+  }
+}
+
 }  // namespace
 
 const KernelTable& avx2_kernel_table() {
-  static const KernelTable table{"avx2", kMR, kNR, kVec, detect_changes, update_reference, detect_update_exact, detect_update_pixels, gemm_tile, gemm_tile_store, gemm_row, pack_pieces, scatter_pieces, store_flagged, deinterleave2, bias_activate, depthwise_run, max_taps};
+  static const KernelTable table{"avx2", kMR, kNR, kVec, detect_changes, update_reference, detect_update_exact, detect_update_pixels, gemm_tile, gemm_tile_store, gemm_row, pack_pieces, scatter_pieces, store_flagged, deinterleave2, bias_activate, depthwise_run, max_taps, softmax_run};
   return table;
 }
 

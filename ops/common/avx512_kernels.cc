@@ -694,10 +694,28 @@ void max_taps(const float* src, int64_t src_stride, int64_t step, const PoolTap*
   }
 }
 
+// 16 pixels at a time: the max over channels (NaN kept), exp(v - max) stored in place and summed, then divided.
+void softmax_run(float* y, int64_t plane, int64_t channels, int64_t n) {
+  for (int64_t j = 0; j < n; j += kVec) {
+    const __mmask16 t = tail_mask(n - j);
+    float* p = y + j;
+    __m512 top = _mm512_maskz_loadu_ps(t, p);
+    for (int64_t c = 1; c < channels; ++c) top = max_keep_nan(top, _mm512_maskz_loadu_ps(t, p + c * plane));
+    __m512 sum = _mm512_setzero_ps();
+    for (int64_t c = 0; c < channels; ++c) {
+      const __m512 e = exp_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(t, p + c * plane), top));
+      _mm512_mask_storeu_ps(p + c * plane, t, e);
+      sum = _mm512_add_ps(sum, e);
+    }
+    for (int64_t c = 0; c < channels; ++c)
+      _mm512_mask_storeu_ps(p + c * plane, t, _mm512_div_ps(_mm512_maskz_loadu_ps(t, p + c * plane), sum));
+  }
+}
+
 }  // namespace
 
 const KernelTable& avx512_kernel_table() {
-  static const KernelTable table{"avx512", kMR, kNR, kVec, detect_changes, update_reference, detect_update_exact, detect_update_pixels, gemm_tile, gemm_tile_store, gemm_row, pack_pieces, scatter_pieces, store_flagged, deinterleave2, bias_activate, depthwise_run, max_taps};
+  static const KernelTable table{"avx512", kMR, kNR, kVec, detect_changes, update_reference, detect_update_exact, detect_update_pixels, gemm_tile, gemm_tile_store, gemm_row, pack_pieces, scatter_pieces, store_flagged, deinterleave2, bias_activate, depthwise_run, max_taps, softmax_run};
   return table;
 }
 

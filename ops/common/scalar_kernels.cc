@@ -171,10 +171,14 @@ void max_taps(const float* src, int64_t src_stride, int64_t step, const PoolTap*
   }
 }
 
+void softmax_run(float* y, int64_t plane, int64_t channels, int64_t n) {
+  for (int64_t j = 0; j < n; ++j) softmax_channels(y + j, plane, channels);
+}
+
 }  // namespace
 
 const KernelTable& scalar_kernel_table() {
-  static const KernelTable table{"scalar", kMR, kNR, kNR, detect_changes, update_reference, detect_update_exact, detect_update_pixels, gemm_tile, gemm_tile_store, gemm_row, pack_pieces, scatter_pieces, store_flagged, deinterleave2, bias_activate, depthwise_run, max_taps};
+  static const KernelTable table{"scalar", kMR, kNR, kNR, detect_changes, update_reference, detect_update_exact, detect_update_pixels, gemm_tile, gemm_tile_store, gemm_row, pack_pieces, scatter_pieces, store_flagged, deinterleave2, bias_activate, depthwise_run, max_taps, softmax_run};
   return table;
 }
 
