@@ -276,6 +276,25 @@ def test_block_interleaving_does_not_change_what_is_measured(cpu_op_library, pne
     assert 0 < first["conv_flops_redone"]["mean"] < 1
 
 
+def test_profile_of_the_converted_model_replays_the_last_frames_from_the_ops_state(cpu_op_library, pnet_files):
+    """--profile times the last frames from the ops' own state (what they cost in the timed run: drifted
+    references recompute more than fresh ones); without a known clip length from an empty state, and says so."""
+    from deltaonnx.bench import BenchOptions, DeltaConfig, format_report, run_benchmark
+    from deltaonnx.video import Preprocess, read_frames
+
+    model, clip = pnet_files
+    preprocess = Preprocess(size=None, scale=1.0, mean=(127.5,), std=(128.0,), layout="NHWC")
+    options = BenchOptions(warmup=2, profile_frames=4, profile_delta=True, dense_fallback=False, progress=False)
+    for frame_total, seeded, frames in ((9, True, 3), (None, False, 4)):
+        result = run_benchmark(model, read_frames(clip), preprocess, configs=[DeltaConfig(0.05, 0.0)],
+                               options=options, frame_total=frame_total)
+        (run,) = result["runs"]
+        # runs after the first (seeded: the kept frames after the one the state was taken at); frames that
+        # change nothing are skipped without an ORT run
+        assert run["profile"]["from_ops_state"] is seeded and 0 < run["profile"]["frames"] <= frames
+        assert ("from the ops' state" if seeded else "from empty state") in format_report(result)
+
+
 def test_oracle_from_the_ops_state_recomputes_what_the_ops_recomputed(cpu_op_library, pnet_files):
     """The ops recompute at pixel granularity (rule 4 without tiles): the numpy reference replaying the last
     frames from the ops' own state (references drifted below tau included) marks the very same pixels.

@@ -378,6 +378,56 @@ def test_streams_are_independent_and_reset_drops_one_or_all(exact_session, dense
     assert all(n["fraction"] == 1.0 for n in exact_session.stats(7)["nodes"].values())
 
 
+def test_a_saved_state_resumes_a_stream_in_another_session(cpu_op_library, dense_session, rng):
+    """state() copied, then load_state() in a new session (another process, a restart): the resumed stream's
+    next runs equal the original stream's bit for bit and recompute only what changed since the save."""
+    model = converted_model(0.05, 0.0)
+    original = DeltaSession(model, skip_identical_frames=False)
+    frames = [random_frame(rng)]
+    for step in range(5):
+        frames.append(frame_with_patch(frames[-1], rng, 2 + 3 * step, 4 + 2 * step))
+    for frame in frames[:3]:
+        original.run(None, {"image": frame}, stream="cam")
+    saved = {name: value.numpy().copy() for name, value in original.state("cam").items()}
+    resumed = DeltaSession(model, skip_identical_frames=False)
+    resumed.load_state(saved, stream="cam")
+    assert resumed.streams() == ["cam"]  # waiting for its first run
+    for frame in frames[3:]:
+        want = original.run(None, {"image": frame}, stream="cam")
+        got = resumed.run(None, {"image": frame}, stream="cam")
+        for g, w in zip(got, want):
+            np.testing.assert_array_equal(g, w)
+        assert ({n: v["fraction"] for n, v in resumed.stats("cam")["nodes"].items()}
+                == {n: v["fraction"] for n, v in original.stats("cam")["nodes"].items()})
+        assert all(v["fraction"] < 0.5 for v in resumed.stats("cam")["nodes"].values())
+    assert resumed.stats("cam")["runs"] == 3  # load_state starts the statistics afresh
+
+
+def test_load_state_checks_names_and_types_and_missing_names_start_empty(exact_session, dense_session, rng):
+    frame = random_frame(rng)
+    exact_session.run(None, {"image": frame})
+    saved = {name: value.numpy().copy() for name, value in exact_session.state().items()}
+    with pytest.raises(KeyError, match="not state inputs"):
+        exact_session.load_state({**saved, "image": frame})
+    name = next(iter(saved))
+    with pytest.raises(ValueError, match="4-D float32"):
+        exact_session.load_state({name: saved[name].astype(np.float64)})
+    with pytest.raises(ValueError, match="4-D float32"):
+        exact_session.load_state({name: saved[name][0]})
+    assert exact_session.stats()["runs"] == 1  # a refused load changes nothing
+    partial = dict(list(saved.items())[1:])  # one op starts empty: it recomputes everything, exactly
+    exact_session.load_state(partial)
+    changed = frame_with_patch(frame, rng, 5, 5)
+    features, _ = exact_session.run(None, {"image": changed})
+    np.testing.assert_allclose(features, dense(dense_session, changed)[0], **EXACT)
+    # a state saved at another resolution counts as none (rule 1)
+    exact_session.load_state(saved)
+    other = random_frame(rng, h=NOMINAL_H + 4, w=NOMINAL_W + 2)
+    features, _ = exact_session.run(None, {"image": other})
+    np.testing.assert_allclose(features, dense(dense_session, other)[0], **EXACT)
+    assert all(n["fraction"] == 1.0 for n in exact_session.stats()["nodes"].values())
+
+
 def _run_sequence(session, frames, stream):
     return [session.run(None, {"image": f}, stream=stream) for f in frames]
 

@@ -313,14 +313,19 @@ def profile_dense(model_bytes: bytes, inputs: Sequence[dict], threads: int, fuse
             "by_op": dict(sorted(by_op.items(), key=lambda kv: -kv[1]))}
 
 
-def profile_delta(converted: onnx.ModelProto, inputs: Sequence[dict], threads: int, dense_fallback: bool = True) -> dict:
-    """The converted model's time per frame by op type, over `inputs` in order (the first run, which fills
-    the state, is left out)."""
+def profile_delta(converted: onnx.ModelProto, inputs: Sequence[dict], threads: int, dense_fallback: bool = True,
+                  initial_state: Optional[Mapping[str, np.ndarray]] = None) -> dict:
+    """The converted model's time per frame by op type, over `inputs` in order (the first run is left out:
+    it fills the state, or warms the session up). From `initial_state` (the ops' own state before these
+    frames) the frames cost what they cost in the timed run; from an empty state they start on fresh
+    references, which recompute less than references that drifted below tau over a long run (rule 3)."""
     from .session import DeltaSession
 
     with tempfile.TemporaryDirectory(prefix="deltaonnx-profile-") as tmp:
         session = DeltaSession(converted, session_options(threads, os.path.join(tmp, "delta")),
                                dense_fallback=dense_fallback)
+        if initial_state is not None:
+            session.load_state(initial_state)
         wall = []
         for i, feed in enumerate(inputs):
             start = time.perf_counter()
@@ -338,7 +343,7 @@ def profile_delta(converted: onnx.ModelProto, inputs: Sequence[dict], threads: i
             by_node[node] += us / 1000.0 / runs
     kernel_ms = sum(by_op.values())
     wall_ms = 1000.0 * float(np.mean(wall)) if wall else kernel_ms
-    return {"frames": runs, "kernel_ms": kernel_ms, "wall_ms": wall_ms,
+    return {"frames": runs, "kernel_ms": kernel_ms, "wall_ms": wall_ms, "from_ops_state": initial_state is not None,
             "delta_ops_ms": sum(by_op.get(op, 0.0) for op in DELTA_OPS),
             "outside_kernels_ms": max(0.0, wall_ms - kernel_ms),
             "by_op": dict(sorted(by_op.items(), key=lambda kv: -kv[1])), "by_node": dict(by_node)}
@@ -395,7 +400,7 @@ class _ConfigRun:
     dense_runs_seen: int = 0  # the session's count of dense-twin runs (its fallback), last seen
     dense_frames: int = 0  # timed frames that ran the dense twin
     state_bytes: int = 0  # the largest state seen
-    oracle_seed: Optional[dict] = None  # the ops' state (past name -> array) before the oracle's frames
+    oracle_seed: Optional[dict] = None  # the ops' state (past name -> array) before the last frames (oracle, profile)
 
 
 def _percentile(values: Sequence[float], q: float) -> float:
@@ -483,10 +488,11 @@ def run_benchmark(model, frames: Iterable[np.ndarray], preprocess: Optional[Prep
     count = timed = 0
     block_size = max(1, options.interleave)
     progress = Progress(frame_total, "bench", options.progress)
-    # The oracle replays the kept frames from the ops' own state (same references, drift included), taken
-    # right after the frame before them: known only when the clip's length is.
+    # The oracle and the profile replay the kept frames from the ops' own state (same references, drift
+    # included), taken right after the frame before them: known only when the clip's length is.
     seed_index = (frame_total - kept_inputs.maxlen
-                  if options.oracle and frame_total and frame_total > kept_inputs.maxlen else None)
+                  if (options.oracle or options.profile_delta) and frame_total and frame_total > kept_inputs.maxlen
+                  else None)
 
     def run_block(block: list[tuple[int, np.ndarray, dict]], block_number: int) -> None:
         """Dense ORT on the block's frames, then each converted model on them (the order of the models
@@ -587,7 +593,9 @@ def run_benchmark(model, frames: Iterable[np.ndarray], preprocess: Optional[Prep
     for run in runs:
         entry = _summarize(run, dense_ms, flops, dense_profile, output_names)
         if options.profile_delta and len(kept_inputs) > 1:
-            entry["profile"] = profile_delta(run.model, list(kept_inputs), options.threads, options.dense_fallback)
+            seeded = run.oracle_seed is not None  # then the first kept frame is the one the seed was taken after
+            entry["profile"] = profile_delta(run.model, list(kept_inputs)[1:] if seeded else list(kept_inputs),
+                                             options.threads, options.dense_fallback, run.oracle_seed)
             _attach_node_profile(entry, dense_profile, flops)
         if options.oracle and len(kept_inputs) > 1:
             _attach_oracle(entry, run, list(kept_inputs), flops, dense_profile)
@@ -986,7 +994,8 @@ def format_report(result: dict, per_node: bool = True) -> str:
         if not p:
             continue
         top = ", ".join(f"{op} {ms:.2f}" for op, ms in list(p["by_op"].items())[:8])
-        lines += ["", f"where the time goes, {r['label']} (ORT profiler, {p['frames']} frames, ms/frame): "
+        start = "from the ops' state" if p.get("from_ops_state") else "from empty state"
+        lines += ["", f"where the time goes, {r['label']} (ORT profiler, last {p['frames']} frames {start}, ms/frame): "
                   f"{p['wall_ms']:.2f} wall = {p['delta_ops_ms']:.2f} Delta ops + "
                   f"{p['kernel_ms'] - p['delta_ops_ms']:.2f} other kernels + {p['outside_kernels_ms']:.2f} outside "
                   f"kernels (state binding, session); ideal conv work {_fmt(p.get('ideal_conv_work_ms'))}",

@@ -19,6 +19,7 @@ Who owns what:
 * a model output that is also a state buffer: a copy (the next run writes into the buffer).
 * `change_maps()`: copies of the live map buffers, taken when called.
 * `state()`: the live state buffers themselves (the next run writes into them).
+* `load_state()`: copies of what it is given, fed as the past state of the stream's next run.
 
 Identical frames (``skip_identical_frames``, on by default): when a run's frames provably leave every Delta op
 without a change, the converted model would return exactly its previous outputs and leave the state as it was
@@ -387,6 +388,7 @@ class _StreamState:
     # The live state, None while the stream has none (first run, after a reset, shape change or failure).
     binding: _Binding | None = None
     values: dict[str, ort.OrtValue] = field(default_factory=dict)  # present name -> live state buffer
+    loaded: dict[str, np.ndarray] = field(default_factory=dict)  # load_state(): past name -> the next run's past
     input_shapes: tuple | None = None  # shapes of the model inputs the state was built for
     output_index: dict[str, int] = field(default_factory=dict)  # bound output -> position in ORT's output vector
     model_outputs: tuple[str, ...] = ()  # model outputs (not state) bound to a fresh buffer on every run
@@ -433,6 +435,7 @@ class _StreamState:
         self.maps_snapshot = self.current_maps() if keep_maps else None
         self.binding = None
         self.values = {}
+        self.loaded = {}
         self.input_shapes = None
         self.output_index = {}
         self.model_outputs = ()
@@ -696,7 +699,7 @@ class DeltaSession:
                     run_options: ort.RunOptions | None) -> list[np.ndarray]:
         if state.mode == "dense":
             return self._run_dense(state, requested, inputs, run_options)
-        if state.input_shapes != input_shapes:
+        if state.binding is not None and state.input_shapes != input_shapes:
             state.drop_state()
         if self._identical_plan is not None and state.binding is not None:
             if state.check_wait > 0:
@@ -720,11 +723,12 @@ class DeltaSession:
         return results
 
     def _bind_new_state(self, state: _StreamState) -> _Binding:
-        """First run of a state: empty state in; ORT allocates the present outputs and the change maps."""
+        """First run of a state: empty state in (or what load_state() gave); ORT allocates the present outputs
+        and the change maps."""
         binding = _Binding(self._session)
         order = []
         for entry in self._state_entries:
-            binding.public.bind_cpu_input(entry.past, self._empty_state[entry.past])
+            binding.public.bind_cpu_input(entry.past, state.loaded.get(entry.past, self._empty_state[entry.past]))
             binding.public.bind_output(entry.present, self._state_device, self._state_device_id)
             order.append(entry.present)
         for output in self._map_outputs.values():
@@ -793,6 +797,7 @@ class DeltaSession:
         outputs = binding.outputs()
         if first:
             self._keep_state_bound(state, outputs)
+            state.loaded = {}  # the present buffers hold it now
         index, presents = state.output_index, self._present_names
         returned = [self._state_output(state, name) if name in presents else outputs[index[name]].numpy()
                     for name in requested]  # numpy(): a view of this run's own buffer
@@ -962,6 +967,34 @@ class DeltaSession:
         with state.lock:
             return {entry.past: state.values[entry.present] for entry in self._state_entries
                     if entry.present in state.values}
+
+    def load_state(self, saved: Mapping[str, Any], stream: Hashable = DEFAULT_STREAM) -> None:
+        """Resume `stream` from a state saved with state() (past input name -> array or OrtValue), e.g. one
+        moved from another process or kept across a restart of the application.
+
+        The stream is reset first (its statistics too); the arrays are copied now, and its next run feeds them
+        as the past state, so it recomputes only what changed since the saved run. Names missing from `saved`
+        start empty (those ops recompute everything on that run: exact, only slower). A state saved for
+        another input shape counts as no state (rule 1), except that Y_prev must still fit its X_ref: the
+        run then fails with the op's error and the stream starts again from empty state.
+        """
+        known = {entry.past: entry for entry in self._state_entries}
+        unknown = sorted(set(saved) - set(known))
+        if unknown:
+            raise KeyError(f"DeltaSession.load_state: {unknown} are not state inputs of this model "
+                           f"(state inputs: {sorted(known)})")
+        loaded = {}
+        for name, value in saved.items():
+            array = value.numpy() if isinstance(value, ort.OrtValue) else np.asarray(value)
+            want = self._empty_state[name].dtype
+            if array.ndim != 4 or array.dtype != want:
+                raise ValueError(f"DeltaSession.load_state: {name!r} must be a 4-D {want} array, got "
+                                 f"{array.dtype} of shape {array.shape}")
+            loaded[name] = np.array(array, copy=True, order="C")
+        self.reset(stream)
+        state = self._stream(stream, create=True)
+        with state.lock:
+            state.loaded = loaded
 
     def change_maps(self, stream: Hashable = DEFAULT_STREAM) -> dict[str, np.ndarray]:
         """Node name -> change map of the last run of `stream` (uint8 [N,1,Ho,Wo], 1 where recomputed).
