@@ -310,9 +310,10 @@ def test_unchanged_frame_recomputes_nothing_and_keeps_output(rng):
     np.testing.assert_array_equal(xr2, xr)
 
 
-@pytest.mark.parametrize("kernel, group, with_map", [((3, 3), 1, False), ((1, 1), 1, True), ((3, 3), 4, True),
-                                                     ((5, 3), 2, False)])
-def test_channel_softmax_is_applied_once_at_each_recomputed_pixel(rng, kernel, group, with_map):
+@pytest.mark.parametrize("kernel, group, with_map, threads", [((3, 3), 1, False, 1), ((1, 1), 1, True, 1),
+                                                              ((3, 3), 4, True, 1), ((5, 3), 2, False, 1),
+                                                              ((3, 3), 1, True, 2)])
+def test_channel_softmax_is_applied_once_at_each_recomputed_pixel(rng, kernel, group, with_map, threads):
     """activation Softmax normalises the channels of each pixel: equal to ORT's Conv + Softmax(axis 1) on every
     frame at tau 0, and the pixels the op does not recompute keep Y_prev bit for bit (normalising them again
     would change them). Covers the GEMM, depthwise and whole-item paths."""
@@ -320,9 +321,10 @@ def test_channel_softmax_is_applied_once_at_each_recomputed_pixel(rng, kernel, g
     w = rng.standard_normal((M, C // group) + kernel).astype(np.float32)
     b = rng.standard_normal(M).astype(np.float32)
     pad = [kernel[0] // 2, kernel[1] // 2] * 2
-    pair = ConvPair(w, b, dict(pads=pad, group=group), "Softmax", with_map=with_map)
+    pair = ConvPair(w, b, dict(pads=pad, group=group), "Softmax", with_map=with_map, threads=threads)
     x_ref, y_prev, prev = EMPTY, EMPTY, None
-    for x in frame_sequence(rng, (2, C, 17, 40), ["first", "local", "none", "local", "nan", "global", "local"]):
+    hw = (17, 40) if threads == 1 else (70, 130)  # more than one chunk of the per-pixel pass for two threads
+    for x in frame_sequence(rng, (2, C) + hw, ["first", "local", "none", "local", "nan", "global", "local"]):
         sentinel = y_prev.copy()
         y, x_ref_next, map_out = pair.run_delta(x, x_ref, y_prev, exact_change_map(x, prev))
         assert_close_nan(y, pair.run_dense(x), rtol=1e-5, atol=1e-6)
