@@ -1041,11 +1041,12 @@ def _short(text: Optional[str], width: int = 36) -> str:
     return text if len(text) <= width else "..." + text[-(width - 3):]
 
 
-def _json_ready(value):
+def json_ready(value):
+    """`value` with numpy scalars as Python numbers, non-finite floats as None and paths as text (for json.dumps)."""
     if isinstance(value, dict):
-        return {str(k): _json_ready(v) for k, v in value.items()}
+        return {str(k): json_ready(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_json_ready(v) for v in value]
+        return [json_ready(v) for v in value]
     if isinstance(value, (np.floating, float)):
         value = float(value)
         return value if math.isfinite(value) else None
@@ -1057,7 +1058,7 @@ def _json_ready(value):
 
 
 def write_json(result: dict, path: str) -> None:
-    text = json.dumps(_json_ready(result), indent=2)
+    text = json.dumps(json_ready(result), indent=2)
     if path == "-":
         sys.stdout.write(text + "\n")
     else:

@@ -717,7 +717,9 @@ class CalibrationResult:
     settings: dict
 
     def as_dict(self) -> dict:
-        return _json_ready({
+        from .bench import json_ready
+
+        return json_ready({
             "format": 1, "deltaonnx_version": __version__, "budget": asdict(self.budget), "refresh": self.refresh,
             "thresholds": self.thresholds, "settings": self.settings,
             "nodes": [asdict(n) | {"factor": n.factor} for n in self.nodes],
@@ -1137,19 +1139,6 @@ def _stamp_calibration(model: onnx.ModelProto, refresh: int, budget: Budget, thr
             prop.value = entry
             return
     model.metadata_props.add(key=CALIBRATION_METADATA_KEY, value=entry)
-
-
-def _json_ready(value):
-    if isinstance(value, dict):
-        return {str(k): _json_ready(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_ready(v) for v in value]
-    if isinstance(value, (np.floating, float)):
-        value = float(value)
-        return value if math.isfinite(value) else None
-    if isinstance(value, np.integer):
-        return int(value)
-    return value
 
 
 # ----------------------------------------------------------------------------------------------------------
