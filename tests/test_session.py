@@ -426,6 +426,16 @@ def test_load_state_checks_names_and_types_and_missing_names_start_empty(exact_s
     features, _ = exact_session.run(None, {"image": other})
     np.testing.assert_allclose(features, dense(dense_session, other)[0], **EXACT)
     assert all(n["fraction"] == 1.0 for n in exact_session.stats()["nodes"].values())
+    # a Y_prev that does not fit its X_ref: the op's error, then the stream starts again from empty state
+    broken = dict(saved)
+    y_prev = "deltaonnx.past.DeltaConv_0.y"
+    broken[y_prev] = np.zeros(saved[y_prev].shape[:3] + (saved[y_prev].shape[3] + 1,), np.float32)
+    exact_session.load_state(broken)
+    with pytest.raises(Exception, match="Y_prev"):
+        exact_session.run(None, {"image": frame})
+    features, _ = exact_session.run(None, {"image": frame})
+    np.testing.assert_allclose(features, dense(dense_session, frame)[0], **EXACT)
+    assert all(n["fraction"] == 1.0 for n in exact_session.stats()["nodes"].values())
 
 
 def _run_sequence(session, frames, stream):

@@ -975,8 +975,8 @@ class DeltaSession:
         The stream is reset first (its statistics too); the arrays are copied now, and its next run feeds them
         as the past state, so it recomputes only what changed since the saved run. Names missing from `saved`
         start empty (those ops recompute everything on that run: exact, only slower). A state saved for
-        another input shape counts as no state (rule 1), except that Y_prev must still fit its X_ref: the
-        run then fails with the op's error and the stream starts again from empty state.
+        another input shape counts as no state (rule 1). A Y_prev that does not fit its X_ref makes the run
+        fail with the op's error; the stream then starts again from empty state.
         """
         known = {entry.past: entry for entry in self._state_entries}
         unknown = sorted(set(saved) - set(known))
