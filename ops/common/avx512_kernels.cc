@@ -183,6 +183,14 @@ void gemm_row(int64_t depth, const float* w, const float* const* b_rows, int64_t
   _mm512_mask_storeu_ps(out + 2 * kVec, m2, a2);
 }
 
+// dst[j] = src[j] for j < len, in masked vectors (short runs: no memcpy call).
+inline void copy_run(const float* src, int64_t len, float* dst) {
+  for (int64_t j = 0; j < len; j += kVec) {
+    const __mmask16 m = tail_mask(len - j);
+    _mm512_mask_storeu_ps(dst + j, m, _mm512_maskz_loadu_ps(m, src + j));
+  }
+}
+
 void pack_pieces(int64_t depth, const float* base, const int64_t* tap_offsets, const PackPiece* pieces,
                  int64_t count, int64_t ld, float* dst) {
   // Piece by piece within blocks of taps: a piece's masks are computed once and the block's rows of dst stay
@@ -200,26 +208,14 @@ void pack_pieces(int64_t depth, const float* base, const int64_t* tap_offsets, c
           _mm512_mask_storeu_ps(out + k * ld, m, _mm512_maskz_loadu_ps(m, src + tap_offsets[k]));
         continue;
       }
-      for (int64_t k = k0; k < k1; ++k)
-        for (int64_t j = 0; j < len; j += kVec) {
-          const __mmask16 m = tail_mask(len - j);
-          _mm512_mask_storeu_ps(out + k * ld + j, m, _mm512_maskz_loadu_ps(m, src + tap_offsets[k] + j));
-        }
+      for (int64_t k = k0; k < k1; ++k) copy_run(src + tap_offsets[k], len, out + k * ld);
     }
   }
 }
 
 void scatter_pieces(const float* vals, const PackPiece* pieces, const int64_t* out_offsets, int64_t count,
                     float* out) {
-  for (int64_t i = 0; i < count; ++i) {
-    float* dst = out + out_offsets[i];
-    const float* src = vals + pieces[i].dst;
-    const int64_t len = pieces[i].len;
-    for (int64_t j = 0; j < len; j += kVec) {
-      const __mmask16 m = tail_mask(len - j);
-      _mm512_mask_storeu_ps(dst + j, m, _mm512_maskz_loadu_ps(m, src + j));
-    }
-  }
+  for (int64_t i = 0; i < count; ++i) copy_run(vals + pieces[i].dst, pieces[i].len, out + out_offsets[i]);
 }
 
 void store_flagged(float* dst, const float* vals, const uint8_t* flags, int64_t n) {

@@ -101,6 +101,7 @@ struct KernelTable {
   // one flat range hold several image rows of period outputs each; period >= n: one row.
   void (*max_taps)(const float* src, int64_t src_stride, int64_t step, const PoolTap* taps, int64_t tap_count,
                    int64_t period, int64_t rows, int64_t n, float* dst, int64_t dst_stride);
+
   // DeltaConv's channel Softmax over n consecutive pixels: for j < n the values y[c*plane + j], c < channels,
   // become exp(v - max) / sum over c (ops/common/activation.h softmax_channels; NaN in any channel makes every
   // channel of that pixel NaN).
