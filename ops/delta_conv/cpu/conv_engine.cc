@@ -443,27 +443,22 @@ void compute_item(const ConvSpec& spec, const PackedConvWeights& weights, const 
   parallel_for(static_cast<int64_t>(work.panels.size()), [&](int64_t i) { compute_panel(ctx, work.panels[i]); });
 }
 
-// A channel Softmax over the recomputed pixels of one item (y [M, plane]; every pixel when recompute == plane),
-// run by run of flagged pixels.
+// A channel Softmax over the recomputed pixels of one item (y [M, plane]): every pixel when recompute == plane,
+// else run by run of flagged pixels (the plane taken as one row: a run may cross image rows).
 void softmax_recomputed(const KernelTable& k, float* y, int64_t M, int64_t plane, const uint8_t* flags,
-                        int64_t recompute, const ParallelFor& parallel_for) {
-  constexpr int64_t kChunk = 4096;
-  const bool all = recompute == plane;
-  parallel_for((plane + kChunk - 1) / kChunk, [&](int64_t chunk) {
-    const int64_t begin = chunk * kChunk, end = std::min(plane, begin + kChunk);
-    if (all) {
-      k.softmax_run(y + begin, plane, M, end - begin);
-      return;
-    }
-    for (int64_t q = begin; q < end;) {
-      const uint8_t* hit = static_cast<const uint8_t*>(std::memchr(flags + q, 1, static_cast<size_t>(end - q)));
-      if (hit == nullptr) break;
-      const int64_t run_begin = hit - flags;
-      const uint8_t* miss = static_cast<const uint8_t*>(std::memchr(hit, 0, static_cast<size_t>(end - run_begin)));
-      const int64_t run_end = miss == nullptr ? end : miss - flags;
-      k.softmax_run(y + run_begin, plane, M, run_end - run_begin);
-      q = run_end;
-    }
+                        int64_t recompute, const ParallelFor& parallel_for, std::vector<RowRun>& runs) {
+  if (recompute == plane) {
+    constexpr int64_t kChunk = 4096;
+    parallel_for((plane + kChunk - 1) / kChunk, [&](int64_t chunk) {
+      const int64_t begin = chunk * kChunk;
+      k.softmax_run(y + begin, plane, M, std::min(kChunk, plane - begin));
+    });
+    return;
+  }
+  runs.clear();
+  mask_runs(flags, 1, plane, runs);
+  parallel_for(static_cast<int64_t>(runs.size()), [&](int64_t i) {
+    k.softmax_run(y + runs[i].x_begin, plane, M, runs[i].x_end - runs[i].x_begin);
   });
 }
 
@@ -489,7 +484,7 @@ void run_delta_conv(const ConvSpec& spec, const PackedConvWeights& weights, cons
     if (recompute == 0) continue;
     compute_item(spec, weights, run, w, st, out_flags, y, recompute, acts, parallel_for, dense, work);
     if (is_channel_activation(spec.activation))
-      softmax_recomputed(k, y, M, out_plane, out_flags, recompute, parallel_for);
+      softmax_recomputed(k, y, M, out_plane, out_flags, recompute, parallel_for, work.runs);
   }
 }
 
