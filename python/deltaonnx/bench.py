@@ -400,7 +400,7 @@ class _ConfigRun:
     dense_runs_seen: int = 0  # the session's count of dense-twin runs (its fallback), last seen
     dense_frames: int = 0  # timed frames that ran the dense twin
     state_bytes: int = 0  # the largest state seen
-    oracle_seed: Optional[dict] = None  # the ops' state (past name -> array) before the last frames (oracle, profile)
+    replay_state: Optional[dict] = None  # the ops' state (past name -> array) before the replayed last frames
 
 
 def _percentile(values: Sequence[float], q: float) -> float:
@@ -517,7 +517,7 @@ def run_benchmark(model, frames: Iterable[np.ndarray], preprocess: Optional[Prep
                 else:
                     runs[m - 1].times.append(elapsed)
                     if index == seed_index:
-                        runs[m - 1].oracle_seed = {name: np.array(value.numpy())
+                        runs[m - 1].replay_state = {name: np.array(value.numpy())
                                                    for name, value in session.state().items()}
                     if _record_fractions(runs[m - 1], flops):
                         continue  # the dense twin ran: no change maps this frame
@@ -592,21 +592,22 @@ def run_benchmark(model, frames: Iterable[np.ndarray], preprocess: Optional[Prep
     }
     for run in runs:
         entry = _summarize(run, dense_ms, flops, dense_profile, output_names)
+        # From the ops' state, the frames after the one it was taken at; else every kept frame from empty state.
+        replay = list(kept_inputs)[1:] if run.replay_state is not None else list(kept_inputs)
         if options.profile_delta and len(kept_inputs) > 1:
-            seeded = run.oracle_seed is not None  # then the first kept frame is the one the seed was taken after
-            entry["profile"] = profile_delta(run.model, list(kept_inputs)[1:] if seeded else list(kept_inputs),
-                                             options.threads, options.dense_fallback, run.oracle_seed)
+            entry["profile"] = profile_delta(run.model, replay, options.threads, options.dense_fallback,
+                                             run.replay_state)
             _attach_node_profile(entry, dense_profile, flops)
         if options.oracle and len(kept_inputs) > 1:
-            _attach_oracle(entry, run, list(kept_inputs), flops, dense_profile)
+            _attach_oracle(entry, run, replay, flops, dense_profile)
         result["runs"].append(entry)
     return result
 
 
 def _attach_oracle(entry: dict, run: "_ConfigRun", inputs: list, flops: dict[str, float], dense_profile: dict) -> None:
-    """The pixel-granular recomputed fractions on the last frames, beside the ops' own on the same frames."""
-    seeded = run.oracle_seed is not None
-    exact, runs = oracle_fractions(run.model, inputs[1:] if seeded else inputs, run.oracle_seed)
+    """The pixel-granular recomputed fractions on the replayed frames, beside the ops' own on the same frames."""
+    seeded = run.replay_state is not None
+    exact, runs = oracle_fractions(run.model, inputs, run.replay_state)
     measured_total = exact_total = total = 0.0
     converted_sources = set()
     for node in entry["nodes"]:
