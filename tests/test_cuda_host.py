@@ -291,6 +291,14 @@ def random_pixel_list(rng, n, total, *, fraction):
     return pixel_list, counts
 
 
+def listed_mask(pixel_list, counts, n, ho, wo):
+    """bool [n, 1, ho, wo]: True at the pixels each item's list names."""
+    listed = np.zeros((n, ho * wo), bool)
+    for item in range(n):
+        listed[item, pixel_list[item, : counts[item]]] = True
+    return listed.reshape(n, 1, ho, wo)
+
+
 @pytest.mark.parametrize("seed", range(30))
 def test_gather_gemm_equals_per_element_body_bit_for_bit(host, seed):
     rng = np.random.default_rng(seed)
@@ -302,10 +310,7 @@ def test_gather_gemm_equals_per_element_body_bit_for_bit(host, seed):
     n, _, ho, wo = direct.shape
     pixel_list, counts = random_pixel_list(rng, n, ho * wo, fraction=float(rng.choice([0.0, 0.1, 0.4])))
     y_init = rng.standard_normal(direct.shape).astype(np.float32)
-    listed = np.zeros((n, ho * wo), bool)
-    for item in range(n):
-        listed[item, pixel_list[item, : counts[item]]] = True
-    listed = listed.reshape(n, 1, ho, wo)
+    listed = listed_mask(pixel_list, counts, n, ho, wo)
     for tile in ("wide", "narrow"):
         # dense_fraction 1: the lists are used as given, never replaced by a dense pass
         got = host.gather_gemm(x, w, b, pixel_list, counts, y_init, dense_fraction=1.0, tile=tile, **kwargs)
@@ -328,10 +333,7 @@ def test_gather_gemm_normalises_the_channels_of_listed_pixels_only(host, seed):
     n, _, ho, wo = want.shape
     pixel_list, counts = random_pixel_list(rng, n, ho * wo, fraction=0.3)
     y_init = rng.uniform(0, 1, want.shape).astype(np.float32)
-    listed = np.zeros((n, ho * wo), bool)
-    for item in range(n):
-        listed[item, pixel_list[item, : counts[item]]] = True
-    listed = np.broadcast_to(listed.reshape(n, 1, ho, wo), want.shape)
+    listed = np.broadcast_to(listed_mask(pixel_list, counts, n, ho, wo), want.shape)
     got = host.gather_gemm(x, w, b, pixel_list, counts, y_init, dense_fraction=1.0, **kwargs)
     np.testing.assert_allclose(got[listed], want[listed], rtol=2e-5, atol=2e-6)
     np.testing.assert_array_equal(got[~listed], y_init[~listed])
@@ -384,10 +386,7 @@ def test_max_pool_kernel_matches_reference(host, seed):
     kwargs = dict(kernel_shape=win["kernel_shape"], strides=win["strides"], pads=win["pads"],
                   dilations=win["dilations"], auto_pad=win["auto_pad"], ceil_mode=win["ceil_mode"])
     got = host.max_pool(x, pixel_list, counts, y_init, dense_fraction=1.0, **kwargs)
-    listed = np.zeros((n, ho * wo), bool)
-    for item in range(n):
-        listed[item, pixel_list[item, : counts[item]]] = True
-    np.testing.assert_array_equal(got, np.where(listed.reshape(n, 1, ho, wo), want, y_init))
+    np.testing.assert_array_equal(got, np.where(listed_mask(pixel_list, counts, n, ho, wo), want, y_init))
     np.testing.assert_array_equal(host.max_pool(x, pixel_list, counts, y_init, all_dense=True, **kwargs), want)
 
 
