@@ -1,7 +1,7 @@
 // The dense path of DeltaConv on the CPU EP: a batch item recomputed everywhere (first frame, reset, or more
 // than dense_fraction of it changed) runs through ORT's own NCHWc Conv kernels, invoked from the op with
 // Ort::Op: ReorderInput (NCHW -> NCHWc), com.microsoft.nchwc Conv, ReorderOutput (-> NCHW), the three nodes
-// ORT_ENABLE_ALL makes of a Conv. Measured (benchmarks/ort_invoke): 2-8% faster than our own kernels at 100%
+// ORT_ENABLE_ALL makes of a Conv. Measured (docs/decisions/ort-invoke.md): 2-8% faster than our own kernels at 100%
 // change and as fast as the session's Conv, since they are the same kernels; our kernels stay for partial
 // recomputes, which ORT's cannot do.
 //
