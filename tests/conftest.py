@@ -64,3 +64,15 @@ def check_under_simd(simd: str, module: str, call: str) -> None:
                           env=dict(os.environ, DELTAONNX_SIMD=simd), cwd=tests_dir, capture_output=True, text=True,
                           timeout=900)
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+
+
+# Fixtures that compile something with CMake (a minute or more each on 2 cores): the C++ example, the portable
+# library, the aarch64 cross build and its example, the CUDA and emulated-CUDA libraries. A test that uses one,
+# directly or through another fixture, is marked `slow`, so `pytest -m "not slow"` is the fast loop (README).
+BUILD_FIXTURES = frozenset({"example", "portable_library_dir", "cross_build", "aarch64_example", "built", "target"})
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if BUILD_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
