@@ -61,7 +61,7 @@ class NodePlan:
     decision: str = INELIGIBLE
     reason: str = ""
     flops: Optional[int] = None  # per batch item (frame); None where shapes are unknown
-    flops_per_output_pixel: Optional[int] = None  # Conv: 2*M*C/g*kH*kW, known even when shapes are not
+    flops_per_output_pixel: Optional[int] = None  # Conv 2*M*C/g*kH*kW, MaxPool C*kH*kW: known whatever H, W
     threshold: Optional[float] = None  # tau of the Delta op, when converted
     delta_name: Optional[str] = None  # e.g. DeltaConv_0
     delta_op: Optional[str] = None  # DeltaConv / DeltaPool

@@ -59,14 +59,25 @@ def conv_flops(node: ir.Node) -> Optional[int]:
     return 2 * weight[0] * weight[1] * kernel_size * spatial
 
 
-def pool_flops(node: ir.Node) -> Optional[int]:
-    """Comparisons of a pooling node per batch item."""
+def pool_comparisons_per_output_pixel(node: ir.Node) -> Optional[int]:
+    """C*kH*kW for a pooling node whose channels are known, whatever its input size."""
     kernel = attribute(node, "kernel_shape")
     y = static_dims(node.outputs[0])
-    if kernel is None or y is None or len(y) != len(kernel) + 2 or not _known(y[1:]):
+    if kernel is None or y is None or len(y) != len(kernel) + 2 or y[1] is None:
         return None
     total = y[1]
-    for d in (*kernel, *y[2:]):
+    for k in kernel:
+        total *= k
+    return total
+
+
+def pool_flops(node: ir.Node) -> Optional[int]:
+    """Comparisons of a pooling node per batch item."""
+    total = pool_comparisons_per_output_pixel(node)
+    y = static_dims(node.outputs[0])
+    if total is None or not _known(y[2:]):
+        return None
+    for d in y[2:]:
         total *= d
     return total
 
@@ -80,7 +91,10 @@ def node_flops(node: ir.Node) -> Optional[int]:
 
 
 def flops_per_output_pixel(node: ir.Node) -> Optional[int]:
-    """A Conv's FLOPs per output pixel (all output channels), known whatever the input size: 2*M*C/g*kH*kW."""
+    """A node's FLOPs per output pixel (all output channels), known whatever the input size: 2*M*C/g*kH*kW for
+    a Conv, C*kH*kW comparisons for a MaxPool (its channels must be known)."""
+    if node.op_type == "MaxPool":
+        return pool_comparisons_per_output_pixel(node)
     if node.op_type != "Conv":
         return None
     weight = _weight_shape(node)

@@ -3,6 +3,7 @@ and how much of the model's convolution work the converted nodes cover."""
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from typing import Optional
 
 from .conversion_context import CONVERTED, ConversionContext
@@ -51,6 +52,13 @@ class Report:
     def from_metadata(cls, metadata: dict) -> "Report":
         rows = [_row_from_entry(entry) for entry in metadata.get("nodes", [])]
         return cls(rows, float(metadata.get("threshold", 0.0)), float(metadata.get("inner_threshold", 0.0)), True)
+
+    def with_flops(self, flops: Mapping[str, int]) -> "Report":
+        """A copy whose rows of unknown FLOPs take them from `flops`, keyed by the node's name in the model the
+        report describes (the Delta op's name for a converted row)."""
+        rows = [row if row.flops is not None else dataclasses.replace(row, flops=flops.get(row.delta_name or row.node))
+                for row in self.rows]
+        return dataclasses.replace(self, rows=rows)
 
     # --- figures ----------------------------------------------------------------------------------------
 

@@ -199,6 +199,52 @@ def test_inspect_converted_model_reads_its_metadata(capsys, model_path):
     assert "state: 3 past inputs / present outputs; change maps: 2 outputs" in out
 
 
+def _dynamic_model_path(tmp_path):
+    """_model() with dynamic H and W, as PNet and NudeNet's 320n are exported."""
+    model = _model()
+    dims = model.graph.input[0].type.tensor_type.shape.dim
+    dims[2].dim_param, dims[3].dim_param = "H", "W"
+    path = tmp_path / "dynamic.onnx"
+    onnx.save(model, str(path))
+    return path
+
+
+CONV_GFLOPS_480x640 = f"{2 * 8 * 3 * 9 * 480 * 640 / 1e9:.3f}"  # 0.133
+
+
+def test_inspect_counts_flops_of_a_dynamic_model_at_the_given_input_shape(capsys, tmp_path):
+    path = _dynamic_model_path(tmp_path)
+    code, out, _ = run_cli(capsys, "inspect", path)
+    assert code == 0 and "conv FLOPs unknown for 1 of 1 convs" in out and "--input-shape" in out
+
+    code, out, err = run_cli(capsys, "inspect", path, "--input-shape", "x=1x3x480x640")
+    assert code == 0, err
+    assert f"covering 100.0% of conv FLOPs ({CONV_GFLOPS_480x640} of {CONV_GFLOPS_480x640} GFLOPs" in out, out
+    assert "--input-shape" not in out
+
+    run_cli(capsys, "convert", path)
+    converted = tmp_path / "dynamic.delta.onnx"
+    code, out, _ = run_cli(capsys, "inspect", converted)
+    assert code == 0 and "conv FLOPs unknown for 1 of 1 convs" in out
+    code, out, err = run_cli(capsys, "inspect", converted, "--input-shape", "1x3x480x640")  # the one input, unnamed
+    assert code == 0, err
+    assert f"covering 100.0% of conv FLOPs ({CONV_GFLOPS_480x640} of {CONV_GFLOPS_480x640} GFLOPs" in out, out
+    pool_row = next(line for line in out.splitlines() if line.startswith("pool "))
+    assert f"{8 * 4 * 240 * 320 / 1e9:.3f}" in pool_row.split(), pool_row  # 0.002: the pool counted too
+
+
+@pytest.mark.parametrize("shape, message", [
+    ("y=1x3x64x64", "no such input"),
+    ("x=1x3x64", "rank 4"),
+    ("x=2x3x64x64", "dim 0 is fixed at 1"),
+    ("1x3xHx64", "[NAME=]DIMS"),
+    ("x=1x0x64x64", "[NAME=]DIMS"),
+])
+def test_inspect_input_shape_errors(capsys, tmp_path, shape, message):
+    code, _, err = run_cli(capsys, "inspect", _dynamic_model_path(tmp_path), "--input-shape", shape)
+    assert_user_error(code, err, message)
+
+
 def test_inspect_errors(capsys, tmp_path):
     code, _, err = run_cli(capsys, "inspect", tmp_path / "missing.onnx")
     assert_user_error(code, err, "no such file")

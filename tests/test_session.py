@@ -552,6 +552,23 @@ def test_stats_and_change_maps_follow_the_change(exact_session, dense_session, r
         np.testing.assert_array_equal(first_maps[name], kept_first[name])
 
 
+def test_stats_count_the_flops_of_a_dynamic_model_at_the_shapes_of_the_last_run(cpu_op_library, rng):
+    """dense_model() has dynamic H and W, as PNet and NudeNet's 320n: the converter cannot record the nodes'
+    FLOPs, so stats() counts them at the shapes of the last run, per frame (batch items do not multiply them)."""
+    session = DeltaSession(deltaonnx.convert(dense_model(), all_nodes=True), dense_fallback=False)
+    assert all(node["flops"] is None for node in session.metadata["nodes"])
+    for n, h, w in ((2, 40, 56), (1, 24, 32)):
+        session.run(None, {"image": random_frame(rng, n=n, h=h, w=w)})
+        stats = session.stats()
+        got = {node["op"] + str(index): node["flops"] for index, node in enumerate(stats["nodes"].values())}
+        assert got == {"DeltaConv0": _conv_flops(C_IN, C_MID, 3, h, w),
+                       "DeltaPool1": C_MID * 2 * 2 * (h // 2) * (w // 2),
+                       "DeltaConv2": _conv_flops(C_MID, C_OUT, 3, h // 2, w // 2)}, (n, h, w)
+        assert stats["flops"] == sum(got.values())
+        assert stats["flops_saved"] == pytest.approx(sum(
+            node["flops"] * (1.0 - node["fraction"]) for node in stats["nodes"].values()))
+
+
 # ----------------------------------------------------------------------------------------------- errors
 
 def test_clear_errors(exact_session, rng):

@@ -175,8 +175,38 @@ def add_inspect_command(subparsers, common: argparse.ArgumentParser) -> None:
         "for any other model, what `convert` with the same options would do. Writes nothing.",
     )
     parser.add_argument("model", help="an ONNX model, converted or not")
+    parser.add_argument("--input-shape", dest="input_shapes", action="append", type=input_shape, default=[],
+                        metavar="[NAME=]DIMS", help="count FLOPs with this input at these sizes, e.g. "
+                        "images=1x3x480x640 (NAME may be left out for a model with one input); repeatable. "
+                        "A model with dynamic input sizes has unknown FLOPs without it")
     _add_conversion_options(parser)
     parser.set_defaults(run=run_inspect)
+
+
+def input_shape(text: str) -> tuple[Optional[str], tuple[int, ...]]:
+    """NAME=1x3x288x384 or 1x3x288x384 -> (NAME or None, dims)."""
+    name, _, dims_text = text.rpartition("=")
+    try:
+        dims = tuple(int(d) for d in dims_text.lower().split("x"))
+    except ValueError:
+        dims = ()
+    if not dims or any(d <= 0 for d in dims):
+        raise argparse.ArgumentTypeError(f"expected [NAME=]DIMS with positive dims such as 1x3x288x384, got {text!r}")
+    return (name or None), dims
+
+
+def _named_input_shapes(proto, given: list[tuple[Optional[str], tuple[int, ...]]]) -> dict[str, tuple[int, ...]]:
+    from .convert import model_input_names
+
+    names = model_input_names(proto)
+    shapes = {}
+    for name, dims in given:
+        if name is None:
+            if len(names) != 1:
+                raise CliError(f"--input-shape: the model has {len(names)} inputs {names}: name one, NAME=DIMS")
+            name = names[0]
+        shapes[name] = dims
+    return shapes
 
 
 def run_inspect(args: argparse.Namespace) -> int:
@@ -186,7 +216,7 @@ def run_inspect(args: argparse.Namespace) -> int:
     model_path = existing_model_path(args.model)
     options = _conversion_kwargs(args)
     proto = load_model(model_path)
-    report = inspect_model(proto, **options)
+    report = inspect_model(proto, **options, input_shapes=_named_input_shapes(proto, args.input_shapes))
     if report.done:
         metadata = read_conversion_metadata({p.key: p.value for p in proto.metadata_props}) or {}
         print(f"{model_path}: converted by deltaonnx {metadata.get('deltaonnx_version', '?')}")
@@ -201,6 +231,8 @@ def run_inspect(args: argparse.Namespace) -> int:
         print(report.render())
         if not report.converted_rows:
             print("nothing would be converted")
+    if any(row.flops is None for row in report.rows if row.is_conv):
+        print("FLOPs of a model with dynamic input sizes: give them with --input-shape NAME=1x3xHxW")
     return EXIT_OK
 
 

@@ -10,18 +10,23 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
+from collections.abc import Sequence
 from typing import Optional, Union
 
 import onnx
 import onnx_ir as ir
 from onnx import external_data_helper
 
+from .densify import dense_twin
 # Submodules named explicitly: works whether or not the editable install knows graph_passes/__init__.py.
 from .graph_passes.conversion_context import ConversionContext, ConversionOptions
+from .graph_passes.cost_model import node_flops
 from .graph_passes.errors import ConversionError
 from .graph_passes.metadata import read_conversion_metadata
+from .graph_passes.normalize import CANDIDATE_OPS, InferShapes
 from .graph_passes.pipeline import conversion_pass_manager, planning_passes, run_passes
 from .graph_passes.report import Report, ReportRow
+from .session import STATE_PREFIX
 
 __all__ = [
     "ConversionError",
@@ -31,6 +36,7 @@ __all__ = [
     "convert_with_report",
     "inspect_model",
     "load_model",
+    "model_input_names",
     "save_model",
 ]
 
@@ -176,20 +182,76 @@ def inspect_model(
     thresholds: Optional[Mapping[str, float]] = None,
     all_nodes: bool = False,
     dense_fraction: float = 0.5,
+    input_shapes: Optional[Mapping[str, Sequence[int]]] = None,
 ) -> Report:
     """For a converted model, the report of what was done (from its metadata); for any other model,
-    what `convert` with these options would do (nothing is written)."""
+    what `convert` with these options would do (nothing is written).
+
+    input_shapes: {model input name: dims}, the sizes at which to count the FLOPs of a model with dynamic
+    input sizes (otherwise unknown for it)."""
     proto = load_model(model)
     try:
         metadata = read_conversion_metadata({p.key: p.value for p in proto.metadata_props})
     except ValueError as error:
         raise ConversionError(f"the model's 'deltaonnx' metadata is not valid JSON ({error})") from error
     if metadata is not None:
-        return Report.from_metadata(metadata)
+        report = Report.from_metadata(metadata)
+        if input_shapes:
+            # The converted ops have no ONNX shape inference: count on the model's dense twin, whose Conv and
+            # MaxPool nodes carry the Delta ops' names (the converted rows' names).
+            outputs = [o.name for o in proto.graph.output if not o.name.startswith(STATE_PREFIX)]
+            report = report.with_flops(flops_at_input_shapes(dense_twin(proto, outputs), input_shapes))
+        return report
+    if input_shapes:
+        proto = with_input_shapes(proto, input_shapes)
     context = ConversionContext(_options(threshold, inner_threshold, thresholds, all_nodes, dense_fraction))
     model_ir = ir.serde.deserialize_model(proto)
     run_passes(ir.passes.PassManager(planning_passes(context), steps=1), model_ir)
     return Report.from_context(context, done=False)
+
+
+def model_input_names(proto: onnx.ModelProto) -> list[str]:
+    """The model's own inputs: no weights (IR 3 lists them as inputs), no deltaonnx state."""
+    weights = {t.name for t in proto.graph.initializer}
+    return [i.name for i in proto.graph.input if i.name not in weights and not i.name.startswith(STATE_PREFIX)]
+
+
+def with_input_shapes(proto: onnx.ModelProto, input_shapes: Mapping[str, Sequence[int]]) -> onnx.ModelProto:
+    """A copy of `proto` whose inputs named in `input_shapes` have those dims. The dims must agree with the
+    model's rank and with every dim it fixes."""
+    copy = onnx.ModelProto()
+    copy.CopyFrom(proto)
+    names = model_input_names(copy)
+    inputs = {i.name: i for i in copy.graph.input if i.name in names}
+    for name, dims in input_shapes.items():
+        if name not in inputs:
+            raise ConversionError(f"input shape for {name!r}: the model has no such input (its inputs: {names})")
+        dims = list(dims)
+        if not dims or any(isinstance(d, bool) or not isinstance(d, int) or d <= 0 for d in dims):
+            raise ConversionError(f"input shape for {name!r}: dims must be positive integers, got {dims}")
+        tensor_type = inputs[name].type.tensor_type
+        if tensor_type.HasField("shape"):
+            declared = tensor_type.shape.dim
+            if len(declared) != len(dims):
+                raise ConversionError(f"input shape for {name!r}: the model declares rank {len(declared)}, "
+                                      f"got {len(dims)} dims {dims}")
+            for axis, (dim, value) in enumerate(zip(declared, dims)):
+                if dim.HasField("dim_value") and dim.dim_value != value:
+                    raise ConversionError(f"input shape for {name!r}: dim {axis} is fixed at {dim.dim_value} in "
+                                          f"the model, got {value}")
+        del tensor_type.shape.dim[:]
+        for value in dims:
+            tensor_type.shape.dim.add().dim_value = value
+    return copy
+
+
+def flops_at_input_shapes(proto: onnx.ModelProto, input_shapes: Mapping[str, Sequence[int]]) -> dict[str, int]:
+    """{node name: FLOPs per batch item} of the Conv/MaxPool-like nodes of an ONNX model (no custom ops) with
+    its inputs at `input_shapes`; nodes whose shapes stay unknown are left out."""
+    model_ir = ir.serde.deserialize_model(with_input_shapes(proto, input_shapes))
+    run_passes(ir.passes.PassManager([InferShapes()], steps=1), model_ir)
+    found = {node.name: node_flops(node) for node in model_ir.graph.all_nodes() if node.op_type in CANDIDATE_OPS}
+    return {name: flops for name, flops in found.items() if flops is not None}
 
 
 def save_model(model: onnx.ModelProto, path: Union[str, os.PathLike], *, external_data: Optional[bool] = None) -> None:

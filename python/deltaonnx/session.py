@@ -395,7 +395,9 @@ class _StreamState:
     map_values: list[ort.OrtValue] | None = None  # the live map buffers, in metadata order
     map_views: list[np.ndarray] | None = None  # numpy views of them
     map_divisors: np.ndarray | None = None  # the maps' sizes (1 for an empty map, whose fraction is 0)
-    node_flops: np.ndarray | None = None  # per map: conv FLOPs of the node at this shape (0: unknown)
+    # Per map: the node's FLOPs per frame (batch item) at the shapes of the last delta run (0: unknown). Kept when
+    # the state is dropped, so stats() still has them in dense mode; the next binding recomputes them.
+    node_flops: np.ndarray | None = None
     flops_total: float = 0.0
     # statistics, per map in metadata order
     runs: int = 0  # runs since the last reset
@@ -439,8 +441,7 @@ class _StreamState:
         self.input_shapes = None
         self.output_index = {}
         self.model_outputs = ()
-        self.map_values = self.map_views = self.map_divisors = self.node_flops = None
-        self.flops_total = 0.0
+        self.map_values = self.map_views = self.map_divisors = None
         self.kept_outputs, self.kept_names = {}, None
         self.previous_frames = {}
         self.finite_state = None
@@ -754,10 +755,11 @@ class DeltaSession:
         state.map_divisors = np.array([max(v.size, 1) for v in state.map_views], dtype=np.float64)  # empty: 0/1
         flops = []
         for node, view in zip(self._map_nodes, state.map_views):
-            # The node's conv work: its FLOPs from the metadata, or, for models with dynamic shapes, its
-            # FLOPs per output pixel times the pixels of its map.
+            # The node's work per frame: its FLOPs from the metadata, or, for models with dynamic input sizes,
+            # its FLOPs per output pixel times the pixels of one item's map ([N, 1, Ho, Wo]) in this run.
             info = self._node_info.get(node, {})
-            flops.append(info.get("flops") or (info.get("flops_per_output_pixel") or 0) * view.size)
+            pixels = view.size // view.shape[0] if view.ndim == 4 and view.shape[0] else view.size
+            flops.append(info.get("flops") or (info.get("flops_per_output_pixel") or 0) * pixels)
         state.node_flops = np.array(flops, dtype=np.float64)
         state.flops_total = float(state.node_flops.sum())
 
@@ -1012,7 +1014,8 @@ class DeltaSession:
         Returns ``{"stream", "runs", "nodes": {node: {"op", "fraction", "fraction_avg", "flops",
         "flops_saved", "flops_saved_avg"}}, "flops", "flops_saved", "flops_saved_avg", "mode", "work_smoothed",
         "dense_runs", "skipped_runs"}``. `fraction` is the mean of the node's change map; `flops` is the node's
-        cost as the converter recorded it in the metadata (None when absent) and `flops_saved` = flops *
+        cost per frame (batch item) as the converter recorded it in the metadata or, for a model with dynamic
+        input sizes, at the shapes of the last run (None when neither is known), and `flops_saved` = flops *
         (1 - fraction). The totals add up the nodes with known flops. `skipped_runs`: runs since the reset that
         returned the previous outputs without running ORT (identical frames; counted in `runs`, fraction 0).
         """
@@ -1022,11 +1025,14 @@ class DeltaSession:
             last = state.last_fraction.tolist()
             sums = state.fraction_sum.tolist()
             mode, work, dense_runs, skipped = state.mode, state.work, state.dense_runs_total, state.skipped_runs
+            run_flops = [0.0] * len(last) if state.node_flops is None else state.node_flops.tolist()
         nodes = {}
         total_flops = total_saved = total_saved_avg = 0.0
-        for node, fraction, fraction_sum in zip(self._map_nodes, last, sums):
+        for node, fraction, fraction_sum, at_run_shape in zip(self._map_nodes, last, sums, run_flops):
             info = self._node_info.get(node, {})
             flops = info.get("flops")
+            if flops is None and at_run_shape > 0:
+                flops = int(at_run_shape)
             fraction_avg = fraction_sum / runs
             saved = saved_avg = None
             if flops is not None:
