@@ -7,7 +7,8 @@
 # and deltaonnx links against no ORT library anyway (the op library resolves the API at load time).
 #
 # Usage: scripts/fetch_ort_headers.sh [DEST]   (default DEST: /usr/local/include)
-# Result: DEST/onnxruntime/onnxruntime_cxx_api.h ...; prints the include directory.
+# Result: DEST/onnxruntime/onnxruntime_cxx_api.h ...; prints the include directory. No root is needed for a DEST
+# you can write: the build (cmake/ort_headers.cmake) runs it with DEST in its build tree when it finds no headers.
 set -euo pipefail
 dest=${1:-/usr/local/include}
 if [ -f "$dest/onnxruntime/onnxruntime_cxx_api.h" ]; then echo "$dest/onnxruntime"; exit 0; fi

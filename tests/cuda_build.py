@@ -14,6 +14,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from edge_build import find_ort_include_dir
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 # What cmake/cuda.cmake builds by default: SASS for each, PTX for the newest.
@@ -68,6 +70,9 @@ def build(build_dir: Path, *, archs: tuple[str, ...] = DEFAULT_ARCHS, with_cuda:
     ]
     if nvcc:
         configure.append(f"-DCMAKE_CUDA_COMPILER={nvcc}")
+    headers = find_ort_include_dir()
+    if headers:  # else the build fetches them itself
+        configure.append(f"-DORT_INCLUDE_DIR={headers}")
     targets = ["deltaonnx_ops_cuda_emulated"] + (["deltaonnx_ops_cuda"] if nvcc else [])
     log = []
     for cmd in (configure, ["cmake", "--build", str(build_dir), "-j", "2", "--target", *targets]):
@@ -165,6 +170,9 @@ def build_native_module(build_dir: Path):
     configure = ["cmake", "-S", str(REPO_ROOT), "-B", str(build_dir), "-DCMAKE_BUILD_TYPE=Release",
                  "-DDELTAONNX_PYTHON=ON", "-DDELTAONNX_CUDA=OFF", f"-DPython_EXECUTABLE={sys.executable}",
                  f"-Dpybind11_DIR={pybind11.get_cmake_dir()}"]
+    headers = find_ort_include_dir()
+    if headers:
+        configure.append(f"-DORT_INCLUDE_DIR={headers}")
     for cmd in (configure, ["cmake", "--build", str(build_dir), "-j", "2", "--target", "_native"]):
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0:
