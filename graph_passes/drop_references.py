@@ -1,6 +1,6 @@
 """Drop the X_ref state of Delta ops that compare exactly (threshold 0) and receive a change map.
 
-DESIGN.md allows it: with tau = 0 the reference always equals X where it matters, and the map already says
+docs/design.md allows it ("Dropped references"): with tau = 0 the reference always equals X where it matters, and the map already says
 which pixels changed, so the op can skip its comparison, keep no reference (half the state memory) and
 read no X_ref: the node's X_ref input becomes absent (docs/ops.md), and its past/present x_ref state
 leaves the graph and the metadata. Exactness is unchanged: recomputed pixels are computed from X, and a

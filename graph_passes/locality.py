@@ -1,7 +1,7 @@
 """Which tensors carry a change map, and how a map travels through the ops between two Delta ops.
 
 A change map of an NCHW tensor is uint8 [N,1,H,W]; 0 promises "this pixel did not change since the last
-run". It survives ops that keep locality (DESIGN.md "Change maps flow from op to op"):
+run". It survives ops that keep locality (docs/design.md "Change maps flow from op to op"):
   - elementwise unary ops and activations, and arithmetic with frame-invariant operands (constants,
     per-channel parameters, shapes): the map is unchanged;
   - elementwise ops of several changing tensors: the union of their maps (each must have one);

@@ -13,7 +13,7 @@ previous frame:
 | `reset` | a new scene; the consumer should reset its stream state before this frame (`frame.reset`) |
 
 Values are float32 image units in [0, 1]. `shape` is the full tensor shape, NCHW by default or NHWC with
-`layout="NHWC"`; batch item n is an independent stream with its own scene (as in DESIGN.md).
+`layout="NHWC"`; batch item n is an independent stream with its own scene (docs/design.md, "DeltaConv").
 """
 from __future__ import annotations
 

@@ -178,7 +178,7 @@ def test_tau0_equals_dense_ort_conv_on_every_frame(target, case_index):
 
 @pytest.mark.parametrize("tau", [0.02, 0.3])
 def test_invariants_with_a_threshold(target, tau):
-    # DESIGN.md rule 5: Y == act(conv(X_ref_next) + B) everywhere, max_c |X - X_ref_next| <= tau, and map_out
+    # docs/design.md rule 5: Y == act(conv(X_ref_next) + B) everywhere, max_c |X - X_ref_next| <= tau, and map_out
     # marks at least every pixel whose Y changed.
     rng = np.random.default_rng(17)
     w = rng.standard_normal((10, 4, 3, 3)).astype(np.float32) * 0.3

@@ -1,5 +1,5 @@
 """DeltaConv / DeltaPool / DeltaMapUnion in ONNX Runtime: exact against ORT's own Conv/MaxPool at tau = 0,
-DESIGN.md's invariants and the numpy reference at tau > 0, in-place state, threads, and clear errors."""
+docs/design.md's invariants (rule 5) and the numpy reference at tau > 0, in-place state, threads, and clear errors."""
 from __future__ import annotations
 
 import threading
@@ -585,7 +585,7 @@ def _dropped_reference_model(w, attrs, threshold=0.0, with_map=True):
 
 
 def test_dropped_reference_is_exact_with_a_change_map(rng):
-    """No X_ref (threshold 0 behind a change map, DESIGN.md): the map's marks are the changes, Y_prev is the
+    """No X_ref (threshold 0 behind a change map, docs/design.md#dropped-references): the map's marks are the changes, Y_prev is the
     whole state, and every frame still equals ORT's Conv; the numpy reference agrees."""
     w = rng.standard_normal((6, 4, 3, 3)).astype(np.float32)
     attrs = dict(kernel_shape=[3, 3], pads=[1, 1, 1, 1])

@@ -1,4 +1,4 @@
-// DESIGN.md rules 2-4 and the per-output-element math of DeltaConv/DeltaPool/DeltaMapUnion, one value or one
+// docs/design.md rules 2-4 and the per-output-element math of DeltaConv/DeltaPool/DeltaMapUnion, one value or one
 // pixel at a time, written once for the CUDA kernels (each GPU thread calls one of these), the host emulation
 // of those kernels that the tests drive, and any CPU code that wants the scalar definition.
 //

@@ -1,4 +1,4 @@
-// The parts of DESIGN.md rules 1-3 that DeltaConv and DeltaPool share: deciding whether state exists, and
+// The parts of docs/design.md rules 1-3 that DeltaConv and DeltaPool share: deciding whether state exists, and
 // for one batch item finding the changed input pixels and moving the reference where they changed.
 #pragma once
 #include <cstdint>
@@ -21,7 +21,7 @@ struct InputState {
   const uint8_t* map_in = nullptr;  // [H, W] or nullptr: compare only marked pixels
   float* x_ref_next = nullptr;    // may equal x_ref (bound in place); nullptr when the reference is dropped
   bool has_state = false;         // rule 1: false on a first frame, after a reset or a resolution change
-  // At tau = 0 with a change map the op may keep no reference (DESIGN.md): the map's marks are the changed
+  // At tau = 0 with a change map the op may keep no reference (docs/design.md#dropped-references): the map's marks are the changed
   // pixels and X itself is what a reference would hold.
   bool reference_dropped = false;
   int64_t channels = 0, height = 0, width = 0;

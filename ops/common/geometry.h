@@ -63,7 +63,7 @@ DELTA_HD void same_padding(int64_t in, int64_t kernel, int64_t stride, int64_t d
   *pad_end = total - *pad_begin;
 }
 
-// The change test of DESIGN.md rule 2 for one value pair: true when |x - ref| > tau, and whenever either
+// The change test of docs/design.md rule 2 for one value pair: true when |x - ref| > tau, and whenever either
 // value is NaN or Inf. For a finite tau (the kernels refuse any other) the negated comparison covers all
 // of it: a NaN on either side makes the difference NaN, Inf - finite is Inf > tau, Inf - Inf is NaN.
 // SIMD variants use the same unordered "not less-or-equal" compare.

@@ -13,7 +13,7 @@ it reports:
   F1 / mean IoU of the delta model's boxes against dense ORT's;
 * per Delta node the recomputed fraction of its output (mean and p90 over frames, from the change maps) and
   the FLOP-weighted totals: over converted convs, and over all of the model's convs (those kept dense count
-  as fully recomputed) -- the "conv FLOPs to redo" of DESIGN.md;
+  as fully recomputed) -- the "conv FLOPs to redo" of docs/design.md ("Where it pays");
 * the ideal speedup this allows (Amdahl): dense ORT's time is split with ORT's profiler into *conv work*
   (Conv/FusedConv/MaxPool kernels, the activations the converter fuses into the Delta ops, and the NCHWc
   layout reorders ORT inserts around its convs -- everything the converted model replaces) and the rest;
@@ -352,7 +352,7 @@ def profile_delta(converted: onnx.ModelProto, inputs: Sequence[dict], threads: i
 def oracle_fractions(converted: onnx.ModelProto, inputs: Sequence[dict],
                      initial_state: Optional[Mapping[str, np.ndarray]] = None) -> tuple[dict[str, float], int]:
     """Mean recomputed fraction per Delta node when the converted model runs on the numpy reference
-    (deltaonnx.reference: DESIGN.md's rules at pixel granularity, no recompute tiles) over `inputs` in
+    (deltaonnx.reference: docs/design.md's rules at pixel granularity, no recompute tiles) over `inputs` in
     order, and the number of runs counted. From `initial_state` (past name -> array, e.g. the ops' own state
     before these frames: references that drifted below tau over a long run) every run counts; from an empty
     state the first run (everything new) is left out."""

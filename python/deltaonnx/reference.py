@@ -1,6 +1,6 @@
 """Numpy reference of the deltaonnx custom ops: the test oracle for the C++ and CUDA kernels.
 
-Written for clarity, not speed: every function is a literal reading of a rule of DESIGN.md ("Ops") with
+Written for clarity, not speed: every function is a literal reading of a rule of docs/design.md ("The ops") with
 the signatures of docs/ops.md. The window geometry (output extent, padding, which input pixels a window
 tap reads) lives in one place, `_Window`, and conv, max-pool and the change-map OR-pool all iterate over
 the same tap views, so they cannot disagree on what a receptive field is.
@@ -60,7 +60,7 @@ def _same_padding(in_size: int, kernel: int, stride: int, dilation: int, upper: 
 def resolve_pads(in_hw, kernel_shape, strides=(1, 1), dilations=(1, 1), pads=None, auto_pad="NOTSET"):
     """Explicit [top, left, bottom, right] pads of a 2-D window, ONNX rules for `auto_pad`
     (NOTSET: `pads` as given, default zeros; VALID: zeros; SAME_UPPER/SAME_LOWER: out = ceil(in/stride)).
-    Geometry of DESIGN.md rule 4 (which input pixels an output pixel reads)."""
+    Geometry of docs/design.md rule 4 (which input pixels an output pixel reads)."""
     if isinstance(auto_pad, bytes):
         auto_pad = auto_pad.decode()
     if auto_pad not in _AUTO_PADS:
@@ -155,7 +155,7 @@ class _Window:
 
 def conv2d(X, W, B=None, *, strides=(1, 1), pads=(0, 0, 0, 0), dilations=(1, 1), group=1) -> np.ndarray:
     """Dense 2-D NCHW convolution (ONNX Conv, explicit pads), float64 accumulation, float32 result.
-    The conv(.) of DESIGN.md rules 4-5."""
+    The conv(.) of docs/design.md rules 4-5."""
     X = np.asarray(X)
     W = np.asarray(W)
     n, c, h, w = X.shape
@@ -181,7 +181,7 @@ def conv2d(X, W, B=None, *, strides=(1, 1), pads=(0, 0, 0, 0), dilations=(1, 1),
 def maxpool2d(X, *, kernel_shape, strides=(1, 1), pads=(0, 0, 0, 0), dilations=(1, 1), ceil_mode=0) -> np.ndarray:
     """Dense 2-D max pooling, ONNX MaxPool semantics: padding never wins the max, ceil_mode per ONNX/ORT.
     A window lying entirely in padding yields the lowest float32 (as ORT does). NaN propagates.
-    The pool(.) of DESIGN.md rules 4-5 for DeltaPool."""
+    The pool(.) of docs/design.md rules 4-5 for DeltaPool."""
     X = np.asarray(X, dtype=np.float32)
     win = _Window.resolve(X.shape[-2:], kernel_shape, strides, pads, dilations, ceil_mode=ceil_mode)
     # Padding reads -inf so it never wins; NaN inputs propagate through np.maximum.
@@ -205,7 +205,7 @@ def _or_pool(mask: np.ndarray, win: _Window) -> np.ndarray:
 
 def activation(x, name="", params=(), channel_axis=1) -> np.ndarray:
     """The activation DeltaConv fuses (docs/ops.md `activation`, `activation_params`), applied in float32
-    with ONNX's formulas: the act(.) of DESIGN.md rule 5. PRelu takes one slope or one per channel along
+    with ONNX's formulas: the act(.) of docs/design.md rule 5. PRelu takes one slope or one per channel along
     `channel_axis`; Softmax normalises over `channel_axis` at each pixel."""
     x = np.asarray(x, dtype=np.float32)
     if isinstance(name, bytes):
@@ -334,7 +334,7 @@ def _check_map(map_in, expected_shape, what) -> np.ndarray:
 def _delta_step(X, X_ref, Y_prev, map_in, threshold, dense_fraction, win: _Window, compute_dense,
                 drop_reference=False):
     """Rules 1-5 around any windowed op: `compute_dense(X_ref_next)` gives the op's full output.
-    drop_reference: no X_ref is kept (allowed at tau = 0 with a change map, DESIGN.md): the map's marks
+    drop_reference: no X_ref is kept (allowed at tau = 0 with a change map, docs/design.md#dropped-references): the map's marks
     are the changed pixels, the state is Y_prev alone, and X_ref_next is an empty [0,0,0,0]."""
     X = np.asarray(X, dtype=np.float32)
     n = X.shape[0]
@@ -464,7 +464,7 @@ def _reference_ops():
 def make_reference_evaluator(model, **kwargs):
     """An onnx.reference.ReferenceEvaluator that runs a converted model (a ModelProto or a path), with
     DeltaConv, DeltaPool and DeltaMapUnion implemented by this module: the whole-model oracle of
-    DESIGN.md "Correctness oracle". Absent optional inputs (empty names, missing trailing inputs) reach
+    docs/design.md "Correctness oracle". Absent optional inputs (empty names, missing trailing inputs) reach
     the ops as None."""
     from onnx.reference import ReferenceEvaluator
 

@@ -1,5 +1,5 @@
 // DeltaConv on the CPU without ORT types: the attributes fixed when the session is created, the weights
-// packed once for the GEMM micro kernels, and one run over a batch (DESIGN.md rules 1-5).
+// packed once for the GEMM micro kernels, and one run over a batch (docs/design.md rules 1-5).
 #pragma once
 #include <array>
 #include <cstdint>

@@ -1,4 +1,4 @@
-// DeltaPool (MaxPool) on the CPU without ORT types: rules 1-5 of DESIGN.md with the pool's window.
+// DeltaPool (MaxPool) on the CPU without ORT types: rules 1-5 of docs/design.md with the pool's window.
 #pragma once
 #include <cstdint>
 #include <string>
