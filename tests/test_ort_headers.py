@@ -18,8 +18,10 @@ HEADER = "onnxruntime_cxx_api.h"
 
 
 def find_headers(tmp_path: Path, *, include_dir: str = "", system: list[Path] = (), fetch: bool = False,
-                 fetch_dir: Path | None = None, user: tuple[int, int] | None = None) -> subprocess.CompletedProcess:
-    """Runs deltaonnx_find_ort_headers in `cmake -P`; the result is in the output's `found=` line."""
+                 fetch_dir: Path | None = None, user: tuple[int, int] | None = None,
+                 tree: Path = REPO_ROOT) -> subprocess.CompletedProcess:
+    """Runs deltaonnx_find_ort_headers of `tree`'s cmake/ort_headers.cmake in `cmake -P`; the result is in the
+    output's `found=` line."""
     require_tool("cmake", "apt-get install cmake")
     driver = tmp_path / "find_ort_headers.cmake"
     driver.write_text(
@@ -27,7 +29,7 @@ def find_headers(tmp_path: Path, *, include_dir: str = "", system: list[Path] = 
         f'set(DELTAONNX_ORT_SYSTEM_DIRS "{";".join(str(s) for s in system) or str(tmp_path / "no_system")}")\n'
         f'set(DELTAONNX_FETCH_ORT_HEADERS {"ON" if fetch else "OFF"})\n'
         f'set(DELTAONNX_ORT_FETCH_DIR "{fetch_dir or tmp_path / "build" / "ort_headers"}")\n'
-        f'include("{REPO_ROOT / "cmake" / "ort_headers.cmake"}")\n'
+        f'include("{tree / "cmake" / "ort_headers.cmake"}")\n'
         'deltaonnx_find_ort_headers(found)\n'
         'message(STATUS "found=${found}")\n')
     preexec = None
@@ -36,7 +38,7 @@ def find_headers(tmp_path: Path, *, include_dir: str = "", system: list[Path] = 
             os.setgroups([])
             os.setgid(user[1])
             os.setuid(user[0])
-    return subprocess.run(["cmake", "-P", str(driver)], capture_output=True, text=True, timeout=600,
+    return subprocess.run(["cmake", "-P", str(driver)], capture_output=True, text=True, timeout=600, cwd=tmp_path,
                           preexec_fn=preexec, env=dict(os.environ, HOME=str(tmp_path)))
 
 
@@ -108,8 +110,14 @@ def test_headers_are_fetched_into_the_build_tree_without_root(build_parent):
     require_tool("dpkg", "a Debian system")
     tmp_path = build_parent
     user = (65534, 65534) if os.geteuid() == 0 else None
+    # The module and the script it runs, where that user can read them (a clone may be private to root).
+    tree = tmp_path / "tree"
+    for part in ("cmake/ort_headers.cmake", "scripts/fetch_ort_headers.sh"):
+        (tree / part).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(REPO_ROOT / part, tree / part)
+        (tree / part).chmod(0o755)
     fetch_dir = tmp_path / "build" / "ort_headers"
-    result = find_headers(tmp_path, fetch=True, fetch_dir=fetch_dir, user=user)
+    result = find_headers(tmp_path, fetch=True, fetch_dir=fetch_dir, user=user, tree=tree)
     offline = ("Could not resolve", "Temporary failure resolving", "Failed to fetch")
     if result.returncode != 0 and any(s in result.stderr for s in offline) and not os.environ.get("CI"):
         pytest.skip(f"no network: {result.stderr[-500:]}")
