@@ -14,6 +14,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 import deltaonnx
 from deltaonnx import reference as ref
+from delta_op_models import conv_model, pool_model
 
 DOMAIN = "com.deltaonnx"
 EMPTY = np.zeros((0, 0, 0, 0), dtype=np.float32)
@@ -29,36 +30,6 @@ def _session(model: onnx.ModelProto, library: str) -> ort.InferenceSession:
 @pytest.fixture
 def libraries(cpu_op_library, emulated_cuda_library) -> dict[str, str]:
     return {"cpu": cpu_op_library, "cuda (emulated)": emulated_cuda_library}
-
-
-def conv_model(attrs: dict, W: np.ndarray, *, name="conv_0", with_map=False, ref_input=True) -> onnx.ModelProto:
-    inputs = ["X", "W", "", "X_ref" if ref_input else "", "Y_prev"] + (["map_in"] if with_map else [])
-    outputs = ["Y", "X_ref_next" if ref_input else "", "map_out"]
-    node = helper.make_node("DeltaConv", inputs, outputs, domain=DOMAIN, name=name, **attrs)
-    graph_inputs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, None)
-                    for n in ("X", "X_ref", "Y_prev") if n != "X_ref" or ref_input]
-    if with_map:
-        graph_inputs.append(helper.make_tensor_value_info("map_in", TensorProto.UINT8, None))
-    graph_outputs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, None)
-                     for n in ("Y", "X_ref_next") if n != "X_ref_next" or ref_input]
-    graph_outputs.append(helper.make_tensor_value_info("map_out", TensorProto.UINT8, None))
-    graph = helper.make_graph([node], "g", graph_inputs, graph_outputs, initializer=[numpy_helper.from_array(W, "W")])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid(DOMAIN, 1)])
-    model.ir_version = 10
-    return model
-
-
-def pool_model(attrs: dict, *, name="pool_0") -> onnx.ModelProto:
-    node = helper.make_node("DeltaPool", ["X", "X_ref", "Y_prev"], ["Y", "X_ref_next", "map_out"], domain=DOMAIN,
-                            name=name, **attrs)
-    graph = helper.make_graph(
-        [node], "g", [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in ("X", "X_ref", "Y_prev")],
-        [helper.make_tensor_value_info("Y", TensorProto.FLOAT, None),
-         helper.make_tensor_value_info("X_ref_next", TensorProto.FLOAT, None),
-         helper.make_tensor_value_info("map_out", TensorProto.UINT8, None)])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid(DOMAIN, 1)])
-    model.ir_version = 10
-    return model
 
 
 # Attribute sets that must mean the same on every provider, each checked against the numpy reference too.
@@ -100,7 +71,7 @@ def _run_conv_stream(sess, frames):
 def test_each_conv_attribute_set_means_the_same_on_every_provider(libraries, attrs, rng):
     W = rng.standard_normal((4, 2 if attrs.get("group", 1) == 2 else 4, 3, 3)).astype(np.float32)
     frames = _frames(rng, (1, 4, 9, 11))
-    results = {kind: _run_conv_stream(_session(conv_model(attrs, W), lib), frames) for kind, lib in libraries.items()}
+    results = {kind: _run_conv_stream(_session(conv_model(attrs, W=W, name="conv_0"), lib), frames) for kind, lib in libraries.items()}
     ref_attrs = {k: v for k, v in attrs.items()}
     x_ref, y_prev = None, None
     for i, f in enumerate(frames):
@@ -142,7 +113,7 @@ def test_bad_conv_attributes_fail_at_session_creation_on_every_provider(librarie
     W = np.ones((2, 2, 3, 3), np.float32)
     for kind, library in libraries.items():
         with pytest.raises(Exception, match=f"DeltaConv node 'conv_bad'.*{message}"):
-            _session(conv_model(attrs, W, name="conv_bad"), library)
+            _session(conv_model(attrs, W=W, name="conv_bad"), library)
 
 
 BAD_POOL_ATTRIBUTES = [
@@ -166,7 +137,7 @@ def test_bad_pool_attributes_fail_at_session_creation_on_every_provider(librarie
 def test_a_dropped_reference_runs_on_every_provider(libraries, rng):
     # What convert writes by default behind a change map: no X_ref, no X_ref_next, threshold 0.
     W = rng.standard_normal((3, 2, 3, 3)).astype(np.float32)
-    model = conv_model(dict(kernel_shape=[3, 3], pads=[1, 1, 1, 1]), W, with_map=True, ref_input=False)
+    model = conv_model(dict(kernel_shape=[3, 3], pads=[1, 1, 1, 1]), W=W, with_map=True, ref_input=False)
     frames = _frames(rng, (2, 2, 8, 9), count=5)
     maps = [np.ones((2, 1, 8, 9), np.uint8)] + [
         (np.abs(b - a).max(axis=1, keepdims=True) > 0).astype(np.uint8) for a, b in zip(frames, frames[1:])]
@@ -184,7 +155,7 @@ def test_a_dropped_reference_runs_on_every_provider(libraries, rng):
 
 def test_an_empty_batch_gives_empty_outputs_on_every_provider(libraries):
     W = np.ones((2, 2, 3, 3), np.float32)
-    model = conv_model(dict(kernel_shape=[3, 3], pads=[1, 1, 1, 1]), W, with_map=True, ref_input=False)
+    model = conv_model(dict(kernel_shape=[3, 3], pads=[1, 1, 1, 1]), W=W, with_map=True, ref_input=False)
     for kind, library in libraries.items():
         y, map_out = _session(model, library).run(
             None, {"X": np.zeros((0, 2, 5, 5), np.float32), "Y_prev": EMPTY, "map_in": np.zeros((0, 1, 5, 5), np.uint8)})

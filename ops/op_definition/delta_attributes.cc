@@ -69,6 +69,18 @@ WindowSpec DeltaConvAttributes::window_for_weights(const std::vector<int64_t>& w
   return w;
 }
 
+OutputGeometry output_geometry(const WindowSpec& window, const std::vector<int64_t>& xs, int64_t out_channels) {
+  const int64_t N = xs[0], C = xs[1], H = xs[2], W = xs[3];
+  const std::string error = window.check_input(H, W);
+  if (!error.empty()) throw UserError(error);
+  OutputGeometry g;
+  g.window = window.resolve(H, W);
+  g.shape = {N, out_channels, g.window.y.out, g.window.x.out};
+  checked_product({N, C, H, W}, "X");
+  checked_product({N, out_channels, g.window.y.out, g.window.x.out}, "Y");
+  return g;
+}
+
 DeltaPoolAttributes read_delta_pool_attributes(const AttributeReader& a) {
   DeltaPoolAttributes p;
   if (!a.has("kernel_shape")) a.fail("attribute 'kernel_shape' is required");

@@ -35,6 +35,14 @@ struct DeltaPoolAttributes {
   DeltaKnobs knobs;
 };
 
+// The window over X of shape xs [N, C, H, W] and the output shape [N, out_channels, Ho, Wo], checked for every
+// op the same way: the input fits the window, X's and Y's sizes are overflow-checked products. Throws UserError.
+struct OutputGeometry {
+  Window2D window;
+  std::vector<int64_t> shape;
+};
+OutputGeometry output_geometry(const WindowSpec& window, const std::vector<int64_t>& xs, int64_t out_channels);
+
 DeltaConvAttributes read_delta_conv_attributes(const AttributeReader& attributes);
 DeltaPoolAttributes read_delta_pool_attributes(const AttributeReader& attributes);
 

@@ -50,13 +50,9 @@ void DeltaConvKernel::compute(OrtKernelContext* raw) const {
   if (C != spec.in_channels_per_group * spec.group)
     throw UserError("X has " + std::to_string(C) + " input channels but W and group expect " +
                     std::to_string(spec.in_channels_per_group * spec.group));
-  const std::string input_error = spec.window.check_input(H, W);
-  if (!input_error.empty()) throw UserError(input_error);
-  const Window2D win = spec.window.resolve(H, W);
-  const int64_t Ho = win.y.out, Wo = win.x.out;
-  const std::vector<int64_t> ys{N, M, Ho, Wo};
-  checked_product({N, C, H, W}, "X");
-  checked_product({N, M, Ho, Wo}, "Y");
+  const OutputGeometry out_geometry = output_geometry(spec.window, xs, M);
+  const int64_t Ho = out_geometry.window.y.out, Wo = out_geometry.window.x.out;
+  const std::vector<int64_t>& ys = out_geometry.shape;
 
   const float* bias = nullptr;
   if (const OrtValue* b = optional_input(ctx, kB)) {

@@ -14,7 +14,7 @@ using namespace delta_conv;
 void DeltaConvCudaKernel::compute(OrtKernelContext* raw_context) const {
   Ort::KernelContext ctx(raw_context);
   const std::vector<int64_t> xs = input_shape_4d(ctx, kX, "X");
-  const int64_t N = xs[0], C = xs[1], H = xs[2], W = xs[3];
+  const int64_t N = xs[0], C = xs[1];
   const OrtValue* w = optional_input(ctx, kW);
   const std::vector<int64_t> ws = shape_of(w);
   const WindowSpec window = attributes_.window_for_weights(ws);
@@ -22,12 +22,9 @@ void DeltaConvCudaKernel::compute(OrtKernelContext* raw_context) const {
   if (ws[1] * attributes_.group != C)
     throw UserError("X has " + std::to_string(C) + " input channels but W and group expect " +
                     std::to_string(ws[1] * attributes_.group));
-  const std::string input_error = window.check_input(H, W);
-  if (!input_error.empty()) throw UserError(input_error);
-  const Window2D win = window.resolve(H, W);
-  const std::vector<int64_t> ys{N, M, win.y.out, win.x.out};
-  checked_product({N, C, H, W}, "X");
-  checked_product({N, M, win.y.out, win.x.out}, "Y");
+  const OutputGeometry out_geometry = output_geometry(window, xs, M);
+  const Window2D& win = out_geometry.window;
+  const std::vector<int64_t>& ys = out_geometry.shape;
   const OrtValue* b = optional_input(ctx, kB);
   if (b != nullptr && shape_of(b) != std::vector<int64_t>{M})
     throw UserError("B must have shape [" + std::to_string(M) + "], got " + shape_text(shape_of(b)));

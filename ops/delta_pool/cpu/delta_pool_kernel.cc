@@ -17,12 +17,9 @@ void DeltaPoolKernel::compute(OrtKernelContext* raw) const {
   Ort::KernelContext ctx(raw);
   const std::vector<int64_t> xs = input_shape_4d(ctx, kX, "X");
   const int64_t N = xs[0], C = xs[1], H = xs[2], W = xs[3];
-  const std::string input_error = spec_.window.check_input(H, W);
-  if (!input_error.empty()) throw UserError(input_error);
-  const Window2D win = spec_.window.resolve(H, W);
-  const std::vector<int64_t> ys{N, C, win.y.out, win.x.out};
-  checked_product({N, C, H, W}, "X");
-  checked_product({N, C, win.y.out, win.x.out}, "Y");
+  const OutputGeometry out_geometry = output_geometry(spec_.window, xs, C);
+  const Window2D& win = out_geometry.window;
+  const std::vector<int64_t>& ys = out_geometry.shape;
   const StateInputs st = read_state_inputs(ctx, kXRef, kYPrev, kMapIn, xs, ys, spec_.threshold);
   std::vector<uint8_t> map_scratch;
   const DeltaOutputs out = delta_outputs(ctx, xs, ys, st, map_scratch);

@@ -11,13 +11,10 @@ using namespace delta_pool;
 void DeltaPoolCudaKernel::compute(OrtKernelContext* raw_context) const {
   Ort::KernelContext ctx(raw_context);
   const std::vector<int64_t> xs = input_shape_4d(ctx, kX, "X");
-  const int64_t N = xs[0], C = xs[1], H = xs[2], W = xs[3];
-  const std::string input_error = attributes_.window.check_input(H, W);
-  if (!input_error.empty()) throw UserError(input_error);
-  const Window2D win = attributes_.window.resolve(H, W);
-  const std::vector<int64_t> ys{N, C, win.y.out, win.x.out};
-  checked_product({N, C, H, W}, "X");
-  checked_product({N, C, win.y.out, win.x.out}, "Y");
+  const int64_t N = xs[0], C = xs[1];
+  const OutputGeometry out_geometry = output_geometry(attributes_.window, xs, C);
+  const Window2D& win = out_geometry.window;
+  const std::vector<int64_t>& ys = out_geometry.shape;
   if (C > kMaxBatch) throw UserError("channels must be <= " + std::to_string(kMaxBatch));
 
   const StateInputs st = read_state_inputs(ctx, kXRef, kYPrev, kMapIn, xs, ys, attributes_.knobs.threshold);
