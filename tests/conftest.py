@@ -66,10 +66,23 @@ def check_under_simd(simd: str, module: str, call: str) -> None:
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
 
 
+@pytest.fixture(scope="session")
+def emulated_cuda_library(tmp_path_factory) -> str:
+    """libdeltaonnx_ops_cuda_emulated.so: the CUDA library's host code with its kernels run by the host
+    emulation, registered for ORT's CPU provider (tests/cuda_build.py); built once per test session."""
+    import cuda_build
+
+    try:
+        return str(cuda_build.build(tmp_path_factory.mktemp("cuda_emulated"), with_cuda=False).emulated_library)
+    except RuntimeError as error:
+        pytest.fail(str(error))
+
+
 # Fixtures that compile something with CMake (a minute or more each on 2 cores): the C++ example, the portable
 # library, the aarch64 cross build and its example, the CUDA and emulated-CUDA libraries. A test that uses one,
 # directly or through another fixture, is marked `slow`, so `pytest -m "not slow"` is the fast loop (README).
-BUILD_FIXTURES = frozenset({"example", "portable_library_dir", "cross_build", "aarch64_example", "built", "target"})
+BUILD_FIXTURES = frozenset({"example", "portable_library_dir", "cross_build", "aarch64_example", "built", "target",
+                            "emulated_cuda_library"})
 
 
 def pytest_collection_modifyitems(config, items):
