@@ -178,6 +178,15 @@ def _onnxruntime_config(name, inputs, outputs, states, instances, idle_timeout_u
     ])
 
 
+def _default_name(model) -> str:
+    """The model file's name without .onnx, with characters Triton's names do not take replaced; else "model"."""
+    if not isinstance(model, (str, Path)):
+        return "model"
+    stem = Path(model).name
+    stem = stem[: -len(".onnx")] if stem.endswith(".onnx") else stem
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", stem) or "model"
+
+
 def _load(model) -> onnx.ModelProto:
     return model if isinstance(model, onnx.ModelProto) else load_model(model)
 
@@ -235,9 +244,7 @@ def write_triton_repository(
         op_library_path: the op library's path as the server sees it (onnxruntime backend; default: the copy
         written into the model folder, by absolute path). The model folder is replaced if it exists."""
     if name is None:
-        name = Path(model).name[: -len(".onnx")] if isinstance(model, (str, Path)) and str(model).endswith(".onnx") \
-            else (Path(model).name if isinstance(model, (str, Path)) else "model")
-        name = re.sub(r"[^A-Za-z0-9_.-]", "_", name) or "model"
+        name = _default_name(model)
     _check_options(name, instances, backend, max_sequences, idle_timeout_us, threads, device)
     proto = _load(model)
     conversion = {k: v for k, v in (conversion or {}).items() if v is not None}
