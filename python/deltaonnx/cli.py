@@ -246,17 +246,8 @@ def add_calibrate_command(subparsers, common: argparse.ArgumentParser) -> None:
 # --- triton (its logic lives in serving/triton_repository.py) -----------------------------------------
 
 
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {text}")
-    return value
-
-
 def add_triton_command(subparsers, common: argparse.ArgumentParser) -> None:
+    from .bench import positive_int
     from .serving.triton_repository import BACKENDS, DEFAULT_IDLE_TIMEOUT_US, DEVICES
 
     parser = subparsers.add_parser(
