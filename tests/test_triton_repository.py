@@ -141,6 +141,18 @@ def test_bad_options_are_refused_with_the_reason(tmp_path, options, message):
     assert not (tmp_path / "repo").exists()
 
 
+def test_a_fixed_batch_above_one_needs_one_sequence_per_instance_and_keeps_the_old_folder(tmp_path):
+    model = pnet_like()
+    model.graph.input[0].type.tensor_type.shape.dim[0].dim_value = 2
+    old = write_triton_repository(pnet_like(), tmp_path / "repo", name="m")
+    with pytest.raises(RepositoryError, match="fixed above 1"):
+        write_triton_repository(model, tmp_path / "repo", name="m", max_sequences=8)
+    assert (old.model_dir / "config.pbtxt").is_file()  # refused before anything was replaced
+    written = write_triton_repository(model, tmp_path / "repo", name="m", max_sequences=1, instances=4)
+    config = parse_config(written.model_dir / "config.pbtxt")
+    assert config.max_batch_size == 0 and list(config.input[0].dims) == [2, 3, -1, -1] and written.sequences == 4
+
+
 def test_a_converted_model_is_served_as_is_and_refuses_conversion_options(tmp_path):
     converted = deltaonnx.convert(pnet_like(), threshold=0.05)
     written = write_triton_repository(converted, tmp_path / "repo", name="c")

@@ -22,7 +22,7 @@ from typing import Mapping, Optional, Union
 import onnx
 
 from .._lib import library_path
-from ..convert import convert_with_report, load_model
+from ..convert import convert_with_report, load_model, save_model
 from ..graph_passes.metadata import read_conversion_metadata
 from .start_gate import START_INPUT, gate_state_on_start
 
@@ -272,27 +272,34 @@ def write_triton_repository(
     if clash:
         raise RepositoryError(f"model inputs {clash} have the names of Triton's control inputs")
 
-    model_dir = Path(repository) / name
-    if model_dir.exists():
-        shutil.rmtree(model_dir)
-    (model_dir / "1").mkdir(parents=True)
-    op_library = None
+    # Everything that can fail is done before the model folder is replaced.
     if backend == "python":
         # One camera per batch item: the batch axis must be free (or 1) on every input and output.
         batched = all(t.dims and t.dims[0] in (-1, 1) for t in inputs + own_outputs)
         if not batched and max_sequences != 1:
             raise RepositoryError("the model's batch dimension is fixed above 1, so an instance holds one sequence "
                                   "at a time: use --max-sequences 1 and --instances for more cameras")
-        config = _python_config(name, inputs, own_outputs, batched, max_sequences, instances, idle_timeout_us,
-                                threads)
-        onnx.save_model(proto, str(model_dir / "1" / MODEL_FILE))
-        shutil.copyfile(PYTHON_MODEL_SOURCE, model_dir / "1" / "model.py")
-        sequences = instances * max_sequences
     else:
         types = {i.name: i.type.tensor_type.elem_type for i in proto.graph.input}
         states = [(s["past"], s["present"], types[s["past"]]) for s in state]
-        served = gate_state_on_start(proto, [s[0] for s in states]) if states else proto
+        try:
+            served = gate_state_on_start(proto, [s[0] for s in states]) if states else proto
+        except ValueError as error:
+            raise RepositoryError(str(error)) from error
         library = library_path("cuda" if device == "gpu" else "cpu")
+
+    model_dir = Path(repository) / name
+    if model_dir.exists():
+        shutil.rmtree(model_dir)
+    (model_dir / "1").mkdir(parents=True)
+    op_library = None
+    if backend == "python":
+        config = _python_config(name, inputs, own_outputs, batched, max_sequences, instances, idle_timeout_us,
+                                threads)
+        save_model(proto, model_dir / "1" / MODEL_FILE)
+        shutil.copyfile(PYTHON_MODEL_SOURCE, model_dir / "1" / "model.py")
+        sequences = instances * max_sequences
+    else:
         if op_library_path is None:
             copy = model_dir / Path(library).name
             shutil.copyfile(library, copy)
@@ -302,7 +309,7 @@ def write_triton_repository(
         # A present that is also one of the model's outputs stays listed as an output: Triton returns it too.
         config = _onnxruntime_config(name, inputs, own_outputs, states, instances, idle_timeout_us, threads,
                                      device, op_library)
-        onnx.save_model(served, str(model_dir / "1" / MODEL_FILE))
+        save_model(served, model_dir / "1" / MODEL_FILE)
         sequences = instances
     (model_dir / "config.pbtxt").write_text(config)
     return TritonRepository(Path(repository), name, backend, converted, sequences, op_library)
