@@ -275,11 +275,69 @@ def add_calibrate_command(subparsers, common: argparse.ArgumentParser) -> None:
     add_command(subparsers, common)
 
 
+# --- triton (its logic lives in serving/triton_repository.py) -----------------------------------------
+
+
+def add_triton_command(subparsers, common: argparse.ArgumentParser) -> None:
+    from .bench import positive_int
+    from .serving.triton_repository import BACKENDS, DEFAULT_IDLE_TIMEOUT_US, DEVICES
+
+    parser = subparsers.add_parser(
+        "triton",
+        parents=[common],
+        help="write a Triton Inference Server model repository, one sequence per camera",
+        description="Write REPO/NAME/ for Triton Inference Server: a dense model is converted first (with the "
+        "conversion options below), a converted one is served as it is, --dense serves the model unconverted. "
+        "Each camera is one sequence (correlation ID) of Triton's sequence batcher. See docs/serving.md.",
+    )
+    parser.add_argument("model", help="the ONNX model (dense or converted)")
+    parser.add_argument("-o", "--output", required=True, metavar="REPO", help="the model repository directory")
+    parser.add_argument("--name", help="the model's name in the repository (default: the file name)")
+    parser.add_argument("--instances", type=positive_int, default=1, metavar="K",
+                        help="model instances (python: processes; onnxruntime: sessions) (default 1)")
+    parser.add_argument("--backend", choices=BACKENDS, default="python", help="Triton backend (default python)")
+    parser.add_argument("--max-sequences", type=positive_int, default=None, metavar="S",
+                        help="cameras one instance serves at once; more wait in Triton's backlog "
+                        "(default 8 for python, 1 for onnxruntime, which supports only 1)")
+    parser.add_argument("--idle-timeout-us", type=positive_int, default=DEFAULT_IDLE_TIMEOUT_US, metavar="T",
+                        help=f"drop a camera's sequence after T microseconds without a frame (default "
+                        f"{DEFAULT_IDLE_TIMEOUT_US})")
+    parser.add_argument("--threads", type=positive_int, default=1, help="ORT threads per instance (default 1)")
+    parser.add_argument("--device", choices=DEVICES, default="cpu",
+                        help="onnxruntime backend: gpu runs the instances on GPUs with the CUDA op library")
+    parser.add_argument("--op-library-path", metavar="PATH",
+                        help="onnxruntime backend: the op library's path as the server sees it (default: the copy "
+                        "in the model folder, by its absolute path here)")
+    parser.add_argument("--dense", action="store_true", help="serve the model unconverted (a baseline)")
+    _add_conversion_options(parser)
+    parser.set_defaults(run=run_triton)
+
+
+def run_triton(args: argparse.Namespace) -> int:
+    from .serving.triton_repository import RepositoryError, write_triton_repository
+
+    model_path = existing_model_path(args.model)
+    conversion = _conversion_kwargs(args)
+    defaults = {"threshold": 0.0, "inner_threshold": 0.0, "thresholds": None, "all_nodes": False,
+                "dense_fraction": 0.5}
+    changed = {k: v for k, v in conversion.items() if v != defaults[k]}
+    max_sequences = args.max_sequences or (8 if args.backend == "python" else 1)
+    try:
+        written = write_triton_repository(
+            model_path, args.output, name=args.name, instances=args.instances, backend=args.backend,
+            max_sequences=max_sequences, idle_timeout_us=args.idle_timeout_us, threads=args.threads,
+            device=args.device, dense=args.dense, op_library_path=args.op_library_path, conversion=changed)
+    except RepositoryError as error:
+        raise CliError(str(error)) from error
+    print(written.launch_hint())
+    return EXIT_OK
+
+
 # --- main ----------------------------------------------------------------------------------------------
 
 # Subcommands in the order `--help` lists them; others are added here the same way.
 COMMANDS: list[Callable] = [add_convert_command, add_inspect_command, add_bench_command, add_demo_command,
-                            add_calibrate_command]
+                            add_calibrate_command, add_triton_command]
 
 
 def build_parser() -> argparse.ArgumentParser:
