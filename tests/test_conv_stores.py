@@ -3,8 +3,7 @@ sentinels (values no conv gives), every pixel outside map_out must keep its sent
 inside must equal ORT's Conv. The change patterns reach each store path: gathered panels (scattered pixels and
 every run of a map narrower than a tile: the kernel table's scatter_pieces), raster panels of runs joined across
 short gaps (store_flagged: the pixels between the runs are computed but must not be stored), and whole rows;
-panels inside the input read it in place while those at the borders read the zero-padded phase split (a run
-reaching a border is cut in two; stride 2 reads single pixels in place); on every SIMD variant (each in a subprocess: the variant is chosen when the library loads)."""
+on every SIMD variant (each in a subprocess: the variant is chosen when the library loads)."""
 from __future__ import annotations
 
 import numpy as np

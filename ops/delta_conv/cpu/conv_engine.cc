@@ -113,38 +113,26 @@ std::vector<float>& thread_phase_buffer() {
   return b;
 }
 
-// The geometry of the phase split of an input [C, H, W] (base unset): the input itself when it needs no copy.
-PhaseSplit split_geometry(const Window2D& w, bool* in_place) {
+// Builds the phase split of src [C, H, W]. Only the padded rows some recomputed output reads are filled
+// (needed_rows[r] for padded row r = input row + pad_begin; nullptr: all): rows never read stay stale.
+PhaseSplit build_phase_split(const float* src, int64_t C, const Window2D& w, const uint8_t* needed_rows,
+                             const KernelTable& k, const ParallelFor& parallel_for) {
   PhaseSplit ps;
   ps.sy = w.y.stride;
   ps.sx = w.x.stride;
   const int64_t need_h = (w.y.out - 1) * w.y.stride + (w.y.kernel - 1) * w.y.dilation + 1;
   const int64_t need_w = (w.x.out - 1) * w.x.stride + (w.x.kernel - 1) * w.x.dilation + 1;
   const int64_t H = w.y.in, W = w.x.in;
-  *in_place = ps.sy == 1 && ps.sx == 1 && w.y.pad_begin == 0 && w.x.pad_begin == 0 && need_h <= H && need_w <= W;
-  if (*in_place) {
+  if (ps.sy == 1 && ps.sx == 1 && w.y.pad_begin == 0 && w.x.pad_begin == 0 && need_h <= H && need_w <= W) {
     ps.rows = H;
     ps.width = W;
     ps.plane = H * W;
+    ps.base = src;
     return ps;
   }
   ps.rows = (need_h + ps.sy - 1) / ps.sy;
   ps.width = (need_w + ps.sx - 1) / ps.sx;
   ps.plane = (ps.rows + 1) * ps.width + kMaxNR;  // slack: panels at the end read past the last row
-  return ps;
-}
-
-// Builds the phase split of src [C, H, W]. Only the padded rows some recomputed output reads are filled
-// (needed_rows[r] for padded row r = input row + pad_begin; nullptr: all): rows never read stay stale.
-PhaseSplit build_phase_split(const float* src, int64_t C, const Window2D& w, const uint8_t* needed_rows,
-                             const KernelTable& k, const ParallelFor& parallel_for) {
-  bool in_place = false;
-  PhaseSplit ps = split_geometry(w, &in_place);
-  const int64_t H = w.y.in, W = w.x.in;
-  if (in_place) {
-    ps.base = src;
-    return ps;
-  }
   std::vector<float>& buffer = thread_phase_buffer();
   buffer.resize(static_cast<size_t>(C * ps.sy * ps.sx * ps.plane));
   ps.base = buffer.data();
@@ -227,43 +215,10 @@ void store_recomputed(const KernelTable& k, float* dst, const float* vals, const
 // columns at or past the output width are padding and never stored); or, for a narrow map, the pieces
 // [piece_begin, piece_end) of recomputed runs (PackPiece: src is the run's flat position in the raster),
 // whose patches are packed side by side (n pixels).
-// from_source: the panel reads the input itself (SourceReads), not the phase split: p0 stays a split position
-// (where the panel's outputs lie); its pieces' src are source offsets.
 struct Panel {
   int64_t p0, n;
   int64_t piece_begin = 0, piece_end = 0;
-  bool from_source = false;
 };
-
-// Reading the input in place. A panel whose taps all fall inside the input reads the source [C, H, W] itself:
-// tap (c, ky, kx) of output (oy, ox) at offset c*H*W + (ky*dy - pad_top)*W + kx*dx - pad_left from at(oy, ox).
-// The phase split then copies only the rows that panels at the borders read (with scattered changes, nearly
-// every row: a copy of the whole input per run, as much as the recompute itself on layers of few channels).
-// Pixels of a panel are contiguous in the source for stride 1 across; wider strides read single pixels.
-struct SourceReads {
-  bool enabled = false;
-  int64_t oy_lo = 0, oy_hi = -1, ox_lo = 0, ox_hi = -1;  // outputs whose windows lie inside the input (inclusive)
-  int64_t row_step = 0, col_step = 1;                    // source offset per output row (sy*W) and column (sx)
-  int64_t at(int64_t oy, int64_t ox) const { return oy * row_step + ox * col_step; }
-  bool row_inside(int64_t oy) const { return enabled && oy >= oy_lo && oy <= oy_hi; }
-};
-
-// The outputs [lo, hi] of one axis whose taps all read inside the input.
-void inside_outputs(const Axis& a, int64_t* lo, int64_t* hi) {
-  *lo = (a.pad_begin + a.stride - 1) / a.stride;
-  const int64_t last = a.in - 1 + a.pad_begin - (a.kernel - 1) * a.dilation;  // o*stride <= last
-  *hi = last < 0 ? -1 : std::min(a.out - 1, last / a.stride);
-}
-
-SourceReads source_reads(const Window2D& w) {
-  SourceReads r;
-  inside_outputs(w.y, &r.oy_lo, &r.oy_hi);
-  inside_outputs(w.x, &r.ox_lo, &r.ox_hi);
-  r.row_step = w.y.stride * w.x.in;
-  r.col_step = w.x.stride;
-  r.enabled = r.oy_lo <= r.oy_hi && r.ox_lo <= r.ox_hi;
-  return r;
-}
 
 struct ItemContext {
   const ConvSpec& spec;
@@ -277,9 +232,6 @@ struct ItemContext {
   const PhaseSplit& split;
   const std::vector<int64_t>& tap_offsets;  // per tap (c, ky, kx) of a group: offset from the split's base
   const std::vector<PackPiece>& pieces;
-  const float* source;                         // the item's input [C, H, W] (panels from_source)
-  const SourceReads& reads;
-  const std::vector<int64_t>& source_offsets;  // per tap (c, ky, kx) of a group: offset from at(oy, ox)
 };
 
 void compute_panel(const ItemContext& ctx, const Panel& panel) {
@@ -288,7 +240,6 @@ void compute_panel(const ItemContext& ctx, const Panel& panel) {
   const int64_t nr = k.gemm_nr, n = panel.n, K = ctx.weights.depth();
   const int64_t Wo = ctx.w.x.out, out_plane = ctx.w.y.out * Wo, width = ctx.split.width;
   const int64_t Mg = spec.out_channels / spec.group, Cg = spec.in_channels_per_group;
-  const int64_t source_plane = ctx.w.y.in * ctx.w.x.in;
   Scratch& s = thread_scratch();
   s.rows.resize(static_cast<size_t>(K));
   s.tile.resize(static_cast<size_t>(k.gemm_mr * nr));
@@ -306,9 +257,7 @@ void compute_panel(const ItemContext& ctx, const Panel& panel) {
   if (gathered)
     for (int64_t i = panel.piece_begin; i < panel.piece_end; ++i) {
       const int64_t src = ctx.pieces[i].src;
-      piece_out[i - panel.piece_begin] =
-          panel.from_source ? (src / ctx.reads.row_step) * Wo + (src % ctx.reads.row_step) / ctx.reads.col_step
-                            : (src / width) * Wo + src % width;
+      piece_out[i - panel.piece_begin] = (src / width) * Wo + src % width;
     }
 
   // Stores the values of output channel m (activated: bias and activation already applied).
@@ -328,14 +277,13 @@ void compute_panel(const ItemContext& ctx, const Panel& panel) {
   };
 
   for (int64_t g = 0; g < spec.group; ++g) {
-    const int64_t* off = panel.from_source ? ctx.source_offsets.data() : ctx.tap_offsets.data();
-    const float* group_base = panel.from_source ? ctx.source + g * Cg * source_plane : ctx.split.at(g * Cg, 0, 0);
-    if (gathered) {  // patches side by side: one contiguous copy per tap and piece (no borders to mind)
-      k.pack_pieces(K, group_base, off, ctx.pieces.data() + panel.piece_begin, panel.piece_end - panel.piece_begin,
-                    nr, s.packed.data());
+    const int64_t* off = ctx.tap_offsets.data();
+    if (gathered) {  // patches side by side: one contiguous copy per tap and piece (the split has no borders)
+      k.pack_pieces(K, ctx.split.at(g * Cg, 0, 0), off, ctx.pieces.data() + panel.piece_begin,
+                    panel.piece_end - panel.piece_begin, nr, s.packed.data());
       for (int64_t kk = 0; kk < K; ++kk) s.rows[kk] = s.packed.data() + kk * nr;
     } else {
-      const float* base = group_base + (panel.from_source ? ctx.reads.at(oy, ox) : panel.p0);
+      const float* base = ctx.split.at(g * Cg, 0, 0) + panel.p0;
       for (int64_t kk = 0; kk < K; ++kk) s.rows[kk] = base + off[kk];
     }
     if (ctx.weights.row_layout()) {
@@ -386,92 +334,41 @@ void split_even(int64_t width, int64_t nr, int64_t vec, Emit emit) {
 // 12-17% of the work on 20x15 maps; and on the pixels between scattered changes).
 bool narrow_map(const Window2D& w, int64_t nr) { return w.x.out < nr; }
 
-// Packs runs side by side into gathered panels of nr pixels (a run may span two panels).
-struct PanelPacker {
-  std::vector<PackPiece>& pieces;
-  std::vector<Panel>& panels;
-  int64_t nr;
-  bool from_source;
-  int64_t used = 0;
-  size_t first = 0;
-
-  void close() {
-    panels.push_back({0, used, static_cast<int64_t>(first), static_cast<int64_t>(pieces.size()), from_source});
-    first = pieces.size();
-    used = 0;
-  }
-  void add(int64_t src, int64_t len) {
-    while (len > 0) {
-      const int64_t take = std::min(len, nr - used);
-      pieces.push_back({src, take, used});
-      used += take;
-      src += take;
-      len -= take;
-      if (used == nr) close();
-    }
-  }
-  void finish() {
-    if (used > 0) close();
-  }
-};
-
-// Scratch of plan_panels.
-struct PlanScratch {
-  std::vector<RowRun> runs;
-  std::vector<PackPiece> split_pieces;
-  std::vector<Panel> split_panels;
-};
-
 // Plans the panels of one batch item over the split's raster (rows of `width` positions): raster panels
 // (long runs of recomputed pixels, tiled where they lie) and gathered panels (short runs, and every run of a
 // narrow map, packed side by side nr pixels at a time as pieces). A raster as wide as the output (1-wide
-// kernels) has no padding columns: its runs are taken over the whole plane. Pixels whose windows lie inside
-// the input are read from the source where `reads` allows it; the rest from the split.
+// kernels) has no padding columns: its runs are taken over the whole plane.
 void plan_panels(const Window2D& w, const uint8_t* flags, int64_t nr, int64_t vec, int64_t width,
-                 const SourceReads& reads, PlanScratch& plan, std::vector<Panel>& panels,
-                 std::vector<PackPiece>& pieces) {
-  std::vector<RowRun>& runs = plan.runs;
+                 std::vector<RowRun>& runs, std::vector<Panel>& panels, std::vector<PackPiece>& pieces) {
   runs.clear();
   panels.clear();
   pieces.clear();
-  plan.split_pieces.clear();
-  plan.split_panels.clear();
   const int64_t Ho = w.y.out, Wo = w.x.out;
-  PanelPacker source_packer{pieces, panels, nr, true};
-  PanelPacker split_packer{plan.split_pieces, plan.split_panels, nr, false};
-  constexpr int64_t kMaxSingles = 4;  // strided source reads: runs up to this long go as single pixels
-  // A run [x0, x1) of output row oy, gathered: its part inside the input from the source, the rest from the split.
-  auto gather = [&](int64_t oy, int64_t x0, int64_t x1) {
-    if (reads.row_inside(oy)) {
-      const int64_t a = std::max(x0, reads.ox_lo), b = std::min(x1, reads.ox_hi + 1);
-      if (a < b && (reads.col_step == 1 || b - a <= kMaxSingles)) {
-        if (x0 < a) split_packer.add(oy * width + x0, a - x0);
-        if (reads.col_step == 1) source_packer.add(reads.at(oy, a), b - a);
-        else for (int64_t x = a; x < b; ++x) source_packer.add(reads.at(oy, x), 1);
-        if (b < x1) split_packer.add(oy * width + b, x1 - b);
-        return;
-      }
-    }
-    split_packer.add(oy * width + x0, x1 - x0);
+  // Gathered panels: runs packed side by side, nr pixels per panel (a run may span two panels).
+  int64_t used = 0;
+  size_t first = 0;
+  auto close = [&] {
+    panels.push_back({0, used, static_cast<int64_t>(first), static_cast<int64_t>(pieces.size())});
+    first = pieces.size();
+    used = 0;
   };
-  auto raster = [&](int64_t p, int64_t len, bool from_source) {
-    split_even(len, nr, vec, [&](int64_t x, int64_t n) { panels.push_back({p + x, n, 0, 0, from_source}); });
-  };
-  auto finish = [&] {
-    source_packer.finish();
-    split_packer.finish();
-    const int64_t offset = static_cast<int64_t>(pieces.size());
-    pieces.insert(pieces.end(), plan.split_pieces.begin(), plan.split_pieces.end());
-    for (Panel p : plan.split_panels) {
-      p.piece_begin += offset;
-      p.piece_end += offset;
-      panels.push_back(p);
+  auto gather = [&](int64_t p, int64_t len) {
+    while (len > 0) {
+      const int64_t take = std::min(len, nr - used);
+      pieces.push_back({p, take, used});
+      used += take;
+      p += take;
+      len -= take;
+      if (used == nr) close();
     }
+  };
+  auto raster = [&](int64_t p, int64_t len) {
+    split_even(len, nr, vec, [&](int64_t x, int64_t n) { panels.push_back({p + x, n}); });
   };
   if (narrow_map(w, nr) && width != Wo) {  // only the recomputed pixels
     mask_runs(flags, Ho, Wo, runs);
-    for (const RowRun& r : runs) gather(r.y, r.x_begin, r.x_end);
-    finish();
+    for (const RowRun& r : runs) gather(r.y * width + r.x_begin, r.x_end - r.x_begin);
+    if (used > 0) close();
     return;
   }
   // Runs joined across short gaps (computing a few pixels more, never storing them, costs less than more
@@ -486,54 +383,33 @@ void plan_panels(const Window2D& w, const uint8_t* flags, int64_t nr, int64_t ve
     RowRun r = runs[i++];
     while (i < runs.size() && runs[i].y == r.y && runs[i].x_begin - r.x_end < kGap) r.x_end = runs[i++].x_end;
     if (r.x_end - r.x_begin >= min_raster_run) {
-      // In place from the source over the part inside the input; the (exact) runs outside it gathered.
-      const int64_t a = std::max(r.x_begin, reads.ox_lo), b = std::min(r.x_end, reads.ox_hi + 1);
-      if (!flat && reads.col_step == 1 && reads.row_inside(r.y) && b - a >= min_raster_run) {
-        raster(r.y * width + a, b - a, true);
-        for (size_t j = i0; j < i; ++j) {
-          if (runs[j].x_begin < a) gather(r.y, runs[j].x_begin, std::min(runs[j].x_end, a));
-          if (runs[j].x_end > b) gather(r.y, std::max(runs[j].x_begin, b), runs[j].x_end);
-        }
-        continue;
-      }
-      raster(r.y * width + r.x_begin, r.x_end - r.x_begin, false);
+      raster(r.y * width + r.x_begin, r.x_end - r.x_begin);
       continue;
     }
-    for (size_t j = i0; j < i; ++j) {
-      if (flat) split_packer.add(runs[j].y * width + runs[j].x_begin, runs[j].x_end - runs[j].x_begin);
-      else gather(runs[j].y, runs[j].x_begin, runs[j].x_end);
-    }
+    for (size_t j = i0; j < i; ++j) gather(runs[j].y * width + runs[j].x_begin, runs[j].x_end - runs[j].x_begin);
   }
-  finish();
+  if (used > 0) close();
 }
 
-// Padded rows (input row + pad_begin) that the panels reading the split read; false when there are none.
-bool mark_needed_rows(const Window2D& w, int64_t width, const std::vector<Panel>& panels,
-                      const std::vector<PackPiece>& pieces, std::vector<uint8_t>& needed) {
+// Padded rows (input row + pad_begin) that the recomputed outputs read.
+void mark_needed_rows(const Window2D& w, const uint8_t* flags, std::vector<uint8_t>& needed) {
   const int64_t padded = (w.y.out - 1) * w.y.stride + (w.y.kernel - 1) * w.y.dilation + 1;
   needed.assign(static_cast<size_t>(padded + w.y.stride), 0);
-  bool any = false;
-  auto mark = [&](int64_t first, int64_t count) {  // split positions [first, first + count)
-    for (int64_t oy = first / width; oy <= (first + count - 1) / width && oy < w.y.out; ++oy)
-      for (int64_t ky = 0; ky < w.y.kernel; ++ky) needed[oy * w.y.stride + ky * w.y.dilation] = 1;
-    any = true;
-  };
-  for (const Panel& p : panels) {
-    if (p.from_source) continue;
-    if (p.piece_end == p.piece_begin) mark(p.p0, p.n);
-    for (int64_t i = p.piece_begin; i < p.piece_end; ++i) mark(pieces[i].src, pieces[i].len);
+  for (int64_t oy = 0; oy < w.y.out; ++oy) {
+    const uint8_t* row = flags + oy * w.x.out;
+    if (std::memchr(row, 1, static_cast<size_t>(w.x.out)) == nullptr) continue;
+    for (int64_t ky = 0; ky < w.y.kernel; ++ky) needed[oy * w.y.stride + ky * w.y.dilation] = 1;
   }
-  return any;
 }
 
 // Scratch of compute_item kept across the batch items of one run (the tap offsets depend on the split's
 // width only, the same for every item).
 struct ItemWork {
   std::vector<uint8_t> needed_rows;
-  PlanScratch plan;
+  std::vector<RowRun> runs;
   std::vector<Panel> panels;
   std::vector<PackPiece> pieces;
-  std::vector<int64_t> tap_offsets, source_offsets;
+  std::vector<int64_t> tap_offsets;
 };
 
 // Writes act(conv(source) + bias) at the `recompute` pixels flagged in out_flags of one batch item (per-element
@@ -544,37 +420,26 @@ void compute_item(const ConvSpec& spec, const PackedConvWeights& weights, const 
                   const DenseItemConv* dense, ItemWork& work) {
   const KernelTable& k = weights.kernels();
   const int64_t C = spec.in_channels_per_group * spec.group, out_plane = w.out_pixels();
-  const float* source = recompute_source(st);
-  if (recompute == out_plane && dense != nullptr && *dense && (*dense)(source, y)) return;
+  if (recompute == out_plane && dense != nullptr && *dense && (*dense)(recompute_source(st), y)) return;
   // Depthwise (one input and one output channel per group): the direct engine, not the GEMM.
-  if (run_depthwise_item(spec, weights, w, source, out_flags, y, run.bias, acts, parallel_for)) return;
+  if (run_depthwise_item(spec, weights, w, recompute_source(st), out_flags, y, run.bias, acts, parallel_for)) return;
 
-  bool split_in_place = false;
-  const PhaseSplit geometry = split_geometry(w, &split_in_place);
-  if (work.tap_offsets.empty()) {
-    const int64_t H = w.y.in, W = w.x.in;
+  // The split: all rows for a dense item, else only the rows some recomputed output reads.
+  const bool all_rows = recompute == out_plane;
+  if (!all_rows) mark_needed_rows(w, out_flags, work.needed_rows);
+  const PhaseSplit split =
+      build_phase_split(recompute_source(st), C, w, all_rows ? nullptr : work.needed_rows.data(), k, parallel_for);
+  if (work.tap_offsets.empty()) {  // tap (c, ky, kx): plane (c, ty % sy, tx % sx) at (ty / sy) * width + tx / sx
     for (int64_t c = 0; c < spec.in_channels_per_group; ++c)
       for (int64_t ky = 0; ky < w.y.kernel; ++ky)
         for (int64_t kx = 0; kx < w.x.kernel; ++kx) {
           const int64_t ty = ky * w.y.dilation, tx = kx * w.x.dilation;
-          // split: plane (c, ty % sy, tx % sx) at (ty / sy) * width + tx / sx; source: row and column shifts
-          work.tap_offsets.push_back(((c * geometry.sy + ty % geometry.sy) * geometry.sx + tx % geometry.sx) *
-                                         geometry.plane + (ty / geometry.sy) * geometry.width + tx / geometry.sx);
-          work.source_offsets.push_back(c * H * W + (ty - w.y.pad_begin) * W + tx - w.x.pad_begin);
+          work.tap_offsets.push_back(split.at(c, ty % split.sy, tx % split.sx) - split.at(0, 0, 0) +
+                                     (ty / split.sy) * split.width + tx / split.sx);
         }
   }
-  // A dense item reads the whole split; a partial one reads the source in place where its windows lie inside
-  // the input, and the split only at the borders (or everywhere when the split is the input itself).
-  const bool all_rows = recompute == out_plane;
-  const SourceReads reads = all_rows || split_in_place || geometry.width == w.x.out ? SourceReads{} : source_reads(w);
-  plan_panels(w, out_flags, k.gemm_nr, k.gemm_vec, geometry.width, reads, work.plan, work.panels, work.pieces);
-  PhaseSplit split = geometry;
-  if (all_rows || split_in_place)
-    split = build_phase_split(source, C, w, nullptr, k, parallel_for);
-  else if (mark_needed_rows(w, geometry.width, work.panels, work.pieces, work.needed_rows))
-    split = build_phase_split(source, C, w, work.needed_rows.data(), k, parallel_for);
-  const ItemContext ctx{spec,        weights,           k,      w,     acts, run.bias, y, out_flags, split,
-                        work.tap_offsets, work.pieces, source, reads, work.source_offsets};
+  plan_panels(w, out_flags, k.gemm_nr, k.gemm_vec, split.width, work.runs, work.panels, work.pieces);
+  const ItemContext ctx{spec, weights, k, w, acts, run.bias, y, out_flags, split, work.tap_offsets, work.pieces};
   parallel_for(static_cast<int64_t>(work.panels.size()), [&](int64_t i) { compute_panel(ctx, work.panels[i]); });
 }
 
@@ -619,7 +484,7 @@ void run_delta_conv(const ConvSpec& spec, const PackedConvWeights& weights, cons
     if (recompute == 0) continue;
     compute_item(spec, weights, run, w, st, out_flags, y, recompute, acts, parallel_for, dense, work);
     if (is_channel_activation(spec.activation))
-      softmax_recomputed(k, y, M, out_plane, out_flags, recompute, parallel_for, work.plan.runs);
+      softmax_recomputed(k, y, M, out_plane, out_flags, recompute, parallel_for, work.runs);
   }
 }
 
