@@ -6,6 +6,10 @@ with and without an incoming change map. It prints the time per run of both and 
 (lower is better; the dense session is ORT's Conv at ORT_ENABLE_ALL, which uses its NCHWc kernels).
 
     python benchmarks/bench_ops.py [--threads 1 2] [--repeat 30] [--cases conv3x3_64] [--json out.json]
+    python benchmarks/bench_ops.py --yolo --threads 1 --clock cpu   # YOLOv8n/s shapes, scene changes
+
+`--yolo` runs the YOLO layer shapes at 10/20/50% of the output redone and prints, beside the ratio, the ideal
+(the share redone) and the cost per FLOP redone against dense ORT's (ratio / share; 1.0 = as cheap per FLOP).
 
 `--clock cpu` times single-threaded runs by the calling thread's CPU time (ORT runs a 1-thread session's
 kernels in the calling thread), which stays meaningful on a busy machine; the default is wall time.
@@ -26,7 +30,11 @@ import deltaonnx
 
 DOMAIN = "com.deltaonnx"
 
-# name: (C, M, k, stride, group, H, W); pool cases have M = None
+# name: (C, M, k, stride, group, H, W); pool cases have M = None. The yolo_ cases are the convolutions of
+# YOLOv8n/s (C2f bottlenecks and their 1x1 ends, the stride-2 downsamples, SPPF and the FPN) at 640x640, fed
+# changes as a drifted detector sees them (`scene_frames`: a few compact regions plus scattered single pixels),
+# at a share of the *output* redone (10/20/50%). Their op keeps dense_fraction 1 so the partial engine is
+# measured at every share; the printed ideal is that share (dense ORT's cost per FLOP).
 CASES = {
     "conv3x3_16_32_s2_240x320": (16, 32, 3, 2, 1, 240, 320),
     "conv3x3_64_64_120x160": (64, 64, 3, 1, 1, 120, 160),
@@ -35,9 +43,21 @@ CASES = {
     "conv1x1_128_128_60x80": (128, 128, 1, 1, 1, 60, 80),
     "dwconv3x3_64_120x160": (64, 64, 3, 1, 64, 120, 160),
     "maxpool5x5_s1_128_20x20": (128, None, 5, 1, 1, 20, 20),
+    "yolo_3x3_32_32_160x160": (32, 32, 3, 1, 1, 160, 160),
+    "yolo_1x1_64_64_160x160": (64, 64, 1, 1, 1, 160, 160),
+    "yolo_3x3_s2_64_128_160x160": (64, 128, 3, 2, 1, 160, 160),
+    "yolo_3x3_64_64_80x80": (64, 64, 3, 1, 1, 80, 80),
+    "yolo_1x1_256_128_80x80": (256, 128, 1, 1, 1, 80, 80),
+    "yolo_3x3_s2_128_256_80x80": (128, 256, 3, 2, 1, 80, 80),
+    "yolo_3x3_128_128_40x40": (128, 128, 3, 1, 1, 40, 40),
+    "yolo_1x1_384_256_40x40": (384, 256, 1, 1, 1, 40, 40),
+    "yolo_3x3_256_256_20x20": (256, 256, 3, 1, 1, 20, 20),
+    "yolo_1x1_512_512_20x20": (512, 512, 1, 1, 1, 20, 20),
 }
 COMPUTE_BOUND = {"conv3x3_64_64_120x160", "conv3x3_128_256_s2_30x40", "conv3x3_256_256_20x15"}
 FRACTIONS = [0.0, 0.01, 0.05, 0.20, 1.0]
+YOLO_CASES = [name for name in CASES if name.startswith("yolo_")]
+YOLO_FRACTIONS = [0.10, 0.20, 0.50]
 
 
 def _model(nodes, inputs, outputs, inits):
@@ -67,10 +87,11 @@ def build_models(case, rng):
         b = rng.standard_normal(M).astype(np.float32) * 0.1
         inits = [numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b")]
         attrs = dict(kernel_shape=[k, k], strides=[s, s], pads=[p] * 4, group=g)
+        delta_attrs = dict(attrs, dense_fraction=1.0) if case in YOLO_CASES else attrs
         dense = _model([helper.make_node("Conv", ["x", "w", "b"], ["y"], **attrs)], [_vi("x")], [_vi("y")], inits)
         delta_nodes = lambda with_map: [helper.make_node(
             "DeltaConv", ["x", "w", "b", "" if with_map else "x_ref", "y_prev"] + (["map_in"] if with_map else []),
-            ["y", "" if with_map else "x_ref_next", "map"], domain=DOMAIN, name="dc", **attrs)]
+            ["y", "" if with_map else "x_ref_next", "map"], domain=DOMAIN, name="dc", **delta_attrs)]
     # With a change map (threshold 0) the op keeps no X_ref, as `convert` builds it (docs/ops.md).
     delta = {}
     for with_map in (False, True):
@@ -109,6 +130,57 @@ def blob_frames(C, H, W, fraction, rng, count=6):
         prev = frames[t - 1]
         maps.append((np.abs(frames[t] - prev).max(axis=1, keepdims=True) > 0).astype(np.uint8))
     return frames, maps
+
+
+def output_share(in_mask, k, s):
+    """The share of a conv's output (kernel k, stride s, pads k // 2) whose window holds a marked input pixel."""
+    p = k // 2
+    padded = np.pad(in_mask.astype(bool), p)
+    H, W = in_mask.shape
+    Ho, Wo = (H + 2 * p - k) // s + 1, (W + 2 * p - k) // s + 1
+    out = np.zeros((Ho, Wo), bool)
+    for dy in range(k):
+        for dx in range(k):
+            out |= padded[dy:dy + (Ho - 1) * s + 1:s, dx:dx + (Wo - 1) * s + 1:s]
+    return out.mean()
+
+
+def scene_frames(C, H, W, k, s, out_fraction, rng, count=6):
+    """A cycle of frames whose consecutive differences look like a drifted detector layer's: three compact
+    regions (people) moving a quarter of their side per frame, and single pixels scattered anywhere (the
+    references that drift past tau one pixel at a time, DESIGN.md rule 3), sized so that about `out_fraction`
+    of the output is redone. Returns frames, input change maps and the output share actually redone."""
+    background = rng.standard_normal((1, C, H, W)).astype(np.float32)
+    corners = [(rng.random(), rng.random()) for _ in range(3)]
+    seeds = [int(rng.integers(1 << 30)) for _ in range(count)]
+
+    def regions(scale, t):
+        mask = np.zeros((H, W), bool)
+        side = max(1, int(round(np.sqrt(0.15 * scale * H * W))))  # 3 regions: ~45% of `scale` of the image
+        for cy, cx in corners:
+            y = int(cy * max(1, H - side))
+            x = (int(cx * max(1, W - side)) + t * max(1, side // 4)) % max(1, W - side + 1)
+            mask[y:y + side, x:x + side] = True
+        scattered = np.random.default_rng(seeds[t]).random((H, W)) < 0.02 * scale
+        return mask | scattered
+
+    def diffs(scale):
+        ms = [regions(scale, t) for t in range(count)]
+        return [ms[t] | ms[t - 1] for t in range(count)]
+
+    lo, hi = 0.0, 4.0
+    for _ in range(18):  # bisection on the scale: the output share grows with it
+        mid = (lo + hi) / 2
+        share = np.mean([output_share(d, k, s) for d in diffs(mid)])
+        lo, hi = (mid, hi) if share < out_fraction else (lo, mid)
+    masks = [regions(lo, t) for t in range(count)]
+    frames = []
+    for t, m in enumerate(masks):
+        f = background.copy()
+        f[0][:, m] = np.random.default_rng(seeds[t] + 1).standard_normal((C, int(m.sum()))).astype(np.float32)
+        frames.append(f)
+    maps = [d[None, None].astype(np.uint8) for d in diffs(lo)]
+    return frames, maps, float(np.mean([output_share(d[0, 0], k, s) for d in maps]))
 
 
 def session(model_bytes, threads, custom):
@@ -184,8 +256,10 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--repeat", type=int, default=30)
-    ap.add_argument("--cases", nargs="+", default=list(CASES))
-    ap.add_argument("--fractions", type=float, nargs="+", default=FRACTIONS)
+    ap.add_argument("--cases", nargs="+", help="cases by name (default: the original shapes; --yolo: YOLO's)")
+    ap.add_argument("--yolo", action="store_true", help="the YOLOv8n/s shapes with scene changes (YOLO_CASES)")
+    ap.add_argument("--fractions", type=float, nargs="+",
+                    help=f"changed shares (default {FRACTIONS}; YOLO cases: output shares {YOLO_FRACTIONS})")
     ap.add_argument("--json", help="also write the results here")
     ap.add_argument("--clock", choices=["wall", "cpu"], default="wall",
                     help="cpu: the calling thread's CPU time (only meaningful with --threads 1)")
@@ -200,16 +274,23 @@ def main(argv=None):
     print(f"deltaonnx kernels: {_native.simd_level()} (cpu: {_native.cpu_features()}), onnxruntime {ort.__version__}")
     rng = np.random.default_rng(0)
     results = []
-    for case in args.cases:
+    cases = args.cases or list(YOLO_CASES if args.yolo else [c for c in CASES if c not in YOLO_CASES])
+    for case in cases:
         C, M, k, s, g, H, W = CASES[case]
+        scene = case in YOLO_CASES
+        fractions = args.fractions or (YOLO_FRACTIONS if scene else FRACTIONS)
         dense_model, delta_models = build_models(case, rng)
         for threads in args.threads:
             dense = session(dense_model, threads, False)
             delta = {m: session(b, threads, True) for m, b in delta_models.items()}
-            print(f"\n{case}  threads={threads}")
-            print(f"  {'changed':>8} {'dense ms':>9} {'delta ms':>9} {'ratio':>6} {'+map ms':>8} {'ratio':>6} {'recomputed':>10}")
-            for fraction in args.fractions:
-                frames, maps = blob_frames(C, H, W, fraction, rng)
+            print(f"\n{case}  threads={threads}" + ("  (scene changes; ideal = share redone)" if scene else ""))
+            print(f"  {'changed':>8} {'dense ms':>9} {'delta ms':>9} {'ratio':>6} {'+map ms':>8} {'ratio':>6} {'recomputed':>10}"
+                  + (f" {'ideal':>6} {'per FLOP':>8} {'+map':>6}" if scene else ""))
+            for fraction in fractions:
+                if scene:
+                    frames, maps, _ = scene_frames(C, H, W, k, s, fraction, rng)
+                else:
+                    frames, maps = blob_frames(C, H, W, fraction, rng)
                 dense_t = time_dense(dense, frames, args.repeat)
                 delta_t, rec = time_delta(delta[False], frames, maps, False, args.repeat)
                 map_t, _ = time_delta(delta[True], frames, maps, True, args.repeat)
@@ -219,8 +300,11 @@ def main(argv=None):
                            delta_ms=delta_t * 1e3, delta_map_ms=map_t * 1e3, ratio=delta_t / dense_t,
                            ratio_map=map_t / dense_t, recomputed=rec, compute_bound=case in COMPUTE_BOUND)
                 results.append(row)
-                print(f"  {fraction:>7.0%} {row['dense_ms']:>9.3f} {row['delta_ms']:>9.3f} {row['ratio']:>6.2f}"
-                      f" {row['delta_map_ms']:>8.3f} {row['ratio_map']:>6.2f} {rec:>10.1%}")
+                line = (f"  {fraction:>7.0%} {row['dense_ms']:>9.3f} {row['delta_ms']:>9.3f} {row['ratio']:>6.2f}"
+                        f" {row['delta_map_ms']:>8.3f} {row['ratio_map']:>6.2f} {rec:>10.1%}")
+                if scene:  # cost per FLOP redone, relative to dense ORT's (1.0: as cheap per FLOP as dense)
+                    line += f" {rec:>6.2f} {row['ratio'] / rec:>8.2f} {row['ratio_map'] / rec:>6.2f}"
+                print(line)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=1)

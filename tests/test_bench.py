@@ -156,6 +156,12 @@ def test_threshold_zero_equals_dense_and_json_has_every_field(cpu_op_library, pn
     assert sum(n["flops"] or 0 for n in run["nodes"]) > 0
     assert result["dense"]["profile"]["conv_work_ms"] > 0
     assert run["profile"]["by_op"].get("DeltaConv", 0) > 0
+    # Per node, the ideal is dense ORT's own time for that conv x the recomputed fraction, and the table says so.
+    convs = [n for n in run["nodes"] if n["op"] == "DeltaConv"]
+    assert convs and all(n["dense_ms"] is not None and n["dense_ms"] > 0 for n in convs), convs
+    for n in convs:
+        assert n["ideal_ms"] == pytest.approx(n["dense_ms"] * n["fraction_mean"])
+    assert "per Delta node" in stdout and f"all {len(run['nodes'])}" in stdout
 
 
 def test_sweeps_give_one_row_per_value_and_a_plot(cpu_op_library, yolo_files, tmp_path, capsys):

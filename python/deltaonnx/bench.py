@@ -299,18 +299,34 @@ def profile_dense(model_bytes: bytes, inputs: Sequence[dict], threads: int, fuse
     if runs == 0:
         return {}
     by_op: dict[str, float] = collections.defaultdict(float)
+    by_node: dict[str, float] = collections.defaultdict(float)  # conv work per dense node (its own cost)
     conv_work = other = 0.0
     for node, op, us in kernels:
         ms = us / 1000.0 / runs
         if op in CONV_WORK_OPS or _is_fused_activation(node, fused_names):
             conv_work += ms
             by_op[op + " (conv work)"] += ms
+            by_node[node] += ms
         else:
             other += ms
             by_op[op] += ms
     return {"frames": runs, "kernel_ms": conv_work + other, "conv_work_ms": conv_work, "other_ms": other,
             "conv_work_share": conv_work / (conv_work + other) if conv_work + other else 0.0,
-            "by_op": dict(sorted(by_op.items(), key=lambda kv: -kv[1]))}
+            "by_op": dict(sorted(by_op.items(), key=lambda kv: -kv[1])), "by_node": dict(by_node)}
+
+
+def _dense_node_ms(dense_by_node: Mapping[str, float], names: Sequence[str], outputs: Sequence[str]) -> Optional[float]:
+    """Dense ORT's own time for one converted Conv: the kernels of its nodes (`names`: the Conv and the
+    activations fused into the Delta op; ORT's fusions keep a node's name, or make it a prefix before "/") and
+    the NCHWc Conv ORT names after the Conv's output (`outputs` + "_nchwc"). None when nothing matches. The
+    NCHWc reorders ORT puts between layers are shared and left out."""
+    total, found = 0.0, False
+    for node, ms in dense_by_node.items():
+        if (any(node == n or node.startswith(n + "/") for n in names)
+                or any(node == o + "_nchwc" for o in outputs)):
+            total += ms
+            found = True
+    return total if found else None
 
 
 def profile_delta(converted: onnx.ModelProto, inputs: Sequence[dict], threads: int, dense_fallback: bool = True,
@@ -597,7 +613,9 @@ def run_benchmark(model, frames: Iterable[np.ndarray], preprocess: Optional[Prep
         if options.profile_delta and len(kept_inputs) > 1:
             entry["profile"] = profile_delta(run.model, replay, options.threads, options.dense_fallback,
                                              run.replay_state)
-            _attach_node_profile(entry, dense_profile, flops)
+            _attach_node_profile(entry, dense_profile, flops,
+                                 {node.get("name"): node.get("fused", []) for node in run.metadata.get("nodes", [])},
+                                 {node.name: list(node.output) for node in original.graph.node})
         if options.oracle and len(kept_inputs) > 1:
             _attach_oracle(entry, run, replay, flops, dense_profile)
         result["runs"].append(entry)
@@ -632,17 +650,53 @@ def _attach_oracle(entry: dict, run: "_ConfigRun", inputs: list, flops: dict[str
     entry["oracle"] = oracle
 
 
-def _attach_node_profile(entry: dict, dense_profile: dict, flops: dict[str, float]) -> None:
-    """Per Delta node: its measured time and its ideal (dense conv work x its FLOP share x its fraction)."""
+def _attach_node_profile(entry: dict, dense_profile: dict, flops: dict[str, float],
+                         fused: Optional[Mapping[str, Sequence[str]]] = None,
+                         outputs: Optional[Mapping[str, Sequence[str]]] = None) -> None:
+    """Per Delta node: its measured time and its ideal, dense ORT's own time for that conv (kernel and fused
+    activations, from the dense profile) x its recomputed fraction; where the dense profile has no such node,
+    dense conv work x the node's FLOP share x its fraction. fused: Delta node -> the dense nodes fused into it;
+    outputs: dense node -> its outputs."""
     profile = entry["profile"]
     conv_work_ms = dense_profile.get("conv_work_ms", float("nan"))
+    dense_by_node = dense_profile.get("by_node", {})
     total_flops = sum(flops.values())
     profile["ideal_conv_work_ms"] = conv_work_ms * entry["conv_flops_redone"]["mean"]
     by_node = profile.pop("by_node", {})
     for node in entry["nodes"]:
         node["profile_ms"] = by_node.get(node["name"])
-        node["ideal_ms"] = (conv_work_ms * node["flops"] / total_flops * node["fraction_mean"]
-                            if node["flops"] and total_flops and node["fraction_mean"] is not None else None)
+        source = node.get("source")
+        node["dense_ms"] = None if not source else _dense_node_ms(
+            dense_by_node, [source, *(fused or {}).get(node["name"], ())], (outputs or {}).get(source, ()))
+        fraction = node["fraction_mean"]
+        if fraction is None:
+            node["ideal_ms"] = None
+        elif node["dense_ms"] is not None:
+            node["ideal_ms"] = node["dense_ms"] * fraction
+        else:
+            node["ideal_ms"] = (conv_work_ms * node["flops"] / total_flops * fraction
+                                if node["flops"] and total_flops else None)
+
+
+def _node_profile_lines(nodes: Sequence[dict], shown: int = 16) -> list[str]:
+    """Achieved against ideal per Delta node, furthest above its ideal first, and the totals."""
+    timed = [n for n in nodes if n.get("profile_ms") is not None]
+    if not timed:
+        return []
+    slow = sorted(timed, key=lambda n: -(n["profile_ms"] - (n.get("ideal_ms") or 0.0)))
+    rows = [[n["name"], n["op"], n.get("source") or "-", f"{_fmt(100 * n['fraction_mean'], '.1f')}%",
+             _fmt(n.get("dense_ms"), ".3f"), _fmt(n.get("ideal_ms"), ".3f"), _fmt(n["profile_ms"], ".3f"),
+             f"{n['profile_ms'] / n['ideal_ms']:.1f}x" if n.get("ideal_ms") else "-",
+             _fmt(n["profile_ms"] - (n.get("ideal_ms") or 0.0), ".3f")] for n in slow[:shown]]
+    measured = sum(n["profile_ms"] for n in timed)
+    ideal = sum(n.get("ideal_ms") or 0.0 for n in timed)
+    rows.append([f"all {len(timed)}", "", "", "", _fmt(sum(n.get("dense_ms") or 0.0 for n in timed), ".3f"),
+                 _fmt(ideal, ".3f"), _fmt(measured, ".3f"), f"{measured / ideal:.1f}x" if ideal else "-",
+                 _fmt(measured - ideal, ".3f")])
+    return ["  per Delta node, furthest above its ideal first (ms/frame; dense = dense ORT's own kernel and fused "
+            "activations for that conv, ideal = dense x recomputed, the ceiling at dense ORT's cost per FLOP):",
+            _indent(_table(["node", "op", "source", "recomputed", "dense ms", "ideal ms", "measured ms", "x ideal",
+                            "excess ms"], rows), "    ")]
 
 
 def _progress_note(dense_times: list, runs: list) -> str:
@@ -1001,14 +1055,7 @@ def format_report(result: dict, per_node: bool = True) -> str:
                   f"{p['kernel_ms'] - p['delta_ops_ms']:.2f} other kernels + {p['outside_kernels_ms']:.2f} outside "
                   f"kernels (state binding, session); ideal conv work {_fmt(p.get('ideal_conv_work_ms'))}",
                   f"  by op: {top}"]
-        slow = sorted((n for n in r["nodes"] if n.get("profile_ms") is not None),
-                      key=lambda n: -(n["profile_ms"] - (n.get("ideal_ms") or 0.0)))[:8]
-        if slow:
-            lines.append("  Delta nodes furthest above their ideal (ms/frame measured vs ideal = dense conv work x FLOP "
-                         "share x recomputed fraction):")
-            lines.append(_indent(_table(["node", "op", "recomputed", "measured ms", "ideal ms"], [
-                [n["name"], n["op"], f"{_fmt(100 * n['fraction_mean'], '.1f')}%", _fmt(n["profile_ms"], ".3f"),
-                 _fmt(n.get("ideal_ms"), ".3f")] for n in slow]), "    "))
+        lines += _node_profile_lines(r["nodes"])
     for r in result["runs"]:
         o = r.get("oracle")
         if not o:
