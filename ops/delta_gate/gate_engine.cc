@@ -1,0 +1,157 @@
+#include "delta_gate/gate_engine.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+namespace deltaonnx {
+
+std::string GateSpec::make(const std::string& rule, float tau, int64_t block, float hard, GateSpec* out) {
+  if (!(std::isfinite(tau) && tau >= 0.f)) return "threshold must be finite and >= 0";
+  GateSpec s;
+  s.tau = tau;
+  if (rule == "pixel") {
+    s.block_rule = false;
+    s.block = 1;
+    s.hard = tau;
+  } else if (rule == "block") {
+    if (block < 1 || block > 4096) return "gate_block must be in [1, 4096]";
+    s.block = block;
+    s.hard = hard < 0.f ? kDefaultGateHardFactor * tau : hard;
+    if (!(std::isfinite(s.hard) && s.hard >= tau)) return "gate_hard must be finite and >= threshold";
+  } else {
+    return "rule must be \"pixel\" or \"block\", got \"" + rule + "\"";
+  }
+  *out = s;
+  return "";
+}
+
+void spread_block_map(const uint8_t* cells, int64_t height, int64_t width, int64_t block, uint8_t* marks) {
+  const int64_t cells_w = (width + block - 1) / block;
+  for (int64_t y = 0; y < height; ++y)
+    for (int64_t x = 0; x < width; ++x) marks[y * width + x] = cells[(y / block) * cells_w + x / block] != 0;
+}
+
+namespace {
+
+// Without state every pixel changed and the gated frame is X.
+int64_t pass_through(const GateItem& it) {
+  const int64_t plane = it.height * it.width;
+  if (it.x_gated != it.x) std::memcpy(it.x_gated, it.x, sizeof(float) * it.channels * plane);
+  std::memset(it.map_out, 1, plane);
+  return plane;
+}
+
+// The pixel rule: changed iff some channel has !(|X - X_ref| <= tau), and marked.
+int64_t pixel_gate(const GateSpec& spec, const GateItem& it, const KernelTable& k) {
+  const int64_t plane = it.height * it.width;
+  std::memset(it.map_out, 0, plane);
+  k.detect_changes(it.x, it.x_ref, it.channels, plane, 0, plane, spec.tau, it.map_out);
+  int64_t changed = 0;
+  for (int64_t p = 0; p < plane; ++p) {
+    if (it.marks && !it.marks[p]) it.map_out[p] = 0;
+    changed += it.map_out[p];
+  }
+  k.update_reference(it.x, it.x_ref, it.x_gated, it.channels, plane, 0, plane, it.map_out);
+  return changed;
+}
+
+// The block rule, one row of blocks at a time: per channel, the rows' differences summed column by column
+// (kernel table), then each block's columns left to right; the hard bound per pixel; the verdict written to
+// the marked pixels of the block row.
+int64_t block_gate(const GateSpec& spec, const GateItem& it, const KernelTable& k) {
+  const int64_t h = it.height, w = it.width, plane = h * w, kb = spec.block;
+  const int64_t cells_w = (w + kb - 1) / kb;
+  std::vector<float> sums(w);
+  std::vector<uint8_t> moved(cells_w);
+  int64_t changed = 0;
+  for (int64_t y0 = 0; y0 < h; y0 += kb) {
+    const int64_t rows = std::min(kb, h - y0);
+    std::fill(moved.begin(), moved.end(), 0);
+    for (int64_t c = 0; c < it.channels; ++c) {
+      std::fill(sums.begin(), sums.end(), 0.f);
+      for (int64_t y = y0; y < y0 + rows; ++y) {
+        const int64_t at = c * plane + y * w;
+        k.gate_column_sums(it.x + at, it.x_ref + at, it.marks ? it.marks + y * w : nullptr, w, sums.data());
+      }
+      for (int64_t cx = 0; cx < cells_w; ++cx) {
+        const int64_t x0 = cx * kb, cols = std::min(kb, w - x0);
+        float s = sums[x0];
+        for (int64_t j = 1; j < cols; ++j) s += sums[x0 + j];
+        const float limit = spec.tau * static_cast<float>(rows * cols);
+        moved[cx] |= static_cast<uint8_t>(!(std::fabs(s) <= limit));
+      }
+    }
+    // The hard bound, per pixel (NaN/Inf included: they also make the sums fail).
+    uint8_t* flags = it.map_out + y0 * w;
+    std::memset(flags, 0, rows * w);
+    k.detect_changes(it.x, it.x_ref, it.channels, plane, y0 * w, (y0 + rows) * w, spec.hard, it.map_out);
+    for (int64_t y = 0; y < rows; ++y) {
+      const uint8_t* marks = it.marks ? it.marks + (y0 + y) * w : nullptr;
+      for (int64_t x = 0; x < w; ++x) moved[x / kb] |= static_cast<uint8_t>(flags[y * w + x] && (!marks || marks[x]));
+    }
+    for (int64_t y = 0; y < rows; ++y) {
+      const uint8_t* marks = it.marks ? it.marks + (y0 + y) * w : nullptr;
+      uint8_t* row = flags + y * w;
+      for (int64_t x = 0; x < w; ++x) {
+        row[x] = static_cast<uint8_t>(moved[x / kb] && (!marks || marks[x]));
+        changed += row[x];
+      }
+    }
+  }
+  k.update_reference(it.x, it.x_ref, it.x_gated, it.channels, plane, 0, plane, it.map_out);
+  return changed;
+}
+
+}  // namespace
+
+int64_t run_gate_item(const GateSpec& spec, const GateItem& item, const KernelTable& kernels) {
+  if (!item.x_ref) return pass_through(item);
+  return spec.block_rule ? block_gate(spec, item, kernels) : pixel_gate(spec, item, kernels);
+}
+
+std::string check_gate_map(const GateSpec& spec, int64_t height, int64_t width, int64_t map_h, int64_t map_w,
+                           bool* per_block) {
+  const int64_t kb = spec.block;
+  *per_block = false;
+  if (map_h == height && map_w == width) return "";
+  if (spec.block_rule && kb > 1 && map_h == (height + kb - 1) / kb && map_w == (width + kb - 1) / kb) {
+    *per_block = true;
+    return "";
+  }
+  std::string e = "the change map must be [N,1," + std::to_string(height) + "," + std::to_string(width) + "]";
+  if (spec.block_rule && kb > 1)
+    e += " or, one cell per block, [N,1," + std::to_string((height + kb - 1) / kb) + "," +
+         std::to_string((width + kb - 1) / kb) + "]";
+  return e + ", got [N,1," + std::to_string(map_h) + "," + std::to_string(map_w) + "]";
+}
+
+int64_t run_gate(const GateSpec& spec, const GateRun& run, const KernelTable& kernels, const ParallelFor& parallel_for) {
+  const int64_t plane = run.height * run.width, volume = run.channels * plane;
+  const int64_t cells = ((run.height + spec.block - 1) / spec.block) * ((run.width + spec.block - 1) / spec.block);
+  std::vector<int64_t> changed(run.batch, 0);
+  parallel_for(run.batch, [&](int64_t n) {
+    GateItem it;
+    it.x = run.x + n * volume;
+    it.x_ref = run.x_ref ? run.x_ref + n * volume : nullptr;
+    it.x_gated = run.x_gated + n * volume;
+    it.map_out = run.map_out + n * plane;
+    it.channels = run.channels;
+    it.height = run.height;
+    it.width = run.width;
+    std::vector<uint8_t> spread;
+    if (run.map_in && run.map_per_block) {
+      spread.resize(plane);
+      spread_block_map(run.map_in + n * cells, run.height, run.width, spec.block, spread.data());
+      it.marks = spread.data();
+    } else if (run.map_in) {
+      it.marks = run.map_in + n * plane;
+    }
+    changed[n] = run_gate_item(spec, it, kernels);
+  });
+  int64_t total = 0;
+  for (int64_t c : changed) total += c;
+  return total;
+}
+
+}  // namespace deltaonnx
