@@ -17,7 +17,7 @@ import onnx_ir as ir
 from onnx import external_data_helper
 
 # Submodules named explicitly: works whether or not the editable install knows graph_passes/__init__.py.
-from .graph_passes.conversion_context import ConversionContext, ConversionOptions
+from .graph_passes.conversion_context import DEFAULT_GATE_BLOCK, ConversionContext, ConversionOptions
 from .graph_passes.errors import ConversionError
 from .graph_passes.metadata import read_conversion_metadata
 from .graph_passes.pipeline import conversion_pass_manager, planning_passes, run_passes
@@ -93,8 +93,11 @@ def _uses_external_data(proto: onnx.ModelProto) -> bool:
 
 
 def _options(threshold, inner_threshold, thresholds, all_nodes, dense_fraction,
-             keep_references=False) -> ConversionOptions:
+             keep_references=False, gate="pixel", gate_block=DEFAULT_GATE_BLOCK, gate_hard=None) -> ConversionOptions:
     return ConversionOptions(
+        gate=gate,
+        gate_block=gate_block,
+        gate_hard=gate_hard,
         threshold=threshold,
         inner_threshold=inner_threshold,
         thresholds=dict(thresholds) if isinstance(thresholds, Mapping) else thresholds,
@@ -113,10 +116,14 @@ def convert_with_report(
     all_nodes: bool = False,
     dense_fraction: float = 0.5,
     keep_references: bool = False,
+    gate: str = "pixel",
+    gate_block: int = DEFAULT_GATE_BLOCK,
+    gate_hard: Optional[float] = None,
     verbose: bool = False,
 ) -> tuple[onnx.ModelProto, Report]:
     """Like `convert`, also returning the Report (one row per Conv/MaxPool-like node)."""
-    options = _options(threshold, inner_threshold, thresholds, all_nodes, dense_fraction, keep_references)
+    options = _options(threshold, inner_threshold, thresholds, all_nodes, dense_fraction, keep_references,
+                       gate, gate_block, gate_hard)
     context = ConversionContext(options)
     model_ir = ir.serde.deserialize_model(load_model(model))
     run_passes(conversion_pass_manager(context), model_ir)
@@ -136,6 +143,9 @@ def convert(
     all_nodes: bool = False,
     dense_fraction: float = 0.5,
     keep_references: bool = False,
+    gate: str = "pixel",
+    gate_block: int = DEFAULT_GATE_BLOCK,
+    gate_hard: Optional[float] = None,
     verbose: bool = False,
 ) -> onnx.ModelProto:
     """Convert `model` (a path, serialized bytes or an onnx.ModelProto; never modified).
@@ -152,6 +162,11 @@ def convert(
         keep_references: keep X_ref state on every Delta op; by default an op that compares exactly
             (threshold 0) behind a change map keeps none (the map says what changed; half the state memory,
             no comparison), and its threshold can then not be raised by editing the converted model;
+        gate: how `threshold` decides what changed in a frame: "pixel" (each op reading the frame compares
+            per pixel, DESIGN.md rule 2) or "block" (one DeltaGate per model input decides per gate_block x
+            gate_block block on the block means, with gate_hard bounding every pixel, rule 2b; the ops after
+            it compare nothing; it takes an external change map, docs/state_protocol.md);
+        gate_block: k of the block gate; gate_hard: its per-pixel bound (default 3 x threshold);
         verbose: print the report.
     Raises ConversionError for models or options it cannot accept (already converted, nothing
     convertible, unknown node names in thresholds, ...)."""
@@ -163,6 +178,9 @@ def convert(
         all_nodes=all_nodes,
         dense_fraction=dense_fraction,
         keep_references=keep_references,
+        gate=gate,
+        gate_block=gate_block,
+        gate_hard=gate_hard,
         verbose=verbose,
     )
     return converted
@@ -176,6 +194,9 @@ def inspect_model(
     thresholds: Optional[Mapping[str, float]] = None,
     all_nodes: bool = False,
     dense_fraction: float = 0.5,
+    gate: str = "pixel",
+    gate_block: int = DEFAULT_GATE_BLOCK,
+    gate_hard: Optional[float] = None,
 ) -> Report:
     """For a converted model, the report of what was done (from its metadata); for any other model,
     what `convert` with these options would do (nothing is written)."""
@@ -186,7 +207,8 @@ def inspect_model(
         raise ConversionError(f"the model's 'deltaonnx' metadata is not valid JSON ({error})") from error
     if metadata is not None:
         return Report.from_metadata(metadata)
-    context = ConversionContext(_options(threshold, inner_threshold, thresholds, all_nodes, dense_fraction))
+    context = ConversionContext(_options(threshold, inner_threshold, thresholds, all_nodes, dense_fraction,
+                                         gate=gate, gate_block=gate_block, gate_hard=gate_hard))
     model_ir = ir.serde.deserialize_model(proto)
     run_passes(ir.passes.PassManager(planning_passes(context), steps=1), model_ir)
     return Report.from_context(context, done=False)

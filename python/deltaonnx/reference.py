@@ -428,7 +428,7 @@ def gate_map_resolution(frame_hw, rule: str, block: int) -> tuple[tuple[int, int
 
 def _gate_marks(map_in, n: int, hw, rule: str, block: int) -> np.ndarray | None:
     """map_in at frame or block resolution as bool [N,H,W] (a block cell marks its k x k pixels)."""
-    if map_in is None:
+    if map_in is None or 0 in np.shape(map_in):
         return None
     map_in = np.asarray(map_in)
     shapes = gate_map_resolution(hw, rule, block)
@@ -469,7 +469,8 @@ def delta_gate(X, X_ref=None, map_in=None, *, rule="block", threshold=0.0, gate_
     (X - X_ref)| <= tau * |b|) for some channel, or NOT(max_c |X - X_ref| <= tau_hard) at some pixel of b
     (so a NaN/Inf in b, in either tensor, always counts). Pixel rule: the same with k = 1 and tau_hard =
     tau. An external map (frame or block resolution) restricts the gate to its marked pixels: unmarked
-    pixels count as unchanged (difference 0) and keep their reference, even inside a changed block."""
+    pixels count as unchanged (difference 0) and keep their reference, even inside a changed block; an
+    empty map (a zero-sized dimension) is no map."""
     if rule not in GATE_RULES:
         raise ValueError(f"rule must be one of {GATE_RULES}, got {rule!r}")
     X = np.asarray(X, dtype=np.float32)
@@ -508,7 +509,10 @@ def gate_parameters(rule: str, threshold: float, gate_block: int, gate_hard) -> 
         return 1, float(threshold)
     if int(gate_block) < 1:
         raise ValueError(f"gate_block must be >= 1, got {gate_block}")
-    hard = DEFAULT_GATE_HARD * float(threshold) if gate_hard is None or gate_hard < 0 else float(gate_hard)
+    # float32 as the op holds its attributes (the default multiplied in float32 as the op does)
+    hard = (np.float32(DEFAULT_GATE_HARD) * np.float32(threshold) if gate_hard is None or gate_hard < 0
+            else np.float32(gate_hard))
+    hard = float(hard)
     if not (hard >= float(threshold) and np.isfinite(hard)):
         raise ValueError(f"gate_hard must be finite and >= threshold ({threshold}), got {hard}")
     return int(gate_block), hard
@@ -561,12 +565,22 @@ def _reference_ops():
         def _run(self, *maps):
             return (map_union(*[m for m in maps if m is not None]),)
 
-    return [DeltaConv, DeltaPool, DeltaMapUnion]
+    class DeltaGate(OpRun):
+        op_domain = DOMAIN
+
+        def _run(self, X, X_ref=None, map_in=None, rule="block", threshold=0.0, gate_block=4, gate_hard=-1.0):
+            names = list(self.onnx_node.input) + [""] * 3
+            map_in = map_in if names[2] and map_in is not None and 0 not in np.shape(map_in) else None
+            rule = rule.decode() if isinstance(rule, bytes) else rule
+            return delta_gate(X, X_ref, map_in, rule=rule, threshold=threshold, gate_block=gate_block,
+                              gate_hard=gate_hard)
+
+    return [DeltaConv, DeltaPool, DeltaMapUnion, DeltaGate]
 
 
 def make_reference_evaluator(model, **kwargs):
     """An onnx.reference.ReferenceEvaluator that runs a converted model (a ModelProto or a path), with
-    DeltaConv, DeltaPool and DeltaMapUnion implemented by this module: the whole-model oracle of
+    DeltaConv, DeltaPool, DeltaMapUnion and DeltaGate implemented by this module: the whole-model oracle of
     DESIGN.md "Correctness oracle". Absent optional inputs (empty names, missing trailing inputs) reach
     the ops as None."""
     from onnx.reference import ReferenceEvaluator
