@@ -36,6 +36,13 @@ def _threshold(node: ir.Node) -> float:
     return float(attr.value) if attr is not None else 0.0
 
 
+def _model_input_of(value: ir.Value) -> str:
+    """The model input a value is (through the layout-only ops reads_model_input accepts)."""
+    while not value.is_graph_input():
+        value = value.producer().inputs[0]
+    return value.name
+
+
 class InsertInputGate(ir.passes.InPlacePass):
     def __init__(self, context: ConversionContext) -> None:
         super().__init__()
@@ -75,7 +82,7 @@ class InsertInputGate(ir.passes.InPlacePass):
             self.context.state.insert(0, {"node": name, "past": gate.inputs[GATE_INPUTS["x_ref"]].name,
                                           "present": gated.name, "kind": "x_ref"})
             self.context.maps.insert(0, {"node": name, "output": change_map.name, "shape_of": gated.name})
-            self.context.gates.append({"node": name, "input": frame.name, "rule": "block",
+            self.context.gates.append({"node": name, "input": _model_input_of(frame), "reads": frame.name, "rule": "block",
                                        "threshold": float(_threshold(gate)), "gate_block": options.gate_block,
                                        "gate_hard": float(gate.attributes["gate_hard"].value),
                                        "change_map": gate.inputs[GATE_INPUTS["map_in"]].name,
