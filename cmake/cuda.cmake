@@ -79,6 +79,7 @@ add_library(deltaonnx_ops_cuda SHARED
   ${_delta_root}/ops/delta_pool/cuda/max_pool_kernel.cu
   ${_delta_root}/ops/map_union/cuda/map_union_cuda_op.cc
   ${_delta_root}/ops/map_union/cuda/map_union_kernel.cu
+  ${_delta_root}/ops/delta_gate/cuda/gate_kernel.cu
 )
 set_target_properties(deltaonnx_ops_cuda PROPERTIES
   CUDA_ARCHITECTURES "${_delta_cuda_archs}"

@@ -103,3 +103,29 @@ def test_bad_arguments_are_clear_errors(kwargs, message):
     X = np.zeros((1, 1, 8, 8), np.float32)
     with pytest.raises(ValueError, match=message):
         native.delta_gate(X, X, **kwargs)
+
+
+@pytest.mark.parametrize("in_place", [False, True])
+@pytest.mark.parametrize("rule, k, tau, hard, resolution", [("pixel", 1, 0.1, None, None), ("block", 4, 0.1, 0.3, None),
+                                                            ("block", 3, 0.05, 0.3, "frame"), ("block", 4, 0.05, 0.2, "block")])
+def test_cuda_kernels_in_host_emulation_equal_reference(rule, k, tau, hard, resolution, in_place):
+    host = getattr(native, "cuda_host", None)
+    if host is None or not hasattr(host, "gate"):
+        pytest.skip("the CUDA host emulation bindings are not built")
+    rng = np.random.default_rng(11)
+    shape = (2, 3, 21, 35)
+    state_ref = state_cuda = None
+    for frame in frames(rng, shape, 5):
+        map_in = None
+        if resolution:
+            cells = (rng.random((2, 1, -(-21 // k), -(-35 // k))) < 0.6).astype(np.uint8)
+            map_in = cells if resolution == "block" else cells.repeat(k, 2).repeat(k, 3)[..., :21, :35]
+        if state_ref is None:  # the op copies X without state; the kernels run from the second frame on
+            state_ref = state_cuda = frame
+            continue
+        want = ref.delta_gate(frame, state_ref, map_in, rule=rule, threshold=tau, gate_block=k, gate_hard=hard)
+        got = host.gate(frame, state_cuda, map_in, rule=rule, threshold=tau, gate_block=k,
+                        gate_hard=-1.0 if hard is None else hard, in_place=in_place)
+        np.testing.assert_array_equal(got[1], want[1])
+        np.testing.assert_array_equal(got[0], want[0])
+        state_ref, state_cuda = want[0], got[0]
