@@ -56,8 +56,8 @@ def test_engine_with_external_map_equals_reference(simd, resolution):
     shape, k = (2, 3, 21, 35), 4
     state_ref = state_cpp = EMPTY
     for frame in frames(rng, shape, 5):
-        cells = (rng.random((2, 1, 6, 9)) < 0.5).astype(np.uint8)
-        map_in = cells if resolution == "block" else cells.repeat(k, 2).repeat(k, 3)[..., :21, :35]
+        # per pixel at frame resolution: blocks partly marked (their unmarked pixels must not count)
+        map_in = (rng.random((2, 1, 6, 9) if resolution == "block" else (2, 1, 21, 35)) < 0.5).astype(np.uint8)
         want = ref.delta_gate(frame, state_ref, map_in, threshold=0.05, gate_block=k, gate_hard=0.2)
         got = native.delta_gate(frame, state_cpp, map_in, threshold=0.05, gate_block=k, gate_hard=0.2, simd=simd)
         np.testing.assert_array_equal(got[1], want[1])
@@ -118,8 +118,8 @@ def test_cuda_kernels_in_host_emulation_equal_reference(rule, k, tau, hard, reso
     for frame in frames(rng, shape, 5):
         map_in = None
         if resolution:
-            cells = (rng.random((2, 1, -(-21 // k), -(-35 // k))) < 0.6).astype(np.uint8)
-            map_in = cells if resolution == "block" else cells.repeat(k, 2).repeat(k, 3)[..., :21, :35]
+            cells = (2, 1, -(-21 // k), -(-35 // k)) if resolution == "block" else (2, 1, 21, 35)
+            map_in = (rng.random(cells) < 0.6).astype(np.uint8)  # frame resolution: blocks partly marked
         if state_ref is None:  # the op copies X without state; the kernels run from the second frame on
             state_ref = state_cuda = frame
             continue
