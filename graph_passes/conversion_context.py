@@ -9,10 +9,7 @@ from typing import Optional
 from .delta_ops import GATE_RULES
 from .errors import ConversionError
 
-# The block gate's defaults, chosen by measurement (docs/results.md "The input gate"); the numpy reference
-# (deltaonnx.reference.DEFAULT_GATE_HARD) and the op (kDefaultGateHardFactor) use the same factor.
-DEFAULT_GATE_BLOCK = 4
-DEFAULT_GATE_HARD = 3.0
+from deltaonnx.reference import DEFAULT_GATE_BLOCK, DEFAULT_GATE_HARD  # noqa: F401 - the block gate's defaults
 
 # Decisions recorded per candidate node (Conv, MaxPool and their relatives).
 CONVERTED = "converted"

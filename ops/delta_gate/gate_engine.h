@@ -11,9 +11,14 @@
 
 namespace deltaonnx {
 
+// The defaults of the block gate (reference.DEFAULT_GATE_BLOCK, DEFAULT_GATE_HARD): k, and tau_hard =
+// kDefaultGateHardFactor x tau when gate_hard is not given.
+constexpr int64_t kDefaultGateBlock = 8;
+constexpr float kDefaultGateHardFactor = 3.f;
+
 struct GateSpec {
   bool block_rule = true;  // false: the pixel rule (k = 1, tau_hard = tau, no block means)
-  int64_t block = 4;       // k of the k x k blocks (edge blocks smaller)
+  int64_t block = kDefaultGateBlock;  // k of the k x k blocks (edge blocks smaller)
   float tau = 0.f;         // bound on each channel's block mean of X - X_ref
   float hard = 0.f;        // bound on every pixel's max_c |X - X_ref|
 
@@ -21,9 +26,6 @@ struct GateSpec {
   // Returns an error message naming the attribute, or "" when valid.
   static std::string make(const std::string& rule, float tau, int64_t block, float hard, GateSpec* out);
 };
-
-// tau_hard = kDefaultGateHardFactor x tau when gate_hard is not given (reference.DEFAULT_GATE_HARD).
-constexpr float kDefaultGateHardFactor = 3.f;
 
 struct GateItem {
   const float* x = nullptr;      // [C, H, W]

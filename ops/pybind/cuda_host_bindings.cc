@@ -421,7 +421,7 @@ void bind_cuda_host(py::module_& parent) {
         py::arg("all_dense") = false, "DeltaPool's kernel over the listed pixels; y_init elsewhere.");
   m.def("map_union", &map_union, py::arg("maps"), "DeltaMapUnion's kernel (launches of 8 inputs).");
   m.def("gate", &gate, py::arg("x"), py::arg("x_ref"), py::arg("map_in") = py::none(), py::arg("rule") = "block",
-        py::arg("threshold") = 0.f, py::arg("gate_block") = 4, py::arg("gate_hard") = -1.f,
+        py::arg("threshold") = 0.f, py::arg("gate_block") = kDefaultGateBlock, py::arg("gate_hard") = -1.f,
         py::arg("in_place") = false, "DeltaGate's verdict and apply kernels: (x_gated, map_out).");
   m.def("window", &window, py::arg("in_hw"), py::arg("kernel_shape"), py::arg("strides") = one,
         py::arg("pads") = zero4, py::arg("dilations") = one, py::arg("auto_pad") = "NOTSET",

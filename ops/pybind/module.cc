@@ -262,7 +262,7 @@ PYBIND11_MODULE(_native, m) {
         py::arg("simd") = py::none(), py::arg("threads") = 1,
         "DeltaConv on numpy arrays: returns (Y, X_ref_next, map_out). Pass y_out=y_prev / x_ref_out=x_ref to run in place.");
   m.def("delta_gate", &delta_gate, py::arg("x"), py::arg("x_ref") = py::none(), py::arg("map_in") = py::none(),
-        py::arg("rule") = "block", py::arg("threshold") = 0.f, py::arg("gate_block") = 4, py::arg("gate_hard") = -1.f,
+        py::arg("rule") = "block", py::arg("threshold") = 0.f, py::arg("gate_block") = kDefaultGateBlock, py::arg("gate_hard") = -1.f,
         py::arg("x_gated_out") = py::none(), py::arg("simd") = py::none(), py::arg("threads") = 1,
         "DeltaGate's engine (ops/delta_gate): returns (x_gated, map_out); x_gated_out = x_ref runs in place.");
   m.def("delta_pool", &delta_pool, py::arg("x"), py::arg("x_ref"), py::arg("y_prev"), py::arg("map_in") = py::none(),

@@ -17,7 +17,9 @@ import numpy as np
 
 DOMAIN = "com.deltaonnx"
 
-# tau_hard of the block gate when not given, as a multiple of tau (docs/results.md "The gate": measured).
+# The block gate's defaults, chosen by measurement (docs/results.md "The input gate"): k, and tau_hard as a
+# multiple of tau. The converter and the ops (gate_engine.h) use the same values.
+DEFAULT_GATE_BLOCK = 8
 DEFAULT_GATE_HARD = 3.0
 
 _AUTO_PADS = ("NOTSET", "SAME_UPPER", "SAME_LOWER", "VALID")
@@ -460,7 +462,8 @@ def _block_sums(d: np.ndarray, block: int) -> np.ndarray:
     return sums
 
 
-def delta_gate(X, X_ref=None, map_in=None, *, rule="block", threshold=0.0, gate_block=4, gate_hard=None):
+def delta_gate(X, X_ref=None, map_in=None, *, rule="block", threshold=0.0, gate_block=DEFAULT_GATE_BLOCK,
+               gate_hard=None):
     """DeltaGate (docs/ops.md): the input gate of DESIGN.md rules 1-3, in its pixel form (rule 2) or its
     block form (rule 2b). Returns (X_gated, map_out): X_gated is the gated frame that every later op reads
     and the next run's X_ref; map_out uint8 [N,1,H,W] marks the pixels whose value moved to X this run.
@@ -568,7 +571,8 @@ def _reference_ops():
     class DeltaGate(OpRun):
         op_domain = DOMAIN
 
-        def _run(self, X, X_ref=None, map_in=None, rule="block", threshold=0.0, gate_block=4, gate_hard=-1.0):
+        def _run(self, X, X_ref=None, map_in=None, rule="block", threshold=0.0, gate_block=DEFAULT_GATE_BLOCK,
+                 gate_hard=-1.0):
             names = list(self.onnx_node.input) + [""] * 3
             map_in = map_in if names[2] and map_in is not None and 0 not in np.shape(map_in) else None
             rule = rule.decode() if isinstance(rule, bytes) else rule
