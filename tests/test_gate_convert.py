@@ -6,7 +6,10 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import pytest
-from test_convert import DOMAIN, StatefulRunner, attr, dense_session, metadata_of, model_input_shape, video
+from conftest import cpu_op_library
+from onnx import helper
+from test_convert import (DOMAIN, StatefulRunner, attr, conv_block_model, dense_session, metadata_of, model_input_shape,
+                          video, weights)
 
 import deltaonnx
 from deltaonnx import reference as ref
@@ -18,6 +21,11 @@ REL_TOL = 1e-4
 @pytest.fixture(scope="module")
 def zoo():
     return pytest.importorskip("zoo")
+
+
+@pytest.fixture(scope="module")
+def op_library():
+    return cpu_op_library()
 
 
 def gates_of(model: onnx.ModelProto) -> list[onnx.NodeProto]:
@@ -105,3 +113,62 @@ def test_reference_evaluator_equals_dense_on_gated_frames(zoo, name, rng):
         to_nchw = back = lambda f: f
     assert_equals_dense_on_gated_frames(original, converted, frames, None, to_nchw, back,
                                         rule="block", threshold=0.1, gate_block=4, gate_hard=0.3)
+
+
+def outputs_reached_from_outside(original, masked_hw, frame_shape, rng):
+    """Which output elements a change outside the masked pixels can reach: those that change in the dense
+    model when random frames differ only outside (a few trials, so a ReLU at zero hides nothing)."""
+    dense = dense_session(original)
+    name = original.graph.input[0].name
+    reached = None
+    for _ in range(3):
+        base = rng.standard_normal(frame_shape).astype(np.float32)
+        bumped = base + np.where(masked_hw, 0.0, rng.standard_normal(frame_shape)).astype(np.float32)
+        changed = [x != y for x, y in zip(dense.run(None, {name: base}), dense.run(None, {name: bumped}))]
+        reached = changed if reached is None else [r | c for r, c in zip(reached, changed)]
+    return reached
+
+
+@pytest.mark.parametrize("library_kind", ["reference", "ort"])
+def test_masked_region_keeps_its_previous_outputs_exactly(rng, library_kind, request):
+    """A user mask (0 over a region): whatever happens there, the outputs only that region reaches stay
+    bit for bit what they were."""
+    library = None if library_kind == "reference" else request.getfixturevalue("op_library")
+    relu = helper.make_node("Relu", ["y"], ["r"])
+    conv2 = helper.make_node("Conv", ["r", "W2"], ["out"], name="conv2", pads=[1, 1, 1, 1])
+    original = conv_block_model(rng, [relu, conv2], [weights(rng, "W2", (2, 4, 3, 3))], hw=24)
+    converted = deltaonnx.convert(original, threshold=0.1, gate="block", gate_block=4)
+    shape = model_input_shape(original)
+    name = original.graph.input[0].name
+    change_map = metadata_of(converted)["gates"][0]["change_map"]
+    mask = np.ones((1, 1) + tuple(shape[2:]), np.uint8)
+    mask[..., :8, :] = 0  # the top 8 rows: e.g. a timestamp overlay
+    # outputs reached by nothing but the masked rows
+    reached_outside = outputs_reached_from_outside(original, mask[0, 0] == 0, shape, rng)
+    assert not all(r.all() for r in reached_outside)  # some outputs only the masked rows reach
+    runner = runner_for(converted, library)
+    frames = noisy_video(shape, 5, rng)
+    first = runner.run({name: frames[0], change_map: mask})
+    outputs = [o.name for o in original.graph.output]
+    for frame in frames[1:]:
+        frame = frame.copy()
+        frame[..., :8, :] += rng.normal(0, 2.0, frame[..., :8, :].shape).astype(np.float32)  # the overlay changes
+        got = runner.run({name: frame, change_map: mask})
+        for out, outside in zip(outputs, reached_outside):
+            np.testing.assert_array_equal(got[out][~outside], first[out][~outside])
+
+
+@pytest.mark.parametrize("library_kind", ["reference", "ort"])
+def test_map_of_all_ones_equals_no_map(zoo, rng, library_kind, request):
+    library = None if library_kind == "reference" else request.getfixturevalue("op_library")
+    original = zoo.resnet18_like()
+    converted = deltaonnx.convert(original, threshold=0.1, gate="block")
+    shape = model_input_shape(original)
+    name = original.graph.input[0].name
+    change_map = metadata_of(converted)["gates"][0]["change_map"]
+    with_map, without = runner_for(converted, library), runner_for(converted, library)
+    ones = np.ones((shape[0], 1) + tuple(shape[2:]), np.uint8)
+    for frame in noisy_video(shape, 4, rng):
+        a, b = with_map.run({name: frame, change_map: ones}), without.run({name: frame})
+        for key in a:
+            np.testing.assert_array_equal(a[key], b[key])
