@@ -5,14 +5,13 @@ The gate decides once what changed in the frame (DESIGN.md rule 2b) and outputs 
 next reference) and its change map. Every Delta op that read the frame then reads the gated frame with the
 gate's map and threshold 0: it compares nothing, and DropExactReferences takes its X_ref away (the gate's
 reference is the one copy of the frame in the state). State: `deltaonnx.past.<gate>.x_ref` in,
-`deltaonnx.present.<gate>.x_ref` out (the gated frame itself). The gate's change-map input is a model input
-`deltaonnx.change_map.<gate>` (uint8, [N,1,H,W] or one cell per block), an initializer holding an empty map
-(no map) that callers may override: DeltaSession.run(..., change_map=...)."""
+`deltaonnx.present.<gate>.x_ref` out (the gated frame itself). The gate's change-map input is a graph input
+`deltaonnx.change_map.<gate>` (uint8, [N,1,H,W] or one cell per block), fed like state: an empty map
+[0,1,0,0] is no map. DeltaSession feeds it (run(..., change_map=...))."""
 from __future__ import annotations
 
 from collections import defaultdict
 
-import numpy as np
 import onnx_ir as ir
 
 from deltaonnx import DOMAIN
@@ -20,7 +19,7 @@ from deltaonnx import DOMAIN
 from .conversion_context import PLAN_META_KEY, ConversionContext
 from .delta_ops import DELTA_GATE, GATE_INPUTS, GATE_MAP_OUT, GATE_X_GATED, input_positions, is_delta_op
 from .delta_rewrite import map_name, past_name, present_name
-from .graph_edits import NameScope, add_initializer, copy_type_and_shape
+from .graph_edits import NameScope, copy_type_and_shape
 from .shapes import map_shape_of
 from .plan import reads_model_input
 
@@ -96,9 +95,10 @@ class InsertInputGate(ir.passes.InPlacePass):
         past = ir.Value(name=scope.take(past_name(name, "x_ref")), type=ir.TensorType(ir.DataType.FLOAT),
                         shape=ir.Shape([f"{name}.x_ref.{axis}" for axis in range(4)]))
         graph.inputs.append(past)
-        # No map unless the caller feeds one: an overridable initializer holding an empty map.
-        external = add_initializer(graph, scope.take(change_map_name(name)), np.zeros((0, 1, 0, 0), np.uint8))
-        external.shape = ir.Shape([f"{name}.map.{axis}" for axis in range(4)])
+        # Fed like state: an empty map [0,1,0,0] is no map (an overridable initializer would spare that, but
+        # ORT neither binds nor optimises around those without complaint).
+        external = ir.Value(name=scope.take(change_map_name(name)), type=ir.TensorType(ir.DataType.UINT8),
+                            shape=ir.Shape([f"{name}.map.{axis}" for axis in range(4)]))
         graph.inputs.append(external)
         attributes = {"rule": "block", "threshold": float(tau), "gate_block": int(options.gate_block),
                       "gate_hard": float(hard)}

@@ -6,7 +6,6 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import pytest
-from conftest import cpu_op_library
 from onnx import helper
 from test_convert import (DOMAIN, StatefulRunner, attr, conv_block_model, dense_session, metadata_of, model_input_shape,
                           video, weights)
@@ -23,17 +22,22 @@ def zoo():
     return pytest.importorskip("zoo")
 
 
-@pytest.fixture(scope="module")
-def op_library():
-    return cpu_op_library()
-
-
 def gates_of(model: onnx.ModelProto) -> list[onnx.NodeProto]:
     return [n for n in model.graph.node if n.domain == DOMAIN and n.op_type == "DeltaGate"]
 
 
+class GatedRunner(StatefulRunner):
+    """StatefulRunner that also feeds the gates' change-map inputs (empty: no map) unless given."""
+
+    def run(self, feeds: dict) -> dict:
+        empty = {g["change_map"]: np.zeros((0, 1, 0, 0), np.uint8) for g in self.gates}
+        return super().run({**empty, **feeds})
+
+
 def runner_for(converted, library):
-    return StatefulRunner(converted, library)
+    runner = GatedRunner(converted, library)
+    runner.gates = metadata_of(converted)["gates"]
+    return runner
 
 
 def assert_equals_dense_on_gated_frames(original, converted, frames, library, nchw_of=lambda f: f, back=lambda f: f,
@@ -79,10 +83,9 @@ def test_block_gate_graph_structure(zoo):
     meta = metadata_of(converted)
     assert meta["gates"][0]["node"] == gate.name and meta["state"][0]["present"] == gate.output[0]
     assert {r.name for r in readers} <= set(meta["dropped_references"])
-    # the model's own inputs come first, then the state, with the change map an optional (initializer) input
+    # the model's own inputs come first, then the state and the change map
     names = [i.name for i in converted.graph.input]
     assert names[0] == original.graph.input[0].name and meta["gates"][0]["change_map"] in names
-    assert meta["gates"][0]["change_map"] in {t.name for t in converted.graph.initializer}
 
 
 def test_no_gate_at_threshold_zero_or_with_the_pixel_rule(zoo):
@@ -101,8 +104,10 @@ def test_bad_gate_options_are_clear_errors(zoo, kwargs, message):
         deltaonnx.convert(zoo.cnn1(), **kwargs)
 
 
+@pytest.mark.parametrize("library_kind", ["reference", "ort"])
 @pytest.mark.parametrize("name", ["cnn1", "resnet18_like", "nhwc_input"])
-def test_reference_evaluator_equals_dense_on_gated_frames(zoo, name, rng):
+def test_converted_model_equals_dense_on_gated_frames(zoo, name, rng, library_kind, request):
+    library = None if library_kind == "reference" else request.getfixturevalue("cpu_op_library")
     original = getattr(zoo, name)()
     converted = deltaonnx.convert(original, threshold=0.1, gate="block", gate_block=4)
     spatial = (1, 2) if name == "nhwc_input" else (-2, -1)
@@ -111,7 +116,7 @@ def test_reference_evaluator_equals_dense_on_gated_frames(zoo, name, rng):
         to_nchw, back = (lambda f: f.transpose(0, 3, 1, 2)), (lambda f: np.ascontiguousarray(f.transpose(0, 2, 3, 1)))
     else:
         to_nchw = back = lambda f: f
-    assert_equals_dense_on_gated_frames(original, converted, frames, None, to_nchw, back,
+    assert_equals_dense_on_gated_frames(original, converted, frames, library, to_nchw, back,
                                         rule="block", threshold=0.1, gate_block=4, gate_hard=0.3)
 
 
@@ -133,7 +138,7 @@ def outputs_reached_from_outside(original, masked_hw, frame_shape, rng):
 def test_masked_region_keeps_its_previous_outputs_exactly(rng, library_kind, request):
     """A user mask (0 over a region): whatever happens there, the outputs only that region reaches stay
     bit for bit what they were."""
-    library = None if library_kind == "reference" else request.getfixturevalue("op_library")
+    library = None if library_kind == "reference" else request.getfixturevalue("cpu_op_library")
     relu = helper.make_node("Relu", ["y"], ["r"])
     conv2 = helper.make_node("Conv", ["r", "W2"], ["out"], name="conv2", pads=[1, 1, 1, 1])
     original = conv_block_model(rng, [relu, conv2], [weights(rng, "W2", (2, 4, 3, 3))], hw=24)
@@ -160,7 +165,7 @@ def test_masked_region_keeps_its_previous_outputs_exactly(rng, library_kind, req
 
 @pytest.mark.parametrize("library_kind", ["reference", "ort"])
 def test_map_of_all_ones_equals_no_map(zoo, rng, library_kind, request):
-    library = None if library_kind == "reference" else request.getfixturevalue("op_library")
+    library = None if library_kind == "reference" else request.getfixturevalue("cpu_op_library")
     original = zoo.resnet18_like()
     converted = deltaonnx.convert(original, threshold=0.1, gate="block")
     shape = model_input_shape(original)
@@ -172,3 +177,47 @@ def test_map_of_all_ones_equals_no_map(zoo, rng, library_kind, request):
         a, b = with_map.run({name: frame, change_map: ones}), without.run({name: frame})
         for key in a:
             np.testing.assert_array_equal(a[key], b[key])
+
+
+def test_delta_session_with_the_block_gate(zoo, rng, cpu_op_library):
+    """DeltaSession: same outputs as the plain stateful run, change maps fed through run(change_map=...), and
+    the identical-frame skip taking the gate's answer (noise the block rule absorbs skips the run)."""
+    from deltaonnx import DeltaSession
+
+    original = zoo.resnet18_like()
+    converted = deltaonnx.convert(original, threshold=0.1, gate="block", gate_block=8)
+    shape = model_input_shape(original)
+    name = original.graph.input[0].name
+    session = DeltaSession(converted.SerializeToString(), dense_fallback=False)
+    assert session.identical_frame_check["mode"] == "tau"
+    runner = runner_for(converted, cpu_op_library)
+    change_map = metadata_of(converted)["gates"][0]["change_map"]
+    frames = noisy_video(shape, 4, rng)
+    mask = (rng.random((1, 1, -(-shape[2] // 8), -(-shape[3] // 8))) < 0.7).astype(np.uint8)
+    for frame in frames:
+        got = session.run(None, {name: frame}, change_map=mask)
+        want = runner.run({name: frame, change_map: mask})
+        for out, value in zip(session.get_outputs(), got):
+            np.testing.assert_array_equal(value, want[out.name])
+    assert session.stats()["nodes"][metadata_of(converted)["gates"][0]["node"]]["op"] is None  # the gate's map
+    # a frame whose pixels each move by 0.2 (above tau) in a checkerboard: every 8x8 block mean stays put
+    last = frames[-1].copy()
+    before = session.stats()["skipped_runs"]
+    checker = (np.indices(shape[2:]).sum(axis=0) % 2 * 2 - 1).astype(np.float32) * 0.2
+    nudged = session.state()[metadata_of(converted)["state"][0]["past"]].numpy() + checker
+    again = session.run(None, {name: nudged})
+    assert session.stats()["skipped_runs"] == before + 1
+    for value, previous in zip(again, got):
+        np.testing.assert_array_equal(value, previous)
+    with pytest.raises(ValueError, match="change_map"):
+        session.run(None, {name: last}, change_map=np.ones((1, 1, 3, 3, 3), np.uint8))
+
+
+def test_change_map_needs_a_gate(zoo, cpu_op_library):
+    from deltaonnx import DeltaSession
+
+    original = zoo.cnn1()
+    session = DeltaSession(deltaonnx.convert(original, threshold=0.1).SerializeToString())
+    frame = np.zeros(model_input_shape(original), np.float32)
+    with pytest.raises(ValueError, match="gate='block'"):
+        session.run(None, {original.graph.input[0].name: frame}, change_map=np.ones((1, 1, 64, 64), np.uint8))

@@ -404,9 +404,10 @@ def oracle_fractions(converted: onnx.ModelProto, inputs: Sequence[dict],
     seeded = initial_state is not None
     state = {entry["past"]: (initial_state.get(entry["past"], empty) if seeded else empty)
              for entry in metadata.get("state", [])}
+    no_maps = {gate["change_map"]: np.zeros((0, 1, 0, 0), np.uint8) for gate in metadata.get("gates", [])}
     sums: dict[str, float] = collections.defaultdict(float)
     for i, feed in enumerate(inputs):
-        results = dict(zip(output_names, evaluator.run(None, {**feed, **state})))
+        results = dict(zip(output_names, evaluator.run(None, {**feed, **state, **no_maps})))
         state = {entry["past"]: results[entry["present"]] for entry in metadata.get("state", [])}
         if i or seeded:
             for entry in metadata.get("maps", []):

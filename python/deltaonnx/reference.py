@@ -513,12 +513,11 @@ def gate_parameters(rule: str, threshold: float, gate_block: int, gate_hard) -> 
     if int(gate_block) < 1:
         raise ValueError(f"gate_block must be >= 1, got {gate_block}")
     # float32 as the op holds its attributes (the default multiplied in float32 as the op does)
-    hard = (np.float32(DEFAULT_GATE_HARD) * np.float32(threshold) if gate_hard is None or gate_hard < 0
-            else np.float32(gate_hard))
-    hard = float(hard)
-    if not (hard >= float(threshold) and np.isfinite(hard)):
+    tau = np.float32(threshold)
+    hard = np.float32(DEFAULT_GATE_HARD) * tau if gate_hard is None or gate_hard < 0 else np.float32(gate_hard)
+    if not (hard >= tau and np.isfinite(hard)):
         raise ValueError(f"gate_hard must be finite and >= threshold ({threshold}), got {hard}")
-    return int(gate_block), hard
+    return int(gate_block), float(hard)
 
 
 def map_union(*maps) -> np.ndarray:
