@@ -148,7 +148,7 @@ def output_share(in_mask, k, s):
 def scene_frames(C, H, W, k, s, out_fraction, rng, count=6):
     """A cycle of frames whose consecutive differences look like a drifted detector layer's: three compact
     regions (people) moving a quarter of their side per frame, and single pixels scattered anywhere (the
-    references that drift past tau one pixel at a time, DESIGN.md rule 3), sized so that about `out_fraction`
+    references that drift past tau one pixel at a time, docs/design.md#rule-3), sized so that about `out_fraction`
     of the output is redone. Returns frames, input change maps and the output share actually redone."""
     background = rng.standard_normal((1, C, H, W)).astype(np.float32)
     corners = [(rng.random(), rng.random()) for _ in range(3)]

@@ -6,7 +6,10 @@ import math
 from collections.abc import Mapping
 from typing import Optional
 
+from .delta_ops import GATE_RULES
 from .errors import ConversionError
+
+from deltaonnx.reference import DEFAULT_GATE_BLOCK, DEFAULT_GATE_HARD  # noqa: F401 - the block gate's defaults
 
 # Decisions recorded per candidate node (Conv, MaxPool and their relatives).
 CONVERTED = "converted"
@@ -27,6 +30,14 @@ class ConversionOptions:
     all_nodes: bool = False
     dense_fraction: float = 0.5
     keep_references: bool = False  # True: no DropExactReferences (thresholds may be raised later)
+    # The input gate (docs/design.md#rule-2 and #rule-2b): "pixel", each Delta op reading a model input compares per
+    # pixel; "block", one DeltaGate per model input decides per k x k block (input_gate.py).
+    gate: str = "pixel"
+    gate_block: int = DEFAULT_GATE_BLOCK
+    gate_hard: Optional[float] = None  # tau_hard; None: DEFAULT_GATE_HARD x the gate's threshold
+
+    def gate_hard_for(self, tau: float) -> float:
+        return float(self.gate_hard) if self.gate_hard is not None else DEFAULT_GATE_HARD * float(tau)
 
     def __post_init__(self) -> None:
         _check_threshold("threshold", self.threshold)
@@ -41,6 +52,15 @@ class ConversionOptions:
             if not isinstance(name, str):
                 raise ConversionError(f"thresholds: node names must be strings, got {name!r}")
             _check_threshold(f"thresholds[{name!r}]", tau)
+        if self.gate not in GATE_RULES:
+            raise ConversionError(f"gate must be one of {', '.join(GATE_RULES)}, got {self.gate!r}")
+        block = self.gate_block
+        if isinstance(block, bool) or not isinstance(block, int) or not 1 <= block <= 4096:
+            raise ConversionError(f"gate_block must be an integer in [1, 4096], got {block!r}")
+        if self.gate_hard is not None:
+            _check_threshold("gate_hard", self.gate_hard)
+            if self.gate_hard < self.threshold:
+                raise ConversionError(f"gate_hard ({self.gate_hard}) must be >= threshold ({self.threshold})")
         fraction = self.dense_fraction
         if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0.0 <= fraction <= 1.0:
             raise ConversionError(f"dense_fraction must be a number in [0, 1], got {fraction!r}")
@@ -68,6 +88,7 @@ class NodePlan:
     activation: str = ""  # the activation fused into a DeltaConv
     fused: list[str] = dataclasses.field(default_factory=list)  # source nodes folded/fused into it
     has_map_input: bool = False  # a change map is wired into it
+    gate: Optional[str] = None  # the DeltaGate it reads its frame through
 
 
 @dataclasses.dataclass
@@ -81,6 +102,8 @@ class ConversionContext:
     maps: list[dict] = dataclasses.field(default_factory=list)
     # Delta nodes that keep no X_ref (threshold 0 with a change map; see drop_references.py).
     dropped_references: list[str] = dataclasses.field(default_factory=list)
+    # One entry per DeltaGate (input_gate.py): node, input, rule, threshold, gate_block, gate_hard, change_map.
+    gates: list[dict] = dataclasses.field(default_factory=list)
 
     def converted(self) -> list[NodePlan]:
         return [plan for plan in self.plans if plan.decision == CONVERTED]

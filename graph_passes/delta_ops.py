@@ -6,6 +6,7 @@ from deltaonnx import DOMAIN
 DELTA_CONV = "DeltaConv"
 DELTA_POOL = "DeltaPool"
 DELTA_MAP_UNION = "DeltaMapUnion"
+DELTA_GATE = "DeltaGate"
 DELTA_OPS = (DELTA_CONV, DELTA_POOL)
 OPSET_VERSION = 1
 
@@ -14,6 +15,11 @@ CONV_INPUTS = {"x": 0, "w": 1, "b": 2, "x_ref": 3, "y_prev": 4, "map_in": 5}
 POOL_INPUTS = {"x": 0, "x_ref": 1, "y_prev": 2, "map_in": 3}
 # Output positions (both ops).
 Y, X_REF_NEXT, MAP_OUT = 0, 1, 2
+# DeltaGate: inputs X, X_ref (state), map_in (external, optional); outputs the gated frame (= X_ref_next)
+# and its change map.
+GATE_INPUTS = {"x": 0, "x_ref": 1, "map_in": 2}
+GATE_X_GATED, GATE_MAP_OUT = 0, 1
+GATE_RULES = ("pixel", "block")
 
 
 def input_positions(op_type: str) -> dict[str, int]:

@@ -31,6 +31,7 @@ def node_entry(plan: NodePlan) -> dict:
         "activation": plan.activation,
         "fused": list(plan.fused),
         "map_in": plan.has_map_input,
+        "gate": plan.gate,
     }
 
 
@@ -44,6 +45,8 @@ def conversion_metadata(context: ConversionContext) -> dict:
         "state": list(context.state),
         "maps": list(context.maps),
         "dropped_references": list(context.dropped_references),
+        "gate": {"rule": options.gate, "gate_block": options.gate_block, "gate_hard": options.gate_hard},
+        "gates": list(context.gates),
         "nodes": [node_entry(plan) for plan in context.plans],
     }
 

@@ -10,6 +10,7 @@ from .errors import ConversionError
 from .finalize import FinalizeModel
 from .fold_batchnorm import FoldBatchNormIntoConv
 from .fuse_activation import FuseActivationIntoDeltaConv
+from .input_gate import InsertInputGate
 from .metadata import WriteConversionMetadata
 from .normalize import normalization_passes
 from .plan import PlanConversion, RequireConvertedNode
@@ -29,6 +30,7 @@ def rewriting_passes(context: ConversionContext) -> list[ir.passes.PassBase]:
         FuseActivationIntoDeltaConv(),
         AddStateInputsOutputs(context),
         WireChangeMaps(),
+        InsertInputGate(context),
         DropExactReferences(context),
         WriteConversionMetadata(context),
         FinalizeModel(),

@@ -652,10 +652,25 @@ void softmax_run(float* y, int64_t plane, int64_t channels, int64_t n) {
   }
 }
 
+void gate_column_sums(const float* x, const float* ref, const uint8_t* marks, int64_t n, float* sums) {
+  int64_t j = 0;
+  for (; j + kVec <= n; j += kVec) {
+    __m256 d = _mm256_sub_ps(_mm256_loadu_ps(x + j), _mm256_loadu_ps(ref + j));
+    if (marks) {  // unmarked lanes add +0 (a NaN there must not count either)
+      __m128i m8 = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(marks + j));
+      __m256i marked = _mm256_cmpgt_epi32(_mm256_cvtepu8_epi32(m8), _mm256_setzero_si256());
+      d = _mm256_and_ps(d, _mm256_castsi256_ps(marked));
+    }
+    _mm256_storeu_ps(sums + j, _mm256_add_ps(_mm256_loadu_ps(sums + j), d));
+  }
+  for (; j < n; ++j)
+    if (!marks || marks[j]) sums[j] += x[j] - ref[j];
+}
+
 }  // namespace
 
 const KernelTable& avx2_kernel_table() {
-  static const KernelTable table{"avx2", kMR, kNR, kVec, detect_changes, update_reference, detect_update_exact, detect_update_pixels, gemm_tile, gemm_tile_store, gemm_row, pack_pieces, scatter_pieces, store_flagged, deinterleave2, bias_activate, depthwise_run, max_taps, softmax_run};
+  static const KernelTable table{"avx2", kMR, kNR, kVec, detect_changes, update_reference, detect_update_exact, detect_update_pixels, gemm_tile, gemm_tile_store, gemm_row, pack_pieces, scatter_pieces, store_flagged, deinterleave2, bias_activate, depthwise_run, max_taps, softmax_run, gate_column_sums};
   return table;
 }
 

@@ -708,10 +708,23 @@ void softmax_run(float* y, int64_t plane, int64_t channels, int64_t n) {
   }
 }
 
+void gate_column_sums(const float* x, const float* ref, const uint8_t* marks, int64_t n, float* sums) {
+  for (int64_t j = 0; j < n; j += kVec) {
+    const __mmask16 t = tail_mask(n - j);
+    __mmask16 lanes = t;
+    if (marks) {  // unmarked lanes add nothing (a NaN there must not count either)
+      const __m128i m8 = _mm_maskz_loadu_epi8(t, marks + j);
+      lanes = _mm_test_epi8_mask(m8, m8);
+    }
+    const __m512 d = _mm512_maskz_sub_ps(lanes, _mm512_maskz_loadu_ps(t, x + j), _mm512_maskz_loadu_ps(t, ref + j));
+    _mm512_mask_storeu_ps(sums + j, t, _mm512_add_ps(_mm512_maskz_loadu_ps(t, sums + j), d));
+  }
+}
+
 }  // namespace
 
 const KernelTable& avx512_kernel_table() {
-  static const KernelTable table{"avx512", kMR, kNR, kVec, detect_changes, update_reference, detect_update_exact, detect_update_pixels, gemm_tile, gemm_tile_store, gemm_row, pack_pieces, scatter_pieces, store_flagged, deinterleave2, bias_activate, depthwise_run, max_taps, softmax_run};
+  static const KernelTable table{"avx512", kMR, kNR, kVec, detect_changes, update_reference, detect_update_exact, detect_update_pixels, gemm_tile, gemm_tile_store, gemm_row, pack_pieces, scatter_pieces, store_flagged, deinterleave2, bias_activate, depthwise_run, max_taps, softmax_run, gate_column_sums};
   return table;
 }
 

@@ -106,6 +106,11 @@ struct KernelTable {
   // become exp(v - max) / sum over c (ops/common/activation.h softmax_channels; NaN in any channel makes every
   // channel of that pixel NaN).
   void (*softmax_run)(float* y, int64_t plane, int64_t channels, int64_t n);
+
+  // DeltaGate's block rule, one row of one channel: sums[j] += x[j] - ref[j] for j < n, the difference taken
+  // as 0 where marks (nullable: all marked) is 0. Added in this order (no FMA), so every variant rounds alike:
+  // a block's column sums are its rows added top to bottom (ops/delta_gate/gate_engine.cc).
+  void (*gate_column_sums)(const float* x, const float* ref, const uint8_t* marks, int64_t n, float* sums);
 };
 
 // The table in use: the best the CPU supports, or the one named by DELTAONNX_SIMD (scalar|avx2|avx512|neon)

@@ -175,10 +175,15 @@ void softmax_run(float* y, int64_t plane, int64_t channels, int64_t n) {
   for (int64_t j = 0; j < n; ++j) softmax_channels(y + j, plane, channels);
 }
 
+void gate_column_sums(const float* x, const float* ref, const uint8_t* marks, int64_t n, float* sums) {
+  for (int64_t j = 0; j < n; ++j)
+    if (!marks || marks[j]) sums[j] += x[j] - ref[j];
+}
+
 }  // namespace
 
 const KernelTable& scalar_kernel_table() {
-  static const KernelTable table{"scalar", kMR, kNR, kNR, detect_changes, update_reference, detect_update_exact, detect_update_pixels, gemm_tile, gemm_tile_store, gemm_row, pack_pieces, scatter_pieces, store_flagged, deinterleave2, bias_activate, depthwise_run, max_taps, softmax_run};
+  static const KernelTable table{"scalar", kMR, kNR, kNR, detect_changes, update_reference, detect_update_exact, detect_update_pixels, gemm_tile, gemm_tile_store, gemm_row, pack_pieces, scatter_pieces, store_flagged, deinterleave2, bias_activate, depthwise_run, max_taps, softmax_run, gate_column_sums};
   return table;
 }
 

@@ -6,6 +6,7 @@
 #include <pybind11/stl.h>
 
 #include <cstring>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -13,6 +14,7 @@
 #include "common/conv_activation.h"
 #include "common/window_spec.h"
 #include "cuda_common/host/host_emulation.h"
+#include "delta_gate/gate_engine.h"
 
 namespace py = pybind11;
 
@@ -328,6 +330,33 @@ ByteArray map_union(const std::vector<ByteArray>& maps) {
   return out;
 }
 
+// DeltaGate's kernels with state (the op copies X without it): (x_gated, map_out).
+py::tuple gate(const FloatArray& x, const FloatArray& x_ref, const std::optional<ByteArray>& map_in,
+               const std::string& rule, float threshold, int64_t gate_block, float gate_hard, bool in_place) {
+  require_4d(x, "x");
+  require(dims(x_ref) == dims(x), "x_ref must have x's shape");
+  GateSpec spec;
+  const std::string error = GateSpec::make(rule, threshold, gate_block, gate_hard, &spec);
+  require(error.empty(), error);
+  GateStep s = make_gate_step(spec, x.shape(0), x.shape(1), x.shape(2), x.shape(3));
+  if (map_in) {
+    require(map_in->ndim() == 4 && map_in->shape(0) == s.batch && map_in->shape(1) == 1, "map_in must be [N,1,h,w]");
+    const std::string e = check_gate_map(spec, s.height, s.width, map_in->shape(2), map_in->shape(3), &s.marks_per_block);
+    require(e.empty(), e);
+    s.marks = map_in->data();
+  }
+  FloatArray gated = in_place ? copy_of(x_ref) : FloatArray(dims(x));
+  ByteArray map_out(std::vector<int64_t>{s.batch, 1, s.height, s.width});
+  std::vector<uint8_t> verdicts(s.verdict_threads());
+  s.x = x.data();
+  s.x_ref = in_place ? gated.data() : x_ref.data();
+  s.x_gated = gated.mutable_data();
+  s.map_out = map_out.mutable_data();
+  s.verdicts = verdicts.data();
+  host::run_gate(s);
+  return py::make_tuple(gated, map_out);
+}
+
 py::dict window(const std::vector<int64_t>& in_hw, const std::vector<int64_t>& kernel_shape,
                 const std::vector<int64_t>& strides, const std::vector<int64_t>& pads,
                 const std::vector<int64_t>& dilations, const std::string& auto_pad, bool ceil_mode) {
@@ -379,6 +408,9 @@ void bind_cuda_host(py::module_& parent) {
         py::arg("auto_pad") = "NOTSET", py::arg("ceil_mode") = false, py::arg("dense_fraction") = 0.5f,
         py::arg("all_dense") = false, "DeltaPool's kernel over the listed pixels; y_init elsewhere.");
   m.def("map_union", &map_union, py::arg("maps"), "DeltaMapUnion's kernel (launches of 8 inputs).");
+  m.def("gate", &gate, py::arg("x"), py::arg("x_ref"), py::arg("map_in") = py::none(), py::arg("rule") = "block",
+        py::arg("threshold") = 0.f, py::arg("gate_block") = kDefaultGateBlock, py::arg("gate_hard") = -1.f,
+        py::arg("in_place") = false, "DeltaGate's verdict and apply kernels: (x_gated, map_out).");
   m.def("window", &window, py::arg("in_hw"), py::arg("kernel_shape"), py::arg("strides") = one,
         py::arg("pads") = zero4, py::arg("dilations") = one, py::arg("auto_pad") = "NOTSET",
         py::arg("ceil_mode") = false, "The window as the CUDA ops resolve it: out_hw and explicit pads.");

@@ -15,6 +15,7 @@
 #include "common/kernel_table.h"
 #include "delta_conv/cpu/conv_engine.h"
 #include "delta_pool/cpu/pool_engine.h"
+#include "delta_gate/gate_engine.h"
 #include "op_definition/state_decision.h"
 
 #if defined(DELTAONNX_CUDA_HOST_BINDINGS)
@@ -179,6 +180,41 @@ py::tuple delta_pool(FloatArray x, std::optional<FloatArray> x_ref, FloatArray y
   return py::make_tuple(y, xr, map_out);
 }
 
+py::tuple delta_gate(FloatArray x, std::optional<FloatArray> x_ref, std::optional<ByteArray> map_in,
+                     const std::string& rule, float threshold, int64_t gate_block, float gate_hard,
+                     std::optional<py::array_t<float>> x_gated_out, std::optional<std::string> simd, int threads) {
+  if (x.ndim() != 4) throw std::invalid_argument("X must be 4-D");
+  GateSpec spec;
+  std::string e = GateSpec::make(rule, threshold, gate_block, gate_hard, &spec);
+  if (!e.empty()) throw std::invalid_argument(e);
+  const int64_t N = x.shape(0), H = x.shape(2), W = x.shape(3);
+  GateRun run;
+  if (map_in) {
+    if (map_in->ndim() != 4 || map_in->shape(0) != N || map_in->shape(1) != 1)
+      throw std::invalid_argument("map_in must be [N,1,H,W] or [N,1,ceil(H/k),ceil(W/k)]");
+    e = check_gate_map(spec, H, W, map_in->shape(2), map_in->shape(3), &run.map_per_block);
+    if (!e.empty()) throw std::invalid_argument(e);
+    run.map_in = map_in->data();
+  }
+  const bool has_state = x_ref && !holds_no_elements(shape_of(*x_ref)) && shape_of(*x_ref) == shape_of(x);
+  py::array_t<float> gated = output_array(x_gated_out, shape_of(x), "x_gated_out");
+  py::array_t<uint8_t> map_out(std::vector<int64_t>{N, 1, H, W});
+  run.batch = N;
+  run.channels = x.shape(1);
+  run.height = H;
+  run.width = W;
+  run.x = x.data();
+  run.x_ref = has_state ? x_ref->data() : nullptr;
+  run.x_gated = gated.mutable_data();
+  run.map_out = map_out.mutable_data();
+  const KernelTable& table = table_for(simd);
+  {
+    py::gil_scoped_release release;
+    run_gate(spec, run, table, threads_for(threads));
+  }
+  return py::make_tuple(gated, map_out);
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_native, m) {
@@ -208,6 +244,10 @@ PYBIND11_MODULE(_native, m) {
         py::arg("dense_fraction") = 0.5f, py::arg("y_out") = py::none(), py::arg("x_ref_out") = py::none(),
         py::arg("simd") = py::none(), py::arg("threads") = 1,
         "DeltaConv on numpy arrays: returns (Y, X_ref_next, map_out). Pass y_out=y_prev / x_ref_out=x_ref to run in place.");
+  m.def("delta_gate", &delta_gate, py::arg("x"), py::arg("x_ref") = py::none(), py::arg("map_in") = py::none(),
+        py::arg("rule") = "block", py::arg("threshold") = 0.f, py::arg("gate_block") = kDefaultGateBlock, py::arg("gate_hard") = -1.f,
+        py::arg("x_gated_out") = py::none(), py::arg("simd") = py::none(), py::arg("threads") = 1,
+        "DeltaGate's engine (ops/delta_gate): returns (x_gated, map_out); x_gated_out = x_ref runs in place.");
   m.def("delta_pool", &delta_pool, py::arg("x"), py::arg("x_ref"), py::arg("y_prev"), py::arg("map_in") = py::none(),
         py::arg("kernel_shape"), py::arg("strides") = std::vector<int64_t>{1, 1},
         py::arg("pads") = std::vector<int64_t>{0, 0, 0, 0}, py::arg("dilations") = std::vector<int64_t>{1, 1},

@@ -36,7 +36,7 @@ import platform
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Optional, Sequence
 
@@ -60,15 +60,54 @@ class BenchError(ValueError):
 
 
 @dataclass(frozen=True)
+class GateConfig:
+    """How the input gate decides (convert's gate, gate_block, gate_hard)."""
+
+    rule: str = "pixel"
+    block: Optional[int] = None  # None: convert's default
+    hard: Optional[float] = None  # None: convert's default (a multiple of tau)
+
+    @classmethod
+    def parse(cls, text: str) -> "GateConfig":
+        """pixel, block, block:K or block:K:HARD."""
+        parts = text.strip().split(":")
+        try:
+            if parts[0] == "pixel" and len(parts) == 1:
+                return cls()
+            if parts[0] == "block" and len(parts) <= 3:
+                block = int(parts[1]) if len(parts) > 1 else None
+                hard = float(parts[2]) if len(parts) > 2 else None
+                return cls("block", block, hard)
+        except ValueError:
+            pass
+        raise argparse.ArgumentTypeError(f"a gate is pixel, block, block:K or block:K:HARD, got {text!r}")
+
+    def convert_kwargs(self) -> dict:
+        kwargs = {"gate": self.rule}
+        if self.block is not None:
+            kwargs["gate_block"] = self.block
+        if self.hard is not None:
+            kwargs["gate_hard"] = self.hard
+        return kwargs
+
+    @property
+    def label(self) -> str:
+        if self.rule == "pixel":
+            return ""
+        return " gate=block" + (f"{self.block}" if self.block else "") + (f"/{self.hard:g}" if self.hard is not None else "")
+
+
+@dataclass(frozen=True)
 class DeltaConfig:
     """One converted configuration: the input gate and the inner threshold."""
 
     threshold: float
     inner_threshold: float
+    gate: GateConfig = GateConfig()
 
     @property
     def label(self) -> str:
-        return f"tau={self.threshold:g} inner={self.inner_threshold:g}"
+        return f"tau={self.threshold:g} inner={self.inner_threshold:g}{self.gate.label}"
 
 
 @dataclass
@@ -381,9 +420,10 @@ def oracle_fractions(converted: onnx.ModelProto, inputs: Sequence[dict],
     seeded = initial_state is not None
     state = {entry["past"]: (initial_state.get(entry["past"], empty) if seeded else empty)
              for entry in metadata.get("state", [])}
+    no_maps = {gate["change_map"]: np.zeros((0, 1, 0, 0), np.uint8) for gate in metadata.get("gates", [])}
     sums: dict[str, float] = collections.defaultdict(float)
     for i, feed in enumerate(inputs):
-        results = dict(zip(output_names, evaluator.run(None, {**feed, **state})))
+        results = dict(zip(output_names, evaluator.run(None, {**feed, **state, **no_maps})))
         state = {entry["past"]: results[entry["present"]] for entry in metadata.get("state", [])}
         if i or seeded:
             for entry in metadata.get("maps", []):
@@ -430,8 +470,9 @@ def _state_bytes(session) -> int:
     return total
 
 
-def parse_configs(thresholds: Sequence[float], inner_thresholds: Sequence[float]) -> list[DeltaConfig]:
-    return [DeltaConfig(float(t), float(i)) for t, i in itertools.product(thresholds, inner_thresholds)]
+def parse_configs(thresholds: Sequence[float], inner_thresholds: Sequence[float],
+                  gates: Sequence[GateConfig] = (GateConfig(),)) -> list[DeltaConfig]:
+    return [DeltaConfig(float(t), float(i), g) for t, i, g in itertools.product(thresholds, inner_thresholds, gates)]
 
 
 def run_benchmark(model, frames: Iterable[np.ndarray], preprocess: Optional[Preprocess] = None, *,
@@ -483,6 +524,7 @@ def run_benchmark(model, frames: Iterable[np.ndarray], preprocess: Optional[Prep
             raise BenchError("no configuration to run (empty threshold lists)")
         for config in configs:
             proto, _ = convert_with_report(original, threshold=config.threshold, inner_threshold=config.inner_threshold,
+                                           **config.gate.convert_kwargs(),
                                            thresholds=options.node_thresholds, all_nodes=options.all_nodes,
                                            dense_fraction=options.dense_fraction)
             runs.append(_ConfigRun(config, proto, conversion_metadata(proto), DeltaSession(
@@ -807,6 +849,7 @@ def _summarize(run: _ConfigRun, dense_ms: float, flops: dict[str, float], dense_
     converted_count = sum(1 for n in nodes if n["decision"] == "converted")
     entry = {
         "threshold": run.config.threshold, "inner_threshold": run.config.inner_threshold, "label": run.config.label,
+        "gate": asdict(run.config.gate),
         "ms_per_frame": ms, "ms_median": 1000.0 * float(np.median(run.times)), "fps": 1000.0 / ms if ms else None,
         "speedup": speedup, "ideal_speedup": ideal,
         "achieved_share": speedup / ideal if ideal else None,
@@ -873,7 +916,8 @@ def change_map_picture(frame_bgr: np.ndarray, maps: dict[str, np.ndarray], title
 
 
 def _safe_label(config: DeltaConfig) -> str:
-    return f"tau{config.threshold:g}_inner{config.inner_threshold:g}"
+    gate = config.gate.label.strip().replace("=", "").replace("/", "_")
+    return f"tau{config.threshold:g}_inner{config.inner_threshold:g}" + (f"_{gate}" if gate else "")
 
 
 def _write_maps(directory: Path, index: int, fitted: np.ndarray, runs: list[_ConfigRun], frame_maps: list) -> list[str]:
@@ -1213,6 +1257,11 @@ def add_command(subparsers, common: argparse.ArgumentParser) -> None:
     conv.add_argument("--inner-threshold", type=float_list, metavar="TAU", help="inner threshold (default 0)")
     conv.add_argument("--inner-thresholds", type=float_list, metavar="T1,T2,...", help="sweep the inner threshold")
     conv.add_argument("--node-thresholds", metavar="FILE.json", help='per-node overrides {"<node>": tau}')
+    conv.add_argument("--gate", type=GateConfig.parse, metavar="GATE",
+                      help="the input gate: pixel (default), block, block:K or block:K:HARD (k x k blocks, every "
+                      "pixel within HARD; defaults as convert's)")
+    conv.add_argument("--gates", type=lambda text: [GateConfig.parse(t) for t in text.split(",")], metavar="G1,G2,...",
+                      help="sweep the input gate, e.g. pixel,block:8,block:4:0.3")
     conv.add_argument("--all", dest="all_nodes", action="store_true", help="convert every eligible node")
     conv.add_argument("--dense-fraction", type=float, default=0.5, metavar="F",
                       help="changed fraction above which an op runs densely (default 0.5)")
@@ -1266,6 +1315,9 @@ def run_command(args: argparse.Namespace) -> int:
     model_path = existing_model_path(args.model)
     thresholds = _one_or_sweep(args.threshold, args.thresholds, "threshold")
     inners = _one_or_sweep(args.inner_threshold, args.inner_thresholds, "inner-threshold")
+    if args.gate is not None and args.gates is not None:
+        raise CliError("give --gate or --gates, not both")
+    gates = args.gates or [args.gate or GateConfig()]
     if not 0 <= args.dense_fraction <= 1:
         raise CliError(f"--dense-fraction must be in [0, 1], got {args.dense_fraction:g}")
     if args.plot and not args.plot.lower().endswith(".png"):
@@ -1283,7 +1335,7 @@ def run_command(args: argparse.Namespace) -> int:
     if is_converted(proto):
         if args.original is None:
             raise CliError(f"{model_path} is already converted: pass the dense model with --original MODEL")
-        if args.threshold or args.thresholds or args.inner_threshold or args.inner_thresholds:
+        if args.threshold or args.thresholds or args.inner_threshold or args.inner_thresholds or args.gate or args.gates:
             raise CliError("thresholds are fixed in an already converted model; give the dense model to sweep them")
         converted, proto = proto, load_model(existing_model_path(args.original))
         if is_converted(proto):
@@ -1306,7 +1358,7 @@ def run_command(args: argparse.Namespace) -> int:
             profile_frames=args.profile_frames, profile_delta=args.profile, oracle=args.oracle,
             dense_fallback=args.dense_fallback,
             maps_dir=Path(args.maps) if args.maps else None, maps_frames=args.maps_frames, progress=not args.quiet)
-        result = run_benchmark(proto, frames, preprocess, configs=parse_configs(thresholds, inners),
+        result = run_benchmark(proto, frames, preprocess, configs=parse_configs(thresholds, inners, gates),
                                converted=converted, options=options, frame_total=total,
                                source=describe_source(video))
     except (BenchError, VideoError) as error:
@@ -1328,5 +1380,5 @@ def run_command(args: argparse.Namespace) -> int:
     return 0
 
 
-__all__ = ["BenchError", "BenchOptions", "DeltaConfig", "FrameRecord", "add_command", "change_map_picture",
+__all__ = ["BenchError", "BenchOptions", "DeltaConfig", "FrameRecord", "GateConfig", "add_command", "change_map_picture",
            "format_report", "machine_info", "parse_configs", "plot_sweep", "run_benchmark", "write_json"]

@@ -699,6 +699,12 @@ class CalibrationOptions:
     threads: int = 1
     all_nodes: bool = False
     dense_fraction: float = 0.5
+    # The input gate of the written model (convert's gate, gate_block, gate_hard; None: convert's defaults).
+    # The search raises per-node thresholds under the pixel rule; the final model, measured on the whole
+    # range, gates with this one.
+    gate: str = "pixel"
+    gate_block: Optional[int] = None
+    gate_hard: Optional[float] = None
     warmup: int = 3  # untimed first frames of each range
     profile_frames: int = 10  # dense frames profiled for the ideal speedup (0: skip)
     progress: bool = True
@@ -1028,8 +1034,10 @@ def _converted_with(original: onnx.ModelProto, nodes: Sequence[NodeCalibration],
 
     thresholds = {n.source: float(taus[n.name]) for n in nodes}
     gate_tau = max((taus[n.name] for n in nodes if n.gate), default=0.0)
+    gate = {"gate": options.gate}
+    gate.update({k: v for k, v in (("gate_block", options.gate_block), ("gate_hard", options.gate_hard)) if v is not None})
     converted, _ = convert_with_report(original, threshold=float(gate_tau), inner_threshold=0.0, thresholds=thresholds,
-                                       all_nodes=options.all_nodes, dense_fraction=options.dense_fraction)
+                                       all_nodes=options.all_nodes, dense_fraction=options.dense_fraction, **gate)
     return converted
 
 
@@ -1273,7 +1281,7 @@ def refresh_option(text: str) -> Union[str, int]:
 
 def add_command(subparsers, common: argparse.ArgumentParser) -> None:
     from .bench import channel_values, positive_int, size_hw
-    from .cli import fraction, non_negative_float
+    from .cli import add_gate_options, fraction, non_negative_float
 
     parser = subparsers.add_parser(
         "calibrate", parents=[common],
@@ -1328,6 +1336,7 @@ def add_command(subparsers, common: argparse.ArgumentParser) -> None:
     search.add_argument("--all", dest="all_nodes", action="store_true", help="convert every eligible node")
     search.add_argument("--dense-fraction", type=fraction, default=0.5, metavar="F",
                         help="changed fraction above which an op runs densely (default 0.5)")
+    add_gate_options(search)
     search.add_argument("--quiet", action="store_true", help="no progress output")
     parser.set_defaults(run=run_command)
 
@@ -1390,7 +1399,8 @@ def run_command(args: argparse.Namespace) -> int:
     options = CalibrationOptions(
         detections=detections, budget=budget, search_frames=args.search_frames, search_segments=args.search_segments,
         time_limit=float(args.time_limit), refresh=args.refresh, threads=args.threads, all_nodes=args.all_nodes,
-        dense_fraction=args.dense_fraction, progress=not args.quiet)
+        dense_fraction=args.dense_fraction, gate=args.gate, gate_block=args.gate_block, gate_hard=args.gate_hard,
+        progress=not args.quiet)
     log = None if args.quiet else (lambda message: print(f"calibrate: {message}", file=sys.stderr, flush=True))
     try:
         result = calibrate(proto, video, frames=args.frames, heldout=heldout, preprocess=preprocess, options=options,

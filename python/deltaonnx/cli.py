@@ -121,6 +121,24 @@ def _add_conversion_options(parser: argparse.ArgumentParser) -> None:
                         help="convert every eligible node, also those the cost model keeps dense")
     parser.add_argument("--dense-fraction", type=fraction, default=0.5, metavar="F",
                         help="above this changed fraction of its output an op runs densely (default 0.5)")
+    add_gate_options(parser)
+
+
+def add_gate_options(parser: argparse.ArgumentParser) -> None:
+    """--gate, --gate-block, --gate-hard (convert, inspect, bench, calibrate)."""
+    from .graph_passes.conversion_context import DEFAULT_GATE_BLOCK, DEFAULT_GATE_HARD
+
+    parser.add_argument("--gate", choices=("pixel", "block"), default="pixel",
+                        help="how --threshold decides what changed: per pixel (each op), or per block in one "
+                        "DeltaGate (block means within tau, every pixel within --gate-hard; default pixel)")
+    parser.add_argument("--gate-block", type=int, default=DEFAULT_GATE_BLOCK, metavar="K",
+                        help=f"block gate: k x k blocks, 1 <= k <= 4096 (default {DEFAULT_GATE_BLOCK})")
+    parser.add_argument("--gate-hard", type=non_negative_float, metavar="TAU",
+                        help=f"block gate: bound on every pixel (default {DEFAULT_GATE_HARD:g} x --threshold)")
+
+
+def gate_kwargs(args: argparse.Namespace) -> dict:
+    return {"gate": args.gate, "gate_block": args.gate_block, "gate_hard": args.gate_hard}
 
 
 def _conversion_kwargs(args: argparse.Namespace) -> dict:
@@ -130,6 +148,7 @@ def _conversion_kwargs(args: argparse.Namespace) -> dict:
         "thresholds": read_thresholds_file(args.thresholds),
         "all_nodes": args.all_nodes,
         "dense_fraction": args.dense_fraction,
+        **gate_kwargs(args),
     }
 
 

@@ -19,7 +19,7 @@ from onnx import external_data_helper
 
 from .densify import dense_twin
 # Submodules named explicitly: works whether or not the editable install knows graph_passes/__init__.py.
-from .graph_passes.conversion_context import ConversionContext, ConversionOptions
+from .graph_passes.conversion_context import DEFAULT_GATE_BLOCK, ConversionContext, ConversionOptions
 from .graph_passes.cost_model import node_flops
 from .graph_passes.errors import ConversionError
 from .graph_passes.metadata import read_conversion_metadata
@@ -99,8 +99,11 @@ def _uses_external_data(proto: onnx.ModelProto) -> bool:
 
 
 def _options(threshold, inner_threshold, thresholds, all_nodes, dense_fraction,
-             keep_references=False) -> ConversionOptions:
+             keep_references=False, gate="pixel", gate_block=DEFAULT_GATE_BLOCK, gate_hard=None) -> ConversionOptions:
     return ConversionOptions(
+        gate=gate,
+        gate_block=gate_block,
+        gate_hard=gate_hard,
         threshold=threshold,
         inner_threshold=inner_threshold,
         thresholds=dict(thresholds) if isinstance(thresholds, Mapping) else thresholds,
@@ -119,10 +122,14 @@ def convert_with_report(
     all_nodes: bool = False,
     dense_fraction: float = 0.5,
     keep_references: bool = False,
+    gate: str = "pixel",
+    gate_block: int = DEFAULT_GATE_BLOCK,
+    gate_hard: Optional[float] = None,
     verbose: bool = False,
 ) -> tuple[onnx.ModelProto, Report]:
     """Like `convert`, also returning the Report (one row per Conv/MaxPool-like node)."""
-    options = _options(threshold, inner_threshold, thresholds, all_nodes, dense_fraction, keep_references)
+    options = _options(threshold, inner_threshold, thresholds, all_nodes, dense_fraction, keep_references,
+                       gate, gate_block, gate_hard)
     context = ConversionContext(options)
     model_ir = ir.serde.deserialize_model(load_model(model))
     run_passes(conversion_pass_manager(context), model_ir)
@@ -142,6 +149,9 @@ def convert(
     all_nodes: bool = False,
     dense_fraction: float = 0.5,
     keep_references: bool = False,
+    gate: str = "pixel",
+    gate_block: int = DEFAULT_GATE_BLOCK,
+    gate_hard: Optional[float] = None,
     verbose: bool = False,
 ) -> onnx.ModelProto:
     """Convert `model` (a path, serialized bytes or an onnx.ModelProto; never modified).
@@ -158,6 +168,11 @@ def convert(
         keep_references: keep X_ref state on every Delta op; by default an op that compares exactly
             (threshold 0) behind a change map keeps none (the map says what changed; half the state memory,
             no comparison), and its threshold can then not be raised by editing the converted model;
+        gate: how `threshold` decides what changed in a frame: "pixel" (each op reading the frame compares
+            per pixel, docs/design.md#rule-2) or "block" (one DeltaGate per model input decides per gate_block x
+            gate_block block on the block means, with gate_hard bounding every pixel, rule 2b; the ops after
+            it compare nothing; it takes an external change map, docs/state_protocol.md);
+        gate_block: k of the block gate; gate_hard: its per-pixel bound (default 3 x threshold);
         verbose: print the report.
     Raises ConversionError for models or options it cannot accept (already converted, nothing
     convertible, unknown node names in thresholds, ...)."""
@@ -169,6 +184,9 @@ def convert(
         all_nodes=all_nodes,
         dense_fraction=dense_fraction,
         keep_references=keep_references,
+        gate=gate,
+        gate_block=gate_block,
+        gate_hard=gate_hard,
         verbose=verbose,
     )
     return converted
@@ -182,6 +200,9 @@ def inspect_model(
     thresholds: Optional[Mapping[str, float]] = None,
     all_nodes: bool = False,
     dense_fraction: float = 0.5,
+    gate: str = "pixel",
+    gate_block: int = DEFAULT_GATE_BLOCK,
+    gate_hard: Optional[float] = None,
     input_shapes: Optional[Mapping[str, Sequence[int]]] = None,
 ) -> Report:
     """For a converted model, the report of what was done (from its metadata); for any other model,
@@ -204,7 +225,8 @@ def inspect_model(
         return report
     if input_shapes:
         proto = with_input_shapes(proto, input_shapes)
-    context = ConversionContext(_options(threshold, inner_threshold, thresholds, all_nodes, dense_fraction))
+    context = ConversionContext(_options(threshold, inner_threshold, thresholds, all_nodes, dense_fraction,
+                                         gate=gate, gate_block=gate_block, gate_hard=gate_hard))
     model_ir = ir.serde.deserialize_model(proto)
     run_passes(ir.passes.PassManager(planning_passes(context), steps=1), model_ir)
     return Report.from_context(context, done=False)

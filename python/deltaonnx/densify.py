@@ -1,5 +1,5 @@
 """The dense twin of a converted model: each DeltaConv back to Conv (+ its fused activation), each DeltaPool back
-to MaxPool, the state and the change maps gone.
+to MaxPool, each DeltaGate an Identity, the state and the change maps gone.
 
 DeltaSession runs it for a stream whose frames change almost everywhere (a moving camera), where skipping
 unchanged pixels cannot pay: ORT then optimises the twin like the original model (NCHWc kernels, fusions),
@@ -71,13 +71,16 @@ def _activation_nodes(name: str, act: str, params: list, source: str, out: str, 
 def dense_twin(converted: onnx.ModelProto, model_outputs: list[str]) -> onnx.ModelProto:
     """The converted model computed densely: same model inputs, the outputs `model_outputs` only."""
     meta = json.loads({p.key: p.value for p in converted.metadata_props}.get("deltaonnx", "{}"))
-    state_inputs = {s["past"] for s in meta.get("state", [])}
+    state_inputs = {s["past"] for s in meta.get("state", [])} | {g["change_map"] for g in meta.get("gates", [])}
     graph = converted.graph
     opset = _opset(converted)
     weights = {t.name: t for t in graph.initializer}
     initializers: list = []
     nodes: list[onnx.NodeProto] = []
     for node in graph.node:
+        if node.domain == DOMAIN and node.op_type == "DeltaGate":  # dense: every frame passes the gate whole
+            nodes.append(helper.make_node("Identity", [node.input[0]], [node.output[0]], name=node.name))
+            continue
         if node.domain != DOMAIN or node.op_type not in ("DeltaConv", "DeltaPool"):
             nodes.append(node)
             continue

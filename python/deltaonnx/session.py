@@ -190,6 +190,7 @@ class StateEntry:
 
 DOMAIN = "com.deltaonnx"
 _MAP_INPUT = {"DeltaConv": 5, "DeltaPool": 3}  # index of the optional change-map input (docs/ops.md)
+_NO_MAP = np.zeros((0, 1, 0, 0), np.uint8)  # DeltaGate's external change map when the caller gives none
 _RANDOM_OPS = {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial", "Bernoulli"}
 _SHAPE_ONLY_OPS = {"Shape", "Size"}  # read only the shape, which a skipped run keeps by construction
 
@@ -203,6 +204,7 @@ class _Gate:
     present: str  # the present name of its x_ref state
     perm: tuple[int, ...] | None  # the Transpose between input and gate (None: same layout)
     tau: np.float32
+    block_rule: dict | None = None  # a DeltaGate with the block rule: its attributes (rule, gate_block, ...)
 
 
 @dataclass(frozen=True)
@@ -216,10 +218,12 @@ class _IdenticalFramePlan:
     the plan), so all outputs equal the previous run's and the state is unchanged. What remains is to show
     that no Delta op sees a change:
 
-    * ``mode == "tau"``: every consumer of every model input is a *gate* (a Delta op without a map input, or one
-      Identity/Transpose feeding only such ops) or reads only its shape. Rule 2 is checked here directly: every element
-      of the frame is within the gate's tau of its `X_ref` (|x - ref| <= tau, false for NaN/Inf, as the kernels
-      compare in float32). The gates then see no change.
+    * ``mode == "tau"``: every consumer of every model input is a *gate* (a DeltaGate, a Delta op without a map
+      input, or one Identity/Transpose feeding only such ops) or reads only its shape. Rule 2 is checked here
+      directly: every element of the frame is within the gate's tau of its `X_ref` (|x - ref| <= tau, false for
+      NaN/Inf, as the kernels compare in float32); a block-rule DeltaGate is asked itself (its engine, run on
+      the host without writing anything), as that rule lets more through. The gates then see no change. (A
+      DeltaGate's external change map only narrows where it looks: no change without it is no change with it.)
     * ``mode == "bitwise"``: the frames are bitwise identical to the previous run's, so by induction each Delta
       op's input equals its input of the previous run, after which the invariant max|X - X_ref| <= tau held;
       ops with a map input compare only marked pixels, and their maps come from ops that saw no change.
@@ -283,6 +287,14 @@ def _find_gates(graph, frame_inputs, x_ref_present, has_map) -> list[_Gate] | No
         return node.domain in ("", "ai.onnx")
 
     def gate(node, index, name, model_input, perm) -> _Gate | None:
+        if node.domain == DOMAIN and node.op_type == "DeltaGate" and index == 0 and node.name in x_ref_present:
+            attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+            rule = attrs.get("rule", b"block")
+            rule = rule.decode() if isinstance(rule, bytes) else rule
+            block = {"rule": rule, "gate_block": int(attrs.get("gate_block", 4)),
+                     "gate_hard": float(attrs.get("gate_hard", -1.0))} if rule == "block" else None
+            return _Gate(model_input, node.name, x_ref_present[node.name], perm,
+                         np.float32(attrs.get("threshold", 0.0)), block)
         if (node.domain != DOMAIN or node.op_type not in _MAP_INPUT or index != 0 or has_map(node)
                 or list(node.input).count(name) != 1 or node.name not in x_ref_present):
             return None
@@ -358,6 +370,21 @@ def _within_tau(frame: np.ndarray, reference: np.ndarray, tau: np.float32) -> bo
                 if not difference.max() <= tau:  # max propagates NaN
                     return False
     return True
+
+
+def _gate_sees_nothing(gate: _Gate, frame: np.ndarray, reference: np.ndarray) -> bool:
+    """The gate would find no change: within tau everywhere (enough for either rule), or, for the block
+    rule, its own engine finds no block changed (the copy it writes is thrown away)."""
+    if _within_tau(frame, reference, gate.tau):
+        return True
+    if gate.block_rule is None or frame.ndim != 4:
+        return False
+    try:
+        from . import _native
+    except ImportError:  # built without the pybind module: the tau test alone
+        return False
+    _, changed = _native.delta_gate(frame, reference, threshold=float(gate.tau), **gate.block_rule)
+    return not changed.any()
 
 
 def _bits(array: np.ndarray) -> np.ndarray:
@@ -513,6 +540,8 @@ class DeltaSession:
         self._map_outputs = {m["node"]: m["output"] for m in self._metadata.get("maps", [])}
         self._map_nodes = list(self._map_outputs)
         self._node_info = {n["name"]: n for n in self._metadata.get("nodes", []) if "name" in n}
+        # model input (the frame a DeltaGate gates) -> the gate's change-map graph input
+        self._change_map_inputs = {g["input"]: g["change_map"] for g in self._metadata.get("gates", [])}
         self._check_graph_matches_metadata()
 
         past_names = {s.past for s in self._state_entries}
@@ -643,22 +672,31 @@ class DeltaSession:
     # ----------------------------------------------------------------- running
 
     def run(self, output_names: Sequence[str] | None, input_feed: Mapping[str, Any],
-            run_options: ort.RunOptions | None = None, *, stream: Hashable = DEFAULT_STREAM) -> list[np.ndarray]:
+            run_options: ort.RunOptions | None = None, *, stream: Hashable = DEFAULT_STREAM,
+            change_map: Any = None) -> list[np.ndarray]:
         """Run one frame of `stream`: same call and result as InferenceSession.run (list of numpy arrays).
 
         The stream's state is fed and updated; a change of any input shape drops it first (every pixel is
         then recomputed). Concurrent calls on the same stream are serialized; on different streams they run
         in parallel. If the run fails, the stream's state is dropped (in-place buffers may be half written).
+
+        change_map: where the frame may have changed since the last run (models converted with
+        gate="block"): uint8 [N,1,H,W] at the frame's resolution or [N,1,ceil(H/k),ceil(W/k)] one cell per
+        gate block, nonzero = may have changed. The gate looks only there: pixels left 0 keep their previous
+        value (a timestamp overlay, a waving tree), so every output they reach stays as it was. A dict
+        {model input name: map} for models with several gated inputs. (A stream in the dense fallback runs
+        the dense twin, which sees whole frames.)
         """
         requested = self._check_output_names(output_names)
         inputs = self._check_input_feed(input_feed)
+        maps = self._check_change_map(change_map)
         input_shapes = tuple((name, tuple(shape)) for name, (_, shape) in inputs.items())
         while True:
             state = self._stream(stream, create=True)
             with state.lock:
                 if state.retired:  # reset() dropped this stream while we waited: use the fresh one
                     continue
-                return self._run_locked(state, requested, inputs, input_shapes, run_options)
+                return self._run_locked(state, requested, inputs, input_shapes, run_options, maps)
 
     def _dense_twin_session(self) -> ort.InferenceSession:
         with self._dense_lock:
@@ -697,7 +735,7 @@ class DeltaSession:
             state.mode, state.mode_runs = "dense", 0
 
     def _run_locked(self, state: _StreamState, requested: list[str], inputs: dict, input_shapes: tuple,
-                    run_options: ort.RunOptions | None) -> list[np.ndarray]:
+                    run_options: ort.RunOptions | None, maps: dict | None = None) -> list[np.ndarray]:
         if state.mode == "dense":
             return self._run_dense(state, requested, inputs, run_options)
         if state.binding is not None and state.input_shapes != input_shapes:
@@ -713,7 +751,7 @@ class DeltaSession:
                 if state.check_misses >= self.CHECK_MISSES_BEFORE_SPACING:
                     state.check_wait = self.CHECK_SPACING - 1
         try:
-            results = self._run_delta(state, requested, inputs, run_options)
+            results = self._run_delta(state, requested, inputs, run_options, maps or {})
         except BaseException:
             state.drop_state()
             raise
@@ -788,11 +826,13 @@ class DeltaSession:
         return fresh
 
     def _run_delta(self, state: _StreamState, requested: list[str], inputs: dict,
-                   run_options: ort.RunOptions | None) -> list[np.ndarray]:
+                   run_options: ort.RunOptions | None, maps: dict) -> list[np.ndarray]:
         first = state.binding is None
         binding = self._bind_new_state(state) if first else state.binding
         for name, (value, _) in inputs.items():
             binding.bind_frame(name, value)
+        for name in self._change_map_inputs.values():  # rebound every run: no map is an empty one
+            binding.bind_frame(name, maps.get(name, _NO_MAP))
         for name in self._model_outputs_to_bind(state, requested):
             binding.bind_fresh_output(name)
         binding.run(run_options)
@@ -856,7 +896,7 @@ class DeltaSession:
                     # compare in the reference's layout: it is the larger read, and contiguous that way
                     frame = frame.transpose(gate.perm) if frame.ndim == len(gate.perm) else None
                 if (frame is None or frame.shape != reference.shape or frame.dtype != reference.dtype
-                        or not _within_tau(frame, reference, gate.tau)):
+                        or not _gate_sees_nothing(gate, frame, reference)):
                     return False
         else:
             for name, (value, _) in inputs.items():
@@ -896,6 +936,31 @@ class DeltaSession:
             raise ValueError(f"DeltaSession.run: unknown output name(s) {unknown}; the model's outputs are "
                              f"{self._output_names} (state outputs are carried internally)")
         return requested
+
+    def _check_change_map(self, change_map: Any) -> dict[str, np.ndarray]:
+        """change_map as {change-map graph input: contiguous uint8 array} (the gate checks its shape)."""
+        if change_map is None:
+            return {}
+        gates = self._change_map_inputs
+        if not gates:
+            raise ValueError("DeltaSession.run: change_map needs a model converted with gate='block' (it has no "
+                             "DeltaGate to take it)")
+        if not isinstance(change_map, Mapping):
+            if len(gates) != 1:
+                raise ValueError(f"DeltaSession.run: the model gates several inputs {list(gates)}: give change_map "
+                                 f"as a dict {{input name: map}}")
+            change_map = {next(iter(gates)): change_map}
+        unknown = [name for name in change_map if name not in gates]
+        if unknown:
+            raise ValueError(f"DeltaSession.run: change_map for {unknown}, but the gated inputs are {list(gates)}")
+        maps = {}
+        for name, value in change_map.items():
+            array = np.ascontiguousarray(value, dtype=np.uint8)
+            if array.ndim != 4 or array.shape[1] != 1:
+                raise ValueError(f"DeltaSession.run: change_map for {name!r} must be uint8 [N,1,H,W] (or one cell "
+                                 f"per gate block), got shape {array.shape}")
+            maps[gates[name]] = array
+        return maps
 
     def _check_input_feed(self, input_feed: Mapping[str, Any]) -> dict[str, tuple[Any, tuple]]:
         if type(input_feed) is not dict and not isinstance(input_feed, Mapping):

@@ -5,6 +5,7 @@
 #include "delta_conv/cuda/gather_gemm_kernel.h"
 #include "delta_pool/cuda/max_pool_kernel.h"
 #include "map_union/cuda/map_union_kernel.h"
+#include "delta_gate/cuda/gate_kernel.h"
 
 namespace deltaonnx {
 namespace cuda {
@@ -41,6 +42,11 @@ cudaError_t launch_max_pool(const MaxPoolStep& step, cudaStream_t) {
 
 cudaError_t launch_map_union(const uint8_t* const* maps, int64_t num_maps, uint8_t* out, int64_t size, cudaStream_t) {
   host::run_map_union(maps, num_maps, out, size);
+  return cudaSuccess;
+}
+
+cudaError_t launch_gate(const GateStep& step, cudaStream_t) {
+  host::run_gate(step);
   return cudaSuccess;
 }
 

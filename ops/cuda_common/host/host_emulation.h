@@ -11,6 +11,7 @@
 #include "delta_conv/cuda/gather_gemm.h"
 #include "delta_pool/cuda/max_pool_step.h"
 #include "map_union/cuda/map_union_step.h"
+#include "delta_gate/cuda/gate_step.h"
 
 namespace deltaonnx {
 namespace cuda {
@@ -113,6 +114,12 @@ inline void run_map_union(const uint8_t* const* maps, int64_t num_maps, uint8_t*
     const MapUnionStep step = map_union_launch(maps, num_maps, first, out, size);
     for (int64_t i = 0; i < size; ++i) map_union_thread(step, i);
   }
+}
+
+// DeltaGate: the verdict kernel's grid, then the apply kernel's (two launches: the second reads every verdict).
+inline void run_gate(const GateStep& step) {
+  for (int64_t i = 0; i < step.verdict_threads(); ++i) gate_verdict_thread(step, i);
+  for (int64_t i = 0; i < step.apply_threads(); ++i) gate_apply_thread(step, i);
 }
 
 }  // namespace host
