@@ -380,3 +380,17 @@ def test_the_fuzzer_names_a_crash_a_hang_and_a_wrong_result_and_goes_on(monkeypa
         failures = fuzz(cases, batch_size=6, tally=tally, batch_seconds=lambda n: seconds)
         assert [(c["index"], what.startswith(expected)) for c, what in failures] == [(3, True)], (sabotage, failures)
         assert tally[("DeltaMapUnion", "ok")] == 5, (sabotage, tally)
+
+
+@pytest.mark.parametrize("op, x_shape, w_shape, attrs, message", [
+    ("DeltaConv", [1, 4, 7, 0], [4, 4, 3, 1], {"kernel_shape": [3, 1], "pads": [0, 0, 0, 1]},  # padding only
+     "only its batch may be 0"),
+    ("DeltaConv", [1, 0, 7, 5], [4, 0, 3, 3], {"kernel_shape": [3, 3]}, "W must have no empty dimension"),
+    ("DeltaPool", [1, 0, 7, 5], None, {"kernel_shape": [2, 2]}, "only its batch may be 0"),  # map_out has pixels
+])
+def test_an_empty_image_is_refused_not_left_unwritten(cpu_op_library, op, x_shape, w_shape, attrs, message):
+    """Found by the fuzzer: these returned Y or map_out unwritten (whatever the allocator held)."""
+    case = {"index": 0, "op": op, "seed": 3, "x_shape": x_shape, "w_shape": w_shape, "bias": True, "attrs": attrs,
+            "state": "carried", "map": "none", "frames": 2, "resize_at": -1}
+    outcome = run_case(case, cpu_op_library)
+    assert outcome.startswith("error") and NODE in outcome and message in outcome, outcome
