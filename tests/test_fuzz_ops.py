@@ -361,7 +361,7 @@ def describe(case):
 @pytest.mark.sanitizer
 def test_random_and_extreme_attributes_shapes_and_states_never_crash_hang_or_mislead(cpu_op_library):
     seed = int(os.environ.get("FUZZ_SEED", "17"))
-    count = int(os.environ.get("FUZZ_CASES", "200" if os.environ.get("DELTAONNX_SANITIZED") else "1000"))
+    count = int(os.environ.get("FUZZ_CASES", "500" if os.environ.get("DELTAONNX_SANITIZED") else "1000"))
     tally = collections.Counter()
     failures = fuzz(make_cases(seed, count), tally=tally)
     print("fuzz outcomes:", dict(sorted(tally.items())))  # shown with -s: what the cases ended in

@@ -66,6 +66,7 @@ def nan_windows(x, attrs):
     return pooled > 0
 
 
+@pytest.mark.sanitizer
 @pytest.mark.parametrize("level", [ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
                                    ort.GraphOptimizationLevel.ORT_ENABLE_ALL], ids=["generic", "nchwc"])
 @pytest.mark.parametrize("channels", [1, 16])
@@ -105,6 +106,7 @@ def test_nan_gives_nan_in_its_windows_and_ort_elsewhere(window, channels, level)
     assert ort_nans > 0  # ORT keeps some NaNs here: the subset check above checked something
 
 
+@pytest.mark.sanitizer
 def test_infinities_and_padding_agree_across_engines():
     """+inf wins, a window of -inf (or wholly in the padding) gives the lowest float, NaN beats +inf: the same
     on every SIMD variant, in the reference and in the CUDA kernels' body (through the host emulation)."""
