@@ -394,3 +394,34 @@ def test_an_empty_image_is_refused_not_left_unwritten(cpu_op_library, op, x_shap
             "state": "carried", "map": "none", "frames": 2, "resize_at": -1}
     outcome = run_case(case, cpu_op_library)
     assert outcome.startswith("error") and NODE in outcome and message in outcome, outcome
+
+
+def _issue_case(index, op, attrs, **extra):
+    case = {"index": index, "op": op, "seed": index, "attrs": attrs, "state": "carried", "map": "none", "frames": 2,
+            "resize_at": -1, "x_shape": [1, 4, 16, 16]}
+    if op == "DeltaConv":
+        case.update(w_shape=[8, 4, 3, 3], bias=False)
+    case.update(extra)
+    return case
+
+
+ISSUE_CASES = [  # issue 17's findings 1, 2, 3 and 5, exactly as reported: (case, the attribute the error names)
+    (_issue_case(0, "DeltaConv", {"strides": [2**62, 2**62]}), "strides"),
+    (_issue_case(1, "DeltaConv", {"strides": [1, 2**62 + 1]}), "strides"),
+    (_issue_case(2, "DeltaConv", {"strides": [2**20, 2**20]}), "strides"),
+    (_issue_case(3, "DeltaPool", {"kernel_shape": [2**62, 2], "dilations": [4, 1]}), "kernel_shape"),
+    (_issue_case(4, "DeltaPool", {"kernel_shape": [2, 2], "pads": [INT64_MAX] * 4}), "pads"),
+    (_issue_case(5, "DeltaConv", {"threshold": 1}), "threshold"),  # an INT where a FLOAT belongs
+    (_issue_case(6, "DeltaConv", {"threshold": "0.5"}), "threshold"),
+    (_issue_case(7, "DeltaConv", {"activation": 1}), "activation"),
+    (_issue_case(8, "DeltaConv", {"activation": "LeakyRelu", "activation_params": [1]}), "activation_params"),
+]
+
+
+def test_the_issue_cases_end_in_an_error_naming_the_attribute(cpu_op_library):
+    """Each of them crashed, hung, overwrote memory or ran with a default instead; in a child with a time limit."""
+    outcomes, trouble = run_batch([case for case, _ in ISSUE_CASES], 120)
+    assert trouble is None, trouble
+    for case, attribute in ISSUE_CASES:
+        outcome = outcomes[case["index"]]
+        assert outcome.startswith("error") and NODE in outcome and f"'{attribute}'" in outcome, (case["attrs"], outcome)
