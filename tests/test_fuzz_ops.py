@@ -425,3 +425,17 @@ def test_the_issue_cases_end_in_an_error_naming_the_attribute(cpu_op_library):
     for case, attribute in ISSUE_CASES:
         outcome = outcomes[case["index"]]
         assert outcome.startswith("error") and NODE in outcome and f"'{attribute}'" in outcome, (case["attrs"], outcome)
+
+
+@pytest.mark.sanitizer
+@pytest.mark.parametrize("strides, group, channels", [([2**16, 2**16], 1, 16), ([2**16, 1], 1, 4),
+                                                      ([3, 2**16], 2, 4), ([2**16, 2**16], 8, 8)])
+def test_strides_beyond_the_input_run_and_equal_the_reference(cpu_op_library, strides, group, channels):
+    """The largest strides the op definition allows, on a small input (one output along such an axis): they ran
+    out of memory in the stride phases (sy * sx planes per channel) before an axis with one output was taken
+    at stride 1. Depthwise (group = channels) and grouped convs too; three frames, a change map on the way."""
+    case = {"index": 0, "op": "DeltaConv", "seed": 11, "attrs": {"strides": strides, "pads": [1, 1, 1, 1],
+                                                                "group": group},
+            "state": "carried", "map": "exact", "frames": 3, "resize_at": -1, "x_shape": [1, channels, 9, 9],
+            "w_shape": [channels, channels // group, 3, 3], "bias": True}
+    assert run_case(case, cpu_op_library) == "ok"

@@ -425,12 +425,22 @@ void softmax_recomputed(const KernelTable& k, float* y, int64_t M, int64_t plane
   });
 }
 
+// The window as the engines use it. An axis with one output reads the same inputs whatever its stride, so its
+// stride is taken as 1: the stride phases (sy * sx planes per channel) then stay the size of the input instead
+// of growing with a stride far beyond it (up to kMaxWindowExtent, 2^16: 2^32 planes ran out of memory).
+Window2D engine_window(const WindowSpec& spec, int64_t H, int64_t W) {
+  Window2D w = spec.resolve(H, W);
+  if (w.y.out == 1) w.y.stride = 1;
+  if (w.x.out == 1) w.x.stride = 1;
+  return w;
+}
+
 }  // namespace
 
 void run_delta_conv(const ConvSpec& spec, const PackedConvWeights& weights, const ConvRun& run,
                     const ParallelFor& parallel_for, RunStats* stats, const DenseItemConv* dense) {
   const KernelTable& k = weights.kernels();
-  const Window2D w = spec.window.resolve(run.height, run.width);
+  const Window2D w = engine_window(spec.window, run.height, run.width);
   const int64_t M = spec.out_channels, out_plane = w.out_pixels();
   std::vector<ActivationParams> acts(static_cast<size_t>(M));
   for (int64_t m = 0; m < M; ++m) acts[m] = spec.activation_for(m);
