@@ -19,6 +19,22 @@ except ImportError:
     sys.path.insert(0, str(REPO_ROOT / "python"))
 
 
+def pytest_sessionstart(session):
+    """Under scripts/sanitizer_check.sh, the sanitized build must be the one imported: a run against the
+    release build would pass without checking anything."""
+    if not os.environ.get("DELTAONNX_SANITIZED"):
+        return
+    import deltaonnx
+    from deltaonnx import _native
+
+    library_dir = Path(os.path.abspath(os.environ["DELTAONNX_LIBRARY_DIR"]))  # links into the build: not resolved
+    library = Path(os.path.abspath(deltaonnx.library_path()))
+    module_dir = Path(os.path.abspath(_native.__file__)).parent
+    if library.parent != library_dir or module_dir != library_dir.parent:
+        raise pytest.UsageError(f"DELTAONNX_SANITIZED: imported {library} and {_native.__file__}, "
+                                f"not the sanitized build in {library_dir}")
+
+
 @pytest.fixture
 def repo_root() -> Path:
     return REPO_ROOT

@@ -323,3 +323,58 @@ def test_oracle_from_the_ops_state_recomputes_what_the_ops_recomputed(cpu_op_lib
             for n in nodes:
                 assert n["exact_fraction"] == pytest.approx(n["fraction_same_frames"], abs=1e-12), n["name"]
             assert oracle["conv_flops_redone_exact"] == pytest.approx(oracle["conv_flops_redone_measured"])
+
+
+# ------------------------------------------------------------------ issue 17, finding 8: user mistakes, NaN outputs
+
+
+def with_dynamic_size(model: onnx.ModelProto) -> onnx.ModelProto:
+    """The model with symbolic height and width (NHWC input), so that any --size reaches ORT."""
+    dims = model.graph.input[0].type.tensor_type.shape.dim
+    dims[1].dim_param, dims[2].dim_param = "height", "width"
+    for output in model.graph.output:
+        for k, dim in enumerate(output.type.tensor_type.shape.dim):
+            if k:
+                dim.dim_param = f"{output.name}_{k}"
+    return model
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--size", "2x2"], "does not run on input input of shape [1, 2, 2, 3]"),  # smaller than the model's strides
+    (["--size", "200000x200000"], "at most 8192 per side"),
+    (["--scale", "nan"], "scale must be a finite number"),
+    (["--scale", "inf"], "scale must be a finite number"),
+    (["--mean", "1,nan,2"], "mean must be finite"),
+    (["--std", "inf"], "std must be finite"),
+])
+def test_bad_preprocessing_is_a_user_error(cpu_op_library, pnet_files, tmp_path, capsys, extra, message):
+    model, clip = pnet_files
+    dynamic = tmp_path / "dynamic.onnx"
+    onnx.save(with_dynamic_size(onnx.load(model)), dynamic)
+    code, _, stderr = run_cli(capsys, "bench", dynamic, "--video", clip, "--quiet", "--profile-frames", 0,
+                              "--warmup", 1, "--frames", 3, *extra)
+    assert code == 2, stderr
+    assert message in stderr and stderr.count("\n") == 1 and "internal error" not in stderr
+
+
+def test_nan_outputs_are_never_equal_to_dense(cpu_op_library, pnet_files):
+    """A model whose outputs are NaN (here: times a NaN constant) gives identical all-NaN outputs dense and
+    converted; bench must not call that agreement."""
+    from onnx import helper, numpy_helper
+
+    from deltaonnx.bench import BenchOptions, run_benchmark
+    from deltaonnx.video import Preprocess, read_frames
+
+    model_path, clip = pnet_files
+    model = onnx.load(model_path)
+    graph = model.graph
+    graph.initializer.append(numpy_helper.from_array(np.array(np.nan, np.float32), "not_a_number"))
+    for output in graph.output:
+        producer = next(n for n in graph.node if output.name in n.output)
+        producer.output[list(producer.output).index(output.name)] = output.name + "_number"
+        graph.node.append(helper.make_node("Mul", [output.name + "_number", "not_a_number"], [output.name]))
+    preprocess = Preprocess.for_model_input([1, 48, 64, 3])
+    result = run_benchmark(model, read_frames(clip, 4), preprocess,
+                           options=BenchOptions(warmup=1, profile_frames=0, progress=False))
+    (run,) = result["runs"]
+    assert run["equal_to_dense"] is False and run["max_rel"] == float("inf")

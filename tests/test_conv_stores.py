@@ -61,6 +61,7 @@ def check_store_paths(seed=5):
                 assert_close_nan(y2[marked], pair.run_dense(x2)[marked])
 
 
+@pytest.mark.sanitizer
 def test_store_paths_in_this_process():
     check_store_paths()
 

@@ -100,6 +100,7 @@ depthwise_cases = st.fixed_dictionaries({
 })
 
 
+@pytest.mark.sanitizer
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(depthwise_cases)
 def test_depthwise_equals_ort_conv_at_threshold_zero(case):
@@ -156,6 +157,7 @@ def check_fixed_cases(seed=7):
         check_only_recomputed_pixels_are_written(pair, rng, (1, channels, h, w))
 
 
+@pytest.mark.sanitizer
 def test_fixed_cases_in_this_process():
     check_fixed_cases()
 
@@ -184,6 +186,7 @@ def scattered_frames(rng, shape, count=8, patches=14):
     return frames
 
 
+@pytest.mark.sanitizer
 @pytest.mark.parametrize("k,stride,pad", [(3, 1, 1), (5, 1, 2), (3, 2, 1), (5, 2, 2), (3, 3, 1), (4, 2, 0)])
 def test_scattered_changes_equal_ort(rng, k, stride, pad):
     """Sparse maps of many runs per row (never densified): every frame equals ORT's Conv."""

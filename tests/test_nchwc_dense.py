@@ -55,6 +55,7 @@ def _frames(case, rng, kinds):
     return frame_sequence(rng, (n, C, 21, 34), kinds)
 
 
+@pytest.mark.sanitizer
 @needs_nchwc
 @pytest.mark.parametrize("case", QUALIFYING)
 @pytest.mark.parametrize("activation", ["", "Relu"])
@@ -75,6 +76,7 @@ def test_dense_items_equal_orts_nchwc_conv_bit_for_bit(case, activation, with_ma
         x_ref, y_prev, prev = x_ref_next, y, x
 
 
+@pytest.mark.sanitizer
 @needs_nchwc
 @pytest.mark.parametrize("activation", ["SiLU", "PRelu", "HardSwish", "Sigmoid", "Clip", "LeakyRelu", "Tanh",
                                         "Softmax"])
@@ -145,6 +147,7 @@ def test_own_engine_when_asked():
     _in_subprocess("own", "check_engine_is_own(seed=3)")
 
 
+@pytest.mark.sanitizer
 @needs_nchwc
 def test_a_wrong_weight_layout_is_caught_and_our_kernels_take_over():
     """Weights blocked in the wrong order (a test-only setting) fail the once-per-process layout check: every

@@ -168,6 +168,7 @@ def _conv_attrs(case):
     return attrs
 
 
+@pytest.mark.sanitizer
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(conv_cases)
 def test_delta_conv_equals_ort_conv_at_threshold_zero(case):
@@ -230,6 +231,7 @@ def _pool_pair(attrs, threshold=0.0, with_map=False):
     return dense, delta
 
 
+@pytest.mark.sanitizer
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.fixed_dictionaries({
     "k": st.tuples(st.integers(1, 5), st.integers(1, 5)),
@@ -271,6 +273,7 @@ def test_delta_pool_matches_reference_above_zero(rng):
         x_ref, y_prev = x_ref_next, y
 
 
+@pytest.mark.sanitizer
 def test_nan_never_hides_a_change(rng):
     """A NaN (or Inf) appearing, staying or leaving is always a change, at any threshold (rule 2)."""
     wt = rng.standard_normal((4, 3, 3, 3)).astype(np.float32)
@@ -288,6 +291,7 @@ def test_nan_never_hides_a_change(rng):
         np.testing.assert_allclose(y3, y, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.sanitizer
 def test_first_frame_empty_state_and_any_zero_dim(rng):
     wt = rng.standard_normal((4, 2, 3, 3)).astype(np.float32)
     pair = ConvPair(wt, None, dict(kernel_shape=[3, 3]))
@@ -310,6 +314,7 @@ def test_unchanged_frame_recomputes_nothing_and_keeps_output(rng):
     np.testing.assert_array_equal(xr2, xr)
 
 
+@pytest.mark.sanitizer
 @pytest.mark.parametrize("kernel, group, with_map, threads", [((3, 3), 1, False, 1), ((1, 1), 1, True, 1),
                                                               ((3, 3), 4, True, 1), ((5, 3), 2, False, 1),
                                                               ((3, 3), 1, True, 2)])
@@ -334,6 +339,7 @@ def test_channel_softmax_is_applied_once_at_each_recomputed_pixel(rng, kernel, g
         x_ref, y_prev, prev = x_ref_next, y, x
 
 
+@pytest.mark.sanitizer
 def test_batch_items_are_independent_streams(rng):
     """A change in batch item 1 recomputes nothing in batch item 0."""
     wt = rng.standard_normal((4, 2, 3, 3)).astype(np.float32)
@@ -363,6 +369,7 @@ def test_slow_drift_below_threshold_triggers_once_it_adds_up(rng):
     assert fired == [0, 0, 0, 1]
 
 
+@pytest.mark.sanitizer
 def test_dense_fraction_switches_to_full_recompute(rng):
     wt = rng.standard_normal((2, 1, 3, 3)).astype(np.float32)
     pair = ConvPair(wt, None, dict(kernel_shape=[3, 3], pads=[1] * 4), dense_fraction=0.1)
@@ -392,6 +399,7 @@ def _bind_in_place(sess, binding, feed, state, outputs=("y", "x_ref_next", "map"
     return dict(zip(outputs, binding.get_outputs()))
 
 
+@pytest.mark.sanitizer
 @pytest.mark.parametrize("threads", [1, 2])
 def test_state_bound_in_place_equals_copies(rng, threads):
     """Past and present on one buffer (IOBinding): same results as separate buffers, same buffers reused."""
@@ -412,6 +420,7 @@ def test_state_bound_in_place_equals_copies(rng, threads):
         np.testing.assert_array_equal(state["x_ref_next"].numpy(), x_ref)
 
 
+@pytest.mark.sanitizer
 def test_threads_share_a_session_with_separate_states(rng):
     """ORT calls one kernel object from several threads at once: 4 streams on 4 threads equal serial runs."""
     wt = rng.standard_normal((8, 4, 3, 3)).astype(np.float32)
@@ -437,6 +446,7 @@ def test_threads_share_a_session_with_separate_states(rng):
             np.testing.assert_array_equal(ya, yb)
 
 
+@pytest.mark.sanitizer
 def test_map_union_is_elementwise_or(rng):
     shape = (2, 1, 5, 7)
     maps = [((rng.random(shape) < 0.3) * rng.integers(1, 255)).astype(np.uint8) for _ in range(3)]
@@ -456,6 +466,7 @@ def _conv_node_model(**attrs):
                   [_vi("y"), _vi("x_ref_next"), _vi("map", TensorProto.UINT8)], [wt])
 
 
+@pytest.mark.sanitizer
 @pytest.mark.parametrize("attrs, match", [
     (dict(group=3), "group"),
     (dict(activation="Swishy"), "activation"),
@@ -477,6 +488,7 @@ def test_bad_attributes_are_refused_at_session_creation(attrs, match):
     assert "my_conv" in str(info.value)
 
 
+@pytest.mark.sanitizer
 def test_bad_pool_attributes_are_refused():
     for attrs, match in [(dict(kernel_shape=[3, 3], storage_order=1), "storage_order"),
                          (dict(kernel_shape=[3]), "kernel_shape"), (dict(kernel_shape=[3, 3], ceil_mode=2), "ceil_mode")]:
@@ -487,6 +499,7 @@ def test_bad_pool_attributes_are_refused():
                             [_vi("y"), _vi("x_ref_next"), _vi("map", TensorProto.UINT8)]))
 
 
+@pytest.mark.sanitizer
 def test_bad_inputs_give_clear_errors_not_crashes(rng):
     sess = _session(_conv_node_model(kernel_shape=[3, 3], pads=[1, 1, 1, 1]))
     x = rng.standard_normal((1, 2, 8, 8)).astype(np.float32)
@@ -508,6 +521,7 @@ def test_bad_inputs_give_clear_errors_not_crashes(rng):
     assert out[0].shape == (0, 4, 8, 8)
 
 
+@pytest.mark.sanitizer
 def test_wrong_change_map_shape_is_an_error(rng):
     pair = ConvPair(rng.standard_normal((2, 2, 3, 3)).astype(np.float32), None,
                     dict(kernel_shape=[3, 3], pads=[1] * 4), with_map=True)
@@ -516,6 +530,7 @@ def test_wrong_change_map_shape_is_an_error(rng):
         pair.run_delta(x, EMPTY, EMPTY, np.ones((1, 1, 5, 6), np.uint8))
 
 
+@pytest.mark.sanitizer
 def test_resolution_change_recomputes_everything(rng):
     pair = ConvPair(rng.standard_normal((3, 2, 3, 3)).astype(np.float32), None,
                     dict(kernel_shape=[3, 3], pads=[1] * 4))
@@ -538,6 +553,7 @@ def test_library_reports_its_simd_level():
         assert "avx512" in variants
 
 
+@pytest.mark.sanitizer
 @pytest.mark.parametrize("simd", ["scalar", "avx2", "avx512"])
 def test_every_simd_variant_matches_the_reference(rng, simd):
     """The engines behind the ORT kernels, per SIMD variant, against the numpy reference (tau > 0 and 0)."""
@@ -584,6 +600,7 @@ def _dropped_reference_model(w, attrs, threshold=0.0, with_map=True):
     return _model([node], vis, [_vi("y"), _vi("map", TensorProto.UINT8)], inits)
 
 
+@pytest.mark.sanitizer
 def test_dropped_reference_is_exact_with_a_change_map(rng):
     """No X_ref (threshold 0 behind a change map, docs/design.md#dropped-references): the map's marks are the changes, Y_prev is the
     whole state, and every frame still equals ORT's Conv; the numpy reference agrees."""
@@ -602,6 +619,7 @@ def test_dropped_reference_is_exact_with_a_change_map(rng):
         y_prev, prev = y, x
 
 
+@pytest.mark.sanitizer
 def test_dropped_reference_needs_a_map_and_threshold_zero(rng):
     w = rng.standard_normal((2, 2, 3, 3)).astype(np.float32)
     x = rng.standard_normal((1, 2, 6, 6)).astype(np.float32)

@@ -119,16 +119,19 @@ def check_nan_cases(seed=3):
             x_ref, y_prev = x_ref_next, y
 
 
+@pytest.mark.sanitizer
 @pytest.mark.parametrize("name,attrs,shape", CASES, ids=[c[0] for c in CASES])
 @pytest.mark.parametrize("with_map", [False, True])
 def test_delta_pool_fast_paths_equal_ort_maxpool(name, attrs, shape, with_map):
     run_sequence(attrs, shape, with_map, seed=len(name))
 
 
+@pytest.mark.sanitizer
 def test_nan_in_a_window_gives_nan_and_leaves_with_it():
     check_nan_cases()
 
 
+@pytest.mark.sanitizer
 def test_dense_fraction_one_keeps_partial_updates_exact(rng):
     """With dense_fraction 1 the op never falls back to whole planes: large partial updates go through the runs."""
     attrs = dict(kernel_shape=[3, 3], pads=[1, 1, 1, 1])

@@ -227,6 +227,7 @@ def test_options_with_added_providers_are_refused(cpu_op_library):
 
 # ----------------------------------------------------------------------------------------------- exactness
 
+@pytest.mark.sanitizer
 def test_exact_against_dense_over_a_sequence_with_reset_and_shape_changes(exact_session, dense_session, rng):
     base = random_frame(rng)
     moved = frame_with_patch(base, rng, 5, 9)
@@ -271,6 +272,7 @@ def test_inputs_as_ortvalue_or_non_contiguous_array(exact_session, dense_session
     np.testing.assert_allclose(features, dense(dense_session, np.ascontiguousarray(strided))[0], **EXACT)
 
 
+@pytest.mark.sanitizer
 def test_nan_frame_is_fed_as_is_and_the_stream_recovers(exact_session, dense_session, rng):
     frame = random_frame(rng)
     exact_session.run(None, {"image": frame})
@@ -301,6 +303,7 @@ def test_state_is_carried_identical_frame_recomputes_nothing(exact_session, rng)
     np.testing.assert_array_equal(features, first_features)
 
 
+@pytest.mark.sanitizer
 def test_state_is_bound_in_place_from_the_second_run(exact_session, rng):
     frame = random_frame(rng)
     exact_session.run(None, {"image": frame})
@@ -345,6 +348,7 @@ def test_non_state_outputs_are_returned_without_a_copy():
 
 # ----------------------------------------------------------------------------------------------- streams, reset
 
+@pytest.mark.sanitizer
 def test_streams_are_independent_and_reset_drops_one_or_all(exact_session, dense_session, rng):
     a, b = random_frame(rng), random_frame(rng)
     exact_session.run(None, {"image": a}, stream="a")
@@ -571,6 +575,7 @@ def test_stats_count_the_flops_of_a_dynamic_model_at_the_shapes_of_the_last_run(
 
 # ----------------------------------------------------------------------------------------------- errors
 
+@pytest.mark.sanitizer
 def test_clear_errors(exact_session, rng):
     frame = random_frame(rng)
     with pytest.raises(KeyError, match="no runs"):
@@ -590,6 +595,7 @@ def test_clear_errors(exact_session, rng):
     assert exact_session.streams() == []  # failed calls did not create streams
 
 
+@pytest.mark.sanitizer
 def test_a_failed_run_drops_the_stream_state(exact_session, rng):
     frame = random_frame(rng)
     exact_session.run(None, {"image": frame}, stream="s")
@@ -606,6 +612,7 @@ ZOO_MODELS = ("cnn1", "resnet18_like", "mobilenetv2_like", "mobilenetv3_like", "
               "nhwc_input")
 
 
+@pytest.mark.sanitizer
 @pytest.mark.parametrize("name", ZOO_MODELS)
 def test_converted_zoo_models_match_dense_through_the_session(cpu_op_library, name):
     """The converter's output runs through DeltaSession and equals dense ORT at tau = 0 on every frame."""

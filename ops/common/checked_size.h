@@ -2,7 +2,9 @@
 // attribute parsing (op_definition/), the CPU engines and the CUDA ops. A model is a file users download: no
 // attribute or tensor shape may make a buffer size wrap (docs/design.md, "Hardening").
 #pragma once
+#include <cstddef>
 #include <cstdint>
+#include <initializer_list>
 #include <limits>
 #include <stdexcept>
 #include <string>
@@ -34,6 +36,11 @@ inline int64_t checked_product(std::initializer_list<int64_t> factors, const cha
     if (!mul_fits(product, f, &product)) throw SizeOverflow(std::string("the size of ") + what + " overflows");
   }
   return product;
+}
+
+// The same as an element count (std::vector::resize and friends).
+inline size_t checked_count(std::initializer_list<int64_t> factors, const char* what) {
+  return static_cast<size_t>(checked_product(factors, what));
 }
 
 // The same as a byte count for `count` elements of T.

@@ -110,12 +110,12 @@ DELTA_HD float conv_epilogue(float sum, const float* bias, int64_t m, const Acti
   return apply_activation(act, bias != nullptr ? sum + bias[m] : sum);
 }
 
-// MaxPool of one channel plane ([y.in][x.in]) at (oy, ox): the largest tap inside the input (padding never
-// wins, -inf taps give -inf), NaN if any tap is NaN (a NaN never hides), and ORT's initial value, the lowest
-// finite float, for a window lying wholly in the padding.
+// MaxPool of one channel plane ([y.in][x.in]) at (oy, ox), as the CPU kernels' max_taps (docs/ops.md, "NaN
+// and infinities"): NaN if any tap inside the input is NaN (a NaN never hides), else the max of ORT's initial
+// value, the lowest finite float, and the taps inside the input (padding never wins; a window of -inf or wholly in
+// the padding gives the lowest float).
 DELTA_HD float max_pool_window(const float* plane, const Axis& y, const Axis& x, int64_t oy, int64_t ox) {
-  float best = -INFINITY;
-  bool read = false;
+  float best = -FLT_MAX;
   for (int64_t ky = 0; ky < y.kernel; ++ky) {
     int64_t iy = y.input_of(oy, ky);
     if (iy < 0 || iy >= y.in) continue;
@@ -125,10 +125,9 @@ DELTA_HD float max_pool_window(const float* plane, const Axis& y, const Axis& x,
       const float v = plane[iy * x.in + ix];
       if (v != v) return v;
       if (v > best) best = v;
-      read = true;
     }
   }
-  return read ? best : -FLT_MAX;
+  return best;
 }
 
 // DeltaMapUnion of one element: 1 where any input map is marked, else 0.

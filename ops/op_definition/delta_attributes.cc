@@ -2,6 +2,8 @@
 
 #include <cmath>
 
+#include "op_definition/state_decision.h"  // shape_text
+
 namespace deltaonnx {
 namespace {
 
@@ -71,6 +73,10 @@ WindowSpec DeltaConvAttributes::window_for_weights(const std::vector<int64_t>& w
 
 OutputGeometry output_geometry(const WindowSpec& window, const std::vector<int64_t>& xs, int64_t out_channels) {
   const int64_t N = xs[0], C = xs[1], H = xs[2], W = xs[3];
+  // An empty X with a non-empty Y (padding around nothing, or no channels) would leave Y and map_out unwritten:
+  // refused (ORT's Conv and MaxPool refuse an image without rows or columns; issue 17).
+  if (N > 0 && (C == 0 || H == 0 || W == 0))
+    throw UserError("X has shape " + shape_text(xs) + ": only its batch may be 0");
   const std::string error = window.check_input(H, W);
   if (!error.empty()) throw UserError(error);
   OutputGeometry g;

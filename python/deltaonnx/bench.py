@@ -608,6 +608,7 @@ def run_benchmark(model, frames: Iterable[np.ndarray], preprocess: Optional[Prep
             feed = {input_name: preprocess(frame)}
             if index == 0:
                 frame_hw = frame.shape[:2]
+                _check_model_runs(dense, feed)
                 flops = conv_flops(original, feed)
             block.append((index, frame, feed))
             kept_inputs.append(feed)
@@ -754,6 +755,22 @@ def _describe(model) -> str:
     return type(model).__name__
 
 
+def _check_model_runs(dense: ort.InferenceSession, feed: dict) -> None:
+    """The dense model on the first prepared frame: a model that cannot take the input as prepared (a --size
+    too small for its strides, say) is a problem with the options, reported as such, not a bug."""
+    from onnxruntime.capi import onnxruntime_pybind11_state as ort_errors
+
+    quiet = ort.RunOptions()
+    quiet.log_severity_level = 4  # the error is reported once, below
+    try:
+        dense.run(None, feed, quiet)
+    except (ort_errors.Fail, ort_errors.InvalidArgument, ort_errors.RuntimeException) as error:
+        (name, value), = feed.items()
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise BenchError(f"the model does not run on input {name} of shape {list(value.shape)} (check --size and "
+                         f"--resize): {reason}") from error
+
+
 def _decode(output: np.ndarray, options: BenchOptions):
     from .detections import decode_yolo
 
@@ -768,9 +785,11 @@ def _compare_outputs(run: _ConfigRun, names: list[str], dense_outputs: list, del
         if reference.shape != value.shape:
             raise BenchError(f"output {name}: the converted model gives shape {value.shape}, dense {reference.shape}")
         difference = np.abs(value - reference)
-        if not np.all(np.isfinite(difference)):  # NaN/Inf where the other has a number: the worst disagreement
-            difference = np.where(np.isfinite(difference) | (np.isnan(value) & np.isnan(reference)), difference, np.inf)
-            difference = np.nan_to_num(difference, nan=0.0)
+        if not np.all(np.isfinite(difference)):
+            # NaN on either side is never "equal" (an all-NaN output would otherwise compare equal to itself);
+            # Inf where the other has a number is the worst disagreement; the same infinity on both sides agrees.
+            same_infinity = np.isinf(reference) & (value == reference)
+            difference = np.where(same_infinity, 0.0, np.where(np.isnan(difference), np.inf, difference))
         run.output_max_abs[name] = max(run.output_max_abs[name], float(difference.max()) if difference.size else 0.0)
         run.output_sum_mean_abs[name] += float(difference.mean()) if difference.size else 0.0
         scale_key = "\0scale:" + name

@@ -68,6 +68,8 @@ def resolve_pads(in_hw, kernel_shape, strides=(1, 1), dilations=(1, 1), pads=Non
     Geometry of docs/design.md rule 4 (which input pixels an output pixel reads)."""
     if isinstance(auto_pad, bytes):
         auto_pad = auto_pad.decode()
+    if auto_pad == "":  # ORT's reading of an empty auto_pad, and the ops'
+        auto_pad = "NOTSET"
     if auto_pad not in _AUTO_PADS:
         raise ValueError(f"auto_pad must be one of {_AUTO_PADS}, got {auto_pad!r}")
     kernel_shape = _pair(kernel_shape, "kernel_shape", 1)
@@ -185,17 +187,16 @@ def conv2d(X, W, B=None, *, strides=(1, 1), pads=(0, 0, 0, 0), dilations=(1, 1),
 
 def maxpool2d(X, *, kernel_shape, strides=(1, 1), pads=(0, 0, 0, 0), dilations=(1, 1), ceil_mode=0) -> np.ndarray:
     """Dense 2-D max pooling, ONNX MaxPool semantics: padding never wins the max, ceil_mode per ONNX/ORT.
-    A window lying entirely in padding yields the lowest float32 (as ORT does). NaN propagates.
-    The pool(.) of docs/design.md rules 4-5 for DeltaPool."""
+    NaN in a window gives NaN; otherwise the max of ORT's initial value, the lowest float32, and the window's
+    inputs, so a window of -inf or lying entirely in padding gives the lowest float (docs/ops.md).
+    The pool(.) of docs/design.md#rule-4 and #rule-5 for DeltaPool."""
     X = np.asarray(X, dtype=np.float32)
     win = _Window.resolve(X.shape[-2:], kernel_shape, strides, pads, dilations, ceil_mode=ceil_mode)
     # Padding reads -inf so it never wins; NaN inputs propagate through np.maximum.
     xp = win.padded(X, -np.inf)
-    y = np.full(X.shape[:-2] + win.out_hw, -np.inf, dtype=np.float32)
+    y = np.full(X.shape[:-2] + win.out_hw, np.finfo(np.float32).min, dtype=np.float32)
     for _, _, view in win.taps(xp):
         y = np.maximum(y, view)
-    reads_input = _or_pool(np.ones(X.shape[-2:], dtype=bool), win)
-    y[..., ~reads_input] = np.finfo(np.float32).min
     return y
 
 

@@ -17,6 +17,7 @@ installed. Both are imported only when needed.
 from __future__ import annotations
 
 import importlib
+import math
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -27,6 +28,7 @@ import numpy as np
 RESIZE_MODES = ("letterbox", "resize", "none")
 COLORS = ("RGB", "BGR", "GRAY")
 LAYOUTS = ("NCHW", "NHWC")
+MAX_INPUT_SIDE = 8192  # a model input side beyond 8K video is a typo, and its frame buffer would not fit in memory
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pnm")
 
 FrameSource = Union[str, os.PathLike, Sequence[np.ndarray], np.ndarray]
@@ -77,6 +79,8 @@ def _per_channel(values, name: str) -> tuple[float, ...]:
     values = tuple(float(v) for v in values)
     if len(values) not in (1, 3):
         raise VideoError(f"{name} must hold 1 or 3 values, got {list(values)}")
+    if not all(math.isfinite(v) for v in values):
+        raise VideoError(f"{name} must be finite, got {list(values)}")
     return values
 
 
@@ -108,9 +112,13 @@ class Preprocess:
             size = tuple(int(s) for s in self.size)
             if len(size) != 2 or min(size) <= 0:
                 raise VideoError(f"size must be (height, width) with positive sides, got {self.size!r}")
+            if max(size) > MAX_INPUT_SIDE:
+                raise VideoError(f"size {size[0]}x{size[1]} is too large: at most {MAX_INPUT_SIDE} per side")
             object.__setattr__(self, "size", size)
         elif self.resize != "none":
             object.__setattr__(self, "resize", "none")  # nothing to fit the frame to
+        if not math.isfinite(self.scale):
+            raise VideoError(f"scale must be a finite number, got {self.scale}")
         mean, std = _per_channel(self.mean, "mean"), _per_channel(self.std, "std")
         if any(s == 0 for s in std):
             raise VideoError("std must not contain 0")

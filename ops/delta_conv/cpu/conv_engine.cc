@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstring>
 
+#include "common/checked_size.h"
 #include "common/delta_state.h"
 #include "delta_conv/cpu/depthwise_engine.h"
 
@@ -26,11 +27,11 @@ PackedConvWeights::PackedConvWeights(const ConvSpec& spec, const float* weights,
   mr_ = k.gemm_mr;
   row_layout_ = Mg == 1;  // one channel per group (depthwise): a row each; short panels use row-count variants
   if (row_layout_) {  // W is already [M][K] with k = (c, ky, kx)
-    data_.assign(weights, weights + spec.out_channels * depth_);
+    data_.assign(weights, weights + checked_product({spec.out_channels, depth_}, "the packed weights"));
     return;
   }
   panels_ = (Mg + mr_ - 1) / mr_;
-  data_.assign(static_cast<size_t>(spec.group * panels_ * depth_ * mr_), 0.f);
+  data_.assign(checked_count({spec.group, panels_, depth_, mr_}, "the packed weights"), 0.f);
   for (int64_t g = 0; g < spec.group; ++g)
     for (int64_t p = 0; p < panels_; ++p) {
       float* dst = data_.data() + (g * panels_ + p) * depth_ * mr_;
@@ -93,9 +94,10 @@ PhaseSplit build_phase_split(const float* src, int64_t C, const Window2D& w, con
   }
   ps.rows = (need_h + ps.sy - 1) / ps.sy;
   ps.width = (need_w + ps.sx - 1) / ps.sx;
-  ps.plane = (ps.rows + 1) * ps.width + kMaxNR;  // slack: panels at the end read past the last row
+  // slack: panels at the end read past the last row
+  ps.plane = checked_product({ps.rows + 1, ps.width}, "a stride phase") + kMaxNR;
   std::vector<float>& buffer = thread_phase_buffer();
-  buffer.resize(static_cast<size_t>(C * ps.sy * ps.sx * ps.plane));
+  buffer.resize(checked_count({C, ps.sy, ps.sx, ps.plane}, "the stride phases"));
   ps.base = buffer.data();
   parallel_for(C, [&](int64_t c) {
     const float* in = src + c * H * W;
@@ -203,10 +205,10 @@ void compute_panel(const ItemContext& ctx, const Panel& panel) {
   const int64_t Mg = spec.out_channels / spec.group, Cg = spec.in_channels_per_group;
   Scratch& s = thread_scratch();
   s.rows.resize(static_cast<size_t>(K));
-  s.tile.resize(static_cast<size_t>(k.gemm_mr * nr));
+  s.tile.resize(checked_count({k.gemm_mr, nr}, "a GEMM tile"));
   const int64_t oy = panel.p0 / width, ox = panel.p0 % width;
   const bool gathered = panel.piece_end > panel.piece_begin;
-  if (gathered) s.packed.resize(static_cast<size_t>(K * nr));
+  if (gathered) s.packed.resize(checked_count({K, nr}, "a GEMM panel"));
   // A panel within one output row with every pixel recomputed is written by the micro kernel itself
   // (bias and activation in registers); others go through the tile and store_recomputed.
   float* direct = nullptr;
@@ -423,12 +425,22 @@ void softmax_recomputed(const KernelTable& k, float* y, int64_t M, int64_t plane
   });
 }
 
+// The window as the engines use it. An axis with one output reads the same inputs whatever its stride, so its
+// stride is taken as 1: the stride phases (sy * sx planes per channel) then stay the size of the input instead
+// of growing with a stride far beyond it (up to kMaxWindowExtent, 2^16: 2^32 planes ran out of memory).
+Window2D engine_window(const WindowSpec& spec, int64_t H, int64_t W) {
+  Window2D w = spec.resolve(H, W);
+  if (w.y.out == 1) w.y.stride = 1;
+  if (w.x.out == 1) w.x.stride = 1;
+  return w;
+}
+
 }  // namespace
 
 void run_delta_conv(const ConvSpec& spec, const PackedConvWeights& weights, const ConvRun& run,
                     const ParallelFor& parallel_for, RunStats* stats, const DenseItemConv* dense) {
   const KernelTable& k = weights.kernels();
-  const Window2D w = spec.window.resolve(run.height, run.width);
+  const Window2D w = engine_window(spec.window, run.height, run.width);
   const int64_t M = spec.out_channels, out_plane = w.out_pixels();
   std::vector<ActivationParams> acts(static_cast<size_t>(M));
   for (int64_t m = 0; m < M; ++m) acts[m] = spec.activation_for(m);

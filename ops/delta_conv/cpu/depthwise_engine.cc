@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstring>
 
+#include "common/checked_size.h"
 #include "common/kernel_table.h"
 
 namespace deltaonnx {
@@ -141,12 +142,13 @@ void run_unit(const DepthwiseItem& it, int64_t c0, int64_t channels, size_t r0, 
     s.zeros.assign(static_cast<size_t>(channels), 0.f);
     bias = s.zeros.data() - c0;
   }
-  s.taps.resize(static_cast<size_t>(kh * kw));
+  s.taps.resize(checked_count({kh, kw}, "the depthwise taps"));
   const float** taps = s.taps.data();
   // Output columns [x, x_end) read phase columns [x, x_end + reach) of each phase of span columns; a channel's
   // ring takes ring_stride floats.
-  const int64_t span = Wo + reach, ring = (kh - 1) * w.y.dilation + 1, ring_stride = ring * sx * span;
-  s.phases.resize(static_cast<size_t>(channels * ring_stride));
+  const int64_t span = Wo + reach, ring = (kh - 1) * w.y.dilation + 1;
+  const int64_t ring_stride = checked_product({ring, sx, span}, "a depthwise row ring");
+  s.phases.resize(checked_count({channels, ring_stride}, "the depthwise row rings"));
   s.slots.assign(static_cast<size_t>(ring), Slot{});
   // Tap kx of a row: phase (kx*dx) % sx, (kx*dx) / sx columns on (the source row itself when sx is 1).
   s.tap_offsets.resize(static_cast<size_t>(kw));

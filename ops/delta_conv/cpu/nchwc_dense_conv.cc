@@ -7,6 +7,7 @@
 #include <cstring>
 
 #include "common/aligned_scratch.h"
+#include "common/checked_size.h"
 #include "common/kernel_table.h"
 
 namespace deltaonnx {
@@ -130,6 +131,8 @@ bool NchwcDenseConv::compute(OrtKernelContext* raw, const float* src, int64_t H,
   std::atomic<int>& state = g_layout_state[static_cast<int>(layout_)];
   int checked = state.load(std::memory_order_acquire);
   if (checked == 0) {  // first use of this layout in the process: a synthetic item, compared everywhere
+    int64_t check_h = 0, check_w = 0;
+    if (!check_item_extent(&check_h, &check_w)) return false;  // the own kernels serve this conv; another checks
     const int result = check_layout(raw) ? 1 : 2;
     int expected = 0;
     state.compare_exchange_strong(expected, result);
@@ -186,15 +189,27 @@ void NchwcDenseConv::run(OrtKernelContext* raw, const float* src, int64_t H, int
 // Runs a small synthetic item (pseudo-random input and bias, every output pixel and channel) through the
 // invoked kernels and compares it with a direct computation in double from W as given: a blocked layout that
 // differs from what this runtime's MLAS expects cannot pass.
-bool NchwcDenseConv::check_layout(OrtKernelContext* raw) const {
+bool NchwcDenseConv::check_item_extent(int64_t* H, int64_t* W) const {
+  constexpr int64_t kMaxCheckFloats = int64_t{1} << 22;  // 16 MB: far above any real conv's check item
   const WindowSpec& win = spec_.window;
-  const int64_t H = (win.kernel_h - 1) * win.dilation_h + 1 + 2 * win.stride_h;
-  const int64_t W = (win.kernel_w - 1) * win.dilation_w + 1 + 3 * win.stride_w;
-  const Window2D w = win.resolve(H, W);
+  int64_t extent = 0;
+  if (!mul_fits(win.kernel_h - 1, win.dilation_h, H) || !mul_fits(win.stride_h, 2, &extent)) return false;
+  *H += 1 + extent;
+  if (!mul_fits(win.kernel_w - 1, win.dilation_w, W) || !mul_fits(win.stride_w, 3, &extent)) return false;
+  *W += 1 + extent;
+  int64_t floats = 0;
+  return mul_fits(channels_, *H, &floats) && mul_fits(floats, *W, &floats) && floats <= kMaxCheckFloats;
+}
+
+bool NchwcDenseConv::check_layout(OrtKernelContext* raw) const {
+  int64_t H = 0, W = 0;
+  if (!check_item_extent(&H, &W)) return false;
+  const Window2D w = spec_.window.resolve(H, W);
   const int64_t Ho = w.y.out, Wo = w.x.out, C = channels_, M = spec_.out_channels;
   if (Ho < 1 || Wo < 1) return false;
   const int64_t Cg = spec_.in_channels_per_group, Mg = M / spec_.group;
-  std::vector<float> x(static_cast<size_t>(C * H * W)), bias(static_cast<size_t>(M)), y(static_cast<size_t>(M * Ho * Wo));
+  std::vector<float> x(checked_count({C, H, W}, "the layout check's input")), bias(static_cast<size_t>(M));
+  std::vector<float> y(checked_count({M, Ho, Wo}, "the layout check's output"));
   uint32_t state = 12345u;
   auto next = [&] {  // a small LCG: values in [-1, 1)
     state = state * 1664525u + 1013904223u;

@@ -50,6 +50,9 @@ class NchwcDenseConv {
   void run(OrtKernelContext* context, const float* src, int64_t H, int64_t W, const float* bias, float* y, int64_t Ho,
            int64_t Wo) const;
   bool check_layout(OrtKernelContext* context) const;
+  // The synthetic item check_layout runs ([C, H, W], two output rows and three columns), or false when this
+  // conv's window (huge strides or dilations) would make it too large to be worth allocating.
+  bool check_item_extent(int64_t* H, int64_t* W) const;
 
   ConvSpec spec_;
   int64_t block_ = 0, channels_ = 0, padded_out_ = 0;

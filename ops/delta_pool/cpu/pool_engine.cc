@@ -5,6 +5,8 @@
 #include <limits>
 #include <vector>
 
+#include "common/checked_size.h"
+
 namespace deltaonnx {
 
 static_assert(kLowestFloat == std::numeric_limits<float>::lowest(), "a window reading no input gives lowest()");
@@ -109,8 +111,8 @@ void pool_channels(const KernelTable& k, const Window2D& w, const PoolWork& work
     return;
   }
   // Row pass: buffer[c][iy][j] = max over kx of x[c][iy][input column of output x_begin + j, tap kx].
-  const int64_t span = work.span, H = ay.in, buffer_plane = H * span;
-  buffer.resize(static_cast<size_t>(channels * buffer_plane));
+  const int64_t span = work.span, H = ay.in, buffer_plane = checked_product({H, span}, "the row-pass buffer");
+  buffer.resize(checked_count({channels, buffer_plane}, "the row-pass buffer"));
   float* rows = buffer.data();
   taps.clear();
   for (int64_t kx = 0; kx < ax.kernel; ++kx) {
