@@ -15,7 +15,9 @@ from deltaonnx import DeltaSession
 from deltaonnx.calibrate import (CALIBRATION_METADATA_KEY, INNER_LEVELS, AgreementSummary, Budget,
                                  CalibrationOptions, DetectionOptions, PeriodicRefresh, calibrate,
                                  prepare_search, save_calibration, side_files)
-from deltaonnx.calibrate import _drifted, _search_segments  # noqa: PLC2701 - unit-tested helpers
+from deltaonnx.calibrate import (_drifted, _f1_out_of_reach, _search_plan,  # noqa: PLC2701 - unit-tested helpers
+                                 _search_segments, decode_boxes)
+from deltaonnx.detections import flicker
 from deltaonnx.cli import main
 from deltaonnx.convert import convert
 
@@ -113,6 +115,104 @@ def test_detections_budget_on_a_yolo_head(frames):
     assert summary.f1 >= 0.9 and summary.mean_iou >= 0.9
     assert result.calibration.within_budget
     assert result.heldout.agreement.f1 is not None
+
+
+def test_search_frames_grow_until_they_hold_the_box_minimum():
+    def scored(counts, length, offsets):  # boxes on the frames scored: all but each segment's first
+        return sum(sum(counts[o + 1:o + length]) for o in offsets)
+
+    steady = [10] * 200
+    length, offsets, boxes = _search_plan(steady, 40, 2, 1000)
+    assert (length, offsets) == (51, [0, 149]) and boxes == scored(steady, length, offsets) == 1000
+    assert scored(steady, length - 1, offsets) < 1000  # the fewest frames that hold them
+    late = [0] * 120 + [25] * 80  # the boxes arrive late: the segments grow until the last one holds them
+    length, offsets, boxes = _search_plan(late, 40, 2, 1000)
+    assert boxes == scored(late, length, offsets) >= 1000 > scored(late, length - 1, _search_segments(0, 200, 2 * (length - 1), 2)[1])
+    assert _search_plan(steady, 40, 2, 0) == (20, [0, 180], 380)  # no minimum: --search-frames
+    assert _search_plan([5] * 200, 40, 2, 1000) == (200, [0], 995)  # too few boxes: the whole range
+
+
+def test_f1_out_of_reach_is_exact():
+    # 90 found, 10 missed: F1 180/190 < 0.99 even if nothing else is left; 1000 boxes to come could lift it
+    assert _f1_out_of_reach(90, 0, 10, 0, 0.99)
+    assert not _f1_out_of_reach(90, 0, 10, 1000, 0.99)
+    assert _f1_out_of_reach(90, 0, 10, 404, 0.99) and not _f1_out_of_reach(90, 0, 10, 405, 0.99)  # 990/1000
+    assert not _f1_out_of_reach(0, 50, 50, 0, None)  # no F1 budget: never
+
+
+def test_detector_search_holds_the_box_minimum_and_drops_hopeless_candidates(frames):
+    model = zoo.with_plausible_boxes(zoo.yolov8_like())
+    detections = DetectionOptions(conf_threshold=0.25, match_iou=0.5)
+    options = CalibrationOptions(detections=detections, budget=Budget(min_f1=0.99), search_frames=4,
+                                 search_segments=2, min_boxes=60, progress=False, profile_frames=0)
+    setup = prepare_search(model, frames, frames=(0, 36), options=options)
+    assert setup.range_boxes > 60  # the clip has enough: the search frames hold the minimum, not more
+    assert setup.search_boxes == setup.runner.scored_boxes() >= 60
+    assert setup.segment_length * len(setup.segment_starts) < 36
+    exact = setup.evaluate(setup.uniform_levels(inner=0))
+    assert exact.within_budget and not exact.stopped_early and exact.agreement.f1 == 1.0
+    assert exact.agreement.reference_boxes == setup.search_boxes
+    # a candidate that finds no box (the random-weight zoo model's boxes hardly depend on the input, so no
+    # threshold breaks them: the scorer stands in for a bad candidate)
+    real_score = setup.scorer.score
+
+    def finds_nothing(reference, outputs):
+        score = real_score(reference, outputs)
+        score.false_negatives += score.true_positives
+        score.true_positives = 0
+        return score
+
+    setup.scorer.score = finds_nothing
+    hopeless = setup.evaluate(setup.uniform_levels(inner=1))
+    assert hopeless.stopped_early and not hopeless.within_budget
+    assert setup.runner.frames_skipped > 0
+    assert 0 < hopeless.agreement.reference_boxes < setup.search_boxes  # it stopped before the last frame
+    assert hopeless.agreement.frames <= 2  # out of reach after the first scored frames
+
+    too_many = prepare_search(model, frames, frames=(0, 36), options=CalibrationOptions(
+        detections=detections, budget=Budget(min_f1=0.99), search_frames=4, min_boxes=10**6, progress=False))
+    assert (too_many.segment_length, too_many.segment_starts) == (36, [0])  # the whole range, and it says so
+    assert too_many.search_boxes < 10**6
+
+
+def test_searched_thresholds_are_verified_on_the_whole_range(resnet, frames, monkeypatch):
+    """Thresholds the search passed (here: forced, the largest) that break the budget on the calibration
+    frames are backed off until the whole range keeps it."""
+    from deltaonnx import calibrate as module
+
+    def passes_anything(search):
+        levels = {n.name: (len(module.GATE_LEVELS) if n.gate else len(INNER_LEVELS)) - 1 for n in search.nodes}
+        return levels, search.evaluate(levels, "forced", "largest levels", force=True)
+
+    monkeypatch.setattr(module._Search, "run", passes_anything)
+    result = calibrate(resnet, frames, frames=(0, 24), heldout=None,
+                       options=CalibrationOptions(budget=Budget(max_error=2e-3), **QUICK))
+    assert result.search["backoffs"] >= 1
+    assert not result.search["verification"][0]["within_budget"]  # the searched levels failed on all frames
+    assert result.calibration.frames == 24 and result.calibration.within_budget
+    assert result.calibration.agreement.error <= 2e-3
+
+
+def test_detector_report_has_strict_and_margin_f1_and_dense_flicker(frames):
+    model = zoo.yolov8_like()
+    detections = DetectionOptions(conf_threshold=0.05, match_iou=0.5)
+    result = calibrate(model, frames, frames=(0, 24), heldout=None,
+                       options=CalibrationOptions(detections=detections, budget=Budget(min_f1=0.9),
+                                                  min_boxes=50, **QUICK))
+    summary = result.calibration.agreement
+    assert summary.margin_f1 is not None and summary.margin_f1 >= summary.f1 - 1e-12
+    # dense ORT's own flicker, recomputed here from its boxes on the same frames
+    import onnxruntime as ort
+    from deltaonnx.video import Preprocess
+
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    preprocess = Preprocess.for_model_input(session.get_inputs()[0].shape)
+    boxes = [decode_boxes(session.run(None, {session.get_inputs()[0].name: preprocess(f)})[0], detections).above(0.05)
+             for f in frames[:24]]
+    assert sum(map(len, boxes)) > 0
+    assert result.calibration.dense_flicker == pytest.approx(1 - flicker(boxes).f1)
+    report = result.report()
+    assert "margin F1" in report and "dense flicker" in report and "noise floor" in report
 
 
 def test_time_limit_stops_the_search_at_the_exact_baseline(resnet, frames):

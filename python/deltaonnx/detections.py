@@ -199,7 +199,8 @@ def match_with_margin(candidate: Detections, reference: Detections, conf_thresho
       conf_threshold - margin .. conf_threshold is not one);
     * a reference box scoring above conf_threshold + margin without a match is a false negative; weaker
       reference boxes left unmatched count for nothing."""
-    shown = candidate.select(candidate.scores > conf_threshold)
+    shown = candidate.above(conf_threshold)
+    reference = reference.above(conf_threshold - margin)
     pairs = _pairs(shown, reference, iou_threshold, class_aware)
     matched = np.zeros(len(reference), bool)
     matched[[j for _, j, _ in pairs]] = True
