@@ -256,6 +256,32 @@ def test_detector_report_has_strict_and_margin_f1_and_dense_flicker():
     assert stale.f1 < 0.95 and stale.margin_f1 == 1.0
 
 
+def test_the_gate_leaves_the_inner_nodes_half_the_budget():
+    """A model where the gate removes little work per unit of error and the inner nodes much: a gate climbing
+    until the budget breaks would leave the inner nodes nothing (work 0.90); with half the slack it stops at
+    error 0.02 and the inner level takes the rest."""
+    from types import SimpleNamespace
+
+    from deltaonnx.calibrate import Evaluation, NodeCalibration, SearchSetup, _Search
+
+    nodes = [NodeCalibration("gate", "g", "DeltaConv", True, 1.0, 1.0),
+             NodeCalibration("inner", "i", "DeltaConv", False, 1.0, 1.0)]
+
+    def evaluate(levels):
+        error = 0.01 * levels["gate"] + 0.005 * levels["inner"]
+        work = 1.0 - 0.02 * levels["gate"] - 0.05 * levels["inner"]
+        budget = Budget(max_error=0.05)
+        agreement = AgreementSummary(10, error, {"y": error})
+        return Evaluation(work, agreement, budget.holds(agreement), {}, 0.0)
+
+    setup = SimpleNamespace(nodes=nodes, runner=SimpleNamespace(total_flops=2.0), budget=Budget(max_error=0.05),
+                            evaluate=evaluate, taus=lambda levels: SearchSetup.taus(setup, levels))
+    levels, best = _Search(setup, lambda: False, lambda message: None).run()
+    assert levels["gate"] == 2 and best.agreement.error <= 0.05
+    assert best.work < 0.7 and levels["inner"] >= 6
+    assert Budget(0.99, 0.95, 0.1).share(0.5) == Budget(pytest.approx(0.995), pytest.approx(0.975), 0.05)
+
+
 def test_time_limit_stops_the_search_at_the_exact_baseline(resnet, frames):
     result = calibrate(resnet, frames, frames=(0, 24), heldout=None,
                        options=CalibrationOptions(time_limit=1e-3, **QUICK))
