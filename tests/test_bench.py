@@ -10,8 +10,8 @@ import numpy as np
 import onnx
 import pytest
 
-from deltaonnx.detections import (BoxAgreement, Detections, MarginBoxAgreement, box_iou, decode_yolo, flicker, match,
-                                  match_with_margin, nms)
+from deltaonnx.detections import (BoxAgreement, Detections, MarginBoxAgreement, box_iou, decode_with_margin,
+                                  decode_yolo, flicker, match, match_with_margin, nms)
 
 cv2 = pytest.importorskip("cv2")
 
@@ -179,6 +179,17 @@ def test_margin_matching_forgives_only_boxes_near_the_threshold():
     # with no margin it is the strict count
     none = match_with_margin(candidate, reference, conf_threshold=0.3, margin=0.0)
     assert (none.true_positives, none.false_positives, none.false_negatives) == (0, 3, 3)
+
+
+def test_decoding_down_to_the_margin_keeps_what_the_threshold_keeps():
+    rng = np.random.default_rng(1)
+    centres = rng.uniform(0, 64, (300, 2))
+    output = yolo_output(np.concatenate([centres, rng.uniform(4, 16, (300, 2))], axis=1), rng.random((300, 3)))
+    (strict,), (wide,) = decode_yolo(output, conf_threshold=0.5), decode_with_margin(output, 0.5)
+    assert len(wide) > len(strict) > 0 and wide.scores.min() > 0.4
+    shown = wide.above(0.5)  # NMS never lets a weaker box remove a stronger one
+    np.testing.assert_array_equal(shown.boxes, strict.boxes)
+    np.testing.assert_array_equal(shown.classes, strict.classes)
 
 
 def test_flicker_compares_each_frame_with_the_previous():

@@ -10,7 +10,8 @@ it reports:
 * ms/frame, fps and the speedup over dense ORT (means over the timed frames);
 * output agreement: per output the max and mean absolute difference to dense, and the max relative to the
   dense output's largest magnitude (`max_rel`; threshold 0 must give <= 1e-4); with `--detections yolo`, box
-  F1 / mean IoU of the delta model's boxes against dense ORT's;
+  F1 / mean IoU of the delta model's boxes against dense ORT's, the margin F1 beside it and dense ORT's own
+  box flicker between consecutive frames (deltaonnx.detections);
 * per Delta node the recomputed fraction of its output (mean and p90 over frames, from the change maps) and
   the FLOP-weighted totals: over converted convs, and over all of the model's convs (those kept dense count
   as fully recomputed) -- the "conv FLOPs to redo" of DESIGN.md;
@@ -671,12 +672,10 @@ def _describe(model) -> str:
 
 
 def _decode(output: np.ndarray, options: BenchOptions):
-    from .detections import decode_yolo
+    from .detections import decode_with_margin
 
-    from .detections import SCORE_MARGIN
-
-    return decode_yolo(output, conf_threshold=max(options.conf_threshold - SCORE_MARGIN, 0.0),
-                       iou_threshold=options.nms_iou, objectness=options.objectness)[0]
+    return decode_with_margin(output, options.conf_threshold, iou_threshold=options.nms_iou,
+                              objectness=options.objectness)[0]
 
 
 def _compare_outputs(run: _ConfigRun, names: list[str], dense_outputs: list, delta_outputs: list) -> None:

@@ -92,11 +92,6 @@ class DetectionOptions:
     objectness: bool = False
     margin: float = SCORE_MARGIN  # of the margin box F1, reported beside the strict one
 
-    @property
-    def decode_threshold(self) -> float:
-        """Boxes are decoded down to conf - margin: the margin F1 looks at them, the strict one filters."""
-        return max(self.conf_threshold - self.margin, 0.0)
-
 
 @dataclass(frozen=True)
 class Budget:
@@ -263,10 +258,10 @@ class _Scorer:
 
 def decode_boxes(output: np.ndarray, detections: DetectionOptions):
     """The boxes of one frame's output, decoded down to conf - margin."""
-    from .detections import decode_yolo
+    from .detections import decode_with_margin
 
-    return decode_yolo(output, conf_threshold=detections.decode_threshold, iou_threshold=detections.nms_iou,
-                       objectness=detections.objectness)[0]
+    return decode_with_margin(output, detections.conf_threshold, detections.margin,
+                              iou_threshold=detections.nms_iou, objectness=detections.objectness)[0]
 
 
 def dense_flicker(shown: Sequence, match_iou: float) -> Optional[float]:

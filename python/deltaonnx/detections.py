@@ -148,6 +148,14 @@ def decode_yolo(output: np.ndarray, *, conf_threshold: float = 0.25, iou_thresho
     return results
 
 
+def decode_with_margin(output: np.ndarray, conf_threshold: float, margin: float = SCORE_MARGIN,
+                       **options) -> list[Detections]:
+    """decode_yolo down to conf_threshold - margin: what the margin F1 compares; `.above(conf_threshold)` of
+    each gives exactly what decode_yolo at conf_threshold keeps (NMS never lets a weaker box remove a
+    stronger one)."""
+    return decode_yolo(output, conf_threshold=max(conf_threshold - margin, 0.0), **options)
+
+
 @dataclass
 class Match:
     """The outcome of matching one image's candidate boxes against its reference boxes."""
@@ -286,5 +294,5 @@ def flicker(boxes: list[Detections], iou_threshold: float = 0.5, class_aware: bo
     return agreement
 
 
-__all__ = ["SCORE_MARGIN", "BoxAgreement", "Detections", "MarginBoxAgreement", "Match", "box_iou", "cxcywh_to_xyxy", "decode_yolo",
+__all__ = ["SCORE_MARGIN", "BoxAgreement", "Detections", "MarginBoxAgreement", "Match", "box_iou", "cxcywh_to_xyxy", "decode_with_margin", "decode_yolo",
            "flicker", "match", "match_with_margin", "nms"]
