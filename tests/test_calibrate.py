@@ -126,7 +126,8 @@ def test_search_frames_grow_until_they_hold_the_box_minimum():
     assert scored(steady, length - 1, offsets) < 1000  # the fewest frames that hold them
     late = [0] * 120 + [25] * 80  # the boxes arrive late: the segments grow until the last one holds them
     length, offsets, boxes = _search_plan(late, 40, 2, 1000)
-    assert boxes == scored(late, length, offsets) >= 1000 > scored(late, length - 1, _search_segments(0, 200, 2 * (length - 1), 2)[1])
+    shorter = _search_segments(0, 200, 2 * (length - 1), 2)[1]
+    assert boxes == scored(late, length, offsets) >= 1000 > scored(late, length - 1, shorter)
     assert _search_plan(steady, 40, 2, 0) == (20, [0, 180], 380)  # no minimum: --search-frames
     assert _search_plan([5] * 200, 40, 2, 1000) == (200, [0], 995)  # too few boxes: the whole range
 

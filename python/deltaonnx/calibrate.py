@@ -28,7 +28,8 @@ it, but a good value differs from layer to layer. This module finds them:
 The budget: for detectors (`detections="yolo"`) box F1 and mean IoU of matched boxes against dense; for any
 model the mean absolute output error relative to the output's spread (standard deviation of the dense output),
 the worst output counting. Beside the (strict) box F1 the report gives the margin F1 and dense ORT's own box
-flicker between consecutive frames (see deltaonnx.detections). `calibrate()` is the library entry point; `add_command` registers the CLI.
+flicker between consecutive frames (see deltaonnx.detections). `calibrate()` is the library entry point;
+`add_command` registers the CLI.
 """
 from __future__ import annotations
 
@@ -1013,7 +1014,8 @@ def _read_search_frames(source: FrameSource, frames: tuple[int, int], preprocess
 
 def _check_range_length(start: int, stop: int, seen: int) -> None:
     if seen < 2:
-        raise CalibrationError(f"the calibration range {start}:{stop} holds {seen} frame(s) of the clip; need at least 2")
+        raise CalibrationError(f"the calibration range {start}:{stop} holds {seen} frame(s) of the clip; "
+                               "need at least 2")
 
 
 def _boxes_output_index(names: Sequence[str], detections: DetectionOptions) -> int:

@@ -294,5 +294,5 @@ def flicker(boxes: list[Detections], iou_threshold: float = 0.5, class_aware: bo
     return agreement
 
 
-__all__ = ["SCORE_MARGIN", "BoxAgreement", "Detections", "MarginBoxAgreement", "Match", "box_iou", "cxcywh_to_xyxy", "decode_with_margin", "decode_yolo",
-           "flicker", "match", "match_with_margin", "nms"]
+__all__ = ["SCORE_MARGIN", "BoxAgreement", "Detections", "MarginBoxAgreement", "Match", "box_iou", "cxcywh_to_xyxy",
+           "decode_with_margin", "decode_yolo", "flicker", "match", "match_with_margin", "nms"]
