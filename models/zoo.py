@@ -434,6 +434,25 @@ def nhwc_input(hw=(48, 64), batch=1) -> onnx.ModelProto:
     return _build("nhwc_input", tuple(hw), batch)
 
 
+def with_plausible_boxes(model: onnx.ModelProto) -> onnx.ModelProto:
+    """yolov8_like has random weights, so its raw boxes are tiny and often inverted. Scale its output so the
+    boxes look like detections (12x12 px, centres spread over the image, some scores above 0.25) and move
+    with the input, as a trained detector's do. For bench and calibrate tests; not a BUILDERS entry."""
+    import numpy as np
+    from onnx import helper, numpy_helper
+
+    graph = model.graph
+    raw = graph.output[0].name
+    graph.node[-1].output[0] = raw + "_raw"
+    scale = np.array([300, 300, 0, 0, 10, 10], np.float32).reshape(1, 6, 1)
+    offset = np.array([32, 32, 12, 12, 0.2, 0.2], np.float32).reshape(1, 6, 1)
+    graph.initializer.extend([numpy_helper.from_array(scale, "box_scale"),
+                              numpy_helper.from_array(offset, "box_offset")])
+    graph.node.extend([helper.make_node("Mul", [raw + "_raw", "box_scale"], [raw + "_scaled"]),
+                       helper.make_node("Add", [raw + "_scaled", "box_offset"], [raw])])
+    return model
+
+
 BUILDERS = {
     "resnet18_like": resnet18_like,
     "mobilenetv2_like": mobilenetv2_like,

@@ -10,7 +10,8 @@ import numpy as np
 import onnx
 import pytest
 
-from deltaonnx.detections import BoxAgreement, Detections, box_iou, decode_yolo, match, nms
+from deltaonnx.detections import (BoxAgreement, Detections, MarginBoxAgreement, box_iou, decode_with_margin,
+                                  decode_yolo, flicker, match, match_with_margin, nms)
 
 cv2 = pytest.importorskip("cv2")
 
@@ -84,29 +85,13 @@ def write_clip(path, model_hw, n_frames=10, layout="NCHW"):
     return write_video(path, images, codec="FFV1")
 
 
-def with_plausible_boxes(model: onnx.ModelProto) -> onnx.ModelProto:
-    """The zoo's YOLO has random weights, so its raw boxes are tiny and often inverted. Scale its output so the
-    boxes look like detections (12x12 px, centres spread over the image, some scores above 0.25)."""
-    from onnx import helper, numpy_helper
-
-    graph = model.graph
-    raw = graph.output[0].name
-    graph.node[-1].output[0] = raw + "_raw"
-    scale = np.array([300, 300, 0, 0, 10, 10], np.float32).reshape(1, 6, 1)
-    offset = np.array([32, 32, 12, 12, 0.2, 0.2], np.float32).reshape(1, 6, 1)
-    graph.initializer.extend([numpy_helper.from_array(scale, "box_scale"), numpy_helper.from_array(offset, "box_offset")])
-    graph.node.extend([helper.make_node("Mul", [raw + "_raw", "box_scale"], [raw + "_scaled"]),
-                       helper.make_node("Add", [raw + "_scaled", "box_offset"], [raw])])
-    return model
-
-
 @pytest.fixture(scope="module")
 def yolo_files(tmp_path_factory):
     import zoo
 
     folder = tmp_path_factory.mktemp("bench_yolo")
     model = folder / "yolo.onnx"
-    onnx.save(with_plausible_boxes(zoo.yolov8_like((64, 64))), model)
+    onnx.save(zoo.with_plausible_boxes(zoo.yolov8_like((64, 64))), model)
     return model, write_clip(folder / "clip.avi", (64, 96), n_frames=10)
 
 
@@ -178,6 +163,51 @@ def test_sweeps_give_one_row_per_value_and_a_plot(cpu_op_library, yolo_files, tm
     assert stdout.count("deltaonnx ") >= 4
 
 
+def test_margin_matching_forgives_only_boxes_near_the_threshold():
+    """conf 0.3, margin 0.1: a missed dense box counts above 0.4; a shown delta box (> 0.3) is no false positive
+    when it matches a dense box above 0.2."""
+    def box(k):  # far apart, one per k
+        return [100 * k, 0, 100 * k + 10, 10]
+
+    reference = Detections([box(0), box(1), box(2), box(3), box(4)], [0.45, 0.35, 0.25, 0.15, 0.9], [0] * 5)
+    candidate = Detections([box(2), box(3), box(4), box(5), box(6)], [0.5, 0.5, 0.29, 0.5, 0.25], [0] * 5)
+    result = match_with_margin(candidate, reference, conf_threshold=0.3, margin=0.1)
+    # box 0 (0.45) missed: counts; box 1 (0.35) missed: forgiven; box 2 matched by a shown box: true positive;
+    # shown box 3 matches a dense box of 0.15 only (below 0.2): false positive; box 4 (0.9) found only at 0.29,
+    # not shown: missed; shown box 5 has no dense box: false positive; box 6 is not shown: nothing
+    assert (result.true_positives, result.false_positives, result.false_negatives) == (1, 2, 2)
+    strict = match(candidate.above(0.3), reference.above(0.3))  # box 2 of 0.25 is not a dense box at 0.3
+    assert (strict.true_positives, strict.false_positives, strict.false_negatives) == (0, 3, 3)
+    agreement = MarginBoxAgreement(conf_threshold=0.3, margin=0.1)
+    agreement.add(candidate, reference)
+    assert agreement.f1 == pytest.approx(2 * 1 / (2 * 1 + 2 + 2))
+    assert agreement.as_dict()["margin"] == 0.1
+    # with no margin it is the strict count
+    none = match_with_margin(candidate, reference, conf_threshold=0.3, margin=0.0)
+    assert (none.true_positives, none.false_positives, none.false_negatives) == (0, 3, 3)
+
+
+def test_decoding_down_to_the_margin_keeps_what_the_threshold_keeps():
+    rng = np.random.default_rng(1)
+    centres = rng.uniform(0, 64, (300, 2))
+    output = yolo_output(np.concatenate([centres, rng.uniform(4, 16, (300, 2))], axis=1), rng.random((300, 3)))
+    (strict,), (wide,) = decode_yolo(output, conf_threshold=0.5), decode_with_margin(output, 0.5)
+    assert len(wide) > len(strict) > 0 and wide.scores.min() > 0.4
+    shown = wide.above(0.5)  # NMS never lets a weaker box remove a stronger one
+    np.testing.assert_array_equal(shown.boxes, strict.boxes)
+    np.testing.assert_array_equal(shown.classes, strict.classes)
+
+
+def test_flicker_compares_each_frame_with_the_previous():
+    a, b = [0, 0, 10, 10], [50, 50, 60, 60]
+    frames = [Detections([a, b], [0.9, 0.9], [0, 0]), Detections([a, b], [0.9, 0.8], [0, 0]),
+              Detections([a], [0.9], [0]), Detections([a], [0.9], [1])]  # b disappears, then a changes class
+    steady = flicker(frames)
+    assert (steady.true_positives, steady.false_positives, steady.false_negatives) == (3, 1, 2)
+    assert steady.frames == 3 and 1 - steady.f1 == pytest.approx(1 - 6 / 9)
+    assert flicker(frames[:1]).frames == 0 and flicker(frames[:1]).f1 == 1.0
+
+
 def test_yolo_boxes_against_dense_and_change_map_pictures(cpu_op_library, yolo_files, tmp_path, capsys):
     model, clip = yolo_files
     out, maps = tmp_path / "boxes.json", tmp_path / "maps"
@@ -189,6 +219,12 @@ def test_yolo_boxes_against_dense_and_change_map_pictures(cpu_op_library, yolo_f
     boxes = run["detections"]
     assert boxes["frames"] == 10 and boxes["reference_boxes"] > 0
     assert boxes["f1"] >= 0.95  # threshold 0: the same outputs give the same boxes
+    assert run["detections_margin"]["f1"] >= boxes["f1"]  # forgives more, never less
+    assert run["detections_margin"]["reference_boxes"] <= boxes["reference_boxes"] + boxes["false_positives"] + 99
+    flicker_counts = json.loads(out.read_text())["dense"]["box_flicker_counts"]
+    assert flicker_counts["frames"] == 9  # consecutive pairs of 10 frames
+    assert json.loads(out.read_text())["dense"]["box_flicker"] == pytest.approx(1 - flicker_counts["f1"])
+    assert "dense ORT's own box flicker" in stdout and "margin F1" in stdout
     assert run["ideal_speedup"] is None  # --profile-frames 0: no dense profile, no bound
     assert run["dense_fallback_frames"] == 0  # --no-fallback: every frame ran the Delta ops
     pictures = sorted(maps.glob("*.png"))

