@@ -7,6 +7,7 @@ converter's ConversionError) for problems the user can fix, which `main` prints 
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import math
 import os
@@ -333,13 +334,14 @@ def add_triton_command(subparsers, common: argparse.ArgumentParser) -> None:
 
 
 def run_triton(args: argparse.Namespace) -> int:
+    from .convert import convert
     from .serving.triton_repository import RepositoryError, write_triton_repository
 
     model_path = existing_model_path(args.model)
     conversion = _conversion_kwargs(args)
-    defaults = {"threshold": 0.0, "inner_threshold": 0.0, "thresholds": None, "all_nodes": False,
-                "dense_fraction": 0.5}
-    changed = {k: v for k, v in conversion.items() if v != defaults[k]}
+    # Only the options given differently from convert's own defaults (one definition: its signature).
+    defaults = {k: p.default for k, p in inspect.signature(convert).parameters.items() if p.default is not p.empty}
+    changed = {k: v for k, v in conversion.items() if k not in defaults or v != defaults[k]}
     max_sequences = args.max_sequences or (8 if args.backend == "python" else 1)
     try:
         written = write_triton_repository(
