@@ -16,6 +16,7 @@ std::string ConvSpec::validate() const {
   if (out_channels < 1 || out_channels % group != 0) return "group must divide the output channels of W";
   if (!(threshold >= 0.f) || !std::isfinite(threshold)) return "threshold must be finite and >= 0";
   if (!(dense_fraction >= 0.f) || !(dense_fraction <= 1.f)) return "dense_fraction must be in [0, 1]";
+  if (gate.block_rule && gate.tau != threshold) return "the block gate's threshold must be the node's threshold";
   const size_t np = activation_params.size();
   switch (activation) {
     case Activation::kLeakyRelu:
@@ -475,7 +476,7 @@ void run_delta_conv(const ConvSpec& spec, const PackedConvWeights& weights, cons
   std::vector<uint8_t> in_flags, scratch;
   ItemWork work;
   for (int64_t n = 0; n < run.batch; ++n) {
-    const ItemPlan item = plan_item(run, n, spec.threshold, &k, w, spec.dense_fraction, M, in_flags, scratch, stats,
+    const ItemPlan item = plan_item(run, n, spec.threshold, block_rule_of(spec.gate), &k, w, spec.dense_fraction, M, in_flags, scratch, stats,
                                     parallel_for);
     const InputState& st = item.input;
     uint8_t* out_flags = item.out_flags;
