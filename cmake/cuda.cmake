@@ -9,9 +9,15 @@ set(_delta_root ${CMAKE_CURRENT_LIST_DIR}/..)
 option(DELTAONNX_CUDA_EMULATION "Also build deltaonnx_ops_cuda_emulated (tests only, never installed)" OFF)
 if(DELTAONNX_CUDA_EMULATION)
   add_library(deltaonnx_ops_cuda_emulated SHARED
-    ${_delta_root}/ops/cuda_common/cuda_registration.cc
+    ${_delta_root}/ops/registration.cc
+    ${_delta_root}/ops/op_definition/attribute_reader.cc
+    ${_delta_root}/ops/op_definition/delta_attributes.cc
+  ${_delta_root}/ops/delta_gate/gate_engine.cc
+    ${_delta_root}/ops/delta_gate/gate_engine.cc
+    ${_delta_root}/ops/op_definition/ort_tensors.cc
+    ${_delta_root}/ops/common/window_spec.cc
     ${_delta_root}/ops/cuda_common/ort_support.cc
-    ${_delta_root}/ops/cuda_common/window_attributes.cc
+    ${_delta_root}/ops/cuda_common/device_run.cc
     ${_delta_root}/ops/cuda_common/delta_pipeline.cc
     ${_delta_root}/ops/cuda_common/host/emulated_launch.cc
     ${_delta_root}/ops/delta_conv/cuda/delta_conv_cuda_op.cc
@@ -20,7 +26,7 @@ if(DELTAONNX_CUDA_EMULATION)
   # The stand-in cuda_runtime_api.h comes first; the real CUDA headers are never on this target's path.
   target_include_directories(deltaonnx_ops_cuda_emulated PRIVATE
     ${_delta_root}/ops/cuda_common/host/emulated_cuda ${_delta_root}/ops ${DELTAONNX_ORT_INCLUDE})
-  target_compile_definitions(deltaonnx_ops_cuda_emulated PRIVATE ORT_API_MANUAL_INIT DELTAONNX_CUDA_HOST_EMULATION=1)
+  target_compile_definitions(deltaonnx_ops_cuda_emulated PRIVATE ORT_API_MANUAL_INIT DELTAONNX_CUDA_HOST_EMULATION=1 DELTAONNX_CUDA_LIBRARY=1)
   target_compile_options(deltaonnx_ops_cuda_emulated PRIVATE -O2)
   set_target_properties(deltaonnx_ops_cuda_emulated PROPERTIES CXX_VISIBILITY_PRESET hidden VISIBILITY_INLINES_HIDDEN ON)
   if(NOT APPLE)
@@ -68,9 +74,14 @@ enable_language(CUDA)
 find_package(CUDAToolkit REQUIRED)
 
 add_library(deltaonnx_ops_cuda SHARED
-  ${_delta_root}/ops/cuda_common/cuda_registration.cc
+  ${_delta_root}/ops/registration.cc
+  ${_delta_root}/ops/op_definition/attribute_reader.cc
+  ${_delta_root}/ops/op_definition/delta_attributes.cc
+  ${_delta_root}/ops/delta_gate/gate_engine.cc
+  ${_delta_root}/ops/op_definition/ort_tensors.cc
+  ${_delta_root}/ops/common/window_spec.cc
   ${_delta_root}/ops/cuda_common/ort_support.cc
-  ${_delta_root}/ops/cuda_common/window_attributes.cc
+  ${_delta_root}/ops/cuda_common/device_run.cc
   ${_delta_root}/ops/cuda_common/delta_pipeline.cc
   ${_delta_root}/ops/cuda_common/pipeline_kernels.cu
   ${_delta_root}/ops/delta_conv/cuda/delta_conv_cuda_op.cc
@@ -91,7 +102,7 @@ set_target_properties(deltaonnx_ops_cuda PROPERTIES
   VISIBILITY_INLINES_HIDDEN ON
   POSITION_INDEPENDENT_CODE ON)
 target_include_directories(deltaonnx_ops_cuda PRIVATE ${_delta_root}/ops ${DELTAONNX_ORT_INCLUDE})
-target_compile_definitions(deltaonnx_ops_cuda PRIVATE ORT_API_MANUAL_INIT)
+target_compile_definitions(deltaonnx_ops_cuda PRIVATE ORT_API_MANUAL_INIT DELTAONNX_CUDA_LIBRARY=1)
 target_compile_options(deltaonnx_ops_cuda PRIVATE $<$<COMPILE_LANGUAGE:CXX>:-O3> $<$<COMPILE_LANGUAGE:CUDA>:-O3>)
 target_link_libraries(deltaonnx_ops_cuda PRIVATE CUDA::cudart_static)
 if(NOT APPLE)

@@ -1,48 +1,65 @@
-// The CPU op library's entry point: ORT calls RegisterCustomOps when a session registers the library.
-// One table lists every op of the domain.
+// The entry point of both op libraries: ORT calls RegisterCustomOps when a session registers one of them.
+// One table lists each op of the domain com.deltaonnx with its CPU and its CUDA kernel; the CPU library
+// (libdeltaonnx_ops.so) registers the first column, the CUDA library (libdeltaonnx_ops_cuda.so, built with
+// DELTAONNX_CUDA_LIBRARY) the second. Both declare the op through op_definition/op_schemas.h.
+//
+// A session registers one library, not both: ORT refuses the same domain from two ("Domain already set").
 #include <onnxruntime_cxx_api.h>
 
 #include <mutex>
 #include <vector>
 
+#include "op_definition/op_schemas.h"
+
+#if defined(DELTAONNX_CUDA_LIBRARY)
+#include "delta_conv/cuda/delta_conv_cuda_op.h"
+#include "delta_pool/cuda/delta_pool_cuda_op.h"
+#include "map_union/cuda/map_union_cuda_op.h"
+#define DELTAONNX_KERNEL(cpu, cuda) cuda
+#define DELTAONNX_LIBRARY_NAME "libdeltaonnx_ops_cuda"
+#else
 #include "delta_conv/cpu/delta_conv_kernel.h"
 #include "delta_pool/cpu/delta_pool_kernel.h"
 #include "map_union/map_union_kernel.h"
+#define DELTAONNX_KERNEL(cpu, cuda) cpu
+#define DELTAONNX_LIBRARY_NAME "libdeltaonnx_ops"
+#endif
 
 namespace {
 
-constexpr const char* kDomain = "com.deltaonnx";
-constexpr uint32_t kApiVersion = 21;  // what the headers (1.21) define; works on newer runtimes
+// ORT 1.21's API, the headers the libraries are built against; any newer ORT serves it.
+constexpr uint32_t kOrtApiVersion = 21;
 
-const deltaonnx::DeltaConvOp kDeltaConv;
-const deltaonnx::DeltaPoolOp kDeltaPool;
-const deltaonnx::MapUnionOp kMapUnion;
+//                    op               CPU kernel                 CUDA kernel
+const DELTAONNX_KERNEL(deltaonnx::DeltaConvOp, deltaonnx::cuda::DeltaConvCudaOp) kDeltaConv;
+const DELTAONNX_KERNEL(deltaonnx::DeltaPoolOp, deltaonnx::cuda::DeltaPoolCudaOp) kDeltaPool;
+const DELTAONNX_KERNEL(deltaonnx::MapUnionOp, deltaonnx::cuda::MapUnionCudaOp) kMapUnion;
 const OrtCustomOp* const kOps[] = {&kDeltaConv, &kDeltaPool, &kMapUnion};
 
-// Domains must outlive every session that uses them.
-std::vector<Ort::CustomOpDomain>& domains() {
-  static std::vector<Ort::CustomOpDomain> all;
-  return all;
-}
+// Domains must outlive every session that used them, so they live as long as the library.
 std::mutex domains_mutex;
+std::vector<Ort::CustomOpDomain>& registered_domains() {
+  static auto* domains = new std::vector<Ort::CustomOpDomain>();
+  return *domains;
+}
 
 }  // namespace
 
 extern "C" __attribute__((visibility("default"))) OrtStatus* ORT_API_CALL
 RegisterCustomOps(OrtSessionOptions* options, const OrtApiBase* api_base) {
-  const OrtApi* api = api_base->GetApi(kApiVersion);
+  const OrtApi* api = api_base->GetApi(kOrtApiVersion);
   if (api == nullptr) {
+    // Too old an ORT to serve API 21: report it through the oldest API, which every ORT has.
     const OrtApi* oldest = api_base->GetApi(1);
-    return oldest->CreateStatus(ORT_FAIL, "deltaonnx needs ONNX Runtime 1.21 or newer (C API version 21)");
+    return oldest->CreateStatus(ORT_FAIL, DELTAONNX_LIBRARY_NAME " needs ONNX Runtime 1.21 or newer (C API version 21)");
   }
   Ort::InitApi(api);
   try {
-    Ort::CustomOpDomain domain{kDomain};
+    Ort::CustomOpDomain domain(deltaonnx::kDomain);
     for (const OrtCustomOp* op : kOps) domain.Add(op);
-    Ort::UnownedSessionOptions session_options(options);
-    session_options.Add(domain);
+    Ort::UnownedSessionOptions(options).Add(domain);
     std::lock_guard<std::mutex> lock(domains_mutex);
-    domains().push_back(std::move(domain));
+    registered_domains().push_back(std::move(domain));
   } catch (const Ort::Exception& e) {
     return api->CreateStatus(e.GetOrtErrorCode(), e.what());
   } catch (const std::exception& e) {

@@ -64,3 +64,15 @@ def check_under_simd(simd: str, module: str, call: str) -> None:
                           env=dict(os.environ, DELTAONNX_SIMD=simd), cwd=tests_dir, capture_output=True, text=True,
                           timeout=900)
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+
+
+@pytest.fixture(scope="session")
+def emulated_cuda_library(tmp_path_factory) -> str:
+    """libdeltaonnx_ops_cuda_emulated.so: the CUDA library's host code with its kernels run by the host
+    emulation, registered for ORT's CPU provider (tests/cuda_build.py); built once per test session."""
+    import cuda_build
+
+    try:
+        return str(cuda_build.build(tmp_path_factory.mktemp("cuda_emulated"), with_cuda=False).emulated_library)
+    except RuntimeError as error:
+        pytest.fail(str(error))

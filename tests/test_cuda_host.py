@@ -22,6 +22,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 import cuda_build
+from delta_op_models import conv_model, pool_model
 from deltaonnx import reference as ref
 
 DOMAIN = "com.deltaonnx"
@@ -98,24 +99,6 @@ def test_device_code_for_every_architecture(built, cuda_library):
         symbols = cuda_build.cuobjdump_kernels(cuobjdump, Path(cuda_library), sm)
         for kernel in cuda_build.KERNEL_NAMES:
             assert kernel in symbols, f"{kernel} has no sm_{sm} code"
-
-
-def conv_model(attrs: dict, *, W, B=None, with_map=False, with_map_out=True, name="delta_conv_0") -> onnx.ModelProto:
-    inputs = ["X", "W", "B" if B is not None else "", "X_ref", "Y_prev"] + (["map_in"] if with_map else [])
-    outputs = ["Y", "X_ref_next"] + (["map_out"] if with_map_out else [])
-    node = helper.make_node("DeltaConv", inputs, outputs, domain=DOMAIN, name=name, **attrs)
-    graph_inputs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in ("X", "X_ref", "Y_prev")]
-    if with_map:
-        graph_inputs.append(helper.make_tensor_value_info("map_in", TensorProto.UINT8, None))
-    graph_outputs = [helper.make_tensor_value_info("Y", TensorProto.FLOAT, None),
-                     helper.make_tensor_value_info("X_ref_next", TensorProto.FLOAT, None)]
-    if with_map_out:
-        graph_outputs.append(helper.make_tensor_value_info("map_out", TensorProto.UINT8, None))
-    initializers = [numpy_helper.from_array(W, "W")] + ([numpy_helper.from_array(B, "B")] if B is not None else [])
-    graph = helper.make_graph([node], "delta_conv", graph_inputs, graph_outputs, initializer=initializers)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid(DOMAIN, 1)])
-    model.ir_version = 10
-    return model
 
 
 def test_ort_registers_the_ops_for_the_cuda_provider_only(cuda_library):
@@ -540,21 +523,6 @@ POOL_CASES = [
     dict(kernel_shape=[3, 2], strides=[2, 1], pads=[2, 0, 0, 1], dilations=[2, 1], ceil_mode=1, threshold=0.05),
     dict(kernel_shape=[3, 3], strides=[2, 2], auto_pad="SAME_UPPER", dense_fraction=0.2),
 ]
-
-
-def pool_model(attrs, *, with_map=False) -> onnx.ModelProto:
-    inputs = ["X", "X_ref", "Y_prev"] + (["map_in"] if with_map else [])
-    node = helper.make_node("DeltaPool", inputs, ["Y", "X_ref_next", "map_out"], domain=DOMAIN, name="delta_pool_0", **attrs)
-    graph_inputs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in ("X", "X_ref", "Y_prev")]
-    if with_map:
-        graph_inputs.append(helper.make_tensor_value_info("map_in", TensorProto.UINT8, None))
-    graph = helper.make_graph([node], "delta_pool", graph_inputs,
-                              [helper.make_tensor_value_info("Y", TensorProto.FLOAT, None),
-                               helper.make_tensor_value_info("X_ref_next", TensorProto.FLOAT, None),
-                               helper.make_tensor_value_info("map_out", TensorProto.UINT8, None)])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid(DOMAIN, 1)])
-    model.ir_version = 10
-    return model
 
 
 @pytest.mark.parametrize("case_index", range(len(POOL_CASES)))

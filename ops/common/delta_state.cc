@@ -4,6 +4,7 @@
 #include <cstring>
 
 #include "common/change_map.h"
+#include "common/delta_rules.h"
 #include "common/kernel_table.h"
 
 namespace deltaonnx {
@@ -162,7 +163,7 @@ int64_t plan_recompute(const uint8_t* in_flags, int64_t changed_inputs, bool has
   int64_t recompute = 0;
   if (has_state && changed_inputs > 0) recompute = or_pool_mask(in_flags, w, out_flags, scratch);
   else std::memset(out_flags, 0, static_cast<size_t>(out_plane));
-  if (!has_state || recompute > dense_fraction * static_cast<double>(out_plane)) {
+  if (!has_state || recompute_densely(recompute, out_plane, dense_fraction)) {  // the dense rule, as on CUDA
     std::memset(out_flags, 1, static_cast<size_t>(out_plane));
     recompute = out_plane;
   }

@@ -11,7 +11,7 @@ size_t aligned(size_t bytes) { return (bytes + 255) / 256 * 256; }
 }  // namespace
 
 size_t pipeline_scratch_bytes(const DeltaTensors& t) {
-  if (t.x_ref == nullptr) return 0;
+  if (!t.has_state) return 0;
   const size_t plane = static_cast<size_t>(t.y_axis.in * t.x_axis.in);
   const size_t out_plane = static_cast<size_t>(t.y_axis.out * t.x_axis.out);
   const size_t n = static_cast<size_t>(t.batch);
@@ -34,9 +34,9 @@ PixelList enqueue_delta_pipeline(const DeltaTensors& t, void* scratch, cudaStrea
     return *error == cudaSuccess;
   };
 
-  if (t.x_ref == nullptr) {  // rule 1: everything changed, every item dense
+  if (!t.has_state) {  // rule 1: everything changed, every item dense
     const size_t bytes = static_cast<size_t>(t.batch * t.channels * plane) * sizeof(float);
-    if (bytes > 0 && !step(cudaMemcpyAsync(t.x_ref_next, t.x, bytes, cudaMemcpyDeviceToDevice, stream), "X_ref_next copy")) {
+    if (bytes > 0 && t.x_ref_next != nullptr && !step(cudaMemcpyAsync(t.x_ref_next, t.x, bytes, cudaMemcpyDeviceToDevice, stream), "X_ref_next copy")) {
       return list;
     }
     const size_t map_bytes = static_cast<size_t>(t.batch * out_plane);
@@ -53,8 +53,8 @@ PixelList enqueue_delta_pipeline(const DeltaTensors& t, void* scratch, cudaStrea
 
   ChangeStep change;
   change.x = t.x;
-  change.x_ref = t.x_ref;
-  change.x_ref_next = t.x_ref_next;
+  change.x_ref = t.reference_dropped ? nullptr : t.x_ref;
+  change.x_ref_next = t.reference_dropped ? nullptr : t.x_ref_next;
   change.map_in = t.map_in;
   change.changed = changed;
   change.batch = t.batch;

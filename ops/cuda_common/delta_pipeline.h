@@ -14,11 +14,13 @@ namespace deltaonnx {
 namespace cuda {
 
 struct DeltaTensors {
+  bool has_state = false;            // rule 1 (op_definition/state_decision.h)
+  bool reference_dropped = false;    // no X_ref kept: map_in's marks are the changed pixels (tau 0)
   const float* x = nullptr;
-  const float* x_ref = nullptr;      // nullptr: no usable state (rule 1)
+  const float* x_ref = nullptr;      // with state and a kept reference
   const float* y_prev = nullptr;     // read only with state; may equal y
   const uint8_t* map_in = nullptr;   // nullptr: compare every pixel
-  float* x_ref_next = nullptr;       // may equal x_ref
+  float* x_ref_next = nullptr;       // may equal x_ref; nullptr when the reference is dropped
   float* y = nullptr;
   uint8_t* map_out = nullptr;
   int64_t batch = 0, channels = 0;   // N, C of X
@@ -26,6 +28,9 @@ struct DeltaTensors {
   Axis y_axis, x_axis;               // the op's window over H and W
   float tau = 0.f, dense_fraction = 0.5f;
 };
+
+// What recomputed outputs are computed from (rule 4): X_ref_next, or X itself when the reference is dropped.
+inline const float* recompute_source(const DeltaTensors& t) { return t.reference_dropped ? t.x : t.x_ref_next; }
 
 // Device scratch the pipeline needs for a batch: the change mask, per-item counts and pixel lists.
 size_t pipeline_scratch_bytes(const DeltaTensors& t);

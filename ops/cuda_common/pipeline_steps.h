@@ -25,8 +25,9 @@ constexpr int kWarpSize = 32;
 // ---- change step --------------------------------------------------------------------------------------------
 struct ChangeStep {
   const float* x = nullptr;       // [N][C][H*W]
-  const float* x_ref = nullptr;   // [N][C][H*W]
-  float* x_ref_next = nullptr;    // [N][C][H*W], may be x_ref (bound in place)
+  const float* x_ref = nullptr;   // [N][C][H*W]; nullptr: the reference is dropped (tau 0 with a map), the
+                                  // map's marks are the changed pixels and nothing is compared or moved
+  float* x_ref_next = nullptr;    // [N][C][H*W], may be x_ref (bound in place); nullptr when dropped
   const uint8_t* map_in = nullptr;  // [N][H*W] or nullptr: compare every pixel
   uint8_t* changed = nullptr;     // [N][H*W] out: 1 where the pixel changed
   int64_t batch = 0, channels = 0, plane = 0;
@@ -37,6 +38,7 @@ struct ChangeStep {
 // Rule 2 for thread `index` = n*plane + p: a pixel that the map leaves unmarked is not compared.
 DELTA_HD bool change_step_detect(const ChangeStep& s, int64_t index) {
   if (s.map_in != nullptr && s.map_in[index] == 0) return false;
+  if (s.x_ref == nullptr) return true;  // dropped reference: marked means changed
   const int64_t n = index / s.plane, p = index - n * s.plane;
   const int64_t item = n * s.channels * s.plane;
   return pixel_changed(s.x + item, s.x_ref + item, s.channels, s.plane, p, s.tau);
@@ -44,6 +46,7 @@ DELTA_HD bool change_step_detect(const ChangeStep& s, int64_t index) {
 
 // Rule 3 for the same thread, given its rule-2 verdict.
 DELTA_HD void change_step_update(const ChangeStep& s, int64_t index, bool changed) {
+  if (s.x_ref == nullptr) return;  // dropped reference: nothing to move
   const int64_t n = index / s.plane, p = index - n * s.plane;
   const int64_t item = n * s.channels * s.plane;
   update_reference_pixel(s.x + item, s.x_ref + item, s.x_ref_next + item, s.channels, s.plane, p, changed);

@@ -1,28 +1,23 @@
-// DeltaMapUnion: the elementwise OR of change maps of one shape, where maps meet (residual Add, Concat).
+// DeltaMapUnion for ORT's CPU execution provider: the elementwise OR of change maps of one shape, where maps
+// meet (residual Add, Concat). The op as op_definition/ declares it for every provider.
 #pragma once
 #include <onnxruntime_cxx_api.h>
 
-#include <string>
+#include "op_definition/op_schemas.h"
 
 namespace deltaonnx {
 
-class MapUnionKernel {
+class MapUnionKernel : public SchemaKernel<kMapUnionSchema> {
  public:
-  MapUnionKernel(const OrtApi& api, const OrtKernelInfo* info);
-  OrtStatusPtr ComputeV2(OrtKernelContext* context);
+  explicit MapUnionKernel(const OrtKernelInfo* info) : SchemaKernel(info) {}
+  OrtStatusPtr ComputeV2(OrtKernelContext* context) {
+    return guarded([&] { compute(context); });
+  }
 
  private:
-  std::string node_;
+  void compute(OrtKernelContext* context) const;
 };
 
-struct MapUnionOp : Ort::CustomOpBase<MapUnionOp, MapUnionKernel, true> {
-  OrtStatusPtr CreateKernelV2(const OrtApi& api, const OrtKernelInfo* info, void** kernel) const;
-  const char* GetName() const { return "DeltaMapUnion"; }
-  size_t GetInputTypeCount() const { return 1; }
-  ONNXTensorElementDataType GetInputType(size_t) const { return ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT8; }
-  OrtCustomOpInputOutputCharacteristic GetInputCharacteristic(size_t) const { return INPUT_OUTPUT_VARIADIC; }
-  size_t GetOutputTypeCount() const { return 1; }
-  ONNXTensorElementDataType GetOutputType(size_t) const { return ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT8; }
-};
+struct MapUnionOp : SchemaOp<MapUnionOp, MapUnionKernel, kMapUnionSchema> {};
 
 }  // namespace deltaonnx

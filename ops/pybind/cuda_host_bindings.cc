@@ -11,10 +11,10 @@
 #include <string>
 #include <vector>
 
-#include "cuda_common/conv_activation.h"
+#include "common/conv_activation.h"
+#include "common/window_spec.h"
 #include "cuda_common/host/host_emulation.h"
 #include "delta_gate/gate_engine.h"
-#include "cuda_common/window_axis.h"
 
 namespace py = pybind11;
 
@@ -57,17 +57,13 @@ struct Window {
 Window make_window(int64_t in_h, int64_t in_w, const std::vector<int64_t>& kernel, const std::vector<int64_t>& strides,
                    const std::vector<int64_t>& pads, const std::vector<int64_t>& dilations, const std::string& auto_pad,
                    bool ceil_mode) {
-  require(kernel.size() == 2 && strides.size() == 2 && dilations.size() == 2 && pads.size() == 4,
-          "kernel_shape/strides/dilations need 2 values and pads 4");
-  PadMode mode = PadMode::kNotSet;
-  require(parse_pad_mode(auto_pad.c_str(), &mode), "unknown auto_pad '" + auto_pad + "'");
-  for (int64_t v : kernel) require(v >= 1, "kernel_shape must be >= 1");
-  for (int64_t v : strides) require(v >= 1, "strides must be >= 1");
-  for (int64_t v : dilations) require(v >= 1, "dilations must be >= 1");
-  for (int64_t v : pads) require(v >= 0, "pads must be >= 0");
+  WindowSpec spec;
+  const std::string error = window_from_lists(kernel, strides, pads, dilations, auto_pad, ceil_mode, &spec);
+  require(error.empty(), error);
+  const Window2D resolved = spec.resolve(in_h, in_w);
   Window w;
-  w.y = resolve_window_axis(in_h, kernel[0], strides[0], dilations[0], pads[0], pads[2], mode, ceil_mode);
-  w.x = resolve_window_axis(in_w, kernel[1], strides[1], dilations[1], pads[1], pads[3], mode, ceil_mode);
+  w.y = resolved.y;
+  w.x = resolved.x;
   return w;
 }
 

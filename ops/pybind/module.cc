@@ -16,6 +16,7 @@
 #include "delta_conv/cpu/conv_engine.h"
 #include "delta_pool/cpu/pool_engine.h"
 #include "delta_gate/gate_engine.h"
+#include "op_definition/state_decision.h"
 
 #if defined(DELTAONNX_CUDA_HOST_BINDINGS)
 void bind_cuda_host(pybind11::module_& m);
@@ -53,50 +54,31 @@ ParallelFor threads_for(int threads) {
 
 std::vector<int64_t> shape_of(const py::array& a) { return std::vector<int64_t>(a.shape(), a.shape() + a.ndim()); }
 
-bool empty_state(const py::array& a) {
-  for (py::ssize_t i = 0; i < a.ndim(); ++i)
-    if (a.shape(i) == 0) return true;
-  return a.ndim() == 0;
-}
 
 WindowSpec make_window(std::vector<int64_t> kernel, std::vector<int64_t> strides, std::vector<int64_t> pads,
                        std::vector<int64_t> dilations, const std::string& auto_pad, bool ceil_mode) {
-  if (kernel.size() != 2 || strides.size() != 2 || pads.size() != 4 || dilations.size() != 2)
-    throw std::invalid_argument("kernel_shape/strides/dilations need 2 values and pads 4");
   WindowSpec w;
-  w.kernel_h = kernel[0];
-  w.kernel_w = kernel[1];
-  w.stride_h = strides[0];
-  w.stride_w = strides[1];
-  w.dilation_h = dilations[0];
-  w.dilation_w = dilations[1];
-  for (int i = 0; i < 4; ++i) w.pads[i] = pads[i];
-  if (!parse_auto_pad(auto_pad, &w.auto_pad)) throw std::invalid_argument("unknown auto_pad " + auto_pad);
-  w.ceil_mode = ceil_mode;
-  std::string e = w.validate();
+  const std::string e = window_from_lists(kernel, strides, pads, dilations, auto_pad, ceil_mode, &w);
   if (!e.empty()) throw std::invalid_argument(e);
   return w;
 }
 
-// Rule 1 as the ORT kernels apply it (see read_state_inputs): x_ref None means the reference is dropped.
+// Rule 1 as the ORT kernels apply it (op_definition/state_decision.h): x_ref None means the reference is dropped.
 struct StateFlags {
   bool has_state = false, dropped = false;
 };
 StateFlags state_flags(const FloatArray& x, const std::optional<FloatArray>& x_ref, const FloatArray& y_prev,
                        const std::optional<ByteArray>& map_in, const std::vector<int64_t>& ys, float threshold) {
-  StateFlags f;
-  const std::vector<int64_t> xs = shape_of(x);
-  if (map_in && shape_of(*map_in) != std::vector<int64_t>{xs[0], 1, xs[2], xs[3]})
-    throw std::invalid_argument("map_in must be [N,1,H,W]");
-  f.dropped = !x_ref.has_value();
-  if (f.dropped) {
-    if (!map_in || threshold != 0.f) throw std::invalid_argument("without x_ref a map_in and threshold 0 are needed");
-    f.has_state = !empty_state(y_prev) && shape_of(y_prev) == ys;
-    return f;
-  }
-  f.has_state = !empty_state(*x_ref) && shape_of(*x_ref) == xs;
-  if (f.has_state && shape_of(y_prev) != ys) throw std::invalid_argument("Y_prev does not have the output's shape");
-  return f;
+  StateShapes shapes;
+  shapes.x = shape_of(x);
+  shapes.y = ys;
+  shapes.x_ref_given = x_ref.has_value();
+  if (x_ref) shapes.x_ref = shape_of(*x_ref);
+  shapes.y_prev = shape_of(y_prev);
+  shapes.map_given = map_in.has_value();
+  if (map_in) shapes.map = shape_of(*map_in);
+  const StateDecision d = decide_state(shapes, threshold);  // std::invalid_argument -> ValueError
+  return StateFlags{d.has_state, d.reference_dropped};
 }
 
 void fill_run(DeltaRun& run, const FloatArray& x, const std::optional<FloatArray>& x_ref, const FloatArray& y_prev,
@@ -149,8 +131,9 @@ py::tuple delta_conv(FloatArray x, FloatArray w, std::optional<FloatArray> b, st
   spec.group = group;
   spec.out_channels = w.shape(0);
   spec.in_channels_per_group = w.shape(1);
-  if (!parse_activation(activation, &spec.activation)) throw std::invalid_argument("unknown activation " + activation);
-  spec.activation_params = activation_params;
+  std::string activation_error;
+  if (!resolve_conv_activation(activation, activation_params, &spec.activation, &activation_error))
+    throw std::invalid_argument(activation_error);
   spec.threshold = threshold;
   spec.dense_fraction = dense_fraction;
   spec.gate = inner_gate(gate, threshold, gate_block, gate_hard);

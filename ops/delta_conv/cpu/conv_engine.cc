@@ -12,51 +12,12 @@ namespace deltaonnx {
 std::string ConvSpec::validate() const {
   std::string window_error = window.validate();
   if (!window_error.empty()) return window_error;
-  if (group < 1) return "group must be positive";
-  if (out_channels < 1 || out_channels % group != 0) return "group must divide the output channels of W";
-  if (!(threshold >= 0.f) || !std::isfinite(threshold)) return "threshold must be finite and >= 0";
-  if (!(dense_fraction >= 0.f) || !(dense_fraction <= 1.f)) return "dense_fraction must be in [0, 1]";
+  if (group < 1) return "attribute 'group' must be positive";
+  if (out_channels < 1 || out_channels % group != 0) return "attribute 'group' must divide the output channels of W";
+  if (!(threshold >= 0.f) || !std::isfinite(threshold)) return "attribute 'threshold' must be finite and >= 0";
+  if (!(dense_fraction >= 0.f) || !(dense_fraction <= 1.f)) return "attribute 'dense_fraction' must lie in [0, 1]";
   if (gate.block_rule && gate.tau != threshold) return "the block gate's threshold must be the node's threshold";
-  const size_t np = activation_params.size();
-  switch (activation) {
-    case Activation::kLeakyRelu:
-      if (np > 1) return "activation_params of LeakyRelu is [alpha]";
-      break;
-    case Activation::kClip:
-      if (np != 0 && np != 2) return "activation_params of Clip is [min, max]";
-      if (np == 2 && !(activation_params[0] <= activation_params[1])) return "Clip needs min <= max";
-      break;
-    case Activation::kHardSigmoid:
-      if (np != 0 && np != 2) return "activation_params of HardSigmoid is [alpha, beta]";
-      break;
-    case Activation::kPRelu:
-      if (np != 1 && static_cast<int64_t>(np) != out_channels)
-        return "activation_params of PRelu needs 1 or M (output channels) slopes";
-      break;
-    default:
-      if (np != 0) return "this activation takes no activation_params";
-  }
-  return "";
-}
-
-ActivationParams ConvSpec::activation_for(int64_t m) const {
-  ActivationParams p;
-  p.kind = is_channel_activation(activation) ? Activation::kNone : activation;  // applied per pixel afterwards
-  const auto& ap = activation_params;
-  switch (activation) {
-    case Activation::kLeakyRelu: p.a = ap.empty() ? 0.01f : ap[0]; break;
-    case Activation::kClip:
-      p.a = ap.empty() ? -INFINITY : ap[0];
-      p.b = ap.empty() ? INFINITY : ap[1];
-      break;
-    case Activation::kHardSigmoid:
-      p.a = ap.empty() ? 0.2f : ap[0];
-      p.b = ap.empty() ? 0.5f : ap[1];
-      break;
-    case Activation::kPRelu: p.a = ap.size() == 1 ? ap[0] : ap[m]; break;
-    default: break;
-  }
-  return p;
+  return activation.check_channels(out_channels);
 }
 
 PackedConvWeights::PackedConvWeights(const ConvSpec& spec, const float* weights, const KernelTable& k)
@@ -484,7 +445,7 @@ void run_delta_conv(const ConvSpec& spec, const PackedConvWeights& weights, cons
     const int64_t recompute = item.recompute;
     if (recompute == 0) continue;
     compute_item(spec, weights, run, w, st, out_flags, y, recompute, acts, parallel_for, dense, work);
-    if (is_channel_activation(spec.activation))
+    if (spec.activation.channel_softmax())
       softmax_recomputed(k, y, M, out_plane, out_flags, recompute, parallel_for, work.runs);
   }
 }

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "common/activation.h"
+#include "common/conv_activation.h"
 #include "common/change_map.h"
 #include "common/delta_state.h"
 #include "common/window_spec.h"
@@ -21,8 +22,7 @@ struct ConvSpec {
   int64_t out_channels = 0;          // M
   int64_t in_channels_per_group = 0; // C / group
   int64_t group = 1;
-  Activation activation = Activation::kNone;
-  std::vector<float> activation_params;
+  ConvActivation activation;          // resolved once (common/conv_activation.h), as on every provider
   float threshold = 0.f;
   float dense_fraction = 0.5f;
   // The change rule of the threshold: the pixel rule, or the block rule (GateSpec::make("block", threshold, ...)).
@@ -30,8 +30,8 @@ struct ConvSpec {
 
   // Empty when valid, else what is wrong (attribute names as in the ONNX node).
   std::string validate() const;
-  // The activation resolved for output channel m (PRelu slopes differ per channel).
-  ActivationParams activation_for(int64_t m) const;
+  // The per-element activation of output channel m (PRelu slopes differ per channel).
+  ActivationParams activation_for(int64_t m) const { return activation.for_channel(m); }
 };
 
 // Weights laid out for the micro kernels: per group, panels of gemm_mr output channels, each [K][gemm_mr]

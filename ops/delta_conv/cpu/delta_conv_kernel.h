@@ -1,43 +1,36 @@
-// DeltaConv for ORT's CPU execution provider: reads and checks the node's attributes once (errors name the
-// node and the attribute), packs constant weights once, and runs the engine on each call. The kernel object
-// is immutable after creation: ORT may call Compute from several threads at once.
+// DeltaConv for ORT's CPU execution provider: the op as op_definition/ declares it for every provider, with a
+// kernel that packs constant weights once and runs the CPU engine on each call. The kernel object is
+// immutable after creation: ORT may call Compute from several threads at once.
 #pragma once
 #include <onnxruntime_cxx_api.h>
 
 #include <memory>
-#include <string>
 
 #include "delta_conv/cpu/conv_engine.h"
 #include "delta_conv/cpu/nchwc_dense_conv.h"
+#include "op_definition/delta_attributes.h"
+#include "op_definition/op_schemas.h"
 
 namespace deltaonnx {
 
-class DeltaConvKernel {
+class DeltaConvKernel : public SchemaKernel<kDeltaConvSchema> {
  public:
-  DeltaConvKernel(const OrtApi& api, const OrtKernelInfo* info);
-  OrtStatusPtr ComputeV2(OrtKernelContext* context);
+  explicit DeltaConvKernel(const OrtKernelInfo* info);
+  OrtStatusPtr ComputeV2(OrtKernelContext* context) {
+    return guarded([&] { compute(context); });
+  }
 
  private:
-  void compute(OrtKernelContext* context);
+  void compute(OrtKernelContext* context) const;
+  // The engine's spec for weights of shape w_shape (throws UserError when they do not fit the attributes).
+  ConvSpec spec_for(const std::vector<int64_t>& w_shape) const;
 
-  std::string node_;
-  ConvSpec spec_;               // out/in channels filled from W (at creation when W is constant)
-  bool spec_from_weights_ = false;
-  std::unique_ptr<PackedConvWeights> packed_;  // when W is a constant initializer
-  std::unique_ptr<NchwcDenseConv> dense_;       // ORT's NCHWc Conv for items recomputed everywhere, if usable
+  DeltaConvAttributes attributes_;
+  ConvSpec spec_;                              // when W is a constant initializer
+  std::unique_ptr<PackedConvWeights> packed_;  // W packed once when constant
+  std::unique_ptr<NchwcDenseConv> dense_;      // ORT's NCHWc Conv for items recomputed everywhere, if usable
 };
 
-struct DeltaConvOp : Ort::CustomOpBase<DeltaConvOp, DeltaConvKernel, true> {
-  OrtStatusPtr CreateKernelV2(const OrtApi& api, const OrtKernelInfo* info, void** kernel) const;
-  const char* GetName() const { return "DeltaConv"; }
-  size_t GetInputTypeCount() const { return 6; }
-  ONNXTensorElementDataType GetInputType(size_t index) const;
-  OrtCustomOpInputOutputCharacteristic GetInputCharacteristic(size_t index) const;
-  size_t GetOutputTypeCount() const { return 3; }
-  ONNXTensorElementDataType GetOutputType(size_t index) const;
-  OrtCustomOpInputOutputCharacteristic GetOutputCharacteristic(size_t index) const {
-    return index == 1 ? INPUT_OUTPUT_OPTIONAL : INPUT_OUTPUT_REQUIRED;  // X_ref_next: absent when dropped
-  }
-};
+struct DeltaConvOp : SchemaOp<DeltaConvOp, DeltaConvKernel, kDeltaConvSchema> {};
 
 }  // namespace deltaonnx

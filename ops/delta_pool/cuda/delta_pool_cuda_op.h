@@ -1,55 +1,32 @@
-// DeltaPool (MaxPool) for ORT's CUDAExecutionProvider: the custom op (docs/ops.md) and its kernel.
+// DeltaPool (MaxPool) for ORT's CUDAExecutionProvider: the op as op_definition/ declares it for every
+// provider, with a kernel that runs the shared device pipeline and the max-pool step.
 #pragma once
-#include <string>
-
 #include <onnxruntime_cxx_api.h>
 
 #include "cuda_common/ort_support.h"
-#include "cuda_common/window_attributes.h"
+#include "op_definition/delta_attributes.h"
+#include "op_definition/op_schemas.h"
 
 namespace deltaonnx {
 namespace cuda {
 
-class DeltaPoolCudaKernel {
+class DeltaPoolCudaKernel : public SchemaKernel<kDeltaPoolSchema> {
  public:
-  explicit DeltaPoolCudaKernel(const OrtKernelInfo* info);
+  explicit DeltaPoolCudaKernel(const OrtKernelInfo* info)
+      : SchemaKernel(info), attributes_(read_delta_pool_attributes(AttributeReader(info))) {
+    refuse_block_gate(attributes_.knobs, "CUDA");
+  }
   OrtStatusPtr ComputeV2(OrtKernelContext* context) {
-    return status_of([&] { Compute(context); });
+    return guarded([&] { compute(context); });
   }
 
  private:
-  void Compute(OrtKernelContext* context) const;
-  [[noreturn]] void fail(const std::string& what) const;
-
-  std::string node_;
-  WindowAttributes window_;
+  void compute(OrtKernelContext* context) const;
+  DeltaPoolAttributes attributes_;
 };
 
-struct DeltaPoolCudaOp : Ort::CustomOpBase<DeltaPoolCudaOp, DeltaPoolCudaKernel, /*WithStatus=*/true> {
-  OrtStatusPtr CreateKernelV2(const OrtApi& /*api*/, const OrtKernelInfo* info, void** kernel) const {
-    return status_of([&] { *kernel = new DeltaPoolCudaKernel(info); });
-  }
-  const char* GetName() const { return "DeltaPool"; }
+struct DeltaPoolCudaOp : SchemaOp<DeltaPoolCudaOp, DeltaPoolCudaKernel, kDeltaPoolSchema> {
   const char* GetExecutionProviderType() const { return kExecutionProvider; }
-
-  // X, X_ref, Y_prev, map_in (optional)
-  size_t GetInputTypeCount() const { return 4; }
-  ONNXTensorElementDataType GetInputType(size_t index) const {
-    return index == 3 ? ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT8 : ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT;
-  }
-  OrtCustomOpInputOutputCharacteristic GetInputCharacteristic(size_t index) const {
-    return index == 3 ? OrtCustomOpInputOutputCharacteristic::INPUT_OUTPUT_OPTIONAL
-                      : OrtCustomOpInputOutputCharacteristic::INPUT_OUTPUT_REQUIRED;
-  }
-  // Y, X_ref_next, map_out (optional)
-  size_t GetOutputTypeCount() const { return 3; }
-  ONNXTensorElementDataType GetOutputType(size_t index) const {
-    return index == 2 ? ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT8 : ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT;
-  }
-  OrtCustomOpInputOutputCharacteristic GetOutputCharacteristic(size_t index) const {
-    return index == 2 ? OrtCustomOpInputOutputCharacteristic::INPUT_OUTPUT_OPTIONAL
-                      : OrtCustomOpInputOutputCharacteristic::INPUT_OUTPUT_REQUIRED;
-  }
 };
 
 }  // namespace cuda

@@ -1,0 +1,106 @@
+#include "op_definition/delta_attributes.h"
+
+#include <cmath>
+
+namespace deltaonnx {
+namespace {
+
+std::string list_text(const std::vector<int64_t>& v) {
+  std::string s = "[";
+  for (size_t i = 0; i < v.size(); ++i) s += (i ? "," : "") + std::to_string(v[i]);
+  return s + "]";
+}
+
+// The attributes Conv and MaxPool share, with the kernel given (kernel_shape is read by the caller).
+WindowSpec read_window(const AttributeReader& a, const std::vector<int64_t>& kernel, bool ceil_mode) {
+  WindowSpec w;
+  const std::string error =
+      window_from_lists(kernel, a.get_ints("strides", {1, 1}), a.get_ints("pads", {0, 0, 0, 0}),
+                        a.get_ints("dilations", {1, 1}), a.get_string("auto_pad", "NOTSET"), ceil_mode, &w);
+  if (!error.empty()) a.fail(error);
+  return w;
+}
+
+DeltaKnobs read_knobs(const AttributeReader& a) {
+  DeltaKnobs k;
+  k.threshold = a.get_float("threshold", 0.f);
+  if (!std::isfinite(k.threshold) || k.threshold < 0.f)
+    a.fail("attribute 'threshold' must be finite and >= 0, got " + std::to_string(k.threshold));
+  k.dense_fraction = a.get_float("dense_fraction", 0.5f);
+  if (!(k.dense_fraction >= 0.f && k.dense_fraction <= 1.f))
+    a.fail("attribute 'dense_fraction' must lie in [0, 1], got " + std::to_string(k.dense_fraction));
+  const std::string rule = a.get_string("gate", "pixel");
+  const std::string error = GateSpec::make(rule, k.threshold, a.get_int("gate_block", kDefaultGateBlock),
+                                           a.get_float("gate_hard", -1.f), &k.gate);
+  if (!error.empty()) a.fail(rule == "pixel" || rule == "block" ? "attribute " + error : "attribute 'gate': " + error);
+  if (!k.gate.block_rule) k.gate = pixel_rule(k.threshold);
+  return k;
+}
+
+}  // namespace
+
+void refuse_block_gate(const DeltaKnobs& knobs, const char* provider) {
+  if (knobs.gate.block_rule)
+    throw UserError(std::string("attribute 'gate' = \"block\" is not implemented by the ") + provider +
+                    " library (only \"pixel\"); run this node on the CPU library or convert with the pixel rule");
+}
+
+DeltaConvAttributes read_delta_conv_attributes(const AttributeReader& a) {
+  DeltaConvAttributes c;
+  c.kernel_given = a.has("kernel_shape");
+  // Without kernel_shape the window is validated with a 1x1 kernel now and with W's kernel at run time.
+  c.window = read_window(a, c.kernel_given ? a.get_ints("kernel_shape", {}) : std::vector<int64_t>{1, 1}, false);
+  c.group = a.get_int("group", 1);
+  if (c.group < 1 || c.group > kMaxSpatialExtent) a.fail("attribute 'group' must be >= 1, got " + std::to_string(c.group));
+  std::string error;
+  if (!resolve_conv_activation(a.get_string("activation", ""), a.get_floats("activation_params", {}), &c.activation, &error))
+    a.fail(error);
+  c.knobs = read_knobs(a);
+  return c;
+}
+
+WindowSpec DeltaConvAttributes::window_for_weights(const std::vector<int64_t>& ws) const {
+  if (ws.size() != 4) throw UserError("W must be 4-D [M, C/group, kH, kW], got " + list_text(ws));
+  for (int64_t d : ws)
+    if (d < 1) throw UserError("W must have no empty dimension, got " + list_text(ws));
+  if (kernel_given && (ws[2] != window.kernel_h || ws[3] != window.kernel_w))
+    throw UserError("attribute 'kernel_shape' " + list_text({window.kernel_h, window.kernel_w}) + " disagrees with W " +
+                    list_text(ws));
+  if (ws[0] % group != 0)
+    throw UserError("attribute 'group' (" + std::to_string(group) + ") must divide W's " + std::to_string(ws[0]) +
+                    " output channels");
+  const std::string slopes = activation.check_channels(ws[0]);
+  if (!slopes.empty()) throw UserError(slopes);
+  WindowSpec w = window;
+  w.kernel_h = ws[2];
+  w.kernel_w = ws[3];
+  const std::string error = w.validate();
+  if (!error.empty()) throw UserError(error + " (W " + list_text(ws) + ")");
+  checked_product({ws[0], ws[1], ws[2], ws[3]}, "W");
+  return w;
+}
+
+OutputGeometry output_geometry(const WindowSpec& window, const std::vector<int64_t>& xs, int64_t out_channels) {
+  const int64_t N = xs[0], C = xs[1], H = xs[2], W = xs[3];
+  const std::string error = window.check_input(H, W);
+  if (!error.empty()) throw UserError(error);
+  OutputGeometry g;
+  g.window = window.resolve(H, W);
+  g.shape = {N, out_channels, g.window.y.out, g.window.x.out};
+  checked_product({N, C, H, W}, "X");
+  checked_product({N, out_channels, g.window.y.out, g.window.x.out}, "Y");
+  return g;
+}
+
+DeltaPoolAttributes read_delta_pool_attributes(const AttributeReader& a) {
+  DeltaPoolAttributes p;
+  if (!a.has("kernel_shape")) a.fail("attribute 'kernel_shape' is required");
+  const int64_t ceil_mode = a.get_int("ceil_mode", 0);
+  if (ceil_mode != 0 && ceil_mode != 1) a.fail("attribute 'ceil_mode' must be 0 or 1");
+  p.window = read_window(a, a.get_ints("kernel_shape", {}), ceil_mode == 1);
+  if (a.get_int("storage_order", 0) != 0) a.fail("attribute 'storage_order' must be 0 (DeltaPool has no Indices output)");
+  p.knobs = read_knobs(a);
+  return p;
+}
+
+}  // namespace deltaonnx

@@ -1,0 +1,56 @@
+// The attributes of DeltaConv and DeltaPool (docs/ops.md), read and validated once when a kernel is created,
+// the same way for the CPU and the CUDA library: bounds on every window extent (common/checked_size.h),
+// type-strict reading (attribute_reader.h), one activation resolution (common/conv_activation.h).
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "common/conv_activation.h"
+#include "common/delta_state.h"
+#include "common/window_spec.h"
+#include "op_definition/attribute_reader.h"
+
+namespace deltaonnx {
+
+// threshold, dense_fraction and the change rule of the threshold, which every Delta op has.
+struct DeltaKnobs {
+  float threshold = 0.f;       // tau >= 0, finite
+  float dense_fraction = 0.5f; // in [0, 1]
+  // gate ("pixel": rule 2, the default | "block": rule 2b), gate_block (k), gate_hard (< 0: the default).
+  GateSpec gate = pixel_rule();
+};
+
+// The CUDA library has no block rule in its change step: a node asking for it is refused when the session is
+// created (never run by the pixel rule instead). Throws UserError naming the attribute.
+void refuse_block_gate(const DeltaKnobs& knobs, const char* provider);
+
+struct DeltaConvAttributes {
+  WindowSpec window;           // kernel_h/kernel_w: kernel_shape, or W's when the attribute is absent
+  bool kernel_given = false;   // kernel_shape was given (it must then agree with W)
+  int64_t group = 1;
+  ConvActivation activation;
+  DeltaKnobs knobs;
+
+  // The window for weights W of shape [M, C/group, kH, kW], checked against the attributes: kernel_shape
+  // agrees with W, group divides M, PRelu's slopes fit M. Throws UserError.
+  WindowSpec window_for_weights(const std::vector<int64_t>& w_shape) const;
+};
+
+struct DeltaPoolAttributes {
+  WindowSpec window;
+  DeltaKnobs knobs;
+};
+
+// The window over X of shape xs [N, C, H, W] and the output shape [N, out_channels, Ho, Wo], checked for every
+// op the same way: the input fits the window, X's and Y's sizes are overflow-checked products. Throws UserError.
+struct OutputGeometry {
+  Window2D window;
+  std::vector<int64_t> shape;
+};
+OutputGeometry output_geometry(const WindowSpec& window, const std::vector<int64_t>& xs, int64_t out_channels);
+
+DeltaConvAttributes read_delta_conv_attributes(const AttributeReader& attributes);
+DeltaPoolAttributes read_delta_pool_attributes(const AttributeReader& attributes);
+
+}  // namespace deltaonnx

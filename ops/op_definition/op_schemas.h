@@ -1,0 +1,111 @@
+// The signature of every op of the domain com.deltaonnx (docs/ops.md), written once: input and output slots with
+// their types and whether a node may leave them out. The CPU and the CUDA library declare their ops through
+// SchemaOp, so both accept exactly the same nodes; they differ only in the kernel and the execution provider.
+#pragma once
+#include <onnxruntime_cxx_api.h>
+
+#include <cstddef>
+
+#include "op_definition/attribute_reader.h"
+#include "op_definition/op_status.h"
+
+namespace deltaonnx {
+
+constexpr const char* kDomain = "com.deltaonnx";
+
+enum class SlotKind { kRequired, kOptional, kVariadic };
+
+struct TensorSlot {
+  const char* name;
+  ONNXTensorElementDataType type;
+  SlotKind kind;
+};
+
+struct OpSchema {
+  const char* name;
+  const TensorSlot* inputs;
+  size_t num_inputs;
+  const TensorSlot* outputs;
+  size_t num_outputs;
+};
+
+namespace delta_conv {
+enum Input : size_t { kX = 0, kW, kB, kXRef, kYPrev, kMapIn };
+enum Output : size_t { kY = 0, kXRefNext, kMapOut };
+}  // namespace delta_conv
+
+namespace delta_pool {
+enum Input : size_t { kX = 0, kXRef, kYPrev, kMapIn };
+enum Output : size_t { kY = 0, kXRefNext, kMapOut };
+}  // namespace delta_pool
+
+constexpr ONNXTensorElementDataType kFloat = ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT;
+constexpr ONNXTensorElementDataType kUint8 = ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT8;
+
+// X_ref is optional: at threshold 0 with a change map the converter drops it (docs/design.md); X_ref_next is then
+// left out too. map_out is optional: a consumer-less map may be left out (the op keeps it in scratch).
+constexpr TensorSlot kDeltaConvInputs[] = {
+    {"X", kFloat, SlotKind::kRequired},     {"W", kFloat, SlotKind::kRequired},
+    {"B", kFloat, SlotKind::kOptional},     {"X_ref", kFloat, SlotKind::kOptional},
+    {"Y_prev", kFloat, SlotKind::kRequired}, {"map_in", kUint8, SlotKind::kOptional}};
+constexpr TensorSlot kDeltaOutputs[] = {
+    {"Y", kFloat, SlotKind::kRequired}, {"X_ref_next", kFloat, SlotKind::kOptional}, {"map_out", kUint8, SlotKind::kOptional}};
+constexpr TensorSlot kDeltaPoolInputs[] = {
+    {"X", kFloat, SlotKind::kRequired}, {"X_ref", kFloat, SlotKind::kOptional},
+    {"Y_prev", kFloat, SlotKind::kRequired}, {"map_in", kUint8, SlotKind::kOptional}};
+constexpr TensorSlot kMapUnionInputs[] = {{"maps", kUint8, SlotKind::kVariadic}};
+constexpr TensorSlot kMapUnionOutputs[] = {{"map", kUint8, SlotKind::kRequired}};
+
+constexpr OpSchema kDeltaConvSchema{"DeltaConv", kDeltaConvInputs, 6, kDeltaOutputs, 3};
+constexpr OpSchema kDeltaPoolSchema{"DeltaPool", kDeltaPoolInputs, 4, kDeltaOutputs, 3};
+constexpr OpSchema kMapUnionSchema{"DeltaMapUnion", kMapUnionInputs, 1, kMapUnionOutputs, 1};
+
+inline OrtCustomOpInputOutputCharacteristic characteristic_of(SlotKind kind) {
+  switch (kind) {
+    case SlotKind::kOptional: return INPUT_OUTPUT_OPTIONAL;
+    case SlotKind::kVariadic: return INPUT_OUTPUT_VARIADIC;
+    default: return INPUT_OUTPUT_REQUIRED;
+  }
+}
+
+// An ORT custom op declared from `Schema`, whose kernels are `Kernel(const OrtKernelInfo*)` with
+// `void compute(OrtKernelContext*)`, both wrapped so no exception reaches ORT. Derived may add
+// GetExecutionProviderType (the CUDA library does).
+template <class Derived, class Kernel, const OpSchema& Schema>
+struct SchemaOp : Ort::CustomOpBase<Derived, Kernel, /*WithStatus=*/true> {
+  OrtStatusPtr CreateKernelV2(const OrtApi& /*api*/, const OrtKernelInfo* info, void** kernel) const {
+    return op_status(Schema.name, node_name_of(info), [&] { *kernel = new Kernel(info); });
+  }
+  const char* GetName() const { return Schema.name; }
+  size_t GetInputTypeCount() const { return Schema.num_inputs; }
+  ONNXTensorElementDataType GetInputType(size_t i) const { return Schema.inputs[i].type; }
+  OrtCustomOpInputOutputCharacteristic GetInputCharacteristic(size_t i) const {
+    return characteristic_of(Schema.inputs[i].kind);
+  }
+  size_t GetOutputTypeCount() const { return Schema.num_outputs; }
+  ONNXTensorElementDataType GetOutputType(size_t i) const { return Schema.outputs[i].type; }
+  OrtCustomOpInputOutputCharacteristic GetOutputCharacteristic(size_t i) const {
+    return characteristic_of(Schema.outputs[i].kind);
+  }
+  int GetVariadicInputMinArity() const { return 1; }
+  bool GetVariadicInputHomogeneity() const { return true; }
+};
+
+// The kernel side: every kernel keeps its node's name and runs compute() under op_status.
+template <const OpSchema& Schema>
+class SchemaKernel {
+ public:
+  explicit SchemaKernel(const OrtKernelInfo* info) : node_(node_name_of(info)) {}
+  const std::string& node() const { return node_; }
+
+ protected:
+  template <class Body>
+  OrtStatusPtr guarded(Body&& body) const {
+    return op_status(Schema.name, node_, std::forward<Body>(body));
+  }
+
+ private:
+  std::string node_;
+};
+
+}  // namespace deltaonnx

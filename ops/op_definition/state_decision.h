@@ -1,0 +1,66 @@
+// Rule 1 of docs/design.md and the state conventions of docs/state_protocol.md, decided from shapes alone, once
+// for the CPU ops, the CUDA ops and the pybind module: whether this run has usable state, and whether the
+// op keeps its own reference or relies on a change map (a dropped X_ref). ORT-free.
+#pragma once
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace deltaonnx {
+
+// The shapes of one run's tensors; *_given says whether the node has that input at all.
+struct StateShapes {
+  std::vector<int64_t> x;       // X [N, C, H, W]
+  std::vector<int64_t> y;       // the output this run computes [N, M, Ho, Wo]
+  bool x_ref_given = true;
+  std::vector<int64_t> x_ref;
+  std::vector<int64_t> y_prev;
+  bool map_given = false;
+  std::vector<int64_t> map;
+};
+
+struct StateDecision {
+  bool has_state = false;          // false: every pixel counts as changed (first frame, reset, new resolution)
+  bool reference_dropped = false;  // no X_ref kept: the change map says what changed (threshold 0)
+};
+
+inline bool holds_no_elements(const std::vector<int64_t>& shape) {
+  for (int64_t d : shape)
+    if (d == 0) return true;
+  return false;
+}
+
+inline std::string shape_text(const std::vector<int64_t>& shape) {
+  std::string s = "[";
+  for (size_t i = 0; i < shape.size(); ++i) s += (i ? "," : "") + std::to_string(shape[i]);
+  return s + "]";
+}
+
+// Throws std::invalid_argument (the callers rethrow it as their own error type) for shapes no state can have.
+// A state whose shape does not fit (empty, another resolution, or the 1-filled shapes a server hands a new
+// sequence) is no state: rule 1, never an error. A Y_prev that does not fit a fitting X_ref is an error: the
+// state comes from another model or stream.
+inline StateDecision decide_state(const StateShapes& s, float threshold) {
+  StateDecision d;
+  if (s.map_given) {
+    const std::vector<int64_t> want{s.x[0], 1, s.x[2], s.x[3]};
+    if (s.map != want)
+      throw std::invalid_argument("change map input map_in has shape " + shape_text(s.map) + ", expected " +
+                                  shape_text(want));
+  }
+  d.reference_dropped = !s.x_ref_given;
+  if (d.reference_dropped) {
+    if (!s.map_given || threshold != 0.f)
+      throw std::invalid_argument("without an X_ref input the op needs a change map input and threshold 0");
+    d.has_state = !holds_no_elements(s.y_prev) && s.y_prev == s.y;
+    return d;
+  }
+  d.has_state = !holds_no_elements(s.x_ref) && s.x_ref == s.x;
+  if (d.has_state && s.y_prev != s.y)
+    throw std::invalid_argument("state Y_prev has shape " + shape_text(s.y_prev) + " but this run's output is " +
+                                shape_text(s.y) + " (X_ref fits X: state from another model or stream?)");
+  return d;
+}
+
+}  // namespace deltaonnx
