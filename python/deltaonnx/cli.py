@@ -122,6 +122,7 @@ def _add_conversion_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dense-fraction", type=fraction, default=0.5, metavar="F",
                         help="above this changed fraction of its output an op runs densely (default 0.5)")
     add_gate_options(parser)
+    add_inner_gate_options(parser)
 
 
 def add_gate_options(parser: argparse.ArgumentParser) -> None:
@@ -137,6 +138,34 @@ def add_gate_options(parser: argparse.ArgumentParser) -> None:
                         help=f"block gate: bound on every pixel (default {DEFAULT_GATE_HARD:g} x --threshold)")
 
 
+def add_inner_gate_options(parser: argparse.ArgumentParser) -> None:
+    """--inner-gate, --inner-gate-block, --inner-gate-hard, --inner-gates (convert, inspect)."""
+    from .graph_passes.conversion_context import DEFAULT_GATE_BLOCK, DEFAULT_GATE_HARD
+
+    parser.add_argument("--inner-gate", choices=("pixel", "block"), default="pixel",
+                        help="how --inner-threshold decides in each inner Delta op: per pixel (default), or per "
+                        "block (block means within tau, every pixel within --inner-gate-hard)")
+    parser.add_argument("--inner-gate-block", type=int, default=DEFAULT_GATE_BLOCK, metavar="K",
+                        help=f"inner block rule: k x k blocks (default {DEFAULT_GATE_BLOCK})")
+    parser.add_argument("--inner-gate-hard", type=non_negative_float, metavar="TAU",
+                        help=f"inner block rule: bound on every pixel (default {DEFAULT_GATE_HARD:g} x the node's tau)")
+    parser.add_argument("--inner-gates", metavar="FILE.json",
+                        help='per-node rules, a JSON object {"<Conv/MaxPool node name>": "pixel" | "block" | '
+                        '"block:K" | "block:K:HARD"}')
+
+
+def read_inner_gates_file(path: Optional[str]) -> Optional[dict]:
+    if path is None:
+        return None
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as error:
+        raise CliError(f"--inner-gates: cannot read {path}: {error}") from error
+    if not isinstance(data, dict):
+        raise CliError(f"--inner-gates: {path} must hold a JSON object {{node name: rule}}")
+    return data
+
+
 def gate_kwargs(args: argparse.Namespace) -> dict:
     return {"gate": args.gate, "gate_block": args.gate_block, "gate_hard": args.gate_hard}
 
@@ -149,6 +178,10 @@ def _conversion_kwargs(args: argparse.Namespace) -> dict:
         "all_nodes": args.all_nodes,
         "dense_fraction": args.dense_fraction,
         **gate_kwargs(args),
+        "inner_gate": args.inner_gate,
+        "inner_gate_block": args.inner_gate_block,
+        "inner_gate_hard": args.inner_gate_hard,
+        "inner_gates": read_inner_gates_file(args.inner_gates),
     }
 
 
