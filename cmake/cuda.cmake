@@ -22,7 +22,10 @@ if(DELTAONNX_CUDA_EMULATION)
     ${_delta_root}/ops/cuda_common/host/emulated_launch.cc
     ${_delta_root}/ops/delta_conv/cuda/delta_conv_cuda_op.cc
     ${_delta_root}/ops/delta_pool/cuda/delta_pool_cuda_op.cc
-    ${_delta_root}/ops/map_union/cuda/map_union_cuda_op.cc)
+    ${_delta_root}/ops/map_union/cuda/map_union_cuda_op.cc
+    ${_delta_root}/ops/delta_gate/cuda/delta_gate_cuda_op.cc
+    ${_delta_root}/ops/delta_gate/gate_op_inputs.cc
+    ${_delta_root}/ops/delta_gate/gate_spec.cc)
   # The stand-in cuda_runtime_api.h comes first; the real CUDA headers are never on this target's path.
   target_include_directories(deltaonnx_ops_cuda_emulated PRIVATE
     ${_delta_root}/ops/cuda_common/host/emulated_cuda ${_delta_root}/ops ${DELTAONNX_ORT_INCLUDE})
@@ -91,6 +94,9 @@ add_library(deltaonnx_ops_cuda SHARED
   ${_delta_root}/ops/map_union/cuda/map_union_cuda_op.cc
   ${_delta_root}/ops/map_union/cuda/map_union_kernel.cu
   ${_delta_root}/ops/delta_gate/cuda/gate_kernel.cu
+  ${_delta_root}/ops/delta_gate/cuda/delta_gate_cuda_op.cc
+  ${_delta_root}/ops/delta_gate/gate_op_inputs.cc
+  ${_delta_root}/ops/delta_gate/gate_spec.cc
 )
 set_target_properties(deltaonnx_ops_cuda PROPERTIES
   CUDA_ARCHITECTURES "${_delta_cuda_archs}"

@@ -15,12 +15,14 @@
 #include "delta_conv/cuda/delta_conv_cuda_op.h"
 #include "delta_pool/cuda/delta_pool_cuda_op.h"
 #include "map_union/cuda/map_union_cuda_op.h"
+#include "delta_gate/cuda/delta_gate_cuda_op.h"
 #define DELTAONNX_KERNEL(cpu, cuda) cuda
 #define DELTAONNX_LIBRARY_NAME "libdeltaonnx_ops_cuda"
 #else
 #include "delta_conv/cpu/delta_conv_kernel.h"
 #include "delta_pool/cpu/delta_pool_kernel.h"
 #include "map_union/map_union_kernel.h"
+#include "delta_gate/cpu/delta_gate_kernel.h"
 #define DELTAONNX_KERNEL(cpu, cuda) cpu
 #define DELTAONNX_LIBRARY_NAME "libdeltaonnx_ops"
 #endif
@@ -34,7 +36,8 @@ constexpr uint32_t kOrtApiVersion = 21;
 const DELTAONNX_KERNEL(deltaonnx::DeltaConvOp, deltaonnx::cuda::DeltaConvCudaOp) kDeltaConv;
 const DELTAONNX_KERNEL(deltaonnx::DeltaPoolOp, deltaonnx::cuda::DeltaPoolCudaOp) kDeltaPool;
 const DELTAONNX_KERNEL(deltaonnx::MapUnionOp, deltaonnx::cuda::MapUnionCudaOp) kMapUnion;
-const OrtCustomOp* const kOps[] = {&kDeltaConv, &kDeltaPool, &kMapUnion};
+const DELTAONNX_KERNEL(deltaonnx::DeltaGateOp, deltaonnx::cuda::DeltaGateCudaOp) kDeltaGate;
+const OrtCustomOp* const kOps[] = {&kDeltaConv, &kDeltaPool, &kMapUnion, &kDeltaGate};
 
 // Domains must outlive every session that used them, so they live as long as the library.
 std::mutex domains_mutex;

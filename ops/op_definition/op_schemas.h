@@ -60,6 +60,18 @@ constexpr OpSchema kDeltaConvSchema{"DeltaConv", kDeltaConvInputs, 6, kDeltaOutp
 constexpr OpSchema kDeltaPoolSchema{"DeltaPool", kDeltaPoolInputs, 4, kDeltaOutputs, 3};
 constexpr OpSchema kMapUnionSchema{"DeltaMapUnion", kMapUnionInputs, 1, kMapUnionOutputs, 1};
 
+namespace delta_gate {
+enum Input : size_t { kX = 0, kXRef, kMapIn };
+enum Output : size_t { kXGated = 0, kMapOut };
+}  // namespace delta_gate
+
+// DeltaGate (ops/delta_gate): X_ref is the state (empty on a first frame); map_in the external change map.
+constexpr TensorSlot kDeltaGateInputs[] = {
+    {"X", kFloat, SlotKind::kRequired}, {"X_ref", kFloat, SlotKind::kRequired}, {"map_in", kUint8, SlotKind::kOptional}};
+constexpr TensorSlot kDeltaGateOutputs[] = {{"X_gated", kFloat, SlotKind::kRequired},
+                                            {"map_out", kUint8, SlotKind::kRequired}};
+constexpr OpSchema kDeltaGateSchema{"DeltaGate", kDeltaGateInputs, 3, kDeltaGateOutputs, 2};
+
 inline OrtCustomOpInputOutputCharacteristic characteristic_of(SlotKind kind) {
   switch (kind) {
     case SlotKind::kOptional: return INPUT_OUTPUT_OPTIONAL;

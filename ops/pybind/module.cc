@@ -208,7 +208,7 @@ py::tuple delta_gate(FloatArray x, std::optional<FloatArray> x_ref, std::optiona
     if (!e.empty()) throw std::invalid_argument(e);
     run.map_in = map_in->data();
   }
-  const bool has_state = x_ref && !empty_state(*x_ref) && shape_of(*x_ref) == shape_of(x);
+  const bool has_state = x_ref && !holds_no_elements(shape_of(*x_ref)) && shape_of(*x_ref) == shape_of(x);
   py::array_t<float> gated = output_array(x_gated_out, shape_of(x), "x_gated_out");
   py::array_t<uint8_t> map_out(std::vector<int64_t>{N, 1, H, W});
   run.batch = N;

@@ -1,0 +1,46 @@
+#include "delta_gate/cuda/delta_gate_cuda_op.h"
+
+#include "delta_gate/cuda/gate_kernel.h"
+#include "delta_gate/gate_op_inputs.h"
+
+namespace deltaonnx {
+namespace cuda {
+
+DeltaGateCudaKernel::DeltaGateCudaKernel(const OrtKernelInfo* info) : SchemaKernel(info), spec_(read_gate_spec(info)) {}
+
+void DeltaGateCudaKernel::compute(OrtKernelContext* raw) const {
+  Ort::KernelContext ctx(raw);
+  const GateInputs in = read_gate_inputs(ctx, spec_);
+  const std::vector<int64_t>& xs = in.shape;
+  float* gated = ctx.GetOutput(delta_gate::kXGated, xs).GetTensorMutableData<float>();
+  uint8_t* map_out = ctx.GetOutput(delta_gate::kMapOut, {xs[0], 1, xs[2], xs[3]}).GetTensorMutableData<uint8_t>();
+  const int64_t plane = xs[2] * xs[3], volume = element_count(xs);
+  if (volume == 0) return;
+  const cudaStream_t stream = compute_stream(ctx);
+  if (in.run.x_ref == nullptr) {  // rule 1: the whole frame passes
+    check_cuda(cudaMemcpyAsync(gated, in.run.x, sizeof(float) * volume, cudaMemcpyDeviceToDevice, stream), "gate copy");
+    check_cuda(cudaMemsetAsync(map_out, 1, xs[0] * plane, stream), "gate map");
+    return;
+  }
+  GateStep step;
+  step.batch = xs[0];
+  step.channels = xs[1];
+  step.height = xs[2];
+  step.width = xs[3];
+  step.block = spec_.block;
+  step.tau = spec_.tau;
+  step.hard = spec_.hard;
+  step.block_rule = spec_.block_rule;
+  step.x = in.run.x;
+  step.x_ref = in.run.x_ref;
+  step.x_gated = gated;
+  step.marks = in.run.map_in;
+  step.marks_per_block = in.run.map_per_block;
+  step.map_out = map_out;
+  DeviceScratch scratch(ctx, ctx.GetInput(delta_gate::kX), DeviceScratch::align_up(step.verdict_threads()));
+  step.verdicts = scratch.take<uint8_t>(step.verdict_threads());
+  check_cuda(launch_gate(step, stream), "gate");
+}
+
+}  // namespace cuda
+}  // namespace deltaonnx

@@ -1,0 +1,48 @@
+#include "delta_gate/gate_op_inputs.h"
+
+#include "op_definition/attribute_reader.h"
+#include "op_definition/op_schemas.h"
+#include "op_definition/ort_tensors.h"
+
+namespace deltaonnx {
+
+GateSpec read_gate_spec(const OrtKernelInfo* info) {
+  const AttributeReader attributes(info);
+  GateSpec spec;
+  const std::string error = GateSpec::make(attributes.get_string("rule", "block"), attributes.get_float("threshold", 0.f),
+                                           attributes.get_int("gate_block", kDefaultGateBlock),
+                                           attributes.get_float("gate_hard", -1.f), &spec);
+  if (!error.empty()) attributes.fail(error);
+  return spec;
+}
+
+GateInputs read_gate_inputs(const Ort::KernelContext& ctx, const GateSpec& spec) {
+  GateInputs in;
+  in.shape = input_shape_4d(ctx, delta_gate::kX, "X");
+  GateRun& run = in.run;
+  run.batch = in.shape[0];
+  run.channels = in.shape[1];
+  run.height = in.shape[2];
+  run.width = in.shape[3];
+  run.x = Ort::ConstValue(optional_input(ctx, delta_gate::kX)).GetTensorData<float>();
+  const OrtValue* x_ref = optional_input(ctx, delta_gate::kXRef);
+  if (x_ref == nullptr) throw UserError("the state input X_ref is required (feed an empty tensor on the first frame)");
+  if (shape_of(x_ref) == in.shape) run.x_ref = Ort::ConstValue(x_ref).GetTensorData<float>();  // rule 1
+  const OrtValue* map = optional_input(ctx, delta_gate::kMapIn);
+  if (map != nullptr) {
+    const std::vector<int64_t> ms = shape_of(map);
+    bool empty = false;
+    for (int64_t d : ms) empty = empty || d == 0;
+    if (!empty) {
+      if (ms.size() != 4 || ms[0] != in.shape[0] || ms[1] != 1)
+        throw UserError("the change map must be [N,1,H,W] or one cell per block, got " + shape_text(ms) + " for X " +
+                        shape_text(in.shape));
+      const std::string error = check_gate_map(spec, in.shape[2], in.shape[3], ms[2], ms[3], &run.map_per_block);
+      if (!error.empty()) throw UserError(error);
+      run.map_in = Ort::ConstValue(map).GetTensorData<uint8_t>();
+    }
+  }
+  return in;
+}
+
+}  // namespace deltaonnx
