@@ -12,8 +12,6 @@ if(DELTAONNX_CUDA_EMULATION)
     ${_delta_root}/ops/registration.cc
     ${_delta_root}/ops/op_definition/attribute_reader.cc
     ${_delta_root}/ops/op_definition/delta_attributes.cc
-  ${_delta_root}/ops/delta_gate/gate_engine.cc
-    ${_delta_root}/ops/delta_gate/gate_engine.cc
     ${_delta_root}/ops/op_definition/ort_tensors.cc
     ${_delta_root}/ops/common/window_spec.cc
     ${_delta_root}/ops/cuda_common/ort_support.cc
@@ -80,7 +78,6 @@ add_library(deltaonnx_ops_cuda SHARED
   ${_delta_root}/ops/registration.cc
   ${_delta_root}/ops/op_definition/attribute_reader.cc
   ${_delta_root}/ops/op_definition/delta_attributes.cc
-  ${_delta_root}/ops/delta_gate/gate_engine.cc
   ${_delta_root}/ops/op_definition/ort_tensors.cc
   ${_delta_root}/ops/common/window_spec.cc
   ${_delta_root}/ops/cuda_common/ort_support.cc

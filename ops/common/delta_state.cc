@@ -6,6 +6,7 @@
 #include "common/change_map.h"
 #include "common/delta_rules.h"
 #include "common/kernel_table.h"
+#include "delta_gate/gate_engine.h"
 
 namespace deltaonnx {
 

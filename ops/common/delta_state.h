@@ -7,7 +7,7 @@
 #include "common/change_map.h"
 #include "common/kernel_table.h"
 #include "common/parallel.h"
-#include "delta_gate/gate_engine.h"
+#include "delta_gate/gate_spec.h"
 
 namespace deltaonnx {
 
