@@ -11,14 +11,7 @@ import pytest
 from deltaonnx import reference as ref
 
 native = pytest.importorskip("deltaonnx._native")
-VARIANTS = ["scalar", "avx2", "avx512", "neon"]
-EMPTY = np.zeros((0, 0, 0, 0), np.float32)
-
-
-def variant(simd: str) -> str:
-    if simd not in native.simd_variants():
-        pytest.skip(f"{simd} not supported here")
-    return simd
+from test_gate_engine import EMPTY, VARIANTS, variant  # noqa: E402 - after the skip when _native is not built
 
 
 def frames(rng, shape, count, noise=0.04):
@@ -260,3 +253,33 @@ def test_converted_model_with_inner_block_rule_runs_as_the_reference_evaluator(c
         got, want = in_ort.run({name: frame}), in_numpy.run({name: frame})
         for out in outputs:
             np.testing.assert_allclose(got[out], want[out], rtol=1e-3, atol=1e-3, err_msg=f"{out}, frame {index}")
+
+
+# --- CLI: convert --inner-gate, bench --inner-gate sweeps --------------------------------------------------
+
+def test_cli_convert_and_bench_sweep_the_inner_gate(cpu_op_library, tmp_path, capsys):
+    import json
+
+    from test_bench import run_cli, with_plausible_boxes, write_clip
+    from test_convert import attr
+    zoo = pytest.importorskip("zoo")
+
+    model, clip = tmp_path / "yolo.onnx", write_clip(tmp_path / "clip.avi", (64, 96), n_frames=6)
+    onnx.save(with_plausible_boxes(zoo.yolov8_like((64, 64))), model)
+    per_node = tmp_path / "gates.json"
+    per_node.write_text(json.dumps({"no_such_node": "block"}))
+    code, _, err = run_cli(capsys, "convert", model, "-o", tmp_path / "bad.onnx", "--inner-gates", per_node)
+    assert code == 2 and "unknown node names in inner_gates" in err
+    code, _, err = run_cli(capsys, "convert", model, "-o", tmp_path / "c.onnx", "--inner-threshold", "0.1",
+                           "--inner-gate", "block", "--inner-gate-block", "2", "--inner-gate-hard", "0.4")
+    assert code == 0, err
+    inner = [n for n in _inner_ops(onnx.load(str(tmp_path / "c.onnx"))) if attr(n, "threshold") > 0]
+    assert inner and all(attr(n, "gate_block") == 2 and attr(n, "gate_hard") == pytest.approx(0.4) for n in inner)
+    out = tmp_path / "sweep.json"
+    code, stdout, err = run_cli(capsys, "bench", model, "--video", clip, "--frames", 4, "--warmup", 1,
+                                "--profile-frames", 0, "--inner-threshold", "0.1", "--inner-gate", "pixel,block:2",
+                                "--json", out, "--quiet")
+    assert code == 0, err
+    runs = json.loads(out.read_text())["runs"]
+    assert [r["inner_gate"]["rule"] for r in runs] == ["pixel", "block"] and runs[1]["inner_gate"]["block"] == 2
+    assert "inner_gate=block2" in stdout
