@@ -95,13 +95,16 @@ def assert_same_as_dense(original: onnx.ModelProto, converted: onnx.ModelProto, 
     runner = StatefulRunner(converted, library)
     output_names = [o.name for o in original.graph.output]
     for index, feeds in enumerate(frames_by_input):
-        expected = dict(zip(output_names, dense.run(None, feeds)))
-        got = runner.run(feeds)
-        for name in output_names:
-            scale = max(float(np.max(np.abs(expected[name]))), 1e-6)
-            error = float(np.max(np.abs(got[name] - expected[name]))) / scale
-            assert error <= REL_TOL, f"frame {index}, output {name}: rel err {error:.2e}"
+        assert_outputs_close(dict(zip(output_names, dense.run(None, feeds))), runner.run(feeds), index)
     return runner
+
+
+def assert_outputs_close(expected: dict, got: dict, index: int) -> None:
+    """Every output in `expected` within REL_TOL of it in `got` (max abs error over max abs value)."""
+    for name, want in expected.items():
+        scale = max(float(np.max(np.abs(want))), 1e-6)
+        error = float(np.max(np.abs(got[name] - want))) / scale
+        assert error <= REL_TOL, f"frame {index}, output {name}: rel err {error:.2e}"
 
 
 def model_input_shape(model: onnx.ModelProto, index: int = 0) -> list[int]:

@@ -562,6 +562,33 @@ def test_emulated_map_union_matches_reference(emulated_library):
     np.testing.assert_array_equal(got, ref.map_union(*maps.values()))
 
 
+@pytest.mark.parametrize("rule, map_kind", [("block", None), ("block", "cells"), ("pixel", "pixels")])
+def test_emulated_gate_matches_reference(emulated_library, rule, map_kind):
+    """DeltaGate through the CUDA library's own host code (attributes, inputs, rule 1, scratch) on a sequence."""
+    node = helper.make_node("DeltaGate", ["X", "X_ref", "M"], ["G", "map"], domain=DOMAIN, name="gate_0", rule=rule,
+                            threshold=0.1, gate_block=4, gate_hard=0.3)
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("X", TensorProto.FLOAT, None),
+                                            helper.make_tensor_value_info("X_ref", TensorProto.FLOAT, None),
+                                            helper.make_tensor_value_info("M", TensorProto.UINT8, None)],
+                              [helper.make_tensor_value_info("G", TensorProto.FLOAT, None),
+                               helper.make_tensor_value_info("map", TensorProto.UINT8, None)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid(DOMAIN, 1)])
+    model.ir_version = 10
+    run = session(emulated_library, model)
+    rng = np.random.default_rng(5)
+    want_state = got_state = np.zeros((0, 0, 0, 0), np.float32)
+    base = rng.uniform(-1, 1, (2, 3, 13, 18)).astype(np.float32)
+    for _ in range(4):
+        x = base + rng.normal(0, 0.1, base.shape).astype(np.float32)
+        shape = {None: (0, 1, 0, 0), "cells": (2, 1, 4, 5), "pixels": (2, 1, 13, 18)}[map_kind]
+        marks = (rng.random(shape) < 0.6).astype(np.uint8)
+        got_state, got_map = run.run(None, {"X": x, "X_ref": got_state, "M": marks})
+        want_state, want_map = ref.delta_gate(x, want_state, marks, rule=rule, threshold=0.1, gate_block=4,
+                                              gate_hard=0.3)
+        np.testing.assert_array_equal(got_map, want_map)
+        np.testing.assert_array_equal(got_state, want_state)
+
+
 def test_emulated_in_place_state_binding(emulated_library):
     # docs/state_protocol.md "In place": one OrtValue bound as past and present; the op then writes only what
     # it recomputes. Same results as the copying run, frame by frame.

@@ -7,15 +7,12 @@ import numpy as np
 import onnx
 import pytest
 from onnx import helper
-from test_convert import (DOMAIN, StatefulRunner, attr, conv_block_model, dense_session, metadata_of, model_input_shape,
-                          video, weights)
+from test_convert import (DOMAIN, StatefulRunner, assert_outputs_close, attr, conv_block_model, dense_session,
+                          metadata_of, model_input_shape, video, weights)
 
 import deltaonnx
 from deltaonnx import reference as ref
 from deltaonnx.convert import ConversionError
-
-REL_TOL = 1e-4
-
 
 @pytest.fixture(scope="module")
 def zoo():
@@ -56,11 +53,7 @@ def assert_equals_dense_on_gated_frames(original, converted, frames, library, nc
         feeds = {name: frame}
         if map_in is not None:
             feeds[change_map] = map_in
-        got = runner.run(feeds)
-        for out in outputs:
-            scale = max(float(np.max(np.abs(expected[out]))), 1e-6)
-            error = float(np.max(np.abs(got[out] - expected[out]))) / scale
-            assert error <= REL_TOL, f"frame {index}, output {out}: rel err {error:.2e}"
+        assert_outputs_close(expected, runner.run(feeds), index)
     return runner
 
 

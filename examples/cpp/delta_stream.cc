@@ -10,10 +10,13 @@ DeltaStream::DeltaStream(Ort::Session& session, const StateLayout& layout)
       layout_(layout),
       cpu_(Ort::MemoryInfo::CreateCpu(OrtArenaAllocator, OrtMemTypeDefault)),
       binding_(session),
-      empty_state_(nullptr) {
+      empty_state_(nullptr),
+      no_change_map_(nullptr) {
   Ort::AllocatorWithDefaultOptions allocator;
   const int64_t empty_shape[4] = {0, 0, 0, 0};
   empty_state_ = Ort::Value::CreateTensor<float>(allocator, empty_shape, 4);
+  const int64_t no_map_shape[4] = {0, 1, 0, 0};
+  no_change_map_ = Ort::Value::CreateTensor<uint8_t>(allocator, no_map_shape, 4);
 }
 
 // First run of the stream: every past input gets the empty state, and every output is bound to the memory
@@ -25,6 +28,7 @@ void DeltaStream::bind_first_run() {
     binding_.BindOutput(s.present.c_str(), cpu_);
   }
   for (const ChangeMap& m : layout_.maps) binding_.BindOutput(m.output.c_str(), cpu_);
+  for (const std::string& name : layout_.change_map_inputs) binding_.BindInput(name.c_str(), no_change_map_);
   std::set<std::string> presents;
   for (const StatePair& s : layout_.state) presents.insert(s.present);
   for (const std::string& name : layout_.model_outputs)

@@ -44,6 +44,7 @@ class DeltaStream {
   Ort::MemoryInfo cpu_;
   Ort::IoBinding binding_;
   Ort::Value empty_state_;                       // float32 [0,0,0,0]: "no state" for every past input
+  Ort::Value no_change_map_;                     // uint8 [0,1,0,0]: a DeltaGate's "no external map"
   std::map<std::string, Ort::Value> buffers_;    // output name -> its buffer, from the first run on
   std::vector<std::vector<int64_t>> input_shapes_;  // the shapes the state was built for
 };

@@ -54,6 +54,9 @@ StateLayout read_state_layout(const Ort::Session& session) {
     for (const JsonValue& entry : maps->as_array())
       layout.maps.push_back({entry.at("node").as_string(), entry.at("output").as_string()});
   }
+  if (const JsonValue* gates = root.find("gates")) {
+    for (const JsonValue& entry : gates->as_array()) layout.change_map_inputs.push_back(entry.at("change_map").as_string());
+  }
 
   const std::vector<std::string> inputs = graph_names(session, true);
   const std::vector<std::string> outputs = graph_names(session, false);

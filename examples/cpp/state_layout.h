@@ -28,6 +28,9 @@ struct StateLayout {
   std::vector<std::string> model_outputs;  // the original model's outputs, in graph order
   std::vector<StatePair> state;            // in metadata order
   std::vector<ChangeMap> maps;
+  // The external change-map inputs of the block gate's DeltaGate ops (metadata "gates"): fed an empty uint8
+  // [0,1,0,0] (no map) unless the application knows where the frame changed (docs/state_protocol.md).
+  std::vector<std::string> change_map_inputs;
   double threshold = 0.0;                  // the input gate tau the model was converted with
   double inner_threshold = 0.0;
 };

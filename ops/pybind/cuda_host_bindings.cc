@@ -338,15 +338,7 @@ py::tuple gate(const FloatArray& x, const FloatArray& x_ref, const std::optional
   GateSpec spec;
   const std::string error = GateSpec::make(rule, threshold, gate_block, gate_hard, &spec);
   require(error.empty(), error);
-  GateStep s;
-  s.batch = x.shape(0);
-  s.channels = x.shape(1);
-  s.height = x.shape(2);
-  s.width = x.shape(3);
-  s.block = spec.block;
-  s.tau = spec.tau;
-  s.hard = spec.hard;
-  s.block_rule = spec.block_rule;
+  GateStep s = make_gate_step(spec, x.shape(0), x.shape(1), x.shape(2), x.shape(3));
   if (map_in) {
     require(map_in->ndim() == 4 && map_in->shape(0) == s.batch && map_in->shape(1) == 1, "map_in must be [N,1,h,w]");
     const std::string e = check_gate_map(spec, s.height, s.width, map_in->shape(2), map_in->shape(3), &s.marks_per_block);

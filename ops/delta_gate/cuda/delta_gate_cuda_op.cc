@@ -22,15 +22,7 @@ void DeltaGateCudaKernel::compute(OrtKernelContext* raw) const {
     check_cuda(cudaMemsetAsync(map_out, 1, xs[0] * plane, stream), "gate map");
     return;
   }
-  GateStep step;
-  step.batch = xs[0];
-  step.channels = xs[1];
-  step.height = xs[2];
-  step.width = xs[3];
-  step.block = spec_.block;
-  step.tau = spec_.tau;
-  step.hard = spec_.hard;
-  step.block_rule = spec_.block_rule;
+  GateStep step = make_gate_step(spec_, xs[0], xs[1], xs[2], xs[3]);
   step.x = in.run.x;
   step.x_ref = in.run.x_ref;
   step.x_gated = gated;

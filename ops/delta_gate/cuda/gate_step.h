@@ -9,6 +9,7 @@
 #include <cstdint>
 
 #include "common/host_device.h"
+#include "delta_gate/gate_spec.h"
 
 namespace deltaonnx {
 namespace cuda {
@@ -29,6 +30,20 @@ struct GateStep {
   DELTA_HD int64_t verdict_threads() const { return batch * cells_h() * cells_w(); }
   DELTA_HD int64_t apply_threads() const { return batch * height * width; }
 };
+
+// A step for a batch of [batch, channels, height, width] with the node's spec; tensors and map still to set.
+inline GateStep make_gate_step(const GateSpec& spec, int64_t batch, int64_t channels, int64_t height, int64_t width) {
+  GateStep s;
+  s.batch = batch;
+  s.channels = channels;
+  s.height = height;
+  s.width = width;
+  s.block = spec.block;
+  s.tau = spec.tau;
+  s.hard = spec.hard;
+  s.block_rule = spec.block_rule;
+  return s;
+}
 
 DELTA_HD bool gate_marked(const GateStep& s, int64_t n, int64_t y, int64_t x) {
   if (s.marks == nullptr) return true;
