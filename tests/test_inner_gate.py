@@ -12,19 +12,13 @@ from deltaonnx import reference as ref
 
 native = pytest.importorskip("deltaonnx._native")
 from test_gate_engine import EMPTY, VARIANTS, variant  # noqa: E402 - after the skip when _native is not built
+from test_gate_engine import frames as gate_frames  # noqa: E402
 
 
-def frames(rng, shape, count, noise=0.04):
-    """A static scene under noise (most blocks' means stay within tau while single pixels do not), a moving
-    bright patch, and a NaN now and then."""
-    base = rng.uniform(-1, 1, shape).astype(np.float32)
-    for i in range(count):
-        frame = base + rng.normal(0, noise, shape).astype(np.float32)
-        y, x = (3 * i) % shape[2], (5 * i) % shape[3]
-        frame[:, :, y:y + 4, x:x + 5] += 0.7
-        if i % 4 == 3:
-            frame[0, rng.integers(shape[1]), rng.integers(shape[2]), rng.integers(shape[3])] = np.nan
-        yield frame
+def frames(rng, shape, count):
+    """test_gate_engine's noisy scene with a moving patch and NaNs, at noise small enough that most blocks'
+    means stay within tau while single pixels do not."""
+    return gate_frames(rng, shape, count, noise=0.04)
 
 
 def block_invariants_hold(x, x_ref_next, tau, k, hard):
