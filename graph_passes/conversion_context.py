@@ -35,6 +35,13 @@ class ConversionOptions:
     gate: str = "pixel"
     gate_block: int = DEFAULT_GATE_BLOCK
     gate_hard: Optional[float] = None  # tau_hard; None: DEFAULT_GATE_HARD x the gate's threshold
+    # The change rule of the inner thresholds (DeltaConv/DeltaPool not reading a model input): "pixel" (rule 2)
+    # or "block" (rule 2b, in the op itself: attributes gate, gate_block, gate_hard); inner_gates overrides it
+    # per source node with "pixel", "block", "block:K" or "block:K:HARD".
+    inner_gate: str = "pixel"
+    inner_gate_block: int = DEFAULT_GATE_BLOCK
+    inner_gate_hard: Optional[float] = None  # None: DEFAULT_GATE_HARD x the node's threshold
+    inner_gates: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
     def gate_hard_for(self, tau: float) -> float:
         return float(self.gate_hard) if self.gate_hard is not None else DEFAULT_GATE_HARD * float(tau)
@@ -61,9 +68,41 @@ class ConversionOptions:
             _check_threshold("gate_hard", self.gate_hard)
             if self.gate_hard < self.threshold:
                 raise ConversionError(f"gate_hard ({self.gate_hard}) must be >= threshold ({self.threshold})")
+        _check_gate("inner_gate", self.inner_gate, self.inner_gate_block, self.inner_gate_hard)
+        if self.inner_gates is None:
+            object.__setattr__(self, "inner_gates", {})
+        if not isinstance(self.inner_gates, Mapping):
+            raise ConversionError(f"inner_gates must map node names to gates, got {type(self.inner_gates).__name__}")
+        for name, text in self.inner_gates.items():
+            parse_inner_gate(text, f"inner_gates[{name!r}]")
         fraction = self.dense_fraction
         if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0.0 <= fraction <= 1.0:
             raise ConversionError(f"dense_fraction must be a number in [0, 1], got {fraction!r}")
+
+
+def _check_gate(what: str, rule: object, block: object, hard: object) -> None:
+    if rule not in GATE_RULES:
+        raise ConversionError(f"{what} must be one of {', '.join(GATE_RULES)}, got {rule!r}")
+    if isinstance(block, bool) or not isinstance(block, int) or not 1 <= block <= 4096:
+        raise ConversionError(f"{what}_block must be an integer in [1, 4096], got {block!r}")
+    if hard is not None:
+        _check_threshold(f"{what}_hard", hard)
+
+
+def parse_inner_gate(text: object, what: str) -> tuple[str, Optional[int], Optional[float]]:
+    """A node's gate as "pixel", "block", "block:K" or "block:K:HARD": (rule, k or None, tau_hard or None)."""
+    parts = text.split(":") if isinstance(text, str) else []
+    try:
+        if parts == ["pixel"]:
+            return "pixel", None, None
+        if parts and parts[0] == "block" and len(parts) <= 3:
+            block = int(parts[1]) if len(parts) > 1 else None
+            hard = float(parts[2]) if len(parts) > 2 else None
+            _check_gate(what, "block", DEFAULT_GATE_BLOCK if block is None else block, hard)
+            return "block", block, hard
+    except ValueError:
+        pass
+    raise ConversionError(f"{what} must be pixel, block, block:K or block:K:HARD, got {text!r}")
 
 
 def _check_threshold(what: str, tau: object) -> None:
@@ -88,6 +127,7 @@ class NodePlan:
     activation: str = ""  # the activation fused into a DeltaConv
     fused: list[str] = dataclasses.field(default_factory=list)  # source nodes folded/fused into it
     has_map_input: bool = False  # a change map is wired into it
+    inner_gate: Optional[dict] = None  # the block rule's {"gate_block", "gate_hard"} (None: pixel rule)
     gate: Optional[str] = None  # the DeltaGate it reads its frame through
 
 

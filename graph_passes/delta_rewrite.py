@@ -102,6 +102,11 @@ def _delta_node(node: ir.Node, op_type: str, name: str, plan: NodePlan, dense_fr
         inputs[POOL_INPUTS["x"]] = x
     attributes["threshold"] = float(plan.threshold or 0.0)
     attributes["dense_fraction"] = float(dense_fraction)
+    if plan.inner_gate is not None:  # rule 2b in the op (absent attributes: the pixel rule)
+        attributes["gate"] = "block"
+        attributes["gate_block"] = int(plan.inner_gate["gate_block"])
+        if plan.inner_gate["gate_hard"] is not None:
+            attributes["gate_hard"] = float(plan.inner_gate["gate_hard"])
     return ir.node(op_type, inputs, attributes, domain=DOMAIN, num_outputs=3, name=name)
 
 

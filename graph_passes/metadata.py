@@ -32,6 +32,7 @@ def node_entry(plan: NodePlan) -> dict:
         "fused": list(plan.fused),
         "map_in": plan.has_map_input,
         "gate": plan.gate,
+        "inner_gate": plan.inner_gate,
     }
 
 
@@ -47,6 +48,8 @@ def conversion_metadata(context: ConversionContext) -> dict:
         "dropped_references": list(context.dropped_references),
         "gate": {"rule": options.gate, "gate_block": options.gate_block, "gate_hard": options.gate_hard},
         "gates": list(context.gates),
+        "inner_gate": {"rule": options.inner_gate, "gate_block": options.inner_gate_block,
+                       "gate_hard": options.inner_gate_hard, "nodes": dict(options.inner_gates)},
         "nodes": [node_entry(plan) for plan in context.plans],
     }
 

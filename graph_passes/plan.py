@@ -12,10 +12,12 @@ Maps only add conversions, so the decisions are iterated to a fixed point."""
 from __future__ import annotations
 
 from collections import Counter
+from typing import Optional
 
 import onnx_ir as ir
 
-from .conversion_context import CONVERTED, DENSE, INELIGIBLE, PLAN_META_KEY, ConversionContext, NodePlan
+from .conversion_context import (CONVERTED, DEFAULT_GATE_BLOCK, DENSE, INELIGIBLE, PLAN_META_KEY, ConversionContext,
+                                 NodePlan, parse_inner_gate)
 from .cost_model import MIN_FLOPS_PER_ELEMENT_READ, flops_per_output_pixel, node_flops, pays_for_detection
 from .eligibility import ineligibility
 from .errors import ConversionError
@@ -45,6 +47,7 @@ class PlanConversion(ir.passes.InPlacePass):
         options = self.context.options
         candidates = [n for n in graph if n.domain == "" and n.op_type in CANDIDATE_OPS]
         _check_threshold_names(options.thresholds, candidates)
+        _check_threshold_names(options.inner_gates, candidates, "inner_gates")
 
         plans: dict[ir.Node, NodePlan] = {}
         eligible: list[ir.Node] = []
@@ -71,6 +74,7 @@ class PlanConversion(ir.passes.InPlacePass):
             if node in converted:
                 plan.decision = CONVERTED
                 plan.threshold = self._threshold_of(node)
+                plan.inner_gate = self._inner_gate_of(node, plan.threshold)
             node.meta[PLAN_META_KEY] = plan
             self.context.plans.append(plan)
         return ir.passes.PassResult(model, modified=False)
@@ -136,6 +140,26 @@ class PlanConversion(ir.passes.InPlacePass):
         return float(options.threshold if reads_model_input(node) else options.inner_threshold)
 
 
+    def _inner_gate_of(self, node: ir.Node, tau: float) -> Optional[dict]:
+        """The block rule's attributes for this node ({"gate_block": k, "gate_hard": h}), None for the pixel
+        rule: inner nodes take inner_gate, a node named in inner_gates its own; nodes reading a model input
+        are left to the input gate unless named."""
+        options = self.context.options
+        if node.name in options.inner_gates:
+            rule, block, hard = parse_inner_gate(options.inner_gates[node.name], f"inner_gates[{node.name!r}]")
+        elif reads_model_input(node):
+            return None
+        else:
+            rule, block, hard = options.inner_gate, options.inner_gate_block, options.inner_gate_hard
+        if rule != "block":
+            return None
+        if hard is not None and hard < tau:
+            raise ConversionError(f"node {node.name!r}: the inner gate's gate_hard ({hard:g}) must be >= its "
+                                  f"threshold ({tau:g})")
+        # gate_hard None: the op's default, DEFAULT_GATE_HARD x tau (multiplied in float32 by the op)
+        return {"gate_block": int(DEFAULT_GATE_BLOCK if block is None else block), "gate_hard": hard}
+
+
 def reads_model_input(node: ir.Node) -> bool:
     """True when the node's data input is a model input, possibly through layout-only ops."""
     value = node.inputs[0]
@@ -149,12 +173,12 @@ def reads_model_input(node: ir.Node) -> bool:
     return False
 
 
-def _check_threshold_names(thresholds, candidates: list[ir.Node]) -> None:
+def _check_threshold_names(thresholds, candidates: list[ir.Node], what: str = "thresholds") -> None:
     known = {n.name for n in candidates if n.op_type in ("Conv", "MaxPool")}
     unknown = sorted(name for name in thresholds if name not in known)
     if unknown:
         listed = ", ".join(repr(name) for name in unknown[:5]) + (", ..." if len(unknown) > 5 else "")
-        raise ConversionError(f"unknown node names in thresholds (no Conv or MaxPool of the model has them): {listed}")
+        raise ConversionError(f"unknown node names in {what} (no Conv or MaxPool of the model has them): {listed}")
 
 
 class RequireConvertedNode(ir.passes.InPlacePass):

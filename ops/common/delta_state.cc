@@ -6,10 +6,11 @@
 #include "common/change_map.h"
 #include "common/delta_rules.h"
 #include "common/kernel_table.h"
+#include "delta_gate/gate_engine.h"
 
 namespace deltaonnx {
 
-InputState item_input(const DeltaRun& run, int64_t n, float tau, const KernelTable* kernels) {
+InputState item_input(const DeltaRun& run, int64_t n, float tau, const GateSpec* block_gate, const KernelTable* kernels) {
   const int64_t item = run.channels * run.height * run.width;
   InputState st;
   st.x = run.x + n * item;
@@ -22,16 +23,17 @@ InputState item_input(const DeltaRun& run, int64_t n, float tau, const KernelTab
   st.height = run.height;
   st.width = run.width;
   st.tau = tau;
+  st.block_gate = block_gate;
   st.kernels = kernels;
   return st;
 }
 
-ItemPlan plan_item(const DeltaRun& run, int64_t n, float tau, const KernelTable* kernels, const Window2D& w,
+ItemPlan plan_item(const DeltaRun& run, int64_t n, float tau, const GateSpec* block_gate, const KernelTable* kernels, const Window2D& w,
                    float dense_fraction, int64_t out_channels, std::vector<uint8_t>& in_flags,
                    std::vector<uint8_t>& scratch, RunStats* stats, const ParallelFor& parallel_for) {
   const int64_t out_plane = w.out_pixels();
   ItemPlan p;
-  p.input = item_input(run, n, tau, kernels);
+  p.input = item_input(run, n, tau, block_gate, kernels);
   in_flags.resize(static_cast<size_t>(w.in_pixels()));
   const int64_t changed = detect_and_update_reference(p.input, in_flags.data(), parallel_for);
   p.out_flags = run.map_out + n * out_plane;
@@ -72,6 +74,18 @@ int64_t detect_and_update_reference(const InputState& s, uint8_t* flags, const P
     return marks_to_flags(s.map_in, plane, flags);
   }
   const KernelTable& k = s.kernels ? *s.kernels : kernels();
+  if (s.block_gate != nullptr) {  // rule 2b: the gate engine decides and moves whole blocks' references
+    GateItem item;
+    item.x = s.x;
+    item.x_ref = s.x_ref;
+    item.marks = s.map_in;
+    item.x_gated = s.x_ref_next;
+    item.map_out = flags;
+    item.channels = C;
+    item.height = s.height;
+    item.width = s.width;
+    return run_gate_item(*s.block_gate, item, k);
+  }
   std::memset(flags, 0, static_cast<size_t>(plane));
   const bool in_place = s.x_ref_next == s.x_ref;
   const bool exact = s.tau == 0.f;  // channels decide independently: one fused pass

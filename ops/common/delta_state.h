@@ -7,6 +7,7 @@
 #include "common/change_map.h"
 #include "common/kernel_table.h"
 #include "common/parallel.h"
+#include "delta_gate/gate_spec.h"
 
 namespace deltaonnx {
 
@@ -26,8 +27,21 @@ struct InputState {
   bool reference_dropped = false;
   int64_t channels = 0, height = 0, width = 0;
   float tau = 0.f;
+  // The block rule (DESIGN.md rule 2b) with its k and tau_hard, or nullptr: the pixel rule (rule 2) with tau.
+  const GateSpec* block_gate = nullptr;
   const KernelTable* kernels = nullptr;  // nullptr: the table in use (kernels())
 };
+
+// The change rule a node's inner threshold uses: the pixel rule unless its attributes ask for the block rule
+// (ConvSpec / PoolSpec hold one; tau is the node's threshold).
+inline GateSpec pixel_rule(float tau = 0.f) {
+  GateSpec g;
+  g.block_rule = false;
+  g.block = 1;
+  g.tau = g.hard = tau;
+  return g;
+}
+inline const GateSpec* block_rule_of(const GateSpec& g) { return g.block_rule ? &g : nullptr; }
 
 // The tensors of one run over a batch that DeltaConv and DeltaPool share. Pointers are for the whole batch;
 // x_ref / y_prev are nullptr when there is no usable state (rule 1), map_in when absent; y may equal y_prev
@@ -46,8 +60,8 @@ struct DeltaRun {
   uint8_t* map_out = nullptr;
 };
 
-// The input side of batch item n of a run, compared with threshold tau.
-InputState item_input(const DeltaRun& run, int64_t n, float tau, const KernelTable* kernels);
+// The input side of batch item n of a run, compared with threshold tau (or by block_gate's rule).
+InputState item_input(const DeltaRun& run, int64_t n, float tau, const GateSpec* block_gate, const KernelTable* kernels);
 
 // Rules 1-4 for batch item n, shared by DeltaConv and DeltaPool: the input side (item_input), the change
 // test and reference update, the recompute plan written to the item's map_out, the statistics, and the
@@ -58,12 +72,12 @@ struct ItemPlan {
   float* y = nullptr;            // the item's output
   int64_t recompute = 0;         // recomputed output pixels
 };
-ItemPlan plan_item(const DeltaRun& run, int64_t n, float tau, const KernelTable* kernels, const Window2D& w,
+ItemPlan plan_item(const DeltaRun& run, int64_t n, float tau, const GateSpec* block_gate, const KernelTable* kernels, const Window2D& w,
                    float dense_fraction, int64_t out_channels, std::vector<uint8_t>& in_flags,
                    std::vector<uint8_t>& scratch, RunStats* stats, const ParallelFor& parallel_for);
 
-// Fills flags[H*W] with 1 where the input changed (rule 2; every pixel without state) and writes
-// x_ref_next (rule 3). Returns the number of changed pixels.
+// Fills flags[H*W] with 1 where the input changed (rule 2, or rule 2b with a block gate: the gate engine's
+// verdict; every pixel without state) and writes x_ref_next (rule 3). Returns the number of changed pixels.
 int64_t detect_and_update_reference(const InputState& s, uint8_t* flags, const ParallelFor& parallel_for);
 
 // What recomputed outputs are computed from (rule 4): the moved reference, or X when it is dropped.

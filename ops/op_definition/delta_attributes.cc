@@ -31,10 +31,21 @@ DeltaKnobs read_knobs(const AttributeReader& a) {
   k.dense_fraction = a.get_float("dense_fraction", 0.5f);
   if (!(k.dense_fraction >= 0.f && k.dense_fraction <= 1.f))
     a.fail("attribute 'dense_fraction' must lie in [0, 1], got " + std::to_string(k.dense_fraction));
+  const std::string rule = a.get_string("gate", "pixel");
+  const std::string error = GateSpec::make(rule, k.threshold, a.get_int("gate_block", kDefaultGateBlock),
+                                           a.get_float("gate_hard", -1.f), &k.gate);
+  if (!error.empty()) a.fail(rule == "pixel" || rule == "block" ? "attribute " + error : "attribute 'gate': " + error);
+  if (!k.gate.block_rule) k.gate = pixel_rule(k.threshold);
   return k;
 }
 
 }  // namespace
+
+void refuse_block_gate(const DeltaKnobs& knobs, const char* provider) {
+  if (knobs.gate.block_rule)
+    throw UserError(std::string("attribute 'gate' = \"block\" is not implemented by the ") + provider +
+                    " library (only \"pixel\"); run this node on the CPU library or convert with the pixel rule");
+}
 
 DeltaConvAttributes read_delta_conv_attributes(const AttributeReader& a) {
   DeltaConvAttributes c;

@@ -7,16 +7,23 @@
 #include <vector>
 
 #include "common/conv_activation.h"
+#include "common/delta_state.h"
 #include "common/window_spec.h"
 #include "op_definition/attribute_reader.h"
 
 namespace deltaonnx {
 
-// threshold and dense_fraction, which every Delta op has.
+// threshold, dense_fraction and the change rule of the threshold, which every Delta op has.
 struct DeltaKnobs {
   float threshold = 0.f;       // tau >= 0, finite
   float dense_fraction = 0.5f; // in [0, 1]
+  // gate ("pixel": rule 2, the default | "block": rule 2b), gate_block (k), gate_hard (< 0: the default).
+  GateSpec gate = pixel_rule();
 };
+
+// The CUDA library has no block rule in its change step: a node asking for it is refused when the session is
+// created (never run by the pixel rule instead). Throws UserError naming the attribute.
+void refuse_block_gate(const DeltaKnobs& knobs, const char* provider);
 
 struct DeltaConvAttributes {
   WindowSpec window;           // kernel_h/kernel_w: kernel_shape, or W's when the attribute is absent

@@ -99,6 +99,14 @@ void fill_run(DeltaRun& run, const FloatArray& x, const std::optional<FloatArray
   run.map_out = map_out.mutable_data();
 }
 
+// The change rule of a Delta op's threshold from the pybind arguments (as the ops' attributes give it).
+GateSpec inner_gate(const std::string& rule, float threshold, int64_t gate_block, float gate_hard) {
+  GateSpec g;
+  const std::string e = GateSpec::make(rule, threshold, gate_block, gate_hard, &g);
+  if (!e.empty()) throw std::invalid_argument("gate: " + e);
+  return g.block_rule ? g : pixel_rule();
+}
+
 // Output arrays: the caller's (for in-place runs) or new ones.
 template <typename T>
 py::array_t<T> output_array(const std::optional<py::array_t<T>>& given, const std::vector<int64_t>& shape,
@@ -114,7 +122,8 @@ py::tuple delta_conv(FloatArray x, FloatArray w, std::optional<FloatArray> b, st
                      std::optional<ByteArray> map_in, std::vector<int64_t> strides, std::vector<int64_t> pads,
                      std::vector<int64_t> dilations, int64_t group, const std::string& auto_pad,
                      const std::string& activation, std::vector<float> activation_params, float threshold,
-                     float dense_fraction, std::optional<py::array_t<float>> y_out,
+                     float dense_fraction, const std::string& gate, int64_t gate_block, float gate_hard,
+                     std::optional<py::array_t<float>> y_out,
                      std::optional<py::array_t<float>> x_ref_out, std::optional<std::string> simd, int threads) {
   if (x.ndim() != 4 || w.ndim() != 4) throw std::invalid_argument("X and W must be 4-D");
   ConvSpec spec;
@@ -127,6 +136,7 @@ py::tuple delta_conv(FloatArray x, FloatArray w, std::optional<FloatArray> b, st
     throw std::invalid_argument(activation_error);
   spec.threshold = threshold;
   spec.dense_fraction = dense_fraction;
+  spec.gate = inner_gate(gate, threshold, gate_block, gate_hard);
   std::string e = spec.validate();
   if (!e.empty()) throw std::invalid_argument(e);
   const int64_t N = x.shape(0), C = x.shape(1), H = x.shape(2), W = x.shape(3), M = spec.out_channels;
@@ -154,13 +164,15 @@ py::tuple delta_conv(FloatArray x, FloatArray w, std::optional<FloatArray> b, st
 py::tuple delta_pool(FloatArray x, std::optional<FloatArray> x_ref, FloatArray y_prev, std::optional<ByteArray> map_in,
                      std::vector<int64_t> kernel_shape, std::vector<int64_t> strides, std::vector<int64_t> pads,
                      std::vector<int64_t> dilations, const std::string& auto_pad, bool ceil_mode, float threshold,
-                     float dense_fraction, std::optional<py::array_t<float>> y_out,
+                     float dense_fraction, const std::string& gate, int64_t gate_block, float gate_hard,
+                     std::optional<py::array_t<float>> y_out,
                      std::optional<py::array_t<float>> x_ref_out, std::optional<std::string> simd, int threads) {
   if (x.ndim() != 4) throw std::invalid_argument("X must be 4-D");
   PoolSpec spec;
   spec.window = make_window(kernel_shape, strides, pads, dilations, auto_pad, ceil_mode);
   spec.threshold = threshold;
   spec.dense_fraction = dense_fraction;
+  spec.gate = inner_gate(gate, threshold, gate_block, gate_hard);
   std::string e = spec.validate();
   if (!e.empty()) throw std::invalid_argument(e);
   const int64_t N = x.shape(0), C = x.shape(1), H = x.shape(2), W = x.shape(3);
@@ -241,7 +253,8 @@ PYBIND11_MODULE(_native, m) {
         py::arg("pads") = std::vector<int64_t>{0, 0, 0, 0}, py::arg("dilations") = std::vector<int64_t>{1, 1},
         py::arg("group") = 1, py::arg("auto_pad") = "NOTSET", py::arg("activation") = "",
         py::arg("activation_params") = std::vector<float>{}, py::arg("threshold") = 0.f,
-        py::arg("dense_fraction") = 0.5f, py::arg("y_out") = py::none(), py::arg("x_ref_out") = py::none(),
+        py::arg("dense_fraction") = 0.5f, py::arg("gate") = "pixel", py::arg("gate_block") = kDefaultGateBlock,
+        py::arg("gate_hard") = -1.f, py::arg("y_out") = py::none(), py::arg("x_ref_out") = py::none(),
         py::arg("simd") = py::none(), py::arg("threads") = 1,
         "DeltaConv on numpy arrays: returns (Y, X_ref_next, map_out). Pass y_out=y_prev / x_ref_out=x_ref to run in place.");
   m.def("delta_gate", &delta_gate, py::arg("x"), py::arg("x_ref") = py::none(), py::arg("map_in") = py::none(),
@@ -252,7 +265,8 @@ PYBIND11_MODULE(_native, m) {
         py::arg("kernel_shape"), py::arg("strides") = std::vector<int64_t>{1, 1},
         py::arg("pads") = std::vector<int64_t>{0, 0, 0, 0}, py::arg("dilations") = std::vector<int64_t>{1, 1},
         py::arg("auto_pad") = "NOTSET", py::arg("ceil_mode") = false, py::arg("threshold") = 0.f,
-        py::arg("dense_fraction") = 0.5f, py::arg("y_out") = py::none(), py::arg("x_ref_out") = py::none(),
+        py::arg("dense_fraction") = 0.5f, py::arg("gate") = "pixel", py::arg("gate_block") = kDefaultGateBlock,
+        py::arg("gate_hard") = -1.f, py::arg("y_out") = py::none(), py::arg("x_ref_out") = py::none(),
         py::arg("simd") = py::none(), py::arg("threads") = 1,
         "DeltaPool (MaxPool) on numpy arrays: returns (Y, X_ref_next, map_out).");
 #if defined(DELTAONNX_CUDA_HOST_BINDINGS)

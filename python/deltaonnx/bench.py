@@ -83,19 +83,23 @@ class GateConfig:
             pass
         raise argparse.ArgumentTypeError(f"a gate is pixel, block, block:K or block:K:HARD, got {text!r}")
 
-    def convert_kwargs(self) -> dict:
-        kwargs = {"gate": self.rule}
+    def convert_kwargs(self, prefix: str = "") -> dict:
+        """convert's keyword arguments: gate, gate_block, gate_hard (prefix "inner_": of the inner gate)."""
+        kwargs = {f"{prefix}gate": self.rule}
         if self.block is not None:
-            kwargs["gate_block"] = self.block
+            kwargs[f"{prefix}gate_block"] = self.block
         if self.hard is not None:
-            kwargs["gate_hard"] = self.hard
+            kwargs[f"{prefix}gate_hard"] = self.hard
         return kwargs
+
+    def label_as(self, name: str) -> str:
+        if self.rule == "pixel":
+            return ""
+        return f" {name}=block" + (f"{self.block}" if self.block else "") + (f"/{self.hard:g}" if self.hard is not None else "")
 
     @property
     def label(self) -> str:
-        if self.rule == "pixel":
-            return ""
-        return " gate=block" + (f"{self.block}" if self.block else "") + (f"/{self.hard:g}" if self.hard is not None else "")
+        return self.label_as("gate")
 
 
 @dataclass(frozen=True)
@@ -105,10 +109,11 @@ class DeltaConfig:
     threshold: float
     inner_threshold: float
     gate: GateConfig = GateConfig()
+    inner_gate: GateConfig = GateConfig()  # the change rule of the inner thresholds
 
     @property
     def label(self) -> str:
-        return f"tau={self.threshold:g} inner={self.inner_threshold:g}{self.gate.label}"
+        return f"tau={self.threshold:g} inner={self.inner_threshold:g}{self.gate.label}{self.inner_gate.label_as('inner_gate')}"
 
 
 @dataclass
@@ -473,8 +478,10 @@ def _state_bytes(session) -> int:
 
 
 def parse_configs(thresholds: Sequence[float], inner_thresholds: Sequence[float],
-                  gates: Sequence[GateConfig] = (GateConfig(),)) -> list[DeltaConfig]:
-    return [DeltaConfig(float(t), float(i), g) for t, i, g in itertools.product(thresholds, inner_thresholds, gates)]
+                  gates: Sequence[GateConfig] = (GateConfig(),),
+                  inner_gates: Sequence[GateConfig] = (GateConfig(),)) -> list[DeltaConfig]:
+    return [DeltaConfig(float(t), float(i), g, ig)
+            for t, i, g, ig in itertools.product(thresholds, inner_thresholds, gates, inner_gates)]
 
 
 def run_benchmark(model, frames: Iterable[np.ndarray], preprocess: Optional[Preprocess] = None, *,
@@ -527,6 +534,7 @@ def run_benchmark(model, frames: Iterable[np.ndarray], preprocess: Optional[Prep
         for config in configs:
             proto, _ = convert_with_report(original, threshold=config.threshold, inner_threshold=config.inner_threshold,
                                            **config.gate.convert_kwargs(),
+                                           **config.inner_gate.convert_kwargs("inner_"),
                                            thresholds=options.node_thresholds, all_nodes=options.all_nodes,
                                            dense_fraction=options.dense_fraction)
             runs.append(_ConfigRun(config, proto, conversion_metadata(proto), DeltaSession(
@@ -881,7 +889,7 @@ def _summarize(run: _ConfigRun, dense_ms: float, flops: dict[str, float], dense_
     converted_count = sum(1 for n in nodes if n["decision"] == "converted")
     entry = {
         "threshold": run.config.threshold, "inner_threshold": run.config.inner_threshold, "label": run.config.label,
-        "gate": asdict(run.config.gate),
+        "gate": asdict(run.config.gate), "inner_gate": asdict(run.config.inner_gate),
         "ms_per_frame": ms, "ms_median": 1000.0 * float(np.median(run.times)), "fps": 1000.0 / ms if ms else None,
         "speedup": speedup, "ideal_speedup": ideal,
         "achieved_share": speedup / ideal if ideal else None,
@@ -949,8 +957,9 @@ def change_map_picture(frame_bgr: np.ndarray, maps: dict[str, np.ndarray], title
 
 
 def _safe_label(config: DeltaConfig) -> str:
-    gate = config.gate.label.strip().replace("=", "").replace("/", "_")
-    return f"tau{config.threshold:g}_inner{config.inner_threshold:g}" + (f"_{gate}" if gate else "")
+    gates = [label.strip().replace("=", "").replace("/", "_")
+             for label in (config.gate.label, config.inner_gate.label_as("inner_gate"))]
+    return f"tau{config.threshold:g}_inner{config.inner_threshold:g}" + "".join(f"_{g}" for g in gates if g)
 
 
 def _write_maps(directory: Path, index: int, fitted: np.ndarray, runs: list[_ConfigRun], frame_maps: list) -> list[str]:
@@ -1302,6 +1311,9 @@ def add_command(subparsers, common: argparse.ArgumentParser) -> None:
                       "pixel within HARD; defaults as convert's)")
     conv.add_argument("--gates", type=lambda text: [GateConfig.parse(t) for t in text.split(",")], metavar="G1,G2,...",
                       help="sweep the input gate, e.g. pixel,block:8,block:4:0.3")
+    conv.add_argument("--inner-gate", type=lambda text: [GateConfig.parse(t) for t in text.split(",")],
+                      metavar="G1,G2,...", help="the change rule of the inner thresholds, one or a sweep: pixel "
+                      "(default), block, block:K, block:K:HARD, e.g. pixel,block:2,block:4")
     conv.add_argument("--all", dest="all_nodes", action="store_true", help="convert every eligible node")
     conv.add_argument("--dense-fraction", type=float, default=0.5, metavar="F",
                       help="changed fraction above which an op runs densely (default 0.5)")
@@ -1375,7 +1387,8 @@ def run_command(args: argparse.Namespace) -> int:
     if is_converted(proto):
         if args.original is None:
             raise CliError(f"{model_path} is already converted: pass the dense model with --original MODEL")
-        if args.threshold or args.thresholds or args.inner_threshold or args.inner_thresholds or args.gate or args.gates:
+        if (args.threshold or args.thresholds or args.inner_threshold or args.inner_thresholds or args.gate or args.gates
+                or args.inner_gate):
             raise CliError("thresholds are fixed in an already converted model; give the dense model to sweep them")
         converted, proto = proto, load_model(existing_model_path(args.original))
         if is_converted(proto):
@@ -1398,7 +1411,8 @@ def run_command(args: argparse.Namespace) -> int:
             profile_frames=args.profile_frames, profile_delta=args.profile, oracle=args.oracle,
             dense_fallback=args.dense_fallback,
             maps_dir=Path(args.maps) if args.maps else None, maps_frames=args.maps_frames, progress=not args.quiet)
-        result = run_benchmark(proto, frames, preprocess, configs=parse_configs(thresholds, inners, gates),
+        inner_gates = args.inner_gate or [GateConfig()]
+        result = run_benchmark(proto, frames, preprocess, configs=parse_configs(thresholds, inners, gates, inner_gates),
                                converted=converted, options=options, frame_total=total,
                                source=describe_source(video))
     except (BenchError, VideoError) as error:

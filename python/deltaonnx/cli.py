@@ -123,19 +123,40 @@ def _add_conversion_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dense-fraction", type=fraction, default=0.5, metavar="F",
                         help="above this changed fraction of its output an op runs densely (default 0.5)")
     add_gate_options(parser)
+    add_gate_options(parser, inner=True)
 
 
-def add_gate_options(parser: argparse.ArgumentParser) -> None:
-    """--gate, --gate-block, --gate-hard (convert, inspect, bench, calibrate)."""
+def add_gate_options(parser: argparse.ArgumentParser, inner: bool = False) -> None:
+    """--gate, --gate-block, --gate-hard (convert, inspect, bench, calibrate); inner: --inner-gate,
+    --inner-gate-block, --inner-gate-hard and --inner-gates, the rule of --inner-threshold (convert, inspect)."""
     from .graph_passes.conversion_context import DEFAULT_GATE_BLOCK, DEFAULT_GATE_HARD
 
-    parser.add_argument("--gate", choices=("pixel", "block"), default="pixel",
-                        help="how --threshold decides what changed: per pixel (each op), or per block in one "
-                        "DeltaGate (block means within tau, every pixel within --gate-hard; default pixel)")
-    parser.add_argument("--gate-block", type=int, default=DEFAULT_GATE_BLOCK, metavar="K",
-                        help=f"block gate: k x k blocks, 1 <= k <= 4096 (default {DEFAULT_GATE_BLOCK})")
-    parser.add_argument("--gate-hard", type=non_negative_float, metavar="TAU",
-                        help=f"block gate: bound on every pixel (default {DEFAULT_GATE_HARD:g} x --threshold)")
+    prefix, tau = ("--inner-", "the node's tau") if inner else ("--", "--threshold")
+    what = ("how --inner-threshold decides in each inner Delta op: per pixel, or per block (block means within tau, "
+            "every pixel within --inner-gate-hard; default pixel)") if inner else (
+            "how --threshold decides what changed: per pixel (each op), or per block in one DeltaGate (block means "
+            "within tau, every pixel within --gate-hard; default pixel)")
+    parser.add_argument(f"{prefix}gate", choices=("pixel", "block"), default="pixel", help=what)
+    parser.add_argument(f"{prefix}gate-block", type=int, default=DEFAULT_GATE_BLOCK, metavar="K",
+                        help=f"block rule: k x k blocks, 1 <= k <= 4096 (default {DEFAULT_GATE_BLOCK})")
+    parser.add_argument(f"{prefix}gate-hard", type=non_negative_float, metavar="TAU",
+                        help=f"block rule: bound on every pixel (default {DEFAULT_GATE_HARD:g} x {tau})")
+    if inner:
+        parser.add_argument("--inner-gates", metavar="FILE.json",
+                            help='per-node rules, a JSON object {"<Conv/MaxPool node name>": "pixel" | "block" | '
+                            '"block:K" | "block:K:HARD"}')
+
+
+def read_inner_gates_file(path: Optional[str]) -> Optional[dict]:
+    if path is None:
+        return None
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as error:
+        raise CliError(f"--inner-gates: cannot read {path}: {error}") from error
+    if not isinstance(data, dict):
+        raise CliError(f"--inner-gates: {path} must hold a JSON object {{node name: rule}}")
+    return data
 
 
 def gate_kwargs(args: argparse.Namespace) -> dict:
@@ -150,6 +171,10 @@ def _conversion_kwargs(args: argparse.Namespace) -> dict:
         "all_nodes": args.all_nodes,
         "dense_fraction": args.dense_fraction,
         **gate_kwargs(args),
+        "inner_gate": args.inner_gate,
+        "inner_gate_block": args.inner_gate_block,
+        "inner_gate_hard": args.inner_gate_hard,
+        "inner_gates": read_inner_gates_file(args.inner_gates),
     }
 
 

@@ -99,11 +99,17 @@ def _uses_external_data(proto: onnx.ModelProto) -> bool:
 
 
 def _options(threshold, inner_threshold, thresholds, all_nodes, dense_fraction,
-             keep_references=False, gate="pixel", gate_block=DEFAULT_GATE_BLOCK, gate_hard=None) -> ConversionOptions:
+             keep_references=False, gate="pixel", gate_block=DEFAULT_GATE_BLOCK, gate_hard=None,
+             inner_gate="pixel", inner_gate_block=DEFAULT_GATE_BLOCK, inner_gate_hard=None,
+             inner_gates=None) -> ConversionOptions:
     return ConversionOptions(
         gate=gate,
         gate_block=gate_block,
         gate_hard=gate_hard,
+        inner_gate=inner_gate,
+        inner_gate_block=inner_gate_block,
+        inner_gate_hard=inner_gate_hard,
+        inner_gates=dict(inner_gates) if isinstance(inner_gates, Mapping) else inner_gates,
         threshold=threshold,
         inner_threshold=inner_threshold,
         thresholds=dict(thresholds) if isinstance(thresholds, Mapping) else thresholds,
@@ -125,11 +131,15 @@ def convert_with_report(
     gate: str = "pixel",
     gate_block: int = DEFAULT_GATE_BLOCK,
     gate_hard: Optional[float] = None,
+    inner_gate: str = "pixel",
+    inner_gate_block: int = DEFAULT_GATE_BLOCK,
+    inner_gate_hard: Optional[float] = None,
+    inner_gates: Optional[Mapping[str, str]] = None,
     verbose: bool = False,
 ) -> tuple[onnx.ModelProto, Report]:
     """Like `convert`, also returning the Report (one row per Conv/MaxPool-like node)."""
     options = _options(threshold, inner_threshold, thresholds, all_nodes, dense_fraction, keep_references,
-                       gate, gate_block, gate_hard)
+                       gate, gate_block, gate_hard, inner_gate, inner_gate_block, inner_gate_hard, inner_gates)
     context = ConversionContext(options)
     model_ir = ir.serde.deserialize_model(load_model(model))
     run_passes(conversion_pass_manager(context), model_ir)
@@ -152,6 +162,10 @@ def convert(
     gate: str = "pixel",
     gate_block: int = DEFAULT_GATE_BLOCK,
     gate_hard: Optional[float] = None,
+    inner_gate: str = "pixel",
+    inner_gate_block: int = DEFAULT_GATE_BLOCK,
+    inner_gate_hard: Optional[float] = None,
+    inner_gates: Optional[Mapping[str, str]] = None,
     verbose: bool = False,
 ) -> onnx.ModelProto:
     """Convert `model` (a path, serialized bytes or an onnx.ModelProto; never modified).
@@ -173,6 +187,10 @@ def convert(
             gate_block block on the block means, with gate_hard bounding every pixel, rule 2b; the ops after
             it compare nothing; it takes an external change map, docs/state_protocol.md);
         gate_block: k of the block gate; gate_hard: its per-pixel bound (default 3 x threshold);
+        inner_gate: how inner_threshold decides, in each Delta op not reading a model input: "pixel" (rule 2)
+            or "block" (rule 2b on the op's input, inner_gate_block x inner_gate_block blocks, every pixel
+            within inner_gate_hard, default 3 x the node's threshold); inner_gates: {source node name: "pixel",
+            "block", "block:K" or "block:K:HARD"} overrides for single nodes (also those reading an input);
         verbose: print the report.
     Raises ConversionError for models or options it cannot accept (already converted, nothing
     convertible, unknown node names in thresholds, ...)."""
@@ -187,6 +205,10 @@ def convert(
         gate=gate,
         gate_block=gate_block,
         gate_hard=gate_hard,
+        inner_gate=inner_gate,
+        inner_gate_block=inner_gate_block,
+        inner_gate_hard=inner_gate_hard,
+        inner_gates=inner_gates,
         verbose=verbose,
     )
     return converted
@@ -203,6 +225,10 @@ def inspect_model(
     gate: str = "pixel",
     gate_block: int = DEFAULT_GATE_BLOCK,
     gate_hard: Optional[float] = None,
+    inner_gate: str = "pixel",
+    inner_gate_block: int = DEFAULT_GATE_BLOCK,
+    inner_gate_hard: Optional[float] = None,
+    inner_gates: Optional[Mapping[str, str]] = None,
     input_shapes: Optional[Mapping[str, Sequence[int]]] = None,
 ) -> Report:
     """For a converted model, the report of what was done (from its metadata); for any other model,
@@ -226,7 +252,9 @@ def inspect_model(
     if input_shapes:
         proto = with_input_shapes(proto, input_shapes)
     context = ConversionContext(_options(threshold, inner_threshold, thresholds, all_nodes, dense_fraction,
-                                         gate=gate, gate_block=gate_block, gate_hard=gate_hard))
+                                         gate=gate, gate_block=gate_block, gate_hard=gate_hard,
+                                         inner_gate=inner_gate, inner_gate_block=inner_gate_block,
+                                         inner_gate_hard=inner_gate_hard, inner_gates=inner_gates))
     model_ir = ir.serde.deserialize_model(proto)
     run_passes(ir.passes.PassManager(planning_passes(context), steps=1), model_ir)
     return Report.from_context(context, done=False)

@@ -338,7 +338,7 @@ def _check_map(map_in, expected_shape, what) -> np.ndarray:
 
 
 def _delta_step(X, X_ref, Y_prev, map_in, threshold, dense_fraction, win: _Window, compute_dense,
-                drop_reference=False):
+                drop_reference=False, gate="pixel", gate_block=DEFAULT_GATE_BLOCK, gate_hard=None):
     """Rules 1-5 around any windowed op: `compute_dense(X_ref_next)` gives the op's full output.
     drop_reference: no X_ref is kept (allowed at tau = 0 with a change map, docs/design.md#dropped-references): the map's marks
     are the changed pixels, the state is Y_prev alone, and X_ref_next is an empty [0,0,0,0]."""
@@ -356,13 +356,20 @@ def _delta_step(X, X_ref, Y_prev, map_in, threshold, dense_fraction, win: _Windo
                      else apply_dense_fraction(_or_pool(changed, win), dense_fraction))
         Y = y_full if fresh else np.where(recompute[:, None], y_full, np.asarray(Y_prev, np.float32))
         return Y.astype(np.float32), np.zeros((0, 0, 0, 0), np.float32), recompute[:, None].astype(np.uint8)
-    changed = changed_pixels(X, X_ref, threshold, map_in)
+    gate = gate.decode() if isinstance(gate, bytes) else gate  # as the evaluator hands string attributes
+    if gate not in GATE_RULES:
+        raise ValueError(f"gate must be one of {GATE_RULES}, got {gate!r}")
     fresh = state_is_empty(X_ref) or np.shape(X_ref) != X.shape
-    if fresh:
-        X_ref_next = X.copy()
+    if gate == "block":  # rule 2b: DeltaGate's verdict, and whole blocks' references move (rule 3)
+        if map_in is not None:
+            map_in = _check_map(map_in, (n, 1) + X.shape[2:], "map_in")
+        X_ref_next, gated = delta_gate(X, None if fresh else X_ref, map_in, rule="block", threshold=threshold,
+                                       gate_block=gate_block, gate_hard=gate_hard)
+        changed = gated[:, 0] != 0
     else:
+        changed = changed_pixels(X, X_ref, threshold, map_in)
         # Rule 3: the reference moves only where the pixel counts as changed.
-        X_ref_next = np.where(changed[:, None], X, np.asarray(X_ref, dtype=np.float32))
+        X_ref_next = X.copy() if fresh else np.where(changed[:, None], X, np.asarray(X_ref, dtype=np.float32))
     y_full = compute_dense(X_ref_next)
     if fresh:
         recompute = np.ones((n,) + win.out_hw, dtype=bool)
@@ -378,9 +385,11 @@ def _delta_step(X, X_ref, Y_prev, map_in, threshold, dense_fraction, win: _Windo
 
 def delta_conv(X, W, B=None, X_ref=None, Y_prev=None, map_in=None, *, kernel_shape=None, strides=None,
                pads=None, dilations=None, group=1, auto_pad="NOTSET", activation="", activation_params=(),
-               threshold=0.0, dense_fraction=0.5, drop_reference=False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+               threshold=0.0, dense_fraction=0.5, drop_reference=False, gate="pixel", gate_block=DEFAULT_GATE_BLOCK,
+               gate_hard=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """DeltaConv (docs/ops.md), rules 1-5: returns (Y, X_ref_next, map_out) with
-    Y = where(recompute, act(conv(X_ref_next) + B), Y_prev) and map_out the uint8 recompute mask."""
+    Y = where(recompute, act(conv(X_ref_next) + B), Y_prev) and map_out the uint8 recompute mask.
+    gate "block" decides changes by rule 2b (delta_gate's verdict, k = gate_block, tau_hard = gate_hard)."""
     X = np.asarray(X, dtype=np.float32)
     W = np.asarray(W, dtype=np.float32)
     if X.ndim != 4 or W.ndim != 4:
@@ -395,14 +404,16 @@ def delta_conv(X, W, B=None, X_ref=None, Y_prev=None, map_in=None, *, kernel_sha
         y = conv2d(x_ref_next, W, B, strides=win.strides, pads=win.pads, dilations=win.dilations, group=group)
         return _activate(y, act_name, act_params, channel_axis=1)
 
-    return _delta_step(X, X_ref, Y_prev, map_in, threshold, dense_fraction, win, dense, drop_reference)
+    return _delta_step(X, X_ref, Y_prev, map_in, threshold, dense_fraction, win, dense, drop_reference,
+                       gate, gate_block, gate_hard)
 
 
 def delta_pool(X, X_ref=None, Y_prev=None, map_in=None, *, kernel_shape, strides=None, pads=None,
                dilations=None, auto_pad="NOTSET", ceil_mode=0, threshold=0.0, dense_fraction=0.5,
-               storage_order=0, drop_reference=False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+               storage_order=0, drop_reference=False, gate="pixel", gate_block=DEFAULT_GATE_BLOCK,
+               gate_hard=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """DeltaPool over MaxPool (docs/ops.md), rules 1-5 with the pool's window as receptive field:
-    returns (Y, X_ref_next, map_out)."""
+    returns (Y, X_ref_next, map_out); gate as in delta_conv."""
     if int(storage_order) != 0:
         raise ValueError("DeltaPool refuses storage_order != 0 (it has no Indices output)")
     X = np.asarray(X, dtype=np.float32)
@@ -414,7 +425,8 @@ def delta_pool(X, X_ref=None, Y_prev=None, map_in=None, *, kernel_shape, strides
         return maxpool2d(x_ref_next, kernel_shape=win.kernel, strides=win.strides, pads=win.pads,
                          dilations=win.dilations, ceil_mode=ceil_mode)
 
-    return _delta_step(X, X_ref, Y_prev, map_in, threshold, dense_fraction, win, dense, drop_reference)
+    return _delta_step(X, X_ref, Y_prev, map_in, threshold, dense_fraction, win, dense, drop_reference,
+                       gate, gate_block, gate_hard)
 
 
 GATE_RULES = ("pixel", "block")

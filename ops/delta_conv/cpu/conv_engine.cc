@@ -17,6 +17,7 @@ std::string ConvSpec::validate() const {
   if (out_channels < 1 || out_channels % group != 0) return "attribute 'group' must divide the output channels of W";
   if (!(threshold >= 0.f) || !std::isfinite(threshold)) return "attribute 'threshold' must be finite and >= 0";
   if (!(dense_fraction >= 0.f) || !(dense_fraction <= 1.f)) return "attribute 'dense_fraction' must lie in [0, 1]";
+  if (gate.block_rule && gate.tau != threshold) return "the block gate's threshold must be the node's threshold";
   return activation.check_channels(out_channels);
 }
 
@@ -448,7 +449,7 @@ void run_delta_conv(const ConvSpec& spec, const PackedConvWeights& weights, cons
   std::vector<uint8_t> in_flags, scratch;
   ItemWork work;
   for (int64_t n = 0; n < run.batch; ++n) {
-    const ItemPlan item = plan_item(run, n, spec.threshold, &k, w, spec.dense_fraction, M, in_flags, scratch, stats,
+    const ItemPlan item = plan_item(run, n, spec.threshold, block_rule_of(spec.gate), &k, w, spec.dense_fraction, M, in_flags, scratch, stats,
                                     parallel_for);
     const InputState& st = item.input;
     uint8_t* out_flags = item.out_flags;

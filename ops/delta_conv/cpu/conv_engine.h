@@ -25,6 +25,8 @@ struct ConvSpec {
   ConvActivation activation;          // resolved once (common/conv_activation.h), as on every provider
   float threshold = 0.f;
   float dense_fraction = 0.5f;
+  // The change rule of the threshold: the pixel rule, or the block rule (GateSpec::make("block", threshold, ...)).
+  GateSpec gate = pixel_rule();
 
   // Empty when valid, else what is wrong (attribute names as in the ONNX node).
   std::string validate() const;

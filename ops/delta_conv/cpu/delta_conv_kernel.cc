@@ -25,6 +25,7 @@ ConvSpec DeltaConvKernel::spec_for(const std::vector<int64_t>& w_shape) const {
   spec.activation = attributes_.activation;
   spec.threshold = attributes_.knobs.threshold;
   spec.dense_fraction = attributes_.knobs.dense_fraction;
+  spec.gate = attributes_.knobs.gate;
   spec.out_channels = w_shape[0];
   spec.in_channels_per_group = w_shape[1];
   const std::string error = spec.validate();

@@ -13,7 +13,9 @@ namespace cuda {
 class DeltaConvCudaKernel : public SchemaKernel<kDeltaConvSchema> {
  public:
   explicit DeltaConvCudaKernel(const OrtKernelInfo* info)
-      : SchemaKernel(info), attributes_(read_delta_conv_attributes(AttributeReader(info))) {}
+      : SchemaKernel(info), attributes_(read_delta_conv_attributes(AttributeReader(info))) {
+    refuse_block_gate(attributes_.knobs, "CUDA");
+  }
   OrtStatusPtr ComputeV2(OrtKernelContext* context) {
     return guarded([&] { compute(context); });
   }

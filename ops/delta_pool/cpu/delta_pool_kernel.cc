@@ -11,6 +11,7 @@ DeltaPoolKernel::DeltaPoolKernel(const OrtKernelInfo* info) : SchemaKernel(info)
   spec_.window = a.window;
   spec_.threshold = a.knobs.threshold;
   spec_.dense_fraction = a.knobs.dense_fraction;
+  spec_.gate = a.knobs.gate;
 }
 
 void DeltaPoolKernel::compute(OrtKernelContext* raw) const {

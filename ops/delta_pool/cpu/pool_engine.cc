@@ -16,6 +16,7 @@ std::string PoolSpec::validate() const {
   if (!e.empty()) return e;
   if (!(threshold >= 0.f) || !std::isfinite(threshold)) return "threshold must be finite and >= 0";
   if (!(dense_fraction >= 0.f) || !(dense_fraction <= 1.f)) return "dense_fraction must be in [0, 1]";
+  if (gate.block_rule && gate.tau != threshold) return "the block gate's threshold must be the node's threshold";
   return "";
 }
 
@@ -170,7 +171,7 @@ void run_delta_pool(const PoolSpec& spec, const PoolRun& run, const ParallelFor&
   std::vector<RowRun> runs;
   PoolWork work;
   for (int64_t n = 0; n < run.batch; ++n) {
-    const ItemPlan item = plan_item(run, n, spec.threshold, run.kernels, w, spec.dense_fraction, C, in_flags, scratch,
+    const ItemPlan item = plan_item(run, n, spec.threshold, block_rule_of(spec.gate), run.kernels, w, spec.dense_fraction, C, in_flags, scratch,
                                     stats, parallel_for);
     if (item.recompute == 0) continue;
     runs.clear();

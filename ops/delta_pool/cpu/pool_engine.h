@@ -13,6 +13,8 @@ struct PoolSpec {
   WindowSpec window;
   float threshold = 0.f;
   float dense_fraction = 0.5f;
+  // The change rule of the threshold: the pixel rule, or the block rule (GateSpec::make("block", threshold, ...)).
+  GateSpec gate = pixel_rule();
   std::string validate() const;
 };
 

@@ -13,7 +13,9 @@ namespace cuda {
 class DeltaPoolCudaKernel : public SchemaKernel<kDeltaPoolSchema> {
  public:
   explicit DeltaPoolCudaKernel(const OrtKernelInfo* info)
-      : SchemaKernel(info), attributes_(read_delta_pool_attributes(AttributeReader(info))) {}
+      : SchemaKernel(info), attributes_(read_delta_pool_attributes(AttributeReader(info))) {
+    refuse_block_gate(attributes_.knobs, "CUDA");
+  }
   OrtStatusPtr ComputeV2(OrtKernelContext* context) {
     return guarded([&] { compute(context); });
   }
