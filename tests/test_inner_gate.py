@@ -1,4 +1,4 @@
-"""The block rule (DESIGN.md 2b) for the inner thresholds of DeltaConv/DeltaPool: the engines (through
+"""The block rule (docs/design.md#rule-2b) for the inner thresholds of DeltaConv/DeltaPool: the engines (through
 deltaonnx._native, every SIMD variant) against the numpy reference, exactness at tau 0, the block invariants,
 the attributes through ORT (CPU library; the CUDA library refuses them) and through convert."""
 from __future__ import annotations
@@ -254,12 +254,12 @@ def test_converted_model_with_inner_block_rule_runs_as_the_reference_evaluator(c
 def test_cli_convert_and_bench_sweep_the_inner_gate(cpu_op_library, tmp_path, capsys):
     import json
 
-    from test_bench import run_cli, with_plausible_boxes, write_clip
+    from test_bench import run_cli, write_clip
     from test_convert import attr
     zoo = pytest.importorskip("zoo")
 
     model, clip = tmp_path / "yolo.onnx", write_clip(tmp_path / "clip.avi", (64, 96), n_frames=6)
-    onnx.save(with_plausible_boxes(zoo.yolov8_like((64, 64))), model)
+    onnx.save(zoo.with_plausible_boxes(zoo.yolov8_like((64, 64))), model)
     per_node = tmp_path / "gates.json"
     per_node.write_text(json.dumps({"no_such_node": "block"}))
     code, _, err = run_cli(capsys, "convert", model, "-o", tmp_path / "bad.onnx", "--inner-gates", per_node)

@@ -27,7 +27,7 @@ struct InputState {
   bool reference_dropped = false;
   int64_t channels = 0, height = 0, width = 0;
   float tau = 0.f;
-  // The block rule (DESIGN.md rule 2b) with its k and tau_hard, or nullptr: the pixel rule (rule 2) with tau.
+  // The block rule (docs/design.md#rule-2b) with its k and tau_hard, or nullptr: the pixel rule (rule 2) with tau.
   const GateSpec* block_gate = nullptr;
   const KernelTable* kernels = nullptr;  // nullptr: the table in use (kernels())
 };
