@@ -1,4 +1,5 @@
-// The signature of every op of the domain com.deltaonnx (docs/ops.md), written once: input and output slots with
+// The signature of every op of the domain com.deltaonnx (docs/ops.md), written once (inline: one object per
+// program, so the kernels templated on a schema have external linkage): input and output slots with
 // their types and whether a node may leave them out. The CPU and the CUDA library declare their ops through
 // SchemaOp, so both accept exactly the same nodes; they differ only in the kernel and the execution provider.
 #pragma once
@@ -11,7 +12,7 @@
 
 namespace deltaonnx {
 
-constexpr const char* kDomain = "com.deltaonnx";
+inline constexpr const char* kDomain = "com.deltaonnx";
 
 enum class SlotKind { kRequired, kOptional, kVariadic };
 
@@ -39,26 +40,26 @@ enum Input : size_t { kX = 0, kXRef, kYPrev, kMapIn };
 enum Output : size_t { kY = 0, kXRefNext, kMapOut };
 }  // namespace delta_pool
 
-constexpr ONNXTensorElementDataType kFloat = ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT;
-constexpr ONNXTensorElementDataType kUint8 = ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT8;
+inline constexpr ONNXTensorElementDataType kFloat = ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT;
+inline constexpr ONNXTensorElementDataType kUint8 = ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT8;
 
 // X_ref is optional: at threshold 0 with a change map the converter drops it (docs/design.md); X_ref_next is then
 // left out too. map_out is optional: a consumer-less map may be left out (the op keeps it in scratch).
-constexpr TensorSlot kDeltaConvInputs[] = {
+inline constexpr TensorSlot kDeltaConvInputs[] = {
     {"X", kFloat, SlotKind::kRequired},     {"W", kFloat, SlotKind::kRequired},
     {"B", kFloat, SlotKind::kOptional},     {"X_ref", kFloat, SlotKind::kOptional},
     {"Y_prev", kFloat, SlotKind::kRequired}, {"map_in", kUint8, SlotKind::kOptional}};
-constexpr TensorSlot kDeltaOutputs[] = {
+inline constexpr TensorSlot kDeltaOutputs[] = {
     {"Y", kFloat, SlotKind::kRequired}, {"X_ref_next", kFloat, SlotKind::kOptional}, {"map_out", kUint8, SlotKind::kOptional}};
-constexpr TensorSlot kDeltaPoolInputs[] = {
+inline constexpr TensorSlot kDeltaPoolInputs[] = {
     {"X", kFloat, SlotKind::kRequired}, {"X_ref", kFloat, SlotKind::kOptional},
     {"Y_prev", kFloat, SlotKind::kRequired}, {"map_in", kUint8, SlotKind::kOptional}};
-constexpr TensorSlot kMapUnionInputs[] = {{"maps", kUint8, SlotKind::kVariadic}};
-constexpr TensorSlot kMapUnionOutputs[] = {{"map", kUint8, SlotKind::kRequired}};
+inline constexpr TensorSlot kMapUnionInputs[] = {{"maps", kUint8, SlotKind::kVariadic}};
+inline constexpr TensorSlot kMapUnionOutputs[] = {{"map", kUint8, SlotKind::kRequired}};
 
-constexpr OpSchema kDeltaConvSchema{"DeltaConv", kDeltaConvInputs, 6, kDeltaOutputs, 3};
-constexpr OpSchema kDeltaPoolSchema{"DeltaPool", kDeltaPoolInputs, 4, kDeltaOutputs, 3};
-constexpr OpSchema kMapUnionSchema{"DeltaMapUnion", kMapUnionInputs, 1, kMapUnionOutputs, 1};
+inline constexpr OpSchema kDeltaConvSchema{"DeltaConv", kDeltaConvInputs, 6, kDeltaOutputs, 3};
+inline constexpr OpSchema kDeltaPoolSchema{"DeltaPool", kDeltaPoolInputs, 4, kDeltaOutputs, 3};
+inline constexpr OpSchema kMapUnionSchema{"DeltaMapUnion", kMapUnionInputs, 1, kMapUnionOutputs, 1};
 
 namespace delta_gate {
 enum Input : size_t { kX = 0, kXRef, kMapIn };
@@ -66,11 +67,11 @@ enum Output : size_t { kXGated = 0, kMapOut };
 }  // namespace delta_gate
 
 // DeltaGate (ops/delta_gate): X_ref is the state (empty on a first frame); map_in the external change map.
-constexpr TensorSlot kDeltaGateInputs[] = {
+inline constexpr TensorSlot kDeltaGateInputs[] = {
     {"X", kFloat, SlotKind::kRequired}, {"X_ref", kFloat, SlotKind::kRequired}, {"map_in", kUint8, SlotKind::kOptional}};
-constexpr TensorSlot kDeltaGateOutputs[] = {{"X_gated", kFloat, SlotKind::kRequired},
+inline constexpr TensorSlot kDeltaGateOutputs[] = {{"X_gated", kFloat, SlotKind::kRequired},
                                             {"map_out", kUint8, SlotKind::kRequired}};
-constexpr OpSchema kDeltaGateSchema{"DeltaGate", kDeltaGateInputs, 3, kDeltaGateOutputs, 2};
+inline constexpr OpSchema kDeltaGateSchema{"DeltaGate", kDeltaGateInputs, 3, kDeltaGateOutputs, 2};
 
 inline OrtCustomOpInputOutputCharacteristic characteristic_of(SlotKind kind) {
   switch (kind) {
