@@ -31,9 +31,7 @@ GateInputs read_gate_inputs(const Ort::KernelContext& ctx, const GateSpec& spec)
   const OrtValue* map = optional_input(ctx, delta_gate::kMapIn);
   if (map != nullptr) {
     const std::vector<int64_t> ms = shape_of(map);
-    bool empty = false;
-    for (int64_t d : ms) empty = empty || d == 0;
-    if (!empty) {
+    if (!holds_no_elements(ms)) {  // an empty map is no map
       if (ms.size() != 4 || ms[0] != in.shape[0] || ms[1] != 1)
         throw UserError("the change map must be [N,1,H,W] or one cell per block, got " + shape_text(ms) + " for X " +
                         shape_text(in.shape));

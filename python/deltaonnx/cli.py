@@ -75,19 +75,25 @@ def checked_output_path(model_path: Path, requested: Optional[str]) -> Path:
     return output
 
 
+def read_json_object(text: str, option: str, shape: str) -> dict:
+    """The JSON object in the file named by `option` (e.g. --thresholds); `shape` shows what it must hold."""
+    path = Path(text)
+    if not path.is_file():
+        raise CliError(f"{option}: no such file: {path}")
+    try:
+        data = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as error:
+        raise CliError(f"{option}: {path} is not valid JSON ({error})") from error
+    if not isinstance(data, dict):
+        raise CliError(f"{option}: {path} must hold a JSON object {shape}")
+    return data
+
+
 def read_thresholds_file(text: Optional[str]) -> Optional[dict[str, float]]:
     """A JSON object {node name: tau}."""
     if text is None:
         return None
-    path = Path(text)
-    if not path.is_file():
-        raise CliError(f"--thresholds: no such file: {path}")
-    try:
-        data = json.loads(path.read_text())
-    except (ValueError, UnicodeDecodeError) as error:
-        raise CliError(f"--thresholds: {path} is not valid JSON ({error})") from error
-    if not isinstance(data, dict):
-        raise CliError(f'--thresholds: {path} must hold a JSON object {{"node name": tau, ...}}')
+    data = read_json_object(text, "--thresholds", '{"node name": tau, ...}')
     for name, tau in data.items():
         if isinstance(tau, bool) or not isinstance(tau, (int, float)) or not math.isfinite(tau) or tau < 0:
             raise CliError(f"--thresholds: the value for {name!r} must be a number >= 0, got {tau!r}")
@@ -148,15 +154,8 @@ def add_gate_options(parser: argparse.ArgumentParser, inner: bool = False) -> No
 
 
 def read_inner_gates_file(path: Optional[str]) -> Optional[dict]:
-    if path is None:
-        return None
-    try:
-        data = json.loads(Path(path).read_text())
-    except (OSError, ValueError) as error:
-        raise CliError(f"--inner-gates: cannot read {path}: {error}") from error
-    if not isinstance(data, dict):
-        raise CliError(f"--inner-gates: {path} must hold a JSON object {{node name: rule}}")
-    return data
+    """A JSON object {node name: rule}; convert checks the rules."""
+    return None if path is None else read_json_object(path, "--inner-gates", '{"node name": rule, ...}')
 
 
 def gate_kwargs(args: argparse.Namespace) -> dict:
