@@ -46,6 +46,7 @@ import onnx
 import onnxruntime as ort
 
 from . import __version__
+from .graph_passes.conversion_context import DEFAULT_GATE
 from .video import Preprocess, VideoError
 
 METADATA_KEY = "deltaonnx"
@@ -62,9 +63,9 @@ class BenchError(ValueError):
 
 @dataclass(frozen=True)
 class GateConfig:
-    """How the input gate decides (convert's gate, gate_block, gate_hard)."""
+    """How the input gate decides (convert's gate, gate_block, gate_hard), or the inner thresholds (inner_gate, ...)."""
 
-    rule: str = "pixel"
+    rule: str = "pixel"  # the inner gate's default; the input gate's is INPUT_GATE
     block: Optional[int] = None  # None: convert's default
     hard: Optional[float] = None  # None: convert's default (a multiple of tau)
 
@@ -92,14 +93,20 @@ class GateConfig:
             kwargs[f"{prefix}gate_hard"] = self.hard
         return kwargs
 
-    def label_as(self, name: str) -> str:
-        if self.rule == "pixel":
+    def label_as(self, name: str, default: str = "pixel") -> str:
+        """"" for `default` with convert's k and bound, else " name=rule[k][/hard]"."""
+        if self.rule == default and self.block is None and self.hard is None:
             return ""
+        if self.rule == "pixel":
+            return f" {name}=pixel"
         return f" {name}=block" + (f"{self.block}" if self.block else "") + (f"/{self.hard:g}" if self.hard is not None else "")
 
     @property
     def label(self) -> str:
-        return self.label_as("gate")
+        return self.label_as("gate", DEFAULT_GATE)
+
+
+INPUT_GATE = GateConfig(DEFAULT_GATE)  # convert's input gate
 
 
 @dataclass(frozen=True)
@@ -108,7 +115,7 @@ class DeltaConfig:
 
     threshold: float
     inner_threshold: float
-    gate: GateConfig = GateConfig()
+    gate: GateConfig = INPUT_GATE
     inner_gate: GateConfig = GateConfig()  # the change rule of the inner thresholds
 
     @property
@@ -478,7 +485,7 @@ def _state_bytes(session) -> int:
 
 
 def parse_configs(thresholds: Sequence[float], inner_thresholds: Sequence[float],
-                  gates: Sequence[GateConfig] = (GateConfig(),),
+                  gates: Sequence[GateConfig] = (INPUT_GATE,),
                   inner_gates: Sequence[GateConfig] = (GateConfig(),)) -> list[DeltaConfig]:
     return [DeltaConfig(float(t), float(i), g, ig)
             for t, i, g, ig in itertools.product(thresholds, inner_thresholds, gates, inner_gates)]
@@ -1307,8 +1314,8 @@ def add_command(subparsers, common: argparse.ArgumentParser) -> None:
     conv.add_argument("--inner-thresholds", type=float_list, metavar="T1,T2,...", help="sweep the inner threshold")
     conv.add_argument("--node-thresholds", metavar="FILE.json", help='per-node overrides {"<node>": tau}')
     conv.add_argument("--gate", type=GateConfig.parse, metavar="GATE",
-                      help="the input gate: pixel (default), block, block:K or block:K:HARD (k x k blocks, every "
-                      "pixel within HARD; defaults as convert's)")
+                      help=f"the input gate: block, block:K, block:K:HARD (k x k blocks, every pixel within HARD; "
+                      f"defaults as convert's) or pixel; default {DEFAULT_GATE}")
     conv.add_argument("--gates", type=lambda text: [GateConfig.parse(t) for t in text.split(",")], metavar="G1,G2,...",
                       help="sweep the input gate, e.g. pixel,block:8,block:4:0.3")
     conv.add_argument("--inner-gate", type=lambda text: [GateConfig.parse(t) for t in text.split(",")],
@@ -1369,7 +1376,7 @@ def run_command(args: argparse.Namespace) -> int:
     inners = _one_or_sweep(args.inner_threshold, args.inner_thresholds, "inner-threshold")
     if args.gate is not None and args.gates is not None:
         raise CliError("give --gate or --gates, not both")
-    gates = args.gates or [args.gate or GateConfig()]
+    gates = args.gates or [args.gate or INPUT_GATE]
     if not 0 <= args.dense_fraction <= 1:
         raise CliError(f"--dense-fraction must be in [0, 1], got {args.dense_fraction:g}")
     if args.plot and not args.plot.lower().endswith(".png"):
@@ -1434,5 +1441,5 @@ def run_command(args: argparse.Namespace) -> int:
     return 0
 
 
-__all__ = ["BenchError", "BenchOptions", "DeltaConfig", "FrameRecord", "GateConfig", "add_command", "change_map_picture",
+__all__ = ["BenchError", "BenchOptions", "DeltaConfig", "FrameRecord", "GateConfig", "INPUT_GATE", "add_command", "change_map_picture",
            "format_report", "machine_info", "parse_configs", "plot_sweep", "run_benchmark", "write_json"]

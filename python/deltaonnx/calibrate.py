@@ -49,6 +49,7 @@ import onnxruntime as ort
 
 from . import __version__
 from .detections import SCORE_MARGIN
+from .graph_passes.conversion_context import DEFAULT_GATE
 from .video import FrameSource, Preprocess, VideoError
 
 # Threshold ladders. Gate: fraction of the model input's value range (0.02 of [0,1] pixels = 5/255).
@@ -794,8 +795,8 @@ class CalibrationOptions:
     dense_fraction: float = 0.5
     # The input gate of the written model (convert's gate, gate_block, gate_hard; None: convert's defaults).
     # The search raises per-node thresholds under the pixel rule; the final model, measured on the whole
-    # range, gates with this one.
-    gate: str = "pixel"
+    # range, gates with this one (convert's default, the block rule).
+    gate: str = DEFAULT_GATE
     gate_block: Optional[int] = None
     gate_hard: Optional[float] = None
     warmup: int = 3  # untimed first frames of each range

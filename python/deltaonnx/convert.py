@@ -7,6 +7,7 @@
 The passes live in `deltaonnx.graph_passes`; this module loads models, runs them and reports."""
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -17,16 +18,17 @@ import onnx
 import onnx_ir as ir
 from onnx import external_data_helper
 
+from . import DOMAIN
 from .densify import dense_twin
 # Submodules named explicitly: works whether or not the editable install knows graph_passes/__init__.py.
-from .graph_passes.conversion_context import DEFAULT_GATE_BLOCK, ConversionContext, ConversionOptions
+from .graph_passes.conversion_context import DEFAULT_GATE, DEFAULT_GATE_BLOCK, ConversionContext, ConversionOptions
 from .graph_passes.cost_model import node_flops
 from .graph_passes.errors import ConversionError
 from .graph_passes.metadata import read_conversion_metadata
-from .graph_passes.normalize import CANDIDATE_OPS, InferShapes
+from .graph_passes.normalize import CANDIDATE_OPS, METADATA_KEY, InferShapes
 from .graph_passes.pipeline import conversion_pass_manager, planning_passes, run_passes
 from .graph_passes.report import Report, ReportRow
-from .session import STATE_PREFIX
+from .session import STATE_PREFIX, StateEntry, _identical_frame_plan
 
 __all__ = [
     "ConversionError",
@@ -99,7 +101,7 @@ def _uses_external_data(proto: onnx.ModelProto) -> bool:
 
 
 def _options(threshold, inner_threshold, thresholds, all_nodes, dense_fraction,
-             keep_references=False, gate="pixel", gate_block=DEFAULT_GATE_BLOCK, gate_hard=None,
+             keep_references=False, gate=DEFAULT_GATE, gate_block=DEFAULT_GATE_BLOCK, gate_hard=None,
              inner_gate="pixel", inner_gate_block=DEFAULT_GATE_BLOCK, inner_gate_hard=None,
              inner_gates=None) -> ConversionOptions:
     return ConversionOptions(
@@ -128,7 +130,7 @@ def convert_with_report(
     all_nodes: bool = False,
     dense_fraction: float = 0.5,
     keep_references: bool = False,
-    gate: str = "pixel",
+    gate: str = DEFAULT_GATE,
     gate_block: int = DEFAULT_GATE_BLOCK,
     gate_hard: Optional[float] = None,
     inner_gate: str = "pixel",
@@ -144,10 +146,32 @@ def convert_with_report(
     model_ir = ir.serde.deserialize_model(load_model(model))
     run_passes(conversion_pass_manager(context), model_ir)
     converted = ir.serde.serialize_model(model_ir)
+    _record_frame_skip(converted)
     report = Report.from_context(context)
     if verbose:
         print(report.render())
     return converted, report
+
+
+def _record_frame_skip(proto: onnx.ModelProto) -> None:
+    """Adds `frame_skip` to the `deltaonnx` metadata when a client may skip a run on its DeltaGates' answer
+    (docs/state_protocol.md, "Skipping a frame that changes nothing"): DeltaSession's own proof of that, made
+    on the finished graph, for clients that cannot read the graph (examples/cpp). It lists each gate with the
+    transpose between its model input and the gate (null: same layout), and the x_ref states that must hold no
+    NaN/Inf for a skip (rule 3 keeps a non-finite pixel changed on every run)."""
+    prop = next((p for p in proto.metadata_props if p.key == METADATA_KEY), None)
+    if prop is None:
+        return
+    metadata = json.loads(prop.value)
+    entries = [StateEntry(s["node"], s.get("kind", ""), s["past"], s["present"]) for s in metadata.get("state", [])]
+    plan, _ = _identical_frame_plan(proto.graph, model_input_names(proto), entries, gates_allowed=True)
+    delta_gates = {node.name for node in proto.graph.node if node.domain == DOMAIN and node.op_type == "DeltaGate"}
+    if plan is None or plan.mode != "tau" or not plan.gates or any(g.node not in delta_gates for g in plan.gates):
+        return
+    metadata["frame_skip"] = {
+        "gates": [{"node": g.node, "input": g.input, "perm": list(g.perm) if g.perm else None} for g in plan.gates],
+        "finite_checks": list(plan.finite_checks)}
+    prop.value = json.dumps(metadata, separators=(",", ":"))
 
 
 def convert(
@@ -159,7 +183,7 @@ def convert(
     all_nodes: bool = False,
     dense_fraction: float = 0.5,
     keep_references: bool = False,
-    gate: str = "pixel",
+    gate: str = DEFAULT_GATE,
     gate_block: int = DEFAULT_GATE_BLOCK,
     gate_hard: Optional[float] = None,
     inner_gate: str = "pixel",
@@ -182,11 +206,13 @@ def convert(
         keep_references: keep X_ref state on every Delta op; by default an op that compares exactly
             (threshold 0) behind a change map keeps none (the map says what changed; half the state memory,
             no comparison), and its threshold can then not be raised by editing the converted model;
-        gate: how `threshold` decides what changed in a frame: "pixel" (each op reading the frame compares
-            per pixel, docs/design.md#rule-2) or "block" (one DeltaGate per model input decides per gate_block x
-            gate_block block on the block means, with gate_hard bounding every pixel, rule 2b; the ops after
-            it compare nothing; it takes an external change map, docs/state_protocol.md);
-        gate_block: k of the block gate; gate_hard: its per-pixel bound (default 3 x threshold);
+        gate: how `threshold` decides what changed in a frame: "block" (the default: one DeltaGate per model
+            input decides per gate_block x gate_block block on the block means, with gate_hard bounding every
+            pixel, docs/design.md#rule-2b; the ops after it compare nothing; it takes an external change map,
+            docs/state_protocol.md) or "pixel" (each op reading the frame compares per pixel, rule 2). The block
+            rule ignores camera noise that the pixel rule keeps re-firing on: on every clip measured it redoes
+            less work at no more error (docs/results.md); at threshold 0 both are exact and no gate is inserted;
+        gate_block: k of the block gate (default 8); gate_hard: its per-pixel bound (default 5 x threshold);
         inner_gate: how inner_threshold decides, in each Delta op not reading a model input: "pixel" (rule 2)
             or "block" (rule 2b on the op's input, inner_gate_block x inner_gate_block blocks, every pixel
             within inner_gate_hard, default 3 x the node's threshold); inner_gates: {source node name: "pixel",
@@ -222,7 +248,7 @@ def inspect_model(
     thresholds: Optional[Mapping[str, float]] = None,
     all_nodes: bool = False,
     dense_fraction: float = 0.5,
-    gate: str = "pixel",
+    gate: str = DEFAULT_GATE,
     gate_block: int = DEFAULT_GATE_BLOCK,
     gate_hard: Optional[float] = None,
     inner_gate: str = "pixel",

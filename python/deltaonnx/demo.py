@@ -321,7 +321,7 @@ class _Collector:
 
 
 def add_command(subparsers, common: argparse.ArgumentParser) -> None:
-    from .bench import GateConfig, add_video_options, float_list, non_negative_int, positive_int
+    from .bench import INPUT_GATE, GateConfig, add_video_options, float_list, non_negative_int, positive_int
 
     parser = subparsers.add_parser(
         "demo", parents=[common],
@@ -336,8 +336,8 @@ def add_command(subparsers, common: argparse.ArgumentParser) -> None:
                         help=f"input gates to compare (default {','.join(f'{t:g}' for t in DEFAULT_THRESHOLDS)})")
     parser.add_argument("--inner-threshold", type=float_list, default=[0.0], metavar="TAU",
                         help="inner threshold (default 0)")
-    parser.add_argument("--gate", type=GateConfig.parse, default=GateConfig(), metavar="GATE",
-                        help="the input gate: pixel (default), block, block:K or block:K:HARD (as bench)")
+    parser.add_argument("--gate", type=GateConfig.parse, default=INPUT_GATE, metavar="GATE",
+                        help="the input gate: block (default), block:K, block:K:HARD or pixel (as bench)")
     parser.add_argument("--threads", type=positive_int, default=1, metavar="N", help="ORT threads (default 1)")
     parser.add_argument("--warmup", type=non_negative_int, default=5, metavar="N", help="untimed first frames")
     parser.add_argument("--clip-frames", type=positive_int, default=CLIP_FRAMES, metavar="N",

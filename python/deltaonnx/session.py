@@ -49,6 +49,7 @@ import onnx
 import onnxruntime as ort
 
 from ._lib import library_path
+from .reference import DEFAULT_GATE_BLOCK
 
 METADATA_KEY = "deltaonnx"
 SUPPORTED_FORMAT = 1
@@ -291,7 +292,7 @@ def _find_gates(graph, frame_inputs, x_ref_present, has_map) -> list[_Gate] | No
             attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
             rule = attrs.get("rule", b"block")
             rule = rule.decode() if isinstance(rule, bytes) else rule
-            block = {"rule": rule, "gate_block": int(attrs.get("gate_block", 4)),
+            block = {"rule": rule, "gate_block": int(attrs.get("gate_block", DEFAULT_GATE_BLOCK)),
                      "gate_hard": float(attrs.get("gate_hard", -1.0))} if rule == "block" else None
             return _Gate(model_input, node.name, x_ref_present[node.name], perm,
                          np.float32(attrs.get("threshold", 0.0)), block)
