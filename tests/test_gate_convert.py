@@ -51,12 +51,12 @@ def noisy_video(shape, frames, rng, spatial=(-2, -1)):
 
 def test_block_gate_graph_structure(zoo):
     original = zoo.resnet18_like()
-    converted = deltaonnx.convert(original, threshold=0.1)  # convert's default: the block gate, k 8, 5 tau
+    converted = deltaonnx.convert(original, threshold=0.1)  # convert's default: the block gate, k 8, 4 tau
     (gate,) = gates_of(converted)
     assert gate.input[0] == original.graph.input[0].name
     assert attr(gate, "rule") == b"block" and attr(gate, "gate_block") == 8
-    assert DEFAULT_INPUT_GATE_HARD == 5.0
-    assert attr(gate, "threshold") == pytest.approx(0.1) and attr(gate, "gate_hard") == pytest.approx(0.5)
+    assert DEFAULT_INPUT_GATE_HARD == 4.0
+    assert attr(gate, "threshold") == pytest.approx(0.1) and attr(gate, "gate_hard") == pytest.approx(0.4)
     readers = [n for n in converted.graph.node if gate.output[0] in n.input and n is not gate]
     assert readers and all(n.op_type == "DeltaConv" for n in readers)
     for node in readers:  # they compare nothing and keep no reference

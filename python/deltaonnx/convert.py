@@ -18,7 +18,6 @@ import onnx
 import onnx_ir as ir
 from onnx import external_data_helper
 
-from . import DOMAIN
 from .densify import dense_twin
 # Submodules named explicitly: works whether or not the editable install knows graph_passes/__init__.py.
 from .graph_passes.conversion_context import DEFAULT_GATE, DEFAULT_GATE_BLOCK, ConversionContext, ConversionOptions
@@ -154,23 +153,27 @@ def convert_with_report(
 
 
 def _record_frame_skip(proto: onnx.ModelProto) -> None:
-    """Adds `frame_skip` to the `deltaonnx` metadata when a client may skip a run on its DeltaGates' answer
-    (docs/state_protocol.md, "Skipping a frame that changes nothing"): DeltaSession's own proof of that, made
-    on the finished graph, for clients that cannot read the graph (examples/cpp). It lists each gate with the
-    transpose between its model input and the gate (null: same layout), and the x_ref states that must hold no
-    NaN/Inf for a skip (rule 3 keeps a non-finite pixel changed on every run)."""
+    """Adds `frame_skip` to the `deltaonnx` metadata: when a client may skip a run because it provably changes
+    nothing (docs/state_protocol.md, "Skipping a frame that changes nothing"), as DeltaSession proves it on the
+    finished graph, for clients that cannot read the graph (examples/cpp). Mode "tau": each gate (every
+    consumer of the model inputs) with the rule to ask deltaonnx_gate_finds_change and the transpose from its
+    model input to its X (null: same layout); mode "bitwise": frames bitwise identical to the previous run's.
+    Both: the x_ref states that must hold no NaN/Inf (rule 3 keeps a non-finite pixel changed on every run)."""
     prop = next((p for p in proto.metadata_props if p.key == METADATA_KEY), None)
     if prop is None:
         return
     metadata = json.loads(prop.value)
     entries = [StateEntry(s["node"], s.get("kind", ""), s["past"], s["present"]) for s in metadata.get("state", [])]
     plan, _ = _identical_frame_plan(proto.graph, model_input_names(proto), entries, gates_allowed=True)
-    delta_gates = {node.name for node in proto.graph.node if node.domain == DOMAIN and node.op_type == "DeltaGate"}
-    if plan is None or plan.mode != "tau" or not plan.gates or any(g.node not in delta_gates for g in plan.gates):
+    if plan is None:
         return
-    metadata["frame_skip"] = {
-        "gates": [{"node": g.node, "input": g.input, "perm": list(g.perm) if g.perm else None} for g in plan.gates],
-        "finite_checks": list(plan.finite_checks)}
+    gates = []
+    for gate in plan.gates:
+        # A Delta op as gate compares per pixel within its tau: enough for either rule (docs/state_protocol.md).
+        rule = gate.block_rule or {"rule": "pixel", "gate_block": 1, "gate_hard": float(gate.tau)}
+        gates.append({"node": gate.node, "input": gate.input, "present": gate.present,
+                      "perm": list(gate.perm) if gate.perm else None, "threshold": float(gate.tau), **rule})
+    metadata["frame_skip"] = {"mode": plan.mode, "gates": gates, "finite_checks": list(plan.finite_checks)}
     prop.value = json.dumps(metadata, separators=(",", ":"))
 
 
@@ -212,7 +215,7 @@ def convert(
             docs/state_protocol.md) or "pixel" (each op reading the frame compares per pixel, rule 2). The block
             rule ignores camera noise that the pixel rule keeps re-firing on: on every clip measured it redoes
             less work at no more error (docs/results.md); at threshold 0 both are exact and no gate is inserted;
-        gate_block: k of the block gate (default 8); gate_hard: its per-pixel bound (default 5 x threshold);
+        gate_block: k of the block gate (default 8); gate_hard: its per-pixel bound (default 4 x threshold);
         inner_gate: how inner_threshold decides, in each Delta op not reading a model input: "pixel" (rule 2)
             or "block" (rule 2b on the op's input, inner_gate_block x inner_gate_block blocks, every pixel
             within inner_gate_hard, default 3 x the node's threshold); inner_gates: {source node name: "pixel",

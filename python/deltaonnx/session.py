@@ -373,9 +373,10 @@ def _within_tau(frame: np.ndarray, reference: np.ndarray, tau: np.float32) -> bo
     return True
 
 
-def _gate_sees_nothing(gate: _Gate, frame: np.ndarray, reference: np.ndarray) -> bool:
+def _gate_sees_nothing(gate: _Gate, frame: np.ndarray, reference: np.ndarray, map_in: np.ndarray | None = None) -> bool:
     """The gate would find no change: within tau everywhere (enough for either rule), or, for the block
-    rule, its own engine finds no block changed (the copy it writes is thrown away)."""
+    rule, its own engine finds no block changed where `map_in` (the run's change map) lets it look (the copy
+    it writes is thrown away)."""
     if _within_tau(frame, reference, gate.tau):
         return True
     if gate.block_rule is None or frame.ndim != 4:
@@ -384,7 +385,7 @@ def _gate_sees_nothing(gate: _Gate, frame: np.ndarray, reference: np.ndarray) ->
         from . import _native
     except ImportError:  # built without the pybind module: the tau test alone
         return False
-    _, changed = _native.delta_gate(frame, reference, threshold=float(gate.tau), **gate.block_rule)
+    _, changed = _native.delta_gate(frame, reference, map_in, threshold=float(gate.tau), **gate.block_rule)
     return not changed.any()
 
 
@@ -543,6 +544,7 @@ class DeltaSession:
         self._node_info = {n["name"]: n for n in self._metadata.get("nodes", []) if "name" in n}
         # model input (the frame a DeltaGate gates) -> the gate's change-map graph input
         self._change_map_inputs = {g["input"]: g["change_map"] for g in self._metadata.get("gates", [])}
+        self._gate_maps = {g["node"]: g["change_map"] for g in self._metadata.get("gates", [])}  # DeltaGate -> its map
         self._check_graph_matches_metadata()
 
         past_names = {s.past for s in self._state_entries}
@@ -744,7 +746,7 @@ class DeltaSession:
         if self._identical_plan is not None and state.binding is not None:
             if state.check_wait > 0:
                 state.check_wait -= 1
-            elif self._nothing_changes(state, inputs, requested):
+            elif self._nothing_changes(state, inputs, requested, maps or {}):
                 state.check_misses = 0
                 return self._skipped_run(state, requested)
             else:
@@ -883,7 +885,7 @@ class DeltaSession:
                 else:
                     state.previous_frames[name] = frame.copy()
 
-    def _nothing_changes(self, state: _StreamState, inputs: dict, requested: list[str]) -> bool:
+    def _nothing_changes(self, state: _StreamState, inputs: dict, requested: list[str], maps: dict) -> bool:
         """Whether this run provably recomputes nothing anywhere (see _IdenticalFramePlan)."""
         kept = state.kept_names
         if kept is None or any(name not in kept and name not in self._present_names for name in requested):
@@ -897,7 +899,7 @@ class DeltaSession:
                     # compare in the reference's layout: it is the larger read, and contiguous that way
                     frame = frame.transpose(gate.perm) if frame.ndim == len(gate.perm) else None
                 if (frame is None or frame.shape != reference.shape or frame.dtype != reference.dtype
-                        or not _gate_sees_nothing(gate, frame, reference)):
+                        or not _gate_sees_nothing(gate, frame, reference, maps.get(self._gate_maps.get(gate.node)))):
                     return False
         else:
             for name, (value, _) in inputs.items():
