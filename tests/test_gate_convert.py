@@ -203,3 +203,33 @@ def test_change_map_needs_a_gate(zoo, cpu_op_library):
     frame = np.zeros(model_input_shape(original), np.float32)
     with pytest.raises(ValueError, match="gate='block'"):
         session.run(None, {original.graph.input[0].name: frame}, change_map=np.ones((1, 1, 64, 64), np.uint8))
+
+
+def test_metadata_records_the_gates_layout_and_when_a_client_may_skip(zoo):
+    """gates[].perm: the transpose from the model input to the gate's NCHW frame; frame_skip: DeltaSession's proof
+    that a run may be skipped, for clients that cannot read the graph (examples/cpp)."""
+    nhwc = metadata_of(deltaonnx.convert(zoo.nhwc_input(), threshold=0.1))
+    assert nhwc["gates"][0]["perm"] == [0, 3, 1, 2]
+    (gate,) = nhwc["frame_skip"]["gates"]
+    assert nhwc["frame_skip"]["mode"] == "tau" and nhwc["frame_skip"]["finite_checks"] == []
+    assert gate == {"node": "DeltaGate_0", "input": nhwc["gates"][0]["input"], "present": nhwc["state"][0]["present"],
+                    "perm": [0, 3, 1, 2], "threshold": pytest.approx(0.1), "rule": "block", "gate_block": 8,
+                    "gate_hard": pytest.approx(0.4)}
+    nchw = metadata_of(deltaonnx.convert(zoo.cnn1(), threshold=0.1))
+    assert nchw["gates"][0]["perm"] is None and nchw["frame_skip"]["gates"][0]["perm"] is None
+    # the pixel gate: the Delta op reading the frame answers per pixel at its own tau
+    pixel = metadata_of(deltaonnx.convert(zoo.cnn1(), threshold=0.1, gate="pixel"))
+    (gate,) = pixel["frame_skip"]["gates"]
+    assert (gate["node"], gate["rule"], gate["gate_hard"]) == ("DeltaConv_0", "pixel", pytest.approx(0.1))
+
+
+def test_no_gate_skip_where_the_frame_reaches_more_than_the_gate(rng):
+    """A model input also read by an ordinary op: only bitwise-identical frames may be skipped; a random op: none."""
+    original = conv_block_model(rng, [helper.make_node("Relu", ["y"], ["out"])], hw=12)
+    original.graph.node.append(helper.make_node("Sigmoid", ["x"], ["s"]))
+    original.graph.output.append(helper.make_tensor_value_info("s", onnx.TensorProto.FLOAT, None))
+    assert metadata_of(deltaonnx.convert(original, threshold=0.1))["frame_skip"]["mode"] == "bitwise"
+    noise = helper.make_node("RandomUniformLike", ["out"], ["noise"])
+    original.graph.node.append(noise)
+    original.graph.output.append(helper.make_tensor_value_info("noise", onnx.TensorProto.FLOAT, None))
+    assert "frame_skip" not in metadata_of(deltaonnx.convert(original, threshold=0.1))
