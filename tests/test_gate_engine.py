@@ -157,6 +157,7 @@ def _finds_change():
     return call
 
 
+@pytest.mark.sanitizer
 @pytest.mark.parametrize("rule, k, tau, hard", [("pixel", 1, 0.1, -1.0), ("block", 4, 0.1, 0.3), ("block", 8, 0.05, -1.0)])
 @pytest.mark.parametrize("resolution", [None, "frame", "block"])
 def test_finds_change_is_the_engines_verdict_and_writes_nothing(rule, k, tau, hard, resolution):
@@ -183,6 +184,7 @@ def test_finds_change_is_the_engines_verdict_and_writes_nothing(rule, k, tau, ha
     assert answers == {0, 1}
 
 
+@pytest.mark.sanitizer
 def test_finds_change_refuses_bad_arguments_with_a_reason():
     finds_change = _finds_change()
     x = np.zeros((1, 3, 16, 16), np.float32)
