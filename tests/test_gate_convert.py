@@ -233,3 +233,29 @@ def test_no_gate_skip_where_the_frame_reaches_more_than_the_gate(rng):
     original.graph.node.append(noise)
     original.graph.output.append(helper.make_tensor_value_info("noise", onnx.TensorProto.FLOAT, None))
     assert "frame_skip" not in metadata_of(deltaonnx.convert(original, threshold=0.1))
+
+
+def test_delta_session_skips_a_frame_that_changes_only_where_the_map_says_nothing_did(zoo, rng, cpu_op_library):
+    """The identical-frame skip asks the gate with the run's change map: a timestamp overlay masked out does not
+    make a run; without the mask it does."""
+    from deltaonnx import DeltaSession
+
+    original = zoo.resnet18_like()
+    converted = deltaonnx.convert(original, threshold=0.1).SerializeToString()
+    shape = model_input_shape(original)
+    name = original.graph.input[0].name
+    mask = np.ones((1, 1) + tuple(shape[2:]), np.uint8)
+    mask[..., :8, :] = 0
+    frame = noisy_video(shape, 1, rng)[0]
+    for masked, skips in ((True, 3), (False, 0)):
+        session = DeltaSession(converted, dense_fallback=False)
+        kwargs = {"change_map": mask} if masked else {}
+        first = session.run(None, {name: frame}, **kwargs)
+        for _ in range(3):
+            overlay = frame.copy()
+            overlay[..., :8, :] = rng.random(overlay[..., :8, :].shape, dtype=np.float32)
+            got = session.run(None, {name: overlay}, **kwargs)
+        assert session.stats()["skipped_runs"] == skips
+        if masked:
+            for value, previous in zip(got, first):
+                np.testing.assert_array_equal(value, previous)

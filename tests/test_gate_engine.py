@@ -181,6 +181,12 @@ def test_finds_change_is_the_engines_verdict_and_writes_nothing(rule, k, tau, ha
         answers.add(found)
         np.testing.assert_array_equal(frame, kept[0])
         np.testing.assert_array_equal(reference, kept[1])
+        if map_in is not None:  # a change only where the map says nothing changed: not looked at
+            marked = map_in.repeat(k, axis=2).repeat(k, axis=3)[:, :, :shape[2], :shape[3]] if resolution == "block" \
+                else map_in
+            hidden = np.where(marked != 0, reference, reference + 1.0).astype(np.float32)
+            assert finds_change(hidden, reference, map_in, rule=rule, threshold=tau, gate_block=k, gate_hard=hard)[0] == 0
+            assert finds_change(hidden, reference, rule=rule, threshold=tau, gate_block=k, gate_hard=hard)[0] == 1
     assert answers == {0, 1}
 
 
