@@ -223,8 +223,9 @@ class _IdenticalFramePlan:
       input, or one Identity/Transpose feeding only such ops) or reads only its shape. Rule 2 is checked here
       directly: every element of the frame is within the gate's tau of its `X_ref` (|x - ref| <= tau, false for
       NaN/Inf, as the kernels compare in float32); a block-rule DeltaGate is asked itself (its engine, run on
-      the host without writing anything), as that rule lets more through. The gates then see no change. (A
-      DeltaGate's external change map only narrows where it looks: no change without it is no change with it.)
+      the host on copies, with the run's change map), as that rule lets more through. The gates then see no
+      change. (The tau test ignores the map: a map only narrows where a gate looks, so no change without it is
+      no change with it.)
     * ``mode == "bitwise"``: the frames are bitwise identical to the previous run's, so by induction each Delta
       op's input equals its input of the previous run, after which the invariant max|X - X_ref| <= tau held;
       ops with a map input compare only marked pixels, and their maps come from ops that saw no change.
@@ -683,12 +684,13 @@ class DeltaSession:
         then recomputed). Concurrent calls on the same stream are serialized; on different streams they run
         in parallel. If the run fails, the stream's state is dropped (in-place buffers may be half written).
 
-        change_map: where the frame may have changed since the last run (models converted with
-        gate="block"): uint8 [N,1,H,W] at the frame's resolution or [N,1,ceil(H/k),ceil(W/k)] one cell per
+        change_map: where the frame may have changed since the last run (models converted with the block
+        gate, convert's default, at a threshold above 0): uint8 [N,1,H,W] at the frame's resolution or [N,1,ceil(H/k),ceil(W/k)] one cell per
         gate block, nonzero = may have changed. The gate looks only there: pixels left 0 keep their previous
         value (a timestamp overlay, a waving tree), so every output they reach stays as it was. A dict
-        {model input name: map} for models with several gated inputs. (A stream in the dense fallback runs
-        the dense twin, which sees whole frames.)
+        {model input name: map} for models with several gated inputs. A frame that changes only where the map
+        says nothing did is skipped like an identical one. (A stream in the dense fallback runs the dense twin,
+        which sees whole frames.)
         """
         requested = self._check_output_names(output_names)
         inputs = self._check_input_feed(input_feed)
@@ -946,8 +948,8 @@ class DeltaSession:
             return {}
         gates = self._change_map_inputs
         if not gates:
-            raise ValueError("DeltaSession.run: change_map needs a model converted with gate='block' (it has no "
-                             "DeltaGate to take it)")
+            raise ValueError("DeltaSession.run: change_map needs a model converted with the block gate (gate='block', "
+                             "convert's default, and a threshold above 0); it has no DeltaGate to take it")
         if not isinstance(change_map, Mapping):
             if len(gates) != 1:
                 raise ValueError(f"DeltaSession.run: the model gates several inputs {list(gates)}: give change_map "
