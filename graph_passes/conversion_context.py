@@ -14,8 +14,8 @@ from deltaonnx.reference import DEFAULT_GATE_BLOCK, DEFAULT_GATE_HARD  # noqa: F
 # convert's input gate by default (docs/results.md, "The input gate"): the block rule in one DeltaGate, k x k
 # blocks of DEFAULT_GATE_BLOCK, every pixel within DEFAULT_INPUT_GATE_HARD x the threshold. Measured on every clip
 # against the pixel rule: less work at no more error (PNet/vtest tau 0.1: 8.5% of the conv work against 19.1%,
-# prob error 0.0047 against 0.0052 on average, 0.77 against 0.80 at worst; 5 tau was as fast within the noise
-# but its worst error, 0.91, is above the pixel gate's). The ops' own gate_hard fallback (DEFAULT_GATE_HARD, the
+# prob error 0.0047 against 0.0052 on average, 0.77 against 0.80 at worst; 5 tau is ~5% faster but its worst
+# error, 0.91, is above the pixel gate's: faint small objects are seen only through the per-pixel bound). The ops' own gate_hard fallback (DEFAULT_GATE_HARD, the
 # inner block rule's default) stays 3 x tau: convert writes the input gate's bound explicitly.
 DEFAULT_GATE = "block"
 DEFAULT_INPUT_GATE_HARD = 4.0
