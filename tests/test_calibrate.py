@@ -15,8 +15,9 @@ from deltaonnx import DeltaSession
 from deltaonnx.calibrate import (CALIBRATION_METADATA_KEY, INNER_LEVELS, AgreementSummary, Budget,
                                  CalibrationOptions, DetectionOptions, PeriodicRefresh, calibrate,
                                  prepare_search, save_calibration, side_files)
-from deltaonnx.calibrate import (_drifted, _f1_out_of_reach, _search_plan,  # noqa: PLC2701 - unit-tested helpers
-                                 _search_segments)
+from deltaonnx.calibrate.preparation import search_plan, search_segments
+from deltaonnx.calibrate.search import Search, f1_out_of_reach
+from deltaonnx.calibrate.verify import drifted
 from deltaonnx.cli import main
 from deltaonnx.convert import convert
 
@@ -84,9 +85,8 @@ def test_a_looser_budget_removes_at_least_as_much_work(resnet, frames):
     for max_error in (1e-3, 3e-2):
         setup = prepare_search(resnet, frames, frames=(0, 24),
                                options=CalibrationOptions(budget=Budget(max_error=max_error), **QUICK))
-        from deltaonnx.calibrate import _Search
 
-        levels, best = _Search(setup, lambda: False, lambda message: None).run()
+        levels, best = Search(setup, lambda: False, lambda message: None).run()
         assert best.within_budget and best.agreement.error <= max_error
         works.append(best.work)
     assert works[1] <= works[0]
@@ -121,23 +121,23 @@ def test_search_frames_grow_until_they_hold_the_box_minimum():
         return sum(sum(counts[o + 1:o + length]) for o in offsets)
 
     steady = [10] * 200
-    length, offsets, boxes = _search_plan(steady, 40, 2, 1000)
+    length, offsets, boxes = search_plan(steady, 40, 2, 1000)
     assert (length, offsets) == (51, [0, 149]) and boxes == scored(steady, length, offsets) == 1000
     assert scored(steady, length - 1, offsets) < 1000  # the fewest frames that hold them
     late = [0] * 120 + [25] * 80  # the boxes arrive late: the segments grow until the last one holds them
-    length, offsets, boxes = _search_plan(late, 40, 2, 1000)
-    shorter = _search_segments(0, 200, 2 * (length - 1), 2)[1]
+    length, offsets, boxes = search_plan(late, 40, 2, 1000)
+    shorter = search_segments(0, 200, 2 * (length - 1), 2)[1]
     assert boxes == scored(late, length, offsets) >= 1000 > scored(late, length - 1, shorter)
-    assert _search_plan(steady, 40, 2, 0) == (20, [0, 180], 380)  # no minimum: --search-frames
-    assert _search_plan([5] * 200, 40, 2, 1000) == (200, [0], 995)  # too few boxes: the whole range
+    assert search_plan(steady, 40, 2, 0) == (20, [0, 180], 380)  # no minimum: --search-frames
+    assert search_plan([5] * 200, 40, 2, 1000) == (200, [0], 995)  # too few boxes: the whole range
 
 
 def test_f1_out_of_reach_is_exact():
     # 90 found, 10 missed: F1 180/190 < 0.99 even if nothing else is left; 1000 boxes to come could lift it
-    assert _f1_out_of_reach(90, 0, 10, 0, 0.99)
-    assert not _f1_out_of_reach(90, 0, 10, 1000, 0.99)
-    assert _f1_out_of_reach(90, 0, 10, 404, 0.99) and not _f1_out_of_reach(90, 0, 10, 405, 0.99)  # 990/1000
-    assert not _f1_out_of_reach(0, 50, 50, 0, None)  # no F1 budget: never
+    assert f1_out_of_reach(90, 0, 10, 0, 0.99)
+    assert not f1_out_of_reach(90, 0, 10, 1000, 0.99)
+    assert f1_out_of_reach(90, 0, 10, 404, 0.99) and not f1_out_of_reach(90, 0, 10, 405, 0.99)  # 990/1000
+    assert not f1_out_of_reach(0, 50, 50, 0, None)  # no F1 budget: never
 
 
 def test_detector_search_holds_the_box_minimum_and_drops_hopeless_candidates(frames):
@@ -184,7 +184,7 @@ def test_searched_thresholds_are_verified_on_the_whole_range(resnet, frames, mon
         levels = {n.name: (len(module.GATE_LEVELS) if n.gate else len(INNER_LEVELS)) - 1 for n in search.nodes}
         return levels, search.evaluate(levels, "forced", "largest levels", force=True)
 
-    monkeypatch.setattr(module._Search, "run", passes_anything)
+    monkeypatch.setattr(Search, "run", passes_anything)
     result = calibrate(resnet, frames, frames=(0, 24), heldout=None,
                        options=CalibrationOptions(budget=Budget(max_error=2e-3), **QUICK))
     assert result.search["backoffs"] >= 1
@@ -263,7 +263,7 @@ def test_the_gate_leaves_the_inner_nodes_half_the_budget():
     error 0.02 and the inner level takes the rest."""
     from types import SimpleNamespace
 
-    from deltaonnx.calibrate import Evaluation, NodeCalibration, SearchSetup, _Search
+    from deltaonnx.calibrate import Evaluation, NodeCalibration, SearchSetup
 
     nodes = [NodeCalibration("gate", "g", "DeltaConv", True, 1.0, 1.0),
              NodeCalibration("inner", "i", "DeltaConv", False, 1.0, 1.0)]
@@ -277,7 +277,7 @@ def test_the_gate_leaves_the_inner_nodes_half_the_budget():
 
     setup = SimpleNamespace(nodes=nodes, runner=SimpleNamespace(total_flops=2.0), budget=Budget(max_error=0.05),
                             evaluate=evaluate, taus=lambda levels: SearchSetup.taus(setup, levels))
-    levels, best = _Search(setup, lambda: False, lambda message: None).run()
+    levels, best = Search(setup, lambda: False, lambda message: None).run()
     assert levels["gate"] == 2 and best.agreement.error <= 0.05
     assert best.work < 0.7 and levels["inner"] >= 6
     assert Budget(0.99, 0.95, 0.1).share(0.5) == Budget(pytest.approx(0.995), pytest.approx(0.975), 0.05)
@@ -293,21 +293,21 @@ def test_time_limit_stops_the_search_at_the_exact_baseline(resnet, frames):
 
 
 def test_search_segments_spread_over_the_range():
-    assert _search_segments(0, 200, 40, 2) == (20, [0, 180])
-    assert _search_segments(100, 300, 40, 4) == (10, [100, 163, 227, 290])
-    assert _search_segments(0, 10, 40, 2) == (10, [0])  # short range: all of it, one segment
+    assert search_segments(0, 200, 40, 2) == (20, [0, 180])
+    assert search_segments(100, 300, 40, 4) == (10, [100, 163, 227, 290])
+    assert search_segments(0, 10, 40, 2) == (10, [0])  # short range: all of it, one segment
 
 
 def test_drift_is_the_late_half_breaking_what_the_early_half_keeps():
     budget = Budget(max_error=0.01)
     early = AgreementSummary(10, 0.004, {"y": 0.004})
-    assert _drifted(early, AgreementSummary(10, 0.02, {"y": 0.02}), budget)
-    assert not _drifted(early, AgreementSummary(10, 0.005, {"y": 0.005}), budget)
+    assert drifted(early, AgreementSummary(10, 0.02, {"y": 0.02}), budget)
+    assert not drifted(early, AgreementSummary(10, 0.005, {"y": 0.005}), budget)
     boxes = Budget(min_f1=0.95)
-    assert _drifted(AgreementSummary(10, 0.0, {}, f1=1.0, mean_iou=1.0, reference_boxes=20),
+    assert drifted(AgreementSummary(10, 0.0, {}, f1=1.0, mean_iou=1.0, reference_boxes=20),
                     AgreementSummary(10, 0.0, {}, f1=0.8, mean_iou=1.0, reference_boxes=20), boxes)
     # one missed box out of one says nothing about drift
-    assert not _drifted(AgreementSummary(10, 0.0, {}, f1=1.0, mean_iou=1.0, reference_boxes=20),
+    assert not drifted(AgreementSummary(10, 0.0, {}, f1=1.0, mean_iou=1.0, reference_boxes=20),
                         AgreementSummary(10, 0.0, {}, f1=0.0, mean_iou=0.0, reference_boxes=1), boxes)
 
 

@@ -635,7 +635,7 @@ def test_channel_softmax_behind_a_channels_last_transpose_is_fused(op_library, r
 def test_dense_twin_of_a_fused_channel_softmax_equals_the_original(rng, opset, transposed):
     """DeltaSession's dense twin (moving cameras) turns the fused Softmax back into ONNX nodes valid in the
     model's opset: before 13 a Softmax over axis 1 would normalise C*H*W together."""
-    from deltaonnx.densify import dense_twin
+    from deltaonnx.graph_passes.dense_twin import dense_twin
 
     nodes = ([_n("Transpose", ["y"], ["t"], perm=[0, 2, 3, 1]), _n("Softmax", ["t"], ["out"], axis=-1)] if transposed
              else [_n("Softmax", ["y"], ["out"], axis=1)])

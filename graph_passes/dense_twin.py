@@ -7,13 +7,12 @@ so such a stream costs what dense ORT costs. The twin carries the converter's fo
 folded into the weights), so its outputs equal the original's to float rounding."""
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from . import DOMAIN
+from .metadata import ConversionMetadata
+from .protocol import DOMAIN
 
 _CONV_ATTRIBUTES = ("kernel_shape", "strides", "pads", "dilations", "group", "auto_pad")
 _POOL_ATTRIBUTES = ("kernel_shape", "strides", "pads", "dilations", "ceil_mode", "auto_pad")
@@ -65,13 +64,13 @@ def _activation_nodes(name: str, act: str, params: list, source: str, out: str, 
         return [helper.make_node("Transpose", [source], [f"{name}.nhwc"], perm=[0, 2, 3, 1]),
                 helper.make_node("Softmax", [f"{name}.nhwc"], [f"{name}.softmax"], axis=3),
                 helper.make_node("Transpose", [f"{name}.softmax"], [out], perm=[0, 3, 1, 2])]
-    raise ValueError(f"densify: unknown activation {act!r}")
+    raise ValueError(f"dense twin: unknown activation {act!r}")
 
 
 def dense_twin(converted: onnx.ModelProto, model_outputs: list[str]) -> onnx.ModelProto:
     """The converted model computed densely: same model inputs, the outputs `model_outputs` only."""
-    meta = json.loads({p.key: p.value for p in converted.metadata_props}.get("deltaonnx", "{}"))
-    state_inputs = {s["past"] for s in meta.get("state", [])} | {g["change_map"] for g in meta.get("gates", [])}
+    meta = ConversionMetadata.of(converted)
+    state_inputs = {s.past for s in meta.state} | set(meta.change_map_inputs.values()) if meta else set()
     graph = converted.graph
     opset = _opset(converted)
     weights = {t.name: t for t in graph.initializer}
