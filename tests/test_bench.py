@@ -282,6 +282,17 @@ def test_usage_errors(pnet_files, tmp_path, capsys):
     assert code == 2 and "--video" in stderr
 
 
+def test_ideal_speedup_is_amdahls_bound_and_none_when_nothing_bounds_it():
+    """bench, calibrate and the oracle share it; a clip whose frames redo no conv work on a model that is all conv
+    work made calibrate divide by zero (its held-out check) instead of reporting no bound."""
+    from deltaonnx.bench import ideal_speedup
+
+    assert ideal_speedup(0.5, 0.5) == pytest.approx(1 / 0.75)
+    assert ideal_speedup(0.0, 0.3) == pytest.approx(1.0)  # no conv work: nothing to gain
+    assert ideal_speedup(1.0, 0.25) == pytest.approx(4.0)
+    assert ideal_speedup(1.0, 0.0) is None
+
+
 def test_progress_prints_lines_when_not_a_terminal():
     import io
 

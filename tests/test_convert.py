@@ -256,6 +256,27 @@ def test_per_node_threshold_overrides_and_unknown_names_are_an_error(zoo):
         deltaonnx.convert(original, threshold=-0.5)
 
 
+def test_conversion_options_object_and_keywords_are_one_call(zoo):
+    """ConversionOptions is what convert takes; its fields as keywords mean the same, and replace its values."""
+    original = zoo.cnn1()
+    names = [n.name for n in original.graph.node if n.op_type == "Conv"]
+    options = deltaonnx.ConversionOptions(threshold=0.1, thresholds={names[1]: 0.25}, gate="block")
+    by_options = deltaonnx.convert(original, options)
+    by_keywords = deltaonnx.convert(original, threshold=0.1, thresholds={names[1]: 0.25}, gate="block")
+    assert by_options.SerializeToString() == by_keywords.SerializeToString()
+    _, report = convert_with_report(original, options, threshold=0.2)  # a keyword replaces the options' value
+    assert {r.node: r.threshold for r in report.converted_rows}[names[0]] == pytest.approx(0.2)
+    assert options.threshold == 0.1  # frozen: the caller's options are never changed
+    planned = inspect_model(original, options, threshold=0.3)
+    assert {r.node: r.threshold for r in planned.converted_rows}[names[0]] == pytest.approx(0.3)
+    with pytest.raises(TypeError, match="unknown conversion option.*'treshold'"):
+        deltaonnx.convert(original, treshold=0.1)
+    with pytest.raises(TypeError, match="ConversionOptions"):
+        deltaonnx.convert(original, {"threshold": 0.1})
+    with pytest.raises(ConversionError, match="threshold"):
+        deltaonnx.ConversionOptions(threshold=-1.0)
+
+
 # --------------------------------------------------------------------------------------------------
 # structure of the result: inputs/outputs, state, metadata
 # --------------------------------------------------------------------------------------------------

@@ -23,6 +23,13 @@ CONV_WORK_OPS = {"Conv", "FusedConv", "NhwcFusedConv", "MaxPool", "NhwcMaxPool",
 DELTA_OPS = ("DeltaConv", "DeltaPool", "DeltaMapUnion")
 
 
+def ideal_speedup(conv_work_share: float, work_redone: float) -> Optional[float]:
+    """Amdahl's bound: dense time over dense time with its conv work scaled by the share of it redone. None when
+    nothing bounds it (all of dense ORT's time is conv work and none of it is redone)."""
+    remaining = (1.0 - conv_work_share) + conv_work_share * work_redone
+    return 1.0 / remaining if remaining > 0 else None
+
+
 def read_profile(path: str, skip_runs: int = 1) -> tuple[list[tuple[str, str, float]], int]:
     """Kernel events (node name, op type, microseconds) of an ORT profile, without those of the first
     `skip_runs` runs; and the number of runs kept."""

@@ -22,7 +22,7 @@ from .machine import Progress, machine_info
 from .models import conv_flops, conversion_metadata, image_input, session_options
 from .options import BenchError, BenchOptions, DeltaConfig, FrameRecord
 from .pictures import map_frame_indices, write_maps
-from .profile import dense_node_ms, oracle_fractions, profile_delta, profile_dense
+from .profile import dense_node_ms, ideal_speedup, oracle_fractions, profile_delta, profile_dense
 
 
 RELATIVE_EQUALITY = 1e-4  # "outputs equal dense" at threshold 0 (the criterion)
@@ -258,8 +258,7 @@ def _attach_oracle(entry: dict, run: "ConfigRun", inputs: list, flops: dict[str,
               "conv_flops_redone_exact": exact_total / total if total else None,
               "conv_flops_redone_measured": measured_total / total if total else None}
     if dense_profile and oracle["conv_flops_redone_exact"] is not None:
-        share = dense_profile["conv_work_share"]
-        oracle["ideal_speedup_exact"] = 1.0 / ((1.0 - share) + share * oracle["conv_flops_redone_exact"])
+        oracle["ideal_speedup_exact"] = ideal_speedup(dense_profile["conv_work_share"], oracle["conv_flops_redone_exact"])
     entry["oracle"] = oracle
 
 
@@ -410,8 +409,7 @@ def _summarize(run: ConfigRun, dense_ms: float, flops: dict[str, float], dense_p
                         "p90": _percentile(run.flops_fraction_converted, 90)}
     ideal = None
     if dense_profile and dense_profile.get("kernel_ms") and math.isfinite(redone_all["mean"]):
-        share = dense_profile["conv_work_share"]
-        ideal = 1.0 / ((1.0 - share) + share * redone_all["mean"])
+        ideal = ideal_speedup(dense_profile["conv_work_share"], redone_all["mean"])
     converted_count = sum(1 for n in nodes if n["decision"] == "converted")
     entry = {
         "threshold": run.config.threshold, "inner_threshold": run.config.inner_threshold, "label": run.config.label,

@@ -9,7 +9,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-from ..bench import session_options
+from ..bench import ideal_speedup, session_options
 from ..session import DeltaSession
 from ..video import FrameSource, Preprocess, read_frames
 from .agreement import AgreementSummary, Budget, FrameScore, Scorer, dense_flicker, summarize
@@ -119,9 +119,7 @@ def measure_range(original_bytes: bytes, converted: Union[bytes, onnx.ModelProto
     late = summarize(scores[half:], scorer.output_names, detections)
     violations = budget.violations(whole)
     work = float(np.mean(works)) if works else 1.0
-    ideal = None
-    if conv_work_share is not None:
-        ideal = 1.0 / ((1.0 - conv_work_share) + conv_work_share * work)
+    ideal = ideal_speedup(conv_work_share, work) if conv_work_share is not None else None
     return RangeResult(
         start=start, stop=start + count, frames=count, timed_frames=timed, refresh=refresh,
         dense_ms=1000 * dense_cpu / max(timed, 1), delta_ms=1000 * delta_cpu / max(timed, 1),

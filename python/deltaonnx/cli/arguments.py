@@ -201,32 +201,34 @@ def channel_values(text: str) -> tuple[float, ...]:
     return values
 
 
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
+def int_at_least(minimum: int):
+    """An argument type: an integer >= minimum."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {value}")
+        return value
+    return parse
 
 
-def non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return value
+positive_int = int_at_least(1)
+non_negative_int = int_at_least(0)
 
 
 def add_video_options(parser: argparse.ArgumentParser) -> None:
-    """Clip and preprocessing options, shared by bench and demo."""
+    """Which frames of the clip, and how they become the model input (bench and demo)."""
     group = parser.add_argument_group("frames")
     group.add_argument("--frames", type=positive_int, metavar="N", help="read at most N frames (default: all)")
     group.add_argument("--start", type=non_negative_int, default=0, metavar="I", help="first frame to read (default 0)")
     group.add_argument("--step", type=positive_int, default=1, metavar="K", help="read every K-th frame (default 1)")
+    add_preprocess_options(parser)
+
+
+def add_preprocess_options(parser: argparse.ArgumentParser) -> None:
+    """How frames become the model input (bench, demo, calibrate); preprocess_from_args reads them."""
     prep = parser.add_argument_group("preprocessing (defaults follow the model's input shape)")
     prep.add_argument("--size", type=size_hw, metavar="HxW", help="model input size, e.g. 480x640 (default: the "
                       "model's static size, else the frame's)")
@@ -237,6 +239,16 @@ def add_video_options(parser: argparse.ArgumentParser) -> None:
     prep.add_argument("--std", type=channel_values, default=(1.0,), metavar="S[,S,S]", help="divides after --mean")
     prep.add_argument("--color", choices=("RGB", "BGR", "GRAY"), help="channel order (default RGB; GRAY for 1-channel inputs)")
     prep.add_argument("--layout", choices=("NCHW", "NHWC"), help="default: from the model's input shape")
+
+
+def add_detection_options(group, what: str) -> None:
+    """--detections and how boxes are decoded and matched (bench, calibrate); `what` says what F1 is for."""
+    group.add_argument("--detections", choices=("yolo",), help=f"decode YOLO boxes: {what}")
+    group.add_argument("--detections-output", metavar="NAME", help="the output holding the boxes (default: the first)")
+    group.add_argument("--conf", type=fraction, default=0.25, help="box score threshold (default 0.25)")
+    group.add_argument("--nms-iou", type=fraction, default=0.45, help="NMS IoU (default 0.45)")
+    group.add_argument("--match-iou", type=fraction, default=0.5, help="IoU for a box to match dense (default 0.5)")
+    group.add_argument("--objectness", action="store_true", help="YOLOv5-style heads with an objectness column")
 
 
 def preprocess_from_args(args: argparse.Namespace, input_shape: list) -> Preprocess:

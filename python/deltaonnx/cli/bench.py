@@ -13,8 +13,8 @@ from ..bench import (BenchError, BenchOptions, GateConfig, format_report, image_
 from ..convert import load_model
 from ..graph_passes.metadata import is_converted
 from ..video import VideoError, describe_source, frame_count, read_frames
-from .arguments import (CliError, add_video_options, existing_model_path, float_list, non_negative_int, positive_int,
-                        preprocess_from_args, read_thresholds_file)
+from .arguments import (CliError, add_detection_options, add_video_options, existing_model_path, float_list,
+                        non_negative_int, positive_int, preprocess_from_args, read_thresholds_file)
 
 
 def add_command(subparsers, common: argparse.ArgumentParser) -> None:
@@ -61,12 +61,7 @@ def add_command(subparsers, common: argparse.ArgumentParser) -> None:
                      "twin (measures the Delta ops themselves)")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
     agree = parser.add_argument_group("agreement")
-    agree.add_argument("--detections", choices=("yolo",), help="decode YOLO boxes and report box F1 against dense")
-    agree.add_argument("--detections-output", metavar="NAME", help="the output holding the boxes (default: the first)")
-    agree.add_argument("--conf", type=float, default=0.25, help="box score threshold (default 0.25)")
-    agree.add_argument("--nms-iou", type=float, default=0.45, help="NMS IoU (default 0.45)")
-    agree.add_argument("--match-iou", type=float, default=0.5, help="IoU for a box to match dense (default 0.5)")
-    agree.add_argument("--objectness", action="store_true", help="YOLOv5-style heads with an objectness column")
+    add_detection_options(agree, "report box F1 against dense")
     out = parser.add_argument_group("output")
     out.add_argument("--json", metavar="PATH", help="write all results as JSON ('-' for stdout)")
     out.add_argument("--plot", metavar="OUT.png", help="speedup and agreement against the swept thresholds")

@@ -16,8 +16,9 @@ from ..calibrate.levels import (DEFAULT_MAX_ERROR, DEFAULT_MIN_BOXES, DEFAULT_MI
 from ..convert import load_model
 from ..graph_passes.protocol import CALIBRATION_METADATA_KEY
 from ..video import VideoError, frame_count
-from .arguments import (CliError, add_gate_options, channel_values, checked_output_path, existing_model_path, fraction,
-                        non_negative_float, positive_int, preprocess_from_args, size_hw)
+from .arguments import (CliError, add_detection_options, add_gate_options, add_preprocess_options, checked_output_path,
+                        existing_model_path, fraction, non_negative_float, non_negative_int, positive_int,
+                        preprocess_from_args)
 
 
 def frame_range(text: str) -> tuple[int, int]:
@@ -38,12 +39,9 @@ def refresh_option(text: str) -> Union[str, int]:
     if text == "auto":
         return text
     try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected 'auto' or a number of frames, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return value
+        return non_negative_int(text)
+    except argparse.ArgumentTypeError as error:
+        raise argparse.ArgumentTypeError(f"expected 'auto' or a number of frames >= 0 ({error})") from None
 
 
 def add_command(subparsers, common: argparse.ArgumentParser) -> None:
@@ -63,22 +61,9 @@ def add_command(subparsers, common: argparse.ArgumentParser) -> None:
     frames.add_argument("--heldout", metavar="C:D|none",
                         help="held-out frames to check on (default: as many frames right after the calibration "
                         "range; 'none' skips the check)")
-    prep = parser.add_argument_group("preprocessing (as bench; defaults follow the model's input shape)")
-    prep.add_argument("--size", type=size_hw, metavar="HxW", help="model input size, e.g. 480x640")
-    prep.add_argument("--resize", choices=("letterbox", "resize", "none"), default="letterbox",
-                      help="fit frames to --size keeping the aspect (letterbox, default), stretching, or not at all")
-    prep.add_argument("--scale", type=float, default=1 / 255, metavar="F", help="pixel (0..255) multiplier")
-    prep.add_argument("--mean", type=channel_values, default=(0.0,), metavar="M[,M,M]", help="subtracted after --scale")
-    prep.add_argument("--std", type=channel_values, default=(1.0,), metavar="S[,S,S]", help="divides after --mean")
-    prep.add_argument("--color", choices=("RGB", "BGR", "GRAY"), help="channel order (default RGB)")
-    prep.add_argument("--layout", choices=("NCHW", "NHWC"), help="default: from the model's input shape")
+    add_preprocess_options(parser)
     budget = parser.add_argument_group("budget (against dense ORT on the calibration frames)")
-    budget.add_argument("--detections", choices=("yolo",), help="decode YOLO boxes: the budget is box F1 and IoU")
-    budget.add_argument("--detections-output", metavar="NAME", help="the output holding the boxes (default: first)")
-    budget.add_argument("--conf", type=fraction, default=0.25, help="box score threshold (default 0.25)")
-    budget.add_argument("--nms-iou", type=fraction, default=0.45, help="NMS IoU (default 0.45)")
-    budget.add_argument("--match-iou", type=fraction, default=0.5, help="IoU for a box to match dense (default 0.5)")
-    budget.add_argument("--objectness", action="store_true", help="YOLOv5-style heads with an objectness column")
+    add_detection_options(budget, "the budget is box F1 and IoU")
     budget.add_argument("--min-f1", type=fraction, metavar="F",
                         help=f"lowest box F1 against dense (default {DEFAULT_MIN_F1} with --detections)")
     budget.add_argument("--min-iou", type=fraction, metavar="I",
