@@ -1,4 +1,4 @@
-"""Builds and inspects the CUDA op library for tests/test_cuda_host.py and tests/test_cuda_gpu.py.
+"""Builds and inspects the CUDA op library for tests/ops/test_cuda_host.py and tests/gpu/test_cuda_gpu.py.
 
 The build goes through the project's own CMakeLists.txt (cmake/cuda.cmake) in a temporary directory, so the
 tests prove what `pip install .` builds: libdeltaonnx_ops_cuda.so with nvcc, and the host-emulated variant
@@ -16,7 +16,7 @@ from pathlib import Path
 
 from edge_build import find_ort_include_dir
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 # What cmake/cuda.cmake builds by default: SASS for each, PTX for the newest.
 DEFAULT_ARCHS = ("75", "80", "86", "87", "89", "90")

@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from deltaonnx import reference
-from test_ops import EMPTY, ORT_ACTIVATIONS, ConvPair, assert_close_nan, exact_change_map, frame_sequence
+from builders import EMPTY, ORT_ACTIVATIONS, ConvPair, assert_close_nan, exact_change_map, frame_sequence
 
 ACTIVATIONS = list(ORT_ACTIVATIONS) + ["PRelu"]
 KINDS = ["first", "local", "none", "local", "global", "nan", "local", "resize", "local", "none"]

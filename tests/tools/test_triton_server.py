@@ -22,7 +22,7 @@ from deltaonnx.serving import write_triton_repository
 from deltaonnx.serving import bundled_server
 
 CI = bool(os.environ.get("CI"))
-HERE = Path(__file__).resolve().parent
+HELPERS = Path(__file__).resolve().parents[1] / "helpers"
 
 
 def _require(condition_reason):
@@ -96,7 +96,7 @@ def repository(tmp_path_factory):
     config.backend = "python"
     config.ClearField("default_model_filename")
     (written.model_dir / "config.pbtxt").write_text(text_format.MessageToString(config))
-    shutil.copyfile(HERE / "triton_ort_emulation_model.py", written.model_dir / "1" / "model.py")
+    shutil.copyfile(HELPERS / "triton_ort_emulation_model.py", written.model_dir / "1" / "model.py")
     return repo, dense
 
 

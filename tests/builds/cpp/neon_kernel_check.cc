@@ -1,6 +1,6 @@
 // Checks the NEON kernel table (ops/common/neon_kernels.cc, aarch64) against the portable one and against a
 // sequential-FMA reference, bit for bit, including GEMM tails of every length with B rows that end at an unreadable
-// page. Built and run under qemu-user by tests/test_cross_build.py. Exit 77: this build has no NEON table.
+// page. Built and run under qemu-user by tests/builds/test_cross_build.py. Exit 77: this build has no NEON table.
 #include <sys/mman.h>
 #include <unistd.h>
 

@@ -5,138 +5,15 @@ from __future__ import annotations
 import threading
 
 import numpy as np
-import onnx
 import onnxruntime as ort
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
 
-import deltaonnx
+from builders import (DOMAIN, EMPTY, ORT_ACTIVATIONS, ConvPair, assert_close_nan, exact_change_map, frame_sequence,
+                      op_model, op_session, value_info)
 from deltaonnx import reference
-
-DOMAIN = "com.deltaonnx"
-EMPTY = np.zeros((0, 0, 0, 0), np.float32)
-
-
-def _vi(name, elem=TensorProto.FLOAT):
-    return helper.make_tensor_value_info(name, elem, None)
-
-
-def _model(nodes, inputs, outputs, inits=(), opset=17):
-    g = helper.make_graph(nodes, "g", inputs, outputs, initializer=list(inits))
-    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", opset), helper.make_opsetid(DOMAIN, 1)])
-    m.ir_version = 10
-    return m.SerializeToString()
-
-
-def _session(model_bytes, custom=True, threads=1):
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = threads
-    so.log_severity_level = 3
-    if custom:
-        so.register_custom_ops_library(deltaonnx.library_path())
-    return ort.InferenceSession(model_bytes, so, providers=["CPUExecutionProvider"])
-
-
-ORT_ACTIVATIONS = {  # fused name -> (params, ONNX nodes after Conv producing "y" from "c")
-    "": ((), lambda: [helper.make_node("Identity", ["c"], ["y"])]),
-    "Relu": ((), lambda: [helper.make_node("Relu", ["c"], ["y"])]),
-    "LeakyRelu": ((0.1,), lambda: [helper.make_node("LeakyRelu", ["c"], ["y"], alpha=0.1)]),
-    "Clip": ((0.0, 6.0), lambda: [helper.make_node("Clip", ["c", "lo", "hi"], ["y"])]),
-    "Sigmoid": ((), lambda: [helper.make_node("Sigmoid", ["c"], ["y"])]),
-    "SiLU": ((), lambda: [helper.make_node("Sigmoid", ["c"], ["s"]), helper.make_node("Mul", ["c", "s"], ["y"])]),
-    "HardSigmoid": ((0.2, 0.5), lambda: [helper.make_node("HardSigmoid", ["c"], ["y"], alpha=0.2, beta=0.5)]),
-    "HardSwish": ((), lambda: [helper.make_node("HardSwish", ["c"], ["y"])]),
-    "Tanh": ((), lambda: [helper.make_node("Tanh", ["c"], ["y"])]),
-    "Softmax": ((), lambda: [helper.make_node("Softmax", ["c"], ["y"], axis=1)]),  # over channels (opset 17)
-}
-
-
-class ConvPair:
-    """A dense ORT Conv(+activation) model and the single-node DeltaConv model with the same weights."""
-
-    def __init__(self, w, b, attrs, activation="", act_params=None, threshold=0.0, with_map=False,
-                 dense_fraction=0.5, threads=1):
-        self.w, self.b, self.attrs = w, b, dict(attrs)
-        M = w.shape[0]
-        inits = [numpy_helper.from_array(w, "w")] + ([numpy_helper.from_array(b, "b")] if b is not None else [])
-        conv_inputs = ["x", "w"] + (["b"] if b is not None else [])
-        if activation == "PRelu":
-            slope = act_params if act_params is not None else np.linspace(-0.5, 0.5, M).astype(np.float32)
-            self.act_params = [float(v) for v in np.ravel(slope)]
-            post = [helper.make_node("PRelu", ["c", "slope"], ["y"])]
-            inits.append(numpy_helper.from_array(np.asarray(self.act_params, np.float32).reshape(M, 1, 1), "slope"))
-        else:
-            params, make_post = ORT_ACTIVATIONS[activation]
-            self.act_params = list(params)
-            post = make_post()
-            if activation == "Clip":
-                inits += [numpy_helper.from_array(np.float32(0), "lo"), numpy_helper.from_array(np.float32(6), "hi")]
-        dense_nodes = [helper.make_node("Conv", conv_inputs, ["c"], **attrs)] + post
-        self.dense = _session(_model(dense_nodes, [_vi("x")], [_vi("y")], inits), custom=False, threads=threads)
-        delta_inits = inits[:2] if b is not None else inits[:1]
-        delta_inputs = ["x", "w", "b" if b is not None else "", "x_ref", "y_prev"] + (["map_in"] if with_map else [])
-        extra = {"activation_params": self.act_params} if self.act_params else {}
-        node = helper.make_node("DeltaConv", delta_inputs, ["y", "x_ref_next", "map"], domain=DOMAIN, name="dc",
-                                activation=activation, threshold=threshold, dense_fraction=dense_fraction,
-                                **extra, **attrs)
-        ins = [_vi("x"), _vi("x_ref"), _vi("y_prev")] + ([_vi("map_in", TensorProto.UINT8)] if with_map else [])
-        outs = [_vi("y"), _vi("x_ref_next"), _vi("map", TensorProto.UINT8)]
-        self.delta = _session(_model([node], ins, outs, delta_inits), threads=threads)
-        self.with_map = with_map
-        self.activation, self.threshold, self.dense_fraction = activation, threshold, dense_fraction
-
-    def run_dense(self, x):
-        return self.dense.run(None, {"x": x})[0]
-
-    def run_delta(self, x, x_ref, y_prev, map_in=None):
-        feed = {"x": x, "x_ref": x_ref, "y_prev": y_prev}
-        if self.with_map:
-            feed["map_in"] = map_in
-        return self.delta.run(None, feed)
-
-    def run_reference(self, x, x_ref, y_prev, map_in=None):
-        return reference.delta_conv(x, self.w, self.b, x_ref, y_prev, map_in, activation=self.activation,
-                                    activation_params=self.act_params, threshold=self.threshold,
-                                    dense_fraction=self.dense_fraction, **self.attrs)
-
-
-def exact_change_map(x, prev):
-    """The change map a producer would pass: 1 wherever any channel differs (or no previous frame)."""
-    if prev is None or prev.shape != x.shape:
-        return np.ones((x.shape[0], 1) + x.shape[2:], np.uint8)
-    diff = ~(np.abs(x - prev) <= 0)
-    return diff.any(axis=1, keepdims=True).astype(np.uint8)
-
-
-def frame_sequence(rng, shape, kinds):
-    """Frames for a sequence of step kinds: first, none, local, global, nan, resize."""
-    n, c, h, w = shape
-    frames, x = [], None
-    for kind in kinds:
-        if kind == "first" or x is None:
-            x = rng.standard_normal(shape).astype(np.float32)
-        elif kind == "none":
-            x = x.copy()
-        elif kind == "local":
-            x = x.copy()
-            y0, x0 = rng.integers(0, h), rng.integers(0, w)
-            x[rng.integers(0, n), :, y0:y0 + max(1, h // 4), x0:x0 + max(1, w // 5)] += 1.0
-        elif kind == "global":
-            x = rng.standard_normal(x.shape).astype(np.float32)
-        elif kind == "nan":
-            x = x.copy()
-            x[0, rng.integers(0, c), rng.integers(0, x.shape[2]), rng.integers(0, x.shape[3])] = np.nan
-        elif kind == "resize":
-            x = rng.standard_normal((n, c, x.shape[2] + 2, x.shape[3] + 3)).astype(np.float32)
-        frames.append(x)
-    return frames
-
-
-def assert_close_nan(actual, expected, rtol=1e-4, atol=1e-4):
-    np.testing.assert_allclose(actual, expected, rtol=rtol, atol=atol, equal_nan=True)
-
 
 conv_cases = st.fixed_dictionaries({
     "k": st.tuples(st.integers(1, 5), st.integers(1, 5)),
@@ -221,13 +98,13 @@ def test_delta_conv_matches_reference_and_invariants_above_zero(case, tau):
 
 
 def _pool_pair(attrs, threshold=0.0, with_map=False):
-    dense = _session(_model([helper.make_node("MaxPool", ["x"], ["y"], **attrs)], [_vi("x")], [_vi("y")]),
+    dense = op_session(op_model([helper.make_node("MaxPool", ["x"], ["y"], **attrs)], [value_info("x")], [value_info("y")]),
                      custom=False)
     ins = ["x", "x_ref", "y_prev"] + (["map_in"] if with_map else [])
     node = helper.make_node("DeltaPool", ins, ["y", "x_ref_next", "map"], domain=DOMAIN, name="dp",
                             threshold=threshold, **attrs)
-    vis = [_vi("x"), _vi("x_ref"), _vi("y_prev")] + ([_vi("map_in", TensorProto.UINT8)] if with_map else [])
-    delta = _session(_model([node], vis, [_vi("y"), _vi("x_ref_next"), _vi("map", TensorProto.UINT8)]))
+    vis = [value_info("x"), value_info("x_ref"), value_info("y_prev")] + ([value_info("map_in", TensorProto.UINT8)] if with_map else [])
+    delta = op_session(op_model([node], vis, [value_info("y"), value_info("x_ref_next"), value_info("map", TensorProto.UINT8)]))
     return dense, delta
 
 
@@ -451,7 +328,7 @@ def test_map_union_is_elementwise_or(rng):
     shape = (2, 1, 5, 7)
     maps = [((rng.random(shape) < 0.3) * rng.integers(1, 255)).astype(np.uint8) for _ in range(3)]
     node = helper.make_node("DeltaMapUnion", ["a", "b", "c"], ["u"], domain=DOMAIN)
-    sess = _session(_model([node], [_vi(n, TensorProto.UINT8) for n in "abc"], [_vi("u", TensorProto.UINT8)]))
+    sess = op_session(op_model([node], [value_info(n, TensorProto.UINT8) for n in "abc"], [value_info("u", TensorProto.UINT8)]))
     u = sess.run(None, dict(zip("abc", maps)))[0]
     np.testing.assert_array_equal(u, reference.map_union(*maps))
     with pytest.raises(Exception, match="differ in shape"):
@@ -462,8 +339,8 @@ def _conv_node_model(**attrs):
     wt = numpy_helper.from_array(np.ones((4, 2, 3, 3), np.float32), "w")
     node = helper.make_node("DeltaConv", ["x", "w", "", "x_ref", "y_prev"], ["y", "x_ref_next", "map"],
                             domain=DOMAIN, name="my_conv", **attrs)
-    return _model([node], [_vi("x"), _vi("x_ref"), _vi("y_prev")],
-                  [_vi("y"), _vi("x_ref_next"), _vi("map", TensorProto.UINT8)], [wt])
+    return op_model([node], [value_info("x"), value_info("x_ref"), value_info("y_prev")],
+                  [value_info("y"), value_info("x_ref_next"), value_info("map", TensorProto.UINT8)], [wt])
 
 
 @pytest.mark.sanitizer
@@ -484,7 +361,7 @@ def _conv_node_model(**attrs):
 ])
 def test_bad_attributes_are_refused_at_session_creation(attrs, match):
     with pytest.raises(Exception, match=match) as info:
-        _session(_conv_node_model(**attrs))
+        op_session(_conv_node_model(**attrs))
     assert "my_conv" in str(info.value)
 
 
@@ -495,13 +372,13 @@ def test_bad_pool_attributes_are_refused():
         node = helper.make_node("DeltaPool", ["x", "x_ref", "y_prev"], ["y", "x_ref_next", "map"], domain=DOMAIN,
                                 name="my_pool", **attrs)
         with pytest.raises(Exception, match=match):
-            _session(_model([node], [_vi("x"), _vi("x_ref"), _vi("y_prev")],
-                            [_vi("y"), _vi("x_ref_next"), _vi("map", TensorProto.UINT8)]))
+            op_session(op_model([node], [value_info("x"), value_info("x_ref"), value_info("y_prev")],
+                            [value_info("y"), value_info("x_ref_next"), value_info("map", TensorProto.UINT8)]))
 
 
 @pytest.mark.sanitizer
 def test_bad_inputs_give_clear_errors_not_crashes(rng):
-    sess = _session(_conv_node_model(kernel_shape=[3, 3], pads=[1, 1, 1, 1]))
+    sess = op_session(_conv_node_model(kernel_shape=[3, 3], pads=[1, 1, 1, 1]))
     x = rng.standard_normal((1, 2, 8, 8)).astype(np.float32)
     y, xr, _ = sess.run(None, {"x": x, "x_ref": EMPTY, "y_prev": EMPTY})
     cases = [
@@ -513,7 +390,7 @@ def test_bad_inputs_give_clear_errors_not_crashes(rng):
         with pytest.raises(Exception, match=match) as info:
             sess.run(None, feed)
         assert "my_conv" in str(info.value)
-    small = _session(_conv_node_model(kernel_shape=[3, 3]))
+    small = op_session(_conv_node_model(kernel_shape=[3, 3]))
     with pytest.raises(Exception, match="smaller than the kernel"):
         small.run(None, {"x": np.zeros((1, 2, 2, 2), np.float32), "x_ref": EMPTY, "y_prev": EMPTY})
     # Empty batch: empty outputs, no crash.
@@ -596,8 +473,8 @@ def _dropped_reference_model(w, attrs, threshold=0.0, with_map=True):
     inputs = ["x", "w", "", "", "y_prev"] + (["map_in"] if with_map else [])
     node = helper.make_node("DeltaConv", inputs, ["y", "", "map"], domain=DOMAIN, name="no_ref",
                             threshold=threshold, **attrs)
-    vis = [_vi("x"), _vi("y_prev")] + ([_vi("map_in", TensorProto.UINT8)] if with_map else [])
-    return _model([node], vis, [_vi("y"), _vi("map", TensorProto.UINT8)], inits)
+    vis = [value_info("x"), value_info("y_prev")] + ([value_info("map_in", TensorProto.UINT8)] if with_map else [])
+    return op_model([node], vis, [value_info("y"), value_info("map", TensorProto.UINT8)], inits)
 
 
 @pytest.mark.sanitizer
@@ -606,7 +483,7 @@ def test_dropped_reference_is_exact_with_a_change_map(rng):
     whole state, and every frame still equals ORT's Conv; the numpy reference agrees."""
     w = rng.standard_normal((6, 4, 3, 3)).astype(np.float32)
     attrs = dict(kernel_shape=[3, 3], pads=[1, 1, 1, 1])
-    sess = _session(_dropped_reference_model(w, attrs))
+    sess = op_session(_dropped_reference_model(w, attrs))
     dense = ConvPair(w, None, attrs).dense
     y_prev, prev = EMPTY, None
     for x in frame_sequence(rng, (2, 4, 15, 17), ["first", "local", "none", "local", "global", "resize", "local"]):
@@ -624,7 +501,7 @@ def test_dropped_reference_needs_a_map_and_threshold_zero(rng):
     w = rng.standard_normal((2, 2, 3, 3)).astype(np.float32)
     x = rng.standard_normal((1, 2, 6, 6)).astype(np.float32)
     for threshold, with_map in ((0.1, True), (0.0, False)):
-        sess = _session(_dropped_reference_model(w, dict(kernel_shape=[3, 3]), threshold, with_map))
+        sess = op_session(_dropped_reference_model(w, dict(kernel_shape=[3, 3]), threshold, with_map))
         feed = {"x": x, "y_prev": EMPTY}
         if with_map:
             feed["map_in"] = np.ones((1, 1, 6, 6), np.uint8)

@@ -12,13 +12,13 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from onnx import TensorProto, helper
 
+from builders import EMPTY
 from deltaonnx import reference as ref
 
 torch = pytest.importorskip("torch")
 F = torch.nn.functional
 
 SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-EMPTY = np.zeros((0, 0, 0, 0), dtype=np.float32)
 
 
 # ------------------------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import IMPORT_PATH
 
 INT64_MAX = 2**63 - 1
 EXTREME_INTS = [0, 1, 2, 3, 2**31, 2**62, INT64_MAX, -1, -(2**31), -(2**63)]
@@ -307,10 +308,10 @@ def child_main():
 def run_batch(cases, seconds):
     """{index: outcome} for the cases that finished, and what happened to the child (None when it exited 0)."""
     tests_dir = Path(__file__).resolve().parent
-    code = "import sys; sys.path[:0] = [sys.argv[1]]; import test_fuzz_ops; test_fuzz_ops.child_main()"
+    code = "import os, sys; sys.path[:0] = sys.argv[1].split(os.pathsep); import test_fuzz_ops; test_fuzz_ops.child_main()"
     outcomes, trouble = {}, None
     try:
-        done = subprocess.run([sys.executable, "-c", code, str(tests_dir)], input=json.dumps(cases),
+        done = subprocess.run([sys.executable, "-c", code, os.pathsep.join(IMPORT_PATH)], input=json.dumps(cases),
                               capture_output=True, text=True, timeout=seconds, cwd=tests_dir)
         stdout, stderr = done.stdout, done.stderr
         if done.returncode:

@@ -1,9 +1,9 @@
 """libdeltaonnx_ops_cuda on a real GPU, through ORT's CUDAExecutionProvider (onnxruntime-gpu).
 
 Skipped without a CUDA GPU or without onnxruntime-gpu. docs/cuda.md says how to run it on a GPU machine:
-    pip install onnxruntime-gpu && python -m pytest tests/test_cuda_gpu.py -m gpu -v
+    pip install onnxruntime-gpu && python -m pytest tests/gpu -m gpu -v
 
-The library is built from this tree when nvcc is present (tests/cuda_build.py), else the installed one is used.
+The library is built from this tree when nvcc is present (tests/helpers/cuda_build.py), else the installed one is used.
 Every session forbids CPU fallback, so each Delta node provably runs on the CUDA provider.
 
 DELTAONNX_GPU_TESTS_ON_EMULATION=1 runs the same tests on a machine without a GPU against the host-emulated
@@ -22,12 +22,11 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 import cuda_build
+from builders import DOMAIN, EMPTY
 from deltaonnx import reference as ref
 
 pytestmark = pytest.mark.gpu
 
-DOMAIN = "com.deltaonnx"
-EMPTY = np.zeros((0, 0, 0, 0), dtype=np.float32)
 ON_EMULATION = os.environ.get("DELTAONNX_GPU_TESTS_ON_EMULATION") == "1"
 
 

@@ -22,11 +22,9 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 import cuda_build
-from delta_op_models import conv_model, pool_model
+from builders import DOMAIN, EMPTY, conv_model, pool_model
 from deltaonnx import reference as ref
 
-DOMAIN = "com.deltaonnx"
-EMPTY = np.zeros((0, 0, 0, 0), dtype=np.float32)
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -102,13 +102,13 @@ def require_qemu() -> None:
 
 
 def test_neon_kernels_equal_the_portable_ones_under_qemu(cross_build, tmp_path):
-    """tests/cpp/neon_kernel_check.cc against the cross-built kernel library: every NEON kernel gives the portable
+    """tests/builds/cpp/neon_kernel_check.cc against the cross-built kernel library: every NEON kernel gives the portable
     kernel's bits (GEMM: the sequential fused multiply-add sum), and never reads past a B row."""
     require_qemu()
     has_neon_source = (REPO_ROOT / "ops" / "common" / "neon_kernels.cc").is_file()
     program = tmp_path / "neon_kernel_check"
     run_logged(["aarch64-linux-gnu-g++", "-O2", "-std=c++17", f"-I{REPO_ROOT / 'ops'}",
-                str(REPO_ROOT / "tests" / "cpp" / "neon_kernel_check.cc"),
+                str(REPO_ROOT / "tests" / "builds" / "cpp" / "neon_kernel_check.cc"),
                 str(cross_build.directory / "ops" / "libdeltaonnx_core.a"), "-lpthread", "-o", str(program)],
                timeout=300, what="compiling neon_kernel_check.cc")
     env = {k: v for k, v in os.environ.items() if k != "DELTAONNX_SIMD"}

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from conftest import check_under_simd
-from test_ops import EMPTY, ConvPair, assert_close_nan
+from builders import EMPTY, ConvPair, assert_close_nan
 
 # channels in, channels out, group, kernel, stride, pads, height, width
 SHAPES = [

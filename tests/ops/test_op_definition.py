@@ -7,24 +7,14 @@ from __future__ import annotations
 import json
 
 import numpy as np
-import onnx
 import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 import deltaonnx
 from deltaonnx import reference as ref
-from delta_op_models import conv_model, pool_model
+from builders import EMPTY, conv_model, op_session, pool_model
 
-DOMAIN = "com.deltaonnx"
-EMPTY = np.zeros((0, 0, 0, 0), dtype=np.float32)
-
-
-def _session(model: onnx.ModelProto, library: str) -> ort.InferenceSession:
-    options = ort.SessionOptions()
-    options.register_custom_ops_library(library)
-    options.intra_op_num_threads = 1
-    return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
 
 
 @pytest.fixture
@@ -71,7 +61,7 @@ def _run_conv_stream(sess, frames):
 def test_each_conv_attribute_set_means_the_same_on_every_provider(libraries, attrs, rng):
     W = rng.standard_normal((4, 2 if attrs.get("group", 1) == 2 else 4, 3, 3)).astype(np.float32)
     frames = _frames(rng, (1, 4, 9, 11))
-    results = {kind: _run_conv_stream(_session(conv_model(attrs, W=W, name="conv_0"), lib), frames) for kind, lib in libraries.items()}
+    results = {kind: _run_conv_stream(op_session(conv_model(attrs, W=W, name="conv_0"), lib), frames) for kind, lib in libraries.items()}
     ref_attrs = {k: v for k, v in attrs.items()}
     x_ref, y_prev = None, None
     for i, f in enumerate(frames):
@@ -113,7 +103,7 @@ def test_bad_conv_attributes_fail_at_session_creation_on_every_provider(librarie
     W = np.ones((2, 2, 3, 3), np.float32)
     for kind, library in libraries.items():
         with pytest.raises(Exception, match=f"DeltaConv node 'conv_bad'.*{message}"):
-            _session(conv_model(attrs, W=W, name="conv_bad"), library)
+            op_session(conv_model(attrs, W=W, name="conv_bad"), library)
 
 
 BAD_POOL_ATTRIBUTES = [
@@ -131,7 +121,7 @@ BAD_POOL_ATTRIBUTES = [
 def test_bad_pool_attributes_fail_at_session_creation_on_every_provider(libraries, attrs, message):
     for kind, library in libraries.items():
         with pytest.raises(Exception, match=f"DeltaPool node 'pool_bad'.*{message}"):
-            _session(pool_model(attrs, name="pool_bad"), library)
+            op_session(pool_model(attrs, name="pool_bad"), library)
 
 
 def test_a_dropped_reference_runs_on_every_provider(libraries, rng):
@@ -142,7 +132,7 @@ def test_a_dropped_reference_runs_on_every_provider(libraries, rng):
     maps = [np.ones((2, 1, 8, 9), np.uint8)] + [
         (np.abs(b - a).max(axis=1, keepdims=True) > 0).astype(np.uint8) for a, b in zip(frames, frames[1:])]
     for kind, library in libraries.items():
-        sess = _session(model, library)
+        sess = op_session(model, library)
         y_prev = EMPTY
         for i, (f, m) in enumerate(zip(frames, maps)):
             y, map_out = sess.run(None, {"X": f, "Y_prev": y_prev, "map_in": m})
@@ -157,7 +147,7 @@ def test_an_empty_batch_gives_empty_outputs_on_every_provider(libraries):
     W = np.ones((2, 2, 3, 3), np.float32)
     model = conv_model(dict(kernel_shape=[3, 3], pads=[1, 1, 1, 1]), W=W, with_map=True, ref_input=False)
     for kind, library in libraries.items():
-        y, map_out = _session(model, library).run(
+        y, map_out = op_session(model, library).run(
             None, {"X": np.zeros((0, 2, 5, 5), np.float32), "Y_prev": EMPTY, "map_in": np.zeros((0, 1, 5, 5), np.uint8)})
         assert y.shape == (0, 2, 5, 5) and map_out.shape == (0, 1, 5, 5), kind
 
@@ -199,7 +189,7 @@ def test_every_zoo_model_converted_with_defaults_runs_the_same_on_every_provider
         (inp,) = dense.get_inputs()
         frames = _frames(rng, tuple(inp.shape), count=4, scale=1.0)
         frames.insert(2, frames[1].copy())  # an identical frame
-        runs = {kind: _run_protocol(_session(converted, lib), inp.name, frames) for kind, lib in libraries.items()}
+        runs = {kind: _run_protocol(op_session(converted, lib), inp.name, frames) for kind, lib in libraries.items()}
         for i, f in enumerate(frames):
             expected = dense.run(None, {inp.name: f})
             for kind, outs in runs.items():

@@ -12,12 +12,12 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from builders import DOMAIN
 import deltaonnx
 from deltaonnx.convert import ConversionError, convert_with_report, inspect_model
 from deltaonnx.graph_passes.fold_batchnorm import FoldBatchNormIntoConv
 from deltaonnx.graph_passes.normalize import InferShapes
 
-DOMAIN = "com.deltaonnx"
 REL_TOL = 1e-4
 
 # --------------------------------------------------------------------------------------------------

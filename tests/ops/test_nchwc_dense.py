@@ -17,7 +17,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from test_ops import EMPTY, ConvPair, assert_close_nan, exact_change_map, frame_sequence
+from builders import EMPTY, ConvPair, assert_close_nan, exact_change_map, frame_sequence
+from conftest import IMPORT_PATH
 
 TESTS = Path(__file__).resolve().parent
 
@@ -136,8 +137,9 @@ def check_engine_is_own(seed: int) -> None:
 
 
 def _in_subprocess(env_value: str, call: str) -> None:
-    code = f"import sys; sys.path.insert(0, sys.argv[1]); import test_nchwc_dense as t; t.{call}"
-    done = subprocess.run([sys.executable, "-c", code, str(TESTS)], cwd=TESTS, capture_output=True, text=True,
+    code = f"import os, sys; sys.path[:0] = sys.argv[1].split(os.pathsep); import test_nchwc_dense as t; t.{call}"
+    done = subprocess.run([sys.executable, "-c", code, os.pathsep.join(IMPORT_PATH)], cwd=TESTS, capture_output=True,
+                          text=True,
                           env=dict(os.environ, DELTAONNX_DENSE_ENGINE=env_value), timeout=600)
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
 

@@ -7,10 +7,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from builders import EMPTY
 from deltaonnx import reference as ref
 
 SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-EMPTY = np.zeros((0, 0, 0, 0), np.float32)
 
 
 def blocks_of(h: int, w: int, k: int):

@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from builders import EMPTY
 from deltaonnx import reference as ref
 
 native = pytest.importorskip("deltaonnx._native")
 VARIANTS = ["scalar", "avx2", "avx512", "neon"]
-EMPTY = np.zeros((0, 0, 0, 0), np.float32)
 
 
 def variant(simd: str) -> str:

@@ -15,7 +15,7 @@ from conftest import check_under_simd
 from onnx import TensorProto, helper
 
 from deltaonnx import reference
-from test_ops import DOMAIN, EMPTY, _model, _session, _vi, exact_change_map
+from builders import DOMAIN, EMPTY, exact_change_map, op_model, op_session, value_info
 
 KINDS = ["first", "local", "none", "local", "global", "local", "scatter", "local", "scatter"]
 
@@ -40,12 +40,12 @@ CASES = [
 
 
 def _pair(attrs, with_map):
-    dense = _session(_model([helper.make_node("MaxPool", ["x"], ["y"], **attrs)], [_vi("x")], [_vi("y")]),
+    dense = op_session(op_model([helper.make_node("MaxPool", ["x"], ["y"], **attrs)], [value_info("x")], [value_info("y")]),
                      custom=False)
     ins = ["x", "x_ref", "y_prev"] + (["map_in"] if with_map else [])
     node = helper.make_node("DeltaPool", ins, ["y", "x_ref_next", "map"], domain=DOMAIN, name="dp", **attrs)
-    vis = [_vi("x"), _vi("x_ref"), _vi("y_prev")] + ([_vi("map_in", TensorProto.UINT8)] if with_map else [])
-    delta = _session(_model([node], vis, [_vi("y"), _vi("x_ref_next"), _vi("map", TensorProto.UINT8)]))
+    vis = [value_info("x"), value_info("x_ref"), value_info("y_prev")] + ([value_info("map_in", TensorProto.UINT8)] if with_map else [])
+    delta = op_session(op_model([node], vis, [value_info("y"), value_info("x_ref_next"), value_info("map", TensorProto.UINT8)]))
     return dense, delta
 
 
@@ -138,8 +138,8 @@ def test_dense_fraction_one_keeps_partial_updates_exact(rng):
     dense, _ = _pair(attrs, with_map=False)
     node = helper.make_node("DeltaPool", ["x", "x_ref", "y_prev"], ["y", "x_ref_next", "map"], domain=DOMAIN,
                             name="dp", dense_fraction=1.0, **attrs)
-    delta = _session(_model([node], [_vi("x"), _vi("x_ref"), _vi("y_prev")],
-                            [_vi("y"), _vi("x_ref_next"), _vi("map", TensorProto.UINT8)]))
+    delta = op_session(op_model([node], [value_info("x"), value_info("x_ref"), value_info("y_prev")],
+                            [value_info("y"), value_info("x_ref_next"), value_info("map", TensorProto.UINT8)]))
     x = rng.standard_normal((1, 9, 30, 35)).astype(np.float32)
     y, xr, _ = delta.run(None, {"x": x, "x_ref": EMPTY, "y_prev": EMPTY})
     for _ in range(3):

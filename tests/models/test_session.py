@@ -15,10 +15,10 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from builders import DOMAIN
 import deltaonnx
 from deltaonnx import DeltaSession
 
-DOMAIN = "com.deltaonnx"
 C_IN, C_MID, C_OUT = 3, 8, 6
 NOMINAL_H, NOMINAL_W = 32, 32
 # With tau = 0 the ops recompute from the same inputs as dense ORT; only summation order may differ.
@@ -655,11 +655,7 @@ def test_converted_zoo_models_match_dense_through_the_session(cpu_op_library, na
 def test_dense_fallback_takes_streams_that_change_everywhere_and_probes_back():
     """A stream whose frames change everywhere (a moving camera) runs the dense twin (same outputs as dense ORT),
     and returns to delta at a probe once its frames stop changing; another stream is unaffected."""
-    import sys
-    from pathlib import Path
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "models"))
-    import zoo
+    import zoo  # models/zoo.py (conftest puts models/ on the path); imported here: it needs torch
 
     model = zoo.yolov8_like()
     session = DeltaSession(deltaonnx.convert(model), fallback_probe_every=4)

@@ -1,12 +1,13 @@
 """The contract is in the repository: code and docs cite docs/design.md (never the team's old DESIGN.md), every
-cited section anchor exists, and every relative link of the README and docs/ leads to a file of the tree."""
+cited section anchor exists, every relative link of the README and docs/ leads to a file of the tree, and every
+test file the docs name is where they say."""
 from __future__ import annotations
 
 import re
 import subprocess
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 DESIGN = REPO / "docs" / "design.md"
 
 
@@ -42,3 +43,14 @@ def test_relative_links_of_the_docs_lead_to_files():
             if not (page.parent / target).exists():
                 broken.append(f"{page.relative_to(REPO)} -> {target}")
     assert not broken, broken
+
+
+def test_test_files_named_in_docs_and_scripts_exist():
+    """tests/ is in folders by level: a doc or script naming tests/x.py after a move would send readers nowhere."""
+    named = []
+    for path in tracked_text_files() + [REPO / ".ci" / "run"]:
+        if path.suffix in (".md", ".sh", ".toml", "") or path.parent.name in ("benchmarks", "scripts"):
+            named += [(path, m) for m in re.findall(r"\btests/[\w/]+\.(?:py|cc)\b", path.read_text(errors="replace"))]
+    assert named, "no doc names a test file"
+    missing = [f"{p.relative_to(REPO)} -> {m}" for p, m in named if not (REPO / m).is_file()]
+    assert not missing, missing

@@ -77,7 +77,7 @@ def test_library_dir_override_selects_the_portable_library(portable_library_dir)
     assert Path(result.stdout.strip()) == portable_library_dir / "libdeltaonnx_ops.so"
 
 
-@pytest.mark.parametrize("test_file", ["tests/test_ops.py", "tests/test_session.py"])
+@pytest.mark.parametrize("test_file", ["tests/ops/test_ops.py", "tests/models/test_session.py"])
 def test_suite_passes_with_the_portable_library(portable_library_dir, test_file):
     # simd_variant tests drive the installed pybind module's kernels, not the op library: deselected.
     result = run_tests_against(portable_library_dir, test_file, "-k", "not simd_variant")

@@ -14,11 +14,9 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper
 
-import deltaonnx
+from builders import DOMAIN, EMPTY, op_model, op_session
 from deltaonnx import reference
 
-DOMAIN = "com.deltaonnx"
-EMPTY = np.zeros((0, 0, 0, 0), np.float32)
 LOWEST = np.finfo(np.float32).min
 WINDOWS = {  # name: MaxPool attributes
     "2x2 s2": dict(kernel_shape=[2, 2], strides=[2, 2]),
@@ -29,35 +27,21 @@ WINDOWS = {  # name: MaxPool attributes
 }
 
 
-def _model(node, inputs, outputs):
-    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info(n, t, None) for n, t in inputs],
-                              [helper.make_tensor_value_info(n, t, None) for n, t in outputs])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid(DOMAIN, 1)])
-    model.ir_version = 10
-    return model.SerializeToString()
-
-
 def ort_maxpool(attrs, level):
-    options = ort.SessionOptions()
-    options.graph_optimization_level = level
-    options.intra_op_num_threads = 1
-    model = _model(helper.make_node("MaxPool", ["x"], ["y"], **attrs), [("x", TensorProto.FLOAT)],
-                   [("y", TensorProto.FLOAT)])
-    return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+    model = op_model([helper.make_node("MaxPool", ["x"], ["y"], **attrs)], [("x", TensorProto.FLOAT)],
+                     [("y", TensorProto.FLOAT)])
+    return op_session(model, custom=False, level=level)
 
 
 def delta_pool(attrs, with_map):
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
-    options.register_custom_ops_library(deltaonnx.library_path())
     inputs = [("x", TensorProto.FLOAT), ("x_ref", TensorProto.FLOAT), ("y_prev", TensorProto.FLOAT)]
     if with_map:
         inputs.append(("map_in", TensorProto.UINT8))
     node = helper.make_node("DeltaPool", [n for n, _ in inputs], ["y", "x_ref_next", "map_out"], domain=DOMAIN,
                             name="pool", **attrs)
-    model = _model(node, inputs, [("y", TensorProto.FLOAT), ("x_ref_next", TensorProto.FLOAT),
-                                  ("map_out", TensorProto.UINT8)])
-    return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+    model = op_model([node], inputs, [("y", TensorProto.FLOAT), ("x_ref_next", TensorProto.FLOAT),
+                                      ("map_out", TensorProto.UINT8)])
+    return op_session(model)
 
 
 def nan_windows(x, attrs):

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 import pytest
 
 from deltaonnx import reference as ref
@@ -13,6 +12,7 @@ from deltaonnx import reference as ref
 native = pytest.importorskip("deltaonnx._native")
 from test_gate_engine import EMPTY, VARIANTS, variant  # noqa: E402 - after the skip when _native is not built
 from test_gate_engine import frames as gate_frames  # noqa: E402
+from builders import conv_model, op_session, pool_model  # noqa: E402
 
 
 def frames(rng, shape, count):
@@ -130,21 +130,14 @@ def test_pybind_refuses_bad_gate_arguments(bad, message):
 
 # --- through ORT: the attributes gate, gate_block, gate_hard ------------------------------------------------
 
-def _session(model: onnx.ModelProto, library: str) -> ort.InferenceSession:
-    options = ort.SessionOptions()
-    options.register_custom_ops_library(library)
-    return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
-
-
 BLOCK_ATTRIBUTES = dict(kernel_shape=[3, 3], pads=[1, 1, 1, 1], threshold=0.1, gate="block", gate_block=4, gate_hard=0.3)
 
 
 def test_cpu_library_runs_the_block_rule_as_the_reference(cpu_op_library):
-    from delta_op_models import conv_model
 
     rng = np.random.default_rng(3)
     W = rng.standard_normal((4, 3, 3, 3)).astype(np.float32)
-    sess = _session(conv_model(BLOCK_ATTRIBUTES, W=W, name="conv_0"), cpu_op_library)
+    sess = op_session(conv_model(BLOCK_ATTRIBUTES, W=W, name="conv_0"), cpu_op_library)
     x_ref, y_prev, r_ref, r_prev = EMPTY, EMPTY, None, None
     for i, x in enumerate(frames(rng, (1, 3, 18, 21), 6)):
         y, x_ref, map_out = sess.run(None, {"X": x, "X_ref": x_ref, "Y_prev": y_prev})
@@ -160,23 +153,21 @@ def test_cpu_library_runs_the_block_rule_as_the_reference(cpu_op_library):
                                           (dict(gate="block", gate_block=0), "gate_block"),
                                           (dict(gate="block", gate_hard=0.05), "gate_hard")])
 def test_bad_gate_attributes_are_refused_at_session_creation(cpu_op_library, bad, message):
-    from delta_op_models import conv_model
 
     attrs = dict(kernel_shape=[1, 1], threshold=0.1, **bad)
     with pytest.raises(Exception, match=message):
-        _session(conv_model(attrs, W=np.ones((1, 1, 1, 1), np.float32), name="conv_bad"), cpu_op_library)
+        op_session(conv_model(attrs, W=np.ones((1, 1, 1, 1), np.float32), name="conv_bad"), cpu_op_library)
 
 
 def test_cuda_library_refuses_the_block_rule(emulated_cuda_library):
-    from delta_op_models import conv_model, pool_model
 
     W = np.ones((2, 3, 3, 3), np.float32)
     with pytest.raises(Exception, match="attribute 'gate' = \"block\" is not implemented by the CUDA"):
-        _session(conv_model(BLOCK_ATTRIBUTES, W=W, name="conv_0"), emulated_cuda_library)
+        op_session(conv_model(BLOCK_ATTRIBUTES, W=W, name="conv_0"), emulated_cuda_library)
     pool = dict(kernel_shape=[2, 2], strides=[2, 2], threshold=0.1, gate="block")
     with pytest.raises(Exception, match="attribute 'gate'"):
-        _session(pool_model(pool, name="pool_0"), emulated_cuda_library)
-    _session(conv_model({**BLOCK_ATTRIBUTES, "gate": "pixel"}, W=W, name="conv_0"), emulated_cuda_library)
+        op_session(pool_model(pool, name="pool_0"), emulated_cuda_library)
+    op_session(conv_model({**BLOCK_ATTRIBUTES, "gate": "pixel"}, W=W, name="conv_0"), emulated_cuda_library)
 
 
 # --- convert(inner_gate=...) --------------------------------------------------------------------------------
