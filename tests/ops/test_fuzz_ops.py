@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from builders import DOMAIN
 from conftest import IMPORT_PATH
 
 INT64_MAX = 2**63 - 1
@@ -146,7 +147,7 @@ def _model(case):
     inits = []
     if case["op"] == "DeltaMapUnion":
         names = [f"map{i}" for i in range(len(case["map_shapes"]))]
-        node = helper.make_node("DeltaMapUnion", names, ["y"], domain="com.deltaonnx", name=NODE)
+        node = helper.make_node("DeltaMapUnion", names, ["y"], domain=DOMAIN, name=NODE)
         inputs, outputs = [maps(n) for n in names], [maps("y")]
     else:
         conv = case["op"] == "DeltaConv"
@@ -155,7 +156,7 @@ def _model(case):
         if case["map"] != "none" or case.get("drop_reference"):
             ins.append("map_in")
         outs = ["y", "x_ref_next" if ref else "", "map_out"]
-        node = helper.make_node(case["op"], ins, outs, domain="com.deltaonnx", name=NODE)
+        node = helper.make_node(case["op"], ins, outs, domain=DOMAIN, name=NODE)
         for key, value in case["attrs"].items():  # an empty list has no type to infer: the attribute's own
             empty_type = AttributeProto.FLOATS if key == "activation_params" else AttributeProto.INTS
             node.attribute.append(helper.make_attribute(key, value, attr_type=empty_type if value == [] else None))
@@ -166,7 +167,7 @@ def _model(case):
             if case["bias"]:
                 inits.append(numpy_helper.from_array(rng.standard_normal(case["w_shape"][0]).astype(np.float32), "b"))
     graph = helper.make_graph([node], "fuzz", inputs, outputs, initializer=inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.deltaonnx", 1)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid(DOMAIN, 1)])
     model.ir_version = 10
     return model, {i.name: numpy_helper.to_array(i) for i in inits}
 
@@ -272,7 +273,7 @@ def run_case(case, library):
         return "ok"
     except Exception as error:  # noqa: BLE001 - ORT's exception types share no base class but Exception
         message = str(error)
-        if type(error).__module__.startswith("onnxruntime") and (NODE in message or "com.deltaonnx" in message
+        if type(error).__module__.startswith("onnxruntime") and (NODE in message or DOMAIN in message
                                                                  or _ort_own_check(message)):
             return "error: " + message.splitlines()[0][:300]
         return f"FAIL: unclear error {type(error).__name__}: {message[:300]}"

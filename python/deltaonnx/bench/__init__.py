@@ -4,8 +4,8 @@ Both models run on the same frames, interleaved in blocks of `--interleave` fram
 then each converted model runs the same block, in an order that alternates between blocks), so a change of
 machine load hits both alike; blocks rather than single frames because alternating every frame makes each
 model evict the other's weights and state from the caches, which deployment never sees. Same thread count;
-the first `--warmup` frames run untimed (they also fill the state). For each converted configuration (one, or one per value of `--thresholds` x `--inner-thresholds`)
-it reports:
+the first `--warmup` frames run untimed (they also fill the state). For each converted configuration (one, or
+one per value of `--thresholds` x `--inner-thresholds`) it reports:
 
 * ms/frame, fps and the speedup over dense ORT (means over the timed frames);
 * output agreement: per output the max and mean absolute difference to dense, and the max relative to the
@@ -39,6 +39,6 @@ from .report import format_report, json_ready, write_json
 from .runner import run_benchmark
 
 __all__ = ["BenchError", "BenchOptions", "DeltaConfig", "FrameRecord", "GateConfig", "Progress", "change_map_picture",
-           "conv_flops", "conversion_metadata", "format_report", "ideal_speedup", "image_input", "is_converted", "json_ready",
-           "machine_info", "parse_configs", "plot_sweep", "profile_dense", "profile_delta", "read_profile",
-           "run_benchmark", "session_options", "write_json"]
+           "conv_flops", "conversion_metadata", "format_report", "ideal_speedup", "image_input", "is_converted",
+           "json_ready", "machine_info", "parse_configs", "plot_sweep", "profile_dense", "profile_delta",
+           "read_profile", "run_benchmark", "session_options", "write_json"]

@@ -258,7 +258,8 @@ def _attach_oracle(entry: dict, run: "ConfigRun", inputs: list, flops: dict[str,
               "conv_flops_redone_exact": exact_total / total if total else None,
               "conv_flops_redone_measured": measured_total / total if total else None}
     if dense_profile and oracle["conv_flops_redone_exact"] is not None:
-        oracle["ideal_speedup_exact"] = ideal_speedup(dense_profile["conv_work_share"], oracle["conv_flops_redone_exact"])
+        share = dense_profile["conv_work_share"]
+        oracle["ideal_speedup_exact"] = ideal_speedup(share, oracle["conv_flops_redone_exact"])
     entry["oracle"] = oracle
 
 
