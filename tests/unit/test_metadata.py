@@ -53,3 +53,17 @@ def test_of_a_model_reads_its_entry_or_says_it_has_none():
     assert is_converted(model)
     assert ConversionMetadata.of(model).maps == {"conv": "deltaonnx.map.conv"}
     onnx.checker.check_model(model)
+
+
+def test_the_calibration_stamp_round_trips_and_a_bad_one_is_a_clear_error():
+    from deltaonnx.calibrate import CalibrationError, CalibrationStamp
+
+    model = helper.make_model(helper.make_graph([], "g", [], []))
+    assert CalibrationStamp.of(model) is None
+    CalibrationStamp(refresh=5, budget={"min_f1": 0.99}, thresholds={"conv": 0.1}).write(model)
+    CalibrationStamp(refresh=7, budget={"min_f1": 0.98}, thresholds={"conv": 0.2}).write(model)  # replaces it
+    assert [p.key for p in model.metadata_props] == ["deltaonnx.calibration"]
+    assert CalibrationStamp.of(model) == CalibrationStamp(7, {"min_f1": 0.98}, {"conv": 0.2})
+    for text in ("{", "[1]", '{"refresh": "often"}'):
+        with pytest.raises(CalibrationError, match="'deltaonnx.calibration' metadata cannot be read"):
+            CalibrationStamp.parse(text)

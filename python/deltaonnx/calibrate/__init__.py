@@ -44,9 +44,10 @@ from .preparation import prepare_search
 from .refresh import PeriodicRefresh
 from .result import CalibrationResult, format_report, save_calibration, side_files
 from .search import Evaluation, SearchSetup
+from .stamp import CalibrationStamp
 from .verify import RangeResult, measure_range
 
 __all__ = ["AgreementSummary", "Budget", "CALIBRATION_METADATA_KEY", "CalibrationError", "CalibrationOptions",
-           "CalibrationResult", "DetectionOptions", "Evaluation", "GATE_LEVELS", "INNER_LEVELS", "NodeCalibration",
+           "CalibrationResult", "CalibrationStamp", "DetectionOptions", "Evaluation", "GATE_LEVELS", "INNER_LEVELS", "NodeCalibration",
            "PeriodicRefresh", "RangeResult", "SearchSetup", "calibrate", "format_report", "measure_range",
            "prepare_search", "save_calibration", "side_files", "summarize"]

@@ -1,7 +1,6 @@
 """calibrate(): search, verify on the whole range, back off or refresh, check on held-out frames."""
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import asdict
 from typing import Callable, Optional, Sequence, Union
@@ -10,15 +9,14 @@ import onnx
 
 from ..bench import Progress, profile_dense
 from ..convert import convert_with_report
-from ..graph_passes.protocol import CALIBRATION_METADATA_KEY
 from ..video import FrameSource, Preprocess, VideoError
-from .agreement import Budget
 from .levels import GATE_LEVELS, INNER_LEVELS, CalibrationError
 from .model_nodes import NodeCalibration
 from .options import CalibrationOptions
 from .preparation import check_options, prepare_search
 from .result import CalibrationResult
 from .search import Search
+from .stamp import CalibrationStamp
 from .verify import RangeResult, late_half_holds, measure_range
 
 
@@ -146,7 +144,7 @@ def calibrate(model, source: FrameSource, *, frames: tuple[int, int] = (0, 200),
                         heldout_refresh_note = f"refresh {every} chosen on the held-out frames (they drifted)"
                         break
 
-    _stamp_calibration(final, refresh, budget, thresholds)
+    CalibrationStamp(refresh, asdict(budget), thresholds).write(final)
     cpu_seconds = time.process_time() - cpu_started
     search_summary = {
         "evaluations": len(search.history), "stopped_by_time": search.stopped_by_time, "backoffs": backoffs,
@@ -227,14 +225,3 @@ def _refresh_candidates(frames: int, option: Union[str, int], segment_length: in
     shortest = max(2, segment_length)
     candidates = [every for every in (frames // 4,) if every > shortest] + [shortest]
     return [every for every in candidates if every < frames]
-
-
-def _stamp_calibration(model: onnx.ModelProto, refresh: int, budget: Budget, thresholds: dict[str, float]) -> None:
-    """Record the refresh period and the budget in the converted model (PeriodicRefresh.from_model reads it)."""
-    entry = json.dumps({"format": 1, "refresh": refresh, "budget": asdict(budget), "thresholds": thresholds},
-                       separators=(",", ":"))
-    for prop in model.metadata_props:
-        if prop.key == CALIBRATION_METADATA_KEY:
-            prop.value = entry
-            return
-    model.metadata_props.add(key=CALIBRATION_METADATA_KEY, value=entry)

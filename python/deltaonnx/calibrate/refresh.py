@@ -1,11 +1,11 @@
 """PeriodicRefresh: a full recompute every K frames per stream, against drift."""
 from __future__ import annotations
 
-import json
 import threading
 from typing import Hashable
 
 from ..graph_passes.protocol import CALIBRATION_METADATA_KEY
+from .stamp import CalibrationStamp
 
 
 class PeriodicRefresh:
@@ -28,9 +28,9 @@ class PeriodicRefresh:
     @classmethod
     def from_model(cls, session) -> "PeriodicRefresh":
         """The refresh period the calibration stored in the model's metadata (0 when none)."""
-        text = session.inference_session.get_modelmeta().custom_metadata_map.get(CALIBRATION_METADATA_KEY)
-        every = int(json.loads(text).get("refresh", 0)) if text else 0
-        return cls(session, every)
+        stamp = CalibrationStamp.parse(
+            session.inference_session.get_modelmeta().custom_metadata_map.get(CALIBRATION_METADATA_KEY))
+        return cls(session, stamp.refresh if stamp is not None else 0)
 
     def run(self, output_names, input_feed, run_options=None, *, stream: Hashable = "default") -> list:
         with self._lock:  # streams may run from several threads

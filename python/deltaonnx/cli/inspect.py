@@ -2,11 +2,11 @@
 from __future__ import annotations
 
 import argparse
-import json
 from typing import Optional
 
+from ..calibrate import CalibrationError, CalibrationStamp
 from ..convert import inspect_model, load_model, model_input_names
-from ..graph_passes.metadata import ConversionMetadata, metadata_text
+from ..graph_passes.metadata import ConversionMetadata
 from ..graph_passes.protocol import CALIBRATION_METADATA_KEY
 from .arguments import EXIT_OK, CliError, add_conversion_options, conversion_kwargs, existing_model_path, input_shape
 
@@ -67,15 +67,12 @@ def run_command(args: argparse.Namespace) -> int:
 
 def _calibration_summary(proto) -> str:
     """One line on what `calibrate` stored in the model (its thresholds are the table's tau column), or ""."""
-    text = metadata_text(proto, CALIBRATION_METADATA_KEY)
-    if text is None:
-        return ""
     try:
-        entry = json.loads(text)
-    except ValueError:
+        stamp = CalibrationStamp.of(proto)
+    except CalibrationError:
         return f"calibration: unreadable {CALIBRATION_METADATA_KEY} metadata"
-    refresh = int(entry.get("refresh", 0) or 0)
-    budget = ", ".join(f"{k} {v}" for k, v in (entry.get("budget") or {}).items() if v is not None)
-    thresholds = entry.get("thresholds") or {}
-    return (f"calibrated thresholds (tau column): {len(thresholds)} entries; budget: {budget or '-'}; refresh: "
-            + (f"full recompute every {refresh} frames per stream" if refresh else "none"))
+    if stamp is None:
+        return ""
+    budget = ", ".join(f"{k} {v}" for k, v in stamp.budget.items() if v is not None)
+    return (f"calibrated thresholds (tau column): {len(stamp.thresholds)} entries; budget: {budget or '-'}; "
+            + "refresh: " + (f"full recompute every {stamp.refresh} frames per stream" if stamp.refresh else "none"))
