@@ -53,6 +53,7 @@ from .feeds import checked_change_maps, checked_input_feed, checked_output_names
 from .identical_run import keep_for_identical_frames, nothing_changes
 from .session_options import copy_session_options, provider_name
 from .stream_state import StreamState
+from .stream_stats import count_node_flops, stream_stats
 
 DEFAULT_STREAM = "default"
 
@@ -367,15 +368,7 @@ class DeltaSession:
         state.values, state.map_values = values, map_values
         state.map_views = [value.numpy() for value in map_values]
         state.map_divisors = np.array([max(v.size, 1) for v in state.map_views], dtype=np.float64)  # empty: 0/1
-        flops = []
-        for node, view in zip(self._map_nodes, state.map_views):
-            # The node's work per frame: its FLOPs from the metadata, or, for models with dynamic input sizes,
-            # its FLOPs per output pixel times the pixels of one item's map ([N, 1, Ho, Wo]) in this run.
-            info = self._node_info.get(node, {})
-            pixels = view.size // view.shape[0] if view.ndim == 4 and view.shape[0] else view.size
-            flops.append(info.get("flops") or (info.get("flops_per_output_pixel") or 0) * pixels)
-        state.node_flops = np.array(flops, dtype=np.float64)
-        state.flops_total = float(state.node_flops.sum())
+        count_node_flops(state, self._map_nodes, self._node_info)
 
     def _model_outputs_to_bind(self, state: StreamState, requested: list[str]) -> tuple[str, ...]:
         """The requested model outputs that are not state (bound to a fresh buffer on every run). When they
@@ -543,32 +536,7 @@ class DeltaSession:
         (1 - fraction). The totals add up the nodes with known flops. `skipped_runs`: runs since the reset that
         returned the previous outputs without running ORT (identical frames; counted in `runs`, fraction 0).
         """
-        state = self._ran_stream(stream, "stats")
-        with state.lock:
-            runs = state.runs
-            last = state.last_fraction.tolist()
-            sums = state.fraction_sum.tolist()
-            mode, work, dense_runs, skipped = state.mode, state.work, state.dense_runs_total, state.skipped_runs
-            run_flops = [0.0] * len(last) if state.node_flops is None else state.node_flops.tolist()
-        nodes = {}
-        total_flops = total_saved = total_saved_avg = 0.0
-        for node, fraction, fraction_sum, at_run_shape in zip(self._map_nodes, last, sums, run_flops):
-            info = self._node_info.get(node, {})
-            flops = info.get("flops")
-            if flops is None and at_run_shape > 0:
-                flops = int(at_run_shape)
-            fraction_avg = fraction_sum / runs
-            saved = saved_avg = None
-            if flops is not None:
-                saved, saved_avg = flops * (1.0 - fraction), flops * (1.0 - fraction_avg)
-                total_flops += flops
-                total_saved += saved
-                total_saved_avg += saved_avg
-            nodes[node] = {"op": info.get("op"), "fraction": fraction, "fraction_avg": fraction_avg,
-                           "flops": flops, "flops_saved": saved, "flops_saved_avg": saved_avg}
-        return {"stream": stream, "runs": runs, "nodes": nodes, "flops": total_flops,
-                "flops_saved": total_saved, "flops_saved_avg": total_saved_avg,
-                "mode": mode, "work_smoothed": work, "dense_runs": dense_runs, "skipped_runs": skipped}
+        return stream_stats(self._ran_stream(stream, "stats"), stream, self._map_nodes, self._node_info)
 
     def __repr__(self) -> str:
         return (f"DeltaSession(inputs={self._input_names}, outputs={self._output_names}, "
