@@ -8,15 +8,15 @@ from typing import Optional
 
 from .delta_ops import GATE_RULES
 from .errors import ConversionError
-
-from deltaonnx.reference import DEFAULT_GATE_BLOCK, DEFAULT_GATE_HARD  # noqa: F401 - the block gate's defaults
+from .protocol import DEFAULT_GATE_BLOCK, DEFAULT_GATE_HARD
 
 # convert's input gate by default (docs/results.md, "The input gate"): the block rule in one DeltaGate, k x k
 # blocks of DEFAULT_GATE_BLOCK, every pixel within DEFAULT_INPUT_GATE_HARD x the threshold. Measured on every clip
 # against the pixel rule: less work at no more error (PNet/vtest tau 0.1: 8.5% of the conv work against 19.1%,
 # prob error 0.0047 against 0.0052 on average, 0.77 against 0.80 at worst; 5 tau is ~5% faster but its worst
-# error, 0.91, is above the pixel gate's: faint small objects are seen only through the per-pixel bound). The ops' own gate_hard fallback (DEFAULT_GATE_HARD, the
-# inner block rule's default) stays 3 x tau: convert writes the input gate's bound explicitly.
+# error, 0.91, is above the pixel gate's: faint small objects are seen only through the per-pixel bound). The
+# ops' own gate_hard fallback (DEFAULT_GATE_HARD, the inner block rule's default) stays 3 x tau: convert writes
+# the input gate's bound explicitly.
 DEFAULT_GATE = "block"
 DEFAULT_INPUT_GATE_HARD = 4.0
 
@@ -31,7 +31,28 @@ PLAN_META_KEY = "deltaonnx.plan"
 
 @dataclasses.dataclass(frozen=True)
 class ConversionOptions:
-    """The knobs of `deltaonnx.convert`; see its docstring."""
+    """The knobs of `deltaonnx.convert` (also accepted one by one as its keywords).
+
+    threshold: tau of the Delta ops that read a model input (possibly through Transpose/Cast/Identity),
+        in the input's units; inner_threshold: tau of all other Delta ops (0: exact after the gate);
+        thresholds: {source node name: tau} overrides for single Conv/MaxPool nodes;
+        all_nodes: convert every eligible node, even where the cost model would keep it dense;
+        dense_fraction: above this changed fraction of its output an op computes densely;
+        keep_references: keep X_ref state on every Delta op; by default an op that compares exactly
+            (threshold 0) behind a change map keeps none (the map says what changed; half the state memory,
+            no comparison), and its threshold can then not be raised by editing the converted model;
+        gate: how `threshold` decides what changed in a frame: "block" (the default: one DeltaGate per model
+            input decides per gate_block x gate_block block on the block means, with gate_hard bounding every
+            pixel, docs/design.md#rule-2b; the ops after it compare nothing; it takes an external change map,
+            docs/state_protocol.md) or "pixel" (each op reading the frame compares per pixel, rule 2). The block
+            rule ignores camera noise that the pixel rule keeps re-firing on: on every clip measured it redoes
+            less work at no more error (docs/results.md); at threshold 0 both are exact and no gate is inserted;
+        gate_block: k of the block gate (default 8); gate_hard: its per-pixel bound (default 4 x threshold);
+        inner_gate: how inner_threshold decides, in each Delta op not reading a model input: "pixel" (rule 2)
+            or "block" (rule 2b on the op's input, inner_gate_block x inner_gate_block blocks, every pixel
+            within inner_gate_hard, default 3 x the node's threshold); inner_gates: {source node name: "pixel",
+            "block", "block:K" or "block:K:HARD"} overrides for single nodes (also those reading an input).
+    Invalid values raise ConversionError."""
 
     threshold: float = 0.0
     inner_threshold: float = 0.0
@@ -60,6 +81,10 @@ class ConversionOptions:
         _check_threshold("inner_threshold", self.inner_threshold)
         if self.thresholds is None:
             object.__setattr__(self, "thresholds", {})
+        elif isinstance(self.thresholds, Mapping):  # a private copy: the caller's dict may change later
+            object.__setattr__(self, "thresholds", dict(self.thresholds))
+        object.__setattr__(self, "all_nodes", bool(self.all_nodes))
+        object.__setattr__(self, "keep_references", bool(self.keep_references))
         if not isinstance(self.thresholds, Mapping):
             raise ConversionError(
                 f"thresholds must map node names to numbers, got {type(self.thresholds).__name__}"
@@ -80,6 +105,8 @@ class ConversionOptions:
         _check_gate("inner_gate", self.inner_gate, self.inner_gate_block, self.inner_gate_hard)
         if self.inner_gates is None:
             object.__setattr__(self, "inner_gates", {})
+        elif isinstance(self.inner_gates, Mapping):
+            object.__setattr__(self, "inner_gates", dict(self.inner_gates))
         if not isinstance(self.inner_gates, Mapping):
             raise ConversionError(f"inner_gates must map node names to gates, got {type(self.inner_gates).__name__}")
         for name, text in self.inner_gates.items():
@@ -145,6 +172,8 @@ class ConversionContext:
     """Shared by the passes of one conversion."""
 
     options: ConversionOptions
+    # The converting package's version, recorded in the metadata (graph_passes does not import the package).
+    converter_version: str = ""
     plans: list[NodePlan] = dataclasses.field(default_factory=list)
     # Filled by the state pass, in graph order, exactly as docs/state_protocol.md lists them.
     state: list[dict] = dataclasses.field(default_factory=list)
