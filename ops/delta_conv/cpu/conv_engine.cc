@@ -164,6 +164,9 @@ void compute_panel(const ItemContext& ctx, const Panel& panel) {
     }
   };
 
+  if (gathered)  // scattered outputs: their lines are requested now, arriving while the GEMM runs
+    for (int64_t i = 0; i < piece_count; ++i)
+      for (int64_t m = 0; m < spec.out_channels; ++m) __builtin_prefetch(ctx.y + m * out_plane + piece_out[i], 1, 2);
   for (int64_t g = 0; g < spec.group; ++g) {
     if (gathered) {  // patches side by side
       const float* src = ctx.src + g * Cg * ctx.w.in_pixels();
