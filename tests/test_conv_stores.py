@@ -4,8 +4,9 @@ inside must equal ORT's Conv. The change patterns reach each store path: gathere
 every run of a map narrower than a tile: the kernel table's scatter_pieces), raster panels of runs joined across
 short gaps (store_flagged: the pixels between the runs are computed but must not be stored), and whole rows;
 the border ring (outputs whose window leaves the input, packed with bounds checks) and the interior (read from
-the input itself, or through the phase split for strided and over-padded convs); on every SIMD variant (each
-in a subprocess: the variant is chosen when the library loads)."""
+the input itself, or through the phase split for strided and over-padded convs), and past a quarter of the
+output everything through the split; on every SIMD variant (each in a subprocess: the variant is chosen when
+the library loads)."""
 from __future__ import annotations
 
 import numpy as np
@@ -41,6 +42,9 @@ def _changes(shape, pattern):
     elif pattern == "long":
         mask[h // 4, 1: w - 1] = True
         mask[h - 2, w // 3: w // 3 + 40] = True
+    elif pattern == "half":  # over a quarter of the output: read through the phase split, pieces included
+        mask[: h // 2] = True
+        mask[h // 2 + 2:: 3, 5:: 11] = True
     elif pattern == "edges":  # the border ring: corners, pixels along every edge, a run along the top row
         mask[0, 0] = mask[-1, -1] = mask[0, -1] = mask[-1, 0] = True
         mask[2::5, 0] = mask[3::4, -1] = mask[-1, 4::9] = True
@@ -60,7 +64,7 @@ def check_store_paths(seed=5):
             shape = (1, c, h, w)
             x = rng.standard_normal(shape).astype(np.float32)
             y, x_ref, _ = pair.run_delta(x, EMPTY, EMPTY)
-            for pattern in ("scattered", "gaps", "long", "edges"):
+            for pattern in ("scattered", "gaps", "long", "edges", "half"):
                 x2 = x.copy()
                 x2[:, :, _changes(shape, pattern)] += 1.0
                 sentinel = np.full_like(y, 1234.5)

@@ -71,10 +71,10 @@ void store_recomputed(const KernelTable& k, float* dst, const float* vals, const
   k.store_flagged(dst, vals, flags, n);
 }
 
-// Where raster panels read: raster position p (oy * width + ox) and tap k of a group's first channel at
-// base + p + offsets[k]; the next group's channels group_stride further. Either the phase split (strided convs) or
-// the input itself (stride 1 with the output no wider than the input: the interior outputs, the only ones
-// rastered, read inside it).
+// Where panels read: raster position p (oy * width + ox) or a gathered piece's PackPiece::src, and tap k of a
+// group's first channel at base + p + offsets[k]; the next group's channels group_stride further. Either a phase
+// split, or the input itself (stride 1 with the output no wider than the input: the interior outputs, the only
+// ones rastered, read inside it; gathered pieces from their window's origin).
 struct Raster {
   const float* base = nullptr;
   int64_t width = 0, group_stride = 0;
@@ -90,9 +90,9 @@ struct ItemContext {
   const float* bias;
   float* y;              // [M, Ho, Wo]
   const uint8_t* flags;  // [Ho, Wo]: recomputed output pixels
-  const float* src;      // [C, H, W]: what recomputed outputs read
-  const int64_t* src_offsets;  // per tap (c, ky, kx) of a group: (c * H + ky * dy) * W + kx * dx
-  Raster raster;
+  const float* src;      // [C, H, W]: what recomputed outputs read (border pieces)
+  Raster raster;         // what raster panels read
+  Raster gather;         // what gathered pieces read (PackPiece::src + offsets; width unused)
   const PanelPlan& plan;
 };
 
@@ -169,11 +169,12 @@ void compute_panel(const ItemContext& ctx, const Panel& panel) {
       for (int64_t m = 0; m < spec.out_channels; ++m) __builtin_prefetch(ctx.y + m * out_plane + piece_out[i], 1, 2);
   for (int64_t g = 0; g < spec.group; ++g) {
     if (gathered) {  // patches side by side
-      const float* src = ctx.src + g * Cg * ctx.w.in_pixels();
       if (panel.kind == PanelKind::kBorder)
-        pack_border_pieces(src, Cg, ctx.w, pieces, piece_out, piece_count, nr, s.packed.data());
+        pack_border_pieces(ctx.src + g * Cg * ctx.w.in_pixels(), Cg, ctx.w, pieces, piece_out, piece_count, nr,
+                           s.packed.data());
       else  // one contiguous copy per tap and piece
-        k.pack_pieces(K, src, ctx.src_offsets, pieces, piece_count, nr, s.packed.data());
+        k.pack_pieces(K, ctx.gather.base + g * ctx.gather.group_stride, ctx.gather.offsets, pieces, piece_count, nr,
+                      s.packed.data());
       for (int64_t kk = 0; kk < K; ++kk) s.rows[kk] = s.packed.data() + kk * nr;
     } else {
       const float* base = ctx.raster.base + g * ctx.raster.group_stride + panel.p0;
@@ -207,6 +208,19 @@ void compute_panel(const ItemContext& ctx, const Panel& panel) {
   }
 }
 
+// Marks the padded rows (input row + pad_begin) that the recomputed outputs read; returns false when there are none.
+bool mark_needed_rows(const Window2D& w, const uint8_t* flags, std::vector<uint8_t>& needed) {
+  const int64_t padded = (w.y.out - 1) * w.y.stride + (w.y.kernel - 1) * w.y.dilation + 1;
+  needed.assign(static_cast<size_t>(padded + w.y.stride), 0);
+  bool any = false;
+  for (int64_t oy = 0; oy < w.y.out; ++oy) {
+    if (std::memchr(flags + oy * w.x.out, 1, static_cast<size_t>(w.x.out)) == nullptr) continue;
+    any = true;
+    for (int64_t ky = 0; ky < w.y.kernel; ++ky) needed[oy * w.y.stride + ky * w.y.dilation] = 1;
+  }
+  return any;
+}
+
 // Marks the padded rows (input row + pad_begin) that the raster panels read; returns false when there are none.
 bool mark_raster_rows(const Window2D& w, const PanelPlan& plan, int64_t width, std::vector<uint8_t>& needed) {
   const int64_t padded = (w.y.out - 1) * w.y.stride + (w.y.kernel - 1) * w.y.dilation + 1;
@@ -228,7 +242,7 @@ bool mark_raster_rows(const Window2D& w, const PanelPlan& plan, int64_t width, s
 struct ItemWork {
   std::vector<uint8_t> needed_rows;
   PanelPlan plan;
-  std::vector<int64_t> src_offsets, raster_offsets;
+  std::vector<int64_t> src_offsets, input_raster_offsets, split_offsets;
 };
 
 // Writes act(conv(source) + bias) at the `recompute` pixels flagged in out_flags of one batch item (per-element
@@ -244,33 +258,44 @@ void compute_item(const ConvSpec& spec, const PackedConvWeights& weights, const 
   // Depthwise (one input and one output channel per group): the direct engine, not the GEMM.
   if (run_depthwise_item(spec, weights, w, src, out_flags, y, run.bias, acts, parallel_for)) return;
 
-  // Raster panels read the input itself at stride 1 (the interior outputs, the only ones rastered, read inside
-  // it), else the phase split, filled only at the rows raster panels read.
+  // Few recomputed outputs are read straight from the input: gathered pieces pack their windows from it (single
+  // pixels at a column stride above 1), stride-1 raster panels read it in place, strided ones a phase split
+  // filled only at their rows, and the border ring is packed with bounds checks. Many are read through a split
+  // of every row they need (one sequential copy): past kSplitShare of the output, the per-pixel reads of the
+  // input cost more than the copy (bench_ops --yolo: 10-20% lower at 10% redone, 10-17% higher at 50%).
+  // A stride-1 conv whose windows all lie inside the input (1x1, unpadded) needs neither: it reads the input.
+  constexpr int64_t kSplitShare = 4;  // a quarter
+  const bool stride_one = w.y.stride == 1 && w.x.stride == 1 && w.x.out <= w.x.in;
+  const InteriorRange iy = interior_of(w.y), ix = interior_of(w.x);
+  const bool all_inside = stride_one && iy.lo == 0 && iy.hi == w.y.out && ix.lo == 0 && ix.hi == w.x.out;
+  const bool through_split = !all_inside && recompute * kSplitShare > out_plane;
   PhaseSplit split = phase_split_geometry(C, w);
-  const bool on_input = w.y.stride == 1 && w.x.stride == 1 && w.x.out <= w.x.in;
-  const int64_t W = w.x.in, HW = w.in_pixels();
+  const bool on_input = stride_one && !through_split;
+  const int64_t W = w.x.in, HW = w.in_pixels(), Cg = spec.in_channels_per_group;
   if (work.src_offsets.empty()) {  // per tap (c, ky, kx) of a group
-    for (int64_t c = 0; c < spec.in_channels_per_group; ++c)
+    for (int64_t c = 0; c < Cg; ++c)
       for (int64_t ky = 0; ky < w.y.kernel; ++ky)
         for (int64_t kx = 0; kx < w.x.kernel; ++kx) {
           const int64_t ty = ky * w.y.dilation, tx = kx * w.x.dilation;
           work.src_offsets.push_back(c * HW + ty * W + tx);
+          work.input_raster_offsets.push_back(c * HW + (ty - w.y.pad_begin) * W + tx - w.x.pad_begin);
           // the split: plane (c, ty % sy, tx % sx) at (ty / sy) * width + tx / sx
-          work.raster_offsets.push_back(
-              on_input ? c * HW + (ty - w.y.pad_begin) * W + tx - w.x.pad_begin
-                       : ((c * split.sy + ty % split.sy) * split.sx + tx % split.sx) * split.plane +
-                             (ty / split.sy) * split.width + tx / split.sx);
+          work.split_offsets.push_back(((c * split.sy + ty % split.sy) * split.sx + tx % split.sx) * split.plane +
+                                       (ty / split.sy) * split.width + tx / split.sx);
         }
   }
   const int64_t raster_width = on_input ? W : split.width;
-  plan_panels(w, out_flags, k.gemm_nr, k.gemm_vec, raster_width, work.plan);
-  Raster raster{src, raster_width, spec.in_channels_per_group * HW, work.raster_offsets.data()};
-  if (!on_input && mark_raster_rows(w, work.plan, split.width, work.needed_rows)) {
-    fill_phase_split(split, src, C, w, recompute == out_plane ? nullptr : work.needed_rows.data(), k, parallel_for);
-    raster = {split.base, split.width, spec.in_channels_per_group * split.sy * split.sx * split.plane,
-              work.raster_offsets.data()};
+  plan_panels(w, out_flags, k.gemm_nr, k.gemm_vec, raster_width, through_split, work.plan);
+  Raster raster{src, W, Cg * HW, work.input_raster_offsets.data()};
+  Raster gather{src, W, Cg * HW, work.src_offsets.data()};
+  const bool all_rows = recompute == out_plane;
+  if (!on_input && (through_split ? (all_rows || mark_needed_rows(w, out_flags, work.needed_rows))
+                                  : mark_raster_rows(w, work.plan, split.width, work.needed_rows))) {
+    fill_phase_split(split, src, C, w, all_rows ? nullptr : work.needed_rows.data(), k, parallel_for);
+    raster = {split.base, split.width, Cg * split.sy * split.sx * split.plane, work.split_offsets.data()};
+    if (through_split) gather = raster;
   }
-  const ItemContext ctx{spec, weights, k, w, acts, run.bias, y, out_flags, src, work.src_offsets.data(), raster, work.plan};
+  const ItemContext ctx{spec, weights, k, w, acts, run.bias, y, out_flags, src, raster, gather, work.plan};
   parallel_for(static_cast<int64_t>(work.plan.panels.size()), [&](int64_t i) { compute_panel(ctx, work.plan.panels[i]); });
 }
 

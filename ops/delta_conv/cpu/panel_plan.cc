@@ -65,7 +65,7 @@ class Gatherer {
 }  // namespace
 
 void plan_panels(const Window2D& w, const uint8_t* flags, int64_t nr, int64_t vec, int64_t raster_width,
-                 PanelPlan& plan) {
+                 bool in_raster, PanelPlan& plan) {
   plan.panels.clear();
   plan.pieces.clear();
   plan.out_pos.clear();
@@ -73,7 +73,8 @@ void plan_panels(const Window2D& w, const uint8_t* flags, int64_t nr, int64_t ve
   plan.interior.clear();
   plan.border.clear();
   const int64_t Ho = w.y.out, Wo = w.x.out, W = w.x.in;
-  const InteriorRange iy = interior_of(w.y), ix = interior_of(w.x);
+  const InteriorRange iy = in_raster ? InteriorRange{0, Ho} : interior_of(w.y);
+  const InteriorRange ix = in_raster ? InteriorRange{0, Wo} : interior_of(w.x);
   plan.flat = raster_width == Wo && ix.lo == 0 && ix.hi == Wo;
   // Runs in run space (row y, columns x; flat: one row over the plane), cut into their interior part and the
   // border parts around it.
@@ -87,16 +88,19 @@ void plan_panels(const Window2D& w, const uint8_t* flags, int64_t nr, int64_t ve
       plan.interior.push_back({r.y, std::max(r.x_begin, lo), std::min(r.x_end, hi)});
     if (r.x_end > hi) plan.border.push_back({r.y, std::max(r.x_begin, hi), r.x_end});
   }
-  // Output position of run-space (y, x), and the input origin of its window.
+  // Output position of run-space (y, x), and where a gathered piece starting there reads: its raster position,
+  // or the input origin of its window (a column stride above 1 apart per pixel).
   auto out_of = [&](int64_t y, int64_t x) { return plan.flat ? x : y * Wo + x; };
   auto origin_of = [&](int64_t out) {
+    if (in_raster) return (out / Wo) * raster_width + out % Wo;
     return ((out / Wo) * w.y.stride - w.y.pad_begin) * W + (out % Wo) * w.x.stride - w.x.pad_begin;
   };
+  const int64_t step = in_raster ? 1 : w.x.stride;
   // Gathered pieces stay within an output row (their input is contiguous along one row only).
   auto gather_run = [&](Gatherer& g, int64_t y, int64_t x0, int64_t x1) {
     for (int64_t out = out_of(y, x0), end = out_of(y, x1); out < end;) {
       const int64_t len = std::min(end - out, Wo - out % Wo);
-      g.add(origin_of(out), out, len, w.x.stride);
+      g.add(origin_of(out), out, len, step);
       out += len;
     }
   };

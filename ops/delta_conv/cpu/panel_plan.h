@@ -34,8 +34,9 @@ struct Panel {
 struct PanelPlan {
   std::vector<Panel> panels;
   // Pieces of gathered and border panels, each within one output row: PackPiece::src is the input offset of the
-  // first pixel's window origin, (oy*sy - pad_top) * W + ox*sx - pad_left (kGathered only); out_pos[i] is that
-  // pixel's output position oy * Wo + ox. Gathered pieces are single pixels when the column stride exceeds 1.
+  // first pixel's window origin, (oy*sy - pad_top) * W + ox*sx - pad_left (kGathered only), or with `in_raster`
+  // its raster position; out_pos[i] is that pixel's output position oy * Wo + ox. Gathered pieces read from the
+  // input are single pixels when the column stride exceeds 1.
   std::vector<PackPiece> pieces;
   std::vector<int64_t> out_pos;
   // Raster positions run over the plane as one row (runs and panels may cross row ends): every column is
@@ -47,8 +48,9 @@ struct PanelPlan {
 // Plans the panels of one batch item for output flags [Ho, Wo] (the recomputed pixels). raster_width: the row
 // pitch of the raster raster panels read (at least Wo); nr, vec: the micro kernel's pixels per tile and vector.
 // Runs joined across short gaps are rastered in place when long; short ones, and every run of a map narrower
-// than a tile, are gathered (nr pixels per panel).
+// than a tile, are gathered (nr pixels per panel). in_raster: the raster is a zero-padded phase split holding
+// every window, so gathered pieces read it too and no output is a border one.
 void plan_panels(const Window2D& w, const uint8_t* flags, int64_t nr, int64_t vec, int64_t raster_width,
-                 PanelPlan& plan);
+                 bool in_raster, PanelPlan& plan);
 
 }  // namespace deltaonnx
