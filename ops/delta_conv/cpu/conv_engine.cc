@@ -116,10 +116,10 @@ void pack_border_pieces(const float* src, int64_t Cg, const Window2D& w, const P
             std::fill(d, d + len, 0.f);
             continue;
           }
-          const float* row = src + (c * H + iy) * W + first;
+          const float* row = src + (c * H + iy) * W;
           std::fill(d, d + j0, 0.f);
-          if (sx == 1) std::copy(row + j0, row + j1, d + j0);  // rows of the top and bottom border: long runs
-          else for (int64_t j = j0; j < j1; ++j) d[j] = row[j * sx];
+          if (sx == 1) std::copy(row + first + j0, row + first + j1, d + j0);  // top and bottom rows: long runs
+          else for (int64_t j = j0; j < j1; ++j) d[j] = row[first + j * sx];
           std::fill(d + j1, d + len, 0.f);
         }
     }
