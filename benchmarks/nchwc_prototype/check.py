@@ -56,13 +56,16 @@ def run_case(shape, variant, tau, act, rng):
 
 
 def check_all():
+    variants = list(pc.VARIANTS) if pc.has_avx512() else ["scalar"]
     for shape in SHAPES:
         for tau in (0.0, 0.3):
             for act in (False, True):
                 outs = {}
-                for variant in pc.VARIANTS:
+                for variant in variants:
                     outs[variant] = run_case(shape, variant, tau, act, np.random.default_rng(hash((shape, tau)) % 2**32))
                 # the vector kernel fmas in the scalar reference's order: equal but for the SiLU's exp
+                if len(outs) == 1:
+                    continue
                 y0, y1 = outs["scalar"][0], outs["avx512"][0]
                 if act:
                     np.testing.assert_allclose(y1, y0, rtol=2e-6, atol=1e-6)
@@ -70,7 +73,7 @@ def check_all():
                     np.testing.assert_array_equal(y1, y0)
                 np.testing.assert_array_equal(outs["scalar"][1], outs["avx512"][1])
                 np.testing.assert_array_equal(outs["scalar"][2], outs["avx512"][2])
-    return len(SHAPES) * 4 * len(pc.VARIANTS)
+    return len(SHAPES) * 4 * len(variants)
 
 
 if __name__ == "__main__":

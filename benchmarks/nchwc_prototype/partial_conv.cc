@@ -206,12 +206,14 @@ __attribute__((target("avx512f"))) void tile_gemm_avx512(const Shape& sh, const 
 
 extern "C" {
 
-// One step. Returns the number of outputs recomputed (>= 0) or -1 on a shape the prototype does not take.
+// One step. Returns the number of outputs recomputed (>= 0), -1 on a shape the prototype does not take, -2 when
+// the AVX-512 variant is asked for on a CPU without it.
 // counts_out[0] = changed input pixels, counts_out[1] = recomputed outputs.
 int nchwc_partial_conv(int C, int H, int W, int M, int k, int s, float tau, int act, int variant, const float* X,
                        float* X_ref, const uint8_t* map_in, const float* Wb, const float* bias, float* Y,
                        uint8_t* map_out, int32_t* counts_out) {
   if (C % B || M % B || k < 1 || s < 1 || H < 1 || W < 1 || (variant != 0 && variant != 1)) return -1;
+  if (variant == 1 && !__builtin_cpu_supports("avx512f")) return -2;
   Shape sh{C, H, W, M, k, s, k / 2, 0, 0};
   sh.Ho = (H + 2 * sh.pad - k) / s + 1;
   sh.Wo = (W + 2 * sh.pad - k) / s + 1;

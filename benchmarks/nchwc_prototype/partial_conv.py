@@ -45,6 +45,11 @@ def library():
     return _lib
 
 
+def has_avx512() -> bool:
+    flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    return " avx512f" in flags
+
+
 def to_blocked(x: np.ndarray) -> np.ndarray:
     """[1, C, H, W] -> [C/16, H, W, 16] (C a multiple of 16)."""
     _, C, H, W = x.shape
@@ -92,6 +97,8 @@ class PartialConv:
         n = self._f(self.C, self.H, self.W, self.M, self.k, self.s, tau, int(self.act), VARIANTS[variant],
                     xb.ctypes.data, x_ref.ctypes.data, map_in.ctypes.data, self.wb.ctypes.data, self.b.ctypes.data,
                     y.ctypes.data, map_out.ctypes.data, self.counts.ctypes.data)
+        if n == -2:
+            raise RuntimeError("this CPU has no AVX-512: use variant='scalar'")
         if n < 0:
             raise ValueError("shape not supported by the prototype (C and M multiples of 16)")
         return n
