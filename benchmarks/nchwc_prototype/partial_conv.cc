@@ -173,25 +173,36 @@ __attribute__((target("avx512f"))) void tile_gemm_avx512(const Shape& sh, const 
   const int Mb = sh.M / B;
   for (int mg = 0; mg < Mb; mg += MB) {
     __m512 acc[NP][MB];
+#pragma GCC unroll 24
     for (int p = 0; p < NP; ++p)
+#pragma GCC unroll 8
       for (int j = 0; j < MB; ++j) acc[p][j] = _mm512_setzero_ps();
     const float* wrow = Wb + mg * B;
     const float* trow = tile;
     for (int kk = 0; kk < K16; ++kk, trow += NP * B) {
       for (int c = 0; c < B; ++c, wrow += sh.M) {
         __m512 w[MB];
+#pragma GCC unroll 8
         for (int j = 0; j < MB; ++j) w[j] = _mm512_loadu_ps(wrow + j * B);
+#pragma GCC unroll 24
         for (int p = 0; p < NP; ++p) {
           const __m512 xv = _mm512_set1_ps(trow[p * B + c]);
+#pragma GCC unroll 8
           for (int j = 0; j < MB; ++j) acc[p][j] = _mm512_fmadd_ps(xv, w[j], acc[p][j]);
         }
       }
     }
+    // through memory once per tile, so the accumulators are only ever indexed by constants (kept in registers)
+    alignas(64) float sums[NP][MB][B];
+#pragma GCC unroll 24
+    for (int p = 0; p < NP; ++p)
+#pragma GCC unroll 8
+      for (int j = 0; j < MB; ++j) _mm512_store_ps(sums[p][j], acc[p][j]);
     for (int j = 0; j < MB; ++j) {
       const __m512 b = _mm512_loadu_ps(bias + (mg + j) * B);
       float* yplane = Y + (mg + j) * oplane;
       for (int p = 0; p < count; ++p) {
-        __m512 v = _mm512_add_ps(acc[p][j], b);
+        __m512 v = _mm512_add_ps(_mm512_load_ps(sums[p][j]), b);
         if (act) {  // v / (1 + exp(-v))
           const __m512 e = exp_avx512(_mm512_sub_ps(_mm512_setzero_ps(), v));
           v = _mm512_div_ps(v, _mm512_add_ps(_mm512_set1_ps(1.0f), e));
