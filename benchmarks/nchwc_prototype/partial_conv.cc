@@ -77,20 +77,24 @@ void detect_and_move(const Shape& sh, const float* X, float* X_ref, const uint8_
 }
 
 // ---- (b) or-pool of the changed pixels to the output map, and the list of outputs to redo ----
+// n / s when s divides n >= 0, else -1; strides 1 and 2 (YOLO's) without a division
+inline int exact_quotient(int n, int s) {
+  if (n < 0) return -1;
+  if (s == 1) return n;
+  if (s == 2) return n & 1 ? -1 : n >> 1;
+  return n % s ? -1 : n / s;
+}
+
 void mark_outputs(const Shape& sh, uint8_t* map_out) {
   std::memset(map_out, 0, size_t(sh.Ho) * sh.Wo);
   for (int32_t i : scratch.changed) {
-    const int iy = i / sh.W, ix = i % sh.W;
+    const int iy = i / sh.W, ix = i - iy * sh.W;
     for (int ky = 0; ky < sh.k; ++ky) {
-      const int ny = iy + sh.pad - ky;
-      if (ny < 0 || ny % sh.s) continue;
-      const int oy = ny / sh.s;
-      if (oy >= sh.Ho) continue;
+      const int oy = exact_quotient(iy + sh.pad - ky, sh.s);
+      if (oy < 0 || oy >= sh.Ho) continue;
       for (int kx = 0; kx < sh.k; ++kx) {
-        const int nx = ix + sh.pad - kx;
-        if (nx < 0 || nx % sh.s) continue;
-        const int ox = nx / sh.s;
-        if (ox < sh.Wo) map_out[oy * sh.Wo + ox] = 1;
+        const int ox = exact_quotient(ix + sh.pad - kx, sh.s);
+        if (ox >= 0 && ox < sh.Wo) map_out[oy * sh.Wo + ox] = 1;
       }
     }
   }
@@ -101,9 +105,23 @@ void mark_outputs(const Shape& sh, uint8_t* map_out) {
 }
 
 // ---- (c) gather: tile[(cb*taps + tap)][p][B], a line of X_ref (or zeros off the input) per entry ----
-void gather_tile(const Shape& sh, const float* X_ref, const int32_t* outs, int count, int NP, float* tile) {
+void gather_tile(const Shape& sh, const float* X_ref, const int32_t* outs, int count, int NP, int next_count,
+                 float* tile) {
   const size_t plane = size_t(sh.H) * sh.W * B;
   const int Cb = sh.C / B, T = sh.taps();
+  // scattered pixels miss the cache: ask for the next tile's taps while this one is copied
+  for (int p = 0; p < next_count; ++p) {
+    const int oy = outs[NP + p] / sh.Wo, ox = outs[NP + p] - oy * sh.Wo;
+    for (int ky = 0; ky < sh.k; ++ky) {
+      const int iy = oy * sh.s - sh.pad + ky;
+      if (iy < 0 || iy >= sh.H) continue;
+      for (int kx = 0; kx < sh.k; ++kx) {
+        const int ix = ox * sh.s - sh.pad + kx;
+        if (ix < 0 || ix >= sh.W) continue;
+        for (int cb = 0; cb < Cb; ++cb) __builtin_prefetch(X_ref + cb * plane + (size_t(iy) * sh.W + ix) * B);
+      }
+    }
+  }
   for (int p = 0; p < NP; ++p) {
     if (p >= count) {  // padding pixel of the last tile: computed, never stored
       for (int kk = 0; kk < Cb * T; ++kk) std::memset(tile + (size_t(kk) * NP + p) * B, 0, B * sizeof(float));
@@ -238,7 +256,8 @@ int nchwc_partial_conv(int C, int H, int W, int M, int k, int s, float tau, int 
   float* tile = scratch.tile.data();
   for (size_t first = 0; first < outs.size(); first += NP) {
     const int count = int(std::min<size_t>(NP, outs.size() - first));
-    gather_tile(sh, X_ref, outs.data() + first, count, NP, tile);
+    const int next_count = int(std::min<size_t>(NP, outs.size() - first - count));
+    gather_tile(sh, X_ref, outs.data() + first, count, NP, next_count, tile);
     if (variant == 0)
       tile_gemm_scalar(sh, tile, NP, Wb, bias, act, outs.data() + first, count, Y);
     else if (MB == 4)
