@@ -52,7 +52,7 @@ def dense_silu_model(w, b, k, s):
     return bench_ops._model(nodes, [bench_ops._vi("x")], [bench_ops._vi("y")], inits)
 
 
-def time_prototype(conv, frames, maps, repeat):
+def time_prototype(conv, frames, maps, repeat, variant):
     """State kept blocked between runs; primed with the last frame so each timed run sees one step of change."""
     blocked = [pc.to_blocked(f) for f in frames]
     flat_maps = [np.ascontiguousarray(m[0, 0]) for m in maps]
@@ -62,7 +62,7 @@ def time_prototype(conv, frames, maps, repeat):
     for i in range(repeat + 2):
         f = i % len(frames)
         t0 = time.thread_time()
-        n = conv.step(blocked[f], x_ref, flat_maps[f], y, map_out)
+        n = conv.step(blocked[f], x_ref, flat_maps[f], y, map_out, variant=variant)
         t1 = time.thread_time()
         if i >= 2:
             times.append(t1 - t0)
@@ -81,11 +81,13 @@ def main(argv=None):
     ap.add_argument("--fractions", type=float, nargs="+", default=FRACTIONS)
     ap.add_argument("--cases", nargs="+", default=list(SHAPES), choices=list(SHAPES))
     ap.add_argument("--act", action="store_true", help="SiLU after the conv (dense and prototype only)")
+    ap.add_argument("--variant", default="avx512", choices=["avx512", "avx512_indirect"],
+                    help="the prototype's kernel: gathered tiles, or line pointers read in place")
     ap.add_argument("--json")
     args = ap.parse_args(argv)
     bench_ops.CLOCK = time.thread_time  # one-thread sessions run their kernels in the calling thread
     print(f"onnxruntime {ort.__version__}, one thread, thread CPU time, {args.rounds} rounds x {args.repeat} runs"
-          + (", SiLU" if args.act else ""))
+          + (", SiLU" if args.act else "") + f", prototype {args.variant}")
     rng = np.random.default_rng(0)
     results = []
     for case in args.cases:
@@ -114,7 +116,7 @@ def main(argv=None):
             rows = []
             for _ in range(args.rounds):
                 d = min(bench_ops.time_dense(dense, frames, args.repeat), bench_ops.time_dense(dense, frames, args.repeat))
-                p, share = time_prototype(conv, frames, maps, args.repeat)
+                p, share = time_prototype(conv, frames, maps, args.repeat, args.variant)
                 row = dict(dense=d, proto=p, share=share)
                 if not args.act:
                     row["today_map"], row["share_today"] = bench_ops.time_delta(today[True], frames, maps, True, args.repeat)

@@ -1,5 +1,5 @@
 """Checks the NCHW16c prototype against its numpy reference: two steps (everything, then a marked subset with
-changes above and below tau and a NaN), on the scalar and AVX-512 variants, with and without SiLU.
+changes above and below tau and a NaN), on the scalar and both AVX-512 variants (tiles, indirect), with and without SiLU.
 
     python benchmarks/nchwc_prototype/check.py        (also run by tests/test_nchwc_prototype.py)
 """
@@ -64,15 +64,14 @@ def check_all():
                 for variant in variants:
                     outs[variant] = run_case(shape, variant, tau, act, np.random.default_rng(hash((shape, tau)) % 2**32))
                 # the vector kernel fmas in the scalar reference's order: equal but for the SiLU's exp
-                if len(outs) == 1:
-                    continue
-                y0, y1 = outs["scalar"][0], outs["avx512"][0]
-                if act:
-                    np.testing.assert_allclose(y1, y0, rtol=2e-6, atol=1e-6)
-                else:
-                    np.testing.assert_array_equal(y1, y0)
-                np.testing.assert_array_equal(outs["scalar"][1], outs["avx512"][1])
-                np.testing.assert_array_equal(outs["scalar"][2], outs["avx512"][2])
+                for variant in variants[1:]:  # fma in the scalar reference's order: equal but for the SiLU's exp
+                    y0, y1 = outs["scalar"][0], outs[variant][0]
+                    if act:
+                        np.testing.assert_allclose(y1, y0, rtol=2e-6, atol=1e-6)
+                    else:
+                        np.testing.assert_array_equal(y1, y0)
+                    np.testing.assert_array_equal(outs["scalar"][1], outs[variant][1])
+                    np.testing.assert_array_equal(outs["scalar"][2], outs[variant][2])
     return len(SHAPES) * 4 * len(variants)
 
 

@@ -7,7 +7,8 @@
 // Steps: (a) marked pixels compared with the pixel rule NOT(max_c |X - X_ref| <= tau), X_ref moved where they
 // changed; (b) the changed pixels or-pooled to map_out; (c) the marked outputs' patches gathered, a line per
 // (channel block, tap), into tiles of NP pixels; (d) tiles times blocked weights, NP pixels x MB output blocks
-// in registers; (e) bias, optional SiLU, stored into Y. Variant 0 is the scalar reference, 1 AVX-512.
+// in registers; (e) bias, optional SiLU, stored into Y. Variant 0 is the scalar reference, 1 AVX-512, 2 AVX-512
+// with (c) replaced by a table of pointers to the lines (read in place, no tile copy).
 #include <immintrin.h>
 
 #include <cmath>
@@ -29,6 +30,7 @@ struct Scratch {
   std::vector<int32_t> changed;   // changed input pixels (iy * W + ix)
   std::vector<int32_t> outputs;   // marked output pixels (oy * Wo + ox)
   std::vector<float> tile;        // [K16][NP][B]
+  std::vector<const float*> lines;  // [K16][NP]: the indirect variant's line pointers
 };
 thread_local Scratch scratch;
 
@@ -147,6 +149,28 @@ void gather_tile(const Shape& sh, const float* X_ref, const int32_t* outs, int c
   }
 }
 
+// (c') indirect variant: no copy, lines[(cb*taps + tap) * NP + p] points at the line in X_ref (or a zero line)
+alignas(64) const float kZeroLine[B] = {};
+
+void gather_lines(const Shape& sh, const float* X_ref, const int32_t* outs, int count, int NP, const float** lines) {
+  const size_t plane = size_t(sh.H) * sh.W * B;
+  const int Cb = sh.C / B, T = sh.taps();
+  for (int p = 0; p < NP; ++p) {
+    const int o = outs[p < count ? p : 0];  // padding pixels repeat the first: computed, never stored
+    const int oy = o / sh.Wo, ox = o - oy * sh.Wo;
+    for (int ky = 0; ky < sh.k; ++ky) {
+      const int iy = oy * sh.s - sh.pad + ky;
+      for (int kx = 0; kx < sh.k; ++kx) {
+        const int ix = ox * sh.s - sh.pad + kx;
+        const bool inside = iy >= 0 && iy < sh.H && ix >= 0 && ix < sh.W;
+        const float* src = X_ref + (size_t(iy) * sh.W + ix) * B;
+        for (int cb = 0; cb < Cb; ++cb)
+          lines[(size_t(cb) * T + ky * sh.k + kx) * NP + p] = inside ? src + cb * plane : kZeroLine;
+      }
+    }
+  }
+}
+
 inline float silu_scalar(float v) { return v / (1.0f + std::exp(-v)); }
 
 // ---- (d)+(e) scalar reference: the same tile, fma in the same order as the vector kernel ----
@@ -182,8 +206,9 @@ __attribute__((target("avx512f"))) inline __m512 exp_avx512(__m512 x) {
 }
 
 // NP pixels x MB output blocks of 16 accumulators; weights of one (kk, c) row are MB consecutive vectors.
-template <int NP, int MB>
-__attribute__((target("avx512f"))) void tile_gemm_avx512(const Shape& sh, const float* tile, const float* Wb,
+template <int NP, int MB, bool INDIRECT>
+__attribute__((target("avx512f"))) void tile_gemm_avx512(const Shape& sh, const float* tile, const float* const* lines,
+                                                         const float* Wb,
                                                          const float* bias, int act, const int32_t* outs, int count,
                                                          float* Y) {
   const size_t oplane = size_t(sh.Ho) * sh.Wo * B;
@@ -198,13 +223,14 @@ __attribute__((target("avx512f"))) void tile_gemm_avx512(const Shape& sh, const 
     const float* wrow = Wb + mg * B;
     const float* trow = tile;
     for (int kk = 0; kk < K16; ++kk, trow += NP * B) {
+      const float* const* lrow = lines + size_t(kk) * NP;
       for (int c = 0; c < B; ++c, wrow += sh.M) {
         __m512 w[MB];
 #pragma GCC unroll 8
         for (int j = 0; j < MB; ++j) w[j] = _mm512_loadu_ps(wrow + j * B);
 #pragma GCC unroll 24
         for (int p = 0; p < NP; ++p) {
-          const __m512 xv = _mm512_set1_ps(trow[p * B + c]);
+          const __m512 xv = _mm512_set1_ps(INDIRECT ? lrow[p][c] : trow[p * B + c]);
 #pragma GCC unroll 8
           for (int j = 0; j < MB; ++j) acc[p][j] = _mm512_fmadd_ps(xv, w[j], acc[p][j]);
         }
@@ -241,8 +267,8 @@ extern "C" {
 int nchwc_partial_conv(int C, int H, int W, int M, int k, int s, float tau, int act, int variant, const float* X,
                        float* X_ref, const uint8_t* map_in, const float* Wb, const float* bias, float* Y,
                        uint8_t* map_out, int32_t* counts_out) {
-  if (C % B || M % B || k < 1 || s < 1 || H < 1 || W < 1 || (variant != 0 && variant != 1)) return -1;
-  if (variant == 1 && !__builtin_cpu_supports("avx512f")) return -2;
+  if (C % B || M % B || k < 1 || s < 1 || H < 1 || W < 1 || variant < 0 || variant > 2) return -1;
+  if (variant != 0 && !__builtin_cpu_supports("avx512f")) return -2;
   Shape sh{C, H, W, M, k, s, k / 2, 0, 0};
   sh.Ho = (H + 2 * sh.pad - k) / s + 1;
   sh.Wo = (W + 2 * sh.pad - k) / s + 1;
@@ -254,18 +280,31 @@ int nchwc_partial_conv(int C, int H, int W, int M, int k, int s, float tau, int 
   const int NP = 24 / MB;  // 24 accumulators
   scratch.tile.resize(size_t(sh.K16()) * NP * B);
   float* tile = scratch.tile.data();
+  scratch.lines.resize(size_t(sh.K16()) * NP);
+  const float** lines = scratch.lines.data();
   for (size_t first = 0; first < outs.size(); first += NP) {
     const int count = int(std::min<size_t>(NP, outs.size() - first));
     const int next_count = int(std::min<size_t>(NP, outs.size() - first - count));
-    gather_tile(sh, X_ref, outs.data() + first, count, NP, next_count, tile);
+    const int32_t* o = outs.data() + first;
+    if (variant == 2) {
+      gather_lines(sh, X_ref, o, count, NP, lines);
+      if (MB == 4)
+        tile_gemm_avx512<6, 4, true>(sh, tile, lines, Wb, bias, act, o, count, Y);
+      else if (MB == 2)
+        tile_gemm_avx512<12, 2, true>(sh, tile, lines, Wb, bias, act, o, count, Y);
+      else
+        tile_gemm_avx512<24, 1, true>(sh, tile, lines, Wb, bias, act, o, count, Y);
+      continue;
+    }
+    gather_tile(sh, X_ref, o, count, NP, next_count, tile);
     if (variant == 0)
-      tile_gemm_scalar(sh, tile, NP, Wb, bias, act, outs.data() + first, count, Y);
+      tile_gemm_scalar(sh, tile, NP, Wb, bias, act, o, count, Y);
     else if (MB == 4)
-      tile_gemm_avx512<6, 4>(sh, tile, Wb, bias, act, outs.data() + first, count, Y);
+      tile_gemm_avx512<6, 4, false>(sh, tile, lines, Wb, bias, act, o, count, Y);
     else if (MB == 2)
-      tile_gemm_avx512<12, 2>(sh, tile, Wb, bias, act, outs.data() + first, count, Y);
+      tile_gemm_avx512<12, 2, false>(sh, tile, lines, Wb, bias, act, o, count, Y);
     else
-      tile_gemm_avx512<24, 1>(sh, tile, Wb, bias, act, outs.data() + first, count, Y);
+      tile_gemm_avx512<24, 1, false>(sh, tile, lines, Wb, bias, act, o, count, Y);
   }
   counts_out[0] = int(scratch.changed.size());
   counts_out[1] = int(outs.size());

@@ -15,7 +15,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 SOURCE = HERE / "partial_conv.cc"
 BLOCK = 16
-VARIANTS = {"scalar": 0, "avx512": 1}
+VARIANTS = {"scalar": 0, "avx512": 1, "avx512_indirect": 2}
 
 
 def build() -> Path:
