@@ -2,14 +2,16 @@
 shapes, in one process, one thread, by the calling thread's CPU time.
 
     python benchmarks/nchwc_prototype/bench.py [--rounds 3] [--repeat 20] [--fractions 0.05 0.1 0.2 0.5]
-                                               [--cases 3x3_32_32_160x160 ...] [--act] [--json out.json]
+                                               [--cases 3x3_32_32_160x160 ...] [--act] [--variants avx512 ...]
+                                               [--json out.json]
 
 Frames are bench_ops.scene_frames (three compact moving regions plus scattered single pixels, sized to a share
 of the *output* redone). Per round and share: dense ORT (NCHW model at ORT_ENABLE_ALL: its NCHWc kernels and
 reorders), today's DeltaConv with a change map and no X_ref (as `convert` builds it at threshold 0) and with
 X_ref and no map, and the prototype with X_ref and the map (it compares the marked pixels: more work than the
 first). Each time is the median of `repeat` runs; the table prints the median ratio to dense over the rounds
-and [min-max]. `per FLOP` = ratio / share redone (1.0: as cheap per FLOP as dense ORT). The prototype's
+and [min-max]. `per FLOP` = ratio / share redone (1.0: as cheap per FLOP as dense ORT). Each prototype variant
+runs in turn in every round (tiles: patches copied into tiles; indirect: line pointers read in place). The prototype's
 inputs are already blocked: it measures the design where Delta ops exchange NCHW16c tensors.
 `--act` adds SiLU to dense (Conv, Sigmoid, Mul: ORT fuses them) and to the prototype; today's op is left out.
 """
@@ -81,13 +83,14 @@ def main(argv=None):
     ap.add_argument("--fractions", type=float, nargs="+", default=FRACTIONS)
     ap.add_argument("--cases", nargs="+", default=list(SHAPES), choices=list(SHAPES))
     ap.add_argument("--act", action="store_true", help="SiLU after the conv (dense and prototype only)")
-    ap.add_argument("--variant", default="avx512", choices=["avx512", "avx512_indirect"],
-                    help="the prototype's kernel: gathered tiles, or line pointers read in place")
+    ap.add_argument("--variants", nargs="+", default=["avx512", "avx512_indirect"],
+                    choices=["avx512", "avx512_indirect"],
+                    help="the prototype's kernels, timed in turn: gathered tiles, line pointers read in place")
     ap.add_argument("--json")
     args = ap.parse_args(argv)
     bench_ops.CLOCK = time.thread_time  # one-thread sessions run their kernels in the calling thread
     print(f"onnxruntime {ort.__version__}, one thread, thread CPU time, {args.rounds} rounds x {args.repeat} runs"
-          + (", SiLU" if args.act else "") + f", prototype {args.variant}")
+          + (", SiLU" if args.act else "") + f", prototype variants {' '.join(args.variants)}")
     rng = np.random.default_rng(0)
     results = []
     for case in args.cases:
@@ -106,7 +109,7 @@ def main(argv=None):
         conv = pc.PartialConv(w, b, H, W, s, act=args.act)
         flops = 2.0 * C * M * k * k * conv.Ho * conv.Wo
         print(f"\n{case}  (dense {flops / 1e6:.0f} MFLOP)")
-        print(f"  {'share':>6} {'dense ms':>9} {'proto/dense':>20} {'per FLOP':>8} {'GFLOP/s':>8}"
+        print(f"  {'share':>6} {'dense ms':>9}" + "".join(f" {v + '/dense':>22} {'per FLOP':>8}" for v in args.variants)
               + ("" if args.act else f" {'today+map/dense':>20} {'per FLOP':>8} {'today+ref/dense':>16}"))
         for fraction in args.fractions:
             if fraction >= 1.0:
@@ -116,19 +119,20 @@ def main(argv=None):
             rows = []
             for _ in range(args.rounds):
                 d = min(bench_ops.time_dense(dense, frames, args.repeat), bench_ops.time_dense(dense, frames, args.repeat))
-                p, share = time_prototype(conv, frames, maps, args.repeat, args.variant)
-                row = dict(dense=d, proto=p, share=share)
+                row = dict(dense=d)
+                for v in args.variants:
+                    row[v], row["share"] = time_prototype(conv, frames, maps, args.repeat, v)
                 if not args.act:
                     row["today_map"], row["share_today"] = bench_ops.time_delta(today[True], frames, maps, True, args.repeat)
                     row["today_ref"], _ = bench_ops.time_delta(today[False], frames, maps, False, args.repeat)
                 rows.append(row)
             share = rows[0]["share"]
-            pr = spread([r["proto"] / r["dense"] for r in rows])
-            line = (f"  {share:>6.1%} {statistics.median(r['dense'] for r in rows) * 1e3:>9.3f}"
-                    f" {pr[0]:>6.3f} [{pr[1]:.3f}-{pr[2]:.3f}] {pr[0] / share:>8.2f}"
-                    f" {flops * share / statistics.median(r['proto'] for r in rows) / 1e9:>8.1f}")
-            out = dict(case=case, fraction=fraction, share=share, act=args.act,
-                       dense_ms=[r["dense"] * 1e3 for r in rows], proto_ms=[r["proto"] * 1e3 for r in rows])
+            line = f"  {share:>6.1%} {statistics.median(r['dense'] for r in rows) * 1e3:>9.3f}"
+            out = dict(case=case, fraction=fraction, share=share, act=args.act, dense_ms=[r["dense"] * 1e3 for r in rows])
+            for v in args.variants:
+                pr = spread([r[v] / r["dense"] for r in rows])
+                line += f" {pr[0]:>6.3f} [{pr[1]:.3f}-{pr[2]:.3f}]      {pr[0] / share:>8.2f}"
+                out[f"{v}_ms"] = [r[v] * 1e3 for r in rows]
             if not args.act:
                 tm = spread([r["today_map"] / r["dense"] for r in rows])
                 tr = spread([r["today_ref"] / r["dense"] for r in rows])
