@@ -1,7 +1,7 @@
 """Checks the NCHW16c prototype against its numpy reference: two steps (everything, then a marked subset with
 changes above and below tau and a NaN), on the scalar and both AVX-512 variants (tiles, indirect), with and without SiLU.
 
-    python benchmarks/nchwc_prototype/check.py        (also run by tests/test_nchwc_prototype.py)
+    python benchmarks/nchwc_prototype/check.py        (also run by tests/ops/test_nchwc_prototype.py)
 """
 from __future__ import annotations
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-PROTOTYPE = Path(__file__).resolve().parents[1] / "benchmarks" / "nchwc_prototype"
+PROTOTYPE = Path(__file__).resolve().parents[2] / "benchmarks" / "nchwc_prototype"
 
 
 @pytest.mark.skipif(shutil.which("g++") is None, reason="the prototype is compiled with g++")
