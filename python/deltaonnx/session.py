@@ -446,6 +446,7 @@ class _StreamState:
     work: float | None = None
     mode_runs: int = 0
     dense_runs_total: int = 0
+    probe_interval: int = 0  # dense runs before the next probe (set when the stream falls back)
 
     def __post_init__(self):
         self.last_fraction = np.zeros(self.map_count)
@@ -483,12 +484,14 @@ class DeltaSession:
     is registered too when it was built, and the state then lives on the GPU.
     """
 
-    # A stream whose smoothed share of conv work redone exceeds FALLBACK_ENTER runs the dense twin; every
+    # A stream whose smoothed share of conv work redone exceeds FALLBACK_ENTER runs the dense twin; after
     # `fallback_probe_every` dense frames it tries delta again (from empty state) and stays if, after
-    # FALLBACK_SETTLE frames, the share is below FALLBACK_STAY.
+    # FALLBACK_SETTLE frames, the share is below FALLBACK_STAY; each failed probe doubles the wait for the
+    # next, up to FALLBACK_PROBE_BACKOFF x fallback_probe_every.
     FALLBACK_ENTER = 0.8
     FALLBACK_STAY = 0.65
-    FALLBACK_SETTLE = 3
+    FALLBACK_SETTLE = 2  # the first frame with state decides (the one before it, without state, is redone in full)
+    FALLBACK_PROBE_BACKOFF = 4
     # The identical-frame test (and the copy of the outputs it needs) runs on every frame until it has failed
     # CHECK_MISSES_BEFORE_SPACING times in a row (a stream that never repeats), then on every CHECK_SPACING-th
     # frame until it succeeds again. Skipping or not never changes a result, only the time taken.
@@ -500,7 +503,7 @@ class DeltaSession:
                  fallback_probe_every: int = 30, skip_identical_frames: bool = True):
         """dense_fallback: a stream whose frames change almost everywhere (a moving camera) is run through
         the model's dense twin (densify.py), which costs what dense ORT costs, and probed with delta again
-        every `fallback_probe_every` frames; stats() says which mode a stream is in. Dense frames are exact
+        after `fallback_probe_every` frames (twice as long after each failed probe, at most 4x); stats() says which mode a stream is in. Dense frames are exact
         (no thresholds apply).
 
         skip_identical_frames: a run whose frames leave every Delta op without a change (bitwise identical
@@ -570,6 +573,11 @@ class DeltaSession:
 
         self._streams: dict[Hashable, _StreamState] = {}
         self._streams_lock = threading.Lock()
+        if self._dense_fallback and self._map_nodes:
+            # The twin takes about three frames' time to build (densify, a session): built beside the first
+            # frames, so the first stream to fall back does not stall (a run that needs it sooner waits on the
+            # lock). Not a daemon: interpreter exit waits for the build rather than killing it inside ORT.
+            threading.Thread(target=self._build_dense_twin, name="deltaonnx-dense-twin").start()
 
     # ----------------------------------------------------------------- construction helpers
 
@@ -698,6 +706,12 @@ class DeltaSession:
                     continue
                 return self._run_locked(state, requested, inputs, input_shapes, run_options, maps)
 
+    def _build_dense_twin(self) -> None:
+        try:
+            self._dense_twin_session()
+        except Exception:  # noqa: BLE001 - the build is retried, and its error raised, where the twin is used
+            pass
+
     def _dense_twin_session(self) -> ort.InferenceSession:
         with self._dense_lock:
             if self._dense_session is None:
@@ -716,7 +730,7 @@ class DeltaSession:
         outputs = self._dense_twin_session().run(requested, feed, run_options)
         state.mode_runs += 1
         state.dense_runs_total += 1
-        if state.mode_runs >= self._probe_every:  # probe: delta again, from empty state
+        if state.mode_runs >= state.probe_interval:  # probe: delta again, from empty state
             state.mode, state.mode_runs, state.work = "delta", 0, None
         return outputs
 
@@ -733,6 +747,10 @@ class DeltaSession:
         if state.mode_runs >= self.FALLBACK_SETTLE and state.work > limit:
             state.drop_state(keep_maps=True)
             state.mode, state.mode_runs = "dense", 0
+            # A failed probe doubles the wait before the next (a camera that keeps moving pays fewer probes, each
+            # two frames at the Delta ops' full cost), up to FALLBACK_PROBE_BACKOFF times fallback_probe_every.
+            state.probe_interval = (min(2 * state.probe_interval, self.FALLBACK_PROBE_BACKOFF * self._probe_every)
+                                    if probing and state.probe_interval else self._probe_every)
 
     def _run_locked(self, state: _StreamState, requested: list[str], inputs: dict, input_shapes: tuple,
                     run_options: ort.RunOptions | None, maps: dict | None = None) -> list[np.ndarray]:
