@@ -503,8 +503,9 @@ class DeltaSession:
                  fallback_probe_every: int = 30, skip_identical_frames: bool = True):
         """dense_fallback: a stream whose frames change almost everywhere (a moving camera) is run through
         the model's dense twin (densify.py), which costs what dense ORT costs, and probed with delta again
-        after `fallback_probe_every` frames (twice as long after each failed probe, at most 4x); stats() says which mode a stream is in. Dense frames are exact
-        (no thresholds apply).
+        after `fallback_probe_every` frames (twice as long after each failed probe, at most 4x); stats() says
+        which mode a stream is in. Dense frames are exact (no thresholds apply). The twin is built when the
+        session is, in a thread of its own.
 
         skip_identical_frames: a run whose frames leave every Delta op without a change (bitwise identical
         frames; or, when the Delta ops read the model inputs directly, frames within their threshold of the
