@@ -27,8 +27,7 @@ import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
 import deltaonnx
-
-DOMAIN = "com.deltaonnx"
+from deltaonnx import DOMAIN
 
 # name: (C, M, k, stride, group, H, W); pool cases have M = None. The yolo_ cases are the convolutions of
 # YOLOv8n/s (C2f bottlenecks and their 1x1 ends, the stride-2 downsamples, SPPF and the FPN) at 640x640, fed

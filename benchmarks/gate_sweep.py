@@ -20,7 +20,8 @@ import onnx
 import onnxruntime as ort
 
 from deltaonnx import DeltaSession, convert, reference
-from deltaonnx.bench import add_video_options, conv_flops, image_input, preprocess_from_args, session_options
+from deltaonnx.bench import conv_flops, image_input, session_options
+from deltaonnx.cli.arguments import add_video_options, preprocess_from_args
 from deltaonnx.video import read_frames
 
 

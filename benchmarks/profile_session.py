@@ -50,6 +50,8 @@ sys.path.insert(0, str(ROOT / "models"))
 import deltaonnx  # noqa: E402
 from deltaonnx import DeltaSession  # noqa: E402
 from deltaonnx.bench import session_options  # noqa: E402
+from deltaonnx.graph_passes.metadata import ConversionMetadata  # noqa: E402
+from deltaonnx.graph_passes.protocol import METADATA_KEY, STATE_PREFIX  # noqa: E402
 from deltaonnx.video import Preprocess  # noqa: E402
 
 
@@ -125,12 +127,12 @@ class RawBindingRunner:
         options = session_options(threads, profile_prefix)
         options.register_custom_ops_library(deltaonnx.library_path())
         self.session = ort.InferenceSession(converted.SerializeToString(), options, providers=["CPUExecutionProvider"])
-        metadata = json.loads(self.session.get_modelmeta().custom_metadata_map["deltaonnx"])
-        self.state = [(s["past"], s["present"]) for s in metadata["state"]]
-        self.maps = [m["output"] for m in metadata["maps"]]
+        metadata = ConversionMetadata.parse(self.session.get_modelmeta().custom_metadata_map.get(METADATA_KEY))
+        self.state = [(s.past, s.present) for s in metadata.state]
+        self.maps = list(metadata.maps.values())
         presents = {present for _, present in self.state}
-        self.inputs = [i.name for i in self.session.get_inputs() if not i.name.startswith("deltaonnx.")]
-        self.outputs = [o.name for o in self.session.get_outputs() if not o.name.startswith("deltaonnx.")]
+        self.inputs = [i.name for i in self.session.get_inputs() if not i.name.startswith(STATE_PREFIX)]
+        self.outputs = [o.name for o in self.session.get_outputs() if not o.name.startswith(STATE_PREFIX)]
         self.outputs_in_state = [name in presents for name in self.outputs]
         self.binding = self.session.io_binding()
         self.first = True

@@ -10,32 +10,41 @@ Each pass does one job; `conversion_pass_manager` composes them in order:
   wire_maps        change maps carried from producer to consumer Delta ops
   metadata         the `deltaonnx` metadata entry
   finalize         opset import, IR version, topological order
-and report.py renders the per-node summary (from the plans, or from a converted model's metadata).
+report.py renders the per-node summary (from the plans, or from a converted model's metadata). The transforms
+of a converted model live here too: dense_twin.py (back to Conv/MaxPool, for DeltaSession's dense fallback) and
+identical_frames.py (when a run provably changes nothing). protocol.py names what a converted model and its
+readers agree on. This package imports nothing from the deltaonnx package around it.
 """
 from __future__ import annotations
 
 from .conversion_context import CONVERTED, DENSE, INELIGIBLE, ConversionContext, ConversionOptions, NodePlan
 from .errors import ConversionError
-from .metadata import conversion_metadata, read_conversion_metadata
-from .normalize import METADATA_KEY
+from .metadata import ConversionMetadata, MetadataError, StateEntry, conversion_metadata, is_converted
 from .pipeline import conversion_pass_manager, planning_passes, rewriting_passes, run_passes
+from .protocol import CALIBRATION_METADATA_KEY, DOMAIN, METADATA_KEY, STATE_PREFIX
 from .report import Report, ReportRow
 
 __all__ = [
+    "CALIBRATION_METADATA_KEY",
     "CONVERTED",
-    "DENSE",
-    "INELIGIBLE",
-    "METADATA_KEY",
     "ConversionContext",
     "ConversionError",
+    "ConversionMetadata",
     "ConversionOptions",
+    "DENSE",
+    "DOMAIN",
+    "INELIGIBLE",
+    "METADATA_KEY",
+    "MetadataError",
     "NodePlan",
     "Report",
     "ReportRow",
+    "STATE_PREFIX",
+    "StateEntry",
     "conversion_metadata",
     "conversion_pass_manager",
+    "is_converted",
     "planning_passes",
-    "read_conversion_metadata",
     "rewriting_passes",
     "run_passes",
 ]

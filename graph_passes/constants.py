@@ -8,9 +8,9 @@ import onnx_ir as ir
 
 # Ops whose output depends only on their input's shape, not its values: between two runs of one
 # stream the shape changes only on a resolution change, when every Delta op recomputes everything.
-_SHAPE_ONLY_OPS = frozenset({"Shape", "Size"})
+SHAPE_ONLY_OPS = frozenset({"Shape", "Size"})
 # Ops that produce a different value on every run even from constant inputs.
-_NONDETERMINISTIC_OPS = frozenset(
+NONDETERMINISTIC_OPS = frozenset(
     {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial", "Bernoulli"}
 )
 
@@ -86,11 +86,11 @@ class FrameInvariance:
                 self._memo[current] = current.const_value is not None or current.is_initializer()
                 stack.pop()
                 continue
-            if producer.domain not in ("", "ai.onnx") or producer.op_type in _NONDETERMINISTIC_OPS:
+            if producer.domain not in ("", "ai.onnx") or producer.op_type in NONDETERMINISTIC_OPS:
                 self._memo[current] = False
                 stack.pop()
                 continue
-            if producer.op_type in _SHAPE_ONLY_OPS or producer.op_type == "Constant":
+            if producer.op_type in SHAPE_ONLY_OPS or producer.op_type == "Constant":
                 self._memo[current] = True
                 stack.pop()
                 continue

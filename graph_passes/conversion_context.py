@@ -8,8 +8,7 @@ from typing import Optional
 
 from .delta_ops import GATE_RULES
 from .errors import ConversionError
-
-from deltaonnx.reference import DEFAULT_GATE_BLOCK, DEFAULT_GATE_HARD  # noqa: F401 - the block gate's defaults
+from .protocol import DEFAULT_GATE_BLOCK, DEFAULT_GATE_HARD
 
 # Decisions recorded per candidate node (Conv, MaxPool and their relatives).
 CONVERTED = "converted"
@@ -22,7 +21,26 @@ PLAN_META_KEY = "deltaonnx.plan"
 
 @dataclasses.dataclass(frozen=True)
 class ConversionOptions:
-    """The knobs of `deltaonnx.convert`; see its docstring."""
+    """The knobs of `deltaonnx.convert` (also accepted one by one as its keywords).
+
+    threshold: tau of the Delta ops that read a model input (possibly through Transpose/Cast/Identity),
+        in the input's units; inner_threshold: tau of all other Delta ops (0: exact after the gate);
+        thresholds: {source node name: tau} overrides for single Conv/MaxPool nodes;
+        all_nodes: convert every eligible node, even where the cost model would keep it dense;
+        dense_fraction: above this changed fraction of its output an op computes densely;
+        keep_references: keep X_ref state on every Delta op; by default an op that compares exactly
+            (threshold 0) behind a change map keeps none (the map says what changed; half the state memory,
+            no comparison), and its threshold can then not be raised by editing the converted model;
+        gate: how `threshold` decides what changed in a frame: "pixel" (each op reading the frame compares
+            per pixel, docs/design.md#rule-2) or "block" (one DeltaGate per model input decides per gate_block x
+            gate_block block on the block means, with gate_hard bounding every pixel, rule 2b; the ops after
+            it compare nothing; it takes an external change map, docs/state_protocol.md);
+        gate_block: k of the block gate; gate_hard: its per-pixel bound (default 3 x threshold);
+        inner_gate: how inner_threshold decides, in each Delta op not reading a model input: "pixel" (rule 2)
+            or "block" (rule 2b on the op's input, inner_gate_block x inner_gate_block blocks, every pixel
+            within inner_gate_hard, default 3 x the node's threshold); inner_gates: {source node name: "pixel",
+            "block", "block:K" or "block:K:HARD"} overrides for single nodes (also those reading an input).
+    Invalid values raise ConversionError."""
 
     threshold: float = 0.0
     inner_threshold: float = 0.0
@@ -51,6 +69,10 @@ class ConversionOptions:
         _check_threshold("inner_threshold", self.inner_threshold)
         if self.thresholds is None:
             object.__setattr__(self, "thresholds", {})
+        elif isinstance(self.thresholds, Mapping):  # a private copy: the caller's dict may change later
+            object.__setattr__(self, "thresholds", dict(self.thresholds))
+        object.__setattr__(self, "all_nodes", bool(self.all_nodes))
+        object.__setattr__(self, "keep_references", bool(self.keep_references))
         if not isinstance(self.thresholds, Mapping):
             raise ConversionError(
                 f"thresholds must map node names to numbers, got {type(self.thresholds).__name__}"
@@ -71,6 +93,8 @@ class ConversionOptions:
         _check_gate("inner_gate", self.inner_gate, self.inner_gate_block, self.inner_gate_hard)
         if self.inner_gates is None:
             object.__setattr__(self, "inner_gates", {})
+        elif isinstance(self.inner_gates, Mapping):
+            object.__setattr__(self, "inner_gates", dict(self.inner_gates))
         if not isinstance(self.inner_gates, Mapping):
             raise ConversionError(f"inner_gates must map node names to gates, got {type(self.inner_gates).__name__}")
         for name, text in self.inner_gates.items():
@@ -136,6 +160,8 @@ class ConversionContext:
     """Shared by the passes of one conversion."""
 
     options: ConversionOptions
+    # The converting package's version, recorded in the metadata (graph_passes does not import the package).
+    converter_version: str = ""
     plans: list[NodePlan] = dataclasses.field(default_factory=list)
     # Filled by the state pass, in graph order, exactly as docs/state_protocol.md lists them.
     state: list[dict] = dataclasses.field(default_factory=list)

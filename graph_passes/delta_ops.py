@@ -1,7 +1,7 @@
 """The Delta ops' signatures as docs/ops.md fixes them: op names and input/output positions."""
 from __future__ import annotations
 
-from deltaonnx import DOMAIN
+from .protocol import DOMAIN
 
 DELTA_CONV = "DeltaConv"
 DELTA_POOL = "DeltaPool"

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import onnx_ir as ir
 
-from deltaonnx import DOMAIN
+from .protocol import DOMAIN
 
 from .constants import constant_array
 from .conversion_context import CONVERTED, PLAN_META_KEY, ConversionContext, NodePlan

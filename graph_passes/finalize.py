@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import onnx_ir as ir
 
-from deltaonnx import DOMAIN
+from .protocol import DOMAIN
 
 from .delta_ops import OPSET_VERSION
 

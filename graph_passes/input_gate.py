@@ -14,7 +14,7 @@ from collections import defaultdict
 
 import onnx_ir as ir
 
-from deltaonnx import DOMAIN
+from .protocol import DOMAIN
 
 from .conversion_context import PLAN_META_KEY, ConversionContext
 from .delta_ops import DELTA_GATE, GATE_INPUTS, GATE_MAP_OUT, GATE_X_GATED, input_positions, is_delta_op

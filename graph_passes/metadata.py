@@ -2,17 +2,15 @@
 and read it back."""
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import Optional
 
+import onnx
 import onnx_ir as ir
 
-from deltaonnx import __version__
-
 from .conversion_context import CONVERTED, ConversionContext, NodePlan
-from .normalize import METADATA_KEY
-
-FORMAT = 1
+from .protocol import METADATA_FORMAT, METADATA_KEY
 
 
 def node_entry(plan: NodePlan) -> dict:
@@ -39,8 +37,8 @@ def node_entry(plan: NodePlan) -> dict:
 def conversion_metadata(context: ConversionContext) -> dict:
     options = context.options
     return {
-        "format": FORMAT,
-        "deltaonnx_version": __version__,
+        "format": METADATA_FORMAT,
+        "deltaonnx_version": context.converter_version,
         "threshold": float(options.threshold),
         "inner_threshold": float(options.inner_threshold),
         "state": list(context.state),
@@ -64,9 +62,71 @@ class WriteConversionMetadata(ir.passes.InPlacePass):
         return ir.passes.PassResult(model, modified=True)
 
 
-def read_conversion_metadata(metadata_props: dict[str, str]) -> Optional[dict]:
-    """The parsed `deltaonnx` metadata of a converted model, or None if it has none."""
-    text = metadata_props.get(METADATA_KEY)
-    if text is None:
-        return None
-    return json.loads(text)
+class MetadataError(ValueError):
+    """The model's `deltaonnx` metadata is missing, not JSON, or of a format this version does not read."""
+
+
+@dataclasses.dataclass(frozen=True)
+class StateEntry:
+    """One carried state tensor: the graph input it is fed through and the graph output it comes back on."""
+
+    node: str
+    kind: str
+    past: str
+    present: str
+
+
+@dataclasses.dataclass(frozen=True)
+class ConversionMetadata:
+    """The `deltaonnx` metadata of a converted model, read once (docs/state_protocol.md): what every reader
+    (DeltaSession, the dense twin, inspect, bench, calibrate, the Triton backends) takes from it."""
+
+    entries: dict  # the whole parsed entry, as the converter wrote it
+    state: tuple[StateEntry, ...]
+    maps: dict[str, str]  # Delta node -> the graph output carrying its change map
+    change_map_inputs: dict[str, str]  # model input gated by a DeltaGate -> the gate's change-map graph input
+    nodes: tuple[dict, ...]  # one entry per candidate node of the source model (node_entry)
+
+    @classmethod
+    def parse(cls, text: Optional[str]) -> "ConversionMetadata":
+        """The metadata from its JSON text (None: the model has no entry); MetadataError says what is wrong."""
+        if text is None:
+            raise MetadataError(f"the model has no '{METADATA_KEY}' metadata, so it is not a deltaonnx-converted model")
+        try:
+            entries = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise MetadataError(f"the '{METADATA_KEY}' metadata is not valid JSON: {error}") from None
+        if not isinstance(entries, dict) or entries.get("format") != METADATA_FORMAT:
+            found = entries.get("format") if isinstance(entries, dict) else type(entries).__name__
+            raise MetadataError(f"unsupported '{METADATA_KEY}' metadata format {found!r}; "
+                                f"this deltaonnx reads format {METADATA_FORMAT}")
+        try:
+            return cls(
+                entries=entries,
+                state=tuple(StateEntry(s["node"], s.get("kind", ""), s["past"], s["present"])
+                            for s in entries.get("state", [])),
+                maps={m["node"]: m["output"] for m in entries.get("maps", [])},
+                change_map_inputs={g["input"]: g["change_map"] for g in entries.get("gates", [])},
+                nodes=tuple(n for n in entries.get("nodes", []) if isinstance(n, dict)),
+            )
+        except (KeyError, TypeError) as error:
+            raise MetadataError(f"the '{METADATA_KEY}' metadata lacks a field of its format ({error!r})") from None
+
+    @classmethod
+    def of(cls, model: onnx.ModelProto) -> Optional["ConversionMetadata"]:
+        """The metadata of `model`, or None when it has no entry (not converted)."""
+        text = metadata_text(model)
+        return None if text is None else cls.parse(text)
+
+    def node(self, name: str) -> Optional[dict]:
+        """The entry of the node named `name` in the converted model (a Delta op, or a node left dense)."""
+        return next((n for n in self.nodes if n.get("name") == name), None)
+
+
+def metadata_text(model: onnx.ModelProto, key: str = METADATA_KEY) -> Optional[str]:
+    """The text of the metadata entry `key` of `model`, None when it has none."""
+    return next((p.value for p in model.metadata_props if p.key == key), None)
+
+
+def is_converted(model: onnx.ModelProto) -> bool:
+    return metadata_text(model) is not None

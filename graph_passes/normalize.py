@@ -11,7 +11,7 @@ import onnx
 import onnx_ir as ir
 from onnx_ir.passes.common import ShapeInferencePass
 
-from deltaonnx import DOMAIN
+from .protocol import DOMAIN, METADATA_KEY
 
 from .errors import ConversionError
 from .graph_edits import NameScope, attribute
@@ -19,7 +19,6 @@ from .shapes import static_dims
 
 logger = logging.getLogger(__name__)
 
-METADATA_KEY = "deltaonnx"
 MIN_OPSET = 7
 # Ops listed in the conversion report (Conv and MaxPool convert; the others are named with a reason).
 CANDIDATE_OPS = frozenset(

@@ -16,12 +16,13 @@ from typing import Optional
 
 import onnx_ir as ir
 
-from .conversion_context import (CONVERTED, DEFAULT_GATE_BLOCK, DENSE, INELIGIBLE, PLAN_META_KEY, ConversionContext,
+from .conversion_context import (CONVERTED, DENSE, INELIGIBLE, PLAN_META_KEY, ConversionContext,
                                  NodePlan, parse_inner_gate)
 from .cost_model import MIN_FLOPS_PER_ELEMENT_READ, flops_per_output_pixel, node_flops, pays_for_detection
 from .eligibility import ineligibility
 from .errors import ConversionError
 from .fold_batchnorm import FOLDED_META_KEY
+from .protocol import DEFAULT_GATE_BLOCK
 from .locality import ChangeMapPropagation, DryRunMaps
 from .normalize import CANDIDATE_OPS, onnx_opset
 from .shapes import shape_text

@@ -9,7 +9,7 @@ from typing import Optional
 import numpy as np
 import onnx_ir as ir
 
-from deltaonnx import DOMAIN
+from .protocol import DOMAIN
 
 from .constants import constant_array
 from .conversion_context import PLAN_META_KEY

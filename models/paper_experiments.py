@@ -257,7 +257,7 @@ def plot_curve(results: dict, thresholds: list[float], out: Path):
 
 
 def format_table(results: dict, thresholds: list[float]) -> str:
-    from deltaonnx.bench import _table
+    from deltaonnx.text_table import table as _table
 
     rows = []
     for name, paper in PAPER.items():

@@ -25,11 +25,10 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "python"))
+from deltaonnx.demo import (GLYPH, STRIDE, PointAgreement, decode_digits, make_background, make_clip, paint,
+                            upscale_glyph)
 
-from deltaonnx.demo import (GLYPH, STRIDE, PointAgreement, decode_digits, make_background, make_clip,  # noqa: E402
-                            paint, upscale_glyph)
+REPO = Path(__file__).resolve().parents[1]
 
 TRAIN_COUNT = 1500
 CROP = (96, 128)

@@ -1,4 +1,10 @@
-"""Shared pytest fixtures. Keep this small and generic: part-specific helpers belong in the test files."""
+"""Shared pytest fixtures and the test layout. Keep this small and generic: builders shared by several test files
+live in helpers/ (builders.py, the build and Triton helpers), part-specific ones in their test file.
+
+The tests are in folders by level: unit/ (the numpy reference, the gate's rules, video, decoder maps), ops/ (each
+op against ORT and the reference, SIMD variants, fuzzing, the op definition, the CUDA kernels' host emulation),
+models/ (the zoo, real material, convert, DeltaSession), tools/ (the CLI, bench, calibrate, demo, Triton, the
+docs and the layout), builds/ (the C++ example, portable, cross and edge builds, ORT's headers), gpu/."""
 from __future__ import annotations
 
 import os
@@ -9,10 +15,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+TESTS_DIR = Path(__file__).resolve().parent
+REPO_ROOT = TESTS_DIR.parent
+TEST_FOLDERS = ("unit", "ops", "models", "tools", "builds", "gpu")
 
-# models/ holds scripts (zoo.py, synthetic_video.py, real_material.py), not an installed package.
-sys.path.insert(0, str(REPO_ROOT / "models"))
+# What tests import by name, also in the child processes some of them start (pass IMPORT_PATH to them): models/
+# holds scripts (zoo.py, synthetic_video.py, real_material.py), not an installed package; helpers/ the shared
+# builders; the folders, for the few tests that reuse another test file's helpers; this folder, for conftest.
+IMPORT_PATH = [str(REPO_ROOT / "models"), str(TESTS_DIR / "helpers"), *(str(TESTS_DIR / f) for f in TEST_FOLDERS),
+               str(TESTS_DIR)]
+sys.path[:0] = [p for p in IMPORT_PATH if p not in sys.path]
 try:  # the editable install; before it exists, the pure-Python parts still import from the tree
     import deltaonnx  # noqa: F401
 except ImportError:
@@ -74,10 +86,9 @@ def check_under_simd(simd: str, module: str, call: str) -> None:
         pytest.skip("deltaonnx._native (which lists the variants this CPU runs) is not built")
     if simd not in set(_native.simd_variants()):
         pytest.skip(f"{simd} not supported here")
-    tests_dir = Path(__file__).resolve().parent
-    code = (f"import sys; sys.path[:0] = [sys.argv[1], sys.argv[2]]; import conftest, {module} as t; t.{call}")
-    done = subprocess.run([sys.executable, "-c", code, str(tests_dir), str(tests_dir.parent / "models")],
-                          env=dict(os.environ, DELTAONNX_SIMD=simd), cwd=tests_dir, capture_output=True, text=True,
+    code = f"import os, sys; sys.path[:0] = sys.argv[1].split(os.pathsep); import conftest, {module} as t; t.{call}"
+    done = subprocess.run([sys.executable, "-c", code, os.pathsep.join(IMPORT_PATH)],
+                          env=dict(os.environ, DELTAONNX_SIMD=simd), cwd=TESTS_DIR, capture_output=True, text=True,
                           timeout=900)
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
 
@@ -85,7 +96,7 @@ def check_under_simd(simd: str, module: str, call: str) -> None:
 @pytest.fixture(scope="session")
 def emulated_cuda_library(tmp_path_factory) -> str:
     """libdeltaonnx_ops_cuda_emulated.so: the CUDA library's host code with its kernels run by the host
-    emulation, registered for ORT's CPU provider (tests/cuda_build.py); built once per test session."""
+    emulation, registered for ORT's CPU provider (helpers/cuda_build.py); built once per test session."""
     import cuda_build
 
     try:

@@ -5,12 +5,10 @@ output regions whose receptive field saw the input change, reusing the rest from
 """
 from __future__ import annotations
 
-__version__ = "0.1.0"
+from ._lib import library_path
+from ._version import __version__
+from .convert import ConversionOptions, convert
+from .graph_passes.protocol import DOMAIN
+from .session import DeltaSession
 
-DOMAIN = "com.deltaonnx"
-
-from ._lib import library_path  # noqa: E402
-from .session import DeltaSession  # noqa: E402
-from .convert import convert  # noqa: E402
-
-__all__ = ["DOMAIN", "DeltaSession", "__version__", "convert", "library_path"]
+__all__ = ["DOMAIN", "ConversionOptions", "DeltaSession", "__version__", "convert", "library_path"]

@@ -7,29 +7,35 @@
 The passes live in `deltaonnx.graph_passes`; this module loads models, runs them and reports."""
 from __future__ import annotations
 
+import dataclasses
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from collections.abc import Sequence
 from typing import Optional, Union
 
 import onnx
 import onnx_ir as ir
 from onnx import external_data_helper
 
-from .densify import dense_twin
 # Submodules named explicitly: works whether or not the editable install knows graph_passes/__init__.py.
-from .graph_passes.conversion_context import DEFAULT_GATE_BLOCK, ConversionContext, ConversionOptions
+from ._version import __version__
+from .graph_passes.conversion_context import ConversionContext, ConversionOptions
 from .graph_passes.cost_model import node_flops
+from .graph_passes.dense_twin import dense_twin
 from .graph_passes.errors import ConversionError
-from .graph_passes.metadata import read_conversion_metadata
+from .graph_passes.metadata import ConversionMetadata, MetadataError
 from .graph_passes.normalize import CANDIDATE_OPS, InferShapes
 from .graph_passes.pipeline import conversion_pass_manager, planning_passes, run_passes
+from .graph_passes.protocol import METADATA_KEY, STATE_PREFIX
 from .graph_passes.report import Report, ReportRow
-from .session import STATE_PREFIX
+
+# The fields of ConversionOptions: the keywords convert, convert_with_report and inspect_model accept.
+OPTION_NAMES = tuple(field.name for field in dataclasses.fields(ConversionOptions))
 
 __all__ = [
     "ConversionError",
+    "ConversionOptions",
+    "conversion_options",
     "Report",
     "ReportRow",
     "convert",
@@ -98,49 +104,23 @@ def _uses_external_data(proto: onnx.ModelProto) -> bool:
     )
 
 
-def _options(threshold, inner_threshold, thresholds, all_nodes, dense_fraction,
-             keep_references=False, gate="pixel", gate_block=DEFAULT_GATE_BLOCK, gate_hard=None,
-             inner_gate="pixel", inner_gate_block=DEFAULT_GATE_BLOCK, inner_gate_hard=None,
-             inner_gates=None) -> ConversionOptions:
-    return ConversionOptions(
-        gate=gate,
-        gate_block=gate_block,
-        gate_hard=gate_hard,
-        inner_gate=inner_gate,
-        inner_gate_block=inner_gate_block,
-        inner_gate_hard=inner_gate_hard,
-        inner_gates=dict(inner_gates) if isinstance(inner_gates, Mapping) else inner_gates,
-        threshold=threshold,
-        inner_threshold=inner_threshold,
-        thresholds=dict(thresholds) if isinstance(thresholds, Mapping) else thresholds,
-        all_nodes=bool(all_nodes),
-        dense_fraction=dense_fraction,
-        keep_references=bool(keep_references),
-    )
+def conversion_options(options: Optional[ConversionOptions] = None, **keywords) -> ConversionOptions:
+    """`options` (default: ConversionOptions()) with the fields named in `keywords` replaced: what convert,
+    convert_with_report and inspect_model do with their arguments, so convert(model, threshold=0.05) and
+    convert(model, ConversionOptions(threshold=0.05)) are the same call."""
+    if options is not None and not isinstance(options, ConversionOptions):
+        raise TypeError(f"options must be a deltaonnx.ConversionOptions, not {type(options).__name__}")
+    unknown = sorted(set(keywords) - set(OPTION_NAMES))
+    if unknown:
+        raise TypeError(f"unknown conversion option(s) {unknown}; the options are {list(OPTION_NAMES)}")
+    options = options if options is not None else ConversionOptions()
+    return dataclasses.replace(options, **keywords) if keywords else options
 
 
-def convert_with_report(
-    model: ModelLike,
-    *,
-    threshold: float = 0.0,
-    inner_threshold: float = 0.0,
-    thresholds: Optional[Mapping[str, float]] = None,
-    all_nodes: bool = False,
-    dense_fraction: float = 0.5,
-    keep_references: bool = False,
-    gate: str = "pixel",
-    gate_block: int = DEFAULT_GATE_BLOCK,
-    gate_hard: Optional[float] = None,
-    inner_gate: str = "pixel",
-    inner_gate_block: int = DEFAULT_GATE_BLOCK,
-    inner_gate_hard: Optional[float] = None,
-    inner_gates: Optional[Mapping[str, str]] = None,
-    verbose: bool = False,
-) -> tuple[onnx.ModelProto, Report]:
+def convert_with_report(model: ModelLike, options: Optional[ConversionOptions] = None, *, verbose: bool = False,
+                        **keywords) -> tuple[onnx.ModelProto, Report]:
     """Like `convert`, also returning the Report (one row per Conv/MaxPool-like node)."""
-    options = _options(threshold, inner_threshold, thresholds, all_nodes, dense_fraction, keep_references,
-                       gate, gate_block, gate_hard, inner_gate, inner_gate_block, inner_gate_hard, inner_gates)
-    context = ConversionContext(options)
+    context = ConversionContext(conversion_options(options, **keywords), converter_version=__version__)
     model_ir = ir.serde.deserialize_model(load_model(model))
     run_passes(conversion_pass_manager(context), model_ir)
     converted = ir.serde.serialize_model(model_ir)
@@ -150,99 +130,38 @@ def convert_with_report(
     return converted, report
 
 
-def convert(
-    model: ModelLike,
-    *,
-    threshold: float = 0.0,
-    inner_threshold: float = 0.0,
-    thresholds: Optional[Mapping[str, float]] = None,
-    all_nodes: bool = False,
-    dense_fraction: float = 0.5,
-    keep_references: bool = False,
-    gate: str = "pixel",
-    gate_block: int = DEFAULT_GATE_BLOCK,
-    gate_hard: Optional[float] = None,
-    inner_gate: str = "pixel",
-    inner_gate_block: int = DEFAULT_GATE_BLOCK,
-    inner_gate_hard: Optional[float] = None,
-    inner_gates: Optional[Mapping[str, str]] = None,
-    verbose: bool = False,
-) -> onnx.ModelProto:
+def convert(model: ModelLike, options: Optional[ConversionOptions] = None, *, verbose: bool = False,
+            **keywords) -> onnx.ModelProto:
     """Convert `model` (a path, serialized bytes or an onnx.ModelProto; never modified).
 
     Folds BatchNormalization into Conv, fuses the following activation, turns each Conv/MaxPool worth
     it into DeltaConv/DeltaPool (domain com.deltaonnx), adds state inputs/outputs after the model's own
     (docs/state_protocol.md) and records what it did in the `deltaonnx` metadata entry.
 
-    threshold: tau of the Delta ops that read a model input (possibly through Transpose/Cast/Identity),
-        in the input's units; inner_threshold: tau of all other Delta ops (0: exact after the gate);
-        thresholds: {source node name: tau} overrides for single Conv/MaxPool nodes;
-        all_nodes: convert every eligible node, even where the cost model would keep it dense;
-        dense_fraction: above this changed fraction of its output an op computes densely;
-        keep_references: keep X_ref state on every Delta op; by default an op that compares exactly
-            (threshold 0) behind a change map keeps none (the map says what changed; half the state memory,
-            no comparison), and its threshold can then not be raised by editing the converted model;
-        gate: how `threshold` decides what changed in a frame: "pixel" (each op reading the frame compares
-            per pixel, docs/design.md#rule-2) or "block" (one DeltaGate per model input decides per gate_block x
-            gate_block block on the block means, with gate_hard bounding every pixel, rule 2b; the ops after
-            it compare nothing; it takes an external change map, docs/state_protocol.md);
-        gate_block: k of the block gate; gate_hard: its per-pixel bound (default 3 x threshold);
-        inner_gate: how inner_threshold decides, in each Delta op not reading a model input: "pixel" (rule 2)
-            or "block" (rule 2b on the op's input, inner_gate_block x inner_gate_block blocks, every pixel
-            within inner_gate_hard, default 3 x the node's threshold); inner_gates: {source node name: "pixel",
-            "block", "block:K" or "block:K:HARD"} overrides for single nodes (also those reading an input);
-        verbose: print the report.
+    options: a ConversionOptions (its fields are documented there); keywords: any of its fields, replacing
+    the value in `options` (convert(model, threshold=0.05) is convert(model, ConversionOptions(threshold=0.05)));
+    verbose: print the report.
     Raises ConversionError for models or options it cannot accept (already converted, nothing
     convertible, unknown node names in thresholds, ...)."""
-    converted, _ = convert_with_report(
-        model,
-        threshold=threshold,
-        inner_threshold=inner_threshold,
-        thresholds=thresholds,
-        all_nodes=all_nodes,
-        dense_fraction=dense_fraction,
-        keep_references=keep_references,
-        gate=gate,
-        gate_block=gate_block,
-        gate_hard=gate_hard,
-        inner_gate=inner_gate,
-        inner_gate_block=inner_gate_block,
-        inner_gate_hard=inner_gate_hard,
-        inner_gates=inner_gates,
-        verbose=verbose,
-    )
+    converted, _ = convert_with_report(model, options, verbose=verbose, **keywords)
     return converted
 
 
-def inspect_model(
-    model: ModelLike,
-    *,
-    threshold: float = 0.0,
-    inner_threshold: float = 0.0,
-    thresholds: Optional[Mapping[str, float]] = None,
-    all_nodes: bool = False,
-    dense_fraction: float = 0.5,
-    gate: str = "pixel",
-    gate_block: int = DEFAULT_GATE_BLOCK,
-    gate_hard: Optional[float] = None,
-    inner_gate: str = "pixel",
-    inner_gate_block: int = DEFAULT_GATE_BLOCK,
-    inner_gate_hard: Optional[float] = None,
-    inner_gates: Optional[Mapping[str, str]] = None,
-    input_shapes: Optional[Mapping[str, Sequence[int]]] = None,
-) -> Report:
+def inspect_model(model: ModelLike, options: Optional[ConversionOptions] = None, *,
+                  input_shapes: Optional[Mapping[str, Sequence[int]]] = None, **keywords) -> Report:
     """For a converted model, the report of what was done (from its metadata); for any other model,
     what `convert` with these options would do (nothing is written).
 
     input_shapes: {model input name: dims}, the sizes at which to count the FLOPs of a model with dynamic
     input sizes (otherwise unknown for it)."""
+    options = conversion_options(options, **keywords)
     proto = load_model(model)
     try:
-        metadata = read_conversion_metadata({p.key: p.value for p in proto.metadata_props})
-    except ValueError as error:
-        raise ConversionError(f"the model's 'deltaonnx' metadata is not valid JSON ({error})") from error
+        metadata = ConversionMetadata.of(proto)
+    except MetadataError as error:
+        raise ConversionError(f"the model's '{METADATA_KEY}' metadata cannot be read ({error})") from error
     if metadata is not None:
-        report = Report.from_metadata(metadata)
+        report = Report.from_metadata(metadata.entries)
         if input_shapes:
             # The converted ops have no ONNX shape inference: count on the model's dense twin, whose Conv and
             # MaxPool nodes carry the Delta ops' names (the converted rows' names).
@@ -251,10 +170,7 @@ def inspect_model(
         return report
     if input_shapes:
         proto = with_input_shapes(proto, input_shapes)
-    context = ConversionContext(_options(threshold, inner_threshold, thresholds, all_nodes, dense_fraction,
-                                         gate=gate, gate_block=gate_block, gate_hard=gate_hard,
-                                         inner_gate=inner_gate, inner_gate_block=inner_gate_block,
-                                         inner_gate_hard=inner_gate_hard, inner_gates=inner_gates))
+    context = ConversionContext(options, converter_version=__version__)
     model_ir = ir.serde.deserialize_model(proto)
     run_passes(ir.passes.PassManager(planning_passes(context), steps=1), model_ir)
     return Report.from_context(context, done=False)

@@ -16,15 +16,14 @@ The model: input `image` float32 [N,1,H,W] (grey / 255, any H and W divisible by
 """
 from __future__ import annotations
 
-import argparse
-import sys
-import time
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence
 
 import numpy as np
+
+from .text_table import fmt, table
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
 DEFAULT_MODEL = DATA_DIR / "digits_fcn.onnx"
@@ -286,7 +285,7 @@ def compose_picture(left: np.ndarray, right: np.ndarray, caption: str = "") -> n
 
 
 @dataclass
-class _Collector:
+class DigitCollector:
     """Per-frame decoding for the table and the picture (an on_frame callback of run_benchmark)."""
 
     truth: Optional[list]
@@ -320,127 +319,7 @@ class _Collector:
                             "outputs": [np.array(o) for o in record.delta_outputs[self.picture_config]]}
 
 
-def add_command(subparsers, common: argparse.ArgumentParser) -> None:
-    from .bench import GateConfig, add_video_options, float_list, non_negative_int, positive_int
-
-    parser = subparsers.add_parser(
-        "demo", parents=[common],
-        help="dense ORT vs deltaonnx on an embedded model and clip (or yours); writes a picture",
-        description="With no arguments: a small digit detector on a generated static-camera clip, offline, in "
-        "well under a minute. Prints the dense vs delta table and writes a picture of the frame, what the "
-        "converted model found and its change maps.")
-    parser.add_argument("--model", help="your ONNX model (default: the embedded digit detector)")
-    parser.add_argument("--video", metavar="CLIP", help="your clip: a video file or a folder of images "
-                        "(default: a generated static-camera clip)")
-    parser.add_argument("--thresholds", type=float_list, metavar="T1,T2,...",
-                        help=f"input gates to compare (default {','.join(f'{t:g}' for t in DEFAULT_THRESHOLDS)})")
-    parser.add_argument("--inner-threshold", type=float_list, default=[0.0], metavar="TAU",
-                        help="inner threshold (default 0)")
-    parser.add_argument("--gate", type=GateConfig.parse, default=GateConfig(), metavar="GATE",
-                        help="the input gate: pixel (default), block, block:K or block:K:HARD (as bench)")
-    parser.add_argument("--threads", type=positive_int, default=1, metavar="N", help="ORT threads (default 1)")
-    parser.add_argument("--warmup", type=non_negative_int, default=5, metavar="N", help="untimed first frames")
-    parser.add_argument("--clip-frames", type=positive_int, default=CLIP_FRAMES, metavar="N",
-                        help=f"length of the generated clip (default {CLIP_FRAMES})")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the generated clip (default 0)")
-    parser.add_argument("--detections", choices=("yolo",), help="your model is a YOLO detector: draw its boxes")
-    parser.add_argument("-o", "--output", default="deltaonnx-demo.png", metavar="PNG",
-                        help="where to write the picture (default ./deltaonnx-demo.png)")
-    parser.add_argument("--json", metavar="PATH", help="also write the full bench results as JSON")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
-    add_video_options(parser)
-    parser.set_defaults(run=run_command)
-
-
-def run_command(args: argparse.Namespace) -> int:
-    from .bench import (BenchError, BenchOptions, change_map_picture, image_input, parse_configs,
-                        preprocess_from_args, run_benchmark, write_json)
-    from .cli import CliError, existing_model_path
-    from .convert import load_model
-    from .video import VideoError, describe_source, frame_count, read_frames
-
-    started = time.perf_counter()
-    default_model = args.model is None
-    model_path = DEFAULT_MODEL if default_model else existing_model_path(args.model)
-    if not model_path.is_file():
-        raise CliError(f"the embedded demo model {model_path} is missing: run `python models/train_demo.py`")
-    if not args.output.lower().endswith(".png"):
-        raise CliError(f"--output writes a PNG: give a path ending in .png, got {args.output}")
-    if len(args.inner_threshold) != 1:
-        raise CliError("--inner-threshold takes one value")
-    if args.detections and default_model:
-        raise CliError("--detections is for your own model (--model); the embedded one finds digits by itself")
-    proto = load_model(model_path)
-    _, input_shape = image_input(proto)
-    thresholds = args.thresholds or list(DEFAULT_THRESHOLDS)
-    configs = parse_configs(thresholds, args.inner_threshold, [args.gate])
-    try:
-        truth = None
-        if args.video is None:
-            clip = make_clip(args.clip_frames, seed=args.seed)
-            source, truth, frame_list = "a generated static-camera clip (digits drifting over a still scene)", clip.truth, clip.frames
-            frames = read_frames(frame_list, args.frames, args.start, args.step)
-            truth = truth[args.start::args.step]
-            total = len(truth) if args.frames is None else min(args.frames, len(truth))
-        else:
-            video = Path(args.video)
-            if not video.exists():
-                raise CliError(f"no such video or folder: {video}")
-            source = describe_source(video)
-            frames = read_frames(video, args.frames, args.start, args.step)
-            total = frame_count(video)
-            if total is not None:
-                total = max(0, (total - args.start + args.step - 1) // args.step)
-                total = min(total, args.frames) if args.frames else total
-        # the embedded detector takes grey / 255 at any size divisible by 4, which the option defaults give
-        preprocess = preprocess_from_args(args, input_shape)
-        # digits are decoded per frame for the table; YOLO boxes are scored by bench (F1 against dense)
-        decode = (lambda outputs: decode_digits(outputs[0])) if default_model else None  # noqa: E731
-        picture_index = args.warmup if total is None else max(args.warmup, (2 * total) // 3)
-        gated = max(range(len(configs)), key=lambda k: (configs[k].threshold, -k))  # the picture shows the gated run
-        collector = _Collector(truth if default_model else None, picture_index, decode, len(configs), gated)
-        options = BenchOptions(threads=args.threads, warmup=args.warmup, detections=args.detections,
-                               profile_frames=10, progress=not args.quiet)
-        result = run_benchmark(proto, frames, preprocess, configs=configs, options=options, frame_total=total,
-                               source=source, on_frame=collector, capture_maps_at=[picture_index])
-    except (BenchError, VideoError) as error:
-        raise CliError(str(error)) from error
-    result["model"] = str(model_path)
-
-    print(_table(result, collector, default_model, model_path, truth is not None))
-    picture = collector.picture
-    if picture is not None:
-        fitted = preprocess.fit(picture["frame"])
-        maps = change_map_picture(fitted, picture["maps"], f"frame {picture['index']}", tile_width=160, columns=3)
-        if decode is not None:
-            left = annotate_digits(fitted, decode(picture["outputs"]))
-        elif args.detections:
-            from .detections import decode_yolo
-
-            boxes = decode_yolo(picture["outputs"][0])[0]
-            left = annotate_boxes(picture["frame"], boxes, preprocess.geometry(picture["frame"].shape[:2]))
-        else:
-            left = fitted
-        run = result["runs"][gated]
-        caption = (f"deltaonnx {run['label']}: {run['speedup']:.2f}x dense ORT, "
-                   f"{100 * run['conv_flops_redone']['mean']:.0f}% of conv FLOPs redone; right: change maps")
-        path = write_png(args.output, compose_picture(left, maps, caption))
-        print(f"wrote {path} (frame {picture['index']}: what {run['label']} found, and its change maps)")
-    if decode is not None:
-        result["digits"] = {
-            "dense_f1_vs_truth": collector.against_truth[0].f1 if truth is not None else None,
-            "runs": [{"label": run["label"],
-                      "f1_vs_truth": collector.against_truth[k + 1].f1 if truth is not None else None,
-                      "f1_vs_dense": collector.against_dense[k].f1} for k, run in enumerate(result["runs"])]}
-    if args.json:
-        write_json(result, args.json)
-    print(f"demo took {time.perf_counter() - started:.1f} s")
-    return 0
-
-
-def _table(result: dict, collector: _Collector, default_model: bool, model_path: Path, has_truth: bool) -> str:
-    from .bench import _fmt, _table as table
-
+def demo_table(result: dict, collector: DigitCollector, default_model: bool, model_path: Path, has_truth: bool) -> str:
     dense = result["dense"]
     what = "digit detector (embedded)" if default_model else str(model_path)
     lines = [f"deltaonnx demo: {what}, {result['conv_gflops']:.2f} GFLOPs/frame of convolutions, on {result['source']}",
@@ -451,22 +330,22 @@ def _table(result: dict, collector: _Collector, default_model: bool, model_path:
         header += (["digits found (F1 vs truth)"] if has_truth else []) + ["same digits as dense (F1)"]
     else:
         header += ["max rel diff"] + (["box F1 vs dense"] if any("detections" in r for r in result["runs"]) else [])
-    rows = [["dense ORT", _fmt(dense["ms_per_frame"]), _fmt(dense["fps"], ".1f"), "1.00x", "100%"]]
+    rows = [["dense ORT", fmt(dense["ms_per_frame"]), fmt(dense["fps"], ".1f"), "1.00x", "100%"]]
     if default_model:
-        rows[0] += ([_fmt(collector.against_truth[0].f1, ".3f")] if has_truth else []) + ["-"]
+        rows[0] += ([fmt(collector.against_truth[0].f1, ".3f")] if has_truth else []) + ["-"]
     else:
         rows[0] += ["-"] + (["-"] if len(header) > 6 else [])
     for k, run in enumerate(result["runs"]):
         gate = "exact" if run["threshold"] == 0 else "gate"
-        row = [f"deltaonnx tau={run['threshold']:g} ({gate})", _fmt(run["ms_per_frame"]), _fmt(run["fps"], ".1f"),
+        row = [f"deltaonnx tau={run['threshold']:g} ({gate})", fmt(run["ms_per_frame"]), fmt(run["fps"], ".1f"),
                f"{run['speedup']:.2f}x", f"{100 * run['conv_flops_redone']['mean']:.1f}%"]
         if default_model:
-            row += ([_fmt(collector.against_truth[k + 1].f1, ".3f")] if has_truth else [])
-            row += [_fmt(collector.against_dense[k].f1, ".3f")]
+            row += ([fmt(collector.against_truth[k + 1].f1, ".3f")] if has_truth else [])
+            row += [fmt(collector.against_dense[k].f1, ".3f")]
         else:
-            row += [("equal " if run["equal_to_dense"] else "") + _fmt(run["max_rel"], ".1e")]
+            row += [("equal " if run["equal_to_dense"] else "") + fmt(run["max_rel"], ".1e")]
             if len(header) > 6:
-                row += [_fmt(run.get("detections", {}).get("f1"), ".3f")]
+                row += [fmt(run.get("detections", {}).get("f1"), ".3f")]
         rows.append(row)
     lines.append(table(header, rows))
     exact = [r for r in result["runs"] if r["threshold"] == 0]
@@ -481,15 +360,9 @@ def _table(result: dict, collector: _Collector, default_model: bool, model_path:
         lines.append(f"tau={r['threshold']:g} ignores input changes below {r['threshold']:g} (in the input's units, "
                      f"here grey/255): only the moving digits are recomputed. Ideal speedup for its "
                      f"{100 * r['conv_flops_redone']['mean']:.1f}% FLOPs redone: "
-                     f"{_fmt(r['ideal_speedup'], '.2f')}x; achieved {r['speedup']:.2f}x.")
+                     f"{fmt(r['ideal_speedup'], '.2f')}x; achieved {r['speedup']:.2f}x.")
     return "\n".join(lines)
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    from .cli import main as cli_main
-
-    return cli_main(["demo", *(argv if argv is not None else sys.argv[1:])])
-
-
-__all__ = ["DigitClip", "FoundDigit", "PointAgreement", "add_command", "decode_digits", "load_holdout_digits",
-           "make_background", "make_clip", "paint", "upscale_glyph", "write_png"]
+__all__ = ["DigitClip", "DigitCollector", "FoundDigit", "PointAgreement", "decode_digits", "demo_table",
+           "load_holdout_digits", "make_background", "make_clip", "paint", "upscale_glyph", "write_png"]

@@ -15,12 +15,9 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-DOMAIN = "com.deltaonnx"
-
-# The block gate's defaults, chosen by measurement (docs/results.md "The input gate"): k, and tau_hard as a
-# multiple of tau. The converter and the ops (gate_engine.h) use the same values.
-DEFAULT_GATE_BLOCK = 8
-DEFAULT_GATE_HARD = 3.0
+# DOMAIN: the ops' domain; the block gate's defaults (k, and tau_hard as a multiple of tau) as the converter and
+# the ops (gate_engine.h) use them.
+from .graph_passes.protocol import DEFAULT_GATE_BLOCK, DEFAULT_GATE_HARD, DOMAIN
 
 _AUTO_PADS = ("NOTSET", "SAME_UPPER", "SAME_LOWER", "VALID")
 

@@ -14,11 +14,12 @@ import os
 import time
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 import triton_python_backend_utils as pb_utils
 
 from deltaonnx import DeltaSession
-from deltaonnx.session import METADATA_KEY
+from deltaonnx.graph_passes.metadata import is_converted
 
 
 def _flag(request, name: str) -> bool:
@@ -99,7 +100,4 @@ class TritonPythonModel:
 
 
 def _is_converted(path: str) -> bool:
-    import onnx
-
-    model = onnx.load(path, load_external_data=False)
-    return any(p.key == METADATA_KEY for p in model.metadata_props)
+    return is_converted(onnx.load(path, load_external_data=False))

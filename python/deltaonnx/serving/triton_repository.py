@@ -23,7 +23,8 @@ import onnx
 
 from .._lib import library_path
 from ..convert import convert_with_report, load_model, save_model
-from ..graph_passes.metadata import read_conversion_metadata
+from ..graph_passes.metadata import ConversionMetadata, MetadataError
+from ..graph_passes.protocol import STATE_PREFIX
 from .start_gate import START_INPUT, gate_state_on_start
 
 BACKENDS = ("python", "onnxruntime")
@@ -193,9 +194,10 @@ def _load(model) -> onnx.ModelProto:
 
 def _metadata(model: onnx.ModelProto) -> Optional[dict]:
     try:
-        return read_conversion_metadata({p.key: p.value for p in model.metadata_props})
-    except ValueError as error:
-        raise RepositoryError(f"the model's 'deltaonnx' metadata is not valid JSON ({error})") from error
+        metadata = ConversionMetadata.of(model)
+    except MetadataError as error:
+        raise RepositoryError(str(error)) from error
+    return metadata.entries if metadata is not None else None
 
 
 def _check_options(name, instances, backend, max_sequences, idle_timeout_us, threads, device) -> None:
@@ -265,7 +267,7 @@ def write_triton_repository(
     map_names = {m["output"] for m in metadata.get("maps", [])}
     inputs = [t for t in _tensors(proto.graph.input) if t.name not in past_names]
     own_outputs = [t for t in _tensors(proto.graph.output)
-                   if not t.name.startswith("deltaonnx.") and t.name not in map_names]
+                   if not t.name.startswith(STATE_PREFIX) and t.name not in map_names]
     taken = {t.name for t in inputs}
     reserved = set(CONTROL_INPUTS) | {CORRID_INPUT} if backend == "python" else {START_INPUT}
     clash = sorted(taken & reserved)

@@ -1,0 +1,227 @@
+"""calibrate(): search, verify on the whole range, back off or refresh, check on held-out frames."""
+from __future__ import annotations
+
+import time
+from dataclasses import asdict
+from typing import Callable, Optional, Sequence, Union
+
+import onnx
+
+from ..bench import Progress, profile_dense
+from ..convert import convert_with_report
+from ..video import FrameSource, Preprocess, VideoError
+from .levels import GATE_LEVELS, INNER_LEVELS, CalibrationError
+from .model_nodes import NodeCalibration
+from .options import CalibrationOptions
+from .preparation import check_options, prepare_search
+from .result import CalibrationResult
+from .search import Search
+from .stamp import CalibrationStamp
+from .verify import RangeResult, late_half_holds, measure_range
+
+
+def calibrate(model, source: FrameSource, *, frames: tuple[int, int] = (0, 200),
+              heldout: Optional[tuple[int, int]] = None, preprocess: Optional[Preprocess] = None,
+              options: Optional[CalibrationOptions] = None, log: Optional[Callable[[str], None]] = None
+              ) -> CalibrationResult:
+    """Choose the input gate and a threshold per Delta node of `model` (dense: path, bytes or ModelProto) on
+    frames [frames[0], frames[1]) of `source` (a clip path, a folder of images, or arrays; see
+    deltaonnx.video.read_frames), then check them on `heldout` frames (None: skip).
+
+    Returns a CalibrationResult; `save_calibration` writes the model and its JSON files."""
+    options = options or CalibrationOptions()
+    cpu_started, wall_started = time.process_time(), time.perf_counter()
+    if log is not None:  # every line says how much of the time limit is spent
+        user_log = log
+
+        def log(message: str) -> None:
+            user_log(f"[{time.process_time() - cpu_started:4.0f}/{options.time_limit:.0f} s CPU] {message}")
+    else:
+        def log(message: str) -> None:
+            pass
+    check_options(options, frames, heldout)
+    setup = prepare_search(model, source, frames=frames, preprocess=preprocess, options=options, log=log)
+    original, dense_bytes, input_name = setup.original, setup.dense_bytes, setup.input_name
+    preprocess, start, stop = setup.preprocess, setup.start, setup.stop
+    nodes, scorer, budget, runner = setup.nodes, setup.scorer, setup.budget, setup.runner
+    dense_flops, total_flops = setup.dense_flops, setup.total_flops
+    heldout_frames = (heldout[1] - heldout[0]) if heldout else 0
+
+    def over_time() -> bool:  # leave room for two verifications and the held-out check
+        per_frame = setup.dense_frame_seconds + max(runner.delta_frame_seconds(), setup.dense_frame_seconds)
+        reserve = 1.2 * per_frame * (2 * (stop - start) + heldout_frames)
+        return time.process_time() - cpu_started + reserve > options.time_limit
+
+    def out_of_time(passes: int = 1) -> bool:  # after the search: room for `passes` more and the held-out check?
+        per_frame = setup.dense_frame_seconds + max(runner.delta_frame_seconds(), setup.dense_frame_seconds)
+        reserve = 1.2 * per_frame * (passes * (stop - start) + heldout_frames)
+        return time.process_time() - cpu_started + reserve > options.time_limit
+
+    search = Search(setup, over_time, log)
+    levels, best = search.run()
+    log(f"search: {runner.evaluations} candidates, work {100 * best.work:.1f}% on the search frames"
+        + (" (stopped by the time limit)" if search.stopped_by_time else ""))
+    runner.segments = []  # the search frames are no longer needed
+
+    # profile dense once for the ideal speedup
+    conv_work_share = None
+    if options.profile_frames > 0 and len(setup.profile_feeds) > 1:
+        fused = {name for e in setup.converted_entries for name in e.get("fused", [])}
+        profile = profile_dense(dense_bytes, setup.profile_feeds, options.threads, fused)
+        conv_work_share = profile.get("conv_work_share")
+
+    # verify on every calibration frame; drift -> refresh; still over budget -> back off (at most 3 times:
+    # every level a step down, then half the levels, then all thresholds 0; straight to 0 once out of time)
+    refresh_candidates = _refresh_candidates(stop - start, options.refresh, setup.segment_length)
+    fixed_refresh = options.refresh if isinstance(options.refresh, int) else 0
+    history = []
+    schedule = _backoff_schedule(levels)
+    attempt = 0
+    while True:
+        levels = schedule[attempt][1]
+        candidate = _converted_with(original, nodes, search.taus(levels), options)  # exactly what ships
+        refresh = fixed_refresh
+        fraction_sums: dict = {}
+        result = _measure(dense_bytes, candidate, source, start, stop, preprocess, input_name, scorer, budget, nodes,
+                          dense_flops, total_flops, refresh, options, conv_work_share, "verify", fraction_sums)
+        history.append(_short(result, "verify", levels))
+        log(f"verify  refresh {refresh or '-'}: work {100 * result.work:.1f}%, speedup {result.speedup:.2f}x, "
+            f"{result.agreement.describe()}; early {result.early.describe()} / late {result.late.describe()}")
+        # Errors of stale pixels grow with the time since the state was empty (the search measured at most
+        # segment_length frames of it): a periodic refresh may cost less than lowering the thresholds.
+        if not result.within_budget and refresh_candidates and any(levels.values()):
+            for every in refresh_candidates:
+                if out_of_time(passes=2):  # this trial, and the exact fallback should it fail
+                    break
+                trial_sums: dict = {}
+                trial = _measure(dense_bytes, candidate, source, start, stop, preprocess, input_name, scorer, budget,
+                                 nodes, dense_flops, total_flops, every, options, conv_work_share, f"refresh {every}",
+                                 trial_sums)
+                history.append(_short(trial, f"refresh {every}", levels))
+                log(f"verify  refresh {every}: work {100 * trial.work:.1f}%, speedup {trial.speedup:.2f}x, "
+                    f"{trial.agreement.describe()}")
+                if trial.within_budget and late_half_holds(trial, budget):
+                    result, refresh, fraction_sums = trial, every, trial_sums
+                    break
+        if result.within_budget or attempt + 1 >= len(schedule):
+            break
+        attempt = len(schedule) - 1 if out_of_time() else attempt + 1
+        log(f"over budget on the calibration frames ({'; '.join(result.violations)}): back-off {attempt}, "
+            f"{schedule[attempt][0]}")
+    backoffs = attempt
+
+    # the model measured last is the one written: the converter's own output, so `convert --thresholds`
+    # reproduces it
+    taus = search.taus(levels)
+    thresholds = {n.source: float(taus[n.name]) for n in nodes}
+    frames_counted = max(int(fraction_sums.pop("\0frames", 0)), 1)
+    for n in nodes:
+        n.level, n.tau = levels[n.name], float(taus[n.name])
+        n.fraction = fraction_sums.get(n.name, 0.0) / frames_counted if fraction_sums else None
+    final = candidate
+
+    # held-out frames
+    heldout_result = None
+    heldout_refresh_note = None
+    if heldout is not None:
+        heldout_result = _measure(dense_bytes, final, source, heldout[0], heldout[1], preprocess, input_name, scorer,
+                                  budget, nodes, dense_flops, total_flops, refresh, options, conv_work_share,
+                                  "held-out", None, allow_empty=True)
+        if heldout_result is not None:
+            history.append(_short(heldout_result, "held-out", levels))
+            if not heldout_result.within_budget and heldout_result.drift and options.refresh == "auto":
+                for every in _refresh_candidates(heldout_result.frames, "auto", setup.segment_length):
+                    if refresh and every >= refresh:
+                        continue
+                    if time.process_time() - cpu_started > options.time_limit:
+                        break
+                    trial = _measure(dense_bytes, final, source, heldout[0], heldout[1], preprocess, input_name,
+                                     scorer, budget, nodes, dense_flops, total_flops, every, options,
+                                     conv_work_share, f"held-out refresh {every}", None)
+                    history.append(_short(trial, f"held-out refresh {every}", levels))
+                    if trial.within_budget and late_half_holds(trial, budget):
+                        heldout_result, refresh = trial, every
+                        heldout_refresh_note = f"refresh {every} chosen on the held-out frames (they drifted)"
+                        break
+
+    CalibrationStamp(refresh, asdict(budget), thresholds).write(final)
+    cpu_seconds = time.process_time() - cpu_started
+    search_summary = {
+        "evaluations": len(search.history), "stopped_by_time": search.stopped_by_time, "backoffs": backoffs,
+        "search_frames": setup.segment_length * len(setup.segment_starts), "segments": setup.segment_starts,
+        "search_boxes": setup.search_boxes, "range_boxes": setup.range_boxes, "min_boxes": options.min_boxes,
+        "frames_skipped": runner.frames_skipped,
+        "segment_length": setup.segment_length, "best_on_search_frames": {"work": best.work,
+                                                                     "agreement": asdict(best.agreement)},
+        "cpu_seconds": cpu_seconds, "wall_seconds": time.perf_counter() - wall_started,
+        "history": search.history, "verification": history, "note": heldout_refresh_note,
+    }
+    settings = {"frames": [start, stop], "heldout": list(heldout) if heldout else None,
+                "preprocess": preprocess.describe(), "detections": asdict(options.detections) if options.detections
+                else None, "threads": options.threads, "all_nodes": options.all_nodes,
+                "dense_fraction": options.dense_fraction, "time_limit": options.time_limit,
+                "search_frames": options.search_frames, "search_segments": options.search_segments,
+                "refresh_option": options.refresh, "gate_levels": list(GATE_LEVELS),
+                "inner_levels": list(INNER_LEVELS), "input": input_name}
+    return CalibrationResult(final, thresholds, refresh, nodes, budget, result, heldout_result, search_summary,
+                             settings)
+
+
+def _converted_with(original: onnx.ModelProto, nodes: Sequence[NodeCalibration], taus: dict[str, float],
+                    options: "CalibrationOptions") -> onnx.ModelProto:
+    """The model `convert` makes with these thresholds (every converted node named in `thresholds`)."""
+    thresholds = {n.source: float(taus[n.name]) for n in nodes}
+    gate_tau = max((taus[n.name] for n in nodes if n.gate), default=0.0)
+    gate = {"gate": options.gate}
+    gate.update({k: v for k, v in (("gate_block", options.gate_block), ("gate_hard", options.gate_hard)) if v is not None})
+    converted, _ = convert_with_report(original, threshold=float(gate_tau), inner_threshold=0.0, thresholds=thresholds,
+                                       all_nodes=options.all_nodes, dense_fraction=options.dense_fraction, **gate)
+    return converted
+
+
+def _measure(dense_bytes, converted, source, start, stop, preprocess, input_name, scorer, budget, nodes, dense_flops,
+             total_flops, refresh, options: CalibrationOptions, conv_work_share, label, fraction_sums,
+             allow_empty: bool = False) -> Optional[RangeResult]:
+    progress = Progress(stop - start, f"calibrate: {label}", options.progress)
+    try:
+        return measure_range(dense_bytes, converted, source, start, stop, preprocess, input_name, scorer, budget,
+                             nodes, dense_flops, total_flops, refresh=refresh, threads=options.threads,
+                             warmup=options.warmup, progress=progress, conv_work_share=conv_work_share,
+                             fraction_sums=fraction_sums)
+    except CalibrationError:
+        if allow_empty:
+            return None
+        raise
+    except VideoError as error:
+        raise CalibrationError(str(error)) from error
+
+
+def _short(result: RangeResult, label: str, levels: dict[str, int]) -> dict:
+    return {"label": label, "refresh": result.refresh, "work": result.work, "speedup": result.speedup,
+            "within_budget": result.within_budget, "drift": result.drift, "agreement": asdict(result.agreement),
+            "late": asdict(result.late), "levels": dict(levels)}
+
+
+def _backoff_schedule(levels: dict[str, int]) -> list[tuple[str, dict[str, int]]]:
+    """The searched levels, then every level (gate included) one step down, then halved, then all 0 (the exact
+    conversion, which keeps any budget dense ORT itself keeps); without repeats."""
+    schedule = [("searched", dict(levels)),
+                ("every level one step down", {name: max(0, level - 1) for name, level in levels.items()}),
+                ("every level halved", {name: level // 2 for name, level in levels.items()}),
+                ("all thresholds 0", {name: 0 for name in levels})]
+    unique: list[tuple[str, dict[str, int]]] = []
+    for label, entry in schedule:
+        if not unique or entry != unique[-1][1]:
+            unique.append((label, entry))
+    return unique
+
+
+def _refresh_candidates(frames: int, option: Union[str, int], segment_length: int) -> list[int]:
+    """Refresh periods tried, longest first, when `option` is "auto": a quarter of the range, then the search
+    segments' length. Each search segment ran from an empty state for `segment_length` frames, so a model
+    refreshed that often sees exactly the state ages the search measured."""
+    if option != "auto":
+        return []
+    shortest = max(2, segment_length)
+    candidates = [every for every in (frames // 4,) if every > shortest] + [shortest]
+    return [every for every in candidates if every < frames]

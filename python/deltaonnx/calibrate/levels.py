@@ -1,0 +1,27 @@
+"""The threshold ladders and the fixed limits of the search; the error calibration raises."""
+from __future__ import annotations
+
+
+# Threshold ladders. Gate: fraction of the model input's value range (0.02 of [0,1] pixels = 5/255).
+GATE_LEVELS = (0.0, 0.0025, 0.005, 0.01, 0.02, 0.03, 0.05, 0.08, 0.12)
+# Inner nodes: multiples of the standard deviation of the node's input.
+INNER_LEVELS = (0.0, 0.01, 0.02, 0.035, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0)
+
+
+DEFAULT_MIN_F1 = 0.99
+DEFAULT_MIN_IOU = 0.95
+DEFAULT_MAX_ERROR = 0.05  # 5% of the output's spread; compare the dense output's own frame-to-frame change
+MIN_GAIN = 0.002  # a greedy step must remove at least 0.2% of the model's conv FLOPs to be worth its error
+MIN_POTENTIAL = 0.002  # nodes redoing less than this share of the conv FLOPs are not searched one by one
+MAX_CLIMB = 3  # levels a greedy step may climb looking for a gain
+GATE_SHARE = 0.5  # share of the budget's slack the gate may spend before the inner nodes get theirs
+FEW_BOXES = 20  # fewer dense boxes than this on the search frames make box F1 a coarse measure
+# Dense boxes the search frames must hold (detectors): a budget of F1 0.99 is a dozen boxes wrong in 1000; on 240
+# boxes it is two, and thresholds passing there failed on the whole range (issue 15)
+DEFAULT_MIN_BOXES = 1000
+MIN_HALF_BOXES = 5  # early/late box comparisons need this many dense boxes in each half
+DRIFT_FACTOR = 1.25  # late-half error above this multiple of the early half's counts as drift
+
+
+class CalibrationError(ValueError):
+    """Calibration cannot run as asked (model, clip, ranges or budget); the message says what to change."""

@@ -1,0 +1,575 @@
+"""DeltaSession: run a converted model like an onnxruntime.InferenceSession while the state is carried for you.
+
+A converted model (``python -m deltaonnx convert``) has, besides its own inputs and outputs, *state* inputs
+(past) and outputs (present) listed in its ``deltaonnx`` metadata (docs/state_protocol.md). DeltaSession
+hides them: ``run()`` takes and returns exactly the original model's inputs and outputs, and keeps one state
+per *stream* (an independent video source) between runs.
+
+How the state is carried: each stream owns one IOBinding for as long as its state lives. The first run feeds
+empty state and binds the present outputs and the change maps to a device, so ORT allocates them; then each
+state buffer is bound once as both its past input and its present output, and each change map once to its
+buffer, and they stay bound. Every later run rebinds only the frame inputs and the model outputs asked for:
+the ops receive one buffer per state tensor and write only the pixels they recompute, nothing is copied,
+allocated or looped over per state tensor. A change of input shape, a reset, a failed run or a switch to the
+dense twin drops the binding with the state.
+
+Who owns what:
+* model outputs that are not state: numpy views of buffers ORT allocated for this run; the caller's, no copy
+  (``OrtValue.numpy()`` does not copy on CPU, the view keeps the buffer alive); no later run touches them.
+* a model output that is also a state buffer: a copy (the next run writes into the buffer).
+* `change_maps()`: copies of the live map buffers, taken when called.
+* `state()`: the live state buffers themselves (the next run writes into them).
+* `load_state()`: copies of what it is given, fed as the past state of the stream's next run.
+
+Identical frames (``skip_identical_frames``, on by default): when a run's frames provably leave every Delta op
+without a change, the converted model would return exactly its previous outputs and leave the state as it was
+(see `IdenticalFramePlan`), so the run returns the previous outputs without calling ORT; its statistics say
+nothing was recomputed and its change maps are all zero. For that the session keeps a private copy of the
+model outputs of a run whose successor will be tested (one copy of the outputs, into reused buffers) and
+returns copies of it. A stream whose frames keep changing is tested on every 16th frame only (after 4 misses
+in a row), so it pays the test and the copy rarely; skipping or not never changes a result.
+
+Threads: one ORT session is shared by all streams; each stream has its own IOBinding. Runs on different
+streams may proceed at the same time from different threads. Runs on the *same* stream are serialized by a
+per-stream lock: a second call waits until the first has finished and then continues from its state.
+"""
+from __future__ import annotations
+
+import os
+import threading
+from typing import Any, Hashable, Mapping, Sequence
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+
+from .._lib import library_path
+from ..graph_passes.dense_twin import dense_twin
+from ..graph_passes.identical_frames import IdenticalFramePlan, identical_frame_plan
+from ..graph_passes.metadata import ConversionMetadata, MetadataError
+from ..graph_passes.protocol import METADATA_KEY, STATE_PREFIX
+from .binding import StreamBinding, as_ort_value
+from .feeds import checked_change_maps, checked_input_feed, checked_output_names
+from .identical_run import keep_for_identical_frames, nothing_changes
+from .session_options import copy_session_options, provider_name
+from .stream_state import StreamState
+from .stream_stats import count_node_flops, stream_stats
+
+DEFAULT_STREAM = "default"
+
+# An empty rank-4 tensor is the "no state" value of every past input (state_protocol.md, step 1): float32,
+# or the element type the graph declares for that input (float16 models).
+_EMPTY_STATE_DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64}
+_NO_MAP = np.zeros((0, 1, 0, 0), np.uint8)  # DeltaGate's external change map when the caller gives none
+
+
+class DeltaSession:
+    """An InferenceSession for a deltaonnx-converted model that carries its state between runs.
+
+    ``model``: path, serialized bytes or onnx.ModelProto of a converted model. ``sess_options`` are copied
+    (see `copy_session_options` for what ORT lets us copy) and the deltaonnx op library is registered on the
+    copy. ``providers`` as for InferenceSession; default CPU. With "CUDAExecutionProvider" the CUDA op library
+    is registered too when it was built, and the state then lives on the GPU.
+    """
+
+    # A stream whose smoothed share of conv work redone exceeds FALLBACK_ENTER runs the dense twin; after
+    # `fallback_probe_every` dense frames it tries delta again (from empty state) and stays if, after
+    # FALLBACK_SETTLE frames, the share is below FALLBACK_STAY; each failed probe doubles the wait for the
+    # next, up to FALLBACK_PROBE_BACKOFF x fallback_probe_every.
+    FALLBACK_ENTER = 0.8
+    FALLBACK_STAY = 0.65
+    FALLBACK_SETTLE = 2  # the first frame with state decides (the one before it, without state, is redone in full)
+    FALLBACK_PROBE_BACKOFF = 4
+    # The identical-frame test (and the copy of the outputs it needs) runs on every frame until it has failed
+    # CHECK_MISSES_BEFORE_SPACING times in a row (a stream that never repeats), then on every CHECK_SPACING-th
+    # frame until it succeeds again. Skipping or not never changes a result, only the time taken.
+    CHECK_MISSES_BEFORE_SPACING = 4
+    CHECK_SPACING = 16
+
+    def __init__(self, model: str | os.PathLike | bytes | Any, sess_options: ort.SessionOptions | None = None,
+                 providers: Sequence[str | tuple] | None = None, *, dense_fallback: bool = True,
+                 fallback_probe_every: int = 30, skip_identical_frames: bool = True):
+        """dense_fallback: a stream whose frames change almost everywhere (a moving camera) is run through
+        the model's dense twin (graph_passes/dense_twin.py), which costs what dense ORT costs, and probed with
+        delta again after `fallback_probe_every` frames (twice as long after each failed probe, at most 4x);
+        stats() says which mode a stream is in. Dense frames are exact (no thresholds apply). The twin is built
+        when the session is, in a thread of its own.
+
+        skip_identical_frames: a run whose frames leave every Delta op without a change (bitwise identical
+        frames; or, when the Delta ops read the model inputs directly, frames within their threshold of the
+        reference) returns the previous outputs without running ORT, exactly as the model would
+        (`identical_frame_check` says which test applies to this model; see `IdenticalFramePlan`). Only
+        streams in delta mode skip; resets, shape changes and the first run after them always run."""
+        if fallback_probe_every < 1:
+            raise ValueError("fallback_probe_every must be >= 1")
+        self._dense_fallback, self._probe_every = bool(dense_fallback), int(fallback_probe_every)
+        self._dense_session: ort.InferenceSession | None = None
+        self._dense_lock = threading.Lock()
+        self._dense_options = copy_session_options(sess_options)
+        model_source = self._model_source(model)
+        options = copy_session_options(sess_options)
+        providers = list(providers) if providers is not None else ["CPUExecutionProvider"]
+        # Both libraries register the domain com.deltaonnx and ORT accepts a domain once per session, so a
+        # session takes the CUDA library when the CUDA EP is asked for (and it was built), else the CPU one.
+        cuda_library_registered = False
+        if "CUDAExecutionProvider" in (provider_name(p) for p in providers):
+            try:
+                options.register_custom_ops_library(library_path("cuda"))
+                cuda_library_registered = True
+            except FileNotFoundError:  # built without nvcc: the ops run on the CPU EP, ORT copies around them
+                pass
+        if not cuda_library_registered:
+            options.register_custom_ops_library(library_path("cpu"))
+        self._session = ort.InferenceSession(model_source, sess_options=options, providers=providers)
+        self._model_bytes = model_source if isinstance(model_source, bytes) else None
+        self._model_path = model_source if isinstance(model_source, str) else None
+        self._providers_requested = providers
+
+        custom_metadata = self._session.get_modelmeta().custom_metadata_map
+        self._metadata = self._parse_metadata(custom_metadata.get(METADATA_KEY))
+        self._state_entries = list(self._metadata.state)
+        self._map_outputs = dict(self._metadata.maps)
+        self._map_nodes = list(self._map_outputs)
+        self._node_info = {n["name"]: n for n in self._metadata.nodes if "name" in n}
+        # model input (the frame a DeltaGate gates) -> the gate's change-map graph input
+        self._change_map_inputs = dict(self._metadata.change_map_inputs)
+        self._check_graph_matches_metadata()
+
+        past_names = {s.past for s in self._state_entries}
+        self._inputs = [i for i in self._session.get_inputs()
+                        if i.name not in past_names and not i.name.startswith(STATE_PREFIX)]
+        self._outputs = [o for o in self._session.get_outputs() if not o.name.startswith(STATE_PREFIX)]
+        self._input_names = [i.name for i in self._inputs]
+        self._output_names = [o.name for o in self._outputs]
+        self._present_names = {s.present for s in self._state_entries}
+        past_types = {i.name: i.type for i in self._session.get_inputs()}
+        self._empty_state = {s.past: np.empty((0, 0, 0, 0), _EMPTY_STATE_DTYPES.get(past_types[s.past], np.float32))
+                             for s in self._state_entries}
+
+        self._state_device, self._state_device_id = "cpu", 0
+        if cuda_library_registered and "CUDAExecutionProvider" in self._session.get_providers():
+            cuda_options = self._session.get_provider_options().get("CUDAExecutionProvider", {})
+            self._state_device, self._state_device_id = "cuda", int(cuda_options.get("device_id", 0))
+
+        self._identical_plan: IdenticalFramePlan | None = None
+        self._identical_reason = "skip_identical_frames=False"
+        if skip_identical_frames:
+            graph = self._graph(model)
+            # The tau test reads the gates' X_ref on the host: with the state on a GPU, compare frames instead.
+            self._identical_plan, self._identical_reason = identical_frame_plan(
+                graph, self._input_names, self._state_entries, gates_allowed=self._state_device == "cpu")
+
+        self._streams: dict[Hashable, StreamState] = {}
+        self._streams_lock = threading.Lock()
+        if self._dense_fallback and self._map_nodes:
+            # The twin takes about three frames' time to build (densify, a session): built beside the first
+            # frames, so the first stream to fall back does not stall (a run that needs it sooner waits on the
+            # lock). Not a daemon: interpreter exit waits for the build rather than killing it inside ORT.
+            threading.Thread(target=self._build_dense_twin, name="deltaonnx-dense-twin").start()
+
+    # ----------------------------------------------------------------- construction helpers
+
+    @staticmethod
+    def _model_source(model: Any) -> str | bytes:
+        if isinstance(model, (str, os.PathLike)):
+            return os.fspath(model)
+        if isinstance(model, (bytes, bytearray, memoryview)):
+            return bytes(model)
+        if hasattr(model, "SerializeToString") and hasattr(model, "metadata_props"):  # onnx.ModelProto
+            if not any(p.key == METADATA_KEY for p in model.metadata_props):  # fail before building a session
+                DeltaSession._parse_metadata(None)
+            return model.SerializeToString()
+        raise TypeError(f"DeltaSession: model must be a path, bytes or onnx.ModelProto, not {type(model).__name__}")
+
+    def _graph(self, model: Any) -> onnx.GraphProto:
+        if hasattr(model, "graph") and hasattr(model, "metadata_props"):
+            return model.graph
+        if self._model_bytes is not None:
+            return onnx.load_from_string(self._model_bytes).graph
+        return onnx.load(self._model_path, load_external_data=False).graph
+
+    @staticmethod
+    def _parse_metadata(text: str | None) -> ConversionMetadata:
+        try:
+            return ConversionMetadata.parse(text)
+        except MetadataError as error:
+            hint = ("; run `python -m deltaonnx convert model.onnx -o converted.onnx` first (or deltaonnx.convert(model))"
+                    if text is None else "")
+            raise ValueError(f"DeltaSession: {error}{hint}") from None
+
+    def _check_graph_matches_metadata(self) -> None:
+        graph_inputs = {i.name for i in self._session.get_inputs()}
+        graph_outputs = {o.name for o in self._session.get_outputs()}
+        for entry in self._state_entries:
+            if entry.past not in graph_inputs:
+                raise ValueError(f"DeltaSession: state input {entry.past!r} listed in the metadata is not a graph input")
+            if entry.present not in graph_outputs:
+                raise ValueError(f"DeltaSession: state output {entry.present!r} listed in the metadata is not a graph output")
+        for node, output in self._map_outputs.items():
+            if output not in graph_outputs:
+                raise ValueError(f"DeltaSession: change map {output!r} of {node!r} is not a graph output")
+
+    # ----------------------------------------------------------------- InferenceSession-like surface
+
+    def get_inputs(self) -> list:
+        """The model's own inputs (NodeArg, as InferenceSession.get_inputs), without the state inputs."""
+        return list(self._inputs)
+
+    def get_outputs(self) -> list:
+        """The model's own outputs (NodeArg), without the state outputs and change maps."""
+        return list(self._outputs)
+
+    @property
+    def providers(self) -> list[str]:
+        return self._session.get_providers()
+
+    def get_providers(self) -> list[str]:
+        return self._session.get_providers()
+
+    @property
+    def metadata(self) -> dict:
+        """The parsed `deltaonnx` metadata of the model (docs/state_protocol.md)."""
+        return self._metadata.entries
+
+    @property
+    def inference_session(self) -> ort.InferenceSession:
+        """The underlying session, whose inputs and outputs include the state (for debugging)."""
+        return self._session
+
+    @property
+    def identical_frame_check(self) -> dict:
+        """How runs that change nothing are recognised: ``{"mode": "tau" | "bitwise" | None, "reason": ...}``.
+
+        "tau": every model input is read only by Delta ops without a map input (directly or through one
+        Identity/Transpose), and a frame within each such op's threshold of its reference is skipped. "bitwise": a frame
+        bitwise identical to the previous one is skipped. None: no shortcut (reason says why)."""
+        plan = self._identical_plan
+        return {"mode": plan.mode if plan else None, "reason": self._identical_reason,
+                "gates": [g.node for g in plan.gates] if plan else []}
+
+    def state_names(self) -> list[tuple[str, str]]:
+        """(past input, present output) name pairs of every carried state tensor, in metadata order."""
+        return [(s.past, s.present) for s in self._state_entries]
+
+    def streams(self) -> list[Hashable]:
+        """The streams that currently hold state or statistics."""
+        with self._streams_lock:
+            return list(self._streams)
+
+    # ----------------------------------------------------------------- running
+
+    def run(self, output_names: Sequence[str] | None, input_feed: Mapping[str, Any],
+            run_options: ort.RunOptions | None = None, *, stream: Hashable = DEFAULT_STREAM,
+            change_map: Any = None) -> list[np.ndarray]:
+        """Run one frame of `stream`: same call and result as InferenceSession.run (list of numpy arrays).
+
+        The stream's state is fed and updated; a change of any input shape drops it first (every pixel is
+        then recomputed). Concurrent calls on the same stream are serialized; on different streams they run
+        in parallel. If the run fails, the stream's state is dropped (in-place buffers may be half written).
+
+        change_map: where the frame may have changed since the last run (models converted with
+        gate="block"): uint8 [N,1,H,W] at the frame's resolution or [N,1,ceil(H/k),ceil(W/k)] one cell per
+        gate block, nonzero = may have changed. The gate looks only there: pixels left 0 keep their previous
+        value (a timestamp overlay, a waving tree), so every output they reach stays as it was. A dict
+        {model input name: map} for models with several gated inputs. (A stream in the dense fallback runs
+        the dense twin, which sees whole frames.)
+        """
+        requested = checked_output_names(output_names, self._output_names)
+        inputs = checked_input_feed(input_feed, self._input_names)
+        maps = checked_change_maps(change_map, self._change_map_inputs)
+        input_shapes = tuple((name, tuple(shape)) for name, (_, shape) in inputs.items())
+        while True:
+            state = self._stream(stream, create=True)
+            with state.lock:
+                if state.retired:  # reset() dropped this stream while we waited: use the fresh one
+                    continue
+                return self._run_locked(state, requested, inputs, input_shapes, run_options, maps)
+
+    def _build_dense_twin(self) -> None:
+        """Builds the twin and, where the model's inputs have fixed shapes, runs it once on zeros: ORT's first
+        run of a session costs ~20% more than the next (buffers found and allocated), paid here, not by the
+        first frame that falls back."""
+        try:
+            with self._dense_lock:
+                twin = self._dense_twin_session_locked()
+                feed = {}
+                for i in twin.get_inputs():
+                    dtype = _EMPTY_STATE_DTYPES.get(i.type)
+                    if dtype is None or not all(isinstance(d, int) and d > 0 for d in i.shape):
+                        return
+                    feed[i.name] = np.zeros(i.shape, dtype)
+                twin.run(None, feed)
+        except Exception:  # noqa: BLE001 - the build is retried, and its error raised, where the twin is used
+            pass
+
+    def _dense_twin_session(self) -> ort.InferenceSession:
+        with self._dense_lock:
+            return self._dense_twin_session_locked()
+
+    def _dense_twin_session_locked(self) -> ort.InferenceSession:
+        if self._dense_session is None:
+            proto = onnx.load_from_string(self._model_bytes) if self._model_bytes is not None \
+                else onnx.load(self._model_path)
+            twin = dense_twin(proto, self._output_names)
+            self._dense_session = ort.InferenceSession(twin.SerializeToString(), sess_options=self._dense_options,
+                                                       providers=self._providers_requested)
+        return self._dense_session
+
+    def _run_dense(self, state: StreamState, requested: list[str], inputs: dict,
+                   run_options: ort.RunOptions | None) -> list[np.ndarray]:
+        feed = {name: value for name, (value, _) in inputs.items()}
+        outputs = self._dense_twin_session().run(requested, feed, run_options)
+        state.mode_runs += 1
+        state.dense_runs_total += 1
+        if state.mode_runs >= state.probe_interval:  # probe: delta again, from empty state
+            state.mode, state.mode_runs, state.work = "delta", 0, None
+        return outputs
+
+    def _update_fallback(self, state: StreamState) -> None:
+        """After a delta run: smooth the FLOP-weighted share of conv work redone; switch to dense when high."""
+        state.mode_runs += 1
+        total = state.flops_total
+        if not total or state.mode_runs < 2:  # the first frame after a reset is always redone in full
+            return
+        work = float(state.node_flops @ state.last_fraction) / total
+        state.work = work if state.work is None else 0.5 * state.work + 0.5 * work
+        probing = state.dense_runs_total > 0 and state.mode_runs <= self.FALLBACK_SETTLE
+        limit = self.FALLBACK_STAY if probing else self.FALLBACK_ENTER
+        if state.mode_runs >= self.FALLBACK_SETTLE and state.work > limit:
+            state.drop_state(keep_maps=True)
+            state.mode, state.mode_runs = "dense", 0
+            # A failed probe doubles the wait before the next (a camera that keeps moving pays fewer probes, each
+            # two frames at the Delta ops' full cost), up to FALLBACK_PROBE_BACKOFF times fallback_probe_every.
+            state.probe_interval = (min(2 * state.probe_interval, self.FALLBACK_PROBE_BACKOFF * self._probe_every)
+                                    if probing and state.probe_interval else self._probe_every)
+
+    def _run_locked(self, state: StreamState, requested: list[str], inputs: dict, input_shapes: tuple,
+                    run_options: ort.RunOptions | None, maps: dict | None = None) -> list[np.ndarray]:
+        if state.mode == "dense":
+            return self._run_dense(state, requested, inputs, run_options)
+        if state.binding is not None and state.input_shapes != input_shapes:
+            state.drop_state()
+        if self._identical_plan is not None and state.binding is not None:
+            if state.check_wait > 0:
+                state.check_wait -= 1
+            elif nothing_changes(state, self._identical_plan, self._present_names, inputs, requested):
+                state.check_misses = 0
+                return self._skipped_run(state, requested)
+            else:
+                state.check_misses += 1
+                if state.check_misses >= self.CHECK_MISSES_BEFORE_SPACING:
+                    state.check_wait = self.CHECK_SPACING - 1
+        try:
+            results = self._run_delta(state, requested, inputs, run_options, maps or {})
+        except BaseException:
+            state.drop_state()
+            raise
+        state.input_shapes = input_shapes
+        self._record_maps(state)
+        if self._dense_fallback:
+            self._update_fallback(state)
+        return results
+
+    def _bind_new_state(self, state: StreamState) -> StreamBinding:
+        """First run of a state: empty state in (or what load_state() gave); ORT allocates the present outputs
+        and the change maps."""
+        binding = StreamBinding(self._session)
+        order = []
+        for entry in self._state_entries:
+            binding.public.bind_cpu_input(entry.past, state.loaded.get(entry.past, self._empty_state[entry.past]))
+            binding.public.bind_output(entry.present, self._state_device, self._state_device_id)
+            order.append(entry.present)
+        for output in self._map_outputs.values():
+            binding.public.bind_output(output, "cpu")
+            order.append(output)
+        state.binding, state.output_index, state.model_outputs = binding, {n: i for i, n in enumerate(order)}, ()
+        return binding
+
+    def _keep_state_bound(self, state: StreamState, outputs) -> None:
+        """After the first run: each state buffer becomes both its past input and its present output, and each
+        map buffer stays bound to its output, for every later run of this state."""
+        public, index = state.binding.public, state.output_index
+        values = {}
+        for entry in self._state_entries:
+            value = values[entry.present] = as_ort_value(outputs[index[entry.present]])
+            public.bind_ortvalue_input(entry.past, value)
+            public.bind_ortvalue_output(entry.present, value)
+        map_values = [as_ort_value(outputs[index[output]]) for output in self._map_outputs.values()]
+        for output, value in zip(self._map_outputs.values(), map_values):
+            public.bind_ortvalue_output(output, value)
+        state.values, state.map_values = values, map_values
+        state.map_views = [value.numpy() for value in map_values]
+        state.map_divisors = np.array([max(v.size, 1) for v in state.map_views], dtype=np.float64)  # empty: 0/1
+        count_node_flops(state, self._map_nodes, self._node_info)
+
+    def _model_outputs_to_bind(self, state: StreamState, requested: list[str]) -> tuple[str, ...]:
+        """The requested model outputs that are not state (bound to a fresh buffer on every run). When they
+        differ from the last run's, the output binding is brought in line first."""
+        fresh = tuple(name for name in dict.fromkeys(requested) if name not in self._present_names)
+        if fresh == state.model_outputs:
+            return fresh
+        if any(name not in fresh for name in state.model_outputs):
+            # an output bound before and not asked for now would be written into the caller's buffer:
+            # start the output binding again with the state and the maps only
+            public = state.binding.public
+            public.clear_binding_outputs()
+            order = []
+            for entry in self._state_entries:
+                public.bind_ortvalue_output(entry.present, state.values[entry.present])
+                order.append(entry.present)
+            for output, value in zip(self._map_outputs.values(), state.map_values):
+                public.bind_ortvalue_output(output, value)
+                order.append(output)
+            state.output_index = {n: i for i, n in enumerate(order)}
+        for name in fresh:
+            state.output_index.setdefault(name, len(state.output_index))  # ORT lists outputs as first bound
+        state.model_outputs = fresh
+        return fresh
+
+    def _run_delta(self, state: StreamState, requested: list[str], inputs: dict,
+                   run_options: ort.RunOptions | None, maps: dict) -> list[np.ndarray]:
+        first = state.binding is None
+        binding = self._bind_new_state(state) if first else state.binding
+        for name, (value, _) in inputs.items():
+            binding.bind_frame(name, value)
+        for name in self._change_map_inputs.values():  # rebound every run: no map is an empty one
+            binding.bind_frame(name, maps.get(name, _NO_MAP))
+        for name in self._model_outputs_to_bind(state, requested):
+            binding.bind_fresh_output(name)
+        binding.run(run_options)
+        outputs = binding.outputs()
+        if first:
+            self._keep_state_bound(state, outputs)
+            state.loaded = {}  # the present buffers hold it now
+        index, presents = state.output_index, self._present_names
+        returned = [self._state_output(state, name) if name in presents else outputs[index[name]].numpy()
+                    for name in requested]  # numpy(): a view of this run's own buffer
+        if self._identical_plan is not None:
+            if state.check_wait == 0:  # the next run will be tested
+                keep_for_identical_frames(state, self._identical_plan, self._present_names, requested, returned,
+                                          inputs)
+            else:
+                state.kept_names = None
+        return returned
+
+    def _state_output(self, state: StreamState, name: str) -> np.ndarray:
+        value = state.values[name].numpy()  # a host copy already when the state lives on a GPU
+        return np.array(value, copy=True) if self._state_device == "cpu" else value  # the next run writes here
+
+    def _skipped_run(self, state: StreamState, requested: list[str]) -> list[np.ndarray]:
+        """The run ORT would have made: the previous outputs, nothing recomputed, all maps zero."""
+        state.runs += 1
+        state.skipped_runs += 1
+        state.last_fraction = np.zeros(len(self._map_nodes))
+        state.maps_cleared = True
+        if self._dense_fallback:
+            self._update_fallback(state)
+        return [self._state_output(state, name) if name in self._present_names else state.kept_outputs[name].copy()
+                for name in requested]
+
+    def _record_maps(self, state: StreamState) -> None:
+        state.runs += 1
+        fraction = np.divide(list(map(np.count_nonzero, state.map_views)), state.map_divisors)
+        state.last_fraction = fraction
+        state.fraction_sum += fraction
+        state.maps_cleared = False
+
+    # ----------------------------------------------------------------- streams and statistics
+
+    def _stream(self, stream: Hashable, create: bool) -> StreamState | None:
+        with self._streams_lock:
+            state = self._streams.get(stream)
+            if state is None and create:
+                state = self._streams[stream] = StreamState(len(self._map_nodes))
+            return state
+
+    def _ran_stream(self, stream: Hashable, caller: str) -> StreamState:
+        state = self._stream(stream, create=False)
+        if state is None or state.runs == 0:
+            known = self.streams()
+            raise KeyError(f"DeltaSession.{caller}: stream {stream!r} has no runs since it was created or reset "
+                           f"(streams with runs: {known})")
+        return state
+
+    def reset(self, stream: Hashable | None = None) -> None:
+        """Drop the state and statistics of `stream`, or of every stream when None.
+
+        The next run of a dropped stream starts from empty state (every pixel recomputed). A run in progress
+        on that stream finishes first; its result is returned but its state is dropped. Resetting a stream
+        that never ran is a no-op.
+        """
+        with self._streams_lock:
+            if stream is None:
+                dropped = list(self._streams.values())
+                self._streams.clear()
+            else:
+                dropped = [self._streams.pop(stream)] if stream in self._streams else []
+        for state in dropped:
+            with state.lock:
+                state.retired = True
+                state.drop_state()
+
+    def state(self, stream: Hashable = DEFAULT_STREAM) -> dict[str, ort.OrtValue]:
+        """The live state buffers of `stream` (past input name -> OrtValue), for debugging or saving.
+
+        The next run of the stream writes into these buffers: copy what you want to keep.
+        """
+        state = self._ran_stream(stream, "state")
+        with state.lock:
+            return {entry.past: state.values[entry.present] for entry in self._state_entries
+                    if entry.present in state.values}
+
+    def load_state(self, saved: Mapping[str, Any], stream: Hashable = DEFAULT_STREAM) -> None:
+        """Resume `stream` from a state saved with state() (past input name -> array or OrtValue), e.g. one
+        moved from another process or kept across a restart of the application.
+
+        The stream is reset first (its statistics too); the arrays are copied now, and its next run feeds them
+        as the past state, so it recomputes only what changed since the saved run. Names missing from `saved`
+        start empty (those ops recompute everything on that run: exact, only slower). A state saved for
+        another input shape counts as no state (rule 1). A Y_prev that does not fit its X_ref makes the run
+        fail with the op's error; the stream then starts again from empty state.
+        """
+        known = {entry.past: entry for entry in self._state_entries}
+        unknown = sorted(set(saved) - set(known))
+        if unknown:
+            raise KeyError(f"DeltaSession.load_state: {unknown} are not state inputs of this model "
+                           f"(state inputs: {sorted(known)})")
+        loaded = {}
+        for name, value in saved.items():
+            array = value.numpy() if isinstance(value, ort.OrtValue) else np.asarray(value)
+            want = self._empty_state[name].dtype
+            if array.ndim != 4 or array.dtype != want:
+                raise ValueError(f"DeltaSession.load_state: {name!r} must be a 4-D {want} array, got "
+                                 f"{array.dtype} of shape {array.shape}")
+            loaded[name] = np.array(array, copy=True, order="C")
+        self.reset(stream)
+        state = self._stream(stream, create=True)
+        with state.lock:
+            state.loaded = loaded
+
+    def change_maps(self, stream: Hashable = DEFAULT_STREAM) -> dict[str, np.ndarray]:
+        """Node name -> change map of the last run of `stream` (uint8 [N,1,Ho,Wo], 1 where recomputed).
+
+        Copies, taken now (the next run writes into the live buffers). A skipped run's maps are all zero;
+        after a switch to the dense twin these are the last delta run's maps; after a failed run, none."""
+        state = self._ran_stream(stream, "change_maps")
+        with state.lock:
+            maps = state.current_maps()
+        return dict(zip(self._map_nodes, maps)) if maps is not None else {}
+
+    def stats(self, stream: Hashable = DEFAULT_STREAM) -> dict:
+        """Per Delta node: the fraction of its output recomputed in the last run and on average since reset.
+
+        Returns ``{"stream", "runs", "nodes": {node: {"op", "fraction", "fraction_avg", "flops",
+        "flops_saved", "flops_saved_avg"}}, "flops", "flops_saved", "flops_saved_avg", "mode", "work_smoothed",
+        "dense_runs", "skipped_runs"}``. `fraction` is the mean of the node's change map; `flops` is the node's
+        cost per frame (batch item) as the converter recorded it in the metadata or, for a model with dynamic
+        input sizes, at the shapes of the last run (None when neither is known), and `flops_saved` = flops *
+        (1 - fraction). The totals add up the nodes with known flops. `skipped_runs`: runs since the reset that
+        returned the previous outputs without running ORT (identical frames; counted in `runs`, fraction 0).
+        """
+        return stream_stats(self._ran_stream(stream, "stats"), stream, self._map_nodes, self._node_info)
+
+    def __repr__(self) -> str:
+        return (f"DeltaSession(inputs={self._input_names}, outputs={self._output_names}, "
+                f"state={len(self._state_entries)} tensors, providers={self.providers})")

@@ -1,0 +1,80 @@
+"""The identical-frame test's comparisons: a frame within tau of its reference, bitwise equal to the last one."""
+from __future__ import annotations
+
+import functools
+import math
+
+import numpy as np
+
+from ..graph_passes.identical_frames import FrameGate
+
+
+def host_array(value) -> np.ndarray | None:
+    """The frame as a host numpy array without a copy, or None when it lives on a device."""
+    if isinstance(value, np.ndarray):
+        return value
+    if value.device_name().lower() == "cpu":
+        return value.numpy()
+    return None
+
+
+_BLOCK_ELEMENTS = 1 << 16  # compare in blocks that stay in cache, and stop at the first block that differs
+_SAMPLE_ROW_STEP = 32  # first compare every 32nd row: a changed frame is usually caught there, reading little
+
+
+@functools.lru_cache(maxsize=64)
+def _blocks(shape: tuple) -> tuple[tuple, ...]:
+    """Index tuples cutting `shape` into blocks of about _BLOCK_ELEMENTS along its outermost long axis (the
+    rows of an image), after a first block of every 32nd row of that axis."""
+    long_axes = [i for i, n in enumerate(shape) if n >= 2 * _SAMPLE_ROW_STEP]
+    if not long_axes:
+        return ((),)
+    axis = long_axes[0]
+    lead = (slice(None),) * axis
+    inner = max(1, math.prod(shape) // shape[axis])
+    step = max(1, _BLOCK_ELEMENTS // inner)
+    return ((*lead, slice(None, None, _SAMPLE_ROW_STEP)),) + tuple(
+        (*lead, slice(start, start + step)) for start in range(0, shape[axis], step))
+
+
+def within_tau(frame: np.ndarray, reference: np.ndarray, tau: np.float32) -> bool:
+    """Rule 2 sees no change anywhere: |frame - reference| <= tau for every element (NaN/Inf never are)."""
+    with np.errstate(invalid="ignore", over="ignore"):  # Inf - Inf, overflow: both count as changed below
+        for block in _blocks(frame.shape):
+            difference = np.subtract(frame[block], reference[block])
+            if difference.size:
+                np.abs(difference, out=difference)
+                if not difference.max() <= tau:  # max propagates NaN
+                    return False
+    return True
+
+
+def gate_sees_nothing(gate: FrameGate, frame: np.ndarray, reference: np.ndarray) -> bool:
+    """The gate would find no change: within tau everywhere (enough for either rule), or, for the block
+    rule, its own engine finds no block changed (the copy it writes is thrown away)."""
+    if within_tau(frame, reference, gate.tau):
+        return True
+    if gate.block_rule is None or frame.ndim != 4:
+        return False
+    try:
+        from .. import _native  # optional compiled module: imported where the block rule needs it
+    except ImportError:  # built without the pybind module: the tau test alone
+        return False
+    _, changed = _native.delta_gate(frame, reference, threshold=float(gate.tau), **gate.block_rule)
+    return not changed.any()
+
+
+def _bits(array: np.ndarray) -> np.ndarray:
+    kinds = {1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint64}
+    return array.view(kinds[array.itemsize]) if array.itemsize in kinds else array.view(np.uint8)
+
+
+def bitwise_equal(frame: np.ndarray, previous: np.ndarray) -> bool:
+    if frame.shape != previous.shape or frame.dtype != previous.dtype:
+        return False
+    frame, previous = _bits(frame), _bits(previous)
+    return all(np.array_equal(frame[block], previous[block]) for block in _blocks(frame.shape))
+
+
+def all_finite(array: np.ndarray) -> bool:
+    return array.size == 0 or bool(np.isfinite(array.min()) and np.isfinite(array.max()))  # NaN propagates

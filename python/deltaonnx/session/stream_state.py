@@ -1,0 +1,80 @@
+"""Everything one stream of a DeltaSession carries between runs."""
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+
+import numpy as np
+import onnxruntime as ort
+
+from .binding import StreamBinding
+
+
+@dataclass
+class StreamState:
+    """Everything one stream carries between runs. Guarded by `lock`; `retired` once reset() dropped it."""
+
+    map_count: int
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    retired: bool = False
+    # The live state, None while the stream has none (first run, after a reset, shape change or failure).
+    binding: StreamBinding | None = None
+    values: dict[str, ort.OrtValue] = field(default_factory=dict)  # present name -> live state buffer
+    loaded: dict[str, np.ndarray] = field(default_factory=dict)  # load_state(): past name -> the next run's past
+    input_shapes: tuple | None = None  # shapes of the model inputs the state was built for
+    output_index: dict[str, int] = field(default_factory=dict)  # bound output -> position in ORT's output vector
+    model_outputs: tuple[str, ...] = ()  # model outputs (not state) bound to a fresh buffer on every run
+    map_values: list[ort.OrtValue] | None = None  # the live map buffers, in metadata order
+    map_views: list[np.ndarray] | None = None  # numpy views of them
+    map_divisors: np.ndarray | None = None  # the maps' sizes (1 for an empty map, whose fraction is 0)
+    # Per map: the node's FLOPs per frame (batch item) at the shapes of the last delta run (0: unknown). Kept when
+    # the state is dropped, so stats() still has them in dense mode; the next binding recomputes them.
+    node_flops: np.ndarray | None = None
+    flops_total: float = 0.0
+    # statistics, per map in metadata order
+    runs: int = 0  # runs since the last reset
+    last_fraction: np.ndarray | None = None
+    fraction_sum: np.ndarray | None = None
+    maps_cleared: bool = False  # the last run was skipped: its maps are all zero
+    maps_snapshot: list[np.ndarray] | None = None  # the last maps, once the state (and its buffers) is dropped
+    skipped_runs: int = 0
+    # identical-frame shortcut
+    kept_outputs: dict[str, np.ndarray] = field(default_factory=dict)  # private copies of model outputs
+    kept_names: frozenset | None = None  # the outputs of the last run among them; None: the last run kept none
+    previous_frames: dict[str, np.ndarray] = field(default_factory=dict)  # bitwise mode: the last frames
+    finite_state: bool | None = None  # whole-input Delta ops hold a finite X_ref (None: not checked yet)
+    check_misses: int = 0  # identical-frame tests failed in a row
+    check_wait: int = 0  # runs before the next test
+    # The dense fallback (DeltaSession's dense_fallback): "delta" or "dense", the smoothed FLOP-weighted
+    # share of work redone, and the runs in the current mode.
+    mode: str = "delta"
+    work: float | None = None
+    mode_runs: int = 0
+    dense_runs_total: int = 0
+    probe_interval: int = 0  # dense runs before the next probe (set when the stream falls back)
+
+    def __post_init__(self):
+        self.last_fraction = np.zeros(self.map_count)
+        self.fraction_sum = np.zeros(self.map_count)
+
+    def current_maps(self) -> list[np.ndarray] | None:
+        """Copies of the last run's maps (None when there are none, e.g. after a failed run)."""
+        if self.map_views is None:
+            return None if self.maps_snapshot is None else [m.copy() for m in self.maps_snapshot]
+        if self.maps_cleared:
+            return [np.zeros_like(v) for v in self.map_views]
+        return [v.copy() for v in self.map_views]
+
+    def drop_state(self, keep_maps: bool = False) -> None:
+        """Forget the state and its binding; `keep_maps`: keep a copy of the last maps for change_maps()."""
+        self.maps_snapshot = self.current_maps() if keep_maps else None
+        self.binding = None
+        self.values = {}
+        self.loaded = {}
+        self.input_shapes = None
+        self.output_index = {}
+        self.model_outputs = ()
+        self.map_values = self.map_views = self.map_divisors = None
+        self.kept_outputs, self.kept_names = {}, None
+        self.previous_frames = {}
+        self.finite_state = None
