@@ -30,7 +30,7 @@ import deltaonnx
 from deltaonnx import DOMAIN
 
 # name: (C, M, k, stride, group, H, W); pool cases have M = None. The yolo_ cases are the convolutions of
-# YOLOv8n/s (C2f bottlenecks and their 1x1 ends, the stride-2 downsamples, SPPF and the FPN) at 640x640, fed
+# YOLOv8n/s (the stem's stride-2 convs, C2f bottlenecks and their 1x1 ends, the stride-2 downsamples, SPPF and the FPN) at 640x640, fed
 # changes as a drifted detector sees them (`scene_frames`: a few compact regions plus scattered single pixels),
 # at a share of the *output* redone (10/20/50%). Their op keeps dense_fraction 1 so the partial engine is
 # measured at every share; the printed ideal is that share (dense ORT's cost per FLOP).
@@ -42,6 +42,8 @@ CASES = {
     "conv1x1_128_128_60x80": (128, 128, 1, 1, 1, 60, 80),
     "dwconv3x3_64_120x160": (64, 64, 3, 1, 64, 120, 160),
     "maxpool5x5_s1_128_20x20": (128, None, 5, 1, 1, 20, 20),
+    "yolo_3x3_s2_3_16_640x640": (3, 16, 3, 2, 1, 640, 640),
+    "yolo_3x3_s2_16_32_320x320": (16, 32, 3, 2, 1, 320, 320),
     "yolo_3x3_32_32_160x160": (32, 32, 3, 1, 1, 160, 160),
     "yolo_1x1_64_64_160x160": (64, 64, 1, 1, 1, 160, 160),
     "yolo_3x3_s2_64_128_160x160": (64, 128, 3, 2, 1, 160, 160),

@@ -194,11 +194,16 @@ inline void copy_run(const float* src, int64_t len, float* dst) {
 void pack_pieces(int64_t depth, const float* base, const int64_t* tap_offsets, const PackPiece* pieces,
                  int64_t count, int64_t ld, float* dst) {
   // Piece by piece within blocks of taps: a piece's masks are computed once and the block's rows of dst stay
-  // in L1 while the pieces fill them.
-  constexpr int64_t kTapBlock = 64;
+  // in L1 while the pieces fill them. Scattered pieces read lines no hardware prefetcher predicts: the block's
+  // taps of the piece kAhead further are prefetched while this one is copied.
+  constexpr int64_t kTapBlock = 64, kAhead = 4;
   for (int64_t k0 = 0; k0 < depth; k0 += kTapBlock) {
     const int64_t k1 = std::min(depth, k0 + kTapBlock);
     for (int64_t i = 0; i < count; ++i) {
+      if (i + kAhead < count) {
+        const float* next = base + pieces[i + kAhead].src;
+        for (int64_t k = k0; k < k1; ++k) _mm_prefetch(reinterpret_cast<const char*>(next + tap_offsets[k]), _MM_HINT_T1);
+      }
       const float* src = base + pieces[i].src;
       float* out = dst + pieces[i].dst;
       const int64_t len = pieces[i].len;

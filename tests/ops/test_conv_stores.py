@@ -3,7 +3,10 @@ sentinels (values no conv gives), every pixel outside map_out must keep its sent
 inside must equal ORT's Conv. The change patterns reach each store path: gathered panels (scattered pixels and
 every run of a map narrower than a tile: the kernel table's scatter_pieces), raster panels of runs joined across
 short gaps (store_flagged: the pixels between the runs are computed but must not be stored), and whole rows;
-on every SIMD variant (each in a subprocess: the variant is chosen when the library loads)."""
+the border ring (outputs whose window leaves the input, packed with bounds checks) and the interior (read from
+the input itself, or through the phase split for strided and over-padded convs), and past a quarter of the
+output everything through the split; on every SIMD variant (each in a subprocess: the variant is chosen when
+the library loads)."""
 from __future__ import annotations
 
 import numpy as np
@@ -12,13 +15,17 @@ import pytest
 from conftest import check_under_simd
 from builders import EMPTY, ConvPair, assert_close_nan
 
-# channels in, channels out, group, kernel, stride, pads, height, width
+# channels in, channels out, group, kernel, stride, pads (top, left, bottom, right), height, width, dilation
 SHAPES = [
-    (5, 12, 1, (3, 3), (1, 1), (1, 1, 1, 1), 14, 130),   # wide map: raster panels and gathered short runs
-    (5, 12, 1, (3, 3), (1, 1), (1, 1, 1, 1), 14, 20),    # narrower than a tile: every run gathered
-    (8, 20, 1, (1, 1), (1, 1), (0, 0, 0, 0), 9, 70),     # 1x1: runs over the flat plane, across row ends
-    (6, 9, 1, (3, 3), (2, 2), (1, 1, 1, 1), 20, 150),    # stride 2 (phase split), short last channel panel
-    (8, 8, 2, (3, 3), (1, 1), (0, 0, 0, 0), 12, 90),     # grouped
+    (5, 12, 1, (3, 3), (1, 1), (1, 1, 1, 1), 14, 130, 1),   # wide map: raster panels and gathered short runs
+    (5, 12, 1, (3, 3), (1, 1), (1, 1, 1, 1), 14, 20, 1),    # narrower than a tile: every run gathered
+    (8, 20, 1, (1, 1), (1, 1), (0, 0, 0, 0), 9, 70, 1),     # 1x1: runs over the flat plane, across row ends
+    (6, 9, 1, (3, 3), (2, 2), (1, 1, 1, 1), 20, 150, 1),    # stride 2 (phase split), short last channel panel
+    (8, 8, 2, (3, 3), (1, 1), (0, 0, 0, 0), 12, 90, 1),     # grouped
+    (4, 10, 1, (3, 3), (1, 1), (2, 1, 0, 2), 13, 75, 1),    # over-padded: wider output than input (the split)
+    (3, 8, 1, (3, 3), (2, 2), (2, 1, 1, 2), 17, 131, 1),    # stride 2, asymmetric pads: wide border ring
+    (5, 9, 1, (3, 3), (1, 1), (2, 2, 2, 2), 15, 100, 2),    # dilated: a border ring two pixels deep
+    (6, 7, 1, (3, 1), (1, 1), (1, 0, 1, 0), 12, 60, 1),     # 1-wide kernel with padded rows: flat with border rows
 ]
 
 
@@ -35,13 +42,21 @@ def _changes(shape, pattern):
     elif pattern == "long":
         mask[h // 4, 1: w - 1] = True
         mask[h - 2, w // 3: w // 3 + 40] = True
+    elif pattern == "half":  # over a quarter of the output: read through the phase split, pieces included
+        mask[: h // 2] = True
+        mask[h // 2 + 2:: 3, 5:: 11] = True
+    elif pattern == "edges":  # the border ring: corners, pixels along every edge, a run along the top row
+        mask[0, 0] = mask[-1, -1] = mask[0, -1] = mask[-1, 0] = True
+        mask[2::5, 0] = mask[3::4, -1] = mask[-1, 4::9] = True
+        mask[0, w // 4: w // 4 + 20] = True
     return mask
 
 
 def check_store_paths(seed=5):
     rng = np.random.default_rng(seed)
-    for c, m, group, k, stride, pads, h, w in SHAPES:
-        attrs = dict(kernel_shape=list(k), strides=list(stride), pads=list(pads), group=group)
+    for c, m, group, k, stride, pads, h, w, dilation in SHAPES:
+        attrs = dict(kernel_shape=list(k), strides=list(stride), pads=list(pads), group=group,
+                     dilations=[dilation, dilation])
         weights = rng.standard_normal((m, c // group, *k)).astype(np.float32)
         bias = rng.standard_normal(m).astype(np.float32)
         for activation in ("", "SiLU"):
@@ -49,7 +64,7 @@ def check_store_paths(seed=5):
             shape = (1, c, h, w)
             x = rng.standard_normal(shape).astype(np.float32)
             y, x_ref, _ = pair.run_delta(x, EMPTY, EMPTY)
-            for pattern in ("scattered", "gaps", "long"):
+            for pattern in ("scattered", "gaps", "long", "edges", "half"):
                 x2 = x.copy()
                 x2[:, :, _changes(shape, pattern)] += 1.0
                 sentinel = np.full_like(y, 1234.5)

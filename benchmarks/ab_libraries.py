@@ -1,0 +1,115 @@
+"""A/B of two builds of the op library, loaded side by side in one process, against dense ORT measured in the
+same rounds (the CPU time of the calling thread: one ORT thread), for changes whose effect is smaller than the
+drift between separate runs on a shared machine.
+
+    python benchmarks/ab_libraries.py ops DIR_A DIR_B [--cases yolo_3x3_32_32_160x160 ...] [--rounds 3]
+    python benchmarks/ab_libraries.py model DIR_A DIR_B --model yolov8n.onnx --video vtest.avi [--inner 0.3]
+
+DIR_A / DIR_B hold a libdeltaonnx_ops.so each (e.g. a build of main and one of a branch, with the same flags).
+`ops`: bench_ops.py's YOLO cases with a change map, interleaved rounds, median and [min-max] ratio to dense ORT.
+`model`: a real model on a clip (gate 0.05 and the given inner threshold), both libraries' DeltaSessions and
+dense ORT frame by frame after the warm-up frames; median ms per frame and the speedups.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+
+import numpy as np
+import onnxruntime as ort
+
+import bench_ops
+
+
+def _session(model, library=None):
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = so.inter_op_num_threads = 1
+    if library:
+        so.register_custom_ops_library(library)
+    return ort.InferenceSession(model, so, providers=["CPUExecutionProvider"])
+
+
+def ab_ops(dirs, cases, fractions, rounds, repeat=20):
+    bench_ops.CLOCK = time.thread_time
+    rng = np.random.default_rng(0)
+    for case in cases:
+        C, M, k, s, g, H, W = bench_ops.CASES[case]
+        dense_model, delta_models = bench_ops.build_models(case, rng)
+        dense = _session(dense_model)
+        deltas = [_session(delta_models[True], os.path.join(d, "libdeltaonnx_ops.so")) for d in dirs]
+        for fraction in fractions:
+            frames, maps, _ = bench_ops.scene_frames(C, H, W, k, s, fraction, rng)
+            ratios, redone = [[] for _ in dirs], 0.0
+            for _ in range(rounds):
+                dense_t = bench_ops.time_dense(dense, frames, repeat)
+                for i, delta in enumerate(deltas):
+                    t, redone = bench_ops.time_delta(delta, frames, maps, True, repeat)
+                    ratios[i].append(t / dense_t)
+            print(f"{case:28s} {fraction:4.0%} redone {redone:5.1%}  " + "  ".join(
+                f"{os.path.basename(d.rstrip('/'))} {statistics.median(r):.3f} [{min(r):.3f}-{max(r):.3f}]"
+                for d, r in zip(dirs, ratios)), flush=True)
+
+
+def ab_model(dirs, model_path, video, inner, warmup, timed):
+    from deltaonnx._lib import library_path
+    from deltaonnx.convert import convert_with_report, load_model
+    from deltaonnx.session import DeltaSession
+    from deltaonnx.video import Preprocess, read_frames
+
+    original = load_model(model_path)
+    converted, _ = convert_with_report(original, threshold=0.05, inner_threshold=inner)
+    sessions = []
+    for d in dirs:  # DeltaSession registers library_path(), which looks in DELTAONNX_LIBRARY_DIR first
+        os.environ["DELTAONNX_LIBRARY_DIR"] = d
+        assert os.path.dirname(library_path()) == os.path.abspath(d), library_path()
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = so.inter_op_num_threads = 1
+        sessions.append(DeltaSession(converted, so))
+    dense = _session(original.SerializeToString())
+    name = original.graph.input[0].name
+    shape = [d.dim_value for d in original.graph.input[0].type.tensor_type.shape.dim]
+    prep = Preprocess(size=(shape[2], shape[3]))
+    frames = [prep(f) for f in read_frames(video, count=warmup + timed)]
+    for f in frames[:warmup]:
+        for s in sessions:
+            s.run(None, {name: f})
+    times, dense_times = [[] for _ in dirs], []
+    for f in frames[warmup:]:
+        for i, s in enumerate(sessions):
+            t0 = time.thread_time()
+            s.run(None, {name: f})
+            times[i].append(time.thread_time() - t0)
+        t0 = time.thread_time()
+        dense.run(None, {name: f})
+        dense_times.append(time.thread_time() - t0)
+    d = statistics.median(dense_times)
+    print(f"inner {inner}: dense {d * 1e3:.1f} ms/frame; " + "; ".join(
+        f"{os.path.basename(lib.rstrip('/'))} {statistics.median(t) * 1e3:.1f} ms = {d / statistics.median(t):.2f}x"
+        for lib, t in zip(dirs, times)))
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("what", choices=["ops", "model"])
+    ap.add_argument("dirs", nargs=2, help="directories holding libdeltaonnx_ops.so (A, then B)")
+    ap.add_argument("--cases", nargs="+", default=bench_ops.YOLO_CASES)
+    ap.add_argument("--fractions", type=float, nargs="+", default=bench_ops.YOLO_FRACTIONS)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--model")
+    ap.add_argument("--video")
+    ap.add_argument("--inner", type=float, default=0.3)
+    ap.add_argument("--warmup", type=int, default=150)
+    ap.add_argument("--frames", type=int, default=50, help="timed frames after the warm-up")
+    args = ap.parse_args(argv)
+    if args.what == "ops":
+        ab_ops(args.dirs, args.cases, args.fractions, args.rounds)
+    else:
+        if not (args.model and args.video):
+            ap.error("model needs --model and --video")
+        ab_model(args.dirs, args.model, args.video, args.inner, args.warmup, args.frames)
+
+
+if __name__ == "__main__":
+    main()
