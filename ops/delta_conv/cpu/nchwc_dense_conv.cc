@@ -64,6 +64,7 @@ std::unique_ptr<NchwcDenseConv> NchwcDenseConv::create(const OrtKernelInfo* info
   d->channels_ = C;
   d->padded_out_ = round_up(M, b);
   d->activation_in_conv_ = spec.activation_for(0).kind == Activation::kNone;  // a channel Softmax follows later
+  for (int64_t m = 0; m < spec.out_channels; ++m) d->channel_acts_.push_back(spec.activation_for(m));
   d->own_in_place_ = depthwise || (win.kernel_h == 1 && win.kernel_w == 1 && win.stride_h == 1 && win.stride_w == 1 &&
                                    win.pads == std::array<int64_t, 4>{0, 0, 0, 0});  // else ours, after (same NaN rules as ours)
   const int64_t kh = win.kernel_h, kw = win.kernel_w, Mp = d->padded_out_, taps = kh * kw;
@@ -127,7 +128,7 @@ std::unique_ptr<NchwcDenseConv> NchwcDenseConv::create(const OrtKernelInfo* info
 }
 
 bool NchwcDenseConv::compute(OrtKernelContext* raw, const float* src, int64_t H, int64_t W, const float* bias,
-                             float* y, int64_t Ho, int64_t Wo) const {
+                             float* y, int64_t Ho, int64_t Wo, const ParallelFor& parallel_for) const {
   std::atomic<int>& state = g_layout_state[static_cast<int>(layout_)];
   int checked = state.load(std::memory_order_acquire);
   if (checked == 0) {  // first use of this layout in the process: a synthetic item, compared everywhere
@@ -139,12 +140,12 @@ bool NchwcDenseConv::compute(OrtKernelContext* raw, const float* src, int64_t H,
     checked = state.load(std::memory_order_acquire);
   }
   if (checked == 2) return false;
-  run(raw, src, H, W, bias, y, Ho, Wo);
+  run(raw, src, H, W, bias, y, Ho, Wo, parallel_for);
   return true;
 }
 
 void NchwcDenseConv::run(OrtKernelContext* raw, const float* src, int64_t H, int64_t W, const float* bias, float* y,
-                         int64_t Ho, int64_t Wo) const {
+                         int64_t Ho, int64_t Wo, const ParallelFor& parallel_for) const {
   const int64_t C = channels_, M = spec_.out_channels, Mp = padded_out_;
   const int64_t Cp = reorder_input_ ? round_up(C, kMaxBlock) : C;
   const std::vector<int64_t> x_shape{1, C, H, W}, xb_shape{1, reorder_input_ ? round_up(C, block_) : C, H, W};
@@ -174,16 +175,26 @@ void NchwcDenseConv::run(OrtKernelContext* raw, const float* src, int64_t H, int
     OrtValue* out[] = {yb_value};
     conv_.Invoke(raw, in, 3, out, 1);
   }
-  Ort::Value y_value = Ort::Value::CreateTensor<float>(cpu_, y, y_count, y_shape.data(), 4);
-  {
-    const OrtValue* in[] = {yb_value};
-    OrtValue* out[] = {y_value};
-    reorder_out_.Invoke(raw, in, 1, out, 1);
-  }
   if (!activation_in_conv_) {
-    const KernelTable& k = kernels();
-    for (int64_t m = 0; m < M; ++m) k.bias_activate(y + m * Ho * Wo, Ho * Wo, 0.f, spec_.activation_for(m));
+    unblock_activate(yb_value.GetTensorData<float>(), Ho * Wo, y, parallel_for);
+    return;
   }
+  Ort::Value y_value = Ort::Value::CreateTensor<float>(cpu_, y, y_count, y_shape.data(), 4);
+  const OrtValue* in[] = {yb_value};
+  OrtValue* out[] = {y_value};
+  reorder_out_.Invoke(raw, in, 1, out, 1);
+}
+
+void NchwcDenseConv::unblock_activate(const float* blocked, int64_t plane, float* y,
+                                      const ParallelFor& parallel_for) const {
+  constexpr int64_t kRun = 1024;  // pixels per task: enough to share among threads, few calls
+  const KernelTable& k = kernels();
+  const int64_t M = spec_.out_channels, b = block_, blocks = (M + b - 1) / b, runs = (plane + kRun - 1) / kRun;
+  parallel_for(blocks * runs, [&](int64_t task) {
+    const int64_t cb = task / runs, p0 = (task % runs) * kRun;
+    k.unblock_activate(blocked + (cb * plane + p0) * b, b, std::min(b, M - cb * b), std::min(kRun, plane - p0),
+                       channel_acts_.data() + cb * b, y + cb * b * plane + p0, plane);
+  });
 }
 
 // Runs a small synthetic item (pseudo-random input and bias, every output pixel and channel) through the
@@ -217,7 +228,7 @@ bool NchwcDenseConv::check_layout(OrtKernelContext* raw) const {
   };
   for (float& v : x) v = next();
   for (float& v : bias) v = next();
-  run(raw, x.data(), H, W, bias.data(), y.data(), Ho, Wo);
+  run(raw, x.data(), H, W, bias.data(), y.data(), Ho, Wo, serial_for);
   for (int64_t m = 0; m < M; ++m) {
     const int64_t g = m / Mg;
     for (int64_t oy = 0; oy < Ho; ++oy)
