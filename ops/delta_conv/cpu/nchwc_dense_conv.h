@@ -29,7 +29,10 @@ class NchwcDenseConv {
  public:
   // nullptr when the node does not qualify, the dense engine is set to "own", or ORT has no NCHWc kernels
   // (non-x86 builds, CPUs without AVX2). weights: W [M, C/group, kH, kW].
-  static std::unique_ptr<NchwcDenseConv> create(const OrtKernelInfo* info, const ConvSpec& spec, const float* weights);
+  // blocked_io: src and y are already blocked by MLAS's block (DeltaConv's layout = "blocked"): the Conv reads
+  // and writes them as they are, without ReorderInput/ReorderOutput; C and M must be multiples of the block.
+  static std::unique_ptr<NchwcDenseConv> create(const OrtKernelInfo* info, const ConvSpec& spec, const float* weights,
+                                                bool blocked_io = false);
 
   // y [M, Ho, Wo] = act(conv(src [C, H, W]) + bias) for one batch item. False: the path is off (layout check
   // failed, now or earlier): the caller computes the item itself.
@@ -47,8 +50,11 @@ class NchwcDenseConv {
 
  private:
   NchwcDenseConv() = default;
+  // blocked: src and y blocked (the Conv alone); else NCHW with the reorders (the layout check always is).
   void run(OrtKernelContext* context, const float* src, int64_t H, int64_t W, const float* bias, float* y, int64_t Ho,
-           int64_t Wo) const;
+           int64_t Wo, bool blocked) const;
+  void run_blocked(OrtKernelContext* context, const float* src, int64_t H, int64_t W, const float* bias, float* y,
+                   int64_t Ho, int64_t Wo) const;
   bool check_layout(OrtKernelContext* context) const;
   // The synthetic item check_layout runs ([C, H, W], two output rows and three columns), or false when this
   // conv's window (huge strides or dilations) would make it too large to be worth allocating.
@@ -59,6 +65,7 @@ class NchwcDenseConv {
   bool reorder_input_ = true;  // false: C < block, the Conv reads NCHW
   bool activation_in_conv_ = true;
   bool own_in_place_ = false;
+  bool blocked_io_ = false;
   Layout layout_ = Layout::kBlockedInOut;
   std::vector<int64_t> blocked_w_shape_;
   std::vector<float> weights_;  // W as given (for the layout check)
