@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstring>
 
+#include "common/blocked_lines.h"
 #include "common/kernel_table.h"
 
 namespace deltaonnx {
@@ -726,10 +727,39 @@ void gate_column_sums(const float* x, const float* ref, const uint8_t* marks, in
   }
 }
 
+// One line of 16 channels (the blocked layout's b on AVX-512), for common/blocked_lines.h.
+struct Lines {
+  using V = __m512;
+  static constexpr int kLanes = kVec;
+  static V load(const float* p) { return _mm512_loadu_ps(p); }
+  static void store(float* p, V v) { _mm512_storeu_ps(p, v); }
+  static V set1(float v) { return _mm512_set1_ps(v); }
+  static V zero() { return _mm512_setzero_ps(); }
+  static V fma(V a, V b, V c) { return _mm512_fmadd_ps(a, b, c); }
+  static V add(V a, V b) { return _mm512_add_ps(a, b); }
+  static bool any_changed(V x, V r, V tau) {
+    return changed_mask(x, r, tau, _mm512_castsi512_ps(_mm512_set1_epi32(0x7fffffff))) != 0;
+  }
+  static V activate(V v, const ActivationParams& act) { return deltaonnx::activate(v, act); }
+};
+
+// The engine's tiles of 8 pixels, 8 pixels x 2 output blocks of accumulators at a time.
+int64_t blocked_detect_update(const float* x, float* ref, int64_t blocks, int64_t line_stride, int64_t block,
+                              int64_t begin, int64_t end, const uint8_t* marks, float tau, uint8_t* flags) {
+  return blocked_detect_update_lines<Lines>(x, ref, blocks, line_stride, block, begin, end, marks, tau, flags);
+}
+
+void blocked_tile_gemm(const float* tile, int64_t lines, int64_t np, int64_t block, const float* weights,
+                       int64_t out_channels, const float* bias, const ActivationParams* acts, float* const* outs,
+                       int64_t count, int64_t out_line_stride) {
+  blocked_tile_gemm_lines<Lines, 8, 2>(tile, lines, np, block, weights, out_channels, bias, acts, outs, count,
+                                        out_line_stride);
+}
+
 }  // namespace
 
 const KernelTable& avx512_kernel_table() {
-  static const KernelTable table{"avx512", kMR, kNR, kVec, detect_changes, update_reference, detect_update_exact, detect_update_pixels, gemm_tile, gemm_tile_store, gemm_row, pack_pieces, scatter_pieces, store_flagged, deinterleave2, bias_activate, depthwise_run, max_taps, softmax_run, gate_column_sums};
+  static const KernelTable table{"avx512", kMR, kNR, kVec, detect_changes, update_reference, detect_update_exact, detect_update_pixels, gemm_tile, gemm_tile_store, gemm_row, pack_pieces, scatter_pieces, store_flagged, deinterleave2, bias_activate, depthwise_run, max_taps, softmax_run, gate_column_sums, blocked_detect_update, blocked_tile_gemm};
   return table;
 }
 

@@ -49,6 +49,7 @@ CASES = [
     (32, 48, 1, 1, 1, [0, 0, 0, 0], 1, 17, 23),
     (16, 16, 3, 1, 2, [2, 1, 0, 2], 2, 13, 15),
 ]
+ACTIVATIONS = ["", "Relu", "SiLU", "PRelu"]  # PRelu: a slope per channel, applied lane by lane
 KINDS = ["first", "local", "none", "nan", "local", "global", "local"]
 
 
@@ -86,13 +87,13 @@ def check_case(case, activation, with_map, seed):
 
 def check_all_cases(seed=5):
     for i, case in enumerate(CASES):
-        for activation in ("", "Relu", "SiLU"):
+        for activation in ACTIVATIONS:
             for with_map in (False, True):
                 check_case(case, activation, with_map, seed + i)
 
 
 @pytest.mark.parametrize("case", CASES)
-@pytest.mark.parametrize("activation", ["", "Relu", "SiLU"])
+@pytest.mark.parametrize("activation", ACTIVATIONS)
 @pytest.mark.parametrize("with_map", [False, True])
 def test_blocked_equals_dense_ort_and_nchw_op(case, activation, with_map):
     check_case(case, activation, with_map, seed=3)
@@ -103,11 +104,12 @@ def test_every_simd_variant(simd):
     check_under_simd(simd, "test_blocked_layout", "check_all_cases(seed=11)")
 
 
-@pytest.mark.parametrize("block", ["8", "1"])
-def test_forced_channel_block(block, monkeypatch):
-    """b = 8 (AVX2's block) and b = 1 on this machine: the tile engine alone, the NCHWc dense path off."""
+@pytest.mark.parametrize("block, simd", [("8", "avx2"), ("8", "scalar"), ("1", "scalar")])
+def test_forced_channel_block(block, simd, monkeypatch):
+    """b = 8 (AVX2's block, its vector kernels) and b = 1 on any machine: where b is not MLAS's block the tile
+    engine does everything, the NCHWc dense path off."""
     monkeypatch.setenv("DELTAONNX_CHANNEL_BLOCK", block)
-    check_under_simd("scalar", "test_blocked_layout", "check_all_cases(seed=13)")
+    check_under_simd(simd, "test_blocked_layout", "check_all_cases(seed=13)")
 
 
 def test_dropped_reference_with_map(rng):
