@@ -743,23 +743,11 @@ struct Lines {
   static V activate(V v, const ActivationParams& act) { return deltaonnx::activate(v, act); }
 };
 
-// The engine's tiles of 8 pixels, 8 pixels x 2 output blocks of accumulators at a time.
-int64_t blocked_detect_update(const float* x, float* ref, int64_t blocks, int64_t line_stride, int64_t block,
-                              int64_t begin, int64_t end, const uint8_t* marks, float tau, uint8_t* flags) {
-  return blocked_detect_update_lines<Lines>(x, ref, blocks, line_stride, block, begin, end, marks, tau, flags);
-}
-
-void blocked_tile_gemm(const float* tile, int64_t lines, int64_t np, int64_t block, const float* weights,
-                       int64_t out_channels, const float* bias, const ActivationParams* acts, float* const* outs,
-                       int64_t count, int64_t out_line_stride) {
-  blocked_tile_gemm_lines<Lines, 8, 2>(tile, lines, np, block, weights, out_channels, bias, acts, outs, count,
-                                        out_line_stride);
-}
-
 }  // namespace
 
 const KernelTable& avx512_kernel_table() {
-  static const KernelTable table{"avx512", kMR, kNR, kVec, detect_changes, update_reference, detect_update_exact, detect_update_pixels, gemm_tile, gemm_tile_store, gemm_row, pack_pieces, scatter_pieces, store_flagged, deinterleave2, bias_activate, depthwise_run, max_taps, softmax_run, gate_column_sums, blocked_detect_update, blocked_tile_gemm};
+  static const KernelTable table{"avx512", kMR, kNR, kVec, detect_changes, update_reference, detect_update_exact, detect_update_pixels, gemm_tile, gemm_tile_store, gemm_row, pack_pieces, scatter_pieces, store_flagged, deinterleave2, bias_activate, depthwise_run, max_taps, softmax_run, gate_column_sums, blocked_detect_update_lines<Lines>,
+      blocked_tile_gemm_lines<Lines, 8, 2>};  // the engine's tiles of 8 pixels: 8 pixels x 2 output blocks at a time
   return table;
 }
 
