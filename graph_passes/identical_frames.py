@@ -10,9 +10,9 @@ import numpy as np
 import onnx
 
 from .constants import NONDETERMINISTIC_OPS, SHAPE_ONLY_OPS
-from .delta_ops import CONV_INPUTS, DELTA_CONV, DELTA_GATE, DELTA_POOL, POOL_INPUTS
+from .delta_ops import CONV_INPUTS, DELTA_CONV, DELTA_GATE, DELTA_POOL, GATE_INPUTS, POOL_INPUTS
 from .metadata import StateEntry
-from .protocol import DOMAIN
+from .protocol import DEFAULT_GATE_BLOCK, DOMAIN
 
 _MAP_INPUT = {DELTA_CONV: CONV_INPUTS["map_in"], DELTA_POOL: POOL_INPUTS["map_in"]}  # the optional change-map input
 
@@ -27,6 +27,7 @@ class FrameGate:
     perm: tuple[int, ...] | None  # the Transpose between input and gate (None: same layout)
     tau: np.float32
     block_rule: dict | None = None  # a DeltaGate with the block rule: its attributes (rule, gate_block, ...)
+    change_map: str | None = None  # a DeltaGate's external change-map input (the run's map narrows its check)
 
 
 @dataclass(frozen=True)
@@ -44,8 +45,9 @@ class IdenticalFramePlan:
       input, or one Identity/Transpose feeding only such ops) or reads only its shape. Rule 2 is checked here
       directly: every element of the frame is within the gate's tau of its `X_ref` (|x - ref| <= tau, false for
       NaN/Inf, as the kernels compare in float32); a block-rule DeltaGate is asked itself (its engine, run on
-      the host without writing anything), as that rule lets more through. The gates then see no change. (A
-      DeltaGate's external change map only narrows where it looks: no change without it is no change with it.)
+      the host on copies, with the run's change map), as that rule lets more through. The gates then see no
+      change. (The tau test ignores the map: a map only narrows where a gate looks, so no change without it is
+      no change with it.)
     * ``mode == "bitwise"``: the frames are bitwise identical to the previous run's, so by induction each Delta
       op's input equals its input of the previous run, after which the invariant max|X - X_ref| <= tau held;
       ops with a map input compare only marked pixels, and their maps come from ops that saw no change.
@@ -113,10 +115,11 @@ def find_gates(graph, frame_inputs, x_ref_present, has_map) -> list[FrameGate] |
             attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
             rule = attrs.get("rule", b"block")
             rule = rule.decode() if isinstance(rule, bytes) else rule
-            block = {"rule": rule, "gate_block": int(attrs.get("gate_block", 4)),
+            block = {"rule": rule, "gate_block": int(attrs.get("gate_block", DEFAULT_GATE_BLOCK)),
                      "gate_hard": float(attrs.get("gate_hard", -1.0))} if rule == "block" else None
+            change_map = node.input[GATE_INPUTS["map_in"]] if len(node.input) > GATE_INPUTS["map_in"] else ""
             return FrameGate(model_input, node.name, x_ref_present[node.name], perm,
-                         np.float32(attrs.get("threshold", 0.0)), block)
+                             np.float32(attrs.get("threshold", 0.0)), block, change_map or None)
         if (node.domain != DOMAIN or node.op_type not in _MAP_INPUT or index != 0 or has_map(node)
                 or list(node.input).count(name) != 1 or node.name not in x_ref_present):
             return None

@@ -35,11 +35,18 @@ def _threshold(node: ir.Node) -> float:
     return float(attr.value) if attr is not None else 0.0
 
 
-def _model_input_of(value: ir.Value) -> str:
-    """The model input a value is (through the layout-only ops reads_model_input accepts)."""
+def _model_input_of(frame: ir.Value) -> tuple[str, list[int] | None]:
+    """The model input the gate's 4-D frame is (through the layout-only ops reads_model_input accepts), and the
+    transpose from that input's axes to the frame's (frame axis d is input axis perm[d]; None: the same)."""
+    perm, value = [0, 1, 2, 3], frame
     while not value.is_graph_input():
-        value = value.producer().inputs[0]
-    return value.name
+        producer = value.producer()
+        if producer.op_type == "Transpose":
+            step = producer.attributes.get("perm")
+            step = list(step.value) if step is not None else [3, 2, 1, 0]  # no perm: the axes reversed
+            perm = [step[axis] for axis in perm]
+        value = producer.inputs[0]
+    return value.name, (perm if perm != [0, 1, 2, 3] else None)
 
 
 class InsertInputGate(ir.passes.InPlacePass):
@@ -81,7 +88,8 @@ class InsertInputGate(ir.passes.InPlacePass):
             self.context.state.insert(0, {"node": name, "past": gate.inputs[GATE_INPUTS["x_ref"]].name,
                                           "present": gated.name, "kind": "x_ref"})
             self.context.maps.insert(0, {"node": name, "output": change_map.name, "shape_of": gated.name})
-            self.context.gates.append({"node": name, "input": _model_input_of(frame), "reads": frame.name, "rule": "block",
+            model_input, perm = _model_input_of(frame)
+            self.context.gates.append({"node": name, "input": model_input, "perm": perm, "reads": frame.name, "rule": "block",
                                        "threshold": float(_threshold(gate)), "gate_block": options.gate_block,
                                        "gate_hard": float(gate.attributes["gate_hard"].value),
                                        "change_map": gate.inputs[GATE_INPUTS["map_in"]].name,

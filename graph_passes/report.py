@@ -39,6 +39,7 @@ class Report:
     threshold: float
     inner_threshold: float
     done: bool = True  # False: what convert *would* do (inspect of an unconverted model)
+    gate: str = ""  # how the input gate decides, e.g. "block 8x8, every pixel within 0.4 (DeltaGate_0)"
 
     # --- construction -----------------------------------------------------------------------------------
 
@@ -46,12 +47,18 @@ class Report:
     def from_context(cls, context: ConversionContext, *, done: bool = True) -> "Report":
         rows = [_row_from_entry(node_entry(plan)) for plan in context.plans]
         options = context.options
-        return cls(rows, float(options.threshold), float(options.inner_threshold), done)
+        gates = context.gates
+        if not done and options.gate == "block" and options.threshold > 0:  # the gate pass has not run
+            gates = [{"gate_block": options.gate_block, "gate_hard": options.gate_hard_for(options.threshold)}]
+        return cls(rows, float(options.threshold), float(options.inner_threshold), done,
+                   _describe_gate(gates, float(options.threshold)))
 
     @classmethod
     def from_metadata(cls, metadata: dict) -> "Report":
         rows = [_row_from_entry(entry) for entry in metadata.get("nodes", [])]
-        return cls(rows, float(metadata.get("threshold", 0.0)), float(metadata.get("inner_threshold", 0.0)), True)
+        threshold = float(metadata.get("threshold", 0.0))
+        return cls(rows, threshold, float(metadata.get("inner_threshold", 0.0)), True,
+                   _describe_gate(metadata.get("gates", []), threshold))
 
     def with_flops(self, flops: Mapping[str, int]) -> "Report":
         """A copy whose rows of unknown FLOPs take them from `flops`, keyed by the node's name in the model the
@@ -131,10 +138,21 @@ class Report:
                 f"({self.converted_conv_flops() / 1e9:.3f} of {self.conv_flops() / 1e9:.3f} GFLOPs per frame)"
             )
         parts.append(f"threshold {self.threshold:g}, inner_threshold {self.inner_threshold:g}")
+        if self.gate:
+            parts.append(f"input gate: {self.gate}")
         return "; ".join(parts)
 
     def __str__(self) -> str:
         return self.render()
+
+
+def _describe_gate(gates: list[dict], threshold: float) -> str:
+    """The input gate in words: its DeltaGate(s) with the block rule, per pixel, or "" at threshold 0."""
+    if gates:
+        rules = sorted({f"block {g['gate_block']}x{g['gate_block']}, every pixel within {g['gate_hard']:g}" for g in gates})
+        names = [g["node"] for g in gates if "node" in g]
+        return "; ".join(rules) + (f" ({', '.join(names)})" if names else "")
+    return "per pixel, in each op reading the frame" if threshold > 0 else ""
 
 
 def _row_from_entry(entry: dict) -> ReportRow:

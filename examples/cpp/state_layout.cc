@@ -14,6 +14,14 @@ constexpr const char* kReservedPrefix = "deltaonnx.";  // names the converter ad
 
 bool reserved(const std::string& name) { return name.rfind(kReservedPrefix, 0) == 0; }
 
+// A "perm" entry: a list of axes, or null / absent (the same layout: empty).
+std::vector<int64_t> axes(const JsonValue* perm) {
+  std::vector<int64_t> result;
+  if (perm != nullptr && perm->is_array())
+    for (const JsonValue& axis : perm->as_array()) result.push_back(static_cast<int64_t>(axis.as_number()));
+  return result;
+}
+
 std::vector<std::string> graph_names(const Ort::Session& session, bool inputs) {
   Ort::AllocatorWithDefaultOptions allocator;
   std::vector<std::string> names;
@@ -55,7 +63,35 @@ StateLayout read_state_layout(const Ort::Session& session) {
       layout.maps.push_back({entry.at("node").as_string(), entry.at("output").as_string()});
   }
   if (const JsonValue* gates = root.find("gates")) {
-    for (const JsonValue& entry : gates->as_array()) layout.change_map_inputs.push_back(entry.at("change_map").as_string());
+    for (const JsonValue& entry : gates->as_array()) {
+      BlockGate gate;
+      gate.node = entry.at("node").as_string();
+      gate.input = entry.at("input").as_string();
+      gate.perm = axes(entry.find("perm"));
+      gate.change_map = entry.at("change_map").as_string();
+      gate.gate_block = static_cast<int64_t>(entry.at("gate_block").as_number());
+      layout.gates.push_back(std::move(gate));
+    }
+  }
+  if (const JsonValue* skip = root.find("frame_skip")) {  // absent: the converter could not prove a skip exact
+    layout.frame_skip.mode = skip->at("mode").as_string();
+    for (const JsonValue& entry : skip->at("gates").as_array()) {
+      FrameSkipGate gate;
+      gate.node = entry.at("node").as_string();
+      gate.input = entry.at("input").as_string();
+      gate.present = entry.at("present").as_string();
+      gate.perm = axes(entry.find("perm"));
+      gate.rule = entry.at("rule").as_string();
+      gate.threshold = entry.at("threshold").as_number();
+      gate.gate_block = static_cast<int64_t>(entry.at("gate_block").as_number());
+      gate.gate_hard = entry.at("gate_hard").as_number();
+      layout.frame_skip.gates.push_back(std::move(gate));
+    }
+    for (FrameSkipGate& gate : layout.frame_skip.gates)
+      for (const BlockGate& block_gate : layout.gates)
+        if (gate.node == block_gate.node) gate.change_map = block_gate.change_map;
+    for (const JsonValue& name : skip->at("finite_checks").as_array())
+      layout.frame_skip.finite_checks.push_back(name.as_string());
   }
 
   const std::vector<std::string> inputs = graph_names(session, true);
@@ -73,6 +109,16 @@ StateLayout read_state_layout(const Ort::Session& session) {
   for (const ChangeMap& m : layout.maps) {
     if (!output_set.count(m.output))
       throw std::runtime_error("change map '" + m.output + "' listed in the metadata is not a graph output");
+  }
+  for (const BlockGate& gate : layout.gates) {
+    if (!input_set.count(gate.change_map))
+      throw std::runtime_error("change map input '" + gate.change_map + "' listed in the metadata is not a graph input");
+  }
+  std::vector<std::string> checked = layout.frame_skip.finite_checks;
+  for (const FrameSkipGate& gate : layout.frame_skip.gates) checked.push_back(gate.present);
+  for (const std::string& name : checked) {
+    if (!output_set.count(name))
+      throw std::runtime_error("frame_skip state '" + name + "' listed in the metadata is not a graph output");
   }
   for (const std::string& name : inputs)
     if (!pasts.count(name) && !reserved(name)) layout.model_inputs.push_back(name);

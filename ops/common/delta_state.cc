@@ -158,10 +158,35 @@ int64_t detect_and_update_reference(const InputState& s, uint8_t* flags, const P
   return changed;
 }
 
+namespace {
+
+// True when every output position's window has a tap inside the input (false only for pads or dilations
+// that leave some window wholly in the padding, or stepping over the input).
+bool every_window_reads_input(const Axis& a) {
+  for (int64_t o = 0; o < a.out; ++o) {
+    bool reads = false;
+    for (int64_t k = 0; k < a.kernel && !reads; ++k) {
+      const int64_t i = a.input_of(o, k);
+      reads = i >= 0 && i < a.in;
+    }
+    if (!reads) return false;
+  }
+  return true;
+}
+
+}  // namespace
+
 int64_t plan_recompute(const uint8_t* in_flags, int64_t changed_inputs, bool has_state, const Window2D& w,
                        float dense_fraction, uint8_t* out_flags, std::vector<uint8_t>& scratch) {
   const int64_t out_plane = w.out_pixels();
   int64_t recompute = 0;
+  if (has_state && changed_inputs == w.in_pixels() && every_window_reads_input(w.y) &&
+      every_window_reads_input(w.x)) {
+    // Every input changed (a producer that recomputed everything, or noise): rule 4 marks every output
+    // whose window reads the input, here all of them, without the OR-pool's passes over the maps.
+    std::memset(out_flags, 1, static_cast<size_t>(out_plane));
+    return out_plane;
+  }
   if (has_state && changed_inputs > 0) recompute = or_pool_mask(in_flags, w, out_flags, scratch);
   else std::memset(out_flags, 0, static_cast<size_t>(out_plane));
   if (!has_state || recompute_densely(recompute, out_plane, dense_fraction)) {  // the dense rule, as on CUDA

@@ -87,6 +87,13 @@ struct KernelTable {
   // v[i] = act(v[i] + bias) for i < n.
   void (*bias_activate)(float* v, int64_t n, float bias, const ActivationParams& act);
 
+  // One block of an NCHWc-blocked tensor back to NCHW over n pixels (MLAS's layout: a pixel's `block`
+  // channels adjacent), activated: y[c*y_stride + j] = act_c(blocked[j*block + c]) for c < channels (<= block)
+  // and j < n (acts: one per channel of the block). The dense path's output: ORT's ReorderOutput and the
+  // activation pass in one, the activation computed while the transposed vectors are in registers.
+  void (*unblock_activate)(const float* blocked, int64_t block, int64_t channels, int64_t n,
+                           const ActivationParams* acts, float* y, int64_t y_stride);
+
   // Depthwise conv over one run of n outputs in `channels` channels (one input channel each): for c < channels
   // and j < n, out[c*out_stride + j] = acts[c](sum_t w[c*w_stride + t] * taps[t][c*in_stride + j] + bias[c]),
   // t < count ascending from 0, bias last. taps[t] + c*in_stride points at n readable floats (stride-1 input,

@@ -117,6 +117,12 @@ void bias_activate(float* v, int64_t n, float bias, const ActivationParams& act)
   for (int64_t i = 0; i < n; ++i) v[i] = apply_activation(act, v[i] + bias);
 }
 
+void unblock_activate(const float* blocked, int64_t block, int64_t channels, int64_t n, const ActivationParams* acts,
+                      float* y, int64_t y_stride) {
+  for (int64_t c = 0; c < channels; ++c)
+    for (int64_t j = 0; j < n; ++j) y[c * y_stride + j] = apply_activation(acts[c], blocked[j * block + c]);
+}
+
 void gemm_tile_store(int64_t depth, const float* a_packed, const float* const* b_rows, int64_t n,
                      float* const* out_rows, int64_t rows, const float* bias, const ActivationParams* acts) {
   tile_then_epilogue<kMR, kNR>(gemm_tile, bias_activate, depth, a_packed, b_rows, n, out_rows, rows, bias, acts);
@@ -218,7 +224,7 @@ void blocked_tile_gemm(const float* tile, int64_t lines, int64_t np, int64_t blo
 }  // namespace
 
 const KernelTable& scalar_kernel_table() {
-  static const KernelTable table{"scalar", kMR, kNR, kNR, detect_changes, update_reference, detect_update_exact, detect_update_pixels, gemm_tile, gemm_tile_store, gemm_row, pack_pieces, scatter_pieces, store_flagged, deinterleave2, bias_activate, depthwise_run, max_taps, softmax_run, gate_column_sums, blocked_detect_update, blocked_tile_gemm};
+  static const KernelTable table{"scalar", kMR, kNR, kNR, detect_changes, update_reference, detect_update_exact, detect_update_pixels, gemm_tile, gemm_tile_store, gemm_row, pack_pieces, scatter_pieces, store_flagged, deinterleave2, bias_activate, unblock_activate, depthwise_run, max_taps, softmax_run, gate_column_sums, blocked_detect_update, blocked_tile_gemm};
   return table;
 }
 

@@ -17,7 +17,7 @@ int64_t count_marked(const uint8_t* flags, int64_t n) {  // flags are 0/1
 // Without state every pixel changed and the gated frame is X.
 int64_t pass_through(const GateItem& it) {
   const int64_t plane = it.height * it.width;
-  if (it.x_gated != it.x) std::memcpy(it.x_gated, it.x, sizeof(float) * it.channels * plane);
+  if (it.x_gated && it.x_gated != it.x) std::memcpy(it.x_gated, it.x, sizeof(float) * it.channels * plane);
   std::memset(it.map_out, 1, plane);
   return plane;
 }
@@ -30,7 +30,7 @@ int64_t pixel_gate(const GateSpec& spec, const GateItem& it, const KernelTable& 
   if (it.marks)
     for (int64_t p = 0; p < plane; ++p) it.map_out[p] &= static_cast<uint8_t>(it.marks[p] != 0);
   const int64_t changed = count_marked(it.map_out, plane);
-  k.update_reference(it.x, it.x_ref, it.x_gated, it.channels, plane, 0, plane, it.map_out);
+  if (it.x_gated) k.update_reference(it.x, it.x_ref, it.x_gated, it.channels, plane, 0, plane, it.map_out);
   return changed;
 }
 
@@ -95,7 +95,7 @@ int64_t block_gate(const GateSpec& spec, const GateItem& it, const KernelTable& 
     }
     changed += count_marked(flags, rows * w);
   }
-  k.update_reference(it.x, it.x_ref, it.x_gated, it.channels, plane, 0, plane, it.map_out);
+  if (it.x_gated) k.update_reference(it.x, it.x_ref, it.x_gated, it.channels, plane, 0, plane, it.map_out);
   return changed;
 }
 
@@ -114,7 +114,7 @@ int64_t run_gate(const GateSpec& spec, const GateRun& run, const KernelTable& ke
     GateItem it;
     it.x = run.x + n * volume;
     it.x_ref = run.x_ref ? run.x_ref + n * volume : nullptr;
-    it.x_gated = run.x_gated + n * volume;
+    it.x_gated = run.x_gated ? run.x_gated + n * volume : nullptr;
     it.map_out = run.map_out + n * plane;
     it.channels = run.channels;
     it.height = run.height;

@@ -15,7 +15,8 @@ struct GateItem {
   const float* x = nullptr;      // [C, H, W]
   const float* x_ref = nullptr;  // [C, H, W], nullptr without state (rule 1: everything changed)
   const uint8_t* marks = nullptr;  // [H, W] external change map at frame resolution, nullptr: all marked
-  float* x_gated = nullptr;      // [C, H, W]: the gated frame = the next X_ref; may equal x_ref (in place)
+  float* x_gated = nullptr;      // [C, H, W]: the gated frame = the next X_ref; may equal x_ref (in place);
+                                 // nullptr: only the verdict (map_out), nothing else written (gate_probe.cc)
   uint8_t* map_out = nullptr;    // [H, W]: 1 where x_gated took X's value
   int64_t channels = 0, height = 0, width = 0;
 };

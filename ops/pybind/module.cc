@@ -228,6 +228,28 @@ py::tuple delta_gate(FloatArray x, std::optional<FloatArray> x_ref, std::optiona
   return py::make_tuple(gated, map_out);
 }
 
+// The kernel table's NCHWc unblock over a whole tensor: blocked [blocks, n, block] -> act([channels, n]) (the
+// dense path's output; delta_conv/cpu/nchwc_dense_conv.cc runs it a run of pixels at a time).
+FloatArray unblock_activate(const FloatArray& blocked, int64_t channels, const std::string& activation,
+                            const std::vector<float>& activation_params, const std::optional<std::string>& simd) {
+  if (blocked.ndim() != 3) throw std::invalid_argument("blocked must be [blocks, n, block]");
+  const int64_t blocks = blocked.shape(0), n = blocked.shape(1), block = blocked.shape(2);
+  if (channels < 0 || channels > blocks * block) throw std::invalid_argument("channels must lie in [0, blocks * block]");
+  ConvActivation act;
+  std::string error;
+  if (!resolve_conv_activation(activation, activation_params, &act, &error)) throw std::invalid_argument(error);
+  error = act.check_channels(channels);
+  if (!error.empty()) throw std::invalid_argument(error);
+  std::vector<ActivationParams> acts;
+  for (int64_t c = 0; c < channels; ++c) acts.push_back(act.for_channel(c));
+  const KernelTable& table = table_for(simd);
+  FloatArray y({channels, n});
+  for (int64_t cb = 0; cb * block < channels; ++cb)
+    table.unblock_activate(blocked.data() + cb * n * block, block, std::min(block, channels - cb * block), n,
+                           acts.data() + cb * block, y.mutable_data() + cb * block * n, n);
+  return y;
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_native, m) {
@@ -260,6 +282,9 @@ PYBIND11_MODULE(_native, m) {
         py::arg("gate_hard") = -1.f, py::arg("y_out") = py::none(), py::arg("x_ref_out") = py::none(),
         py::arg("simd") = py::none(), py::arg("threads") = 1,
         "DeltaConv on numpy arrays: returns (Y, X_ref_next, map_out). Pass y_out=y_prev / x_ref_out=x_ref to run in place.");
+  m.def("unblock_activate", &unblock_activate, py::arg("blocked"), py::arg("channels"), py::arg("activation") = "",
+        py::arg("activation_params") = std::vector<float>{}, py::arg("simd") = py::none(),
+        "The kernel table's NCHWc unblock: blocked [blocks, n, block] -> act([channels, n]).");
   m.def("delta_gate", &delta_gate, py::arg("x"), py::arg("x_ref") = py::none(), py::arg("map_in") = py::none(),
         py::arg("rule") = "block", py::arg("threshold") = 0.f, py::arg("gate_block") = kDefaultGateBlock, py::arg("gate_hard") = -1.f,
         py::arg("x_gated_out") = py::none(), py::arg("simd") = py::none(), py::arg("threads") = 1,

@@ -8,6 +8,7 @@ The passes live in `deltaonnx.graph_passes`; this module loads models, runs them
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -23,7 +24,8 @@ from .graph_passes.conversion_context import ConversionContext, ConversionOption
 from .graph_passes.cost_model import node_flops
 from .graph_passes.dense_twin import dense_twin
 from .graph_passes.errors import ConversionError
-from .graph_passes.metadata import ConversionMetadata, MetadataError
+from .graph_passes.identical_frames import identical_frame_plan
+from .graph_passes.metadata import ConversionMetadata, MetadataError, StateEntry
 from .graph_passes.normalize import CANDIDATE_OPS, InferShapes
 from .graph_passes.pipeline import conversion_pass_manager, planning_passes, run_passes
 from .graph_passes.protocol import METADATA_KEY, STATE_PREFIX
@@ -124,10 +126,37 @@ def convert_with_report(model: ModelLike, options: Optional[ConversionOptions] =
     model_ir = ir.serde.deserialize_model(load_model(model))
     run_passes(conversion_pass_manager(context), model_ir)
     converted = ir.serde.serialize_model(model_ir)
+    _record_frame_skip(converted)
     report = Report.from_context(context)
     if verbose:
         print(report.render())
     return converted, report
+
+
+def _record_frame_skip(proto: onnx.ModelProto) -> None:
+    """Adds `frame_skip` to the `deltaonnx` metadata: when a client may skip a run because it provably changes
+    nothing (docs/state_protocol.md, "Skipping a frame that changes nothing"), as DeltaSession proves it on the
+    finished graph (graph_passes/identical_frames.py), for clients that cannot read the graph (examples/cpp).
+    Mode "tau": each gate (every consumer of the model inputs) with the rule to ask deltaonnx_gate_finds_change
+    and the transpose from its model input to its X (null: same layout); mode "bitwise": frames bitwise
+    identical to the previous run's. Both: the x_ref states that must hold no NaN/Inf (rule 3 keeps a
+    non-finite pixel changed on every run)."""
+    prop = next((p for p in proto.metadata_props if p.key == METADATA_KEY), None)
+    if prop is None:
+        return
+    metadata = json.loads(prop.value)
+    entries = [StateEntry(s["node"], s.get("kind", ""), s["past"], s["present"]) for s in metadata.get("state", [])]
+    plan, _ = identical_frame_plan(proto.graph, model_input_names(proto), entries, gates_allowed=True)
+    if plan is None:
+        return
+    gates = []
+    for gate in plan.gates:
+        # A Delta op as gate compares per pixel within its tau: enough for either rule (docs/state_protocol.md).
+        rule = gate.block_rule or {"rule": "pixel", "gate_block": 1, "gate_hard": float(gate.tau)}
+        gates.append({"node": gate.node, "input": gate.input, "present": gate.present,
+                      "perm": list(gate.perm) if gate.perm else None, "threshold": float(gate.tau), **rule})
+    metadata["frame_skip"] = {"mode": plan.mode, "gates": gates, "finite_checks": list(plan.finite_checks)}
+    prop.value = json.dumps(metadata, separators=(",", ":"))
 
 
 def convert(model: ModelLike, options: Optional[ConversionOptions] = None, *, verbose: bool = False,

@@ -22,7 +22,8 @@ from edge_build import REPO_ROOT, cmake_build, missing, ort_include_dir, require
 EXAMPLE_SOURCE = REPO_ROOT / "examples" / "cpp"
 N_FRAMES = 8  # first, static, blob, blob, noise, static, global, blob: every kind but a reset
 GATE = 0.05   # the input threshold: noise frames stay below it, so the state decides the outputs
-FRAME_LINE = re.compile(r"^frame (\d+): ([0-9.]+) ms, recomputed ([0-9.]+)%, checksum (\S+)$", re.M)
+FRAME_LINE = re.compile(r"^frame (\d+): ([0-9.]+) ms, recomputed ([0-9.]+)%, checksum (\S+)( \(skipped\))?$", re.M)
+SKIPPED_TOTAL = re.compile(r", (\d+) skipped \(the gate saw no change\)$", re.M)
 
 
 @dataclass(frozen=True)
@@ -68,32 +69,42 @@ class ConvertedModel:
     input_name: str
     output_names: list[str]
     frames: list[np.ndarray]
+    gate: str = "block"
 
 
-def _convert(directory: Path, name: str, layout: str) -> ConvertedModel:
+def _convert(directory: Path, name: str, layout: str, gate: str) -> ConvertedModel:
     original = zoo.BUILDERS[name]()
-    converted = deltaonnx.convert(original, threshold=GATE)
+    converted = deltaonnx.convert(original, threshold=GATE, gate=gate)
     path = directory / f"{name}.delta.onnx"
     onnx.save(converted, path)
     shape = [d.dim_value for d in original.graph.input[0].type.tensor_type.shape.dim]
     frames = [f.data for f in synthetic_video.sequence(shape, N_FRAMES, seed=7, layout=layout)]
-    return ConvertedModel(path, original, original.graph.input[0].name, [o.name for o in original.graph.output], frames)
+    return ConvertedModel(path, original, original.graph.input[0].name, [o.name for o in original.graph.output], frames,
+                          gate)
 
 
-@pytest.fixture(scope="module", params=[("yolov8_like", "NCHW"), ("nhwc_input", "NHWC")], ids=lambda p: p[0])
+@pytest.fixture(scope="module", params=[("yolov8_like", "NCHW", "block"), ("nhwc_input", "NHWC", "block"),
+                                        ("yolov8_like", "NCHW", "pixel")], ids=lambda p: f"{p[0]}-{p[2]}")
 def converted(request, tmp_path_factory) -> ConvertedModel:
-    """yolov8_like: 104 state tensors and 52 change maps; nhwc_input: an NHWC input and a model output ('box')
+    """yolov8_like: 53 state tensors and 53 change maps behind the block gate (convert's default; 104 and 52 with
+    the pixel gate); nhwc_input: an NHWC input (the gate reads it through a Transpose) and a model output ('box')
     that is also a state buffer."""
-    name, layout = request.param
-    return _convert(tmp_path_factory.mktemp(name), name, layout)
+    name, layout, gate = request.param
+    return _convert(tmp_path_factory.mktemp(name), name, layout, gate)
 
 
-def delta_session_outputs(model: ConvertedModel, frames: list[np.ndarray]) -> list[list[np.ndarray]]:
+def delta_session_outputs(model: ConvertedModel, frames: list[np.ndarray], change_map=None,
+                          skipped: list | None = None) -> list[list[np.ndarray]]:
+    """DeltaSession's outputs (it skips what the gate does not pass too); `skipped` gets its skipped runs."""
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
     session = deltaonnx.DeltaSession(model.path, sess_options=options, dense_fallback=False)  # the delta path, bit for bit
     assert [o.name for o in session.get_outputs()] == model.output_names
-    return [session.run(None, {model.input_name: frame}) for frame in frames]
+    kwargs = {} if change_map is None else {"change_map": change_map}
+    outputs = [session.run(None, {model.input_name: frame}, **kwargs) for frame in frames]
+    if skipped is not None:
+        skipped.append(session.stats()["skipped_runs"])
+    return outputs
 
 
 def run_example(example: Example, op_library: str, model: Path, *args: str, timeout: float = 300):
@@ -213,3 +224,147 @@ def test_example_usage_errors(example, op_library, converted):
     result = run_example(example, op_library, converted.path)  # neither --raw nor --video
     assert result.returncode == 2
     assert "usage: deltaonnx_video" in result.stderr
+
+
+# --- the block gate: external change maps and skipping on the gate's answer (docs/state_protocol.md) -----------
+
+def run_frames(example, op_library, model: Path, frames, directory: Path, *args: str):
+    """Runs the program on `frames`; returns its stdout, the frames it reported skipped and the dump file."""
+    frames_file, dump = directory / "frames.f32", directory / f"outputs{len(list(directory.iterdir()))}.bin"
+    np.stack(frames).astype("<f4").tofile(frames_file)
+    result = run_example(example, op_library, model, "--raw", str(frames_file), "--dump", str(dump), *args)
+    assert result.returncode == 0, result.stderr
+    lines = FRAME_LINE.findall(result.stdout)
+    assert len(lines) == len(frames), result.stdout
+    skipped = [int(line[0]) for line in lines if line[4]]
+    assert [int(n) for n in SKIPPED_TOTAL.findall(result.stdout)] == [len(skipped)], result.stdout
+    return result.stdout, skipped, dump
+
+
+def assert_same_outputs(got, expected, names):
+    for index, (got_frame, expected_frame) in enumerate(zip(got, expected)):
+        for name, g, e in zip(names, got_frame, expected_frame):
+            assert np.array_equal(g, e), f"frame {index}, output {name}: max |diff| {np.abs(g - e).max()}"
+
+
+def test_example_skips_the_frames_the_gate_does_not_pass(example, op_library, converted, tmp_path):
+    """Repeated frames and noise under the gate are not run (counted), the outputs stay exactly what DeltaSession
+    (which skips the same frames) and the program without skipping return; the NHWC model's gate reads the input
+    through a Transpose, which the check follows (frame_skip's perm)."""
+    first, blob, moved, everywhere = (converted.frames[i] for i in (0, 2, 3, 6))  # synthetic_video's kinds
+    noise = blob + np.float32(0.01) * np.sign(np.random.default_rng(3).standard_normal(blob.shape)).astype(np.float32)
+    sequence = [first, blob, blob, noise, moved, moved, everywhere, everywhere]
+    stdout, skipped, dump = run_frames(example, op_library, converted.path, sequence, tmp_path)
+    # The repeats, and noise the block gate absorbs; the pixel gate keeps references within tau of the last frame
+    # (rule 3), so noise on top of them fires (the selection effect that the block rule removes).
+    assert skipped == ([2, 3, 5, 7] if converted.gate == "block" else [2, 5, 7]), stdout
+    session_skipped = []
+    expected = delta_session_outputs(converted, sequence, skipped=session_skipped)
+    assert session_skipped == [len(skipped)]
+    assert_same_outputs(read_dump(dump, expected), expected, converted.output_names)
+    stdout, none_skipped, unskipped_dump = run_frames(example, op_library, converted.path, sequence, tmp_path, "--no-skip")
+    assert none_skipped == []
+    assert unskipped_dump.read_bytes() == dump.read_bytes()  # skipping changes no result
+    for index in skipped:  # a skipped frame returns the previous frame's outputs
+        assert_same_outputs(read_dump(dump, expected)[index:index + 1], expected[index - 1:index], converted.output_names)
+
+
+def test_example_at_threshold_0_skips_repeats_and_equals_dense_ort(example, op_library, tmp_path):
+    """No gate at tau 0: the Delta ops reading the frame are the gates (pixel rule at 0: a repeat only)."""
+    original = zoo.BUILDERS["yolov8_like"]()
+    path = tmp_path / "exact.delta.onnx"
+    onnx.save(deltaonnx.convert(original, threshold=0.0), path)
+    shape = [d.dim_value for d in original.graph.input[0].type.tensor_type.shape.dim]
+    first, blob, moved, everywhere = (f.data for i, f in enumerate(synthetic_video.sequence(shape, 8, seed=5))
+                                      if i in (0, 2, 3, 6))
+    sequence = [first, first, blob, moved, moved, moved, everywhere]
+    (directory := tmp_path / "run").mkdir()
+    stdout, skipped, dump = run_frames(example, op_library, path, sequence, directory)
+    assert skipped == [1, 4, 5], stdout
+    dense = ort.InferenceSession(original.SerializeToString(), providers=["CPUExecutionProvider"])
+    expected = [dense.run(None, {original.graph.input[0].name: frame}) for frame in sequence]
+    for index, (got, want) in enumerate(zip(read_dump(dump, expected), expected)):
+        for g, w in zip(got, want):
+            np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-5, err_msg=f"frame {index}")
+
+
+def test_example_mask_keeps_the_masked_region_and_skips_frames_that_change_only_there(example, op_library, tmp_path):
+    """--exclude over the top rows (a timestamp overlay): frames that change only there are not run; the outputs
+    only those rows reach keep their first values exactly; everything equals DeltaSession with the same mask."""
+    from test_convert import conv_block_model, weights
+    from test_gate_convert import noisy_video, outputs_reached_from_outside
+
+    rng = np.random.default_rng(11)
+    relu = onnx.helper.make_node("Relu", ["y"], ["r"])
+    conv2 = onnx.helper.make_node("Conv", ["r", "W2"], ["out"], name="conv2", pads=[1, 1, 1, 1])
+    original = conv_block_model(rng, [relu, conv2], [weights(rng, "W2", (2, 4, 3, 3))], hw=24)
+    path = tmp_path / "masked.delta.onnx"
+    onnx.save(deltaonnx.convert(original, threshold=0.1, gate_block=4), path)
+    model = ConvertedModel(path, original, "x", ["out"], [])
+    shape = (1, 3, 24, 24)
+    mask = np.ones((1, 1, 24, 24), np.uint8)
+    mask[..., :8, :] = 0
+    reached_outside = outputs_reached_from_outside(original, mask[0, 0] == 0, shape, rng)[0]
+    assert not reached_outside.all()
+
+    def overlay(frame):
+        frame = frame.copy()
+        frame[..., :8, :] += rng.normal(0, 2.0, frame[..., :8, :].shape).astype(np.float32)
+        return frame
+
+    scenes = noisy_video(shape, 3, rng)
+    sequence = [scenes[0], overlay(scenes[0]), overlay(scenes[0]), overlay(scenes[1]), overlay(scenes[2])]
+    (masked_dir := tmp_path / "masked").mkdir()
+    stdout, skipped, dump = run_frames(example, op_library, path, sequence, masked_dir, "--exclude", "0,0,24,8")
+    assert "change map [1,1,24,24]" in stdout
+    assert skipped[:2] == [1, 2] and 3 not in skipped, stdout  # frame 3: a new scene outside the overlay
+    session_skipped = []
+    expected = delta_session_outputs(model, sequence, change_map=mask, skipped=session_skipped)
+    assert session_skipped == [len(skipped)]
+    got = read_dump(dump, expected)
+    assert_same_outputs(got, expected, ["out"])
+    for frame in got[1:]:
+        np.testing.assert_array_equal(frame[0][~reached_outside], got[0][0][~reached_outside])
+    # Without the mask the overlay is a change: every frame runs, and the region's outputs move.
+    (plain_dir := tmp_path / "plain").mkdir()
+    stdout, skipped, dump = run_frames(example, op_library, path, sequence, plain_dir)
+    assert skipped == []
+    unmasked = read_dump(dump, expected)
+    assert not np.array_equal(unmasked[1][0][~reached_outside], unmasked[0][0][~reached_outside])
+
+
+def test_example_map_of_all_ones_equals_no_map(example, op_library, converted, tmp_path):
+    """--change-map of ones, at the gate's resolution or one cell per block, changes nothing. A model without the
+    block gate has no change-map input: the program says so."""
+    if converted.gate == "pixel":
+        ones = tmp_path / "ones.u8"
+        np.ones(converted.frames[0].size, np.uint8).tofile(ones)
+        frames_file = tmp_path / "frames.f32"
+        converted.frames[0].astype("<f4").tofile(frames_file)
+        result = run_example(example, op_library, converted.path, "--raw", str(frames_file), "--change-map", str(ones))
+        assert result.returncode == 1 and "need a model with one block gate; this one has 0" in result.stderr
+        return
+    stdout, _, no_map = run_frames(example, op_library, converted.path, converted.frames, tmp_path)
+    gate = deltaonnx.DeltaSession(converted.path).metadata["gates"][0]
+    shape = converted.frames[0].shape
+    h, w = (shape[1], shape[2]) if gate["perm"] else (shape[2], shape[3])
+    k = gate["gate_block"]
+    for cells in ((h, w), (-(-h // k), -(-w // k))):
+        ones = tmp_path / f"ones_{cells[0]}x{cells[1]}.u8"
+        np.ones(cells, np.uint8).tofile(ones)
+        stdout, _, dump = run_frames(example, op_library, converted.path, converted.frames, tmp_path,
+                                     "--change-map", str(ones))
+        assert f"change map [1,1,{cells[0]},{cells[1]}]" in stdout
+        assert dump.read_bytes() == no_map.read_bytes()
+
+
+def test_example_refuses_a_change_map_of_the_wrong_size(example, op_library, converted, tmp_path):
+    if converted.gate == "pixel":
+        pytest.skip("no change-map input (test_example_map_of_all_ones_equals_no_map checks the refusal)")
+    frames_file, bad = tmp_path / "frames.f32", tmp_path / "bad.u8"
+    converted.frames[0].astype("<f4").tofile(frames_file)
+    np.ones(7, np.uint8).tofile(bad)
+    result = run_example(example, op_library, converted.path, "--raw", str(frames_file), "--change-map", str(bad))
+    assert result.returncode == 1 and "holds 7 bytes: a change map is" in result.stderr
+    result = run_example(example, op_library, converted.path, "--raw", str(frames_file), "--exclude", "1,2,3")
+    assert result.returncode == 2 and "X,Y,W,H" in result.stderr

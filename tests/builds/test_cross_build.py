@@ -21,13 +21,13 @@ import deltaonnx
 import synthetic_video
 import zoo
 from edge_build import REPO_ROOT, missing, ort_include_dir, require_tool, run_logged
+from test_cpp_example import FRAME_LINE  # the program's per-frame line
 
 CROSS_SCRIPT = REPO_ROOT / "scripts" / "cross_build_aarch64.sh"
 QEMU_SCRIPT = REPO_ROOT / "scripts" / "qemu_aarch64.sh"
 CROSS_SYSROOT = Path("/usr/aarch64-linux-gnu")
 N_FRAMES = 8
 GATE = 0.05
-FRAME_LINE = re.compile(r"^frame (\d+): ([0-9.]+) ms, recomputed ([0-9.]+)%, checksum (\S+)$", re.M)
 
 
 @dataclass(frozen=True)

@@ -31,10 +31,13 @@ def metadata_of(model: onnx.ModelProto) -> dict:
 
 class StatefulRunner:
     """Runs a converted model feeding each run's present state as the next run's past
-    (docs/state_protocol.md), in ORT with the op library or in the numpy reference evaluator."""
+    (docs/state_protocol.md), in ORT with the op library or in the numpy reference evaluator; the block
+    gates' change-map inputs get an empty map (no map) unless the feeds hold one."""
 
     def __init__(self, converted: onnx.ModelProto, library: str | None = None) -> None:
         meta = metadata_of(converted)
+        self.gates = meta.get("gates", [])
+        self.no_maps = {gate["change_map"]: np.zeros((0, 1, 0, 0), np.uint8) for gate in self.gates}
         self.present_of = {entry["past"]: entry["present"] for entry in meta["state"]}
         self.map_outputs = [entry["output"] for entry in meta["maps"]]
         if library is None:
@@ -55,7 +58,7 @@ class StatefulRunner:
         self.state = {past: np.zeros((0, 0, 0, 0), np.float32) for past in self.present_of}
 
     def run(self, feeds: dict) -> dict:
-        results = dict(zip(self.output_names, self._run({**feeds, **self.state})))
+        results = dict(zip(self.output_names, self._run({**self.no_maps, **feeds, **self.state})))
         self.state = {past: results[present] for past, present in self.present_of.items()}
         return results
 
@@ -232,7 +235,7 @@ def test_numpy_reference_evaluator_agrees_with_dense(zoo, name, rng):
 
 def test_input_gate_applies_through_transpose_and_inner_threshold_elsewhere(zoo, rng):
     original = zoo.nhwc_input()
-    converted, report = convert_with_report(original, threshold=0.05, inner_threshold=0.01)
+    converted, report = convert_with_report(original, threshold=0.05, inner_threshold=0.01, gate="pixel")
     by_source = {row.node: row for row in report.converted_rows}
     first = report.converted_rows[0]
     # NHWC: the first conv reads the input through a Transpose, so it gets the input gate.
@@ -284,7 +287,7 @@ def test_conversion_options_object_and_keywords_are_one_call(zoo):
 
 def test_model_inputs_outputs_kept_and_state_follows(zoo):
     original = zoo.resnet18_like()
-    converted = deltaonnx.convert(original, threshold=0.05)
+    converted = deltaonnx.convert(original, threshold=0.05, gate="pixel")  # the block gate: test_gate_convert.py
     n_in, n_out = len(original.graph.input), len(original.graph.output)
     assert [i.SerializeToString() for i in converted.graph.input[:n_in]] == [i.SerializeToString() for i in original.graph.input]
     for got, want in zip(converted.graph.output[:n_out], original.graph.output):
@@ -318,7 +321,7 @@ def test_result_ir_version_is_one_ort_loads(rng):
 
 def test_metadata_lists_state_maps_and_every_decision(zoo):
     original = zoo.mobilenetv3_like()
-    converted, report = convert_with_report(original, threshold=0.05, inner_threshold=0.0)
+    converted, report = convert_with_report(original, threshold=0.05, inner_threshold=0.0, gate="pixel")
     meta = metadata_of(converted)
     assert meta["format"] == 1
     assert meta["deltaonnx_version"] == deltaonnx.__version__
@@ -1011,7 +1014,9 @@ def test_real_model_flops_at_an_input_shape_agree_between_inspect_and_stats(op_l
     session.run(None, {input_name: np.random.default_rng(0).random(shape, dtype=np.float32)})
     stats = session.stats()
     converted_rows = {row.delta_name: row.flops for row in did.rows if row.converted}
-    assert {node: entry["flops"] for node, entry in stats["nodes"].items()} == converted_rows
+    gates = {gate["node"] for gate in session.metadata["gates"]}  # the DeltaGate: a map, no FLOPs
+    assert gates and all(stats["nodes"][gate]["flops"] is None for gate in gates)
+    assert {node: entry["flops"] for node, entry in stats["nodes"].items() if node not in gates} == converted_rows
 
 
 def test_squeeze_excite_scale_from_a_converted_conv_broadcasts_its_map(op_library, rng):

@@ -13,6 +13,7 @@ from test_convert import (DOMAIN, StatefulRunner, assert_outputs_close, attr, co
 import deltaonnx
 from deltaonnx import reference as ref
 from deltaonnx.convert import ConversionError
+from deltaonnx.graph_passes.conversion_context import DEFAULT_INPUT_GATE_HARD
 
 @pytest.fixture(scope="module")
 def zoo():
@@ -23,25 +24,11 @@ def gates_of(model: onnx.ModelProto) -> list[onnx.NodeProto]:
     return [n for n in model.graph.node if n.domain == DOMAIN and n.op_type == "DeltaGate"]
 
 
-class GatedRunner(StatefulRunner):
-    """StatefulRunner that also feeds the gates' change-map inputs (empty: no map) unless given."""
-
-    def run(self, feeds: dict) -> dict:
-        empty = {g["change_map"]: np.zeros((0, 1, 0, 0), np.uint8) for g in self.gates}
-        return super().run({**empty, **feeds})
-
-
-def runner_for(converted, library):
-    runner = GatedRunner(converted, library)
-    runner.gates = metadata_of(converted)["gates"]
-    return runner
-
-
 def assert_equals_dense_on_gated_frames(original, converted, frames, library, nchw_of=lambda f: f, back=lambda f: f,
                                         maps=None, **gate):
     """Each frame: the converted model's outputs equal dense ORT on the numpy gate's frame."""
     dense = dense_session(original)
-    runner = runner_for(converted, library)
+    runner = StatefulRunner(converted, library)
     name = original.graph.input[0].name
     change_map = metadata_of(converted)["gates"][0]["change_map"]
     reference = np.zeros((0, 0, 0, 0), np.float32)
@@ -64,11 +51,12 @@ def noisy_video(shape, frames, rng, spatial=(-2, -1)):
 
 def test_block_gate_graph_structure(zoo):
     original = zoo.resnet18_like()
-    converted = deltaonnx.convert(original, threshold=0.1, gate="block", gate_block=8)
+    converted = deltaonnx.convert(original, threshold=0.1)  # convert's default: the block gate, k 8, 4 tau
     (gate,) = gates_of(converted)
     assert gate.input[0] == original.graph.input[0].name
     assert attr(gate, "rule") == b"block" and attr(gate, "gate_block") == 8
-    assert attr(gate, "threshold") == pytest.approx(0.1) and attr(gate, "gate_hard") == pytest.approx(0.3)
+    assert DEFAULT_INPUT_GATE_HARD == 4.0
+    assert attr(gate, "threshold") == pytest.approx(0.1) and attr(gate, "gate_hard") == pytest.approx(0.4)
     readers = [n for n in converted.graph.node if gate.output[0] in n.input and n is not gate]
     assert readers and all(n.op_type == "DeltaConv" for n in readers)
     for node in readers:  # they compare nothing and keep no reference
@@ -83,8 +71,9 @@ def test_block_gate_graph_structure(zoo):
 
 def test_no_gate_at_threshold_zero_or_with_the_pixel_rule(zoo):
     original = zoo.cnn1()
-    assert not gates_of(deltaonnx.convert(original, threshold=0.0, gate="block"))
-    assert not gates_of(deltaonnx.convert(original, threshold=0.1))
+    assert not gates_of(deltaonnx.convert(original, threshold=0.0))
+    assert not gates_of(deltaonnx.convert(original, threshold=0.1, gate="pixel"))
+    assert gates_of(deltaonnx.convert(original, threshold=0.1))
 
 
 @pytest.mark.parametrize("kwargs, message", [
@@ -110,7 +99,7 @@ def test_converted_model_equals_dense_on_gated_frames(zoo, name, rng, library_ki
     else:
         to_nchw = back = lambda f: f
     assert_equals_dense_on_gated_frames(original, converted, frames, library, to_nchw, back,
-                                        rule="block", threshold=0.1, gate_block=4, gate_hard=0.3)
+                                        rule="block", threshold=0.1, gate_block=4, gate_hard=0.1 * DEFAULT_INPUT_GATE_HARD)
 
 
 def outputs_reached_from_outside(original, masked_hw, frame_shape, rng):
@@ -144,7 +133,7 @@ def test_masked_region_keeps_its_previous_outputs_exactly(rng, library_kind, req
     # outputs reached by nothing but the masked rows
     reached_outside = outputs_reached_from_outside(original, mask[0, 0] == 0, shape, rng)
     assert not all(r.all() for r in reached_outside)  # some outputs only the masked rows reach
-    runner = runner_for(converted, library)
+    runner = StatefulRunner(converted, library)
     frames = noisy_video(shape, 5, rng)
     first = runner.run({name: frames[0], change_map: mask})
     outputs = [o.name for o in original.graph.output]
@@ -164,7 +153,7 @@ def test_map_of_all_ones_equals_no_map(zoo, rng, library_kind, request):
     shape = model_input_shape(original)
     name = original.graph.input[0].name
     change_map = metadata_of(converted)["gates"][0]["change_map"]
-    with_map, without = runner_for(converted, library), runner_for(converted, library)
+    with_map, without = StatefulRunner(converted, library), StatefulRunner(converted, library)
     ones = np.ones((shape[0], 1) + tuple(shape[2:]), np.uint8)
     for frame in noisy_video(shape, 4, rng):
         a, b = with_map.run({name: frame, change_map: ones}), without.run({name: frame})
@@ -183,7 +172,7 @@ def test_delta_session_with_the_block_gate(zoo, rng, cpu_op_library):
     name = original.graph.input[0].name
     session = DeltaSession(converted.SerializeToString(), dense_fallback=False)
     assert session.identical_frame_check["mode"] == "tau"
-    runner = runner_for(converted, cpu_op_library)
+    runner = StatefulRunner(converted, cpu_op_library)
     change_map = metadata_of(converted)["gates"][0]["change_map"]
     frames = noisy_video(shape, 4, rng)
     mask = (rng.random((1, 1, -(-shape[2] // 8), -(-shape[3] // 8))) < 0.7).astype(np.uint8)
@@ -210,7 +199,63 @@ def test_change_map_needs_a_gate(zoo, cpu_op_library):
     from deltaonnx import DeltaSession
 
     original = zoo.cnn1()
-    session = DeltaSession(deltaonnx.convert(original, threshold=0.1).SerializeToString())
+    session = DeltaSession(deltaonnx.convert(original, threshold=0.1, gate="pixel").SerializeToString())
     frame = np.zeros(model_input_shape(original), np.float32)
     with pytest.raises(ValueError, match="gate='block'"):
         session.run(None, {original.graph.input[0].name: frame}, change_map=np.ones((1, 1, 64, 64), np.uint8))
+
+
+def test_metadata_records_the_gates_layout_and_when_a_client_may_skip(zoo):
+    """gates[].perm: the transpose from the model input to the gate's NCHW frame; frame_skip: DeltaSession's proof
+    that a run may be skipped, for clients that cannot read the graph (examples/cpp)."""
+    nhwc = metadata_of(deltaonnx.convert(zoo.nhwc_input(), threshold=0.1))
+    assert nhwc["gates"][0]["perm"] == [0, 3, 1, 2]
+    (gate,) = nhwc["frame_skip"]["gates"]
+    assert nhwc["frame_skip"]["mode"] == "tau" and nhwc["frame_skip"]["finite_checks"] == []
+    assert gate == {"node": "DeltaGate_0", "input": nhwc["gates"][0]["input"], "present": nhwc["state"][0]["present"],
+                    "perm": [0, 3, 1, 2], "threshold": pytest.approx(0.1), "rule": "block", "gate_block": 8,
+                    "gate_hard": pytest.approx(0.4)}
+    nchw = metadata_of(deltaonnx.convert(zoo.cnn1(), threshold=0.1))
+    assert nchw["gates"][0]["perm"] is None and nchw["frame_skip"]["gates"][0]["perm"] is None
+    # the pixel gate: the Delta op reading the frame answers per pixel at its own tau
+    pixel = metadata_of(deltaonnx.convert(zoo.cnn1(), threshold=0.1, gate="pixel"))
+    (gate,) = pixel["frame_skip"]["gates"]
+    assert (gate["node"], gate["rule"], gate["gate_hard"]) == ("DeltaConv_0", "pixel", pytest.approx(0.1))
+
+
+def test_no_gate_skip_where_the_frame_reaches_more_than_the_gate(rng):
+    """A model input also read by an ordinary op: only bitwise-identical frames may be skipped; a random op: none."""
+    original = conv_block_model(rng, [helper.make_node("Relu", ["y"], ["out"])], hw=12)
+    original.graph.node.append(helper.make_node("Sigmoid", ["x"], ["s"]))
+    original.graph.output.append(helper.make_tensor_value_info("s", onnx.TensorProto.FLOAT, None))
+    assert metadata_of(deltaonnx.convert(original, threshold=0.1))["frame_skip"]["mode"] == "bitwise"
+    noise = helper.make_node("RandomUniformLike", ["out"], ["noise"])
+    original.graph.node.append(noise)
+    original.graph.output.append(helper.make_tensor_value_info("noise", onnx.TensorProto.FLOAT, None))
+    assert "frame_skip" not in metadata_of(deltaonnx.convert(original, threshold=0.1))
+
+
+def test_delta_session_skips_a_frame_that_changes_only_where_the_map_says_nothing_did(zoo, rng, cpu_op_library):
+    """The identical-frame skip asks the gate with the run's change map: a timestamp overlay masked out does not
+    make a run; without the mask it does."""
+    from deltaonnx import DeltaSession
+
+    original = zoo.resnet18_like()
+    converted = deltaonnx.convert(original, threshold=0.1).SerializeToString()
+    shape = model_input_shape(original)
+    name = original.graph.input[0].name
+    mask = np.ones((1, 1) + tuple(shape[2:]), np.uint8)
+    mask[..., :8, :] = 0
+    frame = noisy_video(shape, 1, rng)[0]
+    for masked, skips in ((True, 3), (False, 0)):
+        session = DeltaSession(converted, dense_fallback=False)
+        kwargs = {"change_map": mask} if masked else {}
+        first = session.run(None, {name: frame}, **kwargs)
+        for _ in range(3):
+            overlay = frame.copy()
+            overlay[..., :8, :] = rng.random(overlay[..., :8, :].shape, dtype=np.float32)
+            got = session.run(None, {name: overlay}, **kwargs)
+        assert session.stats()["skipped_runs"] == skips
+        if masked:
+            for value, previous in zip(got, first):
+                np.testing.assert_array_equal(value, previous)

@@ -680,3 +680,45 @@ def test_dense_fallback_takes_streams_that_change_everywhere_and_probes_back():
     for _ in range(6):
         off.run(None, {name: rng.random(shape).astype(np.float32)})
     assert off.stats()["mode"] == "delta" and off.stats()["dense_runs"] == 0
+
+
+def test_failed_probes_back_off_and_a_successful_one_resets_the_wait():
+    """Each failed probe doubles the dense frames before the next (up to 4x fallback_probe_every); a probe that
+    finds the camera still keeps delta, and the next fall back waits fallback_probe_every again. A probe is two
+    delta frames: the one without state, and the first with state, which decides."""
+    import zoo  # models/zoo.py (conftest puts models/ on the path); imported here: it needs torch
+
+    model = zoo.yolov8_like()
+    session = DeltaSession(deltaonnx.convert(model), fallback_probe_every=2)
+    name = model.graph.input[0].name
+    shape = [d.dim_value or 1 for d in model.graph.input[0].type.tensor_type.shape.dim]
+    rng = np.random.default_rng(3)
+
+    def run(frames) -> str:  # the mode after each run: d delta, D dense (a probe's switch shows as d)
+        modes = ""
+        for frame in frames:
+            session.run(None, {name: frame})
+            modes += "d" if session.stats()["mode"] == "delta" else "D"
+        return modes
+
+    moving = lambda count: [rng.random(shape).astype(np.float32) for _ in range(count)]  # noqa: E731
+    # falls back at its 2nd frame; probes after 2 dense frames, then 4, then 8 (the cap: 4 x 2), then 8
+    assert run(moving(22)) == "dD" + "Dd" + "dD" + "DDDd" + "dD" + "DDDDDDDd" + "dD"
+    still = rng.random(shape).astype(np.float32)
+    assert run([still] * 10) == "DDDDDDDd" + "dd"  # the probe after 8 finds the camera still: delta stays
+    # moving again: the smoothed share passes 0.8 at the 3rd frame; the next probe comes after 2, not 8
+    assert run(moving(8)) == "ddD" + "Dd" + "dD" + "D"
+
+
+def test_the_dense_twin_is_built_beside_the_first_frames():
+    """The twin (a few frames' time to build) is built in its own thread when the session is created, so the
+    first run that falls back finds it ready; without the fallback none is built."""
+    import zoo  # models/zoo.py (conftest puts models/ on the path); imported here: it needs torch
+
+    converted = deltaonnx.convert(zoo.yolov8_like())
+    session = DeltaSession(converted)
+    for thread in threading.enumerate():
+        if thread.name == "deltaonnx-dense-twin":
+            thread.join(timeout=60)
+    assert session._dense_session is not None
+    assert DeltaSession(converted, dense_fallback=False)._dense_session is None

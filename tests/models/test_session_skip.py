@@ -45,8 +45,8 @@ def dense_model(front: str) -> onnx.ModelProto:
     return model
 
 
-def converted(front: str, threshold: float = GATE) -> onnx.ModelProto:
-    return deltaonnx.convert(dense_model(front), threshold=threshold, all_nodes=True)
+def converted(front: str, threshold: float = GATE, gate: str = "block") -> onnx.ModelProto:
+    return deltaonnx.convert(dense_model(front), threshold=threshold, all_nodes=True, gate=gate)
 
 
 def frame_like(rng, front: str, h=32, w=40) -> np.ndarray:
@@ -102,11 +102,12 @@ class Twins:
 
 # ----------------------------------------------------------------------------------------------- which test applies
 
+@pytest.mark.parametrize("gate, gate_node", [("block", "DeltaGate_0"), ("pixel", "DeltaConv_0")])
 @pytest.mark.parametrize("front, mode", [("transpose", "tau"), ("identity", "tau"), ("sigmoid", "bitwise")])
-def test_the_check_follows_what_reads_the_model_input(cpu_op_library, front, mode):
-    check = DeltaSession(converted(front)).identical_frame_check
+def test_the_check_follows_what_reads_the_model_input(cpu_op_library, front, mode, gate, gate_node):
+    check = DeltaSession(converted(front, gate=gate)).identical_frame_check
     assert check["mode"] == mode, check
-    assert check["gates"] == (["DeltaConv_0"] if mode == "tau" else [])
+    assert check["gates"] == ([gate_node] if mode == "tau" else [])
     assert DeltaSession(converted(front), skip_identical_frames=False).identical_frame_check["mode"] is None
 
 
@@ -164,7 +165,7 @@ def test_gate_boundary_is_rule_2_exactly(cpu_op_library):
     """|x - x_ref| == tau is no change (skipped); the next float above is a change (run). Binary fractions keep
     the float32 arithmetic exact, so this pins the comparison the kernels make."""
     tau = 0.25
-    twins = Twins(converted("identity", threshold=tau), dense_fallback=False)
+    twins = Twins(converted("identity", threshold=tau, gate="pixel"), dense_fallback=False)
     base = np.full((1, 3, 16, 16), 0.5, np.float32)
     twins.run({"image": base})
     at_tau = base.copy()

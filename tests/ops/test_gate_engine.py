@@ -129,3 +129,74 @@ def test_cuda_kernels_in_host_emulation_equal_reference(rule, k, tau, hard, reso
         np.testing.assert_array_equal(got[1], want[1])
         np.testing.assert_array_equal(got[0], want[0])
         state_ref, state_cuda = want[0], got[0]
+
+
+# --- the C entry point deltaonnx_gate_finds_change (ops/delta_gate/cpu/gate_probe.h): the verdict alone -----
+
+def _finds_change():
+    import ctypes
+
+    import deltaonnx
+
+    entry = ctypes.CDLL(deltaonnx.library_path("cpu")).deltaonnx_gate_finds_change
+    i64p, f32p, u8p = (ctypes.POINTER(t) for t in (ctypes.c_int64, ctypes.c_float, ctypes.c_uint8))
+    entry.argtypes = [ctypes.c_char_p, ctypes.c_float, ctypes.c_int64, ctypes.c_float, i64p, f32p, f32p, u8p, i64p,
+                      ctypes.c_char_p, ctypes.c_size_t]
+    entry.restype = ctypes.c_int
+
+    def call(x, x_ref, map_in=None, *, rule="block", threshold=0.1, gate_block=8, gate_hard=-1.0):
+        def pointer(array, kind):
+            assert array is None or array.dtype == {f32p: np.float32, u8p: np.uint8, i64p: np.int64}[kind]
+            return None if array is None else np.ascontiguousarray(array).ctypes.data_as(kind)
+        shape = np.array(x.shape, np.int64)
+        map_shape = None if map_in is None else np.array(map_in.shape, np.int64)
+        error = ctypes.create_string_buffer(200)
+        found = entry(rule.encode(), threshold, gate_block, gate_hard, pointer(shape, i64p), pointer(x, f32p),
+                      pointer(x_ref, f32p), pointer(map_in, u8p), pointer(map_shape, i64p), error, len(error))
+        return found, error.value.decode()
+    return call
+
+
+@pytest.mark.sanitizer
+@pytest.mark.parametrize("rule, k, tau, hard", [("pixel", 1, 0.1, -1.0), ("block", 4, 0.1, 0.3), ("block", 8, 0.05, -1.0)])
+@pytest.mark.parametrize("resolution", [None, "frame", "block"])
+def test_finds_change_is_the_engines_verdict_and_writes_nothing(rule, k, tau, hard, resolution):
+    """Whether the gate would mark any pixel, exactly as the engine run in full says, with and without maps;
+    the frames it is given stay as they were. Quiet frames (noise within the gate) give 0 as well as 1."""
+    if resolution == "block" and rule == "pixel":
+        pytest.skip("the pixel rule takes maps at frame resolution only")
+    finds_change = _finds_change()
+    rng = np.random.default_rng(21)
+    shape = (2, 3, 21, 35)
+    answers = set()
+    for _ in range(12):
+        reference = rng.uniform(-1, 1, shape).astype(np.float32)
+        frame = (reference + rng.uniform(-0.6, 0.6, shape) * rng.choice([0.02, 0.2, 1.0])).astype(np.float32)
+        cells = (-(-shape[2] // k), -(-shape[3] // k)) if resolution == "block" else shape[2:]
+        map_in = None if resolution is None else (rng.random((2, 1, *cells)) < 0.2).astype(np.uint8)
+        kept = frame.copy(), reference.copy()
+        found, error = finds_change(frame, reference, map_in, rule=rule, threshold=tau, gate_block=k, gate_hard=hard)
+        _, changed = native.delta_gate(frame, reference, map_in, rule=rule, threshold=tau, gate_block=k, gate_hard=hard)
+        assert found == int(changed.any()), error
+        answers.add(found)
+        np.testing.assert_array_equal(frame, kept[0])
+        np.testing.assert_array_equal(reference, kept[1])
+        if map_in is not None:  # a change only where the map says nothing changed: not looked at
+            marked = map_in.repeat(k, axis=2).repeat(k, axis=3)[:, :, :shape[2], :shape[3]] if resolution == "block" \
+                else map_in
+            hidden = np.where(marked != 0, reference, reference + 1.0).astype(np.float32)
+            assert finds_change(hidden, reference, map_in, rule=rule, threshold=tau, gate_block=k, gate_hard=hard)[0] == 0
+            assert finds_change(hidden, reference, rule=rule, threshold=tau, gate_block=k, gate_hard=hard)[0] == 1
+    assert answers == {0, 1}
+
+
+@pytest.mark.sanitizer
+def test_finds_change_refuses_bad_arguments_with_a_reason():
+    finds_change = _finds_change()
+    x = np.zeros((1, 3, 16, 16), np.float32)
+    assert finds_change(x, x, rule="tiles") == (-1, 'rule must be "pixel" or "block", got "tiles"')
+    found, error = finds_change(x, x, np.ones((1, 1, 5, 5), np.uint8))
+    assert found == -1 and "the change map must be [N,1,16,16]" in error
+    found, error = finds_change(x, x, threshold=0.2, gate_hard=0.1)
+    assert found == -1 and "gate_hard" in error
+    assert finds_change(x, x)[0] == 0 and finds_change(x + 1, x)[0] == 1

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from builders import EMPTY, ConvPair, assert_close_nan, exact_change_map, frame_sequence
-from conftest import IMPORT_PATH
+from conftest import IMPORT_PATH, check_under_simd
 
 TESTS = Path(__file__).resolve().parent
 
@@ -77,18 +77,60 @@ def test_dense_items_equal_orts_nchwc_conv_bit_for_bit(case, activation, with_ma
         x_ref, y_prev, prev = x_ref_next, y, x
 
 
+def check_activations_after_the_conv(activation: str, seed: int) -> None:
+    """Activations MLAS does not fuse (SiLU, HardSwish, PRelu) are applied while our kernel table unblocks the
+    NCHWc output (kernel_table.h `unblock`); the others run inside ORT's Conv. M = 20 and 5 leave a partial
+    channel block, 19x23 and 7x9 a partial run of pixels."""
+    rng = np.random.default_rng(seed)
+    for M, (h, w) in [(20, (19, 23)), (5, (7, 9)), (32, (4, 70))]:
+        pair = _pair((16, M, 3, 1, 1, [1, 1, 1, 1], 1, 2), activation, False, rng)
+        x_ref, y_prev = EMPTY, EMPTY
+        for x in frame_sequence(rng, (2, 16, h, w), ["first", "local", "global", "nan", "global"]):
+            y, x_ref, _ = pair.run_delta(x, x_ref, y_prev)
+            assert_close_nan(y, pair.run_dense(x))
+            y_prev = y
+
+
 @pytest.mark.sanitizer
 @needs_nchwc
 @pytest.mark.parametrize("activation", ["SiLU", "PRelu", "HardSwish", "Sigmoid", "Clip", "LeakyRelu", "Tanh",
                                         "Softmax"])
-def test_activations_after_the_nchwc_conv_match_ort(activation, rng):
-    """Activations other than none are applied by our kernel table to the NCHW output, as our partial path does."""
-    pair = _pair((16, 20, 3, 1, 1, [1, 1, 1, 1], 1, 2), activation, False, rng)
-    x_ref, y_prev = EMPTY, EMPTY
-    for x in frame_sequence(rng, (2, 16, 19, 23), ["first", "local", "global", "nan", "global"]):
-        y, x_ref, _ = pair.run_delta(x, x_ref, y_prev)
-        assert_close_nan(y, pair.run_dense(x))
-        y_prev = y
+def test_activations_after_the_nchwc_conv_match_ort(activation):
+    check_activations_after_the_conv(activation, seed=5)
+
+
+@needs_nchwc
+@pytest.mark.parametrize("simd", ["scalar", "avx2", "avx512"])
+def test_unblocked_activations_under_every_simd_variant(simd):
+    check_under_simd(simd, "test_nchwc_dense", "check_activations_after_the_conv('SiLU', seed=6)")
+
+
+@pytest.mark.parametrize("simd", ["scalar", "avx2", "avx512", "neon"])
+@pytest.mark.parametrize("block", [8, 16, 4])
+@pytest.mark.parametrize("activation", ["", "SiLU", "PRelu", "HardSwish", "Tanh"])
+def test_unblock_activate_kernel(simd, block, activation, rng):
+    """kernel_table.h `unblock_activate` against numpy's transpose and the scalar kernel, every variant: blocks
+    of MLAS's sizes (8, 16) and another (handed to the scalar kernel), partial channel blocks, runs with a tail
+    of pixels, a slope per channel (PRelu). A wrong unblock would not show in the op's outputs: the
+    once-per-process layout check (nchwc_dense_conv.h) would find its synthetic item wrong and hand every item
+    to our own kernels, hence this direct test."""
+    from deltaonnx import _native
+
+    if simd not in _native.simd_variants():
+        pytest.skip(f"{simd} not supported here")
+    for channels, n in [(block, 16), (3 * block - 3, 37), (1, 5), (2 * block, 1), (block + 1, 256)]:
+        blocks = -(-channels // block)
+        blocked = (3 * rng.standard_normal((blocks, n, block))).astype(np.float32)
+        params = list(np.linspace(-0.5, 0.5, channels)) if activation == "PRelu" else []
+        got = _native.unblock_activate(blocked, channels, activation, params, simd=simd)
+        want = _native.unblock_activate(blocked, channels, activation, params, simd="scalar")
+        transposed = blocked.transpose(0, 2, 1).reshape(blocks * block, n)[:channels]
+        if not activation:
+            np.testing.assert_array_equal(want, transposed)
+        elif activation == "SiLU":
+            np.testing.assert_allclose(want, transposed / (1 + np.exp(-transposed.astype(np.float64))), rtol=1e-6,
+                                       atol=1e-7)
+        np.testing.assert_allclose(got, want, rtol=2e-6, atol=1e-7)
 
 
 @needs_nchwc

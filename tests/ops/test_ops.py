@@ -259,6 +259,32 @@ def test_dense_fraction_switches_to_full_recompute(rng):
     assert_close_nan(y2, pair.run_dense(x2))
 
 
+@pytest.mark.parametrize("kernel, pads, dilations", [
+    ([3, 3], [1, 1, 1, 1], [1, 1]),  # every window reads the input
+    ([3, 3], [3, 3, 3, 3], [1, 1]),  # the border outputs read only padding
+    ([1, 2], [0, 3, 0, 3], [1, 4]),  # dilated taps step over a 2-wide input
+])
+def test_every_input_changed_marks_the_outputs_whose_window_reads_it(kernel, pads, dilations, rng):
+    """When every input pixel changed (noise, or a producer that recomputed everything) rule 4 marks every
+    output whose window reads the input without an OR-pool (delta_state.cc plan_recompute); outputs whose
+    windows lie wholly in the padding stay unmarked (dense_fraction 1 keeps the dense rule out of the way)."""
+    wt = rng.standard_normal((2, 1, *kernel)).astype(np.float32)
+    attrs = dict(kernel_shape=kernel, pads=pads, dilations=dilations)
+    pair = ConvPair(wt, rng.standard_normal(2).astype(np.float32), attrs, dense_fraction=1.0)
+    x = rng.standard_normal((1, 1, 6, 2)).astype(np.float32)
+    y, x_ref, _ = pair.run_delta(x, EMPTY, EMPTY)
+    x2 = x + 1
+    y2, _, marks = pair.run_delta(x2, x_ref, y)
+
+    def reads(extent, k, pad, dilation, out):
+        return np.array([any(0 <= o - pad + t * dilation < extent for t in range(k)) for o in range(out)])
+
+    ho, wo = marks.shape[2:]
+    expected = np.outer(reads(6, kernel[0], pads[0], dilations[0], ho), reads(2, kernel[1], pads[1], dilations[1], wo))
+    np.testing.assert_array_equal(marks[0, 0], expected)
+    assert_close_nan(y2, pair.run_dense(x2))
+
+
 def _bind_in_place(sess, binding, feed, state, outputs=("y", "x_ref_next", "map")):
     for name, value in feed.items():
         binding.bind_cpu_input(name, value)

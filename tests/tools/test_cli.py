@@ -195,8 +195,15 @@ def test_inspect_converted_model_reads_its_metadata(capsys, model_path):
     assert "converted by deltaonnx" in out
     assert "DeltaConv_0" in out and "DeltaPool_0" in out
     assert "threshold 0.1" in out
-    # Conv (gate, 0.1): X_ref and Y; MaxPool (exact, behind the conv's map): Y only (no X_ref kept).
-    assert "state: 3 past inputs / present outputs; change maps: 2 outputs" in out
+    # The block gate (convert's default, 0.1): its X_ref; Conv and MaxPool exact behind maps: Y only.
+    assert "state: 3 past inputs / present outputs; change maps: 3 outputs" in out
+    assert "input gate: block 8x8, every pixel within 0.4 (DeltaGate_0)" in out
+    run_cli(capsys, "convert", model_path, "--threshold", "0.1", "--gate", "pixel", "-o",
+            str(model_path.with_name("pixel.delta.onnx")))
+    code, out, err = run_cli(capsys, "inspect", model_path.with_name("pixel.delta.onnx"))
+    # Conv (the pixel gate, 0.1): X_ref and Y; MaxPool (exact, behind the conv's map): Y only (no X_ref kept).
+    assert code == 0 and "state: 3 past inputs / present outputs; change maps: 2 outputs" in out
+    assert "input gate: per pixel, in each op reading the frame" in out
 
 
 def _dynamic_model_path(tmp_path):

@@ -13,7 +13,7 @@ from triton_helpers import clip, pixel_classifier, pnet_like
 import deltaonnx
 from deltaonnx.cli import main as cli_main
 from deltaonnx.serving import write_triton_repository
-from deltaonnx.serving.start_gate import START_INPUT, gate_state_on_start
+from deltaonnx.serving.start_gate import START_INPUT, gate_state_on_start, without_change_maps
 from deltaonnx.serving.triton_repository import RepositoryError
 
 model_config_pb2 = pytest.importorskip("tritonclient.grpc.model_config_pb2", reason="tritonclient[grpc] not installed")
@@ -35,9 +35,12 @@ def state_entries(model: onnx.ModelProto) -> list[dict]:
 
 class TritonLikeRunner:
     """Runs a converted model as Triton's onnxruntime backend does: the state each request gets is the
-    previous request's present outputs, or (first request) what `first_state` makes of each past."""
+    previous request's present outputs, or (first request) what `first_state` makes of each past; the block
+    gate's change map is a constant empty map, as in the served model."""
 
     def __init__(self, model: onnx.ModelProto, library: str, first_state):
+        metadata = json.loads(next(p.value for p in model.metadata_props if p.key == "deltaonnx"))
+        model = without_change_maps(model, [g["change_map"] for g in metadata["gates"]])
         options = ort.SessionOptions()
         options.register_custom_ops_library(library)
         options.intra_op_num_threads = 1
@@ -95,7 +98,7 @@ def test_python_repository_config_is_a_valid_sequence_batching_config(tmp_path):
 
 def test_onnxruntime_repository_lists_every_state_pair_and_an_op_library_that_exists(tmp_path):
     written = write_triton_repository(pnet_like(), tmp_path / "repo", name="pnet_ort", backend="onnxruntime",
-                                      max_sequences=1, instances=2)
+                                      max_sequences=1, instances=2, conversion={"threshold": 0.05})
     config = parse_config(written.model_dir / "config.pbtxt")
     served = onnx.load(str(written.model_dir / "1" / "model.onnx"))
     pairs = [(s["past"], s["present"]) for s in state_entries(served)]
@@ -109,6 +112,11 @@ def test_onnxruntime_repository_lists_every_state_pair_and_an_op_library_that_ex
     assert library.startswith("/") and (written.model_dir / "libdeltaonnx_ops.so").samefile(library)
     # The state is not a request input: only the model's own inputs are listed.
     assert [i.name for i in config.input] == ["image"]
+    # Nor is the block gate's change map: the served model holds it as a constant empty map (no map).
+    (gate,) = json.loads(next(p.value for p in served.metadata_props if p.key == "deltaonnx"))["gates"]
+    assert gate["change_map"] not in {i.name for i in served.graph.input}
+    (empty,) = [t for t in served.graph.initializer if t.name == gate["change_map"]]
+    assert list(empty.dims) == [0, 1, 0, 0] and empty.data_type == onnx.TensorProto.UINT8
 
 
 def test_op_library_path_is_written_as_given_for_a_server_that_mounts_the_repository_elsewhere(tmp_path):

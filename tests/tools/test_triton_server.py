@@ -82,13 +82,17 @@ def repository(tmp_path_factory):
     dense = pnet_like()
     onnx.save(dense, str(root / "pnet.onnx"))
     repo = root / "repo"
+    # "cams" gates per pixel: on 24x32 frames 8x8 blocks cover so much that a block-gated stream falls back to
+    # its dense twin, whose outputs no longer depend on the state these tests follow. "solo" and "ort" have the
+    # default block gate (its change map is no request input).
     write_triton_repository(root / "pnet.onnx", repo, name="cams", instances=2, max_sequences=4,
-                            conversion={"threshold": THRESHOLD})
+                            conversion={"threshold": THRESHOLD, "gate": "pixel"})
     write_triton_repository(root / "pnet.onnx", repo, name="solo", instances=1, max_sequences=1,
                             idle_timeout_us=1_000_000, conversion={"threshold": THRESHOLD})
     # The onnxruntime repository, loaded with the backend switched to python (the bundled server has no
     # onnxruntime backend): the config is Triton's to validate, the model is run as that backend would.
-    written = write_triton_repository(root / "pnet.onnx", repo, name="ort", backend="onnxruntime", max_sequences=1)
+    written = write_triton_repository(root / "pnet.onnx", repo, name="ort", backend="onnxruntime", max_sequences=1,
+                                      conversion={"threshold": THRESHOLD})
     from google.protobuf import text_format
     from tritonclient.grpc import model_config_pb2
 

@@ -504,10 +504,11 @@ def test_reference_evaluator_runs_a_converted_model(with_bias, rng):
 
 
 @pytest.mark.parametrize("name", ["cnn1", "nhwc_input", "yolov8_like"])
-@pytest.mark.parametrize("threshold", [0.0, 0.05])
-def test_reference_evaluator_runs_converter_output(name, threshold, cpu_op_library):
+@pytest.mark.parametrize("threshold, gate", [(0.0, "block"), (0.05, "block"), (0.05, "pixel")])
+def test_reference_evaluator_runs_converter_output(name, threshold, gate, cpu_op_library):
     """The evaluator runs what deltaonnx.convert produces: at tau 0 it equals dense ORT on every frame of
-    a sequence; at tau 0.05 it agrees with the C++ ops (the same rules, other summation order)."""
+    a sequence; at tau 0.05 it agrees with the C++ ops (the same rules, other summation order), with either
+    input gate."""
     import json
 
     zoo = pytest.importorskip("zoo")
@@ -518,8 +519,9 @@ def test_reference_evaluator_runs_converter_output(name, threshold, cpu_op_libra
     if not hasattr(deltaonnx, "convert"):
         pytest.skip("deltaonnx.convert is not available")
     model = zoo.BUILDERS[name]()
-    converted = deltaonnx.convert(model, threshold=threshold, all_nodes=True)
+    converted = deltaonnx.convert(model, threshold=threshold, all_nodes=True, gate=gate)
     meta = json.loads({p.key: p.value for p in converted.metadata_props}["deltaonnx"])
+    no_maps = {g["change_map"]: np.zeros((0, 1, 0, 0), np.uint8) for g in meta["gates"]}  # block gate: no map
     evaluator = ref.make_reference_evaluator(converted)
     options = ort.SessionOptions()
     options.register_custom_ops_library(cpu_op_library)
@@ -533,7 +535,7 @@ def test_reference_evaluator_runs_converter_output(name, threshold, cpu_op_libra
     ref_state = ort_state = None
     for frame in synthetic_video.sequence(inp.shape, 10, seed=4, layout=layout):
         if frame.reset:
-            ref_state = ort_state = {s["past"]: EMPTY for s in meta["state"]}
+            ref_state = ort_state = {**no_maps, **{s["past"]: EMPTY for s in meta["state"]}}
         ref_out = dict(zip(names, evaluator.run(None, {inp.name: frame.data, **ref_state})))
         ort_out = dict(zip(names, delta.run(None, {inp.name: frame.data, **ort_state})))
         for output, want in zip(own_outputs, dense.run(None, {inp.name: frame.data})):
@@ -542,5 +544,5 @@ def test_reference_evaluator_runs_converter_output(name, threshold, cpu_op_libra
                 np.testing.assert_allclose(ref_out[output], want, rtol=1e-5, atol=1e-5)
         if frame.kind == "static":  # nothing changed: nothing recomputed anywhere
             assert not any(ref_out[m["output"]].any() for m in meta["maps"])
-        ref_state = {s["past"]: ref_out[s["present"]] for s in meta["state"]}
-        ort_state = {s["past"]: ort_out[s["present"]] for s in meta["state"]}
+        ref_state = {**no_maps, **{s["past"]: ref_out[s["present"]] for s in meta["state"]}}
+        ort_state = {**no_maps, **{s["past"]: ort_out[s["present"]] for s in meta["state"]}}

@@ -87,15 +87,16 @@ void DeltaConvKernel::compute(OrtKernelContext* raw) const {
   ConvRun run;
   fill_delta_run(run, xs, x, st, out);
   run.bias = bias;
+  const ParallelFor parallel_for = ort_parallel_for(ctx);
   DenseItemConv dense;
   if (dense_ != nullptr && (blocked || st.reference_dropped || !dense_->own_engine_reads_in_place())) {
     const NchwcDenseConv* engine = dense_.get();
-    dense = [engine, raw, H, W, bias, Ho, Wo](const float* src, float* item_y) {
-      return engine->compute(raw, src, H, W, bias, item_y, Ho, Wo);
+    dense = [engine, raw, H, W, bias, Ho, Wo, &parallel_for](const float* src, float* item_y) {
+      return engine->compute(raw, src, H, W, bias, item_y, Ho, Wo, parallel_for);
     };
   }
-  if (blocked) run_blocked_delta_conv(spec, *blocked_weights, run, ort_parallel_for(ctx), nullptr, &dense);
-  else run_delta_conv(spec, *packed, run, ort_parallel_for(ctx), nullptr, &dense);
+  if (blocked) run_blocked_delta_conv(spec, *blocked_weights, run, parallel_for, nullptr, &dense);
+  else run_delta_conv(spec, *packed, run, parallel_for, nullptr, &dense);
 }
 
 }  // namespace deltaonnx

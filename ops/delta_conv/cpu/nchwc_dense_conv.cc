@@ -66,6 +66,7 @@ std::unique_ptr<NchwcDenseConv> NchwcDenseConv::create(const OrtKernelInfo* info
   d->channels_ = C;
   d->padded_out_ = round_up(M, b);
   d->activation_in_conv_ = spec.activation_for(0).kind == Activation::kNone;  // a channel Softmax follows later
+  for (int64_t m = 0; m < spec.out_channels; ++m) d->channel_acts_.push_back(spec.activation_for(m));
   d->own_in_place_ = depthwise || (win.kernel_h == 1 && win.kernel_w == 1 && win.stride_h == 1 && win.stride_w == 1 &&
                                    win.pads == std::array<int64_t, 4>{0, 0, 0, 0});  // else ours, after (same NaN rules as ours)
   const int64_t kh = win.kernel_h, kw = win.kernel_w, Mp = d->padded_out_, taps = kh * kw;
@@ -129,7 +130,7 @@ std::unique_ptr<NchwcDenseConv> NchwcDenseConv::create(const OrtKernelInfo* info
 }
 
 bool NchwcDenseConv::compute(OrtKernelContext* raw, const float* src, int64_t H, int64_t W, const float* bias,
-                             float* y, int64_t Ho, int64_t Wo) const {
+                             float* y, int64_t Ho, int64_t Wo, const ParallelFor& parallel_for) const {
   std::atomic<int>& state = g_layout_state[static_cast<int>(layout_)];
   int checked = state.load(std::memory_order_acquire);
   if (checked == 0) {  // first use of this layout in the process: a synthetic item, compared everywhere
@@ -141,14 +142,14 @@ bool NchwcDenseConv::compute(OrtKernelContext* raw, const float* src, int64_t H,
     checked = state.load(std::memory_order_acquire);
   }
   if (checked == 2) return false;
-  run(raw, src, H, W, bias, y, Ho, Wo, blocked_io_);
+  run(raw, src, H, W, bias, y, Ho, Wo, blocked_io_, parallel_for);
   return true;
 }
 
 void NchwcDenseConv::run(OrtKernelContext* raw, const float* src, int64_t H, int64_t W, const float* bias, float* y,
-                         int64_t Ho, int64_t Wo, bool blocked) const {
+                         int64_t Ho, int64_t Wo, bool blocked, const ParallelFor& parallel_for) const {
   if (blocked) {
-    run_blocked(raw, src, H, W, bias, y, Ho, Wo);
+    run_blocked(raw, src, H, W, bias, y, Ho, Wo, parallel_for);
     return;
   }
   const int64_t C = channels_, M = spec_.out_channels, Mp = padded_out_;
@@ -180,23 +181,33 @@ void NchwcDenseConv::run(OrtKernelContext* raw, const float* src, int64_t H, int
     OrtValue* out[] = {yb_value};
     conv_.Invoke(raw, in, 3, out, 1);
   }
-  Ort::Value y_value = Ort::Value::CreateTensor<float>(cpu_, y, y_count, y_shape.data(), 4);
-  {
-    const OrtValue* in[] = {yb_value};
-    OrtValue* out[] = {y_value};
-    reorder_out_.Invoke(raw, in, 1, out, 1);
-  }
   if (!activation_in_conv_) {
-    const KernelTable& k = kernels();
-    for (int64_t m = 0; m < M; ++m) k.bias_activate(y + m * Ho * Wo, Ho * Wo, 0.f, spec_.activation_for(m));
+    unblock_activate(yb_value.GetTensorData<float>(), Ho * Wo, y, parallel_for);
+    return;
   }
+  Ort::Value y_value = Ort::Value::CreateTensor<float>(cpu_, y, y_count, y_shape.data(), 4);
+  const OrtValue* in[] = {yb_value};
+  OrtValue* out[] = {y_value};
+  reorder_out_.Invoke(raw, in, 1, out, 1);
+}
+
+void NchwcDenseConv::unblock_activate(const float* blocked, int64_t plane, float* y,
+                                      const ParallelFor& parallel_for) const {
+  constexpr int64_t kRun = 1024;  // pixels per task: enough to share among threads, few calls
+  const KernelTable& k = kernels();
+  const int64_t M = spec_.out_channels, b = block_, blocks = (M + b - 1) / b, runs = (plane + kRun - 1) / kRun;
+  parallel_for(blocks * runs, [&](int64_t task) {
+    const int64_t cb = task / runs, p0 = (task % runs) * kRun;
+    k.unblock_activate(blocked + (cb * plane + p0) * b, b, std::min(b, M - cb * b), std::min(kRun, plane - p0),
+                       channel_acts_.data() + cb * b, y + cb * b * plane + p0, plane);
+  });
 }
 
 // The Conv alone on blocked src and y (M a multiple of the block: no padded filters). Activations MLAS does not
 // fuse run over the blocked output in place: uniform ones through the kernel table, PRelu's slopes lane by lane.
 void NchwcDenseConv::run_blocked(OrtKernelContext* raw, const float* src, int64_t H, int64_t W, const float* bias,
-                                 float* y, int64_t Ho, int64_t Wo) const {
-  const int64_t C = channels_, M = spec_.out_channels, b = block_;
+                                 float* y, int64_t Ho, int64_t Wo, const ParallelFor& parallel_for) const {
+  const int64_t C = channels_, M = spec_.out_channels, b = block_, plane = Ho * Wo;
   const std::vector<int64_t> x_shape{1, C, H, W}, y_shape{1, M, Ho, Wo}, b_shape{M};
   float* bv = t_bias.get(static_cast<size_t>(M));
   std::fill(bv, bv + M, 0.f);
@@ -204,22 +215,25 @@ void NchwcDenseConv::run_blocked(OrtKernelContext* raw, const float* src, int64_
   Ort::Value b_value = Ort::Value::CreateTensor<float>(cpu_, bv, static_cast<size_t>(M), b_shape.data(), 1);
   Ort::Value x_value = Ort::Value::CreateTensor<float>(cpu_, const_cast<float*>(src), static_cast<size_t>(C * H * W),
                                                        x_shape.data(), 4);
-  const size_t y_count = static_cast<size_t>(M * Ho * Wo);
-  Ort::Value y_value = Ort::Value::CreateTensor<float>(cpu_, y, y_count, y_shape.data(), 4);
+  Ort::Value y_value = Ort::Value::CreateTensor<float>(cpu_, y, static_cast<size_t>(M * plane), y_shape.data(), 4);
   const OrtValue* in[] = {x_value, w_value_, b_value};
   OrtValue* out[] = {y_value};
   conv_.Invoke(raw, in, 3, out, 1);
   if (activation_in_conv_) return;
-  if (spec_.activation.slopes.size() <= 1) {  // one activation for every channel
-    kernels().bias_activate(y, static_cast<int64_t>(y_count), 0.f, spec_.activation_for(0));
-    return;
-  }
-  const int64_t line_stride = Ho * Wo * b;
-  for (int64_t m = 0; m < M; ++m) {
-    const ActivationParams act = spec_.activation_for(m);
-    float* v = y + (m / b) * line_stride + m % b;
-    for (int64_t p = 0; p < Ho * Wo; ++p) v[p * b] = apply_activation(act, v[p * b]);
-  }
+  constexpr int64_t kRun = 1024;  // pixels per task
+  const KernelTable& k = kernels();
+  const bool one_act = spec_.activation.slopes.size() <= 1;
+  const int64_t runs = (plane + kRun - 1) / kRun;
+  parallel_for(M / b * runs, [&](int64_t task) {
+    const int64_t cb = task / runs, p0 = (task % runs) * kRun, n = std::min(kRun, plane - p0);
+    float* v = y + (cb * plane + p0) * b;
+    if (one_act) {  // one activation for every channel: the lines as one run
+      k.bias_activate(v, n * b, 0.f, channel_acts_[0]);
+      return;
+    }
+    for (int64_t p = 0; p < n; ++p)  // PRelu's slopes per channel: lane by lane
+      for (int64_t lane = 0; lane < b; ++lane) v[p * b + lane] = apply_activation(channel_acts_[cb * b + lane], v[p * b + lane]);
+  });
 }
 
 // Runs a small synthetic item (pseudo-random input and bias, every output pixel and channel) through the
@@ -253,7 +267,7 @@ bool NchwcDenseConv::check_layout(OrtKernelContext* raw) const {
   };
   for (float& v : x) v = next();
   for (float& v : bias) v = next();
-  run(raw, x.data(), H, W, bias.data(), y.data(), Ho, Wo, false);
+  run(raw, x.data(), H, W, bias.data(), y.data(), Ho, Wo, false, serial_for);
   for (int64_t m = 0; m < M; ++m) {
     const int64_t g = m / Mg;
     for (int64_t oy = 0; oy < Ho; ++oy)

@@ -8,8 +8,10 @@
 // What it needs, as ORT's NCHWc transformer does: W constant; group 1 with C a multiple of the block or
 // C < block (the NCHW input is read directly), or depthwise with C a multiple of the block; explicit pads
 // (auto_pad NOTSET or VALID). M is padded up to the block (zero filters), as the transformer pads it.
-// Activations MLAS fuses (Relu, LeakyRelu, Clip, Sigmoid, HardSigmoid, Tanh) run inside the Conv; the others
-// (SiLU, HardSwish, PRelu) are applied to the NCHW output by our kernel table.
+// Activations MLAS fuses (Relu, LeakyRelu, Clip, Sigmoid, HardSigmoid, Tanh) run inside the Conv; for the others
+// (SiLU, HardSwish, PRelu) our kernel table replaces ReorderOutput and the activation pass with one pass
+// (kernel_table.h unblock_activate): the transposed vectors are activated in registers. One pass over the output
+// instead of two, though measured no faster on YOLOv8n: SiLU is compute-bound (docs/results.md, "Never slower").
 //
 // The blocked weight layout is MLAS's, not an API: the first dense run of each layout family in the process
 // first runs a small synthetic item through the kernels and compares it with a direct computation; if they
@@ -37,7 +39,7 @@ class NchwcDenseConv {
   // y [M, Ho, Wo] = act(conv(src [C, H, W]) + bias) for one batch item. False: the path is off (layout check
   // failed, now or earlier): the caller computes the item itself.
   bool compute(OrtKernelContext* context, const float* src, int64_t H, int64_t W, const float* bias, float* y,
-               int64_t Ho, int64_t Wo) const;
+               int64_t Ho, int64_t Wo, const ParallelFor& parallel_for) const;
 
   // True where our own engine reads the item in place (depthwise, or 1x1 with stride 1 and no padding): with a
   // reference kept, its detection pass has just brought the source into cache, and ORT's two reorders cost
@@ -52,9 +54,11 @@ class NchwcDenseConv {
   NchwcDenseConv() = default;
   // blocked: src and y blocked (the Conv alone); else NCHW with the reorders (the layout check always is).
   void run(OrtKernelContext* context, const float* src, int64_t H, int64_t W, const float* bias, float* y, int64_t Ho,
-           int64_t Wo, bool blocked) const;
+           int64_t Wo, bool blocked, const ParallelFor& parallel_for) const;
   void run_blocked(OrtKernelContext* context, const float* src, int64_t H, int64_t W, const float* bias, float* y,
-                   int64_t Ho, int64_t Wo) const;
+                   int64_t Ho, int64_t Wo, const ParallelFor& parallel_for) const;
+  // y [M, plane] = act(blocked [Mp/b, plane, b]) channel by channel: ReorderOutput and the activation in one pass.
+  void unblock_activate(const float* blocked, int64_t plane, float* y, const ParallelFor& parallel_for) const;
   bool check_layout(OrtKernelContext* context) const;
   // The synthetic item check_layout runs ([C, H, W], two output rows and three columns), or false when this
   // conv's window (huge strides or dilations) would make it too large to be worth allocating.
@@ -67,6 +71,7 @@ class NchwcDenseConv {
   bool own_in_place_ = false;
   bool blocked_io_ = false;
   Layout layout_ = Layout::kBlockedInOut;
+  std::vector<ActivationParams> channel_acts_;  // the activation of each output channel (PRelu slopes differ)
   std::vector<int64_t> blocked_w_shape_;
   std::vector<float> weights_;  // W as given (for the layout check)
   std::shared_ptr<float> blocked_weights_;

@@ -32,13 +32,13 @@ from __future__ import annotations
 from ..graph_passes.metadata import is_converted
 from .machine import Progress, machine_info
 from .models import conv_flops, conversion_metadata, image_input, session_options
-from .options import BenchError, BenchOptions, DeltaConfig, FrameRecord, GateConfig, parse_configs
+from .options import INPUT_GATE, BenchError, BenchOptions, DeltaConfig, FrameRecord, GateConfig, parse_configs
 from .pictures import change_map_picture, plot_sweep
 from .profile import ideal_speedup, profile_delta, profile_dense, read_profile
 from .report import format_report, json_ready, write_json
 from .runner import run_benchmark
 
-__all__ = ["BenchError", "BenchOptions", "DeltaConfig", "FrameRecord", "GateConfig", "Progress", "change_map_picture",
+__all__ = ["BenchError", "BenchOptions", "DeltaConfig", "FrameRecord", "GateConfig", "INPUT_GATE", "Progress", "change_map_picture",
            "conv_flops", "conversion_metadata", "format_report", "ideal_speedup", "image_input", "is_converted",
            "json_ready", "machine_info", "parse_configs", "plot_sweep", "profile_dense", "profile_delta",
            "read_profile", "run_benchmark", "session_options", "write_json"]

@@ -9,6 +9,8 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from ..graph_passes.conversion_context import DEFAULT_GATE
+
 
 class BenchError(ValueError):
     """A benchmark cannot run as asked (model, clip or options); the message says what to change."""
@@ -16,9 +18,9 @@ class BenchError(ValueError):
 
 @dataclass(frozen=True)
 class GateConfig:
-    """How the input gate decides (convert's gate, gate_block, gate_hard)."""
+    """How the input gate decides (convert's gate, gate_block, gate_hard), or the inner thresholds (inner_gate, ...)."""
 
-    rule: str = "pixel"
+    rule: str = "pixel"  # the inner gate's default; the input gate's is INPUT_GATE
     block: Optional[int] = None  # None: convert's default
     hard: Optional[float] = None  # None: convert's default (a multiple of tau)
 
@@ -46,14 +48,20 @@ class GateConfig:
             kwargs[f"{prefix}gate_hard"] = self.hard
         return kwargs
 
-    def label_as(self, name: str) -> str:
-        if self.rule == "pixel":
+    def label_as(self, name: str, default: str = "pixel") -> str:
+        """"" for `default` with convert's k and bound, else " name=rule[k][/hard]"."""
+        if self.rule == default and self.block is None and self.hard is None:
             return ""
+        if self.rule == "pixel":
+            return f" {name}=pixel"
         return f" {name}=block" + (f"{self.block}" if self.block else "") + (f"/{self.hard:g}" if self.hard is not None else "")
 
     @property
     def label(self) -> str:
-        return self.label_as("gate")
+        return self.label_as("gate", DEFAULT_GATE)
+
+
+INPUT_GATE = GateConfig(DEFAULT_GATE)  # convert's input gate
 
 
 @dataclass(frozen=True)
@@ -62,7 +70,7 @@ class DeltaConfig:
 
     threshold: float
     inner_threshold: float
-    gate: GateConfig = GateConfig()
+    gate: GateConfig = INPUT_GATE
     inner_gate: GateConfig = GateConfig()  # the change rule of the inner thresholds
 
     @property
@@ -71,7 +79,7 @@ class DeltaConfig:
 
 
 def parse_configs(thresholds: Sequence[float], inner_thresholds: Sequence[float],
-                  gates: Sequence[GateConfig] = (GateConfig(),),
+                  gates: Sequence[GateConfig] = (INPUT_GATE,),
                   inner_gates: Sequence[GateConfig] = (GateConfig(),)) -> list[DeltaConfig]:
     return [DeltaConfig(float(t), float(i), g, ig)
             for t, i, g, ig in itertools.product(thresholds, inner_thresholds, gates, inner_gates)]

@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional, Union
 
+from ..graph_passes.conversion_context import DEFAULT_GATE
 from .agreement import Budget, DetectionOptions
 from .levels import DEFAULT_MIN_BOXES
 
@@ -23,8 +24,8 @@ class CalibrationOptions:
     dense_fraction: float = 0.5
     # The input gate of the written model (convert's gate, gate_block, gate_hard; None: convert's defaults).
     # The search raises per-node thresholds under the pixel rule; the final model, measured on the whole
-    # range, gates with this one.
-    gate: str = "pixel"
+    # range, gates with this one (convert's default, the block rule).
+    gate: str = DEFAULT_GATE
     gate_block: Optional[int] = None
     gate_hard: Optional[float] = None
     warmup: int = 3  # untimed first frames of each range

@@ -8,8 +8,8 @@ import sys
 from pathlib import Path
 from typing import Optional
 
-from ..bench import (BenchError, BenchOptions, GateConfig, format_report, image_input, parse_configs, plot_sweep,
-                     run_benchmark, write_json)
+from ..bench import (INPUT_GATE, BenchError, BenchOptions, GateConfig, format_report, image_input, parse_configs,
+                     plot_sweep, run_benchmark, write_json)
 from ..convert import load_model
 from ..graph_passes.metadata import is_converted
 from ..video import VideoError, describe_source, frame_count, read_frames
@@ -34,8 +34,8 @@ def add_command(subparsers, common: argparse.ArgumentParser) -> None:
     conv.add_argument("--inner-thresholds", type=float_list, metavar="T1,T2,...", help="sweep the inner threshold")
     conv.add_argument("--node-thresholds", metavar="FILE.json", help='per-node overrides {"<node>": tau}')
     conv.add_argument("--gate", type=GateConfig.parse, metavar="GATE",
-                      help="the input gate: pixel (default), block, block:K or block:K:HARD (k x k blocks, every "
-                      "pixel within HARD; defaults as convert's)")
+                      help="the input gate: block (default), block:K, block:K:HARD (k x k blocks, every pixel "
+                      "within HARD; defaults as convert's) or pixel")
     conv.add_argument("--gates", type=lambda text: [GateConfig.parse(t) for t in text.split(",")], metavar="G1,G2,...",
                       help="sweep the input gate, e.g. pixel,block:8,block:4:0.3")
     conv.add_argument("--inner-gate", type=lambda text: [GateConfig.parse(t) for t in text.split(",")],
@@ -85,7 +85,7 @@ def run_command(args: argparse.Namespace) -> int:
     inners = _one_or_sweep(args.inner_threshold, args.inner_thresholds, "inner-threshold")
     if args.gate is not None and args.gates is not None:
         raise CliError("give --gate or --gates, not both")
-    gates = args.gates or [args.gate or GateConfig()]
+    gates = args.gates or [args.gate or INPUT_GATE]
     if not 0 <= args.dense_fraction <= 1:
         raise CliError(f"--dense-fraction must be in [0, 1], got {args.dense_fraction:g}")
     if args.plot and not args.plot.lower().endswith(".png"):

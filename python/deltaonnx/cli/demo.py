@@ -6,7 +6,7 @@ import argparse
 import time
 from pathlib import Path
 
-from ..bench import (BenchError, BenchOptions, GateConfig, change_map_picture, image_input, parse_configs,
+from ..bench import (INPUT_GATE, BenchError, BenchOptions, GateConfig, change_map_picture, image_input, parse_configs,
                      run_benchmark, write_json)
 from ..convert import load_model
 from ..demo import (CLIP_FRAMES, DEFAULT_MODEL, DEFAULT_THRESHOLDS, DigitCollector, annotate_boxes, annotate_digits,
@@ -31,8 +31,8 @@ def add_command(subparsers, common: argparse.ArgumentParser) -> None:
                         help=f"input gates to compare (default {','.join(f'{t:g}' for t in DEFAULT_THRESHOLDS)})")
     parser.add_argument("--inner-threshold", type=float_list, default=[0.0], metavar="TAU",
                         help="inner threshold (default 0)")
-    parser.add_argument("--gate", type=GateConfig.parse, default=GateConfig(), metavar="GATE",
-                        help="the input gate: pixel (default), block, block:K or block:K:HARD (as bench)")
+    parser.add_argument("--gate", type=GateConfig.parse, default=INPUT_GATE, metavar="GATE",
+                        help="the input gate: block (default), block:K, block:K:HARD or pixel (as bench)")
     parser.add_argument("--threads", type=positive_int, default=1, metavar="N", help="ORT threads (default 1)")
     parser.add_argument("--warmup", type=non_negative_int, default=5, metavar="N", help="untimed first frames")
     parser.add_argument("--clip-frames", type=positive_int, default=CLIP_FRAMES, metavar="N",

@@ -79,3 +79,18 @@ def gate_state_on_start(model: onnx.ModelProto, past_names: list[str]) -> onnx.M
     del graph.node[:]
     graph.node.extend(nodes)
     return gated
+
+
+def without_change_maps(model: onnx.ModelProto, change_maps: list[str]) -> onnx.ModelProto:
+    """`model` with the block gates' change-map inputs (docs/state_protocol.md) turned into constant empty maps
+    ([0,1,0,0] uint8: no map, the gate looks at the whole frame), so Triton need not feed them."""
+    if not change_maps:
+        return model
+    served = onnx.ModelProto()
+    served.CopyFrom(model)
+    graph = served.graph
+    kept = [i for i in graph.input if i.name not in change_maps]
+    del graph.input[:]
+    graph.input.extend(kept)
+    graph.initializer.extend(helper.make_tensor(name, TensorProto.UINT8, [0, 1, 0, 0], []) for name in change_maps)
+    return served

@@ -25,7 +25,7 @@ from .._lib import library_path
 from ..convert import convert_with_report, load_model, save_model
 from ..graph_passes.metadata import ConversionMetadata, MetadataError
 from ..graph_passes.protocol import STATE_PREFIX
-from .start_gate import START_INPUT, gate_state_on_start
+from .start_gate import START_INPUT, gate_state_on_start, without_change_maps
 
 BACKENDS = ("python", "onnxruntime")
 DEVICES = ("cpu", "gpu")
@@ -265,7 +265,9 @@ def write_triton_repository(
     state = metadata.get("state", [])
     past_names = {s["past"] for s in state}
     map_names = {m["output"] for m in metadata.get("maps", [])}
-    inputs = [t for t in _tensors(proto.graph.input) if t.name not in past_names]
+    # The block gate's external change maps are not served: every request gates its whole frame.
+    change_maps = [g["change_map"] for g in metadata.get("gates", [])]
+    inputs = [t for t in _tensors(proto.graph.input) if t.name not in past_names and t.name not in change_maps]
     own_outputs = [t for t in _tensors(proto.graph.output)
                    if not t.name.startswith(STATE_PREFIX) and t.name not in map_names]
     taken = {t.name for t in inputs}
@@ -286,6 +288,7 @@ def write_triton_repository(
         states = [(s["past"], s["present"], types[s["past"]]) for s in state]
         try:
             served = gate_state_on_start(proto, [s[0] for s in states]) if states else proto
+            served = without_change_maps(served, change_maps)
         except ValueError as error:
             raise RepositoryError(str(error)) from error
         library = library_path("cuda" if device == "gpu" else "cpu")

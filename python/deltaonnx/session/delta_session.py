@@ -72,12 +72,14 @@ class DeltaSession:
     is registered too when it was built, and the state then lives on the GPU.
     """
 
-    # A stream whose smoothed share of conv work redone exceeds FALLBACK_ENTER runs the dense twin; every
+    # A stream whose smoothed share of conv work redone exceeds FALLBACK_ENTER runs the dense twin; after
     # `fallback_probe_every` dense frames it tries delta again (from empty state) and stays if, after
-    # FALLBACK_SETTLE frames, the share is below FALLBACK_STAY.
+    # FALLBACK_SETTLE frames, the share is below FALLBACK_STAY; each failed probe doubles the wait for the
+    # next, up to FALLBACK_PROBE_BACKOFF x fallback_probe_every.
     FALLBACK_ENTER = 0.8
     FALLBACK_STAY = 0.65
-    FALLBACK_SETTLE = 3
+    FALLBACK_SETTLE = 2  # the first frame with state decides (the one before it, without state, is redone in full)
+    FALLBACK_PROBE_BACKOFF = 4
     # The identical-frame test (and the copy of the outputs it needs) runs on every frame until it has failed
     # CHECK_MISSES_BEFORE_SPACING times in a row (a stream that never repeats), then on every CHECK_SPACING-th
     # frame until it succeeds again. Skipping or not never changes a result, only the time taken.
@@ -88,9 +90,10 @@ class DeltaSession:
                  providers: Sequence[str | tuple] | None = None, *, dense_fallback: bool = True,
                  fallback_probe_every: int = 30, skip_identical_frames: bool = True):
         """dense_fallback: a stream whose frames change almost everywhere (a moving camera) is run through
-        the model's dense twin (graph_passes/dense_twin.py), which costs what dense ORT costs, and probed with delta again
-        every `fallback_probe_every` frames; stats() says which mode a stream is in. Dense frames are exact
-        (no thresholds apply).
+        the model's dense twin (graph_passes/dense_twin.py), which costs what dense ORT costs, and probed with
+        delta again after `fallback_probe_every` frames (twice as long after each failed probe, at most 4x);
+        stats() says which mode a stream is in. Dense frames are exact (no thresholds apply). The twin is built
+        when the session is, in a thread of its own.
 
         skip_identical_frames: a run whose frames leave every Delta op without a change (bitwise identical
         frames; or, when the Delta ops read the model inputs directly, frames within their threshold of the
@@ -158,6 +161,11 @@ class DeltaSession:
 
         self._streams: dict[Hashable, StreamState] = {}
         self._streams_lock = threading.Lock()
+        if self._dense_fallback and self._map_nodes:
+            # The twin takes about three frames' time to build (densify, a session): built beside the first
+            # frames, so the first stream to fall back does not stall (a run that needs it sooner waits on the
+            # lock). Not a daemon: interpreter exit waits for the build rather than killing it inside ORT.
+            threading.Thread(target=self._build_dense_twin, name="deltaonnx-dense-twin").start()
 
     # ----------------------------------------------------------------- construction helpers
 
@@ -259,12 +267,13 @@ class DeltaSession:
         then recomputed). Concurrent calls on the same stream are serialized; on different streams they run
         in parallel. If the run fails, the stream's state is dropped (in-place buffers may be half written).
 
-        change_map: where the frame may have changed since the last run (models converted with
-        gate="block"): uint8 [N,1,H,W] at the frame's resolution or [N,1,ceil(H/k),ceil(W/k)] one cell per
+        change_map: where the frame may have changed since the last run (models converted with the block
+        gate, convert's default, at a threshold above 0): uint8 [N,1,H,W] at the frame's resolution or [N,1,ceil(H/k),ceil(W/k)] one cell per
         gate block, nonzero = may have changed. The gate looks only there: pixels left 0 keep their previous
         value (a timestamp overlay, a waving tree), so every output they reach stays as it was. A dict
-        {model input name: map} for models with several gated inputs. (A stream in the dense fallback runs
-        the dense twin, which sees whole frames.)
+        {model input name: map} for models with several gated inputs. A frame that changes only where the map
+        says nothing did is skipped like an identical one. (A stream in the dense fallback runs the dense twin,
+        which sees whole frames.)
         """
         requested = checked_output_names(output_names, self._output_names)
         inputs = checked_input_feed(input_feed, self._input_names)
@@ -277,15 +286,35 @@ class DeltaSession:
                     continue
                 return self._run_locked(state, requested, inputs, input_shapes, run_options, maps)
 
+    def _build_dense_twin(self) -> None:
+        """Builds the twin and, where the model's inputs have fixed shapes, runs it once on zeros: ORT's first
+        run of a session costs ~20% more than the next (buffers found and allocated), paid here, not by the
+        first frame that falls back."""
+        try:
+            with self._dense_lock:
+                twin = self._dense_twin_session_locked()
+                feed = {}
+                for i in twin.get_inputs():
+                    dtype = _EMPTY_STATE_DTYPES.get(i.type)
+                    if dtype is None or not all(isinstance(d, int) and d > 0 for d in i.shape):
+                        return
+                    feed[i.name] = np.zeros(i.shape, dtype)
+                twin.run(None, feed)
+        except Exception:  # noqa: BLE001 - the build is retried, and its error raised, where the twin is used
+            pass
+
     def _dense_twin_session(self) -> ort.InferenceSession:
         with self._dense_lock:
-            if self._dense_session is None:
-                proto = onnx.load_from_string(self._model_bytes) if self._model_bytes is not None \
-                    else onnx.load(self._model_path)
-                twin = dense_twin(proto, self._output_names)
-                self._dense_session = ort.InferenceSession(twin.SerializeToString(), sess_options=self._dense_options,
-                                                           providers=self._providers_requested)
-            return self._dense_session
+            return self._dense_twin_session_locked()
+
+    def _dense_twin_session_locked(self) -> ort.InferenceSession:
+        if self._dense_session is None:
+            proto = onnx.load_from_string(self._model_bytes) if self._model_bytes is not None \
+                else onnx.load(self._model_path)
+            twin = dense_twin(proto, self._output_names)
+            self._dense_session = ort.InferenceSession(twin.SerializeToString(), sess_options=self._dense_options,
+                                                       providers=self._providers_requested)
+        return self._dense_session
 
     def _run_dense(self, state: StreamState, requested: list[str], inputs: dict,
                    run_options: ort.RunOptions | None) -> list[np.ndarray]:
@@ -293,7 +322,7 @@ class DeltaSession:
         outputs = self._dense_twin_session().run(requested, feed, run_options)
         state.mode_runs += 1
         state.dense_runs_total += 1
-        if state.mode_runs >= self._probe_every:  # probe: delta again, from empty state
+        if state.mode_runs >= state.probe_interval:  # probe: delta again, from empty state
             state.mode, state.mode_runs, state.work = "delta", 0, None
         return outputs
 
@@ -310,6 +339,10 @@ class DeltaSession:
         if state.mode_runs >= self.FALLBACK_SETTLE and state.work > limit:
             state.drop_state(keep_maps=True)
             state.mode, state.mode_runs = "dense", 0
+            # A failed probe doubles the wait before the next (a camera that keeps moving pays fewer probes, each
+            # two frames at the Delta ops' full cost), up to FALLBACK_PROBE_BACKOFF times fallback_probe_every.
+            state.probe_interval = (min(2 * state.probe_interval, self.FALLBACK_PROBE_BACKOFF * self._probe_every)
+                                    if probing and state.probe_interval else self._probe_every)
 
     def _run_locked(self, state: StreamState, requested: list[str], inputs: dict, input_shapes: tuple,
                     run_options: ort.RunOptions | None, maps: dict | None = None) -> list[np.ndarray]:
@@ -320,7 +353,7 @@ class DeltaSession:
         if self._identical_plan is not None and state.binding is not None:
             if state.check_wait > 0:
                 state.check_wait -= 1
-            elif nothing_changes(state, self._identical_plan, self._present_names, inputs, requested):
+            elif nothing_changes(state, self._identical_plan, self._present_names, inputs, requested, maps or {}):
                 state.check_misses = 0
                 return self._skipped_run(state, requested)
             else:

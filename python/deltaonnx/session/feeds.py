@@ -27,8 +27,8 @@ def checked_change_maps(change_map: Any, gates: Mapping[str, str]) -> dict[str, 
     if change_map is None:
         return {}
     if not gates:
-        raise ValueError("DeltaSession.run: change_map needs a model converted with gate='block' (it has no "
-                         "DeltaGate to take it)")
+        raise ValueError("DeltaSession.run: change_map needs a model converted with the block gate (gate='block', "
+                         "convert's default, and a threshold above 0); it has no DeltaGate to take it")
     if not isinstance(change_map, Mapping):
         if len(gates) != 1:
             raise ValueError(f"DeltaSession.run: the model gates several inputs {list(gates)}: give change_map "

@@ -49,9 +49,11 @@ def within_tau(frame: np.ndarray, reference: np.ndarray, tau: np.float32) -> boo
     return True
 
 
-def gate_sees_nothing(gate: FrameGate, frame: np.ndarray, reference: np.ndarray) -> bool:
+def gate_sees_nothing(gate: FrameGate, frame: np.ndarray, reference: np.ndarray,
+                      map_in: np.ndarray | None = None) -> bool:
     """The gate would find no change: within tau everywhere (enough for either rule), or, for the block
-    rule, its own engine finds no block changed (the copy it writes is thrown away)."""
+    rule, its own engine finds no block changed where `map_in` (the run's change map) lets it look (the copy
+    it writes is thrown away)."""
     if within_tau(frame, reference, gate.tau):
         return True
     if gate.block_rule is None or frame.ndim != 4:
@@ -60,7 +62,7 @@ def gate_sees_nothing(gate: FrameGate, frame: np.ndarray, reference: np.ndarray)
         from .. import _native  # optional compiled module: imported where the block rule needs it
     except ImportError:  # built without the pybind module: the tau test alone
         return False
-    _, changed = _native.delta_gate(frame, reference, threshold=float(gate.tau), **gate.block_rule)
+    _, changed = _native.delta_gate(frame, reference, map_in, threshold=float(gate.tau), **gate.block_rule)
     return not changed.any()
 
 

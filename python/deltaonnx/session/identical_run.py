@@ -38,8 +38,9 @@ def keep_for_identical_frames(state: StreamState, plan: IdenticalFramePlan, pres
                 state.previous_frames[name] = frame.copy()
 
 def nothing_changes(state: StreamState, plan: IdenticalFramePlan, present_names: set[str], inputs: dict,
-                    requested: list[str]) -> bool:
-    """Whether this run provably recomputes nothing anywhere (see IdenticalFramePlan)."""
+                    requested: list[str], maps: dict) -> bool:
+    """Whether this run provably recomputes nothing anywhere (see IdenticalFramePlan); `maps`: the run's
+    change maps, {change-map graph input: map}."""
     kept = state.kept_names
     if kept is None or any(name not in kept and name not in present_names for name in requested):
         return False
@@ -51,7 +52,7 @@ def nothing_changes(state: StreamState, plan: IdenticalFramePlan, present_names:
                 # compare in the reference's layout: it is the larger read, and contiguous that way
                 frame = frame.transpose(gate.perm) if frame.ndim == len(gate.perm) else None
             if (frame is None or frame.shape != reference.shape or frame.dtype != reference.dtype
-                    or not gate_sees_nothing(gate, frame, reference)):
+                    or not gate_sees_nothing(gate, frame, reference, maps.get(gate.change_map))):
                 return False
     else:
         for name, (value, _) in inputs.items():

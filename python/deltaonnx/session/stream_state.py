@@ -51,6 +51,7 @@ class StreamState:
     work: float | None = None
     mode_runs: int = 0
     dense_runs_total: int = 0
+    probe_interval: int = 0  # dense runs before the next probe (set when the stream falls back)
 
     def __post_init__(self):
         self.last_fraction = np.zeros(self.map_count)
