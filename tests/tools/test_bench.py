@@ -163,6 +163,18 @@ def test_sweeps_give_one_row_per_value_and_a_plot(cpu_op_library, yolo_files, tm
     assert stdout.count("deltaonnx ") >= 4
 
 
+def test_a_gate_sweep_names_each_row_by_its_gate(cpu_op_library, pnet_files, capsys):
+    # Rows of one tau and inner differ only in their gate: the summary table must say which row is which.
+    model, clip = pnet_files
+    code, stdout, stderr = run_cli(capsys, "bench", model, "--video", clip, "--warmup", 2, "--profile-frames", 0,
+                                   "--scale", 1, "--mean", 127.5, "--std", 128, "--threshold", 0.1,
+                                   "--gates", "pixel,block:8:0.5", "--quiet")
+    assert code == 0, stderr
+    summary = stdout.split("output agreement")[0]
+    rows = [line for line in summary.splitlines() if line.startswith("deltaonnx ") and "bench:" not in line]
+    assert len(rows) == 2 and "gate=pixel" in rows[0] and "gate=block8/0.5" in rows[1], summary
+
+
 def test_margin_matching_forgives_only_boxes_near_the_threshold():
     """conf 0.3, margin 0.1: a missed dense box counts above 0.4; a shown delta box (> 0.3) is no false positive
     when it matches a dense box above 0.2."""
