@@ -4,6 +4,7 @@
 #include <array>
 #include <cstring>
 
+#include "common/blocked_lines.h"
 #include "common/kernel_table.h"
 #include "common/tile_epilogue.h"
 
@@ -707,10 +708,28 @@ void gate_column_sums(const float* x, const float* ref, const uint8_t* marks, in
     if (!marks || marks[j]) sums[j] += x[j] - ref[j];
 }
 
+// One line of 8 channels (the blocked layout's b on AVX2), for common/blocked_lines.h.
+struct Lines {
+  using V = __m256;
+  static constexpr int kLanes = kVec;
+  static V load(const float* p) { return _mm256_loadu_ps(p); }
+  static void store(float* p, V v) { _mm256_storeu_ps(p, v); }
+  static V set1(float v) { return _mm256_set1_ps(v); }
+  static V zero() { return _mm256_setzero_ps(); }
+  static V fma(V a, V b, V c) { return _mm256_fmadd_ps(a, b, c); }
+  static V add(V a, V b) { return _mm256_add_ps(a, b); }
+  static bool any_changed(V x, V r, V tau) {  // "not less-or-equal, unordered": NaN counts (rule 2)
+    const V d = _mm256_andnot_ps(_mm256_set1_ps(-0.f), _mm256_sub_ps(x, r));
+    return _mm256_movemask_ps(_mm256_cmp_ps(d, tau, _CMP_NLE_UQ)) != 0;
+  }
+  static V activate(V v, const ActivationParams& act) { return deltaonnx::activate(v, act); }
+};
+
 }  // namespace
 
 const KernelTable& avx2_kernel_table() {
-  static const KernelTable table{"avx2", kMR, kNR, kVec, detect_changes, update_reference, detect_update_exact, detect_update_pixels, gemm_tile, gemm_tile_store, gemm_row, pack_pieces, scatter_pieces, store_flagged, deinterleave2, bias_activate, unblock_activate, depthwise_run, max_taps, softmax_run, gate_column_sums};
+  static const KernelTable table{"avx2", kMR, kNR, kVec, detect_changes, update_reference, detect_update_exact, detect_update_pixels, gemm_tile, gemm_tile_store, gemm_row, pack_pieces, scatter_pieces, store_flagged, deinterleave2, bias_activate, unblock_activate, depthwise_run, max_taps, softmax_run, gate_column_sums, blocked_detect_update_lines<Lines>,
+      blocked_tile_gemm_lines<Lines, 4, 2>};  // the engine's tiles of 8 pixels: 4 pixels x 2 output blocks at a time
   return table;
 }
 

@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstring>
 
+#include "common/blocked_lines.h"
 #include "common/kernel_table.h"
 
 namespace deltaonnx {
@@ -769,10 +770,27 @@ void gate_column_sums(const float* x, const float* ref, const uint8_t* marks, in
   }
 }
 
+// One line of 16 channels (the blocked layout's b on AVX-512), for common/blocked_lines.h.
+struct Lines {
+  using V = __m512;
+  static constexpr int kLanes = kVec;
+  static V load(const float* p) { return _mm512_loadu_ps(p); }
+  static void store(float* p, V v) { _mm512_storeu_ps(p, v); }
+  static V set1(float v) { return _mm512_set1_ps(v); }
+  static V zero() { return _mm512_setzero_ps(); }
+  static V fma(V a, V b, V c) { return _mm512_fmadd_ps(a, b, c); }
+  static V add(V a, V b) { return _mm512_add_ps(a, b); }
+  static bool any_changed(V x, V r, V tau) {
+    return changed_mask(x, r, tau, _mm512_castsi512_ps(_mm512_set1_epi32(0x7fffffff))) != 0;
+  }
+  static V activate(V v, const ActivationParams& act) { return deltaonnx::activate(v, act); }
+};
+
 }  // namespace
 
 const KernelTable& avx512_kernel_table() {
-  static const KernelTable table{"avx512", kMR, kNR, kVec, detect_changes, update_reference, detect_update_exact, detect_update_pixels, gemm_tile, gemm_tile_store, gemm_row, pack_pieces, scatter_pieces, store_flagged, deinterleave2, bias_activate, unblock_activate, depthwise_run, max_taps, softmax_run, gate_column_sums};
+  static const KernelTable table{"avx512", kMR, kNR, kVec, detect_changes, update_reference, detect_update_exact, detect_update_pixels, gemm_tile, gemm_tile_store, gemm_row, pack_pieces, scatter_pieces, store_flagged, deinterleave2, bias_activate, unblock_activate, depthwise_run, max_taps, softmax_run, gate_column_sums, blocked_detect_update_lines<Lines>,
+      blocked_tile_gemm_lines<Lines, 8, 2>};  // the engine's tiles of 8 pixels: 8 pixels x 2 output blocks at a time
   return table;
 }
 

@@ -118,6 +118,21 @@ struct KernelTable {
   // as 0 where marks (nullable: all marked) is 0. Added in this order (no FMA), so every variant rounds alike:
   // a block's column sums are its rows added top to bottom (ops/delta_gate/gate_engine.cc).
   void (*gate_column_sums)(const float* x, const float* ref, const uint8_t* marks, int64_t n, float* sums);
+
+  // DeltaConv's blocked layout (docs/ops.md#blocked-layout; common/blocked_lines.h), lines of `block` channels
+  // (pixel p's channel block cb at cb*line_stride + p*block). Rules 2 and 3 over pixels [begin, end): flags[p] = 1
+  // when some channel of its `blocks` lines has !(|x - ref| <= tau) (NaN counts), else 0 (unmarked pixels, when
+  // marks is given, are not read); ref's lines take x's where it changed (in place). Returns the changed count.
+  int64_t (*blocked_detect_update)(const float* x, float* ref, int64_t blocks, int64_t line_stride, int64_t block,
+                                   int64_t begin, int64_t end, const uint8_t* marks, float tau, uint8_t* flags);
+
+  // The tile GEMM of the blocked engine: tile [lines][np][block] (a patch line per tile column), weights
+  // [lines * block][out_channels] (row (l, lane)), bias [out_channels]. For p < count and m < out_channels:
+  // outs[p][(m / block) * out_line_stride + m % block] = acts[m](sum over (l, lane) ascending, by fma, of
+  // tile * weight + bias[m]).
+  void (*blocked_tile_gemm)(const float* tile, int64_t lines, int64_t np, int64_t block, const float* weights,
+                            int64_t out_channels, const float* bias, const ActivationParams* acts, float* const* outs,
+                            int64_t count, int64_t out_line_stride);
 };
 
 // The table in use: the best the CPU supports, or the one named by DELTAONNX_SIMD (scalar|avx2|avx512|neon)

@@ -186,10 +186,45 @@ void gate_column_sums(const float* x, const float* ref, const uint8_t* marks, in
     if (!marks || marks[j]) sums[j] += x[j] - ref[j];
 }
 
+int64_t blocked_detect_update(const float* x, float* ref, int64_t blocks, int64_t line_stride, int64_t block,
+                              int64_t begin, int64_t end, const uint8_t* marks, float tau, uint8_t* flags) {
+  int64_t changed = 0;
+  for (int64_t p = begin; p < end; ++p) {
+    flags[p] = 0;
+    if (marks != nullptr && !marks[p]) continue;
+    const float* xp = x + p * block;
+    float* rp = ref + p * block;
+    bool moved = false;
+    for (int64_t cb = 0; cb < blocks && !moved; ++cb)
+      for (int64_t lane = 0; lane < block; ++lane) moved |= value_changed(xp[cb * line_stride + lane], rp[cb * line_stride + lane], tau);
+    if (!moved) continue;
+    flags[p] = 1;
+    ++changed;
+    for (int64_t cb = 0; cb < blocks; ++cb)
+      std::memcpy(rp + cb * line_stride, xp + cb * line_stride, static_cast<size_t>(block) * sizeof(float));
+  }
+  return changed;
+}
+
+void blocked_tile_gemm(const float* tile, int64_t lines, int64_t np, int64_t block, const float* weights,
+                       int64_t out_channels, const float* bias, const ActivationParams* acts, float* const* outs,
+                       int64_t count, int64_t out_line_stride) {
+  for (int64_t p = 0; p < count; ++p)
+    for (int64_t m = 0; m < out_channels; ++m) {
+      float acc = 0.f;
+      for (int64_t l = 0; l < lines; ++l) {
+        const float* t = tile + (l * np + p) * block;
+        const float* w = weights + l * block * out_channels + m;
+        for (int64_t lane = 0; lane < block; ++lane) acc = std::fma(t[lane], w[lane * out_channels], acc);
+      }
+      outs[p][(m / block) * out_line_stride + m % block] = apply_activation(acts[m], acc + bias[m]);
+    }
+}
+
 }  // namespace
 
 const KernelTable& scalar_kernel_table() {
-  static const KernelTable table{"scalar", kMR, kNR, kNR, detect_changes, update_reference, detect_update_exact, detect_update_pixels, gemm_tile, gemm_tile_store, gemm_row, pack_pieces, scatter_pieces, store_flagged, deinterleave2, bias_activate, unblock_activate, depthwise_run, max_taps, softmax_run, gate_column_sums};
+  static const KernelTable table{"scalar", kMR, kNR, kNR, detect_changes, update_reference, detect_update_exact, detect_update_pixels, gemm_tile, gemm_tile_store, gemm_row, pack_pieces, scatter_pieces, store_flagged, deinterleave2, bias_activate, unblock_activate, depthwise_run, max_taps, softmax_run, gate_column_sums, blocked_detect_update, blocked_tile_gemm};
   return table;
 }
 

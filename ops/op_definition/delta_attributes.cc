@@ -58,6 +58,17 @@ DeltaConvAttributes read_delta_conv_attributes(const AttributeReader& a) {
   if (!resolve_conv_activation(a.get_string("activation", ""), a.get_floats("activation_params", {}), &c.activation, &error))
     a.fail(error);
   c.knobs = read_knobs(a);
+  const std::string layout = a.get_string("layout", "nchw");
+  if (layout == "blocked") {
+    c.layout = TensorLayout::kBlocked;
+    // What the blocked engine does not do yet (docs/ops.md#blocked-layout): refused, never run another way.
+    if (c.group != 1) a.fail("attribute 'layout' = \"blocked\" needs group = 1, got " + std::to_string(c.group));
+    if (c.activation.channel_softmax())
+      a.fail("attribute 'layout' = \"blocked\" does not take the channel activation '" + a.get_string("activation", "") + "'");
+    if (c.knobs.gate.block_rule) a.fail("attribute 'layout' = \"blocked\" needs gate = \"pixel\"");
+  } else if (layout != "nchw") {
+    a.fail("attribute 'layout' must be \"nchw\" or \"blocked\", got \"" + layout + "\"");
+  }
   return c;
 }
 
@@ -71,6 +82,9 @@ WindowSpec DeltaConvAttributes::window_for_weights(const std::vector<int64_t>& w
   if (ws[0] % group != 0)
     throw UserError("attribute 'group' (" + std::to_string(group) + ") must divide W's " + std::to_string(ws[0]) +
                     " output channels");
+  if (layout == TensorLayout::kBlocked && (ws[0] % block != 0 || (ws[1] * group) % block != 0))
+    throw UserError("attribute 'layout' = \"blocked\" needs input and output channel counts that are multiples of the "
+                    "library's channel block " + std::to_string(block) + ", got W " + list_text(ws));
   const std::string slopes = activation.check_channels(ws[0]);
   if (!slopes.empty()) throw UserError(slopes);
   WindowSpec w = window;

@@ -25,15 +25,24 @@ struct DeltaKnobs {
 // created (never run by the pixel rule instead). Throws UserError naming the attribute.
 void refuse_block_gate(const DeltaKnobs& knobs, const char* provider);
 
+// How DeltaConv's X, X_ref, Y and Y_prev lie in memory (attribute 'layout', docs/ops.md#blocked-layout): "nchw", or
+// "blocked": [N][C/b][H][W][b] under the same 4-D shape, b the library's channel block (common/channel_block.h).
+enum class TensorLayout { kNchw, kBlocked };
+
 struct DeltaConvAttributes {
-  WindowSpec window;           // kernel_h/kernel_w: kernel_shape, or W's when the attribute is absent
+  WindowSpec window;
+  TensorLayout layout = TensorLayout::kNchw;
+  // The channel block of blocked tensors: set by the library after reading (the CPU library's b, 1 on CUDA,
+  // where blocked memory is plain NCHW). C and M must be multiples of it.
+  int64_t block = 1;           // kernel_h/kernel_w: kernel_shape, or W's when the attribute is absent
   bool kernel_given = false;   // kernel_shape was given (it must then agree with W)
   int64_t group = 1;
   ConvActivation activation;
   DeltaKnobs knobs;
 
   // The window for weights W of shape [M, C/group, kH, kW], checked against the attributes: kernel_shape
-  // agrees with W, group divides M, PRelu's slopes fit M. Throws UserError.
+  // agrees with W, group divides M, PRelu's slopes fit M, a blocked layout's C and M are multiples of block.
+  // Throws UserError.
   WindowSpec window_for_weights(const std::vector<int64_t>& w_shape) const;
 };
 

@@ -11,6 +11,7 @@
 #include <thread>
 #include <vector>
 
+#include "common/channel_block.h"
 #include "common/cpu_features.h"
 #include "common/kernel_table.h"
 #include "delta_conv/cpu/conv_engine.h"
@@ -262,6 +263,8 @@ PYBIND11_MODULE(_native, m) {
     d["neon"] = f.neon;
     return d;
   }, "The CPU features detected at load time.");
+  m.def("channel_block", [] { return cpu_channel_block(); },
+        "The channel block b of DeltaConv's layout \"blocked\" in the CPU library (DELTAONNX_CHANNEL_BLOCK forces it).");
   m.def("simd_level", [] { return std::string(kernels().name); },
         "The kernel variant in use: scalar, avx2, avx512 or neon (DELTAONNX_SIMD may force a lower one).");
   m.def("simd_variants", [] {

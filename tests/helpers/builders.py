@@ -95,7 +95,8 @@ class ConvPair:
     """A dense ORT Conv(+activation) model and the single-node DeltaConv model with the same weights."""
 
     def __init__(self, w, b, attrs, activation="", act_params=None, threshold=0.0, with_map=False,
-                 dense_fraction=0.5, threads=1):
+                 dense_fraction=0.5, threads=1, delta_attrs=None):
+        """delta_attrs: attributes of the DeltaConv node only (e.g. layout)."""
         self.w, self.b, self.attrs = w, b, dict(attrs)
         M = w.shape[0]
         inits = [numpy_helper.from_array(w, "w")] + ([numpy_helper.from_array(b, "b")] if b is not None else [])
@@ -118,7 +119,7 @@ class ConvPair:
         extra = {"activation_params": self.act_params} if self.act_params else {}
         node = helper.make_node("DeltaConv", delta_inputs, ["y", "x_ref_next", "map"], domain=DOMAIN, name="dc",
                                 activation=activation, threshold=threshold, dense_fraction=dense_fraction,
-                                **extra, **attrs)
+                                **extra, **attrs, **(delta_attrs or {}))
         ins = [value_info("x"), value_info("x_ref"), value_info("y_prev")] + ([value_info("map_in", TensorProto.UINT8)] if with_map else [])
         outs = [value_info("y"), value_info("x_ref_next"), value_info("map", TensorProto.UINT8)]
         self.delta = op_session(op_model([node], ins, outs, delta_inits), threads=threads)

@@ -515,6 +515,27 @@ def test_emulated_delta_conv_tau0_equals_dense_ort_conv_every_frame(emulated_lib
     assert recomputed[0] == 1.0 and min(recomputed) < 0.5  # it did skip work on some frames
 
 
+def test_emulated_delta_conv_blocked_layout_is_nchw(emulated_library):
+    """The CUDA library's channel block is 1 (docs/ops.md#blocked-layout): layout "blocked" is NCHW memory, run
+    by the same kernels as "nchw" (any channel count), and what the CPU library refuses it refuses too."""
+    rng = np.random.default_rng(8)
+    w = rng.standard_normal((6, 5, 3, 3)).astype(np.float32)
+    b = rng.standard_normal(6).astype(np.float32)
+    attrs = dict(pads=[1, 1, 1, 1], activation="Relu")
+    blocked = session(emulated_library, conv_model(dict(attrs, layout="blocked"), W=w, B=b))
+    plain = session(emulated_library, conv_model(attrs, W=w, B=b))
+    state_b, state_p = (EMPTY, EMPTY), (EMPTY, EMPTY)
+    for t, x in enumerate(frames(rng, (2, 5, 11, 13), 6)):
+        got = blocked.run(None, {"X": x, "X_ref": state_b[0], "Y_prev": state_b[1]})
+        want = plain.run(None, {"X": x, "X_ref": state_p[0], "Y_prev": state_p[1]})
+        for g, v in zip(got, want):
+            np.testing.assert_array_equal(g, v, err_msg=f"frame {t}")
+        state_b, state_p = (got[1], got[0]), (want[1], want[0])
+    with pytest.raises(Exception, match="needs group = 1"):
+        session(emulated_library, conv_model(dict(attrs, layout="blocked", group=5),
+                                             W=rng.standard_normal((5, 1, 3, 3)).astype(np.float32)))
+
+
 POOL_CASES = [
     dict(kernel_shape=[2, 2], strides=[2, 2]),
     dict(kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1], ceil_mode=1),

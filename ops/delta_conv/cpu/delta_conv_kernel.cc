@@ -1,5 +1,6 @@
 #include "delta_conv/cpu/delta_conv_kernel.h"
 
+#include "common/channel_block.h"
 #include "ort_util.h"
 
 namespace deltaonnx {
@@ -8,13 +9,22 @@ using namespace delta_conv;
 
 DeltaConvKernel::DeltaConvKernel(const OrtKernelInfo* raw_info) : SchemaKernel(raw_info) {
   attributes_ = read_delta_conv_attributes(AttributeReader(raw_info));
+  const bool blocked = attributes_.layout == TensorLayout::kBlocked;
+  if (blocked) attributes_.block = cpu_channel_block();
   Ort::ConstKernelInfo info(raw_info);
   int is_constant = 0;
   Ort::ConstValue w = info.GetTensorConstantInput(kW, &is_constant);
   if (is_constant) {
     spec_ = spec_for(w.GetTensorTypeAndShapeInfo().GetShape());
-    packed_ = std::make_unique<PackedConvWeights>(spec_, w.GetTensorData<float>(), kernels());
-    dense_ = NchwcDenseConv::create(raw_info, spec_, w.GetTensorData<float>());
+    if (blocked) {
+      blocked_ = std::make_unique<BlockedConvWeights>(spec_, w.GetTensorData<float>(), attributes_.block);
+      // ORT's NCHWc Conv reads the tensors as they are only when our block is MLAS's.
+      if (attributes_.block == mlas_nchwc_block_size())
+        dense_ = NchwcDenseConv::create(raw_info, spec_, w.GetTensorData<float>(), /*blocked_io=*/true);
+    } else {
+      packed_ = std::make_unique<PackedConvWeights>(spec_, w.GetTensorData<float>(), kernels());
+      dense_ = NchwcDenseConv::create(raw_info, spec_, w.GetTensorData<float>());
+    }
   }
 }
 
@@ -39,13 +49,21 @@ void DeltaConvKernel::compute(OrtKernelContext* raw) const {
   const float* x = ctx.GetInput(kX).GetTensorData<float>();
 
   ConvSpec spec = spec_;
+  const bool blocked = attributes_.layout == TensorLayout::kBlocked;
   std::unique_ptr<PackedConvWeights> packed_now;
+  std::unique_ptr<BlockedConvWeights> blocked_now;
   const PackedConvWeights* packed = packed_.get();
-  if (packed == nullptr) {  // W is computed by the graph: check and pack it for this run
+  const BlockedConvWeights* blocked_weights = blocked_.get();
+  if (packed == nullptr && blocked_weights == nullptr) {  // W is computed by the graph: check and pack it for this run
     Ort::ConstValue w = ctx.GetInput(kW);
     spec = spec_for(w.GetTensorTypeAndShapeInfo().GetShape());
-    packed_now = std::make_unique<PackedConvWeights>(spec, w.GetTensorData<float>(), kernels());
-    packed = packed_now.get();
+    if (blocked) {
+      blocked_now = std::make_unique<BlockedConvWeights>(spec, w.GetTensorData<float>(), attributes_.block);
+      blocked_weights = blocked_now.get();
+    } else {
+      packed_now = std::make_unique<PackedConvWeights>(spec, w.GetTensorData<float>(), kernels());
+      packed = packed_now.get();
+    }
   }
   const int64_t N = xs[0], C = xs[1], H = xs[2], W = xs[3], M = spec.out_channels;
   if (C != spec.in_channels_per_group * spec.group)
@@ -71,13 +89,14 @@ void DeltaConvKernel::compute(OrtKernelContext* raw) const {
   run.bias = bias;
   const ParallelFor parallel_for = ort_parallel_for(ctx);
   DenseItemConv dense;
-  if (dense_ != nullptr && (st.reference_dropped || !dense_->own_engine_reads_in_place())) {
+  if (dense_ != nullptr && (blocked || st.reference_dropped || !dense_->own_engine_reads_in_place())) {
     const NchwcDenseConv* engine = dense_.get();
     dense = [engine, raw, H, W, bias, Ho, Wo, &parallel_for](const float* src, float* item_y) {
       return engine->compute(raw, src, H, W, bias, item_y, Ho, Wo, parallel_for);
     };
   }
-  run_delta_conv(spec, *packed, run, parallel_for, nullptr, &dense);
+  if (blocked) run_blocked_delta_conv(spec, *blocked_weights, run, parallel_for, nullptr, &dense);
+  else run_delta_conv(spec, *packed, run, parallel_for, nullptr, &dense);
 }
 
 }  // namespace deltaonnx

@@ -6,6 +6,7 @@
 
 #include <memory>
 
+#include "delta_conv/cpu/blocked_engine.h"
 #include "delta_conv/cpu/conv_engine.h"
 #include "delta_conv/cpu/nchwc_dense_conv.h"
 #include "op_definition/delta_attributes.h"
@@ -27,7 +28,8 @@ class DeltaConvKernel : public SchemaKernel<kDeltaConvSchema> {
 
   DeltaConvAttributes attributes_;
   ConvSpec spec_;                              // when W is a constant initializer
-  std::unique_ptr<PackedConvWeights> packed_;  // W packed once when constant
+  std::unique_ptr<PackedConvWeights> packed_;  // W packed once when constant (layout "nchw")
+  std::unique_ptr<BlockedConvWeights> blocked_;  // W as the blocked engine reads it, when constant (layout "blocked")
   std::unique_ptr<NchwcDenseConv> dense_;      // ORT's NCHWc Conv for items recomputed everywhere, if usable
 };
 

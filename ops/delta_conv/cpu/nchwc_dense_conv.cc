@@ -35,7 +35,7 @@ bool dense_engine_is(const char* value) {
 }  // namespace
 
 std::unique_ptr<NchwcDenseConv> NchwcDenseConv::create(const OrtKernelInfo* info, const ConvSpec& spec,
-                                                       const float* weights) {
+                                                       const float* weights, bool blocked_io) {
   if (dense_engine_is("own")) return nullptr;
   const bool wrong_layout = dense_engine_is("nchwc-wrong-layout");
   const int64_t b = mlas_nchwc_block_size();
@@ -58,6 +58,8 @@ std::unique_ptr<NchwcDenseConv> NchwcDenseConv::create(const OrtKernelInfo* info
   } else {
     return nullptr;  // grouped convolutions other than depthwise: ours
   }
+  if (blocked_io && (spec.group != 1 || C % b != 0 || spec.out_channels % b != 0)) return nullptr;
+  d->blocked_io_ = blocked_io;
   if (g_layout_state[static_cast<int>(d->layout_)].load() == 2) return nullptr;
   d->spec_ = spec;
   d->block_ = b;
@@ -140,12 +142,16 @@ bool NchwcDenseConv::compute(OrtKernelContext* raw, const float* src, int64_t H,
     checked = state.load(std::memory_order_acquire);
   }
   if (checked == 2) return false;
-  run(raw, src, H, W, bias, y, Ho, Wo, parallel_for);
+  run(raw, src, H, W, bias, y, Ho, Wo, blocked_io_, parallel_for);
   return true;
 }
 
 void NchwcDenseConv::run(OrtKernelContext* raw, const float* src, int64_t H, int64_t W, const float* bias, float* y,
-                         int64_t Ho, int64_t Wo, const ParallelFor& parallel_for) const {
+                         int64_t Ho, int64_t Wo, bool blocked, const ParallelFor& parallel_for) const {
+  if (blocked) {
+    run_blocked(raw, src, H, W, bias, y, Ho, Wo, parallel_for);
+    return;
+  }
   const int64_t C = channels_, M = spec_.out_channels, Mp = padded_out_;
   const int64_t Cp = reorder_input_ ? round_up(C, kMaxBlock) : C;
   const std::vector<int64_t> x_shape{1, C, H, W}, xb_shape{1, reorder_input_ ? round_up(C, block_) : C, H, W};
@@ -197,6 +203,39 @@ void NchwcDenseConv::unblock_activate(const float* blocked, int64_t plane, float
   });
 }
 
+// The Conv alone on blocked src and y (M a multiple of the block: no padded filters). Activations MLAS does not
+// fuse run over the blocked output in place: uniform ones through the kernel table, PRelu's slopes lane by lane.
+void NchwcDenseConv::run_blocked(OrtKernelContext* raw, const float* src, int64_t H, int64_t W, const float* bias,
+                                 float* y, int64_t Ho, int64_t Wo, const ParallelFor& parallel_for) const {
+  const int64_t C = channels_, M = spec_.out_channels, b = block_, plane = Ho * Wo;
+  const std::vector<int64_t> x_shape{1, C, H, W}, y_shape{1, M, Ho, Wo}, b_shape{M};
+  float* bv = t_bias.get(static_cast<size_t>(M));
+  std::fill(bv, bv + M, 0.f);
+  if (bias != nullptr) std::copy_n(bias, M, bv);
+  Ort::Value b_value = Ort::Value::CreateTensor<float>(cpu_, bv, static_cast<size_t>(M), b_shape.data(), 1);
+  Ort::Value x_value = Ort::Value::CreateTensor<float>(cpu_, const_cast<float*>(src), static_cast<size_t>(C * H * W),
+                                                       x_shape.data(), 4);
+  Ort::Value y_value = Ort::Value::CreateTensor<float>(cpu_, y, static_cast<size_t>(M * plane), y_shape.data(), 4);
+  const OrtValue* in[] = {x_value, w_value_, b_value};
+  OrtValue* out[] = {y_value};
+  conv_.Invoke(raw, in, 3, out, 1);
+  if (activation_in_conv_) return;
+  constexpr int64_t kRun = 1024;  // pixels per task
+  const KernelTable& k = kernels();
+  const bool one_act = spec_.activation.slopes.size() <= 1;
+  const int64_t runs = (plane + kRun - 1) / kRun;
+  parallel_for(M / b * runs, [&](int64_t task) {
+    const int64_t cb = task / runs, p0 = (task % runs) * kRun, n = std::min(kRun, plane - p0);
+    float* v = y + (cb * plane + p0) * b;
+    if (one_act) {  // one activation for every channel: the lines as one run
+      k.bias_activate(v, n * b, 0.f, channel_acts_[0]);
+      return;
+    }
+    for (int64_t p = 0; p < n; ++p)  // PRelu's slopes per channel: lane by lane
+      for (int64_t lane = 0; lane < b; ++lane) v[p * b + lane] = apply_activation(channel_acts_[cb * b + lane], v[p * b + lane]);
+  });
+}
+
 // Runs a small synthetic item (pseudo-random input and bias, every output pixel and channel) through the
 // invoked kernels and compares it with a direct computation in double from W as given: a blocked layout that
 // differs from what this runtime's MLAS expects cannot pass.
@@ -228,7 +267,7 @@ bool NchwcDenseConv::check_layout(OrtKernelContext* raw) const {
   };
   for (float& v : x) v = next();
   for (float& v : bias) v = next();
-  run(raw, x.data(), H, W, bias.data(), y.data(), Ho, Wo, serial_for);
+  run(raw, x.data(), H, W, bias.data(), y.data(), Ho, Wo, false, serial_for);
   for (int64_t m = 0; m < M; ++m) {
     const int64_t g = m / Mg;
     for (int64_t oy = 0; oy < Ho; ++oy)

@@ -1,0 +1,95 @@
+"""Times DeltaConv with layout = "blocked" (docs/ops.md#blocked-layout) against dense ORT's Conv and the NCHW
+DeltaConv on YOLOv8n's layer shapes, in one process.
+
+    python benchmarks/bench_blocked.py [--rounds 3] [--repeat 20] [--fractions 0.1 0.2 0.5] [--cases ...]
+
+Frames are bench_ops.scene_frames (three compact moving regions plus scattered single pixels, sized to a share
+of the output redone); both Delta ops take the change map and keep no X_ref (as `convert` builds them at
+threshold 0) with dense_fraction 1, so their partial engines run at every share; the blocked op is fed the
+same frames blocked by the library's b (deltaonnx._native.channel_block()), which a blocked region's producer
+would hand it. One thread, by the calling thread's CPU time. Per round each time is the median of `repeat`
+runs; the table prints the median ratio to dense over the rounds and [min-max], and the cost per FLOP
+redone (ratio / share; 1.0 = dense ORT's).
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from onnx import TensorProto, helper, numpy_helper
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import bench_ops  # noqa: E402
+from deltaonnx import DOMAIN, _native  # noqa: E402
+
+SHAPES = ["yolo_3x3_s2_16_32_320x320", "yolo_3x3_32_32_160x160", "yolo_1x1_64_64_160x160",
+          "yolo_3x3_s2_64_128_160x160", "yolo_3x3_64_64_80x80", "yolo_3x3_128_128_40x40"]
+
+
+def to_blocked(a, b):
+    n, c, h, w = a.shape
+    return np.ascontiguousarray(a.reshape(n, c // b, b, h, w).transpose(0, 1, 3, 4, 2)).reshape(n, c, h, w)
+
+
+def models(case, rng):
+    C, M, k, s, _, _, _ = bench_ops.CASES[case]
+    w = (rng.standard_normal((M, C, k, k)) / np.sqrt(C * k * k)).astype(np.float32)
+    b = rng.standard_normal(M).astype(np.float32) * 0.1
+    inits = [numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b")]
+    attrs = dict(kernel_shape=[k, k], strides=[s, s], pads=[k // 2] * 4)
+    vi = bench_ops._vi
+    dense = bench_ops._model([helper.make_node("Conv", ["x", "w", "b"], ["c"], **attrs),
+                              helper.make_node("Sigmoid", ["c"], ["g"]), helper.make_node("Mul", ["c", "g"], ["y"])],
+                             [vi("x")], [vi("y")], inits)
+
+    def delta(layout):
+        node = helper.make_node("DeltaConv", ["x", "w", "b", "", "y_prev", "map_in"], ["y", "", "map"], domain=DOMAIN,
+                                name="dc", activation="SiLU", dense_fraction=1.0, layout=layout, **attrs)
+        ins = [vi("x"), vi("y_prev"), vi("map_in", TensorProto.UINT8)]
+        return bench_ops._model([node], ins, [vi("y"), vi("map", TensorProto.UINT8)], inits)
+
+    return dense, delta("nchw"), delta("blocked")
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--repeat", type=int, default=20)
+    ap.add_argument("--fractions", type=float, nargs="+", default=[0.10, 0.20, 0.50])
+    ap.add_argument("--cases", nargs="+", default=SHAPES)
+    args = ap.parse_args(argv)
+    bench_ops.CLOCK = time.thread_time  # one thread: ORT runs the kernels in the calling thread
+    b = int(_native.channel_block())
+    rng = np.random.default_rng(0)
+    print(f"channel block b = {b}, kernels {_native.simd_level()}; ratio to dense ORT (Conv+SiLU), median [min-max]")
+    print("| shape | share | nchw / dense | per FLOP | blocked / dense | per FLOP |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    for case in args.cases:
+        C, M, k, s, _, H, W = bench_ops.CASES[case]
+        dense_m, nchw_m, blocked_m = models(case, rng)
+        dense = bench_ops.session(dense_m, 1, custom=False)
+        nchw = bench_ops.session(nchw_m, 1, custom=True)
+        blocked = bench_ops.session(blocked_m, 1, custom=True)
+        for fraction in args.fractions:
+            frames, maps, share = bench_ops.scene_frames(C, H, W, k, s, fraction, rng)
+            blocked_frames = [to_blocked(f, b) for f in frames]
+            ratios = {"nchw": [], "blocked": []}
+            for _ in range(args.rounds):
+                t_dense = bench_ops.time_dense(dense, frames, args.repeat)
+                ratios["nchw"].append(bench_ops.time_delta(nchw, frames, maps, True, args.repeat)[0] / t_dense)
+                ratios["blocked"].append(
+                    bench_ops.time_delta(blocked, blocked_frames, maps, True, args.repeat)[0] / t_dense)
+            cells = []
+            for name in ("nchw", "blocked"):
+                r = ratios[name]
+                med = statistics.median(r)
+                cells += [f"{med:.3f} [{min(r):.3f}-{max(r):.3f}]", f"{med / share:.2f}"]
+            print(f"| {case[5:]} | {share:.1%} | " + " | ".join(cells) + " |", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,33 @@
+// The channel block b of DeltaConv's blocked tensors (attribute layout = "blocked": memory [N][C/b][H][W][b] under
+// the 4-D shape [N, C, H, W]), resolved once per process by the CPU library: MLAS's NCHWc block, so the dense path
+// runs ORT's NCHWc Conv on the tensors as they are, or 1 (plain NCHW) where MLAS has no NCHWc kernels.
+// The CUDA library uses b = 1 (ops.md). DELTAONNX_CHANNEL_BLOCK (tests only: 1, 4, 8 or 16) forces another b,
+// so the engine's b = 8 and b = 1 paths run on an AVX-512 machine (the NCHWc dense path is then off).
+#pragma once
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+
+#include "common/aligned_scratch.h"
+
+namespace deltaonnx {
+
+inline int64_t forced_channel_block() {
+  const char* v = std::getenv("DELTAONNX_CHANNEL_BLOCK");
+  if (v == nullptr) return 0;
+  for (int64_t b : {1, 4, 8, 16})
+    if (std::strtol(v, nullptr, 10) == b) return b;
+  return 0;  // anything else is ignored: the library's own block
+}
+
+inline int64_t cpu_channel_block() {
+  static const int64_t block = [] {
+    const int64_t forced = forced_channel_block();
+    if (forced > 0) return forced;
+    const int64_t mlas = mlas_nchwc_block_size();
+    return mlas > 0 ? mlas : int64_t{1};
+  }();
+  return block;
+}
+
+}  // namespace deltaonnx

@@ -1,0 +1,140 @@
+#include "delta_conv/cpu/blocked_engine.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#include "common/checked_size.h"
+#include "common/delta_state.h"
+
+namespace deltaonnx {
+
+BlockedConvWeights::BlockedConvWeights(const ConvSpec& spec, const float* weights, int64_t block)
+    : block_(block), out_(spec.out_channels) {
+  const int64_t C = spec.in_channels_per_group, taps = spec.window.kernel_h * spec.window.kernel_w;
+  lines_ = C / block * taps;
+  data_.assign(checked_count({lines_, block, out_}, "the blocked weights"), 0.f);
+  for (int64_t m = 0; m < out_; ++m)
+    for (int64_t c = 0; c < C; ++c)
+      for (int64_t t = 0; t < taps; ++t)
+        data_[(((c / block) * taps + t) * block + c % block) * out_ + m] = weights[(m * C + c) * taps + t];
+}
+
+namespace {
+
+// Pixels per gathered tile: the unit of work handed to the thread pool.
+constexpr int64_t kTilePixels = 8;
+
+// Rules 2 and 3 on blocked lines for one item: in_flags[p] = 1 where pixel p changed (with a change map only
+// marked pixels are compared: the others are unchanged by the map's promise), and x_ref_next takes X's lines
+// there. Returns the number of changed pixels.
+int64_t detect_blocked(const InputState& s, int64_t block, uint8_t* flags, const ParallelFor& parallel_for) {
+  const int64_t plane = s.height * s.width, blocks = s.channels / block, line_stride = plane * block;
+  const int64_t item = s.channels * plane;
+  if (!s.has_state) {  // rule 1: everything changed
+    std::memset(flags, 1, static_cast<size_t>(plane));
+    if (s.x_ref_next != nullptr && s.x_ref_next != s.x)
+      std::memcpy(s.x_ref_next, s.x, static_cast<size_t>(item) * sizeof(float));
+    return plane;
+  }
+  if (s.reference_dropped) return marks_to_flags(s.map_in, plane, flags);
+  if (s.x_ref_next != s.x_ref)  // bound apart: the reference is carried, then moved where pixels changed
+    std::memcpy(s.x_ref_next, s.x_ref, static_cast<size_t>(item) * sizeof(float));
+  // The changed pixels' lines are compared with and moved into x_ref_next, which holds X_ref now.
+  // Bands of rows share the pixels among threads; each band's flags and lines are its own.
+  const KernelTable& k = kernels();
+  const int64_t band = std::max<int64_t>(1, (plane + 7) / 8);
+  std::vector<int64_t> counts(static_cast<size_t>((plane + band - 1) / band), 0);
+  parallel_for(static_cast<int64_t>(counts.size()), [&](int64_t i) {
+    counts[i] = k.blocked_detect_update(s.x, s.x_ref_next, blocks, line_stride, block, i * band,
+                                        std::min(plane, (i + 1) * band), s.map_in, s.tau, flags);
+  });
+  int64_t changed = 0;
+  for (int64_t c : counts) changed += c;
+  return changed;
+}
+
+struct TileContext {
+  const KernelTable& k;
+  const ConvSpec& spec;
+  const BlockedConvWeights& weights;
+  const Window2D& w;
+  const std::vector<ActivationParams>& acts;
+  const float* bias;           // M values (zeros when the node has none)
+  const float* src;            // [C/b][H][W][b]: what recomputed outputs read
+  float* y;                    // [M/b][Ho][Wo][b]
+  const std::vector<int64_t>& outputs;  // recomputed output pixels, raster order
+};
+
+// One tile: the patches of up to kTilePixels listed outputs gathered as lines tile[line][pixel][lane] (zeros
+// where a tap falls off the input, and in the padding columns of the last tile), times the blocked weights with
+// bias and activation applied at the store (the kernel table's blocked_tile_gemm).
+void compute_tile(const TileContext& ctx, int64_t first, std::vector<float>& tile) {
+  const int64_t b = ctx.weights.block(), lines = ctx.weights.lines();
+  const int64_t count = std::min<int64_t>(kTilePixels, static_cast<int64_t>(ctx.outputs.size()) - first);
+  const Window2D& w = ctx.w;
+  const int64_t H = w.y.in, W = w.x.in, taps = w.y.kernel * w.x.kernel, in_lines = H * W * b;
+  tile.assign(static_cast<size_t>(lines * kTilePixels * b), 0.f);
+  float* outs[kTilePixels];
+  for (int64_t p = 0; p < count; ++p) {
+    const int64_t o = ctx.outputs[first + p], oy = o / w.x.out, ox = o % w.x.out;
+    outs[p] = ctx.y + o * b;
+    for (int64_t ky = 0; ky < w.y.kernel; ++ky) {
+      const int64_t iy = w.y.input_of(oy, ky);
+      if (iy < 0 || iy >= H) continue;
+      for (int64_t kx = 0; kx < w.x.kernel; ++kx) {
+        const int64_t ix = w.x.input_of(ox, kx);
+        if (ix < 0 || ix >= W) continue;
+        const float* line = ctx.src + (iy * W + ix) * b;
+        for (int64_t cb = 0; cb < lines / taps; ++cb)
+          std::memcpy(tile.data() + ((cb * taps + ky * w.x.kernel + kx) * kTilePixels + p) * b, line + cb * in_lines,
+                      static_cast<size_t>(b) * sizeof(float));
+      }
+    }
+  }
+  ctx.k.blocked_tile_gemm(tile.data(), lines, kTilePixels, b, ctx.weights.row(0, 0), ctx.spec.out_channels, ctx.bias,
+                          ctx.acts.data(), outs, count, w.out_pixels() * b);
+}
+
+}  // namespace
+
+void run_blocked_delta_conv(const ConvSpec& spec, const BlockedConvWeights& weights, const ConvRun& run,
+                            const ParallelFor& parallel_for, RunStats* stats, const DenseItemConv* dense) {
+  const Window2D w = spec.window.resolve(run.height, run.width);
+  const int64_t M = spec.out_channels, out_plane = w.out_pixels(), b = weights.block();
+  std::vector<ActivationParams> acts(static_cast<size_t>(M));
+  for (int64_t m = 0; m < M; ++m) acts[m] = spec.activation_for(m);
+  std::vector<float> bias(static_cast<size_t>(M), 0.f);
+  if (run.bias != nullptr) std::copy_n(run.bias, M, bias.data());
+  std::vector<uint8_t> in_flags(static_cast<size_t>(w.in_pixels())), scratch;
+  std::vector<int64_t> outputs;
+  for (int64_t n = 0; n < run.batch; ++n) {
+    const InputState st = item_input(run, n, spec.threshold, nullptr, nullptr);
+    const int64_t changed = detect_blocked(st, b, in_flags.data(), parallel_for);
+    uint8_t* out_flags = run.map_out + n * out_plane;
+    const int64_t recompute =
+        plan_recompute(in_flags.data(), changed, st.has_state, w, spec.dense_fraction, out_flags, scratch);
+    if (stats) {
+      stats->changed_inputs += changed;
+      stats->recomputed_outputs += recompute;
+    }
+    float* y = run.y + n * M * out_plane;
+    // Whole-item copies: the layout does not matter to them.
+    carry_previous_output(run.y_prev ? run.y_prev + n * M * out_plane : nullptr, y, M, out_plane, recompute,
+                          parallel_for);
+    if (recompute == 0) continue;
+    const float* src = recompute_source(st);
+    if (recompute == out_plane && dense != nullptr && *dense && (*dense)(src, y)) continue;
+    outputs.clear();
+    for (int64_t o = 0; o < out_plane; ++o)
+      if (out_flags[o]) outputs.push_back(o);
+    const TileContext ctx{kernels(), spec, weights, w, acts, bias.data(), src, y, outputs};
+    const int64_t tiles = (static_cast<int64_t>(outputs.size()) + kTilePixels - 1) / kTilePixels;
+    parallel_for(tiles, [&](int64_t t) {
+      thread_local std::vector<float> tile;
+      compute_tile(ctx, t * kTilePixels, tile);
+    });
+  }
+}
+
+}  // namespace deltaonnx

@@ -1,0 +1,36 @@
+// DeltaConv on blocked tensors (attribute layout = "blocked", docs/ops.md#blocked-layout): X, X_ref [C/b][H][W][b]
+// and Y, Y_prev [M/b][Ho][Wo][b] per batch item, so one pixel's b channels are one line. The steps of
+// docs/decisions/nchwc-exchange.md: the change test of the (marked) input pixels line by line and rule 3's
+// reference move, the or-pool to the output map (rule 4, shared with the NCHW engine), the recomputed outputs'
+// patches gathered into tiles of lines, and the tile times the blocked weights with bias and activation in the
+// store. Items recomputed everywhere go to the dense engine (ORT's NCHWc Conv, no reorders) when one is given.
+#pragma once
+#include <cstdint>
+#include <vector>
+
+#include "delta_conv/cpu/conv_engine.h"
+
+namespace deltaonnx {
+
+// W [M, C, kH, kW] (group 1) as rows of the tile GEMM: row (cb, tap, lane) holds input channel cb*b + lane at
+// tap (ky*kW + kx) for all M output channels, the order in which a tile lists its lines.
+class BlockedConvWeights {
+ public:
+  BlockedConvWeights(const ConvSpec& spec, const float* weights, int64_t block);
+  int64_t block() const { return block_; }
+  int64_t lines() const { return lines_; }  // (C/b) * kH * kW: a patch's lines
+  const float* row(int64_t line, int64_t lane) const { return data_.data() + (line * block_ + lane) * out_; }
+
+ private:
+  int64_t block_ = 1, lines_ = 0, out_ = 0;
+  std::vector<float> data_;
+};
+
+// One run over a batch whose X, X_ref, Y_prev, Y and X_ref_next are blocked by weights.block(); maps are per
+// pixel as in every layout. dense: y [M/b][Ho][Wo][b] = act(conv(src blocked) + bias) for an item recomputed
+// everywhere, or nullptr / false for the tile engine.
+void run_blocked_delta_conv(const ConvSpec& spec, const BlockedConvWeights& weights, const ConvRun& run,
+                            const ParallelFor& parallel_for, RunStats* stats = nullptr,
+                            const DenseItemConv* dense = nullptr);
+
+}  // namespace deltaonnx

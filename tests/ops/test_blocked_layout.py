@@ -1,0 +1,152 @@
+"""DeltaConv with layout = "blocked" (docs/ops.md#blocked-layout): X, X_ref, Y, Y_prev hold [N][C/b][H][W][b]
+memory under their 4-D shape, b the library's channel block (deltaonnx._native.channel_block()).
+
+At tau 0 a sequence of frames through the blocked op, its tensors blocked and unblocked here in numpy, equals ORT's
+dense Conv and the NCHW DeltaConv on the same frames; its maps and moved reference equal the NCHW op's exactly.
+Items recomputed everywhere take ORT's NCHWc Conv without reorders when b is MLAS's block: equal to dense ORT
+bit for bit (no activation or Relu). Each case runs under every SIMD variant and with b forced to 8 and 1.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from builders import EMPTY, ConvPair, assert_close_nan, conv_model, exact_change_map, frame_sequence, op_session
+from conftest import check_under_simd
+
+
+def channel_block() -> int:
+    from deltaonnx import _native
+
+    return int(_native.channel_block())
+
+
+def mlas_block() -> int:
+    from deltaonnx import _native
+
+    features = _native.cpu_features()
+    return 16 if features.get("avx512") else 8 if features.get("avx2") else 0
+
+
+def to_blocked(a: np.ndarray, b: int) -> np.ndarray:
+    """[N, C, H, W] NCHW -> the same shape holding [N][C/b][H][W][b] memory."""
+    if a.size == 0:
+        return a
+    n, c, h, w = a.shape
+    return np.ascontiguousarray(a.reshape(n, c // b, b, h, w).transpose(0, 1, 3, 4, 2)).reshape(n, c, h, w)
+
+
+def from_blocked(a: np.ndarray, b: int) -> np.ndarray:
+    n, c, h, w = a.shape
+    return np.ascontiguousarray(a.reshape(n, c // b, h, w, b).transpose(0, 1, 4, 2, 3)).reshape(n, c, h, w)
+
+
+# (C, M, kernel, stride, dilation, pads, batch, H, W): 3x3 s1 and s2, 1x1, odd sizes with asymmetric pads and a
+# dilation (borders), batch 2. Channel counts are multiples of 16, so of every b.
+CASES = [
+    (16, 32, 3, 1, 1, [1, 1, 1, 1], 1, 19, 26),
+    (32, 16, 3, 2, 1, [1, 1, 1, 1], 2, 21, 34),
+    (32, 48, 1, 1, 1, [0, 0, 0, 0], 1, 17, 23),
+    (16, 16, 3, 1, 2, [2, 1, 0, 2], 2, 13, 15),
+]
+ACTIVATIONS = ["", "Relu", "SiLU", "PRelu"]  # PRelu: a slope per channel, applied lane by lane
+KINDS = ["first", "local", "none", "nan", "local", "global", "local"]
+
+
+def _pair(case, activation, with_map, rng):
+    C, M, k, s, d, pads = case[:6]
+    w = (rng.standard_normal((M, C, k, k)) / np.sqrt(C * k * k)).astype(np.float32)
+    bias = rng.standard_normal(M).astype(np.float32)
+    attrs = dict(kernel_shape=[k, k], strides=[s, s], dilations=[d, d], pads=pads)
+    nchw = ConvPair(w, bias, attrs, activation, with_map=with_map)
+    blocked = ConvPair(w, bias, attrs, activation, with_map=with_map, delta_attrs={"layout": "blocked"})
+    return nchw, blocked
+
+
+def check_case(case, activation, with_map, seed):
+    b = channel_block()
+    dense_is_orts = b == mlas_block() and activation in ("", "Relu")
+    rng = np.random.default_rng(seed)
+    nchw, blocked = _pair(case, activation, with_map, rng)
+    C, n, H, W = case[0], case[6], case[7], case[8]
+    state_n, state_b, prev = (EMPTY, EMPTY), (EMPTY, EMPTY), None
+    for kind, x in zip(KINDS, frame_sequence(rng, (n, C, H, W), KINDS)):
+        change = exact_change_map(x, prev)
+        y_n, ref_n, map_n = nchw.run_delta(x, *state_n, change)
+        y_b, ref_b, map_b = blocked.run_delta(to_blocked(x, b), *state_b, change)
+        dense = nchw.run_dense(x)
+        where = f"{case} {activation!r} map={with_map} b={b} frame {kind}"
+        np.testing.assert_array_equal(map_b, map_n, err_msg=where)
+        np.testing.assert_array_equal(from_blocked(ref_b, b), ref_n, err_msg=where)
+        assert_close_nan(from_blocked(y_b, b), dense)
+        assert_close_nan(from_blocked(y_b, b), y_n)
+        if kind in ("first", "global") and dense_is_orts:  # ORT's NCHWc Conv on the blocked tensors as they are
+            np.testing.assert_array_equal(from_blocked(y_b, b), dense, err_msg=where)
+        state_n, state_b, prev = (ref_n, y_n), (ref_b, y_b), x
+
+
+def check_all_cases(seed=5):
+    for i, case in enumerate(CASES):
+        for activation in ACTIVATIONS:
+            for with_map in (False, True):
+                check_case(case, activation, with_map, seed + i)
+
+
+@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+@pytest.mark.parametrize("with_map", [False, True])
+def test_blocked_equals_dense_ort_and_nchw_op(case, activation, with_map):
+    check_case(case, activation, with_map, seed=3)
+
+
+@pytest.mark.parametrize("simd", ["scalar", "avx2", "avx512", "neon"])
+def test_every_simd_variant(simd):
+    check_under_simd(simd, "test_blocked_layout", "check_all_cases(seed=11)")
+
+
+@pytest.mark.parametrize("block, simd", [("8", "avx2"), ("8", "scalar"), ("1", "scalar")])
+def test_forced_channel_block(block, simd, monkeypatch):
+    """b = 8 (AVX2's block, its vector kernels) and b = 1 on any machine: where b is not MLAS's block the tile
+    engine does everything, the NCHWc dense path off."""
+    monkeypatch.setenv("DELTAONNX_CHANNEL_BLOCK", block)
+    check_under_simd(simd, "test_blocked_layout", "check_all_cases(seed=13)")
+
+
+def test_dropped_reference_with_map(rng):
+    """tau 0 with a change map and no X_ref: the map's marks are the changes, recomputed from X itself."""
+    b = channel_block()
+    C, M = 16, 32
+    w = (rng.standard_normal((M, C, 3, 3)) / 12).astype(np.float32)
+    attrs = dict(kernel_shape=[3, 3], pads=[1, 1, 1, 1])
+    dropped = op_session(conv_model(dict(attrs, layout="blocked"), W=w, with_map=True, ref_input=False))
+    dense = ConvPair(w, None, attrs)
+    y_prev, prev = EMPTY, None
+    for x in frame_sequence(rng, (1, C, 15, 18), ["first", "local", "local", "none"]):
+        y, _ = dropped.run(None, {"X": to_blocked(x, b), "Y_prev": y_prev, "map_in": exact_change_map(x, prev)})
+        assert_close_nan(from_blocked(y, b), dense.run_dense(x))
+        y_prev, prev = y, x
+
+
+def _session_error(attrs, C=16, M=16):
+    w = np.zeros((M, C // attrs.get("group", 1), 3, 3), np.float32)
+    with pytest.raises(Exception) as info:
+        op_session(conv_model(dict(dict(kernel_shape=[3, 3]), **attrs), W=w))
+    return str(info.value)
+
+
+@pytest.mark.parametrize("attrs, message", [
+    (dict(layout="nhwc"), "'layout' must be \"nchw\" or \"blocked\""),
+    (dict(layout="blocked", group=2), "needs group = 1"),
+    (dict(layout="blocked", activation="Softmax"), "does not take the channel activation"),
+    (dict(layout="blocked", gate="block", threshold=0.1), "needs gate = \"pixel\""),
+])
+def test_refused_attribute_combinations(attrs, message):
+    assert message in _session_error(attrs)
+
+
+@pytest.mark.parametrize("C, M", [(24, 16), (16, 20)])
+def test_channels_not_multiple_of_block_refused(C, M):
+    b = channel_block()
+    if C % b == 0 and M % b == 0:
+        pytest.skip(f"every channel count is a multiple of b = {b}")
+    assert "multiples of the library's channel block" in _session_error(dict(layout="blocked"), C=C, M=M)
