@@ -74,8 +74,13 @@ class DeltaConfig:
     inner_gate: GateConfig = GateConfig()  # the change rule of the inner thresholds
 
     @property
+    def rules(self) -> str:
+        """The change rules when not convert's defaults, e.g. "gate=pixel inner_gate=block2" ("" for the defaults)."""
+        return f"{self.gate.label}{self.inner_gate.label_as('inner_gate')}".strip()
+
+    @property
     def label(self) -> str:
-        return f"tau={self.threshold:g} inner={self.inner_threshold:g}{self.gate.label}{self.inner_gate.label_as('inner_gate')}"
+        return " ".join(filter(None, [f"tau={self.threshold:g} inner={self.inner_threshold:g}", self.rules]))
 
 
 def parse_configs(thresholds: Sequence[float], inner_thresholds: Sequence[float],

@@ -39,9 +39,8 @@ def format_report(result: dict, per_node: bool = True) -> str:
              "-", "-"] + (["-", "-", "-"] if has_boxes else [])]
     for r in result["runs"]:
         redone = r["conv_flops_redone"]
-        # the rule settings beyond tau and inner (e.g. "gate=pixel" when a sweep compares gates) name the row
-        settings = r["label"].split(" ")[2:]
-        row = [" ".join(["deltaonnx"] + settings), f"{r['threshold']:g}", f"{r['inner_threshold']:g}", fmt(r["ms_per_frame"]),
+        # the change rules, when not convert's defaults (e.g. "gate=pixel" in a sweep of gates), name the row
+        row = [" ".join(filter(None, ["deltaonnx", r.get("rules")])), f"{r['threshold']:g}", f"{r['inner_threshold']:g}", fmt(r["ms_per_frame"]),
                fmt(r["fps"], ".1f"), fmt(r["speedup"], ".2f") + "x", fmt(r["ideal_speedup"], ".2f") + "x"
                if r["ideal_speedup"] else "-", fmt(100 * r["achieved_share"], ".0f") + "%" if r["achieved_share"]
                else "-", f"{fmt(100 * redone['mean'], '.1f')}% (p90 {fmt(100 * redone['p90'], '.0f')}%)",

@@ -414,6 +414,7 @@ def _summarize(run: ConfigRun, dense_ms: float, flops: dict[str, float], dense_p
     converted_count = sum(1 for n in nodes if n["decision"] == "converted")
     entry = {
         "threshold": run.config.threshold, "inner_threshold": run.config.inner_threshold, "label": run.config.label,
+        "rules": run.config.rules,
         "gate": asdict(run.config.gate), "inner_gate": asdict(run.config.inner_gate),
         "ms_per_frame": ms, "ms_median": 1000.0 * float(np.median(run.times)), "fps": 1000.0 / ms if ms else None,
         "speedup": speedup, "ideal_speedup": ideal,
