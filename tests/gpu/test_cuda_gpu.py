@@ -22,7 +22,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 import cuda_build
-from builders import DOMAIN, EMPTY
+from builders import DOMAIN, EMPTY, assert_in_place_equals_copying, run_copying
 from deltaonnx import reference as ref
 
 pytestmark = pytest.mark.gpu
@@ -266,15 +266,6 @@ def test_batch_items_are_independent_streams(target):
     np.testing.assert_allclose(y2[1], ref.conv2d(x2[1:2], w, pads=[1, 1, 1, 1])[0], rtol=1e-4, atol=1e-4)
 
 
-def run_sequence(session, seq):
-    x_ref, y_prev, outs = EMPTY, EMPTY, []
-    for x in seq:
-        y, x_ref, map_out = session.run(None, {"X": x, "X_ref": x_ref, "Y_prev": y_prev})
-        outs.append((y, x_ref, map_out))
-        y_prev = y
-    return outs
-
-
 def test_in_place_state_on_the_device(target):
     # State bound in place as device OrtValues (docs/state_protocol.md): the op writes only what it recomputes,
     # and the results equal the copying run's.
@@ -282,26 +273,7 @@ def test_in_place_state_on_the_device(target):
     w = rng.standard_normal((16, 8, 3, 3)).astype(np.float32)
     delta = delta_session(target, conv_model(dict(pads=[1, 1, 1, 1], threshold=0.01), w, None))
     seq = frames(rng, (1, 8, 20, 20), 6)
-    copying = run_sequence(delta, seq)
-    y_state = ort.OrtValue.ortvalue_from_numpy(np.zeros((1, 16, 20, 20), np.float32), target.device, 0)
-    ref_state = ort.OrtValue.ortvalue_from_numpy(np.zeros((1, 8, 20, 20), np.float32), target.device, 0)
-    for t, x in enumerate(seq):
-        binding = delta.io_binding()
-        binding.bind_cpu_input("X", x)
-        if t == 0:
-            binding.bind_cpu_input("X_ref", EMPTY)
-            binding.bind_cpu_input("Y_prev", EMPTY)
-        else:
-            binding.bind_ortvalue_input("X_ref", ref_state)
-            binding.bind_ortvalue_input("Y_prev", y_state)
-        binding.bind_ortvalue_output("Y", y_state)
-        binding.bind_ortvalue_output("X_ref_next", ref_state)
-        binding.bind_output("map_out")
-        delta.run_with_iobinding(binding)
-        want_y, want_ref, want_map = copying[t]
-        np.testing.assert_array_equal(binding.get_outputs()[2].numpy(), want_map)
-        np.testing.assert_array_equal(ref_state.numpy(), want_ref)
-        np.testing.assert_array_equal(y_state.numpy(), want_y)
+    assert_in_place_equals_copying(delta, seq, (1, 16, 20, 20), (1, 8, 20, 20), target.device, 0)
 
 
 def test_concurrent_sessions_each_on_their_own_stream(target):
@@ -311,13 +283,13 @@ def test_concurrent_sessions_each_on_their_own_stream(target):
     w = rng.standard_normal((24, 8, 3, 3)).astype(np.float32)
     model = conv_model(dict(pads=[1, 1, 1, 1], activation="Relu", threshold=0.0), w, None)
     seqs = [frames(np.random.default_rng(s), (2, 8, 40, 36), 10) for s in (1, 2)]
-    sequential = [run_sequence(delta_session(target, model), seq) for seq in seqs]
+    sequential = [run_copying(delta_session(target, model), seq) for seq in seqs]
     sessions = [delta_session(target, model) for _ in seqs]
     results, errors = [None, None], []
 
     def worker(i):
         try:
-            results[i] = run_sequence(sessions[i], seqs[i])
+            results[i] = run_copying(sessions[i], seqs[i])
         except Exception as error:  # reported below
             errors.append(error)
 

@@ -175,3 +175,40 @@ def frame_sequence(rng, shape, kinds):
 
 def assert_close_nan(actual, expected, rtol=1e-4, atol=1e-4):
     np.testing.assert_allclose(actual, expected, rtol=rtol, atol=atol, equal_nan=True)
+
+
+def run_copying(session: ort.InferenceSession, seq) -> list[tuple]:
+    """Runs a single DeltaConv session (inputs X, X_ref, Y_prev) over frames, the state passed as copies: (Y,
+    X_ref_next, map_out) per frame."""
+    x_ref, y_prev, outs = EMPTY, EMPTY, []
+    for x in seq:
+        y, x_ref, map_out = session.run(None, {"X": x, "X_ref": x_ref, "Y_prev": y_prev})
+        outs.append((y, x_ref, map_out))
+        y_prev = y
+    return outs
+
+
+def assert_in_place_equals_copying(session: ort.InferenceSession, seq, y_shape, ref_shape, device: str = "cpu",
+                                   device_id: int = 0) -> None:
+    """docs/state_protocol.md "In place": one OrtValue (on `device`) bound as both past and present state; the op
+    then writes only what it recomputes, and every frame equals the copying run's exactly."""
+    copying = run_copying(session, seq)
+    y_state = ort.OrtValue.ortvalue_from_numpy(np.zeros(y_shape, np.float32), device, device_id)
+    ref_state = ort.OrtValue.ortvalue_from_numpy(np.zeros(ref_shape, np.float32), device, device_id)
+    for t, x in enumerate(seq):
+        binding = session.io_binding()
+        binding.bind_cpu_input("X", x)
+        if t == 0:
+            binding.bind_cpu_input("X_ref", EMPTY)
+            binding.bind_cpu_input("Y_prev", EMPTY)
+        else:
+            binding.bind_ortvalue_input("X_ref", ref_state)
+            binding.bind_ortvalue_input("Y_prev", y_state)
+        binding.bind_ortvalue_output("Y", y_state)
+        binding.bind_ortvalue_output("X_ref_next", ref_state)
+        binding.bind_output("map_out")
+        session.run_with_iobinding(binding)
+        want_y, want_ref, want_map = copying[t]
+        np.testing.assert_array_equal(binding.get_outputs()[2].numpy(), want_map, err_msg=f"frame {t}: map_out")
+        np.testing.assert_array_equal(ref_state.numpy(), want_ref, err_msg=f"frame {t}: X_ref_next")
+        np.testing.assert_array_equal(y_state.numpy(), want_y, err_msg=f"frame {t}: Y")

@@ -22,7 +22,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 import cuda_build
-from builders import DOMAIN, EMPTY, conv_model, pool_model
+from builders import DOMAIN, EMPTY, assert_in_place_equals_copying, conv_model, pool_model
 from deltaonnx import reference as ref
 
 
@@ -616,31 +616,7 @@ def test_emulated_in_place_state_binding(emulated_library):
     model = conv_model(dict(pads=[1, 1, 1, 1], activation="Relu", threshold=0.02), W=w)
     sess = session(emulated_library, model)
     seq = frames(rng, (1, 3, 10, 10), 7)
-    copying = []
-    x_ref, y_prev = EMPTY, EMPTY
-    for x in seq:
-        y, x_ref, map_out = sess.run(None, {"X": x, "X_ref": x_ref, "Y_prev": y_prev})
-        copying.append((y, x_ref, map_out))
-        y_prev = y
-    y_state = ort.OrtValue.ortvalue_from_numpy(np.zeros((1, 4, 10, 10), np.float32))
-    ref_state = ort.OrtValue.ortvalue_from_numpy(np.zeros((1, 3, 10, 10), np.float32))
-    for t, x in enumerate(seq):
-        binding = sess.io_binding()
-        binding.bind_cpu_input("X", x)
-        if t == 0:
-            binding.bind_cpu_input("X_ref", EMPTY)
-            binding.bind_cpu_input("Y_prev", EMPTY)
-        else:
-            binding.bind_ortvalue_input("X_ref", ref_state)
-            binding.bind_ortvalue_input("Y_prev", y_state)
-        binding.bind_ortvalue_output("X_ref_next", ref_state)
-        binding.bind_ortvalue_output("Y", y_state)
-        binding.bind_output("map_out")
-        sess.run_with_iobinding(binding)
-        want_y, want_ref, want_map = copying[t]
-        np.testing.assert_array_equal(binding.get_outputs()[2].numpy(), want_map)
-        np.testing.assert_array_equal(ref_state.numpy(), want_ref)
-        np.testing.assert_array_equal(y_state.numpy(), want_y)
+    assert_in_place_equals_copying(sess, seq, (1, 4, 10, 10), (1, 3, 10, 10))
 
 
 def test_emulated_resolution_change_and_reset_recompute_everything(emulated_library):
