@@ -23,7 +23,7 @@ void DeltaReorderKernel::compute(OrtKernelContext* raw) const {
   checked_product({xs[0], xs[1], shape.pixels}, "X");
   shape.block = block_;
   float* y = ctx.GetOutput(0, xs).GetTensorMutableData<float>();
-  reorder_channels(shape, to_blocked_, ctx.GetInput(0).GetTensorData<float>(), y, ort_parallel_for(ctx));
+  reorder_channels(shape, to_blocked_, ctx.GetInput(0).GetTensorData<float>(), y, ort_parallel_for(ctx), kernels());
 }
 
 }  // namespace deltaonnx
