@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import onnx_ir as ir
 
+from .blocked_layout import ChooseBlockedLayout
 from .conversion_context import ConversionContext
 from .delta_rewrite import ReplaceWithDeltaOps
 from .drop_references import DropExactReferences
@@ -28,6 +29,7 @@ def rewriting_passes(context: ConversionContext) -> list[ir.passes.PassBase]:
         RequireConvertedNode(context),
         ReplaceWithDeltaOps(context),
         FuseActivationIntoDeltaConv(),
+        ChooseBlockedLayout(context),
         AddStateInputsOutputs(context),
         WireChangeMaps(),
         InsertInputGate(context),

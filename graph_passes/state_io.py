@@ -10,7 +10,8 @@ from __future__ import annotations
 import onnx_ir as ir
 
 from .conversion_context import ConversionContext
-from .delta_ops import MAP_OUT, X_REF_NEXT, Y, input_positions, is_delta_op
+from .delta_ops import LAYOUT_NCHW, MAP_OUT, X_REF_NEXT, Y, input_positions, is_delta_op
+from .graph_edits import attribute
 from .delta_rewrite import past_name
 
 
@@ -38,10 +39,14 @@ class AddStateInputsOutputs(ir.passes.InPlacePass):
             graph.outputs.append(x_ref_next)
             if not y.is_graph_output():
                 graph.outputs.append(y)
+            # A blocked op's state is channel-blocked memory, valid only at the library's block (docs/design.md#state).
+            layout = attribute(node, "layout", LAYOUT_NCHW)
             self.context.state.append(
-                {"node": node.name, "past": past_x_ref.name, "present": x_ref_next.name, "kind": "x_ref"}
+                {"node": node.name, "past": past_x_ref.name, "present": x_ref_next.name, "kind": "x_ref", "layout": layout}
             )
-            self.context.state.append({"node": node.name, "past": past_y.name, "present": y.name, "kind": "y"})
+            self.context.state.append(
+                {"node": node.name, "past": past_y.name, "present": y.name, "kind": "y", "layout": layout}
+            )
         for node in delta_nodes:
             change_map = node.outputs[MAP_OUT]
             graph.outputs.append(change_map)

@@ -1,0 +1,157 @@
+"""convert's layout "blocked" (graph_passes/blocked_layout.py, docs/ops.md#blocked-layout): which Delta ops become
+blocked, where DeltaReorder nodes go, what the metadata and the saved state say; and, with the op library, that
+the blocked model equals dense ORT at threshold 0 frame after frame (the key property, for every block b)."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+import deltaonnx
+from deltaonnx.convert import ConversionError
+
+HERE = Path(__file__).resolve().parent
+
+
+def _model(nodes, inputs, outputs, initializers, opset=17) -> onnx.ModelProto:
+    graph = helper.make_graph(nodes, "blocked", inputs, outputs, initializers)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = 10
+    return model
+
+
+def _conv(rng, name, x, y, c_in, c_out, k=3, **attrs):
+    w = numpy_helper.from_array((rng.standard_normal((c_out, c_in, k, k)) * 0.2).astype(np.float32), f"{name}.W")
+    b = numpy_helper.from_array((rng.standard_normal(c_out) * 0.1).astype(np.float32), f"{name}.B")
+    node = helper.make_node("Conv", [x, w.name, b.name], [y], name=name, pads=[k // 2] * 4, **attrs)
+    return node, [w, b]
+
+
+def neck_model(rng, hw=12) -> onnx.ModelProto:
+    """x[1,3] -> stem(16) -> a(32) -> SiLU -> Split(16,16) -> b(16)(+residual Add) -> Concat(32+16) -> c(32),
+    a 24-channel branch d, Resize x2 of c, a per-channel Mul by a [1,32,1,1] constant, two model outputs: one a
+    region tensor (c's SiLU), one outside (the Mul)."""
+    nodes, inits = [], []
+    for args in [("stem", "x", "s", 3, 16), ("a", "s", "a", 16, 32)]:
+        node, w = _conv(rng, *args)
+        nodes.append(node)
+        inits += w
+    nodes += [helper.make_node("Sigmoid", ["a"], ["a_sig"]), helper.make_node("Mul", ["a", "a_sig"], ["a_act"])]
+    inits.append(numpy_helper.from_array(np.array([16, 16], np.int64), "halves"))
+    nodes.append(helper.make_node("Split", ["a_act", "halves"], ["h0", "h1"], axis=1))
+    node, w = _conv(rng, "b", "h1", "bb", 16, 16)
+    nodes += [node, helper.make_node("Add", ["h1", "bb"], ["res"])]
+    inits += w
+    nodes.append(helper.make_node("Concat", ["a_act", "res"], ["cat"], axis=1))
+    node, w = _conv(rng, "c", "cat", "c", 48, 32, k=1)
+    nodes += [node, helper.make_node("Sigmoid", ["c"], ["c_sig"]), helper.make_node("Mul", ["c", "c_sig"], ["out_c"])]
+    inits += w
+    node, w = _conv(rng, "d", "s", "d", 16, 24)  # 24 channels: outside every region
+    nodes.append(node)
+    inits += w
+    inits.append(numpy_helper.from_array(np.array([1, 1, 2, 2], np.float32), "scales"))
+    nodes.append(helper.make_node("Resize", ["out_c", "", "scales"], ["up"], mode="nearest"))
+    inits.append(numpy_helper.from_array(rng.standard_normal((1, 32, 1, 1)).astype(np.float32), "per_channel"))
+    nodes.append(helper.make_node("Mul", ["out_c", "per_channel"], ["scaled"]))
+    outputs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in ("out_c", "up", "scaled", "d")]
+    return _model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, hw, hw])], outputs, inits)
+
+
+def _metadata(model: onnx.ModelProto) -> dict:
+    return json.loads({p.key: p.value for p in model.metadata_props}["deltaonnx"])
+
+
+def _layout(node: onnx.NodeProto) -> str:
+    return next((helper.get_attribute_value(a).decode() for a in node.attribute if a.name == "layout"), "nchw")
+
+
+def _by_source(model: onnx.ModelProto) -> dict[str, str]:
+    """Source Conv name -> the layout of the Delta op it became."""
+    names = {entry["name"]: entry["source"] for entry in _metadata(model)["nodes"]}
+    return {names[n.name]: _layout(n) for n in model.graph.node if n.op_type == "DeltaConv"}
+
+
+def _producer(model: onnx.ModelProto, value: str) -> onnx.NodeProto:
+    return next(n for n in model.graph.node if value in n.output)
+
+
+def _reorders(model: onnx.ModelProto) -> dict[str, str]:
+    """Reordered tensor -> the reorder's direction."""
+    return {n.input[0]: helper.get_attribute_value(n.attribute[0]).decode()
+            for n in model.graph.node if n.op_type == "DeltaReorder"}
+
+
+def test_regions_reorders_and_model_outputs(rng):
+    original = neck_model(rng)
+    converted = deltaonnx.convert(original, layout="blocked", all_nodes=True)
+    # The stem reads the model input (the gate reads NCHW); d has 24 channels; the rest is one region.
+    assert _by_source(converted) == {"stem": "nchw", "a": "blocked", "b": "blocked", "c": "blocked", "d": "nchw"}
+    reorders = _reorders(converted)
+    delta_of = {entry["source"]: entry["name"] for entry in _metadata(converted)["nodes"]}
+    a = next(n for n in converted.graph.node if n.name == delta_of["a"])
+    assert _producer(converted, a.input[0]).op_type == "DeltaReorder"  # the stem's NCHW output, reordered
+    assert sorted(reorders.values()) == ["blocked", "nchw"], reorders  # one in, one out: everything else is neutral
+    # Outputs keep their names and order; the region's output comes back NCHW through the reorder.
+    assert [o.name for o in converted.graph.output][:4] == ["out_c", "up", "scaled", "d"]
+    assert _producer(converted, "out_c").op_type == "DeltaReorder"
+    assert _producer(converted, "up").input[0] == "out_c"  # Resize reads the NCHW copy
+    assert _producer(converted, "scaled").input[0] == "out_c"  # so does the per-channel Mul
+    meta = _metadata(converted)
+    assert meta["layout"] == "blocked"
+    layouts = {entry["source"]: entry["layout"] for entry in meta["nodes"]}
+    assert layouts["d"].startswith("nchw (channels 16->24") and layouts["stem"] == "nchw (reads a model input)"
+    blocked_state = {entry["node"] for entry in meta["state"] if entry["layout"] == "blocked"}
+    assert len(blocked_state) == 3 and all(entry["layout"] in ("nchw", "blocked") for entry in meta["state"])
+
+
+def test_mixed_concat_reads_its_nchw_part_through_a_reorder(rng):
+    """A neck's Concat of an upsampled (NCHW) tensor and a region tensor stays in the region: the NCHW part is
+    reordered to blocked, the Concat's output is not reordered back."""
+    nodes, inits = [], []
+    for args in [("stem", "x", "s", 3, 16), ("a", "s", "a", 16, 32), ("p", "a", "p", 32, 16)]:
+        node, w = _conv(rng, *args, strides=[2, 2]) if args[0] == "p" else _conv(rng, *args)
+        nodes.append(node)
+        inits += w
+    inits.append(numpy_helper.from_array(np.array([1, 1, 2, 2], np.float32), "scales"))
+    nodes += [helper.make_node("Resize", ["p", "", "scales"], ["up"], mode="nearest"),
+              helper.make_node("Concat", ["up", "a"], ["cat"], axis=1)]
+    node, w = _conv(rng, "q", "cat", "q", 48, 16, k=1)
+    nodes.append(node)
+    inits += w
+    original = _model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+                      [helper.make_tensor_value_info("q", TensorProto.FLOAT, None)], inits)
+    converted = deltaonnx.convert(original, layout="blocked", all_nodes=True)
+    reorders = _reorders(converted)
+    assert reorders.get("up") == "blocked"
+    cat = next(n for n in converted.graph.node if n.op_type == "Concat")
+    assert not any(n.op_type == "DeltaReorder" and n.input[0] == cat.output[0] for n in converted.graph.node)
+
+
+def test_layout_nchw_is_the_default_and_bad_values_are_refused(rng):
+    converted = deltaonnx.convert(neck_model(rng), all_nodes=True)
+    assert not _reorders(converted) and set(_by_source(converted).values()) == {"nchw"}
+    assert _metadata(converted)["layout"] == "nchw"
+    with pytest.raises(ConversionError, match="layout must be one of nchw, blocked"):
+        deltaonnx.convert(neck_model(rng), layout="nchwc")
+
+
+def test_dense_twin_of_a_blocked_model_equals_the_original(rng):
+    from deltaonnx.graph_passes.dense_twin import dense_twin
+    import onnxruntime as ort
+
+    original = neck_model(rng)
+    converted = deltaonnx.convert(original, layout="blocked", all_nodes=True)
+    twin = dense_twin(converted, [o.name for o in original.graph.output])
+    assert not [n for n in twin.graph.node if n.domain == "com.deltaonnx"]
+    x = rng.standard_normal((1, 3, 12, 12)).astype(np.float32)
+    want = ort.InferenceSession(original.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})
+    got = ort.InferenceSession(twin.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})
+    for a, b in zip(got, want):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
