@@ -73,6 +73,12 @@ inline constexpr TensorSlot kDeltaGateOutputs[] = {{"X_gated", kFloat, SlotKind:
                                             {"map_out", kUint8, SlotKind::kRequired}};
 inline constexpr OpSchema kDeltaGateSchema{"DeltaGate", kDeltaGateInputs, 3, kDeltaGateOutputs, 2};
 
+// DeltaReorder (ops/delta_reorder): X [N,C,H,W] in one memory order, Y of the same shape in the other
+// (attribute 'to': "blocked" | "nchw"; docs/ops.md#deltareorder). No state: a pure function of X.
+inline constexpr TensorSlot kDeltaReorderInputs[] = {{"X", kFloat, SlotKind::kRequired}};
+inline constexpr TensorSlot kDeltaReorderOutputs[] = {{"Y", kFloat, SlotKind::kRequired}};
+inline constexpr OpSchema kDeltaReorderSchema{"DeltaReorder", kDeltaReorderInputs, 1, kDeltaReorderOutputs, 1};
+
 inline OrtCustomOpInputOutputCharacteristic characteristic_of(SlotKind kind) {
   switch (kind) {
     case SlotKind::kOptional: return INPUT_OUTPUT_OPTIONAL;

@@ -545,10 +545,61 @@ def map_union(*maps) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------------------------------
+# The blocked layout (docs/ops.md#blocked-layout): [N, C, H, W] arrays whose memory is [N][C/b][H][W][b]
+# --------------------------------------------------------------------------------------------------
+
+def library_channel_block() -> int:
+    """b of the built CPU op library (common/channel_block.h; DELTAONNX_CHANNEL_BLOCK forces it for tests)."""
+    try:
+        from . import _native
+    except ImportError as error:
+        raise RuntimeError("the blocked layout needs the op library's channel block: build deltaonnx._native "
+                           "or pass the block explicitly") from error
+    return int(_native.channel_block())
+
+
+def _check_blockable(x: np.ndarray, b: int, what: str) -> None:
+    if x.ndim != 4:
+        raise ValueError(f"{what} must be 4-D [N, C, H, W], got shape {x.shape}")
+    if b < 1 or x.shape[1] % b != 0:
+        raise ValueError(f"{what} has {x.shape[1]} channels, not a multiple of the channel block {b}")
+
+
+def to_blocked(x, b: int) -> np.ndarray:
+    """NCHW [N, C, H, W] -> the same shape holding [N][C/b][H][W][b] memory (b = 1: a copy)."""
+    x = np.asarray(x)
+    _check_blockable(x, b, "X")
+    n, c, h, w = x.shape
+    return np.ascontiguousarray(x.reshape(n, c // b, b, h, w).transpose(0, 1, 3, 4, 2)).reshape(n, c, h, w)
+
+
+def from_blocked(x, b: int) -> np.ndarray:
+    """The inverse of to_blocked: [N, C, H, W] holding [N][C/b][H][W][b] memory -> NCHW."""
+    x = np.asarray(x)
+    _check_blockable(x, b, "X")
+    n, c, h, w = x.shape
+    return np.ascontiguousarray(x.reshape(n, c // b, h, w, b).transpose(0, 1, 4, 2, 3)).reshape(n, c, h, w)
+
+
+REORDER_TARGETS = ("blocked", "nchw")
+
+
+def delta_reorder(X, *, to: str, block: int | None = None) -> np.ndarray:
+    """DeltaReorder (docs/ops.md#deltareorder): X's memory reordered to `to` ("blocked" or "nchw") with channel
+    block `block` (default: the library's)."""
+    if to not in REORDER_TARGETS:
+        raise ValueError(f"DeltaReorder's 'to' must be one of {REORDER_TARGETS}, got {to!r}")
+    b = library_channel_block() if block is None else int(block)
+    X = np.asarray(X, dtype=np.float32)
+    return to_blocked(X, b) if to == "blocked" else from_blocked(X, b)
+
+
+# --------------------------------------------------------------------------------------------------
 # onnx.reference.ReferenceEvaluator support
 # --------------------------------------------------------------------------------------------------
 
-def _reference_ops():
+def _reference_ops(channel_block: int | None = None):
+    """The Delta ops for ReferenceEvaluator; channel_block: b of blocked tensors (default: the library's)."""
     from onnx.reference.op_run import OpRun
 
     class DeltaConv(OpRun):
@@ -588,14 +639,23 @@ def _reference_ops():
             return delta_gate(X, X_ref, map_in, rule=rule, threshold=threshold, gate_block=gate_block,
                               gate_hard=gate_hard)
 
-    return [DeltaConv, DeltaPool, DeltaMapUnion, DeltaGate]
+    class DeltaReorder(OpRun):
+        op_domain = DOMAIN
+
+        def _run(self, X, to=None):
+            to = to.decode() if isinstance(to, bytes) else to
+            if to is None:
+                raise ValueError("DeltaReorder's attribute 'to' is required")
+            return (delta_reorder(X, to=to, block=channel_block),)
+
+    return [DeltaConv, DeltaPool, DeltaMapUnion, DeltaGate, DeltaReorder]
 
 
-def make_reference_evaluator(model, **kwargs):
+def make_reference_evaluator(model, channel_block: int | None = None, **kwargs):
     """An onnx.reference.ReferenceEvaluator that runs a converted model (a ModelProto or a path), with
-    DeltaConv, DeltaPool, DeltaMapUnion and DeltaGate implemented by this module: the whole-model oracle of
-    docs/design.md "Correctness oracle". Absent optional inputs (empty names, missing trailing inputs) reach
-    the ops as None."""
+    DeltaConv, DeltaPool, DeltaMapUnion, DeltaGate and DeltaReorder implemented by this module: the whole-model
+    oracle of docs/design.md "Correctness oracle". Absent optional inputs (empty names, missing trailing inputs)
+    reach the ops as None. channel_block: b of blocked tensors (default: the library's, read when first needed)."""
     from onnx.reference import ReferenceEvaluator
 
-    return ReferenceEvaluator(model, new_ops=_reference_ops(), **kwargs)
+    return ReferenceEvaluator(model, new_ops=_reference_ops(channel_block), **kwargs)

@@ -1,0 +1,21 @@
+// DeltaReorder on the CPU without ORT types: NCHW memory to channel-blocked memory ([N][C/b][H][W][b], the
+// library's b: common/channel_block.h) or back. A reorder is memory-bound, so it is a plain loop that reads b
+// planes and writes whole b-float lines (docs/ops.md#deltareorder has the measurement against memcpy).
+#pragma once
+#include <cstdint>
+
+#include "common/parallel.h"
+
+namespace deltaonnx {
+
+struct ReorderShape {
+  int64_t batch = 0, channels = 0, pixels = 0;  // N, C (a multiple of block), H * W
+  int64_t block = 1;
+};
+
+// to_blocked: y[n][c / b][p][c % b] = x[n][c][p]; otherwise the inverse. x and y do not overlap. b = 1 is a copy.
+// One task per batch item and channel block on parallel_for.
+void reorder_channels(const ReorderShape& shape, bool to_blocked, const float* x, float* y,
+                      const ParallelFor& parallel_for);
+
+}  // namespace deltaonnx
