@@ -17,6 +17,7 @@ import numpy as np
 
 # DOMAIN: the ops' domain; the block gate's defaults (k, and tau_hard as a multiple of tau) as the converter and
 # the ops (gate_engine.h) use them.
+from ._lib import channel_block
 from .graph_passes.protocol import DEFAULT_GATE_BLOCK, DEFAULT_GATE_HARD, DOMAIN
 
 _AUTO_PADS = ("NOTSET", "SAME_UPPER", "SAME_LOWER", "VALID")
@@ -550,12 +551,11 @@ def map_union(*maps) -> np.ndarray:
 
 def library_channel_block() -> int:
     """b of the built CPU op library (common/channel_block.h; DELTAONNX_CHANNEL_BLOCK forces it for tests)."""
-    try:
-        from . import _native
-    except ImportError as error:
+    b = channel_block("cpu")
+    if b is None:
         raise RuntimeError("the blocked layout needs the op library's channel block: build deltaonnx._native "
-                           "or pass the block explicitly") from error
-    return int(_native.channel_block())
+                           "or pass the block explicitly")
+    return b
 
 
 def _check_blockable(x: np.ndarray, b: int, what: str) -> None:
@@ -598,6 +598,20 @@ def delta_reorder(X, *, to: str, block: int | None = None) -> np.ndarray:
 # onnx.reference.ReferenceEvaluator support
 # --------------------------------------------------------------------------------------------------
 
+def _in_layout(layout, block: int | None, tensors, step):
+    """A Delta op's step on NCHW arrays, run for `layout`: with "blocked", X, X_ref, Y_prev (non-empty ones) from
+    blocked memory and Y, X_ref_next back to it; maps are per pixel in every layout."""
+    layout = layout.decode() if isinstance(layout, bytes) else layout
+    if layout == "nchw":
+        return step(*tensors)
+    if layout != "blocked":
+        raise ValueError(f"attribute 'layout' must be \"nchw\" or \"blocked\", got {layout!r}")
+    b = library_channel_block() if block is None else int(block)
+    convert = lambda t, f: t if t is None or np.size(t) == 0 else f(t, b)  # noqa: E731
+    y, x_ref_next, map_out = step(*(convert(t, from_blocked) for t in tensors))
+    return convert(y, to_blocked), convert(x_ref_next, to_blocked), map_out
+
+
 def _reference_ops(channel_block: int | None = None):
     """The Delta ops for ReferenceEvaluator; channel_block: b of blocked tensors (default: the library's)."""
     from onnx.reference.op_run import OpRun
@@ -611,7 +625,8 @@ def _reference_ops(channel_block: int | None = None):
             B = None if not names[2] or (B is not None and np.asarray(B).size == 0) else B
             dropped = not names[3]  # an absent X_ref (not an empty state): the dropped reference of docs/ops.md
             map_in = map_in if names[5] else None
-            return delta_conv(X, W, B, None if dropped else X_ref, Y_prev, map_in, drop_reference=dropped, **attrs)
+            return _in_layout(attrs.pop("layout", "nchw"), channel_block, (X, X_ref, Y_prev), lambda x, ref, prev:
+                              delta_conv(x, W, B, None if dropped else ref, prev, map_in, drop_reference=dropped, **attrs))
 
     class DeltaPool(OpRun):
         op_domain = DOMAIN
@@ -620,7 +635,8 @@ def _reference_ops(channel_block: int | None = None):
             names = list(self.onnx_node.input) + [""] * 4
             dropped = not names[1]
             map_in = map_in if names[3] else None
-            return delta_pool(X, None if dropped else X_ref, Y_prev, map_in, drop_reference=dropped, **attrs)
+            return _in_layout(attrs.pop("layout", "nchw"), channel_block, (X, X_ref, Y_prev), lambda x, ref, prev:
+                              delta_pool(x, None if dropped else ref, prev, map_in, drop_reference=dropped, **attrs))
 
     class DeltaMapUnion(OpRun):
         op_domain = DOMAIN

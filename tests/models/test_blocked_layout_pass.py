@@ -4,10 +4,6 @@ the blocked model equals dense ORT at threshold 0 frame after frame (the key pro
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import onnx
@@ -16,8 +12,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 import deltaonnx
 from deltaonnx.convert import ConversionError
-
-HERE = Path(__file__).resolve().parent
+from deltaonnx.graph_passes.delta_ops import LAYOUTS
 
 
 def _model(nodes, inputs, outputs, initializers, opset=17) -> onnx.ModelProto:
@@ -155,3 +150,88 @@ def test_dense_twin_of_a_blocked_model_equals_the_original(rng):
     got = ort.InferenceSession(twin.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})
     for a, b in zip(got, want):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
+# --------------------------------------------------------------------------------------------------
+# with the op library: the key property, whatever b the library picks
+# --------------------------------------------------------------------------------------------------
+
+BLOCKED_ZOO = ["cnn1", "resnet18_like", "mobilenetv2_like", "yolov8_like", "unet_like"]
+
+
+def _frames(original, count, seed):
+    import test_convert
+
+    rng = np.random.default_rng(seed)
+    shape = test_convert.model_input_shape(original)
+    return [{original.graph.input[0].name: f} for f in test_convert.video(shape, count, rng)]
+
+
+def check_zoo_equals_dense(seed: int = 5, names=tuple(BLOCKED_ZOO)) -> None:
+    """Each zoo model converted with layout "blocked" at threshold 0, run frame after frame through the op
+    library, equals dense ORT on the original; and the numpy reference at the library's b agrees."""
+    import test_convert
+    import zoo
+
+    for name in names:
+        original = getattr(zoo, name)()
+        converted = deltaonnx.convert(original, layout="blocked")
+        assert any(_layout(n) == "blocked" for n in converted.graph.node), name
+        frames = _frames(original, 5, seed)
+        test_convert.assert_same_as_dense(original, converted, frames, deltaonnx.library_path("cpu"))
+        if name in ("cnn1", "yolov8_like"):
+            test_convert.assert_same_as_dense(original, converted, frames[:3], None)
+
+
+def test_zoo_models_equal_dense_ort_at_threshold_zero():
+    pytest.importorskip("zoo")
+    check_zoo_equals_dense()
+
+
+@pytest.mark.parametrize("block, simd", [("8", "avx2"), ("4", "scalar"), ("1", "scalar")])
+def test_zoo_models_equal_dense_ort_under_another_block(block, simd, monkeypatch):
+    """The same converted model under another library block (AVX2's 8; 4; 1 = NCHW, CUDA's): b is the
+    library's, not the model's."""
+    from conftest import check_under_simd
+
+    pytest.importorskip("zoo")
+    monkeypatch.setenv("DELTAONNX_CHANNEL_BLOCK", block)
+    check_under_simd(simd, "test_blocked_layout_pass", "check_zoo_equals_dense(seed=7, names=('cnn1', 'yolov8_like'))")
+
+
+def test_blocked_equals_nchw_behind_a_gate_above_zero():
+    """At a gate threshold above 0 with exact inner ops, both layouts decide the same and give the same outputs."""
+    import zoo
+    from deltaonnx import DeltaSession
+
+    original = zoo.yolov8_like()
+    sessions = [DeltaSession(deltaonnx.convert(original, threshold=0.3, layout=layout)) for layout in LAYOUTS]
+    for feeds in _frames(original, 6, 3):
+        nchw, blocked = (session.run(None, feeds) for session in sessions)
+        for a, b in zip(nchw, blocked):
+            np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-4 * max(1.0, float(np.abs(a).max())))
+
+
+def test_saved_state_carries_the_block_and_another_block_restarts():
+    import zoo
+    from deltaonnx import DeltaSession
+    from deltaonnx.graph_passes.protocol import CHANNEL_BLOCK_KEY
+    from deltaonnx.reference import library_channel_block
+
+    original = zoo.cnn1()
+    converted = deltaonnx.convert(original, layout="blocked")
+    blocked_nodes = {n.name for n in converted.graph.node if _layout(n) == "blocked"}
+    frames = _frames(original, 4, 11)
+    session = DeltaSession(converted)
+    for feeds in frames[:2]:
+        session.run(None, feeds)
+    saved = {name: value.numpy().copy() for name, value in session.state().items()}
+    assert int(saved[CHANNEL_BLOCK_KEY]) == library_channel_block()
+    expected = session.run(None, frames[2])
+    for block, restarts in [(saved[CHANNEL_BLOCK_KEY], False), (np.array(library_channel_block() * 2), True)]:
+        resumed = DeltaSession(converted)
+        resumed.load_state({**saved, CHANNEL_BLOCK_KEY: block})
+        for a, b in zip(resumed.run(None, frames[2]), expected):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+        maps = resumed.change_maps()
+        assert all(maps[n].all() for n in blocked_nodes) == restarts, block
