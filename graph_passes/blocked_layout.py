@@ -186,7 +186,7 @@ def _reorder(graph: ir.Graph, scope: NameScope, source: ir.Value, to: str, *, be
     output = ir.Value(name=scope.take(f"deltaonnx.{to}.{source.name}"))
     copy_type_and_shape(source, output)
     node = ir.node(DELTA_REORDER, [source], {"to": to}, domain=DOMAIN, outputs=[output],
-                   name=scope.take(f"deltaonnx.reorder_{to}.{source.name}"))
+                   name=_next_reorder_name(scope))
     if before is not None:
         graph.insert_before(before, node)
     elif after is not None:
@@ -194,3 +194,11 @@ def _reorder(graph: ir.Graph, scope: NameScope, source: ir.Value, to: str, *, be
     else:
         graph.insert_before(graph.node(0), node)
     return output
+
+
+def _next_reorder_name(scope: NameScope) -> str:
+    """DeltaReorder_0, DeltaReorder_1, ... (the names its state is listed under, like DeltaConv_0)."""
+    index = 0
+    while scope.is_used(f"{DELTA_REORDER}_{index}"):
+        index += 1
+    return scope.take(f"{DELTA_REORDER}_{index}")

@@ -30,5 +30,13 @@ def input_positions(op_type: str) -> dict[str, int]:
     return CONV_INPUTS if op_type == DELTA_CONV else POOL_INPUTS
 
 
+# DeltaReorder's input positions: X, its last output Y_prev (state) and X's change map, both optional.
+REORDER_INPUTS = {"x": 0, "y_prev": 1, "map_in": 2}
+
+
+def is_reorder(node) -> bool:
+    return node.domain == DOMAIN and node.op_type == DELTA_REORDER
+
+
 def is_delta_op(node) -> bool:
     return node.domain == DOMAIN and node.op_type in DELTA_OPS

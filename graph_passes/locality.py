@@ -21,9 +21,8 @@ from typing import Generic, Optional, Protocol, TypeVar
 import onnx_ir as ir
 
 from .constants import FrameInvariance, constant_ints
-from .delta_ops import DELTA_REORDER
+from .delta_ops import is_reorder
 from .graph_edits import attribute
-from .protocol import DOMAIN
 from .shapes import Dim, dim_is_one, dims, dims_provably_equal
 
 M = TypeVar("M")
@@ -93,7 +92,7 @@ class ChangeMapPropagation(Generic[M]):
         for node in list(self.graph if nodes is None else nodes):
             if visit is not None:
                 visit(node, maps)
-            if node.domain != "":
+            if node.domain != "" and not is_reorder(node):
                 continue
             for output, produced in zip(node.outputs, self._outputs_maps(node, maps)):
                 if produced is not None and output not in maps:
@@ -121,7 +120,7 @@ class ChangeMapPropagation(Generic[M]):
             return [self._slice(node, maps)]
         if op in ("Resize", "Upsample"):
             return [self._resize(node, maps)]
-        if op == DELTA_REORDER and node.domain == DOMAIN:  # the same pixels in another memory order
+        if is_reorder(node):  # the same pixels in another memory order
             return [maps.get(node.inputs[0])]
         if op == "Transpose":
             perm = attribute(node, "perm")

@@ -15,7 +15,7 @@ from .input_gate import InsertInputGate
 from .metadata import WriteConversionMetadata
 from .normalize import normalization_passes
 from .plan import PlanConversion, RequireConvertedNode
-from .state_io import AddStateInputsOutputs
+from .state_io import AddReorderState, AddStateInputsOutputs
 from .wire_maps import WireChangeMaps
 
 
@@ -34,6 +34,7 @@ def rewriting_passes(context: ConversionContext) -> list[ir.passes.PassBase]:
         WireChangeMaps(),
         InsertInputGate(context),
         DropExactReferences(context),
+        AddReorderState(context),
         WriteConversionMetadata(context),
         FinalizeModel(),
     ]

@@ -584,14 +584,23 @@ def from_blocked(x, b: int) -> np.ndarray:
 REORDER_TARGETS = ("blocked", "nchw")
 
 
-def delta_reorder(X, *, to: str, block: int | None = None) -> np.ndarray:
+def delta_reorder(X, Y_prev=None, map_in=None, *, to: str, block: int | None = None) -> np.ndarray:
     """DeltaReorder (docs/ops.md#deltareorder): X's memory reordered to `to` ("blocked" or "nchw") with channel
-    block `block` (default: the library's)."""
+    block `block` (default: the library's). With its last output Y_prev (of X's shape) and X's change map
+    ([N,1,H,W]), the pixels the map leaves 0 keep Y_prev's values; an empty or other-shaped Y_prev (rule 1), an
+    empty map or none: every pixel from X."""
     if to not in REORDER_TARGETS:
         raise ValueError(f"DeltaReorder's 'to' must be one of {REORDER_TARGETS}, got {to!r}")
     b = library_channel_block() if block is None else int(block)
     X = np.asarray(X, dtype=np.float32)
-    return to_blocked(X, b) if to == "blocked" else from_blocked(X, b)
+    nchw = X if to == "blocked" else from_blocked(X, b)  # X's values in NCHW order
+    if map_in is not None and np.size(map_in) > 0:
+        map_in = _check_map(map_in, (X.shape[0], 1, *X.shape[2:]), "map_in")
+        if Y_prev is not None and np.shape(Y_prev) == X.shape:
+            previous = np.asarray(Y_prev, np.float32)
+            previous = from_blocked(previous, b) if to == "blocked" else previous
+            nchw = np.where(map_in != 0, nchw, previous)
+    return to_blocked(nchw, b) if to == "blocked" else np.ascontiguousarray(nchw)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -658,11 +667,13 @@ def _reference_ops(channel_block: int | None = None):
     class DeltaReorder(OpRun):
         op_domain = DOMAIN
 
-        def _run(self, X, to=None):
+        def _run(self, X, Y_prev=None, map_in=None, to=None):
             to = to.decode() if isinstance(to, bytes) else to
             if to is None:
                 raise ValueError("DeltaReorder's attribute 'to' is required")
-            return (delta_reorder(X, to=to, block=channel_block),)
+            names = list(self.onnx_node.input) + [""] * 3
+            return (delta_reorder(X, Y_prev if names[1] else None, map_in if names[2] else None, to=to,
+                                  block=channel_block),)
 
     return [DeltaConv, DeltaPool, DeltaMapUnion, DeltaGate, DeltaReorder]
 

@@ -103,7 +103,14 @@ def test_regions_reorders_and_model_outputs(rng):
     layouts = {entry["source"]: entry["layout"] for entry in meta["nodes"]}
     assert layouts["d"].startswith("nchw (channels 16->24") and layouts["stem"] == "nchw (reads a model input)"
     blocked_state = {entry["node"] for entry in meta["state"] if entry["layout"] == "blocked"}
-    assert len(blocked_state) == 3 and all(entry["layout"] in ("nchw", "blocked") for entry in meta["state"])
+    reorder_to = {helper.get_attribute_value(n.attribute[0]).decode(): n
+                  for n in converted.graph.node if n.op_type == "DeltaReorder"}
+    assert blocked_state == {delta_of["a"], delta_of["b"], delta_of["c"], reorder_to["blocked"].name}
+    # Both reorders read a change map and keep their last output: they redo only the marked pixels.
+    for layout, node in reorder_to.items():
+        assert node.input[1] == f"deltaonnx.past.{node.name}.y" and node.input[2].startswith("deltaonnx.map")
+        assert {"node": node.name, "past": node.input[1], "present": node.output[0], "kind": "y",
+                "layout": layout} in meta["state"]
 
 
 def test_mixed_concat_reads_its_nchw_part_through_a_reorder(rng):

@@ -32,7 +32,51 @@ BlockReorder block_reorder(int64_t block, bool to_blocked) {
   }
 }
 
+// The listed pixels of one channel block, in either direction (the lines' b floats are contiguous).
+template <int B>
+void listed_pixels(const float* x, float* y, const std::vector<int64_t>& pixels, int64_t plane, int64_t block,
+                   bool to_blocked) {
+  const int64_t b = B > 0 ? B : block;
+  if (to_blocked) {
+    for (int64_t p : pixels)
+      for (int64_t j = 0; j < b; ++j) y[p * b + j] = x[j * plane + p];
+  } else {
+    for (int64_t p : pixels)
+      for (int64_t j = 0; j < b; ++j) y[j * plane + p] = x[p * b + j];
+  }
+}
+
+using ListedReorder = void (*)(const float*, float*, const std::vector<int64_t>&, int64_t, int64_t, bool);
+
+ListedReorder listed_reorder(int64_t block) {
+  switch (block) {
+    case 16: return listed_pixels<16>;
+    case 8: return listed_pixels<8>;
+    case 4: return listed_pixels<4>;
+    default: return listed_pixels<0>;
+  }
+}
+
 }  // namespace
+
+void reorder_marked_pixels(const ReorderShape& s, bool to_blocked, const float* x, const uint8_t* map, float* y,
+                           const ParallelFor& parallel_for) {
+  const int64_t chunk = s.block * s.pixels, blocks = s.channels / s.block;
+  const ListedReorder reorder = listed_reorder(s.block);
+  std::vector<int64_t> pixels;
+  for (int64_t n = 0; n < s.batch; ++n) {
+    pixels.clear();
+    const uint8_t* marks = map + n * s.pixels;
+    for (int64_t p = 0; p < s.pixels; ++p)
+      if (marks[p]) pixels.push_back(p);
+    if (pixels.empty()) continue;
+    const int64_t first = n * blocks;
+    parallel_for(blocks, [&](int64_t i) {
+      const int64_t at = (first + i) * chunk;
+      reorder(x + at, y + at, pixels, s.pixels, s.block, to_blocked);
+    });
+  }
+}
 
 void reorder_channels(const ReorderShape& s, bool to_blocked, const float* x, float* y,
                       const ParallelFor& parallel_for) {

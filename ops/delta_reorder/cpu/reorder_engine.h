@@ -3,6 +3,7 @@
 // planes and writes whole b-float lines (docs/ops.md#deltareorder has the measurement against memcpy).
 #pragma once
 #include <cstdint>
+#include <vector>
 
 #include "common/parallel.h"
 
@@ -17,5 +18,11 @@ struct ReorderShape {
 // One task per batch item and channel block on parallel_for.
 void reorder_channels(const ReorderShape& shape, bool to_blocked, const float* x, float* y,
                       const ParallelFor& parallel_for);
+
+// The same for the pixels marked in `map` ([N][H*W], nonzero = X may have changed there) only; y holds the last
+// output everywhere else (the caller copied Y_prev there, or y is Y_prev's own buffer). One task per batch item
+// and channel block; the marked pixels are listed once per item.
+void reorder_marked_pixels(const ReorderShape& shape, bool to_blocked, const float* x, const uint8_t* map, float* y,
+                           const ParallelFor& parallel_for);
 
 }  // namespace deltaonnx
