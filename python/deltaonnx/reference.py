@@ -17,6 +17,7 @@ import numpy as np
 
 # DOMAIN: the ops' domain; the block gate's defaults (k, and tau_hard as a multiple of tau) as the converter and
 # the ops (gate_engine.h) use them.
+from ._lib import channel_block
 from .graph_passes.protocol import DEFAULT_GATE_BLOCK, DEFAULT_GATE_HARD, DOMAIN
 
 _AUTO_PADS = ("NOTSET", "SAME_UPPER", "SAME_LOWER", "VALID")
@@ -417,9 +418,12 @@ def delta_pool(X, X_ref=None, Y_prev=None, map_in=None, *, kernel_shape, strides
     args = dict(kernel_shape=kernel_shape, strides=strides, pads=pads, dilations=dilations, auto_pad=auto_pad,
                 ceil_mode=ceil_mode, threshold=threshold, dense_fraction=dense_fraction, drop_reference=drop_reference,
                 gate=gate, gate_block=gate_block, gate_hard=gate_hard)
-    if _is_blocked(layout, gate):
-        return run_blocked(lambda x, x_ref, y_prev: delta_pool(x, x_ref, y_prev, map_in, **args), channel_block,
-                           X, X_ref, Y_prev)
+    layout = layout.decode() if isinstance(layout, bytes) else layout
+    if layout != "nchw":
+        if layout == "blocked" and gate != "pixel":
+            raise ValueError('layout "blocked" needs gate "pixel" (as the op refuses)')
+        return _in_layout(layout, channel_block, (X, X_ref, Y_prev),
+                          lambda x, ref, prev: delta_pool(x, ref, prev, map_in, **args))
     X = np.asarray(X, dtype=np.float32)
     if X.ndim != 4:
         raise ValueError(f"DeltaPool is 2-D NCHW: X {X.shape}")
@@ -557,12 +561,11 @@ def map_union(*maps) -> np.ndarray:
 
 def library_channel_block() -> int:
     """b of the built CPU op library (common/channel_block.h; DELTAONNX_CHANNEL_BLOCK forces it for tests)."""
-    try:
-        from . import _native
-    except ImportError as error:
+    b = channel_block("cpu")
+    if b is None:
         raise RuntimeError("the blocked layout needs the op library's channel block: build deltaonnx._native "
-                           "or pass the block explicitly") from error
-    return int(_native.channel_block())
+                           "or pass the block explicitly")
+    return b
 
 
 def _check_blockable(x: np.ndarray, b: int, what: str) -> None:
@@ -589,50 +592,44 @@ def from_blocked(x, b: int) -> np.ndarray:
 
 
 REORDER_TARGETS = ("blocked", "nchw")
-LAYOUTS = ("nchw", "blocked")
 
 
-def _is_blocked(layout, gate) -> bool:
-    """The attribute 'layout' of DeltaConv/DeltaPool, checked as the ops check it."""
-    layout = layout.decode() if isinstance(layout, bytes) else layout
-    if layout not in LAYOUTS:
-        raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
-    gate = gate.decode() if isinstance(gate, bytes) else gate
-    if layout == "blocked" and gate != "pixel":
-        raise ValueError('layout "blocked" needs gate "pixel"')
-    return layout == "blocked"
-
-
-def run_blocked(step, block: int | None, X, X_ref, Y_prev) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """A Delta op's rules on blocked tensors: step(X, X_ref, Y_prev) -> (Y, X_ref_next, map_out) computes in NCHW;
-    X, the state and the outputs hold blocked memory of `block` (default: the library's). A state whose channels
-    are no multiple of b is passed on as it is: it cannot match X, so rule 1 discards it."""
-    b = library_channel_block() if block is None else int(block)
-    X = np.asarray(X, dtype=np.float32)
-    _check_blockable(X, b, "X")
-
-    def unblock(state):
-        if state is None or np.ndim(state) != 4 or np.shape(state)[1] % b != 0:
-            return state
-        return from_blocked(state, b)
-
-    Y, X_ref_next, map_out = step(from_blocked(X, b), unblock(X_ref), unblock(Y_prev))
-    return to_blocked(Y, b), to_blocked(X_ref_next, b), map_out
-
-
-def delta_reorder(X, *, to: str, block: int | None = None) -> np.ndarray:
+def delta_reorder(X, Y_prev=None, map_in=None, *, to: str, block: int | None = None) -> np.ndarray:
     """DeltaReorder (docs/ops.md#deltareorder): X's memory reordered to `to` ("blocked" or "nchw") with channel
-    block `block` (default: the library's)."""
+    block `block` (default: the library's). With its last output Y_prev (of X's shape) and X's change map
+    ([N,1,H,W]), the pixels the map leaves 0 keep Y_prev's values; an empty or other-shaped Y_prev (rule 1), an
+    empty map or none: every pixel from X."""
     if to not in REORDER_TARGETS:
         raise ValueError(f"DeltaReorder's 'to' must be one of {REORDER_TARGETS}, got {to!r}")
     b = library_channel_block() if block is None else int(block)
     X = np.asarray(X, dtype=np.float32)
-    return to_blocked(X, b) if to == "blocked" else from_blocked(X, b)
+    nchw = X if to == "blocked" else from_blocked(X, b)  # X's values in NCHW order
+    if map_in is not None and np.size(map_in) > 0:
+        map_in = _check_map(map_in, (X.shape[0], 1, *X.shape[2:]), "map_in")
+        if Y_prev is not None and np.shape(Y_prev) == X.shape:
+            previous = np.asarray(Y_prev, np.float32)
+            previous = from_blocked(previous, b) if to == "blocked" else previous
+            nchw = np.where(map_in != 0, nchw, previous)
+    return to_blocked(nchw, b) if to == "blocked" else np.ascontiguousarray(nchw)
 
 
 # --------------------------------------------------------------------------------------------------
 # onnx.reference.ReferenceEvaluator support
 # --------------------------------------------------------------------------------------------------
+
+def _in_layout(layout, block: int | None, tensors, step):
+    """A Delta op's step on NCHW arrays, run for `layout`: with "blocked", X, X_ref, Y_prev (non-empty ones) from
+    blocked memory and Y, X_ref_next back to it; maps are per pixel in every layout."""
+    layout = layout.decode() if isinstance(layout, bytes) else layout
+    if layout == "nchw":
+        return step(*tensors)
+    if layout != "blocked":
+        raise ValueError(f"attribute 'layout' must be \"nchw\" or \"blocked\", got {layout!r}")
+    b = library_channel_block() if block is None else int(block)
+    convert = lambda t, f: t if t is None or np.size(t) == 0 else f(t, b)  # noqa: E731
+    y, x_ref_next, map_out = step(*(convert(t, from_blocked) for t in tensors))
+    return convert(y, to_blocked), convert(x_ref_next, to_blocked), map_out
+
 
 def _reference_ops(channel_block: int | None = None):
     """The Delta ops for ReferenceEvaluator; channel_block: b of blocked tensors (default: the library's)."""
@@ -647,7 +644,8 @@ def _reference_ops(channel_block: int | None = None):
             B = None if not names[2] or (B is not None and np.asarray(B).size == 0) else B
             dropped = not names[3]  # an absent X_ref (not an empty state): the dropped reference of docs/ops.md
             map_in = map_in if names[5] else None
-            return delta_conv(X, W, B, None if dropped else X_ref, Y_prev, map_in, drop_reference=dropped, **attrs)
+            return _in_layout(attrs.pop("layout", "nchw"), channel_block, (X, X_ref, Y_prev), lambda x, ref, prev:
+                              delta_conv(x, W, B, None if dropped else ref, prev, map_in, drop_reference=dropped, **attrs))
 
     class DeltaPool(OpRun):
         op_domain = DOMAIN
@@ -656,8 +654,8 @@ def _reference_ops(channel_block: int | None = None):
             names = list(self.onnx_node.input) + [""] * 4
             dropped = not names[1]
             map_in = map_in if names[3] else None
-            return delta_pool(X, None if dropped else X_ref, Y_prev, map_in, drop_reference=dropped,
-                              channel_block=channel_block, **attrs)
+            return _in_layout(attrs.pop("layout", "nchw"), channel_block, (X, X_ref, Y_prev), lambda x, ref, prev:
+                              delta_pool(x, None if dropped else ref, prev, map_in, drop_reference=dropped, **attrs))
 
     class DeltaMapUnion(OpRun):
         op_domain = DOMAIN
@@ -679,11 +677,13 @@ def _reference_ops(channel_block: int | None = None):
     class DeltaReorder(OpRun):
         op_domain = DOMAIN
 
-        def _run(self, X, to=None):
+        def _run(self, X, Y_prev=None, map_in=None, to=None):
             to = to.decode() if isinstance(to, bytes) else to
             if to is None:
                 raise ValueError("DeltaReorder's attribute 'to' is required")
-            return (delta_reorder(X, to=to, block=channel_block),)
+            names = list(self.onnx_node.input) + [""] * 3
+            return (delta_reorder(X, Y_prev if names[1] else None, map_in if names[2] else None, to=to,
+                                  block=channel_block),)
 
     return [DeltaConv, DeltaPool, DeltaMapUnion, DeltaGate, DeltaReorder]
 

@@ -251,3 +251,91 @@ def test_emulated_cuda_reorder_is_a_copy(emulated_cuda_library, rng):
     session = op_session(reorder_model("blocked", name="c3"), library=emulated_cuda_library)
     message = str(pytest.raises(Exception, session.run, None, {"X": np.zeros((4, 4), np.float32)}).value)
     assert "DeltaReorder node 'c3'" in message and "X must be 4-D" in message, message
+
+
+# --------------------------------------------------------------------------------------------------
+# with state: Y_prev and X's change map, only the marked pixels redone
+# --------------------------------------------------------------------------------------------------
+
+
+def stateful_model(to):
+    node = helper.make_node("DeltaReorder", ["X", "Y_prev", "map_in"], ["Y"], domain=DOMAIN, name="reorder_s", to=to)
+    return op_model([node], [value_info("X"), value_info("Y_prev"), value_info("map_in", TensorProto.UINT8)],
+                    [value_info("Y")])
+
+
+def check_stateful(seed=5):
+    """Unmarked pixels keep Y_prev (filled with values X never has, so a redone pixel shows), marked ones come from
+    X, exactly as the reference; an empty or other-shaped Y_prev and an empty map redo every pixel."""
+    b = channel_block()
+    rng = np.random.default_rng(seed)
+    for to in ("blocked", "nchw"):
+        session = op_session(stateful_model(to))
+        for shape in [(1, 32, 5, 7), (2, 16, 3, 4)]:
+            x = special_values(rng, shape)
+            y_prev = np.full(shape, 1e30, np.float32)
+            marks = (rng.random((shape[0], 1, *shape[2:])) < 0.3).astype(np.uint8)
+            got = session.run(None, {"X": x, "Y_prev": y_prev, "map_in": marks})[0]
+            want = ref.delta_reorder(x, y_prev, marks, to=to, block=b)
+            np.testing.assert_array_equal(got.view(np.uint32), want.view(np.uint32))
+            kept = (got == 1e30).sum()
+            assert kept == (marks == 0).sum() * shape[1], (to, shape)  # exactly the unmarked pixels kept Y_prev
+            full = ref.delta_reorder(x, to=to, block=b)
+            for feeds in ({"Y_prev": EMPTY, "map_in": marks}, {"Y_prev": y_prev[:, :, :1], "map_in": marks},
+                          {"Y_prev": y_prev, "map_in": np.zeros((0, 1, 0, 0), np.uint8)}):
+                np.testing.assert_array_equal(session.run(None, {"X": x, **feeds})[0].view(np.uint32),
+                                              full.view(np.uint32))
+
+
+def test_stateful_redoes_only_marked_pixels():
+    check_stateful()
+
+
+@pytest.mark.parametrize("block, simd", [("8", "avx2"), ("1", "scalar")])
+def test_stateful_with_forced_block(block, simd, monkeypatch):
+    monkeypatch.setenv("DELTAONNX_CHANNEL_BLOCK", block)
+    check_under_simd(simd, "test_reorder", "check_stateful(seed=9)")
+
+
+@pytest.mark.parametrize("to", ["blocked", "nchw"])
+def test_stateful_in_place_equals_copying(to, rng):
+    """docs/state_protocol.md "In place": Y bound to Y_prev's buffer; the op writes only the marked pixels."""
+    import onnxruntime as ort
+
+    session = op_session(stateful_model(to))
+    shape = (1, 32, 6, 5)
+    frames, maps = [rng.standard_normal(shape).astype(np.float32)], [np.ones((1, 1, 6, 5), np.uint8)]
+    for _ in range(4):
+        marks = (rng.random((1, 1, 6, 5)) < 0.25).astype(np.uint8)
+        x = frames[-1].copy()
+        x[np.broadcast_to(marks != 0, shape)] = rng.standard_normal(int(marks.sum()) * 32).astype(np.float32)
+        frames.append(x)
+        maps.append(marks)
+    if to == "nchw":  # X is blocked memory: the pixels changed above must be the pixels changed there
+        frames = [ref.to_blocked(x, channel_block()) for x in frames]
+    copying, y_prev = [], EMPTY
+    for x, marks in zip(frames, maps):
+        y_prev = session.run(None, {"X": x, "Y_prev": y_prev, "map_in": marks})[0]
+        copying.append(y_prev)
+    state = ort.OrtValue.ortvalue_from_numpy(np.zeros(shape, np.float32))
+    for t, (x, marks) in enumerate(zip(frames, maps)):
+        binding = session.io_binding()
+        binding.bind_cpu_input("X", x)
+        binding.bind_cpu_input("map_in", marks)
+        if t == 0:
+            binding.bind_cpu_input("Y_prev", EMPTY)
+        else:
+            binding.bind_ortvalue_input("Y_prev", state)
+        binding.bind_ortvalue_output("Y", state)
+        session.run_with_iobinding(binding)
+        np.testing.assert_array_equal(state.numpy(), copying[t], err_msg=f"frame {t}")
+        np.testing.assert_array_equal(state.numpy(), ref.delta_reorder(x, to=to, block=channel_block()))
+
+
+def test_stateful_map_of_another_shape_refused(rng):
+    session = op_session(stateful_model("blocked"))
+    x = rng.standard_normal((1, 16, 4, 4)).astype(np.float32)
+    with pytest.raises(Exception, match=r"reorder_s.*map_in must be \[N,1,H,W\]"):
+        session.run(None, {"X": x, "Y_prev": x, "map_in": np.ones((1, 1, 4, 3), np.uint8)})
+    with pytest.raises(ValueError, match="map_in has shape"):
+        ref.delta_reorder(x, x, np.ones((1, 1, 4, 3), np.uint8), to="blocked", block=channel_block())

@@ -2,9 +2,72 @@
 
 #include <algorithm>
 #include <cstring>
-#include <vector>
 
 namespace deltaonnx {
+namespace {
+
+// Pixels [p0, p0 + n) of one channel block of one item (b planes of `pixels` floats <-> `pixels` lines of b floats)
+// through the kernel table's register transposes; none: b activations kNone (unblock_activate's, no activation).
+void reorder_range(const KernelTable& k, bool to_blocked, const float* x, float* y, int64_t pixels, int64_t b,
+                   int64_t p0, int64_t n, const ActivationParams* none) {
+  if (b == 1) std::memcpy(y + p0, x + p0, static_cast<size_t>(n) * sizeof(float));  // both orders are NCHW
+  else if (to_blocked) k.block_planes(x + p0, pixels, b, n, y + p0 * b);
+  else k.unblock_activate(x + p0 * b, b, b, n, none, y + p0, pixels);
+}
+
+// The listed pixels of one channel block, in either direction (the lines' b floats are contiguous).
+template <int B>
+void listed_pixels(const float* x, float* y, const std::vector<int64_t>& pixels, int64_t plane, int64_t block,
+                   bool to_blocked) {
+  const int64_t b = B > 0 ? B : block;
+  if (to_blocked) {
+    for (int64_t p : pixels)
+      for (int64_t j = 0; j < b; ++j) y[p * b + j] = x[j * plane + p];
+  } else {
+    for (int64_t p : pixels)
+      for (int64_t j = 0; j < b; ++j) y[j * plane + p] = x[p * b + j];
+  }
+}
+
+using ListedReorder = void (*)(const float*, float*, const std::vector<int64_t>&, int64_t, int64_t, bool);
+
+ListedReorder listed_reorder(int64_t block) {
+  switch (block) {
+    case 16: return listed_pixels<16>;
+    case 8: return listed_pixels<8>;
+    case 4: return listed_pixels<4>;
+    default: return listed_pixels<0>;
+  }
+}
+
+}  // namespace
+
+void reorder_marked_pixels(const ReorderShape& s, bool to_blocked, const float* x, const uint8_t* map, float* y,
+                           const ParallelFor& parallel_for, const KernelTable& k) {
+  const int64_t chunk = s.block * s.pixels, blocks = s.channels / s.block;
+  const ListedReorder reorder = listed_reorder(s.block);
+  const std::vector<ActivationParams> none(static_cast<size_t>(s.block));
+  std::vector<int64_t> pixels;
+  for (int64_t n = 0; n < s.batch; ++n) {
+    pixels.clear();
+    const uint8_t* marks = map + n * s.pixels;
+    for (int64_t p = 0; p < s.pixels; ++p)
+      if (marks[p]) pixels.push_back(p);
+    if (pixels.empty()) continue;
+    const int64_t first = n * blocks;
+    if (2 * static_cast<int64_t>(pixels.size()) > s.pixels) {  // mostly marked: whole planes stream faster
+      parallel_for(blocks, [&](int64_t i) {
+        reorder_range(k, to_blocked, x + (first + i) * chunk, y + (first + i) * chunk, s.pixels, s.block, 0, s.pixels,
+                      none.data());
+      });
+      continue;
+    }
+    parallel_for(blocks, [&](int64_t i) {
+      const int64_t at = (first + i) * chunk;
+      reorder(x + at, y + at, pixels, s.pixels, s.block, to_blocked);
+    });
+  }
+}
 
 void reorder_channels(const ReorderShape& s, bool to_blocked, const float* x, float* y,
                       const ParallelFor& parallel_for, const KernelTable& k) {
@@ -15,14 +78,11 @@ void reorder_channels(const ReorderShape& s, bool to_blocked, const float* x, fl
   // streams stay few pages apart.
   const int64_t span = std::max<int64_t>(64, (int64_t{16} << 10) / b);
   const int64_t pieces = (s.pixels + span - 1) / span;
-  const std::vector<ActivationParams> none(static_cast<size_t>(b));  // unblock_activate without an activation
+  const std::vector<ActivationParams> none(static_cast<size_t>(b));
   parallel_for(blocks * pieces, [&](int64_t task) {
-    const int64_t i = task / pieces, p0 = (task % pieces) * span, n = std::min(span, s.pixels - p0);
-    const float* src = x + i * chunk;
-    float* dst = y + i * chunk;
-    if (b == 1) std::memcpy(dst + p0, src + p0, static_cast<size_t>(n) * sizeof(float));  // both orders are NCHW
-    else if (to_blocked) k.block_planes(src + p0, s.pixels, b, n, dst + p0 * b);
-    else k.unblock_activate(src + p0 * b, b, b, n, none.data(), dst + p0, s.pixels);
+    const int64_t i = task / pieces, p0 = (task % pieces) * span;
+    reorder_range(k, to_blocked, x + i * chunk, y + i * chunk, s.pixels, b, p0, std::min(span, s.pixels - p0),
+                  none.data());
   });
 }
 

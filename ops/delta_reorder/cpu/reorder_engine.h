@@ -4,6 +4,7 @@
 // since a plain loop ran 2.5-4x slower than a copy at b = 16 (docs/ops.md#deltareorder).
 #pragma once
 #include <cstdint>
+#include <vector>
 
 #include "common/kernel_table.h"
 #include "common/parallel.h"
@@ -19,5 +20,11 @@ struct ReorderShape {
 // Bits are moved, never computed. Tasks of one item's channel block and a range of pixels on parallel_for.
 void reorder_channels(const ReorderShape& shape, bool to_blocked, const float* x, float* y,
                       const ParallelFor& parallel_for, const KernelTable& kernels);
+
+// The same for the pixels marked in `map` ([N][H*W], nonzero = X may have changed there) only; y holds the last
+// output everywhere else (the caller copied Y_prev there, or y is Y_prev's own buffer). One task per batch item
+// and channel block; the marked pixels are listed once per item.
+void reorder_marked_pixels(const ReorderShape& shape, bool to_blocked, const float* x, const uint8_t* map, float* y,
+                           const ParallelFor& parallel_for, const KernelTable& kernels);
 
 }  // namespace deltaonnx
