@@ -5,7 +5,8 @@ Over frame sequences the blocked op, its tensors blocked and unblocked here in n
 for bit (Y with its NaN, the maps, the moved reference) and dense ORT's MaxPool on frames without NaN, at tau 0,
 with and without a change map, on the window shapes of test_pool_engine_speedpaths (a horizontal stride of 1 runs
 the NCHW passes over rows of lines, others output by output); at tau > 0 it equals the numpy reference's blocked
-DeltaPool; with a dropped reference it equals dense ORT. NaN and -inf keep the NCHW rules. Each runs under every
+DeltaPool; with a dropped reference it equals dense ORT, and so does YOLOv8's SPPF (three pools chained by their
+maps, with and without X_ref). NaN and -inf keep the NCHW rules. Each runs under every
 SIMD variant and with b forced to 8, 4 and 1. Refused: C not a multiple of b, another layout, the block gate.
 """
 from __future__ import annotations
@@ -127,6 +128,7 @@ def check_all(seed=5):
     check_reference(CASES[0][1], CASES[0][2], 0.3, True, seed)
     check_reference(CASES[2][1], CASES[2][2], 0.3, False, seed)
     check_dropped_reference(seed)
+    check_sppf_chain(seed)
 
 
 def check_forced_block(block: int):
@@ -159,6 +161,49 @@ def test_every_simd_variant(simd):
 def test_forced_channel_block(block, simd, monkeypatch):
     monkeypatch.setenv("DELTAONNX_CHANNEL_BLOCK", block)
     check_under_simd(simd, "test_blocked_pool", f"check_forced_block({block})")
+
+
+def sppf_chain(dropped):
+    """YOLOv8's SPPF: three 5x5 s1 p2 max pools in a row, each pool's map the next one's map_in; dropped: no X_ref
+    (tau 0 with a map, as convert writes them behind a gate)."""
+    attrs = dict(kernel_shape=[5, 5], pads=[2, 2, 2, 2])
+    nodes, inputs, outputs = [], [value_info("map_in", TensorProto.UINT8)], []
+    x, m = "x", "map_in"
+    for i in range(3):
+        ref_in, ref_out = ("", "") if dropped else (f"x_ref{i}", f"x_ref_next{i}")
+        nodes.append(helper.make_node("DeltaPool", [x, ref_in, f"y_prev{i}", m], [f"y{i}", ref_out, f"map{i}"],
+                                      domain=DOMAIN, name=f"sppf_{i}", layout="blocked", **attrs))
+        inputs += [value_info(n) for n in (x, ref_in, f"y_prev{i}") if n and (n != x or i == 0)]
+        outputs += [value_info(n) for n in (f"y{i}", ref_out) if n]
+        x, m = f"y{i}", f"map{i}"
+    outputs.append(value_info("map2", TensorProto.UINT8))
+    dense = [helper.make_node("MaxPool", ["x" if i == 0 else f"d{i - 1}"], [f"d{i}"], **attrs) for i in range(3)]
+    return (op_session(op_model(nodes, inputs, outputs)),
+            op_session(op_model(dense, [value_info("x")], [value_info(f"d{i}") for i in range(3)]), custom=False))
+
+
+def check_sppf_chain(seed):
+    b = channel_block()
+    rng = np.random.default_rng(seed)
+    for dropped in (False, True):
+        chain, dense = sppf_chain(dropped)
+        names = [o.name for o in chain.get_outputs()]
+        state, prev = {}, None
+        for step, x in enumerate(speedpaths._frames(rng, (1, 64, 20, 20))):
+            feed = {"x": ref.to_blocked(x, b), "map_in": exact_change_map(x, prev)}
+            for i in range(3):
+                feed[f"y_prev{i}"] = state.get(f"y{i}", EMPTY)
+                if not dropped:
+                    feed[f"x_ref{i}"] = state.get(f"x_ref_next{i}", EMPTY)
+            got = dict(zip(names, chain.run(None, feed)))
+            for i, want in enumerate(dense.run(None, {"x": x})):
+                np.testing.assert_array_equal(ref.from_blocked(got[f"y{i}"], b), want,
+                                              err_msg=f"pool {i} dropped={dropped} b={b} frame {step}")
+            state, prev = got, x
+
+
+def test_sppf_chain_with_maps_equals_dense_ort():
+    check_sppf_chain(seed=8)
 
 
 # ---------------------------------------------------------------------------------------------------------
