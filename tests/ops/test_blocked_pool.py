@@ -136,6 +136,7 @@ def check_forced_block(block: int):
     check_all(seed=13)
 
 
+@pytest.mark.sanitizer
 @pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
 @pytest.mark.parametrize("with_map", [False, True])
 def test_blocked_equals_nchw_op_and_dense_ort(case, with_map):
@@ -202,6 +203,7 @@ def check_sppf_chain(seed):
             state, prev = got, x
 
 
+@pytest.mark.sanitizer
 def test_sppf_chain_with_maps_equals_dense_ort():
     check_sppf_chain(seed=8)
 

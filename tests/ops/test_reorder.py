@@ -95,6 +95,7 @@ def test_equals_numpy_with_forced_block(block, simd, monkeypatch):
     check_under_simd(simd, "test_reorder", f"check_forced_block({block})")
 
 
+@pytest.mark.sanitizer
 @pytest.mark.parametrize("shape", SHAPES)
 def test_round_trip_is_identity(shape, rng):
     session = op_session(round_trip_model(), threads=2)  # two threads: the per-block tasks on ORT's pool
