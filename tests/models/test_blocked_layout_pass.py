@@ -92,6 +92,10 @@ def test_regions_reorders_and_model_outputs(rng):
     delta_of = {entry["source"]: entry["name"] for entry in _metadata(converted)["nodes"]}
     a = next(n for n in converted.graph.node if n.name == delta_of["a"])
     assert _producer(converted, a.input[0]).op_type == "DeltaReorder"  # the stem's NCHW output, reordered
+    # Change maps travel through the reorders: every Delta op after the stem takes one (and keeps no X_ref).
+    for node in converted.graph.node:
+        if node.op_type == "DeltaConv" and node.name != delta_of["stem"]:
+            assert node.input[5].startswith("deltaonnx.") and not node.input[3], node.name
     assert sorted(reorders.values()) == ["blocked", "nchw"], reorders  # one in, one out: everything else is neutral
     # Outputs keep their names and order; the region's output comes back NCHW through the reorder.
     assert [o.name for o in converted.graph.output][:4] == ["out_c", "up", "scaled", "d"]
