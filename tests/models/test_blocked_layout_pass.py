@@ -140,8 +140,10 @@ def test_mixed_concat_reads_its_nchw_part_through_a_reorder(rng):
     assert not any(n.op_type == "DeltaReorder" and n.input[0] == cat.output[0] for n in converted.graph.node)
 
 
-def test_layout_nchw_is_the_default_and_bad_values_are_refused(rng):
-    converted = deltaonnx.convert(neck_model(rng), all_nodes=True)
+def test_layout_blocked_is_the_default_nchw_on_request_and_bad_values_are_refused(rng):
+    assert _metadata(deltaonnx.convert(neck_model(rng), all_nodes=True)) == _metadata(
+        deltaonnx.convert(neck_model(rng), all_nodes=True, layout="blocked")) | {"deltaonnx_version": deltaonnx.__version__}
+    converted = deltaonnx.convert(neck_model(rng), all_nodes=True, layout="nchw")
     assert not _reorders(converted) and set(_by_source(converted).values()) == {"nchw"}
     assert _metadata(converted)["layout"] == "nchw"
     with pytest.raises(ConversionError, match="layout must be one of nchw, blocked"):
