@@ -29,12 +29,13 @@ from .shapes import dims, dims_provably_equal, static_dims
 # Channel counts in a region are multiples of this: every b a library may pick divides it.
 CHANNEL_MULTIPLE = 16
 
-# Elementwise ops of one tensor (the others, if any, must be scalar constants, e.g. Clip's bounds).
+# Elementwise ops of one tensor with one output (the other inputs, if any, must be scalar constants, e.g. Clip's
+# bounds). Not Dropout: its optional mask output is boolean.
 _UNARY_OPS = frozenset(
     {
         "Relu", "LeakyRelu", "Sigmoid", "HardSigmoid", "HardSwish", "Tanh", "Elu", "Selu", "Celu", "Softplus",
         "Softsign", "Gelu", "Mish", "Erf", "Abs", "Neg", "Exp", "Log", "Sqrt", "Reciprocal", "Floor", "Ceil",
-        "Round", "Sign", "Identity", "Dropout", "Clip", "ThresholdedRelu", "Shrink",
+        "Round", "Sign", "Identity", "Clip", "ThresholdedRelu", "Shrink",
     }
 )  # fmt: skip
 # Elementwise ops of several tensors: neutral when every input is a region tensor of the output's shape or a
