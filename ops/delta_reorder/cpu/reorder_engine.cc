@@ -6,16 +6,8 @@
 namespace deltaonnx {
 namespace {
 
-// Pixels [p0, p0 + n) of one channel block of one item (b planes of `pixels` floats <-> `pixels` lines of b floats)
-// through the kernel table's register transposes; none: b activations kNone (unblock_activate's, no activation).
-void reorder_range(const KernelTable& k, bool to_blocked, const float* x, float* y, int64_t pixels, int64_t b,
-                   int64_t p0, int64_t n, const ActivationParams* none) {
-  if (b == 1) std::memcpy(y + p0, x + p0, static_cast<size_t>(n) * sizeof(float));  // both orders are NCHW
-  else if (to_blocked) k.block_planes(x + p0, pixels, b, n, y + p0 * b);
-  else k.unblock_activate(x + p0 * b, b, b, n, none, y + p0, pixels);
-}
-
-// The listed pixels of one channel block, in either direction (the lines' b floats are contiguous).
+// The listed pixels of one channel block, in either direction (the lines' b floats are contiguous). Scattered
+// pixels are a cache line per channel on the NCHW side whatever the code, so a plain loop (b unrolled).
 template <int B>
 void listed_pixels(const float* x, float* y, const std::vector<int64_t>& pixels, int64_t plane, int64_t block,
                    bool to_blocked) {
@@ -56,10 +48,9 @@ void reorder_marked_pixels(const ReorderShape& s, bool to_blocked, const float* 
     if (pixels.empty()) continue;
     const int64_t first = n * blocks;
     if (2 * static_cast<int64_t>(pixels.size()) > s.pixels) {  // mostly marked: whole planes stream faster
-      parallel_for(blocks, [&](int64_t i) {
-        reorder_range(k, to_blocked, x + (first + i) * chunk, y + (first + i) * chunk, s.pixels, s.block, 0, s.pixels,
-                      none.data());
-      });
+      ReorderShape item = s;
+      item.batch = 1;
+      reorder_channels(item, to_blocked, x + first * chunk, y + first * chunk, parallel_for, k);
       continue;
     }
     parallel_for(blocks, [&](int64_t i) {
