@@ -427,12 +427,9 @@ def delta_pool(X, X_ref=None, Y_prev=None, map_in=None, *, kernel_shape, strides
     args = dict(kernel_shape=kernel_shape, strides=strides, pads=pads, dilations=dilations, auto_pad=auto_pad,
                 ceil_mode=ceil_mode, threshold=threshold, dense_fraction=dense_fraction, drop_reference=drop_reference,
                 gate=gate, gate_block=gate_block, gate_hard=gate_hard)
-    layout = layout.decode() if isinstance(layout, bytes) else layout
-    if layout != "nchw":
-        if layout == "blocked" and gate != "pixel":
-            raise ValueError('layout "blocked" needs gate "pixel" (as the op refuses)')
-        return _in_layout(layout, channel_block, (X, X_ref, Y_prev),
-                          lambda x, ref, prev: delta_pool(x, ref, prev, map_in, **args))
+    if _is_blocked(layout, gate):
+        return run_blocked(lambda x, x_ref, y_prev: delta_pool(x, x_ref, y_prev, map_in, **args), channel_block,
+                           X, X_ref, Y_prev)
     X = np.asarray(X, dtype=np.float32)
     if X.ndim != 4:
         raise ValueError(f"DeltaPool is 2-D NCHW: X {X.shape}")
@@ -601,6 +598,35 @@ def from_blocked(x, b: int) -> np.ndarray:
 
 
 REORDER_TARGETS = ("blocked", "nchw")
+LAYOUTS = ("nchw", "blocked")
+
+
+def _is_blocked(layout, gate) -> bool:
+    """The attribute 'layout' of DeltaConv/DeltaPool, checked as the ops check it."""
+    layout = layout.decode() if isinstance(layout, bytes) else layout
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
+    gate = gate.decode() if isinstance(gate, bytes) else gate
+    if layout == "blocked" and gate != "pixel":
+        raise ValueError('layout "blocked" needs gate "pixel"')
+    return layout == "blocked"
+
+
+def run_blocked(step, block: int | None, X, X_ref, Y_prev) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A Delta op's rules on blocked tensors: step(X, X_ref, Y_prev) -> (Y, X_ref_next, map_out) computes in NCHW;
+    X, the state and the outputs hold blocked memory of `block` (default: the library's). A state whose channels
+    are no multiple of b is passed on as it is: it cannot match X, so rule 1 discards it."""
+    b = library_channel_block() if block is None else int(block)
+    X = np.asarray(X, dtype=np.float32)
+    _check_blockable(X, b, "X")
+
+    def unblock(state):
+        if state is None or np.ndim(state) != 4 or np.shape(state)[1] % b != 0:
+            return state
+        return from_blocked(state, b)
+
+    Y, X_ref_next, map_out = step(from_blocked(X, b), unblock(X_ref), unblock(Y_prev))
+    return to_blocked(Y, b), to_blocked(X_ref_next, b), map_out
 
 
 def delta_reorder(X, Y_prev=None, map_in=None, *, to: str, block: int | None = None) -> np.ndarray:

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <vector>
 
 namespace deltaonnx {
 namespace {
@@ -38,7 +39,6 @@ void reorder_marked_pixels(const ReorderShape& s, bool to_blocked, const float* 
                            const ParallelFor& parallel_for, const KernelTable& k) {
   const int64_t chunk = s.block * s.pixels, blocks = s.channels / s.block;
   const ListedReorder reorder = listed_reorder(s.block);
-  const std::vector<ActivationParams> none(static_cast<size_t>(s.block));
   std::vector<int64_t> pixels;
   for (int64_t n = 0; n < s.batch; ++n) {
     pixels.clear();
@@ -69,11 +69,14 @@ void reorder_channels(const ReorderShape& s, bool to_blocked, const float* x, fl
   // streams stay few pages apart.
   const int64_t span = std::max<int64_t>(64, (int64_t{16} << 10) / b);
   const int64_t pieces = (s.pixels + span - 1) / span;
-  const std::vector<ActivationParams> none(static_cast<size_t>(b));
+  const std::vector<ActivationParams> none(static_cast<size_t>(b));  // unblock_activate without an activation
   parallel_for(blocks * pieces, [&](int64_t task) {
-    const int64_t i = task / pieces, p0 = (task % pieces) * span;
-    reorder_range(k, to_blocked, x + i * chunk, y + i * chunk, s.pixels, b, p0, std::min(span, s.pixels - p0),
-                  none.data());
+    const int64_t i = task / pieces, p0 = (task % pieces) * span, n = std::min(span, s.pixels - p0);
+    const float* src = x + i * chunk;
+    float* dst = y + i * chunk;
+    if (b == 1) std::memcpy(dst + p0, src + p0, static_cast<size_t>(n) * sizeof(float));  // both orders are NCHW
+    else if (to_blocked) k.block_planes(src + p0, s.pixels, b, n, dst + p0 * b);
+    else k.unblock_activate(src + p0 * b, b, b, n, none.data(), dst + p0, s.pixels);
   });
 }
 
