@@ -12,7 +12,7 @@ import pytest
 import synthetic_video
 import zoo
 from deltaonnx import DeltaSession
-from deltaonnx.calibrate import (CALIBRATION_METADATA_KEY, INNER_LEVELS, AgreementSummary, Budget,
+from deltaonnx.calibrate import (CALIBRATION_METADATA_KEY, GATE_LEVELS, INNER_LEVELS, AgreementSummary, Budget,
                                  CalibrationOptions, DetectionOptions, PeriodicRefresh, calibrate,
                                  prepare_search, save_calibration, side_files)
 from deltaonnx.calibrate.preparation import search_plan, search_segments
@@ -276,7 +276,9 @@ def test_the_gate_leaves_the_inner_nodes_half_the_budget():
         return Evaluation(work, agreement, budget.holds(agreement), {}, 0.0)
 
     setup = SimpleNamespace(nodes=nodes, runner=SimpleNamespace(total_flops=2.0), budget=Budget(max_error=0.05),
-                            evaluate=evaluate, taus=lambda levels: SearchSetup.taus(setup, levels))
+                            evaluate=evaluate, gate_levels=GATE_LEVELS,
+                            taus=lambda levels: SearchSetup.taus(setup, levels),
+                            ladder=lambda node: SearchSetup.ladder(setup, node))
     levels, best = Search(setup, lambda: False, lambda message: None).run()
     assert levels["gate"] == 2 and best.agreement.error <= 0.05
     assert best.work < 0.7 and levels["inner"] >= 6
