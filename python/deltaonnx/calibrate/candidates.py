@@ -65,6 +65,7 @@ class SearchModels:
         self.inner = [n for n in nodes if not n.gate]
         self.cache: OrderedDict[tuple, tuple[onnx.ModelProto, dict]] = OrderedDict()
         self.conversions = 0
+        self.rules_run: set[str] = set()  # the gate rules of the models converted with a gate threshold above 0
         if exact is not None:  # the model the nodes were read from: every threshold 0
             self._remember(self._gate_key({n.name: 0.0 for n in self.gates}), exact)
 
@@ -73,6 +74,8 @@ class SearchModels:
 
     def _remember(self, key: tuple, proto: onnx.ModelProto) -> tuple[onnx.ModelProto, dict]:
         metadata = ConversionMetadata.of(proto)
+        if any(tau > 0 for _, tau in key):  # a DeltaGate: the block rule; none: each reader compares per pixel
+            self.rules_run.add("block" if metadata.change_map_inputs else "pixel")
         names = {e["source"]: e["name"] for e in metadata.nodes if e.get("decision") == "converted"}
         wanted = {n.source for n in self.gates + self.inner}
         if set(names) != wanted:
