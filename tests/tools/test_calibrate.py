@@ -507,6 +507,18 @@ def assert_user_error(code, err, message_part):
     assert message_part in lines[0], err
 
 
+def test_cli_box_budget_with_detections_is_used(capsys, clip_folder, tmp_path):
+    """--min-f1/--min-iou with --detections set the budget (they were refused as if --detections were absent)."""
+    path = tmp_path / "yolo.onnx"
+    onnx.save(zoo.yolov8_like(), str(path))
+    code, _, err = run_cli(capsys, "calibrate", path, "--video", clip_folder, "--frames", "0:20", "--heldout", "none",
+                           "--detections", "yolo", "--conf", "0.02", "--min-f1", "0.9", "--min-iou", "0.85",
+                           "--min-boxes", "0", "--search-frames", "10", "--time-limit", "1", "--quiet")
+    assert code == 0, err
+    record = json.loads(side_files(tmp_path / "yolo.calibrated.onnx")[1].read_text())
+    assert record["budget"]["min_f1"] == 0.9 and record["budget"]["min_iou"] == 0.85
+
+
 @pytest.mark.parametrize("arguments, message", [
     (["--frames", "5:2"], "expected 0 <= A < B"),
     (["--frames", "abc"], "expected A:B"),
