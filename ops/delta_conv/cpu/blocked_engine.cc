@@ -66,34 +66,64 @@ struct TileContext {
   const std::vector<int64_t>& outputs;  // recomputed output pixels, raster order
 };
 
+// One line of B floats: B is a constant, so the copy is inlined (a call to memcpy per 64-byte line cost as much as
+// the tile GEMM).
+template <int B>
+inline void copy_line(float* dst, const float* src) {
+  std::memcpy(dst, src, B * sizeof(float));
+}
+
 // One tile: the patches of up to kTilePixels listed outputs gathered as lines tile[line][pixel][lane] (zeros
 // where a tap falls off the input, and in the padding columns of the last tile), times the blocked weights with
-// bias and activation applied at the store (the kernel table's blocked_tile_gemm).
+// bias and activation applied at the store (the kernel table's blocked_tile_gemm). Every line of the tile is
+// written once: copied, or zeroed where it has nothing to read.
+template <int B>
 void compute_tile(const TileContext& ctx, int64_t first, std::vector<float>& tile) {
-  const int64_t b = ctx.weights.block(), lines = ctx.weights.lines();
+  const int64_t lines = ctx.weights.lines();
   const int64_t count = std::min<int64_t>(kTilePixels, static_cast<int64_t>(ctx.outputs.size()) - first);
   const Window2D& w = ctx.w;
-  const int64_t H = w.y.in, W = w.x.in, taps = w.y.kernel * w.x.kernel, in_lines = H * W * b;
-  tile.assign(static_cast<size_t>(lines * kTilePixels * b), 0.f);
+  const int64_t H = w.y.in, W = w.x.in, kW = w.x.kernel, taps = w.y.kernel * kW, in_lines = H * W * B;
+  const int64_t blocks = lines / taps;
+  tile.resize(static_cast<size_t>(lines * kTilePixels * B));
+  float* t = tile.data();
+  const int64_t line_step = kTilePixels * B;  // from one tile line to the next (cb, tap) of the same pixel
   float* outs[kTilePixels];
-  for (int64_t p = 0; p < count; ++p) {
+  for (int64_t p = 0; p < kTilePixels; ++p) {
+    float* column = t + p * B;
+    if (p >= count) {  // a padding column of the last tile: computed, never stored
+      for (int64_t l = 0; l < lines; ++l) std::memset(column + l * line_step, 0, B * sizeof(float));
+      continue;
+    }
     const int64_t o = ctx.outputs[first + p], oy = o / w.x.out, ox = o % w.x.out;
-    outs[p] = ctx.y + o * b;
+    outs[p] = ctx.y + o * B;
     for (int64_t ky = 0; ky < w.y.kernel; ++ky) {
       const int64_t iy = w.y.input_of(oy, ky);
-      if (iy < 0 || iy >= H) continue;
-      for (int64_t kx = 0; kx < w.x.kernel; ++kx) {
+      const bool row_inside = iy >= 0 && iy < H;
+      for (int64_t kx = 0; kx < kW; ++kx) {
         const int64_t ix = w.x.input_of(ox, kx);
-        if (ix < 0 || ix >= W) continue;
-        const float* line = ctx.src + (iy * W + ix) * b;
-        for (int64_t cb = 0; cb < lines / taps; ++cb)
-          std::memcpy(tile.data() + ((cb * taps + ky * w.x.kernel + kx) * kTilePixels + p) * b, line + cb * in_lines,
-                      static_cast<size_t>(b) * sizeof(float));
+        float* dst = column + (ky * kW + kx) * line_step;
+        if (!row_inside || ix < 0 || ix >= W) {
+          for (int64_t cb = 0; cb < blocks; ++cb) std::memset(dst + cb * taps * line_step, 0, B * sizeof(float));
+          continue;
+        }
+        const float* line = ctx.src + (iy * W + ix) * B;
+        for (int64_t cb = 0; cb < blocks; ++cb) copy_line<B>(dst + cb * taps * line_step, line + cb * in_lines);
       }
     }
   }
-  ctx.k.blocked_tile_gemm(tile.data(), lines, kTilePixels, b, ctx.weights.row(0, 0), ctx.spec.out_channels, ctx.bias,
-                          ctx.acts.data(), outs, count, w.out_pixels() * b);
+  ctx.k.blocked_tile_gemm(t, lines, kTilePixels, B, ctx.weights.row(0, 0), ctx.spec.out_channels, ctx.bias,
+                          ctx.acts.data(), outs, count, w.out_pixels() * B);
+}
+
+// compute_tile for the block size b, resolved once per run.
+using TileFunction = void (*)(const TileContext&, int64_t, std::vector<float>&);
+TileFunction tile_function(int64_t b) {
+  switch (b) {
+    case 16: return compute_tile<16>;
+    case 8: return compute_tile<8>;
+    case 4: return compute_tile<4>;
+    default: return compute_tile<1>;
+  }
 }
 
 }  // namespace
@@ -130,9 +160,10 @@ void run_blocked_delta_conv(const ConvSpec& spec, const BlockedConvWeights& weig
       if (out_flags[o]) outputs.push_back(o);
     const TileContext ctx{kernels(), spec, weights, w, acts, bias.data(), src, y, outputs};
     const int64_t tiles = (static_cast<int64_t>(outputs.size()) + kTilePixels - 1) / kTilePixels;
+    const TileFunction tile_fn = tile_function(b);
     parallel_for(tiles, [&](int64_t t) {
       thread_local std::vector<float> tile;
-      compute_tile(ctx, t * kTilePixels, tile);
+      tile_fn(ctx, t * kTilePixels, tile);
     });
   }
 }
