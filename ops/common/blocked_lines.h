@@ -50,7 +50,7 @@ inline void blocked_tile_block(const float* tile, int64_t lines, int64_t np, int
                                float* const* outs, int64_t count, int64_t out_line_stride) {
   constexpr int B = L::kLanes;
   typename L::V acc[P][J];
-#pragma GCC unroll 16
+#pragma GCC unroll 24
   for (int p = 0; p < P; ++p)
 #pragma GCC unroll 4
     for (int j = 0; j < J; ++j) acc[p][j] = L::zero();
@@ -61,7 +61,7 @@ inline void blocked_tile_block(const float* tile, int64_t lines, int64_t np, int
       typename L::V wv[J];
 #pragma GCC unroll 4
       for (int j = 0; j < J; ++j) wv[j] = L::load(w + lane * out_channels + j * B);
-#pragma GCC unroll 16
+#pragma GCC unroll 24
       for (int p = 0; p < P; ++p) {
         const typename L::V v = L::set1(t[p * B + lane]);
 #pragma GCC unroll 4
@@ -75,7 +75,7 @@ inline void blocked_tile_block(const float* tile, int64_t lines, int64_t np, int
     const typename L::V vb = L::load(bias + m);
     const ActivationParams* a = acts + m;
     const bool vector_act = one_activation(a, B) && a[0].kind != Activation::kTanh;
-#pragma GCC unroll 16
+#pragma GCC unroll 24
     for (int p = 0; p < P; ++p) {
       if (p0 + p >= count) continue;  // a padding column of the last tile: computed, never stored
       float* out = outs[p0 + p] + (m / B) * out_line_stride;
@@ -91,16 +91,12 @@ inline void blocked_tile_block(const float* tile, int64_t lines, int64_t np, int
   }
 }
 
+// The tile in runs of P pixels times all output blocks, J blocks at a time (a tail of single blocks).
 template <class L, int P, int J>
-void blocked_tile_gemm_lines(const float* tile, int64_t lines, int64_t np, int64_t block, const float* weights,
-                             int64_t out_channels, const float* bias, const ActivationParams* acts, float* const* outs,
-                             int64_t count, int64_t out_line_stride) {
+void blocked_tile_pixels_blocks(const float* tile, int64_t lines, int64_t np, const float* weights,
+                                int64_t out_channels, const float* bias, const ActivationParams* acts,
+                                float* const* outs, int64_t count, int64_t out_line_stride) {
   constexpr int B = L::kLanes;
-  if (block != B || np % P != 0 || out_channels % B != 0) {
-    scalar_kernel_table().blocked_tile_gemm(tile, lines, np, block, weights, out_channels, bias, acts, outs, count,
-                                            out_line_stride);
-    return;
-  }
   for (int64_t p0 = 0; p0 < count; p0 += P) {
     int64_t m0 = 0;
     for (; m0 + J * B <= out_channels; m0 += J * B)
@@ -110,6 +106,33 @@ void blocked_tile_gemm_lines(const float* tile, int64_t lines, int64_t np, int64
       blocked_tile_block<L, P, 1>(tile, lines, np, p0, weights, out_channels, m0, bias, acts, outs, count,
                                   out_line_stride);
   }
+}
+
+// kAcc accumulators (the registers a variant can spare beside kMaxBlocks weight vectors and a broadcast),
+// shaped by the output blocks M/B: kAcc/4 pixels x 4 blocks when kMaxBlocks is 4 and M/B a multiple of 4, else
+// kAcc/2 x 2, else kAcc x 1, so each weight vector loaded feeds as many pixels as the registers allow and each
+// broadcast as many blocks. The tile width np must be a multiple of kAcc (the engine's tiles are); other
+// widths, blocks or M run the scalar kernel. Every shape sums in the scalar kernel's order.
+template <class L, int kAcc, int kMaxBlocks>
+void blocked_tile_gemm_lines(const float* tile, int64_t lines, int64_t np, int64_t block, const float* weights,
+                             int64_t out_channels, const float* bias, const ActivationParams* acts, float* const* outs,
+                             int64_t count, int64_t out_line_stride) {
+  constexpr int B = L::kLanes;
+  if (block != B || np % kAcc != 0 || out_channels % B != 0) {
+    scalar_kernel_table().blocked_tile_gemm(tile, lines, np, block, weights, out_channels, bias, acts, outs, count,
+                                            out_line_stride);
+    return;
+  }
+  const int64_t out_blocks = out_channels / B;
+  if (kMaxBlocks >= 4 && out_blocks % 4 == 0)
+    blocked_tile_pixels_blocks<L, kAcc / 4, 4>(tile, lines, np, weights, out_channels, bias, acts, outs, count,
+                                               out_line_stride);
+  else if (out_blocks % 2 == 0)
+    blocked_tile_pixels_blocks<L, kAcc / 2, 2>(tile, lines, np, weights, out_channels, bias, acts, outs, count,
+                                               out_line_stride);
+  else
+    blocked_tile_pixels_blocks<L, kAcc, 1>(tile, lines, np, weights, out_channels, bias, acts, outs, count,
+                                           out_line_stride);
 }
 
 }  // namespace deltaonnx

@@ -48,7 +48,11 @@ CASES = [
     (32, 16, 3, 2, 1, [1, 1, 1, 1], 2, 21, 34),
     (32, 48, 1, 1, 1, [0, 0, 0, 0], 1, 17, 23),
     (16, 16, 3, 1, 2, [2, 1, 0, 2], 2, 13, 15),
+    (16, 64, 3, 1, 1, [1, 1, 1, 1], 1, 11, 14),
 ]
+# The tile GEMM's register blockings by output blocks M/b (common/blocked_lines.h): at b = 16, M = 64, 32 and
+# 16/48 take 6x4, 12x2 and 24x1 pixels x blocks; at b = 8 (AVX2), M = 24 is the one odd count of blocks (12x1).
+ODD_BLOCKS_AT_8 = (8, 24, 3, 1, 1, [1, 1, 1, 1], 1, 12, 17)
 ACTIVATIONS = ["", "Relu", "SiLU", "PRelu"]  # PRelu: a slope per channel, applied lane by lane
 KINDS = ["first", "local", "none", "nan", "local", "global", "local"]
 
@@ -110,6 +114,18 @@ def test_forced_channel_block(block, simd, monkeypatch):
     engine does everything, the NCHWc dense path off."""
     monkeypatch.setenv("DELTAONNX_CHANNEL_BLOCK", block)
     check_under_simd(simd, "test_blocked_layout", "check_all_cases(seed=13)")
+
+
+def check_odd_blocks_at_8(seed=17):
+    for activation in ACTIVATIONS:
+        check_case(ODD_BLOCKS_AT_8, activation, True, seed)
+
+
+@pytest.mark.parametrize("simd", ["avx2", "scalar"])
+def test_odd_output_blocks_at_block_8(simd, monkeypatch):
+    """AVX2's 12x1 blocking: M/b odd, which channel counts that are multiples of 16 never give."""
+    monkeypatch.setenv("DELTAONNX_CHANNEL_BLOCK", "8")
+    check_under_simd(simd, "test_blocked_layout", "check_odd_blocks_at_8()")
 
 
 def test_dropped_reference_with_map(rng):
