@@ -67,14 +67,34 @@ def _pair(case, activation, with_map, rng):
     return nchw, blocked
 
 
-def check_case(case, activation, with_map, seed):
+def wide_bands(rng, shape):
+    """Frames whose changes are bands of rows wider than the engine's tiles of 24 pixels: the rows read in place
+    (stride 1 and 2), with their left and right remainders gathered; a band at the top border (rows whose
+    windows leave the input: gathered), one across the whole width, and a NaN inside a band."""
+    n, c, h, w = shape
+    x = rng.standard_normal(shape).astype(np.float32)
+    frames = [("first", x)]
+    for y0, x0, width in [(h // 2, w // 7, 2 * w // 3), (0, w // 5, 3 * w // 4), (h - 3, 0, w), (1, 3, w // 2)]:
+        x = x.copy()
+        x[:, :, y0:y0 + 3, x0:x0 + width] += 1.0
+        frames.append(("band", x))
+    x = x.copy()
+    x[:, :, h // 3:h // 3 + 2, :] -= 0.5
+    x[0, c - 1, h // 3, w // 2] = np.nan
+    frames.append(("nan", x))
+    return frames
+
+
+def check_case(case, activation, with_map, seed, frames=None):
     b = channel_block()
     dense_is_orts = b == mlas_block() and activation in ("", "Relu")
     rng = np.random.default_rng(seed)
     nchw, blocked = _pair(case, activation, with_map, rng)
     C, n, H, W = case[0], case[6], case[7], case[8]
     state_n, state_b, prev = (EMPTY, EMPTY), (EMPTY, EMPTY), None
-    for kind, x in zip(KINDS, frame_sequence(rng, (n, C, H, W), KINDS)):
+    if frames is None:
+        frames = list(zip(KINDS, frame_sequence(rng, (n, C, H, W), KINDS)))
+    for kind, x in frames:
         change = exact_change_map(x, prev)
         y_n, ref_n, map_n = nchw.run_delta(x, *state_n, change)
         y_b, ref_b, map_b = blocked.run_delta(to_blocked(x, b), *state_b, change)
@@ -94,6 +114,33 @@ def check_all_cases(seed=5):
         for activation in ACTIVATIONS:
             for with_map in (False, True):
                 check_case(case, activation, with_map, seed + i)
+    check_wide_rows(seed)
+
+
+# Rows long enough to be read in place (docs/ops.md#blocked-layout): 3x3 stride 1 and 2 (M/b blocks 2 and 4 at
+# b = 16), a 1x1, and a dilated 3x3 whose rows read in place lie further from the borders. The first two are
+# sized so that a whole row's last tile read in place ends on the last output whose window stays inside.
+WIDE_CASES = [
+    (16, 32, 3, 1, 1, [1, 1, 1, 1], 1, 9, 49),
+    (16, 64, 3, 2, 1, [1, 1, 1, 1], 2, 11, 97),
+    (32, 16, 1, 1, 1, [0, 0, 0, 0], 1, 5, 53),
+    (16, 16, 3, 1, 2, [2, 2, 2, 2], 1, 9, 70),
+]
+
+
+def check_wide_rows(seed=7):
+    for i, case in enumerate(WIDE_CASES):
+        C, n, H, W = case[0], case[6], case[7], case[8]
+        for activation in ("", "SiLU"):
+            frames = wide_bands(np.random.default_rng(seed + i), (n, C, H, W))
+            check_case(case, activation, True, seed + i, frames)
+
+
+@pytest.mark.parametrize("case", WIDE_CASES)
+def test_rows_read_in_place(case):
+    C, n, H, W = case[0], case[6], case[7], case[8]
+    for activation in ("", "PRelu"):
+        check_case(case, activation, True, 9, wide_bands(np.random.default_rng(9), (n, C, H, W)))
 
 
 @pytest.mark.parametrize("case", CASES)
