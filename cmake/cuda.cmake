@@ -22,6 +22,7 @@ if(DELTAONNX_CUDA_EMULATION)
     ${_delta_root}/ops/delta_pool/cuda/delta_pool_cuda_op.cc
     ${_delta_root}/ops/map_union/cuda/map_union_cuda_op.cc
     ${_delta_root}/ops/delta_gate/cuda/delta_gate_cuda_op.cc
+    ${_delta_root}/ops/delta_reorder/cuda/delta_reorder_cuda_op.cc
     ${_delta_root}/ops/delta_gate/gate_op_inputs.cc
     ${_delta_root}/ops/delta_gate/gate_spec.cc)
   # The stand-in cuda_runtime_api.h comes first; the real CUDA headers are never on this target's path.
@@ -92,6 +93,7 @@ add_library(deltaonnx_ops_cuda SHARED
   ${_delta_root}/ops/map_union/cuda/map_union_kernel.cu
   ${_delta_root}/ops/delta_gate/cuda/gate_kernel.cu
   ${_delta_root}/ops/delta_gate/cuda/delta_gate_cuda_op.cc
+  ${_delta_root}/ops/delta_reorder/cuda/delta_reorder_cuda_op.cc
   ${_delta_root}/ops/delta_gate/gate_op_inputs.cc
   ${_delta_root}/ops/delta_gate/gate_spec.cc
 )

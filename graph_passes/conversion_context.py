@@ -6,7 +6,7 @@ import math
 from collections.abc import Mapping
 from typing import Optional
 
-from .delta_ops import GATE_RULES
+from .delta_ops import GATE_RULES, LAYOUT_NCHW, LAYOUTS
 from .errors import ConversionError
 from .protocol import DEFAULT_GATE_BLOCK, DEFAULT_GATE_HARD
 
@@ -51,7 +51,11 @@ class ConversionOptions:
         inner_gate: how inner_threshold decides, in each Delta op not reading a model input: "pixel" (rule 2)
             or "block" (rule 2b on the op's input, inner_gate_block x inner_gate_block blocks, every pixel
             within inner_gate_hard, default 3 x the node's threshold); inner_gates: {source node name: "pixel",
-            "block", "block:K" or "block:K:HARD"} overrides for single nodes (also those reading an input).
+            "block", "block:K" or "block:K:HARD"} overrides for single nodes (also those reading an input);
+        layout: "blocked": the Delta ops whose channel counts are multiples of 16 exchange channel-blocked
+            tensors ([N][C/b][H][W][b] memory under NCHW shapes, b chosen by the op library when it loads;
+            graph_passes/blocked_layout.py, docs/ops.md#blocked-layout), with DeltaReorder nodes where a region
+            meets an op that reads NCHW; "nchw": every tensor NCHW.
     Invalid values raise ConversionError."""
 
     threshold: float = 0.0
@@ -72,6 +76,7 @@ class ConversionOptions:
     inner_gate_block: int = DEFAULT_GATE_BLOCK
     inner_gate_hard: Optional[float] = None  # None: DEFAULT_GATE_HARD x the node's threshold
     inner_gates: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    layout: str = LAYOUT_NCHW
 
     def gate_hard_for(self, tau: float) -> float:
         return float(self.gate_hard) if self.gate_hard is not None else DEFAULT_INPUT_GATE_HARD * float(tau)
@@ -111,6 +116,8 @@ class ConversionOptions:
             raise ConversionError(f"inner_gates must map node names to gates, got {type(self.inner_gates).__name__}")
         for name, text in self.inner_gates.items():
             parse_inner_gate(text, f"inner_gates[{name!r}]")
+        if self.layout not in LAYOUTS:
+            raise ConversionError(f"layout must be one of {', '.join(LAYOUTS)}, got {self.layout!r}")
         fraction = self.dense_fraction
         if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0.0 <= fraction <= 1.0:
             raise ConversionError(f"dense_fraction must be a number in [0, 1], got {fraction!r}")
@@ -165,6 +172,7 @@ class NodePlan:
     has_map_input: bool = False  # a change map is wired into it
     inner_gate: Optional[dict] = None  # the block rule's {"gate_block", "gate_hard"} (None: pixel rule)
     gate: Optional[str] = None  # the DeltaGate it reads its frame through
+    layout: str = LAYOUT_NCHW  # "blocked", or "nchw" with the reason when blocked was asked (blocked_layout.py)
 
 
 @dataclasses.dataclass

@@ -7,6 +7,7 @@ DELTA_CONV = "DeltaConv"
 DELTA_POOL = "DeltaPool"
 DELTA_MAP_UNION = "DeltaMapUnion"
 DELTA_GATE = "DeltaGate"
+DELTA_REORDER = "DeltaReorder"  # NCHW <-> channel-blocked memory (docs/ops.md#deltareorder)
 DELTA_OPS = (DELTA_CONV, DELTA_POOL)
 OPSET_VERSION = 1
 
@@ -20,10 +21,21 @@ Y, X_REF_NEXT, MAP_OUT = 0, 1, 2
 GATE_INPUTS = {"x": 0, "x_ref": 1, "map_in": 2}
 GATE_X_GATED, GATE_MAP_OUT = 0, 1
 GATE_RULES = ("pixel", "block")
+# How a Delta op's tensors lie in memory (attribute `layout`, docs/ops.md#blocked-layout).
+LAYOUT_NCHW, LAYOUT_BLOCKED = "nchw", "blocked"
+LAYOUTS = (LAYOUT_NCHW, LAYOUT_BLOCKED)
 
 
 def input_positions(op_type: str) -> dict[str, int]:
     return CONV_INPUTS if op_type == DELTA_CONV else POOL_INPUTS
+
+
+# DeltaReorder's input positions: X, its last output Y_prev (state) and X's change map, both optional.
+REORDER_INPUTS = {"x": 0, "y_prev": 1, "map_in": 2}
+
+
+def is_reorder(node) -> bool:
+    return node.domain == DOMAIN and node.op_type == DELTA_REORDER
 
 
 def is_delta_op(node) -> bool:

@@ -1,5 +1,6 @@
 """The dense twin of a converted model: each DeltaConv back to Conv (+ its fused activation), each DeltaPool back
-to MaxPool, each DeltaGate an Identity, the state and the change maps gone.
+to MaxPool, each DeltaGate and DeltaReorder an Identity (the twin is NCHW throughout), the state and the change
+maps gone.
 
 DeltaSession runs it for a stream whose frames change almost everywhere (a moving camera), where skipping
 unchanged pixels cannot pay: ORT then optimises the twin like the original model (NCHWc kernels, fusions),
@@ -77,7 +78,8 @@ def dense_twin(converted: onnx.ModelProto, model_outputs: list[str]) -> onnx.Mod
     initializers: list = []
     nodes: list[onnx.NodeProto] = []
     for node in graph.node:
-        if node.domain == DOMAIN and node.op_type == "DeltaGate":  # dense: every frame passes the gate whole
+        # dense: every frame passes the gate whole; the twin is NCHW throughout, so a reorder is a no-op
+        if node.domain == DOMAIN and node.op_type in ("DeltaGate", "DeltaReorder"):
             nodes.append(helper.make_node("Identity", [node.input[0]], [node.output[0]], name=node.name))
             continue
         if node.domain != DOMAIN or node.op_type not in ("DeltaConv", "DeltaPool"):

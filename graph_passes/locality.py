@@ -7,7 +7,7 @@ run". It survives ops that keep locality (docs/design.md "Change maps flow from 
   - elementwise ops of several changing tensors: the union of their maps (each must have one);
   - Concat/Split/Slice along channels: unchanged / union;
   - nearest Resize/Upsample: the map resized the same way;
-  - Identity, Dropout, identity Transpose.
+  - Identity, Dropout, identity Transpose, DeltaReorder.
 Anything else loses the map; its consumers then compare their whole input.
 
 The rules are written once and used twice: by the planner, with opaque tokens, to know which nodes
@@ -21,6 +21,7 @@ from typing import Generic, Optional, Protocol, TypeVar
 import onnx_ir as ir
 
 from .constants import FrameInvariance, constant_ints
+from .delta_ops import is_reorder
 from .graph_edits import attribute
 from .shapes import Dim, dim_is_one, dims, dims_provably_equal
 
@@ -91,7 +92,7 @@ class ChangeMapPropagation(Generic[M]):
         for node in list(self.graph if nodes is None else nodes):
             if visit is not None:
                 visit(node, maps)
-            if node.domain != "":
+            if node.domain != "" and not is_reorder(node):
                 continue
             for output, produced in zip(node.outputs, self._outputs_maps(node, maps)):
                 if produced is not None and output not in maps:
@@ -119,6 +120,8 @@ class ChangeMapPropagation(Generic[M]):
             return [self._slice(node, maps)]
         if op in ("Resize", "Upsample"):
             return [self._resize(node, maps)]
+        if is_reorder(node):  # the same pixels in another memory order
+            return [maps.get(node.inputs[0])]
         if op == "Transpose":
             perm = attribute(node, "perm")
             return [maps.get(node.inputs[0]) if perm is not None and list(perm) == [0, 1, 2, 3] else None]

@@ -31,6 +31,7 @@ def node_entry(plan: NodePlan) -> dict:
         "map_in": plan.has_map_input,
         "gate": plan.gate,
         "inner_gate": plan.inner_gate,
+        "layout": plan.layout,
     }
 
 
@@ -46,6 +47,7 @@ def conversion_metadata(context: ConversionContext) -> dict:
         "dropped_references": list(context.dropped_references),
         "gate": {"rule": options.gate, "gate_block": options.gate_block, "gate_hard": options.gate_hard},
         "gates": list(context.gates),
+        "layout": options.layout,
         "inner_gate": {"rule": options.inner_gate, "gate_block": options.inner_gate_block,
                        "gate_hard": options.inner_gate_hard, "nodes": dict(options.inner_gates)},
         "nodes": [node_entry(plan) for plan in context.plans],
@@ -74,6 +76,7 @@ class StateEntry:
     kind: str
     past: str
     present: str
+    layout: str = "nchw"  # "blocked": channel-blocked memory, valid only at the library's block (docs/design.md#state)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -103,7 +106,7 @@ class ConversionMetadata:
         try:
             return cls(
                 entries=entries,
-                state=tuple(StateEntry(s["node"], s.get("kind", ""), s["past"], s["present"])
+                state=tuple(StateEntry(s["node"], s.get("kind", ""), s["past"], s["present"], s.get("layout", "nchw"))
                             for s in entries.get("state", [])),
                 maps={m["node"]: m["output"] for m in entries.get("maps", [])},
                 change_map_inputs={g["input"]: g["change_map"] for g in entries.get("gates", [])},

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import onnx_ir as ir
 
+from .blocked_layout import ChooseBlockedLayout
 from .conversion_context import ConversionContext
 from .delta_rewrite import ReplaceWithDeltaOps
 from .drop_references import DropExactReferences
@@ -14,7 +15,7 @@ from .input_gate import InsertInputGate
 from .metadata import WriteConversionMetadata
 from .normalize import normalization_passes
 from .plan import PlanConversion, RequireConvertedNode
-from .state_io import AddStateInputsOutputs
+from .state_io import AddReorderState, AddStateInputsOutputs
 from .wire_maps import WireChangeMaps
 
 
@@ -28,10 +29,12 @@ def rewriting_passes(context: ConversionContext) -> list[ir.passes.PassBase]:
         RequireConvertedNode(context),
         ReplaceWithDeltaOps(context),
         FuseActivationIntoDeltaConv(),
+        ChooseBlockedLayout(context),
         AddStateInputsOutputs(context),
         WireChangeMaps(),
         InsertInputGate(context),
         DropExactReferences(context),
+        AddReorderState(context),
         WriteConversionMetadata(context),
         FinalizeModel(),
     ]

@@ -9,6 +9,9 @@ METADATA_KEY = "deltaonnx"  # the metadata entry the converter writes (what it d
 METADATA_FORMAT = 1  # the entry's "format": readers refuse others
 CALIBRATION_METADATA_KEY = "deltaonnx.calibration"  # beside METADATA_KEY: what `calibrate` chose
 STATE_PREFIX = "deltaonnx."  # graph inputs/outputs named with it are state or change maps, never the model's own
+# Beside the tensors of a saved state (DeltaSession.state()) of a model with blocked state: the library's channel
+# block b that memory was written with; a state loaded under another b restarts those ops (rule 1).
+CHANNEL_BLOCK_KEY = "deltaonnx.channel_block"
 
 # The block gate's defaults, chosen by measurement (docs/results.md "The input gate"): k, and tau_hard as a
 # multiple of tau. The ops (gate_engine.h) and the reference use the same values.

@@ -10,7 +10,8 @@ from __future__ import annotations
 import onnx_ir as ir
 
 from .conversion_context import ConversionContext
-from .delta_ops import MAP_OUT, X_REF_NEXT, Y, input_positions, is_delta_op
+from .delta_ops import LAYOUT_NCHW, MAP_OUT, REORDER_INPUTS, X_REF_NEXT, Y, input_positions, is_delta_op, is_reorder
+from .graph_edits import attribute
 from .delta_rewrite import past_name
 
 
@@ -38,12 +39,40 @@ class AddStateInputsOutputs(ir.passes.InPlacePass):
             graph.outputs.append(x_ref_next)
             if not y.is_graph_output():
                 graph.outputs.append(y)
+            # A blocked op's state is channel-blocked memory, valid only at the library's block (docs/design.md#state).
+            layout = attribute(node, "layout", LAYOUT_NCHW)
             self.context.state.append(
-                {"node": node.name, "past": past_x_ref.name, "present": x_ref_next.name, "kind": "x_ref"}
+                {"node": node.name, "past": past_x_ref.name, "present": x_ref_next.name, "kind": "x_ref", "layout": layout}
             )
-            self.context.state.append({"node": node.name, "past": past_y.name, "present": y.name, "kind": "y"})
+            self.context.state.append(
+                {"node": node.name, "past": past_y.name, "present": y.name, "kind": "y", "layout": layout}
+            )
         for node in delta_nodes:
             change_map = node.outputs[MAP_OUT]
             graph.outputs.append(change_map)
             self.context.maps.append({"node": node.name, "output": change_map.name, "shape_of": node.outputs[Y].name})
         return ir.passes.PassResult(model, modified=bool(delta_nodes))
+
+
+class AddReorderState(ir.passes.InPlacePass):
+    """A DeltaReorder whose input has a change map (wire_maps.py) keeps its last output as state, so it redoes only
+    the marked pixels (docs/ops.md#deltareorder): past `deltaonnx.past.<node>.y`, present its Y, listed after the
+    Delta ops' state with the layout of Y. Without a map it reorders every pixel and keeps nothing."""
+
+    def __init__(self, context: ConversionContext) -> None:
+        super().__init__()
+        self.context = context
+
+    def call(self, model: ir.Model) -> ir.passes.PassResult:
+        graph = model.graph
+        reorders = [node for node in graph if is_reorder(node) and len(node.inputs) > REORDER_INPUTS["map_in"]
+                    and node.inputs[REORDER_INPUTS["map_in"]] is not None]
+        for node in reorders:
+            y, past_y = node.outputs[0], _past_input(node.name, "y")
+            graph.inputs.append(past_y)
+            node.replace_input_with(REORDER_INPUTS["y_prev"], past_y)
+            if not y.is_graph_output():
+                graph.outputs.append(y)
+            self.context.state.append({"node": node.name, "past": past_y.name, "present": y.name, "kind": "y",
+                                       "layout": attribute(node, "to")})
+        return ir.passes.PassResult(model, modified=bool(reorders))

@@ -1,4 +1,4 @@
-"""Connect each Delta op's optional change-map input to the map of its data input, building the
+"""Connect each Delta op's (and DeltaReorder's) optional change-map input to the map of its data input, building the
 maps in between (locality.py has the rules): DeltaMapUnion where maps of equal shape meet; where their
 shapes may differ (broadcasting, or shapes inference could not prove equal) a broadcasting uint8 Max
 (Cast/Or/Cast before opset 12); and a nearest Resize/Upsample of the map where the tensor is resized."""
@@ -13,7 +13,7 @@ from .protocol import DOMAIN
 
 from .constants import constant_array
 from .conversion_context import PLAN_META_KEY
-from .delta_ops import DELTA_MAP_UNION, MAP_OUT, Y, input_positions, is_delta_op
+from .delta_ops import DELTA_MAP_UNION, MAP_OUT, REORDER_INPUTS, Y, input_positions, is_delta_op, is_reorder
 from .graph_edits import NameScope, add_initializer, attribute
 from .locality import ChangeMapPropagation
 from .normalize import onnx_opset
@@ -144,12 +144,12 @@ class WireChangeMaps(ir.passes.InPlacePass):
 
         def connect(node: ir.Node, maps: dict) -> None:
             nonlocal wired
-            if not is_delta_op(node):
+            if not is_delta_op(node) and not is_reorder(node):
                 return
             change_map = maps.get(node.inputs[0])
             if change_map is None:
                 return
-            position = input_positions(node.op_type)["map_in"]
+            position = REORDER_INPUTS["map_in"] if is_reorder(node) else input_positions(node.op_type)["map_in"]
             if len(node.inputs) <= position:
                 node.resize_inputs(position + 1)
             node.replace_input_with(position, change_map)

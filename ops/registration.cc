@@ -16,6 +16,7 @@
 #include "delta_pool/cuda/delta_pool_cuda_op.h"
 #include "map_union/cuda/map_union_cuda_op.h"
 #include "delta_gate/cuda/delta_gate_cuda_op.h"
+#include "delta_reorder/cuda/delta_reorder_cuda_op.h"
 #define DELTAONNX_KERNEL(cpu, cuda) cuda
 #define DELTAONNX_LIBRARY_NAME "libdeltaonnx_ops_cuda"
 #else
@@ -23,6 +24,7 @@
 #include "delta_pool/cpu/delta_pool_kernel.h"
 #include "map_union/map_union_kernel.h"
 #include "delta_gate/cpu/delta_gate_kernel.h"
+#include "delta_reorder/cpu/delta_reorder_kernel.h"
 #define DELTAONNX_KERNEL(cpu, cuda) cpu
 #define DELTAONNX_LIBRARY_NAME "libdeltaonnx_ops"
 #endif
@@ -37,7 +39,8 @@ const DELTAONNX_KERNEL(deltaonnx::DeltaConvOp, deltaonnx::cuda::DeltaConvCudaOp)
 const DELTAONNX_KERNEL(deltaonnx::DeltaPoolOp, deltaonnx::cuda::DeltaPoolCudaOp) kDeltaPool;
 const DELTAONNX_KERNEL(deltaonnx::MapUnionOp, deltaonnx::cuda::MapUnionCudaOp) kMapUnion;
 const DELTAONNX_KERNEL(deltaonnx::DeltaGateOp, deltaonnx::cuda::DeltaGateCudaOp) kDeltaGate;
-const OrtCustomOp* const kOps[] = {&kDeltaConv, &kDeltaPool, &kMapUnion, &kDeltaGate};
+const DELTAONNX_KERNEL(deltaonnx::DeltaReorderOp, deltaonnx::cuda::DeltaReorderCudaOp) kDeltaReorder;
+const OrtCustomOp* const kOps[] = {&kDeltaConv, &kDeltaPool, &kMapUnion, &kDeltaGate, &kDeltaReorder};
 
 // Domains must outlive every session that used them, so they live as long as the library.
 std::mutex domains_mutex;

@@ -123,4 +123,18 @@ DeltaPoolAttributes read_delta_pool_attributes(const AttributeReader& a) {
   return p;
 }
 
+ReorderTarget read_delta_reorder_attributes(const AttributeReader& a) {
+  if (!a.has("to")) a.fail("attribute 'to' is required (\"blocked\" or \"nchw\")");
+  const std::string to = a.get_string("to", "");
+  if (to == "blocked") return ReorderTarget::kBlocked;
+  if (to == "nchw") return ReorderTarget::kNchw;
+  a.fail("attribute 'to' must be \"blocked\" or \"nchw\", got \"" + to + "\"");
+}
+
+void check_channel_block(const std::vector<int64_t>& xs, int64_t block, const char* what) {
+  if (block > 1 && xs[1] % block != 0)
+    throw UserError(std::string(what) + " has " + std::to_string(xs[1]) + " channels (shape " + shape_text(xs) +
+                    "), not a multiple of the library's channel block " + std::to_string(block));
+}
+
 }  // namespace deltaonnx

@@ -59,6 +59,14 @@ struct OutputGeometry {
 };
 OutputGeometry output_geometry(const WindowSpec& window, const std::vector<int64_t>& xs, int64_t out_channels);
 
+// DeltaReorder's attribute 'to' (required, docs/ops.md#deltareorder): the memory order Y gets, X having the other.
+enum class ReorderTarget { kBlocked, kNchw };
+ReorderTarget read_delta_reorder_attributes(const AttributeReader& attributes);
+
+// A tensor of shape xs [N, C, H, W] whose memory is (or becomes) blocked by `block` channels: C must be a multiple
+// of it. Throws UserError naming `what` and the block.
+void check_channel_block(const std::vector<int64_t>& xs, int64_t block, const char* what);
+
 DeltaConvAttributes read_delta_conv_attributes(const AttributeReader& attributes);
 DeltaPoolAttributes read_delta_pool_attributes(const AttributeReader& attributes);
 

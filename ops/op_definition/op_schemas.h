@@ -73,6 +73,17 @@ inline constexpr TensorSlot kDeltaGateOutputs[] = {{"X_gated", kFloat, SlotKind:
                                             {"map_out", kUint8, SlotKind::kRequired}};
 inline constexpr OpSchema kDeltaGateSchema{"DeltaGate", kDeltaGateInputs, 3, kDeltaGateOutputs, 2};
 
+// DeltaReorder (ops/delta_reorder): X [N,C,H,W] in one memory order, Y of the same shape in the other
+// (attribute 'to': "blocked" | "nchw"; docs/ops.md#deltareorder). Y is a function of X alone; with its last
+// output Y_prev and X's change map it redoes only the marked pixels.
+namespace delta_reorder {
+enum Input : size_t { kX = 0, kYPrev, kMapIn };
+}  // namespace delta_reorder
+inline constexpr TensorSlot kDeltaReorderInputs[] = {
+    {"X", kFloat, SlotKind::kRequired}, {"Y_prev", kFloat, SlotKind::kOptional}, {"map_in", kUint8, SlotKind::kOptional}};
+inline constexpr TensorSlot kDeltaReorderOutputs[] = {{"Y", kFloat, SlotKind::kRequired}};
+inline constexpr OpSchema kDeltaReorderSchema{"DeltaReorder", kDeltaReorderInputs, 3, kDeltaReorderOutputs, 1};
+
 inline OrtCustomOpInputOutputCharacteristic characteristic_of(SlotKind kind) {
   switch (kind) {
     case SlotKind::kOptional: return INPUT_OUTPUT_OPTIONAL;

@@ -1,5 +1,7 @@
 #include "op_definition/ort_tensors.h"
 
+#include "op_definition/op_schemas.h"
+
 namespace deltaonnx {
 
 std::vector<int64_t> input_shape_4d(const Ort::KernelContext& ctx, size_t index, const char* name) {
@@ -41,6 +43,24 @@ StateInputs read_state_inputs(const Ort::KernelContext& ctx, size_t x_ref_index,
     if (!s.reference_dropped) s.x_ref = Ort::ConstValue(x_ref).GetTensorData<float>();
   }
   return s;
+}
+
+ReorderState read_reorder_state(const Ort::KernelContext& ctx, const std::vector<int64_t>& xs) {
+  const OrtValue* y_prev = optional_input(ctx, delta_reorder::kYPrev);
+  const OrtValue* map = optional_input(ctx, delta_reorder::kMapIn);
+  ReorderState state;
+  if (map == nullptr) return state;
+  const std::vector<int64_t> ms = shape_of(map), want = {xs[0], 1, xs[2], xs[3]};
+  if (ms != want) {
+    int64_t count = 1;
+    for (int64_t d : ms) count *= d;
+    if (count == 0) return state;  // an empty map says nothing: every pixel
+    throw UserError("map_in must be [N,1,H,W] = " + shape_text(want) + " of X, got " + shape_text(ms));
+  }
+  if (y_prev == nullptr || shape_of(y_prev) != xs) return state;
+  state.y_prev = Ort::ConstValue(y_prev).GetTensorData<float>();
+  state.map_in = Ort::ConstValue(map).GetTensorData<uint8_t>();
+  return state;
 }
 
 }  // namespace deltaonnx

@@ -37,3 +37,16 @@ def library_path(kind: str = "cpu") -> str:
     where = ", ".join(str(d) for d in _search_dirs())
     hint = " (it is built only where nvcc was found)" if kind == "cuda" else ""
     raise FileNotFoundError(f"deltaonnx: the {kind} op library was not found in {where}{hint}; reinstall with `pip install .`")
+
+
+def channel_block(kind: str = "cpu") -> int | None:
+    """The channel block b of the op library `kind`: how its blocked tensors lie in memory ([N][C/b][H][W][b],
+    docs/ops.md#blocked-layout). The CUDA library's is 1; the CPU library's is MLAS's NCHWc block on this machine
+    (or DELTAONNX_CHANNEL_BLOCK), read through the compiled module (None when that is not built)."""
+    if kind == "cuda":
+        return 1
+    try:
+        from . import _native
+    except ImportError:  # optional: the op libraries work without it
+        return None
+    return int(_native.channel_block())

@@ -17,6 +17,7 @@ import numpy as np
 
 # DOMAIN: the ops' domain; the block gate's defaults (k, and tau_hard as a multiple of tau) as the converter and
 # the ops (gate_engine.h) use them.
+from ._lib import channel_block
 from .graph_passes.protocol import DEFAULT_GATE_BLOCK, DEFAULT_GATE_HARD, DOMAIN
 
 _AUTO_PADS = ("NOTSET", "SAME_UPPER", "SAME_LOWER", "VALID")
@@ -545,10 +546,83 @@ def map_union(*maps) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------------------------------
+# The blocked layout (docs/ops.md#blocked-layout): [N, C, H, W] arrays whose memory is [N][C/b][H][W][b]
+# --------------------------------------------------------------------------------------------------
+
+def library_channel_block() -> int:
+    """b of the built CPU op library (common/channel_block.h; DELTAONNX_CHANNEL_BLOCK forces it for tests)."""
+    b = channel_block("cpu")
+    if b is None:
+        raise RuntimeError("the blocked layout needs the op library's channel block: build deltaonnx._native "
+                           "or pass the block explicitly")
+    return b
+
+
+def _check_blockable(x: np.ndarray, b: int, what: str) -> None:
+    if x.ndim != 4:
+        raise ValueError(f"{what} must be 4-D [N, C, H, W], got shape {x.shape}")
+    if b < 1 or x.shape[1] % b != 0:
+        raise ValueError(f"{what} has {x.shape[1]} channels, not a multiple of the channel block {b}")
+
+
+def to_blocked(x, b: int) -> np.ndarray:
+    """NCHW [N, C, H, W] -> the same shape holding [N][C/b][H][W][b] memory (b = 1: a copy)."""
+    x = np.asarray(x)
+    _check_blockable(x, b, "X")
+    n, c, h, w = x.shape
+    return np.ascontiguousarray(x.reshape(n, c // b, b, h, w).transpose(0, 1, 3, 4, 2)).reshape(n, c, h, w)
+
+
+def from_blocked(x, b: int) -> np.ndarray:
+    """The inverse of to_blocked: [N, C, H, W] holding [N][C/b][H][W][b] memory -> NCHW."""
+    x = np.asarray(x)
+    _check_blockable(x, b, "X")
+    n, c, h, w = x.shape
+    return np.ascontiguousarray(x.reshape(n, c // b, h, w, b).transpose(0, 1, 4, 2, 3)).reshape(n, c, h, w)
+
+
+REORDER_TARGETS = ("blocked", "nchw")
+
+
+def delta_reorder(X, Y_prev=None, map_in=None, *, to: str, block: int | None = None) -> np.ndarray:
+    """DeltaReorder (docs/ops.md#deltareorder): X's memory reordered to `to` ("blocked" or "nchw") with channel
+    block `block` (default: the library's). With its last output Y_prev (of X's shape) and X's change map
+    ([N,1,H,W]), the pixels the map leaves 0 keep Y_prev's values; an empty or other-shaped Y_prev (rule 1), an
+    empty map or none: every pixel from X."""
+    if to not in REORDER_TARGETS:
+        raise ValueError(f"DeltaReorder's 'to' must be one of {REORDER_TARGETS}, got {to!r}")
+    b = library_channel_block() if block is None else int(block)
+    X = np.asarray(X, dtype=np.float32)
+    nchw = X if to == "blocked" else from_blocked(X, b)  # X's values in NCHW order
+    if map_in is not None and np.size(map_in) > 0:
+        map_in = _check_map(map_in, (X.shape[0], 1, *X.shape[2:]), "map_in")
+        if Y_prev is not None and np.shape(Y_prev) == X.shape:
+            previous = np.asarray(Y_prev, np.float32)
+            previous = from_blocked(previous, b) if to == "blocked" else previous
+            nchw = np.where(map_in != 0, nchw, previous)
+    return to_blocked(nchw, b) if to == "blocked" else np.ascontiguousarray(nchw)
+
+
+# --------------------------------------------------------------------------------------------------
 # onnx.reference.ReferenceEvaluator support
 # --------------------------------------------------------------------------------------------------
 
-def _reference_ops():
+def _in_layout(layout, block: int | None, tensors, step):
+    """A Delta op's step on NCHW arrays, run for `layout`: with "blocked", X, X_ref, Y_prev (non-empty ones) from
+    blocked memory and Y, X_ref_next back to it; maps are per pixel in every layout."""
+    layout = layout.decode() if isinstance(layout, bytes) else layout
+    if layout == "nchw":
+        return step(*tensors)
+    if layout != "blocked":
+        raise ValueError(f"attribute 'layout' must be \"nchw\" or \"blocked\", got {layout!r}")
+    b = library_channel_block() if block is None else int(block)
+    convert = lambda t, f: t if t is None or np.size(t) == 0 else f(t, b)  # noqa: E731
+    y, x_ref_next, map_out = step(*(convert(t, from_blocked) for t in tensors))
+    return convert(y, to_blocked), convert(x_ref_next, to_blocked), map_out
+
+
+def _reference_ops(channel_block: int | None = None):
+    """The Delta ops for ReferenceEvaluator; channel_block: b of blocked tensors (default: the library's)."""
     from onnx.reference.op_run import OpRun
 
     class DeltaConv(OpRun):
@@ -560,7 +634,8 @@ def _reference_ops():
             B = None if not names[2] or (B is not None and np.asarray(B).size == 0) else B
             dropped = not names[3]  # an absent X_ref (not an empty state): the dropped reference of docs/ops.md
             map_in = map_in if names[5] else None
-            return delta_conv(X, W, B, None if dropped else X_ref, Y_prev, map_in, drop_reference=dropped, **attrs)
+            return _in_layout(attrs.pop("layout", "nchw"), channel_block, (X, X_ref, Y_prev), lambda x, ref, prev:
+                              delta_conv(x, W, B, None if dropped else ref, prev, map_in, drop_reference=dropped, **attrs))
 
     class DeltaPool(OpRun):
         op_domain = DOMAIN
@@ -569,7 +644,8 @@ def _reference_ops():
             names = list(self.onnx_node.input) + [""] * 4
             dropped = not names[1]
             map_in = map_in if names[3] else None
-            return delta_pool(X, None if dropped else X_ref, Y_prev, map_in, drop_reference=dropped, **attrs)
+            return _in_layout(attrs.pop("layout", "nchw"), channel_block, (X, X_ref, Y_prev), lambda x, ref, prev:
+                              delta_pool(x, None if dropped else ref, prev, map_in, drop_reference=dropped, **attrs))
 
     class DeltaMapUnion(OpRun):
         op_domain = DOMAIN
@@ -588,14 +664,25 @@ def _reference_ops():
             return delta_gate(X, X_ref, map_in, rule=rule, threshold=threshold, gate_block=gate_block,
                               gate_hard=gate_hard)
 
-    return [DeltaConv, DeltaPool, DeltaMapUnion, DeltaGate]
+    class DeltaReorder(OpRun):
+        op_domain = DOMAIN
+
+        def _run(self, X, Y_prev=None, map_in=None, to=None):
+            to = to.decode() if isinstance(to, bytes) else to
+            if to is None:
+                raise ValueError("DeltaReorder's attribute 'to' is required")
+            names = list(self.onnx_node.input) + [""] * 3
+            return (delta_reorder(X, Y_prev if names[1] else None, map_in if names[2] else None, to=to,
+                                  block=channel_block),)
+
+    return [DeltaConv, DeltaPool, DeltaMapUnion, DeltaGate, DeltaReorder]
 
 
-def make_reference_evaluator(model, **kwargs):
+def make_reference_evaluator(model, channel_block: int | None = None, **kwargs):
     """An onnx.reference.ReferenceEvaluator that runs a converted model (a ModelProto or a path), with
-    DeltaConv, DeltaPool, DeltaMapUnion and DeltaGate implemented by this module: the whole-model oracle of
-    docs/design.md "Correctness oracle". Absent optional inputs (empty names, missing trailing inputs) reach
-    the ops as None."""
+    DeltaConv, DeltaPool, DeltaMapUnion, DeltaGate and DeltaReorder implemented by this module: the whole-model
+    oracle of docs/design.md "Correctness oracle". Absent optional inputs (empty names, missing trailing inputs)
+    reach the ops as None. channel_block: b of blocked tensors (default: the library's, read when first needed)."""
     from onnx.reference import ReferenceEvaluator
 
-    return ReferenceEvaluator(model, new_ops=_reference_ops(), **kwargs)
+    return ReferenceEvaluator(model, new_ops=_reference_ops(channel_block), **kwargs)

@@ -343,7 +343,8 @@ def test_metadata_lists_state_maps_and_every_decision(zoo):
             assert "x_ref" not in entries and node.input[x_ref_at] == "" and node.output[1] == ""
         else:
             assert entries["x_ref"] == {"node": node.name, "past": f"deltaonnx.past.{node.name}.x_ref",
-                                        "present": f"deltaonnx.present.{node.name}.x_ref", "kind": "x_ref"}
+                                        "present": f"deltaonnx.present.{node.name}.x_ref", "kind": "x_ref",
+                                        "layout": "nchw"}
             assert node.input[x_ref_at] == entries["x_ref"]["past"]
         assert entries["y"]["past"] == f"deltaonnx.past.{node.name}.y"
         assert entries["y"]["present"] == node.output[0]  # Y is the present of the y state

@@ -13,6 +13,7 @@ import pytest
 
 from builders import EMPTY, ConvPair, assert_close_nan, conv_model, exact_change_map, frame_sequence, op_session
 from conftest import check_under_simd
+from deltaonnx.reference import from_blocked, to_blocked
 
 
 def channel_block() -> int:
@@ -26,19 +27,6 @@ def mlas_block() -> int:
 
     features = _native.cpu_features()
     return 16 if features.get("avx512") else 8 if features.get("avx2") else 0
-
-
-def to_blocked(a: np.ndarray, b: int) -> np.ndarray:
-    """[N, C, H, W] NCHW -> the same shape holding [N][C/b][H][W][b] memory."""
-    if a.size == 0:
-        return a
-    n, c, h, w = a.shape
-    return np.ascontiguousarray(a.reshape(n, c // b, b, h, w).transpose(0, 1, 3, 4, 2)).reshape(n, c, h, w)
-
-
-def from_blocked(a: np.ndarray, b: int) -> np.ndarray:
-    n, c, h, w = a.shape
-    return np.ascontiguousarray(a.reshape(n, c // b, h, w, b).transpose(0, 1, 4, 2, 3)).reshape(n, c, h, w)
 
 
 # (C, M, kernel, stride, dilation, pads, batch, H, W): 3x3 s1 and s2, 1x1, odd sizes with asymmetric pads and a

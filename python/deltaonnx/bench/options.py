@@ -9,7 +9,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from ..graph_passes.conversion_context import DEFAULT_GATE
+from ..graph_passes.conversion_context import DEFAULT_GATE, ConversionOptions
 
 
 class BenchError(ValueError):
@@ -72,11 +72,14 @@ class DeltaConfig:
     inner_threshold: float
     gate: GateConfig = INPUT_GATE
     inner_gate: GateConfig = GateConfig()  # the change rule of the inner thresholds
+    layout: str = ConversionOptions.layout  # convert's layout (nchw or blocked)
 
     @property
     def rules(self) -> str:
-        """The change rules when not convert's defaults, e.g. "gate=pixel inner_gate=block2" ("" for the defaults)."""
-        return f"{self.gate.label}{self.inner_gate.label_as('inner_gate')}".strip()
+        """The change rules and layout when not convert's defaults, e.g. "gate=pixel inner_gate=block2 layout=blocked"
+        ("" for the defaults)."""
+        layout = f" layout={self.layout}" if self.layout != ConversionOptions.layout else ""
+        return f"{self.gate.label}{self.inner_gate.label_as('inner_gate')}{layout}".strip()
 
     @property
     def label(self) -> str:
@@ -85,9 +88,10 @@ class DeltaConfig:
 
 def parse_configs(thresholds: Sequence[float], inner_thresholds: Sequence[float],
                   gates: Sequence[GateConfig] = (INPUT_GATE,),
-                  inner_gates: Sequence[GateConfig] = (GateConfig(),)) -> list[DeltaConfig]:
-    return [DeltaConfig(float(t), float(i), g, ig)
-            for t, i, g, ig in itertools.product(thresholds, inner_thresholds, gates, inner_gates)]
+                  inner_gates: Sequence[GateConfig] = (GateConfig(),),
+                  layouts: Sequence[str] = (ConversionOptions.layout,)) -> list[DeltaConfig]:
+    return [DeltaConfig(float(t), float(i), g, ig, layout)
+            for t, i, g, ig, layout in itertools.product(thresholds, inner_thresholds, gates, inner_gates, layouts)]
 
 
 @dataclass

@@ -9,7 +9,8 @@ import os
 from pathlib import Path
 from typing import Optional
 
-from ..graph_passes.conversion_context import DEFAULT_GATE, DEFAULT_INPUT_GATE_HARD
+from ..graph_passes.conversion_context import DEFAULT_GATE, DEFAULT_INPUT_GATE_HARD, ConversionOptions
+from ..graph_passes.delta_ops import LAYOUTS
 from ..graph_passes.protocol import DEFAULT_GATE_BLOCK, DEFAULT_GATE_HARD
 from ..video import Preprocess
 
@@ -121,6 +122,14 @@ def add_conversion_options(parser: argparse.ArgumentParser) -> None:
                         help="above this changed fraction of its output an op runs densely (default 0.5)")
     add_gate_options(parser)
     add_gate_options(parser, inner=True)
+    add_layout_option(parser)
+
+
+def add_layout_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--memory-layout", dest="memory_layout", choices=LAYOUTS, default=ConversionOptions.layout,
+                        help="blocked: Delta ops with channel counts that are multiples of 16 exchange channel-blocked "
+                        "tensors (no reorder per layer, a cache line per pixel; docs/ops.md#blocked-layout); nchw: "
+                        f"every tensor NCHW (default {ConversionOptions.layout})")
 
 
 def add_gate_options(parser: argparse.ArgumentParser, inner: bool = False) -> None:
@@ -165,6 +174,7 @@ def conversion_kwargs(args: argparse.Namespace) -> dict:
         "inner_gate_block": args.inner_gate_block,
         "inner_gate_hard": args.inner_gate_hard,
         "inner_gates": read_inner_gates_file(args.inner_gates),
+        "layout": args.memory_layout,
     }
 
 

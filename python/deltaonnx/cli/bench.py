@@ -11,11 +11,19 @@ from typing import Optional
 from ..bench import (INPUT_GATE, BenchError, BenchOptions, GateConfig, format_report, image_input, parse_configs,
                      plot_sweep, run_benchmark, write_json)
 from ..convert import load_model
+from ..graph_passes.conversion_context import ConversionOptions
+from ..graph_passes.delta_ops import LAYOUTS
 from ..graph_passes.metadata import is_converted
 from ..video import VideoError, describe_source, frame_count, read_frames
 from .arguments import (CliError, add_detection_options, add_video_options, existing_model_path, float_list,
                         non_negative_int, positive_int, preprocess_from_args, read_thresholds_file)
 
+
+
+def layout_choice(text: str) -> str:
+    if text.strip() not in LAYOUTS:
+        raise argparse.ArgumentTypeError(f"a layout is one of {', '.join(LAYOUTS)}, got {text!r}")
+    return text.strip()
 
 def add_command(subparsers, common: argparse.ArgumentParser) -> None:
     parser = subparsers.add_parser(
@@ -41,6 +49,10 @@ def add_command(subparsers, common: argparse.ArgumentParser) -> None:
     conv.add_argument("--inner-gate", type=lambda text: [GateConfig.parse(t) for t in text.split(",")],
                       metavar="G1,G2,...", help="the change rule of the inner thresholds, one or a sweep: pixel "
                       "(default), block, block:K, block:K:HARD, e.g. pixel,block:2,block:4")
+    conv.add_argument("--memory-layout", dest="memory_layout", type=lambda text: [layout_choice(t) for t in text.split(",")],
+                      metavar="L1,L2",
+                      help="convert's layout, one or a sweep: nchw, blocked (docs/ops.md#blocked-layout; default "
+                      f"{ConversionOptions.layout}), e.g. nchw,blocked")
     conv.add_argument("--all", dest="all_nodes", action="store_true", help="convert every eligible node")
     conv.add_argument("--dense-fraction", type=float, default=0.5, metavar="F",
                       help="changed fraction above which an op runs densely (default 0.5)")
@@ -102,7 +114,7 @@ def run_command(args: argparse.Namespace) -> int:
         if args.original is None:
             raise CliError(f"{model_path} is already converted: pass the dense model with --original MODEL")
         if (args.threshold or args.thresholds or args.inner_threshold or args.inner_thresholds or args.gate or args.gates
-                or args.inner_gate):
+                or args.inner_gate or args.memory_layout):
             raise CliError("thresholds are fixed in an already converted model; give the dense model to sweep them")
         converted, proto = proto, load_model(existing_model_path(args.original))
         if is_converted(proto):
@@ -126,7 +138,8 @@ def run_command(args: argparse.Namespace) -> int:
             dense_fallback=args.dense_fallback,
             maps_dir=Path(args.maps) if args.maps else None, maps_frames=args.maps_frames, progress=not args.quiet)
         inner_gates = args.inner_gate or [GateConfig()]
-        result = run_benchmark(proto, frames, preprocess, configs=parse_configs(thresholds, inners, gates, inner_gates),
+        result = run_benchmark(proto, frames, preprocess, configs=parse_configs(thresholds, inners, gates, inner_gates,
+                                                                    args.memory_layout or [ConversionOptions.layout]),
                                converted=converted, options=options, frame_total=total,
                                source=describe_source(video))
     except (BenchError, VideoError) as error:

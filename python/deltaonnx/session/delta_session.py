@@ -43,11 +43,11 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-from .._lib import library_path
+from .._lib import channel_block, library_path
 from ..graph_passes.dense_twin import dense_twin
 from ..graph_passes.identical_frames import IdenticalFramePlan, identical_frame_plan
 from ..graph_passes.metadata import ConversionMetadata, MetadataError
-from ..graph_passes.protocol import METADATA_KEY, STATE_PREFIX
+from ..graph_passes.protocol import CHANNEL_BLOCK_KEY, METADATA_KEY, STATE_PREFIX
 from .binding import StreamBinding, as_ort_value
 from .feeds import checked_change_maps, checked_input_feed, checked_output_names
 from .identical_run import keep_for_identical_frames, nothing_changes
@@ -147,6 +147,9 @@ class DeltaSession:
         self._empty_state = {s.past: np.empty((0, 0, 0, 0), _EMPTY_STATE_DTYPES.get(past_types[s.past], np.float32))
                              for s in self._state_entries}
 
+        # Blocked state is memory valid only at the op library's channel block (docs/design.md#state).
+        self._blocked_state = {s.past for s in self._state_entries if s.layout == "blocked"}
+        self._channel_block = channel_block("cuda" if cuda_library_registered else "cpu")
         self._state_device, self._state_device_id = "cpu", 0
         if cuda_library_registered and "CUDAExecutionProvider" in self._session.get_providers():
             cuda_options = self._session.get_provider_options().get("CUDAExecutionProvider", {})
@@ -514,12 +517,18 @@ class DeltaSession:
     def state(self, stream: Hashable = DEFAULT_STREAM) -> dict[str, ort.OrtValue]:
         """The live state buffers of `stream` (past input name -> OrtValue), for debugging or saving.
 
-        The next run of the stream writes into these buffers: copy what you want to keep.
+        The next run of the stream writes into these buffers: copy what you want to keep. A model with blocked
+        state (convert's layout "blocked") also gets CHANNEL_BLOCK_KEY ("deltaonnx.channel_block"): the op
+        library's channel block b that memory is laid out with (-1 where unknown), which load_state checks.
         """
         state = self._ran_stream(stream, "state")
         with state.lock:
-            return {entry.past: state.values[entry.present] for entry in self._state_entries
-                    if entry.present in state.values}
+            values = {entry.past: state.values[entry.present] for entry in self._state_entries
+                      if entry.present in state.values}
+        if self._blocked_state:
+            block = -1 if self._channel_block is None else self._channel_block
+            values[CHANNEL_BLOCK_KEY] = ort.OrtValue.ortvalue_from_numpy(np.array(block, np.int64))
+        return values
 
     def load_state(self, saved: Mapping[str, Any], stream: Hashable = DEFAULT_STREAM) -> None:
         """Resume `stream` from a state saved with state() (past input name -> array or OrtValue), e.g. one
@@ -529,8 +538,11 @@ class DeltaSession:
         as the past state, so it recomputes only what changed since the saved run. Names missing from `saved`
         start empty (those ops recompute everything on that run: exact, only slower). A state saved for
         another input shape counts as no state (rule 1). A Y_prev that does not fit its X_ref makes the run
-        fail with the op's error; the stream then starts again from empty state.
+        fail with the op's error; the stream then starts again from empty state. Blocked state saved under
+        another channel block than this session's op library (or without CHANNEL_BLOCK_KEY) starts empty too.
         """
+        saved = dict(saved)
+        saved_block = saved.pop(CHANNEL_BLOCK_KEY, None)
         known = {entry.past: entry for entry in self._state_entries}
         unknown = sorted(set(saved) - set(known))
         if unknown:
@@ -544,10 +556,18 @@ class DeltaSession:
                 raise ValueError(f"DeltaSession.load_state: {name!r} must be a 4-D {want} array, got "
                                  f"{array.dtype} of shape {array.shape}")
             loaded[name] = np.array(array, copy=True, order="C")
+        if self._blocked_state and not self._same_channel_block(saved_block):
+            loaded = {name: array for name, array in loaded.items() if name not in self._blocked_state}
         self.reset(stream)
         state = self._stream(stream, create=True)
         with state.lock:
             state.loaded = loaded
+
+    def _same_channel_block(self, saved_block: Any) -> bool:
+        if saved_block is None or self._channel_block is None:
+            return False
+        value = saved_block.numpy() if isinstance(saved_block, ort.OrtValue) else np.asarray(saved_block)
+        return value.size == 1 and int(value.reshape(-1)[0]) == self._channel_block
 
     def change_maps(self, stream: Hashable = DEFAULT_STREAM) -> dict[str, np.ndarray]:
         """Node name -> change map of the last run of `stream` (uint8 [N,1,Ho,Wo], 1 where recomputed).

@@ -1,0 +1,28 @@
+// DeltaReorder on the CPU without ORT types: NCHW memory to channel-blocked memory ([N][C/b][H][W][b], the
+// library's b: common/channel_block.h) or back. A reorder is memory-bound, so it is a plain loop that reads b
+// planes and writes whole b-float lines (docs/ops.md#deltareorder has the measurement against memcpy).
+#pragma once
+#include <cstdint>
+#include <vector>
+
+#include "common/parallel.h"
+
+namespace deltaonnx {
+
+struct ReorderShape {
+  int64_t batch = 0, channels = 0, pixels = 0;  // N, C (a multiple of block), H * W
+  int64_t block = 1;
+};
+
+// to_blocked: y[n][c / b][p][c % b] = x[n][c][p]; otherwise the inverse. x and y do not overlap. b = 1 is a copy.
+// One task per batch item and channel block on parallel_for.
+void reorder_channels(const ReorderShape& shape, bool to_blocked, const float* x, float* y,
+                      const ParallelFor& parallel_for);
+
+// The same for the pixels marked in `map` ([N][H*W], nonzero = X may have changed there) only; y holds the last
+// output everywhere else (the caller copied Y_prev there, or y is Y_prev's own buffer). One task per batch item
+// and channel block; the marked pixels are listed once per item.
+void reorder_marked_pixels(const ReorderShape& shape, bool to_blocked, const float* x, const uint8_t* map, float* y,
+                           const ParallelFor& parallel_for);
+
+}  // namespace deltaonnx

@@ -1,0 +1,244 @@
+"""convert's layout "blocked" (graph_passes/blocked_layout.py, docs/ops.md#blocked-layout): which Delta ops become
+blocked, where DeltaReorder nodes go, what the metadata and the saved state say; and, with the op library, that
+the blocked model equals dense ORT at threshold 0 frame after frame (the key property, for every block b)."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+import deltaonnx
+from deltaonnx.convert import ConversionError
+from deltaonnx.graph_passes.delta_ops import LAYOUTS
+
+
+def _model(nodes, inputs, outputs, initializers, opset=17) -> onnx.ModelProto:
+    graph = helper.make_graph(nodes, "blocked", inputs, outputs, initializers)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = 10
+    return model
+
+
+def _conv(rng, name, x, y, c_in, c_out, k=3, **attrs):
+    w = numpy_helper.from_array((rng.standard_normal((c_out, c_in, k, k)) * 0.2).astype(np.float32), f"{name}.W")
+    b = numpy_helper.from_array((rng.standard_normal(c_out) * 0.1).astype(np.float32), f"{name}.B")
+    node = helper.make_node("Conv", [x, w.name, b.name], [y], name=name, pads=[k // 2] * 4, **attrs)
+    return node, [w, b]
+
+
+def neck_model(rng, hw=12) -> onnx.ModelProto:
+    """x[1,3] -> stem(16) -> a(32) -> SiLU -> Split(16,16) -> b(16)(+residual Add) -> Concat(32+16) -> c(32),
+    a 24-channel branch d, Resize x2 of c, a per-channel Mul by a [1,32,1,1] constant, two model outputs: one a
+    region tensor (c's SiLU), one outside (the Mul)."""
+    nodes, inits = [], []
+    for args in [("stem", "x", "s", 3, 16), ("a", "s", "a", 16, 32)]:
+        node, w = _conv(rng, *args)
+        nodes.append(node)
+        inits += w
+    nodes += [helper.make_node("Sigmoid", ["a"], ["a_sig"]), helper.make_node("Mul", ["a", "a_sig"], ["a_act"])]
+    inits.append(numpy_helper.from_array(np.array([16, 16], np.int64), "halves"))
+    nodes.append(helper.make_node("Split", ["a_act", "halves"], ["h0", "h1"], axis=1))
+    node, w = _conv(rng, "b", "h1", "bb", 16, 16)
+    nodes += [node, helper.make_node("Add", ["h1", "bb"], ["res"])]
+    inits += w
+    nodes.append(helper.make_node("Concat", ["a_act", "res"], ["cat"], axis=1))
+    node, w = _conv(rng, "c", "cat", "c", 48, 32, k=1)
+    nodes += [node, helper.make_node("Sigmoid", ["c"], ["c_sig"]), helper.make_node("Mul", ["c", "c_sig"], ["out_c"])]
+    inits += w
+    node, w = _conv(rng, "d", "s", "d", 16, 24)  # 24 channels: outside every region
+    nodes.append(node)
+    inits += w
+    inits.append(numpy_helper.from_array(np.array([1, 1, 2, 2], np.float32), "scales"))
+    nodes.append(helper.make_node("Resize", ["out_c", "", "scales"], ["up"], mode="nearest"))
+    inits.append(numpy_helper.from_array(rng.standard_normal((1, 32, 1, 1)).astype(np.float32), "per_channel"))
+    nodes.append(helper.make_node("Mul", ["out_c", "per_channel"], ["scaled"]))
+    outputs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in ("out_c", "up", "scaled", "d")]
+    return _model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, hw, hw])], outputs, inits)
+
+
+def _metadata(model: onnx.ModelProto) -> dict:
+    return json.loads({p.key: p.value for p in model.metadata_props}["deltaonnx"])
+
+
+def _layout(node: onnx.NodeProto) -> str:
+    return next((helper.get_attribute_value(a).decode() for a in node.attribute if a.name == "layout"), "nchw")
+
+
+def _by_source(model: onnx.ModelProto) -> dict[str, str]:
+    """Source Conv name -> the layout of the Delta op it became."""
+    names = {entry["name"]: entry["source"] for entry in _metadata(model)["nodes"]}
+    return {names[n.name]: _layout(n) for n in model.graph.node if n.op_type == "DeltaConv"}
+
+
+def _producer(model: onnx.ModelProto, value: str) -> onnx.NodeProto:
+    return next(n for n in model.graph.node if value in n.output)
+
+
+def _reorders(model: onnx.ModelProto) -> dict[str, str]:
+    """Reordered tensor -> the reorder's direction."""
+    return {n.input[0]: helper.get_attribute_value(n.attribute[0]).decode()
+            for n in model.graph.node if n.op_type == "DeltaReorder"}
+
+
+def test_regions_reorders_and_model_outputs(rng):
+    original = neck_model(rng)
+    converted = deltaonnx.convert(original, layout="blocked", all_nodes=True)
+    # The stem reads the model input (the gate reads NCHW); d has 24 channels; the rest is one region.
+    assert _by_source(converted) == {"stem": "nchw", "a": "blocked", "b": "blocked", "c": "blocked", "d": "nchw"}
+    reorders = _reorders(converted)
+    delta_of = {entry["source"]: entry["name"] for entry in _metadata(converted)["nodes"]}
+    a = next(n for n in converted.graph.node if n.name == delta_of["a"])
+    assert _producer(converted, a.input[0]).op_type == "DeltaReorder"  # the stem's NCHW output, reordered
+    assert sorted(reorders.values()) == ["blocked", "nchw"], reorders  # one in, one out: everything else is neutral
+    # Outputs keep their names and order; the region's output comes back NCHW through the reorder.
+    assert [o.name for o in converted.graph.output][:4] == ["out_c", "up", "scaled", "d"]
+    assert _producer(converted, "out_c").op_type == "DeltaReorder"
+    assert _producer(converted, "up").input[0] == "out_c"  # Resize reads the NCHW copy
+    assert _producer(converted, "scaled").input[0] == "out_c"  # so does the per-channel Mul
+    meta = _metadata(converted)
+    assert meta["layout"] == "blocked"
+    layouts = {entry["source"]: entry["layout"] for entry in meta["nodes"]}
+    assert layouts["d"].startswith("nchw (channels 16->24") and layouts["stem"] == "nchw (reads a model input)"
+    blocked_state = {entry["node"] for entry in meta["state"] if entry["layout"] == "blocked"}
+    reorder_to = {helper.get_attribute_value(n.attribute[0]).decode(): n
+                  for n in converted.graph.node if n.op_type == "DeltaReorder"}
+    assert blocked_state == {delta_of["a"], delta_of["b"], delta_of["c"], reorder_to["blocked"].name}
+    # Both reorders read a change map and keep their last output: they redo only the marked pixels.
+    for layout, node in reorder_to.items():
+        assert node.input[1] == f"deltaonnx.past.{node.name}.y" and node.input[2].startswith("deltaonnx.map")
+        assert {"node": node.name, "past": node.input[1], "present": node.output[0], "kind": "y",
+                "layout": layout} in meta["state"]
+
+
+def test_mixed_concat_reads_its_nchw_part_through_a_reorder(rng):
+    """A neck's Concat of an upsampled (NCHW) tensor and a region tensor stays in the region: the NCHW part is
+    reordered to blocked, the Concat's output is not reordered back."""
+    nodes, inits = [], []
+    for args in [("stem", "x", "s", 3, 16), ("a", "s", "a", 16, 32), ("p", "a", "p", 32, 16)]:
+        node, w = _conv(rng, *args, strides=[2, 2]) if args[0] == "p" else _conv(rng, *args)
+        nodes.append(node)
+        inits += w
+    inits.append(numpy_helper.from_array(np.array([1, 1, 2, 2], np.float32), "scales"))
+    nodes += [helper.make_node("Resize", ["p", "", "scales"], ["up"], mode="nearest"),
+              helper.make_node("Concat", ["up", "a"], ["cat"], axis=1)]
+    node, w = _conv(rng, "q", "cat", "q", 48, 16, k=1)
+    nodes.append(node)
+    inits += w
+    original = _model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+                      [helper.make_tensor_value_info("q", TensorProto.FLOAT, None)], inits)
+    converted = deltaonnx.convert(original, layout="blocked", all_nodes=True)
+    reorders = _reorders(converted)
+    assert reorders.get("up") == "blocked"
+    cat = next(n for n in converted.graph.node if n.op_type == "Concat")
+    assert not any(n.op_type == "DeltaReorder" and n.input[0] == cat.output[0] for n in converted.graph.node)
+
+
+def test_layout_nchw_is_the_default_and_bad_values_are_refused(rng):
+    converted = deltaonnx.convert(neck_model(rng), all_nodes=True)
+    assert not _reorders(converted) and set(_by_source(converted).values()) == {"nchw"}
+    assert _metadata(converted)["layout"] == "nchw"
+    with pytest.raises(ConversionError, match="layout must be one of nchw, blocked"):
+        deltaonnx.convert(neck_model(rng), layout="nchwc")
+
+
+def test_dense_twin_of_a_blocked_model_equals_the_original(rng):
+    from deltaonnx.graph_passes.dense_twin import dense_twin
+    import onnxruntime as ort
+
+    original = neck_model(rng)
+    converted = deltaonnx.convert(original, layout="blocked", all_nodes=True)
+    twin = dense_twin(converted, [o.name for o in original.graph.output])
+    assert not [n for n in twin.graph.node if n.domain == "com.deltaonnx"]
+    x = rng.standard_normal((1, 3, 12, 12)).astype(np.float32)
+    want = ort.InferenceSession(original.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})
+    got = ort.InferenceSession(twin.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})
+    for a, b in zip(got, want):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
+# --------------------------------------------------------------------------------------------------
+# with the op library: the key property, whatever b the library picks
+# --------------------------------------------------------------------------------------------------
+
+BLOCKED_ZOO = ["cnn1", "resnet18_like", "mobilenetv2_like", "yolov8_like", "unet_like"]
+
+
+def _frames(original, count, seed):
+    import test_convert
+
+    rng = np.random.default_rng(seed)
+    shape = test_convert.model_input_shape(original)
+    return [{original.graph.input[0].name: f} for f in test_convert.video(shape, count, rng)]
+
+
+def check_zoo_equals_dense(seed: int = 5, names=tuple(BLOCKED_ZOO)) -> None:
+    """Each zoo model converted with layout "blocked" at threshold 0, run frame after frame through the op
+    library, equals dense ORT on the original; and the numpy reference at the library's b agrees."""
+    import test_convert
+    import zoo
+
+    for name in names:
+        original = getattr(zoo, name)()
+        converted = deltaonnx.convert(original, layout="blocked")
+        assert any(_layout(n) == "blocked" for n in converted.graph.node), name
+        frames = _frames(original, 5, seed)
+        test_convert.assert_same_as_dense(original, converted, frames, deltaonnx.library_path("cpu"))
+        if name in ("cnn1", "yolov8_like"):
+            test_convert.assert_same_as_dense(original, converted, frames[:3], None)
+
+
+def test_zoo_models_equal_dense_ort_at_threshold_zero():
+    pytest.importorskip("zoo")
+    check_zoo_equals_dense()
+
+
+@pytest.mark.parametrize("block, simd", [("8", "avx2"), ("4", "scalar"), ("1", "scalar")])
+def test_zoo_models_equal_dense_ort_under_another_block(block, simd, monkeypatch):
+    """The same converted model under another library block (AVX2's 8; 4; 1 = NCHW, CUDA's): b is the
+    library's, not the model's."""
+    from conftest import check_under_simd
+
+    pytest.importorskip("zoo")
+    monkeypatch.setenv("DELTAONNX_CHANNEL_BLOCK", block)
+    check_under_simd(simd, "test_blocked_layout_pass", "check_zoo_equals_dense(seed=7, names=('cnn1', 'yolov8_like'))")
+
+
+def test_blocked_equals_nchw_behind_a_gate_above_zero():
+    """At a gate threshold above 0 with exact inner ops, both layouts decide the same and give the same outputs."""
+    import zoo
+    from deltaonnx import DeltaSession
+
+    original = zoo.yolov8_like()
+    sessions = [DeltaSession(deltaonnx.convert(original, threshold=0.3, layout=layout)) for layout in LAYOUTS]
+    for feeds in _frames(original, 6, 3):
+        nchw, blocked = (session.run(None, feeds) for session in sessions)
+        for a, b in zip(nchw, blocked):
+            np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-4 * max(1.0, float(np.abs(a).max())))
+
+
+def test_saved_state_carries_the_block_and_another_block_restarts():
+    import zoo
+    from deltaonnx import DeltaSession
+    from deltaonnx.graph_passes.protocol import CHANNEL_BLOCK_KEY
+    from deltaonnx.reference import library_channel_block
+
+    original = zoo.cnn1()
+    converted = deltaonnx.convert(original, layout="blocked")
+    blocked_nodes = {n.name for n in converted.graph.node if _layout(n) == "blocked"}
+    frames = _frames(original, 4, 11)
+    session = DeltaSession(converted)
+    for feeds in frames[:2]:
+        session.run(None, feeds)
+    saved = {name: value.numpy().copy() for name, value in session.state().items()}
+    assert int(saved[CHANNEL_BLOCK_KEY]) == library_channel_block()
+    expected = session.run(None, frames[2])
+    for block, restarts in [(saved[CHANNEL_BLOCK_KEY], False), (np.array(library_channel_block() * 2), True)]:
+        resumed = DeltaSession(converted)
+        resumed.load_state({**saved, CHANNEL_BLOCK_KEY: block})
+        for a, b in zip(resumed.run(None, frames[2]), expected):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+        maps = resumed.change_maps()
+        assert all(maps[n].all() for n in blocked_nodes) == restarts, block
