@@ -25,14 +25,10 @@ from onnx import TensorProto, helper, numpy_helper
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_ops  # noqa: E402
 from deltaonnx import DOMAIN, _native  # noqa: E402
+from deltaonnx.reference import to_blocked  # noqa: E402
 
 SHAPES = ["yolo_3x3_s2_16_32_320x320", "yolo_3x3_32_32_160x160", "yolo_1x1_64_64_160x160",
           "yolo_3x3_s2_64_128_160x160", "yolo_3x3_64_64_80x80", "yolo_3x3_128_128_40x40"]
-
-
-def to_blocked(a, b):
-    n, c, h, w = a.shape
-    return np.ascontiguousarray(a.reshape(n, c // b, b, h, w).transpose(0, 1, 3, 4, 2)).reshape(n, c, h, w)
 
 
 def models(case, rng):

@@ -4,8 +4,11 @@ The same method as bench_ops.py (moving-blob frames, state bound in place, with 
 map; ratio = delta / dense, lower is better), on the shapes where YOLOv8 and MTCNN PNet pool:
 
     python benchmarks/bench_pool.py --clock cpu [--cases sppf_256_15x20] [--fractions 0 1] [--repeat 30]
+        [--layouts nchw blocked]
 
-`--clock cpu` times by the calling thread's CPU time (the sessions run one intra-op thread).
+`--clock cpu` times by the calling thread's CPU time (the sessions run one intra-op thread). `--layouts blocked`
+adds rows for DeltaPool with layout = "blocked" (docs/ops.md#blocked-layout), fed the same frames blocked by the
+library's b, as a blocked region's producer would hand them; dense ORT's MaxPool reads NCHW.
 """
 from __future__ import annotations
 
@@ -19,6 +22,8 @@ from onnx import TensorProto, helper
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bench_ops  # noqa: E402  (the shared timing loop, frames and sessions)
+from deltaonnx import _native  # noqa: E402
+from deltaonnx.reference import to_blocked  # noqa: E402
 
 # name: (C, H, W, kernel, stride, pad, ceil_mode)
 CASES = {
@@ -30,7 +35,7 @@ CASES = {
 }
 
 
-def build_models(C, H, W, k, s, p, ceil):
+def build_models(C, H, W, k, s, p, ceil, layout="nchw"):
     attrs = dict(kernel_shape=[k, k], strides=[s, s], pads=[p] * 4, ceil_mode=ceil)
     vi = bench_ops._vi
     dense = bench_ops._model([helper.make_node("MaxPool", ["x"], ["y"], **attrs)], [vi("x")], [vi("y")], [])
@@ -38,7 +43,7 @@ def build_models(C, H, W, k, s, p, ceil):
     for with_map in (False, True):
         node = helper.make_node(
             "DeltaPool", ["x", "" if with_map else "x_ref", "y_prev"] + (["map_in"] if with_map else []),
-            ["y", "" if with_map else "x_ref_next", "map"], domain=bench_ops.DOMAIN, name="dp", **attrs)
+            ["y", "" if with_map else "x_ref_next", "map"], domain=bench_ops.DOMAIN, name="dp", layout=layout, **attrs)
         ins = [vi("x")] + ([] if with_map else [vi("x_ref")]) + [vi("y_prev")] + (
             [vi("map_in", TensorProto.UINT8)] if with_map else [])
         outs = [vi("y")] + ([] if with_map else [vi("x_ref_next")]) + [vi("map", TensorProto.UINT8)]
@@ -52,25 +57,31 @@ def main(argv=None):
     ap.add_argument("--fractions", type=float, nargs="+", default=bench_ops.FRACTIONS)
     ap.add_argument("--repeat", type=int, default=30)
     ap.add_argument("--clock", choices=["wall", "cpu"], default="cpu")
+    ap.add_argument("--layouts", nargs="+", default=["nchw"], choices=["nchw", "blocked"])
     args = ap.parse_args(argv)
+    b = int(_native.channel_block())
     bench_ops.CLOCK = time.thread_time if args.clock == "cpu" else time.perf_counter
     print(f"DELTAONNX_SIMD={os.environ.get('DELTAONNX_SIMD', '(best)')}, clock {args.clock}, 1 thread")
     rng = np.random.default_rng(0)
     for case in args.cases:
         C, H, W, k, s, p, ceil = CASES[case]
-        dense_model, delta_models = build_models(C, H, W, k, s, p, ceil)
+        dense_model, _ = build_models(C, H, W, k, s, p, ceil)
         dense = bench_ops.session(dense_model, 1, False)
-        delta = {m: bench_ops.session(b, 1, True) for m, b in delta_models.items()}
-        print(f"\n{case}  (C={C} {H}x{W} k{k} s{s} p{p} ceil={ceil})")
-        print(f"  {'changed':>8} {'dense ms':>9} {'delta ms':>9} {'ratio':>6} {'+map ms':>8} {'ratio':>6} {'recomputed':>10}")
+        delta = {(layout, m): bench_ops.session(model, 1, True) for layout in args.layouts
+                 for m, model in build_models(C, H, W, k, s, p, ceil, layout)[1].items()}
+        print(f"\n{case}  (C={C} {H}x{W} k{k} s{s} p{p} ceil={ceil}; blocked: b = {b})")
+        print(f"  {'changed':>8} {'layout':>7} {'dense ms':>9} {'delta ms':>9} {'ratio':>6} {'+map ms':>8} {'ratio':>6}"
+              f" {'recomputed':>10}")
         for fraction in args.fractions:
             frames, maps = bench_ops.blob_frames(C, H, W, fraction, rng)
-            dense_t = bench_ops.time_dense(dense, frames, args.repeat)
-            delta_t, rec = bench_ops.time_delta(delta[False], frames, maps, False, args.repeat)
-            map_t, _ = bench_ops.time_delta(delta[True], frames, maps, True, args.repeat)
-            dense_t = min(dense_t, bench_ops.time_dense(dense, frames, args.repeat))  # interleaved: drift guard
-            print(f"  {fraction:>7.0%} {dense_t * 1e3:>9.3f} {delta_t * 1e3:>9.3f} {delta_t / dense_t:>6.2f}"
-                  f" {map_t * 1e3:>8.3f} {map_t / dense_t:>6.2f} {rec:>10.1%}")
+            for layout in args.layouts:
+                fed = [to_blocked(f, b) for f in frames] if layout == "blocked" else frames
+                dense_t = bench_ops.time_dense(dense, frames, args.repeat)
+                delta_t, rec = bench_ops.time_delta(delta[layout, False], fed, maps, False, args.repeat)
+                map_t, _ = bench_ops.time_delta(delta[layout, True], fed, maps, True, args.repeat)
+                dense_t = min(dense_t, bench_ops.time_dense(dense, frames, args.repeat))  # interleaved: drift guard
+                print(f"  {fraction:>7.0%} {layout:>7} {dense_t * 1e3:>9.3f} {delta_t * 1e3:>9.3f}"
+                      f" {delta_t / dense_t:>6.2f} {map_t * 1e3:>8.3f} {map_t / dense_t:>6.2f} {rec:>10.1%}")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Put the Delta ops in channel-blocked regions (docs/decisions/nchwc-exchange.md, docs/ops.md#blocked-layout).
 
-A DeltaConv whose input and output channel counts are multiples of 16 (hence of every block b a library picks:
+A DeltaConv whose input and output channel counts are multiples of 16 (a DeltaPool: its channels) (hence of every block b a library picks:
 16, 8, 4 or 1) gets `layout = "blocked"`: its X, Y and state hold the memory [N][C/b][H][W][b] under their 4-D
 shapes. Its Y stays blocked through the ops that compute the same thing on blocked memory (layout-neutral:
 elementwise ops of region tensors of one shape or with scalar constants, Concat/Split along channels with parts
@@ -20,7 +20,7 @@ import onnx_ir as ir
 
 from .constants import constant_array
 from .conversion_context import PLAN_META_KEY, ConversionContext
-from .delta_ops import CONV_INPUTS, DELTA_CONV, DELTA_REORDER, LAYOUT_BLOCKED, Y, is_delta_op
+from .delta_ops import CONV_INPUTS, DELTA_POOL, DELTA_REORDER, LAYOUT_BLOCKED, POOL_INPUTS, Y, is_delta_op
 from .graph_edits import NameScope, attribute, copy_type_and_shape
 from .plan import reads_model_input
 from .protocol import DOMAIN
@@ -29,12 +29,13 @@ from .shapes import dims, dims_provably_equal, static_dims
 # Channel counts in a region are multiples of this: every b a library may pick divides it.
 CHANNEL_MULTIPLE = 16
 
-# Elementwise ops of one tensor (the others, if any, must be scalar constants, e.g. Clip's bounds).
+# Elementwise ops of one tensor with one output (the other inputs, if any, must be scalar constants, e.g. Clip's
+# bounds). Not Dropout: its optional mask output is boolean.
 _UNARY_OPS = frozenset(
     {
         "Relu", "LeakyRelu", "Sigmoid", "HardSigmoid", "HardSwish", "Tanh", "Elu", "Selu", "Celu", "Softplus",
         "Softsign", "Gelu", "Mish", "Erf", "Abs", "Neg", "Exp", "Log", "Sqrt", "Reciprocal", "Floor", "Ceil",
-        "Round", "Sign", "Identity", "Dropout", "Clip", "ThresholdedRelu", "Shrink",
+        "Round", "Sign", "Identity", "Clip", "ThresholdedRelu", "Shrink",
     }
 )  # fmt: skip
 # Elementwise ops of several tensors: neutral when every input is a region tensor of the output's shape or a
@@ -42,9 +43,11 @@ _UNARY_OPS = frozenset(
 _ELEMENTWISE_OPS = frozenset({"Add", "Sub", "Mul", "Div", "Pow", "Max", "Min", "Sum", "Mean"})
 
 
-def can_block_conv(node: ir.Node) -> Optional[str]:
-    """None when this DeltaConv can take layout "blocked", else why not (what the op's definition refuses,
-    docs/ops.md#blocked-layout, or a channel count a library's block might not divide)."""
+def can_block(node: ir.Node) -> Optional[str]:
+    """None when this DeltaConv or DeltaPool can take layout "blocked", else why not (what the op's definition
+    refuses, docs/ops.md#blocked-layout, or a channel count a library's block might not divide)."""
+    if node.op_type == DELTA_POOL:
+        return _can_block_pool(node)
     if (attribute(node, "group", 1) or 1) != 1:
         return "grouped convolution"
     if attribute(node, "activation", "") == "Softmax":
@@ -62,6 +65,16 @@ def can_block_conv(node: ir.Node) -> Optional[str]:
     out_channels, in_channels = int(weights.shape[0]), int(weights.shape[1])
     if in_channels % CHANNEL_MULTIPLE or out_channels % CHANNEL_MULTIPLE:
         return f"channels {in_channels}->{out_channels} not multiples of {CHANNEL_MULTIPLE}"
+    return None
+
+
+def _can_block_pool(node: ir.Node) -> Optional[str]:
+    if attribute(node, "gate", "pixel") == "block":
+        return "block gate"
+    if reads_model_input(node):
+        return "reads a model input"
+    if not _multiple_channels(node.inputs[POOL_INPUTS["x"]]):
+        return f"channels not known multiples of {CHANNEL_MULTIPLE}"
     return None
 
 
@@ -91,11 +104,11 @@ class ChooseBlockedLayout(ir.passes.InPlacePass):
             return ir.passes.PassResult(model, modified=False)
         graph = model.graph
         blocked: set[ir.Value] = set()  # values whose memory is blocked
-        chosen: list[ir.Node] = []  # the DeltaConvs made blocked
+        chosen: list[ir.Node] = []  # the Delta ops made blocked
         neutral: set[ir.Node] = set()  # the layout-neutral ops inside a region
         for node in graph:
-            if is_delta_op(node) and node.op_type == DELTA_CONV:
-                why = can_block_conv(node)
+            if is_delta_op(node):
+                why = can_block(node)
                 if why is None:
                     chosen.append(node)
                     blocked.add(node.outputs[Y])

@@ -67,12 +67,14 @@ class AddReorderState(ir.passes.InPlacePass):
         graph = model.graph
         reorders = [node for node in graph if is_reorder(node) and len(node.inputs) > REORDER_INPUTS["map_in"]
                     and node.inputs[REORDER_INPUTS["map_in"]] is not None]
+        map_outputs = {entry["output"] for entry in self.context.maps}
         for node in reorders:
             y, past_y = node.outputs[0], _past_input(node.name, "y")
             graph.inputs.append(past_y)
             node.replace_input_with(REORDER_INPUTS["y_prev"], past_y)
-            if not y.is_graph_output():
-                graph.outputs.append(y)
+            if not y.is_graph_output():  # with the other state, before the change maps
+                at = next((i for i, v in enumerate(graph.outputs) if v.name in map_outputs), len(graph.outputs))
+                graph.outputs.insert(at, y)
             self.context.state.append({"node": node.name, "past": past_y.name, "present": y.name, "kind": "y",
                                        "layout": attribute(node, "to")})
         return ir.passes.PassResult(model, modified=bool(reorders))

@@ -316,35 +316,49 @@ void bias_activate(float* v, int64_t n, float bias, const ActivationParams& act)
   for (; i < n; ++i) v[i] = apply_activation(act, v[i] + bias);
 }
 
+// r[i] = row i of an 8x8 tile -> col[i] = column i (the classic unpack / shuffle / permute sequence).
+inline void transpose_8x8(const __m256 r[kVec], __m256 col[kVec]) {
+  const __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
+  const __m256 t2 = _mm256_unpacklo_ps(r[2], r[3]), t3 = _mm256_unpackhi_ps(r[2], r[3]);
+  const __m256 t4 = _mm256_unpacklo_ps(r[4], r[5]), t5 = _mm256_unpackhi_ps(r[4], r[5]);
+  const __m256 t6 = _mm256_unpacklo_ps(r[6], r[7]), t7 = _mm256_unpackhi_ps(r[6], r[7]);
+  const __m256 s0 = _mm256_shuffle_ps(t0, t2, 0x44), s1 = _mm256_shuffle_ps(t0, t2, 0xEE);
+  const __m256 s2 = _mm256_shuffle_ps(t1, t3, 0x44), s3 = _mm256_shuffle_ps(t1, t3, 0xEE);
+  const __m256 s4 = _mm256_shuffle_ps(t4, t6, 0x44), s5 = _mm256_shuffle_ps(t4, t6, 0xEE);
+  const __m256 s6 = _mm256_shuffle_ps(t5, t7, 0x44), s7 = _mm256_shuffle_ps(t5, t7, 0xEE);
+  col[0] = _mm256_permute2f128_ps(s0, s4, 0x20);
+  col[1] = _mm256_permute2f128_ps(s1, s5, 0x20);
+  col[2] = _mm256_permute2f128_ps(s2, s6, 0x20);
+  col[3] = _mm256_permute2f128_ps(s3, s7, 0x20);
+  col[4] = _mm256_permute2f128_ps(s0, s4, 0x31);
+  col[5] = _mm256_permute2f128_ps(s1, s5, 0x31);
+  col[6] = _mm256_permute2f128_ps(s2, s6, 0x31);
+  col[7] = _mm256_permute2f128_ps(s3, s7, 0x31);
+}
+
 // Blocks of a multiple of 8 channels, 8 at a time: 8 pixels' 8 channels loaded as rows, transposed in
-// registers (the classic unpack / shuffle / permute sequence), activated, stored as 8 runs of one channel each.
-// Tanh (no vector form here; MLAS fuses it into the conv anyway) and other blocks: the scalar kernel.
+// registers, activated, stored as 8 runs of one channel each. Tanh (no vector form here; MLAS fuses it into the
+// conv anyway) and other blocks: the scalar kernel.
 void unblock_activate(const float* blocked, int64_t block, int64_t channels, int64_t n, const ActivationParams* acts,
                       float* y, int64_t y_stride) {
   if (block % kVec != 0 || acts[0].kind == Activation::kTanh) {
     scalar_kernel_table().unblock_activate(blocked, block, channels, n, acts, y, y_stride);
     return;
   }
+  bool plain = true;  // no activation on any channel (DeltaReorder): the transposed vectors are stored as they are
+  for (int64_t c = 0; c < channels; ++c) plain = plain && acts[c].kind == Activation::kNone;
   for (int64_t c0 = 0; c0 < channels; c0 += kVec) {
     const int64_t count = channels - c0 < kVec ? channels - c0 : kVec;
     for (int64_t j = 0; j < n; j += kVec) {
       const int64_t pixels = n - j < kVec ? n - j : kVec;
-      __m256 r[kVec];
+      __m256 r[kVec], col[kVec];
       for (int64_t i = 0; i < kVec; ++i)
         r[i] = i < pixels ? _mm256_loadu_ps(blocked + (j + i) * block + c0) : _mm256_setzero_ps();
-      const __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
-      const __m256 t2 = _mm256_unpacklo_ps(r[2], r[3]), t3 = _mm256_unpackhi_ps(r[2], r[3]);
-      const __m256 t4 = _mm256_unpacklo_ps(r[4], r[5]), t5 = _mm256_unpackhi_ps(r[4], r[5]);
-      const __m256 t6 = _mm256_unpacklo_ps(r[6], r[7]), t7 = _mm256_unpackhi_ps(r[6], r[7]);
-      const __m256 s0 = _mm256_shuffle_ps(t0, t2, 0x44), s1 = _mm256_shuffle_ps(t0, t2, 0xEE);
-      const __m256 s2 = _mm256_shuffle_ps(t1, t3, 0x44), s3 = _mm256_shuffle_ps(t1, t3, 0xEE);
-      const __m256 s4 = _mm256_shuffle_ps(t4, t6, 0x44), s5 = _mm256_shuffle_ps(t4, t6, 0xEE);
-      const __m256 s6 = _mm256_shuffle_ps(t5, t7, 0x44), s7 = _mm256_shuffle_ps(t5, t7, 0xEE);
-      const __m256 col[kVec] = {
-          _mm256_permute2f128_ps(s0, s4, 0x20), _mm256_permute2f128_ps(s1, s5, 0x20),
-          _mm256_permute2f128_ps(s2, s6, 0x20), _mm256_permute2f128_ps(s3, s7, 0x20),
-          _mm256_permute2f128_ps(s0, s4, 0x31), _mm256_permute2f128_ps(s1, s5, 0x31),
-          _mm256_permute2f128_ps(s2, s6, 0x31), _mm256_permute2f128_ps(s3, s7, 0x31)};
+      transpose_8x8(r, col);
+      if (plain && pixels == kVec && count == kVec) {
+        for (int c = 0; c < kVec; ++c) _mm256_storeu_ps(y + (c0 + c) * y_stride + j, col[c]);
+        continue;
+      }
       const __m256i tail = tail_mask(pixels);
       for (int64_t c = 0; c < count; ++c) {
         float* dst = y + (c0 + c) * y_stride + j;
@@ -352,6 +366,28 @@ void unblock_activate(const float* blocked, int64_t block, int64_t channels, int
         if (pixels == kVec) _mm256_storeu_ps(dst, v);
         else _mm256_maskstore_ps(dst, tail, v);
       }
+    }
+  }
+}
+
+// Blocks of a multiple of 8, 8 channels at a time: 8 pixels of 8 planes loaded as rows, transposed, stored as
+// 8-float pieces of 8 lines; other blocks: scalar.
+void block_planes(const float* planes, int64_t plane_stride, int64_t block, int64_t n, float* lines) {
+  if (block % kVec != 0) {
+    scalar_kernel_table().block_planes(planes, plane_stride, block, n, lines);
+    return;
+  }
+  for (int64_t c0 = 0; c0 < block; c0 += kVec) {
+    for (int64_t j = 0; j < n; j += kVec) {
+      const int64_t pixels = n - j < kVec ? n - j : kVec;
+      const __m256i tail = tail_mask(pixels);
+      __m256 r[kVec], col[kVec];
+      for (int64_t c = 0; c < kVec; ++c) {
+        const float* src = planes + (c0 + c) * plane_stride + j;
+        r[c] = pixels == kVec ? _mm256_loadu_ps(src) : _mm256_maskload_ps(src, tail);
+      }
+      transpose_8x8(r, col);
+      for (int64_t i = 0; i < pixels; ++i) _mm256_storeu_ps(lines + (j + i) * block + c0, col[i]);
     }
   }
 }
@@ -728,7 +764,7 @@ struct Lines {
 }  // namespace
 
 const KernelTable& avx2_kernel_table() {
-  static const KernelTable table{"avx2", kMR, kNR, kVec, detect_changes, update_reference, detect_update_exact, detect_update_pixels, gemm_tile, gemm_tile_store, gemm_row, pack_pieces, scatter_pieces, store_flagged, deinterleave2, bias_activate, unblock_activate, depthwise_run, max_taps, softmax_run, gate_column_sums, blocked_detect_update_lines<Lines>,
+  static const KernelTable table{"avx2", kMR, kNR, kVec, detect_changes, update_reference, detect_update_exact, detect_update_pixels, gemm_tile, gemm_tile_store, gemm_row, pack_pieces, scatter_pieces, store_flagged, deinterleave2, bias_activate, unblock_activate, block_planes, depthwise_run, max_taps, softmax_run, gate_column_sums, blocked_detect_update_lines<Lines>,
       blocked_tile_gemm_lines<Lines, 4, 2>};  // the engine's tiles of 8 pixels: 4 pixels x 2 output blocks at a time
   return table;
 }

@@ -320,44 +320,80 @@ void bias_activate(float* v, int64_t n, float bias, const ActivationParams& act)
 // Blocks of 16 channels (MLAS's block with AVX-512): 16 pixels' 16 channels loaded as rows and transposed in
 // registers (unpack ps, unpack pd, two 128-bit lane shuffles), activated, stored as 16 runs of one channel each.
 // Tanh (no vector form here; MLAS fuses it into the conv anyway) and other blocks: the scalar kernel.
+// r[i] = row i of a 16x16 tile -> r[i] = column i (unpack pairs, then pairs of pairs, then 128-bit lanes).
+inline void transpose_16x16(__m512 r[kVec]) {
+  __m512 t[kVec];
+  for (int i = 0; i < 8; ++i) {  // t[2i], lane L: r[2i][4L], r[2i+1][4L], r[2i][4L+1], r[2i+1][4L+1]; t[2i+1]: +2, +3
+    t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+    t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+  }
+  for (int i = 0; i < 4; ++i) {  // r[4i+q], lane L: rows 4i..4i+3 at column 4L+q
+    const __m512d a = _mm512_castps_pd(t[4 * i]), b = _mm512_castps_pd(t[4 * i + 1]);
+    const __m512d c = _mm512_castps_pd(t[4 * i + 2]), d = _mm512_castps_pd(t[4 * i + 3]);
+    r[4 * i] = _mm512_castpd_ps(_mm512_unpacklo_pd(a, c));
+    r[4 * i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a, c));
+    r[4 * i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(b, d));
+    r[4 * i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(b, d));
+  }
+  // t[8h+q] (q < 4): lanes = rows 8h..8h+3 and 8h+4..8h+7 at columns q and 8+q; t[8h+4+q]: columns 4+q, 12+q.
+  for (int h = 0; h < 2; ++h)
+    for (int q = 0; q < 4; ++q) {
+      t[8 * h + q] = _mm512_shuffle_f32x4(r[8 * h + q], r[8 * h + 4 + q], 0x88);
+      t[8 * h + 4 + q] = _mm512_shuffle_f32x4(r[8 * h + q], r[8 * h + 4 + q], 0xdd);
+    }
+  for (int q = 0; q < 8; ++q) {  // t[q] and t[8+q] hold columns q and 8+q
+    r[q] = _mm512_shuffle_f32x4(t[q], t[8 + q], 0x88);
+    r[8 + q] = _mm512_shuffle_f32x4(t[q], t[8 + q], 0xdd);
+  }
+}
+
 void unblock_activate(const float* blocked, int64_t block, int64_t channels, int64_t n, const ActivationParams* acts,
                       float* y, int64_t y_stride) {
   if (block != kVec || acts[0].kind == Activation::kTanh) {
     scalar_kernel_table().unblock_activate(blocked, block, channels, n, acts, y, y_stride);
     return;
   }
-  for (int64_t j = 0; j < n; j += kVec) {
-    const int64_t pixels = n - j < kVec ? n - j : kVec;
-    __m512 r[kVec], t[kVec];
-    for (int i = 0; i < kVec; ++i)
-      r[i] = i < pixels ? _mm512_loadu_ps(blocked + (j + i) * kVec) : _mm512_setzero_ps();
-    for (int i = 0; i < 8; ++i) {  // t[2i], lane L: r[2i][4L], r[2i+1][4L], r[2i][4L+1], r[2i+1][4L+1]; t[2i+1]: +2, +3
-      t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
-      t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
-    }
-    for (int i = 0; i < 4; ++i) {  // r[4i+q], lane L: rows 4i..4i+3 at column 4L+q
-      const __m512d a = _mm512_castps_pd(t[4 * i]), b = _mm512_castps_pd(t[4 * i + 1]);
-      const __m512d c = _mm512_castps_pd(t[4 * i + 2]), d = _mm512_castps_pd(t[4 * i + 3]);
-      r[4 * i] = _mm512_castpd_ps(_mm512_unpacklo_pd(a, c));
-      r[4 * i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a, c));
-      r[4 * i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(b, d));
-      r[4 * i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(b, d));
-    }
-    // t[8h+q] (q < 4): lanes = rows 8h..8h+3 and 8h+4..8h+7 at columns q and 8+q; t[8h+4+q]: columns 4+q, 12+q.
-    for (int h = 0; h < 2; ++h)
-      for (int q = 0; q < 4; ++q) {
-        t[8 * h + q] = _mm512_shuffle_f32x4(r[8 * h + q], r[8 * h + 4 + q], 0x88);
-        t[8 * h + 4 + q] = _mm512_shuffle_f32x4(r[8 * h + q], r[8 * h + 4 + q], 0xdd);
-      }
-    const __mmask16 tail = tail_mask(pixels);
-    for (int64_t column = 0; column < 8; ++column) {  // t[q] and t[8+q] hold columns q and 8+q
-      const int q = static_cast<int>(column);
-      const __m512 lo = _mm512_shuffle_f32x4(t[q], t[8 + q], 0x88), hi = _mm512_shuffle_f32x4(t[q], t[8 + q], 0xdd);
-      if (column < channels) _mm512_mask_storeu_ps(y + column * y_stride + j, tail, activate(lo, acts[column]));
-      if (column + 8 < channels)
-        _mm512_mask_storeu_ps(y + (column + 8) * y_stride + j, tail, activate(hi, acts[column + 8]));
+  bool plain = channels == kVec;  // a whole block without activation (DeltaReorder): plain loads and stores
+  for (int64_t c = 0; c < channels; ++c) plain = plain && acts[c].kind == Activation::kNone;
+  int64_t j = 0;
+  if (plain) {
+    for (; j + kVec <= n; j += kVec) {
+      __m512 r[kVec];
+      for (int i = 0; i < kVec; ++i) r[i] = _mm512_loadu_ps(blocked + (j + i) * kVec);
+      transpose_16x16(r);
+      for (int c = 0; c < kVec; ++c) _mm512_storeu_ps(y + c * y_stride + j, r[c]);
     }
   }
+  for (; j < n; j += kVec) {
+    const int64_t pixels = n - j < kVec ? n - j : kVec;
+    __m512 r[kVec];
+    for (int i = 0; i < kVec; ++i)
+      r[i] = i < pixels ? _mm512_loadu_ps(blocked + (j + i) * kVec) : _mm512_setzero_ps();
+    transpose_16x16(r);
+    const __mmask16 tail = tail_mask(pixels);
+    for (int64_t c = 0; c < channels; ++c) _mm512_mask_storeu_ps(y + c * y_stride + j, tail, activate(r[c], acts[c]));
+  }
+}
+
+// Blocks of 16: 16 pixels of the 16 planes loaded as rows, transposed, stored as 16 lines; other blocks: scalar.
+void block_planes(const float* planes, int64_t plane_stride, int64_t block, int64_t n, float* lines) {
+  if (block != kVec) {
+    scalar_kernel_table().block_planes(planes, plane_stride, block, n, lines);
+    return;
+  }
+  int64_t j = 0;
+  for (; j + kVec <= n; j += kVec) {  // whole tiles: plain loads, a fixed store count (~1.3x faster than masked)
+    __m512 r[kVec];
+    for (int c = 0; c < kVec; ++c) r[c] = _mm512_loadu_ps(planes + c * plane_stride + j);
+    transpose_16x16(r);
+    for (int i = 0; i < kVec; ++i) _mm512_storeu_ps(lines + (j + i) * kVec, r[i]);
+  }
+  if (j == n) return;
+  const int64_t pixels = n - j;
+  __m512 r[kVec];
+  for (int c = 0; c < kVec; ++c) r[c] = _mm512_maskz_loadu_ps(tail_mask(pixels), planes + c * plane_stride + j);
+  transpose_16x16(r);
+  for (int64_t i = 0; i < pixels; ++i) _mm512_storeu_ps(lines + (j + i) * kVec, r[i]);
 }
 
 // The GEMM micro tile: ROWS (<= 8) output channels x NV vectors of pixels, accumulators in named registers
@@ -789,7 +825,7 @@ struct Lines {
 }  // namespace
 
 const KernelTable& avx512_kernel_table() {
-  static const KernelTable table{"avx512", kMR, kNR, kVec, detect_changes, update_reference, detect_update_exact, detect_update_pixels, gemm_tile, gemm_tile_store, gemm_row, pack_pieces, scatter_pieces, store_flagged, deinterleave2, bias_activate, unblock_activate, depthwise_run, max_taps, softmax_run, gate_column_sums, blocked_detect_update_lines<Lines>,
+  static const KernelTable table{"avx512", kMR, kNR, kVec, detect_changes, update_reference, detect_update_exact, detect_update_pixels, gemm_tile, gemm_tile_store, gemm_row, pack_pieces, scatter_pieces, store_flagged, deinterleave2, bias_activate, unblock_activate, block_planes, depthwise_run, max_taps, softmax_run, gate_column_sums, blocked_detect_update_lines<Lines>,
       blocked_tile_gemm_lines<Lines, 8, 2>};  // the engine's tiles of 8 pixels: 8 pixels x 2 output blocks at a time
   return table;
 }

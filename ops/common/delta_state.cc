@@ -25,6 +25,7 @@ InputState item_input(const DeltaRun& run, int64_t n, float tau, const GateSpec*
   st.tau = tau;
   st.block_gate = block_gate;
   st.kernels = kernels;
+  st.block = run.block;
   return st;
 }
 
@@ -50,6 +51,25 @@ ItemPlan plan_item(const DeltaRun& run, int64_t n, float tau, const GateSpec* bl
 
 namespace {
 
+// Rules 2 and 3 on blocked lines (with state and a kept reference): flags[p] = 1 where pixel p changed (with a
+// change map only marked pixels are compared: the others are unchanged by the map's promise), and x_ref_next
+// takes X's lines there. Bands of rows share the pixels among threads; each band's flags and lines are its own.
+int64_t detect_blocked_lines(const InputState& s, const KernelTable& k, uint8_t* flags, const ParallelFor& parallel_for) {
+  const int64_t plane = s.height * s.width, blocks = s.channels / s.block, line_stride = plane * s.block;
+  if (s.x_ref_next != s.x_ref)  // bound apart: the reference is carried, then moved where pixels changed
+    std::memcpy(s.x_ref_next, s.x_ref, static_cast<size_t>(s.channels * plane) * sizeof(float));
+  // The changed pixels' lines are compared with and moved into x_ref_next, which holds X_ref now.
+  const int64_t band = std::max<int64_t>(1, (plane + 7) / 8);
+  std::vector<int64_t> counts(static_cast<size_t>((plane + band - 1) / band), 0);
+  parallel_for(static_cast<int64_t>(counts.size()), [&](int64_t i) {
+    counts[i] = k.blocked_detect_update(s.x, s.x_ref_next, blocks, line_stride, s.block, i * band,
+                                        std::min(plane, (i + 1) * band), s.map_in, s.tau, flags);
+  });
+  int64_t changed = 0;
+  for (int64_t c : counts) changed += c;
+  return changed;
+}
+
 // Inputs of at most this many channels are tested pixel by pixel, all channels at once (one pass over the
 // planes); more channels are streamed plane by plane, except on runs short enough to stay in cache.
 constexpr int64_t kFewChannels = 4;
@@ -74,6 +94,7 @@ int64_t detect_and_update_reference(const InputState& s, uint8_t* flags, const P
     return marks_to_flags(s.map_in, plane, flags);
   }
   const KernelTable& k = s.kernels ? *s.kernels : kernels();
+  if (s.block > 1) return detect_blocked_lines(s, k, flags, parallel_for);  // the block rule is refused there
   if (s.block_gate != nullptr) {  // rule 2b: the gate engine decides and moves whole blocks' references
     GateItem item;
     item.x = s.x;

@@ -30,6 +30,9 @@ struct InputState {
   // The block rule (docs/design.md#rule-2b) with its k and tau_hard, or nullptr: the pixel rule (rule 2) with tau.
   const GateSpec* block_gate = nullptr;
   const KernelTable* kernels = nullptr;  // nullptr: the table in use (kernels())
+  // > 1: x, x_ref and x_ref_next hold [C/block][H][W][block] (layout "blocked", docs/ops.md#blocked-layout); the
+  // change test reads a pixel's channels as lines (the kernel table's blocked_detect_update).
+  int64_t block = 1;
 };
 
 // The change rule a node's inner threshold uses: the pixel rule unless its attributes ask for the block rule
@@ -58,6 +61,7 @@ struct DeltaRun {
   float* y = nullptr;
   float* x_ref_next = nullptr;
   uint8_t* map_out = nullptr;
+  int64_t block = 1;  // > 1: X, X_ref, Y, Y_prev and X_ref_next are blocked by it (InputState::block)
 };
 
 // The input side of batch item n of a run, compared with threshold tau (or by block_gate's rule).
@@ -77,7 +81,8 @@ ItemPlan plan_item(const DeltaRun& run, int64_t n, float tau, const GateSpec* bl
                    std::vector<uint8_t>& scratch, RunStats* stats, const ParallelFor& parallel_for);
 
 // Fills flags[H*W] with 1 where the input changed (rule 2, or rule 2b with a block gate: the gate engine's
-// verdict; every pixel without state) and writes x_ref_next (rule 3). Returns the number of changed pixels.
+// verdict; every pixel without state) and writes x_ref_next (rule 3), in either layout (s.block). Returns the
+// number of changed pixels.
 int64_t detect_and_update_reference(const InputState& s, uint8_t* flags, const ParallelFor& parallel_for);
 
 // What recomputed outputs are computed from (rule 4): the moved reference, or X when it is dropped.

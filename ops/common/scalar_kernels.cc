@@ -123,6 +123,11 @@ void unblock_activate(const float* blocked, int64_t block, int64_t channels, int
     for (int64_t j = 0; j < n; ++j) y[c * y_stride + j] = apply_activation(acts[c], blocked[j * block + c]);
 }
 
+void block_planes(const float* planes, int64_t plane_stride, int64_t block, int64_t n, float* lines) {
+  for (int64_t j = 0; j < n; ++j)
+    for (int64_t c = 0; c < block; ++c) lines[j * block + c] = planes[c * plane_stride + j];
+}
+
 void gemm_tile_store(int64_t depth, const float* a_packed, const float* const* b_rows, int64_t n,
                      float* const* out_rows, int64_t rows, const float* bias, const ActivationParams* acts) {
   tile_then_epilogue<kMR, kNR>(gemm_tile, bias_activate, depth, a_packed, b_rows, n, out_rows, rows, bias, acts);
@@ -224,7 +229,7 @@ void blocked_tile_gemm(const float* tile, int64_t lines, int64_t np, int64_t blo
 }  // namespace
 
 const KernelTable& scalar_kernel_table() {
-  static const KernelTable table{"scalar", kMR, kNR, kNR, detect_changes, update_reference, detect_update_exact, detect_update_pixels, gemm_tile, gemm_tile_store, gemm_row, pack_pieces, scatter_pieces, store_flagged, deinterleave2, bias_activate, unblock_activate, depthwise_run, max_taps, softmax_run, gate_column_sums, blocked_detect_update, blocked_tile_gemm};
+  static const KernelTable table{"scalar", kMR, kNR, kNR, detect_changes, update_reference, detect_update_exact, detect_update_pixels, gemm_tile, gemm_tile_store, gemm_row, pack_pieces, scatter_pieces, store_flagged, deinterleave2, bias_activate, unblock_activate, block_planes, depthwise_run, max_taps, softmax_run, gate_column_sums, blocked_detect_update, blocked_tile_gemm};
   return table;
 }
 

@@ -39,6 +39,15 @@ DeltaKnobs read_knobs(const AttributeReader& a) {
   return k;
 }
 
+// The attribute 'layout' of DeltaConv and DeltaPool, with what both blocked engines refuse.
+TensorLayout read_layout(const AttributeReader& a, const DeltaKnobs& knobs) {
+  const std::string layout = a.get_string("layout", "nchw");
+  if (layout == "nchw") return TensorLayout::kNchw;
+  if (layout != "blocked") a.fail("attribute 'layout' must be \"nchw\" or \"blocked\", got \"" + layout + "\"");
+  if (knobs.gate.block_rule) a.fail("attribute 'layout' = \"blocked\" needs gate = \"pixel\"");
+  return TensorLayout::kBlocked;
+}
+
 }  // namespace
 
 void refuse_block_gate(const DeltaKnobs& knobs, const char* provider) {
@@ -58,16 +67,12 @@ DeltaConvAttributes read_delta_conv_attributes(const AttributeReader& a) {
   if (!resolve_conv_activation(a.get_string("activation", ""), a.get_floats("activation_params", {}), &c.activation, &error))
     a.fail(error);
   c.knobs = read_knobs(a);
-  const std::string layout = a.get_string("layout", "nchw");
-  if (layout == "blocked") {
-    c.layout = TensorLayout::kBlocked;
+  c.layout = read_layout(a, c.knobs);
+  if (c.layout == TensorLayout::kBlocked) {
     // What the blocked engine does not do yet (docs/ops.md#blocked-layout): refused, never run another way.
     if (c.group != 1) a.fail("attribute 'layout' = \"blocked\" needs group = 1, got " + std::to_string(c.group));
     if (c.activation.channel_softmax())
       a.fail("attribute 'layout' = \"blocked\" does not take the channel activation '" + a.get_string("activation", "") + "'");
-    if (c.knobs.gate.block_rule) a.fail("attribute 'layout' = \"blocked\" needs gate = \"pixel\"");
-  } else if (layout != "nchw") {
-    a.fail("attribute 'layout' must be \"nchw\" or \"blocked\", got \"" + layout + "\"");
   }
   return c;
 }
@@ -120,6 +125,7 @@ DeltaPoolAttributes read_delta_pool_attributes(const AttributeReader& a) {
   p.window = read_window(a, a.get_ints("kernel_shape", {}), ceil_mode == 1);
   if (a.get_int("storage_order", 0) != 0) a.fail("attribute 'storage_order' must be 0 (DeltaPool has no Indices output)");
   p.knobs = read_knobs(a);
+  p.layout = read_layout(a, p.knobs);
   return p;
 }
 

@@ -25,7 +25,8 @@ struct DeltaKnobs {
 // created (never run by the pixel rule instead). Throws UserError naming the attribute.
 void refuse_block_gate(const DeltaKnobs& knobs, const char* provider);
 
-// How DeltaConv's X, X_ref, Y and Y_prev lie in memory (attribute 'layout', docs/ops.md#blocked-layout): "nchw", or
+// How DeltaConv's and DeltaPool's X, X_ref, Y and Y_prev lie in memory (attribute 'layout',
+// docs/ops.md#blocked-layout): "nchw", or
 // "blocked": [N][C/b][H][W][b] under the same 4-D shape, b the library's channel block (common/channel_block.h).
 enum class TensorLayout { kNchw, kBlocked };
 
@@ -49,6 +50,7 @@ struct DeltaConvAttributes {
 struct DeltaPoolAttributes {
   WindowSpec window;
   DeltaKnobs knobs;
+  TensorLayout layout = TensorLayout::kNchw;  // blocked: C must be a multiple of the library's block (at run time)
 };
 
 // The window over X of shape xs [N, C, H, W] and the output shape [N, out_channels, Ho, Wo], checked for every

@@ -401,10 +401,19 @@ def _delta_step(X, X_ref, Y_prev, map_in, threshold, dense_fraction, win: _Windo
 def delta_conv(X, W, B=None, X_ref=None, Y_prev=None, map_in=None, *, kernel_shape=None, strides=None,
                pads=None, dilations=None, group=1, auto_pad="NOTSET", activation="", activation_params=(),
                threshold=0.0, dense_fraction=0.5, drop_reference=False, gate="pixel", gate_block=DEFAULT_GATE_BLOCK,
-               gate_hard=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+               gate_hard=None, layout="nchw", channel_block=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """DeltaConv (docs/ops.md), rules 1-5: returns (Y, X_ref_next, map_out) with
     Y = where(recompute, act(conv(X_ref_next) + B), Y_prev) and map_out the uint8 recompute mask.
-    gate "block" decides changes by rule 2b (delta_gate's verdict, k = gate_block, tau_hard = gate_hard)."""
+    gate "block" decides changes by rule 2b (delta_gate's verdict, k = gate_block, tau_hard = gate_hard).
+    layout "blocked": X, X_ref, Y_prev, Y and X_ref_next hold blocked memory (docs/ops.md#blocked-layout) of
+    channel_block (default: the library's)."""
+    if _is_blocked(layout, gate):
+        args = dict(kernel_shape=kernel_shape, strides=strides, pads=pads, dilations=dilations, group=group,
+                    auto_pad=auto_pad, activation=activation, activation_params=activation_params, threshold=threshold,
+                    dense_fraction=dense_fraction, drop_reference=drop_reference, gate=gate, gate_block=gate_block,
+                    gate_hard=gate_hard)
+        return run_blocked(lambda x, x_ref, y_prev: delta_conv(x, W, B, x_ref, y_prev, map_in, **args), channel_block,
+                           X, X_ref, Y_prev)
     X = np.asarray(X, dtype=np.float32)
     W = np.asarray(W, dtype=np.float32)
     if X.ndim != 4 or W.ndim != 4:
@@ -426,11 +435,18 @@ def delta_conv(X, W, B=None, X_ref=None, Y_prev=None, map_in=None, *, kernel_sha
 def delta_pool(X, X_ref=None, Y_prev=None, map_in=None, *, kernel_shape, strides=None, pads=None,
                dilations=None, auto_pad="NOTSET", ceil_mode=0, threshold=0.0, dense_fraction=0.5,
                storage_order=0, drop_reference=False, gate="pixel", gate_block=DEFAULT_GATE_BLOCK,
-               gate_hard=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+               gate_hard=None, layout="nchw", channel_block=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """DeltaPool over MaxPool (docs/ops.md), rules 1-5 with the pool's window as receptive field:
-    returns (Y, X_ref_next, map_out); gate as in delta_conv."""
+    returns (Y, X_ref_next, map_out); gate as in delta_conv. layout "blocked": X, X_ref, Y_prev, Y and X_ref_next
+    hold blocked memory (docs/ops.md#blocked-layout) of channel_block (default: the library's)."""
     if int(storage_order) != 0:
         raise ValueError("DeltaPool refuses storage_order != 0 (it has no Indices output)")
+    args = dict(kernel_shape=kernel_shape, strides=strides, pads=pads, dilations=dilations, auto_pad=auto_pad,
+                ceil_mode=ceil_mode, threshold=threshold, dense_fraction=dense_fraction, drop_reference=drop_reference,
+                gate=gate, gate_block=gate_block, gate_hard=gate_hard)
+    if _is_blocked(layout, gate):
+        return run_blocked(lambda x, x_ref, y_prev: delta_pool(x, x_ref, y_prev, map_in, **args), channel_block,
+                           X, X_ref, Y_prev)
     X = np.asarray(X, dtype=np.float32)
     if X.ndim != 4:
         raise ValueError(f"DeltaPool is 2-D NCHW: X {X.shape}")
@@ -599,6 +615,35 @@ def from_blocked(x, b: int) -> np.ndarray:
 
 
 REORDER_TARGETS = ("blocked", "nchw")
+LAYOUTS = ("nchw", "blocked")
+
+
+def _is_blocked(layout, gate) -> bool:
+    """The attribute 'layout' of DeltaConv/DeltaPool, checked as the ops check it."""
+    layout = layout.decode() if isinstance(layout, bytes) else layout
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
+    gate = gate.decode() if isinstance(gate, bytes) else gate
+    if layout == "blocked" and gate != "pixel":
+        raise ValueError('layout "blocked" needs gate "pixel"')
+    return layout == "blocked"
+
+
+def run_blocked(step, block: int | None, X, X_ref, Y_prev) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A Delta op's rules on blocked tensors: step(X, X_ref, Y_prev) -> (Y, X_ref_next, map_out) computes in NCHW;
+    X, the state and the outputs hold blocked memory of `block` (default: the library's). A state whose channels
+    are no multiple of b is passed on as it is: it cannot match X, so rule 1 discards it."""
+    b = library_channel_block() if block is None else int(block)
+    X = np.asarray(X, dtype=np.float32)
+    _check_blockable(X, b, "X")
+
+    def unblock(state):
+        if state is None or np.ndim(state) != 4 or np.shape(state)[1] % b != 0:
+            return state
+        return from_blocked(state, b)
+
+    Y, X_ref_next, map_out = step(from_blocked(X, b), unblock(X_ref), unblock(Y_prev))
+    return to_blocked(Y, b), to_blocked(X_ref_next, b), map_out
 
 
 def delta_reorder(X, Y_prev=None, map_in=None, *, to: str, block: int | None = None) -> np.ndarray:
@@ -624,20 +669,6 @@ def delta_reorder(X, Y_prev=None, map_in=None, *, to: str, block: int | None = N
 # onnx.reference.ReferenceEvaluator support
 # --------------------------------------------------------------------------------------------------
 
-def _in_layout(layout, block: int | None, tensors, step):
-    """A Delta op's step on NCHW arrays, run for `layout`: with "blocked", X, X_ref, Y_prev (non-empty ones) from
-    blocked memory and Y, X_ref_next back to it; maps are per pixel in every layout."""
-    layout = layout.decode() if isinstance(layout, bytes) else layout
-    if layout == "nchw":
-        return step(*tensors)
-    if layout != "blocked":
-        raise ValueError(f"attribute 'layout' must be \"nchw\" or \"blocked\", got {layout!r}")
-    b = library_channel_block() if block is None else int(block)
-    convert = lambda t, f: t if t is None or np.size(t) == 0 else f(t, b)  # noqa: E731
-    y, x_ref_next, map_out = step(*(convert(t, from_blocked) for t in tensors))
-    return convert(y, to_blocked), convert(x_ref_next, to_blocked), map_out
-
-
 def _reference_ops(channel_block: int | None = None):
     """The Delta ops for ReferenceEvaluator; channel_block: b of blocked tensors (default: the library's)."""
     from onnx.reference.op_run import OpRun
@@ -651,8 +682,8 @@ def _reference_ops(channel_block: int | None = None):
             B = None if not names[2] or (B is not None and np.asarray(B).size == 0) else B
             dropped = not names[3]  # an absent X_ref (not an empty state): the dropped reference of docs/ops.md
             map_in = map_in if names[5] else None
-            return _in_layout(attrs.pop("layout", "nchw"), channel_block, (X, X_ref, Y_prev), lambda x, ref, prev:
-                              delta_conv(x, W, B, None if dropped else ref, prev, map_in, drop_reference=dropped, **attrs))
+            return delta_conv(X, W, B, None if dropped else X_ref, Y_prev, map_in, drop_reference=dropped,
+                              channel_block=channel_block, **attrs)
 
     class DeltaPool(OpRun):
         op_domain = DOMAIN
@@ -661,8 +692,8 @@ def _reference_ops(channel_block: int | None = None):
             names = list(self.onnx_node.input) + [""] * 4
             dropped = not names[1]
             map_in = map_in if names[3] else None
-            return _in_layout(attrs.pop("layout", "nchw"), channel_block, (X, X_ref, Y_prev), lambda x, ref, prev:
-                              delta_pool(x, None if dropped else ref, prev, map_in, drop_reference=dropped, **attrs))
+            return delta_pool(X, None if dropped else X_ref, Y_prev, map_in, drop_reference=dropped,
+                              channel_block=channel_block, **attrs)
 
     class DeltaMapUnion(OpRun):
         op_domain = DOMAIN

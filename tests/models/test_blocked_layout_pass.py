@@ -92,6 +92,10 @@ def test_regions_reorders_and_model_outputs(rng):
     delta_of = {entry["source"]: entry["name"] for entry in _metadata(converted)["nodes"]}
     a = next(n for n in converted.graph.node if n.name == delta_of["a"])
     assert _producer(converted, a.input[0]).op_type == "DeltaReorder"  # the stem's NCHW output, reordered
+    # Change maps travel through the reorders: every Delta op after the stem takes one (and keeps no X_ref).
+    for node in converted.graph.node:
+        if node.op_type == "DeltaConv" and node.name != delta_of["stem"]:
+            assert node.input[5].startswith("deltaonnx.") and not node.input[3], node.name
     assert sorted(reorders.values()) == ["blocked", "nchw"], reorders  # one in, one out: everything else is neutral
     # Outputs keep their names and order; the region's output comes back NCHW through the reorder.
     assert [o.name for o in converted.graph.output][:4] == ["out_c", "up", "scaled", "d"]
@@ -136,8 +140,10 @@ def test_mixed_concat_reads_its_nchw_part_through_a_reorder(rng):
     assert not any(n.op_type == "DeltaReorder" and n.input[0] == cat.output[0] for n in converted.graph.node)
 
 
-def test_layout_nchw_is_the_default_and_bad_values_are_refused(rng):
-    converted = deltaonnx.convert(neck_model(rng), all_nodes=True)
+def test_layout_blocked_is_the_default_nchw_on_request_and_bad_values_are_refused(rng):
+    assert _metadata(deltaonnx.convert(neck_model(rng), all_nodes=True)) == _metadata(
+        deltaonnx.convert(neck_model(rng), all_nodes=True, layout="blocked")) | {"deltaonnx_version": deltaonnx.__version__}
+    converted = deltaonnx.convert(neck_model(rng), all_nodes=True, layout="nchw")
     assert not _reorders(converted) and set(_by_source(converted).values()) == {"nchw"}
     assert _metadata(converted)["layout"] == "nchw"
     with pytest.raises(ConversionError, match="layout must be one of nchw, blocked"):

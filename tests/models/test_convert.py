@@ -335,6 +335,8 @@ def test_metadata_lists_state_maps_and_every_decision(zoo):
     assert dropped and meta["dropped_references"] == [n.name for n in delta_nodes if n.name in dropped]
     assert len(dropped) < len(delta_nodes)  # the input gate (threshold 0.05) keeps its reference
     expected_order = [n.name for node in delta_nodes for n in ([node] if node.name in dropped else [node, node])]
+    # then the reorders at the edges of blocked regions that read a change map (docs/ops.md#deltareorder)
+    expected_order += [n.name for n in converted.graph.node if n.op_type == "DeltaReorder" and len(n.input) > 2]
     assert [e["node"] for e in meta["state"]] == expected_order
     for node in delta_nodes:
         entries = {e["kind"]: e for e in meta["state"] if e["node"] == node.name}
@@ -344,7 +346,7 @@ def test_metadata_lists_state_maps_and_every_decision(zoo):
         else:
             assert entries["x_ref"] == {"node": node.name, "past": f"deltaonnx.past.{node.name}.x_ref",
                                         "present": f"deltaonnx.present.{node.name}.x_ref", "kind": "x_ref",
-                                        "layout": "nchw"}
+                                        "layout": attr(node, "layout").decode() if attr(node, "layout") else "nchw"}
             assert node.input[x_ref_at] == entries["x_ref"]["past"]
         assert entries["y"]["past"] == f"deltaonnx.past.{node.name}.y"
         assert entries["y"]["present"] == node.output[0]  # Y is the present of the y state

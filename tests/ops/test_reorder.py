@@ -51,7 +51,10 @@ def special_values(rng, shape):
     return x
 
 
-SHAPES = [(1, 16, 5, 7), (2, 48, 3, 1), (1, 32, 1, 1), (3, 16, 4, 9), (0, 16, 4, 4)]
+# Pixel counts: whole 16- and 8-pixel tiles with and without a tail, fewer than a tile, one; planes the engine
+# splits into several tasks (1517 pixels, more than a task's 1024 at b = 16; 16900, more than 16384 at b = 1).
+SHAPES = [(1, 16, 5, 7), (1, 32, 4, 8), (2, 48, 3, 1), (1, 32, 1, 1), (3, 16, 4, 9), (0, 16, 4, 4),
+          (1, 32, 37, 41), (1, 16, 130, 130)]
 
 
 def check_equals_numpy(shapes=SHAPES, seed=7):
@@ -77,10 +80,19 @@ def test_equals_numpy_with_the_library_block():
     check_equals_numpy()
 
 
-@pytest.mark.parametrize("block", [16, 8, 4, 1])
-def test_equals_numpy_with_forced_block(block, monkeypatch):
+@pytest.mark.parametrize("simd", ["scalar", "avx2", "avx512", "neon"])
+def test_every_simd_variant(simd):
+    """The kernel table's block_planes and unblock_activate (no activation) under each variant, the library's b."""
+    check_under_simd(simd, "test_reorder", "check_equals_numpy()")
+
+
+# b = 16 and 8 with each vector variant that has a path for it (AVX2 does 16 as two halves, AVX-512 leaves 8 to
+# the scalar loop), 4 and 1 (a copy) on the scalar one.
+@pytest.mark.parametrize("block, simd", [(16, "avx512"), (16, "avx2"), (8, "avx2"), (8, "avx512"), (4, "scalar"),
+                                         (1, "scalar")])
+def test_equals_numpy_with_forced_block(block, simd, monkeypatch):
     monkeypatch.setenv("DELTAONNX_CHANNEL_BLOCK", str(block))
-    check_under_simd("scalar", "test_reorder", f"check_forced_block({block})")
+    check_under_simd(simd, "test_reorder", f"check_forced_block({block})")
 
 
 @pytest.mark.parametrize("shape", SHAPES)

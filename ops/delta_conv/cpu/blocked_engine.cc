@@ -25,35 +25,6 @@ namespace {
 // Pixels per gathered tile: the unit of work handed to the thread pool.
 constexpr int64_t kTilePixels = 8;
 
-// Rules 2 and 3 on blocked lines for one item: in_flags[p] = 1 where pixel p changed (with a change map only
-// marked pixels are compared: the others are unchanged by the map's promise), and x_ref_next takes X's lines
-// there. Returns the number of changed pixels.
-int64_t detect_blocked(const InputState& s, int64_t block, uint8_t* flags, const ParallelFor& parallel_for) {
-  const int64_t plane = s.height * s.width, blocks = s.channels / block, line_stride = plane * block;
-  const int64_t item = s.channels * plane;
-  if (!s.has_state) {  // rule 1: everything changed
-    std::memset(flags, 1, static_cast<size_t>(plane));
-    if (s.x_ref_next != nullptr && s.x_ref_next != s.x)
-      std::memcpy(s.x_ref_next, s.x, static_cast<size_t>(item) * sizeof(float));
-    return plane;
-  }
-  if (s.reference_dropped) return marks_to_flags(s.map_in, plane, flags);
-  if (s.x_ref_next != s.x_ref)  // bound apart: the reference is carried, then moved where pixels changed
-    std::memcpy(s.x_ref_next, s.x_ref, static_cast<size_t>(item) * sizeof(float));
-  // The changed pixels' lines are compared with and moved into x_ref_next, which holds X_ref now.
-  // Bands of rows share the pixels among threads; each band's flags and lines are its own.
-  const KernelTable& k = kernels();
-  const int64_t band = std::max<int64_t>(1, (plane + 7) / 8);
-  std::vector<int64_t> counts(static_cast<size_t>((plane + band - 1) / band), 0);
-  parallel_for(static_cast<int64_t>(counts.size()), [&](int64_t i) {
-    counts[i] = k.blocked_detect_update(s.x, s.x_ref_next, blocks, line_stride, block, i * band,
-                                        std::min(plane, (i + 1) * band), s.map_in, s.tau, flags);
-  });
-  int64_t changed = 0;
-  for (int64_t c : counts) changed += c;
-  return changed;
-}
-
 struct TileContext {
   const KernelTable& k;
   const ConvSpec& spec;
@@ -109,8 +80,9 @@ void run_blocked_delta_conv(const ConvSpec& spec, const BlockedConvWeights& weig
   std::vector<uint8_t> in_flags(static_cast<size_t>(w.in_pixels())), scratch;
   std::vector<int64_t> outputs;
   for (int64_t n = 0; n < run.batch; ++n) {
-    const InputState st = item_input(run, n, spec.threshold, nullptr, nullptr);
-    const int64_t changed = detect_blocked(st, b, in_flags.data(), parallel_for);
+    InputState st = item_input(run, n, spec.threshold, nullptr, nullptr);
+    st.block = b;
+    const int64_t changed = detect_and_update_reference(st, in_flags.data(), parallel_for);
     uint8_t* out_flags = run.map_out + n * out_plane;
     const int64_t recompute =
         plan_recompute(in_flags.data(), changed, st.has_state, w, spec.dense_fraction, out_flags, scratch);

@@ -9,8 +9,10 @@ using namespace delta_conv;
 
 DeltaConvKernel::DeltaConvKernel(const OrtKernelInfo* raw_info) : SchemaKernel(raw_info) {
   attributes_ = read_delta_conv_attributes(AttributeReader(raw_info));
+  if (attributes_.layout == TensorLayout::kBlocked) attributes_.block = cpu_channel_block();
+  // b = 1 (no NCHWc kernels on this CPU): blocked memory is NCHW memory, so the NCHW engine runs, at its speed.
+  if (attributes_.block == 1) attributes_.layout = TensorLayout::kNchw;
   const bool blocked = attributes_.layout == TensorLayout::kBlocked;
-  if (blocked) attributes_.block = cpu_channel_block();
   Ort::ConstKernelInfo info(raw_info);
   int is_constant = 0;
   Ort::ConstValue w = info.GetTensorConstantInput(kW, &is_constant);

@@ -1,5 +1,6 @@
 #include "delta_pool/cpu/delta_pool_kernel.h"
 
+#include "common/channel_block.h"
 #include "ort_util.h"
 
 namespace deltaonnx {
@@ -12,12 +13,14 @@ DeltaPoolKernel::DeltaPoolKernel(const OrtKernelInfo* info) : SchemaKernel(info)
   spec_.threshold = a.knobs.threshold;
   spec_.dense_fraction = a.knobs.dense_fraction;
   spec_.gate = a.knobs.gate;
+  if (a.layout == TensorLayout::kBlocked) block_ = cpu_channel_block();
 }
 
 void DeltaPoolKernel::compute(OrtKernelContext* raw) const {
   Ort::KernelContext ctx(raw);
   const std::vector<int64_t> xs = input_shape_4d(ctx, kX, "X");
   const int64_t N = xs[0], C = xs[1], H = xs[2], W = xs[3];
+  check_channel_block(xs, block_, "X (layout \"blocked\")");
   const OutputGeometry out_geometry = output_geometry(spec_.window, xs, C);
   const Window2D& win = out_geometry.window;
   const std::vector<int64_t>& ys = out_geometry.shape;
@@ -28,6 +31,7 @@ void DeltaPoolKernel::compute(OrtKernelContext* raw) const {
 
   PoolRun run;
   fill_delta_run(run, xs, ctx.GetInput(kX).GetTensorData<float>(), st, out);
+  run.block = block_;
   run_delta_pool(spec_, run, ort_parallel_for(ctx));
 }
 

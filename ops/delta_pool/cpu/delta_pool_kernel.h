@@ -1,5 +1,5 @@
 // DeltaPool (MaxPool) for ORT's CPU execution provider: the op as op_definition/ declares it for every
-// provider; immutable after creation like DeltaConvKernel.
+// provider; immutable after creation like DeltaConvKernel. layout = "blocked" runs the same engine on lines.
 #pragma once
 #include <onnxruntime_cxx_api.h>
 
@@ -19,6 +19,7 @@ class DeltaPoolKernel : public SchemaKernel<kDeltaPoolSchema> {
  private:
   void compute(OrtKernelContext* context) const;
   PoolSpec spec_;
+  int64_t block_ = 1;  // layout "blocked": the library's channel block (X, X_ref, Y, Y_prev hold lines of it)
 };
 
 struct DeltaPoolOp : SchemaOp<DeltaPoolOp, DeltaPoolKernel, kDeltaPoolSchema> {};

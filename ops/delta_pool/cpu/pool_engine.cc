@@ -161,12 +161,51 @@ void pool_channels(const KernelTable& k, const Window2D& w, const PoolWork& work
   }
 }
 
+// Blocked memory [C/b][H][W][b] with a horizontal stride of 1: an image row of lines is a row of W*b floats
+// under a window whose x axis is measured in floats (taps b apart per pixel, padding b per pixel), so
+// pool_channels runs on it unchanged over C/b planes of H x W*b.
+Window2D window_over_lines(const Window2D& w, int64_t b) {
+  Window2D lines = w;
+  Axis& x = lines.x;
+  x.in *= b;
+  x.out *= b;
+  x.dilation *= b;
+  x.pad_begin *= b;
+  x.pad_end *= b;
+  return lines;
+}
+
+// Blocked memory at any stride: each run's outputs one pixel at a time, the window's taps inside the input as
+// lines of b floats, all C/b blocks in one call.
+void pool_pixels_by_lines(const KernelTable& k, const Window2D& w, const std::vector<RowRun>& runs, int64_t b,
+                          const float* x, float* y, int64_t blocks, const ParallelFor& parallel_for) {
+  const int64_t in_plane = w.in_pixels() * b, out_plane = w.out_pixels() * b;
+  parallel_for(static_cast<int64_t>(runs.size()), [&](int64_t i) {
+    thread_local std::vector<PoolTap> taps;
+    const RowRun& r = runs[static_cast<size_t>(i)];
+    for (int64_t ox = r.x_begin; ox < r.x_end; ++ox) {
+      taps.clear();
+      for (int64_t ky = 0; ky < w.y.kernel; ++ky) {
+        if (!row_inside(w.y, r.y, ky)) continue;
+        for (int64_t kx = 0; kx < w.x.kernel; ++kx)
+          if (row_inside(w.x, ox, kx)) taps.push_back({(w.y.input_of(r.y, ky) * w.x.in + w.x.input_of(ox, kx)) * b, 0, b});
+      }
+      k.max_taps(x, in_plane, 1, taps.data(), static_cast<int64_t>(taps.size()), b, blocks, b,
+                 y + (r.y * w.x.out + ox) * b, out_plane);
+    }
+  });
+}
+
 }  // namespace
 
 void run_delta_pool(const PoolSpec& spec, const PoolRun& run, const ParallelFor& parallel_for, RunStats* stats) {
   const Window2D w = spec.window.resolve(run.height, run.width);
   const KernelTable& k = run.kernels ? *run.kernels : kernels();
-  const int64_t C = run.channels, in_plane = w.in_pixels(), out_plane = w.out_pixels();
+  const int64_t b = run.block, C = run.channels, out_plane = w.out_pixels();
+  // What pool_channels walks: C planes of the window, or C/b planes of lines (window_over_lines).
+  const bool by_lines = b > 1 && w.x.stride == 1;
+  const Window2D pw = by_lines ? window_over_lines(w, b) : w;
+  const int64_t planes = b > 1 ? C / b : C, in_plane = pw.in_pixels(), pool_plane = pw.out_pixels();
   std::vector<uint8_t> in_flags, scratch;
   std::vector<RowRun> runs;
   PoolWork work;
@@ -180,20 +219,26 @@ void run_delta_pool(const PoolSpec& spec, const PoolRun& run, const ParallelFor&
     } else {
       mask_runs(item.out_flags, w.y.out, w.x.out, runs);
     }
-    plan_work(w, runs, k.gemm_vec, work);
+    const float* src = recompute_source(item.input);  // rule 4: recompute from the moved reference
+    if (b > 1 && !by_lines) {
+      pool_pixels_by_lines(k, w, runs, b, src, item.y, planes, parallel_for);
+      continue;
+    }
+    if (by_lines)
+      for (RowRun& r : runs) r = {r.y, r.x_begin * b, r.x_end * b};
+    plan_work(pw, runs, k.gemm_vec, work);
     // Chunks of channels: a chunk's row-pass buffer stays in L2; up to four chunks share the threads, unless
     // that leaves fewer than 16 channels to a kernel call (a call sorts out its taps once for all of them).
     constexpr int64_t kBufferFloats = int64_t{1} << 15;
-    const int64_t buffer_plane = work.separable ? w.y.in * work.span : 0;
-    int64_t chunk = std::max((C + 3) / 4, std::min<int64_t>(C, 16));
+    const int64_t buffer_plane = work.separable ? pw.y.in * work.span : 0;
+    int64_t chunk = std::max((planes + 3) / 4, std::min<int64_t>(planes, 16));
     if (buffer_plane > 0) chunk = std::min(chunk, std::max<int64_t>(1, kBufferFloats / buffer_plane));
-    const int64_t chunks = (C + chunk - 1) / chunk;
-    const float* src = recompute_source(item.input);  // rule 4: recompute from the moved reference
+    const int64_t chunks = (planes + chunk - 1) / chunk;
     parallel_for(chunks, [&](int64_t i) {
       thread_local std::vector<float> buffer;
       thread_local std::vector<PoolTap> taps;
-      const int64_t c0 = i * chunk, c1 = std::min(C, c0 + chunk);
-      pool_channels(k, w, work, runs, src + c0 * in_plane, item.y + c0 * out_plane, c1 - c0, buffer, taps);
+      const int64_t c0 = i * chunk, c1 = std::min(planes, c0 + chunk);
+      pool_channels(k, pw, work, runs, src + c0 * in_plane, item.y + c0 * pool_plane, c1 - c0, buffer, taps);
     });
   }
 }

@@ -25,7 +25,9 @@ struct PoolRun : DeltaRun {
 // Max over the window's taps inside the input, and at least the lowest float: a window with no such tap gives
 // it (as ORT), and so does one whose taps are all -inf (ORT's MaxPool gives -inf there, except at some borders).
 // NaN in a window gives NaN. Separable (a row pass into a buffer, then a column pass) where that reads less,
-// else each output's whole window; the loops are the kernel table's max_taps.
+// else each output's whole window; the loops are the kernel table's max_taps. run.block > 1: blocked tensors
+// (docs/ops.md#blocked-layout), the change test on lines and the max over b-float lines: at a horizontal stride
+// of 1 the same passes over rows of W*b floats, else output by output.
 void run_delta_pool(const PoolSpec& spec, const PoolRun& run, const ParallelFor& parallel_for,
                     RunStats* stats = nullptr);
 

@@ -29,12 +29,12 @@ void DeltaReorderKernel::compute(OrtKernelContext* raw) const {
   const float* x = ctx.GetInput(delta_reorder::kX).GetTensorData<float>();
   const ReorderState state = read_reorder_state(ctx, xs);
   if (state.y_prev == nullptr) {  // no state (first run, another shape) or no map: every pixel
-    reorder_channels(shape, to_blocked_, x, y, ort_parallel_for(ctx));
+    reorder_channels(shape, to_blocked_, x, y, ort_parallel_for(ctx), kernels());
     return;
   }
   const size_t count = static_cast<size_t>(shape.batch * shape.channels * shape.pixels);
   if (state.y_prev != y) std::memcpy(y, state.y_prev, count * sizeof(float));  // bound apart: carry, then redo
-  reorder_marked_pixels(shape, to_blocked_, x, state.map_in, y, ort_parallel_for(ctx));
+  reorder_marked_pixels(shape, to_blocked_, x, state.map_in, y, ort_parallel_for(ctx), kernels());
 }
 
 }  // namespace deltaonnx

@@ -1,38 +1,14 @@
 #include "delta_reorder/cpu/reorder_engine.h"
 
+#include <algorithm>
 #include <cstring>
+#include <vector>
 
 namespace deltaonnx {
 namespace {
 
-// One channel block of one item: b planes of `pixels` floats <-> `pixels` lines of b floats. B > 0 is b known at
-// compile time (the inner loop unrolled), 0 reads `block`.
-template <int B>
-void block_to_lines(const float* planes, float* lines, int64_t pixels, int64_t block) {
-  const int64_t b = B > 0 ? B : block;
-  for (int64_t p = 0; p < pixels; ++p)
-    for (int64_t j = 0; j < b; ++j) lines[p * b + j] = planes[j * pixels + p];
-}
-
-template <int B>
-void lines_to_block(const float* lines, float* planes, int64_t pixels, int64_t block) {
-  const int64_t b = B > 0 ? B : block;
-  for (int64_t p = 0; p < pixels; ++p)
-    for (int64_t j = 0; j < b; ++j) planes[j * pixels + p] = lines[p * b + j];
-}
-
-using BlockReorder = void (*)(const float*, float*, int64_t, int64_t);
-
-BlockReorder block_reorder(int64_t block, bool to_blocked) {
-  switch (block) {
-    case 16: return to_blocked ? block_to_lines<16> : lines_to_block<16>;
-    case 8: return to_blocked ? block_to_lines<8> : lines_to_block<8>;
-    case 4: return to_blocked ? block_to_lines<4> : lines_to_block<4>;
-    default: return to_blocked ? block_to_lines<0> : lines_to_block<0>;
-  }
-}
-
-// The listed pixels of one channel block, in either direction (the lines' b floats are contiguous).
+// The listed pixels of one channel block, in either direction (the lines' b floats are contiguous). Scattered
+// pixels are a cache line per channel on the NCHW side whatever the code, so a plain loop (b unrolled).
 template <int B>
 void listed_pixels(const float* x, float* y, const std::vector<int64_t>& pixels, int64_t plane, int64_t block,
                    bool to_blocked) {
@@ -60,7 +36,7 @@ ListedReorder listed_reorder(int64_t block) {
 }  // namespace
 
 void reorder_marked_pixels(const ReorderShape& s, bool to_blocked, const float* x, const uint8_t* map, float* y,
-                           const ParallelFor& parallel_for) {
+                           const ParallelFor& parallel_for, const KernelTable& k) {
   const int64_t chunk = s.block * s.pixels, blocks = s.channels / s.block;
   const ListedReorder reorder = listed_reorder(s.block);
   std::vector<int64_t> pixels;
@@ -71,6 +47,12 @@ void reorder_marked_pixels(const ReorderShape& s, bool to_blocked, const float* 
       if (marks[p]) pixels.push_back(p);
     if (pixels.empty()) continue;
     const int64_t first = n * blocks;
+    if (2 * static_cast<int64_t>(pixels.size()) > s.pixels) {  // mostly marked: whole planes stream faster
+      ReorderShape item = s;
+      item.batch = 1;
+      reorder_channels(item, to_blocked, x + first * chunk, y + first * chunk, parallel_for, k);
+      continue;
+    }
     parallel_for(blocks, [&](int64_t i) {
       const int64_t at = (first + i) * chunk;
       reorder(x + at, y + at, pixels, s.pixels, s.block, to_blocked);
@@ -79,18 +61,23 @@ void reorder_marked_pixels(const ReorderShape& s, bool to_blocked, const float* 
 }
 
 void reorder_channels(const ReorderShape& s, bool to_blocked, const float* x, float* y,
-                      const ParallelFor& parallel_for) {
-  const int64_t chunk = s.block * s.pixels;  // one channel block of one item, in either order
-  const int64_t tasks = s.batch * (s.channels / s.block);
-  if (chunk == 0 || tasks == 0) return;
-  if (s.block == 1) {  // both orders are NCHW
-    parallel_for(tasks, [&](int64_t i) {
-      std::memcpy(y + i * chunk, x + i * chunk, static_cast<size_t>(chunk) * sizeof(float));
-    });
-    return;
-  }
-  const BlockReorder reorder = block_reorder(s.block, to_blocked);
-  parallel_for(tasks, [&](int64_t i) { reorder(x + i * chunk, y + i * chunk, s.pixels, s.block); });
+                      const ParallelFor& parallel_for, const KernelTable& k) {
+  const int64_t b = s.block, chunk = b * s.pixels;  // one channel block of one item, in either order
+  const int64_t blocks = s.batch * (s.channels / b);
+  if (chunk == 0 || blocks == 0) return;
+  // Pixel ranges of ~64 KB per task, so a large plane still spreads over the threads and a task's b source
+  // streams stay few pages apart.
+  const int64_t span = std::max<int64_t>(64, (int64_t{16} << 10) / b);
+  const int64_t pieces = (s.pixels + span - 1) / span;
+  const std::vector<ActivationParams> none(static_cast<size_t>(b));  // unblock_activate without an activation
+  parallel_for(blocks * pieces, [&](int64_t task) {
+    const int64_t i = task / pieces, p0 = (task % pieces) * span, n = std::min(span, s.pixels - p0);
+    const float* src = x + i * chunk;
+    float* dst = y + i * chunk;
+    if (b == 1) std::memcpy(dst + p0, src + p0, static_cast<size_t>(n) * sizeof(float));  // both orders are NCHW
+    else if (to_blocked) k.block_planes(src + p0, s.pixels, b, n, dst + p0 * b);
+    else k.unblock_activate(src + p0 * b, b, b, n, none.data(), dst + p0, s.pixels);
+  });
 }
 
 }  // namespace deltaonnx
