@@ -38,9 +38,10 @@ class ConversionOptions:
         thresholds: {source node name: tau} overrides for single Conv/MaxPool nodes;
         all_nodes: convert every eligible node, even where the cost model would keep it dense;
         dense_fraction: above this changed fraction of its output an op computes densely;
-        keep_references: keep X_ref state on every Delta op; by default an op that compares exactly
-            (threshold 0) behind a change map keeps none (the map says what changed; half the state memory,
-            no comparison), and its threshold can then not be raised by editing the converted model;
+        keep_references: keep X_ref state on every Delta op that compares (not on those reading a DeltaGate,
+            which the gate decides for); by default an op that compares exactly (threshold 0) behind a change
+            map keeps none (the map says what changed; half the state memory, no comparison), and its threshold
+            can then not be raised by editing the converted model;
         gate: how `threshold` decides what changed in a frame: "block" (the default: one DeltaGate per model
             input decides per gate_block x gate_block block on the block means, with gate_hard bounding every
             pixel, docs/design.md#rule-2b; the ops after it compare nothing; it takes an external change map,
@@ -63,7 +64,7 @@ class ConversionOptions:
     thresholds: Mapping[str, float] = dataclasses.field(default_factory=dict)
     all_nodes: bool = False
     dense_fraction: float = 0.5
-    keep_references: bool = False  # True: no DropExactReferences (thresholds may be raised later)
+    keep_references: bool = False  # True: DropExactReferences only behind a DeltaGate (thresholds raised later)
     # The input gate (docs/design.md#rule-2 and #rule-2b): "pixel", each Delta op reading a model input compares per
     # pixel; "block" (the default), one DeltaGate per model input decides per k x k block (input_gate.py).
     gate: str = DEFAULT_GATE

@@ -4,18 +4,28 @@ docs/design.md allows it ("Dropped references"): with tau = 0 the reference alwa
 which pixels changed, so the op can skip its comparison, keep no reference (half the state memory) and
 read no X_ref: the node's X_ref input becomes absent (docs/ops.md), and its past/present x_ref state
 leaves the graph and the metadata. Exactness is unchanged: recomputed pixels are computed from X, and a
-pixel the map leaves unmarked did not change."""
+pixel the map leaves unmarked did not change.
+
+`keep_references` (thresholds to be raised later, as calibrate does) keeps every reference except those of the
+ops reading a DeltaGate: the gate decides for them (docs/design.md#rule-2b), their threshold stays 0 whatever
+the gate's, and a kept reference would only make them compare again what the gate already decided."""
 from __future__ import annotations
 
 import onnx_ir as ir
 
 from .conversion_context import ConversionContext
-from .delta_ops import X_REF_NEXT, input_positions, is_delta_op
+from .delta_ops import DELTA_GATE, X_REF_NEXT, input_positions, is_delta_op
+from .protocol import DOMAIN
 
 
 def _threshold(node: ir.Node) -> float:
     attr = node.attributes.get("threshold")
     return float(attr.value) if attr is not None else 0.0
+
+
+def _reads_gate(change_map: ir.Value) -> bool:
+    producer = change_map.producer()
+    return producer is not None and producer.domain == DOMAIN and producer.op_type == DELTA_GATE
 
 
 class DropExactReferences(ir.passes.InPlacePass):
@@ -26,13 +36,14 @@ class DropExactReferences(ir.passes.InPlacePass):
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         graph = model.graph
         dropped = set()
-        if self.context.options.keep_references:
-            return ir.passes.PassResult(model, modified=False)
+        keep = self.context.options.keep_references
         for node in graph:
             if not is_delta_op(node) or _threshold(node) != 0.0:
                 continue
             positions = input_positions(node.op_type)
             if len(node.inputs) <= positions["map_in"] or node.inputs[positions["map_in"]] is None:
+                continue
+            if keep and not _reads_gate(node.inputs[positions["map_in"]]):
                 continue
             past = node.inputs[positions["x_ref"]]
             node.replace_input_with(positions["x_ref"], None)

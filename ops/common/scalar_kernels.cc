@@ -211,14 +211,15 @@ int64_t blocked_detect_update(const float* x, float* ref, int64_t blocks, int64_
   return changed;
 }
 
-void blocked_tile_gemm(const float* tile, int64_t lines, int64_t np, int64_t block, const float* weights,
-                       int64_t out_channels, const float* bias, const ActivationParams* acts, float* const* outs,
-                       int64_t count, int64_t out_line_stride) {
+void blocked_tile_gemm(const float* const* lines, int64_t line_count, int64_t pixel_stride, int64_t np,
+                       int64_t block, const float* weights, int64_t out_channels, const float* bias,
+                       const ActivationParams* acts, float* const* outs, int64_t count, int64_t out_line_stride) {
+  (void)np;
   for (int64_t p = 0; p < count; ++p)
     for (int64_t m = 0; m < out_channels; ++m) {
       float acc = 0.f;
-      for (int64_t l = 0; l < lines; ++l) {
-        const float* t = tile + (l * np + p) * block;
+      for (int64_t l = 0; l < line_count; ++l) {
+        const float* t = lines[l] + p * pixel_stride;
         const float* w = weights + l * block * out_channels + m;
         for (int64_t lane = 0; lane < block; ++lane) acc = std::fma(t[lane], w[lane * out_channels], acc);
       }

@@ -69,6 +69,20 @@ def test_block_gate_graph_structure(zoo):
     assert names[0] == original.graph.input[0].name and meta["gates"][0]["change_map"] in names
 
 
+def test_keep_references_keeps_every_reference_but_the_gates_readers(zoo):
+    """keep_references (calibrate raises the inner thresholds later) keeps the exact inner ops' X_ref; the ops
+    reading a DeltaGate still drop theirs: the gate decides for them, whatever their threshold."""
+    original = zoo.resnet18_like()
+    kept = deltaonnx.convert(original, threshold=0.1, keep_references=True)
+    (gate,) = gates_of(kept)
+    readers = {n.name for n in kept.graph.node if gate.output[0] in n.input and n is not gate}
+    inner = {n.name for n in kept.graph.node if n.op_type in ("DeltaConv", "DeltaPool")} - readers
+    assert readers and inner
+    assert set(metadata_of(kept)["dropped_references"]) == readers
+    dropped = metadata_of(deltaonnx.convert(original, threshold=0.1))["dropped_references"]
+    assert inner <= set(dropped)  # without keep_references the exact inner ops drop theirs too
+
+
 def test_no_gate_at_threshold_zero_or_with_the_pixel_rule(zoo):
     original = zoo.cnn1()
     assert not gates_of(deltaonnx.convert(original, threshold=0.0))

@@ -36,7 +36,11 @@ CASES = [
     (32, 16, 3, 2, 1, [1, 1, 1, 1], 2, 21, 34),
     (32, 48, 1, 1, 1, [0, 0, 0, 0], 1, 17, 23),
     (16, 16, 3, 1, 2, [2, 1, 0, 2], 2, 13, 15),
+    (16, 64, 3, 1, 1, [1, 1, 1, 1], 1, 11, 14),
 ]
+# The tile GEMM's register blockings by output blocks M/b (common/blocked_lines.h): at b = 16, M = 64, 32 and
+# 16/48 take 6x4, 12x2 and 24x1 pixels x blocks; at b = 8 (AVX2), M = 24 is the one odd count of blocks (12x1).
+ODD_BLOCKS_AT_8 = (8, 24, 3, 1, 1, [1, 1, 1, 1], 1, 12, 17)
 ACTIVATIONS = ["", "Relu", "SiLU", "PRelu"]  # PRelu: a slope per channel, applied lane by lane
 KINDS = ["first", "local", "none", "nan", "local", "global", "local"]
 
@@ -51,14 +55,34 @@ def _pair(case, activation, with_map, rng):
     return nchw, blocked
 
 
-def check_case(case, activation, with_map, seed):
+def wide_bands(rng, shape):
+    """Frames whose changes are bands of rows wider than the engine's tiles of 24 pixels: the rows read in place
+    (stride 1 and 2), with their left and right remainders gathered; a band at the top border (rows whose
+    windows leave the input: gathered), one across the whole width, and a NaN inside a band."""
+    n, c, h, w = shape
+    x = rng.standard_normal(shape).astype(np.float32)
+    frames = [("first", x)]
+    for y0, x0, width in [(h // 2, w // 7, 2 * w // 3), (0, w // 5, 3 * w // 4), (h - 3, 0, w), (1, 3, w // 2)]:
+        x = x.copy()
+        x[:, :, y0:y0 + 3, x0:x0 + width] += 1.0
+        frames.append(("band", x))
+    x = x.copy()
+    x[:, :, h // 3:h // 3 + 2, :] -= 0.5
+    x[0, c - 1, h // 3, w // 2] = np.nan
+    frames.append(("nan", x))
+    return frames
+
+
+def check_case(case, activation, with_map, seed, frames=None):
     b = channel_block()
     dense_is_orts = b == mlas_block() and activation in ("", "Relu")
     rng = np.random.default_rng(seed)
     nchw, blocked = _pair(case, activation, with_map, rng)
     C, n, H, W = case[0], case[6], case[7], case[8]
     state_n, state_b, prev = (EMPTY, EMPTY), (EMPTY, EMPTY), None
-    for kind, x in zip(KINDS, frame_sequence(rng, (n, C, H, W), KINDS)):
+    if frames is None:
+        frames = list(zip(KINDS, frame_sequence(rng, (n, C, H, W), KINDS)))
+    for kind, x in frames:
         change = exact_change_map(x, prev)
         y_n, ref_n, map_n = nchw.run_delta(x, *state_n, change)
         y_b, ref_b, map_b = blocked.run_delta(to_blocked(x, b), *state_b, change)
@@ -78,6 +102,33 @@ def check_all_cases(seed=5):
         for activation in ACTIVATIONS:
             for with_map in (False, True):
                 check_case(case, activation, with_map, seed + i)
+    check_wide_rows(seed)
+
+
+# Rows long enough to be read in place (docs/ops.md#blocked-layout): 3x3 stride 1 and 2 (M/b blocks 2 and 4 at
+# b = 16), a 1x1, and a dilated 3x3 whose rows read in place lie further from the borders. The first two are
+# sized so that a whole row's last tile read in place ends on the last output whose window stays inside.
+WIDE_CASES = [
+    (16, 32, 3, 1, 1, [1, 1, 1, 1], 1, 9, 49),
+    (16, 64, 3, 2, 1, [1, 1, 1, 1], 2, 11, 97),
+    (32, 16, 1, 1, 1, [0, 0, 0, 0], 1, 5, 53),
+    (16, 16, 3, 1, 2, [2, 2, 2, 2], 1, 9, 70),
+]
+
+
+def check_wide_rows(seed=7):
+    for i, case in enumerate(WIDE_CASES):
+        C, n, H, W = case[0], case[6], case[7], case[8]
+        for activation in ("", "SiLU"):
+            frames = wide_bands(np.random.default_rng(seed + i), (n, C, H, W))
+            check_case(case, activation, True, seed + i, frames)
+
+
+@pytest.mark.parametrize("case", WIDE_CASES)
+def test_rows_read_in_place(case):
+    C, n, H, W = case[0], case[6], case[7], case[8]
+    for activation in ("", "PRelu"):
+        check_case(case, activation, True, 9, wide_bands(np.random.default_rng(9), (n, C, H, W)))
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -98,6 +149,18 @@ def test_forced_channel_block(block, simd, monkeypatch):
     engine does everything, the NCHWc dense path off."""
     monkeypatch.setenv("DELTAONNX_CHANNEL_BLOCK", block)
     check_under_simd(simd, "test_blocked_layout", "check_all_cases(seed=13)")
+
+
+def check_odd_blocks_at_8(seed=17):
+    for activation in ACTIVATIONS:
+        check_case(ODD_BLOCKS_AT_8, activation, True, seed)
+
+
+@pytest.mark.parametrize("simd", ["avx2", "scalar"])
+def test_odd_output_blocks_at_block_8(simd, monkeypatch):
+    """AVX2's 12x1 blocking: M/b odd, which channel counts that are multiples of 16 never give."""
+    monkeypatch.setenv("DELTAONNX_CHANNEL_BLOCK", "8")
+    check_under_simd(simd, "test_blocked_layout", "check_odd_blocks_at_8()")
 
 
 def test_dropped_reference_with_map(rng):

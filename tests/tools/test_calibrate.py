@@ -12,7 +12,7 @@ import pytest
 import synthetic_video
 import zoo
 from deltaonnx import DeltaSession
-from deltaonnx.calibrate import (CALIBRATION_METADATA_KEY, INNER_LEVELS, AgreementSummary, Budget,
+from deltaonnx.calibrate import (CALIBRATION_METADATA_KEY, GATE_LEVELS, INNER_LEVELS, AgreementSummary, Budget,
                                  CalibrationOptions, DetectionOptions, PeriodicRefresh, calibrate,
                                  prepare_search, save_calibration, side_files)
 from deltaonnx.calibrate.preparation import search_plan, search_segments
@@ -276,7 +276,9 @@ def test_the_gate_leaves_the_inner_nodes_half_the_budget():
         return Evaluation(work, agreement, budget.holds(agreement), {}, 0.0)
 
     setup = SimpleNamespace(nodes=nodes, runner=SimpleNamespace(total_flops=2.0), budget=Budget(max_error=0.05),
-                            evaluate=evaluate, taus=lambda levels: SearchSetup.taus(setup, levels))
+                            evaluate=evaluate, gate_levels=GATE_LEVELS,
+                            taus=lambda levels: SearchSetup.taus(setup, levels),
+                            ladder=lambda node: SearchSetup.ladder(setup, node))
     levels, best = Search(setup, lambda: False, lambda message: None).run()
     assert levels["gate"] == 2 and best.agreement.error <= 0.05
     assert best.work < 0.7 and levels["inner"] >= 6
@@ -382,6 +384,86 @@ def test_inspect_shows_the_calibration(resnet, frames, tmp_path, capsys):
 
 
 # --------------------------------------------------------------------------------------------------------
+# the input gate's rule: the search runs the model the calibration writes
+# --------------------------------------------------------------------------------------------------------
+
+
+def scored_fractions(model: bytes, segments: list) -> dict[str, float]:
+    """Mean recomputed fraction per Delta node on the search segments' scored frames (all but each first)."""
+    from deltaonnx.bench import session_options
+
+    session = DeltaSession(model, session_options(1), dense_fallback=False)
+    sums, scored = {}, 0
+    for index, segment in enumerate(segments):
+        for position, (feed, _) in enumerate(segment):
+            session.run(None, feed, stream=f"segment-{index}")
+            if position:
+                scored += 1
+                for name, entry in session.stats(f"segment-{index}")["nodes"].items():
+                    sums[name] = sums.get(name, 0.0) + entry["fraction"]
+    return {name: total / scored for name, total in sums.items()}
+
+
+@pytest.mark.parametrize("rule", ["block", "pixel"])
+def test_the_search_runs_the_gate_rule_the_model_is_written_with(resnet, frames, rule):
+    setup = prepare_search(resnet, frames, frames=(0, 24), options=CalibrationOptions(gate=rule, **QUICK))
+    levels = setup.uniform_levels(inner=INNER_LEVELS.index(0.1), gate=GATE_LEVELS.index(0.03))
+    searched = setup.evaluate(levels)
+    taus = setup.taus(levels)
+    gate_tau = next(taus[n.name] for n in setup.nodes if n.gate)
+    thresholds = {n.source: taus[n.name] for n in setup.nodes}
+    written = {r: convert(resnet, threshold=gate_tau, thresholds=thresholds, gate=r) for r in ("block", "pixel")}
+    assert [n.op_type for n in written["block"].graph.node].count("DeltaGate") == 1
+    measured = {r: scored_fractions(m.SerializeToString(), setup.runner.segments) for r, m in written.items()}
+    assert searched.fractions == pytest.approx(measured[rule], abs=1e-9)
+    assert setup.runner.models.rules_run == {rule}
+    # the other rule's model redoes other work on these frames: a search under it would be seen
+    other = measured["pixel" if rule == "block" else "block"]
+    assert max(abs(other[name] - value) for name, value in measured[rule].items() if name in other) > 0.01
+
+
+@pytest.mark.parametrize("arguments, rule", [((), "block"), (("--gate", "pixel"), "pixel")])
+def test_cli_gate_rule_is_searched_written_and_recorded(capsys, model_path, clip_folder, tmp_path, arguments, rule):
+    """convert's default rule, or the user's --gate pixel: searched, written and recorded (a loose budget so
+    that the gate's threshold rises above 0)."""
+    from deltaonnx.calibrate import CalibrationStamp
+
+    code, out, err = run_cli(capsys, "calibrate", model_path, "--video", clip_folder, "--frames", "0:20",
+                             "--heldout", "none", "--max-error", "0.5", "--search-frames", "10", "--quiet",
+                             *arguments)
+    assert code == 0, err
+    output = tmp_path / "resnet.calibrated.onnx"
+    saved = onnx.load(str(output))
+    stamp = CalibrationStamp.of(saved)
+    assert stamp.gate["rule"] == rule and stamp.gate["threshold"] > 0
+    gates = [n for n in saved.graph.node if n.op_type == "DeltaGate"]
+    readers = [n for n in saved.graph.node if n.op_type == "DeltaConv" and n.input[0] == "input"]
+    if rule == "block":
+        assert len(gates) == 1 and stamp.gate["inserted"] and stamp.gate["gate_block"] == 8
+        assert next(a.f for a in gates[0].attribute if a.name == "threshold") == pytest.approx(stamp.gate["threshold"])
+        assert stamp.gate["gate_hard"] == pytest.approx(4 * stamp.gate["threshold"])
+    else:
+        assert gates == [] and len(readers) == 1
+        assert next(a.f for a in readers[0].attribute if a.name == "threshold") == pytest.approx(stamp.gate["threshold"])
+    record = json.loads(side_files(output)[1].read_text())
+    assert record["search"]["gate_rules_searched"] == [rule]
+    assert record["settings"]["gate"] == stamp.gate
+    assert f"input gate: {rule} rule" in out and f"the search ran the {rule} rule" in out
+
+
+def test_a_fixed_gate_hard_bounds_the_gate_ladder(resnet, frames):
+    from deltaonnx.calibrate.candidates import usable_gate_levels
+
+    setup = prepare_search(resnet, frames, frames=(0, 24), options=CalibrationOptions(gate_hard=0.02, **QUICK))
+    scale = next(n.scale for n in setup.nodes if n.gate)
+    assert setup.gate_levels == tuple(level for level in GATE_LEVELS if level * scale <= 0.02)
+    assert 1 < len(setup.gate_levels) < len(GATE_LEVELS)
+    top = setup.uniform_levels(inner=0, gate=len(setup.gate_levels) - 1)
+    assert setup.evaluate(top).work < 1.0  # the highest level allowed converts (above it convert refuses)
+    assert usable_gate_levels(CalibrationOptions(gate="pixel", gate_hard=0.02), setup.nodes) == GATE_LEVELS
+
+
+# --------------------------------------------------------------------------------------------------------
 # the command line
 # --------------------------------------------------------------------------------------------------------
 
@@ -423,6 +505,18 @@ def assert_user_error(code, err, message_part):
     assert len(lines) == 1, err
     assert lines[0].startswith("deltaonnx: error: "), err
     assert message_part in lines[0], err
+
+
+def test_cli_box_budget_with_detections_is_used(capsys, clip_folder, tmp_path):
+    """--min-f1/--min-iou with --detections set the budget (they were refused as if --detections were absent)."""
+    path = tmp_path / "yolo.onnx"
+    onnx.save(zoo.yolov8_like(), str(path))
+    code, _, err = run_cli(capsys, "calibrate", path, "--video", clip_folder, "--frames", "0:20", "--heldout", "none",
+                           "--detections", "yolo", "--conf", "0.02", "--min-f1", "0.9", "--min-iou", "0.85",
+                           "--min-boxes", "0", "--search-frames", "10", "--time-limit", "1", "--quiet")
+    assert code == 0, err
+    record = json.loads(side_files(tmp_path / "yolo.calibrated.onnx")[1].read_text())
+    assert record["budget"]["min_f1"] == 0.9 and record["budget"]["min_iou"] == 0.85
 
 
 @pytest.mark.parametrize("arguments, message", [

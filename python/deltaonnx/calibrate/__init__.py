@@ -12,7 +12,9 @@ it, but a good value differs from layer to layer. This module finds them:
    input) in fractions of the input's value range, every other node in multiples of the standard deviation of
    its input on the calibration frames (measured by exposing those tensors as outputs of the dense model).
    A node's threshold is `level x scale`, its level taken from a ladder (GATE_LEVELS, INNER_LEVELS).
-3. **Search** (on the search frames, each candidate run through DeltaSession from an empty state):
+3. **Search** (on the search frames, each candidate run through DeltaSession from an empty state, the model
+   `convert` makes with the input gate's rule the written model uses: the block rule by default, `gate="pixel"`
+   on request):
    the gate alone, then one inner level for all nodes (bisection), then greedy sweeps front to back (as DeltaCNN
    and CBinfer do) raising one node (or the gate) a level at a time, kept when the budget still holds and the
    FLOP-weighted conv work redone drops. Work is measured, not estimated: `DeltaSession.stats()` per frame,
@@ -30,7 +32,8 @@ model the mean absolute output error relative to the output's spread (standard d
 the worst output counting. Beside the (strict) box F1 the report gives the margin F1 and dense ORT's own box
 flicker between consecutive frames (see deltaonnx.detections). `calibrate()` is the library entry point;
 deltaonnx.cli.calibrate is the command. Modules: options, preparation (the reference and the search frames),
-search, verify, calibration (the whole procedure), agreement (the budget and scoring), refresh, result.
+candidates (the converted models, one conversion per gate threshold), search, verify, calibration (the whole
+procedure), agreement (the budget and scoring), refresh, result, stamp.
 """
 from __future__ import annotations
 

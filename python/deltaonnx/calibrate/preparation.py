@@ -10,10 +10,12 @@ import numpy as np
 import onnxruntime as ort
 
 from ..bench import conv_flops, image_input, session_options
-from ..convert import convert_with_report, load_model
+from ..convert import load_model
+from ..graph_passes.delta_ops import GATE_RULES
 from ..graph_passes.metadata import ConversionMetadata, is_converted
 from ..video import FrameSource, Preprocess, VideoError
 from .agreement import Budget, Scorer, boxes_output_index, decode_boxes
+from .candidates import SearchModels, convert_thresholds, usable_gate_levels
 from .levels import DEFAULT_MAX_ERROR, DEFAULT_MIN_F1, DEFAULT_MIN_IOU, FEW_BOXES, CalibrationError
 from .model_nodes import NodeCalibration, gate_source_nodes, measure_scales
 from .options import CalibrationOptions
@@ -71,9 +73,8 @@ def prepare_search(model, source: FrameSource, *, frames: tuple[int, int] = (0, 
     segments = [[(feed, scorer.reference(outputs)) for feed, outputs in zip(fs, os)]
                 for fs, os in zip(feeds, dense_outputs)]
 
-    # the converted model (all thresholds 0) and its nodes
-    base, _ = convert_with_report(original, all_nodes=options.all_nodes, dense_fraction=options.dense_fraction,
-                                  keep_references=True)  # the search raises thresholds in this model
+    # the converted model (all thresholds 0) and its nodes; the search raises thresholds from it
+    base = convert_thresholds(original, {}, 0.0, options, keep_references=True)
     converted_entries = [e for e in ConversionMetadata.of(base).nodes if e.get("decision") == "converted"]
     unnamed = [e["name"] for e in converted_entries if not e.get("source")]
     if unnamed:
@@ -94,8 +95,11 @@ def prepare_search(model, source: FrameSource, *, frames: tuple[int, int] = (0, 
                              scale=scales[tensors[e["name"]]],
                              flops=float(flops.get(e["source"], 0.0)) if e.get("source_op") == "Conv" else 0.0)
              for e in converted_entries]
-    runner = CandidateRunner(base, nodes, segments, input_name, scorer, budget, dense_flops, total_flops,
-                              options.threads)
+    runner = CandidateRunner(SearchModels(original, nodes, options, exact=base), nodes, segments, input_name, scorer,
+                             budget, dense_flops, total_flops, options.threads)
+    gate_levels = usable_gate_levels(options, nodes)
+    if len(gate_levels) < 2 and any(n.gate for n in nodes):
+        log(f"the gate stays exact: --gate-hard {options.gate_hard:g} is below the ladder's first level")
     profile_feeds = [f for segment in feeds for f in segment][:max(options.profile_frames, 0) + 1]
     search_boxes = None
     if options.detections is not None:
@@ -105,7 +109,8 @@ def prepare_search(model, source: FrameSource, *, frames: tuple[int, int] = (0, 
                 "(more --search-frames or a lower --conf help); the verification on all frames decides")
     return SearchSetup(original, dense_bytes, input_name, preprocess, start, stop, segment_length, segment_starts,
                        nodes, converted_entries, scorer, budget, runner, dense_flops, total_flops,
-                       frames_read.dense_frame_seconds, profile_feeds, search_boxes, frames_read.range_boxes)
+                       frames_read.dense_frame_seconds, profile_feeds, search_boxes, frames_read.range_boxes,
+                       gate_levels)
 
 
 @dataclass
@@ -219,6 +224,8 @@ def check_options(options: CalibrationOptions, frames, heldout) -> None:
     refresh = options.refresh
     if not (refresh == "auto" or (isinstance(refresh, int) and not isinstance(refresh, bool) and refresh >= 0)):
         raise CalibrationError(f"refresh must be 'auto' or a number of frames >= 0, got {refresh!r}")
+    if options.gate not in GATE_RULES:
+        raise CalibrationError(f"gate must be one of {', '.join(GATE_RULES)}, got {options.gate!r}")
     if not 0.0 <= options.dense_fraction <= 1.0:
         raise CalibrationError(f"dense_fraction must be in [0, 1], got {options.dense_fraction}")
     budget = options.budget

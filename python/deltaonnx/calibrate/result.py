@@ -16,6 +16,7 @@ from ..text_table import fmt, table
 from .agreement import AgreementSummary, Budget
 from .levels import FEW_BOXES
 from .model_nodes import NodeCalibration
+from .stamp import describe_gate
 from .verify import RangeResult
 
 
@@ -72,7 +73,11 @@ def _agreement_cells(summary: AgreementSummary, detections: bool) -> list[str]:
 
 def format_report(result: CalibrationResult) -> str:
     detections = result.settings.get("detections") is not None
-    lines = [f"budget: {result.budget.describe()} (against dense ORT, {result.settings['threads']} thread(s))"]
+    gate = result.settings.get("gate") or {}
+    searched = result.search.get("gate_rules_searched") or []
+    lines = [f"budget: {result.budget.describe()} (against dense ORT, {result.settings['threads']} thread(s))",
+             f"input gate: {describe_gate(gate)}; the search ran "
+             + (f"the {', '.join(searched)} rule" if searched else "no gate threshold above 0")]
     header = ["frames", "range", "refresh", "conv work redone", "dense ms", "delta ms", "speedup", "ideal"]
     header += (["box F1", "margin F1", "IoU", "boxes"] if detections else []) + ["rel err", "dense jitter"]
     header += (["dense flicker"] if detections else []) + ["early -> late", "budget"]

@@ -13,6 +13,7 @@ from ..bench import session_options
 from ..session import DeltaSession
 from ..video import Preprocess
 from .agreement import AgreementSummary, Budget, Scorer, f1_score, summarize
+from .candidates import SearchModels
 from .levels import GATE_LEVELS, GATE_SHARE, INNER_LEVELS, MAX_CLIMB, MIN_GAIN, MIN_POTENTIAL, CalibrationError
 from .model_nodes import NodeCalibration, work_redone
 
@@ -20,7 +21,8 @@ from .model_nodes import NodeCalibration, work_redone
 @dataclass
 class SearchSetup:
     """The calibration frames made ready for the search: the dense model's answers on the search segments,
-    the converted model (all thresholds 0) and its Delta nodes with their scales and FLOPs."""
+    the converted model (all thresholds 0) and its Delta nodes with their scales and FLOPs, the input gate's
+    rule (the one the written model runs with) and the gate levels it allows."""
 
     original: onnx.ModelProto
     dense_bytes: bytes
@@ -41,10 +43,15 @@ class SearchSetup:
     profile_feeds: list[dict]
     search_boxes: Optional[int] = None  # dense boxes on the scored search frames (detectors)
     range_boxes: Optional[int] = None  # ... on the whole calibration range, when counted (min_boxes > 0)
+    gate_levels: tuple = GATE_LEVELS  # the gate's ladder, or its start when a fixed gate_hard bounds it
+
+    def ladder(self, node: NodeCalibration) -> tuple:
+        """The factors a node's level may take."""
+        return self.gate_levels if node.gate else INNER_LEVELS
 
     def taus(self, levels: dict[str, int]) -> dict[str, float]:
         """Delta node -> tau for a level per node."""
-        return {n.name: (GATE_LEVELS if n.gate else INNER_LEVELS)[levels[n.name]] * n.scale for n in self.nodes}
+        return {n.name: self.ladder(n)[levels[n.name]] * n.scale for n in self.nodes}
 
     def uniform_levels(self, inner: int, gate: int = 0) -> dict[str, int]:
         return {n.name: gate if n.gate else inner for n in self.nodes}
@@ -73,22 +80,14 @@ def f1_out_of_reach(tp: int, fp: int, fn: int, remaining_boxes: int, min_f1: Opt
 
 
 class CandidateRunner:
-    """Runs a threshold assignment on the search segments: one converted model whose Delta nodes' `threshold`
-    attributes are rewritten per candidate (nothing else depends on them), a fresh DeltaSession each time."""
+    """Runs a threshold assignment on the search segments: the model convert makes with the input gate's rule
+    at the candidate's gate threshold, inner thresholds rewritten per candidate (SearchModels), a fresh
+    DeltaSession each time."""
 
-    def __init__(self, converted: onnx.ModelProto, nodes: Sequence[NodeCalibration], segments: list[list[tuple]],
+    def __init__(self, models: SearchModels, nodes: Sequence[NodeCalibration], segments: list[list[tuple]],
                  input_name: str, scorer: Scorer, budget: Budget, dense_flops: float, total_flops: float,
                  threads: int):
-        self.proto = onnx.ModelProto()
-        self.proto.CopyFrom(converted)
-        self.attributes = {}
-        for node in self.proto.graph.node:
-            for attribute in node.attribute:
-                if attribute.name == "threshold":
-                    self.attributes[node.name] = attribute
-        missing = [n.name for n in nodes if n.name not in self.attributes]
-        if missing:
-            raise CalibrationError(f"internal: Delta nodes without a threshold attribute: {missing}")
+        self.models = models
         self.nodes, self.segments, self.input_name = list(nodes), segments, input_name
         self.scorer, self.budget, self.threads = scorer, budget, threads
         self.dense_flops, self.total_flops = dense_flops, total_flops
@@ -97,9 +96,7 @@ class CandidateRunner:
         self.frame_seconds: list[float] = []
 
     def model_with(self, taus: dict[str, float]) -> bytes:
-        for name, tau in taus.items():
-            self.attributes[name].f = float(tau)
-        return self.proto.SerializeToString()
+        return self.models.serialized(taus)
 
     def evaluate(self, taus: dict[str, float]) -> Evaluation:
         started = time.process_time()
@@ -204,9 +201,10 @@ class Search:
         # nodes, which hold most of the work, nothing); the sweeps may raise it further with what is left.
         if gates:
             gate_budget = self.setup.budget.share(GATE_SHARE)
-            for level in range(1, len(GATE_LEVELS)):
+            gate_ladder = self.setup.ladder(gates[0])
+            for level in range(1, len(gate_ladder)):
                 trial = with_levels(levels, gates, level)
-                result = self.evaluate(trial, "gate", f"gate {GATE_LEVELS[level]:g} x range")
+                result = self.evaluate(trial, "gate", f"gate {gate_ladder[level]:g} x range")
                 if result is None or not result.within_budget or not gate_budget.holds(result.agreement):
                     break
                 levels, best = trial, result
@@ -234,7 +232,7 @@ class Search:
             accepted = 0
             for label, group in groups:
                 first = group[0]
-                ladder = GATE_LEVELS if first.gate else INNER_LEVELS
+                ladder = self.setup.ladder(first)
                 if levels[first.name] + 1 >= len(ladder):
                     continue
                 if not first.gate:

@@ -124,7 +124,7 @@ def run_command(args: argparse.Namespace) -> int:
         detections = DetectionOptions(args.detections_output, args.conf, args.nms_iou, args.match_iou, args.objectness)
     if args.min_boxes < 0:
         raise CliError(f"--min-boxes must be >= 0, got {args.min_boxes}")
-    elif args.min_f1 is not None or args.min_iou is not None:
+    if detections is None and (args.min_f1 is not None or args.min_iou is not None):
         raise CliError("--min-f1 and --min-iou are box budgets: add --detections yolo")
     if detections:
         budget = Budget(DEFAULT_MIN_F1 if args.min_f1 is None else args.min_f1,

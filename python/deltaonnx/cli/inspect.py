@@ -5,6 +5,7 @@ import argparse
 from typing import Optional
 
 from ..calibrate import CalibrationError, CalibrationStamp
+from ..calibrate.stamp import describe_gate
 from ..convert import inspect_model, load_model, model_input_names
 from ..graph_passes.metadata import ConversionMetadata
 from ..graph_passes.protocol import CALIBRATION_METADATA_KEY
@@ -75,4 +76,5 @@ def _calibration_summary(proto) -> str:
         return ""
     budget = ", ".join(f"{k} {v}" for k, v in stamp.budget.items() if v is not None)
     return (f"calibrated thresholds (tau column): {len(stamp.thresholds)} entries; budget: {budget or '-'}; "
-            + "refresh: " + (f"full recompute every {stamp.refresh} frames per stream" if stamp.refresh else "none"))
+            + f"input gate: {describe_gate(stamp.gate)}; refresh: "
+            + (f"full recompute every {stamp.refresh} frames per stream" if stamp.refresh else "none"))
