@@ -30,8 +30,8 @@ def _opset(model: onnx.ModelProto) -> int:
 def _activation_nodes(name: str, act: str, params: list, source: str, out: str, opset: int, channels: int,
                       initializers: list) -> list[onnx.NodeProto]:
     """ONNX nodes computing `out` = act(`source`), as DeltaConv defines its activations (docs/ops.md)."""
-    def const(suffix: str, value) -> str:
-        tensor = numpy_helper.from_array(np.asarray(value, dtype=np.float32), f"{name}.{suffix}")
+    def const(suffix: str, value, dtype=np.float32) -> str:
+        tensor = numpy_helper.from_array(np.asarray(value, dtype=dtype), f"{name}.{suffix}")
         initializers.append(tensor)
         return tensor.name
 
@@ -58,6 +58,8 @@ def _activation_nodes(name: str, act: str, params: list, source: str, out: str, 
     if act == "PRelu":
         slope = np.asarray(params, np.float32).reshape(-1, 1, 1) if len(params) == channels else np.asarray(params, np.float32)
         return [helper.make_node("PRelu", [source, const("slope", slope)], [out])]
+    if act == "Softmax" and params and params[0] != channels:  # over each group of G channels of each pixel
+        return _group_softmax_nodes(name, int(params[0]), source, out, opset, channels, const)
     if act == "Softmax":  # over the channels of each pixel
         if opset >= 13:
             return [helper.make_node("Softmax", [source], [out], axis=1)]
@@ -66,6 +68,25 @@ def _activation_nodes(name: str, act: str, params: list, source: str, out: str, 
                 helper.make_node("Softmax", [f"{name}.nhwc"], [f"{name}.softmax"], axis=3),
                 helper.make_node("Transpose", [f"{name}.softmax"], [out], perm=[0, 3, 1, 2])]
     raise ValueError(f"dense twin: unknown activation {act!r}")
+
+
+def _group_softmax_nodes(name: str, group: int, source: str, out: str, opset: int, channels: int,
+                         const) -> list[onnx.NodeProto]:
+    """Softmax over each group of `group` channels: [N, M, H, W] -> [N, M/G, G, H*W], the Softmax over G, and back
+    to `source`'s shape. Before opset 13 Softmax flattens the dims from `axis` on, so G goes last first."""
+    if channels <= 0 or channels % group:
+        raise ValueError(f"dense twin: {name}: Softmax groups of {group} do not divide {channels} output channels")
+    grouped = const("groups", [0, channels // group, group, -1], np.int64)
+    nodes = [helper.make_node("Shape", [source], [f"{name}.shape"])]
+    nodes.append(helper.make_node("Reshape", [source, grouped], [f"{name}.grouped"]))
+    if opset >= 13:
+        nodes.append(helper.make_node("Softmax", [f"{name}.grouped"], [f"{name}.softmax"], axis=2))
+    else:
+        nodes += [helper.make_node("Transpose", [f"{name}.grouped"], [f"{name}.last"], perm=[0, 1, 3, 2]),
+                  helper.make_node("Softmax", [f"{name}.last"], [f"{name}.normalised"], axis=3),
+                  helper.make_node("Transpose", [f"{name}.normalised"], [f"{name}.softmax"], perm=[0, 1, 3, 2])]
+    nodes.append(helper.make_node("Reshape", [f"{name}.softmax", f"{name}.shape"], [out]))
+    return nodes
 
 
 def dense_twin(converted: onnx.ModelProto, model_outputs: list[str]) -> onnx.ModelProto:

@@ -11,6 +11,7 @@ from .errors import ConversionError
 from .finalize import FinalizeModel
 from .fold_batchnorm import FoldBatchNormIntoConv
 from .fuse_activation import FuseActivationIntoDeltaConv
+from .fuse_group_softmax import FuseGroupSoftmaxIntoDeltaConv
 from .input_gate import InsertInputGate
 from .metadata import WriteConversionMetadata
 from .normalize import normalization_passes
@@ -29,6 +30,7 @@ def rewriting_passes(context: ConversionContext) -> list[ir.passes.PassBase]:
         RequireConvertedNode(context),
         ReplaceWithDeltaOps(context),
         FuseActivationIntoDeltaConv(),
+        FuseGroupSoftmaxIntoDeltaConv(),
         ChooseBlockedLayout(context),
         AddStateInputsOutputs(context),
         WireChangeMaps(),

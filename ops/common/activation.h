@@ -19,8 +19,9 @@ enum class Activation : int32_t {
   kHardSwish,    // x * max(0, min(1, x/6 + 1/2))
   kPRelu,        // params: one slope, or one per output channel
   kTanh,
-  kSoftmax,      // over the output channels of each pixel (a channel Softmax after the Conv): not per element,
-                 // applied by softmax_channels to each recomputed pixel once all its channels are stored
+  kSoftmax,      // over the output channels of each pixel (a channel Softmax after the Conv), or over each group of
+                 // G consecutive channels (params: G): not per element, applied by softmax_channel_groups to each
+                 // recomputed pixel once all its channels are stored
 };
 
 // Parses the `activation` attribute; returns false for an unknown name.
@@ -46,6 +47,7 @@ struct ActivationParams {
   Activation kind = Activation::kNone;
   float a = 0.f;  // alpha / min / slope
   float b = 0.f;  // beta / max
+  int64_t softmax_group = 0;  // Softmax: the channels normalised together (a YOLO DFL head's 16); 0: all of them
 };
 
 DELTA_HD float sigmoid_of(float x) { return 1.f / (1.f + expf(-x)); }
@@ -92,6 +94,16 @@ DELTA_HD void softmax_channels(float* y, int64_t stride, int64_t channels) {
     sum += e;
   }
   for (int64_t c = 0; c < channels; ++c) y[c * stride] /= sum;
+}
+
+// The channels one Softmax normalises together: the group of activation_params [G], else all `channels`.
+DELTA_HD int64_t softmax_group_of(const ActivationParams& p, int64_t channels) {
+  return p.softmax_group > 0 ? p.softmax_group : channels;
+}
+
+// softmax_channels over each group of `group` consecutive channels of one pixel (group divides channels).
+DELTA_HD void softmax_channel_groups(float* y, int64_t stride, int64_t channels, int64_t group) {
+  for (int64_t first = 0; first < channels; first += group) softmax_channels(y + first * stride, stride, group);
 }
 
 }  // namespace deltaonnx

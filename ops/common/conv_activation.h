@@ -28,6 +28,10 @@ struct ConvActivation {
   bool channel_softmax() const { return is_channel_activation(params.kind); }
   // Empty when the activation fits M output channels, else what is wrong.
   std::string check_channels(int64_t out_channels) const {
+    if (params.softmax_group > 0 && out_channels % params.softmax_group != 0)
+      return "activation 'Softmax' has groups of " + std::to_string(params.softmax_group) +
+             " channels (activation_params), which do not divide the " + std::to_string(out_channels) +
+             " output channels";
     if (slopes.size() > 1 && static_cast<int64_t>(slopes.size()) != out_channels)
       return "activation 'PRelu' has " + std::to_string(slopes.size()) + " slopes for " + std::to_string(out_channels) +
              " output channels (give 1 or one per channel)";
@@ -91,6 +95,18 @@ inline bool resolve_conv_activation(const std::string& name, const std::vector<f
       }
       result.slopes = params;
       result.params.a = params[0];
+      break;
+    case Activation::kSoftmax:
+      if (!count_is({0, 1})) return false;
+      if (params.size() == 1) {  // G channels per group: a positive integer (M % G is checked against W)
+        const float g = params[0];
+        if (!(g >= 1.f && g <= 65536.f && g == std::floor(g))) {
+          *error = "activation 'Softmax' takes activation_params [G], G a positive integer (channels per group) up to "
+                   "65536, got " + std::to_string(g);
+          return false;
+        }
+        result.params.softmax_group = static_cast<int64_t>(g);
+      }
       break;
     default:
       if (!count_is({0})) return false;

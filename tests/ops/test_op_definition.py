@@ -35,6 +35,7 @@ CONV_ATTRIBUTE_SETS = [
     dict(kernel_shape=[3, 3], pads=[1, 1, 1, 1], activation="SiLU", threshold=0.25),
     dict(kernel_shape=[3, 3], pads=[1, 1, 1, 1], activation="Softmax", dense_fraction=1.0),
     dict(kernel_shape=[3, 3], pads=[1, 1, 1, 1], activation="Sigmoid", dense_fraction=0.0),
+    dict(kernel_shape=[3, 3], pads=[1, 1, 1, 1], activation="Softmax", activation_params=[2.0]),  # 2 groups of 2
 ]
 
 
@@ -95,6 +96,10 @@ BAD_CONV_ATTRIBUTES = [
     (dict(kernel_shape=[3, 3], group=[1]), "group"),
     (dict(kernel_shape=[3, 3], dense_fraction=1.5), "dense_fraction"),
     (dict(kernel_shape=[3, 3], auto_pad="SAME"), "auto_pad"),
+    (dict(kernel_shape=[3, 3], activation="Softmax", activation_params=[0.0]), "positive integer"),
+    (dict(kernel_shape=[3, 3], activation="Softmax", activation_params=[-2.0]), "positive integer"),
+    (dict(kernel_shape=[3, 3], activation="Softmax", activation_params=[1.5]), "positive integer"),
+    (dict(kernel_shape=[3, 3], activation="Softmax", activation_params=[1.0, 1.0]), "0 or 1 activation_params"),
 ]
 
 
@@ -104,6 +109,17 @@ def test_bad_conv_attributes_fail_at_session_creation_on_every_provider(librarie
     for kind, library in libraries.items():
         with pytest.raises(Exception, match=f"DeltaConv node 'conv_bad'.*{message}"):
             op_session(conv_model(attrs, W=W, name="conv_bad"), library)
+
+
+def test_softmax_groups_that_do_not_divide_w_are_refused_on_every_provider(libraries, rng):
+    """activation_params [G] must divide W's M: the CPU library refuses at session creation (W is constant and
+    packed there), the CUDA library on the first run (it reads W then), both naming the node."""
+    attrs = dict(kernel_shape=[3, 3], activation="Softmax", activation_params=[3.0])
+    frame = rng.standard_normal((1, 2, 5, 5)).astype(np.float32)
+    for kind, library in libraries.items():
+        with pytest.raises(Exception, match="DeltaConv node 'conv_bad'.*groups of 3 .* do not divide the 2"):
+            session = op_session(conv_model(attrs, W=np.ones((2, 2, 3, 3), np.float32), name="conv_bad"), library)
+            _run_conv_stream(session, [frame])
 
 
 BAD_POOL_ATTRIBUTES = [

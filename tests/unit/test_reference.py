@@ -546,3 +546,16 @@ def test_reference_evaluator_runs_converter_output(name, threshold, gate, cpu_op
             assert not any(ref_out[m["output"]].any() for m in meta["maps"])
         ref_state = {**no_maps, **{s["past"]: ref_out[s["present"]] for s in meta["state"]}}
         ort_state = {**no_maps, **{s["past"]: ort_out[s["present"]] for s in meta["state"]}}
+
+
+def test_grouped_softmax_normalises_each_group_of_channels():
+    """activation Softmax [G]: each group of G consecutive channels of a pixel sums to 1 and equals torch's softmax
+    over the grouped view; params that are not a positive integer dividing the channels are refused."""
+    x = np.random.default_rng(7).standard_normal((2, 12, 3, 5)).astype(np.float32)
+    got = ref.activation(x, "Softmax", [4.0])
+    want = torch.softmax(torch.from_numpy(x).reshape(2, 3, 4, 3, 5), dim=2).reshape(x.shape).numpy()
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(ref.activation(x, "Softmax", [12.0]), ref.activation(x, "Softmax", []), rtol=0, atol=0)
+    for bad in ([5.0], [0.0], [-4.0], [2.5], [4.0, 4.0]):
+        with pytest.raises(ValueError, match="Softmax takes activation_params"):
+            ref.activation(x, "Softmax", bad)

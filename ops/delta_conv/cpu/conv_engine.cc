@@ -299,22 +299,26 @@ void compute_item(const ConvSpec& spec, const PackedConvWeights& weights, const 
   parallel_for(static_cast<int64_t>(work.plan.panels.size()), [&](int64_t i) { compute_panel(ctx, work.plan.panels[i]); });
 }
 
-// A channel Softmax over the recomputed pixels of one item (y [M, plane]): every pixel when recompute == plane,
-// else run by run of flagged pixels (the plane taken as one row: a run may cross image rows).
-void softmax_recomputed(const KernelTable& k, float* y, int64_t M, int64_t plane, const uint8_t* flags,
+// A channel Softmax over the recomputed pixels of one item (y [M, plane]), over each group of G channels (G = M
+// without groups): every pixel when recompute == plane, else run by run of flagged pixels (the plane taken as
+// one row: a run may cross image rows).
+void softmax_recomputed(const KernelTable& k, float* y, int64_t M, int64_t G, int64_t plane, const uint8_t* flags,
                         int64_t recompute, const ParallelFor& parallel_for, std::vector<RowRun>& runs) {
+  const int64_t groups = M / G;
   if (recompute == plane) {
     constexpr int64_t kChunk = 4096;
-    parallel_for((plane + kChunk - 1) / kChunk, [&](int64_t chunk) {
-      const int64_t begin = chunk * kChunk;
-      k.softmax_run(y + begin, plane, M, std::min(kChunk, plane - begin));
+    const int64_t chunks = (plane + kChunk - 1) / kChunk;
+    parallel_for(chunks * groups, [&](int64_t i) {
+      const int64_t begin = (i % chunks) * kChunk;
+      k.softmax_run(y + (i / chunks) * G * plane + begin, plane, G, std::min(kChunk, plane - begin));
     });
     return;
   }
   runs.clear();
   mask_runs(flags, 1, plane, runs);
   parallel_for(static_cast<int64_t>(runs.size()), [&](int64_t i) {
-    k.softmax_run(y + runs[i].x_begin, plane, M, runs[i].x_end - runs[i].x_begin);
+    for (int64_t g = 0; g < groups; ++g)
+      k.softmax_run(y + g * G * plane + runs[i].x_begin, plane, G, runs[i].x_end - runs[i].x_begin);
   });
 }
 
@@ -350,7 +354,8 @@ void run_delta_conv(const ConvSpec& spec, const PackedConvWeights& weights, cons
     if (recompute == 0) continue;
     compute_item(spec, weights, run, w, st, out_flags, y, recompute, acts, parallel_for, dense, work);
     if (spec.activation.channel_softmax())
-      softmax_recomputed(k, y, M, out_plane, out_flags, recompute, parallel_for, work.plan.runs);
+      softmax_recomputed(k, y, M, softmax_group_of(spec.activation.params, M), out_plane, out_flags, recompute,
+                         parallel_for, work.plan.runs);
   }
 }
 

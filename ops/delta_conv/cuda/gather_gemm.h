@@ -194,13 +194,13 @@ DELTA_HD void gemm_store(const GatherGemm& p, const GemmBlock& b, int tid, const
   }
 }
 
-// After the GEMM, when the activation reads all channels of a pixel (Softmax): thread (n, entry) applies it to
-// one listed pixel of item n, whose M channels the GEMM's blocks have all stored.
+// After the GEMM, when the activation reads all channels of a pixel (Softmax, over all M or per group of G):
+// thread (n, entry) applies it to one listed pixel of item n, whose M channels the GEMM's blocks have all stored.
 DELTA_HD void channel_activation_thread(const GatherGemm& p, int64_t n, int64_t entry) {
   const bool dense = item_dense(p.list, n);
   if (entry >= item_length(p.list, n, dense)) return;
   const int64_t q = item_pixel(p.list, n, entry, dense), M = p.shape.out_channels;
-  softmax_channels(p.y + n * M * p.list.total + q, p.list.total, M);
+  softmax_channel_groups(p.y + n * M * p.list.total + q, p.list.total, M, softmax_group_of(p.act, M));
 }
 
 }  // namespace cuda
