@@ -15,9 +15,10 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
+from .blocked_memory import (LAYOUTS, REORDER_TARGETS, from_blocked, is_blocked_layout, library_channel_block,  # noqa: F401
+                             run_blocked, to_blocked)
 # DOMAIN: the ops' domain; the block gate's defaults (k, and tau_hard as a multiple of tau) as the converter and
 # the ops (gate_engine.h) use them.
-from ._lib import channel_block
 from .graph_passes.protocol import DEFAULT_GATE_BLOCK, DEFAULT_GATE_HARD, DOMAIN
 
 _AUTO_PADS = ("NOTSET", "SAME_UPPER", "SAME_LOWER", "VALID")
@@ -407,7 +408,7 @@ def delta_conv(X, W, B=None, X_ref=None, Y_prev=None, map_in=None, *, kernel_sha
     gate "block" decides changes by rule 2b (delta_gate's verdict, k = gate_block, tau_hard = gate_hard).
     layout "blocked": X, X_ref, Y_prev, Y and X_ref_next hold blocked memory (docs/ops.md#blocked-layout) of
     channel_block (default: the library's)."""
-    if _is_blocked(layout, gate):
+    if is_blocked_layout(layout, gate):
         args = dict(kernel_shape=kernel_shape, strides=strides, pads=pads, dilations=dilations, group=group,
                     auto_pad=auto_pad, activation=activation, activation_params=activation_params, threshold=threshold,
                     dense_fraction=dense_fraction, drop_reference=drop_reference, gate=gate, gate_block=gate_block,
@@ -444,7 +445,7 @@ def delta_pool(X, X_ref=None, Y_prev=None, map_in=None, *, kernel_shape, strides
     args = dict(kernel_shape=kernel_shape, strides=strides, pads=pads, dilations=dilations, auto_pad=auto_pad,
                 ceil_mode=ceil_mode, threshold=threshold, dense_fraction=dense_fraction, drop_reference=drop_reference,
                 gate=gate, gate_block=gate_block, gate_hard=gate_hard)
-    if _is_blocked(layout, gate):
+    if is_blocked_layout(layout, gate):
         return run_blocked(lambda x, x_ref, y_prev: delta_pool(x, x_ref, y_prev, map_in, **args), channel_block,
                            X, X_ref, Y_prev)
     X = np.asarray(X, dtype=np.float32)
@@ -581,70 +582,6 @@ def map_union(*maps) -> np.ndarray:
 # --------------------------------------------------------------------------------------------------
 # The blocked layout (docs/ops.md#blocked-layout): [N, C, H, W] arrays whose memory is [N][C/b][H][W][b]
 # --------------------------------------------------------------------------------------------------
-
-def library_channel_block() -> int:
-    """b of the built CPU op library (common/channel_block.h; DELTAONNX_CHANNEL_BLOCK forces it for tests)."""
-    b = channel_block("cpu")
-    if b is None:
-        raise RuntimeError("the blocked layout needs the op library's channel block: build deltaonnx._native "
-                           "or pass the block explicitly")
-    return b
-
-
-def _check_blockable(x: np.ndarray, b: int, what: str) -> None:
-    if x.ndim != 4:
-        raise ValueError(f"{what} must be 4-D [N, C, H, W], got shape {x.shape}")
-    if b < 1 or x.shape[1] % b != 0:
-        raise ValueError(f"{what} has {x.shape[1]} channels, not a multiple of the channel block {b}")
-
-
-def to_blocked(x, b: int) -> np.ndarray:
-    """NCHW [N, C, H, W] -> the same shape holding [N][C/b][H][W][b] memory (b = 1: a copy)."""
-    x = np.asarray(x)
-    _check_blockable(x, b, "X")
-    n, c, h, w = x.shape
-    return np.ascontiguousarray(x.reshape(n, c // b, b, h, w).transpose(0, 1, 3, 4, 2)).reshape(n, c, h, w)
-
-
-def from_blocked(x, b: int) -> np.ndarray:
-    """The inverse of to_blocked: [N, C, H, W] holding [N][C/b][H][W][b] memory -> NCHW."""
-    x = np.asarray(x)
-    _check_blockable(x, b, "X")
-    n, c, h, w = x.shape
-    return np.ascontiguousarray(x.reshape(n, c // b, h, w, b).transpose(0, 1, 4, 2, 3)).reshape(n, c, h, w)
-
-
-REORDER_TARGETS = ("blocked", "nchw")
-LAYOUTS = ("nchw", "blocked")
-
-
-def _is_blocked(layout, gate) -> bool:
-    """The attribute 'layout' of DeltaConv/DeltaPool, checked as the ops check it."""
-    layout = layout.decode() if isinstance(layout, bytes) else layout
-    if layout not in LAYOUTS:
-        raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
-    gate = gate.decode() if isinstance(gate, bytes) else gate
-    if layout == "blocked" and gate != "pixel":
-        raise ValueError('layout "blocked" needs gate "pixel"')
-    return layout == "blocked"
-
-
-def run_blocked(step, block: int | None, X, X_ref, Y_prev) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """A Delta op's rules on blocked tensors: step(X, X_ref, Y_prev) -> (Y, X_ref_next, map_out) computes in NCHW;
-    X, the state and the outputs hold blocked memory of `block` (default: the library's). A state whose channels
-    are no multiple of b is passed on as it is: it cannot match X, so rule 1 discards it."""
-    b = library_channel_block() if block is None else int(block)
-    X = np.asarray(X, dtype=np.float32)
-    _check_blockable(X, b, "X")
-
-    def unblock(state):
-        if state is None or np.ndim(state) != 4 or np.shape(state)[1] % b != 0:
-            return state
-        return from_blocked(state, b)
-
-    Y, X_ref_next, map_out = step(from_blocked(X, b), unblock(X_ref), unblock(Y_prev))
-    return to_blocked(Y, b), to_blocked(X_ref_next, b), map_out
-
 
 def delta_reorder(X, Y_prev=None, map_in=None, *, to: str, block: int | None = None) -> np.ndarray:
     """DeltaReorder (docs/ops.md#deltareorder): X's memory reordered to `to` ("blocked" or "nchw") with channel
