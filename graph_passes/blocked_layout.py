@@ -103,7 +103,7 @@ class ChooseBlockedLayout(ir.passes.InPlacePass):
         if self.context.options.layout != LAYOUT_BLOCKED:
             return ir.passes.PassResult(model, modified=False)
         graph = model.graph
-        blocked: set[ir.Value] = set()  # values whose memory is blocked
+        blocked: dict[ir.Value, None] = {}  # values whose memory is blocked, in graph order (names are deterministic)
         chosen: list[ir.Node] = []  # the Delta ops made blocked
         neutral: set[ir.Node] = set()  # the layout-neutral ops inside a region
         for node in graph:
@@ -111,13 +111,13 @@ class ChooseBlockedLayout(ir.passes.InPlacePass):
                 why = can_block(node)
                 if why is None:
                     chosen.append(node)
-                    blocked.add(node.outputs[Y])
+                    blocked[node.outputs[Y]] = None
                 plan = node.meta.get(PLAN_META_KEY)
                 if plan is not None:
                     plan.layout = LAYOUT_BLOCKED if why is None else f"nchw ({why})"
             elif self._neutral(node, blocked):
                 neutral.add(node)
-                blocked.update(node.outputs)
+                blocked.update(dict.fromkeys(node.outputs))
         if not chosen:
             return ir.passes.PassResult(model, modified=False)
         scope = NameScope(graph)
@@ -128,7 +128,7 @@ class ChooseBlockedLayout(ir.passes.InPlacePass):
         return ir.passes.PassResult(model, modified=True)
 
     @staticmethod
-    def _neutral(node: ir.Node, blocked: set[ir.Value]) -> bool:
+    def _neutral(node: ir.Node, blocked: dict[ir.Value, None]) -> bool:
         """True when `node` reads at least one blocked tensor and computes the same on blocked memory; the tensors
         it reads that are not blocked (4-D, channels a multiple of 16) are then read through a reorder."""
         if node.domain not in ("", "ai.onnx"):
@@ -158,7 +158,7 @@ class ChooseBlockedLayout(ir.passes.InPlacePass):
         return False
 
     @staticmethod
-    def _reorder_inputs(graph: ir.Graph, scope: NameScope, inside: list[ir.Node], blocked: set[ir.Value]) -> None:
+    def _reorder_inputs(graph: ir.Graph, scope: NameScope, inside: list[ir.Node], blocked: dict[ir.Value, None]) -> None:
         """A region node reading an NCHW tensor (a blocked DeltaConv's X, a Concat part, an Add operand) reads it
         through one DeltaReorder(to = "blocked") per tensor."""
         made: dict[ir.Value, ir.Value] = {}
@@ -174,10 +174,10 @@ class ChooseBlockedLayout(ir.passes.InPlacePass):
                 node.replace_input_with(position, made[x])
 
     @staticmethod
-    def _reorder_outputs(graph: ir.Graph, scope: NameScope, blocked: set[ir.Value], inside: set[ir.Node]) -> None:
+    def _reorder_outputs(graph: ir.Graph, scope: NameScope, blocked: dict[ir.Value, None], inside: set[ir.Node]) -> None:
         """Every reader of a blocked tensor outside the region (and every model output) gets NCHW through one
         DeltaReorder(to = "nchw") per tensor."""
-        for value in [v for v in blocked]:
+        for value in list(blocked):
             outside = [(use.node, use.idx) for use in value.uses() if use.node not in inside]
             if not outside and not value.is_graph_output():
                 continue
@@ -196,16 +196,15 @@ class ChooseBlockedLayout(ir.passes.InPlacePass):
 
 def _reorder(graph: ir.Graph, scope: NameScope, source: ir.Value, to: str, *, before: Optional[ir.Node] = None,
              after: Optional[ir.Node] = None) -> ir.Value:
+    """A DeltaReorder of `source` to `to`, inserted before `before` or after `after`; its output."""
     output = ir.Value(name=scope.take(f"deltaonnx.{to}.{source.name}"))
     copy_type_and_shape(source, output)
     node = ir.node(DELTA_REORDER, [source], {"to": to}, domain=DOMAIN, outputs=[output],
                    name=_next_reorder_name(scope))
     if before is not None:
         graph.insert_before(before, node)
-    elif after is not None:
-        graph.insert_after(after, node)
     else:
-        graph.insert_before(graph.node(0), node)
+        graph.insert_after(after, node)
     return output
 
 

@@ -248,3 +248,12 @@ def test_saved_state_carries_the_block_and_another_block_restarts():
             np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
         maps = resumed.change_maps()
         assert all(maps[n].all() for n in blocked_nodes) == restarts, block
+
+
+def test_conversion_is_deterministic(rng):
+    """The same model converts to the same bytes (state names such as DeltaReorder_<i> included), so a state saved
+    from one conversion loads into another."""
+    import zoo
+
+    first, second = (deltaonnx.convert(zoo.yolov8_like(), threshold=0.05) for _ in range(2))
+    assert first.SerializeToString() == second.SerializeToString()
