@@ -12,7 +12,6 @@ build of the same library on ORT's CPU provider: that checks the tests themselve
 from __future__ import annotations
 
 import os
-import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -23,6 +22,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 import cuda_build
 from builders import DOMAIN, EMPTY, assert_in_place_equals_copying, run_copying
+from concurrency import run_in_threads
 from deltaonnx import reference as ref
 
 pytestmark = pytest.mark.gpu
@@ -285,20 +285,12 @@ def test_concurrent_sessions_each_on_their_own_stream(target):
     seqs = [frames(np.random.default_rng(s), (2, 8, 40, 36), 10) for s in (1, 2)]
     sequential = [run_copying(delta_session(target, model), seq) for seq in seqs]
     sessions = [delta_session(target, model) for _ in seqs]
-    results, errors = [None, None], []
+    results = [None, None]
 
     def worker(i):
-        try:
-            results[i] = run_copying(sessions[i], seqs[i])
-        except Exception as error:  # reported below
-            errors.append(error)
+        results[i] = run_copying(sessions[i], seqs[i])
 
-    threads = [threading.Thread(target=worker, args=(i,)) for i in range(2)]
-    for th in threads:
-        th.start()
-    for th in threads:
-        th.join()
-    assert not errors, errors
+    run_in_threads(worker, range(2))
     for i in range(2):
         for (y, xr, mo), (wy, wxr, wmo) in zip(results[i], sequential[i]):
             np.testing.assert_array_equal(y, wy)

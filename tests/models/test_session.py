@@ -16,6 +16,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from builders import DOMAIN
+from concurrency import run_in_threads
 import deltaonnx
 from deltaonnx import DeltaSession
 
@@ -461,22 +462,14 @@ def test_four_threads_on_four_streams_match_each_stream_run_alone(cpu_op_library
     alone = {stream: _run_sequence(DeltaSession(model), frames, stream) for stream, frames in sequences.items()}
 
     shared = DeltaSession(model)
-    results, errors = {}, []
+    results = {}
     barrier = threading.Barrier(4)
 
     def worker(stream):
-        try:
-            barrier.wait()
-            results[stream] = _run_sequence(shared, sequences[stream], stream)
-        except BaseException as error:  # reported by the main thread
-            errors.append(error)
+        barrier.wait()
+        results[stream] = _run_sequence(shared, sequences[stream], stream)
 
-    threads = [threading.Thread(target=worker, args=(s,)) for s in sequences]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors, errors
+    run_in_threads(worker, sequences)
     for stream in sequences:
         for step, (got, expected) in enumerate(zip(results[stream], alone[stream])):
             for g, e in zip(got, expected):
@@ -491,26 +484,17 @@ def test_concurrent_runs_on_one_stream_are_serialized(exact_session, dense_sessi
     frames[1] = frame_with_patch(frames[0], rng, 10, 10, size=40)
     frames[2] = frame_with_patch(frames[0], rng, 70, 60, size=40)
     expected = [dense(dense_session, f) for f in frames]
-    errors = []
     barrier = threading.Barrier(3)
 
     def worker(index):
-        try:
-            barrier.wait()
-            for repeat in range(12):  # whatever the interleaving, each run must match its own frame
-                k = (index + repeat) % 3
-                got = exact_session.run(None, {"image": frames[k]}, stream="shared")
-                for g, e in zip(got, expected[k]):
-                    np.testing.assert_allclose(g, e, **EXACT)
-        except BaseException as error:
-            errors.append(error)
+        barrier.wait()
+        for repeat in range(12):  # whatever the interleaving, each run must match its own frame
+            k = (index + repeat) % 3
+            got = exact_session.run(None, {"image": frames[k]}, stream="shared")
+            for g, e in zip(got, expected[k]):
+                np.testing.assert_allclose(g, e, **EXACT)
 
-    threads = [threading.Thread(target=worker, args=(i,)) for i in range(3)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors, errors
+    run_in_threads(worker, range(3))
     assert exact_session.stats("shared")["runs"] == 36
 
 

@@ -11,13 +11,13 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from builders import EMPTY, ConvPair, assert_close_nan, exact_change_map, frame_sequence
+from concurrency import run_in_threads
 from conftest import IMPORT_PATH, check_under_simd
 
 TESTS = Path(__file__).resolve().parent
@@ -140,25 +140,16 @@ def test_threads_on_one_session_with_dense_items(rng):
     pair = _pair(case, "Relu", False, rng, threads=2)
     streams = [_frames(case, rng, ["first", "global", "local", "global"]) for _ in range(4)]
     expected = [[pair.run_dense(x) for x in frames] for frames in streams]
-    errors = []
 
     def work(i):
-        try:
-            x_ref, y_prev = EMPTY, EMPTY
-            for _ in range(3):
-                for x, want in zip(streams[i], expected[i]):
-                    y, x_ref, _ = pair.run_delta(x, x_ref, y_prev)
-                    assert_close_nan(y, want)
-                    y_prev = y
-        except Exception as e:  # noqa: BLE001 - reported below
-            errors.append(e)
+        x_ref, y_prev = EMPTY, EMPTY
+        for _ in range(3):
+            for x, want in zip(streams[i], expected[i]):
+                y, x_ref, _ = pair.run_delta(x, x_ref, y_prev)
+                assert_close_nan(y, want)
+                y_prev = y
 
-    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors, errors
+    run_in_threads(work, range(4))
 
 
 def check_engine_is_own(seed: int) -> None:
