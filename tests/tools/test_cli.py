@@ -129,26 +129,15 @@ def test_user_errors_are_one_line_with_exit_code_2(capsys, tmp_path, model_path)
     assert_user_error(code, err, "no convertible node")
     assert not (tmp_path / "relu.delta.onnx").exists()
 
-    bad_json = tmp_path / "bad.json"
-    bad_json.write_text("{conv: 0.1")
-    code, _, err = run_cli(capsys, "convert", model_path, "--thresholds", bad_json)
-    assert_user_error(code, err, "is not valid JSON")
-
-    not_object = tmp_path / "list.json"
-    not_object.write_text("[0.1]")
-    code, _, err = run_cli(capsys, "convert", model_path, "--thresholds", not_object)
-    assert_user_error(code, err, "must hold a JSON object")
-
-    negative = tmp_path / "negative.json"
-    negative.write_text('{"conv": -1}')
-    code, _, err = run_cli(capsys, "convert", model_path, "--thresholds", negative)
-    assert_user_error(code, err, "must be a number >= 0")
-
-    unknown = tmp_path / "unknown.json"
-    unknown.write_text('{"conv": 0.1, "not_a_node": 0.2}')
-    code, _, err = run_cli(capsys, "convert", model_path, "--thresholds", unknown)
-    assert_user_error(code, err, "unknown node names in thresholds")
-    assert "'not_a_node'" in err and "'conv'" not in err
+    for name, text, message in [("bad.json", "{conv: 0.1", "is not valid JSON"),
+                                ("list.json", "[0.1]", "must hold a JSON object"),
+                                ("negative.json", '{"conv": -1}', "must be a number >= 0"),
+                                ("unknown.json", '{"conv": 0.1, "not_a_node": 0.2}', "unknown node names in thresholds")]:
+        thresholds = tmp_path / name
+        thresholds.write_text(text)
+        code, _, err = run_cli(capsys, "convert", model_path, "--thresholds", thresholds)
+        assert_user_error(code, err, message)
+    assert "'not_a_node'" in err and "'conv'" not in err  # the last: only the unknown name is listed
 
     code, _, err = run_cli(capsys, "convert", model_path, "--threshold", "-0.1")
     assert_user_error(code, err, "--threshold")
