@@ -18,7 +18,7 @@ from typing import Optional
 
 import onnx_ir as ir
 
-from .constants import constant_array
+from .constants import constant_array, constant_scalar
 from .conversion_context import PLAN_META_KEY, ConversionContext
 from .delta_ops import CONV_INPUTS, DELTA_POOL, DELTA_REORDER, LAYOUT_BLOCKED, POOL_INPUTS, Y, is_delta_op
 from .graph_edits import NameScope, attribute, copy_type_and_shape
@@ -46,16 +46,18 @@ _ELEMENTWISE_OPS = frozenset({"Add", "Sub", "Mul", "Div", "Pow", "Max", "Min", "
 def can_block(node: ir.Node) -> Optional[str]:
     """None when this DeltaConv or DeltaPool can take layout "blocked", else why not (what the op's definition
     refuses, docs/ops.md#blocked-layout, or a channel count a library's block might not divide)."""
-    if node.op_type == DELTA_POOL:
-        return _can_block_pool(node)
-    if (attribute(node, "group", 1) or 1) != 1:
-        return "grouped convolution"
-    if attribute(node, "activation", "") == "Softmax":
-        return "channel Softmax"
     if attribute(node, "gate", "pixel") == "block":
         return "block gate"
     if reads_model_input(node):  # the input gate and the identical-frame plan read the frame in NCHW
         return "reads a model input"
+    if node.op_type == DELTA_POOL:
+        if not _multiple_channels(node.inputs[POOL_INPUTS["x"]]):
+            return f"channels not known multiples of {CHANNEL_MULTIPLE}"
+        return None
+    if (attribute(node, "group", 1) or 1) != 1:
+        return "grouped convolution"
+    if attribute(node, "activation", "") == "Softmax":
+        return "channel Softmax"
     weights = constant_array(node.inputs[CONV_INPUTS["w"]])
     if weights is None or weights.ndim != 4:
         return "weights not constant"
@@ -68,25 +70,10 @@ def can_block(node: ir.Node) -> Optional[str]:
     return None
 
 
-def _can_block_pool(node: ir.Node) -> Optional[str]:
-    if attribute(node, "gate", "pixel") == "block":
-        return "block gate"
-    if reads_model_input(node):
-        return "reads a model input"
-    if not _multiple_channels(node.inputs[POOL_INPUTS["x"]]):
-        return f"channels not known multiples of {CHANNEL_MULTIPLE}"
-    return None
-
-
 def _multiple_channels(value: Optional[ir.Value]) -> bool:
     """A 4-D tensor whose channel count is known and a multiple of CHANNEL_MULTIPLE."""
     found = static_dims(value)
     return found is not None and len(found) == 4 and found[1] is not None and found[1] % CHANNEL_MULTIPLE == 0
-
-
-def _is_scalar_constant(value: Optional[ir.Value]) -> bool:
-    array = constant_array(value)
-    return array is not None and array.size == 1 and array.ndim <= 4
 
 
 def _channel_axis(node: ir.Node, default: int) -> Optional[int]:
@@ -138,13 +125,13 @@ class ChooseBlockedLayout(ir.passes.InPlacePass):
             return False
         op, out = node.op_type, node.outputs
         if op in _UNARY_OPS:
-            return node.inputs[0] in blocked and all(_is_scalar_constant(v) for v in inputs[1:])
+            return node.inputs[0] in blocked and all(constant_scalar(v) is not None for v in inputs[1:])
         if op in _ELEMENTWISE_OPS:
             out_dims = dims(out[0])
             if out_dims is None or len(out_dims) != 4 or not _multiple_channels(out[0]):
                 return False
             for value in inputs:
-                if _is_scalar_constant(value):
+                if constant_scalar(value) is not None:
                     continue
                 found = dims(value)
                 if found is None or len(found) != 4 or not all(map(dims_provably_equal, found, out_dims)):
@@ -167,7 +154,7 @@ class ChooseBlockedLayout(ir.passes.InPlacePass):
             reads = [CONV_INPUTS["x"]] if is_delta_op(node) else [0] if node.op_type == "Split" else range(len(node.inputs))
             for position in reads:
                 x = node.inputs[position]
-                if x is None or x in blocked or _is_scalar_constant(x):
+                if x is None or x in blocked or constant_scalar(x) is not None:
                     continue
                 if x not in made:
                     made[x] = _reorder(graph, scope, x, LAYOUT_BLOCKED, before=node)

@@ -26,12 +26,12 @@ LAYOUT_NCHW, LAYOUT_BLOCKED = "nchw", "blocked"
 LAYOUTS = (LAYOUT_NCHW, LAYOUT_BLOCKED)
 
 
-def input_positions(op_type: str) -> dict[str, int]:
-    return CONV_INPUTS if op_type == DELTA_CONV else POOL_INPUTS
-
-
 # DeltaReorder's input positions: X, its last output Y_prev (state) and X's change map, both optional.
 REORDER_INPUTS = {"x": 0, "y_prev": 1, "map_in": 2}
+
+
+def input_positions(op_type: str) -> dict[str, int]:
+    return {DELTA_CONV: CONV_INPUTS, DELTA_REORDER: REORDER_INPUTS}.get(op_type, POOL_INPUTS)
 
 
 def is_reorder(node) -> bool:

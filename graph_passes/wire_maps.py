@@ -13,7 +13,7 @@ from .protocol import DOMAIN
 
 from .constants import constant_array
 from .conversion_context import PLAN_META_KEY
-from .delta_ops import DELTA_MAP_UNION, MAP_OUT, REORDER_INPUTS, Y, input_positions, is_delta_op, is_reorder
+from .delta_ops import DELTA_MAP_UNION, MAP_OUT, Y, input_positions, is_delta_op, is_reorder
 from .graph_edits import NameScope, add_initializer, attribute
 from .locality import ChangeMapPropagation
 from .normalize import onnx_opset
@@ -149,7 +149,7 @@ class WireChangeMaps(ir.passes.InPlacePass):
             change_map = maps.get(node.inputs[0])
             if change_map is None:
                 return
-            position = REORDER_INPUTS["map_in"] if is_reorder(node) else input_positions(node.op_type)["map_in"]
+            position = input_positions(node.op_type)["map_in"]
             if len(node.inputs) <= position:
                 node.resize_inputs(position + 1)
             node.replace_input_with(position, change_map)
