@@ -108,7 +108,7 @@ def _match_dfl_chain(softmax: ir.Node) -> Optional[tuple[list[ir.Node], int]]:
     levels = _flattened_levels(source)
     if levels is None:
         return None
-    flattens, channels = levels
+    concat, flattens, channels = levels
     span = _selected_span(selector, selected, channels) if selector is not None else (0, channels)
     if span is None or span[1] - span[0] != groups * group:
         return None
@@ -118,8 +118,8 @@ def _match_dfl_chain(softmax: ir.Node) -> Optional[tuple[list[ir.Node], int]]:
              _Read(selected, grouped, (0, width), width)]
     if selector is not None:
         reads.append(_Read(source, selector, span, channels))
-    if len(flattens) > 1:
-        reads += [_Read(flatten.outputs[0], source.producer(), span, channels) for flatten in flattens]
+    if concat is not None:
+        reads += [_Read(flatten.outputs[0], concat, span, channels) for flatten in flattens]
     convs: list[ir.Node] = []
     for flatten in flattens:
         found = _convs_in_span(flatten, span, group, channels)
@@ -137,20 +137,21 @@ def _match_dfl_chain(softmax: ir.Node) -> Optional[tuple[list[ir.Node], int]]:
     return convs, group
 
 
-def _flattened_levels(source: ir.Value) -> Optional[tuple[list[ir.Node], int]]:
-    """The Reshapes [N, C, -1] that `source` concatenates along axis 2 (or `source`'s own), and C."""
+def _flattened_levels(source: ir.Value) -> Optional[tuple[Optional[ir.Node], list[ir.Node], int]]:
+    """The Concat(axis 2) writing `source` (None if none), the Reshapes [N, C, -1] it concatenates (or
+    `source`'s own), and C."""
     concat = source.producer()
     if _onnx_op(concat, "Concat") and int(attribute(concat, "axis", 0)) in (2, -1):
         values = list(concat.inputs)
     else:
-        values = [source]
+        concat, values = None, [source]
     flattens = [_producer(value, "Reshape") for value in values]
     if any(flatten is None for flatten in flattens):
         return None
     channels = {_flatten_channels(flatten) for flatten in flattens}
     if len(channels) != 1 or None in channels:
         return None
-    return flattens, channels.pop()
+    return concat, flattens, channels.pop()
 
 
 def _flatten_channels(flatten: ir.Node) -> Optional[int]:
