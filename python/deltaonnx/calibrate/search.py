@@ -246,43 +246,38 @@ class Search:
             self.accepted.append((change, dict(trial)))
             return trial, result
 
+        def bisect(group: Sequence[NodeCalibration], phase: str, name: str, unit: str,
+                   holds: Callable[[Evaluation], bool]) -> None:
+            """The highest level of the group's ladder that holds, by bisection between a passing level and an
+            unknown one (each level above a failing one is taken to fail too)."""
+            nonlocal levels, best
+            ladder = self.setup.ladder(group[0])
+            low, high = 0, len(ladder) - 1
+            while low < high:
+                middle = (low + high + 1) // 2
+                trial = with_levels(levels, group, middle)
+                change = f"{name} {ladder[middle]:g} x {unit}"
+                result = self.evaluate(trial, phase, change)
+                if result is None:
+                    break
+                if holds(result):
+                    low = middle
+                    levels, best = accept(trial, result, change)
+                else:
+                    high = middle - 1
+
         # 1. the input gate, alone (inner nodes exact): the highest level of its ladder that spends at most
-        # GATE_SHARE of the budget's slack, by bisection (as the uniform level below: each level above a failing
-        # one is taken to fail too). Given all of the slack, the gate can take the whole budget for little work
-        # (on a detector whose boxes sit near the threshold, gate 0.05 kept F1 0.991 at 89% of the work, leaving
-        # the inner nodes, which hold most of the work, nothing); the sweeps may raise it further with what is
-        # left.
+        # GATE_SHARE of the budget's slack. Given all of the slack, the gate can take the whole budget for
+        # little work (on a detector whose boxes sit near the threshold, gate 0.05 kept F1 0.991 at 89% of the
+        # work, leaving the inner nodes, which hold most of the work, nothing); the sweeps may raise it further
+        # with what is left.
         if gates:
             gate_budget = self.setup.budget.share(GATE_SHARE)
-            gate_ladder = self.setup.ladder(gates[0])
-            low, high = 0, len(gate_ladder) - 1
-            while low < high:
-                middle = (low + high + 1) // 2
-                trial = with_levels(levels, gates, middle)
-                change = f"gate {gate_ladder[middle]:g} x range"
-                result = self.evaluate(trial, "gate", change)
-                if result is None:
-                    break
-                if result.within_budget and gate_budget.holds(result.agreement):
-                    low = middle
-                    levels, best = accept(trial, result, change)
-                else:
-                    high = middle - 1
-        # 2. one level for every inner node: bisection between a passing and an unknown level
+            bisect(gates, "gate", "gate", "range",
+                   lambda result: result.within_budget and gate_budget.holds(result.agreement))
+        # 2. one level for every inner node
         if inner:
-            low, high = 0, len(INNER_LEVELS) - 1
-            while low < high:
-                middle = (low + high + 1) // 2
-                trial = with_levels(levels, inner, middle)
-                change = f"inner {INNER_LEVELS[middle]:g} x std"
-                result = self.evaluate(trial, "uniform", change)
-                if result is None:
-                    break
-                if result.within_budget:
-                    low = middle
-                    levels, best = accept(trial, result, change)
-                else:
-                    high = middle - 1
+            bisect(inner, "uniform", "inner", "std", lambda result: result.within_budget)
         if best is None:
             best = self.evaluate(exact, "exact", "all thresholds 0", force=True)
         # 3. greedy sweeps front to back: one group a level up, kept if the budget holds and work drops
