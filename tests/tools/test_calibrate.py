@@ -278,7 +278,7 @@ def test_the_gate_leaves_the_inner_nodes_half_the_budget():
         return Evaluation(work, agreement, budget.holds(agreement), {}, 0.0)
 
     setup = SimpleNamespace(nodes=nodes, runner=SimpleNamespace(total_flops=2.0), budget=Budget(max_error=0.05),
-                            evaluate=evaluate, gate_levels=GATE_LEVELS,
+                            evaluate=evaluate, gate_levels=GATE_LEVELS, dense_fraction=0.5,
                             taus=lambda levels: SearchSetup.taus(setup, levels),
                             ladder=lambda node: SearchSetup.ladder(setup, node))
     levels, best = Search(setup, lambda: False, lambda message: None).run()

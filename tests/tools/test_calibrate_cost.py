@@ -104,7 +104,7 @@ def test_the_exact_baseline_is_measured_only_when_read():
             return Evaluation(1.0 - 0.01 * sum(levels.values()), agreement, error <= 0.05, {}, 0.0)
 
         setup = SimpleNamespace(nodes=nodes, runner=SimpleNamespace(total_flops=2.0), budget=Budget(max_error=0.05),
-                                evaluate=evaluate, gate_levels=GATE_LEVELS, below=None,
+                                evaluate=evaluate, gate_levels=GATE_LEVELS, dense_fraction=0.5, below=None,
                                 taus=lambda levels: SearchSetup.taus(setup, levels),
                                 ladder=lambda node: SearchSetup.ladder(setup, node))
         quiet_search(setup).run()

