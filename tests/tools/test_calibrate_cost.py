@@ -181,3 +181,43 @@ def test_a_refusal_by_the_last_step_undoes_only_that_step(resnet, frames, monkey
     assert tried == [forced["last"], forced["uniform"]]
     assert result.search["backoffs"] == 1 and result.calibration.within_budget
     assert result.thresholds[forced["target"].source] == pytest.approx(INNER_LEVELS[base] * forced["target"].scale)
+
+
+def test_a_step_whose_paired_gain_stays_below_the_bar_stops_after_a_quarter_of_the_frames():
+    best = [0.5 + 0.1 * np.sin(k) for k in range(40)]  # frames differ; the step's gain per frame does not
+    floor = WorkFloor([0.0] * 40, float(np.mean(best)) - 0.002, best)
+    same = [w - 0.0005 for w in best]  # gains 0.05%: short of 0.2% whatever the frames still to come
+    assert not floor.gain_unlikely(same[:9]) and floor.gain_unlikely(same[:10])  # a quarter of 40
+    assert not floor.out_of_reach(same[:10])  # the exact floor (nothing known below) could not tell yet
+    enough = [w - 0.003 for w in best]
+    assert not any(floor.gain_unlikely(enough[:n]) for n in range(41))
+    noisy = [w - 0.0015 + (0.02 if k % 2 else -0.02) for k, w in enumerate(best)]  # too noisy to judge
+    assert not floor.gain_unlikely(noisy[:20])
+
+
+def test_only_a_node_that_runs_densely_climbs_past_a_step_that_gains_nothing():
+    """Two nodes whose work drops only some levels up (the dense one at 3, the sparse one at 2): the one above
+    its dense fraction (running densely) climbs there in one sweep; the sparse one is tried one level up and
+    left."""
+    from types import SimpleNamespace
+
+    from deltaonnx.calibrate import GATE_LEVELS, AgreementSummary, Evaluation, NodeCalibration, SearchSetup
+
+    nodes = [NodeCalibration("dense", "d", "DeltaConv", False, 1.0, 1.0),
+             NodeCalibration("sparse", "s", "DeltaConv", False, 1.0, 1.0)]
+    tried = []
+
+    def evaluate(levels):
+        tried.append(dict(levels))
+        work = 1.0 - 0.1 * (levels["dense"] >= 3) - 0.1 * (levels["sparse"] >= 2)
+        # the budget holds up to level 3, unless both nodes move together (no uniform level passes)
+        ok = max(levels.values()) <= 3 and (levels["dense"] != levels["sparse"] or not any(levels.values()))
+        return Evaluation(work, AgreementSummary(10, 0.0, {"y": 0.0}), ok, {"dense": 1.0, "sparse": 0.3}, 0.0)
+
+    setup = SimpleNamespace(nodes=nodes, runner=SimpleNamespace(total_flops=2.0), budget=Budget(max_error=0.05),
+                            evaluate=evaluate, gate_levels=GATE_LEVELS, dense_fraction=0.5, below=None,
+                            taus=lambda levels: SearchSetup.taus(setup, levels),
+                            ladder=lambda node: SearchSetup.ladder(setup, node))
+    levels, best = quiet_search(setup).run()
+    assert levels == {"dense": 3, "sparse": 0} and best.work == pytest.approx(0.9)
+    assert {"dense": 3, "sparse": 1} in tried and {"dense": 3, "sparse": 2} not in tried
