@@ -75,7 +75,7 @@ class Evaluation:
     fractions: dict[str, float]
     cpu_seconds: float
     stopped_early: bool = False  # the box F1 budget was out of reach before the last search frame
-    no_gain: bool = False  # stopped early: its work could no longer fall to its WorkFloor's bound
+    no_gain: bool = False  # stopped early: it could not gain, or was unlikely to (WorkFloor)
     frame_fractions: list = field(default_factory=list)  # per scored frame: Delta node -> recomputed fraction
 
 
