@@ -1,8 +1,8 @@
 // The kernels of DeltaConv's blocked layout (docs/ops.md#blocked-layout), written once over a vector type of
 // one line (a pixel's `block` channels) and instantiated by the AVX-512 (b = 16) and AVX2 (b = 8) tables with
 // their own Lines traits: load/store/set1/fma/add, any_changed (rule 2's per-lane test, NaN counts) and
-// activate. A variant called with another block, or a tile width its register blocking does not divide, runs
-// the scalar table's kernel (the reference, scalar_kernels.cc, which sums in the same order).
+// activate. A variant called with another block, or an output channel count not a multiple of it, runs the scalar
+// table's kernel (the reference, scalar_kernels.cc, which sums in the same order).
 #pragma once
 #include <cstdint>
 #include <algorithm>
