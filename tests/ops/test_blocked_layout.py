@@ -56,9 +56,9 @@ def _pair(case, activation, with_map, rng):
 
 
 def wide_bands(rng, shape):
-    """Frames whose changes are bands of rows wider than the engine's tiles of 24 pixels: the rows read in place
-    (stride 1 and 2), with their left and right remainders gathered; a band at the top border (rows whose
-    windows leave the input: gathered), one across the whole width, and a NaN inside a band."""
+    """Frames whose changes are bands of rows wider than the engine's units of 48 pixels: long runs read where
+    they lie (stride 1 and 2), their ends at the left and right borders gathered; a band at the top border (rows
+    whose windows leave the input: gathered), one across the whole width, and a NaN inside a band."""
     n, c, h, w = shape
     x = rng.standard_normal(shape).astype(np.float32)
     frames = [("first", x)]
@@ -106,9 +106,9 @@ def check_all_cases(seed=5):
     check_scattered_pixels(seed)
 
 
-# Rows long enough to be read in place (docs/ops.md#blocked-layout): 3x3 stride 1 and 2 (M/b blocks 2 and 4 at
-# b = 16), a 1x1, and a dilated 3x3 whose rows read in place lie further from the borders. The first two are
-# sized so that a whole row's last tile read in place ends on the last output whose window stays inside.
+# Wide rows (docs/ops.md#blocked-layout): 3x3 stride 1 and 2 (M/b blocks 2 and 4 at b = 16), a 1x1, and a
+# dilated 3x3 whose windows leave the input further from the borders. The first two have 47 outputs per row
+# whose windows stay inside: a changed row is a unit's tail (4 x 12 - 1 pixels).
 WIDE_CASES = [
     (16, 32, 3, 1, 1, [1, 1, 1, 1], 1, 9, 49),
     (16, 64, 3, 2, 1, [1, 1, 1, 1], 2, 11, 97),
@@ -167,7 +167,7 @@ def test_scattered_pixels(case):
 
 
 @pytest.mark.parametrize("case", WIDE_CASES)
-def test_rows_read_in_place(case):
+def test_wide_rows(case):
     C, n, H, W = case[0], case[6], case[7], case[8]
     for activation in ("", "PRelu"):
         check_case(case, activation, True, 9, wide_bands(np.random.default_rng(9), (n, C, H, W)))
