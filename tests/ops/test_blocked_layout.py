@@ -126,13 +126,16 @@ def check_wide_rows(seed=7):
 
 
 # Changed pixels scattered one by one, in numbers that leave every tail of the GEMM's pixel groups (12 or 6 pixels
-# on AVX-512 and AVX2, then groups of 4 and of 1) and of the engine's units of 48 inside pixels: a group mixes
-# pixels of several rows, read where they lie, and outputs at the borders are gathered. The 1x1 conv recomputes
-# exactly the changed pixels (M/b = 4 at b = 16, 8 at b = 8); the others, odd sizes: the stem's 3x3 s2 16->32,
-# a dilated 3x3 with asymmetric pads, and a conv without padding (every window inside; M/b = 3).
-SCATTER_COUNTS = [1, 3, 4, 5, 7, 11, 12, 13, 25, 47, 48, 49, 61, 97]
+# on AVX-512 and AVX2, then groups of 4 and of 1) and of the engine's units of 48 to 192 inside pixels: a group
+# mixes pixels of several rows, read where they lie, and outputs at the borders are gathered. The 1x1 convs
+# recompute exactly the changed pixels (M/b = 4 at b = 16, 8 at b = 8; on 56x56, 1100 and 1550 of them, below
+# dense_fraction 0.5, make units of 96 and 192);
+# the others, odd sizes: the stem's 3x3 s2 16->32, a dilated 3x3 with asymmetric pads, and a conv without padding
+# (every window inside; M/b = 3).
+SCATTER_COUNTS = [1, 3, 4, 5, 7, 11, 12, 13, 25, 47, 48, 49, 61, 97, 1100, 1550]
 SCATTER_CASES = [
     (32, 64, 1, 1, 1, [0, 0, 0, 0], 1, 13, 17),
+    (16, 32, 1, 1, 1, [0, 0, 0, 0], 1, 56, 56),
     (16, 32, 3, 2, 1, [1, 1, 1, 1], 1, 23, 31),
     (16, 16, 3, 1, 2, [2, 1, 0, 2], 1, 15, 22),
     (16, 48, 3, 1, 1, [0, 0, 0, 0], 1, 12, 19),
