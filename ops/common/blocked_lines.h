@@ -4,8 +4,8 @@
 // activate. A variant called with another block, or an output channel count not a multiple of it, runs the scalar
 // table's kernel (the reference, scalar_kernels.cc, which sums in the same order).
 #pragma once
-#include <cstdint>
 #include <algorithm>
+#include <cstdint>
 #include <cstring>
 
 #include "common/activation.h"
