@@ -3,10 +3,12 @@ same rounds (the CPU time of the calling thread: one ORT thread), for changes wh
 drift between separate runs on a shared machine.
 
     python benchmarks/ab_libraries.py ops DIR_A DIR_B [--cases yolo_3x3_32_32_160x160 ...] [--rounds 3]
+    python benchmarks/ab_libraries.py ops DIR_A DIR_B --layout blocked [--cases ...]   # bench_blocked.py's ops
     python benchmarks/ab_libraries.py model DIR_A DIR_B --model yolov8n.onnx --video vtest.avi [--inner 0.3]
 
 DIR_A / DIR_B hold a libdeltaonnx_ops.so each (e.g. a build of main and one of a branch, with the same flags).
-`ops`: bench_ops.py's YOLO cases with a change map, interleaved rounds, median and [min-max] ratio to dense ORT.
+`ops`: bench_ops.py's YOLO cases with a change map, interleaved rounds, median and [min-max] ratio to dense ORT;
+with `--layout blocked`, bench_blocked.py's models (Conv+SiLU, DeltaConv layout="blocked" fed blocked frames).
 `model`: a real model on a clip (gate 0.05 and the given inner threshold), both libraries' DeltaSessions and
 dense ORT frame by frame after the warm-up frames; median ms per frame and the speedups.
 """
@@ -31,21 +33,30 @@ def _session(model, library=None):
     return ort.InferenceSession(model, so, providers=["CPUExecutionProvider"])
 
 
-def ab_ops(dirs, cases, fractions, rounds, repeat=20):
+def ab_ops(dirs, cases, fractions, rounds, layout="nchw", repeat=20):
     bench_ops.CLOCK = time.thread_time
     rng = np.random.default_rng(0)
     for case in cases:
         C, M, k, s, g, H, W = bench_ops.CASES[case]
-        dense_model, delta_models = bench_ops.build_models(case, rng)
+        if layout == "blocked":
+            import bench_blocked
+            from deltaonnx import _native
+            from deltaonnx.reference import to_blocked
+
+            dense_model, _, delta_model = bench_blocked.models(case, rng)
+        else:
+            dense_model, delta_models = bench_ops.build_models(case, rng)
+            delta_model = delta_models[True]
         dense = _session(dense_model)
-        deltas = [_session(delta_models[True], os.path.join(d, "libdeltaonnx_ops.so")) for d in dirs]
+        deltas = [_session(delta_model, os.path.join(d, "libdeltaonnx_ops.so")) for d in dirs]
         for fraction in fractions:
             frames, maps, _ = bench_ops.scene_frames(C, H, W, k, s, fraction, rng)
+            delta_frames = [to_blocked(f, int(_native.channel_block())) for f in frames] if layout == "blocked" else frames
             ratios, redone = [[] for _ in dirs], 0.0
             for _ in range(rounds):
                 dense_t = bench_ops.time_dense(dense, frames, repeat)
                 for i, delta in enumerate(deltas):
-                    t, redone = bench_ops.time_delta(delta, frames, maps, True, repeat)
+                    t, redone = bench_ops.time_delta(delta, delta_frames, maps, True, repeat)
                     ratios[i].append(t / dense_t)
             print(f"{case:28s} {fraction:4.0%} redone {redone:5.1%}  " + "  ".join(
                 f"{os.path.basename(d.rstrip('/'))} {statistics.median(r):.3f} [{min(r):.3f}-{max(r):.3f}]"
@@ -97,6 +108,7 @@ def main(argv=None):
     ap.add_argument("--cases", nargs="+", default=bench_ops.YOLO_CASES)
     ap.add_argument("--fractions", type=float, nargs="+", default=bench_ops.YOLO_FRACTIONS)
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--layout", choices=["nchw", "blocked"], default="nchw", help="ops: the DeltaConv layout timed")
     ap.add_argument("--model")
     ap.add_argument("--video")
     ap.add_argument("--inner", type=float, default=0.3)
@@ -104,7 +116,7 @@ def main(argv=None):
     ap.add_argument("--frames", type=int, default=50, help="timed frames after the warm-up")
     args = ap.parse_args(argv)
     if args.what == "ops":
-        ab_ops(args.dirs, args.cases, args.fractions, args.rounds)
+        ab_ops(args.dirs, args.cases, args.fractions, args.rounds, args.layout)
     else:
         if not (args.model and args.video):
             ap.error("model needs --model and --video")

@@ -130,15 +130,16 @@ struct KernelTable {
   int64_t (*blocked_detect_update)(const float* x, float* ref, int64_t blocks, int64_t line_stride, int64_t block,
                                    int64_t begin, int64_t end, const uint8_t* marks, float tau, uint8_t* flags);
 
-  // The tile GEMM of the blocked engine: np pixels (count of them stored) whose line l is lines[l] + p *
-  // pixel_stride (a gathered tile [lines][np][block] has pixel_stride = block; a row of outputs read in place,
-  // the conv's stride times block), weights [line_count * block][out_channels] (row (l, lane)), bias
-  // [out_channels]. For p < count and m < out_channels: outs[p][(m / block) * out_line_stride + m % block] =
-  // acts[m](sum over (l, lane) ascending, by fma, of line * weight + bias[m]). Pixels count..np may be
-  // computed (their lines must be readable), never stored.
-  void (*blocked_tile_gemm)(const float* const* lines, int64_t line_count, int64_t pixel_stride, int64_t np,
-                            int64_t block, const float* weights, int64_t out_channels, const float* bias,
-                            const ActivationParams* acts, float* const* outs, int64_t count, int64_t out_line_stride);
+  // The GEMM of the blocked engine: count pixels whose line l is pixels[p] + line_offsets[l] (floats; a pixel
+  // whose window lies inside X points at its window's first line there, one gathered into a tile at its column
+  // of the tile), weights [line_count * block][out_channels] (row (l, lane)), bias [out_channels]. For p < count
+  // and m < out_channels: outs[p][(m / block) * out_line_stride + m % block] = acts[m](sum over (l, lane)
+  // ascending, by fma, of line * weight + bias[m]). Only the count pixels' lines are read (vector variants
+  // prefetch each group's successors while computing it).
+  void (*blocked_pixel_gemm)(const float* const* pixels, const int64_t* line_offsets, int64_t line_count,
+                             int64_t count, int64_t block, const float* weights, int64_t out_channels,
+                             const float* bias, const ActivationParams* acts, float* const* outs,
+                             int64_t out_line_stride);
 };
 
 // The table in use: the best the CPU supports, or the one named by DELTAONNX_SIMD (scalar|avx2|avx512|neon)

@@ -211,15 +211,14 @@ int64_t blocked_detect_update(const float* x, float* ref, int64_t blocks, int64_
   return changed;
 }
 
-void blocked_tile_gemm(const float* const* lines, int64_t line_count, int64_t pixel_stride, int64_t np,
-                       int64_t block, const float* weights, int64_t out_channels, const float* bias,
-                       const ActivationParams* acts, float* const* outs, int64_t count, int64_t out_line_stride) {
-  (void)np;
+void blocked_pixel_gemm(const float* const* pixels, const int64_t* line_offsets, int64_t line_count, int64_t count,
+                        int64_t block, const float* weights, int64_t out_channels, const float* bias,
+                        const ActivationParams* acts, float* const* outs, int64_t out_line_stride) {
   for (int64_t p = 0; p < count; ++p)
     for (int64_t m = 0; m < out_channels; ++m) {
       float acc = 0.f;
       for (int64_t l = 0; l < line_count; ++l) {
-        const float* t = lines[l] + p * pixel_stride;
+        const float* t = pixels[p] + line_offsets[l];
         const float* w = weights + l * block * out_channels + m;
         for (int64_t lane = 0; lane < block; ++lane) acc = std::fma(t[lane], w[lane * out_channels], acc);
       }
@@ -230,7 +229,7 @@ void blocked_tile_gemm(const float* const* lines, int64_t line_count, int64_t pi
 }  // namespace
 
 const KernelTable& scalar_kernel_table() {
-  static const KernelTable table{"scalar", kMR, kNR, kNR, detect_changes, update_reference, detect_update_exact, detect_update_pixels, gemm_tile, gemm_tile_store, gemm_row, pack_pieces, scatter_pieces, store_flagged, deinterleave2, bias_activate, unblock_activate, block_planes, depthwise_run, max_taps, softmax_run, gate_column_sums, blocked_detect_update, blocked_tile_gemm};
+  static const KernelTable table{"scalar", kMR, kNR, kNR, detect_changes, update_reference, detect_update_exact, detect_update_pixels, gemm_tile, gemm_tile_store, gemm_row, pack_pieces, scatter_pieces, store_flagged, deinterleave2, bias_activate, unblock_activate, block_planes, depthwise_run, max_taps, softmax_run, gate_column_sums, blocked_detect_update, blocked_pixel_gemm};
   return table;
 }
 

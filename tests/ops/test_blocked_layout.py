@@ -56,9 +56,9 @@ def _pair(case, activation, with_map, rng):
 
 
 def wide_bands(rng, shape):
-    """Frames whose changes are bands of rows wider than the engine's tiles of 24 pixels: the rows read in place
-    (stride 1 and 2), with their left and right remainders gathered; a band at the top border (rows whose
-    windows leave the input: gathered), one across the whole width, and a NaN inside a band."""
+    """Frames whose changes are bands of rows wider than the engine's units of 48 pixels: long runs read where
+    they lie (stride 1 and 2), their ends at the left and right borders gathered; a band at the top border (rows
+    whose windows leave the input: gathered), one across the whole width, and a NaN inside a band."""
     n, c, h, w = shape
     x = rng.standard_normal(shape).astype(np.float32)
     frames = [("first", x)]
@@ -103,11 +103,12 @@ def check_all_cases(seed=5):
             for with_map in (False, True):
                 check_case(case, activation, with_map, seed + i)
     check_wide_rows(seed)
+    check_scattered_pixels(seed)
 
 
-# Rows long enough to be read in place (docs/ops.md#blocked-layout): 3x3 stride 1 and 2 (M/b blocks 2 and 4 at
-# b = 16), a 1x1, and a dilated 3x3 whose rows read in place lie further from the borders. The first two are
-# sized so that a whole row's last tile read in place ends on the last output whose window stays inside.
+# Wide rows (docs/ops.md#blocked-layout): 3x3 stride 1 and 2 (M/b blocks 2 and 4 at b = 16), a 1x1, and a
+# dilated 3x3 whose windows leave the input further from the borders. The first two have 47 outputs per row
+# whose windows stay inside: a changed row is a unit's tail (4 x 12 - 1 pixels).
 WIDE_CASES = [
     (16, 32, 3, 1, 1, [1, 1, 1, 1], 1, 9, 49),
     (16, 64, 3, 2, 1, [1, 1, 1, 1], 2, 11, 97),
@@ -124,8 +125,52 @@ def check_wide_rows(seed=7):
             check_case(case, activation, True, seed + i, frames)
 
 
+# Changed pixels scattered one by one, in numbers that leave every tail of the GEMM's pixel groups (12 or 6 pixels
+# on AVX-512 and AVX2, then groups of 4 and of 1) and of the engine's units of 48 to 192 inside pixels: a group
+# mixes pixels of several rows, read where they lie, and outputs at the borders are gathered. The 1x1 convs
+# recompute exactly the changed pixels (M/b = 4 at b = 16, 8 at b = 8; on 56x56, 1100 and 1550 of them, below
+# dense_fraction 0.5, make units of 96 and 192);
+# the others, odd sizes: the stem's 3x3 s2 16->32, a dilated 3x3 with asymmetric pads, and a conv without padding
+# (every window inside; M/b = 3).
+SCATTER_COUNTS = [1, 3, 4, 5, 7, 11, 12, 13, 25, 47, 48, 49, 61, 97, 1100, 1550]
+SCATTER_CASES = [
+    (32, 64, 1, 1, 1, [0, 0, 0, 0], 1, 13, 17),
+    (16, 32, 1, 1, 1, [0, 0, 0, 0], 1, 56, 56),
+    (16, 32, 3, 2, 1, [1, 1, 1, 1], 1, 23, 31),
+    (16, 16, 3, 1, 2, [2, 1, 0, 2], 1, 15, 22),
+    (16, 48, 3, 1, 1, [0, 0, 0, 0], 1, 12, 19),
+]
+
+
+def scattered_pixels(rng, shape, counts=SCATTER_COUNTS):
+    """A first frame, then one frame per count changing that many pixels (all channels) chosen anywhere."""
+    n, c, h, w = shape
+    x = rng.standard_normal(shape).astype(np.float32)
+    frames = [("first", x)]
+    for count in counts:
+        x = x.copy()
+        where = rng.choice(h * w, size=min(count, h * w), replace=False)
+        x[:, :, where // w, where % w] += 1.0
+        frames.append((f"{count} pixels", x))
+    return frames
+
+
+def check_scattered_pixels(seed=19):
+    for i, case in enumerate(SCATTER_CASES):
+        C, n, H, W = case[0], case[6], case[7], case[8]
+        for activation, with_map in (("", True), ("SiLU", False)):
+            check_case(case, activation, with_map, seed + i, scattered_pixels(np.random.default_rng(seed + i), (n, C, H, W)))
+
+
+@pytest.mark.parametrize("case", SCATTER_CASES)
+def test_scattered_pixels(case):
+    C, n, H, W = case[0], case[6], case[7], case[8]
+    for activation in ("", "PRelu"):
+        check_case(case, activation, True, 21, scattered_pixels(np.random.default_rng(21), (n, C, H, W)))
+
+
 @pytest.mark.parametrize("case", WIDE_CASES)
-def test_rows_read_in_place(case):
+def test_wide_rows(case):
     C, n, H, W = case[0], case[6], case[7], case[8]
     for activation in ("", "PRelu"):
         check_case(case, activation, True, 9, wide_bands(np.random.default_rng(9), (n, C, H, W)))

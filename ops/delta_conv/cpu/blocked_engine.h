@@ -1,9 +1,10 @@
 // DeltaConv on blocked tensors (attribute layout = "blocked", docs/ops.md#blocked-layout): X, X_ref [C/b][H][W][b]
 // and Y, Y_prev [M/b][Ho][Wo][b] per batch item, so one pixel's b channels are one line. The steps of
 // docs/decisions/nchwc-exchange.md: the change test of the (marked) input pixels line by line and rule 3's
-// reference move, the or-pool to the output map (rule 4, shared with the NCHW engine), the recomputed outputs'
-// patches gathered into tiles of lines, and the tile times the blocked weights with bias and activation in the
-// store. Items recomputed everywhere go to the dense engine (ORT's NCHWc Conv, no reorders) when one is given.
+// reference move, the or-pool to the output map (rule 4, shared with the NCHW engine), then the recomputed outputs
+// times the blocked weights with bias and activation in the store: those whose windows lie inside X read where
+// they lie, the border's patches gathered into tiles of lines. Items recomputed everywhere go to the dense engine
+// (ORT's NCHWc Conv, no reorders) when one is given.
 #pragma once
 #include <cstdint>
 #include <vector>
@@ -12,8 +13,8 @@
 
 namespace deltaonnx {
 
-// W [M, C, kH, kW] (group 1) as rows of the tile GEMM: row (cb, tap, lane) holds input channel cb*b + lane at
-// tap (ky*kW + kx) for all M output channels, the order in which a tile lists its lines.
+// W [M, C, kH, kW] (group 1) as rows of the pixel GEMM: row (cb, tap, lane) holds input channel cb*b + lane at
+// tap (ky*kW + kx) for all M output channels, the order in which a window's lines are listed.
 class BlockedConvWeights {
  public:
   BlockedConvWeights(const ConvSpec& spec, const float* weights, int64_t block);
