@@ -36,7 +36,7 @@ ListedReorder listed_reorder(int64_t block) {
 }  // namespace
 
 void reorder_marked_pixels(const ReorderShape& s, bool to_blocked, const float* x, const uint8_t* map, float* y,
-                           const ParallelFor& parallel_for, const KernelTable& k) {
+                           const ParallelFor& parallel_for, const KernelTable& k, bool x_unmarked_unset) {
   const int64_t chunk = s.block * s.pixels, blocks = s.channels / s.block;
   const ListedReorder reorder = listed_reorder(s.block);
   std::vector<int64_t> pixels;
@@ -47,7 +47,8 @@ void reorder_marked_pixels(const ReorderShape& s, bool to_blocked, const float* 
       if (marks[p]) pixels.push_back(p);
     if (pixels.empty()) continue;
     const int64_t first = n * blocks;
-    if (2 * static_cast<int64_t>(pixels.size()) > s.pixels) {  // mostly marked: whole planes stream faster
+    const int64_t marked = static_cast<int64_t>(pixels.size());
+    if (x_unmarked_unset ? marked == s.pixels : 2 * marked > s.pixels) {  // mostly marked: whole planes stream faster
       ReorderShape item = s;
       item.batch = 1;
       reorder_channels(item, to_blocked, x + first * chunk, y + first * chunk, parallel_for, k);
