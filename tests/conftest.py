@@ -64,6 +64,12 @@ def empty_state() -> np.ndarray:
     return np.zeros((0, 0, 0, 0), dtype=np.float32)
 
 
+@pytest.fixture(scope="module")
+def zoo():
+    """models/zoo.py, the small models the conversion tests convert (skips where it cannot import)."""
+    return pytest.importorskip("zoo")
+
+
 @pytest.fixture
 def cpu_op_library() -> str:
     """Path of the built CPU op library; skips the test when it is not built yet."""

@@ -1,5 +1,5 @@
 // Activations that DeltaConv fuses, one definition for the CPU kernels, the CUDA kernels and the host
-// tests. The numpy reference (python/deltaonnx/reference.py) follows the same formulas as ONNX defines them.
+// tests. The numpy reference (python/deltaonnx/reference/) follows the same formulas as ONNX defines them.
 #pragma once
 #include <cmath>
 #include <cstdint>

@@ -1,7 +1,7 @@
 // DeltaConv's `activation` / `activation_params` attributes resolved to what every epilogue reads (the CPU
 // kernel table, the CUDA gather-GEMM, the host emulation): the kind with its scalar parameters, defaults
 // filled in, and PRelu's slopes. Written once: the CPU and CUDA ops both resolve through this (docs/ops.md
-// lists the defaults; python/deltaonnx/reference.py mirrors them).
+// lists the defaults; python/deltaonnx/reference/ mirrors them).
 #pragma once
 #include <cmath>
 #include <cstdint>

@@ -1,5 +1,5 @@
 // Receptive-field geometry of a 2-D sliding window (Conv or Pool), written once for the CPU kernels, the
-// CUDA kernels and (mirrored in python/deltaonnx/reference.py) the numpy reference.
+// CUDA kernels and (mirrored in python/deltaonnx/reference/) the numpy reference.
 //
 // An output pixel (oy, ox) reads input rows oy*stride - pad_begin + k*dilation for k in [0, kernel).
 // The change map of the output is the OR-pool of the input change map with the same window: exact, and

@@ -1,6 +1,6 @@
 """Channel-blocked memory in numpy (docs/ops.md#blocked-layout): [N, C, H, W] arrays whose memory is
 [N][C/b][H][W][b], the conversions to and from NCHW, and a Delta op's rules run on blocked tensors. The numpy
-reference (reference.py) and the tests use them; b is the op library's unless given."""
+reference (reference/) and the tests use them; b is the op library's unless given."""
 from __future__ import annotations
 
 import numpy as np

@@ -291,7 +291,7 @@ def test_example_at_threshold_0_skips_repeats_and_equals_dense_ort(example, op_l
 def test_example_mask_keeps_the_masked_region_and_skips_frames_that_change_only_there(example, op_library, tmp_path):
     """--exclude over the top rows (a timestamp overlay): frames that change only there are not run; the outputs
     only those rows reach keep their first values exactly; everything equals DeltaSession with the same mask."""
-    from test_convert import conv_block_model, weights
+    from conversion import conv_block_model, weights
     from test_gate_convert import noisy_video, outputs_reached_from_outside
 
     rng = np.random.default_rng(11)

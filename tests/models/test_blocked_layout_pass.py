@@ -178,17 +178,17 @@ BLOCKED_ZOO = ["cnn1", "resnet18_like", "mobilenetv2_like", "yolov8_like", "unet
 
 
 def _frames(original, count, seed):
-    import test_convert
+    import conversion
 
     rng = np.random.default_rng(seed)
-    shape = test_convert.model_input_shape(original)
-    return [{original.graph.input[0].name: f} for f in test_convert.video(shape, count, rng)]
+    shape = conversion.model_input_shape(original)
+    return [{original.graph.input[0].name: f} for f in conversion.video(shape, count, rng)]
 
 
 def check_zoo_equals_dense(seed: int = 5, names=tuple(BLOCKED_ZOO)) -> None:
     """Each zoo model converted with layout "blocked" at threshold 0, run frame after frame through the op
     library, equals dense ORT on the original; and the numpy reference at the library's b agrees."""
-    import test_convert
+    import conversion
     import zoo
 
     for name in names:
@@ -196,9 +196,9 @@ def check_zoo_equals_dense(seed: int = 5, names=tuple(BLOCKED_ZOO)) -> None:
         converted = deltaonnx.convert(original, layout="blocked")
         assert any(_layout(n) == "blocked" for n in converted.graph.node), name
         frames = _frames(original, 5, seed)
-        test_convert.assert_same_as_dense(original, converted, frames, deltaonnx.library_path("cpu"))
+        conversion.assert_same_as_dense(original, converted, frames, deltaonnx.library_path("cpu"))
         if name in ("cnn1", "yolov8_like"):
-            test_convert.assert_same_as_dense(original, converted, frames[:3], None)
+            conversion.assert_same_as_dense(original, converted, frames[:3], None)
 
 
 def test_zoo_models_equal_dense_ort_at_threshold_zero():

@@ -7,18 +7,14 @@ import numpy as np
 import onnx
 import pytest
 from onnx import helper
-from test_convert import (DOMAIN, StatefulRunner, assert_outputs_close, attr, conv_block_model, dense_session,
-                          metadata_of, model_input_shape, video, weights)
+from builders import DOMAIN
+from conversion import (StatefulRunner, assert_outputs_close, attr, conv_block_model, dense_session, metadata_of,
+                        model_input_shape, video, weights)
 
 import deltaonnx
 from deltaonnx import reference as ref
 from deltaonnx.convert import ConversionError
 from deltaonnx.graph_passes.conversion_context import DEFAULT_INPUT_GATE_HARD
-
-@pytest.fixture(scope="module")
-def zoo():
-    return pytest.importorskip("zoo")
-
 
 def gates_of(model: onnx.ModelProto) -> list[onnx.NodeProto]:
     return [n for n in model.graph.node if n.domain == DOMAIN and n.op_type == "DeltaGate"]

@@ -173,14 +173,14 @@ def test_cuda_library_refuses_the_block_rule(emulated_cuda_library):
 # --- convert(inner_gate=...) --------------------------------------------------------------------------------
 
 def _inner_ops(converted):
-    from test_convert import DOMAIN
+    from builders import DOMAIN
 
     return [n for n in converted.graph.node if n.domain == DOMAIN and n.op_type in ("DeltaConv", "DeltaPool")]
 
 
 def test_convert_writes_the_block_rule_on_inner_ops_only(rng):
     import deltaonnx
-    from test_convert import attr
+    from conversion import attr
     zoo = pytest.importorskip("zoo")
 
     model = zoo.yolov8_like()
@@ -198,11 +198,11 @@ def test_convert_writes_the_block_rule_on_inner_ops_only(rng):
 def test_convert_per_node_inner_gates_and_clear_errors(rng):
     import deltaonnx
     from deltaonnx.convert import ConversionError
-    from test_convert import attr
+    from conversion import attr
     zoo = pytest.importorskip("zoo")
 
     model = zoo.yolov8_like()
-    from test_convert import metadata_of
+    from conversion import metadata_of
 
     plain = metadata_of(deltaonnx.convert(model, inner_threshold=0.1))["nodes"]
     names = [entry["source"] for entry in plain if entry["decision"] == "converted"][1:3]
@@ -225,7 +225,7 @@ def test_convert_per_node_inner_gates_and_clear_errors(rng):
 
 def test_converted_model_with_inner_block_rule_runs_as_the_reference_evaluator(cpu_op_library, rng):
     import deltaonnx
-    from test_convert import StatefulRunner, video
+    from conversion import StatefulRunner, video
     zoo = pytest.importorskip("zoo")
 
     model = zoo.yolov8_like()
@@ -246,7 +246,7 @@ def test_cli_convert_and_bench_sweep_the_inner_gate(cpu_op_library, tmp_path, ca
     import json
 
     from test_bench import run_cli, write_clip
-    from test_convert import attr
+    from conversion import attr
     zoo = pytest.importorskip("zoo")
 
     model, clip = tmp_path / "yolo.onnx", write_clip(tmp_path / "clip.avi", (64, 96), n_frames=6)

@@ -5,7 +5,7 @@
    RegisterCustomOps, and ORT accepts its registration.
 2. Kernels: deltaonnx._native.cuda_host runs each CUDA kernel's per-thread code on the host (the same DELTA_HD
    functions, the grid looped in C++, barrier phases and warp votes emulated). Compared with the numpy
-   reference (python/deltaonnx/reference.py) on random cases with NaN/Inf, dilation, groups, asymmetric pads,
+   reference (python/deltaonnx/reference/) on random cases with NaN/Inf, dilation, groups, asymmetric pads,
    auto_pad and ceil_mode; the gather-GEMM equals the per-element body bit for bit, whatever the list order.
 3. Ops: libdeltaonnx_ops_cuda_emulated.so is the CUDA library's own host code (attributes, validation, state
    handling, the launch sequence) with the launchers replaced by the host emulation, registered for ORT's CPU

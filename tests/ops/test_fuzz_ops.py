@@ -1,7 +1,7 @@
 """Fuzzing the ops through ORT (issue 17): single-op models with random and extreme attributes (0, 1, 2**31,
 2**62, INT64_MAX, negatives, lists of the wrong length, attributes of the wrong ONNX type) and random frame, state
 and change-map shapes. Every case must end in a clean error (an ORT exception naming the node) or in outputs
-equal to the numpy reference (python/deltaonnx/reference.py) over a short sequence of frames.
+equal to the numpy reference (python/deltaonnx/reference/) over a short sequence of frames.
 
 Cases run in batches in child processes with a time limit, so a crash or a hang fails the test instead of
 killing pytest; a failing batch is re-run case by case to name the culprit with its exact attributes. The cases

@@ -1,4 +1,4 @@
-"""The numpy reference (python/deltaonnx/reference.py) against independent oracles: PyTorch and ORT for the
+"""The numpy reference (python/deltaonnx/reference/) against independent oracles: PyTorch and ORT for the
 dense ops, a brute-force loop for the receptive-field geometry, and docs/design.md rules 1-5 as invariants on
 multi-frame sequences."""
 from __future__ import annotations

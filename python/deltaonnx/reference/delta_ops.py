@@ -1,0 +1,154 @@
+"""DeltaConv, DeltaPool, DeltaMapUnion and DeltaReorder: the rules applied around the dense ops, with the state
+each keeps."""
+from __future__ import annotations
+
+import numpy as np
+
+from ..blocked_memory import (REORDER_TARGETS, blocked_sides, from_blocked, library_channel_block, run_blocked,
+                              to_blocked)
+from ..graph_passes.protocol import DEFAULT_GATE_BLOCK
+from .dense import _activate, _or_pool, conv2d, maxpool2d
+from .gate import GATE_RULES, delta_gate
+from .rules import _check_map, apply_dense_fraction, changed_pixels, state_is_empty
+from .window import _pair, _Window
+
+def _delta_step(X, X_ref, Y_prev, map_in, threshold, dense_fraction, win: _Window, compute_dense,
+                drop_reference=False, gate="pixel", gate_block=DEFAULT_GATE_BLOCK, gate_hard=None):
+    """Rules 1-5 around any windowed op: `compute_dense(X_ref_next)` gives the op's full output.
+    drop_reference: no X_ref is kept (allowed at tau = 0 with a change map, docs/design.md#dropped-references): the map's marks
+    are the changed pixels, the state is Y_prev alone, and X_ref_next is an empty [0,0,0,0]."""
+    X = np.asarray(X, dtype=np.float32)
+    n = X.shape[0]
+    if drop_reference:
+        if map_in is None or float(threshold) != 0.0:
+            raise ValueError("without X_ref the op needs a change map and threshold 0")
+        map_in = _check_map(map_in, (n, 1) + X.shape[2:], "map_in")
+        out_shape = compute_dense(X[:0]).shape[1:]
+        fresh = state_is_empty(Y_prev) or np.shape(Y_prev)[1:] != out_shape or np.shape(Y_prev)[0] != n
+        changed = np.ones((n,) + X.shape[2:], bool) if fresh else map_in[:, 0] != 0
+        y_full = compute_dense(X)
+        recompute = (np.ones((n,) + win.out_hw, dtype=bool) if fresh
+                     else apply_dense_fraction(_or_pool(changed, win), dense_fraction))
+        Y = y_full if fresh else np.where(recompute[:, None], y_full, np.asarray(Y_prev, np.float32))
+        return Y.astype(np.float32), np.zeros((0, 0, 0, 0), np.float32), recompute[:, None].astype(np.uint8)
+    gate = gate.decode() if isinstance(gate, bytes) else gate  # as the evaluator hands string attributes
+    if gate not in GATE_RULES:
+        raise ValueError(f"gate must be one of {GATE_RULES}, got {gate!r}")
+    fresh = state_is_empty(X_ref) or np.shape(X_ref) != X.shape
+    if gate == "block":  # rule 2b: DeltaGate's verdict, and whole blocks' references move (rule 3)
+        if map_in is not None:
+            map_in = _check_map(map_in, (n, 1) + X.shape[2:], "map_in")
+        X_ref_next, gated = delta_gate(X, None if fresh else X_ref, map_in, rule="block", threshold=threshold,
+                                       gate_block=gate_block, gate_hard=gate_hard)
+        changed = gated[:, 0] != 0
+    else:
+        changed = changed_pixels(X, X_ref, threshold, map_in)
+        # Rule 3: the reference moves only where the pixel counts as changed.
+        X_ref_next = X.copy() if fresh else np.where(changed[:, None], X, np.asarray(X_ref, dtype=np.float32))
+    y_full = compute_dense(X_ref_next)
+    if fresh:
+        recompute = np.ones((n,) + win.out_hw, dtype=bool)
+    else:
+        Y_prev = np.asarray(Y_prev, dtype=np.float32) if Y_prev is not None else np.zeros((0, 0, 0, 0), np.float32)
+        if Y_prev.shape != y_full.shape:
+            raise ValueError(f"Y_prev has shape {Y_prev.shape}, expected {y_full.shape} (the shape of Y)")
+        recompute = apply_dense_fraction(_or_pool(changed, win), dense_fraction)
+    Y = y_full if fresh else np.where(recompute[:, None], y_full, Y_prev).astype(np.float32)
+    map_out = recompute[:, None].astype(np.uint8)
+    return Y, X_ref_next, map_out
+
+
+def delta_conv(X, W, B=None, X_ref=None, Y_prev=None, map_in=None, *, kernel_shape=None, strides=None,
+               pads=None, dilations=None, group=1, auto_pad="NOTSET", activation="", activation_params=(),
+               threshold=0.0, dense_fraction=0.5, drop_reference=False, gate="pixel", gate_block=DEFAULT_GATE_BLOCK,
+               gate_hard=None, layout="nchw", channel_block=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """DeltaConv (docs/ops.md), rules 1-5: returns (Y, X_ref_next, map_out) with
+    Y = where(recompute, act(conv(X_ref_next) + B), Y_prev) and map_out the uint8 recompute mask.
+    gate "block" decides changes by rule 2b (delta_gate's verdict, k = gate_block, tau_hard = gate_hard).
+    layout "blocked": X, X_ref, Y_prev, Y and X_ref_next hold blocked memory (docs/ops.md#blocked-layout) of
+    channel_block (default: the library's); "blocked_out": Y_prev and Y only."""
+    input_blocked, output_blocked = blocked_sides(layout, gate)
+    if output_blocked:
+        args = dict(kernel_shape=kernel_shape, strides=strides, pads=pads, dilations=dilations, group=group,
+                    auto_pad=auto_pad, activation=activation, activation_params=activation_params, threshold=threshold,
+                    dense_fraction=dense_fraction, drop_reference=drop_reference, gate=gate, gate_block=gate_block,
+                    gate_hard=gate_hard)
+        return run_blocked(lambda x, x_ref, y_prev: delta_conv(x, W, B, x_ref, y_prev, map_in, **args), channel_block,
+                           X, X_ref, Y_prev, input_blocked)
+    X = np.asarray(X, dtype=np.float32)
+    W = np.asarray(W, dtype=np.float32)
+    if X.ndim != 4 or W.ndim != 4:
+        raise ValueError(f"DeltaConv is 2-D NCHW: X {X.shape}, W {W.shape}")
+    kernel = tuple(W.shape[2:]) if not kernel_shape else _pair(kernel_shape, "kernel_shape", 1)
+    if kernel != tuple(W.shape[2:]):
+        raise ValueError(f"kernel_shape {kernel} does not match W {W.shape}")
+    win = _Window.resolve(X.shape[2:], kernel, strides, pads, dilations, auto_pad)
+    act_name, act_params = activation, activation_params
+
+    def dense(x_ref_next):
+        y = conv2d(x_ref_next, W, B, strides=win.strides, pads=win.pads, dilations=win.dilations, group=group)
+        return _activate(y, act_name, act_params, channel_axis=1)
+
+    return _delta_step(X, X_ref, Y_prev, map_in, threshold, dense_fraction, win, dense, drop_reference,
+                       gate, gate_block, gate_hard)
+
+
+def delta_pool(X, X_ref=None, Y_prev=None, map_in=None, *, kernel_shape, strides=None, pads=None,
+               dilations=None, auto_pad="NOTSET", ceil_mode=0, threshold=0.0, dense_fraction=0.5,
+               storage_order=0, drop_reference=False, gate="pixel", gate_block=DEFAULT_GATE_BLOCK,
+               gate_hard=None, layout="nchw", channel_block=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """DeltaPool over MaxPool (docs/ops.md), rules 1-5 with the pool's window as receptive field:
+    returns (Y, X_ref_next, map_out); gate as in delta_conv. layout "blocked": X, X_ref, Y_prev, Y and X_ref_next
+    hold blocked memory (docs/ops.md#blocked-layout) of channel_block (default: the library's)."""
+    if int(storage_order) != 0:
+        raise ValueError("DeltaPool refuses storage_order != 0 (it has no Indices output)")
+    args = dict(kernel_shape=kernel_shape, strides=strides, pads=pads, dilations=dilations, auto_pad=auto_pad,
+                ceil_mode=ceil_mode, threshold=threshold, dense_fraction=dense_fraction, drop_reference=drop_reference,
+                gate=gate, gate_block=gate_block, gate_hard=gate_hard)
+    if blocked_sides(layout, gate, conv=False)[0]:
+        return run_blocked(lambda x, x_ref, y_prev: delta_pool(x, x_ref, y_prev, map_in, **args), channel_block,
+                           X, X_ref, Y_prev)
+    X = np.asarray(X, dtype=np.float32)
+    if X.ndim != 4:
+        raise ValueError(f"DeltaPool is 2-D NCHW: X {X.shape}")
+    win = _Window.resolve(X.shape[2:], kernel_shape, strides, pads, dilations, auto_pad, ceil_mode)
+
+    def dense(x_ref_next):
+        return maxpool2d(x_ref_next, kernel_shape=win.kernel, strides=win.strides, pads=win.pads,
+                         dilations=win.dilations, ceil_mode=ceil_mode)
+
+    return _delta_step(X, X_ref, Y_prev, map_in, threshold, dense_fraction, win, dense, drop_reference,
+                       gate, gate_block, gate_hard)
+
+
+def map_union(*maps) -> np.ndarray:
+    """DeltaMapUnion: elementwise OR of change maps of one shape [N,1,H,W], as uint8 0/1."""
+    if not maps:
+        raise ValueError("DeltaMapUnion needs at least one map")
+    arrays = [np.asarray(m) for m in maps]
+    for a in arrays[1:]:
+        if a.shape != arrays[0].shape:
+            raise ValueError(f"DeltaMapUnion inputs differ in shape: {[x.shape for x in arrays]}")
+    out = np.zeros(arrays[0].shape, dtype=bool)
+    for a in arrays:
+        out |= a != 0
+    return out.astype(np.uint8)
+
+
+def delta_reorder(X, Y_prev=None, map_in=None, *, to: str, block: int | None = None) -> np.ndarray:
+    """DeltaReorder (docs/ops.md#deltareorder): X's memory reordered to `to` ("blocked" or "nchw") with channel
+    block `block` (default: the library's). With its last output Y_prev (of X's shape) and X's change map
+    ([N,1,H,W]), the pixels the map leaves 0 keep Y_prev's values; an empty or other-shaped Y_prev (rule 1), an
+    empty map or none: every pixel from X."""
+    if to not in REORDER_TARGETS:
+        raise ValueError(f"DeltaReorder's 'to' must be one of {REORDER_TARGETS}, got {to!r}")
+    b = library_channel_block() if block is None else int(block)
+    X = np.asarray(X, dtype=np.float32)
+    nchw = X if to == "blocked" else from_blocked(X, b)  # X's values in NCHW order
+    if map_in is not None and np.size(map_in) > 0:
+        map_in = _check_map(map_in, (X.shape[0], 1, *X.shape[2:]), "map_in")
+        if Y_prev is not None and np.shape(Y_prev) == X.shape:
+            previous = np.asarray(Y_prev, np.float32)
+            previous = from_blocked(previous, b) if to == "blocked" else previous
+            nchw = np.where(map_in != 0, nchw, previous)
+    return to_blocked(nchw, b) if to == "blocked" else np.ascontiguousarray(nchw)
