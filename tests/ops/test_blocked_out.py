@@ -108,3 +108,18 @@ def test_output_channels_not_multiple_of_block_refused():
 def test_pool_refuses_blocked_out():
     with pytest.raises(Exception, match="'layout' must be \"nchw\" or \"blocked\", got \"blocked_out\""):
         op_session(pool_model(dict(kernel_shape=[2, 2], layout="blocked_out")))
+
+
+def test_emulated_cuda_runs_blocked_out_as_nchw(emulated_cuda_library, rng):
+    """The CUDA library's b is 1: "blocked_out" is accepted and runs as NCHW, equal to its NCHW op."""
+    w = (rng.standard_normal((16, 3, 3, 3)) / 5).astype(np.float32)
+    attrs = dict(kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1], activation="SiLU")
+    nchw = op_session(conv_model(attrs, W=w), library=emulated_cuda_library)
+    out = op_session(conv_model(dict(attrs, layout="blocked_out"), W=w), library=emulated_cuda_library)
+    state_n, state_o = (EMPTY, EMPTY), (EMPTY, EMPTY)
+    for x in frame_sequence(rng, (1, 3, 13, 18), ["first", "local", "none", "global"]):
+        got_n = nchw.run(None, {"X": x, "X_ref": state_n[0], "Y_prev": state_n[1]})
+        got_o = out.run(None, {"X": x, "X_ref": state_o[0], "Y_prev": state_o[1]})
+        for g, e in zip(got_o, got_n):
+            np.testing.assert_array_equal(g, e)
+        state_n, state_o = (got_n[1], got_n[0]), (got_o[1], got_o[0])
