@@ -15,15 +15,20 @@ it, but a good value differs from layer to layer. This module finds them:
 3. **Search** (on the search frames, each candidate run through DeltaSession from an empty state, the model
    `convert` makes with the input gate's rule the written model uses: the block rule by default, `gate="pixel"`
    on request):
-   the gate alone, then one inner level for all nodes (bisection), then greedy sweeps front to back (as DeltaCNN
-   and CBinfer do) raising one node (or the gate) a level at a time, kept when the budget still holds and the
-   FLOP-weighted conv work redone drops. Work is measured, not estimated: `DeltaSession.stats()` per frame,
-   weighted by each conv's FLOPs at this input size; convs kept dense count as fully redone. A candidate stops
-   as soon as its box F1 cannot reach the budget even if every remaining dense box were found.
-4. **Verification** on every calibration frame, dense and converted interleaved and timed (thread CPU time). If
-   the budget fails there, every level steps down and it is verified again. Drift: agreement in the late half
-   against the early half; when the late half alone fails, a periodic refresh (full recompute every K frames
-   per stream, `PeriodicRefresh`) is tried before stepping down (`refresh="auto"`).
+   the gate alone (bisection over its ladder), then one inner level for all nodes (bisection), then greedy
+   sweeps front to back (as DeltaCNN and CBinfer do) raising one node (or the gate) a level at a time, kept
+   when the budget still holds and the FLOP-weighted conv work redone drops. Work is measured, not estimated:
+   `DeltaSession.stats()` per frame, weighted by each conv's FLOPs at this input size; convs kept dense count
+   as fully redone. A candidate stops as soon as its box F1 cannot reach the budget even if every remaining
+   dense box were found, and a greedy step as soon as its work cannot drop enough even if every node below the
+   changed one redid nothing (the nodes above and beside it compute what the best did) or, after a quarter of
+   the frames, its gain over the best on the same frames falls short by two standard errors (search.WorkFloor).
+4. **Verification** on every calibration frame, dense and converted interleaved and timed (thread CPU time;
+   dense answers kept from step 1 are reused, dense ORT then timed on every 4th frame). If the budget fails
+   there, the search's last accepted steps are undone, then every level steps down (calibration.
+   backoff_schedule), and it is verified again. Drift: agreement in the late half against the early half;
+   when the late half alone fails, a periodic refresh (full recompute every K frames per stream,
+   `PeriodicRefresh`) is tried before backing off (`refresh="auto"`).
 5. **Held-out check** on frames the search never saw, with the same table: work redone, measured speedup,
    agreement, early against late.
 

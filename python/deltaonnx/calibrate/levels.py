@@ -16,7 +16,11 @@ DEFAULT_MIN_IOU = 0.95
 DEFAULT_MAX_ERROR = 0.05  # 5% of the output's spread; compare the dense output's own frame-to-frame change
 MIN_GAIN = 0.002  # a greedy step must remove at least 0.2% of the model's conv FLOPs to be worth its error
 MIN_POTENTIAL = 0.002  # nodes redoing less than this share of the conv FLOPs are not searched one by one
-MAX_CLIMB = 3  # levels a greedy step may climb looking for a gain
+MAX_CLIMB = 3  # levels a greedy step may climb looking for a gain (on a node that runs densely, search.Search)
+# A greedy step whose gain over the best, paired frame by frame, stays below MIN_GAIN by two standard errors after
+# this share of the scored search frames (and at least ESTIMATE_MIN_FRAMES of them) stops there (search.WorkFloor)
+ESTIMATE_SHARE = 0.25
+ESTIMATE_MIN_FRAMES = 8
 GATE_SHARE = 0.5  # share of the budget's slack the gate may spend before the inner nodes get theirs
 FEW_BOXES = 20  # fewer dense boxes than this on the search frames make box F1 a coarse measure
 # Dense boxes the search frames must hold (detectors): a budget of F1 0.99 is a dozen boxes wrong in 1000; on 240

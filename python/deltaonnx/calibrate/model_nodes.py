@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable, Optional, Sequence
+from typing import Container, Iterable, Optional, Sequence
 
 import numpy as np
 import onnx
@@ -75,10 +75,39 @@ def measure_scales(original: onnx.ModelProto, tensors: dict[str, str], gate_tens
 
 
 def work_redone(fractions: dict[str, float], nodes: Sequence[NodeCalibration], dense_flops: float,
-                 total_flops: float) -> float:
+                 total_flops: float, uncounted: Container[str] = ()) -> float:
     """FLOP-weighted share of the model's conv work redone: converted convs by their recomputed fraction,
-    convs kept dense in full."""
+    convs kept dense in full; nodes named in `uncounted` count nothing (a lower bound when their fractions
+    are not known)."""
     if total_flops <= 0:
         return float(np.mean(list(fractions.values()))) if fractions else 1.0
-    redone = dense_flops + sum(n.flops * fractions.get(n.name, 1.0) for n in nodes)
+    redone = dense_flops + sum(n.flops * fractions.get(n.name, 1.0) for n in nodes if n.name not in uncounted)
     return redone / total_flops
+
+
+def nodes_below(original: onnx.ModelProto, nodes: Sequence[NodeCalibration]) -> Optional[dict[str, set[str]]]:
+    """Delta node -> itself and the Delta nodes that read what it computes, directly or through other nodes (by
+    their source nodes in the dense graph): all whose results a change of its threshold can alter. None when the
+    graph has subgraphs (If, Loop: they read outer tensors without listing them as inputs)."""
+    if any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)
+           for node in original.graph.node for a in node.attribute):
+        return None
+    consumers: dict[str, list[onnx.NodeProto]] = {}
+    for node in original.graph.node:
+        for tensor in node.input:
+            consumers.setdefault(tensor, []).append(node)
+    by_source = {n.source: n.name for n in nodes}
+    sources = {node.name: node for node in original.graph.node if node.name in by_source}
+    below = {}
+    for n in nodes:
+        reached, seen, pending = {n.source}, set(), list(sources[n.source].output)
+        while pending:
+            tensor = pending.pop()
+            if tensor in seen:
+                continue
+            seen.add(tensor)
+            for consumer in consumers.get(tensor, []):
+                reached.add(consumer.name)
+                pending.extend(consumer.output)
+        below[n.name] = {by_source[name] for name in reached if name in by_source}
+    return below

@@ -17,10 +17,14 @@ from ..video import FrameSource, Preprocess, VideoError
 from .agreement import Budget, Scorer, boxes_output_index, decode_boxes
 from .candidates import SearchModels, convert_thresholds, usable_gate_levels
 from .levels import DEFAULT_MAX_ERROR, DEFAULT_MIN_F1, DEFAULT_MIN_IOU, FEW_BOXES, CalibrationError
-from .model_nodes import NodeCalibration, gate_source_nodes, measure_scales
+from .model_nodes import NodeCalibration, gate_source_nodes, measure_scales, nodes_below
 from .options import CalibrationOptions
 from .search import CandidateRunner, SearchSetup
 from .verify import frames_of
+
+# Dense outputs kept for the verification (which then runs dense ORT only to time it): up to this many bytes,
+# 200 frames of a YOLOv8 head at 640 (84 x 8400 floats) take 565 MB; above it only the search frames' are kept
+REFERENCE_BYTES = 1 << 30
 
 
 def resolve_budget(options: "CalibrationOptions") -> Budget:
@@ -66,12 +70,13 @@ def prepare_search(model, source: FrameSource, *, frames: tuple[int, int] = (0, 
             + ("" if frames_read.search_boxes >= options.min_boxes else ": the clip has too few; the search runs on "
                "the whole calibration range"))
 
-    spreads = [float(np.std(np.concatenate([np.asarray(o[i], np.float64).ravel()
-                                            for segment in dense_outputs for o in segment])))
+    searched = [first + k for first in segment_starts for k in range(segment_length)]
+    spreads = [float(np.std(np.concatenate([np.asarray(dense_outputs[k][i], np.float64).ravel() for k in searched])))
                for i in range(len(output_names))]
     scorer = Scorer(output_names, spreads, options.detections)
-    segments = [[(feed, scorer.reference(outputs)) for feed, outputs in zip(fs, os)]
-                for fs, os in zip(feeds, dense_outputs)]
+    # every frame dense ORT ran, scored once: the search reads its segments' frames, the verification the rest
+    references = {k: scorer.reference(dense_outputs.pop(k)) for k in sorted(dense_outputs)}
+    segments = [[(feed, references[first + k]) for k, feed in enumerate(fs)] for first, fs in zip(segment_starts, feeds)]
 
     # the converted model (all thresholds 0) and its nodes; the search raises thresholds from it
     base = convert_thresholds(original, {}, 0.0, options, keep_references=True)
@@ -110,7 +115,7 @@ def prepare_search(model, source: FrameSource, *, frames: tuple[int, int] = (0, 
     return SearchSetup(original, dense_bytes, input_name, preprocess, start, stop, segment_length, segment_starts,
                        nodes, converted_entries, scorer, budget, runner, dense_flops, total_flops,
                        frames_read.dense_frame_seconds, profile_feeds, search_boxes, frames_read.range_boxes,
-                       gate_levels)
+                       gate_levels, references, nodes_below(original, nodes), options.dense_fraction)
 
 
 @dataclass
@@ -121,7 +126,7 @@ class _SearchFrames:
     segment_length: int
     segment_starts: list[int]
     feeds: list[list[dict]]
-    dense_outputs: list[list[list]]
+    dense_outputs: dict[int, list]  # frame index -> dense ORT's outputs: the segments' frames, and others run
     dense_frame_seconds: float
     range_boxes: Optional[int] = None  # dense boxes on the whole calibration range (when counted)
     search_boxes: Optional[int] = None  # ... on the scored search frames
@@ -147,8 +152,11 @@ def _read_search_frames(source: FrameSource, frames: tuple[int, int], preprocess
                   for o in outputs]
         length, offsets, search_boxes = search_plan(counts, options.search_frames, options.search_segments,
                                                      options.min_boxes)
+        searched = {o + k for o in offsets for k in range(length)}
+        kept = sum(a.nbytes for a in outputs[0]) * len(outputs) <= REFERENCE_BYTES
         return _SearchFrames(start + len(feeds), length, [start + o for o in offsets],
-                             [feeds[o:o + length] for o in offsets], [outputs[o:o + length] for o in offsets],
+                             [feeds[o:o + length] for o in offsets],
+                             {start + k: o for k, o in enumerate(outputs) if kept or k in searched},
                              dense_frame_seconds, sum(counts), search_boxes)
     for _ in range(2):
         segment_length, segment_starts = search_segments(start, stop, options.search_frames, options.search_segments)
@@ -168,7 +176,8 @@ def _read_search_frames(source: FrameSource, frames: tuple[int, int], preprocess
         if all(f is not None for segment in segment_feeds for f in segment):
             break
     dense_started = time.thread_time()
-    dense_outputs = [[dense.run(None, feed) for feed in segment] for segment in segment_feeds]
+    dense_outputs = {first + k: dense.run(None, feed) for first, segment in zip(segment_starts, segment_feeds)
+                     for k, feed in enumerate(segment)}
     dense_frame_seconds = (time.thread_time() - dense_started) / (segment_length * len(segment_feeds))
     return _SearchFrames(stop, segment_length, segment_starts, segment_feeds, dense_outputs, dense_frame_seconds)
 

@@ -126,8 +126,8 @@ def format_report(result: CalibrationResult) -> str:
         lines.append(search["note"])
     if search.get("range_boxes") is not None:
         lines.append(f"search frames: {search['search_boxes']} dense boxes on them, {search['range_boxes']} on the "
-                     f"calibration range; {search['frames_skipped']} candidate frames skipped (the F1 budget was out "
-                     "of reach)")
+                     f"calibration range; {search['frames_skipped']} candidate frames skipped (the F1 budget out of "
+                     "reach, or a greedy step unable or unlikely to gain)")
         if search["search_boxes"] < search["min_boxes"]:
             lines.append(f"note: the calibration range holds only {search['search_boxes']} scored dense boxes, fewer "
                          f"than the {search['min_boxes']} wanted: box F1 resolves 1/{max(search['search_boxes'], 1)} "

