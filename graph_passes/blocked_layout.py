@@ -5,7 +5,9 @@ A DeltaConv whose input and output channel counts are multiples of 16 (a DeltaPo
 shapes. Its Y stays blocked through the ops that compute the same thing on blocked memory (layout-neutral:
 elementwise ops of region tensors of one shape or with scalar constants, Concat/Split along channels with parts
 that are multiples of 16); everything else reads NCHW through a DeltaReorder(to = "nchw") inserted once per
-tensor, and a blocked DeltaConv whose input is NCHW reads it through a DeltaReorder(to = "blocked"). Model outputs
+tensor, and a blocked DeltaConv whose input is NCHW reads it through a DeltaReorder(to = "blocked"). A DeltaConv
+whose output channels are multiples of 16 but not its input's (a backbone's first conv, on 3 channels), or that
+reads a model input, gets `layout = "blocked_out"`: it reads NCHW and writes the region's memory itself. Model outputs
 are always NCHW. The pass runs before the state pass, so a Delta op's state follows its layout and the model's
 outputs are still the graph's only outputs.
 
@@ -20,7 +22,8 @@ import onnx_ir as ir
 
 from .constants import constant_array, constant_scalar
 from .conversion_context import PLAN_META_KEY, ConversionContext
-from .delta_ops import CONV_INPUTS, DELTA_POOL, DELTA_REORDER, LAYOUT_BLOCKED, POOL_INPUTS, Y, is_delta_op
+from .delta_ops import (CONV_INPUTS, DELTA_POOL, DELTA_REORDER, LAYOUT_BLOCKED, LAYOUT_BLOCKED_OUT, POOL_INPUTS, Y,
+                        is_delta_op)
 from .graph_edits import NameScope, attribute, copy_type_and_shape
 from .plan import reads_model_input
 from .protocol import DOMAIN
@@ -43,12 +46,15 @@ _UNARY_OPS = frozenset(
 _ELEMENTWISE_OPS = frozenset({"Add", "Sub", "Mul", "Div", "Pow", "Max", "Min", "Sum", "Mean"})
 
 
-def can_block(node: ir.Node) -> Optional[str]:
-    """None when this DeltaConv or DeltaPool can take layout "blocked", else why not (what the op's definition
-    refuses, docs/ops.md#blocked-layout, or a channel count a library's block might not divide)."""
+def can_block(node: ir.Node, output_only: bool = False) -> Optional[str]:
+    """None when this DeltaConv or DeltaPool can take layout "blocked" (with `output_only`: a DeltaConv layout
+    "blocked_out", its input staying NCHW), else why not (what the op's definition refuses,
+    docs/ops.md#blocked-layout, or a channel count a library's block might not divide)."""
     if attribute(node, "gate", "pixel") == "block":
         return "block gate"
-    if reads_model_input(node):  # the input gate and the identical-frame plan read the frame in NCHW
+    if output_only and node.op_type == DELTA_POOL:
+        return "a pool blocks both sides"
+    if not output_only and reads_model_input(node):  # the input gate and the identical-frame plan read the frame in NCHW
         return "reads a model input"
     if node.op_type == DELTA_POOL:
         if not _multiple_channels(node.inputs[POOL_INPUTS["x"]]):
@@ -65,7 +71,9 @@ def can_block(node: ir.Node) -> Optional[str]:
     if x_dims is None or len(x_dims) != 4:
         return "input not 4-D"
     out_channels, in_channels = int(weights.shape[0]), int(weights.shape[1])
-    if in_channels % CHANNEL_MULTIPLE or out_channels % CHANNEL_MULTIPLE:
+    if output_only and out_channels % CHANNEL_MULTIPLE:
+        return f"output channels {out_channels} not a multiple of {CHANNEL_MULTIPLE}"
+    if not output_only and (in_channels % CHANNEL_MULTIPLE or out_channels % CHANNEL_MULTIPLE):
         return f"channels {in_channels}->{out_channels} not multiples of {CHANNEL_MULTIPLE}"
     return None
 
@@ -92,24 +100,35 @@ class ChooseBlockedLayout(ir.passes.InPlacePass):
         graph = model.graph
         blocked: dict[ir.Value, None] = {}  # values whose memory is blocked, in graph order (names are deterministic)
         chosen: list[ir.Node] = []  # the Delta ops made blocked
+        entering: list[ir.Node] = []  # the DeltaConvs made blocked_out: NCHW input, their output opens a region
         neutral: set[ir.Node] = set()  # the layout-neutral ops inside a region
         for node in graph:
             if is_delta_op(node):
                 why = can_block(node)
+                layout = LAYOUT_BLOCKED if why is None else f"nchw ({why})"
                 if why is None:
                     chosen.append(node)
                     blocked[node.outputs[Y]] = None
+                elif can_block(node, output_only=True) is None:
+                    # the first conv of a backbone (3 input channels, or reading the frame): it writes the region's
+                    # memory itself instead of a DeltaReorder after it (docs/ops.md#blocked-layout)
+                    entering.append(node)
+                    blocked[node.outputs[Y]] = None
+                    layout = LAYOUT_BLOCKED_OUT
                 plan = node.meta.get(PLAN_META_KEY)
                 if plan is not None:
-                    plan.layout = LAYOUT_BLOCKED if why is None else f"nchw ({why})"
+                    plan.layout = layout
             elif self._neutral(node, blocked):
                 neutral.add(node)
                 blocked.update(dict.fromkeys(node.outputs))
-        if not chosen:
+        if not chosen and not entering:
             return ir.passes.PassResult(model, modified=False)
         scope = NameScope(graph)
         for node in chosen:
             node.attributes["layout"] = ir.AttrString("layout", LAYOUT_BLOCKED)
+        for node in entering:
+            node.attributes["layout"] = ir.AttrString("layout", LAYOUT_BLOCKED_OUT)
+        # A blocked_out conv reads NCHW: it is outside the region for its input (a blocked one is reordered back).
         self._reorder_inputs(graph, scope, [n for n in graph if n in neutral or n in chosen], blocked)
         self._reorder_outputs(graph, scope, blocked, set(chosen) | neutral)
         return ir.passes.PassResult(model, modified=True)

@@ -23,7 +23,9 @@ GATE_X_GATED, GATE_MAP_OUT = 0, 1
 GATE_RULES = ("pixel", "block")
 # How a Delta op's tensors lie in memory (attribute `layout`, docs/ops.md#blocked-layout).
 LAYOUT_NCHW, LAYOUT_BLOCKED = "nchw", "blocked"
-LAYOUTS = (LAYOUT_NCHW, LAYOUT_BLOCKED)
+LAYOUTS = (LAYOUT_NCHW, LAYOUT_BLOCKED)  # convert's choice (--memory-layout)
+# DeltaConv only: X and X_ref NCHW, Y and Y_prev blocked (a conv entering a blocked region writes it itself).
+LAYOUT_BLOCKED_OUT = "blocked_out"
 
 
 # DeltaReorder's input positions: X, its last output Y_prev (state) and X's change map, both optional.

@@ -10,7 +10,7 @@ from __future__ import annotations
 import onnx_ir as ir
 
 from .conversion_context import ConversionContext
-from .delta_ops import LAYOUT_NCHW, MAP_OUT, REORDER_INPUTS, X_REF_NEXT, Y, input_positions, is_delta_op, is_reorder
+from .delta_ops import LAYOUT_BLOCKED, LAYOUT_BLOCKED_OUT, LAYOUT_NCHW, MAP_OUT, REORDER_INPUTS, X_REF_NEXT, Y, input_positions, is_delta_op, is_reorder
 from .graph_edits import attribute
 from .delta_rewrite import past_name
 
@@ -40,7 +40,10 @@ class AddStateInputsOutputs(ir.passes.InPlacePass):
             if not y.is_graph_output():
                 graph.outputs.append(y)
             # A blocked op's state is channel-blocked memory, valid only at the library's block (docs/design.md#state).
+            # A "blocked_out" conv's X_ref is NCHW but listed as blocked too: under another block both entries start
+            # empty together (an X_ref kept beside an emptied Y_prev would fail rule 1's check of Y_prev).
             layout = attribute(node, "layout", LAYOUT_NCHW)
+            layout = LAYOUT_BLOCKED if layout == LAYOUT_BLOCKED_OUT else layout
             self.context.state.append(
                 {"node": node.name, "past": past_x_ref.name, "present": x_ref_next.name, "kind": "x_ref", "layout": layout}
             )

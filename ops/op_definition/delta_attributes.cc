@@ -39,13 +39,17 @@ DeltaKnobs read_knobs(const AttributeReader& a) {
   return k;
 }
 
-// The attribute 'layout' of DeltaConv and DeltaPool, with what both blocked engines refuse.
-TensorLayout read_layout(const AttributeReader& a, const DeltaKnobs& knobs) {
+// The attribute 'layout' of DeltaConv and DeltaPool, with what both blocked engines refuse. "blocked_out" (X NCHW,
+// Y blocked) is DeltaConv's only.
+TensorLayout read_layout(const AttributeReader& a, const DeltaKnobs& knobs, bool conv) {
   const std::string layout = a.get_string("layout", "nchw");
   if (layout == "nchw") return TensorLayout::kNchw;
-  if (layout != "blocked") a.fail("attribute 'layout' must be \"nchw\" or \"blocked\", got \"" + layout + "\"");
-  if (knobs.gate.block_rule) a.fail("attribute 'layout' = \"blocked\" needs gate = \"pixel\"");
-  return TensorLayout::kBlocked;
+  const bool blocked_out = conv && layout == "blocked_out";
+  if (layout != "blocked" && !blocked_out)
+    a.fail(std::string("attribute 'layout' must be \"nchw\"") + (conv ? ", \"blocked\" or \"blocked_out\"" : " or \"blocked\"") +
+           ", got \"" + layout + "\"");
+  if (knobs.gate.block_rule) a.fail("attribute 'layout' = \"" + layout + "\" needs gate = \"pixel\"");
+  return blocked_out ? TensorLayout::kBlockedOut : TensorLayout::kBlocked;
 }
 
 }  // namespace
@@ -67,12 +71,13 @@ DeltaConvAttributes read_delta_conv_attributes(const AttributeReader& a) {
   if (!resolve_conv_activation(a.get_string("activation", ""), a.get_floats("activation_params", {}), &c.activation, &error))
     a.fail(error);
   c.knobs = read_knobs(a);
-  c.layout = read_layout(a, c.knobs);
-  if (c.layout == TensorLayout::kBlocked) {
+  c.layout = read_layout(a, c.knobs, /*conv=*/true);
+  if (c.layout != TensorLayout::kNchw) {
     // What the blocked engine does not do yet (docs/ops.md#blocked-layout): refused, never run another way.
-    if (c.group != 1) a.fail("attribute 'layout' = \"blocked\" needs group = 1, got " + std::to_string(c.group));
+    const std::string layout = a.get_string("layout", "");
+    if (c.group != 1) a.fail("attribute 'layout' = \"" + layout + "\" needs group = 1, got " + std::to_string(c.group));
     if (c.activation.channel_softmax())
-      a.fail("attribute 'layout' = \"blocked\" does not take the channel activation '" + a.get_string("activation", "") + "'");
+      a.fail("attribute 'layout' = \"" + layout + "\" does not take the channel activation '" + a.get_string("activation", "") + "'");
   }
   return c;
 }
@@ -89,6 +94,9 @@ WindowSpec DeltaConvAttributes::window_for_weights(const std::vector<int64_t>& w
                     " output channels");
   if (layout == TensorLayout::kBlocked && (ws[0] % block != 0 || (ws[1] * group) % block != 0))
     throw UserError("attribute 'layout' = \"blocked\" needs input and output channel counts that are multiples of the "
+                    "library's channel block " + std::to_string(block) + ", got W " + list_text(ws));
+  if (layout == TensorLayout::kBlockedOut && ws[0] % block != 0)
+    throw UserError("attribute 'layout' = \"blocked_out\" needs an output channel count that is a multiple of the "
                     "library's channel block " + std::to_string(block) + ", got W " + list_text(ws));
   const std::string slopes = activation.check_channels(ws[0]);
   if (!slopes.empty()) throw UserError(slopes);
@@ -125,7 +133,7 @@ DeltaPoolAttributes read_delta_pool_attributes(const AttributeReader& a) {
   p.window = read_window(a, a.get_ints("kernel_shape", {}), ceil_mode == 1);
   if (a.get_int("storage_order", 0) != 0) a.fail("attribute 'storage_order' must be 0 (DeltaPool has no Indices output)");
   p.knobs = read_knobs(a);
-  p.layout = read_layout(a, p.knobs);
+  p.layout = read_layout(a, p.knobs, /*conv=*/false);
   return p;
 }
 

@@ -27,14 +27,15 @@ void refuse_block_gate(const DeltaKnobs& knobs, const char* provider);
 
 // How DeltaConv's and DeltaPool's X, X_ref, Y and Y_prev lie in memory (attribute 'layout',
 // docs/ops.md#blocked-layout): "nchw", or
-// "blocked": [N][C/b][H][W][b] under the same 4-D shape, b the library's channel block (common/channel_block.h).
-enum class TensorLayout { kNchw, kBlocked };
+// "blocked": [N][C/b][H][W][b] under the same 4-D shape, b the library's channel block (common/channel_block.h);
+// "blocked_out" (DeltaConv only): X and X_ref NCHW, Y and Y_prev blocked (a conv entering a blocked region itself).
+enum class TensorLayout { kNchw, kBlocked, kBlockedOut };
 
 struct DeltaConvAttributes {
   WindowSpec window;
   TensorLayout layout = TensorLayout::kNchw;
   // The channel block of blocked tensors: set by the library after reading (the CPU library's b, 1 on CUDA,
-  // where blocked memory is plain NCHW). C and M must be multiples of it.
+  // where blocked memory is plain NCHW). C and M must be multiples of it (blocked_out: M).
   int64_t block = 1;           // kernel_h/kernel_w: kernel_shape, or W's when the attribute is absent
   bool kernel_given = false;   // kernel_shape was given (it must then agree with W)
   int64_t group = 1;

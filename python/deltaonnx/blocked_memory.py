@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from ._lib import channel_block
-from .graph_passes.delta_ops import LAYOUT_BLOCKED, LAYOUT_NCHW, LAYOUTS
+from .graph_passes.delta_ops import LAYOUT_BLOCKED, LAYOUT_BLOCKED_OUT, LAYOUT_NCHW, LAYOUTS
 
 
 def library_channel_block() -> int:
@@ -44,29 +44,37 @@ def from_blocked(x, b: int) -> np.ndarray:
 REORDER_TARGETS = (LAYOUT_BLOCKED, LAYOUT_NCHW)  # DeltaReorder's attribute 'to'
 
 
-def is_blocked_layout(layout, gate) -> bool:
-    """The attribute 'layout' of DeltaConv/DeltaPool, checked as the ops check it."""
+def blocked_sides(layout, gate, conv: bool = True) -> tuple[bool, bool]:
+    """The attribute 'layout' of DeltaConv/DeltaPool, checked as the ops check it: (X and X_ref blocked, Y and
+    Y_prev blocked). "blocked_out" (DeltaConv only) blocks the output side alone."""
     layout = layout.decode() if isinstance(layout, bytes) else layout
-    if layout not in LAYOUTS:
-        raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
+    allowed = LAYOUTS + ((LAYOUT_BLOCKED_OUT,) if conv else ())
+    if layout not in allowed:
+        raise ValueError(f"layout must be one of {allowed}, got {layout!r}")
     gate = gate.decode() if isinstance(gate, bytes) else gate
-    if layout == "blocked" and gate != "pixel":
-        raise ValueError('layout "blocked" needs gate "pixel"')
-    return layout == "blocked"
+    if layout != LAYOUT_NCHW and gate != "pixel":
+        raise ValueError(f'layout "{layout}" needs gate "pixel"')
+    return layout == LAYOUT_BLOCKED, layout != LAYOUT_NCHW
 
 
-def run_blocked(step, block: int | None, X, X_ref, Y_prev) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def run_blocked(step, block: int | None, X, X_ref, Y_prev, input_blocked: bool = True
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """A Delta op's rules on blocked tensors: step(X, X_ref, Y_prev) -> (Y, X_ref_next, map_out) computes in NCHW;
-    X, the state and the outputs hold blocked memory of `block` (default: the library's). A state whose channels
+    X, the state and the outputs hold blocked memory of `block` (default: the library's); with input_blocked False
+    (DeltaConv's "blocked_out") X and X_ref are NCHW and only Y_prev and Y are blocked. A state whose channels
     are no multiple of b is passed on as it is: it cannot match X, so rule 1 discards it."""
     b = library_channel_block() if block is None else int(block)
     X = np.asarray(X, dtype=np.float32)
-    _check_blockable(X, b, "X")
+    if input_blocked:
+        _check_blockable(X, b, "X")
 
     def unblock(state):
         if state is None or np.ndim(state) != 4 or np.shape(state)[1] % b != 0:
             return state
         return from_blocked(state, b)
 
+    if not input_blocked:
+        Y, X_ref_next, map_out = step(X, X_ref, unblock(Y_prev))
+        return to_blocked(Y, b), X_ref_next, map_out
     Y, X_ref_next, map_out = step(from_blocked(X, b), unblock(X_ref), unblock(Y_prev))
     return to_blocked(Y, b), to_blocked(X_ref_next, b), map_out

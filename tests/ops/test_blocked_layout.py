@@ -231,7 +231,7 @@ def _session_error(attrs, C=16, M=16):
 
 
 @pytest.mark.parametrize("attrs, message", [
-    (dict(layout="nhwc"), "'layout' must be \"nchw\" or \"blocked\""),
+    (dict(layout="nhwc"), "'layout' must be \"nchw\", \"blocked\" or \"blocked_out\""),
     (dict(layout="blocked", group=2), "needs group = 1"),
     (dict(layout="blocked", activation="Softmax"), "does not take the channel activation"),
     (dict(layout="blocked", gate="block", threshold=0.1), "needs gate = \"pixel\""),

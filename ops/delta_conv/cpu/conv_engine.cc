@@ -4,11 +4,13 @@
 #include <cmath>
 #include <cstring>
 
+#include "common/aligned_scratch.h"
 #include "common/checked_size.h"
 #include "common/delta_state.h"
 #include "delta_conv/cpu/depthwise_engine.h"
 #include "delta_conv/cpu/panel_plan.h"
 #include "delta_conv/cpu/phase_split.h"
+#include "delta_reorder/cpu/reorder_engine.h"
 
 namespace deltaonnx {
 
@@ -344,6 +346,9 @@ void run_delta_conv(const ConvSpec& spec, const PackedConvWeights& weights, cons
 
   std::vector<uint8_t> in_flags, scratch;
   ItemWork work;
+  // blocked_out: the recomputed outputs are computed in NCHW here, then their lines moved into the blocked Y (an
+  // item recomputed everywhere goes straight to Y through the dense engine instead).
+  thread_local AlignedScratch nchw_scratch;
   for (int64_t n = 0; n < run.batch; ++n) {
     const ItemPlan item = plan_item(run, n, spec.threshold, block_rule_of(spec.gate), &k, w, spec.dense_fraction, M, in_flags, scratch, stats,
                                     parallel_for);
@@ -352,6 +357,18 @@ void run_delta_conv(const ConvSpec& spec, const PackedConvWeights& weights, cons
     float* y = item.y;
     const int64_t recompute = item.recompute;
     if (recompute == 0) continue;
+    if (run.out_block > 1) {
+      if (recompute == out_plane && dense != nullptr && *dense && (*dense)(recompute_source(st), y)) continue;
+      float* nchw = nchw_scratch.get(checked_count({M, out_plane}, "the blocked_out scratch"));
+      compute_item(spec, weights, run, w, st, out_flags, nchw, recompute, acts, parallel_for, nullptr, work);
+      ReorderShape shape;
+      shape.batch = 1;
+      shape.channels = M;
+      shape.pixels = out_plane;
+      shape.block = run.out_block;
+      reorder_marked_pixels(shape, /*to_blocked=*/true, nchw, out_flags, y, parallel_for, k, /*x_unmarked_unset=*/true);
+      continue;
+    }
     compute_item(spec, weights, run, w, st, out_flags, y, recompute, acts, parallel_for, dense, work);
     if (spec.activation.channel_softmax())
       softmax_recomputed(k, y, M, softmax_group_of(spec.activation.params, M), out_plane, out_flags, recompute,

@@ -53,14 +53,16 @@ class PackedConvWeights {
   std::vector<float> data_;
 };
 
-// One run over a batch (common/delta_state.h), with the bias (nullptr when absent).
+// One run over a batch (common/delta_state.h), with the bias (nullptr when absent). out_block > 1: layout
+// "blocked_out", X and X_ref NCHW, Y and Y_prev blocked by it (docs/ops.md#blocked-layout).
 struct ConvRun : DeltaRun {
   const float* bias = nullptr;
+  int64_t out_block = 1;
 };
 
 // A dense engine for whole batch items: y [M, Ho, Wo] = act(conv(src [C, H, W]) + bias) for an item recomputed
 // everywhere. False leaves the item to the engine's own kernels. The CPU EP's kernel passes ORT's NCHWc Conv
-// (delta_conv/cpu/nchwc_dense_conv.h).
+// (delta_conv/cpu/nchwc_dense_conv.h). With ConvRun::out_block > 1 it writes y blocked.
 using DenseItemConv = std::function<bool(const float* src, float* y)>;
 
 void run_delta_conv(const ConvSpec& spec, const PackedConvWeights& weights, const ConvRun& run,

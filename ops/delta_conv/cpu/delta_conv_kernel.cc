@@ -9,10 +9,13 @@ using namespace delta_conv;
 
 DeltaConvKernel::DeltaConvKernel(const OrtKernelInfo* raw_info) : SchemaKernel(raw_info) {
   attributes_ = read_delta_conv_attributes(AttributeReader(raw_info));
-  if (attributes_.layout == TensorLayout::kBlocked) attributes_.block = cpu_channel_block();
+  if (attributes_.layout != TensorLayout::kNchw) attributes_.block = cpu_channel_block();
   // b = 1 (no NCHWc kernels on this CPU): blocked memory is NCHW memory, so the NCHW engine runs, at its speed.
   if (attributes_.block == 1) attributes_.layout = TensorLayout::kNchw;
   const bool blocked = attributes_.layout == TensorLayout::kBlocked;
+  // blocked_out: the NCHW engine over X, Y blocked (conv_engine.h ConvRun::out_block); ORT's NCHWc Conv writes
+  // an item recomputed everywhere straight into Y when our block is MLAS's, else the NCHW engine does.
+  const bool blocked_out = attributes_.layout == TensorLayout::kBlockedOut;
   Ort::ConstKernelInfo info(raw_info);
   int is_constant = 0;
   Ort::ConstValue w = info.GetTensorConstantInput(kW, &is_constant);
@@ -25,7 +28,10 @@ DeltaConvKernel::DeltaConvKernel(const OrtKernelInfo* raw_info) : SchemaKernel(r
         dense_ = NchwcDenseConv::create(raw_info, spec_, w.GetTensorData<float>(), /*blocked_io=*/true);
     } else {
       packed_ = std::make_unique<PackedConvWeights>(spec_, w.GetTensorData<float>(), kernels());
-      dense_ = NchwcDenseConv::create(raw_info, spec_, w.GetTensorData<float>());
+      if (!blocked_out)
+        dense_ = NchwcDenseConv::create(raw_info, spec_, w.GetTensorData<float>());
+      else if (attributes_.block == mlas_nchwc_block_size())
+        dense_ = NchwcDenseConv::create(raw_info, spec_, w.GetTensorData<float>(), false, /*blocked_out=*/true);
     }
   }
 }
@@ -86,12 +92,14 @@ void DeltaConvKernel::compute(OrtKernelContext* raw) const {
   const DeltaOutputs out = delta_outputs(ctx, xs, ys, st, map_scratch);
   if (N * C * H * W == 0 || Ho * Wo * M == 0) return;
 
+  const bool blocked_out = attributes_.layout == TensorLayout::kBlockedOut;
   ConvRun run;
   fill_delta_run(run, xs, x, st, out);
   run.bias = bias;
+  if (blocked_out) run.out_block = attributes_.block;
   const ParallelFor parallel_for = ort_parallel_for(ctx);
   DenseItemConv dense;
-  if (dense_ != nullptr && (blocked || st.reference_dropped || !dense_->own_engine_reads_in_place())) {
+  if (dense_ != nullptr && (blocked || blocked_out || st.reference_dropped || !dense_->own_engine_reads_in_place())) {
     const NchwcDenseConv* engine = dense_.get();
     dense = [engine, raw, H, W, bias, Ho, Wo, &parallel_for](const float* src, float* item_y) {
       return engine->compute(raw, src, H, W, bias, item_y, Ho, Wo, parallel_for);

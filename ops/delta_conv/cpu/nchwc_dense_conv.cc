@@ -35,7 +35,7 @@ bool dense_engine_is(const char* value) {
 }  // namespace
 
 std::unique_ptr<NchwcDenseConv> NchwcDenseConv::create(const OrtKernelInfo* info, const ConvSpec& spec,
-                                                       const float* weights, bool blocked_io) {
+                                                       const float* weights, bool blocked_io, bool blocked_out) {
   if (dense_engine_is("own")) return nullptr;
   const bool wrong_layout = dense_engine_is("nchwc-wrong-layout");
   const int64_t b = mlas_nchwc_block_size();
@@ -59,7 +59,9 @@ std::unique_ptr<NchwcDenseConv> NchwcDenseConv::create(const OrtKernelInfo* info
     return nullptr;  // grouped convolutions other than depthwise: ours
   }
   if (blocked_io && (spec.group != 1 || C % b != 0 || spec.out_channels % b != 0)) return nullptr;
+  if (blocked_out && (spec.group != 1 || spec.out_channels % b != 0)) return nullptr;
   d->blocked_io_ = blocked_io;
+  d->blocked_out_ = blocked_out;
   if (g_layout_state[static_cast<int>(d->layout_)].load() == 2) return nullptr;
   d->spec_ = spec;
   d->block_ = b;
@@ -142,13 +144,14 @@ bool NchwcDenseConv::compute(OrtKernelContext* raw, const float* src, int64_t H,
     checked = state.load(std::memory_order_acquire);
   }
   if (checked == 2) return false;
-  run(raw, src, H, W, bias, y, Ho, Wo, blocked_io_, parallel_for);
+  run(raw, src, H, W, bias, y, Ho, Wo, blocked_io_, blocked_io_ || blocked_out_, parallel_for);
   return true;
 }
 
 void NchwcDenseConv::run(OrtKernelContext* raw, const float* src, int64_t H, int64_t W, const float* bias, float* y,
-                         int64_t Ho, int64_t Wo, bool blocked, const ParallelFor& parallel_for) const {
-  if (blocked) {
+                         int64_t Ho, int64_t Wo, bool blocked_in, bool blocked_out,
+                         const ParallelFor& parallel_for) const {
+  if (blocked_in) {
     run_blocked(raw, src, H, W, bias, y, Ho, Wo, parallel_for);
     return;
   }
@@ -174,12 +177,19 @@ void NchwcDenseConv::run(OrtKernelContext* raw, const float* src, int64_t H, int
     OrtValue* out[] = {xb_value};
     reorder_in_.Invoke(raw, in, 1, out, 1);
   }
-  Ort::Value yb_value = Ort::Value::CreateTensor<float>(cpu_, t_blocked_out.get(yb_count), yb_count, yb_shape.data(), 4);
+  // blocked_out: the Conv writes y itself (M is a multiple of the block: no padded filters)
+  Ort::Value yb_value = blocked_out
+      ? Ort::Value::CreateTensor<float>(cpu_, y, y_count, yb_shape.data(), 4)
+      : Ort::Value::CreateTensor<float>(cpu_, t_blocked_out.get(yb_count), yb_count, yb_shape.data(), 4);
   {
     const OrtValue* conv_x = reorder_input_ ? static_cast<const OrtValue*>(xb_value) : static_cast<const OrtValue*>(x_value);
     const OrtValue* in[] = {conv_x, w_value_, b_value};
     OrtValue* out[] = {yb_value};
     conv_.Invoke(raw, in, 3, out, 1);
+  }
+  if (blocked_out) {
+    activate_blocked(y, Ho * Wo, parallel_for);
+    return;
   }
   if (!activation_in_conv_) {
     unblock_activate(yb_value.GetTensorData<float>(), Ho * Wo, y, parallel_for);
@@ -207,7 +217,7 @@ void NchwcDenseConv::unblock_activate(const float* blocked, int64_t plane, float
 // fuse run over the blocked output in place: uniform ones through the kernel table, PRelu's slopes lane by lane.
 void NchwcDenseConv::run_blocked(OrtKernelContext* raw, const float* src, int64_t H, int64_t W, const float* bias,
                                  float* y, int64_t Ho, int64_t Wo, const ParallelFor& parallel_for) const {
-  const int64_t C = channels_, M = spec_.out_channels, b = block_, plane = Ho * Wo;
+  const int64_t C = channels_, M = spec_.out_channels, plane = Ho * Wo;
   const std::vector<int64_t> x_shape{1, C, H, W}, y_shape{1, M, Ho, Wo}, b_shape{M};
   float* bv = t_bias.get(static_cast<size_t>(M));
   std::fill(bv, bv + M, 0.f);
@@ -219,7 +229,12 @@ void NchwcDenseConv::run_blocked(OrtKernelContext* raw, const float* src, int64_
   const OrtValue* in[] = {x_value, w_value_, b_value};
   OrtValue* out[] = {y_value};
   conv_.Invoke(raw, in, 3, out, 1);
+  activate_blocked(y, plane, parallel_for);
+}
+
+void NchwcDenseConv::activate_blocked(float* y, int64_t plane, const ParallelFor& parallel_for) const {
   if (activation_in_conv_) return;
+  const int64_t M = spec_.out_channels, b = block_;
   constexpr int64_t kRun = 1024;  // pixels per task
   const KernelTable& k = kernels();
   const bool one_act = spec_.activation.slopes.size() <= 1;
@@ -267,7 +282,7 @@ bool NchwcDenseConv::check_layout(OrtKernelContext* raw) const {
   };
   for (float& v : x) v = next();
   for (float& v : bias) v = next();
-  run(raw, x.data(), H, W, bias.data(), y.data(), Ho, Wo, false, serial_for);
+  run(raw, x.data(), H, W, bias.data(), y.data(), Ho, Wo, false, false, serial_for);
   for (int64_t m = 0; m < M; ++m) {
     const int64_t g = m / Mg;
     for (int64_t oy = 0; oy < Ho; ++oy)

@@ -33,8 +33,10 @@ class NchwcDenseConv {
   // (non-x86 builds, CPUs without AVX2). weights: W [M, C/group, kH, kW].
   // blocked_io: src and y are already blocked by MLAS's block (DeltaConv's layout = "blocked"): the Conv reads
   // and writes them as they are, without ReorderInput/ReorderOutput; C and M must be multiples of the block.
+  // blocked_out: src is NCHW (read directly when C < block, else through ReorderInput) and y blocked (DeltaConv's
+  // layout = "blocked_out"); group 1 and M a multiple of the block.
   static std::unique_ptr<NchwcDenseConv> create(const OrtKernelInfo* info, const ConvSpec& spec, const float* weights,
-                                                bool blocked_io = false);
+                                                bool blocked_io = false, bool blocked_out = false);
 
   // y [M, Ho, Wo] = act(conv(src [C, H, W]) + bias) for one batch item. False: the path is off (layout check
   // failed, now or earlier): the caller computes the item itself.
@@ -52,11 +54,14 @@ class NchwcDenseConv {
 
  private:
   NchwcDenseConv() = default;
-  // blocked: src and y blocked (the Conv alone); else NCHW with the reorders (the layout check always is).
+  // blocked_in: src and y blocked (the Conv alone); else src NCHW, and y blocked (blocked_out: no ReorderOutput)
+  // or NCHW. The layout check always runs NCHW to NCHW.
   void run(OrtKernelContext* context, const float* src, int64_t H, int64_t W, const float* bias, float* y, int64_t Ho,
-           int64_t Wo, bool blocked, const ParallelFor& parallel_for) const;
+           int64_t Wo, bool blocked_in, bool blocked_out, const ParallelFor& parallel_for) const;
   void run_blocked(OrtKernelContext* context, const float* src, int64_t H, int64_t W, const float* bias, float* y,
                    int64_t Ho, int64_t Wo, const ParallelFor& parallel_for) const;
+  // The activations MLAS does not fuse, in place on a blocked y [M/b, plane, b] (M a multiple of the block).
+  void activate_blocked(float* y, int64_t plane, const ParallelFor& parallel_for) const;
   // y [M, plane] = act(blocked [Mp/b, plane, b]) channel by channel: ReorderOutput and the activation in one pass.
   void unblock_activate(const float* blocked, int64_t plane, float* y, const ParallelFor& parallel_for) const;
   bool check_layout(OrtKernelContext* context) const;
@@ -70,6 +75,7 @@ class NchwcDenseConv {
   bool activation_in_conv_ = true;
   bool own_in_place_ = false;
   bool blocked_io_ = false;
+  bool blocked_out_ = false;
   Layout layout_ = Layout::kBlockedInOut;
   std::vector<ActivationParams> channel_acts_;  // the activation of each output channel (PRelu slopes differ)
   std::vector<int64_t> blocked_w_shape_;

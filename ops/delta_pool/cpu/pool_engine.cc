@@ -175,15 +175,38 @@ Window2D window_over_lines(const Window2D& w, int64_t b) {
   return lines;
 }
 
-// Blocked memory at any stride: each run's outputs one pixel at a time, the window's taps inside the input as
-// lines of b floats, all C/b blocks in one call.
+// Blocked memory at any stride: the window's taps inside the input as lines of b floats. A run's outputs whose
+// taps all lie inside the row take one call per channel block, a line per output (rows of the kernel call, the
+// input advancing stride * b floats per output); the others one pixel at a time, all C/b blocks in one call. The
+// taps are taken in the same order either way (ky, then kx), so the max and its NaN are the same.
 void pool_pixels_by_lines(const KernelTable& k, const Window2D& w, const std::vector<RowRun>& runs, int64_t b,
                           const float* x, float* y, int64_t blocks, const ParallelFor& parallel_for) {
   const int64_t in_plane = w.in_pixels() * b, out_plane = w.out_pixels() * b;
   parallel_for(static_cast<int64_t>(runs.size()), [&](int64_t i) {
     thread_local std::vector<PoolTap> taps;
     const RowRun& r = runs[static_cast<size_t>(i)];
+    // [lo, hi): the run's outputs whose every horizontal tap reads inside the row
+    int64_t lo = r.x_begin, hi = r.x_end;
+    while (lo < hi && !row_inside(w.x, lo, 0)) ++lo;
+    while (hi > lo && !row_inside(w.x, hi - 1, w.x.kernel - 1)) --hi;
+    if (hi - lo > 1) {
+      taps.clear();
+      for (int64_t ky = 0; ky < w.y.kernel; ++ky) {
+        if (!row_inside(w.y, r.y, ky)) continue;
+        for (int64_t kx = 0; kx < w.x.kernel; ++kx)
+          taps.push_back({(w.y.input_of(r.y, ky) * w.x.in + w.x.input_of(lo, kx)) * b, 0, b});
+      }
+      for (int64_t block = 0; block < blocks; ++block)
+        k.max_taps(x + block * in_plane, w.x.stride * b, 1, taps.data(), static_cast<int64_t>(taps.size()), b,
+                   hi - lo, b, y + block * out_plane + (r.y * w.x.out + lo) * b, b);
+    } else {
+      lo = hi = r.x_end;  // every output one at a time
+    }
     for (int64_t ox = r.x_begin; ox < r.x_end; ++ox) {
+      if (ox == lo) {
+        ox = hi - 1;
+        continue;
+      }
       taps.clear();
       for (int64_t ky = 0; ky < w.y.kernel; ++ky) {
         if (!row_inside(w.y, r.y, ky)) continue;

@@ -36,23 +36,25 @@ ListedReorder listed_reorder(int64_t block) {
 }  // namespace
 
 void reorder_marked_pixels(const ReorderShape& s, bool to_blocked, const float* x, const uint8_t* map, float* y,
-                           const ParallelFor& parallel_for, const KernelTable& k) {
+                           const ParallelFor& parallel_for, const KernelTable& k, bool x_unmarked_unset) {
   const int64_t chunk = s.block * s.pixels, blocks = s.channels / s.block;
   const ListedReorder reorder = listed_reorder(s.block);
   std::vector<int64_t> pixels;
   for (int64_t n = 0; n < s.batch; ++n) {
-    pixels.clear();
     const uint8_t* marks = map + n * s.pixels;
-    for (int64_t p = 0; p < s.pixels; ++p)
-      if (marks[p]) pixels.push_back(p);
-    if (pixels.empty()) continue;
+    // counted before listed: an item marked everywhere (every pixel changed) streams whole planes unlisted
+    const int64_t marked = s.pixels - std::count(marks, marks + s.pixels, uint8_t{0});
+    if (marked == 0) continue;
     const int64_t first = n * blocks;
-    if (2 * static_cast<int64_t>(pixels.size()) > s.pixels) {  // mostly marked: whole planes stream faster
+    if (x_unmarked_unset ? marked == s.pixels : 2 * marked > s.pixels) {  // mostly marked: whole planes stream faster
       ReorderShape item = s;
       item.batch = 1;
       reorder_channels(item, to_blocked, x + first * chunk, y + first * chunk, parallel_for, k);
       continue;
     }
+    pixels.clear();
+    for (int64_t p = 0; p < s.pixels; ++p)
+      if (marks[p]) pixels.push_back(p);
     parallel_for(blocks, [&](int64_t i) {
       const int64_t at = (first + i) * chunk;
       reorder(x + at, y + at, pixels, s.pixels, s.block, to_blocked);

@@ -23,8 +23,9 @@ void reorder_channels(const ReorderShape& shape, bool to_blocked, const float* x
 
 // The same for the pixels marked in `map` ([N][H*W], nonzero = X may have changed there) only; y holds the last
 // output everywhere else (the caller copied Y_prev there, or y is Y_prev's own buffer). One task per batch item
-// and channel block; the marked pixels are listed once per item.
+// and channel block; the marked pixels are listed once per item. Where most pixels are marked whole planes are
+// moved, unless `x_unmarked_unset` (x holds nothing at the unmarked pixels: DeltaConv's blocked_out scratch).
 void reorder_marked_pixels(const ReorderShape& shape, bool to_blocked, const float* x, const uint8_t* map, float* y,
-                           const ParallelFor& parallel_for, const KernelTable& kernels);
+                           const ParallelFor& parallel_for, const KernelTable& kernels, bool x_unmarked_unset = false);
 
 }  // namespace deltaonnx

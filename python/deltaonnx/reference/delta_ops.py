@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..blocked_memory import (REORDER_TARGETS, from_blocked, is_blocked_layout, library_channel_block, run_blocked,
+from ..blocked_memory import (REORDER_TARGETS, blocked_sides, from_blocked, library_channel_block, run_blocked,
                               to_blocked)
 from ..graph_passes.protocol import DEFAULT_GATE_BLOCK
 from .dense import _activate, _or_pool, conv2d, maxpool2d
@@ -66,14 +66,15 @@ def delta_conv(X, W, B=None, X_ref=None, Y_prev=None, map_in=None, *, kernel_sha
     Y = where(recompute, act(conv(X_ref_next) + B), Y_prev) and map_out the uint8 recompute mask.
     gate "block" decides changes by rule 2b (delta_gate's verdict, k = gate_block, tau_hard = gate_hard).
     layout "blocked": X, X_ref, Y_prev, Y and X_ref_next hold blocked memory (docs/ops.md#blocked-layout) of
-    channel_block (default: the library's)."""
-    if is_blocked_layout(layout, gate):
+    channel_block (default: the library's); "blocked_out": Y_prev and Y only."""
+    input_blocked, output_blocked = blocked_sides(layout, gate)
+    if output_blocked:
         args = dict(kernel_shape=kernel_shape, strides=strides, pads=pads, dilations=dilations, group=group,
                     auto_pad=auto_pad, activation=activation, activation_params=activation_params, threshold=threshold,
                     dense_fraction=dense_fraction, drop_reference=drop_reference, gate=gate, gate_block=gate_block,
                     gate_hard=gate_hard)
         return run_blocked(lambda x, x_ref, y_prev: delta_conv(x, W, B, x_ref, y_prev, map_in, **args), channel_block,
-                           X, X_ref, Y_prev)
+                           X, X_ref, Y_prev, input_blocked)
     X = np.asarray(X, dtype=np.float32)
     W = np.asarray(W, dtype=np.float32)
     if X.ndim != 4 or W.ndim != 4:
@@ -104,7 +105,7 @@ def delta_pool(X, X_ref=None, Y_prev=None, map_in=None, *, kernel_shape, strides
     args = dict(kernel_shape=kernel_shape, strides=strides, pads=pads, dilations=dilations, auto_pad=auto_pad,
                 ceil_mode=ceil_mode, threshold=threshold, dense_fraction=dense_fraction, drop_reference=drop_reference,
                 gate=gate, gate_block=gate_block, gate_hard=gate_hard)
-    if is_blocked_layout(layout, gate):
+    if blocked_sides(layout, gate, conv=False)[0]:
         return run_blocked(lambda x, x_ref, y_prev: delta_pool(x, x_ref, y_prev, map_in, **args), channel_block,
                            X, X_ref, Y_prev)
     X = np.asarray(X, dtype=np.float32)
