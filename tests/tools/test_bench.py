@@ -437,3 +437,21 @@ def test_nan_outputs_are_never_equal_to_dense(cpu_op_library, pnet_files):
                            options=BenchOptions(warmup=1, profile_frames=0, progress=False))
     (run,) = result["runs"]
     assert run["equal_to_dense"] is False and run["max_rel"] == float("inf")
+
+
+def test_dense_time_of_a_delta_node_is_found_under_the_name_ort_gives_its_fused_conv():
+    """ORT names an NCHWc Conv after the output of the last node it fused (BatchNormalization, Clip), so a Delta
+    node's dense time is looked up under those outputs too; never spread by FLOPs when ORT timed the conv."""
+    from deltaonnx.bench.runner import _attach_node_profile
+
+    dense_profile = {"conv_work_ms": 10.0, "by_node": {"/a/Clip_output_0_nchwc": 0.4, "/b/Conv_output_0_nchwc": 1.0}}
+    entry = {"profile": {"by_node": {"DeltaConv_0": 0.8, "DeltaConv_1": 1.1}}, "conv_flops_redone": {"mean": 0.5},
+             "nodes": [{"name": "DeltaConv_0", "source": "/a/Conv", "fraction_mean": 0.5, "flops": 9.0},
+                       {"name": "DeltaConv_1", "source": "/b/Conv", "fraction_mean": 1.0, "flops": 1.0}]}
+    outputs = {"/a/Conv": ["/a/Conv_output_0"], "/a/BatchNormalization": ["/a/BatchNormalization_output_0"],
+               "/a/Clip": ["/a/Clip_output_0"], "/b/Conv": ["/b/Conv_output_0"]}
+    _attach_node_profile(entry, dense_profile, {"DeltaConv_0": 9.0, "DeltaConv_1": 1.0},
+                         {"DeltaConv_0": ["/a/BatchNormalization", "/a/Clip"]}, outputs)
+    first, second = entry["nodes"]
+    assert first["dense_ms"] == pytest.approx(0.4) and first["ideal_ms"] == pytest.approx(0.2)
+    assert second["dense_ms"] == pytest.approx(1.0) and second["ideal_ms"] == pytest.approx(1.0)

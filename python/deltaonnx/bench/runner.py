@@ -279,8 +279,10 @@ def _attach_node_profile(entry: dict, dense_profile: dict, flops: dict[str, floa
     for node in entry["nodes"]:
         node["profile_ms"] = by_node.get(node["name"])
         source = node.get("source")
+        names = [source, *(fused or {}).get(node["name"], ())] if source else []
+        # ORT names an NCHWc Conv after the output of the last node it fused (a BatchNormalization, a Clip).
         node["dense_ms"] = None if not source else dense_node_ms(
-            dense_by_node, [source, *(fused or {}).get(node["name"], ())], (outputs or {}).get(source, ()))
+            dense_by_node, names, [o for n in names for o in (outputs or {}).get(n, ())])
         fraction = node["fraction_mean"]
         if fraction is None:
             node["ideal_ms"] = None
