@@ -185,37 +185,34 @@ void pool_pixels_by_lines(const KernelTable& k, const Window2D& w, const std::ve
   parallel_for(static_cast<int64_t>(runs.size()), [&](int64_t i) {
     thread_local std::vector<PoolTap> taps;
     const RowRun& r = runs[static_cast<size_t>(i)];
-    // [lo, hi): the run's outputs whose every horizontal tap reads inside the row
-    int64_t lo = r.x_begin, hi = r.x_end;
-    while (lo < hi && !row_inside(w.x, lo, 0)) ++lo;
-    while (hi > lo && !row_inside(w.x, hi - 1, w.x.kernel - 1)) --hi;
-    if (hi - lo > 1) {
-      taps.clear();
-      for (int64_t ky = 0; ky < w.y.kernel; ++ky) {
-        if (!row_inside(w.y, r.y, ky)) continue;
-        for (int64_t kx = 0; kx < w.x.kernel; ++kx)
-          taps.push_back({(w.y.input_of(r.y, ky) * w.x.in + w.x.input_of(lo, kx)) * b, 0, b});
-      }
-      for (int64_t block = 0; block < blocks; ++block)
-        k.max_taps(x + block * in_plane, w.x.stride * b, 1, taps.data(), static_cast<int64_t>(taps.size()), b,
-                   hi - lo, b, y + block * out_plane + (r.y * w.x.out + lo) * b, b);
-    } else {
-      lo = hi = r.x_end;  // every output one at a time
-    }
-    for (int64_t ox = r.x_begin; ox < r.x_end; ++ox) {
-      if (ox == lo) {
-        ox = hi - 1;
-        continue;
-      }
+    // The taps of output ox that read inside the input, ky then kx.
+    const auto gather_taps = [&](int64_t ox) {
       taps.clear();
       for (int64_t ky = 0; ky < w.y.kernel; ++ky) {
         if (!row_inside(w.y, r.y, ky)) continue;
         for (int64_t kx = 0; kx < w.x.kernel; ++kx)
           if (row_inside(w.x, ox, kx)) taps.push_back({(w.y.input_of(r.y, ky) * w.x.in + w.x.input_of(ox, kx)) * b, 0, b});
       }
+    };
+    const auto one_output = [&](int64_t ox) {
+      gather_taps(ox);
       k.max_taps(x, in_plane, 1, taps.data(), static_cast<int64_t>(taps.size()), b, blocks, b,
                  y + (r.y * w.x.out + ox) * b, out_plane);
+    };
+    // [lo, hi): the run's outputs whose every horizontal tap reads inside the row (then lo's taps are all of
+    // them, and each next output's are lo's moved stride * b floats on)
+    int64_t lo = r.x_begin, hi = r.x_end;
+    while (lo < hi && !row_inside(w.x, lo, 0)) ++lo;
+    while (hi > lo && !row_inside(w.x, hi - 1, w.x.kernel - 1)) --hi;
+    if (hi - lo < 2) lo = hi = r.x_end;  // every output one at a time
+    for (int64_t ox = r.x_begin; ox < lo; ++ox) one_output(ox);
+    if (hi > lo) {
+      gather_taps(lo);
+      for (int64_t block = 0; block < blocks; ++block)
+        k.max_taps(x + block * in_plane, w.x.stride * b, 1, taps.data(), static_cast<int64_t>(taps.size()), b,
+                   hi - lo, b, y + block * out_plane + (r.y * w.x.out + lo) * b, b);
     }
+    for (int64_t ox = hi; ox < r.x_end; ++ox) one_output(ox);
   });
 }
 
