@@ -72,7 +72,7 @@ def can_block(node: ir.Node, output_only: bool = False) -> Optional[str]:
     x_dims = dims(node.inputs[CONV_INPUTS["x"]])
     if x_dims is None or len(x_dims) != 4:
         return "input not 4-D"
-    out_channels, in_channels = int(weights.shape[0]), int(weights.shape[1])
+    out_channels, in_channels = int(weights.shape[0]), int(weights.shape[1]) * group
     if output_only and out_channels % CHANNEL_MULTIPLE:
         return f"output channels {out_channels} not a multiple of {CHANNEL_MULTIPLE}"
     if not output_only and (in_channels % CHANNEL_MULTIPLE or out_channels % CHANNEL_MULTIPLE):
