@@ -3,8 +3,9 @@ hold [N][C/b][H][W][b] memory; an output's block cb reads its window's block cb 
 blocked_depthwise_pixels), an item recomputed everywhere runs ORT's NCHWc depthwise Conv on the tensors as they are.
 
 At tau 0 a sequence of frames through the blocked op equals ORT's dense Conv and the NCHW DeltaConv on the same
-frames, its maps and moved reference exactly the NCHW op's; at tau > 0 it equals the numpy reference (Y, X_ref_next
-and map_out). Each case runs under every SIMD variant and with b forced to 8 and 1.
+frames, its maps and moved reference exactly the NCHW op's (items recomputed everywhere, where b is MLAS's block, bit
+for bit dense ORT's); at tau > 0 it equals the numpy reference (Y, X_ref_next and map_out). Each case runs under every
+SIMD variant and with b forced to 8 and 1.
 """
 from __future__ import annotations
 
@@ -21,6 +22,13 @@ def channel_block() -> int:
     from deltaonnx import _native
 
     return int(_native.channel_block())
+
+
+def mlas_block() -> int:
+    from deltaonnx import _native
+
+    features = _native.cpu_features()
+    return 16 if features.get("avx512") else 8 if features.get("avx2") else 0
 
 
 # (C, kernel, stride, dilation, pads, batch, H, W): 3x3 and 5x5 at strides 1 and 2, a dilation with asymmetric pads,
@@ -73,6 +81,7 @@ def check_case(case, activation, with_map, seed, frames=None, all_ones_map=False
     """The blocked op against dense ORT and the NCHW op at tau 0. all_ones_map: every frame's map marks every pixel
     (the op's own change test then decides, as without a map)."""
     b = channel_block()
+    dense_is_orts = b == mlas_block() and activation in ("", "Relu")  # MLAS fuses Relu into its Conv
     rng = np.random.default_rng(seed)
     nchw, blocked = _pair(case, activation, with_map, rng)
     C, n, H, W = case[0], case[5], case[6], case[7]
@@ -86,8 +95,11 @@ def check_case(case, activation, with_map, seed, frames=None, all_ones_map=False
         where = f"{case} {activation!r} map={with_map} ones={all_ones_map} b={b} frame {kind}"
         np.testing.assert_array_equal(map_b, map_n, err_msg=where)
         np.testing.assert_array_equal(from_blocked(ref_b, b), ref_n, err_msg=where)
-        assert_close_nan(from_blocked(y_b, b), nchw.run_dense(x))
+        dense = nchw.run_dense(x)
+        assert_close_nan(from_blocked(y_b, b), dense)
         assert_close_nan(from_blocked(y_b, b), y_n)
+        if kind in ("first", "global") and dense_is_orts:  # ORT's NCHWc depthwise Conv on the blocked tensors
+            np.testing.assert_array_equal(from_blocked(y_b, b), dense, err_msg=where)
         state_n, state_b, prev = (ref_n, y_n), (ref_b, y_b), x
 
 
