@@ -177,6 +177,30 @@ def test_dense_twin_of_a_blocked_model_equals_the_original(rng):
 BLOCKED_ZOO = ["cnn1", "resnet18_like", "mobilenetv2_like", "mobilenetv3_like", "yolov8_like", "unet_like"]
 
 
+def test_depthwise_blocked_other_grouped_convs_nchw(rng):
+    """x[1,3] -> stem(32) -> depthwise 3x3 (group 32) -> grouped 3x3 (group 2, 32->32) -> 1x1(32): the depthwise conv
+    joins the region, the grouped one stays NCHW between two reorders (the op refuses it blocked)."""
+    nodes, inits = [], []
+    node, w = _conv(rng, "stem", "x", "s", 3, 32)
+    nodes.append(node)
+    inits += w
+    for name, x, y, group in [("dw", "s", "d", 32), ("grouped", "d", "g", 2)]:
+        weights = numpy_helper.from_array((rng.standard_normal((32, 32 // group, 3, 3)) * 0.2).astype(np.float32),
+                                          f"{name}.W")
+        inits.append(weights)
+        nodes.append(helper.make_node("Conv", [x, weights.name], [y], name=name, pads=[1] * 4, group=group))
+    node, w = _conv(rng, "head", "g", "out", 32, 32, k=1)
+    nodes.append(node)
+    inits += w
+    original = _model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 12, 12])],
+                      [helper.make_tensor_value_info("out", TensorProto.FLOAT, None)], inits)
+    converted = deltaonnx.convert(original, layout="blocked", all_nodes=True)
+    assert _by_source(converted) == {"stem": "blocked_out", "dw": "blocked", "grouped": "nchw", "head": "blocked"}
+    layouts = {entry["source"]: entry["layout"] for entry in _metadata(converted)["nodes"]}
+    assert layouts["grouped"] == "nchw (grouped convolution)"
+    assert sorted(_reorders(converted).values()) == ["blocked", "nchw", "nchw"]  # around it, and the output
+
+
 @pytest.mark.parametrize("name, reorders", [("mobilenetv2_like", 3), ("mobilenetv3_like", 4)])
 def test_depthwise_convs_stay_in_the_region(name, reorders):
     """A depthwise conv (group = C = M) whose channels are multiples of 16 takes layout "blocked" (docs/ops.md#
