@@ -164,9 +164,8 @@ void blocked_pixel_gemm_lines(const float* const* pixels, const int64_t* line_of
 // The blocked layout's depthwise conv (kernel_table.h blocked_depthwise_pixels): P pixels, channel block by channel
 // block, one accumulator per pixel summed over the taps in the scalar reference's order (by fma, bias last). Line
 // (cb, t) of pixel p is at pixels[p] + line_offsets[cb * taps + t]. No prefetch, unlike the GEMM: a line feeds one
-// FMA here, not M/b x b, and two prefetches per line cost more than they saved (an A/B in one process, ratio to
-// dense ORT at 10 / 20 / 50%: 16 channels at 112x112 0.31 / 0.50 / 1.05 with them, 0.25 / 0.46 / 0.88 without;
-// 96 at 56x56 0.17 / 0.34 / 0.60 against 0.17 / 0.29 / 0.47; 64 s2 at 112x112 within the noise).
+// FMA here, not M/b x b, and the GEMM's prefetch of the next group's lines measured no faster (A/Bs in one process
+// in both orders, docs/results.md#blocked-depthwise: the differences followed the order, not the prefetch).
 // vector_act: one activation for every channel, applied to whole lines (else lane by lane: PRelu's slopes, Tanh).
 template <class L, int P>
 inline void blocked_depthwise_group(const float* const* pixels, const int64_t* line_offsets, int64_t taps,

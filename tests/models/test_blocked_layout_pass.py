@@ -184,14 +184,11 @@ def test_depthwise_blocked_other_grouped_convs_nchw(rng):
     node, w = _conv(rng, "stem", "x", "s", 3, 32)
     nodes.append(node)
     inits += w
-    for name, x, y, group in [("dw", "s", "d", 32), ("grouped", "d", "g", 2)]:
-        weights = numpy_helper.from_array((rng.standard_normal((32, 32 // group, 3, 3)) * 0.2).astype(np.float32),
-                                          f"{name}.W")
-        inits.append(weights)
-        nodes.append(helper.make_node("Conv", [x, weights.name], [y], name=name, pads=[1] * 4, group=group))
-    node, w = _conv(rng, "head", "g", "out", 32, 32, k=1)
-    nodes.append(node)
-    inits += w
+    for name, x, y, c_in, k, group in [("dw", "s", "d", 1, 3, 32), ("grouped", "d", "g", 16, 3, 2),
+                                       ("head", "g", "out", 32, 1, 1)]:
+        node, w = _conv(rng, name, x, y, c_in, 32, k=k, group=group)
+        nodes.append(node)
+        inits += w
     original = _model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 12, 12])],
                       [helper.make_tensor_value_info("out", TensorProto.FLOAT, None)], inits)
     converted = deltaonnx.convert(original, layout="blocked", all_nodes=True)

@@ -16,19 +16,7 @@ from builders import EMPTY, ConvPair, assert_close_nan, conv_model, exact_change
 from conftest import check_under_simd
 from deltaonnx import reference
 from deltaonnx.reference import from_blocked, to_blocked
-
-
-def channel_block() -> int:
-    from deltaonnx import _native
-
-    return int(_native.channel_block())
-
-
-def mlas_block() -> int:
-    from deltaonnx import _native
-
-    features = _native.cpu_features()
-    return 16 if features.get("avx512") else 8 if features.get("avx2") else 0
+from test_blocked_layout import channel_block, mlas_block
 
 
 # (C, kernel, stride, dilation, pads, batch, H, W): 3x3 and 5x5 at strides 1 and 2, a dilation with asymmetric pads,
