@@ -12,9 +12,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from builders import EMPTY, ConvPair, assert_close_nan, conv_model, exact_change_map, frame_sequence, op_session
+from onnx import TensorProto, helper
+
+from builders import (EMPTY, ConvPair, assert_close_nan, conv_model, exact_change_map, frame_sequence, op_model,
+                      op_session, value_info)
 from conftest import check_under_simd
 from deltaonnx import reference
+from deltaonnx.graph_passes.protocol import DOMAIN
 from deltaonnx.reference import from_blocked, to_blocked
 from test_blocked_layout import channel_block, mlas_block
 
@@ -159,6 +163,28 @@ def test_forced_channel_block(block, simd, monkeypatch):
     is off where b is not MLAS's block."""
     monkeypatch.setenv("DELTAONNX_CHANNEL_BLOCK", block)
     check_under_simd(simd, "test_blocked_depthwise", "check_all(seed=13)")
+
+
+def test_weights_given_at_run_time(rng):
+    """W a graph input (blocked per run, and checked then: a channel multiplier is refused when it runs)."""
+    b = channel_block()
+    C, H, W = 32, 11, 14
+    node = helper.make_node("DeltaConv", ["X", "W", "", "X_ref", "Y_prev"], ["Y", "X_ref_next", "map_out"],
+                            domain=DOMAIN, kernel_shape=[3, 3], pads=[1, 1, 1, 1], strides=[2, 2], group=C,
+                            activation="Relu", layout="blocked")
+    inputs = [value_info(n) for n in ("X", "W", "X_ref", "Y_prev")]
+    outputs = [value_info("Y"), value_info("X_ref_next"), value_info("map_out", TensorProto.UINT8)]
+    session = op_session(op_model([node], inputs, outputs))
+    w = rng.standard_normal((C, 1, 3, 3)).astype(np.float32)
+    dense = ConvPair(w, None, dict(kernel_shape=[3, 3], pads=[1, 1, 1, 1], strides=[2, 2], group=C), "Relu")
+    state = (EMPTY, EMPTY)
+    for x in frame_sequence(rng, (1, C, H, W), ["first", "local", "local"]):
+        y, ref, _ = session.run(None, {"X": to_blocked(x, b), "W": w, "X_ref": state[0], "Y_prev": state[1]})
+        assert_close_nan(from_blocked(y, b), dense.run_dense(x))
+        state = (ref, y)
+    with pytest.raises(Exception, match="needs group = 1 or a depthwise conv"):
+        session.run(None, {"X": to_blocked(x, b), "W": np.zeros((2 * C, 1, 3, 3), np.float32), "X_ref": EMPTY,
+                           "Y_prev": EMPTY})
 
 
 def _session_error(attrs, C=16, M=16, group=16):
