@@ -7,6 +7,10 @@ for the sequence batcher's idle timeout is dropped here too (Triton frees the sl
 model). Requests carry exactly the original model's inputs and get exactly its outputs. A request that fails
 gets an error response and its stream is dropped; the instance keeps serving.
 
+With the config parameter `debug_timing_output` (write_triton_repository(debug_timing=True)), every response
+also carries that output, float64 [3]: the ms in the session's run, the ms this request took in execute()
+(reading its inputs, the run, building its response), and the number of requests in that execute() call.
+
 Runs inside the server's Python (the first `python3` on its PATH), which needs deltaonnx and numpy < 2.
 """
 import json
@@ -22,13 +26,13 @@ from deltaonnx import DeltaSession
 from deltaonnx.graph_passes.metadata import is_converted
 
 
-def _flag(request, name: str) -> bool:
-    tensor = pb_utils.get_input_tensor_by_name(request, name)
+def _flag(inputs: dict, name: str) -> bool:
+    tensor = inputs.get(name)
     return tensor is not None and bool(np.asarray(tensor.as_numpy()).reshape(-1)[0])
 
 
-def _sequence_id(request) -> int:
-    tensor = pb_utils.get_input_tensor_by_name(request, "CORRID")
+def _sequence_id(request, inputs: dict) -> int:
+    tensor = inputs.get("CORRID")
     if tensor is not None:
         return int(np.asarray(tensor.as_numpy()).reshape(-1)[0])
     return int(request.correlation_id())
@@ -44,7 +48,8 @@ class TritonPythonModel:
         options.inter_op_num_threads = 1
         path = os.path.join(args["model_repository"], args["model_version"], "model.onnx")
         self.input_names = [entry["name"] for entry in config["input"]]
-        self.output_names = [entry["name"] for entry in config["output"]]
+        self.timing_output = parameters.get("debug_timing_output") or None
+        self.output_names = [entry["name"] for entry in config["output"] if entry["name"] != self.timing_output]
         self.converted = _is_converted(path)
         if self.converted:
             self.session = DeltaSession(path, sess_options=options)
@@ -54,34 +59,45 @@ class TritonPythonModel:
 
     def execute(self, requests):
         now = time.monotonic()
-        responses = [self._respond(request, now) for request in requests]
+        responses = [self._respond(request, now, len(requests)) for request in requests]
         self._drop_idle(now)
         return responses
 
-    def _respond(self, request, now: float):
-        sequence = _sequence_id(request)
+    def _respond(self, request, now: float, batch: int):
+        began = time.perf_counter()
+        # One pass over the request's tensors (pb_utils.get_input_tensor_by_name walks them all on every call).
+        inputs = {tensor.name(): tensor for tensor in request.inputs()}
+        sequence = _sequence_id(request, inputs)
         try:
             feed = {}
             for name in self.input_names:
-                tensor = pb_utils.get_input_tensor_by_name(request, name)
+                tensor = inputs.get(name)
                 if tensor is None:
                     raise ValueError(f"the request has no input {name!r}")
                 feed[name] = tensor.as_numpy()
+            if self.converted and _flag(inputs, "START"):
+                self.session.reset(sequence)
+            run_began = time.perf_counter()
             if self.converted:
-                if _flag(request, "START"):
-                    self.session.reset(sequence)
                 outputs = self.session.run(self.output_names, feed, stream=sequence)
             else:
                 outputs = self.session.run(self.output_names, feed)
+            run_ms = (time.perf_counter() - run_began) * 1e3
         except Exception as error:  # noqa: BLE001 - any failure is this request's error, never the instance's
             self._drop(sequence)
             return pb_utils.InferenceResponse(
                 output_tensors=[], error=pb_utils.TritonError(f"deltaonnx: sequence {sequence}: {error}"))
-        if _flag(request, "END"):
+        if _flag(inputs, "END"):
             self._drop(sequence)
         elif self.converted:
             self.last_request[sequence] = now
-        tensors = [pb_utils.Tensor(name, np.ascontiguousarray(value)) for name, value in zip(self.output_names, outputs)]
+        # pb_utils.Tensor keeps a C-contiguous array as it is (and makes others so); the stub copies it once into
+        # the shared memory the server reads (from_dlpack takes the same path on the CPU, it saves nothing).
+        tensors = [pb_utils.Tensor(name, value) for name, value in zip(self.output_names, outputs)]
+        if self.timing_output:
+            request_ms = (time.perf_counter() - began) * 1e3
+            timing = np.array([[run_ms, request_ms, batch]], dtype=np.float64)
+            tensors.append(pb_utils.Tensor(self.timing_output, timing))
         return pb_utils.InferenceResponse(output_tensors=tensors)
 
     def _drop(self, sequence) -> None:

@@ -33,6 +33,8 @@ DEFAULT_IDLE_TIMEOUT_US = 5_000_000
 # Control inputs of the python backend's sequence batcher (uint64 CORRID: TYPE_STRING fails in Triton 2.51).
 CONTROL_INPUTS = {"START": "CONTROL_SEQUENCE_START", "END": "CONTROL_SEQUENCE_END"}
 CORRID_INPUT = "CORRID"
+# python backend, debug_timing=True: float64 [3] per request (model.py's session run ms, request ms, batch size)
+TIMING_OUTPUT = "DELTAONNX_TIMING"
 MODEL_FILE = "model.onnx"
 PYTHON_MODEL_SOURCE = Path(__file__).with_name("triton_python_model.py")
 
@@ -129,7 +131,10 @@ def _parameter(key: str, value) -> str:
     return f'parameters {{ key: "{key}" value: {{ string_value: "{value}" }} }}'
 
 
-def _python_config(name, inputs, outputs, batched, max_sequences, instances, idle_timeout_us, threads) -> str:
+def _python_config(name, inputs, outputs, batched, max_sequences, instances, idle_timeout_us, threads,
+                   debug_timing) -> str:
+    if debug_timing:
+        outputs = outputs + [_Tensor(TIMING_OUTPUT, onnx.TensorProto.DOUBLE, (1, 3))]
     controls = [_control(n, kind) for n, kind in CONTROL_INPUTS.items()]
     controls.append(f'    {{ name: "{CORRID_INPUT}" control [ {{ kind: CONTROL_SEQUENCE_CORRID '
                     f'data_type: TYPE_UINT64 }} ] }}')
@@ -147,6 +152,7 @@ def _python_config(name, inputs, outputs, batched, max_sequences, instances, idl
         _instance_group(instances, "cpu"),
         _parameter("intra_op_threads", threads),
         _parameter("idle_timeout_us", idle_timeout_us),
+        _parameter("debug_timing_output", TIMING_OUTPUT) if debug_timing else "",
         "",
     ])
 
@@ -232,6 +238,7 @@ def write_triton_repository(
     dense: bool = False,
     op_library_path: Optional[str] = None,
     conversion: Optional[Mapping] = None,
+    debug_timing: bool = False,
 ) -> TritonRepository:
     """Write `repository`/`name`/ (config.pbtxt, 1/model.onnx, and 1/model.py or the op library).
 
@@ -244,7 +251,9 @@ def write_triton_repository(
         long is dropped (its slot freed, its state with it). threads: ORT intra-op threads per instance.
         device: "gpu" puts the onnxruntime backend's instances on GPUs with the CUDA op library.
         op_library_path: the op library's path as the server sees it (onnxruntime backend; default: the copy
-        written into the model folder, by absolute path). The model folder is replaced if it exists."""
+        written into the model folder, by absolute path). debug_timing (python backend): every response also
+        carries TIMING_OUTPUT, where model.py's time went (docs/serving.md#throughput). The model folder is
+        replaced if it exists."""
     if name is None:
         name = _default_name(model)
     _check_options(name, instances, backend, max_sequences, idle_timeout_us, threads, device)
@@ -275,6 +284,10 @@ def write_triton_repository(
     clash = sorted(taken & reserved)
     if clash:
         raise RepositoryError(f"model inputs {clash} have the names of Triton's control inputs")
+    if debug_timing and backend != "python":
+        raise RepositoryError("debug_timing times model.py: it needs the python backend")
+    if debug_timing and TIMING_OUTPUT in {t.name for t in own_outputs}:
+        raise RepositoryError(f"the model has an output {TIMING_OUTPUT!r}, the name of the debug timing output")
 
     # Everything that can fail is done before the model folder is replaced.
     if backend == "python":
@@ -300,7 +313,7 @@ def write_triton_repository(
     op_library = None
     if backend == "python":
         config = _python_config(name, inputs, own_outputs, batched, max_sequences, instances, idle_timeout_us,
-                                threads)
+                                threads, debug_timing)
         save_model(proto, model_dir / "1" / MODEL_FILE)
         shutil.copyfile(PYTHON_MODEL_SOURCE, model_dir / "1" / "model.py")
         sequences = instances * max_sequences
