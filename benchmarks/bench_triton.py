@@ -210,11 +210,16 @@ def breakdown(window: list[dict], before: dict, after: dict) -> dict:
              "client read": mean("read")}
     for stage in ("queue", "compute_input", "compute_infer", "compute_output"):
         parts[f"server {stage}"] = (after[stage] - before[stage]) / served / 1e6
+    server = sum(parts[f"server {stage}"] for stage in ("queue", "compute_input", "compute_infer", "compute_output"))
+    parts["gRPC and front end (round trip - server stages)"] = parts["client round trip"] - server
     timed = [part["model"].reshape(-1) for part in window if part["model"] is not None]
     if timed:
         parts["model.py session run"] = statistics.fmean(float(t[0]) for t in timed)
         parts["model.py request"] = statistics.fmean(float(t[1]) for t in timed)
         parts["requests per execute"] = statistics.fmean(float(t[2]) for t in timed)
+        # Triton charges every request of a batch the whole execute(): per frame, divide by the batch.
+        parts["backend IPC per frame (compute_infer / batch - model.py request)"] = (
+            parts["server compute_infer"] / parts["requests per execute"] - parts["model.py request"])
     return parts
 
 

@@ -14,7 +14,7 @@ import deltaonnx
 from deltaonnx.cli import main as cli_main
 from deltaonnx.serving import write_triton_repository
 from deltaonnx.serving.start_gate import START_INPUT, gate_state_on_start, without_change_maps
-from deltaonnx.serving.triton_repository import RepositoryError
+from deltaonnx.serving.triton_repository import TIMING_OUTPUT, RepositoryError
 
 model_config_pb2 = pytest.importorskip("tritonclient.grpc.model_config_pb2", reason="tritonclient[grpc] not installed")
 from google.protobuf import text_format  # noqa: E402 - after the importorskip that brings it
@@ -96,6 +96,28 @@ def test_python_repository_config_is_a_valid_sequence_batching_config(tmp_path):
     assert (written.model_dir / "1" / "model.py").is_file()
 
 
+@pytest.mark.parametrize("batch, dims", [(None, [3]), (2, [1, 3])])  # batched: Triton adds the batch axis
+def test_debug_timing_declares_its_output_and_names_it_to_model_py(tmp_path, batch, dims):
+    model = pnet_like()
+    if batch:  # a fixed batch: max_batch_size 0, the output's dims in full ([1, 3], what model.py returns)
+        model.graph.input[0].type.tensor_type.shape.dim[0].dim_value = batch
+    written = write_triton_repository(model, tmp_path / "repo", max_sequences=1, debug_timing=True)
+    config = parse_config(written.model_dir / "config.pbtxt")
+    assert [(o.name, o.data_type, list(o.dims)) for o in config.output][-1] == (
+        TIMING_OUTPUT, model_config_pb2.TYPE_FP64, dims)
+    assert config.parameters["debug_timing_output"].string_value == TIMING_OUTPUT
+    plain = parse_config(write_triton_repository(pnet_like(), tmp_path / "plain").model_dir / "config.pbtxt")
+    assert TIMING_OUTPUT not in [o.name for o in plain.output] and "debug_timing_output" not in plain.parameters
+
+
+def test_debug_timing_refuses_a_model_with_an_output_of_its_name(tmp_path):
+    model = pnet_like()
+    model.graph.output[1].name = TIMING_OUTPUT  # "boxes", the last node's output
+    model.graph.node[-1].output[0] = TIMING_OUTPUT
+    with pytest.raises(RepositoryError, match="the name of the debug timing output"):
+        write_triton_repository(model, tmp_path / "repo", debug_timing=True)
+
+
 def test_onnxruntime_repository_lists_every_state_pair_and_an_op_library_that_exists(tmp_path):
     written = write_triton_repository(pnet_like(), tmp_path / "repo", name="pnet_ort", backend="onnxruntime",
                                       max_sequences=1, instances=2, conversion={"threshold": 0.05})
@@ -142,6 +164,7 @@ def test_dense_serving_writes_the_model_unconverted(tmp_path):
     (dict(device="gpu"), "needs the onnxruntime backend"),
     (dict(name="a b"), "model name"),
     (dict(dense=True, conversion={"threshold": 0.1}), "conversion options do not apply"),
+    (dict(backend="onnxruntime", max_sequences=1, debug_timing=True), "debug_timing times model.py"),
 ])
 def test_bad_options_are_refused_with_the_reason(tmp_path, options, message):
     with pytest.raises(RepositoryError, match=message):

@@ -89,6 +89,8 @@ def repository(tmp_path_factory):
                             conversion={"threshold": THRESHOLD, "gate": "pixel"})
     write_triton_repository(root / "pnet.onnx", repo, name="solo", instances=1, max_sequences=1,
                             idle_timeout_us=1_000_000, conversion={"threshold": THRESHOLD})
+    write_triton_repository(root / "pnet.onnx", repo, name="timed", instances=1, max_sequences=2, debug_timing=True,
+                            conversion={"threshold": THRESHOLD, "gate": "pixel"})
     # The onnxruntime repository, loaded with the backend switched to python (the bundled server has no
     # onnxruntime backend): the config is Triton's to validate, the model is run as that backend would.
     written = write_triton_repository(root / "pnet.onnx", repo, name="ort", backend="onnxruntime", max_sequences=1,
@@ -204,6 +206,26 @@ def test_bad_requests_get_an_error_and_the_model_keeps_serving(client, server, r
     got = [_infer(client, "cams", f, 33, start=t == 0, end=t == 2) for t, f in enumerate(frames)]
     for t, (g, w) in enumerate(zip(got, _alone(repo / "cams" / "1" / "model.onnx", frames))):
         _assert_same(g, w, f"frame {t} after the bad requests")
+
+
+def test_debug_timing_adds_where_the_request_went_and_changes_no_output(client, repository):
+    repo, _ = repository
+    frames = clip((1, 3, 24, 32), 3, seed=8)
+    timings = []
+    for t, frame in enumerate(frames):
+        image = grpcclient.InferInput("image", list(frame.shape), "FP32")
+        image.set_data_from_numpy(frame)
+        asked = ["prob", "boxes"] + (["DELTAONNX_TIMING"] if t != 1 else [])  # a client may leave it out
+        result = client.infer("timed", [image], outputs=[grpcclient.InferRequestedOutput(n) for n in asked],
+                              sequence_id=61, sequence_start=t == 0, sequence_end=t == 2)
+        want = _alone(repo / "timed" / "1" / "model.onnx", frames[: t + 1])[t]
+        _assert_same([result.as_numpy("prob"), result.as_numpy("boxes")], want, f"frame {t}")
+        timings.append(result.as_numpy("DELTAONNX_TIMING"))
+    assert timings[1] is None
+    for timing in (timings[0], timings[2]):
+        assert timing.shape == (1, 3) and timing.dtype == np.float64
+        run_ms, request_ms, batch = timing[0]
+        assert 0 < run_ms <= request_ms < 10_000 and batch == 1  # one camera: one request per execute()
 
 
 def test_the_onnxruntime_repository_loads_and_serves_with_the_backend_switched_to_python(client, repository):
