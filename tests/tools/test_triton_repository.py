@@ -195,11 +195,13 @@ def test_a_converted_model_is_served_as_is_and_refuses_conversion_options(tmp_pa
 def test_cli_writes_the_repository_and_prints_how_to_start_it(tmp_path, capsys):
     onnx.save(pnet_like(), str(tmp_path / "pnet.onnx"))
     code = cli_main(["triton", str(tmp_path / "pnet.onnx"), "-o", str(tmp_path / "repo"), "--instances", "2",
-                     "--max-sequences", "3", "--idle-timeout-us", "2000000", "--threshold", "0.05"])
+                     "--max-sequences", "3", "--idle-timeout-us", "2000000", "--threshold", "0.05",
+                     "--debug-timing"])
     printed = capsys.readouterr().out
     assert code == 0 and "tritonserver --model-repository" in printed and "6 cameras at once" in printed
     config = parse_config(tmp_path / "repo" / "pnet" / "config.pbtxt")
     assert config.max_batch_size == 3 and config.instance_group[0].count == 2
+    assert config.parameters["debug_timing_output"].string_value == TIMING_OUTPUT
     metadata = json.loads(next(p.value for p in onnx.load(str(tmp_path / "repo" / "pnet" / "1" / "model.onnx"))
                                .metadata_props if p.key == "deltaonnx"))
     assert metadata["threshold"] == 0.05

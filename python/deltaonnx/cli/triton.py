@@ -39,6 +39,9 @@ def add_command(subparsers, common: argparse.ArgumentParser) -> None:
                         help="onnxruntime backend: the op library's path as the server sees it (default: the copy "
                         "in the model folder, by its absolute path here)")
     parser.add_argument("--dense", action="store_true", help="serve the model unconverted (a baseline)")
+    parser.add_argument("--debug-timing", action="store_true",
+                        help="python backend: every response also carries DELTAONNX_TIMING, where model.py's time "
+                        "went (docs/serving.md)")
     add_conversion_options(parser)
     parser.set_defaults(run=run_command)
 
@@ -53,7 +56,8 @@ def run_command(args: argparse.Namespace) -> int:
         written = write_triton_repository(
             model_path, args.output, name=args.name, instances=args.instances, backend=args.backend,
             max_sequences=max_sequences, idle_timeout_us=args.idle_timeout_us, threads=args.threads,
-            device=args.device, dense=args.dense, op_library_path=args.op_library_path, conversion=changed)
+            device=args.device, dense=args.dense, op_library_path=args.op_library_path, conversion=changed,
+            debug_timing=args.debug_timing)
     except RepositoryError as error:
         raise CliError(str(error)) from error
     print(written.launch_hint())
