@@ -115,9 +115,21 @@ class SharedMemoryTransport:
         return self.shm.get_contents_as_numpy(self.regions[1], dtype, shape, offset=self.offsets[name]).copy()
 
     def close(self):
+        from tritonclient.utils import InferenceServerException
+
         for name, region in zip(self.names, self.regions):
-            self.client.unregister_system_shared_memory(name)
-            self.shm.destroy_shared_memory_region(region)
+            try:
+                # The server lets a region go a moment after the last response: "currently in use" until then.
+                for attempt in range(50):
+                    try:
+                        self.client.unregister_system_shared_memory(name)
+                        break
+                    except InferenceServerException as error:
+                        if "in use" not in str(error) or attempt == 49:
+                            raise
+                        time.sleep(0.02)
+            finally:
+                self.shm.destroy_shared_memory_region(region)
 
 
 def server_statistics(client, model: str) -> dict:
