@@ -97,7 +97,7 @@ def test_the_exact_baseline_is_measured_only_when_read():
     def run(error_per_level: float) -> list:
         seen = []
 
-        def evaluate(levels):
+        def evaluate(levels, **_):
             seen.append(dict(levels))
             error = error_per_level * (levels["gate"] + levels["inner"])
             agreement = AgreementSummary(10, error, {"y": error})
@@ -207,7 +207,7 @@ def test_only_a_node_that_runs_densely_climbs_past_a_step_that_gains_nothing():
              NodeCalibration("sparse", "s", "DeltaConv", False, 1.0, 1.0)]
     tried = []
 
-    def evaluate(levels):
+    def evaluate(levels, **_):
         tried.append(dict(levels))
         work = 1.0 - 0.1 * (levels["dense"] >= 3) - 0.1 * (levels["sparse"] >= 2)
         # the budget holds up to level 3, unless both nodes move together (no uniform level passes)
@@ -221,3 +221,86 @@ def test_only_a_node_that_runs_densely_climbs_past_a_step_that_gains_nothing():
     levels, best = quiet_search(setup).run()
     assert levels == {"dense": 3, "sparse": 0} and best.work == pytest.approx(0.9)
     assert {"dense": 3, "sparse": 1} in tried and {"dense": 3, "sparse": 2} not in tried
+
+
+def test_a_gate_candidate_stops_once_the_gates_share_of_the_slack_is_out_of_reach(frames):
+    """The gate phase accepts only candidates within half the budget's slack: a candidate stops as soon as its
+    box F1 cannot reach that share, though the whole budget would still hold; it is not cached as over the
+    budget (the sweeps judge it by the whole budget)."""
+    from deltaonnx.calibrate import DetectionOptions
+
+    model = zoo.with_plausible_boxes(zoo.yolov8_like())
+    options = CalibrationOptions(detections=DetectionOptions(conf_threshold=0.25), budget=Budget(min_f1=0.9),
+                                 search_frames=4, min_boxes=60, progress=False, profile_frames=0)
+    setup = prepare_search(model, frames, frames=(0, 36), options=options)
+    real_score = setup.scorer.score
+    misses = {"count": 0}
+
+    def misses_one_box_in_eight(reference, outputs):  # F1 ~0.93: within 0.9, not within the gate's 0.95
+        score = real_score(reference, outputs)
+        for _ in range(score.true_positives):
+            misses["count"] += 1
+            if misses["count"] % 8 == 0:
+                score.true_positives -= 1
+                score.false_negatives += 1
+        return score
+
+    setup.scorer.score = misses_one_box_in_eight
+    levels = setup.uniform_levels(inner=0)
+    whole = setup.evaluate(levels)
+    assert whole.within_budget and not whole.stopped_early and 0.95 > whole.agreement.f1 > 0.9
+    search = quiet_search(setup)
+    skipped = setup.runner.frames_skipped
+    share = setup.budget.share(0.5)
+    assert share.min_f1 == pytest.approx(0.95)
+    misses["count"] = 0
+    stopped = search.evaluate(levels, "gate", "gate share", stop_budget=share)
+    assert stopped.stopped_early and not stopped.within_budget and setup.runner.frames_skipped > skipped
+    assert stopped.agreement.frames < whole.agreement.frames
+    misses["count"] = 0
+    again = search.evaluate(levels, "sweep", "the whole budget")
+    assert again.within_budget and again.agreement == whole.agreement
+
+
+def test_later_sweeps_retry_only_the_groups_the_previous_sweep_moved():
+    """Node `a` gains at every level up to 3; `b` and `c` never gain. The first sweep tries every group; the
+    next ones only `a`, the one it moved, until a sweep moves nothing."""
+    from types import SimpleNamespace
+
+    from deltaonnx.calibrate import GATE_LEVELS, AgreementSummary, Evaluation, NodeCalibration, SearchSetup
+
+    nodes = [NodeCalibration(name, name, "DeltaConv", False, 1.0, 1.0) for name in "abc"]
+    tried = []
+
+    def evaluate(levels, **_):
+        tried.append(dict(levels))
+        work = 1.0 - 0.1 * min(levels["a"], 3)
+        # no uniform level passes (all three raised together), nor `a` above 3
+        ok = levels["a"] <= 3 and (len(set(levels.values())) > 1 or not any(levels.values()))
+        return Evaluation(work, AgreementSummary(10, 0.0, {"y": 0.0}), ok, {n: 0.3 for n in "abc"}, 0.0)
+
+    setup = SimpleNamespace(nodes=nodes, runner=SimpleNamespace(total_flops=3.0), budget=Budget(max_error=0.05),
+                            evaluate=evaluate, gate_levels=GATE_LEVELS, dense_fraction=0.5, below=None,
+                            taus=lambda levels: SearchSetup.taus(setup, levels),
+                            ladder=lambda node: SearchSetup.ladder(setup, node))
+    levels, best = quiet_search(setup).run()
+    assert levels == {"a": 3, "b": 0, "c": 0} and best.work == pytest.approx(0.7)
+    steps_of = {name: [t for t in tried if t[name] == 1 and sum(t.values()) - t["a"] == 1] for name in "bc"}
+    assert [len(steps_of[name]) for name in "bc"] == [1, 1]  # the first sweep only
+    assert {"a": 4, "b": 0, "c": 0} in tried  # `a` climbed until its step broke the budget
+
+
+def test_the_record_says_where_the_cpu_went_phase_by_phase(resnet, frames):
+    result = calibrate(resnet, frames, frames=(0, 24), heldout=(24, 36),
+                       options=CalibrationOptions(budget=Budget(max_error=2e-2), refresh=0, **QUICK))
+    timings = result.search["timings"]
+    phases = {entry["phase"] for entry in result.search["history"]}
+    assert {"preparation", "verify", "held-out", "search, between candidates", "other"} | phases == set(timings)
+    assert sum(t["cpu_seconds"] for t in timings.values()) == pytest.approx(result.search["cpu_seconds"], rel=1e-6)
+    for phase in phases:  # each candidate counted once, in its own phase
+        runs = [e for e in result.search["history"] if e["phase"] == phase]
+        assert timings[phase]["runs"] == len(runs)
+        assert timings[phase]["cpu_seconds"] == pytest.approx(sum(e["cpu_seconds"] for e in runs))
+    assert timings["verify"]["runs"] == len(result.search["verification"]) - 1  # the held-out row is apart
+    assert timings["preparation"]["cpu_seconds"] > 0 and timings["held-out"]["cpu_seconds"] > 0
+    assert "CPU by phase: preparation " in result.report()
