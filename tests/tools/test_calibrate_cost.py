@@ -195,6 +195,16 @@ def test_a_step_whose_paired_gain_stays_below_the_bar_stops_after_a_quarter_of_t
     assert not floor.gain_unlikely(noisy[:20])
 
 
+def test_on_a_long_sample_the_paired_test_judges_after_a_fixed_number_of_frames():
+    """Its power depends on the frames judged: 24 of a YOLOv8s's 168 search frames, not a quarter (42)."""
+    best = [0.5 + 0.1 * np.sin(k) for k in range(168)]
+    floor = WorkFloor([0.0] * 168, float(np.mean(best)) - 0.002, best)
+    same = [w - 0.0005 for w in best]
+    assert not floor.gain_unlikely(same[:23]) and floor.gain_unlikely(same[:24])
+    enough = [w - 0.003 for w in best]
+    assert not any(floor.gain_unlikely(enough[:n]) for n in range(169))
+
+
 def test_only_a_node_that_runs_densely_climbs_past_a_step_that_gains_nothing():
     """Two nodes whose work drops only some levels up (the dense one at 3, the sparse one at 2): the one above
     its dense fraction (running densely) climbs there in one sweep; the sparse one is tried one level up and

@@ -14,8 +14,8 @@ from ..session import DeltaSession
 from ..video import Preprocess
 from .agreement import AgreementSummary, Budget, DenseReference, Scorer, f1_score, summarize
 from .candidates import SearchModels
-from .levels import (ESTIMATE_MIN_FRAMES, ESTIMATE_SHARE, GATE_LEVELS, GATE_SHARE, INNER_LEVELS, MAX_CLIMB, MIN_GAIN,
-                     MIN_POTENTIAL, CalibrationError)
+from .levels import (ESTIMATE_FRAMES, ESTIMATE_MIN_FRAMES, ESTIMATE_SHARE, GATE_LEVELS, GATE_SHARE, INNER_LEVELS,
+                     MAX_CLIMB, MIN_GAIN, MIN_POTENTIAL, CalibrationError)
 from .model_nodes import NodeCalibration, work_redone
 
 
@@ -86,7 +86,8 @@ class WorkFloor:
     candidate's work on each scored frame, and the least work the step can do there (the changed nodes'
     ancestors and the nodes beside them compute exactly what the best candidate computed, so their fractions
     are known; the changed nodes and all below them count nothing). A step stops as soon as it cannot gain
-    (`out_of_reach`, exact) or, after ESTIMATE_SHARE of the frames, is unlikely to (`gain_unlikely`)."""
+    (`out_of_reach`, exact) or, after ESTIMATE_FRAMES of the frames (a quarter of a shorter sample), is unlikely
+    to (`gain_unlikely`)."""
 
     frame_bounds: list[float]
     at_most: float
@@ -105,7 +106,8 @@ class WorkFloor:
         """The step's gain over the best on the same frames, so far, is below what it needs by more than two
         standard errors (paired per frame: the frames' own variation cancels)."""
         done = len(works)
-        if not self.best_works or done < max(ESTIMATE_MIN_FRAMES, ESTIMATE_SHARE * len(self.best_works)):
+        judged_after = max(ESTIMATE_MIN_FRAMES, min(ESTIMATE_FRAMES, ESTIMATE_SHARE * len(self.best_works)))
+        if not self.best_works or done < judged_after:
             return False
         gains = np.asarray(self.best_works[:done]) - np.asarray(works)
         needed = float(np.mean(self.best_works)) - self.at_most
