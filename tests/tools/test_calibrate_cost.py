@@ -13,6 +13,7 @@ from deltaonnx.calibrate import INNER_LEVELS, Budget, CalibrationOptions, calibr
 from deltaonnx.calibrate import calibration as calibration_module
 from deltaonnx.calibrate.calibration import backoff_schedule
 from deltaonnx.calibrate.model_nodes import work_redone
+from deltaonnx.calibrate import search as search_module
 from deltaonnx.calibrate.search import Search, WorkFloor
 from deltaonnx.calibrate.verify import DENSE_TIMING_STRIDE
 
@@ -67,7 +68,7 @@ def test_a_step_alters_only_the_nodes_below_it_so_the_work_floor_is_exact(setup)
     assert floor.at_most == pytest.approx(best.work - 0.002)
 
 
-def test_a_step_that_cannot_gain_stops_early_and_is_not_cached(setup):
+def test_a_step_that_cannot_gain_stops_early_and_is_not_cached(setup, monkeypatch):
     assert WorkFloor([0.5] * 4, 0.45).out_of_reach([0.5])  # (0.5 + 3 x 0.5) / 4 > 0.45
     assert not WorkFloor([0.5] * 4, 0.45).out_of_reach([0.3])  # (0.3 + 1.5) / 4 = 0.45 is still in reach
     levels = setup.uniform_levels(inner=INNER_LEVELS.index(0.05))
@@ -78,9 +79,13 @@ def test_a_step_that_cannot_gain_stops_early_and_is_not_cached(setup):
     hopeless = WorkFloor(floor.frame_bounds, min(floor.frame_bounds) - 1e-3)  # below any frame's floor
     skipped = setup.runner.frames_skipped
     step = dict(levels, **{node.name: levels[node.name] + 1})
+    sessions = []
+    real_session = search_module.DeltaSession
+    monkeypatch.setattr(search_module, "DeltaSession", lambda *a, **k: sessions.append(1) or real_session(*a, **k))
     result = search.evaluate(step, "sweep", "step", floor=hopeless)
     assert result.no_gain and result.stopped_early and not result.within_budget
-    assert setup.runner.frames_skipped > skipped
+    assert setup.runner.frames_skipped - skipped == sum(map(len, setup.runner.segments))
+    assert not sessions  # out of reach before the first frame: not even a session is made
     assert search.evaluate(step, "sweep", "step again").no_gain is False  # measured in full once asked without
 
 

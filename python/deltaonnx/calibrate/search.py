@@ -148,6 +148,8 @@ class CandidateRunner:
         is out of reach."""
         min_f1 = (stop_budget or self.budget).min_f1
         started = time.process_time()
+        if floor is not None and floor.out_of_reach([]):  # what lies below the step cannot pay: no session
+            return self._unrun(started)
         session = DeltaSession(self.model_with(taus), session_options(self.threads), dense_fallback=False)
         scores, works, frame_fractions = [], [], []
         fraction_sums: dict[str, float] = {}
@@ -191,6 +193,13 @@ class CandidateRunner:
                           not stopped_early and self.budget.holds(agreement),
                           {k: v / count for k, v in fraction_sums.items()}, time.process_time() - started,
                           stopped_early, no_gain, frame_fractions)
+
+    def _unrun(self, started: float) -> Evaluation:
+        """A step stopped before its first frame (WorkFloor.out_of_reach on no frames)."""
+        self.frames_skipped += sum(map(len, self.segments))
+        self.evaluations += 1
+        agreement = summarize([], self.scorer.output_names, self.scorer.detections is not None)
+        return Evaluation(1.0, agreement, False, {}, time.process_time() - started, True, True)
 
     def scored_boxes(self) -> int:
         """Dense boxes above the threshold on the scored search frames (each segment's first is not scored)."""
