@@ -208,6 +208,9 @@ def test_on_a_long_sample_the_paired_test_judges_after_a_fixed_number_of_frames(
     assert not floor.gain_unlikely(same[:23]) and floor.gain_unlikely(same[:24])
     enough = [w - 0.003 for w in best]
     assert not any(floor.gain_unlikely(enough[:n]) for n in range(169))
+    # gains of 0.1% +- 0.35% per frame: after 24 frames 0.1% + one standard error (0.07%) is short of 0.2%
+    marginal = [w - 0.001 + (0.0035 if k % 2 else -0.0035) for k, w in enumerate(best)]
+    assert not floor.gain_unlikely(marginal[:23]) and floor.gain_unlikely(marginal[:24])
 
 
 def test_only_a_node_that_runs_densely_climbs_past_a_step_that_gains_nothing():

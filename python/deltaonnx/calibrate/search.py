@@ -14,7 +14,7 @@ from ..session import DeltaSession
 from ..video import Preprocess
 from .agreement import AgreementSummary, Budget, DenseReference, Scorer, f1_score, summarize
 from .candidates import SearchModels
-from .levels import (ESTIMATE_FRAMES, ESTIMATE_MIN_FRAMES, ESTIMATE_SHARE, GATE_LEVELS, GATE_SHARE, INNER_LEVELS,
+from .levels import (ESTIMATE_ERRORS, ESTIMATE_FRAMES, ESTIMATE_MIN_FRAMES, ESTIMATE_SHARE, GATE_LEVELS, GATE_SHARE, INNER_LEVELS,
                      MAX_CLIMB, MIN_GAIN, MIN_POTENTIAL, CalibrationError)
 from .model_nodes import NodeCalibration, work_redone
 
@@ -103,15 +103,15 @@ class WorkFloor:
         return (sum(works) + sum(self.frame_bounds[done:])) / len(self.frame_bounds) > self.at_most
 
     def gain_unlikely(self, works: Sequence[float]) -> bool:
-        """The step's gain over the best on the same frames, so far, is below what it needs by more than two
-        standard errors (paired per frame: the frames' own variation cancels)."""
+        """The step's gain over the best on the same frames, so far, is below what it needs by more than
+        ESTIMATE_ERRORS standard errors (paired per frame: the frames' own variation cancels)."""
         done = len(works)
         judged_after = max(ESTIMATE_MIN_FRAMES, min(ESTIMATE_FRAMES, ESTIMATE_SHARE * len(self.best_works)))
         if not self.best_works or done < judged_after:
             return False
         gains = np.asarray(self.best_works[:done]) - np.asarray(works)
         needed = float(np.mean(self.best_works)) - self.at_most
-        return float(gains.mean() + 2 * gains.std(ddof=1) / np.sqrt(done)) < needed
+        return float(gains.mean() + ESTIMATE_ERRORS * gains.std(ddof=1) / np.sqrt(done)) < needed
 
 
 def f1_out_of_reach(tp: int, fp: int, fn: int, remaining_boxes: int, min_f1: Optional[float]) -> bool:
