@@ -322,3 +322,18 @@ def test_the_record_says_where_the_cpu_went_phase_by_phase(resnet, frames):
     assert timings["verify"]["runs"] == len(result.search["verification"]) - 1  # the held-out row is apart
     assert timings["preparation"]["cpu_seconds"] > 0 and timings["held-out"]["cpu_seconds"] > 0
     assert "CPU by phase: preparation " in result.report()
+
+
+def test_while_searching_the_reserve_counts_the_searched_candidate_at_its_own_cost():
+    """200 frames, 200 held-out, dense 0.27 s a frame, the candidates 0.1 s, dense ORT on a quarter of the
+    verification's frames: during the search the first verification and the held-out check at the candidates'
+    cost, one back-off at dense cost; after it, every pass at dense cost at least (as before)."""
+    from deltaonnx.calibrate.calibration import reserve_seconds
+
+    searching = reserve_seconds(200, 200, 0.27, 0.1, 0.25, 2, searched=True)
+    assert searching == pytest.approx(1.2 * (200 * (0.1 + 0.0675) + 200 * (0.27 + 0.0675) + 200 * (0.27 + 0.1)))
+    assert reserve_seconds(200, 200, 0.27, 0.1, 0.25, 2) == pytest.approx(1.2 * (2 * 200 * 0.3375 + 200 * 0.54))
+    assert searching < reserve_seconds(200, 200, 0.27, 0.1, 0.25, 2) - 80
+    # nothing measured yet, or candidates dearer than dense: dense cost at least
+    assert reserve_seconds(200, 0, 0.27, 0.0, 0.25, 1, searched=True) == pytest.approx(1.2 * 200 * 0.3375)
+    assert reserve_seconds(200, 0, 0.27, 0.5, 0.25, 2) == pytest.approx(1.2 * 2 * 200 * (0.5 + 0.0675))

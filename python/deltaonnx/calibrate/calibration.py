@@ -54,12 +54,12 @@ def calibrate(model, source: FrameSource, *, frames: tuple[int, int] = (0, 200),
     known = sum(start <= k < stop for k in setup.references) / max(stop - start, 1)
     verify_dense = known / DENSE_TIMING_STRIDE + (1 - known)
 
-    def reserve(passes: int) -> float:  # CPU seconds `passes` verifications and the held-out check take
-        dense, delta = setup.dense_frame_seconds, max(runner.delta_frame_seconds(), setup.dense_frame_seconds)
-        return 1.2 * (passes * (stop - start) * (delta + verify_dense * dense) + heldout_frames * (dense + delta))
+    def reserve(passes: int, searched: bool = False) -> float:
+        return reserve_seconds(stop - start, heldout_frames, setup.dense_frame_seconds, runner.delta_frame_seconds(),
+                               verify_dense, passes, searched)
 
-    def over_time() -> bool:  # leave room for two verifications and the held-out check
-        return time.process_time() - cpu_started + reserve(2) > options.time_limit
+    def over_time() -> bool:  # leave room for the verification, a back-off at dense cost and the held-out check
+        return time.process_time() - cpu_started + reserve(2, searched=True) > options.time_limit
 
     def out_of_time(passes: int = 1) -> bool:  # after the search: room for `passes` more and the held-out check?
         return time.process_time() - cpu_started + reserve(passes) > options.time_limit
@@ -190,6 +190,20 @@ def calibrate(model, source: FrameSource, *, frames: tuple[int, int] = (0, 200),
                 "input": input_name}
     return CalibrationResult(final, thresholds, refresh, nodes, budget, result, heldout_result, search_summary,
                              settings)
+
+
+def reserve_seconds(frames: int, heldout_frames: int, dense: float, measured: float, verify_dense: float,
+                    passes: int, searched: bool = False) -> float:
+    """CPU seconds (with a 20% margin) that `passes` verifications of `frames` frames and the held-out check take.
+    `dense`: dense ORT's seconds a frame; `measured`: the search's candidates' (0: none ran yet); `verify_dense`:
+    the share of a verification's frames dense ORT runs. Every pass and the held-out frames cost at least a dense
+    run (a back-off may go down to all thresholds 0). `searched` (while the search runs): the first pass verifies
+    the search's own candidate and the held-out check runs it, so they cost what its candidates cost; a YOLOv8s's
+    ran at ~0.4x dense, and reserving dense cost for them stopped its search 80 s early."""
+    worst = max(measured, dense)
+    first = (measured or dense) if searched else worst
+    return 1.2 * (frames * (first + verify_dense * dense) + (passes - 1) * frames * (worst + verify_dense * dense)
+                  + heldout_frames * (dense + first))
 
 
 def _measure(dense_bytes, converted, source, start, stop, preprocess, input_name, scorer, budget, nodes, dense_flops,
