@@ -337,3 +337,30 @@ def test_while_searching_the_reserve_counts_the_searched_candidate_at_its_own_co
     # nothing measured yet, or candidates dearer than dense: dense cost at least
     assert reserve_seconds(200, 0, 0.27, 0.0, 0.25, 1, searched=True) == pytest.approx(1.2 * 200 * 0.3375)
     assert reserve_seconds(200, 0, 0.27, 0.5, 0.25, 2) == pytest.approx(1.2 * 2 * 200 * (0.5 + 0.0675))
+
+
+def test_the_gate_phase_leaves_the_level_above_its_passing_one_to_the_first_sweep():
+    """The gate's candidates run the inner nodes exact (nearly dense cost): its bisection stops with one level
+    above the passing one untried, and the first sweep tries it at the inner nodes' cost."""
+    from types import SimpleNamespace
+
+    from deltaonnx.calibrate import GATE_LEVELS, AgreementSummary, Evaluation, NodeCalibration, SearchSetup
+
+    nodes = [NodeCalibration("gate", "g", "DeltaConv", True, 1.0, 1.0),
+             NodeCalibration("inner", "i", "DeltaConv", False, 1.0, 1.0)]
+
+    def evaluate(levels, **_):
+        error = 0.0075 * levels["gate"] + 0.005 * levels["inner"]  # the gate's share (0.025) holds up to level 3
+        agreement = AgreementSummary(10, error, {"y": error})
+        work = 1.0 - 0.02 * levels["gate"] - 0.05 * levels["inner"]
+        return Evaluation(work, agreement, error <= 0.05, {"gate": 0.3, "inner": 0.3}, 0.0)
+
+    setup = SimpleNamespace(nodes=nodes, runner=SimpleNamespace(total_flops=2.0), budget=Budget(max_error=0.05),
+                            evaluate=evaluate, gate_levels=GATE_LEVELS, dense_fraction=0.5, below=None,
+                            taus=lambda levels: SearchSetup.taus(setup, levels),
+                            ladder=lambda node: SearchSetup.ladder(setup, node))
+    search = quiet_search(setup)
+    search.run()
+    gate_phase = [e["change"] for e in search.history if e["phase"] == "gate"]
+    assert gate_phase == [f"gate {GATE_LEVELS[4]:g} x range", f"gate {GATE_LEVELS[2]:g} x range"]  # not level 3
+    assert f"gate -> {GATE_LEVELS[3]:g}" in [e["change"] for e in search.history if e["phase"] == "sweep 1"]

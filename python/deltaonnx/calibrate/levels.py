@@ -29,6 +29,10 @@ ESTIMATE_SHARE = 0.25
 ESTIMATE_FRAMES = 24
 ESTIMATE_MIN_FRAMES = 8
 GATE_SHARE = 0.5  # share of the budget's slack the gate may spend before the inner nodes get theirs
+# The gate's bisection stops with this many levels above its passing one untried: its candidates run the inner
+# nodes exact, at nearly dense cost (49 s each on a YOLOv8s), and the first sweep tries the gate one level up anyway,
+# at the inner nodes' cost (a third of it), judged by the whole budget
+GATE_UNTESTED = 1
 FEW_BOXES = 20  # fewer dense boxes than this on the search frames make box F1 a coarse measure
 # Dense boxes the search frames must hold (detectors): a budget of F1 0.99 is a dozen boxes wrong in 1000; on 240
 # boxes it is two, and thresholds passing there failed on the whole range (issue 15)

@@ -14,8 +14,8 @@ from ..session import DeltaSession
 from ..video import Preprocess
 from .agreement import AgreementSummary, Budget, DenseReference, Scorer, f1_score, summarize
 from .candidates import SearchModels
-from .levels import (ESTIMATE_ERRORS, ESTIMATE_FRAMES, ESTIMATE_MIN_FRAMES, ESTIMATE_SHARE, GATE_LEVELS, GATE_SHARE, INNER_LEVELS,
-                     MAX_CLIMB, MIN_GAIN, MIN_POTENTIAL, CalibrationError)
+from .levels import (ESTIMATE_ERRORS, ESTIMATE_FRAMES, ESTIMATE_MIN_FRAMES, ESTIMATE_SHARE, GATE_LEVELS, GATE_SHARE,
+                     GATE_UNTESTED, INNER_LEVELS, MAX_CLIMB, MIN_GAIN, MIN_POTENTIAL, CalibrationError)
 from .model_nodes import NodeCalibration, work_redone
 
 
@@ -288,13 +288,15 @@ class Search:
             return trial, result
 
         def bisect(group: Sequence[NodeCalibration], phase: str, name: str, unit: str,
-                   holds: Callable[[Evaluation], bool], stop_budget: Optional[Budget] = None) -> None:
+                   holds: Callable[[Evaluation], bool], stop_budget: Optional[Budget] = None,
+                   untested: int = 0) -> None:
             """The highest level of the group's ladder that holds, by bisection between a passing level and an
-            unknown one (each level above a failing one is taken to fail too)."""
+            unknown one (each level above a failing one is taken to fail too); it stops with up to `untested`
+            levels above the passing one left untried."""
             nonlocal levels, best
             ladder = self.setup.ladder(group[0])
             low, high = 0, len(ladder) - 1
-            while low < high:
+            while high - low > untested:
                 middle = (low + high + 1) // 2
                 trial = with_levels(levels, group, middle)
                 change = f"{name} {ladder[middle]:g} x {unit}"
@@ -315,7 +317,8 @@ class Search:
         if gates:
             gate_budget = self.setup.budget.share(GATE_SHARE)
             bisect(gates, "gate", "gate", "range",
-                   lambda result: result.within_budget and gate_budget.holds(result.agreement), gate_budget)
+                   lambda result: result.within_budget and gate_budget.holds(result.agreement), gate_budget,
+                   untested=GATE_UNTESTED)
         # 2. one level for every inner node
         if inner:
             bisect(inner, "uniform", "inner", "std", lambda result: result.within_budget)
