@@ -37,9 +37,10 @@ def ab_ops(dirs, cases, fractions, rounds, layout="nchw", repeat=20):
     bench_ops.CLOCK = time.thread_time
     rng = np.random.default_rng(0)
     for case in cases:
-        C, M, k, s, g, H, W = bench_ops.CASES[case]
+        import bench_blocked  # its depthwise shapes besides bench_ops's
+
+        C, M, k, s, g, H, W = bench_blocked.ALL_CASES[case]
         if layout == "blocked":
-            import bench_blocked
             from deltaonnx import _native
             from deltaonnx.reference import to_blocked
 

@@ -1,7 +1,10 @@
 """Times DeltaConv with layout = "blocked" (docs/ops.md#blocked-layout) against dense ORT's Conv and the NCHW
-DeltaConv on YOLOv8n's layer shapes, in one process.
+DeltaConv on YOLOv8n's layer shapes and MobileNetV2's depthwise convs at 224 px, in one process.
 
     python benchmarks/bench_blocked.py [--rounds 3] [--repeat 20] [--fractions 0.1 0.2 0.5] [--cases ...]
+    python benchmarks/bench_blocked.py --cases depthwise      # the depthwise shapes alone
+
+The YOLOv8n shapes are Conv+SiLU; the depthwise ones (group = C = M) Conv+Clip(0, 6), MobileNetV2's Relu6.
 
 Frames are bench_ops.scene_frames (three compact moving regions plus scattered single pixels, sized to a share
 of the output redone); both Delta ops take the change map and keep no X_ref (as `convert` builds them at
@@ -29,22 +32,40 @@ from deltaonnx.reference import to_blocked  # noqa: E402
 
 SHAPES = ["yolo_3x3_s2_16_32_320x320", "yolo_3x3_32_32_160x160", "yolo_1x1_64_64_160x160",
           "yolo_3x3_s2_64_128_160x160", "yolo_3x3_64_64_80x80", "yolo_3x3_128_128_40x40"]
+# MobileNetV2's depthwise convs at 224 px (models/zoo.py mobilenetv2_like: its five), and a 5x5 as MobileNetV3's,
+# in bench_ops.CASES's form (C, M, k, stride, group, H, W).
+DEPTHWISE = {
+    "dw_3x3_16_112x112": (16, 16, 3, 1, 16, 112, 112),
+    "dw_3x3_s2_64_112x112": (64, 64, 3, 2, 64, 112, 112),
+    "dw_3x3_96_56x56": (96, 96, 3, 1, 96, 56, 56),
+    "dw_3x3_s2_96_56x56": (96, 96, 3, 2, 96, 56, 56),
+    "dw_3x3_128_28x28": (128, 128, 3, 1, 128, 28, 28),
+    "dw_5x5_s2_96_56x56": (96, 96, 5, 2, 96, 56, 56),
+}
+ALL_CASES = {**bench_ops.CASES, **DEPTHWISE}
 
 
 def models(case, rng):
-    C, M, k, s, _, _, _ = bench_ops.CASES[case]
-    w = (rng.standard_normal((M, C, k, k)) / np.sqrt(C * k * k)).astype(np.float32)
+    C, M, k, s, g, _, _ = ALL_CASES[case]
+    w = (rng.standard_normal((M, C // g, k, k)) / np.sqrt(C // g * k * k)).astype(np.float32)
     b = rng.standard_normal(M).astype(np.float32) * 0.1
     inits = [numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b")]
-    attrs = dict(kernel_shape=[k, k], strides=[s, s], pads=[k // 2] * 4)
+    attrs = dict(kernel_shape=[k, k], strides=[s, s], pads=[k // 2] * 4, group=g)
     vi = bench_ops._vi
-    dense = bench_ops._model([helper.make_node("Conv", ["x", "w", "b"], ["c"], **attrs),
-                              helper.make_node("Sigmoid", ["c"], ["g"]), helper.make_node("Mul", ["c", "g"], ["y"])],
-                             [vi("x")], [vi("y")], inits)
+    relu6 = g > 1  # a depthwise conv: MobileNetV2's Relu6, which ORT fuses into its Conv as the op does
+    if relu6:
+        inits += [numpy_helper.from_array(np.float32(0), "lo"), numpy_helper.from_array(np.float32(6), "hi")]
+        post = [helper.make_node("Clip", ["c", "lo", "hi"], ["y"])]
+    else:
+        post = [helper.make_node("Sigmoid", ["c"], ["g"]), helper.make_node("Mul", ["c", "g"], ["y"])]
+    dense = bench_ops._model([helper.make_node("Conv", ["x", "w", "b"], ["c"], **attrs)] + post, [vi("x")], [vi("y")],
+                             inits)
+    activation = dict(activation="Clip", activation_params=[0.0, 6.0]) if relu6 else dict(activation="SiLU")
+    inits = inits[:2]
 
     def delta(layout):
         node = helper.make_node("DeltaConv", ["x", "w", "b", "", "y_prev", "map_in"], ["y", "", "map"], domain=DOMAIN,
-                                name="dc", activation="SiLU", dense_fraction=1.0, layout=layout, **attrs)
+                                name="dc", dense_fraction=1.0, layout=layout, **activation, **attrs)
         ins = [vi("x"), vi("y_prev"), vi("map_in", TensorProto.UINT8)]
         return bench_ops._model([node], ins, [vi("y"), vi("map", TensorProto.UINT8)], inits)
 
@@ -56,16 +77,19 @@ def main(argv=None):
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--repeat", type=int, default=20)
     ap.add_argument("--fractions", type=float, nargs="+", default=[0.10, 0.20, 0.50])
-    ap.add_argument("--cases", nargs="+", default=SHAPES)
+    ap.add_argument("--cases", nargs="+", default=SHAPES + list(DEPTHWISE),
+                    help="shape names (bench_ops.CASES, DEPTHWISE), or 'depthwise' for all of DEPTHWISE")
     args = ap.parse_args(argv)
+    args.cases = [name for case in args.cases for name in (DEPTHWISE if case == "depthwise" else [case])]
     bench_ops.CLOCK = time.thread_time  # one thread: ORT runs the kernels in the calling thread
     b = int(_native.channel_block())
     rng = np.random.default_rng(0)
-    print(f"channel block b = {b}, kernels {_native.simd_level()}; ratio to dense ORT (Conv+SiLU), median [min-max]")
+    print(f"channel block b = {b}, kernels {_native.simd_level()}; ratio to dense ORT (Conv+SiLU, depthwise "
+          "Conv+Clip), median [min-max]")
     print("| shape | share | nchw / dense | per FLOP | blocked / dense | per FLOP |")
     print("| --- | --- | --- | --- | --- | --- |")
     for case in args.cases:
-        C, M, k, s, _, H, W = bench_ops.CASES[case]
+        C, M, k, s, _, H, W = ALL_CASES[case]
         dense_m, nchw_m, blocked_m = models(case, rng)
         dense = bench_ops.session(dense_m, 1, custom=False)
         nchw = bench_ops.session(nchw_m, 1, custom=True)
@@ -84,7 +108,7 @@ def main(argv=None):
                 r = ratios[name]
                 med = statistics.median(r)
                 cells += [f"{med:.3f} [{min(r):.3f}-{max(r):.3f}]", f"{med / share:.2f}"]
-            print(f"| {case[5:]} | {share:.1%} | " + " | ".join(cells) + " |", flush=True)
+            print(f"| {case.removeprefix('yolo_')} | {share:.1%} | " + " | ".join(cells) + " |", flush=True)
 
 
 if __name__ == "__main__":

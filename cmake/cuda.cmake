@@ -4,27 +4,30 @@
 # Expects from the including project: DELTAONNX_ORT_INCLUDE, DELTAONNX_INSTALL_DIR.
 set(_delta_root ${CMAKE_CURRENT_LIST_DIR}/..)
 
+# The host code both CUDA libraries compile: the op definition, the ops' host sides and the pipeline's launches.
+set(_delta_cuda_host_sources
+  ${_delta_root}/ops/registration.cc
+  ${_delta_root}/ops/op_definition/attribute_reader.cc
+  ${_delta_root}/ops/op_definition/delta_attributes.cc
+  ${_delta_root}/ops/op_definition/ort_tensors.cc
+  ${_delta_root}/ops/common/window_spec.cc
+  ${_delta_root}/ops/cuda_common/ort_support.cc
+  ${_delta_root}/ops/cuda_common/device_run.cc
+  ${_delta_root}/ops/cuda_common/delta_pipeline.cc
+  ${_delta_root}/ops/delta_conv/cuda/delta_conv_cuda_op.cc
+  ${_delta_root}/ops/delta_pool/cuda/delta_pool_cuda_op.cc
+  ${_delta_root}/ops/map_union/cuda/map_union_cuda_op.cc
+  ${_delta_root}/ops/delta_gate/cuda/delta_gate_cuda_op.cc
+  ${_delta_root}/ops/delta_reorder/cuda/delta_reorder_cuda_op.cc
+  ${_delta_root}/ops/delta_gate/gate_op_inputs.cc
+  ${_delta_root}/ops/delta_gate/gate_spec.cc)
+
 # The same ops with every kernel run by its host emulation (ops/cuda_common/host), for ORT's CPU provider:
 # a test build that proves the CUDA library's host code and kernel logic end to end without a GPU or nvcc.
 option(DELTAONNX_CUDA_EMULATION "Also build deltaonnx_ops_cuda_emulated (tests only, never installed)" OFF)
 if(DELTAONNX_CUDA_EMULATION)
-  add_library(deltaonnx_ops_cuda_emulated SHARED
-    ${_delta_root}/ops/registration.cc
-    ${_delta_root}/ops/op_definition/attribute_reader.cc
-    ${_delta_root}/ops/op_definition/delta_attributes.cc
-    ${_delta_root}/ops/op_definition/ort_tensors.cc
-    ${_delta_root}/ops/common/window_spec.cc
-    ${_delta_root}/ops/cuda_common/ort_support.cc
-    ${_delta_root}/ops/cuda_common/device_run.cc
-    ${_delta_root}/ops/cuda_common/delta_pipeline.cc
-    ${_delta_root}/ops/cuda_common/host/emulated_launch.cc
-    ${_delta_root}/ops/delta_conv/cuda/delta_conv_cuda_op.cc
-    ${_delta_root}/ops/delta_pool/cuda/delta_pool_cuda_op.cc
-    ${_delta_root}/ops/map_union/cuda/map_union_cuda_op.cc
-    ${_delta_root}/ops/delta_gate/cuda/delta_gate_cuda_op.cc
-    ${_delta_root}/ops/delta_reorder/cuda/delta_reorder_cuda_op.cc
-    ${_delta_root}/ops/delta_gate/gate_op_inputs.cc
-    ${_delta_root}/ops/delta_gate/gate_spec.cc)
+  add_library(deltaonnx_ops_cuda_emulated SHARED ${_delta_cuda_host_sources}
+    ${_delta_root}/ops/cuda_common/host/emulated_launch.cc)
   # The stand-in cuda_runtime_api.h comes first; the real CUDA headers are never on this target's path.
   target_include_directories(deltaonnx_ops_cuda_emulated PRIVATE
     ${_delta_root}/ops/cuda_common/host/emulated_cuda ${_delta_root}/ops ${DELTAONNX_ORT_INCLUDE})
@@ -75,28 +78,12 @@ set(CMAKE_CUDA_ARCHITECTURES ${_delta_cuda_archs})
 enable_language(CUDA)
 find_package(CUDAToolkit REQUIRED)
 
-add_library(deltaonnx_ops_cuda SHARED
-  ${_delta_root}/ops/registration.cc
-  ${_delta_root}/ops/op_definition/attribute_reader.cc
-  ${_delta_root}/ops/op_definition/delta_attributes.cc
-  ${_delta_root}/ops/op_definition/ort_tensors.cc
-  ${_delta_root}/ops/common/window_spec.cc
-  ${_delta_root}/ops/cuda_common/ort_support.cc
-  ${_delta_root}/ops/cuda_common/device_run.cc
-  ${_delta_root}/ops/cuda_common/delta_pipeline.cc
+add_library(deltaonnx_ops_cuda SHARED ${_delta_cuda_host_sources}
   ${_delta_root}/ops/cuda_common/pipeline_kernels.cu
-  ${_delta_root}/ops/delta_conv/cuda/delta_conv_cuda_op.cc
   ${_delta_root}/ops/delta_conv/cuda/gather_gemm_kernel.cu
-  ${_delta_root}/ops/delta_pool/cuda/delta_pool_cuda_op.cc
   ${_delta_root}/ops/delta_pool/cuda/max_pool_kernel.cu
-  ${_delta_root}/ops/map_union/cuda/map_union_cuda_op.cc
   ${_delta_root}/ops/map_union/cuda/map_union_kernel.cu
-  ${_delta_root}/ops/delta_gate/cuda/gate_kernel.cu
-  ${_delta_root}/ops/delta_gate/cuda/delta_gate_cuda_op.cc
-  ${_delta_root}/ops/delta_reorder/cuda/delta_reorder_cuda_op.cc
-  ${_delta_root}/ops/delta_gate/gate_op_inputs.cc
-  ${_delta_root}/ops/delta_gate/gate_spec.cc
-)
+  ${_delta_root}/ops/delta_gate/cuda/gate_kernel.cu)
 set_target_properties(deltaonnx_ops_cuda PROPERTIES
   CUDA_ARCHITECTURES "${_delta_cuda_archs}"
   CUDA_STANDARD 17

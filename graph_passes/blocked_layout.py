@@ -60,17 +60,19 @@ def can_block(node: ir.Node, output_only: bool = False) -> Optional[str]:
         if not _multiple_channels(node.inputs[POOL_INPUTS["x"]]):
             return f"channels not known multiples of {CHANNEL_MULTIPLE}"
         return None
-    if (attribute(node, "group", 1) or 1) != 1:
-        return "grouped convolution"
     if attribute(node, "activation", "") == "Softmax":
         return "channel Softmax"
     weights = constant_array(node.inputs[CONV_INPUTS["w"]])
     if weights is None or weights.ndim != 4:
         return "weights not constant"
+    group = attribute(node, "group", 1) or 1
+    # "blocked" takes a depthwise conv (group = C = M, W [M, 1, kH, kW]); "blocked_out" group 1 only
+    if group != 1 and (output_only or not (weights.shape[1] == 1 and weights.shape[0] == group)):
+        return "grouped convolution"
     x_dims = dims(node.inputs[CONV_INPUTS["x"]])
     if x_dims is None or len(x_dims) != 4:
         return "input not 4-D"
-    out_channels, in_channels = int(weights.shape[0]), int(weights.shape[1])
+    out_channels, in_channels = int(weights.shape[0]), int(weights.shape[1]) * group
     if output_only and out_channels % CHANNEL_MULTIPLE:
         return f"output channels {out_channels} not a multiple of {CHANNEL_MULTIPLE}"
     if not output_only and (in_channels % CHANNEL_MULTIPLE or out_channels % CHANNEL_MULTIPLE):

@@ -826,7 +826,8 @@ struct Lines {
 
 const KernelTable& avx512_kernel_table() {
   static const KernelTable table{"avx512", kMR, kNR, kVec, detect_changes, update_reference, detect_update_exact, detect_update_pixels, gemm_tile, gemm_tile_store, gemm_row, pack_pieces, scatter_pieces, store_flagged, deinterleave2, bias_activate, unblock_activate, block_planes, depthwise_run, max_taps, softmax_run, gate_column_sums, blocked_detect_update_lines<Lines>,
-      blocked_pixel_gemm_lines<Lines, 24, 4>};  // 24 of the 32 zmm registers accumulate: 6x4, 12x2 or 12x1
+      blocked_pixel_gemm_lines<Lines, 24, 4>,  // 24 of the 32 zmm registers accumulate: 6x4, 12x2 or 12x1
+      blocked_depthwise_pixels_lines<Lines>};
   return table;
 }
 

@@ -161,4 +161,68 @@ void blocked_pixel_gemm_lines(const float* const* pixels, const int64_t* line_of
                                                         out_channels, bias, acts, outs, out_line_stride);
 }
 
+// The blocked layout's depthwise conv (kernel_table.h blocked_depthwise_pixels): P pixels, channel block by channel
+// block, one accumulator per pixel summed over the taps in the scalar reference's order (by fma, bias last). Line
+// (cb, t) of pixel p is at pixels[p] + line_offsets[cb * taps + t]. No prefetch, unlike the GEMM: a line feeds one
+// FMA here, not M/b x b, and the GEMM's prefetch of the next group's lines measured no faster (A/Bs in one process
+// in both orders, docs/results.md#blocked-depthwise: the differences followed the order, not the prefetch).
+// vector_act: one activation for every channel, applied to whole lines (else lane by lane: PRelu's slopes, Tanh).
+template <class L, int P>
+inline void blocked_depthwise_group(const float* const* pixels, const int64_t* line_offsets, int64_t taps,
+                                    int64_t blocks, const float* weights, const float* bias,
+                                    const ActivationParams* acts, bool vector_act, float* const* outs,
+                                    int64_t out_line_stride) {
+  constexpr int B = L::kLanes;
+  for (int64_t cb = 0; cb < blocks; ++cb) {
+    typename L::V acc[P];
+#pragma GCC unroll 8
+    for (int p = 0; p < P; ++p) acc[p] = L::zero();
+    const int64_t* offsets = line_offsets + cb * taps;
+    const float* w = weights + cb * taps * B;
+    for (int64_t t = 0; t < taps; ++t) {
+      const int64_t offset = offsets[t];
+      const typename L::V wv = L::load(w + t * B);
+#pragma GCC unroll 8
+      for (int p = 0; p < P; ++p) acc[p] = L::fma(L::load(pixels[p] + offset), wv, acc[p]);
+    }
+    const typename L::V vb = L::load(bias + cb * B);
+    const ActivationParams* a = acts + cb * B;
+#pragma GCC unroll 8
+    for (int p = 0; p < P; ++p) {
+      float* out = outs[p] + cb * out_line_stride;
+      const typename L::V v = L::add(acc[p], vb);
+      if (vector_act) {
+        L::store(out, L::activate(v, a[0]));
+      } else {
+        alignas(64) float lanes[B];
+        L::store(lanes, v);
+        for (int i = 0; i < B; ++i) out[i] = apply_activation(a[i], lanes[i]);
+      }
+    }
+  }
+}
+
+// The kernel-table entry: groups of 8 pixels (8 accumulators, a weight vector and 8 pointers), the rest in groups
+// of 4 and 1. Another block runs the scalar kernel.
+template <class L>
+void blocked_depthwise_pixels_lines(const float* const* pixels, const int64_t* line_offsets, int64_t taps,
+                                    int64_t blocks, int64_t count, int64_t block, const float* weights,
+                                    const float* bias, const ActivationParams* acts, float* const* outs,
+                                    int64_t out_line_stride) {
+  if (block != L::kLanes)
+    return scalar_kernel_table().blocked_depthwise_pixels(pixels, line_offsets, taps, blocks, count, block, weights,
+                                                          bias, acts, outs, out_line_stride);
+  const bool vector_act = one_activation(acts, blocks * block) && acts[0].kind != Activation::kTanh;
+  int64_t p = 0;
+  for (; p + 8 <= count; p += 8)
+    blocked_depthwise_group<L, 8>(pixels + p, line_offsets, taps, blocks, weights, bias, acts, vector_act, outs + p,
+                                  out_line_stride);
+  for (; p + 4 <= count; p += 4)
+    blocked_depthwise_group<L, 4>(pixels + p, line_offsets, taps, blocks, weights, bias, acts, vector_act, outs + p,
+                                  out_line_stride);
+  for (; p < count; ++p)
+    blocked_depthwise_group<L, 1>(pixels + p, line_offsets, taps, blocks, weights, bias, acts, vector_act, outs + p,
+                                  out_line_stride);
+}
+
 }  // namespace deltaonnx

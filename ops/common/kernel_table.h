@@ -140,6 +140,16 @@ struct KernelTable {
                              int64_t count, int64_t block, const float* weights, int64_t out_channels,
                              const float* bias, const ActivationParams* acts, float* const* outs,
                              int64_t out_line_stride);
+
+  // The blocked layout's depthwise conv (group = C = M; ops/delta_conv/cpu/blocked_engine.cc): count pixels whose
+  // line (cb, t) is pixels[p] + line_offsets[cb * taps + t] (floats; cb < blocks, t < taps), weights
+  // [blocks][taps][block], bias [blocks * block]. For p < count, cb < blocks and lane < block:
+  // outs[p][cb * out_line_stride + lane] = acts[cb * block + lane](sum over t ascending, by fma, of
+  // line[lane] * weight + bias). Only the count pixels' lines are read.
+  void (*blocked_depthwise_pixels)(const float* const* pixels, const int64_t* line_offsets, int64_t taps,
+                                   int64_t blocks, int64_t count, int64_t block, const float* weights,
+                                   const float* bias, const ActivationParams* acts, float* const* outs,
+                                   int64_t out_line_stride);
 };
 
 // The table in use: the best the CPU supports, or the one named by DELTAONNX_SIMD (scalar|avx2|avx512|neon)

@@ -226,10 +226,25 @@ void blocked_pixel_gemm(const float* const* pixels, const int64_t* line_offsets,
     }
 }
 
+void blocked_depthwise_pixels(const float* const* pixels, const int64_t* line_offsets, int64_t taps, int64_t blocks,
+                              int64_t count, int64_t block, const float* weights, const float* bias,
+                              const ActivationParams* acts, float* const* outs, int64_t out_line_stride) {
+  for (int64_t p = 0; p < count; ++p)
+    for (int64_t cb = 0; cb < blocks; ++cb)
+      for (int64_t lane = 0; lane < block; ++lane) {
+        float acc = 0.f;
+        for (int64_t t = 0; t < taps; ++t)
+          acc = std::fma(pixels[p][line_offsets[cb * taps + t] + lane], weights[(cb * taps + t) * block + lane], acc);
+        const int64_t c = cb * block + lane;
+        outs[p][cb * out_line_stride + lane] = apply_activation(acts[c], acc + bias[c]);
+      }
+}
+
 }  // namespace
 
 const KernelTable& scalar_kernel_table() {
-  static const KernelTable table{"scalar", kMR, kNR, kNR, detect_changes, update_reference, detect_update_exact, detect_update_pixels, gemm_tile, gemm_tile_store, gemm_row, pack_pieces, scatter_pieces, store_flagged, deinterleave2, bias_activate, unblock_activate, block_planes, depthwise_run, max_taps, softmax_run, gate_column_sums, blocked_detect_update, blocked_pixel_gemm};
+  static const KernelTable table{"scalar", kMR, kNR, kNR, detect_changes, update_reference, detect_update_exact, detect_update_pixels, gemm_tile, gemm_tile_store, gemm_row, pack_pieces, scatter_pieces, store_flagged, deinterleave2, bias_activate, unblock_activate, block_planes, depthwise_run, max_taps, softmax_run, gate_column_sums, blocked_detect_update, blocked_pixel_gemm,
+      blocked_depthwise_pixels};
   return table;
 }
 

@@ -72,10 +72,13 @@ DeltaConvAttributes read_delta_conv_attributes(const AttributeReader& a) {
     a.fail(error);
   c.knobs = read_knobs(a);
   c.layout = read_layout(a, c.knobs, /*conv=*/true);
+  c.declared_layout = c.layout;
   if (c.layout != TensorLayout::kNchw) {
     // What the blocked engine does not do yet (docs/ops.md#blocked-layout): refused, never run another way.
     const std::string layout = a.get_string("layout", "");
-    if (c.group != 1) a.fail("attribute 'layout' = \"" + layout + "\" needs group = 1, got " + std::to_string(c.group));
+    // "blocked" also takes a depthwise conv (group = C = M), checked against W in window_for_weights.
+    if (c.group != 1 && c.layout == TensorLayout::kBlockedOut)
+      a.fail("attribute 'layout' = \"" + layout + "\" needs group = 1, got " + std::to_string(c.group));
     if (c.activation.channel_softmax())
       a.fail("attribute 'layout' = \"" + layout + "\" does not take the channel activation '" + a.get_string("activation", "") + "'");
   }
@@ -92,6 +95,9 @@ WindowSpec DeltaConvAttributes::window_for_weights(const std::vector<int64_t>& w
   if (ws[0] % group != 0)
     throw UserError("attribute 'group' (" + std::to_string(group) + ") must divide W's " + std::to_string(ws[0]) +
                     " output channels");
+  if (declared_layout == TensorLayout::kBlocked && group != 1 && !(ws[1] == 1 && ws[0] == group))
+    throw UserError("attribute 'layout' = \"blocked\" needs group = 1 or a depthwise conv (group = C = M, W [M, 1, "
+                    "kH, kW]), got group " + std::to_string(group) + " and W " + list_text(ws));
   if (layout == TensorLayout::kBlocked && (ws[0] % block != 0 || (ws[1] * group) % block != 0))
     throw UserError("attribute 'layout' = \"blocked\" needs input and output channel counts that are multiples of the "
                     "library's channel block " + std::to_string(block) + ", got W " + list_text(ws));

@@ -34,6 +34,9 @@ enum class TensorLayout { kNchw, kBlocked, kBlockedOut };
 struct DeltaConvAttributes {
   WindowSpec window;
   TensorLayout layout = TensorLayout::kNchw;
+  // The layout as the node declares it: the CPU library runs "blocked" as "nchw" when b = 1, but what the
+  // attribute refuses (a grouped conv other than depthwise) is refused whatever b.
+  TensorLayout declared_layout = TensorLayout::kNchw;
   // The channel block of blocked tensors: set by the library after reading (the CPU library's b, 1 on CUDA,
   // where blocked memory is plain NCHW). C and M must be multiples of it (blocked_out: M).
   int64_t block = 1;           // kernel_h/kernel_w: kernel_shape, or W's when the attribute is absent
@@ -43,8 +46,8 @@ struct DeltaConvAttributes {
   DeltaKnobs knobs;
 
   // The window for weights W of shape [M, C/group, kH, kW], checked against the attributes: kernel_shape
-  // agrees with W, group divides M, PRelu's slopes fit M, a blocked layout's C and M are multiples of block.
-  // Throws UserError.
+  // agrees with W, group divides M, PRelu's slopes fit M, a blocked layout's C and M are multiples of block,
+  // "blocked" has group 1 or is depthwise (W [M, 1, kH, kW] with group = M). Throws UserError.
   WindowSpec window_for_weights(const std::vector<int64_t>& w_shape) const;
 };
 

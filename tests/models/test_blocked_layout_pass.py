@@ -174,7 +174,45 @@ def test_dense_twin_of_a_blocked_model_equals_the_original(rng):
 # with the op library: the key property, whatever b the library picks
 # --------------------------------------------------------------------------------------------------
 
-BLOCKED_ZOO = ["cnn1", "resnet18_like", "mobilenetv2_like", "yolov8_like", "unet_like"]
+BLOCKED_ZOO = ["cnn1", "resnet18_like", "mobilenetv2_like", "mobilenetv3_like", "yolov8_like", "unet_like"]
+
+
+def test_depthwise_blocked_other_grouped_convs_nchw(rng):
+    """x[1,3] -> stem(32) -> depthwise 3x3 (group 32) -> grouped 3x3 (group 2, 32->32) -> 1x1(32): the depthwise conv
+    joins the region, the grouped one stays NCHW between two reorders (the op refuses it blocked)."""
+    nodes, inits = [], []
+    node, w = _conv(rng, "stem", "x", "s", 3, 32)
+    nodes.append(node)
+    inits += w
+    for name, x, y, c_in, k, group in [("dw", "s", "d", 1, 3, 32), ("grouped", "d", "g", 16, 3, 2),
+                                       ("head", "g", "out", 32, 1, 1)]:
+        node, w = _conv(rng, name, x, y, c_in, 32, k=k, group=group)
+        nodes.append(node)
+        inits += w
+    original = _model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 12, 12])],
+                      [helper.make_tensor_value_info("out", TensorProto.FLOAT, None)], inits)
+    converted = deltaonnx.convert(original, layout="blocked", all_nodes=True)
+    assert _by_source(converted) == {"stem": "blocked_out", "dw": "blocked", "grouped": "nchw", "head": "blocked"}
+    layouts = {entry["source"]: entry["layout"] for entry in _metadata(converted)["nodes"]}
+    assert layouts["grouped"] == "nchw (grouped convolution)"
+    assert sorted(_reorders(converted).values()) == ["blocked", "nchw", "nchw"]  # around it, and the output
+
+
+@pytest.mark.parametrize("name, reorders", [("mobilenetv2_like", 3), ("mobilenetv3_like", 4)])
+def test_depthwise_convs_stay_in_the_region(name, reorders):
+    """A depthwise conv (group = C = M) whose channels are multiples of 16 takes layout "blocked" (docs/ops.md#
+    blocked-layout), so an inverted residual block is one region: mobilenetv2_like at 224 px keeps 3 DeltaReorders
+    (9 while depthwise convs stayed NCHW), mobilenetv3_like 4 (its 24/40/72/120-channel blocks stay NCHW)."""
+    import zoo
+
+    converted = deltaonnx.convert(getattr(zoo, name)((224, 224)), layout="blocked")
+    layouts = {entry["source"]: entry["layout"] for entry in _metadata(converted)["nodes"]}
+    for node in converted.graph.node:
+        group = next((helper.get_attribute_value(a) for a in node.attribute if a.name == "group"), 1)
+        if node.op_type == "DeltaConv" and group > 1:
+            source = next(e["source"] for e in _metadata(converted)["nodes"] if e["name"] == node.name)
+            assert _layout(node) == ("blocked" if group % 16 == 0 else "nchw"), (source, layouts[source])
+    assert sum(n.op_type == "DeltaReorder" for n in converted.graph.node) == reorders
 
 
 def _frames(original, count, seed):

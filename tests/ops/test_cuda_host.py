@@ -523,13 +523,15 @@ def test_emulated_delta_conv_tau0_equals_dense_ort_conv_every_frame(emulated_lib
     assert recomputed[0] == 1.0 and min(recomputed) < 0.5  # it did skip work on some frames
 
 
-def test_emulated_delta_conv_blocked_layout_is_nchw(emulated_library):
+@pytest.mark.parametrize("group, w_shape", [(1, (6, 5, 3, 3)), (5, (5, 1, 3, 3))])  # and depthwise (group = C = M)
+def test_emulated_delta_conv_blocked_layout_is_nchw(emulated_library, group, w_shape):
     """The CUDA library's channel block is 1 (docs/ops.md#blocked-layout): layout "blocked" is NCHW memory, run
-    by the same kernels as "nchw" (any channel count), and what the CPU library refuses it refuses too."""
+    by the same kernels as "nchw" (any channel count, a depthwise conv too), and what the CPU library refuses
+    (a grouped conv other than depthwise) it refuses too."""
     rng = np.random.default_rng(8)
-    w = rng.standard_normal((6, 5, 3, 3)).astype(np.float32)
-    b = rng.standard_normal(6).astype(np.float32)
-    attrs = dict(pads=[1, 1, 1, 1], activation="Relu")
+    w = rng.standard_normal(w_shape).astype(np.float32)
+    b = rng.standard_normal(w_shape[0]).astype(np.float32)
+    attrs = dict(pads=[1, 1, 1, 1], activation="Relu", group=group)
     blocked = session(emulated_library, conv_model(dict(attrs, layout="blocked"), W=w, B=b))
     plain = session(emulated_library, conv_model(attrs, W=w, B=b))
     state_b, state_p = (EMPTY, EMPTY), (EMPTY, EMPTY)
@@ -539,9 +541,10 @@ def test_emulated_delta_conv_blocked_layout_is_nchw(emulated_library):
         for g, v in zip(got, want):
             np.testing.assert_array_equal(g, v, err_msg=f"frame {t}")
         state_b, state_p = (got[1], got[0]), (want[1], want[0])
-    with pytest.raises(Exception, match="needs group = 1"):
-        session(emulated_library, conv_model(dict(attrs, layout="blocked", group=5),
-                                             W=rng.standard_normal((5, 1, 3, 3)).astype(np.float32)))
+    multiplier = session(emulated_library, conv_model(dict(attrs, layout="blocked", group=5),
+                                                      W=rng.standard_normal((10, 1, 3, 3)).astype(np.float32)))
+    with pytest.raises(Exception, match="needs group = 1 or a depthwise conv"):  # W is checked when it runs
+        multiplier.run(None, {"X": x, "X_ref": EMPTY, "Y_prev": EMPTY})
 
 
 POOL_CASES = [

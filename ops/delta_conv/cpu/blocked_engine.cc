@@ -11,8 +11,15 @@
 namespace deltaonnx {
 
 BlockedConvWeights::BlockedConvWeights(const ConvSpec& spec, const float* weights, int64_t block)
-    : block_(block), out_(spec.out_channels) {
+    : block_(block), out_(spec.out_channels), depthwise_(spec.group > 1) {
   const int64_t C = spec.in_channels_per_group, taps = spec.window.kernel_h * spec.window.kernel_w;
+  if (depthwise_) {  // group = C = M (the op definition admits no other grouped conv): [M/b][taps][b]
+    lines_ = out_ / block * taps;
+    data_.assign(checked_count({lines_, block}, "the blocked depthwise weights"), 0.f);
+    for (int64_t m = 0; m < out_; ++m)
+      for (int64_t t = 0; t < taps; ++t) data_[((m / block) * taps + t) * block + m % block] = weights[m * taps + t];
+    return;
+  }
   lines_ = C / block * taps;
   data_.assign(checked_count({lines_, block, out_}, "the blocked weights"), 0.f);
   for (int64_t m = 0; m < out_; ++m)
@@ -62,6 +69,22 @@ inline void copy_line(float* dst, const float* src) {
   std::memcpy(dst, src, B * sizeof(float));
 }
 
+// The outputs of `count` pixels whose line l is pixels[p] + line_offsets[l] (l < weights.lines(), in the order
+// (cb, ky, kx)): the pixel GEMM, or for a depthwise conv block cb of each pixel from its own lines alone.
+template <int B>
+inline void multiply(const TileContext& ctx, const float* const* pixels, const int64_t* line_offsets, int64_t count,
+                     float* const* outs) {
+  const int64_t out_line_stride = ctx.w.out_pixels() * B, lines = ctx.weights.lines();
+  if (ctx.weights.depthwise()) {
+    const int64_t taps = ctx.w.y.kernel * ctx.w.x.kernel;
+    ctx.k.blocked_depthwise_pixels(pixels, line_offsets, taps, lines / taps, count, B, ctx.weights.row(0, 0),
+                                   ctx.bias, ctx.acts.data(), outs, out_line_stride);
+    return;
+  }
+  ctx.k.blocked_pixel_gemm(pixels, line_offsets, lines, count, B, ctx.weights.row(0, 0), ctx.spec.out_channels,
+                           ctx.bias, ctx.acts.data(), outs, out_line_stride);
+}
+
 // Up to ctx.inside_unit outputs from inside[first]: the GEMM reads their windows' lines where they lie in X, pixel
 // p's line l at (its window's first line) + window_lines[l]. No copy.
 template <int B>
@@ -75,9 +98,7 @@ void compute_inside(const TileContext& ctx, int64_t first, TileScratch& scratch)
     scratch.pixels[p] = ctx.src + (w.y.input_of(oy, 0) * w.x.in + w.x.input_of(ox, 0)) * B;
     scratch.outs[p] = ctx.y + o * B;
   }
-  ctx.k.blocked_pixel_gemm(scratch.pixels.data(), ctx.window_lines.data(), ctx.weights.lines(), count, B,
-                           ctx.weights.row(0, 0), ctx.spec.out_channels, ctx.bias, ctx.acts.data(),
-                           scratch.outs.data(), w.out_pixels() * B);
+  multiply<B>(ctx, scratch.pixels.data(), ctx.window_lines.data(), count, scratch.outs.data());
 }
 
 // Up to kBorderPixels outputs from border[first], whose windows leave the input: their patches copied as lines
@@ -116,9 +137,7 @@ void compute_border(const TileContext& ctx, int64_t first, TileScratch& scratch)
       }
     }
   }
-  ctx.k.blocked_pixel_gemm(scratch.pixels.data(), scratch.tile_lines.data(), lines, count, B, ctx.weights.row(0, 0),
-                           ctx.spec.out_channels, ctx.bias, ctx.acts.data(), scratch.outs.data(),
-                           w.out_pixels() * B);
+  multiply<B>(ctx, scratch.pixels.data(), scratch.tile_lines.data(), count, scratch.outs.data());
 }
 
 // The two kinds of work for the block size b, resolved once per run.
@@ -181,7 +200,8 @@ void run_blocked_delta_conv(const ConvSpec& spec, const BlockedConvWeights& weig
   std::vector<uint8_t> in_flags(static_cast<size_t>(w.in_pixels())), scratch;
   std::vector<int64_t> inside, border;
   std::vector<RowRun> runs;
-  const std::vector<int64_t> window_lines = window_line_offsets(w, spec.in_channels_per_group / b, b);
+  const int64_t C = spec.in_channels_per_group * spec.group;
+  const std::vector<int64_t> window_lines = window_line_offsets(w, C / b, b);
   for (int64_t n = 0; n < run.batch; ++n) {
     InputState st = item_input(run, n, spec.threshold, nullptr, nullptr);
     st.block = b;

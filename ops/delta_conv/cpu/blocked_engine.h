@@ -1,6 +1,7 @@
 // DeltaConv on blocked tensors (attribute layout = "blocked", docs/ops.md#blocked-layout): X, X_ref [C/b][H][W][b]
-// and Y, Y_prev [M/b][Ho][Wo][b] per batch item, so one pixel's b channels are one line. The steps of
-// docs/decisions/nchwc-exchange.md: the change test of the (marked) input pixels line by line and rule 3's
+// and Y, Y_prev [M/b][Ho][Wo][b] per batch item, so one pixel's b channels are one line; group 1, or depthwise
+// (group = C = M: an output's block cb reads its window's block cb alone, kernel_table.h blocked_depthwise_pixels).
+// The steps of docs/decisions/nchwc-exchange.md: the change test of the (marked) input pixels line by line and rule 3's
 // reference move, the or-pool to the output map (rule 4, shared with the NCHW engine), then the recomputed outputs
 // times the blocked weights with bias and activation in the store: those whose windows lie inside X read where
 // they lie, the border's patches gathered into tiles of lines. Items recomputed everywhere go to the dense engine
@@ -14,16 +15,22 @@
 namespace deltaonnx {
 
 // W [M, C, kH, kW] (group 1) as rows of the pixel GEMM: row (cb, tap, lane) holds input channel cb*b + lane at
-// tap (ky*kW + kx) for all M output channels, the order in which a window's lines are listed.
+// tap (ky*kW + kx) for all M output channels, the order in which a window's lines are listed. A depthwise W
+// [C, 1, kH, kW] (group = C = M) as [C/b][kH*kW][b]: line (cb, tap) holds the b channels' weights at that tap.
 class BlockedConvWeights {
  public:
   BlockedConvWeights(const ConvSpec& spec, const float* weights, int64_t block);
   int64_t block() const { return block_; }
   int64_t lines() const { return lines_; }  // (C/b) * kH * kW: a patch's lines
-  const float* row(int64_t line, int64_t lane) const { return data_.data() + (line * block_ + lane) * out_; }
+  bool depthwise() const { return depthwise_; }
+  // The GEMM's row (line, lane); a depthwise conv's weights from line `line` (row(0, 0): all of them).
+  const float* row(int64_t line, int64_t lane) const {
+    return data_.data() + (line * block_ + lane) * (depthwise_ ? 1 : out_);
+  }
 
  private:
   int64_t block_ = 1, lines_ = 0, out_ = 0;
+  bool depthwise_ = false;
   std::vector<float> data_;
 };
 

@@ -58,7 +58,8 @@ std::unique_ptr<NchwcDenseConv> NchwcDenseConv::create(const OrtKernelInfo* info
   } else {
     return nullptr;  // grouped convolutions other than depthwise: ours
   }
-  if (blocked_io && (spec.group != 1 || C % b != 0 || spec.out_channels % b != 0)) return nullptr;
+  // blocked_io: group 1, or depthwise (OIHWBo weights, as ORT's NCHWc transformer gives a depthwise Conv)
+  if (blocked_io && ((spec.group != 1 && !depthwise) || C % b != 0 || spec.out_channels % b != 0)) return nullptr;
   if (blocked_out && (spec.group != 1 || spec.out_channels % b != 0)) return nullptr;
   d->blocked_io_ = blocked_io;
   d->blocked_out_ = blocked_out;

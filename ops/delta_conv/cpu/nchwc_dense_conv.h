@@ -32,7 +32,8 @@ class NchwcDenseConv {
   // nullptr when the node does not qualify, the dense engine is set to "own", or ORT has no NCHWc kernels
   // (non-x86 builds, CPUs without AVX2). weights: W [M, C/group, kH, kW].
   // blocked_io: src and y are already blocked by MLAS's block (DeltaConv's layout = "blocked"): the Conv reads
-  // and writes them as they are, without ReorderInput/ReorderOutput; C and M must be multiples of the block.
+  // and writes them as they are, without ReorderInput/ReorderOutput; C and M must be multiples of the block
+  // (group 1 or depthwise).
   // blocked_out: src is NCHW (read directly when C < block, else through ReorderInput) and y blocked (DeltaConv's
   // layout = "blocked_out"); group 1 and M a multiple of the block.
   static std::unique_ptr<NchwcDenseConv> create(const OrtKernelInfo* info, const ConvSpec& spec, const float* weights,

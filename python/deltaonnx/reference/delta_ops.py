@@ -69,6 +69,11 @@ def delta_conv(X, W, B=None, X_ref=None, Y_prev=None, map_in=None, *, kernel_sha
     channel_block (default: the library's); "blocked_out": Y_prev and Y only."""
     input_blocked, output_blocked = blocked_sides(layout, gate)
     if output_blocked:
+        w_shape = np.shape(W)
+        depthwise = len(w_shape) == 4 and w_shape[1] == 1 and w_shape[0] == group
+        if group != 1 and not (input_blocked and depthwise):  # as the op definition refuses (delta_attributes.cc)
+            raise ValueError(f'layout "{layout}" needs group = 1' + (" or a depthwise conv" if input_blocked else "")
+                             + f", got group {group} and W {w_shape}")
         args = dict(kernel_shape=kernel_shape, strides=strides, pads=pads, dilations=dilations, group=group,
                     auto_pad=auto_pad, activation=activation, activation_params=activation_params, threshold=threshold,
                     dense_fraction=dense_fraction, drop_reference=drop_reference, gate=gate, gate_block=gate_block,
