@@ -135,7 +135,7 @@ def test_the_verification_scores_cached_dense_answers_as_dense_ort_gives_them(re
     fresh, cached = runs
     assert cached.agreement == fresh.agreement and cached.agreement.error > 0
     assert cached.dense_jitter == fresh.dense_jitter and cached.work == fresh.work
-    assert np.isfinite(cached.speedup) and cached.dense_ms > 0 and stop - start > DENSE_TIMING_STRIDE
+    assert np.isfinite(cached.speedup) and cached.dense_ms > 0 and stop - start > 2  # frames dense ORT skipped
 
 
 def test_backoff_undoes_the_last_accepted_steps_first():
@@ -201,16 +201,16 @@ def test_a_step_whose_paired_gain_stays_below_the_bar_stops_after_a_quarter_of_t
 
 
 def test_on_a_long_sample_the_paired_test_judges_after_a_fixed_number_of_frames():
-    """Its power depends on the frames judged: 24 of a YOLOv8s's 168 search frames, not a quarter (42)."""
+    """Its power depends on the frames judged: 16 of a YOLOv8s's 168 search frames, not a quarter (42)."""
     best = [0.5 + 0.1 * np.sin(k) for k in range(168)]
     floor = WorkFloor([0.0] * 168, float(np.mean(best)) - 0.002, best)
     same = [w - 0.0005 for w in best]
-    assert not floor.gain_unlikely(same[:23]) and floor.gain_unlikely(same[:24])
+    assert not floor.gain_unlikely(same[:15]) and floor.gain_unlikely(same[:16])
     enough = [w - 0.003 for w in best]
     assert not any(floor.gain_unlikely(enough[:n]) for n in range(169))
-    # gains of 0.1% +- 0.35% per frame: after 24 frames 0.1% + one standard error (0.07%) is short of 0.2%
+    # gains of 0.1% +- 0.35% per frame: after 16 frames 0.1% + one standard error (0.09%) is short of 0.2%
     marginal = [w - 0.001 + (0.0035 if k % 2 else -0.0035) for k, w in enumerate(best)]
-    assert not floor.gain_unlikely(marginal[:23]) and floor.gain_unlikely(marginal[:24])
+    assert not floor.gain_unlikely(marginal[:15]) and floor.gain_unlikely(marginal[:16])
 
 
 def test_only_a_node_that_runs_densely_climbs_past_a_step_that_gains_nothing():
