@@ -7,6 +7,8 @@ run". It survives ops that keep locality (docs/design.md "Change maps flow from 
   - elementwise ops of several changing tensors: the union of their maps (each must have one);
   - Concat/Split/Slice along channels: unchanged / union;
   - nearest Resize/Upsample: the map resized the same way;
+  - ConvTranspose whose kernel equals its stride (no pads, dilations or output padding): each output pixel
+    reads one input pixel, so the map upsampled by the stride;
   - Identity, Dropout, identity Transpose, DeltaReorder.
 Anything else loses the map; its consumers then compare their whole input.
 
@@ -58,6 +60,10 @@ class MapAlgebra(Protocol[M]):
     def resize(self, source: M, *, resize_node: ir.Node, like: ir.Value) -> Optional[M]:
         """`source` resized as `resize_node` resizes its input; None if it cannot be."""
 
+    def upsample(self, source: M, *, factors: tuple[int, int], like: ir.Value, at: ir.Node) -> M:
+        """`source` repeated factors[0] x factors[1] times per pixel (nearest, output pixel (y, x) reads
+        (y // fh, x // fw)), the map of `like`, built before `at`."""
+
 
 class DryRunMaps:
     """Opaque tokens: tells who would receive a map, builds nothing. A fresh token wherever the real
@@ -67,6 +73,9 @@ class DryRunMaps:
         return object()
 
     def resize(self, source, *, resize_node, like):
+        return object()
+
+    def upsample(self, source, *, factors, like, at):
         return object()
 
 
@@ -120,6 +129,8 @@ class ChangeMapPropagation(Generic[M]):
             return [self._slice(node, maps)]
         if op in ("Resize", "Upsample"):
             return [self._resize(node, maps)]
+        if op == "ConvTranspose":
+            return [self._conv_transpose(node, maps)]
         if is_reorder(node):  # the same pixels in another memory order
             return [maps.get(node.inputs[0])]
         if op == "Transpose":
@@ -232,6 +243,39 @@ class ChangeMapPropagation(Generic[M]):
         if axes is not None and not set(axes) <= {2, 3, -1, -2}:
             return None
         return self.algebra.resize(maps[source], resize_node=node, like=node.outputs[0])
+
+    def _conv_transpose(self, node: ir.Node, maps: dict[ir.Value, M]) -> Optional[M]:
+        """Output pixel o of a ConvTranspose gets input pixel i through tap t where o = i * s + t * d - pad. With
+        the kernel equal to the stride, no pads, dilations 1 and no output padding, (i, t) = (o // s, o % s):
+        one input pixel (all its channels) and the bias decide each output pixel, so an unchanged input pixel
+        leaves its s x s block unchanged. Other geometries (k 4 s 2 p 1, ...) lose the map."""
+        source = node.inputs[0]
+        if source not in maps or not _is_nchw(source) or self.opset < 11:
+            return None  # the map's Resize needs nearest_mode floor (opset 11)
+        if not all(self.invariant(v) for v in node.inputs[1:] if v is not None):
+            return None
+        weight = dims(node.inputs[1]) if len(node.inputs) > 1 else None
+        kernel = attribute(node, "kernel_shape")
+        if kernel is None and weight is not None and len(weight) == 4:
+            kernel = weight[2:]
+        strides = attribute(node, "strides", [1, 1])
+        if kernel is None or len(kernel) != 2 or len(strides) != 2:
+            return None
+        if any(not isinstance(k, int) or k != s for k, s in zip(kernel, strides)):
+            return None
+        geometry_is_plain = (
+            attribute(node, "auto_pad", "NOTSET") in ("NOTSET", "VALID")
+            and attribute(node, "output_shape") is None
+            and all(p == 0 for p in attribute(node, "pads", [0] * 4))
+            and all(d == 1 for d in attribute(node, "dilations", [1, 1]))
+            and all(p == 0 for p in attribute(node, "output_padding", [0, 0]))
+        )
+        if not geometry_is_plain:
+            return None
+        if tuple(strides) == (1, 1):  # 1x1: pointwise, the map as it is
+            return maps[source]
+        return self.algebra.upsample(maps[source], factors=(int(strides[0]), int(strides[1])),
+                                     like=node.outputs[0], at=node)
 
 
 def _distinct(items: list) -> list:

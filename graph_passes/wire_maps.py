@@ -1,7 +1,8 @@
 """Connect each Delta op's (and DeltaReorder's) optional change-map input to the map of its data input, building the
 maps in between (locality.py has the rules): DeltaMapUnion where maps of equal shape meet; where their
 shapes may differ (broadcasting, or shapes inference could not prove equal) a broadcasting uint8 Max
-(Cast/Or/Cast before opset 12); and a nearest Resize/Upsample of the map where the tensor is resized."""
+(Cast/Or/Cast before opset 12); and a nearest Resize/Upsample of the map where the tensor is resized (or upsampled by a
+ConvTranspose whose kernel is its stride)."""
 from __future__ import annotations
 
 from typing import Optional
@@ -104,6 +105,21 @@ class BuiltMaps:
         output = self._map_value(like)
         node = ir.Node("", op, inputs, attributes, outputs=[output], name=self.scope.take(f"deltaonnx.resize_map.{resize_node.name}"))
         self._insert(resize_node, node)
+        return output
+
+    def upsample(self, source: ir.Value, *, factors: tuple[int, int], like: ir.Value, at: ir.Node) -> ir.Value:
+        """A nearest Resize (opset 11+) by integer factors: asymmetric coordinates and floor make output pixel
+        (y, x) read (y // fh, x // fw) exactly, whatever the factor."""
+        roi = add_initializer(self.graph, self.scope.take(f"deltaonnx.map_roi.{at.name}"), np.zeros(0, np.float32))
+        scales = add_initializer(self.graph, self.scope.take(f"deltaonnx.map_scales.{at.name}"),
+                                 np.array([1.0, 1.0, factors[0], factors[1]], np.float32))
+        attributes = {"mode": ir.AttrString("mode", "nearest"),
+                      "coordinate_transformation_mode": ir.AttrString("coordinate_transformation_mode", "asymmetric"),
+                      "nearest_mode": ir.AttrString("nearest_mode", "floor")}
+        output = self._map_value(like)
+        node = ir.Node("", "Resize", [source, roi, scales], attributes, outputs=[output],
+                       name=self.scope.take(f"deltaonnx.upsample_map.{at.name}"))
+        self._insert(at, node)
         return output
 
     def _map_sizing(self, value: Optional[ir.Value], dtype, *, at: ir.Node) -> Optional[ir.Value]:

@@ -25,6 +25,11 @@ inline uint64_t nonzero_bytes(uint64_t v) {
   return (((v & kLow7) + kLow7) | v) & kHighBits;
 }
 
+// The sum of the eight bytes of a word whose bytes are each 0 or 1 (no libgcc popcount).
+inline int64_t sum_of_bits_bytes(uint64_t zero_one_bytes) {
+  return static_cast<int64_t>((zero_one_bytes * 0x0101010101010101ull) >> 56);
+}
+
 // The first i in [x, n) with mask[i] != 0 (want_marked) or == 0 (!want_marked); n when there is none: the
 // lowest flagged byte of a word is the answer.
 int64_t next_with(const uint8_t* mask, int64_t x, int64_t n, bool want_marked) {
@@ -102,9 +107,16 @@ int64_t marks_to_flags(const uint8_t* map, int64_t n, uint8_t* flags) {
   for (; p + 8 <= n; p += 8) {
     const uint64_t marks = nonzero_bytes(word_at(map + p)) >> 7;  // 1 in each nonzero byte
     std::memcpy(flags + p, &marks, sizeof marks);
-    count += static_cast<int64_t>((marks * 0x0101010101010101ull) >> 56);  // bytes of 0/1 summed: no libgcc popcount
+    count += sum_of_bits_bytes(marks);
   }
   for (; p < n; ++p) count += (flags[p] = map[p] != 0);
+  return count;
+}
+
+int64_t count_marks(const uint8_t* map, int64_t n) {
+  int64_t count = 0, p = 0;
+  for (; p + 8 <= n; p += 8) count += sum_of_bits_bytes(nonzero_bytes(word_at(map + p)) >> 7);
+  for (; p < n; ++p) count += map[p] != 0;
   return count;
 }
 

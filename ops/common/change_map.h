@@ -29,6 +29,9 @@ struct RowRun {
 // flags[p] = 1 where map[p] != 0, else 0, for p < n; returns the number of marks.
 int64_t marks_to_flags(const uint8_t* map, int64_t n, uint8_t* flags);
 
+// The number of nonzero bytes of map[0, n).
+int64_t count_marks(const uint8_t* map, int64_t n);
+
 // Appends the runs of nonzero bytes of a [height, width] mask, rows in order.
 void mask_runs(const uint8_t* mask, int64_t height, int64_t width, std::vector<RowRun>& runs);
 

@@ -181,18 +181,45 @@ int64_t detect_and_update_reference(const InputState& s, uint8_t* flags, const P
 
 namespace {
 
-// True when every output position's window has a tap inside the input (false only for pads or dilations
-// that leave some window wholly in the padding, or stepping over the input).
-bool every_window_reads_input(const Axis& a) {
+// Along one axis: the outputs whose every tap reads inside the input, the fewest taps of any output's window that
+// do (0 when some window lies wholly in the padding or steps over the input), and the most windows one input
+// position is a tap of (a tap per window at most, and the outputs reading a position lie within
+// ((kernel - 1) * dilation + 1) / stride).
+struct AxisCover {
+  int64_t full_windows = 0;
+  int64_t fewest_taps_inside = 0;
+  int64_t most_windows_per_input = 0;
+};
+
+AxisCover axis_cover(const Axis& a) {
+  AxisCover cover{0, a.kernel, std::min(a.kernel, ((a.kernel - 1) * a.dilation + a.stride) / a.stride)};
   for (int64_t o = 0; o < a.out; ++o) {
-    bool reads = false;
-    for (int64_t k = 0; k < a.kernel && !reads; ++k) {
+    int64_t inside = 0;
+    for (int64_t k = 0; k < a.kernel; ++k) {
       const int64_t i = a.input_of(o, k);
-      reads = i >= 0 && i < a.in;
+      inside += i >= 0 && i < a.in;
     }
-    if (!reads) return false;
+    cover.fewest_taps_inside = std::min(cover.fewest_taps_inside, inside);
+    cover.full_windows += inside == a.kernel;
   }
-  return true;
+  return cover;
+}
+
+// Whether the dense rule holds whatever the OR-pool would find. An output keeps its value only if every tap it
+// reads inside the input is unchanged (rule 4), and an input is a tap of at most `most` windows: so at most
+// unchanged * most / (kH * kW) of the windows wholly inside keep theirs, and of all, at most unchanged * most /
+// (the fewest taps inside). Where nearly every input changed (a moving camera: the few pixels of a frame equal to
+// the last's), this spares the OR-pool over the input.
+bool dense_rule_certain(int64_t changed_inputs, const Window2D& w, const AxisCover& y, const AxisCover& x,
+                        float dense_fraction) {
+  const int64_t unchanged = w.in_pixels() - changed_inputs, out = w.out_pixels();
+  const int64_t most = y.most_windows_per_input * x.most_windows_per_input;
+  int64_t kept_at_most = out;
+  if (const int64_t fewest = y.fewest_taps_inside * x.fewest_taps_inside; fewest > 0)
+    kept_at_most = std::min(kept_at_most, unchanged * most / fewest);
+  const int64_t full = y.full_windows * x.full_windows;  // the others may all keep theirs
+  kept_at_most = std::min(kept_at_most, out - full + unchanged * most / (w.y.kernel * w.x.kernel));
+  return recompute_densely(out - kept_at_most, out, dense_fraction);
 }
 
 }  // namespace
@@ -201,10 +228,15 @@ int64_t plan_recompute(const uint8_t* in_flags, int64_t changed_inputs, bool has
                        float dense_fraction, uint8_t* out_flags, std::vector<uint8_t>& scratch) {
   const int64_t out_plane = w.out_pixels();
   int64_t recompute = 0;
-  if (has_state && changed_inputs == w.in_pixels() && every_window_reads_input(w.y) &&
-      every_window_reads_input(w.x)) {
+  const bool most_changed = has_state && 2 * changed_inputs >= w.in_pixels();
+  const AxisCover cover_y = most_changed ? axis_cover(w.y) : AxisCover{}, cover_x = most_changed ? axis_cover(w.x) : AxisCover{};
+  if (most_changed && changed_inputs == w.in_pixels() && cover_y.fewest_taps_inside > 0 && cover_x.fewest_taps_inside > 0) {
     // Every input changed (a producer that recomputed everything, or noise): rule 4 marks every output
     // whose window reads the input, here all of them, without the OR-pool's passes over the maps.
+    std::memset(out_flags, 1, static_cast<size_t>(out_plane));
+    return out_plane;
+  }
+  if (most_changed && dense_rule_certain(changed_inputs, w, cover_y, cover_x, dense_fraction)) {
     std::memset(out_flags, 1, static_cast<size_t>(out_plane));
     return out_plane;
   }

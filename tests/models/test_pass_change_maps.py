@@ -87,6 +87,37 @@ def test_maps_follow_nearest_resize_with_constant_scales_and_computed_sizes(cpu_
     assert_same_as_dense(original, converted, frames, cpu_op_library)
 
 
+@pytest.mark.parametrize("kernel, group", [((2, 2), 1), ((3, 2), 2)])
+def test_maps_follow_a_conv_transpose_whose_kernel_is_its_stride(cpu_op_library, rng, kernel, group):
+    """Each output pixel of a ConvTranspose with kernel == stride reads one input pixel: the conv after it gets
+    the map upsampled by the stride (and, exact behind a map, keeps no reference); other geometries lose it."""
+    c = 4
+    inits = [weights(rng, "W0", (c, 3, 1, 1)), weights(rng, "Wt", (c, c // group, *kernel)),
+             const("bt", rng.standard_normal(c)), weights(rng, "W1", (c, c, 1, 1)),
+             weights(rng, "Wt2", (c, c, 4, 4)), weights(rng, "W2", (c, c, 3, 3))]
+    nodes = [
+        # 1x1 convs: the maps are exactly the changed pixels, so a map shifted by one pixel shows
+        op_node("Conv", ["x", "W0"], ["a"], name="a"),
+        op_node("ConvTranspose", ["a", "Wt", "bt"], ["up"], kernel_shape=list(kernel), strides=list(kernel),
+                group=group),
+        op_node("Conv", ["up", "W1"], ["b"], name="b"),
+        # k 4, s 2, p 1: an output pixel reads up to four input pixels: no map
+        op_node("ConvTranspose", ["a", "Wt2"], ["up2"], kernel_shape=[4, 4], strides=[2, 2], pads=[1, 1, 1, 1]),
+        op_node("Conv", ["up2", "W2"], ["c"], name="c", pads=[1, 1, 1, 1]),
+    ]
+    original = make_model(nodes, [tensor_info("x", [1, 3, 6, 7])], [tensor_info("b", None), tensor_info("c", None)],
+                          inits, opset=13)
+    converted, report = convert_with_report(original)
+    frames = [{"x": f} for f in video([1, 3, 6, 7], 6, rng)]
+    assert_same_as_dense(original, converted, frames, cpu_op_library)
+    upsample = _producer(converted, _map_input_of(converted, "b", report))
+    assert upsample.op_type == "Resize" and upsample.input[0] == f"deltaonnx.map.{report.rows[0].delta_name}"
+    assert (attr(upsample, "nearest_mode"), attr(upsample, "coordinate_transformation_mode")) == (b"floor", b"asymmetric")
+    scales = [t for t in converted.graph.initializer if t.name == upsample.input[2]][0]
+    assert numpy_helper.to_array(scales).tolist() == [1.0, 1.0, *map(float, kernel)]
+    assert _map_input_of(converted, "c", report) is None
+
+
 def test_global_context_and_changing_operands_lose_the_map(cpu_op_library, rng):
     """Squeeze-excite with a dense scale path: the scale comes from global pooling, changes with any
     pixel and has no map, so the product cannot carry one; the next conv compares its whole input."""

@@ -78,8 +78,8 @@ def test_dense_items_equal_orts_nchwc_conv_bit_for_bit(case, activation, with_ma
 
 
 def check_activations_after_the_conv(activation: str, seed: int) -> None:
-    """Activations MLAS does not fuse (SiLU, HardSwish, PRelu) are applied while our kernel table unblocks the
-    NCHWc output (kernel_table.h `unblock`); the others run inside ORT's Conv. M = 20 and 5 leave a partial
+    """Relu runs inside ORT's Conv; the other activations are applied while our kernel table unblocks the NCHWc
+    output (kernel_table.h `unblock`). NaN frames: both keep a NaN visible. M = 20 and 5 leave a partial
     channel block, 19x23 and 7x9 a partial run of pixels."""
     rng = np.random.default_rng(seed)
     for M, (h, w) in [(20, (19, 23)), (5, (7, 9)), (32, (4, 70))]:
@@ -93,8 +93,8 @@ def check_activations_after_the_conv(activation: str, seed: int) -> None:
 
 @pytest.mark.sanitizer
 @needs_nchwc
-@pytest.mark.parametrize("activation", ["SiLU", "PRelu", "HardSwish", "Sigmoid", "Clip", "LeakyRelu", "Tanh",
-                                        "Softmax"])
+@pytest.mark.parametrize("activation", ["Relu", "SiLU", "PRelu", "HardSwish", "Sigmoid", "Clip", "LeakyRelu",
+                                        "Tanh", "Softmax"])
 def test_activations_after_the_nchwc_conv_match_ort(activation):
     check_activations_after_the_conv(activation, seed=5)
 

@@ -285,6 +285,40 @@ def test_every_input_changed_marks_the_outputs_whose_window_reads_it(kernel, pad
     assert_close_nan(y2, pair.run_dense(x2))
 
 
+@pytest.mark.parametrize("kernel, strides, pads, dilations", [
+    ([1, 1], [1, 1], [0, 0, 0, 0], [1, 1]),  # an unchanged input keeps exactly one output: the bound is tight
+    ([1, 1], [2, 2], [0, 0, 0, 0], [1, 1]),  # a quarter of the inputs, the lattice it reads, keeps every output
+    ([2, 2], [2, 2], [0, 0, 0, 0], [1, 1]),  # a 2x2 block of unchanged inputs keeps one output: tight again
+    ([7, 7], [2, 2], [3, 3, 3, 3], [1, 1]),  # a stem: border windows read fewer taps
+    ([3, 3], [1, 1], [2, 2, 2, 2], [2, 2]),  # dilated
+])
+@pytest.mark.parametrize("unchanged", [0.02, 0.2, 0.45, 0.55, 0.8])
+@pytest.mark.parametrize("pattern", ["scattered", "block", "lattice"])
+def test_most_inputs_changed_marks_what_the_or_pool_would(kernel, strides, pads, dilations, unchanged, pattern, rng):
+    """Where so few inputs stayed unchanged that the dense rule must hold, the plan marks everything without
+    the OR-pool (delta_state.cc dense_rule_certain); everywhere else the OR-pool decides. Either way map_out is
+    rule 4 and the dense rule exactly, as the numpy reference computes them."""
+    wt = rng.standard_normal((3, 2, *kernel)).astype(np.float32)
+    attrs = dict(kernel_shape=kernel, strides=strides, pads=pads, dilations=dilations)
+    pair = ConvPair(wt, rng.standard_normal(3).astype(np.float32), attrs)
+    x = rng.standard_normal((1, 2, 24, 30)).astype(np.float32)
+    y, x_ref, _ = pair.run_delta(x, EMPTY, EMPTY)
+    keep = np.zeros((24, 30), bool)
+    if pattern == "scattered":
+        keep.flat[rng.choice(keep.size, int(unchanged * keep.size), replace=False)] = True
+    elif pattern == "block":  # one solid region, rows first: the outputs inside it keep their values
+        keep.flat[: int(unchanged * keep.size)] = True
+    else:  # the pixels a stride-2 window starts on: 3 in 4 inputs change, yet a 1x1 s2 conv keeps everything
+        keep[::2, ::2] = True
+    x2 = np.where(keep, x, x + 1).astype(np.float32)
+    y2, _, marks = pair.run_delta(x2, x_ref, y)
+    changed = reference.changed_pixels(x2, x, 0.0)
+    expected = reference.apply_dense_fraction(
+        reference.output_recompute_mask(changed, (24, 30), marks.shape[2:], kernel, strides, pads, dilations), 0.5)
+    np.testing.assert_array_equal(marks[:, 0] != 0, expected)
+    assert_close_nan(y2, pair.run_dense(x2))
+
+
 def _bind_in_place(sess, binding, feed, state, outputs=("y", "x_ref_next", "map")):
     for name, value in feed.items():
         binding.bind_cpu_input(name, value)

@@ -51,6 +51,7 @@ from ..graph_passes.protocol import CHANNEL_BLOCK_KEY, METADATA_KEY, STATE_PREFI
 from .binding import StreamBinding, as_ort_value
 from .feeds import checked_change_maps, checked_input_feed, checked_output_names
 from .identical_run import keep_for_identical_frames, nothing_changes
+from .map_buffers import ChangeMapBuffers
 from .session_options import copy_session_options, provider_name
 from .stream_state import StreamState
 from .stream_stats import count_node_flops, stream_stats
@@ -399,12 +400,11 @@ class DeltaSession:
             value = values[entry.present] = as_ort_value(outputs[index[entry.present]])
             public.bind_ortvalue_input(entry.past, value)
             public.bind_ortvalue_output(entry.present, value)
-        map_values = [as_ort_value(outputs[index[output]]) for output in self._map_outputs.values()]
-        for output, value in zip(self._map_outputs.values(), map_values):
+        maps = ChangeMapBuffers([outputs[index[output]].numpy() for output in self._map_outputs.values()])
+        for output, value in zip(self._map_outputs.values(), maps.values):
             public.bind_ortvalue_output(output, value)
-        state.values, state.map_values = values, map_values
-        state.map_views = [value.numpy() for value in map_values]
-        state.map_divisors = np.array([max(v.size, 1) for v in state.map_views], dtype=np.float64)  # empty: 0/1
+        state.values, state.map_buffers = values, maps
+        state.map_values, state.map_views, state.map_divisors = maps.values, maps.views, maps.sizes
         count_node_flops(state, self._map_nodes, self._node_info)
 
     def _model_outputs_to_bind(self, state: StreamState, requested: list[str]) -> tuple[str, ...]:
@@ -474,7 +474,7 @@ class DeltaSession:
 
     def _record_maps(self, state: StreamState) -> None:
         state.runs += 1
-        fraction = np.divide(list(map(np.count_nonzero, state.map_views)), state.map_divisors)
+        fraction = state.map_buffers.marked() / state.map_divisors
         state.last_fraction = fraction
         state.fraction_sum += fraction
         state.maps_cleared = False

@@ -8,6 +8,7 @@ import numpy as np
 import onnxruntime as ort
 
 from .binding import StreamBinding
+from .map_buffers import ChangeMapBuffers
 
 
 @dataclass
@@ -24,6 +25,7 @@ class StreamState:
     input_shapes: tuple | None = None  # shapes of the model inputs the state was built for
     output_index: dict[str, int] = field(default_factory=dict)  # bound output -> position in ORT's output vector
     model_outputs: tuple[str, ...] = ()  # model outputs (not state) bound to a fresh buffer on every run
+    map_buffers: ChangeMapBuffers | None = None  # the live maps, all in one host buffer
     map_values: list[ort.OrtValue] | None = None  # the live map buffers, in metadata order
     map_views: list[np.ndarray] | None = None  # numpy views of them
     map_divisors: np.ndarray | None = None  # the maps' sizes (1 for an empty map, whose fraction is 0)
@@ -74,7 +76,7 @@ class StreamState:
         self.input_shapes = None
         self.output_index = {}
         self.model_outputs = ()
-        self.map_values = self.map_views = self.map_divisors = None
+        self.map_buffers = self.map_values = self.map_views = self.map_divisors = None
         self.kept_outputs, self.kept_names = {}, None
         self.previous_frames = {}
         self.finite_state = None
