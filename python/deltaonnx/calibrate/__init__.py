@@ -21,10 +21,10 @@ it, but a good value differs from layer to layer. This module finds them:
    `DeltaSession.stats()` per frame, weighted by each conv's FLOPs at this input size; convs kept dense count
    as fully redone. A candidate stops as soon as its box F1 cannot reach the budget even if every remaining
    dense box were found, and a greedy step as soon as its work cannot drop enough even if every node below the
-   changed one redid nothing (the nodes above and beside it compute what the best did) or, after a quarter of
-   the frames, its gain over the best on the same frames falls short by two standard errors (search.WorkFloor).
+   changed one redid nothing (the nodes above and beside it compute what the best did) or, after 16 scored
+   frames, its gain over the best on the same frames falls short by a standard error (search.WorkFloor).
 4. **Verification** on every calibration frame, dense and converted interleaved and timed (thread CPU time;
-   dense answers kept from step 1 are reused, dense ORT then timed on every 4th frame). If the budget fails
+   dense answers kept from step 1 are reused, dense ORT then timed on every 8th frame). If the budget fails
    there, the search's last accepted steps are undone, then every level steps down (calibration.
    backoff_schedule), and it is verified again. Drift: agreement in the late half against the early half;
    when the late half alone fails, a periodic refresh (full recompute every K frames per stream,

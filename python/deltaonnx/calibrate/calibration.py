@@ -17,6 +17,7 @@ from .preparation import check_options, prepare_search
 from .result import CalibrationResult
 from .search import Search
 from .stamp import CalibrationStamp
+from .timings import PhaseClock, describe_timings
 from .verify import DENSE_TIMING_STRIDE, RangeResult, late_half_holds, measure_range
 
 
@@ -40,7 +41,9 @@ def calibrate(model, source: FrameSource, *, frames: tuple[int, int] = (0, 200),
         def log(message: str) -> None:
             pass
     check_options(options, frames, heldout)
-    setup = prepare_search(model, source, frames=frames, preprocess=preprocess, options=options, log=log)
+    clock = PhaseClock()
+    with clock.phase("preparation"):
+        setup = prepare_search(model, source, frames=frames, preprocess=preprocess, options=options, log=log)
     original, dense_bytes, input_name = setup.original, setup.dense_bytes, setup.input_name
     preprocess, start, stop = setup.preprocess, setup.start, setup.stop
     nodes, scorer, budget, runner = setup.nodes, setup.scorer, setup.budget, setup.runner
@@ -51,18 +54,20 @@ def calibrate(model, source: FrameSource, *, frames: tuple[int, int] = (0, 200),
     known = sum(start <= k < stop for k in setup.references) / max(stop - start, 1)
     verify_dense = known / DENSE_TIMING_STRIDE + (1 - known)
 
-    def reserve(passes: int) -> float:  # CPU seconds `passes` verifications and the held-out check take
-        dense, delta = setup.dense_frame_seconds, max(runner.delta_frame_seconds(), setup.dense_frame_seconds)
-        return 1.2 * (passes * (stop - start) * (delta + verify_dense * dense) + heldout_frames * (dense + delta))
+    def reserve(passes: int, searched: bool = False) -> float:
+        return reserve_seconds(stop - start, heldout_frames, setup.dense_frame_seconds, runner.delta_frame_seconds(),
+                               verify_dense, passes, searched)
 
-    def over_time() -> bool:  # leave room for two verifications and the held-out check
-        return time.process_time() - cpu_started + reserve(2) > options.time_limit
+    def over_time() -> bool:  # leave room for the verification, a back-off at dense cost and the held-out check
+        return time.process_time() - cpu_started + reserve(2, searched=True) > options.time_limit
 
     def out_of_time(passes: int = 1) -> bool:  # after the search: room for `passes` more and the held-out check?
         return time.process_time() - cpu_started + reserve(passes) > options.time_limit
 
     search = Search(setup, over_time, log)
+    search_started = time.process_time()
     levels, best = search.run()
+    clock.add_search(search.history, time.process_time() - search_started)
     log(f"search: {runner.evaluations} candidates, work {100 * best.work:.1f}% on the search frames"
         + (" (stopped by the time limit)" if search.stopped_by_time else ""))
     runner.segments = []  # the search frames are no longer needed
@@ -71,7 +76,8 @@ def calibrate(model, source: FrameSource, *, frames: tuple[int, int] = (0, 200),
     conv_work_share = None
     if options.profile_frames > 0 and len(setup.profile_feeds) > 1:
         fused = {name for e in setup.converted_entries for name in e.get("fused", [])}
-        profile = profile_dense(dense_bytes, setup.profile_feeds, options.threads, fused)
+        with clock.phase("profile"):
+            profile = profile_dense(dense_bytes, setup.profile_feeds, options.threads, fused)
         conv_work_share = profile.get("conv_work_share")
 
     # verify on every calibration frame; drift -> refresh; still over budget -> back off along the search's
@@ -88,9 +94,10 @@ def calibrate(model, source: FrameSource, *, frames: tuple[int, int] = (0, 200),
                                        gate_tau_of(nodes, taus), options)  # exactly what ships
         refresh = fixed_refresh
         fraction_sums: dict = {}
-        result = _measure(dense_bytes, candidate, source, start, stop, preprocess, input_name, scorer, budget, nodes,
-                          dense_flops, total_flops, refresh, options, conv_work_share, "verify", fraction_sums,
-                          references=setup.references)
+        with clock.phase("verify"):
+            result = _measure(dense_bytes, candidate, source, start, stop, preprocess, input_name, scorer, budget,
+                              nodes, dense_flops, total_flops, refresh, options, conv_work_share, "verify",
+                              fraction_sums, references=setup.references)
         history.append(_short(result, "verify", levels))
         log(f"verify  refresh {refresh or '-'}: work {100 * result.work:.1f}%, speedup {result.speedup:.2f}x, "
             f"{result.agreement.describe()}; early {result.early.describe()} / late {result.late.describe()}")
@@ -101,9 +108,10 @@ def calibrate(model, source: FrameSource, *, frames: tuple[int, int] = (0, 200),
                 if out_of_time(passes=2):  # this trial, and the exact fallback should it fail
                     break
                 trial_sums: dict = {}
-                trial = _measure(dense_bytes, candidate, source, start, stop, preprocess, input_name, scorer, budget,
-                                 nodes, dense_flops, total_flops, every, options, conv_work_share, f"refresh {every}",
-                                 trial_sums, references=setup.references)
+                with clock.phase("verify"):
+                    trial = _measure(dense_bytes, candidate, source, start, stop, preprocess, input_name, scorer,
+                                     budget, nodes, dense_flops, total_flops, every, options, conv_work_share,
+                                     f"refresh {every}", trial_sums, references=setup.references)
                 history.append(_short(trial, f"refresh {every}", levels))
                 log(f"verify  refresh {every}: work {100 * trial.work:.1f}%, speedup {trial.speedup:.2f}x, "
                     f"{trial.agreement.describe()}")
@@ -134,9 +142,10 @@ def calibrate(model, source: FrameSource, *, frames: tuple[int, int] = (0, 200),
     heldout_result = None
     heldout_refresh_note = None
     if heldout is not None:
-        heldout_result = _measure(dense_bytes, final, source, heldout[0], heldout[1], preprocess, input_name, scorer,
-                                  budget, nodes, dense_flops, total_flops, refresh, options, conv_work_share,
-                                  "held-out", None, allow_empty=True)
+        with clock.phase("held-out"):
+            heldout_result = _measure(dense_bytes, final, source, heldout[0], heldout[1], preprocess, input_name,
+                                      scorer, budget, nodes, dense_flops, total_flops, refresh, options,
+                                      conv_work_share, "held-out", None, allow_empty=True)
         if heldout_result is not None:
             history.append(_short(heldout_result, "held-out", levels))
             if not heldout_result.within_budget and heldout_result.drift and options.refresh == "auto":
@@ -145,9 +154,10 @@ def calibrate(model, source: FrameSource, *, frames: tuple[int, int] = (0, 200),
                         continue
                     if time.process_time() - cpu_started > options.time_limit:
                         break
-                    trial = _measure(dense_bytes, final, source, heldout[0], heldout[1], preprocess, input_name,
-                                     scorer, budget, nodes, dense_flops, total_flops, every, options,
-                                     conv_work_share, f"held-out refresh {every}", None)
+                    with clock.phase("held-out"):
+                        trial = _measure(dense_bytes, final, source, heldout[0], heldout[1], preprocess, input_name,
+                                         scorer, budget, nodes, dense_flops, total_flops, every, options,
+                                         conv_work_share, f"held-out refresh {every}", None)
                     history.append(_short(trial, f"held-out refresh {every}", levels))
                     if trial.within_budget and late_half_holds(trial, budget):
                         heldout_result, refresh = trial, every
@@ -157,6 +167,8 @@ def calibrate(model, source: FrameSource, *, frames: tuple[int, int] = (0, 200),
     gate = gate_record(final, options, gate_tau_of(nodes, taus))
     CalibrationStamp(refresh, asdict(budget), thresholds, gate).write(final)
     cpu_seconds = time.process_time() - cpu_started
+    clock.add("other", max(cpu_seconds - sum(clock.seconds.values()), 0.0))
+    log(f"CPU by phase: {describe_timings(clock.as_dict())}")
     search_summary = {
         "evaluations": len(search.history), "stopped_by_time": search.stopped_by_time, "backoffs": backoffs,
         "search_frames": setup.segment_length * len(setup.segment_starts), "segments": setup.segment_starts,
@@ -165,6 +177,7 @@ def calibrate(model, source: FrameSource, *, frames: tuple[int, int] = (0, 200),
         "segment_length": setup.segment_length, "best_on_search_frames": {"work": best.work,
                                                                      "agreement": asdict(best.agreement)},
         "cpu_seconds": cpu_seconds, "wall_seconds": time.perf_counter() - wall_started,
+        "timings": clock.as_dict(),
         "history": search.history, "verification": history, "note": heldout_refresh_note,
     }
     settings = {"frames": [start, stop], "heldout": list(heldout) if heldout else None,
@@ -177,6 +190,20 @@ def calibrate(model, source: FrameSource, *, frames: tuple[int, int] = (0, 200),
                 "input": input_name}
     return CalibrationResult(final, thresholds, refresh, nodes, budget, result, heldout_result, search_summary,
                              settings)
+
+
+def reserve_seconds(frames: int, heldout_frames: int, dense: float, measured: float, verify_dense: float,
+                    passes: int, searched: bool = False) -> float:
+    """CPU seconds (with a 20% margin) that `passes` verifications of `frames` frames and the held-out check take.
+    `dense`: dense ORT's seconds a frame; `measured`: the search's candidates' (0: none ran yet); `verify_dense`:
+    the share of a verification's frames dense ORT runs. Every pass and the held-out frames cost at least a dense
+    run (a back-off may go down to all thresholds 0). `searched` (while the search runs): the first pass verifies
+    the search's own candidate and the held-out check runs it, so they cost what its candidates cost; a YOLOv8s's
+    ran at ~0.4x dense, and reserving dense cost for them stopped its search 80 s early."""
+    worst = max(measured, dense)
+    first = (measured or dense) if searched else worst
+    return 1.2 * (frames * (first + verify_dense * dense) + (passes - 1) * frames * (worst + verify_dense * dense)
+                  + heldout_frames * (dense + first))
 
 
 def _measure(dense_bytes, converted, source, start, stop, preprocess, input_name, scorer, budget, nodes, dense_flops,

