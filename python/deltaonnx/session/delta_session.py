@@ -404,7 +404,6 @@ class DeltaSession:
         for output, value in zip(self._map_outputs.values(), maps.values):
             public.bind_ortvalue_output(output, value)
         state.values, state.map_buffers = values, maps
-        state.map_values, state.map_views, state.map_divisors = maps.values, maps.views, maps.sizes
         count_node_flops(state, self._map_nodes, self._node_info)
 
     def _model_outputs_to_bind(self, state: StreamState, requested: list[str]) -> tuple[str, ...]:
@@ -422,7 +421,7 @@ class DeltaSession:
             for entry in self._state_entries:
                 public.bind_ortvalue_output(entry.present, state.values[entry.present])
                 order.append(entry.present)
-            for output, value in zip(self._map_outputs.values(), state.map_values):
+            for output, value in zip(self._map_outputs.values(), state.map_buffers.values):
                 public.bind_ortvalue_output(output, value)
                 order.append(output)
             state.output_index = {n: i for i, n in enumerate(order)}
@@ -474,7 +473,7 @@ class DeltaSession:
 
     def _record_maps(self, state: StreamState) -> None:
         state.runs += 1
-        fraction = state.map_buffers.marked() / state.map_divisors
+        fraction = state.map_buffers.marked() / state.map_buffers.sizes
         state.last_fraction = fraction
         state.fraction_sum += fraction
         state.maps_cleared = False

@@ -31,9 +31,9 @@ class ChangeMapBuffers:
         for view, array in zip(self.views, first):
             np.copyto(view, array)
         self.values = [ort.OrtValue.ortvalue_from_numpy(view) for view in self.views]
-        self.sizes = np.array([max(array.size, 1) for array in first], dtype=np.float64)  # empty: 0 of 1
         self._starts = np.array(starts, dtype=np.int64)
         self._lengths = np.array([array.size for array in first], dtype=np.int64)
+        self.sizes = np.maximum(self._lengths, 1).astype(np.float64)  # divisors of marked(): an empty map is 0 of 1
 
     def marked(self) -> np.ndarray:
         """Per map, the number of its pixels the last run marked (nonzero)."""

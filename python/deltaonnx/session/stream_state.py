@@ -25,10 +25,7 @@ class StreamState:
     input_shapes: tuple | None = None  # shapes of the model inputs the state was built for
     output_index: dict[str, int] = field(default_factory=dict)  # bound output -> position in ORT's output vector
     model_outputs: tuple[str, ...] = ()  # model outputs (not state) bound to a fresh buffer on every run
-    map_buffers: ChangeMapBuffers | None = None  # the live maps, all in one host buffer
-    map_values: list[ort.OrtValue] | None = None  # the live map buffers, in metadata order
-    map_views: list[np.ndarray] | None = None  # numpy views of them
-    map_divisors: np.ndarray | None = None  # the maps' sizes (1 for an empty map, whose fraction is 0)
+    map_buffers: ChangeMapBuffers | None = None  # the live maps in metadata order, all in one host buffer
     # Per map: the node's FLOPs per frame (batch item) at the shapes of the last delta run (0: unknown). Kept when
     # the state is dropped, so stats() still has them in dense mode; the next binding recomputes them.
     node_flops: np.ndarray | None = None
@@ -61,11 +58,11 @@ class StreamState:
 
     def current_maps(self) -> list[np.ndarray] | None:
         """Copies of the last run's maps (None when there are none, e.g. after a failed run)."""
-        if self.map_views is None:
+        if self.map_buffers is None:
             return None if self.maps_snapshot is None else [m.copy() for m in self.maps_snapshot]
         if self.maps_cleared:
-            return [np.zeros_like(v) for v in self.map_views]
-        return [v.copy() for v in self.map_views]
+            return [np.zeros_like(v) for v in self.map_buffers.views]
+        return [v.copy() for v in self.map_buffers.views]
 
     def drop_state(self, keep_maps: bool = False) -> None:
         """Forget the state and its binding; `keep_maps`: keep a copy of the last maps for change_maps()."""
@@ -76,7 +73,7 @@ class StreamState:
         self.input_shapes = None
         self.output_index = {}
         self.model_outputs = ()
-        self.map_buffers = self.map_values = self.map_views = self.map_divisors = None
+        self.map_buffers = None
         self.kept_outputs, self.kept_names = {}, None
         self.previous_frames = {}
         self.finite_state = None

@@ -14,7 +14,7 @@ def count_node_flops(state: StreamState, map_nodes: Sequence[str], node_info: Ma
     models with dynamic input sizes, its FLOPs per output pixel times the pixels of one item's map ([N, 1, Ho, Wo])
     in this run."""
     flops = []
-    for node, view in zip(map_nodes, state.map_views):
+    for node, view in zip(map_nodes, state.map_buffers.views):
         info = node_info.get(node, {})
         pixels = view.size // view.shape[0] if view.ndim == 4 and view.shape[0] else view.size
         flops.append(info.get("flops") or (info.get("flops_per_output_pixel") or 0) * pixels)
