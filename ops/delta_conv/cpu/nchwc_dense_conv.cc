@@ -110,7 +110,7 @@ std::unique_ptr<NchwcDenseConv> NchwcDenseConv::create(const OrtKernelInfo* info
   const int64_t dilations[2] = {win.dilation_h, win.dilation_w};
   int64_t pads[4] = {win.pads[0], win.pads[1], win.pads[2], win.pads[3]};
   if (win.auto_pad == AutoPad::kValid) std::fill(pads, pads + 4, 0);
-  static const std::string kNotSet = "NOTSET";  // a string's length is its character count
+  static const std::string kNotSet = "NOTSET", kRelu = "Relu";  // a string's length is its character count
   try {
     Ort::OpAttr in_attrs[] = {Ort::OpAttr("channels_last", &channels_last, 1, ORT_OP_ATTR_INT)};
     if (d->reorder_input_)
@@ -123,11 +123,9 @@ std::unique_ptr<NchwcDenseConv> NchwcDenseConv::create(const OrtKernelInfo* info
         Ort::OpAttr("pads", pads, 4, ORT_OP_ATTR_INTS),
         Ort::OpAttr("group", &group, 1, ORT_OP_ATTR_INT),
         Ort::OpAttr("auto_pad", kNotSet.data(), static_cast<int>(kNotSet.size()), ORT_OP_ATTR_STRING),
-        Ort::OpAttr(nullptr),  // the fused activation, when there is one
+        Ort::OpAttr("activation", kRelu.data(), static_cast<int>(kRelu.size()), ORT_OP_ATTR_STRING),  // last: passed only when fused
     };
-    static const std::string kRelu = "Relu";
-    conv_attrs[6] = Ort::OpAttr("activation", kRelu.data(), static_cast<int>(kRelu.size()), ORT_OP_ATTR_STRING);
-    const size_t conv_attr_count = d->relu_in_conv_ ? 7 : 6;
+    const size_t conv_attr_count = sizeof(conv_attrs) / sizeof(conv_attrs[0]) - (d->relu_in_conv_ ? 0 : 1);
     d->conv_ = Ort::Op::Create(info, "Conv", kNchwcDomain, kNchwcVersion, type_names, type_values, 1, conv_attrs,
                                conv_attr_count, 3, 1);
     Ort::OpAttr out_attrs[] = {Ort::OpAttr("channels_last", &channels_last, 1, ORT_OP_ATTR_INT),
