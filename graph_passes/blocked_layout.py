@@ -30,13 +30,11 @@ from .delta_ops import (CONV_INPUTS, DELTA_POOL, DELTA_REORDER, LAYOUT_BLOCKED, 
                         X_REF_NEXT, Y, is_delta_op)
 from .graph_edits import NameScope, attribute, copy_type_and_shape
 from .normalize import onnx_opset
-from .pad_lanes import CHANNEL_MULTIPLE, activation_keeps_zero, is_padded, neutral_op_keeps_zero
+from .pad_lanes import (CHANNEL_MULTIPLE, PADDED_CHANNELS_META_KEY, activation_keeps_zero, is_padded,
+                        neutral_op_keeps_zero, padded_dim)
 from .plan import reads_model_input
 from .protocol import DOMAIN
 from .shapes import dims, dims_provably_equal, static_dims
-
-# A value's logical channel count when it is a padded blocked tensor (value.meta): DeclarePaddedShapes reads it.
-PADDED_CHANNELS_META_KEY = "deltaonnx.padded_channels"
 
 # Elementwise ops of one tensor with one output (the other inputs, if any, must be scalar constants, e.g. Clip's
 # bounds). Not Dropout: its optional mask output is boolean.
@@ -264,11 +262,6 @@ class DeclarePaddedShapes(ir.passes.InPlacePass):
                 value.shape = ir.Shape([found[0], padded_dim(channels), *found[2:]])
                 modified = True
         return ir.passes.PassResult(model, modified=modified)
-
-
-def padded_dim(channels: int) -> str:
-    """The symbolic channel dim of a padded blocked tensor of `channels` logical channels."""
-    return f"deltaonnx_padded_{channels}"
 
 
 def _output_channels(node: ir.Node) -> int:

@@ -16,6 +16,10 @@ from .graph_edits import attribute
 # Channel counts that are multiples of this never pad: every b a library may pick (16, 8, 4, 1) divides it.
 CHANNEL_MULTIPLE = 16
 
+# A value's logical channel count C when it is a padded blocked tensor (value.meta, set by the layout pass): its
+# channel dim is declared padded_dim(C), its state entries carry "channels".
+PADDED_CHANNELS_META_KEY = "deltaonnx.padded_channels"
+
 # A DeltaConv's fused activations (docs/ops.md#activations) with act(0) = 0 whatever their parameters.
 _ACTIVATIONS_KEEPING_ZERO = frozenset({"", "None", "Identity", "Relu", "LeakyRelu", "Tanh", "HardSwish", "PRelu",
                                        "SiLU"})
@@ -33,6 +37,12 @@ _COMBINING_KEEPING_ZERO = frozenset({"Add", "Sub", "Max", "Min", "Sum", "Mean", 
 def is_padded(channels: Optional[int]) -> bool:
     """True when a blocked tensor of `channels` logical channels holds pad lanes under some library block."""
     return channels is None or channels % CHANNEL_MULTIPLE != 0
+
+
+def padded_dim(channels: int) -> str:
+    """The symbolic channel dim of a padded blocked tensor of `channels` logical channels (it holds
+    roundup(channels, b), b the library's)."""
+    return f"deltaonnx_padded_{channels}"
 
 
 def activation_keeps_zero(name: str, params: list[float]) -> bool:

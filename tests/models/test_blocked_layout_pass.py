@@ -31,7 +31,7 @@ def _conv(rng, name, x, y, c_in, c_out, k=3, **attrs):
 
 def neck_model(rng, hw=12) -> onnx.ModelProto:
     """x[1,3] -> stem(16) -> a(32) -> SiLU -> Split(16,16) -> b(16)(+residual Add) -> Concat(32+16) -> c(32),
-    a 24-channel branch d, Resize x2 of c, a per-channel Mul by a [1,32,1,1] constant, two model outputs: one a
+    a 24-channel branch d with a Sigmoid (its pad lanes would not stay zero), Resize x2 of c, a per-channel Mul by a [1,32,1,1] constant, two model outputs: one a
     region tensor (c's SiLU), one outside (the Mul)."""
     nodes, inits = [], []
     for args in [("stem", "x", "s", 3, 16), ("a", "s", "a", 16, 32)]:
@@ -48,8 +48,8 @@ def neck_model(rng, hw=12) -> onnx.ModelProto:
     node, w = _conv(rng, "c", "cat", "c", 48, 32, k=1)
     nodes += [node, helper.make_node("Sigmoid", ["c"], ["c_sig"]), helper.make_node("Mul", ["c", "c_sig"], ["out_c"])]
     inits += w
-    node, w = _conv(rng, "d", "s", "d", 16, 24)  # 24 channels: outside every region
-    nodes.append(node)
+    node, w = _conv(rng, "d", "s", "d_pre", 16, 24)  # 24 channels padded, but Sigmoid(0) != 0: outside every region
+    nodes += [node, helper.make_node("Sigmoid", ["d_pre"], ["d"])]
     inits += w
     inits.append(numpy_helper.from_array(np.array([1, 1, 2, 2], np.float32), "scales"))
     nodes.append(helper.make_node("Resize", ["out_c", "", "scales"], ["up"], mode="nearest"))
@@ -87,7 +87,7 @@ def test_regions_reorders_and_model_outputs(rng):
     original = neck_model(rng)
     converted = deltaonnx.convert(original, layout="blocked", all_nodes=True)
     # The stem reads the model input (3 channels): it reads NCHW and writes the region's memory itself
-    # ("blocked_out"); d has 24 channels; the rest is one region.
+    # ("blocked_out"); d pads 24 channels under a Sigmoid; the rest is one region.
     assert _by_source(converted) == {"stem": "blocked_out", "a": "blocked", "b": "blocked", "c": "blocked",
                                      "d": "nchw"}
     reorders = _reorders(converted)
@@ -110,7 +110,7 @@ def test_regions_reorders_and_model_outputs(rng):
     meta = _metadata(converted)
     assert meta["layout"] == "blocked"
     layouts = {entry["source"]: entry["layout"] for entry in meta["nodes"]}
-    assert layouts["d"].startswith("nchw (channels 16->24") and layouts["stem"] == "blocked_out"
+    assert layouts["d"] == "nchw (output channels 24 padded, Sigmoid(0) != 0)" and layouts["stem"] == "blocked_out"
     # The stem's X_ref is NCHW memory, listed as blocked with its Y_prev: under another block both start empty.
     blocked_state = {(entry["node"], entry["kind"]) for entry in meta["state"] if entry["layout"] == "blocked"}
     assert blocked_state == {(delta_of["stem"], "x_ref")} | {(delta_of[n], "y") for n in ("stem", "a", "b", "c")}
@@ -198,11 +198,13 @@ def test_depthwise_blocked_other_grouped_convs_nchw(rng):
     assert sorted(_reorders(converted).values()) == ["blocked", "nchw", "nchw"]  # around it, and the output
 
 
-@pytest.mark.parametrize("name, reorders", [("mobilenetv2_like", 3), ("mobilenetv3_like", 4)])
+@pytest.mark.parametrize("name, reorders", [("mobilenetv2_like", 1), ("mobilenetv3_like", 7)])
 def test_depthwise_convs_stay_in_the_region(name, reorders):
-    """A depthwise conv (group = C = M) whose channels are multiples of 16 takes layout "blocked" (docs/ops.md#
-    blocked-layout), so an inverted residual block is one region: mobilenetv2_like at 224 px keeps 3 DeltaReorders
-    (9 while depthwise convs stayed NCHW), mobilenetv3_like 4 (its 24/40/72/120-channel blocks stay NCHW)."""
+    """A depthwise conv (group = C = M) takes layout "blocked" (docs/ops.md#blocked-layout), its channels padded
+    where not multiples of 16, so an inverted residual block is one region: mobilenetv2_like at 224 px keeps 1
+    DeltaReorder (3 while its 24-channel blocks stayed NCHW, 9 while depthwise convs did), mobilenetv3_like 7:
+    its squeeze-excite blocks read NCHW (a global pool and a per-channel Mul), 4 while its 24/40/72/120-channel
+    blocks stayed NCHW and those reorders were elsewhere."""
     import zoo
 
     converted = deltaonnx.convert(getattr(zoo, name)((224, 224)), layout="blocked")
@@ -211,7 +213,7 @@ def test_depthwise_convs_stay_in_the_region(name, reorders):
         group = next((helper.get_attribute_value(a) for a in node.attribute if a.name == "group"), 1)
         if node.op_type == "DeltaConv" and group > 1:
             source = next(e["source"] for e in _metadata(converted)["nodes"] if e["name"] == node.name)
-            assert _layout(node) == ("blocked" if group % 16 == 0 else "nchw"), (source, layouts[source])
+            assert _layout(node) == "blocked", (source, layouts[source])
     assert sum(n.op_type == "DeltaReorder" for n in converted.graph.node) == reorders
 
 
