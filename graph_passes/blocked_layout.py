@@ -147,6 +147,7 @@ class ChooseBlockedLayout(ir.passes.InPlacePass):
                     blocked.update(dict.fromkeys(node.outputs, channels))
         if not chosen and not entering:
             return ir.passes.PassResult(model, modified=False)
+        self._leave_trailing_mixed(graph, neutral, set(chosen), blocked)
         scope = NameScope(graph)
         for node in chosen:
             node.attributes["layout"] = ir.AttrString("layout", LAYOUT_BLOCKED)
@@ -188,10 +189,6 @@ class ChooseBlockedLayout(ir.passes.InPlacePass):
                 found = dims(value)
                 if found is None or len(found) != 4 or not all(map(dims_provably_equal, found, out_dims)):
                     return None
-                if value not in blocked and is_padded(channels):
-                    # as ORT's NCHWc transformer: a padded operand enters no region by a reorder (its output
-                    # would often leave again by another: YOLOv8's 8-channel C2f residual Add before a Concat)
-                    return None
         elif op == "Concat":
             if _channel_axis(node, None) != 1 or not all(_multiple_channels(v) for v in inputs + list(out)):
                 return None
@@ -205,6 +202,23 @@ class ChooseBlockedLayout(ir.passes.InPlacePass):
         if is_padded(channels) and not neutral_op_keeps_zero(node, opset):
             return None
         return channels
+
+    @staticmethod
+    def _leave_trailing_mixed(graph: ir.Graph, neutral: set[ir.Node], chosen: set[ir.Node],
+                              blocked: dict[ir.Value, int]) -> None:
+        """A neutral op that reads an NCHW tensor and whose output only leaves the region (YOLOv8's C2f residual
+        Add before a Concat of 8-channel parts) would cost a reorder in and one out: it stays NCHW, reading its
+        blocked operand through one reorder instead. Backwards, so a chain of them leaves together."""
+        for node in reversed(list(graph)):
+            if node not in neutral or all(v is None or v in blocked or constant_scalar(v) is not None
+                                          for v in node.inputs):
+                continue
+            if node.op_type == "Split" or any(use.node in neutral or use.node in chosen
+                                              for value in node.outputs for use in value.uses()):
+                continue
+            neutral.discard(node)
+            for value in node.outputs:
+                blocked.pop(value, None)
 
     @staticmethod
     def _reorder_inputs(graph: ir.Graph, scope: NameScope, inside: list[ir.Node], blocked: dict[ir.Value, int]) -> None:

@@ -228,3 +228,26 @@ def test_inputs_of_fewer_than_16_channels_stay_nchw(rng, c_in, layout):
         assert layouts["dw"] == pool == f"nchw (input channels {c_in} fewer than 16)"
     else:
         assert layouts["dw"] == "blocked" and pool == "blocked"
+
+
+@pytest.mark.parametrize("reader_k", [True, False])
+def test_a_mixed_neutral_op_whose_output_leaves_stays_nchw(rng, reader_k):
+    """t = s + g, s blocked (the stem's), g NCHW (its conv's Sigmoid keeps it out): read by a blocked conv k, the
+    Add joins the region (g enters by one reorder); read only outside (a Concat of 24-channel parts, as YOLOv8's
+    8-channel C2f), it stays NCHW: s leaves by one reorder, instead of g entering and t leaving by two."""
+    stem, w_stem = _conv(rng, "stem", "x", "s_pre", 3, 24)
+    g, w_g = _conv(rng, "g", "x", "g_pre", 3, 24)
+    nodes = [stem, helper.make_node("Relu", ["s_pre"], ["s"]), g, helper.make_node("Sigmoid", ["g_pre"], ["g"]),
+             helper.make_node("Add", ["s", "g"], ["t"])]
+    inits = [*w_stem, *w_g]
+    if reader_k:
+        k, w_k = _conv(rng, "k", "t", "out", 24, 16)
+        nodes.append(k)
+        inits += w_k
+    else:
+        nodes.append(helper.make_node("Concat", ["t", "g"], ["out"], axis=1))
+    converted = deltaonnx.convert(_model(nodes, inits, ["out"]), layout="blocked", all_nodes=True)
+    delta = {e["source"]: e["name"] for e in _metadata(converted)["nodes"]}
+    y = {n.name: n.output[0] for n in converted.graph.node}
+    reorders = {k: v for k, v in _reorders(converted).items() if k != "deltaonnx.blocked.out"}
+    assert reorders == ({y[delta["g"]]: ("blocked", 24)} if reader_k else {y[delta["stem"]]: ("nchw", 24)})
