@@ -94,10 +94,12 @@ struct KernelTable {
   void (*unblock_activate)(const float* blocked, int64_t block, int64_t channels, int64_t n,
                            const ActivationParams* acts, float* y, int64_t y_stride);
 
-  // The inverse of unblock_activate without an activation (DeltaReorder to "blocked"): `block` planes of one
-  // channel block to n lines of `block` floats, lines[j*block + c] = planes[c*plane_stride + j] for c < block and
-  // j < n. Bits are moved, never computed (NaN payloads survive).
-  void (*block_planes)(const float* planes, int64_t plane_stride, int64_t block, int64_t n, float* lines);
+  // The inverse of unblock_activate without an activation (DeltaReorder to "blocked"): `channels` (<= block)
+  // planes of one channel block to n lines of `block` floats, lines[j*block + c] = planes[c*plane_stride + j] for
+  // c < channels and j < n, and +0 in the pad lanes channels <= c < block (a padded block, docs/ops.md#blocked-layout;
+  // no plane past `channels` is read). Bits are moved, never computed (NaN payloads survive).
+  void (*block_planes)(const float* planes, int64_t plane_stride, int64_t block, int64_t channels, int64_t n,
+                       float* lines);
   // Depthwise conv over one run of n outputs in `channels` channels (one input channel each): for c < channels
   // and j < n, out[c*out_stride + j] = acts[c](sum_t w[c*w_stride + t] * taps[t][c*in_stride + j] + bias[c]),
   // t < count ascending from 0, bias last. taps[t] + c*in_stride points at n readable floats (stride-1 input,

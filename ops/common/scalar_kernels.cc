@@ -123,9 +123,10 @@ void unblock_activate(const float* blocked, int64_t block, int64_t channels, int
     for (int64_t j = 0; j < n; ++j) y[c * y_stride + j] = apply_activation(acts[c], blocked[j * block + c]);
 }
 
-void block_planes(const float* planes, int64_t plane_stride, int64_t block, int64_t n, float* lines) {
+void block_planes(const float* planes, int64_t plane_stride, int64_t block, int64_t channels, int64_t n,
+                  float* lines) {
   for (int64_t j = 0; j < n; ++j)
-    for (int64_t c = 0; c < block; ++c) lines[j * block + c] = planes[c * plane_stride + j];
+    for (int64_t c = 0; c < block; ++c) lines[j * block + c] = c < channels ? planes[c * plane_stride + j] : 0.f;
 }
 
 void gemm_tile_store(int64_t depth, const float* a_packed, const float* const* b_rows, int64_t n,

@@ -39,13 +39,14 @@ StateInputs read_state_inputs(const Ort::KernelContext& ctx, size_t x_ref_index,
                               size_t map_index, const std::vector<int64_t>& xs, const std::vector<int64_t>& ys,
                               float threshold);
 
-// DeltaReorder's optional state (docs/ops.md#deltareorder): y_prev and map_in when both are given, Y_prev has X's
-// shape and the map is [N,1,H,W] (then only marked pixels are redone); y_prev null otherwise (every pixel: an empty
-// or other-shaped Y_prev is rule 1). A non-empty map of another shape is a UserError.
+// DeltaReorder's optional state (docs/ops.md#deltareorder): y_prev and map_in when both are given, Y_prev has Y's
+// shape ys and the map is [N,1,H,W] of X (then only marked pixels are redone); y_prev null otherwise (every pixel:
+// an empty or other-shaped Y_prev is rule 1). A non-empty map of another shape is a UserError.
 struct ReorderState {
   const float* y_prev = nullptr;
   const uint8_t* map_in = nullptr;
 };
-ReorderState read_reorder_state(const Ort::KernelContext& ctx, const std::vector<int64_t>& xs);
+ReorderState read_reorder_state(const Ort::KernelContext& ctx, const std::vector<int64_t>& xs,
+                                const std::vector<int64_t>& ys);
 
 }  // namespace deltaonnx

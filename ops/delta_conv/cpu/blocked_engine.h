@@ -34,9 +34,21 @@ class BlockedConvWeights {
   std::vector<float> data_;
 };
 
+// A blocked conv whose C or M is no multiple of b as the blocked engines run it (docs/ops.md#blocked-layout): its
+// channels padded to roundup(., b) with zero weights (a depthwise conv's group with them) and PRelu's slopes with
+// zeros, so every line is whole. Its outputs past M are act(0 + 0) = 0 (zero bias there too): the op definition
+// refuses an activation with act(0) != 0 on a padded output. With C and M multiples of b: the conv as it is.
+struct PaddedConv {
+  ConvSpec spec;
+  std::vector<float> weights;  // [roundup(M, b), roundup(C, b) / group, kH, kW]
+};
+PaddedConv pad_conv_channels(const ConvSpec& spec, const float* weights, int64_t block);
+ConvSpec padded_conv_spec(const ConvSpec& spec, int64_t block);  // pad_conv_channels' spec alone
+
 // One run over a batch whose X, X_ref, Y_prev, Y and X_ref_next are blocked by weights.block(); maps are per
 // pixel as in every layout. dense: y [M/b][Ho][Wo][b] = act(conv(src blocked) + bias) for an item recomputed
-// everywhere, or nullptr / false for the tile engine.
+// everywhere, or nullptr / false for the tile engine. spec, weights and run.bias are the padded conv's
+// (pad_conv_channels): C and M multiples of b.
 void run_blocked_delta_conv(const ConvSpec& spec, const BlockedConvWeights& weights, const ConvRun& run,
                             const ParallelFor& parallel_for, RunStats* stats = nullptr,
                             const DenseItemConv* dense = nullptr);

@@ -5,6 +5,7 @@
 #include <cstring>
 
 #include "common/aligned_scratch.h"
+#include "common/channel_block.h"
 #include "common/checked_size.h"
 #include "common/delta_state.h"
 #include "delta_conv/cpu/depthwise_engine.h"
@@ -346,12 +347,14 @@ void run_delta_conv(const ConvSpec& spec, const PackedConvWeights& weights, cons
 
   std::vector<uint8_t> in_flags, scratch;
   ItemWork work;
-  // blocked_out: the recomputed outputs are computed in NCHW here, then their lines moved into the blocked Y (an
-  // item recomputed everywhere goes straight to Y through the dense engine instead).
+  // blocked_out: the recomputed outputs are computed in NCHW here, then their lines moved into the blocked Y of
+  // roundup(M, b) channels, pad lanes zero (an item recomputed everywhere goes straight to Y through the dense
+  // engine instead).
   thread_local AlignedScratch nchw_scratch;
+  const int64_t y_channels = run.out_block > 1 ? padded_channels(M, run.out_block) : M;
   for (int64_t n = 0; n < run.batch; ++n) {
-    const ItemPlan item = plan_item(run, n, spec.threshold, block_rule_of(spec.gate), &k, w, spec.dense_fraction, M, in_flags, scratch, stats,
-                                    parallel_for);
+    const ItemPlan item = plan_item(run, n, spec.threshold, block_rule_of(spec.gate), &k, w, spec.dense_fraction,
+                                    y_channels, in_flags, scratch, stats, parallel_for);
     const InputState& st = item.input;
     uint8_t* out_flags = item.out_flags;
     float* y = item.y;

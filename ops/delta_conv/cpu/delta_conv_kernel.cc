@@ -21,11 +21,12 @@ DeltaConvKernel::DeltaConvKernel(const OrtKernelInfo* raw_info) : SchemaKernel(r
   Ort::ConstValue w = info.GetTensorConstantInput(kW, &is_constant);
   if (is_constant) {
     spec_ = spec_for(w.GetTensorTypeAndShapeInfo().GetShape());
-    if (blocked) {
-      blocked_ = std::make_unique<BlockedConvWeights>(spec_, w.GetTensorData<float>(), attributes_.block);
+    if (blocked) {  // both engines run the conv padded to whole channel blocks
+      const PaddedConv padded = pad_conv_channels(spec_, w.GetTensorData<float>(), attributes_.block);
+      blocked_ = std::make_unique<BlockedConvWeights>(padded.spec, padded.weights.data(), attributes_.block);
       // ORT's NCHWc Conv reads the tensors as they are only when our block is MLAS's.
       if (attributes_.block == mlas_nchwc_block_size())
-        dense_ = NchwcDenseConv::create(raw_info, spec_, w.GetTensorData<float>(), /*blocked_io=*/true);
+        dense_ = NchwcDenseConv::create(raw_info, padded.spec, padded.weights.data(), /*blocked_io=*/true);
     } else {
       packed_ = std::make_unique<PackedConvWeights>(spec_, w.GetTensorData<float>(), kernels());
       if (!blocked_out)
@@ -66,18 +67,21 @@ void DeltaConvKernel::compute(OrtKernelContext* raw) const {
     Ort::ConstValue w = ctx.GetInput(kW);
     spec = spec_for(w.GetTensorTypeAndShapeInfo().GetShape());
     if (blocked) {
-      blocked_now = std::make_unique<BlockedConvWeights>(spec, w.GetTensorData<float>(), attributes_.block);
+      const PaddedConv padded = pad_conv_channels(spec, w.GetTensorData<float>(), attributes_.block);
+      blocked_now = std::make_unique<BlockedConvWeights>(padded.spec, padded.weights.data(), attributes_.block);
       blocked_weights = blocked_now.get();
     } else {
       packed_now = std::make_unique<PackedConvWeights>(spec, w.GetTensorData<float>(), kernels());
       packed = packed_now.get();
     }
   }
+  const std::vector<int64_t> w_shape{spec.out_channels, spec.in_channels_per_group, spec.window.kernel_h,
+                                     spec.window.kernel_w};
+  attributes_.check_x_channels(xs[1], w_shape);
+  // Y holds roundup(M, b) channels on a blocked output side, its pad lanes zero (docs/ops.md#blocked-layout).
   const int64_t N = xs[0], C = xs[1], H = xs[2], W = xs[3], M = spec.out_channels;
-  if (C != spec.in_channels_per_group * spec.group)
-    throw UserError("X has " + std::to_string(C) + " input channels but W and group expect " +
-                    std::to_string(spec.in_channels_per_group * spec.group));
-  const OutputGeometry out_geometry = output_geometry(spec.window, xs, M);
+  const int64_t y_channels = attributes_.tensor_channels(w_shape).y;
+  const OutputGeometry out_geometry = output_geometry(spec.window, xs, y_channels);
   const int64_t Ho = out_geometry.window.y.out, Wo = out_geometry.window.x.out;
   const std::vector<int64_t>& ys = out_geometry.shape;
 
@@ -87,10 +91,17 @@ void DeltaConvKernel::compute(OrtKernelContext* raw) const {
     if (bs != std::vector<int64_t>{M}) throw UserError("B must have shape [" + std::to_string(M) + "], got " + shape_text(bs));
     bias = Ort::ConstValue(b).GetTensorData<float>();
   }
+  std::vector<float> padded_bias;  // the blocked engines' bias: zeros past M
+  if (blocked && bias != nullptr && y_channels != M) {
+    padded_bias.assign(static_cast<size_t>(y_channels), 0.f);
+    std::copy_n(bias, M, padded_bias.data());
+    bias = padded_bias.data();
+  }
   const StateInputs st = read_state_inputs(ctx, kXRef, kYPrev, kMapIn, xs, ys, spec.threshold);
   std::vector<uint8_t> map_scratch;
   const DeltaOutputs out = delta_outputs(ctx, xs, ys, st, map_scratch);
   if (N * C * H * W == 0 || Ho * Wo * M == 0) return;
+  const ConvSpec padded_spec = blocked ? padded_conv_spec(spec, attributes_.block) : spec;  // the blocked engine's
 
   const bool blocked_out = attributes_.layout == TensorLayout::kBlockedOut;
   ConvRun run;
@@ -105,7 +116,7 @@ void DeltaConvKernel::compute(OrtKernelContext* raw) const {
       return engine->compute(raw, src, H, W, bias, item_y, Ho, Wo, parallel_for);
     };
   }
-  if (blocked) run_blocked_delta_conv(spec, *blocked_weights, run, parallel_for, nullptr, &dense);
+  if (blocked) run_blocked_delta_conv(padded_spec, *blocked_weights, run, parallel_for, nullptr, &dense);
   else run_delta_conv(spec, *packed, run, parallel_for, nullptr, &dense);
 }
 
