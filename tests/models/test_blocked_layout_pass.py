@@ -175,6 +175,7 @@ def test_dense_twin_of_a_blocked_model_equals_the_original(rng):
 # --------------------------------------------------------------------------------------------------
 
 BLOCKED_ZOO = ["cnn1", "resnet18_like", "mobilenetv2_like", "mobilenetv3_like", "yolov8_like", "unet_like"]
+PADDED_ZOO = ("mobilenetv2_like", "mobilenetv3_like", "yolov8_like", "unet_like")  # with padded channel blocks
 
 
 def test_depthwise_blocked_other_grouped_convs_nchw(rng):
@@ -235,6 +236,8 @@ def check_zoo_equals_dense(seed: int = 5, names=tuple(BLOCKED_ZOO)) -> None:
         original = getattr(zoo, name)()
         converted = deltaonnx.convert(original, layout="blocked")
         assert any(_layout(n) == "blocked" for n in converted.graph.node), name
+        if name in PADDED_ZOO:  # channel counts not multiples of 16 run padded (graph_passes/pad_lanes.py)
+            assert any("channels" in entry for entry in _metadata(converted)["state"]), name
         frames = _frames(original, 5, seed)
         conversion.assert_same_as_dense(original, converted, frames, deltaonnx.library_path("cpu"))
         if name in ("cnn1", "yolov8_like"):
@@ -249,12 +252,12 @@ def test_zoo_models_equal_dense_ort_at_threshold_zero():
 @pytest.mark.parametrize("block, simd", [("8", "avx2"), ("4", "scalar"), ("1", "scalar")])
 def test_zoo_models_equal_dense_ort_under_another_block(block, simd, monkeypatch):
     """The same converted model under another library block (AVX2's 8; 4; 1 = NCHW, CUDA's): b is the
-    library's, not the model's."""
+    library's, not the model's; padded tensors (8, 24, 40, 72, 120 channels) hold roundup(C, b) channels."""
     from conftest import check_under_simd
 
     pytest.importorskip("zoo")
     monkeypatch.setenv("DELTAONNX_CHANNEL_BLOCK", block)
-    check_under_simd(simd, "test_blocked_layout_pass", "check_zoo_equals_dense(seed=7, names=('cnn1', 'yolov8_like'))")
+    check_under_simd(simd, "test_blocked_layout_pass", f"check_zoo_equals_dense(seed=7, names={('cnn1', *PADDED_ZOO)!r})")
 
 
 def test_blocked_equals_nchw_behind_a_gate_above_zero():
@@ -270,15 +273,21 @@ def test_blocked_equals_nchw_behind_a_gate_above_zero():
             np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-4 * max(1.0, float(np.abs(a).max())))
 
 
-def test_saved_state_carries_the_block_and_another_block_restarts():
+@pytest.mark.parametrize("name", ["cnn1", "unet_like"])
+def test_saved_state_carries_the_block_and_another_block_restarts(name):
+    """load_state under the saved b resumes; under another b every blocked op starts empty (a full, exact
+    recompute), padded ones (unet_like's 8-channel and 2-channel convs, state of roundup(C, b) channels) too."""
     import zoo
     from deltaonnx import DeltaSession
     from deltaonnx.graph_passes.protocol import CHANNEL_BLOCK_KEY
     from deltaonnx.reference import library_channel_block
 
-    original = zoo.cnn1()
+    original = getattr(zoo, name)()
     converted = deltaonnx.convert(original, layout="blocked")
-    blocked_nodes = {n.name for n in converted.graph.node if _layout(n) == "blocked"}
+    blocked_nodes = {n.name for n in converted.graph.node if _layout(n).startswith("blocked")}
+    padded = {e["node"] for e in _metadata(converted)["state"] if "channels" in e}
+    reorders = {n.name for n in converted.graph.node if n.op_type == "DeltaReorder"}
+    assert bool(padded) == (name == "unet_like") and padded <= blocked_nodes | reorders
     frames = _frames(original, 4, 11)
     session = DeltaSession(converted)
     for feeds in frames[:2]:
