@@ -81,14 +81,16 @@ def can_block(node: ir.Node, output_only: bool = False) -> Optional[str]:
     out_channels, in_channels = int(weights.shape[0]), int(weights.shape[1]) * group
     if is_padded(out_channels) and not activation_keeps_zero(activation, list(attribute(node, "activation_params", []))):
         return f"output channels {out_channels} padded, {activation}(0) != 0"
-    return None if output_only else _too_few_to_pad(in_channels)
+    return _too_few_to_pad(out_channels, "output") or (None if output_only else _too_few_to_pad(in_channels))
 
 
-def _too_few_to_pad(channels: int) -> Optional[str]:
-    """Why an input of `channels` stays NCHW: fewer than 16 padded to a block of 16 would multiply the op's reads
-    and work (ORT's NCHWc transformer reads such inputs NCHW too)."""
+def _too_few_to_pad(channels: int, side: str = "input") -> Optional[str]:
+    """Why `channels` stay NCHW: fewer than 16 padded to a block of 16 would at least double the op's reads and
+    work. ORT's NCHWc transformer reads such inputs NCHW too; it pads such outputs, but measured end to end
+    (unet_like's and yolov8_like's 8-channel convs, their 6- and 2-channel heads: docs/results.md#padded-blocks)
+    the NCHW op without the reorders around it is faster."""
     if is_padded(channels) and channels < CHANNEL_MULTIPLE:
-        return f"input channels {channels} fewer than {CHANNEL_MULTIPLE}"
+        return f"{side} channels {channels} fewer than {CHANNEL_MULTIPLE}"
     return None
 
 
