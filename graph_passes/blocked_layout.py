@@ -3,9 +3,10 @@
 A DeltaConv (a DeltaPool) gets `layout = "blocked"`: its X, Y and state hold the memory [N][Cb/b][H][W][b] under
 their 4-D shapes, Cb = roundup(C, b). A channel count C that is not a multiple of 16 (hence of every block b a
 library picks: 16, 8, 4 or 1) is padded: channels C..Cb-1 are zero lanes (graph_passes/pad_lanes.py), so a tensor's
-channel dim depends on the library and is declared symbolic (DeclarePaddedShapes). As ORT's NCHWc transformer
-pads: any output channel count (except a padded output whose fused activation has act(0) != 0), but an input of
-fewer than 16 channels stays NCHW (padding 8 channels to 16 doubles the conv's work; ORT reads it NCHW too). Its
+channel dim depends on the library and is declared symbolic (DeclarePaddedShapes). Counts of 16 or more are
+padded (except a padded output whose fused activation has act(0) != 0); a count below 16 stays NCHW (padding 8
+channels to 16 doubles the op's work: ORT's NCHWc transformer reads such inputs NCHW; it pads such outputs, which
+measured slower here, docs/ops.md#convert-blocked). Its
 Y stays blocked through the ops that compute the same thing on blocked memory (layout-neutral: elementwise ops of
 region tensors of one shape or with scalar constants, keeping pad lanes zero where the tensor is padded;
 Concat/Split along channels with parts that are multiples of 16); everything else reads NCHW through a
@@ -130,6 +131,8 @@ class ChooseBlockedLayout(ir.passes.InPlacePass):
             if is_delta_op(node):
                 why = can_block(node)
                 layout = LAYOUT_BLOCKED if why is None else f"nchw ({why})"
+                if why is None and self._reads_nchw_padded(node, blocked) and can_block(node, output_only=True) is None:
+                    why = "padded input read NCHW"  # blocked_out reads it as it is, no reorder in
                 if why is None:
                     chosen.append(node)
                     blocked[node.outputs[Y]] = _output_channels(node)
@@ -165,6 +168,13 @@ class ChooseBlockedLayout(ir.passes.InPlacePass):
             if is_padded(channels):
                 value.meta[PADDED_CHANNELS_META_KEY] = channels
         return ir.passes.PassResult(model, modified=True)
+
+    @staticmethod
+    def _reads_nchw_padded(node: ir.Node, blocked: dict[ir.Value, int]) -> bool:
+        """A DeltaConv whose input is NCHW (a Concat of parts that are not multiples of 16) and of a padded channel
+        count: as blocked_out it reads it as it is, where blocked would read it through a DeltaReorder."""
+        return (node.op_type != DELTA_POOL and node.inputs[CONV_INPUTS["x"]] not in blocked
+                and is_padded(_input_channels(node)))
 
     @staticmethod
     def _neutral(node: ir.Node, blocked: dict[ir.Value, int], opset: int) -> Optional[int]:
@@ -208,8 +218,8 @@ class ChooseBlockedLayout(ir.passes.InPlacePass):
     @staticmethod
     def _leave_trailing_mixed(graph: ir.Graph, neutral: set[ir.Node], chosen: set[ir.Node],
                               blocked: dict[ir.Value, int]) -> None:
-        """A neutral op that reads an NCHW tensor and whose output only leaves the region (YOLOv8's C2f residual
-        Add before a Concat of 8-channel parts) would cost a reorder in and one out: it stays NCHW, reading its
+        """A neutral op that reads an NCHW tensor and whose output only leaves the region (a residual Add before a
+        Concat whose parts are not multiples of 16) would cost a reorder in and one out: it stays NCHW, reading its
         blocked operand through one reorder instead. Backwards, so a chain of them leaves together."""
         for node in reversed(list(graph)):
             if node not in neutral or all(v is None or v in blocked or constant_scalar(v) is not None
