@@ -85,11 +85,11 @@ std::unique_ptr<NchwcDenseConv> NchwcDenseConv::create(const OrtKernelInfo* info
   d->channels_ = C;
   d->padded_out_ = round_up(M, b);
   for (int64_t m = 0; m < spec.out_channels; ++m) d->channel_acts_.push_back(spec.activation_for(m));
-  // Relu, Clip (Relu6) and LeakyRelu run inside MLAS's NCHWc Conv, as in dense ORT's fused Conv, on each output
-  // block while it is in cache: one pass over the output fewer (resnet18_like's Relu 0.05 ms a frame; a depthwise
-  // conv, memory-bound, ran ~1.8x dense ORT's with Relu6 as a pass of its own). MLAS computes them exactly as ours
-  // (no approximation; NaN kept: its max/min return the NaN operand). Sigmoid, Tanh and HardSigmoid stay ours:
-  // MLAS approximates the first two. The others follow in our kernel table.
+  // Relu, Clip (Relu6) and LeakyRelu run inside MLAS's NCHWc Conv, as in dense ORT's fused Conv: Relu in the
+  // kernel's registers (one pass over the output fewer: resnet18_like 0.05 ms a frame), the other two on each
+  // output block just written, the same work dense ORT does (mobilenetv2_like's Relu6: no difference measurable
+  // against our own pass, benchmarks/ab_libraries.py). MLAS computes them exactly as ours (no approximation; NaN
+  // kept: its max/min return the NaN operand). Sigmoid and Tanh stay ours (MLAS approximates them), as do the rest.
   d->fused_ = mlas_fusable(spec.activation_for(0)) && spec.activation.slopes.size() <= 1
                   ? spec.activation_for(0)
                   : ActivationParams{};
