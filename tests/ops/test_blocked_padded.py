@@ -18,7 +18,7 @@ import pytest
 from onnx import TensorProto, helper
 
 from builders import EMPTY, ConvPair, assert_close_nan, conv_model, exact_change_map, frame_sequence, op_model, \
-    op_session, pool_model, value_info
+    op_session, pool_model, run_in_place, value_info
 from conftest import check_under_simd
 from deltaonnx.graph_passes.protocol import DOMAIN
 from deltaonnx.reference import from_blocked, padded_channels, to_blocked
@@ -68,32 +68,6 @@ def make_pair(case, activation, with_map, rng, layout=None):
             ConvPair(w, bias, attrs, activation, with_map=with_map, delta_attrs=delta_attrs))
 
 
-def run_in_place(pair, feeds, y_shape, ref_shape):
-    """The padded op with past and present bound to one buffer each, both starting as NaN (so pad lanes nobody
-    writes would show): per frame (Y, X_ref_next, map_out)."""
-    session = pair.delta
-    y_state = ort.OrtValue.ortvalue_from_numpy(np.full(y_shape, np.nan, np.float32))
-    ref_state = ort.OrtValue.ortvalue_from_numpy(np.full(ref_shape, np.nan, np.float32))
-    outs = []
-    for t, (x, change) in enumerate(feeds):
-        binding = session.io_binding()
-        binding.bind_cpu_input("x", x)
-        if pair.with_map:
-            binding.bind_cpu_input("map_in", change)
-        if t == 0:
-            binding.bind_cpu_input("x_ref", EMPTY)
-            binding.bind_cpu_input("y_prev", EMPTY)
-        else:
-            binding.bind_ortvalue_input("x_ref", ref_state)
-            binding.bind_ortvalue_input("y_prev", y_state)
-        binding.bind_ortvalue_output("y", y_state)
-        binding.bind_ortvalue_output("x_ref_next", ref_state)
-        binding.bind_output("map")
-        session.run_with_iobinding(binding)
-        outs.append((y_state.numpy().copy(), ref_state.numpy().copy(), binding.get_outputs()[2].numpy()))
-    return outs
-
-
 def check_case(case, activation, with_map, seed):
     b = channel_block()
     layout, C, M = case[:3]
@@ -119,11 +93,14 @@ def check_case(case, activation, with_map, seed):
             assert_pad_lanes_zero(ref_p, b, C, f"X_ref_next, {where}")
         else:
             np.testing.assert_array_equal(ref_p, ref_n, err_msg=where)
-        feeds.append((x_in, change))
+        feeds.append((x_in, change) if with_map else x_in)
         copying.append((y_p, ref_p, map_p))
         state_n, state_p, prev = (ref_n, y_n), (ref_p, y_p), x
-    for t, (got, want) in enumerate(zip(run_in_place(padded, feeds, copying[0][0].shape, copying[0][1].shape),
-                                         copying)):
+    # in place from buffers that start as NaN, so pad lanes nobody writes would show
+    in_place = run_in_place(padded.delta, feeds, copying[0][0].shape, copying[0][1].shape, fill=np.nan,
+                            names=("x", "x_ref", "y_prev", "y", "x_ref_next", "map"),
+                            map_name="map_in" if with_map else None)
+    for t, (got, want) in enumerate(zip(in_place, copying)):
         for name, g, w in zip(("Y", "X_ref_next", "map_out"), got, want):
             np.testing.assert_array_equal(g, w, err_msg=f"in place, frame {t} ({frames[t][0]}): {name}, {case}")
 
