@@ -60,7 +60,7 @@ GROUPS = {"depthwise": DEPTHWISE, "padded": PADDED}
 ALL_CASES = {**bench_ops.CASES, **DEPTHWISE, **PADDED}
 
 
-def models(case, rng):
+def models(case, rng, activation="SiLU"):
     C, M, k, s, g, _, _ = ALL_CASES[case]
     w = (rng.standard_normal((M, C // g, k, k)) / np.sqrt(C // g * k * k)).astype(np.float32)
     b = rng.standard_normal(M).astype(np.float32) * 0.1
@@ -71,11 +71,13 @@ def models(case, rng):
     if relu6:
         inits += [numpy_helper.from_array(np.float32(0), "lo"), numpy_helper.from_array(np.float32(6), "hi")]
         post = [helper.make_node("Clip", ["c", "lo", "hi"], ["y"])]
+    elif activation == "Relu":  # unet_like's, which ORT fuses into its Conv as the op does
+        post = [helper.make_node("Relu", ["c"], ["y"])]
     else:
         post = [helper.make_node("Sigmoid", ["c"], ["g"]), helper.make_node("Mul", ["c", "g"], ["y"])]
     dense = bench_ops._model([helper.make_node("Conv", ["x", "w", "b"], ["c"], **attrs)] + post, [vi("x")], [vi("y")],
                              inits)
-    activation = dict(activation="Clip", activation_params=[0.0, 6.0]) if relu6 else dict(activation="SiLU")
+    activation = dict(activation="Clip", activation_params=[0.0, 6.0]) if relu6 else dict(activation=activation)
     inits = inits[:2]
 
     def delta(layout):
@@ -92,6 +94,8 @@ def main(argv=None):
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--repeat", type=int, default=20)
     ap.add_argument("--fractions", type=float, nargs="+", default=[0.10, 0.20, 0.50])
+    ap.add_argument("--activation", choices=["SiLU", "Relu"], default="SiLU",
+                    help="the group-1 convs' activation (depthwise ones: Clip(0, 6))")
     ap.add_argument("--cases", nargs="+", default=SHAPES + list(DEPTHWISE),
                     help="shape names (bench_ops.CASES, DEPTHWISE, PADDED), or 'depthwise' / 'padded' for a group")
     args = ap.parse_args(argv)
@@ -99,13 +103,13 @@ def main(argv=None):
     bench_ops.CLOCK = time.thread_time  # one thread: ORT runs the kernels in the calling thread
     b = int(_native.channel_block())
     rng = np.random.default_rng(0)
-    print(f"channel block b = {b}, kernels {_native.simd_level()}; ratio to dense ORT (Conv+SiLU, depthwise "
+    print(f"channel block b = {b}, kernels {_native.simd_level()}; ratio to dense ORT (Conv+{args.activation}, depthwise "
           "Conv+Clip), median [min-max]")
     print("| shape | share | nchw / dense | per FLOP | blocked / dense | per FLOP |")
     print("| --- | --- | --- | --- | --- | --- |")
     for case in args.cases:
         C, M, k, s, _, H, W = ALL_CASES[case]
-        dense_m, nchw_m, blocked_m = models(case, rng)
+        dense_m, nchw_m, blocked_m = models(case, rng, args.activation)
         dense = bench_ops.session(dense_m, 1, custom=False)
         nchw = bench_ops.session(nchw_m, 1, custom=True)
         blocked = bench_ops.session(blocked_m, 1, custom=True)
