@@ -137,9 +137,11 @@ struct KernelTable {
   // of the tile), weights [line_count * block][out_channels] (row (l, lane)), bias [out_channels]. For p < count
   // and m < out_channels: outs[p][(m / block) * out_line_stride + m % block] = acts[m](sum over (l, lane)
   // ascending, by fma, of line * weight + bias[m]). Only the count pixels' lines are read (vector variants
-  // prefetch each group's successors while computing it).
+  // prefetch each group's successors while computing it). The last tail_lines lines hold tail_lanes (<= block)
+  // real channels (a padded channel block, docs/ops.md#padded-blocks): lanes past them are neither read nor summed
+  // (their weights are zero). tail_lines 0: every line whole.
   void (*blocked_pixel_gemm)(const float* const* pixels, const int64_t* line_offsets, int64_t line_count,
-                             int64_t count, int64_t block, const float* weights, int64_t out_channels,
+                             int64_t tail_lines, int64_t tail_lanes, int64_t count, int64_t block, const float* weights, int64_t out_channels,
                              const float* bias, const ActivationParams* acts, float* const* outs,
                              int64_t out_line_stride);
 

@@ -212,8 +212,8 @@ int64_t blocked_detect_update(const float* x, float* ref, int64_t blocks, int64_
   return changed;
 }
 
-void blocked_pixel_gemm(const float* const* pixels, const int64_t* line_offsets, int64_t line_count, int64_t count,
-                        int64_t block, const float* weights, int64_t out_channels, const float* bias,
+void blocked_pixel_gemm(const float* const* pixels, const int64_t* line_offsets, int64_t line_count,
+                        int64_t tail_lines, int64_t tail_lanes, int64_t count, int64_t block, const float* weights, int64_t out_channels, const float* bias,
                         const ActivationParams* acts, float* const* outs, int64_t out_line_stride) {
   for (int64_t p = 0; p < count; ++p)
     for (int64_t m = 0; m < out_channels; ++m) {
@@ -221,7 +221,8 @@ void blocked_pixel_gemm(const float* const* pixels, const int64_t* line_offsets,
       for (int64_t l = 0; l < line_count; ++l) {
         const float* t = pixels[p] + line_offsets[l];
         const float* w = weights + l * block * out_channels + m;
-        for (int64_t lane = 0; lane < block; ++lane) acc = std::fma(t[lane], w[lane * out_channels], acc);
+        const int64_t lanes = l < line_count - tail_lines ? block : tail_lanes;
+        for (int64_t lane = 0; lane < lanes; ++lane) acc = std::fma(t[lane], w[lane * out_channels], acc);
       }
       outs[p][(m / block) * out_line_stride + m % block] = apply_activation(acts[m], acc + bias[m]);
     }

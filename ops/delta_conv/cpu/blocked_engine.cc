@@ -11,7 +11,8 @@
 
 namespace deltaonnx {
 
-BlockedConvWeights::BlockedConvWeights(const ConvSpec& spec, const float* weights, int64_t block)
+BlockedConvWeights::BlockedConvWeights(const ConvSpec& spec, const float* weights, int64_t block,
+                                       int64_t real_in_channels)
     : block_(block), out_(spec.out_channels), depthwise_(spec.group > 1) {
   const int64_t C = spec.in_channels_per_group, taps = spec.window.kernel_h * spec.window.kernel_w;
   if (depthwise_) {  // group = C = M (the op definition admits no other grouped conv): [M/b][taps][b]
@@ -22,6 +23,10 @@ BlockedConvWeights::BlockedConvWeights(const ConvSpec& spec, const float* weight
     return;
   }
   lines_ = C / block * taps;
+  if (real_in_channels > 0 && real_in_channels < C) {  // a padded block: its pad lanes' rows are zero, skipped
+    tail_lines_ = taps;
+    tail_lanes_ = real_in_channels - (C - block);
+  }
   data_.assign(checked_count({lines_, block, out_}, "the blocked weights"), 0.f);
   for (int64_t m = 0; m < out_; ++m)
     for (int64_t c = 0; c < C; ++c)
@@ -102,7 +107,8 @@ inline void multiply(const TileContext& ctx, const float* const* pixels, const i
                                    ctx.bias, ctx.acts.data(), outs, out_line_stride);
     return;
   }
-  ctx.k.blocked_pixel_gemm(pixels, line_offsets, lines, count, B, ctx.weights.row(0, 0), ctx.spec.out_channels,
+  ctx.k.blocked_pixel_gemm(pixels, line_offsets, lines, ctx.weights.tail_lines(), ctx.weights.tail_lanes(), count, B,
+                           ctx.weights.row(0, 0), ctx.spec.out_channels,
                            ctx.bias, ctx.acts.data(), outs, out_line_stride);
 }
 

@@ -19,9 +19,14 @@ namespace deltaonnx {
 // [C, 1, kH, kW] (group = C = M) as [C/b][kH*kW][b]: line (cb, tap) holds the b channels' weights at that tap.
 class BlockedConvWeights {
  public:
-  BlockedConvWeights(const ConvSpec& spec, const float* weights, int64_t block);
+  // real_in_channels: a padded conv's logical C (pad_conv_channels), whose last block's pad lanes the GEMM skips
+  // (0: every lane real).
+  BlockedConvWeights(const ConvSpec& spec, const float* weights, int64_t block, int64_t real_in_channels = 0);
   int64_t block() const { return block_; }
   int64_t lines() const { return lines_; }  // (C/b) * kH * kW: a patch's lines
+  // The last tail_lines() lines (the last channel block's taps) hold tail_lanes() real lanes (group 1).
+  int64_t tail_lines() const { return tail_lines_; }
+  int64_t tail_lanes() const { return tail_lanes_; }
   bool depthwise() const { return depthwise_; }
   // The GEMM's row (line, lane); a depthwise conv's weights from line `line` (row(0, 0): all of them).
   const float* row(int64_t line, int64_t lane) const {
@@ -29,7 +34,7 @@ class BlockedConvWeights {
   }
 
  private:
-  int64_t block_ = 1, lines_ = 0, out_ = 0;
+  int64_t block_ = 1, lines_ = 0, out_ = 0, tail_lines_ = 0, tail_lanes_ = 0;
   bool depthwise_ = false;
   std::vector<float> data_;
 };

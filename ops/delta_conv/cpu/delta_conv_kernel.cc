@@ -23,10 +23,16 @@ DeltaConvKernel::DeltaConvKernel(const OrtKernelInfo* raw_info) : SchemaKernel(r
     spec_ = spec_for(w.GetTensorTypeAndShapeInfo().GetShape());
     if (blocked) {  // both engines run the conv padded to whole channel blocks
       const PaddedConv padded = pad_conv_channels(spec_, w.GetTensorData<float>(), attributes_.block);
-      blocked_ = std::make_unique<BlockedConvWeights>(padded.spec, padded.weights.data(), attributes_.block);
-      // ORT's NCHWc Conv reads the tensors as they are only when our block is MLAS's.
+      blocked_ = std::make_unique<BlockedConvWeights>(padded.spec, padded.weights.data(), attributes_.block,
+                                                      spec_.in_channels_per_group);
+      // ORT's NCHWc Conv reads the tensors as they are only when our block is MLAS's. With fewer input channels
+      // than a block (unet_like's 8 at b = 16) the padded Conv would do twice the FMAs of dense ORT's, which
+      // reads such an input as NCHW: the item's one block is unblocked first and read so (blocked_out's Conv).
+      dense_reads_nchw_ = spec_.group == 1 && spec_.in_channels_per_group < attributes_.block;
       if (attributes_.block == mlas_nchwc_block_size())
-        dense_ = NchwcDenseConv::create(raw_info, padded.spec, padded.weights.data(), /*blocked_io=*/true);
+        dense_ = dense_reads_nchw_
+                     ? NchwcDenseConv::create(raw_info, spec_, w.GetTensorData<float>(), false, /*blocked_out=*/true)
+                     : NchwcDenseConv::create(raw_info, padded.spec, padded.weights.data(), /*blocked_io=*/true);
     } else {
       packed_ = std::make_unique<PackedConvWeights>(spec_, w.GetTensorData<float>(), kernels());
       if (!blocked_out)
@@ -68,7 +74,8 @@ void DeltaConvKernel::compute(OrtKernelContext* raw) const {
     spec = spec_for(w.GetTensorTypeAndShapeInfo().GetShape());
     if (blocked) {
       const PaddedConv padded = pad_conv_channels(spec, w.GetTensorData<float>(), attributes_.block);
-      blocked_now = std::make_unique<BlockedConvWeights>(padded.spec, padded.weights.data(), attributes_.block);
+      blocked_now = std::make_unique<BlockedConvWeights>(padded.spec, padded.weights.data(), attributes_.block,
+                                                         spec.in_channels_per_group);
       blocked_weights = blocked_now.get();
     } else {
       packed_now = std::make_unique<PackedConvWeights>(spec, w.GetTensorData<float>(), kernels());
@@ -112,9 +119,20 @@ void DeltaConvKernel::compute(OrtKernelContext* raw) const {
   DenseItemConv dense;
   if (dense_ != nullptr && (blocked || blocked_out || st.reference_dropped || !dense_->own_engine_reads_in_place())) {
     const NchwcDenseConv* engine = dense_.get();
-    dense = [engine, raw, H, W, bias, Ho, Wo, &parallel_for](const float* src, float* item_y) {
-      return engine->compute(raw, src, H, W, bias, item_y, Ho, Wo, parallel_for);
-    };
+    if (dense_reads_nchw_) {  // one block of C < b real lanes: NCHW in a scratch, then the Conv writes Y blocked
+      const int64_t block = attributes_.block, Cl = spec.in_channels_per_group;
+      dense = [engine, raw, H, W, bias, Ho, Wo, block, Cl, &parallel_for](const float* src, float* item_y) {
+        thread_local AlignedScratch nchw;
+        const std::vector<ActivationParams> none(static_cast<size_t>(block));
+        float* x_nchw = nchw.get(checked_count({Cl, H, W}, "the unblocked input"));
+        kernels().unblock_activate(src, block, Cl, H * W, none.data(), x_nchw, H * W);
+        return engine->compute(raw, x_nchw, H, W, bias, item_y, Ho, Wo, parallel_for);
+      };
+    } else {
+      dense = [engine, raw, H, W, bias, Ho, Wo, &parallel_for](const float* src, float* item_y) {
+        return engine->compute(raw, src, H, W, bias, item_y, Ho, Wo, parallel_for);
+      };
+    }
   }
   if (blocked) run_blocked_delta_conv(padded_spec, *blocked_weights, run, parallel_for, nullptr, &dense);
   else run_delta_conv(spec, *packed, run, parallel_for, nullptr, &dense);
