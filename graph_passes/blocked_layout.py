@@ -88,7 +88,7 @@ def can_block(node: ir.Node, output_only: bool = False) -> Optional[str]:
 def _too_few_to_pad(channels: int, side: str = "input") -> Optional[str]:
     """Why `channels` stay NCHW: fewer than 16 padded to a block of 16 would at least double the op's reads and
     work. ORT's NCHWc transformer reads such inputs NCHW too; it pads such outputs, but measured end to end
-    (unet_like's and yolov8_like's 8-channel convs, their 6- and 2-channel heads: docs/results.md#padded-blocks)
+    (unet_like's and yolov8_like's 8-channel convs, their 6- and 2-channel heads: docs/results.md#padded-conversion)
     the NCHW op without the reorders around it is faster."""
     if is_padded(channels) and channels < CHANNEL_MULTIPLE:
         return f"{side} channels {channels} fewer than {CHANNEL_MULTIPLE}"

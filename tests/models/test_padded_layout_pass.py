@@ -210,7 +210,7 @@ def test_a_padded_output_needs_act_of_zero_zero(rng, activation, params, blocked
 def test_counts_below_16_stay_nchw(rng, channels):
     """A conv's input of fewer than 16 channels is read NCHW, as ORT's NCHWc transformer reads it (padding 8 to 16
     doubles the work), so a conv on it writes its region from NCHW ("blocked_out"); an output of fewer than 16
-    stays NCHW (ORT pads it, but the reorders around measured slower: docs/results.md#padded-blocks); a depthwise
+    stays NCHW (ORT pads it, but the reorders around measured slower: docs/results.md#padded-conversion); a depthwise
     conv or a pool of fewer than 16 channels stays NCHW; 24 or 40 are padded, 16 is whole."""
     nodes, inits = [], []
     for args in [("stem", "x", "s", 3, channels), ("a", "s", "a", channels, 16), ("h", "a", "h", 16, channels),
