@@ -240,7 +240,7 @@ def check_zoo_equals_dense(seed: int = 5, names=tuple(BLOCKED_ZOO)) -> None:
             assert any("channels" in entry for entry in _metadata(converted)["state"]), name
         frames = _frames(original, 5, seed)
         conversion.assert_same_as_dense(original, converted, frames, deltaonnx.library_path("cpu"))
-        if name in ("cnn1", "yolov8_like"):
+        if name in ("cnn1", "yolov8_like", "mobilenetv3_like"):  # the numpy reference too (padded, reorders of 72, 120)
             conversion.assert_same_as_dense(original, converted, frames[:3], None)
 
 
