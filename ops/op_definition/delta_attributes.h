@@ -44,12 +44,18 @@ struct DeltaConvAttributes {
   int64_t group = 1;
   ConvActivation activation;
   DeltaKnobs knobs;
+  // The node gives the sum Z (and its change map map_z): Y = act(conv + B + Z) (op_definition/sum_input.h).
+  bool has_sum = false;
 
   // The window for weights W of shape [M, C/group, kH, kW], checked against the attributes: kernel_shape
   // agrees with W, group divides M, PRelu's slopes fit M, a blocked layout's C and M are multiples of block,
   // "blocked" has group 1 or is depthwise (W [M, 1, kH, kW] with group = M). Throws UserError.
   WindowSpec window_for_weights(const std::vector<int64_t>& w_shape) const;
 };
+
+// The CUDA library does not add DeltaConv's sum input yet: a node with Z is refused when the session is created
+// (convert --no-fuse-sum keeps the Add). Throws UserError.
+void refuse_sum_input(const DeltaConvAttributes& attributes, const char* provider);
 
 struct DeltaPoolAttributes {
   WindowSpec window;

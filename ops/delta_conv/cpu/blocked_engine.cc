@@ -7,6 +7,7 @@
 #include "common/checked_size.h"
 #include "common/change_map.h"
 #include "common/delta_state.h"
+#include "common/sum_epilogue.h"
 
 namespace deltaonnx {
 
@@ -193,8 +194,10 @@ void run_blocked_delta_conv(const ConvSpec& spec, const BlockedConvWeights& weig
                             const ParallelFor& parallel_for, RunStats* stats, const DenseItemConv* dense) {
   const Window2D w = spec.window.resolve(run.height, run.width);
   const int64_t M = spec.out_channels, out_plane = w.out_pixels(), b = weights.block();
-  std::vector<ActivationParams> acts(static_cast<size_t>(M));
-  for (int64_t m = 0; m < M; ++m) acts[m] = spec.activation_for(m);
+  // With a sum the GEMM stores conv + bias and add_sum_activate applies the activation after adding Z.
+  std::vector<ActivationParams> activations(static_cast<size_t>(M)), no_activation(static_cast<size_t>(M));
+  for (int64_t m = 0; m < M; ++m) activations[m] = spec.activation_for(m);
+  const std::vector<ActivationParams>& acts = run.z != nullptr ? no_activation : activations;
   std::vector<float> bias(static_cast<size_t>(M), 0.f);
   if (run.bias != nullptr) std::copy_n(run.bias, M, bias.data());
   std::vector<uint8_t> in_flags(static_cast<size_t>(w.in_pixels())), scratch;
@@ -208,7 +211,8 @@ void run_blocked_delta_conv(const ConvSpec& spec, const BlockedConvWeights& weig
     const int64_t changed = detect_and_update_reference(st, in_flags.data(), parallel_for);
     uint8_t* out_flags = run.map_out + n * out_plane;
     const int64_t recompute =
-        plan_recompute(in_flags.data(), changed, st.has_state, w, spec.dense_fraction, out_flags, scratch);
+        plan_recompute(in_flags.data(), changed, st.has_state, w, spec.dense_fraction, out_flags, scratch,
+                       run.map_z != nullptr ? run.map_z + n * out_plane : nullptr);
     if (stats) {
       stats->changed_inputs += changed;
       stats->recomputed_outputs += recompute;
@@ -219,7 +223,8 @@ void run_blocked_delta_conv(const ConvSpec& spec, const BlockedConvWeights& weig
                           parallel_for);
     if (recompute == 0) continue;
     const float* src = recompute_source(st);
-    if (recompute == out_plane && dense != nullptr && *dense && (*dense)(src, y)) continue;
+    const float* z = run.z != nullptr ? run.z + n * M * out_plane : nullptr;
+    if (recompute == out_plane && dense != nullptr && *dense && (*dense)(src, z, y)) continue;
     plan_pixels(w, out_flags, runs, inside, border);
     const int64_t inside_count = static_cast<int64_t>(inside.size());
     const int64_t unit = std::clamp<int64_t>(inside_count / 8 / kInsideGroup * kInsideGroup, kInsideGroup,
@@ -233,6 +238,8 @@ void run_blocked_delta_conv(const ConvSpec& spec, const BlockedConvWeights& weig
       if (i < inside_units) fn.inside(ctx, i * unit, tile_scratch);
       else fn.border(ctx, (i - inside_units) * kBorderPixels, tile_scratch);
     });
+    if (z != nullptr)
+      add_sum_activate(kernels(), y, z, out_flags, M, out_plane, b, activations.data(), recompute, parallel_for, runs);
   }
 }
 

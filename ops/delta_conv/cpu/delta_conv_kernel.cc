@@ -25,13 +25,15 @@ DeltaConvKernel::DeltaConvKernel(const OrtKernelInfo* raw_info) : SchemaKernel(r
       blocked_ = std::make_unique<BlockedConvWeights>(spec_, w.GetTensorData<float>(), attributes_.block);
       // ORT's NCHWc Conv reads the tensors as they are only when our block is MLAS's.
       if (attributes_.block == mlas_nchwc_block_size())
-        dense_ = NchwcDenseConv::create(raw_info, spec_, w.GetTensorData<float>(), /*blocked_io=*/true);
+        dense_ = NchwcDenseConv::create(raw_info, spec_, w.GetTensorData<float>(), /*blocked_io=*/true, false,
+                                        attributes_.has_sum);
     } else {
       packed_ = std::make_unique<PackedConvWeights>(spec_, w.GetTensorData<float>(), kernels());
       if (!blocked_out)
-        dense_ = NchwcDenseConv::create(raw_info, spec_, w.GetTensorData<float>());
+        dense_ = NchwcDenseConv::create(raw_info, spec_, w.GetTensorData<float>(), false, false, attributes_.has_sum);
       else if (attributes_.block == mlas_nchwc_block_size())
-        dense_ = NchwcDenseConv::create(raw_info, spec_, w.GetTensorData<float>(), false, /*blocked_out=*/true);
+        dense_ = NchwcDenseConv::create(raw_info, spec_, w.GetTensorData<float>(), false, /*blocked_out=*/true,
+                                        attributes_.has_sum);
     }
   }
 }
@@ -88,6 +90,7 @@ void DeltaConvKernel::compute(OrtKernelContext* raw) const {
     bias = Ort::ConstValue(b).GetTensorData<float>();
   }
   const StateInputs st = read_state_inputs(ctx, kXRef, kYPrev, kMapIn, xs, ys, spec.threshold);
+  const SumInputs sum = read_sum_inputs(ctx, kZ, kMapZ, ys);
   std::vector<uint8_t> map_scratch;
   const DeltaOutputs out = delta_outputs(ctx, xs, ys, st, map_scratch);
   if (N * C * H * W == 0 || Ho * Wo * M == 0) return;
@@ -96,13 +99,15 @@ void DeltaConvKernel::compute(OrtKernelContext* raw) const {
   ConvRun run;
   fill_delta_run(run, xs, x, st, out);
   run.bias = bias;
+  run.z = sum.z;
+  run.map_z = sum.map_z;
   if (blocked_out) run.out_block = attributes_.block;
   const ParallelFor parallel_for = ort_parallel_for(ctx);
   DenseItemConv dense;
   if (dense_ != nullptr && (blocked || blocked_out || st.reference_dropped || !dense_->own_engine_reads_in_place())) {
     const NchwcDenseConv* engine = dense_.get();
-    dense = [engine, raw, H, W, bias, Ho, Wo, &parallel_for](const float* src, float* item_y) {
-      return engine->compute(raw, src, H, W, bias, item_y, Ho, Wo, parallel_for);
+    dense = [engine, raw, H, W, bias, Ho, Wo, &parallel_for](const float* src, const float* z, float* item_y) {
+      return engine->compute(raw, src, H, W, bias, z, item_y, Ho, Wo, parallel_for);
     };
   }
   if (blocked) run_blocked_delta_conv(spec, *blocked_weights, run, parallel_for, nullptr, &dense);
