@@ -130,9 +130,11 @@ class ChooseBlockedLayout(ir.passes.InPlacePass):
             node.attributes["layout"] = ir.AttrString("layout", LAYOUT_BLOCKED)
         for node in entering:
             node.attributes["layout"] = ir.AttrString("layout", LAYOUT_BLOCKED_OUT)
-        # A blocked_out conv reads NCHW: it is outside the region for its input (a blocked one is reordered back).
-        self._reorder_inputs(graph, scope, [n for n in graph if n in neutral or n in chosen], blocked)
-        self._reorder_outputs(graph, scope, blocked, set(chosen) | neutral)
+        # A blocked_out conv reads NCHW: it is outside the region for its input (a blocked one is reordered back),
+        # inside for its sum Z, which is in Y's layout.
+        self._reorder_inputs(graph, scope, [n for n in graph if n in neutral or n in chosen or n in entering], blocked,
+                             set(entering))
+        self._reorder_outputs(graph, scope, blocked, set(chosen) | neutral, set(entering))
         return ir.passes.PassResult(model, modified=True)
 
     @staticmethod
@@ -166,13 +168,15 @@ class ChooseBlockedLayout(ir.passes.InPlacePass):
         return False
 
     @staticmethod
-    def _reorder_inputs(graph: ir.Graph, scope: NameScope, inside: list[ir.Node], blocked: dict[ir.Value, None]) -> None:
-        """A region node reading an NCHW tensor (a blocked DeltaConv's X, a Concat part, an Add operand) reads it
-        through one DeltaReorder(to = "blocked") per tensor."""
+    def _reorder_inputs(graph: ir.Graph, scope: NameScope, inside: list[ir.Node], blocked: dict[ir.Value, None],
+                        entering: set[ir.Node]) -> None:
+        """A region node reading an NCHW tensor (a blocked DeltaConv's X and sum Z, a blocked_out one's Z, a Concat
+        part, an Add operand) reads it through one DeltaReorder(to = "blocked") per tensor."""
         made: dict[ir.Value, ir.Value] = {}
         for node in inside:
             # a Split's other inputs are its sizes; a DeltaConv's its weights and state
-            reads = [CONV_INPUTS["x"]] if is_delta_op(node) else [0] if node.op_type == "Split" else range(len(node.inputs))
+            reads = ((_sum_positions(node) if node in entering else [CONV_INPUTS["x"], *_sum_positions(node)])
+                     if is_delta_op(node) else [0] if node.op_type == "Split" else range(len(node.inputs)))
             for position in reads:
                 x = node.inputs[position]
                 if x is None or x in blocked or constant_scalar(x) is not None:
@@ -182,11 +186,13 @@ class ChooseBlockedLayout(ir.passes.InPlacePass):
                 node.replace_input_with(position, made[x])
 
     @staticmethod
-    def _reorder_outputs(graph: ir.Graph, scope: NameScope, blocked: dict[ir.Value, None], inside: set[ir.Node]) -> None:
+    def _reorder_outputs(graph: ir.Graph, scope: NameScope, blocked: dict[ir.Value, None], inside: set[ir.Node],
+                         entering: set[ir.Node]) -> None:
         """Every reader of a blocked tensor outside the region (and every model output) gets NCHW through one
-        DeltaReorder(to = "nchw") per tensor."""
+        DeltaReorder(to = "nchw") per tensor; a blocked_out conv's sum Z stays blocked."""
         for value in list(blocked):
-            outside = [(use.node, use.idx) for use in value.uses() if use.node not in inside]
+            outside = [(use.node, use.idx) for use in value.uses()
+                       if use.node not in inside and not (use.node in entering and use.idx in _sum_positions(use.node))]
             if not outside and not value.is_graph_output():
                 continue
             producer = value.producer()
@@ -200,6 +206,12 @@ class ChooseBlockedLayout(ir.passes.InPlacePass):
                         graph.outputs[i] = nchw
                 value.name = scope.take(f"deltaonnx.blocked.{name}")
                 nchw.name = name
+
+
+def _sum_positions(node: ir.Node) -> list[int]:
+    """[Z's input position] of a DeltaConv with a sum input (in Y's layout), else []."""
+    z = CONV_INPUTS["z"]
+    return [z] if node.op_type != DELTA_POOL and len(node.inputs) > z and node.inputs[z] is not None else []
 
 
 def _reorder(graph: ir.Graph, scope: NameScope, source: ir.Value, to: str, *, before: Optional[ir.Node] = None,
