@@ -246,3 +246,10 @@ def test_reference_refuses_what_the_op_refuses():
     with pytest.raises(ValueError, match="Z has shape"):
         reference.delta_conv(x, w, bias, EMPTY, EMPTY, None, np.zeros((1, 16, 8, 8), np.float32),
                              np.ones((1, 1, 8, 8), np.uint8), **attrs)
+
+
+def test_cuda_library_refuses_the_sum(emulated_cuda_library):
+    """The CUDA library does not add Z yet: refused when the session is created, naming the way out."""
+    w, bias, attrs = _small()
+    with pytest.raises(Exception, match="sum input Z is not implemented by the CUDA library.*--no-fuse-sum"):
+        op_session(sum_model(w, bias, attrs), library=emulated_cuda_library)

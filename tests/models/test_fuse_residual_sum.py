@@ -1,0 +1,126 @@
+"""convert's residual-sum fusion (graph_passes/fuse_residual_sum.py): DeltaConv -> Add(Y, Z) [-> activation] becomes
+one DeltaConv with the sum input Z and its change map, where Z carries a map and has Y's shape; the fused models
+equal dense ORT at threshold 0 over changing frames, in both layouts, through the op library and the numpy
+reference; what does not qualify keeps its Add."""
+from __future__ import annotations
+
+import collections
+
+import numpy as np
+import pytest
+from onnx import helper
+
+import deltaonnx
+from builders import DOMAIN
+from conversion import (assert_same_as_dense, const, make_model, model_input_shape, op_node, tensor_info, video,
+                        weights)
+from deltaonnx.graph_passes.dense_twin import dense_twin
+
+
+def _counts(model) -> collections.Counter:
+    return collections.Counter(node.op_type for node in model.graph.node)
+
+
+def _summed(model) -> list:
+    return [n for n in model.graph.node if n.op_type == "DeltaConv" and len(n.input) > 6 and n.input[6]]
+
+
+def _activation(node) -> str:
+    found = next((helper.get_attribute_value(a) for a in node.attribute if a.name == "activation"), b"")
+    return found.decode() if isinstance(found, bytes) else found
+
+
+# resnet18_like: 4 residual Adds, each followed by a Relu; mobilenetv2_like: 3 Adds of inverted residual blocks
+# (no activation after them).
+@pytest.mark.parametrize("name, adds, activation", [("resnet18_like", 4, "Relu"), ("mobilenetv2_like", 3, "")])
+@pytest.mark.parametrize("layout", ["blocked", "nchw"])
+def test_zoo_residual_adds_fused_and_exact(zoo, cpu_op_library, rng, name, adds, activation, layout):
+    original = getattr(zoo, name)()
+    fused = deltaonnx.convert(original, layout=layout)
+    unfused = deltaonnx.convert(original, layout=layout, fuse_sum=False)
+    assert _counts(unfused)["Add"] == adds and _counts(unfused)["DeltaMapUnion"] == adds
+    assert _counts(fused)["Add"] == 0 and _counts(fused)["DeltaMapUnion"] == 0
+    assert _counts(fused)["Relu"] == 0
+    summed = _summed(fused)
+    assert len(summed) == adds and all(n.input[7] for n in summed)  # every Z with its map
+    assert {_activation(n) for n in summed} == {activation}
+    if layout == "blocked":  # Z in Y's memory: no reorder was added for it
+        assert _counts(fused)["DeltaReorder"] == _counts(unfused)["DeltaReorder"]
+    frames = [{original.graph.input[0].name: f} for f in video(model_input_shape(original), 6, rng)]
+    assert_same_as_dense(original, fused, frames, cpu_op_library)
+
+
+def _residual_model(rng, *, relu_before_add=False, z_from_input=False, broadcast=False):
+    """x -> a (conv) -> b (conv) -> Add(b, a or the input or a per-channel constant) -> Relu -> c (conv)."""
+    c = 16
+    inits = [weights(rng, "Wa", (c, 3, 3, 3)), weights(rng, "Wb", (c, c, 3, 3)), weights(rng, "Wc", (c, c, 1, 1))]
+    nodes = [op_node("Conv", ["x", "Wa"], ["a"], name="a", pads=[1, 1, 1, 1]),
+             op_node("Conv", ["a", "Wb"], ["b"], name="b", pads=[1, 1, 1, 1])]
+    inputs = [tensor_info("x", [1, 3, 12, 12])]
+    summand = "b"
+    if relu_before_add:
+        nodes.append(op_node("Relu", ["b"], ["b_act"]))
+        summand = "b_act"
+    z = "a"
+    if z_from_input:
+        inputs.append(tensor_info("skip", [1, c, 12, 12]))
+        z = "skip"
+    if broadcast:
+        inits.append(const("per_pixel", rng.standard_normal((1, 1, 12, 12))))
+        nodes.append(op_node("Mul", ["a", "per_pixel"], ["a_scaled"]))  # a map, yet Z's shape is Y's
+        z = "a_scaled"
+    nodes += [op_node("Add", [summand, z], ["s"]), op_node("Relu", ["s"], ["r"]),
+              op_node("Conv", ["r", "Wc"], ["out"], name="c")]
+    return make_model(nodes, inputs, [tensor_info("out", None)], inits)
+
+
+def test_small_model_fused_exact_with_library_and_reference(cpu_op_library, rng):
+    original = _residual_model(rng)
+    for layout in ("blocked", "nchw"):
+        converted = deltaonnx.convert(original, layout=layout, all_nodes=True)
+        (summed,) = _summed(converted)
+        assert _activation(summed) == "Relu" and _counts(converted)["Add"] == 0
+        frames = [{"x": f} for f in video([1, 3, 12, 12], 6, rng)]
+        assert_same_as_dense(original, converted, frames, cpu_op_library)
+        assert_same_as_dense(original, converted, frames[:4], None)  # the numpy reference of the ops
+
+
+@pytest.mark.parametrize("variant", ["relu_before_add", "z_from_input"])
+def test_what_does_not_qualify_keeps_its_add(rng, variant):
+    """A conv with its own activation (the sum comes after it), and a Z without a change map (a model input)."""
+    original = _residual_model(rng, **{variant: True})
+    converted = deltaonnx.convert(original, all_nodes=True)
+    assert not _summed(converted) and _counts(converted)["Add"] == 1
+
+
+def test_z_through_locality_keeping_ops_fuses(cpu_op_library, rng):
+    """Z = a * constant (a map through an elementwise op with a frame-invariant operand), Y's shape: fused."""
+    original = _residual_model(rng, broadcast=True)
+    converted = deltaonnx.convert(original, all_nodes=True, layout="nchw")
+    assert len(_summed(converted)) == 1
+    frames = [{"x": f} for f in video([1, 3, 12, 12], 5, rng)]
+    assert_same_as_dense(original, converted, frames, cpu_op_library)
+
+
+def test_dense_twin_of_a_fused_model_is_conv_add_activation(zoo, rng):
+    import onnxruntime as ort
+
+    original = zoo.resnet18_like()
+    converted = deltaonnx.convert(original)
+    twin = dense_twin(converted, [o.name for o in original.graph.output])
+    assert not [n for n in twin.graph.node if n.domain == DOMAIN] and _counts(twin)["Add"] == 4
+    x = rng.standard_normal(model_input_shape(original)).astype(np.float32)
+    feeds = {original.graph.input[0].name: x}
+    want = ort.InferenceSession(original.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feeds)
+    got = ort.InferenceSession(twin.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feeds)
+    for a, b in zip(got, want):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
+def test_report_lists_the_fused_add(rng):
+    from deltaonnx.convert import convert_with_report
+
+    original = _residual_model(rng)
+    _, report = convert_with_report(original, all_nodes=True)
+    row = next(r for r in report.rows if r.node == "b")
+    assert row.activation == "Relu" and [op for op in ("Add", "Relu") if any(op in f for f in row.fused)] == ["Add", "Relu"]
