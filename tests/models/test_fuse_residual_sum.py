@@ -14,6 +14,7 @@ import deltaonnx
 from builders import DOMAIN
 from conversion import (assert_same_as_dense, const, make_model, model_input_shape, op_node, tensor_info, video,
                         weights)
+from deltaonnx.convert import convert_with_report
 from deltaonnx.graph_passes.dense_twin import dense_twin
 
 
@@ -93,6 +94,28 @@ def test_what_does_not_qualify_keeps_its_add(rng, variant):
     assert not _summed(converted) and _counts(converted)["Add"] == 1
 
 
+@pytest.mark.parametrize("fused, layout_of_fused", [("b", "blocked"), ("d", "blocked_out")])
+def test_z_changing_beyond_the_convs_window_is_recomputed(cpu_op_library, rng, fused, layout_of_fused):
+    """Y = 1x1 conv of a 3x3 conv of x, Z = a 5x5 conv of x (or the other way round: the first conv in graph order
+    takes the sum): Z changes where Y's window saw nothing change, and only map_z's marks make the fused op
+    recompute there (docs/design.md#rule-4). Blocked: b reads the region, d enters it (blocked_out, its X NCHW,
+    its Z blocked as its Y)."""
+    c = 16
+    inits = [weights(rng, "Wa", (c, 3, 3, 3)), weights(rng, "Wb", (c, c, 1, 1)), weights(rng, "Wd", (c, 3, 5, 5))]
+    branches = [op_node("Conv", ["a", "Wb"], ["b"], name="b"), op_node("Conv", ["x", "Wd"], ["d"], name="d", pads=[2, 2, 2, 2])]
+    nodes = [op_node("Conv", ["x", "Wa"], ["a"], name="a", pads=[1, 1, 1, 1]),
+             *(branches if fused == "b" else branches[::-1]), op_node("Add", ["b", "d"], ["out"])]
+    original = make_model(nodes, [tensor_info("x", [1, 3, 16, 16])], [tensor_info("out", None)], inits)
+    for layout in ("blocked", "nchw"):
+        converted, report = convert_with_report(original, layout=layout, all_nodes=True)
+        (summed,) = _summed(converted)
+        assert summed.name == next(r.delta_name for r in report.rows if r.node == fused)
+        want = layout_of_fused if layout == "blocked" else "nchw"
+        assert next((helper.get_attribute_value(a).decode() for a in summed.attribute if a.name == "layout"), "nchw") == want
+        frames = [{"x": f} for f in video([1, 3, 16, 16], 6, rng)]
+        assert_same_as_dense(original, converted, frames, cpu_op_library)
+
+
 def test_z_through_locality_keeping_ops_fuses(cpu_op_library, rng):
     """Z = a * constant (a map through an elementwise op with a frame-invariant operand), Y's shape: fused."""
     original = _residual_model(rng, broadcast=True)
@@ -118,8 +141,6 @@ def test_dense_twin_of_a_fused_model_is_conv_add_activation(zoo, rng):
 
 
 def test_report_lists_the_fused_add(rng):
-    from deltaonnx.convert import convert_with_report
-
     original = _residual_model(rng)
     _, report = convert_with_report(original, all_nodes=True)
     row = next(r for r in report.rows if r.node == "b")
