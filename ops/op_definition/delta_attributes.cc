@@ -61,12 +61,6 @@ void refuse_block_gate(const DeltaKnobs& knobs, const char* provider) {
                     " library (only \"pixel\"); run this node on the CPU library or convert with the pixel rule");
 }
 
-void refuse_sum_input(const DeltaConvAttributes& attributes, const char* provider) {
-  if (attributes.has_sum)
-    throw UserError(std::string("the sum input Z is not implemented by the ") + provider +
-                    " library; run this node on the CPU library or convert with --no-fuse-sum (fuse_sum=False)");
-}
-
 DeltaConvAttributes read_delta_conv_attributes(const AttributeReader& a) {
   DeltaConvAttributes c;
   c.kernel_given = a.has("kernel_shape");

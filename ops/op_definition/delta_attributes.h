@@ -53,10 +53,6 @@ struct DeltaConvAttributes {
   WindowSpec window_for_weights(const std::vector<int64_t>& w_shape) const;
 };
 
-// The CUDA library does not add DeltaConv's sum input yet: a node with Z is refused when the session is created
-// (convert --no-fuse-sum keeps the Add). Throws UserError.
-void refuse_sum_input(const DeltaConvAttributes& attributes, const char* provider);
-
 struct DeltaPoolAttributes {
   WindowSpec window;
   DeltaKnobs knobs;

@@ -89,9 +89,10 @@ def frames_apart(rng, x_shape, z_shape, count=7):
     return frames
 
 
-def check_case(case, activation, params, layout, ref_input, seed):
+def check_case(case, activation, params, layout, ref_input, seed, library=None, block=None):
+    """library: the op library (default the CPU one); block: its channel block (default the CPU library's)."""
     C, M, k, s, pads, H, W = case
-    b = channel_block()
+    b = block or channel_block()
     rng = np.random.default_rng(seed)
     w = (rng.standard_normal((M, C, k, k)) / np.sqrt(C * k * k)).astype(np.float32)
     bias = rng.standard_normal(M).astype(np.float32)
@@ -100,7 +101,7 @@ def check_case(case, activation, params, layout, ref_input, seed):
     attrs = dict(kernel_shape=[k, k], strides=[s, s], pads=pads)
     dense = _dense_session(w, bias, attrs, activation, params)
     session = op_session(sum_model(w, bias, attrs, activation=activation, params=params, layout=layout,
-                                   ref_input=ref_input))
+                                   ref_input=ref_input), library)
     Ho, Wo = (H + pads[0] + pads[2] - k) // s + 1, (W + pads[1] + pads[3] - k) // s + 1
     x_in = (lambda a: to_blocked(a, b)) if layout == "blocked" else (lambda a: a)
     y_in = (lambda a: to_blocked(a, b)) if layout != "nchw" else (lambda a: a)
@@ -248,8 +249,12 @@ def test_reference_refuses_what_the_op_refuses():
                              np.ones((1, 1, 8, 8), np.uint8), **attrs)
 
 
-def test_cuda_library_refuses_the_sum(emulated_cuda_library):
-    """The CUDA library does not add Z yet: refused when the session is created, naming the way out."""
-    w, bias, attrs = _small()
-    with pytest.raises(Exception, match="sum input Z is not implemented by the CUDA library.*--no-fuse-sum"):
-        op_session(sum_model(w, bias, attrs), library=emulated_cuda_library)
+@pytest.mark.parametrize("layout", ["nchw", "blocked"])
+def test_cuda_library_adds_the_sum(emulated_cuda_library, layout):
+    """The CUDA kernels through the host emulation: the sum's marks join the pixel list, Z is added in the
+    gather-GEMM's epilogue (b = 1 there: "blocked" is NCHW memory)."""
+    for i, case in enumerate(CASES):
+        for activation, params in ACTIVATIONS:
+            check_case(case, activation, params, layout, ref_input=True, seed=17 + i, library=emulated_cuda_library,
+                       block=1)
+        check_case(case, "Relu", [], layout, ref_input=False, seed=19 + i, library=emulated_cuda_library, block=1)

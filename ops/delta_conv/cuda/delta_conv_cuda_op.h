@@ -15,7 +15,6 @@ class DeltaConvCudaKernel : public SchemaKernel<kDeltaConvSchema> {
   explicit DeltaConvCudaKernel(const OrtKernelInfo* info)
       : SchemaKernel(info), attributes_(read_delta_conv_attributes(AttributeReader(info))) {
     refuse_block_gate(attributes_.knobs, "CUDA");
-    refuse_sum_input(attributes_, "CUDA");
   }
   OrtStatusPtr ComputeV2(OrtKernelContext* context) {
     return guarded([&] { compute(context); });
