@@ -5,6 +5,8 @@ drift between separate runs on a shared machine.
     python benchmarks/ab_libraries.py ops DIR_A DIR_B [--cases yolo_3x3_32_32_160x160 ...] [--rounds 3]
     python benchmarks/ab_libraries.py ops DIR_A DIR_B --layout blocked [--cases ...]   # bench_blocked.py's ops
     python benchmarks/ab_libraries.py model DIR_A DIR_B --model yolov8n.onnx --video vtest.avi [--inner 0.3]
+    python benchmarks/ab_libraries.py model DIR_A DIR_B --model zoo.onnx --video bikes.mp4 --threshold 0 --inner 0 \
+        --no-fallback                                  # exact, everything changing (issue 15's first goal)
 
 DIR_A / DIR_B hold a libdeltaonnx_ops.so each (e.g. a build of main and one of a branch, with the same flags).
 `ops`: bench_ops.py's YOLO cases with a change map, interleaved rounds, median and [min-max] ratio to dense ORT;
@@ -64,41 +66,47 @@ def ab_ops(dirs, cases, fractions, rounds, layout="nchw", repeat=20):
                 for d, r in zip(dirs, ratios)), flush=True)
 
 
-def ab_model(dirs, model_path, video, inner, warmup, timed):
+def ab_model(dirs, model_path, video, inner, warmup, timed, threshold=0.05, fallback=True, size=None,
+             resize="letterbox"):
     from deltaonnx._lib import library_path
     from deltaonnx.convert import convert_with_report, load_model
     from deltaonnx.session import DeltaSession
     from deltaonnx.video import Preprocess, read_frames
 
     original = load_model(model_path)
-    converted, _ = convert_with_report(original, threshold=0.05, inner_threshold=inner)
+    converted, _ = convert_with_report(original, threshold=threshold, inner_threshold=inner)
     sessions = []
     for d in dirs:  # DeltaSession registers library_path(), which looks in DELTAONNX_LIBRARY_DIR first
         os.environ["DELTAONNX_LIBRARY_DIR"] = d
         assert os.path.dirname(library_path()) == os.path.abspath(d), library_path()
         so = ort.SessionOptions()
         so.intra_op_num_threads = so.inter_op_num_threads = 1
-        sessions.append(DeltaSession(converted, so))
+        sessions.append(DeltaSession(converted, so, dense_fallback=fallback))
     dense = _session(original.SerializeToString())
     name = original.graph.input[0].name
     shape = [d.dim_value for d in original.graph.input[0].type.tensor_type.shape.dim]
-    prep = Preprocess(size=(shape[2], shape[3]))
+    prep = Preprocess(size=size or (shape[2], shape[3]), resize=resize)
     frames = [prep(f) for f in read_frames(video, count=warmup + timed)]
     for f in frames[:warmup]:
         for s in sessions:
             s.run(None, {name: f})
     times, dense_times = [[] for _ in dirs], []
-    for f in frames[warmup:]:
-        for i, s in enumerate(sessions):
+    for k, f in enumerate(frames[warmup:]):
+        # the order turns every frame: whichever runs second finds the frame (and, on a busy machine, the
+        # core) warmer, which biased a fixed order by a few percent
+        order = list(range(len(sessions)))
+        if k % 2:
+            order.reverse()
+        for i in order:
             t0 = time.thread_time()
-            s.run(None, {name: f})
+            sessions[i].run(None, {name: f})
             times[i].append(time.thread_time() - t0)
         t0 = time.thread_time()
         dense.run(None, {name: f})
         dense_times.append(time.thread_time() - t0)
     d = statistics.median(dense_times)
-    print(f"inner {inner}: dense {d * 1e3:.1f} ms/frame; " + "; ".join(
-        f"{os.path.basename(lib.rstrip('/'))} {statistics.median(t) * 1e3:.1f} ms = {d / statistics.median(t):.2f}x"
+    print(f"threshold {threshold}, inner {inner}{'' if fallback else ', no fallback'}: dense {d * 1e3:.2f} ms/frame; " + "; ".join(
+        f"{os.path.basename(lib.rstrip('/'))} {statistics.median(t) * 1e3:.2f} ms = {d / statistics.median(t):.3f}x"
         for lib, t in zip(dirs, times)))
 
 
@@ -113,6 +121,10 @@ def main(argv=None):
     ap.add_argument("--model")
     ap.add_argument("--video")
     ap.add_argument("--inner", type=float, default=0.3)
+    ap.add_argument("--threshold", type=float, default=0.05, help="model: the input gate's threshold (0: exact)")
+    ap.add_argument("--no-fallback", action="store_true", help="model: DeltaSession without the dense twin")
+    ap.add_argument("--resize", default="letterbox", help="model: how frames are resized (video.Preprocess)")
+    ap.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), help="model: frame size (default: the model's)")
     ap.add_argument("--warmup", type=int, default=150)
     ap.add_argument("--frames", type=int, default=50, help="timed frames after the warm-up")
     args = ap.parse_args(argv)
@@ -121,7 +133,8 @@ def main(argv=None):
     else:
         if not (args.model and args.video):
             ap.error("model needs --model and --video")
-        ab_model(args.dirs, args.model, args.video, args.inner, args.warmup, args.frames)
+        ab_model(args.dirs, args.model, args.video, args.inner, args.warmup, args.frames, args.threshold,
+                 not args.no_fallback, tuple(args.size) if args.size else None, args.resize)
 
 
 if __name__ == "__main__":

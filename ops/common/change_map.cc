@@ -25,11 +25,6 @@ inline uint64_t nonzero_bytes(uint64_t v) {
   return (((v & kLow7) + kLow7) | v) & kHighBits;
 }
 
-// The sum of the eight bytes of a word whose bytes are each 0 or 1 (no libgcc popcount).
-inline int64_t sum_of_bits_bytes(uint64_t zero_one_bytes) {
-  return static_cast<int64_t>((zero_one_bytes * 0x0101010101010101ull) >> 56);
-}
-
 // The first i in [x, n) with mask[i] != 0 (want_marked) or == 0 (!want_marked); n when there is none: the
 // lowest flagged byte of a word is the answer.
 int64_t next_with(const uint8_t* mask, int64_t x, int64_t n, bool want_marked) {
@@ -102,12 +97,24 @@ int64_t or_pool_mask(const uint8_t* in, const Window2D& w, uint8_t* out, std::ve
   return count;
 }
 
+// Counting nonzero bytes: kLanes byte counters, each adding at most 255 times before they are summed, a loop
+// compilers vectorize (16-64 bytes a step). The word-at-a-time count with a multiply per eight bytes ran 5x
+// slower: 12 us against 2.2 us on the 87 KB of yolov8_like's change maps, which DeltaSession counts every run.
+constexpr int64_t kLanes = 32;
+
+// The end of the next stretch from p of whole kLanes-byte steps that no lane overflows in.
+inline int64_t lane_stretch_end(int64_t p, int64_t n) {
+  return p + std::min<int64_t>((n - p) / kLanes, 255) * kLanes;
+}
+
 int64_t marks_to_flags(const uint8_t* map, int64_t n, uint8_t* flags) {
   int64_t count = 0, p = 0;
-  for (; p + 8 <= n; p += 8) {
-    const uint64_t marks = nonzero_bytes(word_at(map + p)) >> 7;  // 1 in each nonzero byte
-    std::memcpy(flags + p, &marks, sizeof marks);
-    count += sum_of_bits_bytes(marks);
+  while (p + kLanes <= n) {
+    const int64_t end = lane_stretch_end(p, n);
+    uint8_t lanes[kLanes] = {};
+    for (; p < end; p += kLanes)
+      for (int64_t i = 0; i < kLanes; ++i) lanes[i] += (flags[p + i] = map[p + i] != 0);
+    for (int64_t i = 0; i < kLanes; ++i) count += lanes[i];
   }
   for (; p < n; ++p) count += (flags[p] = map[p] != 0);
   return count;
@@ -115,7 +122,13 @@ int64_t marks_to_flags(const uint8_t* map, int64_t n, uint8_t* flags) {
 
 int64_t count_marks(const uint8_t* map, int64_t n) {
   int64_t count = 0, p = 0;
-  for (; p + 8 <= n; p += 8) count += sum_of_bits_bytes(nonzero_bytes(word_at(map + p)) >> 7);
+  while (p + kLanes <= n) {
+    const int64_t end = lane_stretch_end(p, n);
+    uint8_t lanes[kLanes] = {};
+    for (; p < end; p += kLanes)
+      for (int64_t i = 0; i < kLanes; ++i) lanes[i] += map[p + i] != 0;
+    for (int64_t i = 0; i < kLanes; ++i) count += lanes[i];
+  }
   for (; p < n; ++p) count += map[p] != 0;
   return count;
 }

@@ -273,6 +273,49 @@ py::array_t<int64_t> count_marks_in(const py::array_t<uint8_t, py::array::c_styl
   return counts;
 }
 
+// A stream's change-map statistics, recorded after each run in one call without arguments: DeltaSession calls it
+// right after ORT's run, when a model's state has pushed Python's working set out of the caches, and there each
+// numpy operation or argument conversion cost ~10 us (count_marks plus two ufuncs: 30-70 us a frame on the zoo
+// models, benchmarks/session_overhead.py). The slices are checked once; the arrays are held, so their memory stays.
+class MarkRecorder {
+ public:
+  MarkRecorder(py::array_t<uint8_t, py::array::c_style> buffer, py::array_t<int64_t, py::array::c_style> starts,
+               py::array_t<int64_t, py::array::c_style> sizes, py::array_t<double, py::array::c_style> last,
+               py::array_t<double, py::array::c_style> sums)
+      : buffer_(std::move(buffer)), starts_(std::move(starts)), sizes_(std::move(sizes)), last_(std::move(last)),
+        sums_(std::move(sums)) {
+    const int64_t slices = starts_.size();
+    if (starts_.ndim() != 1 || sizes_.ndim() != 1 || last_.ndim() != 1 || sums_.ndim() != 1 ||
+        sizes_.size() != slices || last_.size() != slices || sums_.size() != slices)
+      throw std::invalid_argument("MarkRecorder: starts, sizes, last and sums must be 1-D arrays of one length");
+    if (!last_.writeable() || !sums_.writeable()) throw std::invalid_argument("MarkRecorder: last and sums must be writeable");
+    const int64_t total = buffer_.size();
+    for (int64_t i = 0; i < slices; ++i) {
+      const int64_t start = starts_.data()[i], size = sizes_.data()[i];
+      if (start < 0 || size < 0 || start > total || size > total - start)
+        throw std::invalid_argument("MarkRecorder: slice " + std::to_string(i) + " [" + std::to_string(start) + ", +" +
+                                    std::to_string(size) + ") leaves the buffer of " + std::to_string(total) + " bytes");
+    }
+  }
+
+  // last[i] = the share of slice i marked (an empty slice: 0); sums[i] += last[i].
+  void record() {
+    const uint8_t* data = buffer_.data();
+    double* last = last_.mutable_data();
+    double* sums = sums_.mutable_data();
+    for (int64_t i = 0; i < starts_.size(); ++i) {
+      const int64_t size = sizes_.data()[i];
+      last[i] = size > 0 ? static_cast<double>(count_marks(data + starts_.data()[i], size)) / static_cast<double>(size) : 0.0;
+      sums[i] += last[i];
+    }
+  }
+
+ private:
+  py::array_t<uint8_t, py::array::c_style> buffer_;
+  py::array_t<int64_t, py::array::c_style> starts_, sizes_;
+  py::array_t<double, py::array::c_style> last_, sums_;
+};
+
 }  // namespace
 
 PYBIND11_MODULE(_native, m) {
@@ -312,6 +355,16 @@ PYBIND11_MODULE(_native, m) {
         py::arg("rule") = "block", py::arg("threshold") = 0.f, py::arg("gate_block") = kDefaultGateBlock, py::arg("gate_hard") = -1.f,
         py::arg("x_gated_out") = py::none(), py::arg("simd") = py::none(), py::arg("threads") = 1,
         "DeltaGate's engine (ops/delta_gate): returns (x_gated, map_out); x_gated_out = x_ref runs in place.");
+  py::class_<MarkRecorder>(m, "MarkRecorder",
+                           "Records a stream's change-map statistics after each run: last[i] = the marked share of "
+                           "slice i of buffer, sums[i] += last[i] (session/map_buffers.py).")
+      .def(py::init<py::array_t<uint8_t, py::array::c_style>, py::array_t<int64_t, py::array::c_style>,
+                    py::array_t<int64_t, py::array::c_style>, py::array_t<double, py::array::c_style>,
+                    py::array_t<double, py::array::c_style>>(),
+           // noconvert: a converted copy of last or sums would take the writes in their place
+           py::arg("buffer").noconvert(), py::arg("starts").noconvert(), py::arg("sizes").noconvert(),
+           py::arg("last").noconvert(), py::arg("sums").noconvert())
+      .def("record", &MarkRecorder::record);
   m.def("count_marks", &count_marks_in, py::arg("buffer"), py::arg("starts"), py::arg("sizes"),
         "The nonzero bytes of each slice [starts[i], starts[i] + sizes[i]) of a uint8 buffer (int64 counts).");
   m.def("delta_pool", &delta_pool, py::arg("x"), py::arg("x_ref"), py::arg("y_prev"), py::arg("map_in") = py::none(),

@@ -56,3 +56,52 @@ def test_count_marks_refuses_a_slice_outside_the_buffer():
     assert map_buffers._count_marks(buffer, np.array([0, 8]), np.array([8, 8])).tolist() == [8, 8]
     with pytest.raises(ValueError, match="leaves the buffer of 16 bytes"):
         map_buffers._count_marks(buffer, np.array([8]), np.array([9]))
+
+
+@pytest.mark.parametrize("size", [8159, 8160, 8192, 8193, 16384, 20000])
+def test_count_marks_past_the_counting_lanes_limit(size):
+    """The compiled count adds in byte lanes and sums them before any could pass 255 (ops/common/change_map.cc):
+    a map marked everywhere, around and past that stretch (32 lanes x 255 steps = 8160 bytes), counts every byte."""
+    if map_buffers._count_marks is None:
+        pytest.skip("the compiled module is not built")
+    buffer = np.full(size + 3, 255, np.uint8)
+    for start in (0, 3):  # aligned and not
+        assert map_buffers._count_marks(buffer, np.array([start]), np.array([size])).tolist() == [size]
+
+
+def test_record_writes_each_maps_share_in_place_and_adds_it_up(rng, counting):
+    """record() after each run: last[i] = the marked share of map i (an empty map: 0), sums[i] += last[i], both
+    written into the arrays given once (the stream's statistics), by the compiled recorder and by numpy alike."""
+    first = _maps(rng)
+    maps = ChangeMapBuffers(first)
+    if counting == "numpy":
+        maps_module_recorder = map_buffers._MarkRecorder
+        map_buffers._MarkRecorder = None
+        try:
+            maps.record_into(last := np.zeros(len(SHAPES)), sums := np.zeros(len(SHAPES)))
+        finally:
+            map_buffers._MarkRecorder = maps_module_recorder
+    else:
+        maps.record_into(last := np.zeros(len(SHAPES)), sums := np.zeros(len(SHAPES)))
+    expected_sums = np.zeros(len(SHAPES))
+    for _ in range(3):
+        for view in maps.views:
+            view[...] = rng.choice(np.array([0, 1, 7], np.uint8), size=view.shape)
+        maps.record()
+        shares = np.array([np.count_nonzero(v) / v.size if v.size else 0.0 for v in maps.views])
+        expected_sums += shares
+        np.testing.assert_allclose(last, shares)
+        np.testing.assert_allclose(sums, expected_sums)
+
+
+def test_recorder_refuses_arrays_it_would_have_to_copy():
+    """A float32 (or strided) statistics array would be converted to a copy, which would take the writes."""
+    if map_buffers._MarkRecorder is None:
+        pytest.skip("the compiled module is not built")
+    buffer, starts, sizes = np.ones(16, np.uint8), np.array([0, 8]), np.array([8, 8])
+    with pytest.raises(TypeError):
+        map_buffers._MarkRecorder(buffer, starts, sizes, np.zeros(2, np.float32), np.zeros(2))
+    with pytest.raises(TypeError):
+        map_buffers._MarkRecorder(buffer, starts, sizes, np.zeros(4)[::2], np.zeros(2))
+    with pytest.raises(ValueError, match="leaves the buffer of 16 bytes"):
+        map_buffers._MarkRecorder(buffer, starts, np.array([8, 9]), np.zeros(2), np.zeros(2))

@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <string>
 
 #include "common/aligned_scratch.h"
 #include "common/checked_size.h"
@@ -30,6 +31,21 @@ thread_local AlignedScratch t_blocked_in, t_blocked_out, t_bias;
 bool dense_engine_is(const char* value) {
   const char* v = std::getenv("DELTAONNX_DENSE_ENGINE");
   return v != nullptr && std::strcmp(v, value) == 0;
+}
+
+// The activations MLAS's NCHWc Conv applies exactly as apply_activation does (ops/common/activation.h).
+bool mlas_fusable(const ActivationParams& act) {
+  return act.kind == Activation::kRelu || act.kind == Activation::kClip || act.kind == Activation::kLeakyRelu;
+}
+
+// The name ORT's fused-activation attribute gives each of them ("" for none).
+std::string mlas_activation_name(Activation kind) {
+  switch (kind) {
+    case Activation::kRelu: return "Relu";
+    case Activation::kClip: return "Clip";
+    case Activation::kLeakyRelu: return "LeakyRelu";
+    default: return "";
+  }
 }
 
 }  // namespace
@@ -71,12 +87,17 @@ std::unique_ptr<NchwcDenseConv> NchwcDenseConv::create(const OrtKernelInfo* info
   d->block_ = b;
   d->channels_ = C;
   d->padded_out_ = round_up(M, b);
-  // Relu runs inside MLAS's NCHWc Conv, as in dense ORT's fused Conv (NaN kept, as ours): one pass over the output
-  // fewer (resnet18_like: 0.05 ms a frame). The other activations follow in our kernel table (NaN rules as ours).
-  const Activation act = spec.activation_for(0).kind;
-  d->relu_in_conv_ = act == Activation::kRelu;
-  d->activation_in_conv_ = act == Activation::kNone || d->relu_in_conv_;  // a channel Softmax follows later
   for (int64_t m = 0; m < spec.out_channels; ++m) d->channel_acts_.push_back(spec.activation_for(m));
+  // Relu, Clip (Relu6) and LeakyRelu run inside MLAS's NCHWc Conv, as in dense ORT's fused Conv: Relu in the
+  // kernel's registers (one pass over the output fewer: resnet18_like 0.05 ms a frame), the other two on each
+  // output block just written, the same work dense ORT does (mobilenetv2_like's Relu6: no difference measurable
+  // against our own pass, benchmarks/ab_libraries.py). MLAS computes them exactly as ours (no approximation; NaN
+  // kept: its max/min return the NaN operand). Sigmoid and Tanh stay ours (MLAS approximates them), as do the rest.
+  d->fused_ = mlas_fusable(spec.activation_for(0)) && spec.activation.slopes.size() <= 1
+                  ? spec.activation_for(0)
+                  : ActivationParams{};
+  const Activation act = spec.activation_for(0).kind;
+  d->activation_in_conv_ = act == Activation::kNone || d->fused_.kind != Activation::kNone;  // a channel Softmax follows later
   d->own_in_place_ = depthwise || (win.kernel_h == 1 && win.kernel_w == 1 && win.stride_h == 1 && win.stride_w == 1 &&
                                    win.pads == std::array<int64_t, 4>{0, 0, 0, 0});  // else ours, after (same NaN rules as ours)
   const int64_t kh = win.kernel_h, kw = win.kernel_w, Mp = d->padded_out_, taps = kh * kw;
@@ -113,7 +134,10 @@ std::unique_ptr<NchwcDenseConv> NchwcDenseConv::create(const OrtKernelInfo* info
   const int64_t dilations[2] = {win.dilation_h, win.dilation_w};
   int64_t pads[4] = {win.pads[0], win.pads[1], win.pads[2], win.pads[3]};
   if (win.auto_pad == AutoPad::kValid) std::fill(pads, pads + 4, 0);
-  static const std::string kNotSet = "NOTSET", kRelu = "Relu";  // a string's length is its character count
+  static const std::string kNotSet = "NOTSET";
+  const std::string fused_name = mlas_activation_name(d->fused_.kind);  // a string's length is its character count
+  const float fused_params[2] = {d->fused_.a, d->fused_.b};
+  const int fused_param_count = d->fused_.kind == Activation::kClip ? 2 : d->fused_.kind == Activation::kLeakyRelu ? 1 : 0;
   try {
     Ort::OpAttr in_attrs[] = {Ort::OpAttr("channels_last", &channels_last, 1, ORT_OP_ATTR_INT)};
     if (d->reorder_input_)
@@ -126,9 +150,12 @@ std::unique_ptr<NchwcDenseConv> NchwcDenseConv::create(const OrtKernelInfo* info
         Ort::OpAttr("pads", pads, 4, ORT_OP_ATTR_INTS),
         Ort::OpAttr("group", &group, 1, ORT_OP_ATTR_INT),
         Ort::OpAttr("auto_pad", kNotSet.data(), static_cast<int>(kNotSet.size()), ORT_OP_ATTR_STRING),
-        Ort::OpAttr("activation", kRelu.data(), static_cast<int>(kRelu.size()), ORT_OP_ATTR_STRING),  // last: passed only when fused
+        // last: passed only when fused, the parameters only when the activation has them
+        Ort::OpAttr("activation", fused_name.data(), static_cast<int>(fused_name.size()), ORT_OP_ATTR_STRING),
+        Ort::OpAttr("activation_params", fused_params, fused_param_count, ORT_OP_ATTR_FLOATS),
     };
-    const size_t conv_attr_count = sizeof(conv_attrs) / sizeof(conv_attrs[0]) - (d->relu_in_conv_ ? 0 : 1);
+    const size_t conv_attr_count = sizeof(conv_attrs) / sizeof(conv_attrs[0]) -
+                                   (fused_name.empty() ? 2 : fused_param_count == 0 ? 1 : 0);
     d->conv_ = Ort::Op::Create(info, "Conv", kNchwcDomain, kNchwcVersion, type_names, type_values, 1, conv_attrs,
                                conv_attr_count, 3, 1);
     if (with_sum)

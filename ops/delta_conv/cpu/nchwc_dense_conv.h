@@ -8,7 +8,7 @@
 // What it needs, as ORT's NCHWc transformer does: W constant; group 1 with C a multiple of the block or
 // C < block (the NCHW input is read directly), or depthwise with C a multiple of the block; explicit pads
 // (auto_pad NOTSET or VALID). M is padded up to the block (zero filters), as the transformer pads it.
-// Relu runs inside the Conv (MLAS keeps NaN, as our Relu does); for the others
+// Relu, Clip and LeakyRelu run inside the Conv (MLAS keeps NaN, as ours does); for the others
 // our kernel table replaces ReorderOutput and the activation pass with one pass
 // (kernel_table.h unblock_activate): the transposed vectors are activated in registers. One pass over the output
 // instead of two, though measured no faster on YOLOv8n: SiLU is compute-bound (docs/results.md, "Never slower").
@@ -81,8 +81,8 @@ class NchwcDenseConv {
   ConvSpec spec_;
   int64_t block_ = 0, channels_ = 0, padded_out_ = 0;
   bool reorder_input_ = true;  // false: C < block, the Conv reads NCHW
-  bool activation_in_conv_ = true;  // none, or Relu inside the NCHWc Conv (relu_in_conv_)
-  bool relu_in_conv_ = false;
+  bool activation_in_conv_ = true;  // none, or fused_ inside the NCHWc Conv
+  ActivationParams fused_;  // the activation MLAS applies inside the Conv (Relu, Clip, LeakyRelu), else none
   bool own_in_place_ = false;
   bool blocked_io_ = false;
   bool blocked_out_ = false;

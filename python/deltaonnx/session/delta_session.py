@@ -403,6 +403,7 @@ class DeltaSession:
         maps = ChangeMapBuffers([outputs[index[output]].numpy() for output in self._map_outputs.values()])
         for output, value in zip(self._map_outputs.values(), maps.values):
             public.bind_ortvalue_output(output, value)
+        maps.record_into(state.last_fraction, state.fraction_sum)
         state.values, state.map_buffers = values, maps
         count_node_flops(state, self._map_nodes, self._node_info)
 
@@ -464,7 +465,7 @@ class DeltaSession:
         """The run ORT would have made: the previous outputs, nothing recomputed, all maps zero."""
         state.runs += 1
         state.skipped_runs += 1
-        state.last_fraction = np.zeros(len(self._map_nodes))
+        state.last_fraction[:] = 0.0  # in place: the stream's map buffers record into this array
         state.maps_cleared = True
         if self._dense_fallback:
             self._update_fallback(state)
@@ -473,9 +474,7 @@ class DeltaSession:
 
     def _record_maps(self, state: StreamState) -> None:
         state.runs += 1
-        fraction = state.map_buffers.marked() / state.map_buffers.sizes
-        state.last_fraction = fraction
-        state.fraction_sum += fraction
+        state.map_buffers.record()  # state.last_fraction and state.fraction_sum, in place
         state.maps_cleared = False
 
     # ----------------------------------------------------------------- streams and statistics
