@@ -32,7 +32,8 @@ CASES = [
     (32, 16, 3, 2, [1, 1, 1, 1], 21, 26),
     (16, 48, 1, 1, [0, 0, 0, 0], 11, 15),
 ]
-ACTIVATIONS = [("", []), ("Relu", []), ("SiLU", []), ("PRelu", None)]  # PRelu: one slope per channel
+# PRelu: one slope per channel; Clip (Relu6) and LeakyRelu run inside ORT's NCHWc Conv too, after its Sum.
+ACTIVATIONS = [("", []), ("Relu", []), ("SiLU", []), ("PRelu", None), ("Clip", [0.0, 6.0]), ("LeakyRelu", [0.1])]
 LAYOUTS = ["nchw", "blocked", "blocked_out"]
 
 
@@ -43,6 +44,11 @@ def _dense_session(w, bias, attrs, activation, slopes):
         nodes.append(helper.make_node("Identity", ["s"], ["y"]))
     elif activation == "SiLU":
         nodes += [helper.make_node("Sigmoid", ["s"], ["g"]), helper.make_node("Mul", ["s", "g"], ["y"])]
+    elif activation == "LeakyRelu":
+        nodes.append(helper.make_node("LeakyRelu", ["s"], ["y"], alpha=slopes[0]))
+    elif activation == "Clip":
+        nodes.append(helper.make_node("Clip", ["s", "lo", "hi"], ["y"]))
+        inits += [numpy_helper.from_array(np.float32(slopes[0]), "lo"), numpy_helper.from_array(np.float32(slopes[1]), "hi")]
     elif activation == "PRelu":
         nodes.append(helper.make_node("PRelu", ["s", "slope"], ["y"]))
         inits.append(numpy_helper.from_array(np.asarray(slopes, np.float32).reshape(-1, 1, 1), "slope"))
