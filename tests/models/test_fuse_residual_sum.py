@@ -145,3 +145,19 @@ def test_report_lists_the_fused_add(rng):
     _, report = convert_with_report(original, all_nodes=True)
     row = next(r for r in report.rows if r.node == "b")
     assert row.activation == "Relu" and [op for op in ("Add", "Relu") if any(op in f for f in row.fused)] == ["Add", "Relu"]
+
+
+@pytest.mark.parametrize("name", ["resnet18_like", "mobilenetv2_like"])
+def test_fused_equals_unfused_behind_a_gate(zoo, cpu_op_library, rng, name):
+    """At tau > 0 (the input gate decides, the inner ops exact) the fusion changes no value: every frame's outputs
+    of the fused conversion equal the unfused one's (to float summation order), as do the gate's decisions."""
+    from conversion import StatefulRunner, assert_outputs_close
+
+    original = getattr(zoo, name)()
+    fused = StatefulRunner(deltaonnx.convert(original, threshold=0.3), cpu_op_library)
+    unfused = StatefulRunner(deltaonnx.convert(original, threshold=0.3, fuse_sum=False), cpu_op_library)
+    outputs = [o.name for o in original.graph.output]
+    for index, frame in enumerate(video(model_input_shape(original), 8, rng)):
+        feeds = {original.graph.input[0].name: frame}
+        got, want = fused.run(feeds), unfused.run(feeds)
+        assert_outputs_close({k: want[k] for k in outputs}, got, index)
