@@ -134,12 +134,13 @@ struct KernelTable {
   // whose window lies inside X points at its window's first line there, one gathered into a tile at its column
   // of the tile), weights [line_count * block][out_channels] (row (l, lane)), bias [out_channels]. For p < count
   // and m < out_channels: outs[p][(m / block) * out_line_stride + m % block] = acts[m](sum over (l, lane)
-  // ascending, by fma, of line * weight + bias[m]). Only the count pixels' lines are read (vector variants
-  // prefetch each group's successors while computing it).
+  // ascending, by fma, of line * weight + bias[m] [+ sums[p][the same offset]]). sums: DeltaConv's sum input at
+  // each pixel, laid out as outs, or nullptr. Only the count pixels' lines are read (vector variants prefetch each
+  // group's successors while computing it).
   void (*blocked_pixel_gemm)(const float* const* pixels, const int64_t* line_offsets, int64_t line_count,
                              int64_t count, int64_t block, const float* weights, int64_t out_channels,
                              const float* bias, const ActivationParams* acts, float* const* outs,
-                             int64_t out_line_stride);
+                             int64_t out_line_stride, const float* const* sums);
 
   // The blocked layout's depthwise conv (group = C = M; ops/delta_conv/cpu/blocked_engine.cc): count pixels whose
   // line (cb, t) is pixels[p] + line_offsets[cb * taps + t] (floats; cb < blocks, t < taps), weights

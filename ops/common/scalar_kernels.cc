@@ -213,7 +213,8 @@ int64_t blocked_detect_update(const float* x, float* ref, int64_t blocks, int64_
 
 void blocked_pixel_gemm(const float* const* pixels, const int64_t* line_offsets, int64_t line_count, int64_t count,
                         int64_t block, const float* weights, int64_t out_channels, const float* bias,
-                        const ActivationParams* acts, float* const* outs, int64_t out_line_stride) {
+                        const ActivationParams* acts, float* const* outs, int64_t out_line_stride,
+                        const float* const* sums) {
   for (int64_t p = 0; p < count; ++p)
     for (int64_t m = 0; m < out_channels; ++m) {
       float acc = 0.f;
@@ -222,7 +223,9 @@ void blocked_pixel_gemm(const float* const* pixels, const int64_t* line_offsets,
         const float* w = weights + l * block * out_channels + m;
         for (int64_t lane = 0; lane < block; ++lane) acc = std::fma(t[lane], w[lane * out_channels], acc);
       }
-      outs[p][(m / block) * out_line_stride + m % block] = apply_activation(acts[m], acc + bias[m]);
+      const int64_t at = (m / block) * out_line_stride + m % block;
+      const float biased = acc + bias[m];
+      outs[p][at] = apply_activation(acts[m], sums != nullptr ? biased + sums[p][at] : biased);
     }
 }
 

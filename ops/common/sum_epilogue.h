@@ -1,7 +1,8 @@
-// DeltaConv's sum input (docs/design.md#deltaconv): Y = act(conv(X_ref_next) + B + Z). The engines write conv + B
-// at the recomputed pixels with their activation left out; this pass then adds Z and applies the activation
-// there, in Y's layout (NCHW, or blocked by `block`: [M/b][plane][b]). The dense path of the blocked layouts
-// passes Z to ORT's NCHWc Conv instead (its Sum input; delta_conv/cpu/nchwc_dense_conv.h).
+// DeltaConv's sum input (docs/design.md#deltaconv): Y = act(conv(X_ref_next) + B + Z). The NCHW and blocked_out
+// engines write conv + B at the recomputed pixels with their activation left out; this pass then adds Z and
+// applies the activation there, in Y's layout (NCHW, or blocked by `block`: [M/b][plane][b]). The blocked engine
+// adds Z in its pixel GEMM's store instead, and the dense path of the blocked layouts passes Z to ORT's NCHWc Conv
+// (its Sum input; delta_conv/cpu/nchwc_dense_conv.h).
 #pragma once
 #include <cstdint>
 #include <vector>

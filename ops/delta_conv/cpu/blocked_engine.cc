@@ -7,7 +7,6 @@
 #include "common/checked_size.h"
 #include "common/change_map.h"
 #include "common/delta_state.h"
-#include "common/sum_epilogue.h"
 
 namespace deltaonnx {
 
@@ -48,6 +47,7 @@ struct TileContext {
   const float* bias;                         // M values (zeros when the node has none)
   const float* src;                          // [C/b][H][W][b]: what recomputed outputs read
   float* y;                                  // [M/b][Ho][Wo][b]
+  const float* z;                            // the sum input, as y, added at the store; nullptr: none
   const std::vector<int64_t>& window_lines;  // line (cb, ky, kx) of a window from its first line, in floats
   const std::vector<int64_t>& inside;        // recomputed outputs whose windows lie inside the input, raster order
   const std::vector<int64_t>& border;        // the other recomputed outputs, raster order
@@ -59,6 +59,7 @@ struct TileContext {
 struct TileScratch {
   std::vector<const float*> pixels;
   std::vector<float*> outs;
+  std::vector<const float*> sums;  // where each output's sum lies (with a sum input)
   std::vector<float> tile;
   std::vector<int64_t> tile_lines;
 };
@@ -71,10 +72,11 @@ inline void copy_line(float* dst, const float* src) {
 }
 
 // The outputs of `count` pixels whose line l is pixels[p] + line_offsets[l] (l < weights.lines(), in the order
-// (cb, ky, kx)): the pixel GEMM, or for a depthwise conv block cb of each pixel from its own lines alone.
+// (cb, ky, kx)): the pixel GEMM (adding sums[p] before the activation when given), or for a depthwise conv
+// block cb of each pixel from its own lines alone (never with a sum: the op definition refuses it).
 template <int B>
 inline void multiply(const TileContext& ctx, const float* const* pixels, const int64_t* line_offsets, int64_t count,
-                     float* const* outs) {
+                     float* const* outs, const float* const* sums) {
   const int64_t out_line_stride = ctx.w.out_pixels() * B, lines = ctx.weights.lines();
   if (ctx.weights.depthwise()) {
     const int64_t taps = ctx.w.y.kernel * ctx.w.x.kernel;
@@ -83,7 +85,7 @@ inline void multiply(const TileContext& ctx, const float* const* pixels, const i
     return;
   }
   ctx.k.blocked_pixel_gemm(pixels, line_offsets, lines, count, B, ctx.weights.row(0, 0), ctx.spec.out_channels,
-                           ctx.bias, ctx.acts.data(), outs, out_line_stride);
+                           ctx.bias, ctx.acts.data(), outs, out_line_stride, sums);
 }
 
 // Up to ctx.inside_unit outputs from inside[first]: the GEMM reads their windows' lines where they lie in X, pixel
@@ -94,12 +96,15 @@ void compute_inside(const TileContext& ctx, int64_t first, TileScratch& scratch)
   const int64_t count = std::min<int64_t>(ctx.inside_unit, static_cast<int64_t>(ctx.inside.size()) - first);
   scratch.pixels.resize(static_cast<size_t>(count));
   scratch.outs.resize(static_cast<size_t>(count));
+  scratch.sums.resize(static_cast<size_t>(count));
   for (int64_t p = 0; p < count; ++p) {
     const int64_t o = ctx.inside[first + p], oy = o / w.x.out, ox = o % w.x.out;
     scratch.pixels[p] = ctx.src + (w.y.input_of(oy, 0) * w.x.in + w.x.input_of(ox, 0)) * B;
     scratch.outs[p] = ctx.y + o * B;
+    if (ctx.z != nullptr) scratch.sums[p] = ctx.z + o * B;
   }
-  multiply<B>(ctx, scratch.pixels.data(), ctx.window_lines.data(), count, scratch.outs.data());
+  multiply<B>(ctx, scratch.pixels.data(), ctx.window_lines.data(), count, scratch.outs.data(),
+              ctx.z != nullptr ? scratch.sums.data() : nullptr);
 }
 
 // Up to kBorderPixels outputs from border[first], whose windows leave the input: their patches copied as lines
@@ -117,12 +122,14 @@ void compute_border(const TileContext& ctx, int64_t first, TileScratch& scratch)
   scratch.tile_lines.resize(static_cast<size_t>(lines));
   scratch.pixels.resize(static_cast<size_t>(kBorderPixels));
   scratch.outs.resize(static_cast<size_t>(kBorderPixels));
+  scratch.sums.resize(static_cast<size_t>(kBorderPixels));
   for (int64_t l = 0; l < lines; ++l) scratch.tile_lines[l] = l * line_step;
   for (int64_t p = 0; p < count; ++p) {
     float* column = scratch.tile.data() + p * B;
     const int64_t o = ctx.border[first + p], oy = o / w.x.out, ox = o % w.x.out;
     scratch.pixels[p] = column;
     scratch.outs[p] = ctx.y + o * B;
+    if (ctx.z != nullptr) scratch.sums[p] = ctx.z + o * B;
     for (int64_t ky = 0; ky < w.y.kernel; ++ky) {
       const int64_t iy = w.y.input_of(oy, ky);
       const bool row_inside = iy >= 0 && iy < H;
@@ -138,7 +145,8 @@ void compute_border(const TileContext& ctx, int64_t first, TileScratch& scratch)
       }
     }
   }
-  multiply<B>(ctx, scratch.pixels.data(), scratch.tile_lines.data(), count, scratch.outs.data());
+  multiply<B>(ctx, scratch.pixels.data(), scratch.tile_lines.data(), count, scratch.outs.data(),
+              ctx.z != nullptr ? scratch.sums.data() : nullptr);
 }
 
 // The two kinds of work for the block size b, resolved once per run.
@@ -194,10 +202,8 @@ void run_blocked_delta_conv(const ConvSpec& spec, const BlockedConvWeights& weig
                             const ParallelFor& parallel_for, RunStats* stats, const DenseItemConv* dense) {
   const Window2D w = spec.window.resolve(run.height, run.width);
   const int64_t M = spec.out_channels, out_plane = w.out_pixels(), b = weights.block();
-  // With a sum the GEMM stores conv + bias and add_sum_activate applies the activation after adding Z.
-  std::vector<ActivationParams> activations(static_cast<size_t>(M)), no_activation(static_cast<size_t>(M));
-  for (int64_t m = 0; m < M; ++m) activations[m] = spec.activation_for(m);
-  const std::vector<ActivationParams>& acts = run.z != nullptr ? no_activation : activations;
+  std::vector<ActivationParams> acts(static_cast<size_t>(M));
+  for (int64_t m = 0; m < M; ++m) acts[m] = spec.activation_for(m);
   std::vector<float> bias(static_cast<size_t>(M), 0.f);
   if (run.bias != nullptr) std::copy_n(run.bias, M, bias.data());
   std::vector<uint8_t> in_flags(static_cast<size_t>(w.in_pixels())), scratch;
@@ -229,7 +235,7 @@ void run_blocked_delta_conv(const ConvSpec& spec, const BlockedConvWeights& weig
     const int64_t inside_count = static_cast<int64_t>(inside.size());
     const int64_t unit = std::clamp<int64_t>(inside_count / 8 / kInsideGroup * kInsideGroup, kInsideGroup,
                                              kInsideUnitMax);
-    const TileContext ctx{kernels(), spec, weights, w, acts, bias.data(), src, y, window_lines, inside, border, unit};
+    const TileContext ctx{kernels(), spec, weights, w, acts, bias.data(), src, y, z, window_lines, inside, border, unit};
     const TileFunctions fn = tile_functions(b);
     const int64_t inside_units = (inside_count + unit - 1) / unit;
     const int64_t border_units = (static_cast<int64_t>(border.size()) + kBorderPixels - 1) / kBorderPixels;
@@ -238,8 +244,6 @@ void run_blocked_delta_conv(const ConvSpec& spec, const BlockedConvWeights& weig
       if (i < inside_units) fn.inside(ctx, i * unit, tile_scratch);
       else fn.border(ctx, (i - inside_units) * kBorderPixels, tile_scratch);
     });
-    if (z != nullptr)
-      add_sum_activate(kernels(), y, z, out_flags, M, out_plane, b, activations.data(), recompute, parallel_for, runs);
   }
 }
 
