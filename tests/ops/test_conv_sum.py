@@ -177,6 +177,7 @@ def check_all_cases(seed=3):
         check_case(case, "Relu", [], "nchw", ref_input=False, seed=seed + i)
 
 
+@pytest.mark.sanitizer
 @pytest.mark.parametrize("case", CASES)
 @pytest.mark.parametrize("activation, params", ACTIVATIONS)
 @pytest.mark.parametrize("layout", LAYOUTS)
@@ -227,6 +228,7 @@ def test_sum_refused_by_grouped_convs_and_softmax():
         op_session(sum_model(w, bias, attrs, activation="Softmax"))
 
 
+@pytest.mark.sanitizer
 @pytest.mark.parametrize("layout", ["nchw", "blocked"])
 def test_wrong_shapes_are_errors(layout):
     w, bias, attrs = _small()
