@@ -77,6 +77,7 @@ class StateEntry:
     past: str
     present: str
     layout: str = "nchw"  # "blocked": channel-blocked memory, valid only at the library's block (docs/design.md#state)
+    channels: Optional[int] = None  # a padded blocked tensor's logical channel count C: it holds roundup(C, b)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -106,7 +107,8 @@ class ConversionMetadata:
         try:
             return cls(
                 entries=entries,
-                state=tuple(StateEntry(s["node"], s.get("kind", ""), s["past"], s["present"], s.get("layout", "nchw"))
+                state=tuple(StateEntry(s["node"], s.get("kind", ""), s["past"], s["present"], s.get("layout", "nchw"),
+                                        s.get("channels"))
                             for s in entries.get("state", [])),
                 maps={m["node"]: m["output"] for m in entries.get("maps", [])},
                 change_map_inputs={g["input"]: g["change_map"] for g in entries.get("gates", [])},

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import onnx_ir as ir
 
-from .blocked_layout import ChooseBlockedLayout
+from .blocked_layout import ChooseBlockedLayout, DeclarePaddedShapes
 from .conversion_context import ConversionContext
 from .delta_rewrite import ReplaceWithDeltaOps
 from .drop_references import DropExactReferences
@@ -39,6 +39,7 @@ def rewriting_passes(context: ConversionContext) -> list[ir.passes.PassBase]:
         InsertInputGate(context),
         DropExactReferences(context),
         AddReorderState(context),
+        DeclarePaddedShapes(),
         WriteConversionMetadata(context),
         FinalizeModel(),
     ]

@@ -12,6 +12,7 @@ import onnx_ir as ir
 from .conversion_context import ConversionContext
 from .delta_ops import LAYOUT_BLOCKED, LAYOUT_BLOCKED_OUT, LAYOUT_NCHW, MAP_OUT, REORDER_INPUTS, X_REF_NEXT, Y, input_positions, is_delta_op, is_reorder
 from .graph_edits import attribute
+from .pad_lanes import PADDED_CHANNELS_META_KEY
 from .delta_rewrite import past_name
 
 
@@ -19,6 +20,16 @@ def _past_input(node_name: str, kind: str) -> ir.Value:
     # Named symbolic dims, distinct per input: no shape relation is implied between state tensors.
     shape = ir.Shape([f"{node_name}.{kind}.{axis}" for axis in range(4)])
     return ir.Value(name=past_name(node_name, kind), shape=shape, type=ir.TensorType(ir.DataType.FLOAT))
+
+
+def state_entry(node: str, past: ir.Value, present: ir.Value, kind: str, layout: str) -> dict:
+    """One entry of the metadata's `state` (docs/state_protocol.md); a padded blocked tensor's carries its logical
+    channel count `channels` (it holds roundup(channels, b) of them)."""
+    entry = {"node": node, "past": past.name, "present": present.name, "kind": kind, "layout": layout}
+    channels = present.meta.get(PADDED_CHANNELS_META_KEY)
+    if channels is not None:
+        entry["channels"] = int(channels)
+    return entry
 
 
 class AddStateInputsOutputs(ir.passes.InPlacePass):
@@ -44,12 +55,8 @@ class AddStateInputsOutputs(ir.passes.InPlacePass):
             # empty together (an X_ref kept beside an emptied Y_prev would fail rule 1's check of Y_prev).
             layout = attribute(node, "layout", LAYOUT_NCHW)
             layout = LAYOUT_BLOCKED if layout == LAYOUT_BLOCKED_OUT else layout
-            self.context.state.append(
-                {"node": node.name, "past": past_x_ref.name, "present": x_ref_next.name, "kind": "x_ref", "layout": layout}
-            )
-            self.context.state.append(
-                {"node": node.name, "past": past_y.name, "present": y.name, "kind": "y", "layout": layout}
-            )
+            self.context.state.append(state_entry(node.name, past_x_ref, x_ref_next, "x_ref", layout))
+            self.context.state.append(state_entry(node.name, past_y, y, "y", layout))
         for node in delta_nodes:
             change_map = node.outputs[MAP_OUT]
             graph.outputs.append(change_map)
@@ -78,6 +85,5 @@ class AddReorderState(ir.passes.InPlacePass):
             if not y.is_graph_output():  # with the other state, before the change maps
                 at = next((i for i, v in enumerate(graph.outputs) if v.name in map_outputs), len(graph.outputs))
                 graph.outputs.insert(at, y)
-            self.context.state.append({"node": node.name, "past": past_y.name, "present": y.name, "kind": "y",
-                                       "layout": attribute(node, "to")})
+            self.context.state.append(state_entry(node.name, past_y, y, "y", attribute(node, "to")))
         return ir.passes.PassResult(model, modified=bool(reorders))

@@ -371,10 +371,11 @@ void unblock_activate(const float* blocked, int64_t block, int64_t channels, int
 }
 
 // Blocks of a multiple of 8, 8 channels at a time: 8 pixels of 8 planes loaded as rows, transposed, stored as
-// 8-float pieces of 8 lines; other blocks: scalar.
-void block_planes(const float* planes, int64_t plane_stride, int64_t block, int64_t n, float* lines) {
+// 8-float pieces of 8 lines (the pad lanes' rows zero); other blocks: scalar.
+void block_planes(const float* planes, int64_t plane_stride, int64_t block, int64_t channels, int64_t n,
+                  float* lines) {
   if (block % kVec != 0) {
-    scalar_kernel_table().block_planes(planes, plane_stride, block, n, lines);
+    scalar_kernel_table().block_planes(planes, plane_stride, block, channels, n, lines);
     return;
   }
   for (int64_t c0 = 0; c0 < block; c0 += kVec) {
@@ -384,7 +385,8 @@ void block_planes(const float* planes, int64_t plane_stride, int64_t block, int6
       __m256 r[kVec], col[kVec];
       for (int64_t c = 0; c < kVec; ++c) {
         const float* src = planes + (c0 + c) * plane_stride + j;
-        r[c] = pixels == kVec ? _mm256_loadu_ps(src) : _mm256_maskload_ps(src, tail);
+        if (c0 + c >= channels) r[c] = _mm256_setzero_ps();
+        else r[c] = pixels == kVec ? _mm256_loadu_ps(src) : _mm256_maskload_ps(src, tail);
       }
       transpose_8x8(r, col);
       for (int64_t i = 0; i < pixels; ++i) _mm256_storeu_ps(lines + (j + i) * block + c0, col[i]);

@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 
 #include "common/activation.h"
 #include "common/kernel_table.h"
@@ -49,18 +50,21 @@ int64_t blocked_detect_update_lines(const float* x, float* ref, int64_t blocks, 
 // line_offsets[l]. The lines of the `next_count` pixels of `next` are prefetched as it goes, line l of them
 // during line l: scattered pixels read lines of X that no hardware prefetcher predicts, and the next group's
 // arrive while this one computes (a line of a tensor not 64-byte aligned spans two cache lines: both fetched).
+// The last tail_lines lines hold tail_lanes real lanes (a padded channel block): their pad lanes are skipped.
 template <class L, int P, int J>
 inline void blocked_pixel_block(const float* const* pixels, const int64_t* line_offsets, int64_t line_count,
-                                const float* const* next, int64_t next_count, const float* weights,
-                                int64_t out_channels, int64_t m0, const float* bias, const ActivationParams* acts,
-                                float* const* outs, int64_t out_line_stride, const float* const* sums) {
+                                int64_t tail_lines, int64_t tail_lanes, const float* const* next, int64_t next_count,
+                                const float* weights, int64_t out_channels, int64_t m0, const float* bias,
+                                const ActivationParams* acts, float* const* outs, int64_t out_line_stride,
+                                const float* const* sums) {
   constexpr int B = L::kLanes;
   typename L::V acc[P][J];
 #pragma GCC unroll 12
   for (int p = 0; p < P; ++p)
 #pragma GCC unroll 4
     for (int j = 0; j < J; ++j) acc[p][j] = L::zero();
-  for (int64_t l = 0; l < line_count; ++l) {
+  // lanes: B as a constant (whole lines, the loop unrolled) or the tail's count
+  const auto line = [&](int64_t l, auto lanes) {
     const int64_t offset = line_offsets[l];
     const float* t[P];
 #pragma GCC unroll 12
@@ -70,7 +74,7 @@ inline void blocked_pixel_block(const float* const* pixels, const int64_t* line_
       __builtin_prefetch(next[q] + offset + (B - 1), 0, 3);
     }
     const float* w = weights + l * B * out_channels + m0;
-    for (int lane = 0; lane < B; ++lane) {
+    for (int lane = 0; lane < lanes; ++lane) {
       typename L::V wv[J];
 #pragma GCC unroll 4
       for (int j = 0; j < J; ++j) wv[j] = L::load(w + lane * out_channels + j * B);
@@ -81,7 +85,10 @@ inline void blocked_pixel_block(const float* const* pixels, const int64_t* line_
         for (int j = 0; j < J; ++j) acc[p][j] = L::fma(v, wv[j], acc[p][j]);
       }
     }
-  }
+  };
+  const int64_t full_lines = line_count - tail_lines;
+  for (int64_t l = 0; l < full_lines; ++l) line(l, std::integral_constant<int, B>());
+  for (int64_t l = full_lines; l < line_count; ++l) line(l, static_cast<int>(tail_lanes));
 #pragma GCC unroll 4
   for (int j = 0; j < J; ++j) {
     const int64_t m = m0 + j * B;
@@ -108,35 +115,39 @@ inline void blocked_pixel_block(const float* const* pixels, const int64_t* line_
 // prefetches the lines of the `next_count` pixels after them.
 template <class L, int P, int J>
 inline void blocked_pixel_group(const float* const* pixels, const int64_t* line_offsets, int64_t line_count,
-                                int64_t next_count, const float* weights, int64_t out_channels, const float* bias,
-                                const ActivationParams* acts, float* const* outs, int64_t out_line_stride,
-                                const float* const* sums) {
+                                int64_t tail_lines, int64_t tail_lanes, int64_t next_count, const float* weights,
+                                int64_t out_channels, const float* bias, const ActivationParams* acts,
+                                float* const* outs, int64_t out_line_stride, const float* const* sums) {
   constexpr int B = L::kLanes;
   int64_t m0 = 0;
   for (; m0 + J * B <= out_channels; m0 += J * B, next_count = 0)
-    blocked_pixel_block<L, P, J>(pixels, line_offsets, line_count, pixels + P, next_count, weights, out_channels,
-                                 m0, bias, acts, outs, out_line_stride, sums);
+    blocked_pixel_block<L, P, J>(pixels, line_offsets, line_count, tail_lines, tail_lanes, pixels + P, next_count,
+                                 weights, out_channels, m0, bias, acts, outs, out_line_stride, sums);
   for (; m0 < out_channels; m0 += B, next_count = 0)
-    blocked_pixel_block<L, P, 1>(pixels, line_offsets, line_count, pixels + P, next_count, weights, out_channels,
-                                 m0, bias, acts, outs, out_line_stride, sums);
+    blocked_pixel_block<L, P, 1>(pixels, line_offsets, line_count, tail_lines, tail_lanes, pixels + P, next_count,
+                                 weights, out_channels, m0, bias, acts, outs, out_line_stride, sums);
 }
 
 // All count pixels in groups of P, the rest in groups of 4 and of 1, each group prefetching the next one's lines.
 template <class L, int P, int J>
-void blocked_pixel_groups(const float* const* pixels, const int64_t* line_offsets, int64_t line_count, int64_t count,
+void blocked_pixel_groups(const float* const* pixels, const int64_t* line_offsets, int64_t line_count,
+                          int64_t tail_lines, int64_t tail_lanes, int64_t count,
                           const float* weights, int64_t out_channels, const float* bias, const ActivationParams* acts,
                           float* const* outs, int64_t out_line_stride, const float* const* sums) {
   int64_t p = 0;
   const auto at = [&sums](int64_t q) { return sums != nullptr ? sums + q : nullptr; };
   for (; p + P <= count; p += P)
-    blocked_pixel_group<L, P, J>(pixels + p, line_offsets, line_count, std::min<int64_t>(P, count - p - P), weights,
-                                 out_channels, bias, acts, outs + p, out_line_stride, at(p));
+    blocked_pixel_group<L, P, J>(pixels + p, line_offsets, line_count, tail_lines, tail_lanes,
+                                 std::min<int64_t>(P, count - p - P), weights, out_channels, bias, acts, outs + p,
+                                 out_line_stride, at(p));
   for (; p + 4 <= count; p += 4)
-    blocked_pixel_group<L, 4, J>(pixels + p, line_offsets, line_count, std::min<int64_t>(4, count - p - 4), weights,
-                                 out_channels, bias, acts, outs + p, out_line_stride, at(p));
+    blocked_pixel_group<L, 4, J>(pixels + p, line_offsets, line_count, tail_lines, tail_lanes,
+                                 std::min<int64_t>(4, count - p - 4), weights, out_channels, bias, acts, outs + p,
+                                 out_line_stride, at(p));
   for (; p < count; ++p)
-    blocked_pixel_group<L, 1, J>(pixels + p, line_offsets, line_count, std::min<int64_t>(1, count - p - 1), weights,
-                                 out_channels, bias, acts, outs + p, out_line_stride, at(p));
+    blocked_pixel_group<L, 1, J>(pixels + p, line_offsets, line_count, tail_lines, tail_lanes,
+                                 std::min<int64_t>(1, count - p - 1), weights, out_channels, bias, acts, outs + p,
+                                 out_line_stride, at(p));
 }
 
 // The kernel-table entry. kAcc accumulators (the registers a variant can spare beside kMaxBlocks weight vectors
@@ -146,23 +157,26 @@ void blocked_pixel_groups(const float* const* pixels, const int64_t* line_offset
 // not a multiple of B runs the scalar kernel; every shape sums in its order.
 template <class L, int kAcc, int kMaxBlocks>
 void blocked_pixel_gemm_lines(const float* const* pixels, const int64_t* line_offsets, int64_t line_count,
-                              int64_t count, int64_t block, const float* weights, int64_t out_channels,
-                              const float* bias, const ActivationParams* acts, float* const* outs,
-                              int64_t out_line_stride, const float* const* sums) {
+                              int64_t tail_lines, int64_t tail_lanes, int64_t count, int64_t block,
+                              const float* weights, int64_t out_channels, const float* bias,
+                              const ActivationParams* acts, float* const* outs, int64_t out_line_stride,
+                              const float* const* sums) {
   constexpr int B = L::kLanes;
   if (block != B || out_channels % B != 0)
-    return scalar_kernel_table().blocked_pixel_gemm(pixels, line_offsets, line_count, count, block, weights,
-                                                    out_channels, bias, acts, outs, out_line_stride, sums);
+    return scalar_kernel_table().blocked_pixel_gemm(pixels, line_offsets, line_count, tail_lines, tail_lanes, count,
+                                                    block, weights, out_channels, bias, acts, outs, out_line_stride,
+                                                    sums);
   const int64_t out_blocks = out_channels / B;
   if (kMaxBlocks >= 4 && out_blocks % 4 == 0)
-    blocked_pixel_groups<L, kAcc / 4, 4>(pixels, line_offsets, line_count, count, weights, out_channels, bias, acts,
-                                         outs, out_line_stride, sums);
+    blocked_pixel_groups<L, kAcc / 4, 4>(pixels, line_offsets, line_count, tail_lines, tail_lanes, count, weights,
+                                         out_channels, bias, acts, outs, out_line_stride, sums);
   else if (out_blocks % 2 == 0)
-    blocked_pixel_groups<L, kAcc / 2, 2>(pixels, line_offsets, line_count, count, weights, out_channels, bias, acts,
-                                         outs, out_line_stride, sums);
+    blocked_pixel_groups<L, kAcc / 2, 2>(pixels, line_offsets, line_count, tail_lines, tail_lanes, count, weights,
+                                         out_channels, bias, acts, outs, out_line_stride, sums);
   else
-    blocked_pixel_groups<L, (kAcc < 12 ? kAcc : 12), 1>(pixels, line_offsets, line_count, count, weights,
-                                                        out_channels, bias, acts, outs, out_line_stride, sums);
+    blocked_pixel_groups<L, (kAcc < 12 ? kAcc : 12), 1>(pixels, line_offsets, line_count, tail_lines, tail_lanes,
+                                                        count, weights, out_channels, bias, acts, outs,
+                                                        out_line_stride, sums);
 }
 
 // The blocked layout's depthwise conv (kernel_table.h blocked_depthwise_pixels): P pixels, channel block by channel

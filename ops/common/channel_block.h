@@ -12,6 +12,12 @@
 
 namespace deltaonnx {
 
+// roundup(C, b): the channels a blocked tensor of C logical channels holds (docs/ops.md#blocked-layout); its pad
+// lanes C..roundup(C, b)-1 are exactly zero. The numpy reference's is blocked_memory.padded_channels.
+inline int64_t padded_channels(int64_t channels, int64_t block) {
+  return block > 1 ? (channels + block - 1) / block * block : channels;
+}
+
 inline int64_t forced_channel_block() {
   const char* v = std::getenv("DELTAONNX_CHANNEL_BLOCK");
   if (v == nullptr) return 0;

@@ -94,10 +94,12 @@ struct KernelTable {
   void (*unblock_activate)(const float* blocked, int64_t block, int64_t channels, int64_t n,
                            const ActivationParams* acts, float* y, int64_t y_stride);
 
-  // The inverse of unblock_activate without an activation (DeltaReorder to "blocked"): `block` planes of one
-  // channel block to n lines of `block` floats, lines[j*block + c] = planes[c*plane_stride + j] for c < block and
-  // j < n. Bits are moved, never computed (NaN payloads survive).
-  void (*block_planes)(const float* planes, int64_t plane_stride, int64_t block, int64_t n, float* lines);
+  // The inverse of unblock_activate without an activation (DeltaReorder to "blocked"): `channels` (<= block)
+  // planes of one channel block to n lines of `block` floats, lines[j*block + c] = planes[c*plane_stride + j] for
+  // c < channels and j < n, and +0 in the pad lanes channels <= c < block (a padded block, docs/ops.md#blocked-layout;
+  // no plane past `channels` is read). Bits are moved, never computed (NaN payloads survive).
+  void (*block_planes)(const float* planes, int64_t plane_stride, int64_t block, int64_t channels, int64_t n,
+                       float* lines);
   // Depthwise conv over one run of n outputs in `channels` channels (one input channel each): for c < channels
   // and j < n, out[c*out_stride + j] = acts[c](sum_t w[c*w_stride + t] * taps[t][c*in_stride + j] + bias[c]),
   // t < count ascending from 0, bias last. taps[t] + c*in_stride points at n readable floats (stride-1 input,
@@ -136,11 +138,14 @@ struct KernelTable {
   // and m < out_channels: outs[p][(m / block) * out_line_stride + m % block] = acts[m](sum over (l, lane)
   // ascending, by fma, of line * weight + bias[m] [+ sums[p][the same offset]]). sums: DeltaConv's sum input at
   // each pixel, laid out as outs, or nullptr. Only the count pixels' lines are read (vector variants prefetch each
-  // group's successors while computing it).
+  // group's successors while computing it). The last tail_lines lines hold tail_lanes (<= block) real channels (a
+  // padded channel block, docs/ops.md#padded-blocks): lanes past them are neither read nor summed (their weights
+  // are zero). tail_lines 0: every line whole.
   void (*blocked_pixel_gemm)(const float* const* pixels, const int64_t* line_offsets, int64_t line_count,
-                             int64_t count, int64_t block, const float* weights, int64_t out_channels,
-                             const float* bias, const ActivationParams* acts, float* const* outs,
-                             int64_t out_line_stride, const float* const* sums);
+                             int64_t tail_lines, int64_t tail_lanes, int64_t count, int64_t block,
+                             const float* weights, int64_t out_channels, const float* bias,
+                             const ActivationParams* acts, float* const* outs, int64_t out_line_stride,
+                             const float* const* sums);
 
   // The blocked layout's depthwise conv (group = C = M; ops/delta_conv/cpu/blocked_engine.cc): count pixels whose
   // line (cb, t) is pixels[p] + line_offsets[cb * taps + t] (floats; cb < blocks, t < taps), weights

@@ -123,9 +123,10 @@ void unblock_activate(const float* blocked, int64_t block, int64_t channels, int
     for (int64_t j = 0; j < n; ++j) y[c * y_stride + j] = apply_activation(acts[c], blocked[j * block + c]);
 }
 
-void block_planes(const float* planes, int64_t plane_stride, int64_t block, int64_t n, float* lines) {
+void block_planes(const float* planes, int64_t plane_stride, int64_t block, int64_t channels, int64_t n,
+                  float* lines) {
   for (int64_t j = 0; j < n; ++j)
-    for (int64_t c = 0; c < block; ++c) lines[j * block + c] = planes[c * plane_stride + j];
+    for (int64_t c = 0; c < block; ++c) lines[j * block + c] = c < channels ? planes[c * plane_stride + j] : 0.f;
 }
 
 void gemm_tile_store(int64_t depth, const float* a_packed, const float* const* b_rows, int64_t n,
@@ -211,17 +212,18 @@ int64_t blocked_detect_update(const float* x, float* ref, int64_t blocks, int64_
   return changed;
 }
 
-void blocked_pixel_gemm(const float* const* pixels, const int64_t* line_offsets, int64_t line_count, int64_t count,
-                        int64_t block, const float* weights, int64_t out_channels, const float* bias,
-                        const ActivationParams* acts, float* const* outs, int64_t out_line_stride,
-                        const float* const* sums) {
+void blocked_pixel_gemm(const float* const* pixels, const int64_t* line_offsets, int64_t line_count,
+                        int64_t tail_lines, int64_t tail_lanes, int64_t count, int64_t block, const float* weights,
+                        int64_t out_channels, const float* bias, const ActivationParams* acts, float* const* outs,
+                        int64_t out_line_stride, const float* const* sums) {
   for (int64_t p = 0; p < count; ++p)
     for (int64_t m = 0; m < out_channels; ++m) {
       float acc = 0.f;
       for (int64_t l = 0; l < line_count; ++l) {
         const float* t = pixels[p] + line_offsets[l];
         const float* w = weights + l * block * out_channels + m;
-        for (int64_t lane = 0; lane < block; ++lane) acc = std::fma(t[lane], w[lane * out_channels], acc);
+        const int64_t lanes = l < line_count - tail_lines ? block : tail_lanes;
+        for (int64_t lane = 0; lane < lanes; ++lane) acc = std::fma(t[lane], w[lane * out_channels], acc);
       }
       const int64_t at = (m / block) * out_line_stride + m % block;
       const float biased = acc + bias[m];

@@ -2,6 +2,7 @@
 
 #include <cmath>
 
+#include "common/channel_block.h"
 #include "op_definition/op_schemas.h"
 #include "op_definition/state_decision.h"  // shape_text
 
@@ -110,14 +111,16 @@ WindowSpec DeltaConvAttributes::window_for_weights(const std::vector<int64_t>& w
   if (declared_layout == TensorLayout::kBlocked && group != 1 && !(ws[1] == 1 && ws[0] == group))
     throw UserError("attribute 'layout' = \"blocked\" needs group = 1 or a depthwise conv (group = C = M, W [M, 1, "
                     "kH, kW]), got group " + std::to_string(group) + " and W " + list_text(ws));
-  if (layout == TensorLayout::kBlocked && (ws[0] % block != 0 || (ws[1] * group) % block != 0))
-    throw UserError("attribute 'layout' = \"blocked\" needs input and output channel counts that are multiples of the "
-                    "library's channel block " + std::to_string(block) + ", got W " + list_text(ws));
-  if (layout == TensorLayout::kBlockedOut && ws[0] % block != 0)
-    throw UserError("attribute 'layout' = \"blocked_out\" needs an output channel count that is a multiple of the "
-                    "library's channel block " + std::to_string(block) + ", got W " + list_text(ws));
   const std::string slopes = activation.check_channels(ws[0]);
   if (!slopes.empty()) throw UserError(slopes);
+  if (layout != TensorLayout::kNchw && padded_channels(ws[0], block) != ws[0])
+    for (int64_t m = 0; m < ws[0]; ++m)
+      if (apply_activation(activation.for_channel(m), 0.f) != 0.f)
+        throw UserError("attribute 'layout' = \"" + std::string(layout == TensorLayout::kBlocked ? "blocked" : "blocked_out") +
+                        "\" pads " + std::to_string(ws[0]) + " output channels to " +
+                        std::to_string(padded_channels(ws[0], block)) + " (channel block " + std::to_string(block) +
+                        "), whose pad lanes must stay 0, but the activation gives act(0) = " +
+                        std::to_string(apply_activation(activation.for_channel(m), 0.f)) + " != 0");
   WindowSpec w = window;
   w.kernel_h = ws[2];
   w.kernel_w = ws[3];
@@ -125,6 +128,22 @@ WindowSpec DeltaConvAttributes::window_for_weights(const std::vector<int64_t>& w
   if (!error.empty()) throw UserError(error + " (W " + list_text(ws) + ")");
   checked_product({ws[0], ws[1], ws[2], ws[3]}, "W");
   return w;
+}
+
+DeltaConvAttributes::TensorChannels DeltaConvAttributes::tensor_channels(const std::vector<int64_t>& ws) const {
+  const int64_t C = ws[1] * group, M = ws[0];
+  return {layout == TensorLayout::kBlocked ? padded_channels(C, block) : C,
+          layout == TensorLayout::kNchw ? M : padded_channels(M, block)};
+}
+
+void DeltaConvAttributes::check_x_channels(int64_t x_channels, const std::vector<int64_t>& ws) const {
+  const int64_t C = ws[1] * group, expected = tensor_channels(ws).x;
+  if (x_channels == expected) return;
+  std::string want = std::to_string(C);
+  if (expected != C)
+    want += ", held as roundup(" + want + ", " + std::to_string(block) + ") = " + std::to_string(expected) +
+            " channels in layout \"blocked\"";
+  throw UserError("X has " + std::to_string(x_channels) + " input channels but W and group expect " + want);
 }
 
 OutputGeometry output_geometry(const WindowSpec& window, const std::vector<int64_t>& xs, int64_t out_channels) {
@@ -155,12 +174,33 @@ DeltaPoolAttributes read_delta_pool_attributes(const AttributeReader& a) {
   return p;
 }
 
-ReorderTarget read_delta_reorder_attributes(const AttributeReader& a) {
+ReorderAttributes read_delta_reorder_attributes(const AttributeReader& a) {
   if (!a.has("to")) a.fail("attribute 'to' is required (\"blocked\" or \"nchw\")");
+  ReorderAttributes r;
   const std::string to = a.get_string("to", "");
-  if (to == "blocked") return ReorderTarget::kBlocked;
-  if (to == "nchw") return ReorderTarget::kNchw;
-  a.fail("attribute 'to' must be \"blocked\" or \"nchw\", got \"" + to + "\"");
+  if (to == "blocked") r.to = ReorderTarget::kBlocked;
+  else if (to == "nchw") r.to = ReorderTarget::kNchw;
+  else a.fail("attribute 'to' must be \"blocked\" or \"nchw\", got \"" + to + "\"");
+  if (a.has("channels")) {
+    r.channels = a.get_int("channels", 0);
+    if (r.channels < 1 || r.channels > kMaxSpatialExtent)
+      a.fail("attribute 'channels' must be >= 1, got " + std::to_string(r.channels));
+  }
+  return r;
+}
+
+ReorderGeometry reorder_geometry(const ReorderAttributes& a, const std::vector<int64_t>& xs, int64_t block) {
+  ReorderGeometry g;
+  const bool to_blocked = a.to == ReorderTarget::kBlocked;
+  g.channels = a.channels > 0 ? a.channels : xs[1];
+  const int64_t expected = to_blocked ? g.channels : padded_channels(g.channels, block);
+  if (xs[1] != expected)
+    throw UserError("X has shape " + shape_text(xs) + ", but attribute 'to' = \"" + (to_blocked ? "blocked" : "nchw") +
+                    "\" with " + std::to_string(g.channels) + " channels" + (a.channels > 0 ? " (attribute 'channels')" : "") +
+                    " needs " + std::to_string(expected) + (to_blocked ? "" : " (roundup to the library's channel block " +
+                    std::to_string(block) + ")") + " channels in X");
+  g.y_shape = {xs[0], to_blocked ? padded_channels(g.channels, block) : g.channels, xs[2], xs[3]};
+  return g;
 }
 
 void check_channel_block(const std::vector<int64_t>& xs, int64_t block, const char* what) {

@@ -27,7 +27,8 @@ void refuse_block_gate(const DeltaKnobs& knobs, const char* provider);
 
 // How DeltaConv's and DeltaPool's X, X_ref, Y and Y_prev lie in memory (attribute 'layout',
 // docs/ops.md#blocked-layout): "nchw", or
-// "blocked": [N][C/b][H][W][b] under the same 4-D shape, b the library's channel block (common/channel_block.h);
+// "blocked": [N][Cb/b][H][W][b] under the 4-D shape [N, Cb, H, W], b the library's channel block
+// (common/channel_block.h) and Cb = roundup(C, b) for C logical channels, the pad lanes zero;
 // "blocked_out" (DeltaConv only): X and X_ref NCHW, Y and Y_prev blocked (a conv entering a blocked region itself).
 enum class TensorLayout { kNchw, kBlocked, kBlockedOut };
 
@@ -38,7 +39,7 @@ struct DeltaConvAttributes {
   // attribute refuses (a grouped conv other than depthwise) is refused whatever b.
   TensorLayout declared_layout = TensorLayout::kNchw;
   // The channel block of blocked tensors: set by the library after reading (the CPU library's b, 1 on CUDA,
-  // where blocked memory is plain NCHW). C and M must be multiples of it (blocked_out: M).
+  // where blocked memory is plain NCHW). Blocked X and Y hold roundup(C, b) and roundup(M, b) channels.
   int64_t block = 1;           // kernel_h/kernel_w: kernel_shape, or W's when the attribute is absent
   bool kernel_given = false;   // kernel_shape was given (it must then agree with W)
   int64_t group = 1;
@@ -48,9 +49,18 @@ struct DeltaConvAttributes {
   bool has_sum = false;
 
   // The window for weights W of shape [M, C/group, kH, kW], checked against the attributes: kernel_shape
-  // agrees with W, group divides M, PRelu's slopes fit M, a blocked layout's C and M are multiples of block,
-  // "blocked" has group 1 or is depthwise (W [M, 1, kH, kW] with group = M). Throws UserError.
+  // agrees with W, group divides M, PRelu's slopes fit M, "blocked" has group 1 or is depthwise (W [M, 1, kH, kW]
+  // with group = M), and a blocked output padded past M channels has act(0) = 0 (its pad lanes hold act(0 + 0),
+  // which must stay 0). Throws UserError.
   WindowSpec window_for_weights(const std::vector<int64_t>& w_shape) const;
+
+  // X's and Y's channel counts for W [M, C/group, kH, kW]: C and M, or roundup(., block) on a blocked side.
+  struct TensorChannels {
+    int64_t x = 0, y = 0;
+  };
+  TensorChannels tensor_channels(const std::vector<int64_t>& w_shape) const;
+  // X's channel count checked against tensor_channels(w_shape).x. Throws UserError.
+  void check_x_channels(int64_t x_channels, const std::vector<int64_t>& w_shape) const;
 };
 
 struct DeltaPoolAttributes {
@@ -67,9 +77,23 @@ struct OutputGeometry {
 };
 OutputGeometry output_geometry(const WindowSpec& window, const std::vector<int64_t>& xs, int64_t out_channels);
 
-// DeltaReorder's attribute 'to' (required, docs/ops.md#deltareorder): the memory order Y gets, X having the other.
+// DeltaReorder's attributes (docs/ops.md#deltareorder): 'to' (required), the memory order Y gets, X having the
+// other; 'channels' (optional, >= 1), the logical channel count C (0 when absent: X's count).
 enum class ReorderTarget { kBlocked, kNchw };
-ReorderTarget read_delta_reorder_attributes(const AttributeReader& attributes);
+struct ReorderAttributes {
+  ReorderTarget to = ReorderTarget::kBlocked;
+  int64_t channels = 0;
+};
+ReorderAttributes read_delta_reorder_attributes(const AttributeReader& attributes);
+
+// Y's shape for X of shape xs under the channel block `block`, and C: "blocked" takes X [N, C, H, W] (C = channels
+// if given, which must equal X's) to [N, roundup(C, b), H, W]; "nchw" takes X [N, roundup(C, b), H, W] (without
+// channels C = X's count, a multiple of b) to [N, C, H, W]. Throws UserError.
+struct ReorderGeometry {
+  std::vector<int64_t> y_shape;
+  int64_t channels = 0;
+};
+ReorderGeometry reorder_geometry(const ReorderAttributes& attributes, const std::vector<int64_t>& xs, int64_t block);
 
 // A tensor of shape xs [N, C, H, W] whose memory is (or becomes) blocked by `block` channels: C must be a multiple
 // of it. Throws UserError naming `what` and the block.

@@ -64,7 +64,8 @@ SumInputs read_sum_inputs(const Ort::KernelContext& ctx, size_t z_index, size_t 
   return s;
 }
 
-ReorderState read_reorder_state(const Ort::KernelContext& ctx, const std::vector<int64_t>& xs) {
+ReorderState read_reorder_state(const Ort::KernelContext& ctx, const std::vector<int64_t>& xs,
+                                const std::vector<int64_t>& ys) {
   const OrtValue* y_prev = optional_input(ctx, delta_reorder::kYPrev);
   const OrtValue* map = optional_input(ctx, delta_reorder::kMapIn);
   ReorderState state;
@@ -76,7 +77,7 @@ ReorderState read_reorder_state(const Ort::KernelContext& ctx, const std::vector
     if (count == 0) return state;  // an empty map says nothing: every pixel
     throw UserError("map_in must be [N,1,H,W] = " + shape_text(want) + " of X, got " + shape_text(ms));
   }
-  if (y_prev == nullptr || shape_of(y_prev) != xs) return state;
+  if (y_prev == nullptr || shape_of(y_prev) != ys) return state;
   state.y_prev = Ort::ConstValue(y_prev).GetTensorData<float>();
   state.map_in = Ort::ConstValue(map).GetTensorData<uint8_t>();
   return state;

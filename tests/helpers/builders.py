@@ -196,27 +196,41 @@ def run_copying(session: ort.InferenceSession, seq) -> list[tuple]:
     return outs
 
 
+def run_in_place(session: ort.InferenceSession, feeds, y_shape, ref_shape, device: str = "cpu", device_id: int = 0,
+                 names=("X", "X_ref", "Y_prev", "Y", "X_ref_next", "map_out"), map_name=None,
+                 fill: float = 0.0) -> list[tuple]:
+    """docs/state_protocol.md "In place": one OrtValue (on `device`, every element `fill` at first) bound as both
+    past and present state for Y and for X_ref; feeds are X per frame, or (X, map) with map_name the map input's
+    name. Per frame (Y, X_ref_next, map_out) as numpy copies. names: X, X_ref, Y_prev, Y, X_ref_next, map_out."""
+    x_name, ref_in, y_in, y_out, ref_out, map_out = names
+    y_state = ort.OrtValue.ortvalue_from_numpy(np.full(y_shape, fill, np.float32), device, device_id)
+    ref_state = ort.OrtValue.ortvalue_from_numpy(np.full(ref_shape, fill, np.float32), device, device_id)
+    outs = []
+    for t, feed in enumerate(feeds):
+        x, change = feed if map_name else (feed, None)
+        binding = session.io_binding()
+        binding.bind_cpu_input(x_name, x)
+        if map_name:
+            binding.bind_cpu_input(map_name, change)
+        if t == 0:
+            binding.bind_cpu_input(ref_in, EMPTY)
+            binding.bind_cpu_input(y_in, EMPTY)
+        else:
+            binding.bind_ortvalue_input(ref_in, ref_state)
+            binding.bind_ortvalue_input(y_in, y_state)
+        binding.bind_ortvalue_output(y_out, y_state)
+        binding.bind_ortvalue_output(ref_out, ref_state)
+        binding.bind_output(map_out)
+        session.run_with_iobinding(binding)
+        outs.append((y_state.numpy().copy(), ref_state.numpy().copy(), binding.get_outputs()[2].numpy()))
+    return outs
+
+
 def assert_in_place_equals_copying(session: ort.InferenceSession, seq, y_shape, ref_shape, device: str = "cpu",
                                    device_id: int = 0) -> None:
     """docs/state_protocol.md "In place": one OrtValue (on `device`) bound as both past and present state; the op
     then writes only what it recomputes, and every frame equals the copying run's exactly."""
     copying = run_copying(session, seq)
-    y_state = ort.OrtValue.ortvalue_from_numpy(np.zeros(y_shape, np.float32), device, device_id)
-    ref_state = ort.OrtValue.ortvalue_from_numpy(np.zeros(ref_shape, np.float32), device, device_id)
-    for t, x in enumerate(seq):
-        binding = session.io_binding()
-        binding.bind_cpu_input("X", x)
-        if t == 0:
-            binding.bind_cpu_input("X_ref", EMPTY)
-            binding.bind_cpu_input("Y_prev", EMPTY)
-        else:
-            binding.bind_ortvalue_input("X_ref", ref_state)
-            binding.bind_ortvalue_input("Y_prev", y_state)
-        binding.bind_ortvalue_output("Y", y_state)
-        binding.bind_ortvalue_output("X_ref_next", ref_state)
-        binding.bind_output("map_out")
-        session.run_with_iobinding(binding)
-        want_y, want_ref, want_map = copying[t]
-        np.testing.assert_array_equal(binding.get_outputs()[2].numpy(), want_map, err_msg=f"frame {t}: map_out")
-        np.testing.assert_array_equal(ref_state.numpy(), want_ref, err_msg=f"frame {t}: X_ref_next")
-        np.testing.assert_array_equal(y_state.numpy(), want_y, err_msg=f"frame {t}: Y")
+    for t, (got, want) in enumerate(zip(run_in_place(session, seq, y_shape, ref_shape, device, device_id), copying)):
+        for name, g, w in zip(("Y", "X_ref_next", "map_out"), got, want):
+            np.testing.assert_array_equal(g, w, err_msg=f"frame {t}: {name}")

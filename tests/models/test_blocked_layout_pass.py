@@ -31,7 +31,7 @@ def _conv(rng, name, x, y, c_in, c_out, k=3, **attrs):
 
 def neck_model(rng, hw=12) -> onnx.ModelProto:
     """x[1,3] -> stem(16) -> a(32) -> SiLU -> Split(16,16) -> b(16)(+residual Add) -> Concat(32+16) -> c(32),
-    a 24-channel branch d, Resize x2 of c, a per-channel Mul by a [1,32,1,1] constant, two model outputs: one a
+    a 24-channel branch d with a Sigmoid (its pad lanes would not stay zero), Resize x2 of c, a per-channel Mul by a [1,32,1,1] constant, two model outputs: one a
     region tensor (c's SiLU), one outside (the Mul)."""
     nodes, inits = [], []
     for args in [("stem", "x", "s", 3, 16), ("a", "s", "a", 16, 32)]:
@@ -48,8 +48,8 @@ def neck_model(rng, hw=12) -> onnx.ModelProto:
     node, w = _conv(rng, "c", "cat", "c", 48, 32, k=1)
     nodes += [node, helper.make_node("Sigmoid", ["c"], ["c_sig"]), helper.make_node("Mul", ["c", "c_sig"], ["out_c"])]
     inits += w
-    node, w = _conv(rng, "d", "s", "d", 16, 24)  # 24 channels: outside every region
-    nodes.append(node)
+    node, w = _conv(rng, "d", "s", "d_pre", 16, 24)  # 24 channels padded, but Sigmoid(0) != 0: outside every region
+    nodes += [node, helper.make_node("Sigmoid", ["d_pre"], ["d"])]
     inits += w
     inits.append(numpy_helper.from_array(np.array([1, 1, 2, 2], np.float32), "scales"))
     nodes.append(helper.make_node("Resize", ["out_c", "", "scales"], ["up"], mode="nearest"))
@@ -87,7 +87,7 @@ def test_regions_reorders_and_model_outputs(rng):
     original = neck_model(rng)
     converted = deltaonnx.convert(original, layout="blocked", all_nodes=True)
     # The stem reads the model input (3 channels): it reads NCHW and writes the region's memory itself
-    # ("blocked_out"); d has 24 channels; the rest is one region.
+    # ("blocked_out"); d pads 24 channels under a Sigmoid; the rest is one region.
     assert _by_source(converted) == {"stem": "blocked_out", "a": "blocked", "b": "blocked", "c": "blocked",
                                      "d": "nchw"}
     reorders = _reorders(converted)
@@ -110,7 +110,7 @@ def test_regions_reorders_and_model_outputs(rng):
     meta = _metadata(converted)
     assert meta["layout"] == "blocked"
     layouts = {entry["source"]: entry["layout"] for entry in meta["nodes"]}
-    assert layouts["d"].startswith("nchw (channels 16->24") and layouts["stem"] == "blocked_out"
+    assert layouts["d"] == "nchw (output channels 24 padded, Sigmoid(0) != 0)" and layouts["stem"] == "blocked_out"
     # The stem's X_ref is NCHW memory, listed as blocked with its Y_prev: under another block both start empty.
     blocked_state = {(entry["node"], entry["kind"]) for entry in meta["state"] if entry["layout"] == "blocked"}
     assert blocked_state == {(delta_of["stem"], "x_ref")} | {(delta_of[n], "y") for n in ("stem", "a", "b", "c")}
@@ -175,6 +175,7 @@ def test_dense_twin_of_a_blocked_model_equals_the_original(rng):
 # --------------------------------------------------------------------------------------------------
 
 BLOCKED_ZOO = ["cnn1", "resnet18_like", "mobilenetv2_like", "mobilenetv3_like", "yolov8_like", "unet_like"]
+PADDED_ZOO = ("mobilenetv2_like", "mobilenetv3_like")  # with padded channel blocks (24, 40, 72, 120)
 
 
 def test_depthwise_blocked_other_grouped_convs_nchw(rng):
@@ -198,11 +199,13 @@ def test_depthwise_blocked_other_grouped_convs_nchw(rng):
     assert sorted(_reorders(converted).values()) == ["blocked", "nchw", "nchw"]  # around it, and the output
 
 
-@pytest.mark.parametrize("name, reorders", [("mobilenetv2_like", 3), ("mobilenetv3_like", 4)])
+@pytest.mark.parametrize("name, reorders", [("mobilenetv2_like", 1), ("mobilenetv3_like", 5)])
 def test_depthwise_convs_stay_in_the_region(name, reorders):
-    """A depthwise conv (group = C = M) whose channels are multiples of 16 takes layout "blocked" (docs/ops.md#
-    blocked-layout), so an inverted residual block is one region: mobilenetv2_like at 224 px keeps 3 DeltaReorders
-    (9 while depthwise convs stayed NCHW), mobilenetv3_like 4 (its 24/40/72/120-channel blocks stay NCHW)."""
+    """A depthwise conv (group = C = M) takes layout "blocked" (docs/ops.md#blocked-layout), its channels padded
+    where not multiples of 16, so an inverted residual block is one region: mobilenetv2_like at 224 px keeps 1
+    DeltaReorder (3 while its 24-channel blocks stayed NCHW, 9 while depthwise convs did), mobilenetv3_like 5:
+    its squeeze-excite blocks read NCHW (a global pool and a per-channel Mul; the 1x1 conv after each reads the
+    Mul's NCHW output as blocked_out), 4 while its 24/40/72/120-channel blocks stayed NCHW."""
     import zoo
 
     converted = deltaonnx.convert(getattr(zoo, name)((224, 224)), layout="blocked")
@@ -211,7 +214,7 @@ def test_depthwise_convs_stay_in_the_region(name, reorders):
         group = next((helper.get_attribute_value(a) for a in node.attribute if a.name == "group"), 1)
         if node.op_type == "DeltaConv" and group > 1:
             source = next(e["source"] for e in _metadata(converted)["nodes"] if e["name"] == node.name)
-            assert _layout(node) == ("blocked" if group % 16 == 0 else "nchw"), (source, layouts[source])
+            assert _layout(node) == "blocked", (source, layouts[source])
     assert sum(n.op_type == "DeltaReorder" for n in converted.graph.node) == reorders
 
 
@@ -233,9 +236,11 @@ def check_zoo_equals_dense(seed: int = 5, names=tuple(BLOCKED_ZOO)) -> None:
         original = getattr(zoo, name)()
         converted = deltaonnx.convert(original, layout="blocked")
         assert any(_layout(n) == "blocked" for n in converted.graph.node), name
+        if name in PADDED_ZOO:  # channel counts not multiples of 16 run padded (graph_passes/pad_lanes.py)
+            assert any("channels" in entry for entry in _metadata(converted)["state"]), name
         frames = _frames(original, 5, seed)
         conversion.assert_same_as_dense(original, converted, frames, deltaonnx.library_path("cpu"))
-        if name in ("cnn1", "yolov8_like"):
+        if name in ("cnn1", "yolov8_like", "mobilenetv3_like"):  # the numpy reference too (padded, reorders of 72, 120)
             conversion.assert_same_as_dense(original, converted, frames[:3], None)
 
 
@@ -247,12 +252,12 @@ def test_zoo_models_equal_dense_ort_at_threshold_zero():
 @pytest.mark.parametrize("block, simd", [("8", "avx2"), ("4", "scalar"), ("1", "scalar")])
 def test_zoo_models_equal_dense_ort_under_another_block(block, simd, monkeypatch):
     """The same converted model under another library block (AVX2's 8; 4; 1 = NCHW, CUDA's): b is the
-    library's, not the model's."""
+    library's, not the model's; padded tensors (8, 24, 40, 72, 120 channels) hold roundup(C, b) channels."""
     from conftest import check_under_simd
 
     pytest.importorskip("zoo")
     monkeypatch.setenv("DELTAONNX_CHANNEL_BLOCK", block)
-    check_under_simd(simd, "test_blocked_layout_pass", "check_zoo_equals_dense(seed=7, names=('cnn1', 'yolov8_like'))")
+    check_under_simd(simd, "test_blocked_layout_pass", f"check_zoo_equals_dense(seed=7, names={('cnn1', 'unet_like', 'yolov8_like', *PADDED_ZOO)!r})")
 
 
 def test_blocked_equals_nchw_behind_a_gate_above_zero():
@@ -268,15 +273,21 @@ def test_blocked_equals_nchw_behind_a_gate_above_zero():
             np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-4 * max(1.0, float(np.abs(a).max())))
 
 
-def test_saved_state_carries_the_block_and_another_block_restarts():
+@pytest.mark.parametrize("name", ["cnn1", "mobilenetv2_like"])
+def test_saved_state_carries_the_block_and_another_block_restarts(name):
+    """load_state under the saved b resumes; under another b every blocked op starts empty (a full, exact
+    recompute), padded ones (mobilenetv2_like's 24-channel convs, state of roundup(C, b) channels) too."""
     import zoo
     from deltaonnx import DeltaSession
     from deltaonnx.graph_passes.protocol import CHANNEL_BLOCK_KEY
     from deltaonnx.reference import library_channel_block
 
-    original = zoo.cnn1()
+    original = getattr(zoo, name)()
     converted = deltaonnx.convert(original, layout="blocked")
-    blocked_nodes = {n.name for n in converted.graph.node if _layout(n) == "blocked"}
+    blocked_nodes = {n.name for n in converted.graph.node if _layout(n).startswith("blocked")}
+    padded = {e["node"] for e in _metadata(converted)["state"] if "channels" in e}
+    reorders = {n.name for n in converted.graph.node if n.op_type == "DeltaReorder"}
+    assert bool(padded) == (name == "mobilenetv2_like") and padded <= blocked_nodes | reorders
     frames = _frames(original, 4, 11)
     session = DeltaSession(converted)
     for feeds in frames[:2]:

@@ -125,6 +125,31 @@ def test_z_through_locality_keeping_ops_fuses(cpu_op_library, rng):
     assert_same_as_dense(original, converted, frames, cpu_op_library)
 
 
+def test_padded_conv_reads_an_nchw_sum_padded_like_its_output(cpu_op_library, rng):
+    """Padded channel blocks (docs/ops.md#padded-blocks): b (20 -> 36 channels, padded under b = 16 and 8) takes
+    Z = d * a per-pixel constant, NCHW (that Mul is not layout-neutral): Z is read through a DeltaReorder of b's
+    36 output channels, not its 20 input ones, and the model equals dense ORT through the library and the
+    reference."""
+    inits = [weights(rng, "Wa", (20, 3, 3, 3)), weights(rng, "Wb", (36, 20, 3, 3)), weights(rng, "Wd", (36, 3, 3, 3)),
+             const("per_pixel", rng.standard_normal((1, 1, 12, 12)))]
+    nodes = [op_node("Conv", ["x", "Wa"], ["a"], name="a", pads=[1, 1, 1, 1]),
+             op_node("Conv", ["x", "Wd"], ["d"], name="d", pads=[1, 1, 1, 1]),
+             op_node("Mul", ["d", "per_pixel"], ["z"]),
+             op_node("Conv", ["a", "Wb"], ["b"], name="b", pads=[1, 1, 1, 1]),
+             op_node("Add", ["b", "z"], ["s"]), op_node("Relu", ["s"], ["out"])]
+    original = make_model(nodes, [tensor_info("x", [1, 3, 12, 12])], [tensor_info("out", None)], inits)
+    converted = deltaonnx.convert(original, layout="blocked", all_nodes=True)
+    (summed,) = _summed(converted)
+    assert _activation(summed) == "Relu"
+    layout = next(helper.get_attribute_value(a).decode() for a in summed.attribute if a.name == "layout")
+    assert layout == "blocked"
+    (reorder,) = [n for n in converted.graph.node if n.op_type == "DeltaReorder" and summed.input[6] in n.output]
+    assert {a.name: helper.get_attribute_value(a) for a in reorder.attribute}.get("channels") == 36
+    frames = [{"x": f} for f in video([1, 3, 12, 12], 6, rng)]
+    assert_same_as_dense(original, converted, frames, cpu_op_library)
+    assert_same_as_dense(original, converted, frames[:4], None)  # the numpy reference of the ops
+
+
 def test_dense_twin_of_a_fused_model_is_conv_add_activation(zoo, rng):
     import onnxruntime as ort
 

@@ -238,11 +238,3 @@ def _session_error(attrs, C=16, M=16):
 ])
 def test_refused_attribute_combinations(attrs, message):
     assert message in _session_error(attrs)
-
-
-@pytest.mark.parametrize("C, M", [(24, 16), (16, 20)])
-def test_channels_not_multiple_of_block_refused(C, M):
-    b = channel_block()
-    if C % b == 0 and M % b == 0:
-        pytest.skip(f"every channel count is a multiple of b = {b}")
-    assert "multiples of the library's channel block" in _session_error(dict(layout="blocked"), C=C, M=M)

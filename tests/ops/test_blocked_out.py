@@ -96,15 +96,6 @@ def test_forced_channel_block(block, simd, monkeypatch):
     check_under_simd(simd, "test_blocked_out", "check_all_cases(seed=13)")
 
 
-def test_output_channels_not_multiple_of_block_refused():
-    b = channel_block()
-    if 20 % b == 0:
-        pytest.skip(f"every channel count is a multiple of b = {b}")
-    w = np.zeros((20, 3, 3, 3), np.float32)
-    with pytest.raises(Exception, match="needs an output channel count that is a multiple"):
-        op_session(conv_model(dict(kernel_shape=[3, 3], layout="blocked_out"), W=w))
-
-
 def test_pool_refuses_blocked_out():
     with pytest.raises(Exception, match="'layout' must be \"nchw\" or \"blocked\", got \"blocked_out\""):
         op_session(pool_model(dict(kernel_shape=[2, 2], layout="blocked_out")))

@@ -17,7 +17,8 @@ from builders import EMPTY, assert_close_nan, exact_change_map, op_model, op_ses
 from conftest import check_under_simd
 from deltaonnx import reference
 from deltaonnx.graph_passes.protocol import DOMAIN
-from deltaonnx.reference import from_blocked, to_blocked
+from deltaonnx.reference import from_blocked, padded_channels, to_blocked
+from test_blocked_padded import assert_pad_lanes_zero
 
 
 def channel_block() -> int:
@@ -32,6 +33,16 @@ CASES = [
     (32, 16, 3, 2, [1, 1, 1, 1], 21, 26),
     (16, 48, 1, 1, [0, 0, 0, 0], 11, 15),
 ]
+# Padded channel blocks (docs/ops.md#padded-blocks): C or M not a multiple of 16 nor of 8, so Y and Z hold
+# roundup(M, b) channels under both blocks; C 12 < 16 reads its one block as NCHW on the dense path at b = 16, C 3
+# is a stem's; a last element is the batch (default 1).
+PADDED_CASES = [
+    (20, 12, 3, 1, [1, 1, 1, 1], 13, 18),
+    (12, 40, 3, 2, [1, 1, 1, 1], 21, 26, 2),
+    (3, 20, 3, 1, [1, 1, 1, 1], 13, 17, 2),
+    (24, 20, 1, 1, [0, 0, 0, 0], 11, 15),
+]
+PADDED_ACTIVATIONS = [("", []), ("Relu", []), ("PRelu", None), ("Clip", [0.0, 6.0])]  # act(0) = 0: pads stay 0
 # PRelu: one slope per channel; Clip (Relu6) and LeakyRelu run inside ORT's NCHWc Conv too, after its Sum.
 ACTIVATIONS = [("", []), ("Relu", []), ("SiLU", []), ("PRelu", None), ("Clip", [0.0, 6.0]), ("LeakyRelu", [0.1])]
 LAYOUTS = ["nchw", "blocked", "blocked_out"]
@@ -97,7 +108,8 @@ def frames_apart(rng, x_shape, z_shape, count=7):
 
 def check_case(case, activation, params, layout, ref_input, seed, library=None, block=None):
     """library: the op library (default the CPU one); block: its channel block (default the CPU library's)."""
-    C, M, k, s, pads, H, W = case
+    C, M, k, s, pads, H, W = case[:7]
+    N = case[7] if len(case) > 7 else 1
     b = block or channel_block()
     rng = np.random.default_rng(seed)
     w = (rng.standard_normal((M, C, k, k)) / np.sqrt(C * k * k)).astype(np.float32)
@@ -111,8 +123,8 @@ def check_case(case, activation, params, layout, ref_input, seed, library=None, 
     Ho, Wo = (H + pads[0] + pads[2] - k) // s + 1, (W + pads[1] + pads[3] - k) // s + 1
     x_in = (lambda a: to_blocked(a, b)) if layout == "blocked" else (lambda a: a)
     y_in = (lambda a: to_blocked(a, b)) if layout != "nchw" else (lambda a: a)
-    y_out = (lambda a: from_blocked(a, b)) if layout != "nchw" else (lambda a: a)
-    frames = frames_apart(rng, (1, C, H, W), (1, M, Ho, Wo))
+    y_out = (lambda a: from_blocked(a, b, M)) if layout != "nchw" else (lambda a: a)
+    frames = frames_apart(rng, (N, C, H, W), (N, M, Ho, Wo))
     x_ref, y_prev, prev = EMPTY, EMPTY, (None, None)
     ref_y, ref_state = EMPTY, EMPTY
     outs = []
@@ -127,6 +139,9 @@ def check_case(case, activation, params, layout, ref_input, seed, library=None, 
             activation_params=params, drop_reference=not ref_input, **attrs)
         where = f"{case} {activation!r} {layout} ref={ref_input} b={b} frame {t}"
         np.testing.assert_array_equal(got["map"], want_map, err_msg=where)
+        if layout != "nchw":  # a padded Y's pad lanes: conv 0 + bias 0 + Z's 0, activated to 0
+            assert got["y"].shape[1] == padded_channels(M, b), where
+            assert_pad_lanes_zero(got["y"], b, M, where)
         assert_close_nan(y_out(got["y"]), want_y)
         assert_close_nan(y_out(got["y"]), dense.run(None, {"x": x, "z": z})[0])
         assert np.all(got["map"][map_z != 0] == 1), where  # Z's changes are recomputed, wherever X changed
@@ -200,6 +215,48 @@ def test_every_simd_variant(simd):
 def test_forced_channel_block(block, simd, monkeypatch):
     monkeypatch.setenv("DELTAONNX_CHANNEL_BLOCK", block)
     check_under_simd(simd, "test_conv_sum", "check_all_cases(seed=13)")
+
+
+def check_padded_cases(seed=17):
+    for i, case in enumerate(PADDED_CASES):
+        for activation, params in PADDED_ACTIVATIONS:
+            for layout in ["blocked", "blocked_out"]:
+                check_case(case, activation, params, layout, ref_input=True, seed=seed + i)
+        check_case(case, "Relu", [], "blocked", ref_input=False, seed=seed + i)
+
+
+@pytest.mark.parametrize("case", PADDED_CASES)
+@pytest.mark.parametrize("layout", ["blocked", "blocked_out"])
+def test_padded_sum_equals_dense_ort_and_reference(case, layout):
+    """Z of a padded blocked conv has Y's padded shape; its pad lanes are zero, so Y's stay zero."""
+    for activation, params in PADDED_ACTIVATIONS:
+        check_case(case, activation, params, layout, ref_input=True, seed=19)
+
+
+@pytest.mark.parametrize("block, simd", [("8", "avx2"), ("8", "scalar"), ("16", "avx512"), ("16", "scalar")])
+def test_padded_sum_forced_channel_block(block, simd, monkeypatch):
+    monkeypatch.setenv("DELTAONNX_CHANNEL_BLOCK", block)
+    check_under_simd(simd, "test_conv_sum", "check_padded_cases(seed=23)")
+
+
+def test_padded_z_of_the_logical_channel_count_is_an_error():
+    """Z must hold Y's roundup(M, b) channels, not M, in the op and the reference."""
+    b = channel_block()
+    if b == 1:
+        pytest.skip("b = 1 pads nothing")
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((20, 16, 3, 3)).astype(np.float32)
+    attrs = dict(kernel_shape=[3, 3], pads=[1, 1, 1, 1])
+    session = op_session(sum_model(w, np.zeros(20, np.float32), attrs, layout="blocked"))
+    x = to_blocked(np.zeros((1, 16, 8, 9), np.float32), b)
+    feed = {"x": x, "x_ref": EMPTY, "y_prev": EMPTY, "map_in": np.ones((1, 1, 8, 9), np.uint8),
+            "z": np.zeros((1, padded_channels(20, b), 8, 9), np.float32), "map_z": np.ones((1, 1, 8, 9), np.uint8)}
+    session.run(None, feed)
+    with pytest.raises(Exception, match="but Y has shape"):
+        session.run(None, dict(feed, z=np.zeros((1, 20, 8, 9), np.float32)))
+    with pytest.raises(ValueError, match="Z has shape"):
+        reference.delta_conv(x, w, None, None, None, None, np.zeros((1, 20, 8, 9), np.float32),
+                             np.ones((1, 1, 8, 9), np.uint8), layout="blocked", channel_block=b, **attrs)
 
 
 def _small():

@@ -195,15 +195,17 @@ def session_error(model) -> str:
 
 
 def check_channels_not_multiple_of_block():
+    """To "blocked" 8 channels pad to 16 (docs/ops.md#deltareorder); to "nchw" without `channels` X's count must be
+    a multiple of b."""
     assert channel_block() == 16
     x = np.zeros((1, 8, 4, 4), np.float32)
-    for to in ("blocked", "nchw"):
-        message = run_error(reorder_model(to, name="r8"), x)
-        assert "DeltaReorder node 'r8'" in message, message
-        assert "X has 8 channels" in message and "multiple of the library's channel block 16" in message, message
+    assert op_session(reorder_model("blocked", name="r8")).run(None, {"X": x})[0].shape == (1, 16, 4, 4)
+    message = run_error(reorder_model("nchw", name="r8"), x)
+    assert "DeltaReorder node 'r8'" in message, message
+    assert "X has shape [1,8,4,4]" in message and "channel block 16" in message, message
 
 
-def test_channels_not_multiple_of_block_refused(monkeypatch):
+def test_channels_not_multiple_of_block(monkeypatch):
     monkeypatch.setenv("DELTAONNX_CHANNEL_BLOCK", "16")
     check_under_simd("scalar", "test_reorder", "check_channels_not_multiple_of_block()")
 
@@ -226,8 +228,8 @@ def test_bad_to_refused_at_session_creation(to, attrs, expected):
 
 
 def test_reference_refuses_what_the_op_refuses():
-    with pytest.raises(ValueError, match="not a multiple of the channel block 16"):
-        ref.delta_reorder(np.zeros((1, 8, 2, 2), np.float32), to="blocked", block=16)
+    with pytest.raises(ValueError, match="X has 8 channels, expected 16"):
+        ref.delta_reorder(np.zeros((1, 8, 2, 2), np.float32), to="nchw", block=16)
     with pytest.raises(ValueError, match="4-D"):
         ref.delta_reorder(np.zeros((8, 2, 2), np.float32), to="nchw", block=1)
     with pytest.raises(ValueError, match="'to'"):
@@ -252,6 +254,17 @@ def test_emulated_cuda_reorder_is_a_copy(emulated_cuda_library, rng):
     session = op_session(reorder_model("blocked", name="c3"), library=emulated_cuda_library)
     message = str(pytest.raises(Exception, session.run, None, {"X": np.zeros((4, 4), np.float32)}).value)
     assert "DeltaReorder node 'c3'" in message and "X must be 4-D" in message, message
+    # 'channels' (docs/ops.md#deltareorder): accepted and checked; b = 1, so roundup(C, 1) = C and nothing pads
+    x = special_values(rng, (1, 24, 3, 5))
+    for to in ("blocked", "nchw"):
+        session = op_session(reorder_model(to, name="cc", attrs={"channels": 24}), library=emulated_cuda_library)
+        np.testing.assert_array_equal(session.run(None, {"X": x})[0].view(np.uint32), x.view(np.uint32))
+        session = op_session(reorder_model(to, name="cc", attrs={"channels": 20}), library=emulated_cuda_library)
+        message = str(pytest.raises(Exception, session.run, None, {"X": x}).value)
+        assert "DeltaReorder node 'cc'" in message and "20 channels" in message, message
+    message = str(pytest.raises(Exception, op_session, reorder_model("nchw", name="c0", attrs={"channels": 0}),
+                                library=emulated_cuda_library).value)
+    assert "'channels' must be >= 1" in message, message
 
 
 # --------------------------------------------------------------------------------------------------

@@ -4,13 +4,15 @@
 #include <cmath>
 #include <cstring>
 
+#include "common/channel_block.h"
 #include "common/checked_size.h"
 #include "common/change_map.h"
 #include "common/delta_state.h"
 
 namespace deltaonnx {
 
-BlockedConvWeights::BlockedConvWeights(const ConvSpec& spec, const float* weights, int64_t block)
+BlockedConvWeights::BlockedConvWeights(const ConvSpec& spec, const float* weights, int64_t block,
+                                       int64_t real_in_channels)
     : block_(block), out_(spec.out_channels), depthwise_(spec.group > 1) {
   const int64_t C = spec.in_channels_per_group, taps = spec.window.kernel_h * spec.window.kernel_w;
   if (depthwise_) {  // group = C = M (the op definition admits no other grouped conv): [M/b][taps][b]
@@ -21,11 +23,35 @@ BlockedConvWeights::BlockedConvWeights(const ConvSpec& spec, const float* weight
     return;
   }
   lines_ = C / block * taps;
+  if (real_in_channels > 0 && real_in_channels < C) {  // a padded block: its pad lanes' rows are zero, skipped
+    tail_lines_ = taps;
+    tail_lanes_ = real_in_channels - (C - block);
+  }
   data_.assign(checked_count({lines_, block, out_}, "the blocked weights"), 0.f);
   for (int64_t m = 0; m < out_; ++m)
     for (int64_t c = 0; c < C; ++c)
       for (int64_t t = 0; t < taps; ++t)
         data_[(((c / block) * taps + t) * block + c % block) * out_ + m] = weights[(m * C + c) * taps + t];
+}
+
+ConvSpec padded_conv_spec(const ConvSpec& spec, int64_t block) {
+  ConvSpec p = spec;
+  const bool depthwise = spec.group > 1;  // group = C = M: each filter stays one input channel wide
+  p.out_channels = padded_channels(spec.out_channels, block);
+  p.in_channels_per_group = depthwise ? 1 : padded_channels(spec.in_channels_per_group, block);
+  if (depthwise) p.group = p.out_channels;
+  if (p.activation.slopes.size() > 1) p.activation.slopes.resize(static_cast<size_t>(p.out_channels), 0.f);
+  return p;
+}
+
+PaddedConv pad_conv_channels(const ConvSpec& spec, const float* weights, int64_t block) {
+  PaddedConv p{padded_conv_spec(spec, block), {}};
+  const int64_t M = spec.out_channels, Cg = spec.in_channels_per_group, taps = spec.window.kernel_h * spec.window.kernel_w;
+  const int64_t Mp = p.spec.out_channels, Cgp = p.spec.in_channels_per_group;
+  p.weights.assign(checked_count({Mp, Cgp, taps}, "the padded weights"), 0.f);
+  for (int64_t m = 0; m < M; ++m)
+    std::copy_n(weights + m * Cg * taps, Cg * taps, p.weights.data() + m * Cgp * taps);
+  return p;
 }
 
 namespace {
@@ -84,8 +110,9 @@ inline void multiply(const TileContext& ctx, const float* const* pixels, const i
                                    ctx.bias, ctx.acts.data(), outs, out_line_stride);
     return;
   }
-  ctx.k.blocked_pixel_gemm(pixels, line_offsets, lines, count, B, ctx.weights.row(0, 0), ctx.spec.out_channels,
-                           ctx.bias, ctx.acts.data(), outs, out_line_stride, sums);
+  ctx.k.blocked_pixel_gemm(pixels, line_offsets, lines, ctx.weights.tail_lines(), ctx.weights.tail_lanes(), count, B,
+                           ctx.weights.row(0, 0), ctx.spec.out_channels, ctx.bias, ctx.acts.data(), outs,
+                           out_line_stride, sums);
 }
 
 // Up to ctx.inside_unit outputs from inside[first]: the GEMM reads their windows' lines where they lie in X, pixel

@@ -19,9 +19,14 @@ namespace deltaonnx {
 // [C, 1, kH, kW] (group = C = M) as [C/b][kH*kW][b]: line (cb, tap) holds the b channels' weights at that tap.
 class BlockedConvWeights {
  public:
-  BlockedConvWeights(const ConvSpec& spec, const float* weights, int64_t block);
+  // real_in_channels: a padded conv's logical C (pad_conv_channels), whose last block's pad lanes the GEMM skips
+  // (0: every lane real).
+  BlockedConvWeights(const ConvSpec& spec, const float* weights, int64_t block, int64_t real_in_channels = 0);
   int64_t block() const { return block_; }
   int64_t lines() const { return lines_; }  // (C/b) * kH * kW: a patch's lines
+  // The last tail_lines() lines (the last channel block's taps) hold tail_lanes() real lanes (group 1).
+  int64_t tail_lines() const { return tail_lines_; }
+  int64_t tail_lanes() const { return tail_lanes_; }
   bool depthwise() const { return depthwise_; }
   // The GEMM's row (line, lane); a depthwise conv's weights from line `line` (row(0, 0): all of them).
   const float* row(int64_t line, int64_t lane) const {
@@ -29,14 +34,26 @@ class BlockedConvWeights {
   }
 
  private:
-  int64_t block_ = 1, lines_ = 0, out_ = 0;
+  int64_t block_ = 1, lines_ = 0, out_ = 0, tail_lines_ = 0, tail_lanes_ = 0;
   bool depthwise_ = false;
   std::vector<float> data_;
 };
 
+// A blocked conv whose C or M is no multiple of b as the blocked engines run it (docs/ops.md#blocked-layout): its
+// channels padded to roundup(., b) with zero weights (a depthwise conv's group with them) and PRelu's slopes with
+// zeros, so every line is whole. Its outputs past M are act(0 + 0) = 0 (zero bias there too): the op definition
+// refuses an activation with act(0) != 0 on a padded output. With C and M multiples of b: the conv as it is.
+struct PaddedConv {
+  ConvSpec spec;
+  std::vector<float> weights;  // [roundup(M, b), roundup(C, b) / group, kH, kW]
+};
+PaddedConv pad_conv_channels(const ConvSpec& spec, const float* weights, int64_t block);
+ConvSpec padded_conv_spec(const ConvSpec& spec, int64_t block);  // pad_conv_channels' spec alone
+
 // One run over a batch whose X, X_ref, Y_prev, Y and X_ref_next are blocked by weights.block(); maps are per
 // pixel as in every layout. dense: y [M/b][Ho][Wo][b] = act(conv(src blocked) + bias) for an item recomputed
-// everywhere, or nullptr / false for the tile engine.
+// everywhere, or nullptr / false for the tile engine. spec, weights and run.bias are the padded conv's
+// (pad_conv_channels): C and M multiples of b.
 void run_blocked_delta_conv(const ConvSpec& spec, const BlockedConvWeights& weights, const ConvRun& run,
                             const ParallelFor& parallel_for, RunStats* stats = nullptr,
                             const DenseItemConv* dense = nullptr);

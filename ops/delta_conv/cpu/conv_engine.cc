@@ -5,6 +5,7 @@
 #include <cstring>
 
 #include "common/aligned_scratch.h"
+#include "common/channel_block.h"
 #include "common/checked_size.h"
 #include "common/delta_state.h"
 #include "common/sum_epilogue.h"
@@ -351,18 +352,26 @@ void run_delta_conv(const ConvSpec& spec, const PackedConvWeights& weights, cons
 
   std::vector<uint8_t> in_flags, scratch;
   ItemWork work;
-  // blocked_out: the recomputed outputs are computed in NCHW here, then their lines moved into the blocked Y (an
-  // item recomputed everywhere goes straight to Y through the dense engine instead).
+  // blocked_out: the recomputed outputs are computed in NCHW here, then their lines moved into the blocked Y of
+  // roundup(M, b) channels, pad lanes zero (an item recomputed everywhere goes straight to Y through the dense
+  // engine instead).
   thread_local AlignedScratch nchw_scratch;
+  const int64_t y_channels = run.out_block > 1 ? padded_channels(M, run.out_block) : M;
+  // The sum's activations over Y's padded channels: the pad lanes hold 0 + Z's 0, and a padded output's activation
+  // keeps 0 (the op refuses the others), so they take channel 0's and a uniform activation stays one run.
+  std::vector<ActivationParams> padded_activations(activations);
+  padded_activations.resize(static_cast<size_t>(y_channels),
+                            activations.empty() ? ActivationParams{} : activations[0]);
   for (int64_t n = 0; n < run.batch; ++n) {
-    const ItemPlan item = plan_item(run, n, spec.threshold, block_rule_of(spec.gate), &k, w, spec.dense_fraction, M, in_flags, scratch, stats,
-                                    parallel_for, run.map_z != nullptr ? run.map_z + n * out_plane : nullptr);
+    const ItemPlan item = plan_item(run, n, spec.threshold, block_rule_of(spec.gate), &k, w, spec.dense_fraction,
+                                    y_channels, in_flags, scratch, stats, parallel_for,
+                                    run.map_z != nullptr ? run.map_z + n * out_plane : nullptr);
     const InputState& st = item.input;
     uint8_t* out_flags = item.out_flags;
     float* y = item.y;
     const int64_t recompute = item.recompute;
     if (recompute == 0) continue;
-    const float* z = run.z != nullptr ? run.z + n * M * out_plane : nullptr;
+    const float* z = run.z != nullptr ? run.z + n * y_channels * out_plane : nullptr;  // Z has Y's shape
     if (run.out_block > 1) {
       if (recompute == out_plane && dense != nullptr && *dense && (*dense)(recompute_source(st), z, y)) continue;
       float* nchw = nchw_scratch.get(checked_count({M, out_plane}, "the blocked_out scratch"));
@@ -374,8 +383,8 @@ void run_delta_conv(const ConvSpec& spec, const PackedConvWeights& weights, cons
       shape.block = run.out_block;
       reorder_marked_pixels(shape, /*to_blocked=*/true, nchw, out_flags, y, parallel_for, k, /*x_unmarked_unset=*/true);
       if (z != nullptr)
-        add_sum_activate(k, y, z, out_flags, M, out_plane, run.out_block, activations.data(), recompute, parallel_for,
-                         work.plan.runs);
+        add_sum_activate(k, y, z, out_flags, y_channels, out_plane, run.out_block, padded_activations.data(),
+                         recompute, parallel_for, work.plan.runs);
       continue;
     }
     const bool dense_done =

@@ -21,12 +21,20 @@ DeltaConvKernel::DeltaConvKernel(const OrtKernelInfo* raw_info) : SchemaKernel(r
   Ort::ConstValue w = info.GetTensorConstantInput(kW, &is_constant);
   if (is_constant) {
     spec_ = spec_for(w.GetTensorTypeAndShapeInfo().GetShape());
-    if (blocked) {
-      blocked_ = std::make_unique<BlockedConvWeights>(spec_, w.GetTensorData<float>(), attributes_.block);
-      // ORT's NCHWc Conv reads the tensors as they are only when our block is MLAS's.
+    if (blocked) {  // both engines run the conv padded to whole channel blocks
+      const PaddedConv padded = pad_conv_channels(spec_, w.GetTensorData<float>(), attributes_.block);
+      blocked_ = std::make_unique<BlockedConvWeights>(padded.spec, padded.weights.data(), attributes_.block,
+                                                      spec_.in_channels_per_group);
+      // ORT's NCHWc Conv reads the tensors as they are only when our block is MLAS's. With fewer input channels
+      // than a block (unet_like's 8 at b = 16) the padded Conv would do twice the FMAs of dense ORT's, which
+      // reads such an input as NCHW: the item's one block is unblocked first and read so (blocked_out's Conv).
+      dense_reads_nchw_ = spec_.group == 1 && spec_.in_channels_per_group < attributes_.block;
       if (attributes_.block == mlas_nchwc_block_size())
-        dense_ = NchwcDenseConv::create(raw_info, spec_, w.GetTensorData<float>(), /*blocked_io=*/true, false,
-                                        attributes_.has_sum);
+        dense_ = dense_reads_nchw_
+                     ? NchwcDenseConv::create(raw_info, spec_, w.GetTensorData<float>(), false, /*blocked_out=*/true,
+                                              attributes_.has_sum)
+                     : NchwcDenseConv::create(raw_info, padded.spec, padded.weights.data(), /*blocked_io=*/true,
+                                              false, attributes_.has_sum);
     } else {
       packed_ = std::make_unique<PackedConvWeights>(spec_, w.GetTensorData<float>(), kernels());
       if (!blocked_out)
@@ -68,18 +76,22 @@ void DeltaConvKernel::compute(OrtKernelContext* raw) const {
     Ort::ConstValue w = ctx.GetInput(kW);
     spec = spec_for(w.GetTensorTypeAndShapeInfo().GetShape());
     if (blocked) {
-      blocked_now = std::make_unique<BlockedConvWeights>(spec, w.GetTensorData<float>(), attributes_.block);
+      const PaddedConv padded = pad_conv_channels(spec, w.GetTensorData<float>(), attributes_.block);
+      blocked_now = std::make_unique<BlockedConvWeights>(padded.spec, padded.weights.data(), attributes_.block,
+                                                         spec.in_channels_per_group);
       blocked_weights = blocked_now.get();
     } else {
       packed_now = std::make_unique<PackedConvWeights>(spec, w.GetTensorData<float>(), kernels());
       packed = packed_now.get();
     }
   }
+  const std::vector<int64_t> w_shape{spec.out_channels, spec.in_channels_per_group, spec.window.kernel_h,
+                                     spec.window.kernel_w};
+  attributes_.check_x_channels(xs[1], w_shape);
+  // Y holds roundup(M, b) channels on a blocked output side, its pad lanes zero (docs/ops.md#blocked-layout).
   const int64_t N = xs[0], C = xs[1], H = xs[2], W = xs[3], M = spec.out_channels;
-  if (C != spec.in_channels_per_group * spec.group)
-    throw UserError("X has " + std::to_string(C) + " input channels but W and group expect " +
-                    std::to_string(spec.in_channels_per_group * spec.group));
-  const OutputGeometry out_geometry = output_geometry(spec.window, xs, M);
+  const int64_t y_channels = attributes_.tensor_channels(w_shape).y;
+  const OutputGeometry out_geometry = output_geometry(spec.window, xs, y_channels);
   const int64_t Ho = out_geometry.window.y.out, Wo = out_geometry.window.x.out;
   const std::vector<int64_t>& ys = out_geometry.shape;
 
@@ -89,11 +101,18 @@ void DeltaConvKernel::compute(OrtKernelContext* raw) const {
     if (bs != std::vector<int64_t>{M}) throw UserError("B must have shape [" + std::to_string(M) + "], got " + shape_text(bs));
     bias = Ort::ConstValue(b).GetTensorData<float>();
   }
+  std::vector<float> padded_bias;  // the blocked engines' bias: zeros past M
+  if (blocked && bias != nullptr && y_channels != M) {
+    padded_bias.assign(static_cast<size_t>(y_channels), 0.f);
+    std::copy_n(bias, M, padded_bias.data());
+    bias = padded_bias.data();
+  }
   const StateInputs st = read_state_inputs(ctx, kXRef, kYPrev, kMapIn, xs, ys, spec.threshold);
   const SumInputs sum = read_sum_inputs(ctx, kZ, kMapZ, ys);
   std::vector<uint8_t> map_scratch;
   const DeltaOutputs out = delta_outputs(ctx, xs, ys, st, map_scratch);
   if (N * C * H * W == 0 || Ho * Wo * M == 0) return;
+  const ConvSpec padded_spec = blocked ? padded_conv_spec(spec, attributes_.block) : spec;  // the blocked engine's
 
   const bool blocked_out = attributes_.layout == TensorLayout::kBlockedOut;
   ConvRun run;
@@ -106,11 +125,23 @@ void DeltaConvKernel::compute(OrtKernelContext* raw) const {
   DenseItemConv dense;
   if (dense_ != nullptr && (blocked || blocked_out || st.reference_dropped || !dense_->own_engine_reads_in_place())) {
     const NchwcDenseConv* engine = dense_.get();
-    dense = [engine, raw, H, W, bias, Ho, Wo, &parallel_for](const float* src, const float* z, float* item_y) {
-      return engine->compute(raw, src, H, W, bias, z, item_y, Ho, Wo, parallel_for);
-    };
+    if (dense_reads_nchw_) {  // one block of C < b real lanes: NCHW in a scratch, then the Conv writes Y blocked
+      const int64_t block = attributes_.block, Cl = spec.in_channels_per_group;
+      dense = [engine, raw, H, W, bias, Ho, Wo, block, Cl, &parallel_for](const float* src, const float* z,
+                                                                          float* item_y) {
+        thread_local AlignedScratch nchw;
+        const std::vector<ActivationParams> none(static_cast<size_t>(block));
+        float* x_nchw = nchw.get(checked_count({Cl, H, W}, "the unblocked input"));
+        kernels().unblock_activate(src, block, Cl, H * W, none.data(), x_nchw, H * W);
+        return engine->compute(raw, x_nchw, H, W, bias, z, item_y, Ho, Wo, parallel_for);
+      };
+    } else {
+      dense = [engine, raw, H, W, bias, Ho, Wo, &parallel_for](const float* src, const float* z, float* item_y) {
+        return engine->compute(raw, src, H, W, bias, z, item_y, Ho, Wo, parallel_for);
+      };
+    }
   }
-  if (blocked) run_blocked_delta_conv(spec, *blocked_weights, run, parallel_for, nullptr, &dense);
+  if (blocked) run_blocked_delta_conv(padded_spec, *blocked_weights, run, parallel_for, nullptr, &dense);
   else run_delta_conv(spec, *packed, run, parallel_for, nullptr, &dense);
 }
 

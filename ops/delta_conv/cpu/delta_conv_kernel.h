@@ -31,6 +31,7 @@ class DeltaConvKernel : public SchemaKernel<kDeltaConvSchema> {
   std::unique_ptr<PackedConvWeights> packed_;  // W packed once when constant (layout "nchw")
   std::unique_ptr<BlockedConvWeights> blocked_;  // W as the blocked engine reads it, when constant (layout "blocked")
   std::unique_ptr<NchwcDenseConv> dense_;      // ORT's NCHWc Conv for items recomputed everywhere, if usable
+  bool dense_reads_nchw_ = false;  // "blocked" with C < b: dense_ is blocked_out's, fed the item unblocked
 };
 
 struct DeltaConvOp : SchemaOp<DeltaConvOp, DeltaConvKernel, kDeltaConvSchema> {};

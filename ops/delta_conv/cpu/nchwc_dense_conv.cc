@@ -8,6 +8,7 @@
 #include <string>
 
 #include "common/aligned_scratch.h"
+#include "common/channel_block.h"
 #include "common/checked_size.h"
 #include "common/kernel_table.h"
 
@@ -21,8 +22,6 @@ constexpr int64_t kMaxBlock = 16;  // the largest block MLAS uses: scratch is si
 
 // Per layout family: 0 not yet checked, 1 checked and equal, 2 differs (path off for the process).
 std::atomic<int> g_layout_state[2];
-
-int64_t round_up(int64_t v, int64_t b) { return (v + b - 1) / b * b; }
 
 thread_local AlignedScratch t_blocked_in, t_blocked_out, t_bias;
 
@@ -79,15 +78,16 @@ std::unique_ptr<NchwcDenseConv> NchwcDenseConv::create(const OrtKernelInfo* info
   }
   // blocked_io: group 1, or depthwise (OIHWBo weights, as ORT's NCHWc transformer gives a depthwise Conv)
   if (blocked_io && ((spec.group != 1 && !depthwise) || C % b != 0 || spec.out_channels % b != 0)) return nullptr;
-  if (blocked_out && (spec.group != 1 || spec.out_channels % b != 0)) return nullptr;
+  if (blocked_out && spec.group != 1) return nullptr;  // y holds roundup(M, b) channels: the Conv's padded filters
   d->blocked_io_ = blocked_io;
   d->blocked_out_ = blocked_out;
   if (g_layout_state[static_cast<int>(d->layout_)].load() == 2) return nullptr;
   d->spec_ = spec;
   d->block_ = b;
   d->channels_ = C;
-  d->padded_out_ = round_up(M, b);
+  d->padded_out_ = padded_channels(M, b);
   for (int64_t m = 0; m < spec.out_channels; ++m) d->channel_acts_.push_back(spec.activation_for(m));
+  d->channel_acts_.resize(static_cast<size_t>(d->padded_out_));  // zero filters' lanes: none (act(0) = 0 there)
   // Relu, Clip (Relu6) and LeakyRelu run inside MLAS's NCHWc Conv, as in dense ORT's fused Conv: Relu in the
   // kernel's registers (one pass over the output fewer: resnet18_like 0.05 ms a frame), the other two on each
   // output block just written, the same work dense ORT does (mobilenetv2_like's Relu6: no difference measurable
@@ -199,8 +199,8 @@ void NchwcDenseConv::invoke_conv(OrtKernelContext* raw, const OrtValue* x_value,
   }
   // Sum has Y's shape; ORT copies it into Y (they never alias here: Z is another graph value) and accumulates
   // the convolution, bias and fused Relu onto it (contrib_ops/cpu/nchwc_ops.cc, NchwcConv::Compute).
-  const std::vector<int64_t> y_shape{1, spec_.out_channels, Ho, Wo};
-  const size_t count = static_cast<size_t>(spec_.out_channels * Ho * Wo);
+  const std::vector<int64_t> y_shape{1, padded_out_, Ho, Wo};  // y's channels: roundup(M, block)
+  const size_t count = static_cast<size_t>(padded_out_ * Ho * Wo);
   Ort::Value z_value = Ort::Value::CreateTensor<float>(cpu_, const_cast<float*>(z), count, y_shape.data(), 4);
   const OrtValue* in[] = {x_value, w_value_, b_value, z_value};
   OrtValue* out[] = {y_value};
@@ -215,15 +215,15 @@ void NchwcDenseConv::run(OrtKernelContext* raw, const float* src, int64_t H, int
     return;
   }
   const int64_t C = channels_, M = spec_.out_channels, Mp = padded_out_;
-  const int64_t Cp = reorder_input_ ? round_up(C, kMaxBlock) : C;
-  const std::vector<int64_t> x_shape{1, C, H, W}, xb_shape{1, reorder_input_ ? round_up(C, block_) : C, H, W};
+  const int64_t Cp = reorder_input_ ? padded_channels(C, kMaxBlock) : C;
+  const std::vector<int64_t> x_shape{1, C, H, W}, xb_shape{1, reorder_input_ ? padded_channels(C, block_) : C, H, W};
   const std::vector<int64_t> yb_shape{1, Mp, Ho, Wo}, y_shape{1, M, Ho, Wo}, b_shape{Mp};
   const size_t x_count = static_cast<size_t>(C * H * W), y_count = static_cast<size_t>(M * Ho * Wo);
   // Sized for the largest block, so a runtime whose block differs from ours cannot write past them.
   const size_t xb_count = static_cast<size_t>(Cp * H * W);
-  const size_t yb_count = static_cast<size_t>(round_up(Mp, kMaxBlock) * Ho * Wo);
+  const size_t yb_count = static_cast<size_t>(padded_channels(Mp, kMaxBlock) * Ho * Wo);
 
-  float* b = t_bias.get(static_cast<size_t>(round_up(Mp, kMaxBlock)));
+  float* b = t_bias.get(static_cast<size_t>(padded_channels(Mp, kMaxBlock)));
   std::fill(b, b + Mp, 0.f);
   if (bias != nullptr) std::copy_n(bias, M, b);
   Ort::Value b_value = Ort::Value::CreateTensor<float>(cpu_, b, static_cast<size_t>(Mp), b_shape.data(), 1);
@@ -236,9 +236,9 @@ void NchwcDenseConv::run(OrtKernelContext* raw, const float* src, int64_t H, int
     OrtValue* out[] = {xb_value};
     reorder_in_.Invoke(raw, in, 1, out, 1);
   }
-  // blocked_out: the Conv writes y itself (M is a multiple of the block: no padded filters)
+  // blocked_out: the Conv writes y itself, roundup(M, b) channels (the padded filters' lanes act(0 + 0) = 0)
   Ort::Value yb_value = blocked_out
-      ? Ort::Value::CreateTensor<float>(cpu_, y, y_count, yb_shape.data(), 4)
+      ? Ort::Value::CreateTensor<float>(cpu_, y, static_cast<size_t>(Mp * Ho * Wo), yb_shape.data(), 4)
       : Ort::Value::CreateTensor<float>(cpu_, t_blocked_out.get(yb_count), yb_count, yb_shape.data(), 4);
   {
     const OrtValue* conv_x = reorder_input_ ? static_cast<const OrtValue*>(xb_value) : static_cast<const OrtValue*>(x_value);
@@ -270,7 +270,7 @@ void NchwcDenseConv::unblock_activate(const float* blocked, int64_t plane, float
   });
 }
 
-// The Conv alone on blocked src and y (M a multiple of the block: no padded filters). Activations MLAS does not
+// The Conv alone on blocked src and y (C and M multiples of the block: a padded conv's, pad_conv_channels). Activations MLAS does not
 // fuse run over the blocked output in place: uniform ones through the kernel table, PRelu's slopes lane by lane.
 void NchwcDenseConv::run_blocked(OrtKernelContext* raw, const float* src, int64_t H, int64_t W, const float* bias,
                                  const float* z, float* y, int64_t Ho, int64_t Wo,
@@ -290,12 +290,12 @@ void NchwcDenseConv::run_blocked(OrtKernelContext* raw, const float* src, int64_
 
 void NchwcDenseConv::activate_blocked(float* y, int64_t plane, const ParallelFor& parallel_for) const {
   if (activation_in_conv_) return;
-  const int64_t M = spec_.out_channels, b = block_;
+  const int64_t b = block_;
   constexpr int64_t kRun = 1024;  // pixels per task
   const KernelTable& k = kernels();
   const bool one_act = spec_.activation.slopes.size() <= 1;
   const int64_t runs = (plane + kRun - 1) / kRun;
-  parallel_for(M / b * runs, [&](int64_t task) {
+  parallel_for(padded_out_ / b * runs, [&](int64_t task) {
     const int64_t cb = task / runs, p0 = (task % runs) * kRun, n = std::min(kRun, plane - p0);
     float* v = y + (cb * plane + p0) * b;
     if (one_act) {  // one activation for every channel: the lines as one run

@@ -35,10 +35,11 @@ class NchwcDenseConv {
   // and writes them as they are, without ReorderInput/ReorderOutput; C and M must be multiples of the block
   // (group 1 or depthwise).
   // blocked_out: src is NCHW (read directly when C < block, else through ReorderInput) and y blocked (DeltaConv's
-  // layout = "blocked_out"); group 1 and M a multiple of the block.
+  // layout = "blocked_out"); group 1; y holds roundup(M, block) channels, the padded filters' lanes act(0) = 0.
   // with_sum: the node has DeltaConv's sum input Z, passed as the NCHWc Conv's Sum input (Y's blocked memory: the
   // Conv adds the convolution to it, then the bias and its fused Relu, as ORT fuses a residual Add); only with
-  // blocked_io or blocked_out (nullptr otherwise: the NCHW engine adds Z itself).
+  // blocked_io or blocked_out (nullptr otherwise: the NCHW engine adds Z itself). Z has y's padded shape; its pad
+  // lanes are zero, so y's stay zero.
   static std::unique_ptr<NchwcDenseConv> create(const OrtKernelInfo* info, const ConvSpec& spec, const float* weights,
                                                 bool blocked_io = false, bool blocked_out = false,
                                                 bool with_sum = false);
@@ -66,10 +67,10 @@ class NchwcDenseConv {
            float* y, int64_t Ho, int64_t Wo, bool blocked_in, bool blocked_out, const ParallelFor& parallel_for) const;
   void run_blocked(OrtKernelContext* context, const float* src, int64_t H, int64_t W, const float* bias,
                    const float* z, float* y, int64_t Ho, int64_t Wo, const ParallelFor& parallel_for) const;
-  // The Conv on x_value into y_value (blocked, M a multiple of the block), reading z as its Sum when given.
+  // The Conv on x_value into y_value (blocked, roundup(M, block) channels), reading z as its Sum when given.
   void invoke_conv(OrtKernelContext* context, const OrtValue* x_value, const OrtValue* b_value, const float* z,
                    int64_t Ho, int64_t Wo, Ort::Value& y_value) const;
-  // The activations MLAS does not fuse, in place on a blocked y [M/b, plane, b] (M a multiple of the block).
+  // The activations MLAS does not fuse, in place on a blocked y [Mp/b, plane, b] (Mp = roundup(M, block)).
   void activate_blocked(float* y, int64_t plane, const ParallelFor& parallel_for) const;
   // y [M, plane] = act(blocked [Mp/b, plane, b]) channel by channel: ReorderOutput and the activation in one pass.
   void unblock_activate(const float* blocked, int64_t plane, float* y, const ParallelFor& parallel_for) const;

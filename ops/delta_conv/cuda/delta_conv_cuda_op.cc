@@ -19,9 +19,7 @@ void DeltaConvCudaKernel::compute(OrtKernelContext* raw_context) const {
   const std::vector<int64_t> ws = shape_of(w);
   const WindowSpec window = attributes_.window_for_weights(ws);
   const int64_t M = ws[0];
-  if (ws[1] * attributes_.group != C)
-    throw UserError("X has " + std::to_string(C) + " input channels but W and group expect " +
-                    std::to_string(ws[1] * attributes_.group));
+  attributes_.check_x_channels(C, ws);  // b = 1 on CUDA: C itself
   const OutputGeometry out_geometry = output_geometry(window, xs, M);
   const Window2D& win = out_geometry.window;
   const std::vector<int64_t>& ys = out_geometry.shape;

@@ -5,6 +5,7 @@
 
 #include <cstdint>
 
+#include "op_definition/delta_attributes.h"
 #include "op_definition/op_schemas.h"
 
 namespace deltaonnx {
@@ -18,7 +19,7 @@ class DeltaReorderKernel : public SchemaKernel<kDeltaReorderSchema> {
 
  private:
   void compute(OrtKernelContext* context) const;
-  bool to_blocked_ = true;
+  ReorderAttributes attributes_;
   int64_t block_ = 1;
 };
 

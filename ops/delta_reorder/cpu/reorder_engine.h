@@ -11,13 +11,16 @@
 
 namespace deltaonnx {
 
+// The blocked side holds roundup(channels, block) channels (common/channel_block.h), the NCHW side `channels`.
 struct ReorderShape {
-  int64_t batch = 0, channels = 0, pixels = 0;  // N, C (a multiple of block), H * W
+  int64_t batch = 0, channels = 0, pixels = 0;  // N, C (the logical count), H * W
   int64_t block = 1;
+  int64_t padded_channels() const;
 };
 
-// to_blocked: y[n][c / b][p][c % b] = x[n][c][p]; otherwise the inverse. x and y do not overlap. b = 1 is a copy.
-// Bits are moved, never computed. Tasks of one item's channel block and a range of pixels on parallel_for.
+// to_blocked: y[n][c / b][p][c % b] = x[n][c][p], and +0 in the pad lanes (channels C..roundup(C, b)-1);
+// otherwise the inverse, the pad lanes dropped. x and y do not overlap. b = 1 is a copy. Bits are moved, never
+// computed. Tasks of one item's channel block and a range of pixels on parallel_for.
 void reorder_channels(const ReorderShape& shape, bool to_blocked, const float* x, float* y,
                       const ParallelFor& parallel_for, const KernelTable& kernels);
 

@@ -9,7 +9,9 @@ void DeltaReorderCudaKernel::compute(OrtKernelContext* raw_context) const {
   Ort::KernelContext ctx(raw_context);
   const std::vector<int64_t> xs = input_shape_4d(ctx, 0, "X");
   const size_t bytes = checked_bytes<float>({xs[0], xs[1], xs[2], xs[3]}, "X");
-  read_reorder_state(ctx, xs);  // the same checks as the CPU op; with b = 1 the whole copy is the answer anyway
+  // The same checks as the CPU op with b = 1 (Y's shape is X's: nothing pads); the whole copy is the answer anyway.
+  const ReorderGeometry geometry = reorder_geometry(attributes_, xs, /*block=*/1);
+  read_reorder_state(ctx, xs, geometry.y_shape);
   Ort::UnownedValue y = ctx.GetOutput(0, xs);
   if (bytes == 0) return;
   check_cuda(cudaMemcpyAsync(y.GetTensorMutableData<float>(), ctx.GetInput(0).GetTensorData<float>(), bytes,

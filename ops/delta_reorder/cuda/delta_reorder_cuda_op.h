@@ -13,15 +13,15 @@ namespace cuda {
 class DeltaReorderCudaKernel : public SchemaKernel<kDeltaReorderSchema> {
  public:
   // The attribute is read (and a bad one refused) as on the CPU, although both directions copy.
-  explicit DeltaReorderCudaKernel(const OrtKernelInfo* info) : SchemaKernel(info) {
-    read_delta_reorder_attributes(AttributeReader(info));
-  }
+  explicit DeltaReorderCudaKernel(const OrtKernelInfo* info)
+      : SchemaKernel(info), attributes_(read_delta_reorder_attributes(AttributeReader(info))) {}
   OrtStatusPtr ComputeV2(OrtKernelContext* context) {
     return guarded([&] { compute(context); });
   }
 
  private:
   void compute(OrtKernelContext* context) const;
+  ReorderAttributes attributes_;
 };
 
 struct DeltaReorderCudaOp : SchemaOp<DeltaReorderCudaOp, DeltaReorderCudaKernel, kDeltaReorderSchema> {

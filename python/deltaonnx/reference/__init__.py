@@ -13,7 +13,7 @@ Conventions: NCHW float32 tensors; change maps are uint8 [N,1,H,W], nonzero = ma
 from __future__ import annotations
 
 from ..blocked_memory import (LAYOUTS, REORDER_TARGETS, blocked_sides, from_blocked, library_channel_block,
-                              run_blocked, to_blocked)
+                              padded_channels, run_blocked, to_blocked)
 # DOMAIN: the ops' domain; the block gate's defaults (k, and tau_hard as a multiple of tau) as the converter and
 # the ops (gate_engine.h) use them.
 from ..graph_passes.protocol import DEFAULT_GATE_BLOCK, DEFAULT_GATE_HARD, DOMAIN
@@ -29,5 +29,5 @@ __all__ = [
     "activation", "apply_dense_fraction", "blocked_sides", "changed_pixels", "conv2d", "delta_conv", "delta_gate",
     "delta_pool", "delta_reorder", "from_blocked", "gate_map_resolution", "gate_parameters",
     "library_channel_block", "make_reference_evaluator", "map_union", "maxpool2d", "output_recompute_mask",
-    "resolve_pads", "run_blocked", "state_is_empty", "to_blocked",
+    "padded_channels", "resolve_pads", "run_blocked", "state_is_empty", "to_blocked",
 ]

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..blocked_memory import (REORDER_TARGETS, blocked_sides, from_blocked, library_channel_block, run_blocked,
-                              to_blocked)
+from ..blocked_memory import (REORDER_TARGETS, blocked_sides, from_blocked, library_channel_block, padded_channels,
+                              run_blocked, to_blocked)
 from ..graph_passes.protocol import DEFAULT_GATE_BLOCK
 from .dense import _activate, _or_pool, conv2d, maxpool2d
 from .gate import GATE_RULES, delta_gate
@@ -86,9 +86,22 @@ def delta_conv(X, W, B=None, X_ref=None, Y_prev=None, map_in=None, Z=None, map_z
                     dense_fraction=dense_fraction, drop_reference=drop_reference, gate=gate, gate_block=gate_block,
                     gate_hard=gate_hard)
         b = library_channel_block() if channel_block is None else int(channel_block)
-        z = None if Z is None else from_blocked(np.asarray(Z, np.float32), b)
+        out_channels = int(w_shape[0])
+        if padded_channels(out_channels, b) != out_channels:  # the pad lanes hold act(0 + 0): it must be 0
+            act_zero = _activate(np.zeros((1, out_channels, 1, 1), np.float32), activation, activation_params)
+            if np.any(act_zero != 0):
+                raise ValueError(f'layout "{layout}" pads {out_channels} output channels to '
+                                 f"{padded_channels(out_channels, b)}, but activation {activation!r} has act(0) != 0")
+        z = None
+        if Z is not None:  # Y's padded blocked shape; its pad lanes are zero, so Y's stay act(0 + 0 + 0)
+            Z = np.asarray(Z, np.float32)
+            if Z.ndim != 4 or Z.shape[1] != padded_channels(out_channels, b):
+                raise ValueError(f"the sum input Z has shape {Z.shape}, expected Y's roundup({out_channels}, {b}) = "
+                                 f"{padded_channels(out_channels, b)} channels")
+            z = from_blocked(Z, b, out_channels)
         return run_blocked(lambda x, x_ref, y_prev: delta_conv(x, W, B, x_ref, y_prev, map_in, z, map_z, **args), b,
-                           X, X_ref, Y_prev, input_blocked)
+                           X, X_ref, Y_prev, input_blocked, in_channels=int(w_shape[1]) * int(group),
+                           out_channels=out_channels)
     X = np.asarray(X, dtype=np.float32)
     W = np.asarray(W, dtype=np.float32)
     if X.ndim != 4 or W.ndim != 4:
@@ -155,20 +168,31 @@ def map_union(*maps) -> np.ndarray:
     return out.astype(np.uint8)
 
 
-def delta_reorder(X, Y_prev=None, map_in=None, *, to: str, block: int | None = None) -> np.ndarray:
+def delta_reorder(X, Y_prev=None, map_in=None, *, to: str, block: int | None = None,
+                  channels: int | None = None) -> np.ndarray:
     """DeltaReorder (docs/ops.md#deltareorder): X's memory reordered to `to` ("blocked" or "nchw") with channel
-    block `block` (default: the library's). With its last output Y_prev (of X's shape) and X's change map
-    ([N,1,H,W]), the pixels the map leaves 0 keep Y_prev's values; an empty or other-shaped Y_prev (rule 1), an
-    empty map or none: every pixel from X."""
+    block `block` (default: the library's), for `channels` logical channels C (default: X's count). "blocked":
+    X [N, C, H, W] -> [N, roundup(C, b), H, W] with zero pad lanes; "nchw": X [N, roundup(C, b), H, W] ->
+    [N, C, H, W]. With its last output Y_prev (of Y's shape) and X's change map ([N,1,H,W]), the pixels the map
+    leaves 0 keep Y_prev's values; an empty or other-shaped Y_prev (rule 1), an empty map or none: every pixel
+    from X."""
     if to not in REORDER_TARGETS:
         raise ValueError(f"DeltaReorder's 'to' must be one of {REORDER_TARGETS}, got {to!r}")
     b = library_channel_block() if block is None else int(block)
     X = np.asarray(X, dtype=np.float32)
-    nchw = X if to == "blocked" else from_blocked(X, b)  # X's values in NCHW order
+    if X.ndim != 4:
+        raise ValueError(f"DeltaReorder's X must be 4-D [N, C, H, W], got shape {X.shape}")
+    c = X.shape[1] if channels is None else int(channels)
+    expected = c if to == "blocked" else padded_channels(c, b)
+    if X.shape[1] != expected or c < 0:
+        raise ValueError(f"DeltaReorder to {to!r} with channels {c} and block {b}: X has {X.shape[1]} channels, "
+                         f"expected {expected}")
+    nchw = X if to == "blocked" else from_blocked(X, b, c)  # X's values in NCHW order
+    y_shape = (X.shape[0], padded_channels(c, b) if to == "blocked" else c, *X.shape[2:])
     if map_in is not None and np.size(map_in) > 0:
         map_in = _check_map(map_in, (X.shape[0], 1, *X.shape[2:]), "map_in")
-        if Y_prev is not None and np.shape(Y_prev) == X.shape:
+        if Y_prev is not None and np.shape(Y_prev) == y_shape:
             previous = np.asarray(Y_prev, np.float32)
-            previous = from_blocked(previous, b) if to == "blocked" else previous
+            previous = from_blocked(previous, b, c) if to == "blocked" else previous
             nchw = np.where(map_in != 0, nchw, previous)
     return to_blocked(nchw, b) if to == "blocked" else np.ascontiguousarray(nchw)

@@ -54,13 +54,13 @@ def _reference_ops(channel_block: int | None = None):
     class DeltaReorder(OpRun):
         op_domain = DOMAIN
 
-        def _run(self, X, Y_prev=None, map_in=None, to=None):
+        def _run(self, X, Y_prev=None, map_in=None, to=None, channels=None):
             to = to.decode() if isinstance(to, bytes) else to
             if to is None:
                 raise ValueError("DeltaReorder's attribute 'to' is required")
             names = list(self.onnx_node.input) + [""] * 3
             return (delta_reorder(X, Y_prev if names[1] else None, map_in if names[2] else None, to=to,
-                                  block=channel_block),)
+                                  block=channel_block, channels=channels),)
 
     return [DeltaConv, DeltaPool, DeltaMapUnion, DeltaGate, DeltaReorder]
 

@@ -517,7 +517,8 @@ class DeltaSession:
 
         The next run of the stream writes into these buffers: copy what you want to keep. A model with blocked
         state (convert's layout "blocked") also gets CHANNEL_BLOCK_KEY ("deltaonnx.channel_block"): the op
-        library's channel block b that memory is laid out with (-1 where unknown), which load_state checks.
+        library's channel block b that memory is laid out with (-1 where unknown), which load_state checks; a
+        padded blocked tensor's (metadata "channels": C, not a multiple of 16) holds roundup(C, b) channels.
         """
         state = self._ran_stream(stream, "state")
         with state.lock:
