@@ -6,6 +6,7 @@ Each pass does one job; `conversion_pass_manager` composes them in order:
   plan             eligibility, cost model, change-map reach, thresholds -> a NodePlan per candidate node
   delta_rewrite    Conv/MaxPool -> DeltaConv/DeltaPool
   fuse_activation  the following activation -> DeltaConv's `activation`
+  fuse_residual_sum a residual Add (+ its activation) -> DeltaConv's sum input Z (with map_z)
   state_io         past/present state inputs/outputs and change-map outputs
   wire_maps        change maps carried from producer to consumer Delta ops
   metadata         the `deltaonnx` metadata entry

@@ -152,7 +152,7 @@ class ChooseBlockedLayout(ir.passes.InPlacePass):
                     blocked.update(dict.fromkeys(node.outputs, channels))
         if not chosen and not entering:
             return ir.passes.PassResult(model, modified=False)
-        self._leave_trailing_mixed(graph, neutral, set(chosen), blocked)
+        self._leave_trailing_mixed(graph, neutral, set(chosen), set(entering), blocked)
         scope = NameScope(graph)
         for node in chosen:
             node.attributes["layout"] = ir.AttrString("layout", LAYOUT_BLOCKED)
@@ -161,9 +161,11 @@ class ChooseBlockedLayout(ir.passes.InPlacePass):
                 node.outputs[X_REF_NEXT].meta[PADDED_CHANNELS_META_KEY] = channels
         for node in entering:
             node.attributes["layout"] = ir.AttrString("layout", LAYOUT_BLOCKED_OUT)
-        # A blocked_out conv reads NCHW: it is outside the region for its input (a blocked one is reordered back).
-        self._reorder_inputs(graph, scope, [n for n in graph if n in neutral or n in chosen], blocked)
-        self._reorder_outputs(graph, scope, blocked, set(chosen) | neutral)
+        # A blocked_out conv reads NCHW: it is outside the region for its input (a blocked one is reordered back),
+        # inside for its sum Z, which is in Y's layout (padded like Y).
+        self._reorder_inputs(graph, scope, [n for n in graph if n in neutral or n in chosen or n in entering], blocked,
+                             set(entering))
+        self._reorder_outputs(graph, scope, blocked, set(chosen) | neutral, set(entering))
         for value, channels in blocked.items():
             if is_padded(channels):
                 value.meta[PADDED_CHANNELS_META_KEY] = channels
@@ -216,16 +218,18 @@ class ChooseBlockedLayout(ir.passes.InPlacePass):
         return channels
 
     @staticmethod
-    def _leave_trailing_mixed(graph: ir.Graph, neutral: set[ir.Node], chosen: set[ir.Node],
+    def _leave_trailing_mixed(graph: ir.Graph, neutral: set[ir.Node], chosen: set[ir.Node], entering: set[ir.Node],
                               blocked: dict[ir.Value, int]) -> None:
         """A neutral op that reads an NCHW tensor and whose output only leaves the region (a residual Add before a
         Concat whose parts are not multiples of 16) would cost a reorder in and one out: it stays NCHW, reading its
-        blocked operand through one reorder instead. Backwards, so a chain of them leaves together."""
+        blocked operand through one reorder instead. Backwards, so a chain of them leaves together. A blocked_out
+        conv's sum Z is in the region."""
         for node in reversed(list(graph)):
             if node not in neutral or all(v is None or v in blocked or constant_scalar(v) is not None
                                           for v in node.inputs):
                 continue
             if node.op_type == "Split" or any(use.node in neutral or use.node in chosen
+                                              or (use.node in entering and use.idx in _sum_positions(use.node))
                                               for value in node.outputs for use in value.uses()):
                 continue
             neutral.discard(node)
@@ -233,30 +237,37 @@ class ChooseBlockedLayout(ir.passes.InPlacePass):
                 blocked.pop(value, None)
 
     @staticmethod
-    def _reorder_inputs(graph: ir.Graph, scope: NameScope, inside: list[ir.Node], blocked: dict[ir.Value, int]) -> None:
-        """A region node reading an NCHW tensor (a blocked DeltaConv's X, a Concat part, an Add operand) reads it
-        through one DeltaReorder(to = "blocked") per tensor."""
+    def _reorder_inputs(graph: ir.Graph, scope: NameScope, inside: list[ir.Node], blocked: dict[ir.Value, int],
+                        entering: set[ir.Node]) -> None:
+        """A region node reading an NCHW tensor (a blocked DeltaConv's X and sum Z, a blocked_out one's Z, a Concat
+        part, an Add operand) reads it through one DeltaReorder(to = "blocked") per tensor; a sum Z is padded like
+        the conv's Y (its M channels)."""
         made: dict[ir.Value, ir.Value] = {}
         for node in inside:
             # a Split's other inputs are its sizes; a DeltaConv's its weights and state
-            reads = [CONV_INPUTS["x"]] if is_delta_op(node) else [0] if node.op_type == "Split" else range(len(node.inputs))
+            reads = ((_sum_positions(node) if node in entering else [CONV_INPUTS["x"], *_sum_positions(node)])
+                     if is_delta_op(node) else [0] if node.op_type == "Split" else range(len(node.inputs)))
             for position in reads:
                 x = node.inputs[position]
                 if x is None or x in blocked or constant_scalar(x) is not None:
                     continue
                 if x not in made:
-                    channels = _input_channels(node) if is_delta_op(node) else _channels(x)  # known: checked above
+                    # known: checked above; a sum Z has the conv's M channels (Y's)
+                    channels = ((_output_channels(node) if position in _sum_positions(node) else _input_channels(node))
+                                if is_delta_op(node) else _channels(x))
                     made[x] = _reorder(graph, scope, x, LAYOUT_BLOCKED, channels, before=node)
                     if is_padded(channels):
                         made[x].meta[PADDED_CHANNELS_META_KEY] = channels
                 node.replace_input_with(position, made[x])
 
     @staticmethod
-    def _reorder_outputs(graph: ir.Graph, scope: NameScope, blocked: dict[ir.Value, int], inside: set[ir.Node]) -> None:
+    def _reorder_outputs(graph: ir.Graph, scope: NameScope, blocked: dict[ir.Value, int], inside: set[ir.Node],
+                         entering: set[ir.Node]) -> None:
         """Every reader of a blocked tensor outside the region (and every model output) gets NCHW through one
-        DeltaReorder(to = "nchw") per tensor."""
+        DeltaReorder(to = "nchw") per tensor; a blocked_out conv's sum Z stays blocked."""
         for value in list(blocked):
-            outside = [(use.node, use.idx) for use in value.uses() if use.node not in inside]
+            outside = [(use.node, use.idx) for use in value.uses()
+                       if use.node not in inside and not (use.node in entering and use.idx in _sum_positions(use.node))]
             if not outside and not value.is_graph_output():
                 continue
             producer = value.producer()
@@ -270,6 +281,12 @@ class ChooseBlockedLayout(ir.passes.InPlacePass):
                         graph.outputs[i] = nchw
                 value.name = scope.take(f"deltaonnx.blocked.{name}")
                 nchw.name = name
+
+
+def _sum_positions(node: ir.Node) -> list[int]:
+    """[Z's input position] of a DeltaConv with a sum input (in Y's layout), else []."""
+    z = CONV_INPUTS["z"]
+    return [z] if node.op_type != DELTA_POOL and len(node.inputs) > z and node.inputs[z] is not None else []
 
 
 class DeclarePaddedShapes(ir.passes.InPlacePass):

@@ -57,6 +57,9 @@ class ConversionOptions:
             tensors ([N][C/b][H][W][b] memory under NCHW shapes, b chosen by the op library when it loads;
             graph_passes/blocked_layout.py, docs/ops.md#blocked-layout), with DeltaReorder nodes where a region
             meets an op that reads NCHW; "nchw": every tensor NCHW.
+        fuse_sum: fuse a residual Add (and the activation after it) into the DeltaConv it reads as its sum input Z
+            (graph_passes/fuse_residual_sum.py, docs/ops.md), where Z carries a change map; False keeps the Add
+            (for A/Bs, and for the CUDA library, which refuses Z).
     Invalid values raise ConversionError."""
 
     threshold: float = 0.0
@@ -80,6 +83,8 @@ class ConversionOptions:
     # The blocked exchange by default (docs/results.md, "The blocked exchange on YOLOv8n"): faster on every case
     # measured; a model converted so runs on any library (b is the library's; b = 1 is NCHW).
     layout: str = LAYOUT_BLOCKED
+    # The residual Add fused into the conv as dense ORT fuses it (docs/results.md, "The residual sum").
+    fuse_sum: bool = True
 
     def gate_hard_for(self, tau: float) -> float:
         return float(self.gate_hard) if self.gate_hard is not None else DEFAULT_INPUT_GATE_HARD * float(tau)
@@ -93,6 +98,7 @@ class ConversionOptions:
             object.__setattr__(self, "thresholds", dict(self.thresholds))
         object.__setattr__(self, "all_nodes", bool(self.all_nodes))
         object.__setattr__(self, "keep_references", bool(self.keep_references))
+        object.__setattr__(self, "fuse_sum", bool(self.fuse_sum))
         if not isinstance(self.thresholds, Mapping):
             raise ConversionError(
                 f"thresholds must map node names to numbers, got {type(self.thresholds).__name__}"

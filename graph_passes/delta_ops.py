@@ -12,7 +12,8 @@ DELTA_OPS = (DELTA_CONV, DELTA_POOL)
 OPSET_VERSION = 1
 
 # Input positions.
-CONV_INPUTS = {"x": 0, "w": 1, "b": 2, "x_ref": 3, "y_prev": 4, "map_in": 5}
+# DeltaConv's sum Z and its change map map_z (docs/ops.md): a residual Add fused into the conv (fuse_residual_sum.py).
+CONV_INPUTS = {"x": 0, "w": 1, "b": 2, "x_ref": 3, "y_prev": 4, "map_in": 5, "z": 6, "map_z": 7}
 POOL_INPUTS = {"x": 0, "x_ref": 1, "y_prev": 2, "map_in": 3}
 # Output positions (both ops).
 Y, X_REF_NEXT, MAP_OUT = 0, 1, 2

@@ -117,11 +117,16 @@ def dense_twin(converted: onnx.ModelProto, model_outputs: list[str]) -> onnx.Mod
         act = act.decode() if isinstance(act, bytes) else act
         conv_inputs = [node.input[0], node.input[1]] + ([node.input[2]] if len(node.input) > 2 and node.input[2] else [])
         channels = int(weights[node.input[1]].dims[0]) if node.input[1] in weights else 0
-        if act in ("", "None", "Identity"):
-            nodes.append(helper.make_node("Conv", conv_inputs, [y], name=node.name, **keep))
-            continue
-        pre = f"{node.name}.conv"
+        z = node.input[6] if len(node.input) > 6 else ""  # the sum input: Conv, then Add, then the activation
+        plain = act in ("", "None", "Identity")
+        pre = y if plain and not z else f"{node.name}.conv"
         nodes.append(helper.make_node("Conv", conv_inputs, [pre], name=node.name, **keep))
+        if z:
+            summed = y if plain else f"{node.name}.sum"
+            nodes.append(helper.make_node("Add", [pre, z], [summed], name=f"{node.name}.add"))
+            pre = summed
+        if plain:
+            continue
         nodes += _activation_nodes(node.name, act, list(attrs.get("activation_params", [])), pre, y, opset,
                                    channels, initializers)
     # Keep what the model's outputs need: the change-map plumbing and the state fall away.

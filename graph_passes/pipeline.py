@@ -12,6 +12,7 @@ from .finalize import FinalizeModel
 from .fold_batchnorm import FoldBatchNormIntoConv
 from .fuse_activation import FuseActivationIntoDeltaConv
 from .fuse_group_softmax import FuseGroupSoftmaxIntoDeltaConv
+from .fuse_residual_sum import FuseResidualSumIntoDeltaConv
 from .input_gate import InsertInputGate
 from .metadata import WriteConversionMetadata
 from .normalize import normalization_passes
@@ -31,6 +32,7 @@ def rewriting_passes(context: ConversionContext) -> list[ir.passes.PassBase]:
         ReplaceWithDeltaOps(context),
         FuseActivationIntoDeltaConv(),
         FuseGroupSoftmaxIntoDeltaConv(),
+        FuseResidualSumIntoDeltaConv(context.options.fuse_sum),
         ChooseBlockedLayout(context),
         AddStateInputsOutputs(context),
         WireChangeMaps(),

@@ -45,7 +45,8 @@ int64_t blocked_detect_update_lines(const float* x, float* ref, int64_t blocks, 
 }
 
 // P pixels x J output blocks from output channel m0, one accumulator each, summed over (line, lane) in the scalar
-// reference's order; bias and activation applied at the store. Line l of pixel p is at pixels[p] +
+// reference's order; bias, the sum (sums[p], laid out as outs, when given) and activation applied at the store.
+// Line l of pixel p is at pixels[p] +
 // line_offsets[l]. The lines of the `next_count` pixels of `next` are prefetched as it goes, line l of them
 // during line l: scattered pixels read lines of X that no hardware prefetcher predicts, and the next group's
 // arrive while this one computes (a line of a tensor not 64-byte aligned spans two cache lines: both fetched).
@@ -54,7 +55,8 @@ template <class L, int P, int J>
 inline void blocked_pixel_block(const float* const* pixels, const int64_t* line_offsets, int64_t line_count,
                                 int64_t tail_lines, int64_t tail_lanes, const float* const* next, int64_t next_count,
                                 const float* weights, int64_t out_channels, int64_t m0, const float* bias,
-                                const ActivationParams* acts, float* const* outs, int64_t out_line_stride) {
+                                const ActivationParams* acts, float* const* outs, int64_t out_line_stride,
+                                const float* const* sums) {
   constexpr int B = L::kLanes;
   typename L::V acc[P][J];
 #pragma GCC unroll 12
@@ -96,7 +98,8 @@ inline void blocked_pixel_block(const float* const* pixels, const int64_t* line_
 #pragma GCC unroll 12
     for (int p = 0; p < P; ++p) {
       float* out = outs[p] + (m / B) * out_line_stride;
-      const typename L::V v = L::add(acc[p][j], vb);
+      typename L::V v = L::add(acc[p][j], vb);
+      if (sums != nullptr) v = L::add(v, L::load(sums[p] + (m / B) * out_line_stride));
       if (vector_act) {
         L::store(out, L::activate(v, a[0]));
       } else {  // PRelu's slopes per channel, Tanh: lane by lane
@@ -112,16 +115,17 @@ inline void blocked_pixel_block(const float* const* pixels, const int64_t* line_
 // prefetches the lines of the `next_count` pixels after them.
 template <class L, int P, int J>
 inline void blocked_pixel_group(const float* const* pixels, const int64_t* line_offsets, int64_t line_count,
-                                int64_t tail_lines, int64_t tail_lanes, int64_t next_count, const float* weights, int64_t out_channels, const float* bias,
-                                const ActivationParams* acts, float* const* outs, int64_t out_line_stride) {
+                                int64_t tail_lines, int64_t tail_lanes, int64_t next_count, const float* weights,
+                                int64_t out_channels, const float* bias, const ActivationParams* acts,
+                                float* const* outs, int64_t out_line_stride, const float* const* sums) {
   constexpr int B = L::kLanes;
   int64_t m0 = 0;
   for (; m0 + J * B <= out_channels; m0 += J * B, next_count = 0)
-    blocked_pixel_block<L, P, J>(pixels, line_offsets, line_count, tail_lines, tail_lanes, pixels + P, next_count, weights, out_channels,
-                                 m0, bias, acts, outs, out_line_stride);
+    blocked_pixel_block<L, P, J>(pixels, line_offsets, line_count, tail_lines, tail_lanes, pixels + P, next_count,
+                                 weights, out_channels, m0, bias, acts, outs, out_line_stride, sums);
   for (; m0 < out_channels; m0 += B, next_count = 0)
-    blocked_pixel_block<L, P, 1>(pixels, line_offsets, line_count, tail_lines, tail_lanes, pixels + P, next_count, weights, out_channels,
-                                 m0, bias, acts, outs, out_line_stride);
+    blocked_pixel_block<L, P, 1>(pixels, line_offsets, line_count, tail_lines, tail_lanes, pixels + P, next_count,
+                                 weights, out_channels, m0, bias, acts, outs, out_line_stride, sums);
 }
 
 // All count pixels in groups of P, the rest in groups of 4 and of 1, each group prefetching the next one's lines.
@@ -129,17 +133,21 @@ template <class L, int P, int J>
 void blocked_pixel_groups(const float* const* pixels, const int64_t* line_offsets, int64_t line_count,
                           int64_t tail_lines, int64_t tail_lanes, int64_t count,
                           const float* weights, int64_t out_channels, const float* bias, const ActivationParams* acts,
-                          float* const* outs, int64_t out_line_stride) {
+                          float* const* outs, int64_t out_line_stride, const float* const* sums) {
   int64_t p = 0;
+  const auto at = [&sums](int64_t q) { return sums != nullptr ? sums + q : nullptr; };
   for (; p + P <= count; p += P)
-    blocked_pixel_group<L, P, J>(pixels + p, line_offsets, line_count, tail_lines, tail_lanes, std::min<int64_t>(P, count - p - P), weights,
-                                 out_channels, bias, acts, outs + p, out_line_stride);
+    blocked_pixel_group<L, P, J>(pixels + p, line_offsets, line_count, tail_lines, tail_lanes,
+                                 std::min<int64_t>(P, count - p - P), weights, out_channels, bias, acts, outs + p,
+                                 out_line_stride, at(p));
   for (; p + 4 <= count; p += 4)
-    blocked_pixel_group<L, 4, J>(pixels + p, line_offsets, line_count, tail_lines, tail_lanes, std::min<int64_t>(4, count - p - 4), weights,
-                                 out_channels, bias, acts, outs + p, out_line_stride);
+    blocked_pixel_group<L, 4, J>(pixels + p, line_offsets, line_count, tail_lines, tail_lanes,
+                                 std::min<int64_t>(4, count - p - 4), weights, out_channels, bias, acts, outs + p,
+                                 out_line_stride, at(p));
   for (; p < count; ++p)
-    blocked_pixel_group<L, 1, J>(pixels + p, line_offsets, line_count, tail_lines, tail_lanes, std::min<int64_t>(1, count - p - 1), weights,
-                                 out_channels, bias, acts, outs + p, out_line_stride);
+    blocked_pixel_group<L, 1, J>(pixels + p, line_offsets, line_count, tail_lines, tail_lanes,
+                                 std::min<int64_t>(1, count - p - 1), weights, out_channels, bias, acts, outs + p,
+                                 out_line_stride, at(p));
 }
 
 // The kernel-table entry. kAcc accumulators (the registers a variant can spare beside kMaxBlocks weight vectors
@@ -149,24 +157,26 @@ void blocked_pixel_groups(const float* const* pixels, const int64_t* line_offset
 // not a multiple of B runs the scalar kernel; every shape sums in its order.
 template <class L, int kAcc, int kMaxBlocks>
 void blocked_pixel_gemm_lines(const float* const* pixels, const int64_t* line_offsets, int64_t line_count,
-                              int64_t tail_lines, int64_t tail_lanes, int64_t count, int64_t block, const float* weights, int64_t out_channels,
-                              const float* bias, const ActivationParams* acts, float* const* outs,
-                              int64_t out_line_stride) {
+                              int64_t tail_lines, int64_t tail_lanes, int64_t count, int64_t block,
+                              const float* weights, int64_t out_channels, const float* bias,
+                              const ActivationParams* acts, float* const* outs, int64_t out_line_stride,
+                              const float* const* sums) {
   constexpr int B = L::kLanes;
   if (block != B || out_channels % B != 0)
     return scalar_kernel_table().blocked_pixel_gemm(pixels, line_offsets, line_count, tail_lines, tail_lanes, count,
-                                                    block, weights,
-                                                    out_channels, bias, acts, outs, out_line_stride);
+                                                    block, weights, out_channels, bias, acts, outs, out_line_stride,
+                                                    sums);
   const int64_t out_blocks = out_channels / B;
   if (kMaxBlocks >= 4 && out_blocks % 4 == 0)
-    blocked_pixel_groups<L, kAcc / 4, 4>(pixels, line_offsets, line_count, tail_lines, tail_lanes, count, weights, out_channels, bias, acts,
-                                         outs, out_line_stride);
+    blocked_pixel_groups<L, kAcc / 4, 4>(pixels, line_offsets, line_count, tail_lines, tail_lanes, count, weights,
+                                         out_channels, bias, acts, outs, out_line_stride, sums);
   else if (out_blocks % 2 == 0)
-    blocked_pixel_groups<L, kAcc / 2, 2>(pixels, line_offsets, line_count, tail_lines, tail_lanes, count, weights, out_channels, bias, acts,
-                                         outs, out_line_stride);
+    blocked_pixel_groups<L, kAcc / 2, 2>(pixels, line_offsets, line_count, tail_lines, tail_lanes, count, weights,
+                                         out_channels, bias, acts, outs, out_line_stride, sums);
   else
-    blocked_pixel_groups<L, (kAcc < 12 ? kAcc : 12), 1>(pixels, line_offsets, line_count, tail_lines, tail_lanes, count, weights,
-                                                        out_channels, bias, acts, outs, out_line_stride);
+    blocked_pixel_groups<L, (kAcc < 12 ? kAcc : 12), 1>(pixels, line_offsets, line_count, tail_lines, tail_lanes,
+                                                        count, weights, out_channels, bias, acts, outs,
+                                                        out_line_stride, sums);
 }
 
 // The blocked layout's depthwise conv (kernel_table.h blocked_depthwise_pixels): P pixels, channel block by channel

@@ -98,7 +98,7 @@ DELTA_HD float conv_accumulate(const float* x_item, const float* weights, const 
   return acc;
 }
 
-// The fused epilogue of DeltaConv: act(sum + bias), with PRelu's slope for channel m (one slope, or M).
+// The fused epilogue of DeltaConv: act(sum + bias [+ z]), with PRelu's slope for channel m (one slope, or M).
 DELTA_HD ActivationParams activation_for_channel(const ActivationParams& base, const float* slopes, int64_t num_slopes,
                                                  int64_t m) {
   ActivationParams p = base;
@@ -106,8 +106,11 @@ DELTA_HD ActivationParams activation_for_channel(const ActivationParams& base, c
   return p;
 }
 
-DELTA_HD float conv_epilogue(float sum, const float* bias, int64_t m, const ActivationParams& act) {
-  return apply_activation(act, bias != nullptr ? sum + bias[m] : sum);
+// z: the value of DeltaConv's sum input at this output, added after the bias (docs/design.md#deltaconv), or nullptr.
+DELTA_HD float conv_epilogue(float sum, const float* bias, int64_t m, const ActivationParams& act,
+                             const float* z = nullptr) {
+  const float biased = bias != nullptr ? sum + bias[m] : sum;
+  return apply_activation(act, z != nullptr ? biased + *z : biased);
 }
 
 // MaxPool of one channel plane ([y.in][x.in]) at (oy, ox), as the CPU kernels' max_taps (docs/ops.md, "NaN

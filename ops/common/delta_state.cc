@@ -31,14 +31,16 @@ InputState item_input(const DeltaRun& run, int64_t n, float tau, const GateSpec*
 
 ItemPlan plan_item(const DeltaRun& run, int64_t n, float tau, const GateSpec* block_gate, const KernelTable* kernels, const Window2D& w,
                    float dense_fraction, int64_t out_channels, std::vector<uint8_t>& in_flags,
-                   std::vector<uint8_t>& scratch, RunStats* stats, const ParallelFor& parallel_for) {
+                   std::vector<uint8_t>& scratch, RunStats* stats, const ParallelFor& parallel_for,
+                   const uint8_t* sum_marks) {
   const int64_t out_plane = w.out_pixels();
   ItemPlan p;
   p.input = item_input(run, n, tau, block_gate, kernels);
   in_flags.resize(static_cast<size_t>(w.in_pixels()));
   const int64_t changed = detect_and_update_reference(p.input, in_flags.data(), parallel_for);
   p.out_flags = run.map_out + n * out_plane;
-  p.recompute = plan_recompute(in_flags.data(), changed, p.input.has_state, w, dense_fraction, p.out_flags, scratch);
+  p.recompute =
+      plan_recompute(in_flags.data(), changed, p.input.has_state, w, dense_fraction, p.out_flags, scratch, sum_marks);
   if (stats) {
     stats->changed_inputs += changed;
     stats->recomputed_outputs += p.recompute;
@@ -225,7 +227,8 @@ bool dense_rule_certain(int64_t changed_inputs, const Window2D& w, const AxisCov
 }  // namespace
 
 int64_t plan_recompute(const uint8_t* in_flags, int64_t changed_inputs, bool has_state, const Window2D& w,
-                       float dense_fraction, uint8_t* out_flags, std::vector<uint8_t>& scratch) {
+                       float dense_fraction, uint8_t* out_flags, std::vector<uint8_t>& scratch,
+                       const uint8_t* sum_marks) {
   const int64_t out_plane = w.out_pixels();
   int64_t recompute = 0;
   const bool most_changed = has_state && 2 * changed_inputs >= w.in_pixels();
@@ -242,6 +245,12 @@ int64_t plan_recompute(const uint8_t* in_flags, int64_t changed_inputs, bool has
   }
   if (has_state && changed_inputs > 0) recompute = or_pool_mask(in_flags, w, out_flags, scratch);
   else std::memset(out_flags, 0, static_cast<size_t>(out_plane));
+  if (has_state && sum_marks != nullptr)  // where the sum changed the output changes too (docs/design.md#rule-4)
+    for (int64_t p = 0; p < out_plane; ++p)
+      if (sum_marks[p] != 0 && out_flags[p] == 0) {
+        out_flags[p] = 1;
+        ++recompute;
+      }
   if (!has_state || recompute_densely(recompute, out_plane, dense_fraction)) {  // the dense rule, as on CUDA
     std::memset(out_flags, 1, static_cast<size_t>(out_plane));
     recompute = out_plane;

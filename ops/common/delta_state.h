@@ -76,9 +76,11 @@ struct ItemPlan {
   float* y = nullptr;            // the item's output
   int64_t recompute = 0;         // recomputed output pixels
 };
+// sum_marks: the item's map_z of DeltaConv's sum input ([Ho*Wo], or nullptr), whose marks are recomputed too.
 ItemPlan plan_item(const DeltaRun& run, int64_t n, float tau, const GateSpec* block_gate, const KernelTable* kernels, const Window2D& w,
                    float dense_fraction, int64_t out_channels, std::vector<uint8_t>& in_flags,
-                   std::vector<uint8_t>& scratch, RunStats* stats, const ParallelFor& parallel_for);
+                   std::vector<uint8_t>& scratch, RunStats* stats, const ParallelFor& parallel_for,
+                   const uint8_t* sum_marks = nullptr);
 
 // Fills flags[H*W] with 1 where the input changed (rule 2, or rule 2b with a block gate: the gate engine's
 // verdict; every pixel without state) and writes x_ref_next (rule 3), in either layout (s.block). Returns the
@@ -89,10 +91,12 @@ int64_t detect_and_update_reference(const InputState& s, uint8_t* flags, const P
 inline const float* recompute_source(const InputState& s) { return s.reference_dropped ? s.x : s.x_ref_next; }
 
 // Rule 4 and the dense rule for one batch item: out_flags[Ho*Wo] = 1 where the output is recomputed (the
-// OR-pool of in_flags through the window; everything without state, or when more than dense_fraction of
-// the output would be recomputed). Returns the number of recomputed output pixels.
+// OR-pool of in_flags through the window, with the marks of sum_marks [Ho*Wo] when given: DeltaConv's map_z;
+// everything without state, or when more than dense_fraction of the output would be recomputed). Returns the
+// number of recomputed output pixels.
 int64_t plan_recompute(const uint8_t* in_flags, int64_t changed_inputs, bool has_state, const Window2D& w,
-                       float dense_fraction, uint8_t* out_flags, std::vector<uint8_t>& scratch);
+                       float dense_fraction, uint8_t* out_flags, std::vector<uint8_t>& scratch,
+                       const uint8_t* sum_marks = nullptr);
 
 // Carries the previous output where nothing is recomputed, unless y and y_prev share their buffer (bound in
 // place), when there is nothing to do. y, y_prev: [channels, plane] of one batch item.

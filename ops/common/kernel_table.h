@@ -136,14 +136,16 @@ struct KernelTable {
   // whose window lies inside X points at its window's first line there, one gathered into a tile at its column
   // of the tile), weights [line_count * block][out_channels] (row (l, lane)), bias [out_channels]. For p < count
   // and m < out_channels: outs[p][(m / block) * out_line_stride + m % block] = acts[m](sum over (l, lane)
-  // ascending, by fma, of line * weight + bias[m]). Only the count pixels' lines are read (vector variants
-  // prefetch each group's successors while computing it). The last tail_lines lines hold tail_lanes (<= block)
-  // real channels (a padded channel block, docs/ops.md#padded-blocks): lanes past them are neither read nor summed
-  // (their weights are zero). tail_lines 0: every line whole.
+  // ascending, by fma, of line * weight + bias[m] [+ sums[p][the same offset]]). sums: DeltaConv's sum input at
+  // each pixel, laid out as outs, or nullptr. Only the count pixels' lines are read (vector variants prefetch each
+  // group's successors while computing it). The last tail_lines lines hold tail_lanes (<= block) real channels (a
+  // padded channel block, docs/ops.md#padded-blocks): lanes past them are neither read nor summed (their weights
+  // are zero). tail_lines 0: every line whole.
   void (*blocked_pixel_gemm)(const float* const* pixels, const int64_t* line_offsets, int64_t line_count,
-                             int64_t tail_lines, int64_t tail_lanes, int64_t count, int64_t block, const float* weights, int64_t out_channels,
-                             const float* bias, const ActivationParams* acts, float* const* outs,
-                             int64_t out_line_stride);
+                             int64_t tail_lines, int64_t tail_lanes, int64_t count, int64_t block,
+                             const float* weights, int64_t out_channels, const float* bias,
+                             const ActivationParams* acts, float* const* outs, int64_t out_line_stride,
+                             const float* const* sums);
 
   // The blocked layout's depthwise conv (group = C = M; ops/delta_conv/cpu/blocked_engine.cc): count pixels whose
   // line (cb, t) is pixels[p] + line_offsets[cb * taps + t] (floats; cb < blocks, t < taps), weights

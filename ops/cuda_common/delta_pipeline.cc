@@ -70,6 +70,7 @@ PixelList enqueue_delta_pipeline(const DeltaTensors& t, void* scratch, cudaStrea
   recompute.map_out = t.map_out;
   recompute.counts = counts;
   recompute.pixel_list = pixels;
+  recompute.sum_marks = t.map_z;
   recompute.batch = t.batch;
   recompute.y = t.y_axis;
   recompute.x = t.x_axis;

@@ -20,6 +20,7 @@ struct DeltaTensors {
   const float* x_ref = nullptr;      // with state and a kept reference
   const float* y_prev = nullptr;     // read only with state; may equal y
   const uint8_t* map_in = nullptr;   // nullptr: compare every pixel
+  const uint8_t* map_z = nullptr;    // DeltaConv's sum map [N][Ho*Wo]: its marks are recomputed too
   float* x_ref_next = nullptr;       // may equal x_ref; nullptr when the reference is dropped
   float* y = nullptr;
   uint8_t* map_out = nullptr;

@@ -65,15 +65,18 @@ struct RecomputeStep {
   uint8_t* map_out = nullptr;        // [N][Ho*Wo] out
   int32_t* counts = nullptr;         // [N], zeroed before the step; out: pixels in each item's list
   int32_t* pixel_list = nullptr;     // [N][Ho*Wo] out: the first counts[n] entries of row n, any order
+  const uint8_t* sum_marks = nullptr;  // [N][Ho*Wo]: DeltaConv's map_z, recomputed too; nullptr: none
   int64_t batch = 0;
   Axis y, x;                         // the op's window; y.in*x.in = H*W, y.out*x.out = Ho*Wo
   DELTA_HD int64_t out_plane() const { return y.out * x.out; }
 };
 
-// Rule 4 for output pixel q of item n; writes map_out and returns the flag (the thread's ballot vote).
+// Rule 4 (with the sum's marks) for output pixel q of item n; writes map_out and returns the flag (the thread's
+// ballot vote).
 DELTA_HD bool recompute_step_flag(const RecomputeStep& s, int64_t n, int64_t q) {
   const int64_t oy = q / s.x.out, ox = q - oy * s.x.out;
-  const bool flag = window_reads_marked(s.changed + n * s.y.in * s.x.in, s.y, s.x, oy, ox);
+  const bool flag = (s.sum_marks != nullptr && s.sum_marks[n * s.out_plane() + q] != 0) ||
+                    window_reads_marked(s.changed + n * s.y.in * s.x.in, s.y, s.x, oy, ox);
   s.map_out[n * s.out_plane() + q] = flag ? 1 : 0;
   return flag;
 }

@@ -14,6 +14,11 @@ bool succeeded(OrtStatus* status) {
 
 AttributeReader::AttributeReader(const OrtKernelInfo* info) : info_(info), node_(node_name_of(info)) {}
 
+bool AttributeReader::has_input(size_t index) const {
+  Ort::ConstKernelInfo info(info_);
+  return index < info.GetInputCount() && !info.GetInputName(index).empty();
+}
+
 bool AttributeReader::has(const char* name) const {
   // Each typed getter fails for an absent attribute and for another type; a present one answers one of them.
   const OrtApi& api = Ort::GetApi();

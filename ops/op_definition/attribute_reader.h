@@ -17,6 +17,8 @@ class AttributeReader {
   explicit AttributeReader(const OrtKernelInfo* info);
   const std::string& node() const { return node_; }
   bool has(const char* name) const;
+  // Whether the node gives input `index` (an optional input left out has an empty name or none).
+  bool has_input(size_t index) const;
   int64_t get_int(const char* name, int64_t fallback) const;
   float get_float(const char* name, float fallback) const;
   std::string get_string(const char* name, const std::string& fallback) const;

@@ -3,6 +3,7 @@
 #include <cmath>
 
 #include "common/channel_block.h"
+#include "op_definition/op_schemas.h"
 #include "op_definition/state_decision.h"  // shape_text
 
 namespace deltaonnx {
@@ -83,6 +84,17 @@ DeltaConvAttributes read_delta_conv_attributes(const AttributeReader& a) {
     if (c.activation.channel_softmax())
       a.fail("attribute 'layout' = \"" + layout + "\" does not take the channel activation '" + a.get_string("activation", "") + "'");
   }
+  // The sum input (docs/design.md#deltaconv): Z and map_z come together; the engines add Z per output channel of
+  // a group-1 conv before a per-element activation (depthwise and grouped convs, and Softmax, refuse it).
+  c.has_sum = a.has_input(delta_conv::kZ);
+  if (c.has_sum != a.has_input(delta_conv::kMapZ))
+    a.fail(c.has_sum ? "the sum input Z needs its change map input map_z (uint8 [N,1,Ho,Wo])"
+                     : "the change map input map_z is given without the sum input Z");
+  if (c.has_sum && c.group != 1)
+    a.fail("the sum input Z needs group = 1 (depthwise and grouped convs refuse it), got group " +
+           std::to_string(c.group));
+  if (c.has_sum && c.activation.channel_softmax())
+    a.fail("the sum input Z does not take the channel activation 'Softmax'");
   return c;
 }
 

@@ -45,6 +45,8 @@ struct DeltaConvAttributes {
   int64_t group = 1;
   ConvActivation activation;
   DeltaKnobs knobs;
+  // The node gives the sum Z (and its change map map_z): Y = act(conv + B + Z) (op_definition/sum_input.h).
+  bool has_sum = false;
 
   // The window for weights W of shape [M, C/group, kH, kW], checked against the attributes: kernel_shape
   // agrees with W, group divides M, PRelu's slopes fit M, "blocked" has group 1 or is depthwise (W [M, 1, kH, kW]

@@ -31,7 +31,7 @@ struct OpSchema {
 };
 
 namespace delta_conv {
-enum Input : size_t { kX = 0, kW, kB, kXRef, kYPrev, kMapIn };
+enum Input : size_t { kX = 0, kW, kB, kXRef, kYPrev, kMapIn, kZ, kMapZ };
 enum Output : size_t { kY = 0, kXRefNext, kMapOut };
 }  // namespace delta_conv
 
@@ -45,10 +45,13 @@ inline constexpr ONNXTensorElementDataType kUint8 = ONNX_TENSOR_ELEMENT_DATA_TYP
 
 // X_ref is optional: at threshold 0 with a change map the converter drops it (docs/design.md); X_ref_next is then
 // left out too. map_out is optional: a consumer-less map may be left out (the op keeps it in scratch).
+// Z, the sum (a residual Add fused into the conv: Y = act(conv + B + Z)), comes with its change map map_z
+// (op_definition/sum_input.h).
 inline constexpr TensorSlot kDeltaConvInputs[] = {
     {"X", kFloat, SlotKind::kRequired},     {"W", kFloat, SlotKind::kRequired},
     {"B", kFloat, SlotKind::kOptional},     {"X_ref", kFloat, SlotKind::kOptional},
-    {"Y_prev", kFloat, SlotKind::kRequired}, {"map_in", kUint8, SlotKind::kOptional}};
+    {"Y_prev", kFloat, SlotKind::kRequired}, {"map_in", kUint8, SlotKind::kOptional},
+    {"Z", kFloat, SlotKind::kOptional},      {"map_z", kUint8, SlotKind::kOptional}};
 inline constexpr TensorSlot kDeltaOutputs[] = {
     {"Y", kFloat, SlotKind::kRequired}, {"X_ref_next", kFloat, SlotKind::kOptional}, {"map_out", kUint8, SlotKind::kOptional}};
 inline constexpr TensorSlot kDeltaPoolInputs[] = {
@@ -57,7 +60,7 @@ inline constexpr TensorSlot kDeltaPoolInputs[] = {
 inline constexpr TensorSlot kMapUnionInputs[] = {{"maps", kUint8, SlotKind::kVariadic}};
 inline constexpr TensorSlot kMapUnionOutputs[] = {{"map", kUint8, SlotKind::kRequired}};
 
-inline constexpr OpSchema kDeltaConvSchema{"DeltaConv", kDeltaConvInputs, 6, kDeltaOutputs, 3};
+inline constexpr OpSchema kDeltaConvSchema{"DeltaConv", kDeltaConvInputs, 8, kDeltaOutputs, 3};
 inline constexpr OpSchema kDeltaPoolSchema{"DeltaPool", kDeltaPoolInputs, 4, kDeltaOutputs, 3};
 inline constexpr OpSchema kMapUnionSchema{"DeltaMapUnion", kMapUnionInputs, 1, kMapUnionOutputs, 1};
 

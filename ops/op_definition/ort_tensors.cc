@@ -1,6 +1,7 @@
 #include "op_definition/ort_tensors.h"
 
 #include "op_definition/op_schemas.h"
+#include "op_definition/sum_input.h"
 
 namespace deltaonnx {
 
@@ -42,6 +43,24 @@ StateInputs read_state_inputs(const Ort::KernelContext& ctx, size_t x_ref_index,
     s.y_prev = Ort::ConstValue(y_prev).GetTensorData<float>();
     if (!s.reference_dropped) s.x_ref = Ort::ConstValue(x_ref).GetTensorData<float>();
   }
+  return s;
+}
+
+SumInputs read_sum_inputs(const Ort::KernelContext& ctx, size_t z_index, size_t map_index,
+                          const std::vector<int64_t>& ys) {
+  const OrtValue* z = optional_input(ctx, z_index);
+  const OrtValue* map = optional_input(ctx, map_index);
+  SumInputs s;
+  if (z == nullptr && map == nullptr) return s;
+  if (z == nullptr || map == nullptr)  // the kernels refuse such a node when created; a guard for the others
+    throw UserError("the sum input Z and its change map input map_z go together");
+  try {
+    check_sum_shapes(shape_of(z), shape_of(map), ys);
+  } catch (const std::invalid_argument& e) {
+    throw UserError(e.what());
+  }
+  s.z = Ort::ConstValue(z).GetTensorData<float>();
+  s.map_z = Ort::ConstValue(map).GetTensorData<uint8_t>();
   return s;
 }
 

@@ -39,6 +39,16 @@ StateInputs read_state_inputs(const Ort::KernelContext& ctx, size_t x_ref_index,
                               size_t map_index, const std::vector<int64_t>& xs, const std::vector<int64_t>& ys,
                               float threshold);
 
+// DeltaConv's sum input Z and its change map map_z (op_definition/sum_input.h), both nullptr when the node has none;
+// shapes checked against the output shape ys (UserError; on a blocked output side ys holds roundup(M, b) channels,
+// and so must Z).
+struct SumInputs {
+  const float* z = nullptr;
+  const uint8_t* map_z = nullptr;
+};
+SumInputs read_sum_inputs(const Ort::KernelContext& ctx, size_t z_index, size_t map_index,
+                          const std::vector<int64_t>& ys);
+
 // DeltaReorder's optional state (docs/ops.md#deltareorder): y_prev and map_in when both are given, Y_prev has Y's
 // shape ys and the map is [N,1,H,W] of X (then only marked pixels are redone); y_prev null otherwise (every pixel:
 // an empty or other-shaped Y_prev is rule 1). A non-empty map of another shape is a UserError.

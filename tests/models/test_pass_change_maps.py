@@ -44,7 +44,7 @@ def test_maps_meet_in_a_union_at_residual_add_and_concat(cpu_op_library, rng):
         op_node("Conv", ["cat", "We"], ["out"], name="e"),
     ]
     original = make_model(nodes, [tensor_info("x", [1, 3, 10, 10])], [tensor_info("out", None)], inits)
-    converted, report = convert_with_report(original)
+    converted, report = convert_with_report(original, fuse_sum=False)  # the residual Add kept: its union
     map_c = _map_input_of(converted, "c", report)
     union_c = _producer(converted, map_c)
     assert (union_c.domain, union_c.op_type) == (DOMAIN, "DeltaMapUnion")
@@ -53,6 +53,15 @@ def test_maps_meet_in_a_union_at_residual_add_and_concat(cpu_op_library, rng):
     assert union_e.op_type == "DeltaMapUnion" and len(union_e.input) == 2
     frames = [{"x": f} for f in video([1, 3, 10, 10], 5, rng)]
     assert_same_as_dense(original, converted, frames, cpu_op_library)
+    # fused (the default): b takes a as its sum, with a's map as map_z; its map_out is the union c reads
+    fused, report = convert_with_report(original)
+    b = _producer(fused, _map_input_of(fused, "c", report))
+    a = report.rows[0].delta_name
+    assert b.name == report.rows[1].delta_name and list(b.input[6:]) == [_producer(fused, b.input[6]).output[0],
+                                                                         f"deltaonnx.map.{a}"]
+    assert _producer(fused, b.input[6]).name == a  # Z is a's output (its present state, named so)
+    assert not [n for n in fused.graph.node if n.op_type == "Add" and "a" in n.input]
+    assert_same_as_dense(original, fused, frames, cpu_op_library)
 
 
 def test_maps_follow_nearest_resize_with_constant_scales_and_computed_sizes(cpu_op_library, rng):

@@ -125,6 +125,9 @@ def make_case(rng, index):
                                                                           size=int(rng.integers(0, 4)))] \
                     if rng.random() >= wild / 2 else [1, 2]
         case["drop_reference"] = bool(rng.random() < 0.15)
+        # DeltaConv's sum input (docs/ops.md#the-sum-input), from a draw of its own (the other draws stay as they were)
+        case["sum"] = str(np.random.default_rng(case["seed"] + 7).choice(
+            ["none", "none", "none", "ok", "ok", "wrong_shape", "no_map"]))
     case["attrs"] = attrs
     _state_and_map(rng, case)
     return case
@@ -155,12 +158,16 @@ def _model(case):
         ins = ["x", "w", "b" if case["bias"] else "", ref, "y_prev"] if conv else ["x", ref, "y_prev"]
         if case["map"] != "none" or case.get("drop_reference"):
             ins.append("map_in")
+        summed = conv and case.get("sum", "none") != "none"
+        if summed:  # Z (and map_z, unless the case leaves it out)
+            ins = ins + [""] * (6 - len(ins)) + ["z"] + ([] if case["sum"] == "no_map" else ["map_z"])
         outs = ["y", "x_ref_next" if ref else "", "map_out"]
         node = helper.make_node(case["op"], ins, outs, domain=DOMAIN, name=NODE)
         for key, value in case["attrs"].items():  # an empty list has no type to infer: the attribute's own
             empty_type = AttributeProto.FLOATS if key == "activation_params" else AttributeProto.INTS
             node.attribute.append(helper.make_attribute(key, value, attr_type=empty_type if value == [] else None))
-        inputs = [floats(n) for n in ins if n in ("x", "x_ref", "y_prev")] + ([maps("map_in")] if "map_in" in ins else [])
+        inputs = [floats(n) for n in ins if n in ("x", "x_ref", "y_prev", "z")]
+        inputs += [maps(n) for n in ins if n in ("map_in", "map_z")]
         outputs = [floats("y")] + ([floats("x_ref_next")] if ref else []) + [maps("map_out")]
         if conv:
             inits.append(numpy_helper.from_array(rng.standard_normal(case["w_shape"]).astype(np.float32), "w"))
@@ -210,6 +217,25 @@ def _state_feed(case, x, x_ref, y_prev, previous):
     return feed
 
 
+def _add_sum(case, weights, feed, rng):
+    """Z and map_z for this frame, of the output's shape (that of the reference's output without them; one shape
+    off for the "wrong_shape" cases), Z's marks where it changes."""
+    from deltaonnx import reference
+
+    try:
+        args = dict(case["attrs"], drop_reference=bool(case.get("drop_reference")))
+        x_ref = None if case.get("drop_reference") else feed.get("x_ref")
+        shape = list(reference.delta_conv(feed["x"], weights["w"], weights.get("b"), x_ref, feed["y_prev"],
+                                          feed.get("map_in"), **args)[0].shape)
+    except Exception:  # noqa: BLE001 - the op refuses such a case on its own: any Z will do
+        shape = [1, 1, 1, 1]
+    if case["sum"] == "wrong_shape":
+        shape[-1] += 1
+    feed["z"] = rng.standard_normal(shape).astype(np.float32)
+    if case["sum"] != "no_map":
+        feed["map_z"] = (rng.random([shape[0], 1, *shape[2:]]) < 0.3).astype(np.uint8)
+
+
 def _compare(got, want, what):
     got, want = np.asarray(got), np.asarray(want)
     if got.shape != want.shape:
@@ -230,7 +256,7 @@ def _reference_step(case, weights, feed):
     x_ref = None if case.get("drop_reference") else feed["x_ref"]
     if case["op"] == "DeltaConv":
         return list(reference.delta_conv(feed["x"], weights["w"], weights.get("b"), x_ref, feed["y_prev"],
-                                         feed.get("map_in"), **args))
+                                         feed.get("map_in"), feed.get("z"), feed.get("map_z"), **args))
     return list(reference.delta_pool(feed["x"], x_ref, feed["y_prev"], feed.get("map_in"), **args))
 
 
@@ -254,6 +280,8 @@ def run_case(case, library):
         x_ref = y_prev = previous = None
         for t, x in enumerate(_frames(case, rng) if feeds is None else feeds):
             feed = x if feeds is not None else _state_feed(case, x, x_ref, y_prev, previous)
+            if feeds is None and case.get("sum", "none") != "none" and case["op"] == "DeltaConv":
+                _add_sum(case, weights, feed, rng)
             outputs = session.run(None, feed)
             try:
                 want = _reference_step(case, weights, feed)

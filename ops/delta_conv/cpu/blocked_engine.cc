@@ -73,6 +73,7 @@ struct TileContext {
   const float* bias;                         // M values (zeros when the node has none)
   const float* src;                          // [C/b][H][W][b]: what recomputed outputs read
   float* y;                                  // [M/b][Ho][Wo][b]
+  const float* z;                            // the sum input, as y, added at the store; nullptr: none
   const std::vector<int64_t>& window_lines;  // line (cb, ky, kx) of a window from its first line, in floats
   const std::vector<int64_t>& inside;        // recomputed outputs whose windows lie inside the input, raster order
   const std::vector<int64_t>& border;        // the other recomputed outputs, raster order
@@ -84,6 +85,7 @@ struct TileContext {
 struct TileScratch {
   std::vector<const float*> pixels;
   std::vector<float*> outs;
+  std::vector<const float*> sums;  // where each output's sum lies (with a sum input)
   std::vector<float> tile;
   std::vector<int64_t> tile_lines;
 };
@@ -96,10 +98,11 @@ inline void copy_line(float* dst, const float* src) {
 }
 
 // The outputs of `count` pixels whose line l is pixels[p] + line_offsets[l] (l < weights.lines(), in the order
-// (cb, ky, kx)): the pixel GEMM, or for a depthwise conv block cb of each pixel from its own lines alone.
+// (cb, ky, kx)): the pixel GEMM (adding sums[p] before the activation when given), or for a depthwise conv
+// block cb of each pixel from its own lines alone (never with a sum: the op definition refuses it).
 template <int B>
 inline void multiply(const TileContext& ctx, const float* const* pixels, const int64_t* line_offsets, int64_t count,
-                     float* const* outs) {
+                     float* const* outs, const float* const* sums) {
   const int64_t out_line_stride = ctx.w.out_pixels() * B, lines = ctx.weights.lines();
   if (ctx.weights.depthwise()) {
     const int64_t taps = ctx.w.y.kernel * ctx.w.x.kernel;
@@ -108,8 +111,8 @@ inline void multiply(const TileContext& ctx, const float* const* pixels, const i
     return;
   }
   ctx.k.blocked_pixel_gemm(pixels, line_offsets, lines, ctx.weights.tail_lines(), ctx.weights.tail_lanes(), count, B,
-                           ctx.weights.row(0, 0), ctx.spec.out_channels,
-                           ctx.bias, ctx.acts.data(), outs, out_line_stride);
+                           ctx.weights.row(0, 0), ctx.spec.out_channels, ctx.bias, ctx.acts.data(), outs,
+                           out_line_stride, sums);
 }
 
 // Up to ctx.inside_unit outputs from inside[first]: the GEMM reads their windows' lines where they lie in X, pixel
@@ -120,12 +123,15 @@ void compute_inside(const TileContext& ctx, int64_t first, TileScratch& scratch)
   const int64_t count = std::min<int64_t>(ctx.inside_unit, static_cast<int64_t>(ctx.inside.size()) - first);
   scratch.pixels.resize(static_cast<size_t>(count));
   scratch.outs.resize(static_cast<size_t>(count));
+  scratch.sums.resize(static_cast<size_t>(count));
   for (int64_t p = 0; p < count; ++p) {
     const int64_t o = ctx.inside[first + p], oy = o / w.x.out, ox = o % w.x.out;
     scratch.pixels[p] = ctx.src + (w.y.input_of(oy, 0) * w.x.in + w.x.input_of(ox, 0)) * B;
     scratch.outs[p] = ctx.y + o * B;
+    if (ctx.z != nullptr) scratch.sums[p] = ctx.z + o * B;
   }
-  multiply<B>(ctx, scratch.pixels.data(), ctx.window_lines.data(), count, scratch.outs.data());
+  multiply<B>(ctx, scratch.pixels.data(), ctx.window_lines.data(), count, scratch.outs.data(),
+              ctx.z != nullptr ? scratch.sums.data() : nullptr);
 }
 
 // Up to kBorderPixels outputs from border[first], whose windows leave the input: their patches copied as lines
@@ -143,12 +149,14 @@ void compute_border(const TileContext& ctx, int64_t first, TileScratch& scratch)
   scratch.tile_lines.resize(static_cast<size_t>(lines));
   scratch.pixels.resize(static_cast<size_t>(kBorderPixels));
   scratch.outs.resize(static_cast<size_t>(kBorderPixels));
+  scratch.sums.resize(static_cast<size_t>(kBorderPixels));
   for (int64_t l = 0; l < lines; ++l) scratch.tile_lines[l] = l * line_step;
   for (int64_t p = 0; p < count; ++p) {
     float* column = scratch.tile.data() + p * B;
     const int64_t o = ctx.border[first + p], oy = o / w.x.out, ox = o % w.x.out;
     scratch.pixels[p] = column;
     scratch.outs[p] = ctx.y + o * B;
+    if (ctx.z != nullptr) scratch.sums[p] = ctx.z + o * B;
     for (int64_t ky = 0; ky < w.y.kernel; ++ky) {
       const int64_t iy = w.y.input_of(oy, ky);
       const bool row_inside = iy >= 0 && iy < H;
@@ -164,7 +172,8 @@ void compute_border(const TileContext& ctx, int64_t first, TileScratch& scratch)
       }
     }
   }
-  multiply<B>(ctx, scratch.pixels.data(), scratch.tile_lines.data(), count, scratch.outs.data());
+  multiply<B>(ctx, scratch.pixels.data(), scratch.tile_lines.data(), count, scratch.outs.data(),
+              ctx.z != nullptr ? scratch.sums.data() : nullptr);
 }
 
 // The two kinds of work for the block size b, resolved once per run.
@@ -235,7 +244,8 @@ void run_blocked_delta_conv(const ConvSpec& spec, const BlockedConvWeights& weig
     const int64_t changed = detect_and_update_reference(st, in_flags.data(), parallel_for);
     uint8_t* out_flags = run.map_out + n * out_plane;
     const int64_t recompute =
-        plan_recompute(in_flags.data(), changed, st.has_state, w, spec.dense_fraction, out_flags, scratch);
+        plan_recompute(in_flags.data(), changed, st.has_state, w, spec.dense_fraction, out_flags, scratch,
+                       run.map_z != nullptr ? run.map_z + n * out_plane : nullptr);
     if (stats) {
       stats->changed_inputs += changed;
       stats->recomputed_outputs += recompute;
@@ -246,12 +256,13 @@ void run_blocked_delta_conv(const ConvSpec& spec, const BlockedConvWeights& weig
                           parallel_for);
     if (recompute == 0) continue;
     const float* src = recompute_source(st);
-    if (recompute == out_plane && dense != nullptr && *dense && (*dense)(src, y)) continue;
+    const float* z = run.z != nullptr ? run.z + n * M * out_plane : nullptr;
+    if (recompute == out_plane && dense != nullptr && *dense && (*dense)(src, z, y)) continue;
     plan_pixels(w, out_flags, runs, inside, border);
     const int64_t inside_count = static_cast<int64_t>(inside.size());
     const int64_t unit = std::clamp<int64_t>(inside_count / 8 / kInsideGroup * kInsideGroup, kInsideGroup,
                                              kInsideUnitMax);
-    const TileContext ctx{kernels(), spec, weights, w, acts, bias.data(), src, y, window_lines, inside, border, unit};
+    const TileContext ctx{kernels(), spec, weights, w, acts, bias.data(), src, y, z, window_lines, inside, border, unit};
     const TileFunctions fn = tile_functions(b);
     const int64_t inside_units = (inside_count + unit - 1) / unit;
     const int64_t border_units = (static_cast<int64_t>(border.size()) + kBorderPixels - 1) / kBorderPixels;

@@ -8,6 +8,7 @@
 #include "common/channel_block.h"
 #include "common/checked_size.h"
 #include "common/delta_state.h"
+#include "common/sum_epilogue.h"
 #include "delta_conv/cpu/depthwise_engine.h"
 #include "delta_conv/cpu/panel_plan.h"
 #include "delta_conv/cpu/phase_split.h"
@@ -249,17 +250,18 @@ struct ItemWork {
 };
 
 // Writes act(conv(source) + bias) at the `recompute` pixels flagged in out_flags of one batch item (per-element
-// activation only: a channel activation follows in run_delta_conv).
-void compute_item(const ConvSpec& spec, const PackedConvWeights& weights, const ConvRun& run, const Window2D& w,
+// activation only: a channel activation follows in run_delta_conv). True when the dense engine did it, with the
+// item's sum z added before the activation (z nullptr: none).
+bool compute_item(const ConvSpec& spec, const PackedConvWeights& weights, const ConvRun& run, const Window2D& w,
                   const InputState& st, const uint8_t* out_flags, float* y, int64_t recompute,
                   const std::vector<ActivationParams>& acts, const ParallelFor& parallel_for,
-                  const DenseItemConv* dense, ItemWork& work) {
+                  const DenseItemConv* dense, ItemWork& work, const float* z) {
   const KernelTable& k = weights.kernels();
   const int64_t C = spec.in_channels_per_group * spec.group, out_plane = w.out_pixels();
   const float* src = recompute_source(st);
-  if (recompute == out_plane && dense != nullptr && *dense && (*dense)(src, y)) return;
+  if (recompute == out_plane && dense != nullptr && *dense && (*dense)(src, z, y)) return true;
   // Depthwise (one input and one output channel per group): the direct engine, not the GEMM.
-  if (run_depthwise_item(spec, weights, w, src, out_flags, y, run.bias, acts, parallel_for)) return;
+  if (run_depthwise_item(spec, weights, w, src, out_flags, y, run.bias, acts, parallel_for)) return false;
 
   // Few recomputed outputs are read straight from the input: gathered pieces pack their windows from it (single
   // pixels at a column stride above 1), stride-1 raster panels read it in place, strided ones a phase split
@@ -300,6 +302,7 @@ void compute_item(const ConvSpec& spec, const PackedConvWeights& weights, const 
   }
   const ItemContext ctx{spec, weights, k, w, acts, run.bias, y, out_flags, src, raster, gather, work.plan};
   parallel_for(static_cast<int64_t>(work.plan.panels.size()), [&](int64_t i) { compute_panel(ctx, work.plan.panels[i]); });
+  return false;
 }
 
 // A channel Softmax over the recomputed pixels of one item (y [M, plane]), over each group of G channels (G = M
@@ -342,8 +345,10 @@ void run_delta_conv(const ConvSpec& spec, const PackedConvWeights& weights, cons
   const KernelTable& k = weights.kernels();
   const Window2D w = engine_window(spec.window, run.height, run.width);
   const int64_t M = spec.out_channels, out_plane = w.out_pixels();
-  std::vector<ActivationParams> acts(static_cast<size_t>(M));
-  for (int64_t m = 0; m < M; ++m) acts[m] = spec.activation_for(m);
+  // With a sum the kernels store conv + bias and add_sum_activate applies the activation after adding Z.
+  std::vector<ActivationParams> activations(static_cast<size_t>(M)), no_activation(static_cast<size_t>(M));
+  for (int64_t m = 0; m < M; ++m) activations[m] = spec.activation_for(m);
+  const std::vector<ActivationParams>& acts = run.z != nullptr ? no_activation : activations;
 
   std::vector<uint8_t> in_flags, scratch;
   ItemWork work;
@@ -352,27 +357,41 @@ void run_delta_conv(const ConvSpec& spec, const PackedConvWeights& weights, cons
   // engine instead).
   thread_local AlignedScratch nchw_scratch;
   const int64_t y_channels = run.out_block > 1 ? padded_channels(M, run.out_block) : M;
+  // The sum's activations over Y's padded channels: the pad lanes hold 0 + Z's 0, and a padded output's activation
+  // keeps 0 (the op refuses the others), so they take channel 0's and a uniform activation stays one run.
+  std::vector<ActivationParams> padded_activations(activations);
+  padded_activations.resize(static_cast<size_t>(y_channels),
+                            activations.empty() ? ActivationParams{} : activations[0]);
   for (int64_t n = 0; n < run.batch; ++n) {
     const ItemPlan item = plan_item(run, n, spec.threshold, block_rule_of(spec.gate), &k, w, spec.dense_fraction,
-                                    y_channels, in_flags, scratch, stats, parallel_for);
+                                    y_channels, in_flags, scratch, stats, parallel_for,
+                                    run.map_z != nullptr ? run.map_z + n * out_plane : nullptr);
     const InputState& st = item.input;
     uint8_t* out_flags = item.out_flags;
     float* y = item.y;
     const int64_t recompute = item.recompute;
     if (recompute == 0) continue;
+    const float* z = run.z != nullptr ? run.z + n * y_channels * out_plane : nullptr;  // Z has Y's shape
     if (run.out_block > 1) {
-      if (recompute == out_plane && dense != nullptr && *dense && (*dense)(recompute_source(st), y)) continue;
+      if (recompute == out_plane && dense != nullptr && *dense && (*dense)(recompute_source(st), z, y)) continue;
       float* nchw = nchw_scratch.get(checked_count({M, out_plane}, "the blocked_out scratch"));
-      compute_item(spec, weights, run, w, st, out_flags, nchw, recompute, acts, parallel_for, nullptr, work);
+      compute_item(spec, weights, run, w, st, out_flags, nchw, recompute, acts, parallel_for, nullptr, work, nullptr);
       ReorderShape shape;
       shape.batch = 1;
       shape.channels = M;
       shape.pixels = out_plane;
       shape.block = run.out_block;
       reorder_marked_pixels(shape, /*to_blocked=*/true, nchw, out_flags, y, parallel_for, k, /*x_unmarked_unset=*/true);
+      if (z != nullptr)
+        add_sum_activate(k, y, z, out_flags, y_channels, out_plane, run.out_block, padded_activations.data(),
+                         recompute, parallel_for, work.plan.runs);
       continue;
     }
-    compute_item(spec, weights, run, w, st, out_flags, y, recompute, acts, parallel_for, dense, work);
+    const bool dense_done =
+        compute_item(spec, weights, run, w, st, out_flags, y, recompute, acts, parallel_for, dense, work, z);
+    if (z != nullptr && !dense_done)
+      add_sum_activate(k, y, z, out_flags, M, out_plane, 1, activations.data(), recompute, parallel_for,
+                       work.plan.runs);
     if (spec.activation.channel_softmax())
       softmax_recomputed(k, y, M, softmax_group_of(spec.activation.params, M), out_plane, out_flags, recompute,
                          parallel_for, work.plan.runs);

@@ -55,15 +55,18 @@ class PackedConvWeights {
 
 // One run over a batch (common/delta_state.h), with the bias (nullptr when absent). out_block > 1: layout
 // "blocked_out", X and X_ref NCHW, Y and Y_prev blocked by it (docs/ops.md#blocked-layout).
+// z, map_z: the sum input (Y's shape and layout) and its change map [N,1,Ho,Wo], or nullptr (docs/design.md#deltaconv).
 struct ConvRun : DeltaRun {
   const float* bias = nullptr;
   int64_t out_block = 1;
+  const float* z = nullptr;
+  const uint8_t* map_z = nullptr;
 };
 
-// A dense engine for whole batch items: y [M, Ho, Wo] = act(conv(src [C, H, W]) + bias) for an item recomputed
-// everywhere. False leaves the item to the engine's own kernels. The CPU EP's kernel passes ORT's NCHWc Conv
-// (delta_conv/cpu/nchwc_dense_conv.h). With ConvRun::out_block > 1 it writes y blocked.
-using DenseItemConv = std::function<bool(const float* src, float* y)>;
+// A dense engine for whole batch items: y [M, Ho, Wo] = act(conv(src [C, H, W]) + bias + z) for an item recomputed
+// everywhere (z: the item's sum, or nullptr). False leaves the item to the engine's own kernels. The CPU EP's
+// kernel passes ORT's NCHWc Conv (delta_conv/cpu/nchwc_dense_conv.h). With ConvRun::out_block > 1 it writes y blocked.
+using DenseItemConv = std::function<bool(const float* src, const float* z, float* y)>;
 
 void run_delta_conv(const ConvSpec& spec, const PackedConvWeights& weights, const ConvRun& run,
                     const ParallelFor& parallel_for, RunStats* stats = nullptr, const DenseItemConv* dense = nullptr);

@@ -31,14 +31,17 @@ DeltaConvKernel::DeltaConvKernel(const OrtKernelInfo* raw_info) : SchemaKernel(r
       dense_reads_nchw_ = spec_.group == 1 && spec_.in_channels_per_group < attributes_.block;
       if (attributes_.block == mlas_nchwc_block_size())
         dense_ = dense_reads_nchw_
-                     ? NchwcDenseConv::create(raw_info, spec_, w.GetTensorData<float>(), false, /*blocked_out=*/true)
-                     : NchwcDenseConv::create(raw_info, padded.spec, padded.weights.data(), /*blocked_io=*/true);
+                     ? NchwcDenseConv::create(raw_info, spec_, w.GetTensorData<float>(), false, /*blocked_out=*/true,
+                                              attributes_.has_sum)
+                     : NchwcDenseConv::create(raw_info, padded.spec, padded.weights.data(), /*blocked_io=*/true,
+                                              false, attributes_.has_sum);
     } else {
       packed_ = std::make_unique<PackedConvWeights>(spec_, w.GetTensorData<float>(), kernels());
       if (!blocked_out)
-        dense_ = NchwcDenseConv::create(raw_info, spec_, w.GetTensorData<float>());
+        dense_ = NchwcDenseConv::create(raw_info, spec_, w.GetTensorData<float>(), false, false, attributes_.has_sum);
       else if (attributes_.block == mlas_nchwc_block_size())
-        dense_ = NchwcDenseConv::create(raw_info, spec_, w.GetTensorData<float>(), false, /*blocked_out=*/true);
+        dense_ = NchwcDenseConv::create(raw_info, spec_, w.GetTensorData<float>(), false, /*blocked_out=*/true,
+                                        attributes_.has_sum);
     }
   }
 }
@@ -105,6 +108,7 @@ void DeltaConvKernel::compute(OrtKernelContext* raw) const {
     bias = padded_bias.data();
   }
   const StateInputs st = read_state_inputs(ctx, kXRef, kYPrev, kMapIn, xs, ys, spec.threshold);
+  const SumInputs sum = read_sum_inputs(ctx, kZ, kMapZ, ys);
   std::vector<uint8_t> map_scratch;
   const DeltaOutputs out = delta_outputs(ctx, xs, ys, st, map_scratch);
   if (N * C * H * W == 0 || Ho * Wo * M == 0) return;
@@ -114,6 +118,8 @@ void DeltaConvKernel::compute(OrtKernelContext* raw) const {
   ConvRun run;
   fill_delta_run(run, xs, x, st, out);
   run.bias = bias;
+  run.z = sum.z;
+  run.map_z = sum.map_z;
   if (blocked_out) run.out_block = attributes_.block;
   const ParallelFor parallel_for = ort_parallel_for(ctx);
   DenseItemConv dense;
@@ -121,16 +127,17 @@ void DeltaConvKernel::compute(OrtKernelContext* raw) const {
     const NchwcDenseConv* engine = dense_.get();
     if (dense_reads_nchw_) {  // one block of C < b real lanes: NCHW in a scratch, then the Conv writes Y blocked
       const int64_t block = attributes_.block, Cl = spec.in_channels_per_group;
-      dense = [engine, raw, H, W, bias, Ho, Wo, block, Cl, &parallel_for](const float* src, float* item_y) {
+      dense = [engine, raw, H, W, bias, Ho, Wo, block, Cl, &parallel_for](const float* src, const float* z,
+                                                                          float* item_y) {
         thread_local AlignedScratch nchw;
         const std::vector<ActivationParams> none(static_cast<size_t>(block));
         float* x_nchw = nchw.get(checked_count({Cl, H, W}, "the unblocked input"));
         kernels().unblock_activate(src, block, Cl, H * W, none.data(), x_nchw, H * W);
-        return engine->compute(raw, x_nchw, H, W, bias, item_y, Ho, Wo, parallel_for);
+        return engine->compute(raw, x_nchw, H, W, bias, z, item_y, Ho, Wo, parallel_for);
       };
     } else {
-      dense = [engine, raw, H, W, bias, Ho, Wo, &parallel_for](const float* src, float* item_y) {
-        return engine->compute(raw, src, H, W, bias, item_y, Ho, Wo, parallel_for);
+      dense = [engine, raw, H, W, bias, Ho, Wo, &parallel_for](const float* src, const float* z, float* item_y) {
+        return engine->compute(raw, src, H, W, bias, z, item_y, Ho, Wo, parallel_for);
       };
     }
   }

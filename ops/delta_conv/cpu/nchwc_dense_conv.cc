@@ -50,8 +50,11 @@ std::string mlas_activation_name(Activation kind) {
 }  // namespace
 
 std::unique_ptr<NchwcDenseConv> NchwcDenseConv::create(const OrtKernelInfo* info, const ConvSpec& spec,
-                                                       const float* weights, bool blocked_io, bool blocked_out) {
+                                                       const float* weights, bool blocked_io, bool blocked_out,
+                                                       bool with_sum) {
   if (dense_engine_is("own")) return nullptr;
+  // A Sum in plain NCHW would need Z reordered to blocked memory first: the NCHW engine adds it instead.
+  if (with_sum && !blocked_io && !blocked_out) return nullptr;
   const bool wrong_layout = dense_engine_is("nchwc-wrong-layout");
   const int64_t b = mlas_nchwc_block_size();
   if (b == 0) return nullptr;
@@ -155,6 +158,9 @@ std::unique_ptr<NchwcDenseConv> NchwcDenseConv::create(const OrtKernelInfo* info
                                    (fused_name.empty() ? 2 : fused_param_count == 0 ? 1 : 0);
     d->conv_ = Ort::Op::Create(info, "Conv", kNchwcDomain, kNchwcVersion, type_names, type_values, 1, conv_attrs,
                                conv_attr_count, 3, 1);
+    if (with_sum)
+      d->conv_sum_ = Ort::Op::Create(info, "Conv", kNchwcDomain, kNchwcVersion, type_names, type_values, 1, conv_attrs,
+                                     conv_attr_count, 4, 1);
     Ort::OpAttr out_attrs[] = {Ort::OpAttr("channels_last", &channels_last, 1, ORT_OP_ATTR_INT),
                                Ort::OpAttr("channels", &spec.out_channels, 1, ORT_OP_ATTR_INT)};
     d->reorder_out_ = Ort::Op::Create(info, "ReorderOutput", kNchwcDomain, kNchwcVersion, type_names, type_values, 1,
@@ -166,7 +172,8 @@ std::unique_ptr<NchwcDenseConv> NchwcDenseConv::create(const OrtKernelInfo* info
 }
 
 bool NchwcDenseConv::compute(OrtKernelContext* raw, const float* src, int64_t H, int64_t W, const float* bias,
-                             float* y, int64_t Ho, int64_t Wo, const ParallelFor& parallel_for) const {
+                             const float* z, float* y, int64_t Ho, int64_t Wo, const ParallelFor& parallel_for) const {
+  if (z != nullptr && !conv_sum_) return false;  // created without the sum: the engine's own kernels add it
   std::atomic<int>& state = g_layout_state[static_cast<int>(layout_)];
   int checked = state.load(std::memory_order_acquire);
   if (checked == 0) {  // first use of this layout in the process: a synthetic item, compared everywhere
@@ -178,15 +185,33 @@ bool NchwcDenseConv::compute(OrtKernelContext* raw, const float* src, int64_t H,
     checked = state.load(std::memory_order_acquire);
   }
   if (checked == 2) return false;
-  run(raw, src, H, W, bias, y, Ho, Wo, blocked_io_, blocked_io_ || blocked_out_, parallel_for);
+  run(raw, src, H, W, bias, z, y, Ho, Wo, blocked_io_, blocked_io_ || blocked_out_, parallel_for);
   return true;
 }
 
-void NchwcDenseConv::run(OrtKernelContext* raw, const float* src, int64_t H, int64_t W, const float* bias, float* y,
-                         int64_t Ho, int64_t Wo, bool blocked_in, bool blocked_out,
+void NchwcDenseConv::invoke_conv(OrtKernelContext* raw, const OrtValue* x_value, const OrtValue* b_value,
+                                 const float* z, int64_t Ho, int64_t Wo, Ort::Value& y_value) const {
+  if (z == nullptr) {
+    const OrtValue* in[] = {x_value, w_value_, b_value};
+    OrtValue* out[] = {y_value};
+    conv_.Invoke(raw, in, 3, out, 1);
+    return;
+  }
+  // Sum has Y's shape; ORT copies it into Y (they never alias here: Z is another graph value) and accumulates
+  // the convolution, bias and fused Relu onto it (contrib_ops/cpu/nchwc_ops.cc, NchwcConv::Compute).
+  const std::vector<int64_t> y_shape{1, padded_out_, Ho, Wo};  // y's channels: roundup(M, block)
+  const size_t count = static_cast<size_t>(padded_out_ * Ho * Wo);
+  Ort::Value z_value = Ort::Value::CreateTensor<float>(cpu_, const_cast<float*>(z), count, y_shape.data(), 4);
+  const OrtValue* in[] = {x_value, w_value_, b_value, z_value};
+  OrtValue* out[] = {y_value};
+  conv_sum_.Invoke(raw, in, 4, out, 1);
+}
+
+void NchwcDenseConv::run(OrtKernelContext* raw, const float* src, int64_t H, int64_t W, const float* bias,
+                         const float* z, float* y, int64_t Ho, int64_t Wo, bool blocked_in, bool blocked_out,
                          const ParallelFor& parallel_for) const {
   if (blocked_in) {
-    run_blocked(raw, src, H, W, bias, y, Ho, Wo, parallel_for);
+    run_blocked(raw, src, H, W, bias, z, y, Ho, Wo, parallel_for);
     return;
   }
   const int64_t C = channels_, M = spec_.out_channels, Mp = padded_out_;
@@ -217,9 +242,7 @@ void NchwcDenseConv::run(OrtKernelContext* raw, const float* src, int64_t H, int
       : Ort::Value::CreateTensor<float>(cpu_, t_blocked_out.get(yb_count), yb_count, yb_shape.data(), 4);
   {
     const OrtValue* conv_x = reorder_input_ ? static_cast<const OrtValue*>(xb_value) : static_cast<const OrtValue*>(x_value);
-    const OrtValue* in[] = {conv_x, w_value_, b_value};
-    OrtValue* out[] = {yb_value};
-    conv_.Invoke(raw, in, 3, out, 1);
+    invoke_conv(raw, conv_x, b_value, blocked_out ? z : nullptr, Ho, Wo, yb_value);  // z only with blocked_out
   }
   if (blocked_out) {
     activate_blocked(y, Ho * Wo, parallel_for);
@@ -250,7 +273,8 @@ void NchwcDenseConv::unblock_activate(const float* blocked, int64_t plane, float
 // The Conv alone on blocked src and y (C and M multiples of the block: a padded conv's, pad_conv_channels). Activations MLAS does not
 // fuse run over the blocked output in place: uniform ones through the kernel table, PRelu's slopes lane by lane.
 void NchwcDenseConv::run_blocked(OrtKernelContext* raw, const float* src, int64_t H, int64_t W, const float* bias,
-                                 float* y, int64_t Ho, int64_t Wo, const ParallelFor& parallel_for) const {
+                                 const float* z, float* y, int64_t Ho, int64_t Wo,
+                                 const ParallelFor& parallel_for) const {
   const int64_t C = channels_, M = spec_.out_channels, plane = Ho * Wo;
   const std::vector<int64_t> x_shape{1, C, H, W}, y_shape{1, M, Ho, Wo}, b_shape{M};
   float* bv = t_bias.get(static_cast<size_t>(M));
@@ -260,9 +284,7 @@ void NchwcDenseConv::run_blocked(OrtKernelContext* raw, const float* src, int64_
   Ort::Value x_value = Ort::Value::CreateTensor<float>(cpu_, const_cast<float*>(src), static_cast<size_t>(C * H * W),
                                                        x_shape.data(), 4);
   Ort::Value y_value = Ort::Value::CreateTensor<float>(cpu_, y, static_cast<size_t>(M * plane), y_shape.data(), 4);
-  const OrtValue* in[] = {x_value, w_value_, b_value};
-  OrtValue* out[] = {y_value};
-  conv_.Invoke(raw, in, 3, out, 1);
+  invoke_conv(raw, x_value, b_value, z, Ho, Wo, y_value);
   activate_blocked(y, plane, parallel_for);
 }
 
@@ -316,7 +338,7 @@ bool NchwcDenseConv::check_layout(OrtKernelContext* raw) const {
   };
   for (float& v : x) v = next();
   for (float& v : bias) v = next();
-  run(raw, x.data(), H, W, bias.data(), y.data(), Ho, Wo, false, false, serial_for);
+  run(raw, x.data(), H, W, bias.data(), nullptr, y.data(), Ho, Wo, false, false, serial_for);
   for (int64_t m = 0; m < M; ++m) {
     const int64_t g = m / Mg;
     for (int64_t oy = 0; oy < Ho; ++oy)

@@ -36,13 +36,18 @@ class NchwcDenseConv {
   // (group 1 or depthwise).
   // blocked_out: src is NCHW (read directly when C < block, else through ReorderInput) and y blocked (DeltaConv's
   // layout = "blocked_out"); group 1; y holds roundup(M, block) channels, the padded filters' lanes act(0) = 0.
+  // with_sum: the node has DeltaConv's sum input Z, passed as the NCHWc Conv's Sum input (Y's blocked memory: the
+  // Conv adds the convolution to it, then the bias and its fused Relu, as ORT fuses a residual Add); only with
+  // blocked_io or blocked_out (nullptr otherwise: the NCHW engine adds Z itself). Z has y's padded shape; its pad
+  // lanes are zero, so y's stay zero.
   static std::unique_ptr<NchwcDenseConv> create(const OrtKernelInfo* info, const ConvSpec& spec, const float* weights,
-                                                bool blocked_io = false, bool blocked_out = false);
+                                                bool blocked_io = false, bool blocked_out = false,
+                                                bool with_sum = false);
 
-  // y [M, Ho, Wo] = act(conv(src [C, H, W]) + bias) for one batch item. False: the path is off (layout check
-  // failed, now or earlier): the caller computes the item itself.
-  bool compute(OrtKernelContext* context, const float* src, int64_t H, int64_t W, const float* bias, float* y,
-               int64_t Ho, int64_t Wo, const ParallelFor& parallel_for) const;
+  // y [M, Ho, Wo] = act(conv(src [C, H, W]) + bias + z) for one batch item (z: the item's sum in y's layout, or
+  // nullptr). False: the path is off (layout check failed, now or earlier): the caller computes the item itself.
+  bool compute(OrtKernelContext* context, const float* src, int64_t H, int64_t W, const float* bias, const float* z,
+               float* y, int64_t Ho, int64_t Wo, const ParallelFor& parallel_for) const;
 
   // True where our own engine reads the item in place (depthwise, or 1x1 with stride 1 and no padding): with a
   // reference kept, its detection pass has just brought the source into cache, and ORT's two reorders cost
@@ -57,10 +62,14 @@ class NchwcDenseConv {
   NchwcDenseConv() = default;
   // blocked_in: src and y blocked (the Conv alone); else src NCHW, and y blocked (blocked_out: no ReorderOutput)
   // or NCHW. The layout check always runs NCHW to NCHW.
-  void run(OrtKernelContext* context, const float* src, int64_t H, int64_t W, const float* bias, float* y, int64_t Ho,
-           int64_t Wo, bool blocked_in, bool blocked_out, const ParallelFor& parallel_for) const;
-  void run_blocked(OrtKernelContext* context, const float* src, int64_t H, int64_t W, const float* bias, float* y,
-                   int64_t Ho, int64_t Wo, const ParallelFor& parallel_for) const;
+  // z: the sum (blocked_out or blocked_in only), or nullptr.
+  void run(OrtKernelContext* context, const float* src, int64_t H, int64_t W, const float* bias, const float* z,
+           float* y, int64_t Ho, int64_t Wo, bool blocked_in, bool blocked_out, const ParallelFor& parallel_for) const;
+  void run_blocked(OrtKernelContext* context, const float* src, int64_t H, int64_t W, const float* bias,
+                   const float* z, float* y, int64_t Ho, int64_t Wo, const ParallelFor& parallel_for) const;
+  // The Conv on x_value into y_value (blocked, roundup(M, block) channels), reading z as its Sum when given.
+  void invoke_conv(OrtKernelContext* context, const OrtValue* x_value, const OrtValue* b_value, const float* z,
+                   int64_t Ho, int64_t Wo, Ort::Value& y_value) const;
   // The activations MLAS does not fuse, in place on a blocked y [Mp/b, plane, b] (Mp = roundup(M, block)).
   void activate_blocked(float* y, int64_t plane, const ParallelFor& parallel_for) const;
   // y [M, plane] = act(blocked [Mp/b, plane, b]) channel by channel: ReorderOutput and the activation in one pass.
@@ -87,6 +96,7 @@ class NchwcDenseConv {
   Ort::Value w_value_{nullptr};
   // mutable only because the C++ wrapper's Invoke is not const; the C API's InvokeOp takes a const OrtOp*.
   mutable Ort::Op reorder_in_{nullptr}, conv_{nullptr}, reorder_out_{nullptr};
+  mutable Ort::Op conv_sum_{nullptr};  // the same Conv with a Sum input (with_sum)
 };
 
 }  // namespace deltaonnx

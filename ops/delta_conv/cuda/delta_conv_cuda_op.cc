@@ -36,6 +36,7 @@ void DeltaConvCudaKernel::compute(OrtKernelContext* raw_context) const {
   if (shape.depth() > std::numeric_limits<int32_t>::max()) throw UserError("C/group*kH*kW exceeds 2^31");
 
   const StateInputs st = read_state_inputs(ctx, kXRef, kYPrev, kMapIn, xs, ys, attributes_.knobs.threshold);
+  const SumInputs sum = read_sum_inputs(ctx, kZ, kMapZ, ys);  // device pointers, like the other inputs
   const std::vector<float>& slopes = attributes_.activation.slopes;
   DeviceRun run = start_device_run(ctx, kX, st, xs, ys, win, attributes_.knobs, slopes.size() * sizeof(float));
   if (run.empty) return;
@@ -46,6 +47,7 @@ void DeltaConvCudaKernel::compute(OrtKernelContext* raw_context) const {
                                run.stream),
                "PRelu slopes upload");
   }
+  run.tensors.map_z = sum.map_z;
   const PixelList list = enqueue_pipeline(run);
 
   GatherGemm gemm;
@@ -53,6 +55,7 @@ void DeltaConvCudaKernel::compute(OrtKernelContext* raw_context) const {
   gemm.weights = Ort::ConstValue(w).GetTensorData<float>();
   gemm.bias = b != nullptr ? Ort::ConstValue(b).GetTensorData<float>() : nullptr;
   gemm.y = run.tensors.y;
+  gemm.z = sum.z;
   gemm.list = list;
   gemm.shape = shape;
   gemm.batch = N;

@@ -27,6 +27,7 @@ struct GatherGemm {
   const float* weights = nullptr;  // [M][K], K = C/group * kH * kW
   const float* bias = nullptr;     // [M] or nullptr
   float* y = nullptr;              // [N][M][Ho][Wo]
+  const float* z = nullptr;        // the sum input, Y's shape, added before the activation; nullptr: none
   PixelList list;
   ConvShape shape;
   int64_t batch = 0;
@@ -175,7 +176,7 @@ DELTA_HD void gemm_accumulate(int tid, const float* a_tile, const float* b_tile,
   }
 }
 
-// Phase 3 (after the last barrier): bias, activation, scatter into Y at the listed pixels.
+// Phase 3 (after the last barrier): bias, the sum Z, activation, scatter into Y at the listed pixels.
 template <class Tile>
 DELTA_HD void gemm_store(const GatherGemm& p, const GemmBlock& b, int tid, const GemmThread<Tile>& t) {
   const int row = tid / Tile::kThreadCols, col = tid % Tile::kThreadCols;
@@ -185,11 +186,12 @@ DELTA_HD void gemm_store(const GatherGemm& p, const GemmBlock& b, int tid, const
     if (m >= b.m_end) continue;
     const ActivationParams act = activation_for_channel(p.act, p.slopes, p.num_slopes, m);
     float* y_channel = p.y + (b.n * p.shape.out_channels + m) * total;
+    const float* z_channel = p.z != nullptr ? p.z + (b.n * p.shape.out_channels + m) * total : nullptr;
     for (int j = 0; j < Tile::TP; ++j) {
       const int64_t entry = b.p_begin + col + j * Tile::kThreadCols;
       if (entry >= b.length) continue;
       const int64_t q = item_pixel(p.list, b.n, entry, b.dense);
-      y_channel[q] = conv_epilogue(t.acc[i * Tile::TP + j], p.bias, m, act);
+      y_channel[q] = conv_epilogue(t.acc[i * Tile::TP + j], p.bias, m, act, z_channel != nullptr ? z_channel + q : nullptr);
     }
   }
 }

@@ -73,13 +73,15 @@ class DeltaConfig:
     gate: GateConfig = INPUT_GATE
     inner_gate: GateConfig = GateConfig()  # the change rule of the inner thresholds
     layout: str = ConversionOptions.layout  # convert's layout (nchw or blocked)
+    fuse_sum: bool = ConversionOptions.fuse_sum  # convert's residual-Add fusion
 
     @property
     def rules(self) -> str:
-        """The change rules and layout when not convert's defaults, e.g. "gate=pixel inner_gate=block2 layout=blocked"
-        ("" for the defaults)."""
+        """The change rules, layout and fusion when not convert's defaults, e.g. "gate=pixel inner_gate=block2
+        layout=blocked fuse_sum=off" ("" for the defaults)."""
         layout = f" layout={self.layout}" if self.layout != ConversionOptions.layout else ""
-        return f"{self.gate.label}{self.inner_gate.label_as('inner_gate')}{layout}".strip()
+        fusion = "" if self.fuse_sum == ConversionOptions.fuse_sum else f" fuse_sum={'on' if self.fuse_sum else 'off'}"
+        return f"{self.gate.label}{self.inner_gate.label_as('inner_gate')}{layout}{fusion}".strip()
 
     @property
     def label(self) -> str:
@@ -89,9 +91,11 @@ class DeltaConfig:
 def parse_configs(thresholds: Sequence[float], inner_thresholds: Sequence[float],
                   gates: Sequence[GateConfig] = (INPUT_GATE,),
                   inner_gates: Sequence[GateConfig] = (GateConfig(),),
-                  layouts: Sequence[str] = (ConversionOptions.layout,)) -> list[DeltaConfig]:
-    return [DeltaConfig(float(t), float(i), g, ig, layout)
-            for t, i, g, ig, layout in itertools.product(thresholds, inner_thresholds, gates, inner_gates, layouts)]
+                  layouts: Sequence[str] = (ConversionOptions.layout,),
+                  fuse_sums: Sequence[bool] = (ConversionOptions.fuse_sum,)) -> list[DeltaConfig]:
+    return [DeltaConfig(float(t), float(i), g, ig, layout, fuse)
+            for t, i, g, ig, layout, fuse in itertools.product(thresholds, inner_thresholds, gates, inner_gates, layouts,
+                                                               fuse_sums)]
 
 
 @dataclass

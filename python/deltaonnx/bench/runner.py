@@ -88,6 +88,7 @@ def run_benchmark(model, frames: Iterable[np.ndarray], preprocess: Optional[Prep
             proto, _ = convert_with_report(original, threshold=config.threshold, inner_threshold=config.inner_threshold,
                                            **config.gate.convert_kwargs(),
                                            **config.inner_gate.convert_kwargs("inner_"), layout=config.layout,
+                                           fuse_sum=config.fuse_sum,
                                            thresholds=options.node_thresholds, all_nodes=options.all_nodes,
                                            dense_fraction=options.dense_fraction)
             runs.append(ConfigRun(config, proto, conversion_metadata(proto), DeltaSession(

@@ -130,6 +130,10 @@ def add_layout_option(parser: argparse.ArgumentParser) -> None:
                         help="blocked: Delta ops with channel counts that are multiples of 16 exchange channel-blocked "
                         "tensors (no reorder per layer, a cache line per pixel; docs/ops.md#blocked-layout); nchw: "
                         f"every tensor NCHW (default {ConversionOptions.layout})")
+    parser.add_argument("--no-fuse-sum", dest="fuse_sum", action="store_false",
+                        help="keep each residual Add (and the activation after it) as its own node instead of fusing "
+                        "it into the DeltaConv it reads as the op's sum input Z (docs/ops.md); for A/Bs, and for the "
+                        "CUDA library, which refuses Z")
 
 
 def add_gate_options(parser: argparse.ArgumentParser, inner: bool = False) -> None:
@@ -175,6 +179,7 @@ def conversion_kwargs(args: argparse.Namespace) -> dict:
         "inner_gate_hard": args.inner_gate_hard,
         "inner_gates": read_inner_gates_file(args.inner_gates),
         "layout": args.memory_layout,
+        "fuse_sum": args.fuse_sum,
     }
 
 

@@ -20,6 +20,12 @@ from .arguments import (CliError, add_detection_options, add_video_options, exis
 
 
 
+def on_off(text: str) -> bool:
+    if text.strip() not in ("on", "off"):
+        raise argparse.ArgumentTypeError(f"--fuse-sum takes on and off, got {text!r}")
+    return text.strip() == "on"
+
+
 def layout_choice(text: str) -> str:
     if text.strip() not in LAYOUTS:
         raise argparse.ArgumentTypeError(f"a layout is one of {', '.join(LAYOUTS)}, got {text!r}")
@@ -53,6 +59,9 @@ def add_command(subparsers, common: argparse.ArgumentParser) -> None:
                       metavar="L1,L2",
                       help="convert's layout, one or a sweep: nchw, blocked (docs/ops.md#blocked-layout; default "
                       f"{ConversionOptions.layout}), e.g. nchw,blocked")
+    conv.add_argument("--fuse-sum", dest="fuse_sum", type=lambda text: [on_off(t) for t in text.split(",")],
+                      metavar="on,off", help="convert's residual-Add fusion into the DeltaConv's sum input, one or both "
+                      "(default on; off is convert --no-fuse-sum), e.g. on,off for an A/B against the same dense runs")
     conv.add_argument("--all", dest="all_nodes", action="store_true", help="convert every eligible node")
     conv.add_argument("--dense-fraction", type=float, default=0.5, metavar="F",
                       help="changed fraction above which an op runs densely (default 0.5)")
@@ -114,7 +123,7 @@ def run_command(args: argparse.Namespace) -> int:
         if args.original is None:
             raise CliError(f"{model_path} is already converted: pass the dense model with --original MODEL")
         if (args.threshold or args.thresholds or args.inner_threshold or args.inner_thresholds or args.gate or args.gates
-                or args.inner_gate or args.memory_layout):
+                or args.inner_gate or args.memory_layout or args.fuse_sum):
             raise CliError("thresholds are fixed in an already converted model; give the dense model to sweep them")
         converted, proto = proto, load_model(existing_model_path(args.original))
         if is_converted(proto):
@@ -139,7 +148,8 @@ def run_command(args: argparse.Namespace) -> int:
             maps_dir=Path(args.maps) if args.maps else None, maps_frames=args.maps_frames, progress=not args.quiet)
         inner_gates = args.inner_gate or [GateConfig()]
         result = run_benchmark(proto, frames, preprocess, configs=parse_configs(thresholds, inners, gates, inner_gates,
-                                                                    args.memory_layout or [ConversionOptions.layout]),
+                                                                    args.memory_layout or [ConversionOptions.layout],
+                                                                    args.fuse_sum or [ConversionOptions.fuse_sum]),
                                converted=converted, options=options, frame_total=total,
                                source=describe_source(video))
     except (BenchError, VideoError) as error:

@@ -13,12 +13,14 @@ from .rules import _check_map, apply_dense_fraction, changed_pixels, state_is_em
 from .window import _pair, _Window
 
 def _delta_step(X, X_ref, Y_prev, map_in, threshold, dense_fraction, win: _Window, compute_dense,
-                drop_reference=False, gate="pixel", gate_block=DEFAULT_GATE_BLOCK, gate_hard=None):
+                drop_reference=False, gate="pixel", gate_block=DEFAULT_GATE_BLOCK, gate_hard=None, map_z=None):
     """Rules 1-5 around any windowed op: `compute_dense(X_ref_next)` gives the op's full output.
     drop_reference: no X_ref is kept (allowed at tau = 0 with a change map, docs/design.md#dropped-references): the map's marks
-    are the changed pixels, the state is Y_prev alone, and X_ref_next is an empty [0,0,0,0]."""
+    are the changed pixels, the state is Y_prev alone, and X_ref_next is an empty [0,0,0,0].
+    map_z: DeltaConv's sum map [N,1,Ho,Wo] (docs/design.md#rule-4): its marks are recomputed too."""
     X = np.asarray(X, dtype=np.float32)
     n = X.shape[0]
+    marked = (lambda pooled: pooled) if map_z is None else (lambda pooled: pooled | (np.asarray(map_z)[:, 0] != 0))
     if drop_reference:
         if map_in is None or float(threshold) != 0.0:
             raise ValueError("without X_ref the op needs a change map and threshold 0")
@@ -28,7 +30,7 @@ def _delta_step(X, X_ref, Y_prev, map_in, threshold, dense_fraction, win: _Windo
         changed = np.ones((n,) + X.shape[2:], bool) if fresh else map_in[:, 0] != 0
         y_full = compute_dense(X)
         recompute = (np.ones((n,) + win.out_hw, dtype=bool) if fresh
-                     else apply_dense_fraction(_or_pool(changed, win), dense_fraction))
+                     else apply_dense_fraction(marked(_or_pool(changed, win)), dense_fraction))
         Y = y_full if fresh else np.where(recompute[:, None], y_full, np.asarray(Y_prev, np.float32))
         return Y.astype(np.float32), np.zeros((0, 0, 0, 0), np.float32), recompute[:, None].astype(np.uint8)
     gate = gate.decode() if isinstance(gate, bytes) else gate  # as the evaluator hands string attributes
@@ -52,21 +54,26 @@ def _delta_step(X, X_ref, Y_prev, map_in, threshold, dense_fraction, win: _Windo
         Y_prev = np.asarray(Y_prev, dtype=np.float32) if Y_prev is not None else np.zeros((0, 0, 0, 0), np.float32)
         if Y_prev.shape != y_full.shape:
             raise ValueError(f"Y_prev has shape {Y_prev.shape}, expected {y_full.shape} (the shape of Y)")
-        recompute = apply_dense_fraction(_or_pool(changed, win), dense_fraction)
+        recompute = apply_dense_fraction(marked(_or_pool(changed, win)), dense_fraction)
     Y = y_full if fresh else np.where(recompute[:, None], y_full, Y_prev).astype(np.float32)
     map_out = recompute[:, None].astype(np.uint8)
     return Y, X_ref_next, map_out
 
 
-def delta_conv(X, W, B=None, X_ref=None, Y_prev=None, map_in=None, *, kernel_shape=None, strides=None,
-               pads=None, dilations=None, group=1, auto_pad="NOTSET", activation="", activation_params=(),
+def delta_conv(X, W, B=None, X_ref=None, Y_prev=None, map_in=None, Z=None, map_z=None, *, kernel_shape=None,
+               strides=None, pads=None, dilations=None, group=1, auto_pad="NOTSET", activation="", activation_params=(),
                threshold=0.0, dense_fraction=0.5, drop_reference=False, gate="pixel", gate_block=DEFAULT_GATE_BLOCK,
                gate_hard=None, layout="nchw", channel_block=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """DeltaConv (docs/ops.md), rules 1-5: returns (Y, X_ref_next, map_out) with
-    Y = where(recompute, act(conv(X_ref_next) + B), Y_prev) and map_out the uint8 recompute mask.
+    Y = where(recompute, act(conv(X_ref_next) + B + Z), Y_prev) and map_out the uint8 recompute mask.
+    Z (the sum, Y's shape and layout) needs map_z ([N,1,Ho,Wo]): its marks are recomputed too (rule 4).
     gate "block" decides changes by rule 2b (delta_gate's verdict, k = gate_block, tau_hard = gate_hard).
-    layout "blocked": X, X_ref, Y_prev, Y and X_ref_next hold blocked memory (docs/ops.md#blocked-layout) of
-    channel_block (default: the library's); "blocked_out": Y_prev and Y only."""
+    layout "blocked": X, X_ref, Y_prev, Y, Z and X_ref_next hold blocked memory (docs/ops.md#blocked-layout) of
+    channel_block (default: the library's); "blocked_out": Y_prev, Y and Z only."""
+    if (Z is None) != (map_z is None):
+        raise ValueError("DeltaConv's sum Z and its change map map_z go together")
+    if Z is not None and (group != 1 or activation == "Softmax"):
+        raise ValueError(f"the sum Z needs group 1 and a per-element activation, got group {group}, {activation!r}")
     input_blocked, output_blocked = blocked_sides(layout, gate)
     if output_blocked:
         w_shape = np.shape(W)
@@ -85,7 +92,14 @@ def delta_conv(X, W, B=None, X_ref=None, Y_prev=None, map_in=None, *, kernel_sha
             if np.any(act_zero != 0):
                 raise ValueError(f'layout "{layout}" pads {out_channels} output channels to '
                                  f"{padded_channels(out_channels, b)}, but activation {activation!r} has act(0) != 0")
-        return run_blocked(lambda x, x_ref, y_prev: delta_conv(x, W, B, x_ref, y_prev, map_in, **args), b,
+        z = None
+        if Z is not None:  # Y's padded blocked shape; its pad lanes are zero, so Y's stay act(0 + 0 + 0)
+            Z = np.asarray(Z, np.float32)
+            if Z.ndim != 4 or Z.shape[1] != padded_channels(out_channels, b):
+                raise ValueError(f"the sum input Z has shape {Z.shape}, expected Y's roundup({out_channels}, {b}) = "
+                                 f"{padded_channels(out_channels, b)} channels")
+            z = from_blocked(Z, b, out_channels)
+        return run_blocked(lambda x, x_ref, y_prev: delta_conv(x, W, B, x_ref, y_prev, map_in, z, map_z, **args), b,
                            X, X_ref, Y_prev, input_blocked, in_channels=int(w_shape[1]) * int(group),
                            out_channels=out_channels)
     X = np.asarray(X, dtype=np.float32)
@@ -97,13 +111,19 @@ def delta_conv(X, W, B=None, X_ref=None, Y_prev=None, map_in=None, *, kernel_sha
         raise ValueError(f"kernel_shape {kernel} does not match W {W.shape}")
     win = _Window.resolve(X.shape[2:], kernel, strides, pads, dilations, auto_pad)
     act_name, act_params = activation, activation_params
+    out_shape = (X.shape[0], W.shape[0]) + win.out_hw
+    if Z is not None:
+        Z = _check_map(Z, out_shape, "Z").astype(np.float32)
+        map_z = _check_map(map_z, (X.shape[0], 1) + win.out_hw, "map_z")
 
     def dense(x_ref_next):
         y = conv2d(x_ref_next, W, B, strides=win.strides, pads=win.pads, dilations=win.dilations, group=group)
+        if Z is not None:
+            y = y + Z[: y.shape[0]]
         return _activate(y, act_name, act_params, channel_axis=1)
 
     return _delta_step(X, X_ref, Y_prev, map_in, threshold, dense_fraction, win, dense, drop_reference,
-                       gate, gate_block, gate_hard)
+                       gate, gate_block, gate_hard, map_z)
 
 
 def delta_pool(X, X_ref=None, Y_prev=None, map_in=None, *, kernel_shape, strides=None, pads=None,

@@ -14,13 +14,14 @@ def _reference_ops(channel_block: int | None = None):
     class DeltaConv(OpRun):
         op_domain = DOMAIN
 
-        def _run(self, X, W, B=None, X_ref=None, Y_prev=None, map_in=None, **attrs):
-            names = list(self.onnx_node.input) + [""] * 6
+        def _run(self, X, W, B=None, X_ref=None, Y_prev=None, map_in=None, Z=None, map_z=None, **attrs):
+            names = list(self.onnx_node.input) + [""] * 8
             # Absent inputs are judged by name: the evaluator may hand a stale value for "".
             B = None if not names[2] or (B is not None and np.asarray(B).size == 0) else B
             dropped = not names[3]  # an absent X_ref (not an empty state): the dropped reference of docs/ops.md
             map_in = map_in if names[5] else None
-            return delta_conv(X, W, B, None if dropped else X_ref, Y_prev, map_in, drop_reference=dropped,
+            Z, map_z = (Z if names[6] else None), (map_z if names[7] else None)
+            return delta_conv(X, W, B, None if dropped else X_ref, Y_prev, map_in, Z, map_z, drop_reference=dropped,
                               channel_block=channel_block, **attrs)
 
     class DeltaPool(OpRun):
