@@ -234,3 +234,12 @@ def assert_in_place_equals_copying(session: ort.InferenceSession, seq, y_shape, 
     for t, (got, want) in enumerate(zip(run_in_place(session, seq, y_shape, ref_shape, device, device_id), copying)):
         for name, g, w in zip(("Y", "X_ref_next", "map_out"), got, want):
             np.testing.assert_array_equal(g, w, err_msg=f"frame {t}: {name}")
+
+
+def assert_pad_lanes_zero(y, b, channels, what):
+    """Lanes channels.. of y (blocked) are +-0, or NaN at a pixel whose real lanes hold a NaN."""
+    lanes = reference.from_blocked(y, b)
+    real_nan = np.isnan(lanes[:, :channels]).any(axis=1, keepdims=True)
+    pads = lanes[:, channels:]
+    bad = (pads != 0) & ~(np.isnan(pads) & real_nan)
+    assert not bad.any(), f"{what}: {int(bad.sum())} pad lanes not zero (e.g. {pads[bad][:4]})"

@@ -17,8 +17,8 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper
 
-from builders import EMPTY, ConvPair, assert_close_nan, conv_model, exact_change_map, frame_sequence, op_model, \
-    op_session, pool_model, run_in_place, value_info
+from builders import (EMPTY, ConvPair, assert_close_nan, assert_pad_lanes_zero, conv_model, exact_change_map,
+                      frame_sequence, op_model, op_session, pool_model, run_in_place, value_info)
 from conftest import check_under_simd
 from deltaonnx.graph_passes.protocol import DOMAIN
 from deltaonnx.reference import from_blocked, padded_channels, to_blocked
@@ -46,15 +46,6 @@ def channel_block() -> int:
     from deltaonnx import _native
 
     return int(_native.channel_block())
-
-
-def assert_pad_lanes_zero(y, b, channels, what):
-    """Lanes channels.. of y (blocked) are +-0, or NaN at a pixel whose real lanes hold a NaN."""
-    lanes = from_blocked(y, b)
-    real_nan = np.isnan(lanes[:, :channels]).any(axis=1, keepdims=True)
-    pads = lanes[:, channels:]
-    bad = (pads != 0) & ~(np.isnan(pads) & real_nan)
-    assert not bad.any(), f"{what}: {int(bad.sum())} pad lanes not zero (e.g. {pads[bad][:4]})"
 
 
 def make_pair(case, activation, with_map, rng, layout=None):

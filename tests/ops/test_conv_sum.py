@@ -13,12 +13,11 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from builders import EMPTY, assert_close_nan, exact_change_map, op_model, op_session, value_info
+from builders import EMPTY, assert_close_nan, assert_pad_lanes_zero, exact_change_map, op_model, op_session, value_info
 from conftest import check_under_simd
 from deltaonnx import reference
 from deltaonnx.graph_passes.protocol import DOMAIN
 from deltaonnx.reference import from_blocked, padded_channels, to_blocked
-from test_blocked_padded import assert_pad_lanes_zero
 
 
 def channel_block() -> int:
