@@ -20,7 +20,7 @@ from conftest import check_under_simd
 from deltaonnx import reference
 from deltaonnx.graph_passes.protocol import DOMAIN
 from deltaonnx.reference import from_blocked, to_blocked
-from test_blocked_layout import channel_block, mlas_block
+from test_blocked_layout import channel_block, compare_blocked_with_nchw
 
 
 # (C, kernel, stride, dilation, pads, batch, H, W): 3x3 and 5x5 at strides 1 and 2, a dilation with asymmetric pads,
@@ -70,31 +70,17 @@ def partial_frames(rng, shape):
 
 
 def check_case(case, activation, with_map, seed, frames=None, all_ones_map=False):
-    """The blocked op against dense ORT and the NCHW op at tau 0. all_ones_map: every frame's map marks every pixel
-    (the op's own change test then decides, as without a map)."""
-    b = channel_block()
-    dense_is_orts = b == mlas_block() and activation in ("", "Relu")  # MLAS fuses Relu into its Conv
+    """The blocked op against dense ORT and the NCHW op at tau 0 (test_blocked_layout.compare_blocked_with_nchw;
+    bit for bit on first and all-new frames: ORT's NCHWc depthwise Conv on the blocked tensors, and the partial
+    engine too, which sums as MLAS does, so equality does not tell which ran: the dense path is shown by its cost,
+    docs/results.md). all_ones_map: every frame's map marks every pixel."""
     rng = np.random.default_rng(seed)
     nchw, blocked = _pair(case, activation, with_map, rng)
     C, n, H, W = case[0], case[5], case[6], case[7]
-    state_n, state_b, prev = (EMPTY, EMPTY), (EMPTY, EMPTY), None
     if frames is None:
         frames = list(zip(KINDS, frame_sequence(rng, (n, C, H, W), KINDS)))
-    for kind, x in frames:
-        change = np.ones_like(exact_change_map(x, None)) if all_ones_map else exact_change_map(x, prev)
-        y_n, ref_n, map_n = nchw.run_delta(x, *state_n, change)
-        y_b, ref_b, map_b = blocked.run_delta(to_blocked(x, b), *state_b, change)
-        where = f"{case} {activation!r} map={with_map} ones={all_ones_map} b={b} frame {kind}"
-        np.testing.assert_array_equal(map_b, map_n, err_msg=where)
-        np.testing.assert_array_equal(from_blocked(ref_b, b), ref_n, err_msg=where)
-        dense = nchw.run_dense(x)
-        assert_close_nan(from_blocked(y_b, b), dense)
-        assert_close_nan(from_blocked(y_b, b), y_n)
-        if kind in ("first", "global") and dense_is_orts:
-            # bit for bit: ORT's NCHWc depthwise Conv on the blocked tensors, and the partial engine too (it sums as
-            # MLAS does), so this does not tell which ran: the dense path is shown by its cost (docs/results.md)
-            np.testing.assert_array_equal(from_blocked(y_b, b), dense, err_msg=where)
-        state_n, state_b, prev = (ref_n, y_n), (ref_b, y_b), x
+    compare_blocked_with_nchw(nchw, blocked, frames, activation,
+                              f"{case} {activation!r} map={with_map} ones={all_ones_map}", all_ones_map)
 
 
 def check_against_reference(case, activation, seed, threshold=0.3):

@@ -73,28 +73,36 @@ def wide_bands(rng, shape):
     return frames
 
 
-def check_case(case, activation, with_map, seed, frames=None):
+def compare_blocked_with_nchw(nchw, blocked, frames, activation, label, all_ones_map=False):
+    """Runs `frames` ([(kind, x)]) through the NCHW and the blocked op of one conv at tau 0: maps and references
+    equal, Y equal to the NCHW op's and dense ORT's (bit for bit on first and all-new frames where dense ORT's is
+    ORT's NCHWc Conv on the blocked tensors as they are). all_ones_map: every frame's map marks every pixel (the
+    op's own change test then decides, as without a map)."""
     b = channel_block()
-    dense_is_orts = b == mlas_block() and activation in ("", "Relu")
-    rng = np.random.default_rng(seed)
-    nchw, blocked = _pair(case, activation, with_map, rng)
-    C, n, H, W = case[0], case[6], case[7], case[8]
+    dense_is_orts = b == mlas_block() and activation in ("", "Relu")  # MLAS fuses Relu into its Conv
     state_n, state_b, prev = (EMPTY, EMPTY), (EMPTY, EMPTY), None
-    if frames is None:
-        frames = list(zip(KINDS, frame_sequence(rng, (n, C, H, W), KINDS)))
     for kind, x in frames:
-        change = exact_change_map(x, prev)
+        change = np.ones_like(exact_change_map(x, None)) if all_ones_map else exact_change_map(x, prev)
         y_n, ref_n, map_n = nchw.run_delta(x, *state_n, change)
         y_b, ref_b, map_b = blocked.run_delta(to_blocked(x, b), *state_b, change)
         dense = nchw.run_dense(x)
-        where = f"{case} {activation!r} map={with_map} b={b} frame {kind}"
+        where = f"{label} b={b} frame {kind}"
         np.testing.assert_array_equal(map_b, map_n, err_msg=where)
         np.testing.assert_array_equal(from_blocked(ref_b, b), ref_n, err_msg=where)
         assert_close_nan(from_blocked(y_b, b), dense)
         assert_close_nan(from_blocked(y_b, b), y_n)
-        if kind in ("first", "global") and dense_is_orts:  # ORT's NCHWc Conv on the blocked tensors as they are
+        if kind in ("first", "global") and dense_is_orts:
             np.testing.assert_array_equal(from_blocked(y_b, b), dense, err_msg=where)
         state_n, state_b, prev = (ref_n, y_n), (ref_b, y_b), x
+
+
+def check_case(case, activation, with_map, seed, frames=None):
+    rng = np.random.default_rng(seed)
+    nchw, blocked = _pair(case, activation, with_map, rng)
+    C, n, H, W = case[0], case[6], case[7], case[8]
+    if frames is None:
+        frames = list(zip(KINDS, frame_sequence(rng, (n, C, H, W), KINDS)))
+    compare_blocked_with_nchw(nchw, blocked, frames, activation, f"{case} {activation!r} map={with_map}")
 
 
 def check_all_cases(seed=5):
