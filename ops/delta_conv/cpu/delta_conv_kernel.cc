@@ -1,6 +1,7 @@
 #include "delta_conv/cpu/delta_conv_kernel.h"
 
 #include "common/channel_block.h"
+#include "delta_reorder/cpu/reorder_engine.h"
 #include "ort_util.h"
 
 namespace deltaonnx {
@@ -25,6 +26,7 @@ DeltaConvKernel::DeltaConvKernel(const OrtKernelInfo* raw_info) : SchemaKernel(r
       const PaddedConv padded = pad_conv_channels(spec_, w.GetTensorData<float>(), attributes_.block);
       blocked_ = std::make_unique<BlockedConvWeights>(padded.spec, padded.weights.data(), attributes_.block,
                                                       spec_.in_channels_per_group);
+      blocked_spec_ = padded.spec;
       // ORT's NCHWc Conv reads the tensors as they are only when our block is MLAS's. With fewer input channels
       // than a block (unet_like's 8 at b = 16) the padded Conv would do twice the FMAs of dense ORT's, which
       // reads such an input as NCHW: the item's one block is unblocked first and read so (blocked_out's Conv).
@@ -70,6 +72,8 @@ void DeltaConvKernel::compute(OrtKernelContext* raw) const {
   const bool blocked = attributes_.layout == TensorLayout::kBlocked;
   std::unique_ptr<PackedConvWeights> packed_now;
   std::unique_ptr<BlockedConvWeights> blocked_now;
+  const ConvSpec* blocked_spec = &blocked_spec_;  // the blocked engine's: the conv padded to whole channel blocks
+  ConvSpec blocked_spec_now;
   const PackedConvWeights* packed = packed_.get();
   const BlockedConvWeights* blocked_weights = blocked_.get();
   if (packed == nullptr && blocked_weights == nullptr) {  // W is computed by the graph: check and pack it for this run
@@ -80,6 +84,8 @@ void DeltaConvKernel::compute(OrtKernelContext* raw) const {
       blocked_now = std::make_unique<BlockedConvWeights>(padded.spec, padded.weights.data(), attributes_.block,
                                                          spec.in_channels_per_group);
       blocked_weights = blocked_now.get();
+      blocked_spec_now = padded.spec;
+      blocked_spec = &blocked_spec_now;
     } else {
       packed_now = std::make_unique<PackedConvWeights>(spec, w.GetTensorData<float>(), kernels());
       packed = packed_now.get();
@@ -112,7 +118,6 @@ void DeltaConvKernel::compute(OrtKernelContext* raw) const {
   std::vector<uint8_t> map_scratch;
   const DeltaOutputs out = delta_outputs(ctx, xs, ys, st, map_scratch);
   if (N * C * H * W == 0 || Ho * Wo * M == 0) return;
-  const ConvSpec padded_spec = blocked ? padded_conv_spec(spec, attributes_.block) : spec;  // the blocked engine's
 
   const bool blocked_out = attributes_.layout == TensorLayout::kBlockedOut;
   ConvRun run;
@@ -126,13 +131,15 @@ void DeltaConvKernel::compute(OrtKernelContext* raw) const {
   if (dense_ != nullptr && (blocked || blocked_out || st.reference_dropped || !dense_->own_engine_reads_in_place())) {
     const NchwcDenseConv* engine = dense_.get();
     if (dense_reads_nchw_) {  // one block of C < b real lanes: NCHW in a scratch, then the Conv writes Y blocked
-      const int64_t block = attributes_.block, Cl = spec.in_channels_per_group;
-      dense = [engine, raw, H, W, bias, Ho, Wo, block, Cl, &parallel_for](const float* src, const float* z,
-                                                                          float* item_y) {
+      ReorderShape item;  // the item's one channel block, to NCHW as DeltaReorder moves it
+      item.batch = 1;
+      item.channels = spec.in_channels_per_group;
+      item.pixels = H * W;
+      item.block = attributes_.block;
+      dense = [engine, raw, H, W, bias, Ho, Wo, item, &parallel_for](const float* src, const float* z, float* item_y) {
         thread_local AlignedScratch nchw;
-        const std::vector<ActivationParams> none(static_cast<size_t>(block));
-        float* x_nchw = nchw.get(checked_count({Cl, H, W}, "the unblocked input"));
-        kernels().unblock_activate(src, block, Cl, H * W, none.data(), x_nchw, H * W);
+        float* x_nchw = nchw.get(checked_count({item.channels, H, W}, "the unblocked input"));
+        reorder_channels(item, /*to_blocked=*/false, src, x_nchw, parallel_for, kernels());
         return engine->compute(raw, x_nchw, H, W, bias, z, item_y, Ho, Wo, parallel_for);
       };
     } else {
@@ -141,7 +148,7 @@ void DeltaConvKernel::compute(OrtKernelContext* raw) const {
       };
     }
   }
-  if (blocked) run_blocked_delta_conv(padded_spec, *blocked_weights, run, parallel_for, nullptr, &dense);
+  if (blocked) run_blocked_delta_conv(*blocked_spec, *blocked_weights, run, parallel_for, nullptr, &dense);
   else run_delta_conv(spec, *packed, run, parallel_for, nullptr, &dense);
 }
 

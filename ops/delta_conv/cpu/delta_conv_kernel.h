@@ -28,6 +28,7 @@ class DeltaConvKernel : public SchemaKernel<kDeltaConvSchema> {
 
   DeltaConvAttributes attributes_;
   ConvSpec spec_;                              // when W is a constant initializer
+  ConvSpec blocked_spec_;                      // spec_ padded to whole channel blocks (layout "blocked")
   std::unique_ptr<PackedConvWeights> packed_;  // W packed once when constant (layout "nchw")
   std::unique_ptr<BlockedConvWeights> blocked_;  // W as the blocked engine reads it, when constant (layout "blocked")
   std::unique_ptr<NchwcDenseConv> dense_;      // ORT's NCHWc Conv for items recomputed everywhere, if usable
