@@ -346,8 +346,9 @@ void run_delta_conv(const ConvSpec& spec, const PackedConvWeights& weights, cons
   const Window2D w = engine_window(spec.window, run.height, run.width);
   const int64_t M = spec.out_channels, out_plane = w.out_pixels();
   // With a sum the kernels store conv + bias and add_sum_activate applies the activation after adding Z.
-  std::vector<ActivationParams> activations(static_cast<size_t>(M)), no_activation(static_cast<size_t>(M));
+  std::vector<ActivationParams> activations(static_cast<size_t>(M));
   for (int64_t m = 0; m < M; ++m) activations[m] = spec.activation_for(m);
+  const std::vector<ActivationParams> no_activation(run.z != nullptr ? static_cast<size_t>(M) : 0);
   const std::vector<ActivationParams>& acts = run.z != nullptr ? no_activation : activations;
 
   std::vector<uint8_t> in_flags, scratch;
@@ -358,10 +359,13 @@ void run_delta_conv(const ConvSpec& spec, const PackedConvWeights& weights, cons
   thread_local AlignedScratch nchw_scratch;
   const int64_t y_channels = run.out_block > 1 ? padded_channels(M, run.out_block) : M;
   // The sum's activations over Y's padded channels: the pad lanes hold 0 + Z's 0, and a padded output's activation
-  // keeps 0 (the op refuses the others), so they take channel 0's and a uniform activation stays one run.
-  std::vector<ActivationParams> padded_activations(activations);
-  padded_activations.resize(static_cast<size_t>(y_channels),
-                            activations.empty() ? ActivationParams{} : activations[0]);
+  // keeps 0 (the op refuses the others), so they take channel 0's and a uniform activation stays one run. Built
+  // only with a sum on a blocked output (this runs on every call).
+  std::vector<ActivationParams> padded_activations;
+  if (run.z != nullptr && run.out_block > 1) {
+    padded_activations = activations;
+    padded_activations.resize(static_cast<size_t>(y_channels), activations.empty() ? ActivationParams{} : activations[0]);
+  }
   for (int64_t n = 0; n < run.batch; ++n) {
     const ItemPlan item = plan_item(run, n, spec.threshold, block_rule_of(spec.gate), &k, w, spec.dense_fraction,
                                     y_channels, in_flags, scratch, stats, parallel_for,
