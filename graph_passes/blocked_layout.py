@@ -28,7 +28,7 @@ import onnx_ir as ir
 from .constants import constant_array, constant_scalar
 from .conversion_context import PLAN_META_KEY, ConversionContext
 from .delta_ops import (CONV_INPUTS, DELTA_POOL, DELTA_REORDER, LAYOUT_BLOCKED, LAYOUT_BLOCKED_OUT, POOL_INPUTS,
-                        X_REF_NEXT, Y, is_delta_op)
+                        X_REF_NEXT, Y, is_delta_op, sum_input)
 from .graph_edits import NameScope, attribute, copy_type_and_shape
 from .normalize import onnx_opset
 from .pad_lanes import (CHANNEL_MULTIPLE, PADDED_CHANNELS_META_KEY, activation_keeps_zero, is_padded,
@@ -285,8 +285,7 @@ class ChooseBlockedLayout(ir.passes.InPlacePass):
 
 def _sum_positions(node: ir.Node) -> list[int]:
     """[Z's input position] of a DeltaConv with a sum input (in Y's layout), else []."""
-    z = CONV_INPUTS["z"]
-    return [z] if node.op_type != DELTA_POOL and len(node.inputs) > z and node.inputs[z] is not None else []
+    return [CONV_INPUTS["z"]] if sum_input(node) is not None else []
 
 
 class DeclarePaddedShapes(ir.passes.InPlacePass):

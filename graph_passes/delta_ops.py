@@ -43,3 +43,11 @@ def is_reorder(node) -> bool:
 
 def is_delta_op(node) -> bool:
     return node.domain == DOMAIN and node.op_type in DELTA_OPS
+
+
+def sum_input(node):
+    """A DeltaConv's sum input Z (docs/ops.md, the sum input), or None: any other node, or a conv without one."""
+    z = CONV_INPUTS["z"]
+    if node.domain != DOMAIN or node.op_type != DELTA_CONV or len(node.inputs) <= z:
+        return None
+    return node.inputs[z]

@@ -17,7 +17,7 @@ from typing import Optional
 import onnx_ir as ir
 
 from .conversion_context import PLAN_META_KEY
-from .delta_ops import CONV_INPUTS, DELTA_CONV, Y, is_delta_op
+from .delta_ops import CONV_INPUTS, DELTA_CONV, Y, is_delta_op, sum_input
 from .fuse_activation import match_activation
 from .graph_edits import attribute, remove_unused_constants, sole_consumer, substitute
 from .locality import ChangeMapPropagation, DryRunMaps
@@ -53,7 +53,7 @@ def _residual_add(conv: ir.Node, maps: dict) -> Optional[tuple[ir.Node, ir.Value
     """(the Add, Z) when `conv` can take the Add's other operand as its sum, else None."""
     if attribute(conv, "activation", "") or (attribute(conv, "group", 1) or 1) != 1:
         return None
-    if len(conv.inputs) > CONV_INPUTS["z"] and conv.inputs[CONV_INPUTS["z"]] is not None:
+    if sum_input(conv) is not None:
         return None
     y = conv.outputs[Y]
     add = sole_consumer(y)

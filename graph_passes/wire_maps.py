@@ -14,7 +14,7 @@ from .protocol import DOMAIN
 
 from .constants import constant_array
 from .conversion_context import PLAN_META_KEY
-from .delta_ops import CONV_INPUTS, DELTA_CONV, DELTA_MAP_UNION, MAP_OUT, Y, input_positions, is_delta_op, is_reorder
+from .delta_ops import CONV_INPUTS, DELTA_MAP_UNION, MAP_OUT, Y, input_positions, is_delta_op, is_reorder, sum_input
 from .errors import ConversionError
 from .graph_edits import NameScope, add_initializer, attribute
 from .locality import ChangeMapPropagation
@@ -163,12 +163,12 @@ class WireChangeMaps(ir.passes.InPlacePass):
             nonlocal wired
             if not is_delta_op(node) and not is_reorder(node):
                 return
-            z_position = CONV_INPUTS["z"]
-            if node.op_type == DELTA_CONV and len(node.inputs) > z_position and node.inputs[z_position] is not None:
+            z = sum_input(node)
+            if z is not None:
                 # the sum's map (fuse_residual_sum.py fused only where Z has one): required by the op
-                z_map = maps.get(node.inputs[z_position])
+                z_map = maps.get(z)
                 if z_map is None:
-                    raise ConversionError(f"{node.name}: the sum input {node.inputs[z_position].name} has no change map")
+                    raise ConversionError(f"{node.name}: the sum input {z.name} has no change map")
                 node.replace_input_with(CONV_INPUTS["map_z"], z_map)
                 wired += 1
             change_map = maps.get(node.inputs[0])
