@@ -252,27 +252,6 @@ FloatArray unblock_activate(const FloatArray& blocked, int64_t channels, const s
   return y;
 }
 
-// Per slice [starts[i], starts[i] + sizes[i]) of buffer, its nonzero bytes: DeltaSession counts every change map of
-// a run with one call (the maps live in one buffer, session/map_buffers.py).
-py::array_t<int64_t> count_marks_in(const py::array_t<uint8_t, py::array::c_style>& buffer,
-                                    const py::array_t<int64_t, py::array::c_style>& starts,
-                                    const py::array_t<int64_t, py::array::c_style>& sizes) {
-  if (starts.ndim() != 1 || sizes.ndim() != 1 || starts.size() != sizes.size())
-    throw std::invalid_argument("count_marks: starts and sizes must be 1-D arrays of one length");
-  const int64_t total = buffer.size(), slices = starts.size();
-  const int64_t* start = starts.data();
-  const int64_t* size = sizes.data();
-  for (int64_t i = 0; i < slices; ++i)
-    if (start[i] < 0 || size[i] < 0 || start[i] > total || size[i] > total - start[i])
-      throw std::invalid_argument("count_marks: slice " + std::to_string(i) + " [" + std::to_string(start[i]) + ", +" +
-                                  std::to_string(size[i]) + ") leaves the buffer of " + std::to_string(total) + " bytes");
-  py::array_t<int64_t> counts(slices);
-  int64_t* out = counts.mutable_data();
-  const uint8_t* data = buffer.data();
-  for (int64_t i = 0; i < slices; ++i) out[i] = count_marks(data + start[i], size[i]);
-  return counts;
-}
-
 // A stream's change-map statistics, recorded after each run in one call without arguments: DeltaSession calls it
 // right after ORT's run, when a model's state has pushed Python's working set out of the caches, and there each
 // numpy operation or argument conversion cost ~10 us (count_marks plus two ufuncs: 30-70 us a frame on the zoo
@@ -365,8 +344,6 @@ PYBIND11_MODULE(_native, m) {
            py::arg("buffer").noconvert(), py::arg("starts").noconvert(), py::arg("sizes").noconvert(),
            py::arg("last").noconvert(), py::arg("sums").noconvert())
       .def("record", &MarkRecorder::record);
-  m.def("count_marks", &count_marks_in, py::arg("buffer"), py::arg("starts"), py::arg("sizes"),
-        "The nonzero bytes of each slice [starts[i], starts[i] + sizes[i]) of a uint8 buffer (int64 counts).");
   m.def("delta_pool", &delta_pool, py::arg("x"), py::arg("x_ref"), py::arg("y_prev"), py::arg("map_in") = py::none(),
         py::arg("kernel_shape"), py::arg("strides") = std::vector<int64_t>{1, 1},
         py::arg("pads") = std::vector<int64_t>{0, 0, 0, 0}, py::arg("dilations") = std::vector<int64_t>{1, 1},

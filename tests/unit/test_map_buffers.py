@@ -1,5 +1,5 @@
 """DeltaSession's change maps in one buffer (session/map_buffers.py): each map its own aligned slice, and the marks
-counted per map, by the compiled module and by its numpy fallback alike."""
+recorded per map, by the compiled module (MarkRecorder) and by its numpy fallback alike."""
 from __future__ import annotations
 
 import numpy as np
@@ -20,13 +20,13 @@ def _maps(rng):
 @pytest.fixture(params=["compiled", "numpy"])
 def counting(request, monkeypatch):
     if request.param == "numpy":
-        monkeypatch.setattr(map_buffers, "_count_marks", None)
-    elif map_buffers._count_marks is None:
+        monkeypatch.setattr(map_buffers, "_MarkRecorder", None)
+    elif map_buffers._MarkRecorder is None:
         pytest.skip("the compiled module is not built")
     return request.param
 
 
-def test_each_map_counts_its_own_marks(rng, counting):
+def test_each_map_counts_its_own_marks(rng):
     first = _maps(rng)
     maps = ChangeMapBuffers(first)
     assert [v.shape for v in maps.views] == SHAPES
@@ -49,24 +49,18 @@ def test_maps_start_on_cache_lines_and_never_share_bytes(rng):
         assert all(np.array_equal(a, v) for a, v in zip(others, [v for v in maps.views if v is not view]))
 
 
-def test_count_marks_refuses_a_slice_outside_the_buffer():
-    if map_buffers._count_marks is None:
-        pytest.skip("the compiled module is not built")
-    buffer = np.ones(16, np.uint8)
-    assert map_buffers._count_marks(buffer, np.array([0, 8]), np.array([8, 8])).tolist() == [8, 8]
-    with pytest.raises(ValueError, match="leaves the buffer of 16 bytes"):
-        map_buffers._count_marks(buffer, np.array([8]), np.array([9]))
-
-
 @pytest.mark.parametrize("size", [8159, 8160, 8192, 8193, 16384, 20000])
 def test_count_marks_past_the_counting_lanes_limit(size):
     """The compiled count adds in byte lanes and sums them before any could pass 255 (ops/common/change_map.cc):
-    a map marked everywhere, around and past that stretch (32 lanes x 255 steps = 8160 bytes), counts every byte."""
-    if map_buffers._count_marks is None:
+    a map marked everywhere, around and past that stretch (32 lanes x 255 steps = 8160 bytes), counts every byte
+    (the recorded share is exactly 1)."""
+    if map_buffers._MarkRecorder is None:
         pytest.skip("the compiled module is not built")
     buffer = np.full(size + 3, 255, np.uint8)
     for start in (0, 3):  # aligned and not
-        assert map_buffers._count_marks(buffer, np.array([start]), np.array([size])).tolist() == [size]
+        last, sums = np.zeros(1), np.zeros(1)
+        map_buffers._MarkRecorder(buffer, np.array([start]), np.array([size]), last, sums).record()
+        assert last.tolist() == [1.0]
 
 
 def test_record_writes_each_maps_share_in_place_and_adds_it_up(rng, counting):
@@ -74,15 +68,7 @@ def test_record_writes_each_maps_share_in_place_and_adds_it_up(rng, counting):
     written into the arrays given once (the stream's statistics), by the compiled recorder and by numpy alike."""
     first = _maps(rng)
     maps = ChangeMapBuffers(first)
-    if counting == "numpy":
-        maps_module_recorder = map_buffers._MarkRecorder
-        map_buffers._MarkRecorder = None
-        try:
-            maps.record_into(last := np.zeros(len(SHAPES)), sums := np.zeros(len(SHAPES)))
-        finally:
-            map_buffers._MarkRecorder = maps_module_recorder
-    else:
-        maps.record_into(last := np.zeros(len(SHAPES)), sums := np.zeros(len(SHAPES)))
+    maps.record_into(last := np.zeros(len(SHAPES)), sums := np.zeros(len(SHAPES)))  # `counting` chose the recorder
     expected_sums = np.zeros(len(SHAPES))
     for _ in range(3):
         for view in maps.views:

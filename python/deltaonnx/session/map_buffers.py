@@ -7,15 +7,14 @@ import onnxruntime as ort
 
 try:
     from .._native import MarkRecorder as _MarkRecorder
-    from .._native import count_marks as _count_marks
 except ImportError:  # the compiled module is optional: a count_nonzero per map then
-    _MarkRecorder = _count_marks = None
+    _MarkRecorder = None
 
 _ALIGN = 64  # each map starts on a cache line, as ORT's allocator places it
 
 
 class ChangeMapBuffers:
-    """Every map output of a stream bound to its own slice of one uint8 buffer. `marked()` counts each map's
+    """Every map output of a stream bound to its own slice of one uint8 buffer. `record()` counts each map's
     nonzero pixels in one call to the compiled module: a `count_nonzero` per map right after a run, on cold
     caches, cost 0.12 ms per frame on yolov8_like's 52 maps, 0.03 ms on cnn1's 4 (benchmarks/session_overhead.py)."""
 
@@ -52,7 +51,6 @@ class ChangeMapBuffers:
         self._sums += self._last
 
     def marked(self) -> np.ndarray:
-        """Per map, the number of its pixels the last run marked (nonzero)."""
-        if _count_marks is not None:
-            return _count_marks(self.buffer, self._starts, self._lengths)
+        """Per map, the number of its pixels the last run marked (nonzero); numpy (record() counts in the compiled
+        module where it is built)."""
         return np.array([np.count_nonzero(view) for view in self.views], dtype=np.int64)
