@@ -19,12 +19,15 @@ from deltaonnx import reference
 from deltaonnx.reference import from_blocked
 
 # (C, M, kernel, stride, pads, batch, H, W): the YOLOv8 stem (3 -> 16, 3x3 s2), C < b read directly by ORT's NCHWc
-# Conv, C a multiple of 16 (ReorderInput), C = 24 (no NCHWc path at b = 16: the NCHW engine does all), a 1x1, batch 2.
+# Conv, C a multiple of 16 (ReorderInput), C = 24 and 72 (ReorderInput pads them to whole blocks at b = 16), C = 18
+# (our reorder pads it: ORT's refuses C % 4 != 0), a 1x1, batch 2.
 CASES = [
     (3, 16, 3, 2, [1, 1, 1, 1], 1, 21, 30),
     (3, 32, 3, 1, [1, 1, 1, 1], 2, 13, 17),
     (16, 32, 3, 2, [1, 1, 1, 1], 1, 15, 22),
     (24, 16, 3, 1, [0, 1, 1, 0], 1, 11, 14),
+    (18, 20, 3, 2, [1, 1, 1, 1], 1, 13, 10),
+    (72, 40, 1, 1, [0, 0, 0, 0], 1, 7, 9),
     (5, 48, 1, 1, [0, 0, 0, 0], 1, 9, 19),
 ]
 ACTIVATIONS = ["", "SiLU", "PRelu"]
@@ -59,8 +62,8 @@ def check_case(case, activation, with_map, dense_fraction, seed):
         where = f"{case} {activation!r} map={with_map} dense_fraction={dense_fraction} b={b} frame {kind}"
         np.testing.assert_array_equal(map_o, map_n, err_msg=where)
         np.testing.assert_array_equal(ref_o, ref_n, err_msg=where)  # X_ref stays NCHW
-        assert_close_nan(from_blocked(y_o, b), nchw.run_dense(x))
-        assert_close_nan(from_blocked(y_o, b), y_n)
+        assert_close_nan(from_blocked(y_o, b, M), nchw.run_dense(x))
+        assert_close_nan(from_blocked(y_o, b, M), y_n)
         expected = reference.delta_conv(x, w, bias, *state_o, change if with_map else None, kernel_shape=[k, k],
                                         strides=[s, s], pads=pads, activation=activation,
                                         activation_params=out.act_params, dense_fraction=dense_fraction,

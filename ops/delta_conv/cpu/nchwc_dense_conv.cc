@@ -11,6 +11,7 @@
 #include "common/channel_block.h"
 #include "common/checked_size.h"
 #include "common/kernel_table.h"
+#include "delta_reorder/cpu/reorder_engine.h"
 
 namespace deltaonnx {
 
@@ -21,7 +22,7 @@ constexpr int kNchwcVersion = 1;
 constexpr int64_t kMaxBlock = 16;  // the largest block MLAS uses: scratch is sized for it whatever the block
 
 // Per layout family: 0 not yet checked, 1 checked and equal, 2 differs (path off for the process).
-std::atomic<int> g_layout_state[2];
+std::atomic<int> g_layout_state[3];
 
 thread_local AlignedScratch t_blocked_in, t_blocked_out, t_bias;
 
@@ -71,7 +72,10 @@ std::unique_ptr<NchwcDenseConv> NchwcDenseConv::create(const OrtKernelInfo* info
       d->reorder_input_ = false;  // the NCHW input is read as it is
       d->layout_ = Layout::kBlockedOut;
     } else if (C % b != 0) {
-      return nullptr;
+      // As ORT's NCHWc transformer (C % 4 == 0): the input reordered to roundup(C, b) channels, zero lanes past C,
+      // read by filters whose input lanes past C are zero. ORT's ReorderInput refuses other counts; our own
+      // reorder pads those the same way, so they run here too (dense ORT runs them NCHW).
+      d->layout_ = Layout::kPaddedIn;
     }
   } else {
     return nullptr;  // grouped convolutions other than depthwise: ours
@@ -101,17 +105,19 @@ std::unique_ptr<NchwcDenseConv> NchwcDenseConv::create(const OrtKernelInfo* info
   d->own_in_place_ = depthwise || (win.kernel_h == 1 && win.kernel_w == 1 && win.stride_h == 1 && win.stride_w == 1 &&
                                    win.pads == std::array<int64_t, 4>{0, 0, 0, 0});  // else ours, after (same NaN rules as ours)
   const int64_t kh = win.kernel_h, kw = win.kernel_w, Mp = d->padded_out_, taps = kh * kw;
+  // The blocked filters' input channels: C/group, or roundup(C, b) when they read blocked input (zero lanes past C).
+  const int64_t Cw = d->layout_ == Layout::kBlockedOut ? Cg : padded_channels(C, b);
   d->weights_.assign(weights, weights + M * Cg * taps);
-  d->blocked_weights_ = aligned_floats(static_cast<size_t>(Mp * Cg * taps));
+  d->blocked_weights_ = aligned_floats(static_cast<size_t>(Mp * Cw * taps));
   float* dst = d->blocked_weights_.get();
-  std::memset(dst, 0, static_cast<size_t>(Mp * Cg * taps) * sizeof(float));
+  std::memset(dst, 0, static_cast<size_t>(Mp * Cw * taps) * sizeof(float));
   // Zero filters pad M up to the block, as ORT's NCHWc transformer pads them.
-  if (d->layout_ == Layout::kBlockedInOut) {  // [M/b][C/b][kH][kW][b in][b out]
+  if (d->layout_ != Layout::kBlockedOut) {  // [Mp/b][Cw/b][kH][kW][b in][b out]
     for (int64_t m = 0; m < M; ++m)
       for (int64_t c = 0; c < C; ++c)
         for (int64_t t = 0; t < taps; ++t) {
           const int64_t in_out = wrong_layout ? (m % b) * b + c % b : (c % b) * b + m % b;
-          dst[(((m / b) * (C / b) + c / b) * taps + t) * b * b + in_out] = weights[(m * C + c) * taps + t];
+          dst[(((m / b) * (Cw / b) + c / b) * taps + t) * b * b + in_out] = weights[(m * C + c) * taps + t];
         }
   } else {  // [M/b][C/group][kH][kW][b out]
     for (int64_t m = 0; m < M; ++m)
@@ -121,9 +127,9 @@ std::unique_ptr<NchwcDenseConv> NchwcDenseConv::create(const OrtKernelInfo* info
           dst[(((m / b) * Cg + c) * taps + t) * b + lane] = weights[(m * Cg + c) * taps + t];
         }
   }
-  d->blocked_w_shape_ = {Mp, Cg, kh, kw};
+  d->blocked_w_shape_ = {Mp, Cw, kh, kw};
   d->cpu_ = Ort::MemoryInfo::CreateCpu(OrtDeviceAllocator, OrtMemTypeDefault);
-  d->w_value_ = Ort::Value::CreateTensor<float>(d->cpu_, dst, static_cast<size_t>(Mp * Cg * taps),
+  d->w_value_ = Ort::Value::CreateTensor<float>(d->cpu_, dst, static_cast<size_t>(Mp * Cw * taps),
                                                 d->blocked_w_shape_.data(), 4);
 
   // Invoked nodes get no schema defaults: every attribute the kernels read is given, int arrays as int64.
@@ -140,7 +146,7 @@ std::unique_ptr<NchwcDenseConv> NchwcDenseConv::create(const OrtKernelInfo* info
   const int fused_param_count = d->fused_.kind == Activation::kClip ? 2 : d->fused_.kind == Activation::kLeakyRelu ? 1 : 0;
   try {
     Ort::OpAttr in_attrs[] = {Ort::OpAttr("channels_last", &channels_last, 1, ORT_OP_ATTR_INT)};
-    if (d->reorder_input_)
+    if (d->reorder_input_ && C % 4 == 0)  // else our own reorder_channels (ORT's ReorderInput refuses it)
       d->reorder_in_ = Ort::Op::Create(info, "ReorderInput", kNchwcDomain, kNchwcVersion, type_names, type_values, 1,
                                        in_attrs, 1, 1, 1);
     Ort::OpAttr conv_attrs[] = {
@@ -231,10 +237,20 @@ void NchwcDenseConv::run(OrtKernelContext* raw, const float* src, int64_t H, int
       Ort::Value::CreateTensor<float>(cpu_, const_cast<float*>(src), x_count, x_shape.data(), x_shape.size());
   Ort::Value xb_value{nullptr};
   if (reorder_input_) {
-    xb_value = Ort::Value::CreateTensor<float>(cpu_, t_blocked_in.get(xb_count), xb_count, xb_shape.data(), 4);
-    const OrtValue* in[] = {x_value};
-    OrtValue* out[] = {xb_value};
-    reorder_in_.Invoke(raw, in, 1, out, 1);
+    float* xb = t_blocked_in.get(xb_count);
+    xb_value = Ort::Value::CreateTensor<float>(cpu_, xb, xb_count, xb_shape.data(), 4);
+    if (reorder_in_) {
+      const OrtValue* in[] = {x_value};
+      OrtValue* out[] = {xb_value};
+      reorder_in_.Invoke(raw, in, 1, out, 1);
+    } else {  // C % 4 != 0: the same memory (zero lanes past C) from DeltaReorder's transposes
+      ReorderShape item;
+      item.batch = 1;
+      item.channels = C;
+      item.pixels = H * W;
+      item.block = block_;
+      reorder_channels(item, /*to_blocked=*/true, src, xb, parallel_for, kernels());
+    }
   }
   // blocked_out: the Conv writes y itself, roundup(M, b) channels (the padded filters' lanes act(0 + 0) = 0)
   Ort::Value yb_value = blocked_out

@@ -5,8 +5,8 @@
 // change and as fast as the session's Conv, since they are the same kernels; our kernels stay for partial
 // recomputes, which ORT's cannot do.
 //
-// What it needs, as ORT's NCHWc transformer does: W constant; group 1 with C a multiple of the block or
-// C < block (the NCHW input is read directly), or depthwise with C a multiple of the block; explicit pads
+// What it needs, as ORT's NCHWc transformer does: W constant; group 1 (C < block: the NCHW input is read
+// directly; else reordered, padded to whole blocks with zero lanes), or depthwise with C a multiple of the block; explicit pads
 // (auto_pad NOTSET or VALID). M is padded up to the block (zero filters), as the transformer pads it.
 // Relu, Clip and LeakyRelu run inside the Conv (MLAS keeps NaN, as ours does); for the others
 // our kernel table replaces ReorderOutput and the activation pass with one pass
@@ -56,7 +56,8 @@ class NchwcDenseConv {
   bool own_engine_reads_in_place() const { return own_in_place_; }
 
   // The layout families, each checked once per process.
-  enum class Layout { kBlockedInOut = 0, kBlockedOut = 1 };  // OIHWBiBo (group 1), OIHWBo (C < block, depthwise)
+  // OIHWBiBo (group 1), OIHWBo (C < block, depthwise), OIHWBiBo over roundup(C, block) input lanes (C % block != 0)
+  enum class Layout { kBlockedInOut = 0, kBlockedOut = 1, kPaddedIn = 2 };
 
  private:
   NchwcDenseConv() = default;
