@@ -11,7 +11,6 @@
 #include "common/channel_block.h"
 #include "common/checked_size.h"
 #include "common/kernel_table.h"
-#include "delta_reorder/cpu/reorder_engine.h"
 
 namespace deltaonnx {
 
@@ -72,9 +71,13 @@ std::unique_ptr<NchwcDenseConv> NchwcDenseConv::create(const OrtKernelInfo* info
       d->reorder_input_ = false;  // the NCHW input is read as it is
       d->layout_ = Layout::kBlockedOut;
     } else if (C % b != 0) {
-      // As ORT's NCHWc transformer (C % 4 == 0): the input reordered to roundup(C, b) channels, zero lanes past C,
-      // read by filters whose input lanes past C are zero. ORT's ReorderInput refuses other counts; our own
-      // reorder pads those the same way, so they run here too (dense ORT runs them NCHW).
+      // As ORT's NCHWc transformer does for C % 4 == 0 (its ReorderInput refuses other counts): the input reordered
+      // to roundup(C, b) channels, zero lanes past C, read by filters whose input lanes past C are zero. Only where
+      // measured faster than our NCHW engine (docs/results.md#padded-dense-input): at most a quarter of C in pad
+      // lanes (72 or 120 at b = 16, not 24, whose pad is a third of the FMAs), and not a 1x1 of stride 1, which
+      // our engine reads in place while the reorder is a whole extra pass.
+      const bool one_by_one = win.kernel_h == 1 && win.kernel_w == 1 && win.stride_h == 1 && win.stride_w == 1;
+      if (C % 4 != 0 || (padded_channels(C, b) - C) * 4 > C || one_by_one) return nullptr;
       d->layout_ = Layout::kPaddedIn;
     }
   } else {
@@ -146,7 +149,7 @@ std::unique_ptr<NchwcDenseConv> NchwcDenseConv::create(const OrtKernelInfo* info
   const int fused_param_count = d->fused_.kind == Activation::kClip ? 2 : d->fused_.kind == Activation::kLeakyRelu ? 1 : 0;
   try {
     Ort::OpAttr in_attrs[] = {Ort::OpAttr("channels_last", &channels_last, 1, ORT_OP_ATTR_INT)};
-    if (d->reorder_input_ && C % 4 == 0)  // else our own reorder_channels (ORT's ReorderInput refuses it)
+    if (d->reorder_input_)
       d->reorder_in_ = Ort::Op::Create(info, "ReorderInput", kNchwcDomain, kNchwcVersion, type_names, type_values, 1,
                                        in_attrs, 1, 1, 1);
     Ort::OpAttr conv_attrs[] = {
@@ -236,21 +239,11 @@ void NchwcDenseConv::run(OrtKernelContext* raw, const float* src, int64_t H, int
   Ort::Value x_value =
       Ort::Value::CreateTensor<float>(cpu_, const_cast<float*>(src), x_count, x_shape.data(), x_shape.size());
   Ort::Value xb_value{nullptr};
-  if (reorder_input_) {
-    float* xb = t_blocked_in.get(xb_count);
-    xb_value = Ort::Value::CreateTensor<float>(cpu_, xb, xb_count, xb_shape.data(), 4);
-    if (reorder_in_) {
-      const OrtValue* in[] = {x_value};
-      OrtValue* out[] = {xb_value};
-      reorder_in_.Invoke(raw, in, 1, out, 1);
-    } else {  // C % 4 != 0: the same memory (zero lanes past C) from DeltaReorder's transposes
-      ReorderShape item;
-      item.batch = 1;
-      item.channels = C;
-      item.pixels = H * W;
-      item.block = block_;
-      reorder_channels(item, /*to_blocked=*/true, src, xb, parallel_for, kernels());
-    }
+  if (reorder_input_) {  // roundup(C, b) channels, zero lanes past C
+    xb_value = Ort::Value::CreateTensor<float>(cpu_, t_blocked_in.get(xb_count), xb_count, xb_shape.data(), 4);
+    const OrtValue* in[] = {x_value};
+    OrtValue* out[] = {xb_value};
+    reorder_in_.Invoke(raw, in, 1, out, 1);
   }
   // blocked_out: the Conv writes y itself, roundup(M, b) channels (the padded filters' lanes act(0 + 0) = 0)
   Ort::Value yb_value = blocked_out
