@@ -71,13 +71,10 @@ std::unique_ptr<NchwcDenseConv> NchwcDenseConv::create(const OrtKernelInfo* info
       d->reorder_input_ = false;  // the NCHW input is read as it is
       d->layout_ = Layout::kBlockedOut;
     } else if (C % b != 0) {
-      // As ORT's NCHWc transformer does for C % 4 == 0 (its ReorderInput refuses other counts): the input reordered
-      // to roundup(C, b) channels, zero lanes past C, read by filters whose input lanes past C are zero. Only where
-      // measured faster than our NCHW engine (docs/results.md#padded-dense-input): at most a quarter of C in pad
-      // lanes (72 or 120 at b = 16, not 24, whose pad is a third of the FMAs), and not a 1x1 of stride 1, which
-      // our engine reads in place while the reorder is a whole extra pass.
-      const bool one_by_one = win.kernel_h == 1 && win.kernel_w == 1 && win.stride_h == 1 && win.stride_w == 1;
-      if (C % 4 != 0 || (padded_channels(C, b) - C) * 4 > C || one_by_one) return nullptr;
+      // As ORT's NCHWc transformer does for C % 4 == 0 (its ReorderInput refuses other counts; dense ORT runs those
+      // NCHW, and so does our engine): the input reordered to roundup(C, b) channels, zero lanes past C, read by
+      // filters whose input lanes past C are zero (docs/results.md#padded-dense-input).
+      if (C % 4 != 0) return nullptr;
       d->layout_ = Layout::kPaddedIn;
     }
   } else {

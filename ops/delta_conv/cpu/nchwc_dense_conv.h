@@ -6,8 +6,8 @@
 // recomputes, which ORT's cannot do.
 //
 // What it needs, as ORT's NCHWc transformer does: W constant; group 1 (C < block: the NCHW input is read
-// directly; else reordered; C % block != 0 padded to whole blocks with zero lanes, only for C % 4 == 0 with at
-// most C/4 pad lanes and not a 1x1 of stride 1: our engine is faster there), or depthwise with C a multiple of the block; explicit pads
+// directly; else reordered, C % block != 0 padded to whole blocks with zero lanes when C % 4 == 0), or depthwise
+// with C a multiple of the block; explicit pads
 // (auto_pad NOTSET or VALID). M is padded up to the block (zero filters), as the transformer pads it.
 // Relu, Clip and LeakyRelu run inside the Conv (MLAS keeps NaN, as ours does); for the others
 // our kernel table replaces ReorderOutput and the activation pass with one pass
