@@ -33,7 +33,9 @@ needs_nchwc = pytest.mark.skipif(not _nchwc_available(), reason="ORT has NCHWc k
 
 # (C, M, kernel, stride, dilation, pads, group, batch): group 1 with C a multiple of the block (8 or 16), C below
 # the block (NCHW input read directly), M not a multiple of the block (padded), depthwise, asymmetric pads; C = 24,
-# 40 and 72 (multiples of 4, not of 16: ReorderInput pads them to whole blocks at b = 16, as dense ORT does).
+# 40 and 72 (multiples of 4, not of 16: ReorderInput pads them to whole blocks at b = 16, as dense ORT does);
+# auto_pad SAME_UPPER / SAME_LOWER (the invoked Conv resolves the pads for each input size, as dense ORT's),
+# an even kernel, depthwise.
 QUALIFYING = [
     (16, 32, 3, 2, 1, [1, 1, 1, 1], 1, 1),
     (32, 24, 3, 1, 2, [2, 1, 0, 2], 1, 2),
@@ -44,6 +46,9 @@ QUALIFYING = [
     (24, 16, 3, 1, 1, [1, 1, 1, 1], 1, 1),
     (40, 24, 1, 2, 1, [0, 0, 0, 0], 1, 1),
     (72, 40, 3, 2, 1, [1, 0, 1, 1], 1, 2),
+    (16, 24, 3, 2, 1, "SAME_UPPER", 1, 1),
+    (32, 16, 4, 1, 1, "SAME_LOWER", 1, 1),
+    (48, 48, 5, 2, 1, "SAME_UPPER", 48, 1),
 ]
 
 
@@ -51,7 +56,8 @@ def _pair(case, activation="", with_map=False, rng=None, threads=1):
     C, M, k, s, d, pads, g, _ = case
     w = (rng.standard_normal((M, C // g, k, k)) / np.sqrt(C // g * k * k)).astype(np.float32)
     b = rng.standard_normal(M).astype(np.float32)
-    attrs = dict(kernel_shape=[k, k], strides=[s, s], dilations=[d, d], pads=pads, group=g)
+    attrs = dict(kernel_shape=[k, k], strides=[s, s], dilations=[d, d], group=g)
+    attrs.update(auto_pad=pads) if isinstance(pads, str) else attrs.update(pads=pads)
     return ConvPair(w, b, attrs, activation, with_map=with_map, threads=threads)
 
 

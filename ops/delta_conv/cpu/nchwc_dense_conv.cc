@@ -59,7 +59,10 @@ std::unique_ptr<NchwcDenseConv> NchwcDenseConv::create(const OrtKernelInfo* info
   const int64_t b = mlas_nchwc_block_size();
   if (b == 0) return nullptr;
   const WindowSpec& win = spec.window;
-  if (win.auto_pad == AutoPad::kSameUpper || win.auto_pad == AutoPad::kSameLower) return nullptr;
+  // SAME pads depend on the input's size: the invoked Conv resolves them per run, as dense ORT's does. With a
+  // dilation its output size could differ from ours (ONNX leaves that case loose): ours then.
+  const bool same = win.auto_pad == AutoPad::kSameUpper || win.auto_pad == AutoPad::kSameLower;
+  if (same && (win.dilation_h != 1 || win.dilation_w != 1)) return nullptr;
   const int64_t M = spec.out_channels, Cg = spec.in_channels_per_group, C = Cg * spec.group;
   const bool depthwise = spec.group > 1 && Cg == 1 && M == spec.group;
   std::unique_ptr<NchwcDenseConv> d(new NchwcDenseConv());
@@ -140,7 +143,9 @@ std::unique_ptr<NchwcDenseConv> NchwcDenseConv::create(const OrtKernelInfo* info
   const int64_t dilations[2] = {win.dilation_h, win.dilation_w};
   int64_t pads[4] = {win.pads[0], win.pads[1], win.pads[2], win.pads[3]};
   if (win.auto_pad == AutoPad::kValid) std::fill(pads, pads + 4, 0);
-  static const std::string kNotSet = "NOTSET";
+  const std::string auto_pad = win.auto_pad == AutoPad::kSameUpper   ? "SAME_UPPER"
+                               : win.auto_pad == AutoPad::kSameLower ? "SAME_LOWER"
+                                                                     : "NOTSET";
   const std::string fused_name = mlas_activation_name(d->fused_.kind);  // a string's length is its character count
   const float fused_params[2] = {d->fused_.a, d->fused_.b};
   const int fused_param_count = d->fused_.kind == Activation::kClip ? 2 : d->fused_.kind == Activation::kLeakyRelu ? 1 : 0;
@@ -149,24 +154,23 @@ std::unique_ptr<NchwcDenseConv> NchwcDenseConv::create(const OrtKernelInfo* info
     if (d->reorder_input_)
       d->reorder_in_ = Ort::Op::Create(info, "ReorderInput", kNchwcDomain, kNchwcVersion, type_names, type_values, 1,
                                        in_attrs, 1, 1, 1);
-    Ort::OpAttr conv_attrs[] = {
-        Ort::OpAttr("kernel_shape", kernel_shape, 2, ORT_OP_ATTR_INTS),
-        Ort::OpAttr("strides", strides, 2, ORT_OP_ATTR_INTS),
-        Ort::OpAttr("dilations", dilations, 2, ORT_OP_ATTR_INTS),
-        Ort::OpAttr("pads", pads, 4, ORT_OP_ATTR_INTS),
-        Ort::OpAttr("group", &group, 1, ORT_OP_ATTR_INT),
-        Ort::OpAttr("auto_pad", kNotSet.data(), static_cast<int>(kNotSet.size()), ORT_OP_ATTR_STRING),
-        // last: passed only when fused, the parameters only when the activation has them
-        Ort::OpAttr("activation", fused_name.data(), static_cast<int>(fused_name.size()), ORT_OP_ATTR_STRING),
-        Ort::OpAttr("activation_params", fused_params, fused_param_count, ORT_OP_ATTR_FLOATS),
-    };
-    const size_t conv_attr_count = sizeof(conv_attrs) / sizeof(conv_attrs[0]) -
-                                   (fused_name.empty() ? 2 : fused_param_count == 0 ? 1 : 0);
-    d->conv_ = Ort::Op::Create(info, "Conv", kNchwcDomain, kNchwcVersion, type_names, type_values, 1, conv_attrs,
-                               conv_attr_count, 3, 1);
+    std::vector<Ort::OpAttr> conv_attrs;
+    conv_attrs.emplace_back("kernel_shape", kernel_shape, 2, ORT_OP_ATTR_INTS);
+    conv_attrs.emplace_back("strides", strides, 2, ORT_OP_ATTR_INTS);
+    conv_attrs.emplace_back("dilations", dilations, 2, ORT_OP_ATTR_INTS);
+    if (!same) conv_attrs.emplace_back("pads", pads, 4, ORT_OP_ATTR_INTS);  // SAME: none (given, Create failed)
+    conv_attrs.emplace_back("group", &group, 1, ORT_OP_ATTR_INT);
+    conv_attrs.emplace_back("auto_pad", auto_pad.data(), static_cast<int>(auto_pad.size()), ORT_OP_ATTR_STRING);
+    if (!fused_name.empty())  // the fused activation, and its parameters when it has them
+      conv_attrs.emplace_back("activation", fused_name.data(), static_cast<int>(fused_name.size()), ORT_OP_ATTR_STRING);
+    if (fused_param_count > 0)
+      conv_attrs.emplace_back("activation_params", fused_params, fused_param_count, ORT_OP_ATTR_FLOATS);
+    const size_t conv_attr_count = conv_attrs.size();
+    d->conv_ = Ort::Op::Create(info, "Conv", kNchwcDomain, kNchwcVersion, type_names, type_values, 1,
+                               conv_attrs.data(), conv_attr_count, 3, 1);
     if (with_sum)
-      d->conv_sum_ = Ort::Op::Create(info, "Conv", kNchwcDomain, kNchwcVersion, type_names, type_values, 1, conv_attrs,
-                                     conv_attr_count, 4, 1);
+      d->conv_sum_ = Ort::Op::Create(info, "Conv", kNchwcDomain, kNchwcVersion, type_names, type_values, 1,
+                                     conv_attrs.data(), conv_attr_count, 4, 1);
     Ort::OpAttr out_attrs[] = {Ort::OpAttr("channels_last", &channels_last, 1, ORT_OP_ATTR_INT),
                                Ort::OpAttr("channels", &spec.out_channels, 1, ORT_OP_ATTR_INT)};
     d->reorder_out_ = Ort::Op::Create(info, "ReorderOutput", kNchwcDomain, kNchwcVersion, type_names, type_values, 1,
