@@ -19,6 +19,7 @@ import pytest
 from builders import EMPTY, ConvPair, assert_close_nan, exact_change_map, frame_sequence
 from concurrency import run_in_threads
 from conftest import IMPORT_PATH, check_under_simd
+from deltaonnx.reference import from_blocked
 
 TESTS = Path(__file__).resolve().parent
 
@@ -33,17 +34,18 @@ needs_nchwc = pytest.mark.skipif(not _nchwc_available(), reason="ORT has NCHWc k
 
 # (C, M, kernel, stride, dilation, pads, group, batch): group 1 with C a multiple of the block (8 or 16), C below
 # the block (NCHW input read directly), M not a multiple of the block (padded), depthwise, asymmetric pads; C = 24,
-# 40 and 72 (multiples of 4, not of 16: ReorderInput pads them to whole blocks at b = 16, as dense ORT does);
+# 40 and 72 (multiples of 4, not of 16: ReorderInput pads them to whole blocks at b = 16, as dense ORT does); each
+# with few enough pad lanes at b = 16 for the path (test_lane_waste_leaves_items_to_our_engine);
 # auto_pad SAME_UPPER / SAME_LOWER (the invoked Conv resolves the pads for each input size, as dense ORT's),
 # an even kernel, depthwise.
 QUALIFYING = [
     (16, 32, 3, 2, 1, [1, 1, 1, 1], 1, 1),
-    (32, 24, 3, 1, 2, [2, 1, 0, 2], 1, 2),
-    (3, 10, 3, 1, 1, [1, 1, 1, 1], 1, 1),
+    (32, 40, 3, 1, 2, [2, 1, 0, 2], 1, 2),
+    (3, 14, 3, 1, 1, [1, 1, 1, 1], 1, 1),
     (3, 16, 7, 2, 1, [3, 3, 3, 3], 1, 1),
     (48, 48, 3, 1, 1, [1, 1, 1, 1], 48, 1),
     (64, 16, 1, 2, 1, [0, 0, 0, 0], 1, 1),
-    (24, 16, 3, 1, 1, [1, 1, 1, 1], 1, 1),
+    (24, 32, 3, 2, 1, [1, 1, 1, 1], 1, 1),
     (40, 24, 1, 2, 1, [0, 0, 0, 0], 1, 1),
     (72, 40, 3, 2, 1, [1, 0, 1, 1], 1, 2),
     (16, 24, 3, 2, 1, "SAME_UPPER", 1, 1),
@@ -110,6 +112,28 @@ def test_channels_no_multiple_of_four_stay_on_our_engine(C, M, k, s, rng):
     assert_close_nan(y, pair.run_dense(x))
     if k > 1:  # a 1x1 sums in the same order either way
         assert not np.array_equal(y, padded.run_dense(x4)), "ORT's NCHWc bits"
+
+
+@needs_nchwc
+@pytest.mark.parametrize("C, M, s, layout", [(8, 8, 1, "nchw"), (3, 8, 2, "nchw"), (24, 16, 1, "nchw"),
+                                             (32, 24, 1, "nchw"), (8, 24, 1, "blocked_out"), (24, 40, 1, "blocked_out")])
+def test_lane_waste_leaves_items_to_our_engine(C, M, s, layout, rng):
+    """Where ORT's NCHWc Conv would compute over 1.25x the FMAs of our NCHW engine at stride 1 (2x at stride 2:
+    lanes past C and M up to the block of 16, nchwc_dense_conv.cc lane_waste_favours_own_engine), our engine
+    computes the dense items, measured faster: right, and not the bits of dense ORT's NCHWc Conv."""
+    if _block() != 16:
+        pytest.skip("MLAS's block of 16")
+    w = (rng.standard_normal((M, C, 3, 3)) / np.sqrt(C * 9)).astype(np.float32)
+    bias = rng.standard_normal(M).astype(np.float32)
+    attrs = dict(kernel_shape=[3, 3], strides=[s, s], pads=[1, 1, 1, 1])
+    pair = ConvPair(w, bias, attrs, delta_attrs={"layout": layout})
+    x = rng.standard_normal((1, C, 19, 26)).astype(np.float32)
+    y, _, _ = pair.run_delta(x, EMPTY, EMPTY)
+    if layout == "blocked_out":
+        y = from_blocked(y, 16, M)
+    dense = pair.run_dense(x)
+    assert_close_nan(y, dense)
+    assert not np.array_equal(y, dense), "ORT's NCHWc bits"
 
 
 def _block() -> int:
@@ -197,8 +221,8 @@ def check_engine_is_own(seed: int) -> None:
     """Run in a subprocess under DELTAONNX_DENSE_ENGINE: the items are right, but not ORT's bits."""
     rng = np.random.default_rng(seed)
     # (Our depthwise engine sums the taps in MLAS's order: its bits match either way, so it is not listed.)
-    for case in [(64, 64, 3, 1, 1, [1, 1, 1, 1], 1, 1), (3, 10, 3, 1, 1, [1, 1, 1, 1], 1, 1),
-                 (32, 24, 3, 1, 2, [2, 1, 0, 2], 1, 2), (72, 40, 3, 2, 1, [1, 1, 1, 1], 1, 1)]:
+    for case in [(64, 64, 3, 1, 1, [1, 1, 1, 1], 1, 1), (3, 14, 3, 1, 1, [1, 1, 1, 1], 1, 1),
+                 (32, 40, 3, 1, 2, [2, 1, 0, 2], 1, 2), (72, 40, 3, 2, 1, [1, 1, 1, 1], 1, 1)]:
         pair = _pair(case, "", True, rng)
         x_ref, y_prev, prev, same_bits = EMPTY, EMPTY, None, True
         for x in _frames(case, rng, ["first", "local", "global"]):

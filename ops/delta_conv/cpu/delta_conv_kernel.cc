@@ -40,10 +40,11 @@ DeltaConvKernel::DeltaConvKernel(const OrtKernelInfo* raw_info) : SchemaKernel(r
     } else {
       packed_ = std::make_unique<PackedConvWeights>(spec_, w.GetTensorData<float>(), kernels());
       if (!blocked_out)
-        dense_ = NchwcDenseConv::create(raw_info, spec_, w.GetTensorData<float>(), false, false, attributes_.has_sum);
+        dense_ = NchwcDenseConv::create(raw_info, spec_, w.GetTensorData<float>(), false, false, attributes_.has_sum,
+                                        /*versus_nchw_engine=*/true);
       else if (attributes_.block == mlas_nchwc_block_size())
         dense_ = NchwcDenseConv::create(raw_info, spec_, w.GetTensorData<float>(), false, /*blocked_out=*/true,
-                                        attributes_.has_sum);
+                                        attributes_.has_sum, /*versus_nchw_engine=*/true);
     }
   }
 }

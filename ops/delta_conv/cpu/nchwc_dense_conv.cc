@@ -47,11 +47,22 @@ std::string mlas_activation_name(Activation kind) {
   }
 }
 
+// The NCHWc Conv computes roundup(C, b) x roundup(M, b) lanes (C < b: C, read as NCHW); our NCHW engine C x M.
+// Where the padded Conv does more than 1.25x the FMAs at stride 1, or 2x at larger strides (our engine's phase
+// split is slower there), ours is faster despite the lanes dense ORT wastes too (docs/results.md#lane-waste:
+// 8->8 3x3 0.67x dense ORT against 1.00x, 24->8 0.57x against 1.13x, 72->24 s2 at 1.48x the FMAs 1.41x against 1.15x).
+bool lane_waste_favours_own_engine(int64_t C, int64_t M, int64_t b, bool reorder_input, const WindowSpec& win) {
+  const double Cw = static_cast<double>(reorder_input ? padded_channels(C, b) : C);
+  const double waste = Cw * static_cast<double>(padded_channels(M, b)) / (static_cast<double>(C) * static_cast<double>(M));
+  const bool stride_1 = win.stride_h == 1 && win.stride_w == 1;
+  return waste >= 2.0 || (stride_1 && waste > 1.25);
+}
+
 }  // namespace
 
 std::unique_ptr<NchwcDenseConv> NchwcDenseConv::create(const OrtKernelInfo* info, const ConvSpec& spec,
                                                        const float* weights, bool blocked_io, bool blocked_out,
-                                                       bool with_sum) {
+                                                       bool with_sum, bool versus_nchw_engine) {
   if (dense_engine_is("own")) return nullptr;
   // A Sum in plain NCHW would need Z reordered to blocked memory first: the NCHW engine adds it instead.
   if (with_sum && !blocked_io && !blocked_out) return nullptr;
@@ -83,6 +94,8 @@ std::unique_ptr<NchwcDenseConv> NchwcDenseConv::create(const OrtKernelInfo* info
   } else {
     return nullptr;  // grouped convolutions other than depthwise: ours
   }
+  if (versus_nchw_engine && spec.group == 1 && lane_waste_favours_own_engine(C, M, b, d->reorder_input_, win))
+    return nullptr;
   // blocked_io: group 1, or depthwise (OIHWBo weights, as ORT's NCHWc transformer gives a depthwise Conv)
   if (blocked_io && ((spec.group != 1 && !depthwise) || C % b != 0 || spec.out_channels % b != 0)) return nullptr;
   if (blocked_out && spec.group != 1) return nullptr;  // y holds roundup(M, b) channels: the Conv's padded filters

@@ -41,9 +41,12 @@ class NchwcDenseConv {
   // Conv adds the convolution to it, then the bias and its fused Relu, as ORT fuses a residual Add); only with
   // blocked_io or blocked_out (nullptr otherwise: the NCHW engine adds Z itself). Z has y's padded shape; its pad
   // lanes are zero, so y's stay zero.
+  // versus_nchw_engine: the caller's own engine for the item is the NCHW engine, computing exactly C x M (layouts
+  // "nchw" and "blocked_out"; not "blocked", whose engine pads too): nullptr where the Conv's lanes past C and M
+  // (roundup to the block) would be many more FMAs than that engine's (lane_waste_favours_own_engine).
   static std::unique_ptr<NchwcDenseConv> create(const OrtKernelInfo* info, const ConvSpec& spec, const float* weights,
                                                 bool blocked_io = false, bool blocked_out = false,
-                                                bool with_sum = false);
+                                                bool with_sum = false, bool versus_nchw_engine = false);
 
   // y [M, Ho, Wo] = act(conv(src [C, H, W]) + bias + z) for one batch item (z: the item's sum in y's layout, or
   // nullptr). False: the path is off (layout check failed, now or earlier): the caller computes the item itself.
