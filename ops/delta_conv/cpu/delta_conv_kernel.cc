@@ -40,16 +40,6 @@ DeltaConvKernel::DeltaConvKernel(const OrtKernelInfo* raw_info) : SchemaKernel(r
                                               attributes_.has_sum)
                      : NchwcDenseConv::create(raw_info, padded.spec, padded.weights.data(), /*blocked_io=*/true,
                                               false, attributes_.has_sum);
-      // A constant B of the right shape padded once (another shape is refused when the node runs).
-      const int64_t M = spec_.out_channels, y_channels = attributes_.tensor_channels(w_shape_).y;
-      int bias_constant = 0;
-      if (y_channels != M && info.GetInputCount() > kB) {
-        Ort::ConstValue b = info.GetTensorConstantInput(kB, &bias_constant);
-        if (bias_constant && Shape(b.GetTensorTypeAndShapeInfo().GetShape()) == Shape{M}) {
-          padded_bias_.assign(static_cast<size_t>(y_channels), 0.f);
-          std::copy_n(b.GetTensorData<float>(), M, padded_bias_.data());
-        }
-      }
     } else {
       packed_ = std::make_unique<PackedConvWeights>(spec_, w.GetTensorData<float>(), kernels());
       if (!blocked_out)
@@ -57,6 +47,16 @@ DeltaConvKernel::DeltaConvKernel(const OrtKernelInfo* raw_info) : SchemaKernel(r
       else if (attributes_.block == mlas_nchwc_block_size())
         dense_ = NchwcDenseConv::create(raw_info, spec_, w.GetTensorData<float>(), false, /*blocked_out=*/true,
                                         attributes_.has_sum);
+    }
+    // A constant B of shape [M] is checked once (and padded once for "blocked"); another shape is refused when
+    // the node runs, as a B computed by the graph is.
+    int bias_constant = 0;
+    const int64_t M = spec_.out_channels, y_channels = attributes_.tensor_channels(w_shape_).y;
+    Ort::ConstValue b = info.GetInputCount() > kB ? info.GetTensorConstantInput(kB, &bias_constant) : Ort::ConstValue(nullptr);
+    bias_fits_ = bias_constant && Shape(b.GetTensorTypeAndShapeInfo().GetShape()) == Shape{M};
+    if (bias_fits_ && blocked && y_channels != M) {
+      padded_bias_.assign(static_cast<size_t>(y_channels), 0.f);
+      std::copy_n(b.GetTensorData<float>(), M, padded_bias_.data());
     }
   }
 }
@@ -118,13 +118,14 @@ void DeltaConvKernel::compute(OrtKernelContext* raw) const {
   const Shape& ys = out_geometry.shape;
 
   const float* bias = nullptr;
+  const bool constant_w = spec == &spec_;
   if (in.value(kB) != nullptr) {
-    const Shape& bs = in.shape(kB);
-    if (bs != Shape{M}) throw UserError("B must have shape [" + std::to_string(M) + "], got " + shape_text(bs));
+    if (!(bias_fits_ && constant_w) && in.shape(kB) != Shape{M})
+      throw UserError("B must have shape [" + std::to_string(M) + "], got " + shape_text(in.shape(kB)));
     bias = in.data<float>(kB);
   }
   if (blocked && bias != nullptr && y_channels != M) {  // the blocked engines' bias: zeros past M
-    if (!padded_bias_.empty() && spec == &spec_) {
+    if (!padded_bias_.empty() && constant_w) {
       bias = padded_bias_.data();
     } else {
       thread_local std::vector<float> padded_bias;

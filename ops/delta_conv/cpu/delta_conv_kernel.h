@@ -31,7 +31,8 @@ class DeltaConvKernel : public SchemaKernel<kDeltaConvSchema> {
   Shape w_shape_;                              // when W is a constant initializer: its shape,
   ConvSpec spec_;                              // the engine's spec for it
   ConvSpec blocked_spec_;                      // and that padded to whole channel blocks (layout "blocked")
-  std::vector<float> padded_bias_;             // a constant B padded with zeros to Y's channels (layout "blocked")
+  bool bias_fits_ = false;                     // B is a constant of shape [M] for the constant W: not checked per run
+  std::vector<float> padded_bias_;             // that B padded with zeros to Y's channels (layout "blocked")
   std::unique_ptr<PackedConvWeights> packed_;  // W packed once when constant (layout "nchw")
   std::unique_ptr<BlockedConvWeights> blocked_;  // W as the blocked engine reads it, when constant (layout "blocked")
   std::unique_ptr<NchwcDenseConv> dense_;      // ORT's NCHWc Conv for items recomputed everywhere, if usable
