@@ -109,6 +109,24 @@ void DeltaStream::bind_first_run() {
     if (!presents.count(name)) binding_.BindOutput(name.c_str(), cpu_);
 }
 
+// After the first run: the state ORT allocated (each buffer on its own pages) is copied into one block of huge
+// pages (state_arena.h), and those copies become the state buffers.
+void DeltaStream::move_state_into_arena() {
+  size_t total = 0;
+  for (const StatePair& s : layout_.state) total += (byte_size(buffers_.at(s.present)) + 63) / 64 * 64;
+  arena_.reserve(total);
+  for (const StatePair& s : layout_.state) {
+    Ort::Value& first = buffers_.at(s.present);
+    const size_t bytes = byte_size(first);
+    const auto info = first.GetTensorTypeAndShapeInfo();
+    const std::vector<int64_t> shape = info.GetShape();
+    void* slice = arena_.take(bytes);
+    if (slice == nullptr) throw std::logic_error("DeltaStream: the state arena is smaller than the state");
+    if (bytes != 0) std::memcpy(slice, first.GetTensorRawData(), bytes);
+    first = Ort::Value::CreateTensor(cpu_, slice, bytes, shape.data(), shape.size(), info.GetElementType());
+  }
+}
+
 // From the second run on: each state buffer is bound as both its past input and its present output, so the
 // ops read last run's state and overwrite only the pixels they recompute. The other outputs are bound to the
 // buffers of the first run too, so a steady-state run allocates nothing. The binding stays as it is until the
@@ -154,6 +172,7 @@ bool DeltaStream::run(const std::vector<Ort::Value>& inputs, const Ort::RunOptio
     std::vector<std::string> names = binding_.GetOutputNames();
     std::vector<Ort::Value> values = binding_.GetOutputValues();  // in the order the outputs were bound
     for (size_t i = 0; i < names.size(); ++i) buffers_.emplace(names[i], std::move(values[i]));
+    move_state_into_arena();
     bind_in_place();
     input_shapes_ = std::move(shapes);
   }
@@ -256,6 +275,7 @@ const Ort::Value& DeltaStream::output(const std::string& name) const {
 
 void DeltaStream::reset() {
   buffers_.clear();
+  arena_.release();  // after the values that point into it
   input_shapes_.clear();
   last_frames_.clear();
   finite_ = -1;

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "gate_check.h"
+#include "state_arena.h"
 #include "state_layout.h"
 
 namespace deltaonnx_example {
@@ -55,6 +56,7 @@ class DeltaStream {
 
  private:
   void bind_first_run();
+  void move_state_into_arena();
   void bind_in_place();
   bool nothing_changes(const std::vector<Ort::Value>& inputs);
   bool state_is_finite();
@@ -66,6 +68,7 @@ class DeltaStream {
   Ort::IoBinding binding_;
   Ort::Value empty_state_;                       // float32 [0,0,0,0]: "no state" for every past input
   Ort::Value no_change_map_;                     // uint8 [0,1,0,0]: a DeltaGate's "no external map"
+  StateArena arena_;                             // the state buffers' memory (before buffers_: outlives them)
   std::map<std::string, Ort::Value> buffers_;    // output name -> its buffer, from the first run on
   std::vector<std::vector<int64_t>> input_shapes_;  // the shapes the state was built for
   std::map<std::string, const Ort::Value*> change_maps_;  // change-map graph input -> the map set for it

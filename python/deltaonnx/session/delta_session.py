@@ -53,6 +53,7 @@ from .feeds import checked_change_maps, checked_input_feed, checked_output_names
 from .identical_run import keep_for_identical_frames, nothing_changes
 from .map_buffers import ChangeMapBuffers
 from .session_options import copy_session_options, provider_name
+from .state_arena import StateArena
 from .stream_state import StreamState
 from .stream_stats import count_node_flops, stream_stats
 
@@ -395,9 +396,14 @@ class DeltaSession:
         """After the first run: each state buffer becomes both its past input and its present output, and each
         map buffer stays bound to its output, for every later run of this state."""
         public, index = state.binding.public, state.output_index
+        first = [as_ort_value(outputs[index[entry.present]]) for entry in self._state_entries]
+        if self._state_device == "cpu" and first:
+            # The state moves into one block of huge pages (state_arena.py): ORT's own buffers are scattered pages
+            state.arena = StateArena.holding([value.numpy() for value in first])
+            first = [ort.OrtValue.ortvalue_from_numpy(view) for view in state.arena.views]
         values = {}
-        for entry in self._state_entries:
-            value = values[entry.present] = as_ort_value(outputs[index[entry.present]])
+        for entry, value in zip(self._state_entries, first):
+            values[entry.present] = value
             public.bind_ortvalue_input(entry.past, value)
             public.bind_ortvalue_output(entry.present, value)
         maps = ChangeMapBuffers([outputs[index[output]].numpy() for output in self._map_outputs.values()])

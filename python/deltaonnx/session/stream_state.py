@@ -9,6 +9,7 @@ import onnxruntime as ort
 
 from .binding import StreamBinding
 from .map_buffers import ChangeMapBuffers
+from .state_arena import StateArena
 
 
 @dataclass
@@ -21,6 +22,7 @@ class StreamState:
     # The live state, None while the stream has none (first run, after a reset, shape change or failure).
     binding: StreamBinding | None = None
     values: dict[str, ort.OrtValue] = field(default_factory=dict)  # present name -> live state buffer
+    arena: StateArena | None = None  # the host block the state buffers are views of (None: ORT's buffers)
     loaded: dict[str, np.ndarray] = field(default_factory=dict)  # load_state(): past name -> the next run's past
     input_shapes: tuple | None = None  # shapes of the model inputs the state was built for
     output_index: dict[str, int] = field(default_factory=dict)  # bound output -> position in ORT's output vector
@@ -69,6 +71,7 @@ class StreamState:
         self.maps_snapshot = self.current_maps() if keep_maps else None
         self.binding = None
         self.values = {}
+        self.arena = None
         self.loaded = {}
         self.input_shapes = None
         self.output_index = {}

