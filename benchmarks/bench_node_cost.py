@@ -21,7 +21,6 @@ import statistics
 import time
 
 import numpy as np
-import onnx
 import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
@@ -52,67 +51,57 @@ class Chain:
         self.model, self.state, self.outputs = model, list(state), list(outputs)
 
 
-def conv_chain(n, kernel, layout, with_map, channels, size, seed=0):
-    """n DeltaConvs k x k (same padding, Relu) in `layout`; with_map: node 0 reads the map input, node i+1 node i's
-    map_out, no X_ref (dropped at tau 0); else each compares against its X_ref. Also the dense twin."""
-    rng = np.random.default_rng(seed)
-    pad = kernel // 2
-    shape = (1, channels, size, size)
-    weights = [(rng.standard_normal((channels, channels, kernel, kernel)) * (0.8 / np.sqrt(channels * kernel ** 2)))
-               .astype(np.float32) for _ in range(n)]
-    biases = [(rng.standard_normal(channels) * 0.1).astype(np.float32) for _ in range(n)]
-    attrs = dict(kernel_shape=[kernel, kernel], pads=[pad] * 4)
-    inits = [numpy_helper.from_array(w, f"w{i}") for i, w in enumerate(weights)] + \
-            [numpy_helper.from_array(b, f"b{i}") for i, b in enumerate(biases)]
+def windowed_chain(n, op, weights, with_map, shape, inits, **attrs):
+    """n Delta nodes `op` (DeltaConv when weights, else DeltaPool) over tensors of `shape`, each Y bound in place as
+    its state and read by the next node, as convert wires them. with_map: node 0 reads the map input, node i+1
+    node i's map_out, no X_ref (dropped at tau 0); else each compares against its own X_ref."""
     nodes, state, inputs, outputs = [], [], [_vi("x")], []
     if with_map:
         inputs.append(_vi("map0", TensorProto.UINT8))
     for i in range(n):
-        x = "x" if i == 0 else f"yn{i - 1}"  # a state output read by the next node, as convert wires them
-        ins = [x, f"w{i}", f"b{i}", "" if with_map else f"xr{i}", f"yp{i}"] + ([f"map{i}"] if with_map else [])
+        params = [f"w{i}", f"b{i}"] if weights else []
+        ins = ["x" if i == 0 else f"yn{i - 1}", *params, "" if with_map else f"xr{i}", f"yp{i}"]
+        ins += [f"map{i}"] if with_map else []
         outs = [f"yn{i}", "" if with_map else f"xrn{i}", f"map{i + 1}"]
-        nodes.append(helper.make_node("DeltaConv", ins, outs, domain=DOMAIN, activation="Relu", layout=layout, **attrs))
-        state.append((f"yp{i}", f"yn{i}", shape))
-        inputs.append(_vi(f"yp{i}"))
-        outputs.append(_vi(f"yn{i}"))
-        if not with_map:
-            state.append((f"xr{i}", f"xrn{i}", shape))
-            inputs.append(_vi(f"xr{i}"))
-            outputs.append(_vi(f"xrn{i}"))
+        nodes.append(helper.make_node(op, ins, outs, domain=DOMAIN, **attrs))
+        pairs = [(f"yp{i}", f"yn{i}")] + ([] if with_map else [(f"xr{i}", f"xrn{i}")])
+        for past, present in pairs:
+            state.append((past, present, shape))
+            inputs.append(_vi(past))
+            outputs.append(_vi(present))
     outputs.append(_vi(f"map{n}", TensorProto.UINT8))
-    delta = Chain(_model(nodes, inputs, outputs, inits), state, [f"map{n}"])
-    dense_nodes = []
+    return Chain(_model(nodes, inputs, outputs, inits), state, [f"map{n}"])
+
+
+def dense_chain(n, make_nodes, inits):
+    """ORT's twin: make_nodes(i, x, y) gives node i's nodes from tensor x to tensor y."""
+    nodes = []
     for i in range(n):
-        x, y = ("x" if i == 0 else f"t{i}"), ("y" if i == n - 1 else f"t{i + 1}")
-        dense_nodes += [helper.make_node("Conv", [x, f"w{i}", f"b{i}"], [f"c{i}"], **attrs),
-                        helper.make_node("Relu", [f"c{i}"], [y])]
-    dense = Chain(_model(dense_nodes, [_vi("x")], [_vi("y")], inits))
+        nodes += make_nodes(i, "x" if i == 0 else f"t{i}", "y" if i == n - 1 else f"t{i + 1}")
+    return Chain(_model(nodes, [_vi("x")], [_vi("y")], inits))
+
+
+def conv_chain(n, kernel, layout, with_map, channels, size, seed=0):
+    """n DeltaConvs k x k (same padding, Relu) in `layout`, and the Conv+Relu twin."""
+    rng = np.random.default_rng(seed)
+    weights = [(rng.standard_normal((channels, channels, kernel, kernel)) * (0.8 / np.sqrt(channels * kernel ** 2)))
+               .astype(np.float32) for _ in range(n)]
+    biases = [(rng.standard_normal(channels) * 0.1).astype(np.float32) for _ in range(n)]
+    attrs = dict(kernel_shape=[kernel, kernel], pads=[kernel // 2] * 4)
+    inits = [numpy_helper.from_array(w, f"w{i}") for i, w in enumerate(weights)] + \
+            [numpy_helper.from_array(b, f"b{i}") for i, b in enumerate(biases)]
+    delta = windowed_chain(n, "DeltaConv", True, with_map, (1, channels, size, size), inits, activation="Relu",
+                           layout=layout, **attrs)
+    dense = dense_chain(n, lambda i, x, y: [helper.make_node("Conv", [x, f"w{i}", f"b{i}"], [f"c{i}"], **attrs),
+                                            helper.make_node("Relu", [f"c{i}"], [y])], inits)
     return delta, dense
 
 
 def pool_chain(n, layout, with_map, channels, size):
-    shape = (1, channels, size, size)
+    """n DeltaPools 3x3/s1 (same padding) in `layout`, and the MaxPool twin."""
     attrs = dict(kernel_shape=[3, 3], pads=[1] * 4)
-    nodes, state, inputs, outputs = [], [], [_vi("x")], []
-    if with_map:
-        inputs.append(_vi("map0", TensorProto.UINT8))
-    for i in range(n):
-        x = "x" if i == 0 else f"yn{i - 1}"
-        ins = [x, "" if with_map else f"xr{i}", f"yp{i}"] + ([f"map{i}"] if with_map else [])
-        nodes.append(helper.make_node("DeltaPool", ins, [f"yn{i}", "" if with_map else f"xrn{i}", f"map{i + 1}"],
-                                      domain=DOMAIN, layout=layout, **attrs))
-        state.append((f"yp{i}", f"yn{i}", shape))
-        inputs.append(_vi(f"yp{i}"))
-        outputs.append(_vi(f"yn{i}"))
-        if not with_map:
-            state.append((f"xr{i}", f"xrn{i}", shape))
-            inputs.append(_vi(f"xr{i}"))
-            outputs.append(_vi(f"xrn{i}"))
-    outputs.append(_vi(f"map{n}", TensorProto.UINT8))
-    delta = Chain(_model(nodes, inputs, outputs, []), state, [f"map{n}"])
-    dense_nodes = [helper.make_node("MaxPool", ["x" if i == 0 else f"t{i}"], ["y" if i == n - 1 else f"t{i + 1}"],
-                                    **attrs) for i in range(n)]
-    return delta, Chain(_model(dense_nodes, [_vi("x")], [_vi("y")], []))
+    delta = windowed_chain(n, "DeltaPool", False, with_map, (1, channels, size, size), [], layout=layout, **attrs)
+    return delta, dense_chain(n, lambda i, x, y: [helper.make_node("MaxPool", [x], [y], **attrs)], [])
 
 
 def union_chain(n, size):
@@ -144,27 +133,26 @@ def reorder_chain(n, with_map, channels, size):
     if not with_map:
         outputs.append(_vi(f"yn{n - 1}"))
     delta = Chain(_model(nodes, inputs, outputs, []), state, [] if with_map else [f"yn{n - 1}"])
-    dense_nodes = [helper.make_node("ReorderInput" if i % 2 == 0 else "ReorderOutput", ["x" if i == 0 else f"t{i}"],
-                                    ["y" if i == n - 1 else f"t{i + 1}"], domain=NCHWC,
-                                    **({} if i % 2 == 0 else {"channels": channels})) for i in range(n)]
     assert channels % b == 0, "the reorder chain keeps whole blocks"
-    return delta, Chain(_model(dense_nodes, [_vi("x")], [_vi("y")], []))
+    return delta, dense_chain(n, lambda i, x, y: [helper.make_node(
+        "ReorderInput" if i % 2 == 0 else "ReorderOutput", [x], [y], domain=NCHWC,
+        **({} if i % 2 == 0 else {"channels": channels}))], [])
 
 
 def cases(channels, size):
-    """name -> builder(n) of (delta chain, dense chain) and the kind of inputs it reads."""
+    """name -> (builder(n) of (delta chain, dense chain), the kind of inputs it reads: "x" or "maps")."""
     out = {}
     for k in (1, 3):
         for layout in ("nchw", "blocked"):
             for with_map in (True, False):
                 out[f"conv{k}x{k}_{layout}{'_map' if with_map else ''}"] = (
-                    lambda n, k=k, layout=layout, m=with_map: conv_chain(n, k, layout, m, channels, size), "x", with_map)
+                    lambda n, k=k, layout=layout, m=with_map: conv_chain(n, k, layout, m, channels, size), "x")
     for layout in ("nchw", "blocked"):
-        out[f"pool_{layout}_map"] = (lambda n, layout=layout: pool_chain(n, layout, True, channels, size), "x", True)
-    out["pool_nchw"] = (lambda n: pool_chain(n, "nchw", False, channels, size), "x", False)
-    out["map_union"] = (lambda n: union_chain(n, size), "maps", False)
-    out["reorder_map"] = (lambda n: reorder_chain(n, True, channels, size), "x", True)
-    out["reorder"] = (lambda n: reorder_chain(n, False, channels, size), "x", False)
+        out[f"pool_{layout}_map"] = (lambda n, layout=layout: pool_chain(n, layout, True, channels, size), "x")
+    out["pool_nchw"] = (lambda n: pool_chain(n, "nchw", False, channels, size), "x")
+    out["map_union"] = (lambda n: union_chain(n, size), "maps")
+    out["reorder_map"] = (lambda n: reorder_chain(n, True, channels, size), "x")
+    out["reorder"] = (lambda n: reorder_chain(n, False, channels, size), "x")
     return out
 
 
@@ -242,9 +230,8 @@ def time_pair(build, kind, changing, args):
 
 
 def main(argv=None):
-    all_cases = cases(16, 8)
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--cases", nargs="+", default=list(all_cases))
+    ap.add_argument("--cases", nargs="+", default=list(cases(16, 8)))
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--batches", type=int, default=15)
     ap.add_argument("--runs", type=int, default=20)
@@ -261,7 +248,7 @@ def main(argv=None):
     print("| case | frames | Delta us | ORT us | ratio |")
     print("| --- | --- | --- | --- | --- |")
     for name in args.cases:
-        build, kind, _ = all_cases[name]
+        build, kind = all_cases[name]
         for changing in ((True,) if kind == "maps" else (True, False)):
             got = [time_pair(build, kind, changing, args) for _ in range(args.rounds)]
             ours = statistics.median(g[0] for g in got) * 1e6
