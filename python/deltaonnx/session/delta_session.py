@@ -399,7 +399,8 @@ class DeltaSession:
         first = [as_ort_value(outputs[index[entry.present]]) for entry in self._state_entries]
         if self._state_device == "cpu" and first:
             # The state moves into one block of huge pages (state_arena.py): ORT's own buffers are scattered pages
-            state.arena = StateArena.holding([value.numpy() for value in first])
+            state.arena = StateArena.holding([value.numpy() for value in first], reuse=state.spare_arena)
+            state.spare_arena = None
             first = [ort.OrtValue.ortvalue_from_numpy(view) for view in state.arena.views]
         values = {}
         for entry, value in zip(self._state_entries, first):
@@ -517,6 +518,7 @@ class DeltaSession:
             with state.lock:
                 state.retired = True
                 state.drop_state()
+                state.spare_arena = None  # a retired stream runs no more
 
     def state(self, stream: Hashable = DEFAULT_STREAM) -> dict[str, ort.OrtValue]:
         """The live state buffers of `stream` (past input name -> OrtValue), for debugging or saving.

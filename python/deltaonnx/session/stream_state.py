@@ -23,6 +23,7 @@ class StreamState:
     binding: StreamBinding | None = None
     values: dict[str, ort.OrtValue] = field(default_factory=dict)  # present name -> live state buffer
     arena: StateArena | None = None  # the host block the state buffers are views of (None: ORT's buffers)
+    spare_arena: StateArena | None = None  # the block of a dropped state, reused when the next state fits it
     loaded: dict[str, np.ndarray] = field(default_factory=dict)  # load_state(): past name -> the next run's past
     input_shapes: tuple | None = None  # shapes of the model inputs the state was built for
     output_index: dict[str, int] = field(default_factory=dict)  # bound output -> position in ORT's output vector
@@ -71,7 +72,7 @@ class StreamState:
         self.maps_snapshot = self.current_maps() if keep_maps else None
         self.binding = None
         self.values = {}
-        self.arena = None
+        self.spare_arena, self.arena = self.arena or self.spare_arena, None
         self.loaded = {}
         self.input_shapes = None
         self.output_index = {}
