@@ -159,6 +159,7 @@ def test_a_dropped_reference_runs_on_every_provider(libraries, rng):
             y_prev = y
 
 
+@pytest.mark.sanitizer
 def test_shapes_of_more_than_eight_dimensions_on_every_provider(libraries, rng):
     """The ops hold shapes inline, up to 8 dimensions (op_definition/tensor_shape.h): a longer state is another
     shape (rule 1, every pixel redone), a longer X or map is refused, naming the shape."""

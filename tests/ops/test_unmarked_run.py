@@ -62,6 +62,7 @@ def _check_unmarked(session, ref_input, y_shape):
     np.testing.assert_array_equal(got["Y"][0], state["Y"][0])
 
 
+@pytest.mark.sanitizer
 @pytest.mark.parametrize("layout", ["nchw", "blocked"])
 @pytest.mark.parametrize("ref_input", [False, True], ids=["dropped_reference", "kept_reference"])
 @pytest.mark.parametrize("kernel", [1, 3])
@@ -74,6 +75,7 @@ def test_conv_unmarked_run_carries_the_state(layout, ref_input, kernel):
     _check_unmarked(session, ref_input, SHAPE)
 
 
+@pytest.mark.sanitizer
 @pytest.mark.parametrize("layout", ["nchw", "blocked"])
 def test_pool_unmarked_run_carries_the_state(layout):
     attrs = dict(kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1], layout=layout)
