@@ -1,34 +1,55 @@
 #include "ort_util.h"
 
+#include <cstring>
+#include <vector>
+
 #include "common/checked_size.h"
 
 namespace deltaonnx {
 
-DeltaOutputs delta_outputs(Ort::KernelContext& ctx, const std::vector<int64_t>& xs, const std::vector<int64_t>& ys,
-                           const StateInputs& st, std::vector<uint8_t>& fallback) {
+DeltaOutputs delta_outputs(Ort::KernelContext& ctx, const Shape& xs, const Shape& ys, const StateInputs& st) {
   DeltaOutputs out;
-  out.y = ctx.GetOutput(0, ys).GetTensorMutableData<float>();
-  const std::vector<int64_t> map_shape{ys[0], 1, ys[2], ys[3]};
+  out.y = output_of(ctx, 0, ys).GetTensorMutableData<float>();
+  const size_t outputs = ctx.GetOutputCount();
   // A dropped reference has an empty (or absent) X_ref_next. An empty batch has null data but an output.
   bool has_ref_output = false;
-  if (ctx.GetOutputCount() > 1) {
-    Ort::UnownedValue ref = ctx.GetOutput(1, st.reference_dropped ? std::vector<int64_t>{0, 0, 0, 0} : xs);
+  if (outputs > 1) {
+    Ort::UnownedValue ref = output_of(ctx, 1, st.reference_dropped ? Shape{0, 0, 0, 0} : xs);
     has_ref_output = static_cast<OrtValue*>(ref) != nullptr;
     if (has_ref_output && !st.reference_dropped) out.x_ref_next = ref.GetTensorMutableData<float>();
   }
   if (!st.reference_dropped && !has_ref_output)
     throw UserError("the output X_ref_next may be left out only without an X_ref input");
-  Ort::UnownedValue map = ctx.GetOutputCount() > 2 ? ctx.GetOutput(2, map_shape) : Ort::UnownedValue(nullptr);
+  Ort::UnownedValue map = outputs > 2 ? output_of(ctx, 2, map_shape_of(ys)) : Ort::UnownedValue(nullptr);
   if (static_cast<OrtValue*>(map) != nullptr) {
     out.map_out = map.GetTensorMutableData<uint8_t>();
   } else {
+    thread_local std::vector<uint8_t> fallback;  // grows, never shrinks
     fallback.resize(static_cast<size_t>(checked_product({ys[0], ys[2], ys[3]}, "map_out")));
     out.map_out = fallback.data();
   }
   return out;
 }
 
-void fill_delta_run(DeltaRun& run, const std::vector<int64_t>& xs, const float* x, const StateInputs& st,
+namespace {
+bool marks_nothing(const uint8_t* map, int64_t count) {
+  return map[0] == 0 && std::memcmp(map, map + 1, static_cast<size_t>(count - 1)) == 0;
+}
+}  // namespace
+
+bool carry_unmarked_run(const StateInputs& st, const DeltaOutputs& out, const uint8_t* map_z, const Shape& xs,
+                        const Shape& ys) {
+  if (!st.has_state || st.map_in == nullptr) return false;
+  const int64_t in_pixels = xs[0] * xs[2] * xs[3], out_pixels = ys[0] * ys[2] * ys[3];
+  if (!marks_nothing(st.map_in, in_pixels) || (map_z != nullptr && !marks_nothing(map_z, out_pixels))) return false;
+  std::memset(out.map_out, 0, static_cast<size_t>(out_pixels));
+  if (out.y != st.y_prev) std::memcpy(out.y, st.y_prev, static_cast<size_t>(out_pixels * ys[1]) * sizeof(float));
+  if (!st.reference_dropped && out.x_ref_next != st.x_ref)
+    std::memcpy(out.x_ref_next, st.x_ref, static_cast<size_t>(in_pixels * xs[1]) * sizeof(float));
+  return true;
+}
+
+void fill_delta_run(DeltaRun& run, const Shape& xs, const float* x, const StateInputs& st,
                     const DeltaOutputs& out) {
   run.batch = xs[0];
   run.channels = xs[1];
@@ -46,14 +67,14 @@ void fill_delta_run(DeltaRun& run, const std::vector<int64_t>& xs, const float* 
 }
 
 ParallelFor ort_parallel_for(const Ort::KernelContext& ctx) {
-  return [&ctx](int64_t count, const std::function<void(int64_t)>& body) {
+  return [&ctx](int64_t count, LoopBody body) {
     if (count <= 0) return;
     if (count == 1) {
       body(0);
       return;
     }
     auto trampoline = [](void* user, size_t i) {
-      (*static_cast<const std::function<void(int64_t)>*>(user))(static_cast<int64_t>(i));
+      (*static_cast<const LoopBody*>(user))(static_cast<int64_t>(i));
     };
     ctx.ParallelFor(trampoline, static_cast<size_t>(count), 0,
                     const_cast<void*>(static_cast<const void*>(&body)));

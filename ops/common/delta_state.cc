@@ -1,6 +1,7 @@
 #include "common/delta_state.h"
 
 #include <algorithm>
+#include <array>
 #include <cstring>
 
 #include "common/change_map.h"
@@ -61,14 +62,15 @@ int64_t detect_blocked_lines(const InputState& s, const KernelTable& k, uint8_t*
   if (s.x_ref_next != s.x_ref)  // bound apart: the reference is carried, then moved where pixels changed
     std::memcpy(s.x_ref_next, s.x_ref, static_cast<size_t>(s.channels * plane) * sizeof(float));
   // The changed pixels' lines are compared with and moved into x_ref_next, which holds X_ref now.
-  const int64_t band = std::max<int64_t>(1, (plane + 7) / 8);
-  std::vector<int64_t> counts(static_cast<size_t>((plane + band - 1) / band), 0);
-  parallel_for(static_cast<int64_t>(counts.size()), [&](int64_t i) {
+  // At most 8 bands: ceil(plane / ceil(plane / 8)) <= 8.
+  const int64_t band = std::max<int64_t>(1, (plane + 7) / 8), bands = (plane + band - 1) / band;
+  std::array<int64_t, 8> counts{};
+  parallel_for(bands, [&](int64_t i) {
     counts[i] = k.blocked_detect_update(s.x, s.x_ref_next, blocks, line_stride, s.block, i * band,
                                         std::min(plane, (i + 1) * band), s.map_in, s.tau, flags);
   });
   int64_t changed = 0;
-  for (int64_t c : counts) changed += c;
+  for (int64_t i = 0; i < bands; ++i) changed += counts[i];
   return changed;
 }
 

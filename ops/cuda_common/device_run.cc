@@ -5,18 +5,17 @@
 namespace deltaonnx {
 namespace cuda {
 
-DeviceRun start_device_run(Ort::KernelContext& ctx, size_t x_index, const StateInputs& st,
-                           const std::vector<int64_t>& xs, const std::vector<int64_t>& ys, const Window2D& window,
+DeviceRun start_device_run(Ort::KernelContext& ctx, const OrtValue* x, const StateInputs& st,
+                           const Shape& xs, const Shape& ys, const Window2D& window,
                            const DeltaKnobs& knobs, size_t extra_bytes) {
   DeviceRun run;
   const int64_t N = xs[0], H = xs[2], W = xs[3];
   const int64_t out_plane = ys[2] * ys[3];
-  const OrtValue* x = optional_input(ctx, x_index);
-  Ort::UnownedValue y = ctx.GetOutput(0, ys);
+  Ort::UnownedValue y = output_of(ctx, 0, ys);
   float* x_ref_next = nullptr;
   bool has_ref_output = false;  // an empty batch has null data but an output
   if (ctx.GetOutputCount() > 1) {
-    Ort::UnownedValue ref = ctx.GetOutput(1, st.reference_dropped ? std::vector<int64_t>{0, 0, 0, 0} : xs);
+    Ort::UnownedValue ref = output_of(ctx, 1, st.reference_dropped ? Shape{0, 0, 0, 0} : xs);
     has_ref_output = static_cast<OrtValue*>(ref) != nullptr;
     if (has_ref_output && !st.reference_dropped) x_ref_next = ref.GetTensorMutableData<float>();
   }
@@ -24,10 +23,10 @@ DeviceRun start_device_run(Ort::KernelContext& ctx, size_t x_index, const StateI
     throw UserError("the output X_ref_next may be left out only without an X_ref input");
   uint8_t* map_out = nullptr;
   if (ctx.GetOutputCount() > 2) {
-    Ort::UnownedValue m = ctx.GetOutput(2, {N, 1, ys[2], ys[3]});
+    Ort::UnownedValue m = output_of(ctx, 2, map_shape_of(ys));
     if (static_cast<OrtValue*>(m) != nullptr) map_out = m.GetTensorMutableData<uint8_t>();
   }
-  if (element_count(xs) == 0 || element_count(ys) == 0) {
+  if (xs.holds_no_elements() || ys.holds_no_elements()) {
     run.empty = true;
     return run;
   }

@@ -26,9 +26,9 @@ struct DeviceRun {
   bool empty = false;      // X or Y holds no element: the outputs are allocated, nothing to compute
 };
 
-// Reads the state (rule 1), allocates the outputs of shape ys and the scratch; x_index is X's input index.
-DeviceRun start_device_run(Ort::KernelContext& ctx, size_t x_index, const StateInputs& st,
-                           const std::vector<int64_t>& xs, const std::vector<int64_t>& ys, const Window2D& window,
+// Reads the state (rule 1), allocates the outputs of shape ys and the scratch; x is the X input.
+DeviceRun start_device_run(Ort::KernelContext& ctx, const OrtValue* x, const StateInputs& st,
+                           const Shape& xs, const Shape& ys, const Window2D& window,
                            const DeltaKnobs& knobs, size_t extra_bytes);
 
 // Enqueues rules 2-4, the dense rule and the keep step; returns the pixel list the op's compute reads.

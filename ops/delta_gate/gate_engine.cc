@@ -40,8 +40,14 @@ int64_t pixel_gate(const GateSpec& spec, const GateItem& it, const KernelTable& 
 int64_t block_gate(const GateSpec& spec, const GateItem& it, const KernelTable& k) {
   const int64_t h = it.height, w = it.width, plane = h * w, kb = spec.block;
   const int64_t cells_w = (w + kb - 1) / kb, last_cols = w - (cells_w - 1) * kb;
-  std::vector<float> sums(w), block_sums(cells_w);
-  std::vector<uint8_t> moved(cells_w), hot_columns(w), verdict(w);
+  // The running thread's scratch, reused item after item (the sizes change only with the frame).
+  thread_local std::vector<float> sums, block_sums;
+  thread_local std::vector<uint8_t> moved, hot_columns, verdict;
+  sums.resize(static_cast<size_t>(w));
+  block_sums.resize(static_cast<size_t>(cells_w));
+  moved.resize(static_cast<size_t>(cells_w));
+  hot_columns.resize(static_cast<size_t>(w));
+  verdict.resize(static_cast<size_t>(w));
   int64_t changed = 0;
   for (int64_t y0 = 0; y0 < h; y0 += kb) {
     const int64_t rows = std::min(kb, h - y0);
@@ -109,7 +115,9 @@ int64_t run_gate_item(const GateSpec& spec, const GateItem& item, const KernelTa
 int64_t run_gate(const GateSpec& spec, const GateRun& run, const KernelTable& kernels, const ParallelFor& parallel_for) {
   const int64_t plane = run.height * run.width, volume = run.channels * plane;
   const int64_t cells = ((run.height + spec.block - 1) / spec.block) * ((run.width + spec.block - 1) / spec.block);
-  std::vector<int64_t> changed(run.batch, 0);
+  thread_local std::vector<int64_t> changed_per_item;  // the calling thread's; the bodies write through `changed`
+  std::vector<int64_t>& changed = changed_per_item;
+  changed.assign(static_cast<size_t>(run.batch), 0);
   parallel_for(run.batch, [&](int64_t n) {
     GateItem it;
     it.x = run.x + n * volume;
@@ -119,7 +127,7 @@ int64_t run_gate(const GateSpec& spec, const GateRun& run, const KernelTable& ke
     it.channels = run.channels;
     it.height = run.height;
     it.width = run.width;
-    std::vector<uint8_t> spread;
+    thread_local std::vector<uint8_t> spread;  // the running thread's
     if (run.map_in && run.map_per_block) {
       spread.resize(plane);
       spread_block_map(run.map_in + n * cells, run.height, run.width, spec.block, spread.data());

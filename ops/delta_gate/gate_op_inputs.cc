@@ -18,26 +18,26 @@ GateSpec read_gate_spec(const OrtKernelInfo* info) {
 
 GateInputs read_gate_inputs(const Ort::KernelContext& ctx, const GateSpec& spec) {
   GateInputs in;
-  in.shape = input_shape_4d(ctx, delta_gate::kX, "X");
+  const KernelInputs inputs(ctx);
+  in.shape = input_shape_4d(inputs, delta_gate::kX, "X");
   GateRun& run = in.run;
   run.batch = in.shape[0];
   run.channels = in.shape[1];
   run.height = in.shape[2];
   run.width = in.shape[3];
-  run.x = Ort::ConstValue(optional_input(ctx, delta_gate::kX)).GetTensorData<float>();
-  const OrtValue* x_ref = optional_input(ctx, delta_gate::kXRef);
-  if (x_ref == nullptr) throw UserError("the state input X_ref is required (feed an empty tensor on the first frame)");
-  if (shape_of(x_ref) == in.shape) run.x_ref = Ort::ConstValue(x_ref).GetTensorData<float>();  // rule 1
-  const OrtValue* map = optional_input(ctx, delta_gate::kMapIn);
-  if (map != nullptr) {
-    const std::vector<int64_t> ms = shape_of(map);
+  run.x = inputs.data<float>(delta_gate::kX);
+  if (inputs.value(delta_gate::kXRef) == nullptr)
+    throw UserError("the state input X_ref is required (feed an empty tensor on the first frame)");
+  if (inputs.shape(delta_gate::kXRef) == in.shape) run.x_ref = inputs.data<float>(delta_gate::kXRef);  // rule 1
+  if (inputs.value(delta_gate::kMapIn) != nullptr) {
+    const Shape& ms = inputs.shape(delta_gate::kMapIn);
     if (!holds_no_elements(ms)) {  // an empty map is no map
       if (ms.size() != 4 || ms[0] != in.shape[0] || ms[1] != 1)
         throw UserError("the change map must be [N,1,H,W] or one cell per block, got " + shape_text(ms) + " for X " +
                         shape_text(in.shape));
       const std::string error = check_gate_map(spec, in.shape[2], in.shape[3], ms[2], ms[3], &run.map_per_block);
       if (!error.empty()) throw UserError(error);
-      run.map_in = Ort::ConstValue(map).GetTensorData<uint8_t>();
+      run.map_in = inputs.data<uint8_t>(delta_gate::kMapIn);
     }
   }
   return in;

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "delta_gate/gate_engine.h"
+#include "op_definition/ort_tensors.h"
 
 namespace deltaonnx {
 
@@ -14,7 +15,7 @@ namespace deltaonnx {
 GateSpec read_gate_spec(const OrtKernelInfo* info);
 
 struct GateInputs {
-  std::vector<int64_t> shape;   // X's [N,C,H,W]
+  Shape shape;                  // X's [N,C,H,W]
   GateRun run;                  // x, x_ref (nullptr without state), map_in; outputs not yet set
 };
 

@@ -98,19 +98,19 @@ DeltaConvAttributes read_delta_conv_attributes(const AttributeReader& a) {
   return c;
 }
 
-WindowSpec DeltaConvAttributes::window_for_weights(const std::vector<int64_t>& ws) const {
-  if (ws.size() != 4) throw UserError("W must be 4-D [M, C/group, kH, kW], got " + list_text(ws));
+WindowSpec DeltaConvAttributes::window_for_weights(const Shape& ws) const {
+  if (ws.size() != 4) throw UserError("W must be 4-D [M, C/group, kH, kW], got " + shape_text(ws));
   for (int64_t d : ws)
-    if (d < 1) throw UserError("W must have no empty dimension, got " + list_text(ws));
+    if (d < 1) throw UserError("W must have no empty dimension, got " + shape_text(ws));
   if (kernel_given && (ws[2] != window.kernel_h || ws[3] != window.kernel_w))
     throw UserError("attribute 'kernel_shape' " + list_text({window.kernel_h, window.kernel_w}) + " disagrees with W " +
-                    list_text(ws));
+                    shape_text(ws));
   if (ws[0] % group != 0)
     throw UserError("attribute 'group' (" + std::to_string(group) + ") must divide W's " + std::to_string(ws[0]) +
                     " output channels");
   if (declared_layout == TensorLayout::kBlocked && group != 1 && !(ws[1] == 1 && ws[0] == group))
     throw UserError("attribute 'layout' = \"blocked\" needs group = 1 or a depthwise conv (group = C = M, W [M, 1, "
-                    "kH, kW]), got group " + std::to_string(group) + " and W " + list_text(ws));
+                    "kH, kW]), got group " + std::to_string(group) + " and W " + shape_text(ws));
   const std::string slopes = activation.check_channels(ws[0]);
   if (!slopes.empty()) throw UserError(slopes);
   if (layout != TensorLayout::kNchw && padded_channels(ws[0], block) != ws[0])
@@ -125,18 +125,18 @@ WindowSpec DeltaConvAttributes::window_for_weights(const std::vector<int64_t>& w
   w.kernel_h = ws[2];
   w.kernel_w = ws[3];
   const std::string error = w.validate();
-  if (!error.empty()) throw UserError(error + " (W " + list_text(ws) + ")");
+  if (!error.empty()) throw UserError(error + " (W " + shape_text(ws) + ")");
   checked_product({ws[0], ws[1], ws[2], ws[3]}, "W");
   return w;
 }
 
-DeltaConvAttributes::TensorChannels DeltaConvAttributes::tensor_channels(const std::vector<int64_t>& ws) const {
+DeltaConvAttributes::TensorChannels DeltaConvAttributes::tensor_channels(const Shape& ws) const {
   const int64_t C = ws[1] * group, M = ws[0];
   return {layout == TensorLayout::kBlocked ? padded_channels(C, block) : C,
           layout == TensorLayout::kNchw ? M : padded_channels(M, block)};
 }
 
-void DeltaConvAttributes::check_x_channels(int64_t x_channels, const std::vector<int64_t>& ws) const {
+void DeltaConvAttributes::check_x_channels(int64_t x_channels, const Shape& ws) const {
   const int64_t C = ws[1] * group, expected = tensor_channels(ws).x;
   if (x_channels == expected) return;
   std::string want = std::to_string(C);
@@ -146,7 +146,7 @@ void DeltaConvAttributes::check_x_channels(int64_t x_channels, const std::vector
   throw UserError("X has " + std::to_string(x_channels) + " input channels but W and group expect " + want);
 }
 
-OutputGeometry output_geometry(const WindowSpec& window, const std::vector<int64_t>& xs, int64_t out_channels) {
+OutputGeometry output_geometry(const WindowSpec& window, const Shape& xs, int64_t out_channels) {
   const int64_t N = xs[0], C = xs[1], H = xs[2], W = xs[3];
   // An empty X with a non-empty Y (padding around nothing, or no channels) would leave Y and map_out unwritten:
   // refused (ORT's Conv and MaxPool refuse an image without rows or columns; issue 17).
@@ -189,7 +189,7 @@ ReorderAttributes read_delta_reorder_attributes(const AttributeReader& a) {
   return r;
 }
 
-ReorderGeometry reorder_geometry(const ReorderAttributes& a, const std::vector<int64_t>& xs, int64_t block) {
+ReorderGeometry reorder_geometry(const ReorderAttributes& a, const Shape& xs, int64_t block) {
   ReorderGeometry g;
   const bool to_blocked = a.to == ReorderTarget::kBlocked;
   g.channels = a.channels > 0 ? a.channels : xs[1];
@@ -203,7 +203,7 @@ ReorderGeometry reorder_geometry(const ReorderAttributes& a, const std::vector<i
   return g;
 }
 
-void check_channel_block(const std::vector<int64_t>& xs, int64_t block, const char* what) {
+void check_channel_block(const Shape& xs, int64_t block, const char* what) {
   if (block > 1 && xs[1] % block != 0)
     throw UserError(std::string(what) + " has " + std::to_string(xs[1]) + " channels (shape " + shape_text(xs) +
                     "), not a multiple of the library's channel block " + std::to_string(block));

@@ -10,6 +10,7 @@
 #include "common/delta_state.h"
 #include "common/window_spec.h"
 #include "op_definition/attribute_reader.h"
+#include "op_definition/tensor_shape.h"
 
 namespace deltaonnx {
 
@@ -52,15 +53,15 @@ struct DeltaConvAttributes {
   // agrees with W, group divides M, PRelu's slopes fit M, "blocked" has group 1 or is depthwise (W [M, 1, kH, kW]
   // with group = M), and a blocked output padded past M channels has act(0) = 0 (its pad lanes hold act(0 + 0),
   // which must stay 0). Throws UserError.
-  WindowSpec window_for_weights(const std::vector<int64_t>& w_shape) const;
+  WindowSpec window_for_weights(const Shape& w_shape) const;
 
   // X's and Y's channel counts for W [M, C/group, kH, kW]: C and M, or roundup(., block) on a blocked side.
   struct TensorChannels {
     int64_t x = 0, y = 0;
   };
-  TensorChannels tensor_channels(const std::vector<int64_t>& w_shape) const;
+  TensorChannels tensor_channels(const Shape& w_shape) const;
   // X's channel count checked against tensor_channels(w_shape).x. Throws UserError.
-  void check_x_channels(int64_t x_channels, const std::vector<int64_t>& w_shape) const;
+  void check_x_channels(int64_t x_channels, const Shape& w_shape) const;
 };
 
 struct DeltaPoolAttributes {
@@ -73,9 +74,9 @@ struct DeltaPoolAttributes {
 // op the same way: the input fits the window, X's and Y's sizes are overflow-checked products. Throws UserError.
 struct OutputGeometry {
   Window2D window;
-  std::vector<int64_t> shape;
+  Shape shape;
 };
-OutputGeometry output_geometry(const WindowSpec& window, const std::vector<int64_t>& xs, int64_t out_channels);
+OutputGeometry output_geometry(const WindowSpec& window, const Shape& xs, int64_t out_channels);
 
 // DeltaReorder's attributes (docs/ops.md#deltareorder): 'to' (required), the memory order Y gets, X having the
 // other; 'channels' (optional, >= 1), the logical channel count C (0 when absent: X's count).
@@ -90,14 +91,14 @@ ReorderAttributes read_delta_reorder_attributes(const AttributeReader& attribute
 // if given, which must equal X's) to [N, roundup(C, b), H, W]; "nchw" takes X [N, roundup(C, b), H, W] (without
 // channels C = X's count, a multiple of b) to [N, C, H, W]. Throws UserError.
 struct ReorderGeometry {
-  std::vector<int64_t> y_shape;
+  Shape y_shape;
   int64_t channels = 0;
 };
-ReorderGeometry reorder_geometry(const ReorderAttributes& attributes, const std::vector<int64_t>& xs, int64_t block);
+ReorderGeometry reorder_geometry(const ReorderAttributes& attributes, const Shape& xs, int64_t block);
 
 // A tensor of shape xs [N, C, H, W] whose memory is (or becomes) blocked by `block` channels: C must be a multiple
 // of it. Throws UserError naming `what` and the block.
-void check_channel_block(const std::vector<int64_t>& xs, int64_t block, const char* what);
+void check_channel_block(const Shape& xs, int64_t block, const char* what);
 
 DeltaConvAttributes read_delta_conv_attributes(const AttributeReader& attributes);
 DeltaPoolAttributes read_delta_pool_attributes(const AttributeReader& attributes);

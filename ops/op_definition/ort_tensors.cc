@@ -1,33 +1,62 @@
 #include "op_definition/ort_tensors.h"
 
+#include <vector>
+
 #include "op_definition/op_schemas.h"
 #include "op_definition/sum_input.h"
 
 namespace deltaonnx {
 
-std::vector<int64_t> input_shape_4d(const Ort::KernelContext& ctx, size_t index, const char* name) {
-  const OrtValue* value = optional_input(ctx, index);
-  if (value == nullptr) throw UserError(std::string("input ") + name + " is required");
-  const std::vector<int64_t> shape = shape_of(value);
+Shape shape_of(const OrtValue* value) {
+  const OrtApi& api = Ort::GetApi();
+  OrtTensorTypeAndShapeInfo* raw = nullptr;
+  Ort::ThrowOnError(api.GetTensorTypeAndShape(value, &raw));
+  const Ort::TensorTypeAndShapeInfo info(raw);  // released on every path
+  const size_t rank = info.GetDimensionsCount();
+  if (rank > Shape::kMaxRank) {  // never an op's 4-D tensor: read whole only to tell it apart
+    std::vector<int64_t> dims(rank);
+    info.GetDimensions(dims.data(), rank);
+    return Shape(dims);
+  }
+  std::array<int64_t, Shape::kMaxRank> dims{};
+  info.GetDimensions(dims.data(), rank);
+  return Shape(dims.data(), rank);
+}
+
+KernelInputs::KernelInputs(const Ort::KernelContext& ctx) : count_(ctx.GetInputCount()) {
+  if (count_ > kMaxInputs) throw UserError("the node has " + std::to_string(count_) + " inputs, more than the op takes");
+  for (size_t i = 0; i < count_; ++i) values_[i] = static_cast<const OrtValue*>(ctx.GetInput(i));
+}
+
+const Shape& KernelInputs::shape(size_t index) const {
+  if (!shape_read_[index]) {
+    shapes_[index] = shape_of(value(index));
+    shape_read_[index] = true;
+  }
+  return shapes_[index];
+}
+
+Shape input_shape_4d(const KernelInputs& in, size_t index, const char* name) {
+  if (in.value(index) == nullptr) throw UserError(std::string("input ") + name + " is required");
+  const Shape& shape = in.shape(index);
   if (shape.size() != 4) throw UserError(std::string(name) + " must be 4-D NCHW, got shape " + shape_text(shape));
   return shape;
 }
 
-StateInputs read_state_inputs(const Ort::KernelContext& ctx, size_t x_ref_index, size_t y_prev_index,
-                              size_t map_index, const std::vector<int64_t>& xs, const std::vector<int64_t>& ys,
-                              float threshold) {
-  const OrtValue* x_ref = optional_input(ctx, x_ref_index);
-  const OrtValue* y_prev = optional_input(ctx, y_prev_index);
-  const OrtValue* map = optional_input(ctx, map_index);
+StateInputs read_state_inputs(const KernelInputs& in, size_t x_ref_index, size_t y_prev_index, size_t map_index,
+                              const Shape& xs, const Shape& ys, float threshold) {
+  const OrtValue* x_ref = in.value(x_ref_index);
+  const OrtValue* y_prev = in.value(y_prev_index);
+  const OrtValue* map = in.value(map_index);
   if (y_prev == nullptr) throw UserError("the state input Y_prev is required (feed an empty tensor on the first frame)");
   StateShapes shapes;
   shapes.x = xs;
   shapes.y = ys;
   shapes.x_ref_given = x_ref != nullptr;
-  if (x_ref != nullptr) shapes.x_ref = shape_of(x_ref);
-  shapes.y_prev = shape_of(y_prev);
+  if (x_ref != nullptr) shapes.x_ref = in.shape(x_ref_index);
+  shapes.y_prev = in.shape(y_prev_index);
   shapes.map_given = map != nullptr;
-  if (map != nullptr) shapes.map = shape_of(map);
+  if (map != nullptr) shapes.map = in.shape(map_index);
   StateDecision decision;
   try {
     decision = decide_state(shapes, threshold);
@@ -38,48 +67,43 @@ StateInputs read_state_inputs(const Ort::KernelContext& ctx, size_t x_ref_index,
   s.has_state = decision.has_state;
   s.reference_dropped = decision.reference_dropped;
   s.map_given = map != nullptr;
-  if (map != nullptr) s.map_in = Ort::ConstValue(map).GetTensorData<uint8_t>();
+  if (map != nullptr) s.map_in = in.data<uint8_t>(map_index);
   if (s.has_state) {
-    s.y_prev = Ort::ConstValue(y_prev).GetTensorData<float>();
-    if (!s.reference_dropped) s.x_ref = Ort::ConstValue(x_ref).GetTensorData<float>();
+    s.y_prev = in.data<float>(y_prev_index);
+    if (!s.reference_dropped) s.x_ref = in.data<float>(x_ref_index);
   }
   return s;
 }
 
-SumInputs read_sum_inputs(const Ort::KernelContext& ctx, size_t z_index, size_t map_index,
-                          const std::vector<int64_t>& ys) {
-  const OrtValue* z = optional_input(ctx, z_index);
-  const OrtValue* map = optional_input(ctx, map_index);
+SumInputs read_sum_inputs(const KernelInputs& in, size_t z_index, size_t map_index, const Shape& ys) {
+  const OrtValue* z = in.value(z_index);
+  const OrtValue* map = in.value(map_index);
   SumInputs s;
   if (z == nullptr && map == nullptr) return s;
   if (z == nullptr || map == nullptr)  // the kernels refuse such a node when created; a guard for the others
     throw UserError("the sum input Z and its change map input map_z go together");
   try {
-    check_sum_shapes(shape_of(z), shape_of(map), ys);
+    check_sum_shapes(in.shape(z_index), in.shape(map_index), ys);
   } catch (const std::invalid_argument& e) {
     throw UserError(e.what());
   }
-  s.z = Ort::ConstValue(z).GetTensorData<float>();
-  s.map_z = Ort::ConstValue(map).GetTensorData<uint8_t>();
+  s.z = in.data<float>(z_index);
+  s.map_z = in.data<uint8_t>(map_index);
   return s;
 }
 
-ReorderState read_reorder_state(const Ort::KernelContext& ctx, const std::vector<int64_t>& xs,
-                                const std::vector<int64_t>& ys) {
-  const OrtValue* y_prev = optional_input(ctx, delta_reorder::kYPrev);
-  const OrtValue* map = optional_input(ctx, delta_reorder::kMapIn);
+ReorderState read_reorder_state(const KernelInputs& in, const Shape& xs, const Shape& ys) {
   ReorderState state;
-  if (map == nullptr) return state;
-  const std::vector<int64_t> ms = shape_of(map), want = {xs[0], 1, xs[2], xs[3]};
+  if (in.value(delta_reorder::kMapIn) == nullptr) return state;
+  const Shape& ms = in.shape(delta_reorder::kMapIn);
+  const Shape want = map_shape_of(xs);
   if (ms != want) {
-    int64_t count = 1;
-    for (int64_t d : ms) count *= d;
-    if (count == 0) return state;  // an empty map says nothing: every pixel
+    if (ms.holds_no_elements()) return state;  // an empty map says nothing: every pixel
     throw UserError("map_in must be [N,1,H,W] = " + shape_text(want) + " of X, got " + shape_text(ms));
   }
-  if (y_prev == nullptr || shape_of(y_prev) != ys) return state;
-  state.y_prev = Ort::ConstValue(y_prev).GetTensorData<float>();
-  state.map_in = Ort::ConstValue(map).GetTensorData<uint8_t>();
+  if (in.value(delta_reorder::kYPrev) == nullptr || in.shape(delta_reorder::kYPrev) != ys) return state;
+  state.y_prev = in.data<float>(delta_reorder::kYPrev);
+  state.map_in = in.data<uint8_t>(delta_reorder::kMapIn);
   return state;
 }
 

@@ -1,28 +1,49 @@
 // Reading a Delta op's tensors from ORT's kernel context, the same on every execution provider (the data
-// pointers are the provider's: host memory on the CPU EP, device memory on the CUDA EP).
+// pointers are the provider's: host memory on the CPU EP, device memory on the CUDA EP). A run reads each input,
+// each shape and each data pointer once (every one is a call through ORT's API table, and a shape query allocates
+// inside ORT), and holds shapes inline (op_definition/tensor_shape.h): no allocation on the steady-state path.
 #pragma once
 #include <onnxruntime_cxx_api.h>
 
+#include <array>
 #include <cstdint>
-#include <vector>
 
 #include "op_definition/op_status.h"
 #include "op_definition/state_decision.h"
+#include "op_definition/tensor_shape.h"
 
 namespace deltaonnx {
 
-// Optional input `index`: nullptr when the node leaves it out (absent or empty name).
-inline const OrtValue* optional_input(const Ort::KernelContext& ctx, size_t index) {
-  if (index >= ctx.GetInputCount()) return nullptr;
-  return static_cast<const OrtValue*>(ctx.GetInput(index));
-}
+// The shape of a tensor value.
+Shape shape_of(const OrtValue* value);
 
-inline std::vector<int64_t> shape_of(const OrtValue* value) {
-  return Ort::ConstValue(value).GetTensorTypeAndShapeInfo().GetShape();
+// The inputs of one run, each fetched once, their shapes on first use.
+class KernelInputs {
+ public:
+  static constexpr size_t kMaxInputs = 8;  // DeltaConv's; DeltaMapUnion's variadic maps are read by their own loop
+  explicit KernelInputs(const Ort::KernelContext& ctx);
+  // Input `index`: nullptr when the node leaves it out (absent or empty name).
+  const OrtValue* value(size_t index) const { return index < count_ ? values_[index] : nullptr; }
+  const Shape& shape(size_t index) const;  // of a given input
+  template <class T>
+  const T* data(size_t index) const {
+    return Ort::ConstValue(value(index)).GetTensorData<T>();
+  }
+
+ private:
+  size_t count_ = 0;
+  std::array<const OrtValue*, kMaxInputs> values_{};
+  mutable std::array<Shape, kMaxInputs> shapes_;
+  mutable std::array<bool, kMaxInputs> shape_read_{};
+};
+
+// Output `index` of shape `shape` (nullptr inside when the node leaves it out).
+inline Ort::UnownedValue output_of(Ort::KernelContext& ctx, size_t index, const Shape& shape) {
+  return ctx.GetOutput(index, shape.data(), shape.size());
 }
 
 // X as a 4-D NCHW tensor; throws UserError otherwise.
-std::vector<int64_t> input_shape_4d(const Ort::KernelContext& ctx, size_t index, const char* name);
+Shape input_shape_4d(const KernelInputs& in, size_t index, const char* name);
 
 // The state inputs of one run with rule 1 applied.
 struct StateInputs {
@@ -35,9 +56,8 @@ struct StateInputs {
 };
 
 // Reads them for input shape xs and output shape ys; errors are UserError.
-StateInputs read_state_inputs(const Ort::KernelContext& ctx, size_t x_ref_index, size_t y_prev_index,
-                              size_t map_index, const std::vector<int64_t>& xs, const std::vector<int64_t>& ys,
-                              float threshold);
+StateInputs read_state_inputs(const KernelInputs& in, size_t x_ref_index, size_t y_prev_index, size_t map_index,
+                              const Shape& xs, const Shape& ys, float threshold);
 
 // DeltaConv's sum input Z and its change map map_z (op_definition/sum_input.h), both nullptr when the node has none;
 // shapes checked against the output shape ys (UserError; on a blocked output side ys holds roundup(M, b) channels,
@@ -46,8 +66,7 @@ struct SumInputs {
   const float* z = nullptr;
   const uint8_t* map_z = nullptr;
 };
-SumInputs read_sum_inputs(const Ort::KernelContext& ctx, size_t z_index, size_t map_index,
-                          const std::vector<int64_t>& ys);
+SumInputs read_sum_inputs(const KernelInputs& in, size_t z_index, size_t map_index, const Shape& ys);
 
 // DeltaReorder's optional state (docs/ops.md#deltareorder): y_prev and map_in when both are given, Y_prev has Y's
 // shape ys and the map is [N,1,H,W] of X (then only marked pixels are redone); y_prev null otherwise (every pixel:
@@ -56,7 +75,6 @@ struct ReorderState {
   const float* y_prev = nullptr;
   const uint8_t* map_in = nullptr;
 };
-ReorderState read_reorder_state(const Ort::KernelContext& ctx, const std::vector<int64_t>& xs,
-                                const std::vector<int64_t>& ys);
+ReorderState read_reorder_state(const KernelInputs& in, const Shape& xs, const Shape& ys);
 
 }  // namespace deltaonnx

@@ -7,35 +7,25 @@
 #include <string>
 #include <vector>
 
+#include "op_definition/tensor_shape.h"
+
 namespace deltaonnx {
 
 // The shapes of one run's tensors; *_given says whether the node has that input at all.
 struct StateShapes {
-  std::vector<int64_t> x;       // X [N, C, H, W]
-  std::vector<int64_t> y;       // the output this run computes [N, M, Ho, Wo]
+  Shape x;       // X [N, C, H, W]
+  Shape y;       // the output this run computes [N, M, Ho, Wo]
   bool x_ref_given = true;
-  std::vector<int64_t> x_ref;
-  std::vector<int64_t> y_prev;
+  Shape x_ref;
+  Shape y_prev;
   bool map_given = false;
-  std::vector<int64_t> map;
+  Shape map;
 };
 
 struct StateDecision {
   bool has_state = false;          // false: every pixel counts as changed (first frame, reset, new resolution)
   bool reference_dropped = false;  // no X_ref kept: the change map says what changed (threshold 0)
 };
-
-inline bool holds_no_elements(const std::vector<int64_t>& shape) {
-  for (int64_t d : shape)
-    if (d == 0) return true;
-  return false;
-}
-
-inline std::string shape_text(const std::vector<int64_t>& shape) {
-  std::string s = "[";
-  for (size_t i = 0; i < shape.size(); ++i) s += (i ? "," : "") + std::to_string(shape[i]);
-  return s + "]";
-}
 
 // Throws std::invalid_argument (the callers rethrow it as their own error type) for shapes no state can have.
 // A state whose shape does not fit (empty, another resolution, or the 1-filled shapes a server hands a new
@@ -44,7 +34,7 @@ inline std::string shape_text(const std::vector<int64_t>& shape) {
 inline StateDecision decide_state(const StateShapes& s, float threshold) {
   StateDecision d;
   if (s.map_given) {
-    const std::vector<int64_t> want{s.x[0], 1, s.x[2], s.x[3]};
+    const Shape want = map_shape_of(s.x);
     if (s.map != want)
       throw std::invalid_argument("change map input map_in has shape " + shape_text(s.map) + ", expected " +
                                   shape_text(want));

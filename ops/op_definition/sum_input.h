@@ -6,17 +6,16 @@
 #include <stdexcept>
 #include <vector>
 
-#include "op_definition/state_decision.h"  // shape_text
+#include "op_definition/tensor_shape.h"
 
 namespace deltaonnx {
 
 // Z must have Y's shape ys [N, M, Ho, Wo] (in Y's layout) and map_z [N, 1, Ho, Wo]. Throws std::invalid_argument
 // (the callers rethrow it as their own error type).
-inline void check_sum_shapes(const std::vector<int64_t>& z, const std::vector<int64_t>& map_z,
-                             const std::vector<int64_t>& ys) {
+inline void check_sum_shapes(const Shape& z, const Shape& map_z, const Shape& ys) {
   if (z != ys)
     throw std::invalid_argument("the sum input Z has shape " + shape_text(z) + " but Y has shape " + shape_text(ys));
-  const std::vector<int64_t> want{ys[0], 1, ys[2], ys[3]};
+  const Shape want = map_shape_of(ys);
   if (map_z != want)
     throw std::invalid_argument("the change map input map_z has shape " + shape_text(map_z) + ", expected " +
                                 shape_text(want));

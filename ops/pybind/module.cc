@@ -44,7 +44,7 @@ const KernelTable& table_for(const std::optional<std::string>& simd) {
 // A plain thread fan-out standing in for ORT's pool (threads <= 1: serial).
 ParallelFor threads_for(int threads) {
   if (threads <= 1) return serial_for;
-  return [threads](int64_t count, const std::function<void(int64_t)>& body) {
+  return [threads](int64_t count, LoopBody body) {
     std::atomic<int64_t> next{0};
     auto worker = [&] {
       for (int64_t i = next++; i < count; i = next++) body(i);

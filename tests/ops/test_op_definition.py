@@ -13,7 +13,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 import deltaonnx
 from deltaonnx import reference as ref
-from builders import EMPTY, conv_model, op_session, pool_model
+from builders import EMPTY, conv_model, op_model, op_session, pool_model
 
 
 
@@ -157,6 +157,27 @@ def test_a_dropped_reference_runs_on_every_provider(libraries, rng):
             if i > 0:  # only what the map reaches is marked
                 assert map_out.mean() < 1.0, kind
             y_prev = y
+
+
+@pytest.mark.sanitizer
+def test_shapes_of_more_than_eight_dimensions_on_every_provider(libraries, rng):
+    """The ops hold shapes inline, up to 8 dimensions (op_definition/tensor_shape.h): a longer state is another
+    shape (rule 1, every pixel redone), a longer X or map is refused, naming the shape."""
+    W = rng.standard_normal((3, 2, 3, 3)).astype(np.float32)
+    x = rng.standard_normal((1, 2, 5, 6)).astype(np.float32)
+    long_state = np.zeros((1, 2, 5, 6, 1, 1, 1, 1, 1), np.float32)
+    union = helper.make_node("DeltaMapUnion", ["a", "b"], ["u"], domain=deltaonnx.DOMAIN, name="union_0")
+    union_model = op_model([union], [("a", TensorProto.UINT8), ("b", TensorProto.UINT8)], [("u", TensorProto.UINT8)])
+    long_map = np.ones((1,) * 8 + (2,), np.uint8)
+    for kind, library in libraries.items():
+        sess = op_session(conv_model(dict(kernel_shape=[3, 3], pads=[1, 1, 1, 1]), W=W), library)
+        y, _, map_out = sess.run(None, {"X": x, "X_ref": long_state, "Y_prev": long_state})
+        np.testing.assert_allclose(y, ref.conv2d(x, W, None, pads=[1, 1, 1, 1]), rtol=1e-4, atol=1e-5, err_msg=kind)
+        assert map_out.all(), kind
+        with pytest.raises(Exception, match=r"X must be 4-D NCHW, got shape \[1,2,5,6,1,1,1,1,\.\.\. \(9 dimensions\)\]"):
+            sess.run(None, {"X": long_state, "X_ref": EMPTY, "Y_prev": EMPTY})
+        with pytest.raises(Exception, match=r"union_0.*at most 8 dimensions, got \[1,1,1,1,1,1,1,1,\.\.\. \(9 dimensions\)\]"):
+            op_session(union_model, library).run(None, {"a": long_map, "b": long_map})
 
 
 def test_an_empty_batch_gives_empty_outputs_on_every_provider(libraries):

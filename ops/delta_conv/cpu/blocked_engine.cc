@@ -190,10 +190,20 @@ TileFunctions tile_functions(int64_t b) {
   }
 }
 
+// What one run needs besides the tiles' own scratch, kept by the calling thread across runs.
+struct BlockedRunScratch {
+  std::vector<ActivationParams> acts;
+  std::vector<float> bias;
+  std::vector<uint8_t> in_flags, scratch;
+  std::vector<int64_t> inside, border, window_lines;
+  std::vector<RowRun> runs;
+};
+
 // Line (cb, ky, kx) of a window from the window's first line (cb 0, tap 0), in floats: the order in which the
-// blocked weights list their rows.
-std::vector<int64_t> window_line_offsets(const Window2D& w, int64_t blocks, int64_t b) {
-  std::vector<int64_t> offsets;
+// blocked weights list their rows (into `offsets`, returned).
+const std::vector<int64_t>& window_line_offsets(const Window2D& w, int64_t blocks, int64_t b,
+                                                std::vector<int64_t>& offsets) {
+  offsets.clear();
   for (int64_t cb = 0; cb < blocks; ++cb)
     for (int64_t ky = 0; ky < w.y.kernel; ++ky)
       for (int64_t kx = 0; kx < w.x.kernel; ++kx)
@@ -229,15 +239,23 @@ void run_blocked_delta_conv(const ConvSpec& spec, const BlockedConvWeights& weig
                             const ParallelFor& parallel_for, RunStats* stats, const DenseItemConv* dense) {
   const Window2D w = spec.window.resolve(run.height, run.width);
   const int64_t M = spec.out_channels, out_plane = w.out_pixels(), b = weights.block();
-  std::vector<ActivationParams> acts(static_cast<size_t>(M));
+  // The calling thread's, reused run after run; the loop bodies reach it through the TileContext's references.
+  thread_local BlockedRunScratch run_scratch;
+  BlockedRunScratch& rs = run_scratch;
+  std::vector<ActivationParams>& acts = rs.acts;
+  acts.resize(static_cast<size_t>(M));
   for (int64_t m = 0; m < M; ++m) acts[m] = spec.activation_for(m);
-  std::vector<float> bias(static_cast<size_t>(M), 0.f);
+  std::vector<float>& bias = rs.bias;
+  bias.assign(static_cast<size_t>(M), 0.f);
   if (run.bias != nullptr) std::copy_n(run.bias, M, bias.data());
-  std::vector<uint8_t> in_flags(static_cast<size_t>(w.in_pixels())), scratch;
-  std::vector<int64_t> inside, border;
-  std::vector<RowRun> runs;
+  std::vector<uint8_t>& in_flags = rs.in_flags;
+  in_flags.resize(static_cast<size_t>(w.in_pixels()));
+  std::vector<uint8_t>& scratch = rs.scratch;
+  std::vector<int64_t>& inside = rs.inside;
+  std::vector<int64_t>& border = rs.border;
+  std::vector<RowRun>& runs = rs.runs;
   const int64_t C = spec.in_channels_per_group * spec.group;
-  const std::vector<int64_t> window_lines = window_line_offsets(w, C / b, b);
+  const std::vector<int64_t>& window_lines = window_line_offsets(w, C / b, b, rs.window_lines);
   for (int64_t n = 0; n < run.batch; ++n) {
     InputState st = item_input(run, n, spec.threshold, nullptr, nullptr);
     st.block = b;
@@ -257,7 +275,7 @@ void run_blocked_delta_conv(const ConvSpec& spec, const BlockedConvWeights& weig
     if (recompute == 0) continue;
     const float* src = recompute_source(st);
     const float* z = run.z != nullptr ? run.z + n * M * out_plane : nullptr;
-    if (recompute == out_plane && dense != nullptr && *dense && (*dense)(src, z, y)) continue;
+    if (recompute == out_plane && dense != nullptr && (*dense)(src, z, y)) continue;
     plan_pixels(w, out_flags, runs, inside, border);
     const int64_t inside_count = static_cast<int64_t>(inside.size());
     const int64_t unit = std::clamp<int64_t>(inside_count / 8 / kInsideGroup * kInsideGroup, kInsideGroup,

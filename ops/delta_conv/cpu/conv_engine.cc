@@ -247,6 +247,18 @@ struct ItemWork {
   std::vector<uint8_t> needed_rows;
   PanelPlan plan;
   std::vector<int64_t> src_offsets, input_raster_offsets, split_offsets;
+  void reset() {  // a new run (another window, maybe): the offsets are made again, the capacity kept
+    src_offsets.clear();
+    input_raster_offsets.clear();
+    split_offsets.clear();
+  }
+};
+
+// What one run of run_delta_conv needs besides the items' own work.
+struct RunScratch {
+  std::vector<ActivationParams> activations, no_activation, padded_activations;
+  std::vector<uint8_t> in_flags, scratch;
+  ItemWork work;
 };
 
 // Writes act(conv(source) + bias) at the `recompute` pixels flagged in out_flags of one batch item (per-element
@@ -259,7 +271,7 @@ bool compute_item(const ConvSpec& spec, const PackedConvWeights& weights, const 
   const KernelTable& k = weights.kernels();
   const int64_t C = spec.in_channels_per_group * spec.group, out_plane = w.out_pixels();
   const float* src = recompute_source(st);
-  if (recompute == out_plane && dense != nullptr && *dense && (*dense)(src, z, y)) return true;
+  if (recompute == out_plane && dense != nullptr && (*dense)(src, z, y)) return true;
   // Depthwise (one input and one output channel per group): the direct engine, not the GEMM.
   if (run_depthwise_item(spec, weights, w, src, out_flags, y, run.bias, acts, parallel_for)) return false;
 
@@ -345,14 +357,21 @@ void run_delta_conv(const ConvSpec& spec, const PackedConvWeights& weights, cons
   const KernelTable& k = weights.kernels();
   const Window2D w = engine_window(spec.window, run.height, run.width);
   const int64_t M = spec.out_channels, out_plane = w.out_pixels();
+  // The calling thread's, reused run after run (a run allocated all of it before); loop bodies reach it only
+  // through the references below.
+  thread_local RunScratch run_scratch;
+  RunScratch& rs = run_scratch;
+  rs.work.reset();
   // With a sum the kernels store conv + bias and add_sum_activate applies the activation after adding Z.
-  std::vector<ActivationParams> activations(static_cast<size_t>(M));
+  std::vector<ActivationParams>& activations = rs.activations;
+  activations.resize(static_cast<size_t>(M));
   for (int64_t m = 0; m < M; ++m) activations[m] = spec.activation_for(m);
-  const std::vector<ActivationParams> no_activation(run.z != nullptr ? static_cast<size_t>(M) : 0);
-  const std::vector<ActivationParams>& acts = run.z != nullptr ? no_activation : activations;
+  rs.no_activation.assign(run.z != nullptr ? static_cast<size_t>(M) : 0, ActivationParams{});
+  const std::vector<ActivationParams>& acts = run.z != nullptr ? rs.no_activation : activations;
 
-  std::vector<uint8_t> in_flags, scratch;
-  ItemWork work;
+  std::vector<uint8_t>& in_flags = rs.in_flags;
+  std::vector<uint8_t>& scratch = rs.scratch;
+  ItemWork& work = rs.work;
   // blocked_out: the recomputed outputs are computed in NCHW here, then their lines moved into the blocked Y of
   // roundup(M, b) channels, pad lanes zero (an item recomputed everywhere goes straight to Y through the dense
   // engine instead).
@@ -361,7 +380,7 @@ void run_delta_conv(const ConvSpec& spec, const PackedConvWeights& weights, cons
   // The sum's activations over Y's padded channels: the pad lanes hold 0 + Z's 0, and a padded output's activation
   // keeps 0 (the op refuses the others), so they take channel 0's and a uniform activation stays one run. Built
   // only with a sum on a blocked output (this runs on every call).
-  std::vector<ActivationParams> padded_activations;
+  std::vector<ActivationParams>& padded_activations = rs.padded_activations;
   if (run.z != nullptr && run.out_block > 1) {
     padded_activations = activations;
     padded_activations.resize(static_cast<size_t>(y_channels), activations.empty() ? ActivationParams{} : activations[0]);
@@ -377,7 +396,7 @@ void run_delta_conv(const ConvSpec& spec, const PackedConvWeights& weights, cons
     if (recompute == 0) continue;
     const float* z = run.z != nullptr ? run.z + n * y_channels * out_plane : nullptr;  // Z has Y's shape
     if (run.out_block > 1) {
-      if (recompute == out_plane && dense != nullptr && *dense && (*dense)(recompute_source(st), z, y)) continue;
+      if (recompute == out_plane && dense != nullptr && (*dense)(recompute_source(st), z, y)) continue;
       float* nchw = nchw_scratch.get(checked_count({M, out_plane}, "the blocked_out scratch"));
       compute_item(spec, weights, run, w, st, out_flags, nchw, recompute, acts, parallel_for, nullptr, work, nullptr);
       ReorderShape shape;

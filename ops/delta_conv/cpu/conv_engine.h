@@ -66,7 +66,8 @@ struct ConvRun : DeltaRun {
 // A dense engine for whole batch items: y [M, Ho, Wo] = act(conv(src [C, H, W]) + bias + z) for an item recomputed
 // everywhere (z: the item's sum, or nullptr). False leaves the item to the engine's own kernels. The CPU EP's
 // kernel passes ORT's NCHWc Conv (delta_conv/cpu/nchwc_dense_conv.h). With ConvRun::out_block > 1 it writes y blocked.
-using DenseItemConv = std::function<bool(const float* src, const float* z, float* y)>;
+// A reference (common/function_ref.h): the caller's lambda outlives the run.
+using DenseItemConv = FunctionRef<bool(const float* src, const float* z, float* y)>;
 
 void run_delta_conv(const ConvSpec& spec, const PackedConvWeights& weights, const ConvRun& run,
                     const ParallelFor& parallel_for, RunStats* stats = nullptr, const DenseItemConv* dense = nullptr);

@@ -1,5 +1,7 @@
 #include "delta_conv/cpu/delta_conv_kernel.h"
 
+#include <algorithm>
+
 #include "common/channel_block.h"
 #include "delta_reorder/cpu/reorder_engine.h"
 #include "ort_util.h"
@@ -21,7 +23,8 @@ DeltaConvKernel::DeltaConvKernel(const OrtKernelInfo* raw_info) : SchemaKernel(r
   int is_constant = 0;
   Ort::ConstValue w = info.GetTensorConstantInput(kW, &is_constant);
   if (is_constant) {
-    spec_ = spec_for(w.GetTensorTypeAndShapeInfo().GetShape());
+    w_shape_ = w.GetTensorTypeAndShapeInfo().GetShape();
+    spec_ = spec_for(w_shape_);
     if (blocked) {  // both engines run the conv padded to whole channel blocks
       const PaddedConv padded = pad_conv_channels(spec_, w.GetTensorData<float>(), attributes_.block);
       blocked_ = std::make_unique<BlockedConvWeights>(padded.spec, padded.weights.data(), attributes_.block,
@@ -46,10 +49,20 @@ DeltaConvKernel::DeltaConvKernel(const OrtKernelInfo* raw_info) : SchemaKernel(r
         dense_ = NchwcDenseConv::create(raw_info, spec_, w.GetTensorData<float>(), false, /*blocked_out=*/true,
                                         attributes_.has_sum, /*versus_nchw_engine=*/true);
     }
+    // A constant B of shape [M] is checked once (and padded once for "blocked"); another shape is refused when
+    // the node runs, as a B computed by the graph is.
+    int bias_constant = 0;
+    const int64_t M = spec_.out_channels, y_channels = attributes_.tensor_channels(w_shape_).y;
+    Ort::ConstValue b = info.GetInputCount() > kB ? info.GetTensorConstantInput(kB, &bias_constant) : Ort::ConstValue(nullptr);
+    bias_fits_ = bias_constant && Shape(b.GetTensorTypeAndShapeInfo().GetShape()) == Shape{M};
+    if (bias_fits_ && blocked && y_channels != M) {
+      padded_bias_.assign(static_cast<size_t>(y_channels), 0.f);
+      std::copy_n(b.GetTensorData<float>(), M, padded_bias_.data());
+    }
   }
 }
 
-ConvSpec DeltaConvKernel::spec_for(const std::vector<int64_t>& w_shape) const {
+ConvSpec DeltaConvKernel::spec_for(const Shape& w_shape) const {
   ConvSpec spec;
   spec.window = attributes_.window_for_weights(w_shape);
   spec.group = attributes_.group;
@@ -64,61 +77,69 @@ ConvSpec DeltaConvKernel::spec_for(const std::vector<int64_t>& w_shape) const {
   return spec;
 }
 
+// Per run: each input, shape and data pointer read once (op_definition/ort_tensors.h), the constant W's spec and
+// packing used in place, scratch from the calling thread; a W computed by the graph is checked and packed here.
 void DeltaConvKernel::compute(OrtKernelContext* raw) const {
   Ort::KernelContext ctx(raw);
-  const std::vector<int64_t> xs = input_shape_4d(ctx, kX, "X");
-  const float* x = ctx.GetInput(kX).GetTensorData<float>();
+  const KernelInputs in(ctx);
+  const Shape xs = input_shape_4d(in, kX, "X");
+  const float* x = in.data<float>(kX);
 
-  ConvSpec spec = spec_;
   const bool blocked = attributes_.layout == TensorLayout::kBlocked;
-  std::unique_ptr<PackedConvWeights> packed_now;
-  std::unique_ptr<BlockedConvWeights> blocked_now;
+  const ConvSpec* spec = &spec_;
   const ConvSpec* blocked_spec = &blocked_spec_;  // the blocked engine's: the conv padded to whole channel blocks
-  ConvSpec blocked_spec_now;
   const PackedConvWeights* packed = packed_.get();
   const BlockedConvWeights* blocked_weights = blocked_.get();
+  const Shape* w_shape = &w_shape_;
+  ConvSpec spec_now, blocked_spec_now;
+  std::unique_ptr<PackedConvWeights> packed_now;
+  std::unique_ptr<BlockedConvWeights> blocked_now;
   if (packed == nullptr && blocked_weights == nullptr) {  // W is computed by the graph: check and pack it for this run
-    Ort::ConstValue w = ctx.GetInput(kW);
-    spec = spec_for(w.GetTensorTypeAndShapeInfo().GetShape());
+    w_shape = &in.shape(kW);
+    spec_now = spec_for(*w_shape);
+    spec = &spec_now;
     if (blocked) {
-      const PaddedConv padded = pad_conv_channels(spec, w.GetTensorData<float>(), attributes_.block);
+      const PaddedConv padded = pad_conv_channels(spec_now, in.data<float>(kW), attributes_.block);
       blocked_now = std::make_unique<BlockedConvWeights>(padded.spec, padded.weights.data(), attributes_.block,
-                                                         spec.in_channels_per_group);
+                                                         spec_now.in_channels_per_group);
       blocked_weights = blocked_now.get();
       blocked_spec_now = padded.spec;
       blocked_spec = &blocked_spec_now;
     } else {
-      packed_now = std::make_unique<PackedConvWeights>(spec, w.GetTensorData<float>(), kernels());
+      packed_now = std::make_unique<PackedConvWeights>(spec_now, in.data<float>(kW), kernels());
       packed = packed_now.get();
     }
   }
-  const std::vector<int64_t> w_shape{spec.out_channels, spec.in_channels_per_group, spec.window.kernel_h,
-                                     spec.window.kernel_w};
-  attributes_.check_x_channels(xs[1], w_shape);
+  attributes_.check_x_channels(xs[1], *w_shape);
   // Y holds roundup(M, b) channels on a blocked output side, its pad lanes zero (docs/ops.md#blocked-layout).
-  const int64_t N = xs[0], C = xs[1], H = xs[2], W = xs[3], M = spec.out_channels;
-  const int64_t y_channels = attributes_.tensor_channels(w_shape).y;
-  const OutputGeometry out_geometry = output_geometry(spec.window, xs, y_channels);
+  const int64_t N = xs[0], C = xs[1], H = xs[2], W = xs[3], M = spec->out_channels;
+  const int64_t y_channels = attributes_.tensor_channels(*w_shape).y;
+  const OutputGeometry out_geometry = output_geometry(spec->window, xs, y_channels);
   const int64_t Ho = out_geometry.window.y.out, Wo = out_geometry.window.x.out;
-  const std::vector<int64_t>& ys = out_geometry.shape;
+  const Shape& ys = out_geometry.shape;
 
   const float* bias = nullptr;
-  if (const OrtValue* b = optional_input(ctx, kB)) {
-    const std::vector<int64_t> bs = shape_of(b);
-    if (bs != std::vector<int64_t>{M}) throw UserError("B must have shape [" + std::to_string(M) + "], got " + shape_text(bs));
-    bias = Ort::ConstValue(b).GetTensorData<float>();
+  const bool constant_w = spec == &spec_;
+  if (in.value(kB) != nullptr) {
+    if (!(bias_fits_ && constant_w) && in.shape(kB) != Shape{M})
+      throw UserError("B must have shape [" + std::to_string(M) + "], got " + shape_text(in.shape(kB)));
+    bias = in.data<float>(kB);
   }
-  std::vector<float> padded_bias;  // the blocked engines' bias: zeros past M
-  if (blocked && bias != nullptr && y_channels != M) {
-    padded_bias.assign(static_cast<size_t>(y_channels), 0.f);
-    std::copy_n(bias, M, padded_bias.data());
-    bias = padded_bias.data();
+  if (blocked && bias != nullptr && y_channels != M) {  // the blocked engines' bias: zeros past M
+    if (!padded_bias_.empty() && constant_w) {
+      bias = padded_bias_.data();
+    } else {
+      thread_local std::vector<float> padded_bias;
+      padded_bias.assign(static_cast<size_t>(y_channels), 0.f);
+      std::copy_n(bias, M, padded_bias.data());
+      bias = padded_bias.data();
+    }
   }
-  const StateInputs st = read_state_inputs(ctx, kXRef, kYPrev, kMapIn, xs, ys, spec.threshold);
-  const SumInputs sum = read_sum_inputs(ctx, kZ, kMapZ, ys);
-  std::vector<uint8_t> map_scratch;
-  const DeltaOutputs out = delta_outputs(ctx, xs, ys, st, map_scratch);
+  const StateInputs st = read_state_inputs(in, kXRef, kYPrev, kMapIn, xs, ys, spec->threshold);
+  const SumInputs sum = read_sum_inputs(in, kZ, kMapZ, ys);
+  const DeltaOutputs out = delta_outputs(ctx, xs, ys, st);
   if (N * C * H * W == 0 || Ho * Wo * M == 0) return;
+  if (carry_unmarked_run(st, out, sum.map_z, xs, ys)) return;
 
   const bool blocked_out = attributes_.layout == TensorLayout::kBlockedOut;
   ConvRun run;
@@ -128,29 +149,28 @@ void DeltaConvKernel::compute(OrtKernelContext* raw) const {
   run.map_z = sum.map_z;
   if (blocked_out) run.out_block = attributes_.block;
   const ParallelFor parallel_for = ort_parallel_for(ctx);
-  DenseItemConv dense;
-  if (dense_ != nullptr && (blocked || blocked_out || st.reference_dropped || !dense_->own_engine_reads_in_place())) {
-    const NchwcDenseConv* engine = dense_.get();
-    if (dense_reads_nchw_) {  // one block of C < b real lanes: NCHW in a scratch, then the Conv writes Y blocked
-      ReorderShape item;  // the item's one channel block, to NCHW as DeltaReorder moves it
-      item.batch = 1;
-      item.channels = spec.in_channels_per_group;
-      item.pixels = H * W;
-      item.block = attributes_.block;
-      dense = [engine, raw, H, W, bias, Ho, Wo, item, &parallel_for](const float* src, const float* z, float* item_y) {
-        thread_local AlignedScratch nchw;
-        float* x_nchw = nchw.get(checked_count({item.channels, H, W}, "the unblocked input"));
-        reorder_channels(item, /*to_blocked=*/false, src, x_nchw, parallel_for, kernels());
-        return engine->compute(raw, x_nchw, H, W, bias, z, item_y, Ho, Wo, parallel_for);
-      };
-    } else {
-      dense = [engine, raw, H, W, bias, Ho, Wo, &parallel_for](const float* src, const float* z, float* item_y) {
-        return engine->compute(raw, src, H, W, bias, z, item_y, Ho, Wo, parallel_for);
-      };
-    }
-  }
-  if (blocked) run_blocked_delta_conv(*blocked_spec, *blocked_weights, run, parallel_for, nullptr, &dense);
-  else run_delta_conv(spec, *packed, run, parallel_for, nullptr, &dense);
+  const NchwcDenseConv* engine = dense_.get();
+  // One block of C < b real lanes: NCHW in a scratch, then ORT's Conv writes Y blocked.
+  auto dense_unblocked = [&](const float* src, const float* z, float* item_y) {
+    ReorderShape item;  // the item's one channel block, to NCHW as DeltaReorder moves it
+    item.batch = 1;
+    item.channels = spec->in_channels_per_group;
+    item.pixels = H * W;
+    item.block = attributes_.block;
+    thread_local AlignedScratch nchw;
+    float* x_nchw = nchw.get(checked_count({item.channels, H, W}, "the unblocked input"));
+    reorder_channels(item, /*to_blocked=*/false, src, x_nchw, parallel_for, kernels());
+    return engine->compute(raw, x_nchw, H, W, bias, z, item_y, Ho, Wo, parallel_for);
+  };
+  auto dense_direct = [&](const float* src, const float* z, float* item_y) {
+    return engine->compute(raw, src, H, W, bias, z, item_y, Ho, Wo, parallel_for);
+  };
+  const DenseItemConv unblocked_ref(dense_unblocked), direct_ref(dense_direct);
+  const DenseItemConv* dense = nullptr;
+  if (engine != nullptr && (blocked || blocked_out || st.reference_dropped || !engine->own_engine_reads_in_place()))
+    dense = dense_reads_nchw_ ? &unblocked_ref : &direct_ref;
+  if (blocked) run_blocked_delta_conv(*blocked_spec, *blocked_weights, run, parallel_for, nullptr, dense);
+  else run_delta_conv(*spec, *packed, run, parallel_for, nullptr, dense);
 }
 
 }  // namespace deltaonnx

@@ -5,6 +5,7 @@
 #include <onnxruntime_cxx_api.h>
 
 #include <memory>
+#include <vector>
 
 #include "delta_conv/cpu/blocked_engine.h"
 #include "delta_conv/cpu/conv_engine.h"
@@ -24,11 +25,14 @@ class DeltaConvKernel : public SchemaKernel<kDeltaConvSchema> {
  private:
   void compute(OrtKernelContext* context) const;
   // The engine's spec for weights of shape w_shape (throws UserError when they do not fit the attributes).
-  ConvSpec spec_for(const std::vector<int64_t>& w_shape) const;
+  ConvSpec spec_for(const Shape& w_shape) const;
 
   DeltaConvAttributes attributes_;
-  ConvSpec spec_;                              // when W is a constant initializer
-  ConvSpec blocked_spec_;                      // spec_ padded to whole channel blocks (layout "blocked")
+  Shape w_shape_;                              // when W is a constant initializer: its shape,
+  ConvSpec spec_;                              // the engine's spec for it
+  ConvSpec blocked_spec_;                      // and that padded to whole channel blocks (layout "blocked")
+  bool bias_fits_ = false;                     // B is a constant of shape [M] for the constant W: not checked per run
+  std::vector<float> padded_bias_;             // that B padded with zeros to Y's channels (layout "blocked")
   std::unique_ptr<PackedConvWeights> packed_;  // W packed once when constant (layout "nchw")
   std::unique_ptr<BlockedConvWeights> blocked_;  // W as the blocked engine reads it, when constant (layout "blocked")
   std::unique_ptr<NchwcDenseConv> dense_;      // ORT's NCHWc Conv for items recomputed everywhere, if usable

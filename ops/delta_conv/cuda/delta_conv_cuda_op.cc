@@ -13,19 +13,20 @@ using namespace delta_conv;
 
 void DeltaConvCudaKernel::compute(OrtKernelContext* raw_context) const {
   Ort::KernelContext ctx(raw_context);
-  const std::vector<int64_t> xs = input_shape_4d(ctx, kX, "X");
+  const KernelInputs in(ctx);
+  const Shape xs = input_shape_4d(in, kX, "X");
   const int64_t N = xs[0], C = xs[1];
-  const OrtValue* w = optional_input(ctx, kW);
-  const std::vector<int64_t> ws = shape_of(w);
+  const OrtValue* w = in.value(kW);
+  const Shape& ws = in.shape(kW);
   const WindowSpec window = attributes_.window_for_weights(ws);
   const int64_t M = ws[0];
   attributes_.check_x_channels(C, ws);  // b = 1 on CUDA: C itself
   const OutputGeometry out_geometry = output_geometry(window, xs, M);
   const Window2D& win = out_geometry.window;
-  const std::vector<int64_t>& ys = out_geometry.shape;
-  const OrtValue* b = optional_input(ctx, kB);
-  if (b != nullptr && shape_of(b) != std::vector<int64_t>{M})
-    throw UserError("B must have shape [" + std::to_string(M) + "], got " + shape_text(shape_of(b)));
+  const Shape& ys = out_geometry.shape;
+  const OrtValue* b = in.value(kB);
+  if (b != nullptr && in.shape(kB) != Shape{M})
+    throw UserError("B must have shape [" + std::to_string(M) + "], got " + shape_text(in.shape(kB)));
 
   ConvShape shape;
   shape.channels = C;
@@ -35,10 +36,10 @@ void DeltaConvCudaKernel::compute(OrtKernelContext* raw_context) const {
   shape.x = win.x;
   if (shape.depth() > std::numeric_limits<int32_t>::max()) throw UserError("C/group*kH*kW exceeds 2^31");
 
-  const StateInputs st = read_state_inputs(ctx, kXRef, kYPrev, kMapIn, xs, ys, attributes_.knobs.threshold);
-  const SumInputs sum = read_sum_inputs(ctx, kZ, kMapZ, ys);  // device pointers, like the other inputs
+  const StateInputs st = read_state_inputs(in, kXRef, kYPrev, kMapIn, xs, ys, attributes_.knobs.threshold);
+  const SumInputs sum = read_sum_inputs(in, kZ, kMapZ, ys);  // device pointers, like the other inputs
   const std::vector<float>& slopes = attributes_.activation.slopes;
-  DeviceRun run = start_device_run(ctx, kX, st, xs, ys, win, attributes_.knobs, slopes.size() * sizeof(float));
+  DeviceRun run = start_device_run(ctx, in.value(kX), st, xs, ys, win, attributes_.knobs, slopes.size() * sizeof(float));
   if (run.empty) return;
   float* device_slopes = static_cast<float*>(run.extra);
   if (device_slopes != nullptr) {

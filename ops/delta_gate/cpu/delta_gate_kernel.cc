@@ -11,9 +11,9 @@ DeltaGateKernel::DeltaGateKernel(const OrtKernelInfo* info) : SchemaKernel(info)
 void DeltaGateKernel::compute(OrtKernelContext* raw) const {
   Ort::KernelContext ctx(raw);
   GateInputs in = read_gate_inputs(ctx, spec_);
-  const std::vector<int64_t>& xs = in.shape;
-  in.run.x_gated = ctx.GetOutput(delta_gate::kXGated, xs).GetTensorMutableData<float>();
-  in.run.map_out = ctx.GetOutput(delta_gate::kMapOut, {xs[0], 1, xs[2], xs[3]}).GetTensorMutableData<uint8_t>();
+  const Shape& xs = in.shape;
+  in.run.x_gated = output_of(ctx, delta_gate::kXGated, xs).GetTensorMutableData<float>();
+  in.run.map_out = output_of(ctx, delta_gate::kMapOut, map_shape_of(xs)).GetTensorMutableData<uint8_t>();
   run_gate(spec_, in.run, kernels(), ort_parallel_for(ctx));
 }
 

@@ -11,10 +11,10 @@ DeltaGateCudaKernel::DeltaGateCudaKernel(const OrtKernelInfo* info) : SchemaKern
 void DeltaGateCudaKernel::compute(OrtKernelContext* raw) const {
   Ort::KernelContext ctx(raw);
   const GateInputs in = read_gate_inputs(ctx, spec_);
-  const std::vector<int64_t>& xs = in.shape;
-  float* gated = ctx.GetOutput(delta_gate::kXGated, xs).GetTensorMutableData<float>();
-  uint8_t* map_out = ctx.GetOutput(delta_gate::kMapOut, {xs[0], 1, xs[2], xs[3]}).GetTensorMutableData<uint8_t>();
-  const int64_t plane = xs[2] * xs[3], volume = element_count(xs);
+  const Shape& xs = in.shape;
+  float* gated = output_of(ctx, delta_gate::kXGated, xs).GetTensorMutableData<float>();
+  uint8_t* map_out = output_of(ctx, delta_gate::kMapOut, map_shape_of(xs)).GetTensorMutableData<uint8_t>();
+  const int64_t plane = xs[2] * xs[3], volume = xs[0] * xs[1] * plane;
   if (volume == 0) return;
   const cudaStream_t stream = compute_stream(ctx);
   if (in.run.x_ref == nullptr) {  // rule 1: the whole frame passes

@@ -216,6 +216,12 @@ void pool_pixels_by_lines(const KernelTable& k, const Window2D& w, const std::ve
   });
 }
 
+struct PoolRunScratch {
+  std::vector<uint8_t> in_flags, scratch;
+  std::vector<RowRun> runs;
+  PoolWork work;
+};
+
 }  // namespace
 
 void run_delta_pool(const PoolSpec& spec, const PoolRun& run, const ParallelFor& parallel_for, RunStats* stats) {
@@ -226,9 +232,12 @@ void run_delta_pool(const PoolSpec& spec, const PoolRun& run, const ParallelFor&
   const bool by_lines = b > 1 && w.x.stride == 1;
   const Window2D pw = by_lines ? window_over_lines(w, b) : w;
   const int64_t planes = b > 1 ? C / b : C, in_plane = pw.in_pixels(), pool_plane = pw.out_pixels();
-  std::vector<uint8_t> in_flags, scratch;
-  std::vector<RowRun> runs;
-  PoolWork work;
+  // The calling thread's, reused run after run; the loop bodies reach it only through these references.
+  thread_local PoolRunScratch run_scratch;
+  std::vector<uint8_t>& in_flags = run_scratch.in_flags;
+  std::vector<uint8_t>& scratch = run_scratch.scratch;
+  std::vector<RowRun>& runs = run_scratch.runs;
+  PoolWork& work = run_scratch.work;
   for (int64_t n = 0; n < run.batch; ++n) {
     const ItemPlan item = plan_item(run, n, spec.threshold, block_rule_of(spec.gate), run.kernels, w, spec.dense_fraction, C, in_flags, scratch,
                                     stats, parallel_for);

@@ -10,15 +10,16 @@ using namespace delta_pool;
 
 void DeltaPoolCudaKernel::compute(OrtKernelContext* raw_context) const {
   Ort::KernelContext ctx(raw_context);
-  const std::vector<int64_t> xs = input_shape_4d(ctx, kX, "X");
+  const KernelInputs in(ctx);
+  const Shape xs = input_shape_4d(in, kX, "X");
   const int64_t N = xs[0], C = xs[1];
   const OutputGeometry out_geometry = output_geometry(attributes_.window, xs, C);
   const Window2D& win = out_geometry.window;
-  const std::vector<int64_t>& ys = out_geometry.shape;
+  const Shape& ys = out_geometry.shape;
   if (C > kMaxBatch) throw UserError("channels must be <= " + std::to_string(kMaxBatch));
 
-  const StateInputs st = read_state_inputs(ctx, kXRef, kYPrev, kMapIn, xs, ys, attributes_.knobs.threshold);
-  DeviceRun run = start_device_run(ctx, kX, st, xs, ys, win, attributes_.knobs, 0);
+  const StateInputs st = read_state_inputs(in, kXRef, kYPrev, kMapIn, xs, ys, attributes_.knobs.threshold);
+  DeviceRun run = start_device_run(ctx, in.value(kX), st, xs, ys, win, attributes_.knobs, 0);
   if (run.empty) return;
   const PixelList list = enqueue_pipeline(run);
 

@@ -17,7 +17,8 @@ DeltaReorderKernel::DeltaReorderKernel(const OrtKernelInfo* info) : SchemaKernel
 
 void DeltaReorderKernel::compute(OrtKernelContext* raw) const {
   Ort::KernelContext ctx(raw);
-  const std::vector<int64_t> xs = input_shape_4d(ctx, 0, "X");
+  const KernelInputs in(ctx);
+  const Shape xs = input_shape_4d(in, delta_reorder::kX, "X");
   const ReorderGeometry geometry = reorder_geometry(attributes_, xs, block_);
   const bool to_blocked = attributes_.to == ReorderTarget::kBlocked;
   ReorderShape shape;
@@ -26,11 +27,11 @@ void DeltaReorderKernel::compute(OrtKernelContext* raw) const {
   shape.pixels = checked_product({xs[2], xs[3]}, "X");
   shape.block = block_;
   checked_product({xs[0], xs[1], shape.pixels}, "X");
-  const std::vector<int64_t>& ys = geometry.y_shape;
+  const Shape& ys = geometry.y_shape;
   const int64_t y_count = checked_product({ys[0], ys[1], shape.pixels}, "Y");
-  float* y = ctx.GetOutput(0, ys).GetTensorMutableData<float>();
-  const float* x = ctx.GetInput(delta_reorder::kX).GetTensorData<float>();
-  const ReorderState state = read_reorder_state(ctx, xs, ys);
+  float* y = output_of(ctx, 0, ys).GetTensorMutableData<float>();
+  const float* x = in.data<float>(delta_reorder::kX);
+  const ReorderState state = read_reorder_state(in, xs, ys);
   if (state.y_prev == nullptr) {  // no state (first run, another shape) or no map: every pixel
     reorder_channels(shape, to_blocked, x, y, ort_parallel_for(ctx), kernels());
     return;

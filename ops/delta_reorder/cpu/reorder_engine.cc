@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <stdexcept>
 #include <vector>
 
 #include "common/channel_block.h"
@@ -55,7 +56,8 @@ void reorder_marked_pixels(const ReorderShape& s, bool to_blocked, const float* 
                            const ParallelFor& parallel_for, const KernelTable& k, bool x_unmarked_unset) {
   const int64_t blocks = s.padded_channels() / s.block;
   const ListedReorder reorder = listed_reorder(s.block);
-  std::vector<int64_t> pixels;
+  thread_local std::vector<int64_t> listed;  // the calling thread's, read by the loop bodies through `pixels`
+  std::vector<int64_t>& pixels = listed;
   for (int64_t n = 0; n < s.batch; ++n) {
     const uint8_t* marks = map + n * s.pixels;
     // counted before listed: an item marked everywhere (every pixel changed) streams whole planes unlisted
@@ -89,7 +91,9 @@ void reorder_channels(const ReorderShape& s, bool to_blocked, const float* x, fl
   // streams stay few pages apart.
   const int64_t span = std::max<int64_t>(64, (int64_t{16} << 10) / b);
   const int64_t pieces = (s.pixels + span - 1) / span;
-  const std::vector<ActivationParams> none(static_cast<size_t>(b));  // unblock_activate without an activation
+  static const std::vector<ActivationParams> no_activation(16);  // unblock_activate without one, b <= 16 lanes
+  if (b > static_cast<int64_t>(no_activation.size())) throw std::logic_error("channel block above 16");
+  const ActivationParams* none = no_activation.data();
   parallel_for(blocks * pieces, [&](int64_t task) {
     const int64_t i = task / pieces, p0 = (task % pieces) * span, n = std::min(span, s.pixels - p0);
     const BlockOffsets at = block_offsets(s, i / blocks_per_item, i % blocks_per_item);
@@ -97,7 +101,7 @@ void reorder_channels(const ReorderShape& s, bool to_blocked, const float* x, fl
     float* dst = y + (to_blocked ? at.blocked : at.nchw);
     if (b == 1) std::memcpy(dst + p0, src + p0, static_cast<size_t>(n) * sizeof(float));  // both orders are NCHW
     else if (to_blocked) k.block_planes(src + p0, s.pixels, b, at.lanes, n, dst + p0 * b);
-    else k.unblock_activate(src + p0 * b, b, at.lanes, n, none.data(), dst + p0, s.pixels);
+    else k.unblock_activate(src + p0 * b, b, at.lanes, n, none, dst + p0, s.pixels);
   });
 }
 

@@ -7,14 +7,15 @@ namespace cuda {
 
 void DeltaReorderCudaKernel::compute(OrtKernelContext* raw_context) const {
   Ort::KernelContext ctx(raw_context);
-  const std::vector<int64_t> xs = input_shape_4d(ctx, 0, "X");
+  const KernelInputs in(ctx);
+  const Shape xs = input_shape_4d(in, delta_reorder::kX, "X");
   const size_t bytes = checked_bytes<float>({xs[0], xs[1], xs[2], xs[3]}, "X");
   // The same checks as the CPU op with b = 1 (Y's shape is X's: nothing pads); the whole copy is the answer anyway.
   const ReorderGeometry geometry = reorder_geometry(attributes_, xs, /*block=*/1);
-  read_reorder_state(ctx, xs, geometry.y_shape);
-  Ort::UnownedValue y = ctx.GetOutput(0, xs);
+  read_reorder_state(in, xs, geometry.y_shape);
+  Ort::UnownedValue y = output_of(ctx, 0, xs);
   if (bytes == 0) return;
-  check_cuda(cudaMemcpyAsync(y.GetTensorMutableData<float>(), ctx.GetInput(0).GetTensorData<float>(), bytes,
+  check_cuda(cudaMemcpyAsync(y.GetTensorMutableData<float>(), in.data<float>(delta_reorder::kX), bytes,
                              cudaMemcpyDeviceToDevice, compute_stream(ctx)),
              "DeltaReorder copy");
 }

@@ -9,10 +9,10 @@ namespace cuda {
 void MapUnionCudaKernel::compute(OrtKernelContext* raw_context) const {
   Ort::KernelContext ctx(raw_context);
   const MapUnionInputs in = read_map_union_inputs(ctx);
-  Ort::UnownedValue out = ctx.GetOutput(0, in.shape);
+  Ort::UnownedValue out = output_of(ctx, 0, in.shape);
   if (in.elements == 0) return;
   const cudaStream_t stream = compute_stream(ctx);
-  check_cuda(launch_map_union(in.maps.data(), static_cast<int64_t>(in.maps.size()), out.GetTensorMutableData<uint8_t>(),
+  check_cuda(launch_map_union(in.maps, static_cast<int64_t>(in.count), out.GetTensorMutableData<uint8_t>(),
                               in.elements, stream),
              "map union");
 }
