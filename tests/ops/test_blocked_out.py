@@ -19,8 +19,8 @@ from deltaonnx import reference
 from deltaonnx.reference import from_blocked
 
 # (C, M, kernel, stride, pads, batch, H, W): the YOLOv8 stem (3 -> 16, 3x3 s2), C < b read directly by ORT's NCHWc
-# Conv, C a multiple of 16 (ReorderInput), C = 24 and 72 (ReorderInput pads them to whole blocks at b = 16), C = 18
-# (our reorder pads it: ORT's refuses C % 4 != 0), a 1x1, batch 2.
+# Conv, C a multiple of 16 (ReorderInput), C = 24, 18 and 72 (no multiple of 16: at b = 16 our NCHW engine, the
+# padded NCHWc Conv wasting too many lanes, or for 18 refused by ORT's ReorderInput), a 1x1, batch 2.
 CASES = [
     (3, 16, 3, 2, [1, 1, 1, 1], 1, 21, 30),
     (3, 32, 3, 1, [1, 1, 1, 1], 2, 13, 17),

@@ -34,8 +34,8 @@ CASES = [
 ]
 # Padded channel blocks (docs/ops.md#padded-blocks): C or M not a multiple of 16 nor of 8, so Y and Z hold
 # roundup(M, b) channels under both blocks; C 12 < 16 reads its one block as NCHW on the dense path at b = 16, C 3
-# is a stem's; C 20, 24, 72 and 18 (blocked_out at b = 16: the NCHW input padded to whole blocks for ORT's NCHWc
-# Conv, 18 by our reorder); a last element is the batch (default 1).
+# is a stem's; C 20, 24, 18 and 72 (blocked_out at b = 16: 72 -> 40 s2 the NCHW input padded to whole blocks for
+# ORT's NCHWc Conv with Z as its Sum, the others on our engine); a last element is the batch (default 1).
 PADDED_CASES = [
     (20, 12, 3, 1, [1, 1, 1, 1], 13, 18),
     (12, 40, 3, 2, [1, 1, 1, 1], 21, 26, 2),

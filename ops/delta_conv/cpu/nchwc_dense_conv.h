@@ -8,7 +8,8 @@
 // What it needs, as ORT's NCHWc transformer does: W constant; group 1 (C < block: the NCHW input is read
 // directly; else reordered, C % block != 0 padded to whole blocks with zero lanes when C % 4 == 0), or depthwise
 // with C a multiple of the block; any auto_pad (SAME without dilation: the Conv resolves the pads per run). M is
-// padded up to the block (zero filters), as the transformer pads it.
+// padded up to the block (zero filters), as the transformer pads it. Unlike dense ORT, not where those padded
+// lanes make the Conv much more work than our NCHW engine's (versus_nchw_engine below).
 // Relu, Clip and LeakyRelu run inside the Conv (MLAS keeps NaN, as ours does); for the others
 // our kernel table replaces ReorderOutput and the activation pass with one pass
 // (kernel_table.h unblock_activate): the transposed vectors are activated in registers. One pass over the output
