@@ -33,6 +33,7 @@ DeltaOutputs delta_outputs(Ort::KernelContext& ctx, const Shape& xs, const Shape
 
 namespace {
 bool marks_nothing(const uint8_t* map, int64_t count) {
+  if (count <= 0) return true;  // no pixels (an empty batch): nothing to mark, and map may be null
   return map[0] == 0 && std::memcmp(map, map + 1, static_cast<size_t>(count - 1)) == 0;
 }
 }  // namespace
