@@ -18,7 +18,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import onnx
 import onnxruntime as ort
 
@@ -53,6 +52,19 @@ def one_thread_setup(argv, description: str):
     options.intra_op_num_threads = options.inter_op_num_threads = 1
     dense = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
     return args, model, name, frames, options, dense
+
+
+def median_ms_dense_then_pair(frames, name: str, dense, first, second) -> tuple[float, float, float]:
+    """One round: on every frame dense ORT, then `first` and `second` (runners with InferenceSession's run), the two
+    in alternating order; the median thread CPU time of each, in ms."""
+    times = ([], [], [])
+    for j, frame in enumerate(frames):
+        pair = [(1, first), (2, second)]
+        for slot, runner in [(0, dense)] + (pair if j % 2 else pair[::-1]):
+            start = time.thread_time()
+            runner.run(None, {name: frame})
+            times[slot].append(time.thread_time() - start)
+    return tuple(1000 * statistics.median(t) for t in times)
 
 
 def main(argv=None) -> int:

@@ -9,9 +9,7 @@ the calling thread's CPU time, medians per round; the ratios are dense ORT's tim
 """
 from __future__ import annotations
 
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +19,7 @@ import deltaonnx
 from deltaonnx import DeltaSession
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from session_overhead import one_thread_setup  # noqa: E402
+from session_overhead import median_ms_dense_then_pair, one_thread_setup  # noqa: E402
 
 
 def scatter_state(session: DeltaSession, stream="default") -> None:
@@ -53,14 +51,7 @@ def main(argv=None) -> int:
           f"ms per frame (thread CPU time)")
     print(f"{'round':>5} {'dense ORT':>10} {'scattered':>10} {'arena':>10}  speedup scattered -> arena")
     for round_index in range(args.rounds):
-        times = {"dense": [], "scattered": [], "arena": []}
-        for j, frame in enumerate(frames[args.warmup:]):
-            pair = [("scattered", scattered), ("arena", arena)]
-            for label, runner in [("dense", dense)] + (pair if j % 2 else pair[::-1]):
-                start = time.thread_time()
-                runner.run(None, {name: frame})
-                times[label].append(time.thread_time() - start)
-        d, s, a = (1000 * statistics.median(times[k]) for k in ("dense", "scattered", "arena"))
+        d, s, a = median_ms_dense_then_pair(frames[args.warmup:], name, dense, scattered, arena)
         print(f"{round_index:5d} {d:10.3f} {s:10.3f} {a:10.3f}  {d / s:.2f}x -> {d / a:.2f}x")
     return 0
 

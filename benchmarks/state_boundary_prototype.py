@@ -18,9 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -33,7 +31,7 @@ from deltaonnx.video import Preprocess, read_frames
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "models"))
-from session_overhead import one_thread_setup  # noqa: E402
+from session_overhead import median_ms_dense_then_pair, one_thread_setup  # noqa: E402
 
 
 def _attributes(node) -> dict:
@@ -115,14 +113,7 @@ def speed(argv) -> int:
     print(f"{Path(args.model).name}: {len(names)} of {convs} DeltaConvs without Y state"
           f"{' (zero halo)' if zero_halo else ''}; ms per frame (thread CPU time)")
     for round_index in range(args.rounds):
-        times = {"dense": [], "stateful": [], "transient": []}
-        for j, frame in enumerate(frames[args.warmup:]):
-            pair = [("stateful", stateful), ("transient", transient)]
-            for label, runner in [("dense", dense)] + (pair if j % 2 else pair[::-1]):
-                start = time.thread_time()
-                runner.run(None, {name: frame})
-                times[label].append(time.thread_time() - start)
-        d, s, t = (1000 * statistics.median(times[k]) for k in ("dense", "stateful", "transient"))
+        d, s, t = median_ms_dense_then_pair(frames[args.warmup:], name, dense, stateful, transient)
         print(f"round {round_index}: dense {d:.3f}  stateful {s:.3f} ({d / s:.2f}x)  transient {t:.3f} ({d / t:.2f}x)")
     return 0
 
