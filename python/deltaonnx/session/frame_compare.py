@@ -68,16 +68,15 @@ def gate_sees_nothing(gate: FrameGate, frame: np.ndarray, reference: np.ndarray,
                       map_in: np.ndarray | None = None) -> bool:
     """The gate would find no change: for the block rule, its own engine finds no block changed where `map_in`
     (the run's change map) lets it look; for a Delta op as gate, every pixel within its tau (rule 2, NaN and Inf
-    changed). A sampled pixel past the rule's bound on every pixel (tau; the block rule's gate_hard) answers
-    "changed" first, reading a 32nd of the frame (it ignores map_in: at worst a frame is run that could have been
-    skipped). Then one pass of the op library's gate engine, no copy (docs/results.md#frame-test-native); numpy's
+    changed). Without a change map, a sampled pixel past the rule's bound on every pixel (tau; the block rule's
+    gate_hard) answers "changed" first, reading a 32nd of the frame. Then one pass of the op library's gate engine, no copy (docs/results.md#frame-test-native); numpy's
     blockwise test where the module is not built (the block rule then passes only frames within tau everywhere,
     which it would pass too: gate_hard >= tau)."""
     if frame.shape != reference.shape:
         return False
     bound = gate.tau if gate.block_rule is None else gate.block_rule.get("gate_hard", -1.0)
-    if bound >= 0 and sampled_rows_exceed(frame, reference, bound):
-        return False
+    if map_in is None and bound >= 0 and sampled_rows_exceed(frame, reference, bound):
+        return False  # (with a map, the pixels it leaves out may change as they like: the engine alone decides)
     if _gate_finds_change is not None and frame.ndim == 4 and frame.dtype == np.float32:
         rule = gate.block_rule or {"rule": "pixel"}
         return not _gate_finds_change(frame, reference, map_in, threshold=float(gate.tau), **rule)
