@@ -5,13 +5,12 @@ from __future__ import annotations
 import numpy as np
 import onnxruntime as ort
 
+from .state_arena import StateArena
+
 try:
     from .._native import MarkRecorder as _MarkRecorder
 except ImportError:  # the compiled module is optional: a count_nonzero per map then
     _MarkRecorder = None
-
-_ALIGN = 64  # each map starts on a cache line, as ORT's allocator places it
-
 
 class ChangeMapBuffers:
     """Every map output of a stream bound to its own slice of one uint8 buffer. `record()` counts each map's
@@ -20,18 +19,11 @@ class ChangeMapBuffers:
 
     def __init__(self, first: list[np.ndarray]):
         """`first`: the maps of the state's first run (ORT allocated them), copied into the buffer."""
-        starts, end = [], 0
-        for array in first:
-            starts.append(end)
-            end += -(-array.size // _ALIGN) * _ALIGN
-        raw = np.zeros(end + _ALIGN, np.uint8)
-        shift = -raw.ctypes.data % _ALIGN
-        self.buffer = raw[shift:shift + end]
-        self.views = [self.buffer[start:start + array.size].reshape(array.shape) for start, array in zip(starts, first)]
-        for view, array in zip(self.views, first):
-            np.copyto(view, array)
+        arena = StateArena.holding(first)  # each map on a cache line of one block, as the state's buffers
+        self.buffer = arena.block
+        self.views = arena.views
         self.values = [ort.OrtValue.ortvalue_from_numpy(view) for view in self.views]
-        self._starts = np.array(starts, dtype=np.int64)
+        self._starts = np.array(arena.offsets, dtype=np.int64)
         self._lengths = np.array([array.size for array in first], dtype=np.int64)
         self.sizes = np.maximum(self._lengths, 1).astype(np.float64)  # divisors of marked(): an empty map is 0 of 1
 

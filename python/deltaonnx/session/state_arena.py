@@ -56,6 +56,7 @@ class StateArena:
             start = -raw.ctypes.data % _ALIGN
             block = raw[start:start + end]
         self.block = block
+        self.offsets = offsets  # each view's first byte in block
         self.views = [block[offset:offset + int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize]
                       .view(dtype).reshape(shape) for offset, (shape, dtype) in zip(offsets, layouts)]
 
