@@ -37,31 +37,28 @@ def _blocks(shape: tuple) -> tuple[tuple, ...]:
         (*lead, slice(start, start + step)) for start in range(0, shape[axis], step))
 
 
+def _block_exceeds(frame: np.ndarray, reference: np.ndarray, block: tuple, bound: float) -> bool:
+    """Some element of frame[block] is further than `bound` from its reference, or NaN/Inf."""
+    with np.errstate(invalid="ignore", over="ignore"):  # Inf - Inf, overflow: both count as changed below
+        difference = np.subtract(frame[block], reference[block])
+        return difference.size > 0 and not np.abs(difference, out=difference).max() <= bound  # max propagates NaN
+
+
 def within_tau(frame: np.ndarray, reference: np.ndarray, tau: np.float32) -> bool:
     """Rule 2 sees no change anywhere: |frame - reference| <= tau for every element (NaN/Inf never are)."""
-    with np.errstate(invalid="ignore", over="ignore"):  # Inf - Inf, overflow: both count as changed below
-        for block in _blocks(frame.shape):
-            difference = np.subtract(frame[block], reference[block])
-            if difference.size:
-                np.abs(difference, out=difference)
-                if not difference.max() <= tau:  # max propagates NaN
-                    return False
-    return True
+    return not any(_block_exceeds(frame, reference, block, tau) for block in _blocks(frame.shape))
+
+
+def sampled_rows_exceed(frame: np.ndarray, reference: np.ndarray, bound: float) -> bool:
+    """Some element of every 32nd row (the first of `_blocks`) is further than `bound` from its reference, or NaN/Inf:
+    a moving camera's frame is told from a still one here, reading a 32nd of it."""
+    return _block_exceeds(frame, reference, _blocks(frame.shape)[0], bound)
 
 
 try:
     from .._native import gate_finds_change as _gate_finds_change
 except ImportError:  # built without the pybind module: numpy's tau test alone
     _gate_finds_change = None
-
-
-def sampled_rows_exceed(frame: np.ndarray, reference: np.ndarray, bound: float) -> bool:
-    """Some element of every 32nd row (the first of `_blocks`) is further than `bound` from its reference, or NaN/Inf:
-    a moving camera's frame is told from a still one here, reading a 32nd of it."""
-    sample = _blocks(frame.shape)[0]
-    with np.errstate(invalid="ignore", over="ignore"):
-        difference = np.subtract(frame[sample], reference[sample])
-        return difference.size > 0 and not np.abs(difference, out=difference).max() <= bound
 
 
 def gate_sees_nothing(gate: FrameGate, frame: np.ndarray, reference: np.ndarray,
