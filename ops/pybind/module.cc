@@ -14,11 +14,11 @@
 
 #include "common/change_map.h"
 #include "common/channel_block.h"
-#include "common/checked_size.h"
 #include "common/cpu_features.h"
 #include "common/kernel_table.h"
 #include "delta_conv/cpu/conv_engine.h"
 #include "delta_pool/cpu/pool_engine.h"
+#include "delta_gate/cpu/gate_probe.h"
 #include "delta_gate/gate_engine.h"
 #include "op_definition/state_decision.h"
 
@@ -196,39 +196,31 @@ py::tuple delta_pool(FloatArray x, std::optional<FloatArray> x_ref, FloatArray y
   return py::make_tuple(y, xr, map_out);
 }
 
-// The gate's rule and a GateRun over x, x_ref (none, empty or of another shape: no state) and map_in, checked as
-// the op checks them; the caller sets x_gated and map_out.
-GateRun gate_run(const FloatArray& x, const std::optional<FloatArray>& x_ref, const std::optional<ByteArray>& map_in,
-                 const std::string& rule, float threshold, int64_t gate_block, float gate_hard, GateSpec* spec) {
+py::tuple delta_gate(FloatArray x, std::optional<FloatArray> x_ref, std::optional<ByteArray> map_in,
+                     const std::string& rule, float threshold, int64_t gate_block, float gate_hard,
+                     std::optional<py::array_t<float>> x_gated_out, std::optional<std::string> simd, int threads) {
   if (x.ndim() != 4) throw std::invalid_argument("X must be 4-D");
-  std::string e = GateSpec::make(rule, threshold, gate_block, gate_hard, spec);
+  GateSpec spec;
+  std::string e = GateSpec::make(rule, threshold, gate_block, gate_hard, &spec);
   if (!e.empty()) throw std::invalid_argument(e);
   const int64_t N = x.shape(0), H = x.shape(2), W = x.shape(3);
   GateRun run;
   if (map_in) {
     if (map_in->ndim() != 4 || map_in->shape(0) != N || map_in->shape(1) != 1)
       throw std::invalid_argument("map_in must be [N,1,H,W] or [N,1,ceil(H/k),ceil(W/k)]");
-    e = check_gate_map(*spec, H, W, map_in->shape(2), map_in->shape(3), &run.map_per_block);
+    e = check_gate_map(spec, H, W, map_in->shape(2), map_in->shape(3), &run.map_per_block);
     if (!e.empty()) throw std::invalid_argument(e);
     run.map_in = map_in->data();
   }
   const bool has_state = x_ref && !holds_no_elements(shape_of(*x_ref)) && shape_of(*x_ref) == shape_of(x);
+  py::array_t<float> gated = output_array(x_gated_out, shape_of(x), "x_gated_out");
+  py::array_t<uint8_t> map_out(std::vector<int64_t>{N, 1, H, W});
   run.batch = N;
   run.channels = x.shape(1);
   run.height = H;
   run.width = W;
   run.x = x.data();
   run.x_ref = has_state ? x_ref->data() : nullptr;
-  return run;
-}
-
-py::tuple delta_gate(FloatArray x, std::optional<FloatArray> x_ref, std::optional<ByteArray> map_in,
-                     const std::string& rule, float threshold, int64_t gate_block, float gate_hard,
-                     std::optional<py::array_t<float>> x_gated_out, std::optional<std::string> simd, int threads) {
-  GateSpec spec;
-  GateRun run = gate_run(x, x_ref, map_in, rule, threshold, gate_block, gate_hard, &spec);
-  py::array_t<float> gated = output_array(x_gated_out, shape_of(x), "x_gated_out");
-  py::array_t<uint8_t> map_out(std::vector<int64_t>{run.batch, 1, run.height, run.width});
   run.x_gated = gated.mutable_data();
   run.map_out = map_out.mutable_data();
   const KernelTable& table = table_for(simd);
@@ -239,17 +231,28 @@ py::tuple delta_gate(FloatArray x, std::optional<FloatArray> x_ref, std::optiona
   return py::make_tuple(gated, map_out);
 }
 
-// Whether the gate would find a change (the identical-frame test, session/frame_compare.py): its engine with no
-// output copy, one pass over the frame. Without a reference every pixel counts as changed.
+// Whether the gate would find a change (the identical-frame test, session/frame_compare.py): the C entry point
+// C clients ask (delta_gate/cpu/gate_probe.h), one pass of the engine, no copy. Without a reference (none, empty or
+// of another shape) every pixel counts as changed.
 bool gate_finds_change(FloatArray x, std::optional<FloatArray> x_ref, std::optional<ByteArray> map_in,
                        const std::string& rule, float threshold, int64_t gate_block, float gate_hard) {
+  if (x.ndim() != 4) throw std::invalid_argument("X must be 4-D");
   GateSpec spec;
-  GateRun run = gate_run(x, x_ref, map_in, rule, threshold, gate_block, gate_hard, &spec);
-  if (run.x_ref == nullptr) return true;
-  std::vector<uint8_t> verdict(checked_count({run.batch, run.height, run.width}, "the verdict"));
-  run.map_out = verdict.data();  // x_gated stays nullptr: the verdict only
-  py::gil_scoped_release release;
-  return run_gate(spec, run, kernels(), serial_for) > 0;
+  const std::string bad = GateSpec::make(rule, threshold, gate_block, gate_hard, &spec);
+  if (!bad.empty()) throw std::invalid_argument(bad);
+  if (map_in && map_in->ndim() != 4) throw std::invalid_argument("map_in must be [N,1,H,W] or [N,1,ceil(H/k),ceil(W/k)]");
+  if (!x_ref || holds_no_elements(shape_of(*x_ref)) || shape_of(*x_ref) != shape_of(x)) return true;
+  const std::vector<int64_t> shape = shape_of(x), map_shape = map_in ? shape_of(*map_in) : std::vector<int64_t>{};
+  char error[256] = "";
+  int found;
+  {
+    py::gil_scoped_release release;
+    found = deltaonnx_gate_finds_change(rule.c_str(), threshold, gate_block, gate_hard, shape.data(), x.data(),
+                                        x_ref->data(), map_in ? map_in->data() : nullptr,
+                                        map_in ? map_shape.data() : nullptr, error, sizeof(error));
+  }
+  if (found < 0) throw std::invalid_argument(error);
+  return found == 1;
 }
 
 // The kernel table's NCHWc unblock over a whole tensor: blocked [blocks, n, block] -> act([channels, n]) (the

@@ -1,6 +1,6 @@
 // The gate's answer without a run, for ORT clients that skip a frame the gate would not pass (the C ABI of the
 // CPU op library, beside RegisterCustomOps; docs/state_protocol.md, "Skipping a frame that changes nothing").
-// DeltaSession asks the same engine through deltaonnx._native.delta_gate.
+// DeltaSession asks the same entry point through deltaonnx._native.gate_finds_change.
 #pragma once
 #include <cstddef>
 #include <cstdint>
