@@ -18,10 +18,13 @@ inline int64_t padded_channels(int64_t channels, int64_t block) {
   return block > 1 ? (channels + block - 1) / block * block : channels;
 }
 
+// The largest channel block any library uses (MLAS's NCHWc block on AVX-512): scratch sized for it fits every b.
+constexpr int64_t kMaxChannelBlock = 16;
+
 inline int64_t forced_channel_block() {
   const char* v = std::getenv("DELTAONNX_CHANNEL_BLOCK");
   if (v == nullptr) return 0;
-  for (int64_t b : {1, 4, 8, 16})
+  for (int64_t b : {int64_t{1}, int64_t{4}, int64_t{8}, kMaxChannelBlock})
     if (std::strtol(v, nullptr, 10) == b) return b;
   return 0;  // anything else is ignored: the library's own block
 }

@@ -18,7 +18,6 @@ namespace {
 
 constexpr const char* kNchwcDomain = "com.microsoft.nchwc";
 constexpr int kNchwcVersion = 1;
-constexpr int64_t kMaxBlock = 16;  // the largest block MLAS uses: scratch is sized for it whatever the block
 
 // Per layout family: 0 not yet checked, 1 checked and equal, 2 differs (path off for the process).
 std::atomic<int> g_layout_state[3];
@@ -238,15 +237,15 @@ void NchwcDenseConv::run(OrtKernelContext* raw, const float* src, int64_t H, int
     return;
   }
   const int64_t C = channels_, M = spec_.out_channels, Mp = padded_out_;
-  const int64_t Cp = reorder_input_ ? padded_channels(C, kMaxBlock) : C;
+  const int64_t Cp = reorder_input_ ? padded_channels(C, kMaxChannelBlock) : C;
   const std::vector<int64_t> x_shape{1, C, H, W}, xb_shape{1, reorder_input_ ? padded_channels(C, block_) : C, H, W};
   const std::vector<int64_t> yb_shape{1, Mp, Ho, Wo}, y_shape{1, M, Ho, Wo}, b_shape{Mp};
   const size_t x_count = static_cast<size_t>(C * H * W), y_count = static_cast<size_t>(M * Ho * Wo);
   // Sized for the largest block, so a runtime whose block differs from ours cannot write past them.
   const size_t xb_count = static_cast<size_t>(Cp * H * W);
-  const size_t yb_count = static_cast<size_t>(padded_channels(Mp, kMaxBlock) * Ho * Wo);
+  const size_t yb_count = static_cast<size_t>(padded_channels(Mp, kMaxChannelBlock) * Ho * Wo);
 
-  float* b = t_bias.get(static_cast<size_t>(padded_channels(Mp, kMaxBlock)));
+  float* b = t_bias.get(static_cast<size_t>(padded_channels(Mp, kMaxChannelBlock)));
   std::fill(b, b + Mp, 0.f);
   if (bias != nullptr) std::copy_n(bias, M, b);
   Ort::Value b_value = Ort::Value::CreateTensor<float>(cpu_, b, static_cast<size_t>(Mp), b_shape.data(), 1);

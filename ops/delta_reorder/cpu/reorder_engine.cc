@@ -91,8 +91,8 @@ void reorder_channels(const ReorderShape& s, bool to_blocked, const float* x, fl
   // streams stay few pages apart.
   const int64_t span = std::max<int64_t>(64, (int64_t{16} << 10) / b);
   const int64_t pieces = (s.pixels + span - 1) / span;
-  static const std::vector<ActivationParams> no_activation(16);  // unblock_activate without one, b <= 16 lanes
-  if (b > static_cast<int64_t>(no_activation.size())) throw std::logic_error("channel block above 16");
+  static const std::vector<ActivationParams> no_activation(kMaxChannelBlock);  // unblock_activate without one
+  if (b > kMaxChannelBlock) throw std::logic_error("channel block above kMaxChannelBlock");
   const ActivationParams* none = no_activation.data();
   parallel_for(blocks * pieces, [&](int64_t task) {
     const int64_t i = task / pieces, p0 = (task % pieces) * span, n = std::min(span, s.pixels - p0);
