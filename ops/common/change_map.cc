@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstring>
 
+#include "common/aligned_scratch.h"
 #include "common/checked_size.h"
 
 namespace deltaonnx {
@@ -44,8 +45,8 @@ int64_t next_with(const uint8_t* mask, int64_t x, int64_t n, bool want_marked) {
 int64_t or_pool_mask(const uint8_t* in, const Window2D& w, uint8_t* out, std::vector<uint8_t>& scratch) {
   const int64_t H = w.y.in, W = w.x.in, Ho = w.y.out, Wo = w.x.out;
   // Horizontal pass: rows[iy*Wo + ox] = OR over kx of in[iy, ix(ox, kx)], only for rows with marks (row_any).
-  scratch.resize(checked_count({H, Wo + 1}, "the OR-pool rows"));
-  uint8_t* rows = scratch.data();
+  // Grow-only: row_any is cleared below, and a row of `rows` is read only where row_any says it was written.
+  uint8_t* rows = grown(scratch, checked_count({H, Wo + 1}, "the OR-pool rows"));
   uint8_t* row_any = rows + H * Wo;
   std::memset(row_any, 0, static_cast<size_t>(H));
   for (int64_t iy = 0; iy < H; ++iy) {

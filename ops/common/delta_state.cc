@@ -4,6 +4,7 @@
 #include <array>
 #include <cstring>
 
+#include "common/aligned_scratch.h"
 #include "common/change_map.h"
 #include "common/delta_rules.h"
 #include "common/kernel_table.h"
@@ -37,11 +38,11 @@ ItemPlan plan_item(const DeltaRun& run, int64_t n, float tau, const GateSpec* bl
   const int64_t out_plane = w.out_pixels();
   ItemPlan p;
   p.input = item_input(run, n, tau, block_gate, kernels);
-  in_flags.resize(static_cast<size_t>(w.in_pixels()));
-  const int64_t changed = detect_and_update_reference(p.input, in_flags.data(), parallel_for);
+  uint8_t* flags = grown(in_flags, static_cast<size_t>(w.in_pixels()));  // detection writes every flag
+  const int64_t changed = detect_and_update_reference(p.input, flags, parallel_for);
   p.out_flags = run.map_out + n * out_plane;
   p.recompute =
-      plan_recompute(in_flags.data(), changed, p.input.has_state, w, dense_fraction, p.out_flags, scratch, sum_marks);
+      plan_recompute(flags, changed, p.input.has_state, w, dense_fraction, p.out_flags, scratch, sum_marks);
   if (stats) {
     stats->changed_inputs += changed;
     stats->recomputed_outputs += p.recompute;
