@@ -16,8 +16,10 @@ struct Window2D {
 
 // out[oy*Wo + ox] = 1 iff some tap of the window of (oy, ox) inside the input reads a marked pixel of `in`
 // (rule 4: the OR-pool of the input change map with the op's own window). Separable: rows, then columns.
-// `scratch` is resized as needed. Returns the number of marked output pixels.
-int64_t or_pool_mask(const uint8_t* in, const Window2D& w, uint8_t* out, std::vector<uint8_t>& scratch);
+// `scratch` grows as needed. Returns the number of marked output pixels; once more than stop_above are marked
+// (the dense rule will mark everything) it stops there and returns that count, the later rows of `out` unwritten.
+int64_t or_pool_mask(const uint8_t* in, const Window2D& w, uint8_t* out, std::vector<uint8_t>& scratch,
+                     int64_t stop_above = INT64_MAX);
 
 // A run of marked pixels in one row: [x_begin, x_end) of row y.
 struct RowRun {

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <array>
+#include <cmath>
 #include <cstring>
 
 #include "common/aligned_scratch.h"
@@ -246,9 +247,16 @@ int64_t plan_recompute(const uint8_t* in_flags, int64_t changed_inputs, bool has
     std::memset(out_flags, 1, static_cast<size_t>(out_plane));
     return out_plane;
   }
-  if (has_state && changed_inputs > 0) recompute = or_pool_mask(in_flags, w, out_flags, scratch);
-  else std::memset(out_flags, 0, static_cast<size_t>(out_plane));
-  if (has_state && sum_marks != nullptr)  // where the sum changed the output changes too (docs/design.md#rule-4)
+  if (has_state && changed_inputs > 0) {
+    // The OR-pool stops once the dense rule holds (the marks only grow): a moving camera's stem, whose frame keeps
+    // too many pixels for dense_rule_certain, still recomputes 60-85% of its outputs.
+    // (dense_fraction lies in [0, 1]: the op definition checks it.)
+    const auto stop_above = static_cast<int64_t>(std::floor(static_cast<double>(dense_fraction) * static_cast<double>(out_plane)));
+    recompute = or_pool_mask(in_flags, w, out_flags, scratch, stop_above);
+  } else {
+    std::memset(out_flags, 0, static_cast<size_t>(out_plane));
+  }
+  if (has_state && sum_marks != nullptr && !recompute_densely(recompute, out_plane, dense_fraction))  // where the sum changed the output changes too (docs/design.md#rule-4)
     for (int64_t p = 0; p < out_plane; ++p)
       if (sum_marks[p] != 0 && out_flags[p] == 0) {
         out_flags[p] = 1;
