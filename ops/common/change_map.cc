@@ -125,19 +125,6 @@ inline int64_t lane_stretch_end(int64_t p, int64_t n) {
   return p + std::min<int64_t>((n - p) / kLanes, 255) * kLanes;
 }
 
-int64_t marks_to_flags(const uint8_t* map, int64_t n, uint8_t* flags) {
-  int64_t count = 0, p = 0;
-  while (p + kLanes <= n) {
-    const int64_t end = lane_stretch_end(p, n);
-    uint8_t lanes[kLanes] = {};
-    for (; p < end; p += kLanes)
-      for (int64_t i = 0; i < kLanes; ++i) lanes[i] += (flags[p + i] = map[p + i] != 0);
-    for (int64_t i = 0; i < kLanes; ++i) count += lanes[i];
-  }
-  for (; p < n; ++p) count += (flags[p] = map[p] != 0);
-  return count;
-}
-
 int64_t count_marks(const uint8_t* map, int64_t n) {
   int64_t count = 0, p = 0;
   while (p + kLanes <= n) {

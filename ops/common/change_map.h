@@ -28,9 +28,6 @@ struct RowRun {
   int64_t x_end;
 };
 
-// flags[p] = 1 where map[p] != 0, else 0, for p < n; returns the number of marks.
-int64_t marks_to_flags(const uint8_t* map, int64_t n, uint8_t* flags);
-
 // The number of nonzero bytes of map[0, n).
 int64_t count_marks(const uint8_t* map, int64_t n);
 

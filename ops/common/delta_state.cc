@@ -40,10 +40,11 @@ ItemPlan plan_item(const DeltaRun& run, int64_t n, float tau, const GateSpec* bl
   ItemPlan p;
   p.input = item_input(run, n, tau, block_gate, kernels);
   uint8_t* flags = grown(in_flags, static_cast<size_t>(w.in_pixels()));  // detection writes every flag
-  const int64_t changed = detect_and_update_reference(p.input, flags, parallel_for);
+  const ChangedPixels changed_pixels = detect_and_update_reference(p.input, flags, parallel_for);
+  const int64_t changed = changed_pixels.count;
   p.out_flags = run.map_out + n * out_plane;
   p.recompute =
-      plan_recompute(flags, changed, p.input.has_state, w, dense_fraction, p.out_flags, scratch, sum_marks);
+      plan_recompute(changed_pixels.flags, changed, p.input.has_state, w, dense_fraction, p.out_flags, scratch, sum_marks);
   if (stats) {
     stats->changed_inputs += changed;
     stats->recomputed_outputs += p.recompute;
@@ -82,7 +83,7 @@ constexpr int64_t kFewChannels = 4;
 constexpr int64_t kShortRun = 64;
 }  // namespace
 
-int64_t detect_and_update_reference(const InputState& s, uint8_t* flags, const ParallelFor& parallel_for) {
+ChangedPixels detect_and_update_reference(const InputState& s, uint8_t* flags, const ParallelFor& parallel_for) {
   const int64_t plane = s.height * s.width;
   const int64_t C = s.channels;
   if (!s.has_state) {  // rule 1: first frame or new resolution, everything changed
@@ -94,13 +95,12 @@ int64_t detect_and_update_reference(const InputState& s, uint8_t* flags, const P
         std::memcpy(s.x_ref_next + c0 * plane, s.x + c0 * plane, static_cast<size_t>((c1 - c0) * plane) * sizeof(float));
       });
     }
-    return plane;
+    return {flags, plane};
   }
-  if (s.reference_dropped) {  // the map's marks are the changes (tau = 0)
-    return marks_to_flags(s.map_in, plane, flags);
-  }
+  if (s.reference_dropped)  // the map's marks are the changes (tau = 0)
+    return {s.map_in, count_marks(s.map_in, plane)};
   const KernelTable& k = s.kernels ? *s.kernels : kernels();
-  if (s.block > 1) return detect_blocked_lines(s, k, flags, parallel_for);  // the block rule is refused there
+  if (s.block > 1) return {flags, detect_blocked_lines(s, k, flags, parallel_for)};  // the block rule is refused there
   if (s.block_gate != nullptr) {  // rule 2b: the gate engine decides and moves whole blocks' references
     GateItem item;
     item.x = s.x;
@@ -111,7 +111,7 @@ int64_t detect_and_update_reference(const InputState& s, uint8_t* flags, const P
     item.channels = C;
     item.height = s.height;
     item.width = s.width;
-    return run_gate_item(*s.block_gate, item, k);
+    return {flags, run_gate_item(*s.block_gate, item, k)};
   }
   std::memset(flags, 0, static_cast<size_t>(plane));
   const bool in_place = s.x_ref_next == s.x_ref;
@@ -185,7 +185,7 @@ int64_t detect_and_update_reference(const InputState& s, uint8_t* flags, const P
   });
   int64_t changed = 0;
   for (int64_t p = 0; p < plane; ++p) changed += flags[p];
-  return changed;
+  return {flags, changed};
 }
 
 namespace {

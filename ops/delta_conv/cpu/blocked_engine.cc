@@ -260,10 +260,11 @@ void run_blocked_delta_conv(const ConvSpec& spec, const BlockedConvWeights& weig
   for (int64_t n = 0; n < run.batch; ++n) {
     InputState st = item_input(run, n, spec.threshold, nullptr, nullptr);
     st.block = b;
-    const int64_t changed = detect_and_update_reference(st, in_flags.data(), parallel_for);
+    const ChangedPixels changed_pixels = detect_and_update_reference(st, in_flags.data(), parallel_for);
+    const int64_t changed = changed_pixels.count;
     uint8_t* out_flags = run.map_out + n * out_plane;
     const int64_t recompute =
-        plan_recompute(in_flags.data(), changed, st.has_state, w, spec.dense_fraction, out_flags, scratch,
+        plan_recompute(changed_pixels.flags, changed, st.has_state, w, spec.dense_fraction, out_flags, scratch,
                        run.map_z != nullptr ? run.map_z + n * out_plane : nullptr);
     if (stats) {
       stats->changed_inputs += changed;
