@@ -124,10 +124,11 @@ ChangedPixels detect_and_update_reference(const InputState& s, uint8_t* flags, c
   parallel_for(bands, [&](int64_t b) {
     const int64_t y0 = b * band_rows, y1 = std::min(s.height, y0 + band_rows);
     if (s.map_in == nullptr) {
-      if (C <= kFewChannels) {  // an RGB frame: one pass, every plane read once
-        // Also at tau 0, where it moves all channels of a changed pixel, the others being equal by value (rule 3):
-        // a stem's frame and reference come from memory, and six streams read at once beat the channels one by one
-        // (mobilenetv2_like's 3x224x224 on bikes: 71 -> 60 us, 3x320x320: 153 -> 130 us; in cache it is slower).
+      // An RGB frame: one pass, every plane read once. Also at tau 0, where it moves all channels of a changed
+      // pixel, the others being equal by value (rule 3): a stem's frame and reference come from memory, and six
+      // streams read at once beat the channels one by one (3x224x224 71 -> 60 us, 3x320x320 153 -> 130 us; in
+      // cache it is slower). One plane is one stream either way, and the exact kernel's loop is simpler.
+      if (C <= kFewChannels && !(exact && C == 1)) {
         k.detect_update_pixels(s.x, s.x_ref, s.x_ref_next, C, plane, y0 * s.width, y1 * s.width, s.tau, flags);
         return;
       }
