@@ -203,15 +203,23 @@ struct AxisCover {
 
 AxisCover axis_cover(const Axis& a) {
   AxisCover cover{0, a.kernel, std::min(a.kernel, ((a.kernel - 1) * a.dilation + a.stride) / a.stride)};
-  for (int64_t o = 0; o < a.out; ++o) {
+  // The windows wholly inside are the outputs [full_lo, full_hi) (first tap >= 0, last < in); only the others are
+  // counted tap by tap (a loop over every output ran each plan: 0.1-0.3% of a frame).
+  const int64_t last_tap = (a.kernel - 1) * a.dilation;
+  const int64_t full_lo = a.pad_begin <= 0 ? 0 : (a.pad_begin + a.stride - 1) / a.stride;
+  const int64_t last_start = a.in - 1 - last_tap + a.pad_begin;  // the largest o * stride whose window ends inside
+  const int64_t full_hi = std::max(full_lo, std::min(a.out, last_start < 0 ? int64_t{0} : last_start / a.stride + 1));
+  cover.full_windows = full_hi - full_lo;
+  auto count_partial = [&](int64_t o) {
     int64_t inside = 0;
     for (int64_t k = 0; k < a.kernel; ++k) {
       const int64_t i = a.input_of(o, k);
       inside += i >= 0 && i < a.in;
     }
     cover.fewest_taps_inside = std::min(cover.fewest_taps_inside, inside);
-    cover.full_windows += inside == a.kernel;
-  }
+  };
+  for (int64_t o = 0; o < std::min(full_lo, a.out); ++o) count_partial(o);
+  for (int64_t o = full_hi; o < a.out; ++o) count_partial(o);
   return cover;
 }
 

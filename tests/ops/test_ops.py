@@ -292,7 +292,7 @@ def test_every_input_changed_marks_the_outputs_whose_window_reads_it(kernel, pad
     ([7, 7], [2, 2], [3, 3, 3, 3], [1, 1]),  # a stem: border windows read fewer taps
     ([3, 3], [1, 1], [2, 2, 2, 2], [2, 2]),  # dilated
 ])
-@pytest.mark.parametrize("unchanged", [0.02, 0.2, 0.45, 0.55, 0.8])
+@pytest.mark.parametrize("unchanged", [0.02, 0.2, 0.45, 0.5, 0.55, 0.8])  # 0.5: a 1x1 conv exactly at the bound
 @pytest.mark.parametrize("pattern", ["scattered", "block", "lattice"])
 def test_most_inputs_changed_marks_what_the_or_pool_would(kernel, strides, pads, dilations, unchanged, pattern, rng):
     """Where so few inputs stayed unchanged that the dense rule must hold, the plan marks everything without
