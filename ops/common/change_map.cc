@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstring>
 
+#include "common/aligned_scratch.h"
 #include "common/checked_size.h"
 
 namespace deltaonnx {
@@ -41,58 +42,75 @@ int64_t next_with(const uint8_t* mask, int64_t x, int64_t n, bool want_marked) {
 
 }  // namespace
 
-int64_t or_pool_mask(const uint8_t* in, const Window2D& w, uint8_t* out, std::vector<uint8_t>& scratch) {
-  const int64_t H = w.y.in, W = w.x.in, Ho = w.y.out, Wo = w.x.out;
-  // Horizontal pass: rows[iy*Wo + ox] = OR over kx of in[iy, ix(ox, kx)], only for rows with marks (row_any).
-  scratch.resize(checked_count({H, Wo + 1}, "the OR-pool rows"));
-  uint8_t* rows = scratch.data();
-  uint8_t* row_any = rows + H * Wo;
-  std::memset(row_any, 0, static_cast<size_t>(H));
-  for (int64_t iy = 0; iy < H; ++iy) {
-    const uint8_t* src = in + iy * W;
-    int64_t x = next_with(src, 0, W, true);
-    if (x == W) continue;
-    row_any[iy] = 1;
-    uint8_t* dst = rows + iy * Wo;
-    std::memset(dst, 0, static_cast<size_t>(Wo));
-    if (w.x.dilation == 1) {
-      // Contiguous taps: a run of marked inputs [a, b) reaches exactly the outputs from the first reading a to
-      // the last reading b - 1 (a window between two that reach the run overlaps it too).
-      while (x < W) {
-        const int64_t end = next_with(src, x, W, false);
-        const int64_t lo = w.x.first_output_reading(x);
-        const int64_t hi = std::min(Wo, w.x.last_output_reading_plus1(end - 1));
-        if (lo < hi) std::memset(dst + lo, 1, static_cast<size_t>(hi - lo));
-        x = next_with(src, end, W, true);
-      }
-      continue;
-    }
-    for (int64_t kx = 0; kx < w.x.kernel; ++kx) {
-      // ox range whose tap kx lands inside the row
-      const int64_t off = kx * w.x.dilation - w.x.pad_begin;  // ix = ox*stride + off
-      int64_t lo = off >= 0 ? 0 : (-off + w.x.stride - 1) / w.x.stride;
-      int64_t hi = (W - 1 - off) < 0 ? -1 : (W - 1 - off) / w.x.stride;  // last valid ox
-      hi = std::min(hi, Wo - 1);
-      for (int64_t ox = lo; ox <= hi; ++ox) dst[ox] |= src[ox * w.x.stride + off] != 0;
-    }
+namespace {
+
+// One row of the horizontal pass: dst[ox] = 1 iff some tap of window ox inside the row reads a marked pixel of src.
+// The row is laid out in `padded` at its window coordinates (j = input + pad_begin, zeros in the padding), so each
+// tap is a contiguous run of it, OR-ed in by loops the compiler vectorizes (the run-by-run scan this replaces
+// branched on every run: 1% of a moving camera's frame on the stem of mobilenetv2_like, whose changes are noise).
+void or_pool_row(const uint8_t* src, const Axis& a, uint8_t* __restrict padded, uint8_t* __restrict wide,
+                 uint8_t* __restrict dst) {
+  // Locals and restrict: byte stores may alias anything, and would otherwise reload a's fields in every loop.
+  const int64_t in = a.in, out = a.out, kernel = a.kernel, stride = a.stride, dilation = a.dilation, pad = a.pad_begin;
+  const int64_t span = (out - 1) * stride + (kernel - 1) * dilation + 1;  // window coordinates read
+  const int64_t first = std::max<int64_t>(0, pad), last = std::min(span, in + pad);
+  std::memset(padded, 0, static_cast<size_t>(span));
+  for (int64_t j = first; j < last; ++j) padded[j] = src[j - pad] != 0;
+  const int64_t starts = (out - 1) * stride + 1;  // window starts j, of which every stride-th is an output
+  uint8_t* __restrict acc = stride == 1 ? dst : wide;
+  std::memcpy(acc, padded, static_cast<size_t>(starts));
+  for (int64_t k = 1; k < kernel; ++k) {
+    const uint8_t* __restrict tap = padded + k * dilation;
+    for (int64_t j = 0; j < starts; ++j) acc[j] |= tap[j];
   }
-  // Vertical pass.
+  if (stride == 2) {  // the common stride, as a constant the compiler vectorizes
+    for (int64_t o = 0; o < out; ++o) dst[o] = wide[2 * o];
+  } else if (stride != 1) {
+    for (int64_t o = 0; o < out; ++o) dst[o] = wide[o * stride];
+  }
+}
+
+}  // namespace
+
+int64_t or_pool_mask(const uint8_t* in, const Window2D& w, uint8_t* out, std::vector<uint8_t>& scratch,
+                     int64_t stop_above) {
+  const int64_t H = w.y.in, W = w.x.in, Ho = w.y.out, Wo = w.x.out;
+  if (Ho <= 0 || Wo <= 0) return 0;
+  const int64_t span = (Wo - 1) * w.x.stride + (w.x.kernel - 1) * w.x.dilation + 1;
+  // rows[iy*Wo + ox]: the horizontal pass of input row iy, computed when an output row first reads it; row_state[iy]
+  // 0 = not yet, 1 = no marks, 2 = computed. Grow-only: row_state is cleared here, and a row is read only once
+  // computed.
+  uint8_t* rows = grown(scratch, checked_count({H, Wo + 1}, "the OR-pool rows") + 2 * static_cast<size_t>(span));
+  uint8_t* row_state = rows + H * Wo;
+  uint8_t* padded = row_state + H;
+  uint8_t* wide = padded + span;
+  std::memset(row_state, 0, static_cast<size_t>(H));
   int64_t count = 0;
   for (int64_t oy = 0; oy < Ho; ++oy) {
     uint8_t* dst = out + oy * Wo;
-    std::memset(dst, 0, static_cast<size_t>(Wo));
     bool any = false;
     for (int64_t ky = 0; ky < w.y.kernel; ++ky) {
       const int64_t iy = w.y.input_of(oy, ky);
-      if (iy < 0 || iy >= H || !row_any[iy]) continue;
-      const uint8_t* src = rows + iy * Wo;
-      for (int64_t ox = 0; ox < Wo; ++ox) dst[ox] |= src[ox];
+      if (iy < 0 || iy >= H) continue;
+      if (row_state[iy] == 0) {
+        const uint8_t* src = in + iy * W;
+        row_state[iy] = next_with(src, 0, W, true) == W ? 1 : 2;
+        if (row_state[iy] == 2) or_pool_row(src, w.x, padded, wide, rows + iy * Wo);
+      }
+      if (row_state[iy] != 2) continue;
+      const uint8_t* __restrict src = rows + iy * Wo;
+      uint8_t* __restrict to = dst;
+      if (!any) std::memcpy(to, src, static_cast<size_t>(Wo));
+      else
+        for (int64_t ox = 0; ox < Wo; ++ox) to[ox] |= src[ox];
       any = true;
     }
-    if (!any) continue;
-    int64_t row_count = 0;
-    for (int64_t ox = 0; ox < Wo; ++ox) row_count += dst[ox];
-    count += row_count;
+    if (!any) {
+      std::memset(dst, 0, static_cast<size_t>(Wo));
+      continue;
+    }
+    count += count_marks(dst, Wo);
+    if (count > stop_above) return count;  // the rest is left unwritten: the caller marks everything
   }
   return count;
 }
@@ -105,19 +123,6 @@ constexpr int64_t kLanes = 32;
 // The end of the next stretch from p of whole kLanes-byte steps that no lane overflows in.
 inline int64_t lane_stretch_end(int64_t p, int64_t n) {
   return p + std::min<int64_t>((n - p) / kLanes, 255) * kLanes;
-}
-
-int64_t marks_to_flags(const uint8_t* map, int64_t n, uint8_t* flags) {
-  int64_t count = 0, p = 0;
-  while (p + kLanes <= n) {
-    const int64_t end = lane_stretch_end(p, n);
-    uint8_t lanes[kLanes] = {};
-    for (; p < end; p += kLanes)
-      for (int64_t i = 0; i < kLanes; ++i) lanes[i] += (flags[p + i] = map[p + i] != 0);
-    for (int64_t i = 0; i < kLanes; ++i) count += lanes[i];
-  }
-  for (; p < n; ++p) count += (flags[p] = map[p] != 0);
-  return count;
 }
 
 int64_t count_marks(const uint8_t* map, int64_t n) {

@@ -16,8 +16,10 @@ struct Window2D {
 
 // out[oy*Wo + ox] = 1 iff some tap of the window of (oy, ox) inside the input reads a marked pixel of `in`
 // (rule 4: the OR-pool of the input change map with the op's own window). Separable: rows, then columns.
-// `scratch` is resized as needed. Returns the number of marked output pixels.
-int64_t or_pool_mask(const uint8_t* in, const Window2D& w, uint8_t* out, std::vector<uint8_t>& scratch);
+// `scratch` grows as needed. Returns the number of marked output pixels; once more than stop_above are marked
+// (the dense rule will mark everything) it stops there and returns that count, the later rows of `out` unwritten.
+int64_t or_pool_mask(const uint8_t* in, const Window2D& w, uint8_t* out, std::vector<uint8_t>& scratch,
+                     int64_t stop_above = INT64_MAX);
 
 // A run of marked pixels in one row: [x_begin, x_end) of row y.
 struct RowRun {
@@ -25,9 +27,6 @@ struct RowRun {
   int64_t x_begin;
   int64_t x_end;
 };
-
-// flags[p] = 1 where map[p] != 0, else 0, for p < n; returns the number of marks.
-int64_t marks_to_flags(const uint8_t* map, int64_t n, uint8_t* flags);
 
 // The number of nonzero bytes of map[0, n).
 int64_t count_marks(const uint8_t* map, int64_t n);

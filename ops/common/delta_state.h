@@ -82,16 +82,22 @@ ItemPlan plan_item(const DeltaRun& run, int64_t n, float tau, const GateSpec* bl
                    std::vector<uint8_t>& scratch, RunStats* stats, const ParallelFor& parallel_for,
                    const uint8_t* sum_marks = nullptr);
 
+// The changed pixels of one item's input: nonzero bytes of flags[H*W], and how many.
+struct ChangedPixels {
+  const uint8_t* flags = nullptr;
+  int64_t count = 0;
+};
+
 // Fills flags[H*W] with 1 where the input changed (rule 2, or rule 2b with a block gate: the gate engine's
-// verdict; every pixel without state) and writes x_ref_next (rule 3), in either layout (s.block). Returns the
-// number of changed pixels.
-int64_t detect_and_update_reference(const InputState& s, uint8_t* flags, const ParallelFor& parallel_for);
+// verdict; every pixel without state) and writes x_ref_next (rule 3), in either layout (s.block). Where the
+// reference is dropped the map's marks are the changes: the map itself is returned, counted, not copied.
+ChangedPixels detect_and_update_reference(const InputState& s, uint8_t* flags, const ParallelFor& parallel_for);
 
 // What recomputed outputs are computed from (rule 4): the moved reference, or X when it is dropped.
 inline const float* recompute_source(const InputState& s) { return s.reference_dropped ? s.x : s.x_ref_next; }
 
 // Rule 4 and the dense rule for one batch item: out_flags[Ho*Wo] = 1 where the output is recomputed (the
-// OR-pool of in_flags through the window, with the marks of sum_marks [Ho*Wo] when given: DeltaConv's map_z;
+// OR-pool of in_flags, nonzero where the input changed, through the window, with the marks of sum_marks [Ho*Wo] when given: DeltaConv's map_z;
 // everything without state, or when more than dense_fraction of the output would be recomputed). Returns the
 // number of recomputed output pixels.
 int64_t plan_recompute(const uint8_t* in_flags, int64_t changed_inputs, bool has_state, const Window2D& w,

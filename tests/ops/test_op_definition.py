@@ -263,7 +263,7 @@ def test_a_converted_model_with_dropped_references_takes_an_empty_batch_as_dense
 @pytest.mark.parametrize("hw", [(64, 128), (96, 100)])  # 8192 and 9600 marks: past the count's byte lanes
 def test_a_dropped_reference_counts_a_large_marked_map(hw, rng):
     """Behind a map with a dropped reference, the op counts the map's marks to find what changed
-    (ops/common/change_map.cc marks_to_flags, byte lanes summed before any passes 255). Every pixel marked and
+    (ops/common/change_map.cc count_marks, byte lanes summed before any passes 255). Every pixel marked and
     changed on a plane past that limit: every output is new (a count that wrapped to 0 would keep Y_prev)."""
     W = rng.standard_normal((4, 2, 3, 3)).astype(np.float32)
     sess = op_session(conv_model(dict(kernel_shape=[3, 3], pads=[1, 1, 1, 1]), W=W, with_map=True, ref_input=False))

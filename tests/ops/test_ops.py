@@ -292,7 +292,7 @@ def test_every_input_changed_marks_the_outputs_whose_window_reads_it(kernel, pad
     ([7, 7], [2, 2], [3, 3, 3, 3], [1, 1]),  # a stem: border windows read fewer taps
     ([3, 3], [1, 1], [2, 2, 2, 2], [2, 2]),  # dilated
 ])
-@pytest.mark.parametrize("unchanged", [0.02, 0.2, 0.45, 0.55, 0.8])
+@pytest.mark.parametrize("unchanged", [0.02, 0.2, 0.45, 0.5, 0.55, 0.8])  # 0.5: a 1x1 conv exactly at the bound
 @pytest.mark.parametrize("pattern", ["scattered", "block", "lattice"])
 def test_most_inputs_changed_marks_what_the_or_pool_would(kernel, strides, pads, dilations, unchanged, pattern, rng):
     """Where so few inputs stayed unchanged that the dense rule must hold, the plan marks everything without
@@ -316,6 +316,36 @@ def test_most_inputs_changed_marks_what_the_or_pool_would(kernel, strides, pads,
     expected = reference.apply_dense_fraction(
         reference.output_recompute_mask(changed, (24, 30), marks.shape[2:], kernel, strides, pads, dilations), 0.5)
     np.testing.assert_array_equal(marks[:, 0] != 0, expected)
+    assert_close_nan(y2, pair.run_dense(x2))
+
+
+@pytest.mark.parametrize("one_more", [False, True])
+def test_the_or_pool_stops_only_past_the_dense_rule(one_more, rng):
+    """The OR-pool stops once more outputs are marked than dense_fraction allows, the plan then marking everything
+    (ops/common/change_map.cc or_pool_mask's stop_above). Input rows 1-10 changed mark output rows 0-11 of a 3x3
+    conv: exactly half of them, which keeps the exact map (the rows after the bound must still be written: map_out
+    is bound to a buffer of marks); one changed pixel more passes the bound, and everything is marked."""
+    wt = rng.standard_normal((3, 2, 3, 3)).astype(np.float32)
+    pair = ConvPair(wt, None, dict(kernel_shape=[3, 3], pads=[1, 1, 1, 1]))
+    x = rng.standard_normal((1, 2, 24, 30)).astype(np.float32)
+    y, x_ref, _ = pair.run_delta(x, EMPTY, EMPTY)
+    x2 = x.copy()
+    x2[:, :, 1:11] += 1
+    if one_more:
+        x2[:, :, 13, 0] += 1
+    binding = pair.delta.io_binding()
+    for name, value in {"x": x2, "x_ref": x_ref, "y_prev": y}.items():
+        binding.bind_cpu_input(name, value)
+    marks = np.ones((1, 1, 24, 30), np.uint8)
+    binding.bind_output("y", "cpu")
+    binding.bind_output("x_ref_next", "cpu")
+    binding.bind_ortvalue_output("map", ort.OrtValue.ortvalue_from_numpy(marks))
+    pair.delta.run_with_iobinding(binding)
+    y2 = binding.get_outputs()[0].numpy()
+    expected = np.ones((24, 30), bool)
+    if not one_more:
+        expected[12:] = False
+    np.testing.assert_array_equal(binding.get_outputs()[2].numpy()[0, 0] != 0, expected)
     assert_close_nan(y2, pair.run_dense(x2))
 
 

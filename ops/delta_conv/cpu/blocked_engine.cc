@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstring>
 
+#include "common/aligned_scratch.h"
 #include "common/channel_block.h"
 #include "common/checked_size.h"
 #include "common/change_map.h"
@@ -121,9 +122,9 @@ template <int B>
 void compute_inside(const TileContext& ctx, int64_t first, TileScratch& scratch) {
   const Window2D& w = ctx.w;
   const int64_t count = std::min<int64_t>(ctx.inside_unit, static_cast<int64_t>(ctx.inside.size()) - first);
-  scratch.pixels.resize(static_cast<size_t>(count));
-  scratch.outs.resize(static_cast<size_t>(count));
-  scratch.sums.resize(static_cast<size_t>(count));
+  grown(scratch.pixels, static_cast<size_t>(count));  // grow-only (all written below): tiles of many sizes share them
+  grown(scratch.outs, static_cast<size_t>(count));
+  grown(scratch.sums, static_cast<size_t>(count));
   for (int64_t p = 0; p < count; ++p) {
     const int64_t o = ctx.inside[first + p], oy = o / w.x.out, ox = o % w.x.out;
     scratch.pixels[p] = ctx.src + (w.y.input_of(oy, 0) * w.x.in + w.x.input_of(ox, 0)) * B;
@@ -145,11 +146,11 @@ void compute_border(const TileContext& ctx, int64_t first, TileScratch& scratch)
   const int64_t H = w.y.in, W = w.x.in, kW = w.x.kernel, taps = w.y.kernel * kW, in_lines = H * W * B;
   const int64_t blocks = lines / taps;
   const int64_t line_step = kBorderPixels * B;  // from one tile line to the next (cb, tap) of the same pixel
-  scratch.tile.resize(static_cast<size_t>(lines * line_step));
-  scratch.tile_lines.resize(static_cast<size_t>(lines));
-  scratch.pixels.resize(static_cast<size_t>(kBorderPixels));
-  scratch.outs.resize(static_cast<size_t>(kBorderPixels));
-  scratch.sums.resize(static_cast<size_t>(kBorderPixels));
+  grown(scratch.tile, static_cast<size_t>(lines * line_step));  // grow-only: the lines of `count` pixels are written below
+  grown(scratch.tile_lines, static_cast<size_t>(lines));
+  grown(scratch.pixels, static_cast<size_t>(kBorderPixels));
+  grown(scratch.outs, static_cast<size_t>(kBorderPixels));
+  grown(scratch.sums, static_cast<size_t>(kBorderPixels));
   for (int64_t l = 0; l < lines; ++l) scratch.tile_lines[l] = l * line_step;
   for (int64_t p = 0; p < count; ++p) {
     float* column = scratch.tile.data() + p * B;
@@ -249,7 +250,7 @@ void run_blocked_delta_conv(const ConvSpec& spec, const BlockedConvWeights& weig
   bias.assign(static_cast<size_t>(M), 0.f);
   if (run.bias != nullptr) std::copy_n(run.bias, M, bias.data());
   std::vector<uint8_t>& in_flags = rs.in_flags;
-  in_flags.resize(static_cast<size_t>(w.in_pixels()));
+  grown(in_flags, static_cast<size_t>(w.in_pixels()));  // detection writes every flag
   std::vector<uint8_t>& scratch = rs.scratch;
   std::vector<int64_t>& inside = rs.inside;
   std::vector<int64_t>& border = rs.border;
@@ -259,10 +260,11 @@ void run_blocked_delta_conv(const ConvSpec& spec, const BlockedConvWeights& weig
   for (int64_t n = 0; n < run.batch; ++n) {
     InputState st = item_input(run, n, spec.threshold, nullptr, nullptr);
     st.block = b;
-    const int64_t changed = detect_and_update_reference(st, in_flags.data(), parallel_for);
+    const ChangedPixels changed_pixels = detect_and_update_reference(st, in_flags.data(), parallel_for);
+    const int64_t changed = changed_pixels.count;
     uint8_t* out_flags = run.map_out + n * out_plane;
     const int64_t recompute =
-        plan_recompute(in_flags.data(), changed, st.has_state, w, spec.dense_fraction, out_flags, scratch,
+        plan_recompute(changed_pixels.flags, changed, st.has_state, w, spec.dense_fraction, out_flags, scratch,
                        run.map_z != nullptr ? run.map_z + n * out_plane : nullptr);
     if (stats) {
       stats->changed_inputs += changed;

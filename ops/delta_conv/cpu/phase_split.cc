@@ -2,8 +2,8 @@
 
 #include <algorithm>
 #include <cstring>
-#include <vector>
 
+#include "common/aligned_scratch.h"
 #include "common/checked_size.h"
 
 namespace deltaonnx {
@@ -12,8 +12,9 @@ namespace {
 
 constexpr int64_t kSlack = 64;  // zeros past each plane's last row: a panel may end there
 
-std::vector<float>& thread_phase_buffer() {
-  thread_local std::vector<float> b;
+// Grow-only: every row a panel reads and the slack are written below, so nothing needs zeroing in advance.
+AlignedScratch& thread_phase_buffer() {
+  thread_local AlignedScratch b;
   return b;
 }
 
@@ -36,9 +37,7 @@ PhaseSplit phase_split_geometry(int64_t C, const Window2D& w) {
 void fill_phase_split(PhaseSplit& ps, const float* src, int64_t C, const Window2D& w, const uint8_t* needed_rows,
                       const KernelTable& k, const ParallelFor& parallel_for) {
   const int64_t H = w.y.in, W = w.x.in;
-  std::vector<float>& buffer = thread_phase_buffer();
-  buffer.resize(checked_count({C, ps.sy, ps.sx, ps.plane}, "the stride phases"));
-  ps.base = buffer.data();
+  ps.base = thread_phase_buffer().get(checked_count({C, ps.sy, ps.sx, ps.plane}, "the stride phases"));
   parallel_for(C, [&](int64_t c) {
     const float* in = src + c * H * W;
     if (ps.sx == 2) {  // both column phases of a row in one pass: even[v] = in[2v - pad], odd[v] = in[2v + 1 - pad]
