@@ -3,6 +3,7 @@
 #include <cmath>
 #include <cstring>
 
+#include "common/delta_rules.h"
 #include "common/geometry.h"
 #include "common/kernel_table.h"
 #include "common/tile_epilogue.h"
@@ -187,6 +188,15 @@ void softmax_run(float* y, int64_t plane, int64_t channels, int64_t n) {
   for (int64_t j = 0; j < n; ++j) softmax_channels(y + j, plane, channels);
 }
 
+// Every lane of every output by the shared max_pool_window, reading the lane's channel across the lines.
+void blocked_max_pool(const float* x, const Axis& ay, const Axis& ax, int64_t block, int64_t oy0, int64_t oy1,
+                      float* y, float* /*columns*/) {
+  for (int64_t oy = oy0; oy < oy1; ++oy)
+    for (int64_t ox = 0; ox < ax.out; ++ox)
+      for (int64_t lane = 0; lane < block; ++lane)
+        y[(oy * ax.out + ox) * block + lane] = max_pool_window(x + lane, ay, ax, oy, ox, block);
+}
+
 void gate_column_sums(const float* x, const float* ref, const uint8_t* marks, int64_t n, float* sums) {
   for (int64_t j = 0; j < n; ++j)
     if (!marks || marks[j]) sums[j] += x[j] - ref[j];
@@ -249,7 +259,7 @@ void blocked_depthwise_pixels(const float* const* pixels, const int64_t* line_of
 
 const KernelTable& scalar_kernel_table() {
   static const KernelTable table{"scalar", kMR, kNR, kNR, detect_changes, update_reference, detect_update_exact, detect_update_pixels, gemm_tile, gemm_tile_store, gemm_row, pack_pieces, scatter_pieces, store_flagged, deinterleave2, bias_activate, unblock_activate, block_planes, depthwise_run, max_taps, softmax_run, gate_column_sums, blocked_detect_update, blocked_pixel_gemm,
-      blocked_depthwise_pixels};
+      blocked_depthwise_pixels, blocked_max_pool};
   return table;
 }
 
