@@ -1,7 +1,8 @@
 // DeltaPool's whole item on blocked lines (kernel_table.h blocked_max_pool), written once over a vector type of
 // one line (a pixel's `block` channels) and instantiated by the AVX-512 (b = 16) and AVX2 (b = 8) tables with
 // their Lines traits: load/store/set1, a plain max, and the NaN carried beside it (ordered_lanes / keep_ordered /
-// nan_unless_ordered). A variant called with another block runs the scalar table's kernel.
+// nan_unless_ordered). A block of several vectors runs vector by vector; one that is not a multiple of the vector
+// runs the scalar table's kernel.
 //
 // Why the NaN goes beside the max: vmaxps drops a NaN that an earlier tap brought into the accumulator, so a
 // NaN-keeping max must test the accumulator before every tap (a compare and a masked max, both on the
@@ -52,37 +53,39 @@ inline void start_lines(typename L::V* acc, typename L::M* ordered) {
   }
 }
 
-// N outputs at out + n * B, each the max of the lowest float and its taps (max_lines), NaN where a tap was NaN.
+// N outputs at out + n * out_step, each the max of the lowest float and its taps (max_lines), NaN where a tap was NaN.
 template <class L, int N>
-inline void pool_lines(const float* base, int64_t step, const int64_t* offsets, int64_t count, float* out) {
+inline void pool_lines(const float* base, int64_t step, const int64_t* offsets, int64_t count, float* out,
+                       int64_t out_step) {
   typename L::V acc[N];
   typename L::M ordered[N];
   start_lines<L, N>(acc, ordered);
   max_lines<L, N>(base, step, offsets, count, acc, ordered);
 #pragma GCC unroll 8
-  for (int n = 0; n < N; ++n) L::store(out + n * L::kLanes, L::nan_unless_ordered(acc[n], ordered[n]));
+  for (int n = 0; n < N; ++n) L::store(out + n * out_step, L::nan_unless_ordered(acc[n], ordered[n]));
 }
 
-// Consecutive outputs [0, n) (lines at out + j * B): output j's taps at base + j * step + offsets[t]; four at a
+// Consecutive outputs [0, n) (at out + j * out_step): output j's taps at base + j * step + offsets[t]; four at a
 // time (independent chains), then one by one.
 template <class L>
 inline void pool_line_run(const float* base, int64_t step, const int64_t* offsets, int64_t count, int64_t n,
-                          float* out) {
+                          float* out, int64_t out_step) {
   int64_t j = 0;
-  for (; j + 4 <= n; j += 4) pool_lines<L, 4>(base + j * step, step, offsets, count, out + j * L::kLanes);
-  for (; j < n; ++j) pool_lines<L, 1>(base + j * step, step, offsets, count, out + j * L::kLanes);
+  for (; j + 4 <= n; j += 4) pool_lines<L, 4>(base + j * step, step, offsets, count, out + j * out_step, out_step);
+  for (; j < n; ++j) pool_lines<L, 1>(base + j * step, step, offsets, count, out + j * out_step, out_step);
 }
 
-// The kernel-table entry. Per output row: the rows of its window inside the input; then either each output's
-// taps directly (kh x kw loads an output), or, where that reads less (SPPF's 5x5 at stride 1), separably: the max
-// over those rows of every input column into `columns` (NaN kept), then each output's max over its kw columns.
-// Outputs whose window leaves the input at the left or right take their inside taps one output at a time.
+// Output rows [oy0, oy1) of the kLanes channels at x / y whose pixels lie P floats apart (lines of P = block
+// floats; a block of several vectors runs once per vector). Per output row: the rows of its window inside the
+// input; then either each output's taps directly (kh x kw loads an output), or, where that reads less (SPPF's 5x5 at
+// stride 1), separably: the max over those rows of every input column into `columns` (NaN kept, kLanes floats a
+// column), then each output's max over its kw columns. Outputs whose window leaves the input at the left or right
+// take their inside taps one output at a time.
 template <class L>
-void blocked_max_pool_lines(const float* x, const Axis& ay, const Axis& ax, int64_t block, int64_t oy0, int64_t oy1,
-                            float* y, float* columns) {
+void max_pool_vector_rows(const float* x, const Axis& ay, const Axis& ax, int64_t P, int64_t oy0, int64_t oy1,
+                          float* y, float* columns) {
   constexpr int64_t B = L::kLanes;
-  if (block != B) return scalar_kernel_table().blocked_max_pool(x, ay, ax, block, oy0, oy1, y, columns);
-  const int64_t W = ax.in, Wo = ax.out, line_row = W * B;
+  const int64_t W = ax.in, Wo = ax.out, line_row = W * P;
   // Interior outputs [lo, hi): every horizontal tap inside the input.
   int64_t lo = 0, hi = Wo;
   while (lo < Wo && ax.input_of(lo, 0) < 0) ++lo;
@@ -90,7 +93,7 @@ void blocked_max_pool_lines(const float* x, const Axis& ay, const Axis& ax, int6
   constexpr int kMaxTaps = 64;  // offsets kept on the stack; longer windows go in chunks of taps
   int64_t offsets[kMaxTaps];
   for (int64_t oy = oy0; oy < oy1; ++oy) {
-    float* out = y + oy * Wo * B;
+    float* out = y + oy * Wo * P;
     int64_t rows[kMaxTaps], row_count = 0;  // offsets of the window's rows inside the input
     bool rows_fit = true;
     for (int64_t ky = 0; ky < ay.kernel; ++ky) {
@@ -123,12 +126,12 @@ void blocked_max_pool_lines(const float* x, const Axis& ay, const Axis& ax, int6
               max_lines<L, 1>(x, 0, offsets, count, acc, ordered);
               count = 0;
             }
-            offsets[count++] = iy * line_row + ax.input_of(ox, kx) * B;
+            offsets[count++] = iy * line_row + ax.input_of(ox, kx) * P;
           }
         }
         max_lines<L, 1>(x, 0, offsets, count, acc, ordered);
       }
-      L::store(out + ox * B, L::nan_unless_ordered(acc[0], ordered[0]));
+      L::store(out + ox * P, L::nan_unless_ordered(acc[0], ordered[0]));
     };
     // The edge outputs take their inside columns only (none: the lowest float, a window wholly in the padding).
     const auto edges = [&] {
@@ -143,22 +146,32 @@ void blocked_max_pool_lines(const float* x, const Axis& ay, const Axis& ax, int6
     };
     if (separable) {
       // Column pass: columns[c] = max over the window's rows of input column c (NaN kept).
-      pool_line_run<L>(x, B, rows, row_count, W, columns);
+      pool_line_run<L>(x, P, rows, row_count, W, columns, B);
       edges();
       // Row pass over the columns: output lo + j reads column input_of(lo + j, kx).
       for (int64_t kx = 0; kx < ax.kernel; ++kx) offsets[kx] = ax.input_of(lo, kx) * B;
-      pool_line_run<L>(columns, ax.stride * B, offsets, ax.kernel, interior, out + lo * B);
+      pool_line_run<L>(columns, ax.stride * B, offsets, ax.kernel, interior, out + lo * P, P);
       continue;
     }
     edges();
     if (rows_fit && taps <= kMaxTaps) {  // the taps of output lo, then the same moved stride lines on
       for (int64_t r = 0, t = 0; r < row_count; ++r)
-        for (int64_t kx = 0; kx < ax.kernel; ++kx) offsets[t++] = rows[r] + ax.input_of(lo, kx) * B;
-      pool_line_run<L>(x, ax.stride * B, offsets, taps, interior, out + lo * B);
+        for (int64_t kx = 0; kx < ax.kernel; ++kx) offsets[t++] = rows[r] + ax.input_of(lo, kx) * P;
+      pool_line_run<L>(x, ax.stride * P, offsets, taps, interior, out + lo * P, P);
     } else {
       for (int64_t ox = lo; ox < hi; ++ox) one_output(ox, 0, ax.kernel);
     }
   }
+}
+
+// The kernel-table entry: each vector of a line in turn (AVX2 on lines of 16 floats: two passes); a block that is not
+// a multiple of the vector runs the scalar kernel.
+template <class L>
+void blocked_max_pool_lines(const float* x, const Axis& ay, const Axis& ax, int64_t block, int64_t oy0, int64_t oy1,
+                            float* y, float* columns) {
+  if (block % L::kLanes != 0) return scalar_kernel_table().blocked_max_pool(x, ay, ax, block, oy0, oy1, y, columns);
+  for (int64_t lane = 0; lane < block; lane += L::kLanes)
+    max_pool_vector_rows<L>(x + lane, ay, ax, block, oy0, oy1, y + lane, columns);
 }
 
 }  // namespace deltaonnx
