@@ -87,6 +87,8 @@ class ChangeMapPropagation(Generic[M]):
         self.opset = opset
         self.algebra = algebra
         self.invariant = FrameInvariance()
+        # the maps each union built here ORs (a map not listed is its own only source)
+        self._union_sources: dict[M, frozenset] = {}
 
     def run(
         self,
@@ -170,7 +172,22 @@ class ChangeMapPropagation(Generic[M]):
         # Maps broadcast like their tensors: where an operand is 1 wide (e.g. a squeeze-excite scale,
         # [N,C,1,1]), its one map pixel marks the whole output, which is exactly what changed.
         shapes_equal = _same_nhw(changing)
-        return self.algebra.union(distinct, shapes_equal=shapes_equal, like=node.outputs[0], at=node)
+        if shapes_equal:
+            return self._union_of_equal_shapes(distinct, node)
+        return self.algebra.union(distinct, shapes_equal=False, like=node.outputs[0], at=node)
+
+    def _union_of_equal_shapes(self, maps: list[M], node: ir.Node) -> M:
+        """The OR of maps of one shape, each source map once: a map already inside another's union adds nothing
+        (a C2f's Concat reads its Split's half and the residual sums built on it, whose map ORs that half's map
+        already), and where one map holds all the others' sources it is the union itself, no node."""
+        sources = [self._union_sources.get(m, frozenset((m,))) for m in maps]
+        kept = [m for i, (m, own) in enumerate(zip(maps, sources))
+                if not any(own < other or (own == other and j < i) for j, other in enumerate(sources) if j != i)]
+        if len(kept) == 1:
+            return kept[0]
+        union = self.algebra.union(kept, shapes_equal=True, like=node.outputs[0], at=node)
+        self._union_sources[union] = frozenset().union(*sources)
+        return union
 
     def _keeps_extent(self, fixed: ir.Value, changing: list[ir.Value], output: ir.Value) -> bool:
         """A frame-invariant operand must not stretch the changing tensors' batch or spatial extent
@@ -197,7 +214,7 @@ class ChangeMapPropagation(Generic[M]):
         if len(distinct) == 1:
             return distinct[0]
         # Concat along channels requires equal N, H, W: the maps have one shape.
-        return self.algebra.union(distinct, shapes_equal=True, like=node.outputs[0], at=node)
+        return self._union_of_equal_shapes(distinct, node)
 
     def _split(self, node: ir.Node, maps: dict[ir.Value, M]) -> Optional[M]:
         source = node.inputs[0]

@@ -8,22 +8,9 @@
 namespace deltaonnx {
 
 DeltaOutputs delta_outputs(Ort::KernelContext& ctx, const Shape& xs, const Shape& ys, const StateInputs& st) {
-  DeltaOutputs out;
-  out.y = output_of(ctx, 0, ys).GetTensorMutableData<float>();
-  const size_t outputs = ctx.GetOutputCount();
-  // A dropped reference has an empty (or absent) X_ref_next. An empty batch has null data but an output.
-  bool has_ref_output = false;
-  if (outputs > 1) {
-    Ort::UnownedValue ref = output_of(ctx, 1, st.reference_dropped ? Shape{0, 0, 0, 0} : xs);
-    has_ref_output = static_cast<OrtValue*>(ref) != nullptr;
-    if (has_ref_output && !st.reference_dropped) out.x_ref_next = ref.GetTensorMutableData<float>();
-  }
-  if (!st.reference_dropped && !has_ref_output)
-    throw UserError("the output X_ref_next may be left out only without an X_ref input");
-  Ort::UnownedValue map = outputs > 2 ? output_of(ctx, 2, map_shape_of(ys)) : Ort::UnownedValue(nullptr);
-  if (static_cast<OrtValue*>(map) != nullptr) {
-    out.map_out = map.GetTensorMutableData<uint8_t>();
-  } else {
+  const AllocatedOutputs allocated = allocate_delta_outputs(ctx, xs, ys, st.reference_dropped);
+  DeltaOutputs out{allocated.y, allocated.x_ref_next, allocated.map_out};
+  if (out.map_out == nullptr) {
     thread_local std::vector<uint8_t> fallback;  // grows, never shrinks
     fallback.resize(static_cast<size_t>(checked_product({ys[0], ys[2], ys[3]}, "map_out")));
     out.map_out = fallback.data();

@@ -11,21 +11,9 @@ DeviceRun start_device_run(Ort::KernelContext& ctx, const OrtValue* x, const Sta
   DeviceRun run;
   const int64_t N = xs[0], H = xs[2], W = xs[3];
   const int64_t out_plane = ys[2] * ys[3];
-  Ort::UnownedValue y = output_of(ctx, 0, ys);
-  float* x_ref_next = nullptr;
-  bool has_ref_output = false;  // an empty batch has null data but an output
-  if (ctx.GetOutputCount() > 1) {
-    Ort::UnownedValue ref = output_of(ctx, 1, st.reference_dropped ? Shape{0, 0, 0, 0} : xs);
-    has_ref_output = static_cast<OrtValue*>(ref) != nullptr;
-    if (has_ref_output && !st.reference_dropped) x_ref_next = ref.GetTensorMutableData<float>();
-  }
-  if (!st.reference_dropped && !has_ref_output)
-    throw UserError("the output X_ref_next may be left out only without an X_ref input");
-  uint8_t* map_out = nullptr;
-  if (ctx.GetOutputCount() > 2) {
-    Ort::UnownedValue m = output_of(ctx, 2, map_shape_of(ys));
-    if (static_cast<OrtValue*>(m) != nullptr) map_out = m.GetTensorMutableData<uint8_t>();
-  }
+  const AllocatedOutputs allocated = allocate_delta_outputs(ctx, xs, ys, st.reference_dropped);
+  float* x_ref_next = allocated.x_ref_next;
+  uint8_t* map_out = allocated.map_out;
   if (xs.holds_no_elements() || ys.holds_no_elements()) {
     run.empty = true;
     return run;
@@ -43,7 +31,7 @@ DeviceRun start_device_run(Ort::KernelContext& ctx, const OrtValue* x, const Sta
   t.y_prev = st.y_prev;
   t.map_in = st.map_in;
   t.x_ref_next = x_ref_next;
-  t.y = y.GetTensorMutableData<float>();
+  t.y = allocated.y;
   t.batch = N;
   t.channels = xs[1];
   t.out_channels = ys[1];

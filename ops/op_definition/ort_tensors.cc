@@ -36,6 +36,27 @@ const Shape& KernelInputs::shape(size_t index) const {
   return shapes_[index];
 }
 
+AllocatedOutputs allocate_delta_outputs(Ort::KernelContext& ctx, const Shape& xs, const Shape& ys,
+                                        bool reference_dropped) {
+  AllocatedOutputs out;
+  out.y = output_of(ctx, 0, ys).GetTensorMutableData<float>();
+  const size_t outputs = ctx.GetOutputCount();
+  // A dropped reference has an empty (or absent) X_ref_next. An empty batch has null data but an output.
+  bool has_ref_output = false;
+  if (outputs > 1) {
+    Ort::UnownedValue ref = output_of(ctx, 1, reference_dropped ? Shape{0, 0, 0, 0} : xs);
+    has_ref_output = static_cast<OrtValue*>(ref) != nullptr;
+    if (has_ref_output && !reference_dropped) out.x_ref_next = ref.GetTensorMutableData<float>();
+  }
+  if (!reference_dropped && !has_ref_output)
+    throw UserError("the output X_ref_next may be left out only without an X_ref input");
+  if (outputs > 2) {
+    Ort::UnownedValue map = output_of(ctx, 2, map_shape_of(ys));
+    if (static_cast<OrtValue*>(map) != nullptr) out.map_out = map.GetTensorMutableData<uint8_t>();
+  }
+  return out;
+}
+
 Shape input_shape_4d(const KernelInputs& in, size_t index, const char* name) {
   if (in.value(index) == nullptr) throw UserError(std::string("input ") + name + " is required");
   const Shape& shape = in.shape(index);

@@ -42,6 +42,18 @@ inline Ort::UnownedValue output_of(Ort::KernelContext& ctx, size_t index, const 
   return ctx.GetOutput(index, shape.data(), shape.size());
 }
 
+// The outputs of a Delta op's run as ORT allocates them, the same on every provider: Y (shape ys); X_ref_next (shape
+// xs; nullptr when the reference is dropped, which leaves it empty, or when the node leaves it out, which only a
+// dropped reference may: UserError otherwise); map_out (map_shape_of(ys); nullptr when the node leaves it out, the
+// caller then supplies scratch).
+struct AllocatedOutputs {
+  float* y = nullptr;
+  float* x_ref_next = nullptr;
+  uint8_t* map_out = nullptr;
+};
+AllocatedOutputs allocate_delta_outputs(Ort::KernelContext& ctx, const Shape& xs, const Shape& ys,
+                                        bool reference_dropped);
+
 // X as a 4-D NCHW tensor; throws UserError otherwise.
 Shape input_shape_4d(const KernelInputs& in, size_t index, const char* name);
 

@@ -64,6 +64,34 @@ def test_maps_meet_in_a_union_at_residual_add_and_concat(cpu_op_library, rng):
     assert_same_as_dense(original, fused, frames, cpu_op_library)
 
 
+def test_a_union_already_built_is_not_built_again(cpu_op_library, rng):
+    """A C2f block: Split a's output, a conv b on one half, the residual Add of that half and b, then Concat of
+    both halves and the sum. The Add's map is a's map OR b's; the Concat reads a's map (twice, through the
+    Split) and that union, so its map is the union itself: one DeltaMapUnion, not a second of the same maps.
+    (With the Add fused into b as its sum, b's map already holds a's: the Concat's is one union of the two.)"""
+    c = 4
+    inits = [weights(rng, "Wa", (2 * c, 3, 3, 3)), weights(rng, "Wb", (c, c, 3, 3)), weights(rng, "We", (32, 3 * c, 1, 1)),
+             numpy_helper.from_array(np.array([c, c], np.int64), "halves")]
+    nodes = [
+        op_node("Conv", ["x", "Wa"], ["a"], name="a", pads=[1, 1, 1, 1]),
+        op_node("Split", ["a", "halves"], ["h1", "h2"], axis=1),
+        op_node("Conv", ["h2", "Wb"], ["b"], name="b", pads=[1, 1, 1, 1]),
+        op_node("Add", ["h2", "b"], ["s"]),
+        op_node("Concat", ["h1", "h2", "s"], ["cat"], axis=1),
+        op_node("Conv", ["cat", "We"], ["out"], name="e"),
+    ]
+    original = make_model(nodes, [tensor_info("x", [1, 3, 10, 10])], [tensor_info("out", None)], inits)
+    converted, report = convert_with_report(original, fuse_sum=False)  # the Add kept, as in YOLOv8's C2f
+    unions = [n for n in converted.graph.node if n.op_type == "DeltaMapUnion"]
+    assert len(unions) == 1 and len(unions[0].input) == 2
+    assert _map_input_of(converted, "e", report) == unions[0].output[0]
+    frames = [{"x": f} for f in video([1, 3, 10, 10], 5, rng)]
+    assert_same_as_dense(original, converted, frames, cpu_op_library)
+    fused, _ = convert_with_report(original)
+    assert len([n for n in fused.graph.node if n.op_type == "DeltaMapUnion"]) == 1
+    assert_same_as_dense(original, fused, frames, cpu_op_library)
+
+
 def test_maps_follow_nearest_resize_with_constant_scales_and_computed_sizes(cpu_op_library, rng):
     c = 4
     inits = [weights(rng, "W0", (c, 3, 3, 3)), weights(rng, "W1", (c, c, 3, 3)), weights(rng, "W2", (c, c, 3, 3)),

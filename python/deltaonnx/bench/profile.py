@@ -2,6 +2,7 @@
 and the work the numpy reference (the rules at pixel granularity) would redo."""
 from __future__ import annotations
 
+import bisect
 import collections
 import json
 import os
@@ -31,21 +32,25 @@ def ideal_speedup(conv_work_share: float, work_redone: float) -> Optional[float]
 
 
 def read_profile(path: str, skip_runs: int = 1) -> tuple[list[tuple[str, str, float]], int]:
-    """Kernel events (node name, op type, microseconds) of an ORT profile, without those of the first
-    `skip_runs` runs; and the number of runs kept."""
+    """Kernel time per node of an ORT profile, without the first `skip_runs` runs: (node name, op type, the median
+    over the kept runs of that node's microseconds in a run), and the number of runs kept. Medians, not means: one
+    run that waits on the machine (a page fault on a state's first touch, another job) would otherwise be spread
+    over every frame and put a node at many times its real cost."""
     with open(path) as f:
         events = json.load(f)
     runs = sorted((e["ts"], e["ts"] + e["dur"]) for e in events if e.get("cat") == "Session" and e.get("name") == "model_run")
     kept_runs = runs[skip_runs:]
     if not kept_runs:
         return [], 0
-    start = kept_runs[0][0]
-    kernels = []
+    starts = [start for start, _ in kept_runs]
+    per_run: dict[tuple[str, str], list[float]] = collections.defaultdict(lambda: [0.0] * len(kept_runs))
     for e in events:
         name = e.get("name", "")
-        if e.get("cat") == "Node" and name.endswith("_kernel_time") and e["ts"] >= start:
-            kernels.append((name[: -len("_kernel_time")], e.get("args", {}).get("op_name", "?"), float(e["dur"])))
-    return kernels, len(kept_runs)
+        if e.get("cat") == "Node" and name.endswith("_kernel_time") and e["ts"] >= starts[0]:
+            run = bisect.bisect_right(starts, e["ts"]) - 1
+            key = (name[: -len("_kernel_time")], e.get("args", {}).get("op_name", "?"))
+            per_run[key][run] += float(e["dur"])
+    return [(node, op, float(np.median(us))) for (node, op), us in per_run.items()], len(kept_runs)
 
 
 def _is_fused_activation(node_name: str, fused_names: set[str]) -> bool:
@@ -68,7 +73,7 @@ def profile_dense(model_bytes: bytes, inputs: Sequence[dict], threads: int, fuse
     by_node: dict[str, float] = collections.defaultdict(float)  # conv work per dense node (its own cost)
     conv_work = other = 0.0
     for node, op, us in kernels:
-        ms = us / 1000.0 / runs
+        ms = us / 1000.0
         if op in CONV_WORK_OPS or _is_fused_activation(node, fused_names):
             conv_work += ms
             by_op[op + " (conv work)"] += ms
@@ -118,11 +123,11 @@ def profile_delta(converted: onnx.ModelProto, inputs: Sequence[dict], threads: i
     by_op: dict[str, float] = collections.defaultdict(float)
     by_node: dict[str, float] = collections.defaultdict(float)
     for node, op, us in kernels:
-        by_op[op] += us / 1000.0 / runs
+        by_op[op] += us / 1000.0
         if op in DELTA_OPS:
-            by_node[node] += us / 1000.0 / runs
+            by_node[node] += us / 1000.0
     kernel_ms = sum(by_op.values())
-    wall_ms = 1000.0 * float(np.mean(wall)) if wall else kernel_ms
+    wall_ms = 1000.0 * float(np.median(wall)) if wall else kernel_ms
     return {"frames": runs, "kernel_ms": kernel_ms, "wall_ms": wall_ms, "from_ops_state": initial_state is not None,
             "delta_ops_ms": sum(by_op.get(op, 0.0) for op in DELTA_OPS),
             "outside_kernels_ms": max(0.0, wall_ms - kernel_ms),

@@ -109,7 +109,7 @@ def format_report(result: dict, per_node: bool = True) -> str:
             continue
         top = ", ".join(f"{op} {ms:.2f}" for op, ms in list(p["by_op"].items())[:8])
         start = "from the ops' state" if p.get("from_ops_state") else "from empty state"
-        lines += ["", f"where the time goes, {r['label']} (ORT profiler, last {p['frames']} frames {start}, ms/frame): "
+        lines += ["", f"where the time goes, {r['label']} (ORT profiler, last {p['frames']} frames {start}, median ms/frame): "
                   f"{p['wall_ms']:.2f} wall = {p['delta_ops_ms']:.2f} Delta ops + "
                   f"{p['kernel_ms'] - p['delta_ops_ms']:.2f} other kernels + {p['outside_kernels_ms']:.2f} outside "
                   f"kernels (state binding, session); ideal conv work {fmt(p.get('ideal_conv_work_ms'))}",

@@ -417,8 +417,11 @@ class DeltaSession:
     def _model_outputs_to_bind(self, state: StreamState, requested: list[str]) -> tuple[str, ...]:
         """The requested model outputs that are not state (bound to a fresh buffer on every run). When they
         differ from the last run's, the output binding is brought in line first."""
+        if requested == state.requested:  # the same outputs as the last run: the binding is in line
+            return state.model_outputs
         fresh = tuple(name for name in dict.fromkeys(requested) if name not in self._present_names)
         if fresh == state.model_outputs:
+            state.requested = requested
             return fresh
         if any(name not in fresh for name in state.model_outputs):
             # an output bound before and not asked for now would be written into the caller's buffer:
@@ -435,7 +438,7 @@ class DeltaSession:
             state.output_index = {n: i for i, n in enumerate(order)}
         for name in fresh:
             state.output_index.setdefault(name, len(state.output_index))  # ORT lists outputs as first bound
-        state.model_outputs = fresh
+        state.model_outputs, state.requested = fresh, requested
         return fresh
 
     def _run_delta(self, state: StreamState, requested: list[str], inputs: dict,
@@ -487,6 +490,9 @@ class DeltaSession:
     # ----------------------------------------------------------------- streams and statistics
 
     def _stream(self, stream: Hashable, create: bool) -> StreamState | None:
+        state = self._streams.get(stream)  # one atomic read; a stream reset meanwhile is retired, and run() retries
+        if state is not None or not create:
+            return state
         with self._streams_lock:
             state = self._streams.get(stream)
             if state is None and create:
