@@ -18,6 +18,7 @@ import test_pool_engine_speedpaths as speedpaths
 from builders import DOMAIN, EMPTY, op_model, op_session, value_info
 from conftest import check_under_simd
 from deltaonnx import reference as ref
+from test_blocked_pool import channel_block
 
 LOWEST = np.finfo(np.float32).min
 
@@ -32,12 +33,6 @@ CASES = [(name, attrs, (n, 32 if c > 16 else 16, h, w)) for name, attrs, (n, c, 
     ("window wider than the input", dict(kernel_shape=[3, 9], pads=[1, 4, 1, 4]), (1, 16, 6, 3)),
     ("11x11 s1 p5: chunks of taps", dict(kernel_shape=[11, 11], pads=[5, 5, 5, 5]), (1, 16, 9, 12)),
 ]
-
-
-def channel_block() -> int:
-    from deltaonnx import _native
-
-    return int(_native.channel_block())
 
 
 def sessions(attrs, dropped):
