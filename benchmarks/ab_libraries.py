@@ -4,6 +4,7 @@ drift between separate runs on a shared machine.
 
     python benchmarks/ab_libraries.py ops DIR_A DIR_B [--cases yolo_3x3_32_32_160x160 ...] [--rounds 3]
     python benchmarks/ab_libraries.py ops DIR_A DIR_B --layout blocked [--cases ...]   # bench_blocked.py's ops
+    python benchmarks/ab_libraries.py pool DIR_A DIR_B --layout blocked --cases resnet18_like_16_112x112 --fractions 1
     python benchmarks/ab_libraries.py model DIR_A DIR_B --model yolov8n.onnx --video vtest.avi [--inner 0.3]
     python benchmarks/ab_libraries.py model DIR_A DIR_B --model zoo.onnx --video bikes.mp4 --threshold 0 --inner 0 \
         --no-fallback                                  # exact, everything changing (issue 15's first goal)
@@ -11,6 +12,8 @@ drift between separate runs on a shared machine.
 DIR_A / DIR_B hold a libdeltaonnx_ops.so each (e.g. a build of main and one of a branch, with the same flags).
 `ops`: bench_ops.py's YOLO cases with a change map, interleaved rounds, median and [min-max] ratio to dense ORT;
 with `--layout blocked`, bench_blocked.py's models (Conv+SiLU, DeltaConv layout="blocked" fed blocked frames).
+`pool`: bench_pool.py's cases (blob frames, default 100% changed: the whole item), DeltaPool with a change map
+against dense ORT's MaxPool, with `--layout blocked` against its NCHWc MaxPool fed the same blocked frames.
 `model`: a real model on a clip (gate 0.05 and the given inner threshold), both libraries' DeltaSessions and
 dense ORT frame by frame after the warm-up frames; median ms per frame and the speedups.
 """
@@ -66,6 +69,33 @@ def ab_ops(dirs, cases, fractions, rounds, layout="nchw", repeat=20):
                 for d, r in zip(dirs, ratios)), flush=True)
 
 
+def ab_pool(dirs, cases, fractions, rounds, layout="nchw", repeat=40):
+    import bench_pool
+    from deltaonnx import _native
+    from deltaonnx.reference import to_blocked
+
+    bench_ops.CLOCK = time.thread_time
+    rng = np.random.default_rng(0)
+    b = int(_native.channel_block())
+    for case in cases:
+        C, H, W, k, s, p, ceil = bench_pool.CASES[case]
+        dense_nchw, delta_models = bench_pool.build_models(C, H, W, k, s, p, ceil, layout)
+        dense = _session(bench_pool.build_nchwc_model(k, s, p, ceil) if layout == "blocked" else dense_nchw)
+        deltas = [_session(delta_models[True], os.path.join(d, "libdeltaonnx_ops.so")) for d in dirs]
+        for fraction in fractions:
+            frames, maps = bench_ops.blob_frames(C, H, W, fraction, rng)
+            fed = [to_blocked(f, b) for f in frames] if layout == "blocked" else frames
+            ratios = [[] for _ in dirs]
+            for r in range(rounds):
+                dense_t = bench_ops.time_dense(dense, fed, repeat)
+                order = list(range(len(deltas)))[::-1 if r % 2 else 1]  # alternated: neither always second
+                for i in order:
+                    ratios[i].append(bench_ops.time_delta(deltas[i], fed, maps, True, repeat)[0] / dense_t)
+            print(f"{case:28s} {layout} {fraction:4.0%}  " + "  ".join(
+                f"{os.path.basename(d.rstrip('/'))} {statistics.median(r):.3f} [{min(r):.3f}-{max(r):.3f}]"
+                for d, r in zip(dirs, ratios)), flush=True)
+
+
 def ab_model(dirs, model_path, video, inner, warmup, timed, threshold=0.05, fallback=True, size=None,
              resize="letterbox"):
     from deltaonnx._lib import library_path
@@ -112,12 +142,12 @@ def ab_model(dirs, model_path, video, inner, warmup, timed, threshold=0.05, fall
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("what", choices=["ops", "model"])
+    ap.add_argument("what", choices=["ops", "pool", "model"])
     ap.add_argument("dirs", nargs=2, help="directories holding libdeltaonnx_ops.so (A, then B)")
-    ap.add_argument("--cases", nargs="+", default=bench_ops.YOLO_CASES)
-    ap.add_argument("--fractions", type=float, nargs="+", default=bench_ops.YOLO_FRACTIONS)
+    ap.add_argument("--cases", nargs="+", help="default: bench_ops.py's YOLO cases (ops), bench_pool.py's (pool)")
+    ap.add_argument("--fractions", type=float, nargs="+", help="default: 0.1 0.2 0.5 (ops), 1 (pool)")
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--layout", choices=["nchw", "blocked"], default="nchw", help="ops: the DeltaConv layout timed")
+    ap.add_argument("--layout", choices=["nchw", "blocked"], default="nchw", help="ops, pool: the Delta op's layout")
     ap.add_argument("--model")
     ap.add_argument("--video")
     ap.add_argument("--inner", type=float, default=0.3)
@@ -129,7 +159,12 @@ def main(argv=None):
     ap.add_argument("--frames", type=int, default=50, help="timed frames after the warm-up")
     args = ap.parse_args(argv)
     if args.what == "ops":
-        ab_ops(args.dirs, args.cases, args.fractions, args.rounds, args.layout)
+        ab_ops(args.dirs, args.cases or bench_ops.YOLO_CASES, args.fractions or bench_ops.YOLO_FRACTIONS, args.rounds,
+               args.layout)
+    elif args.what == "pool":
+        import bench_pool
+
+        ab_pool(args.dirs, args.cases or list(bench_pool.CASES), args.fractions or [1.0], args.rounds, args.layout)
     else:
         if not (args.model and args.video):
             ap.error("model needs --model and --video")

@@ -8,7 +8,10 @@ map; ratio = delta / dense, lower is better), on the shapes where YOLOv8 and MTC
 
 `--clock cpu` times by the calling thread's CPU time (the sessions run one intra-op thread). `--layouts blocked`
 adds rows for DeltaPool with layout = "blocked" (docs/ops.md#blocked-layout), fed the same frames blocked by the
-library's b, as a blocked region's producer would hand them; dense ORT's MaxPool reads NCHW.
+library's b, as a blocked region's producer would hand them; dense ORT's MaxPool reads NCHW. Beside them,
+`NCHWc ms` is dense ORT's NCHWc MaxPool fed the blocked frames (the node its NCHWc transformer runs inside a model,
+without the reorders a lone MaxPool model gets) and `+map/NCHWc` the op with a map against it: the ratio that
+decides a zoo model's pool, where everything changes at 100%.
 """
 from __future__ import annotations
 
@@ -32,6 +35,12 @@ CASES = {
     "sppf_256_20x20": (256, 20, 20, 5, 1, 2, 0),  # YOLOv8n SPPF at 640x640
     "pnet_10_143x191": (10, 143, 191, 2, 2, 0, 1),  # MTCNN PNet's first pool at 288x384
     "maxpool3x3_s2_64_120x160": (64, 120, 160, 3, 2, 1, 0),  # a ResNet-style stem pool
+    # the zoo's pools at exact_all_changing.py's sizes (issue 15's whole-item cost)
+    "resnet18_like_16_112x112": (16, 112, 112, 3, 2, 1, 0),  # resnet18_like at 224x224
+    "resnet_stem_64_112x112": (64, 112, 112, 3, 2, 1, 0),  # ResNet-18's own stem pool
+    "cnn1_32_64x64": (32, 64, 64, 2, 2, 0, 0),  # cnn1's first pool
+    "cnn1_64_32x32": (64, 32, 32, 2, 2, 0, 0),  # cnn1's second pool
+    "yolov8_like_sppf_32_10x10": (32, 10, 10, 5, 1, 2, 0),  # yolov8_like's SPPF at 320x320
 }
 
 
@@ -51,6 +60,18 @@ def build_models(C, H, W, k, s, p, ceil, layout="nchw"):
     return dense, delta
 
 
+def build_nchwc_model(k, s, p, ceil):
+    """Dense ORT's MaxPool as it runs inside a model whose neighbours are NCHWc (its NCHWc transformer's node),
+    fed the blocked frames directly: the kernel a blocked DeltaPool replaces, without the reorders a lone
+    MaxPool model adds around it."""
+    attrs = dict(kernel_shape=[k, k], strides=[s, s], pads=[p] * 4, ceil_mode=ceil)
+    node = helper.make_node("MaxPool", ["x"], ["y"], domain="com.microsoft.nchwc", **attrs)
+    g = helper.make_graph([node], "bench", [bench_ops._vi("x")], [bench_ops._vi("y")])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft.nchwc", 1)])
+    m.ir_version = 10
+    return m.SerializeToString()
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES))
@@ -67,11 +88,12 @@ def main(argv=None):
         C, H, W, k, s, p, ceil = CASES[case]
         dense_model, _ = build_models(C, H, W, k, s, p, ceil)
         dense = bench_ops.session(dense_model, 1, False)
+        nchwc = bench_ops.session(build_nchwc_model(k, s, p, ceil), 1, False)
         delta = {(layout, m): bench_ops.session(model, 1, True) for layout in args.layouts
                  for m, model in build_models(C, H, W, k, s, p, ceil, layout)[1].items()}
         print(f"\n{case}  (C={C} {H}x{W} k{k} s{s} p{p} ceil={ceil}; blocked: b = {b})")
         print(f"  {'changed':>8} {'layout':>7} {'dense ms':>9} {'delta ms':>9} {'ratio':>6} {'+map ms':>8} {'ratio':>6}"
-              f" {'recomputed':>10}")
+              f" {'recomputed':>10}" + (f" {'NCHWc ms':>9} {'+map/NCHWc':>10}" if "blocked" in args.layouts else ""))
         for fraction in args.fractions:
             frames, maps = bench_ops.blob_frames(C, H, W, fraction, rng)
             for layout in args.layouts:
@@ -80,8 +102,12 @@ def main(argv=None):
                 delta_t, rec = bench_ops.time_delta(delta[layout, False], fed, maps, False, args.repeat)
                 map_t, _ = bench_ops.time_delta(delta[layout, True], fed, maps, True, args.repeat)
                 dense_t = min(dense_t, bench_ops.time_dense(dense, frames, args.repeat))  # interleaved: drift guard
-                print(f"  {fraction:>7.0%} {layout:>7} {dense_t * 1e3:>9.3f} {delta_t * 1e3:>9.3f}"
-                      f" {delta_t / dense_t:>6.2f} {map_t * 1e3:>8.3f} {map_t / dense_t:>6.2f} {rec:>10.1%}")
+                line = (f"  {fraction:>7.0%} {layout:>7} {dense_t * 1e3:>9.3f} {delta_t * 1e3:>9.3f}"
+                        f" {delta_t / dense_t:>6.2f} {map_t * 1e3:>8.3f} {map_t / dense_t:>6.2f} {rec:>10.1%}")
+                if layout == "blocked":  # dense ORT's NCHWc kernel on the same blocked frames, twice
+                    nchwc_t = min(bench_ops.time_dense(nchwc, fed, args.repeat) for _ in range(2))
+                    line += f" {nchwc_t * 1e3:>9.3f} {map_t / nchwc_t:>10.2f}"
+                print(line)
 
 
 if __name__ == "__main__":

@@ -3,8 +3,10 @@
 
 #include <array>
 #include <cstring>
+#include <limits>
 
 #include "common/blocked_lines.h"
+#include "common/blocked_pool_lines.h"
 #include "common/kernel_table.h"
 #include "common/tile_epilogue.h"
 
@@ -761,6 +763,13 @@ struct Lines {
     return _mm256_movemask_ps(_mm256_cmp_ps(d, tau, _CMP_NLE_UQ)) != 0;
   }
   static V activate(V v, const ActivationParams& act) { return deltaonnx::activate(v, act); }
+  using M = __m256;  // DeltaPool's "no NaN yet" lanes (blocked_pool_lines.h), all ones where none
+  static V max(V a, V b) { return _mm256_max_ps(a, b); }
+  static M ordered_lanes() { return _mm256_castsi256_ps(_mm256_set1_epi32(-1)); }
+  static M keep_ordered(M m, V a, V b) { return _mm256_and_ps(m, _mm256_cmp_ps(a, b, _CMP_ORD_Q)); }
+  static V nan_unless_ordered(V v, M m) {
+    return _mm256_blendv_ps(_mm256_set1_ps(std::numeric_limits<float>::quiet_NaN()), v, m);
+  }
 };
 
 }  // namespace
@@ -768,7 +777,7 @@ struct Lines {
 const KernelTable& avx2_kernel_table() {
   static const KernelTable table{"avx2", kMR, kNR, kVec, detect_changes, update_reference, detect_update_exact, detect_update_pixels, gemm_tile, gemm_tile_store, gemm_row, pack_pieces, scatter_pieces, store_flagged, deinterleave2, bias_activate, unblock_activate, block_planes, depthwise_run, max_taps, softmax_run, gate_column_sums, blocked_detect_update_lines<Lines>,
       blocked_pixel_gemm_lines<Lines, 12, 2>,  // 12 of the 16 ymm registers accumulate: 6x2 or 12x1
-      blocked_depthwise_pixels_lines<Lines>};
+      blocked_depthwise_pixels_lines<Lines>, blocked_max_pool_lines<Lines>};
   return table;
 }
 

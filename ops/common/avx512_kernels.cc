@@ -4,8 +4,10 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <limits>
 
 #include "common/blocked_lines.h"
+#include "common/blocked_pool_lines.h"
 #include "common/kernel_table.h"
 
 namespace deltaonnx {
@@ -822,6 +824,13 @@ struct Lines {
     return changed_mask(x, r, tau, _mm512_castsi512_ps(_mm512_set1_epi32(0x7fffffff))) != 0;
   }
   static V activate(V v, const ActivationParams& act) { return deltaonnx::activate(v, act); }
+  using M = __mmask16;  // DeltaPool's "no NaN yet" lanes (blocked_pool_lines.h)
+  static V max(V a, V b) { return _mm512_max_ps(a, b); }
+  static M ordered_lanes() { return M(0xffff); }
+  static M keep_ordered(M m, V a, V b) { return _mm512_mask_cmp_ps_mask(m, a, b, _CMP_ORD_Q); }
+  static V nan_unless_ordered(V v, M m) {
+    return _mm512_mask_mov_ps(_mm512_set1_ps(std::numeric_limits<float>::quiet_NaN()), m, v);
+  }
 };
 
 }  // namespace
@@ -829,7 +838,7 @@ struct Lines {
 const KernelTable& avx512_kernel_table() {
   static const KernelTable table{"avx512", kMR, kNR, kVec, detect_changes, update_reference, detect_update_exact, detect_update_pixels, gemm_tile, gemm_tile_store, gemm_row, pack_pieces, scatter_pieces, store_flagged, deinterleave2, bias_activate, unblock_activate, block_planes, depthwise_run, max_taps, softmax_run, gate_column_sums, blocked_detect_update_lines<Lines>,
       blocked_pixel_gemm_lines<Lines, 24, 4>,  // 24 of the 32 zmm registers accumulate: 6x4, 12x2 or 12x1
-      blocked_depthwise_pixels_lines<Lines>};
+      blocked_depthwise_pixels_lines<Lines>, blocked_max_pool_lines<Lines>};
   return table;
 }
 

@@ -116,8 +116,10 @@ DELTA_HD float conv_epilogue(float sum, const float* bias, int64_t m, const Acti
 // MaxPool of one channel plane ([y.in][x.in]) at (oy, ox), as the CPU kernels' max_taps (docs/ops.md, "NaN
 // and infinities"): NaN if any tap inside the input is NaN (a NaN never hides), else the max of ORT's initial
 // value, the lowest finite float, and the taps inside the input (padding never wins; a window of -inf or wholly in
-// the padding gives the lowest float).
-DELTA_HD float max_pool_window(const float* plane, const Axis& y, const Axis& x, int64_t oy, int64_t ox) {
+// the padding gives the lowest float). pixel_stride: floats from one pixel to the next (a lane of blocked lines:
+// the block).
+DELTA_HD float max_pool_window(const float* plane, const Axis& y, const Axis& x, int64_t oy, int64_t ox,
+                               int64_t pixel_stride = 1) {
   float best = -FLT_MAX;
   for (int64_t ky = 0; ky < y.kernel; ++ky) {
     int64_t iy = y.input_of(oy, ky);
@@ -125,7 +127,7 @@ DELTA_HD float max_pool_window(const float* plane, const Axis& y, const Axis& x,
     for (int64_t kx = 0; kx < x.kernel; ++kx) {
       int64_t ix = x.input_of(ox, kx);
       if (ix < 0 || ix >= x.in) continue;
-      const float v = plane[iy * x.in + ix];
+      const float v = plane[(iy * x.in + ix) * pixel_stride];
       if (v != v) return v;
       if (v > best) best = v;
     }

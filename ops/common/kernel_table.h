@@ -4,6 +4,7 @@
 #pragma once
 #include <cstdint>
 #include "common/activation.h"
+#include "common/geometry.h"
 
 namespace deltaonnx {
 
@@ -156,6 +157,13 @@ struct KernelTable {
                                    int64_t blocks, int64_t count, int64_t block, const float* weights,
                                    const float* bias, const ActivationParams* acts, float* const* outs,
                                    int64_t out_line_stride);
+
+  // DeltaPool's whole item on blocked lines (docs/ops.md#blocked-layout; common/blocked_pool_lines.h): every output
+  // of output rows [oy0, oy1) of one channel block, x [ay.in][ax.in][block] and y [ay.out][ax.out][block]. Each
+  // lane is max_pool_window's (common/delta_rules.h: NaN when a tap inside the input is NaN, else the max of the
+  // lowest float and those taps). columns: scratch of ax.in * block floats (the separable pass's column maxima).
+  void (*blocked_max_pool)(const float* x, const Axis& ay, const Axis& ax, int64_t block, int64_t oy0, int64_t oy1,
+                           float* y, float* columns);
 };
 
 // The table in use: the best the CPU supports, or the one named by DELTAONNX_SIMD (scalar|avx2|avx512|neon)

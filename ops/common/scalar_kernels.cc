@@ -2,7 +2,10 @@
 // (written so compilers vectorise them for NEON/SSE).
 #include <cmath>
 #include <cstring>
+#include <limits>
 
+#include "common/blocked_pool_lines.h"
+#include "common/delta_rules.h"
 #include "common/geometry.h"
 #include "common/kernel_table.h"
 #include "common/tile_epilogue.h"
@@ -187,6 +190,46 @@ void softmax_run(float* y, int64_t plane, int64_t channels, int64_t n) {
   for (int64_t j = 0; j < n; ++j) softmax_channels(y + j, plane, channels);
 }
 
+// Four lanes of a line as plain arrays for blocked_pool_lines.h (loops the compiler vectorises): the max of
+// max_pool_window (delta_rules.h), a NaN remembered per lane beside it. (Wider arrays, or masks of 32 bits,
+// measured slower under DELTAONNX_SIMD=scalar.)
+struct FourLanes {
+  struct V {
+    float v[4];
+  };
+  struct M {
+    bool ordered[4];
+  };
+  static constexpr int kLanes = 4;
+  static V load(const float* p) { return {{p[0], p[1], p[2], p[3]}}; }
+  static void store(float* p, V a) { std::memcpy(p, a.v, sizeof a.v); }
+  static V set1(float f) { return {{f, f, f, f}}; }
+  static V max(V a, V b) {
+    for (int i = 0; i < 4; ++i) a.v[i] = b.v[i] > a.v[i] ? b.v[i] : a.v[i];
+    return a;
+  }
+  static M ordered_lanes() { return {{true, true, true, true}}; }
+  static M keep_ordered(M m, V a, V b) {
+    for (int i = 0; i < 4; ++i) m.ordered[i] = m.ordered[i] && a.v[i] == a.v[i] && b.v[i] == b.v[i];
+    return m;
+  }
+  static V nan_unless_ordered(V a, M m) {
+    for (int i = 0; i < 4; ++i) a.v[i] = m.ordered[i] ? a.v[i] : std::numeric_limits<float>::quiet_NaN();
+    return a;
+  }
+};
+
+// Lines of a multiple of 4 floats four lanes at a time, as the vector variants; any other block lane by lane by
+// the shared max_pool_window (the reference, which the CUDA kernels' body uses too).
+void blocked_max_pool(const float* x, const Axis& ay, const Axis& ax, int64_t block, int64_t oy0, int64_t oy1,
+                      float* y, float* columns) {
+  if (block % FourLanes::kLanes == 0) return blocked_max_pool_lines<FourLanes>(x, ay, ax, block, oy0, oy1, y, columns);
+  for (int64_t oy = oy0; oy < oy1; ++oy)
+    for (int64_t ox = 0; ox < ax.out; ++ox)
+      for (int64_t lane = 0; lane < block; ++lane)
+        y[(oy * ax.out + ox) * block + lane] = max_pool_window(x + lane, ay, ax, oy, ox, block);
+}
+
 void gate_column_sums(const float* x, const float* ref, const uint8_t* marks, int64_t n, float* sums) {
   for (int64_t j = 0; j < n; ++j)
     if (!marks || marks[j]) sums[j] += x[j] - ref[j];
@@ -249,7 +292,7 @@ void blocked_depthwise_pixels(const float* const* pixels, const int64_t* line_of
 
 const KernelTable& scalar_kernel_table() {
   static const KernelTable table{"scalar", kMR, kNR, kNR, detect_changes, update_reference, detect_update_exact, detect_update_pixels, gemm_tile, gemm_tile_store, gemm_row, pack_pieces, scatter_pieces, store_flagged, deinterleave2, bias_activate, unblock_activate, block_planes, depthwise_run, max_taps, softmax_run, gate_column_sums, blocked_detect_update, blocked_pixel_gemm,
-      blocked_depthwise_pixels};
+      blocked_depthwise_pixels, blocked_max_pool};
   return table;
 }
 

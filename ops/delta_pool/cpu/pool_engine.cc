@@ -216,6 +216,24 @@ void pool_pixels_by_lines(const KernelTable& k, const Window2D& w, const std::ve
   });
 }
 
+// An item recomputed everywhere on blocked lines: the kernel table's blocked_max_pool over each channel block's
+// output rows, with no runs to plan (every output row whole) and the NaN kept beside a plain max
+// (common/blocked_pool_lines.h). Bands of rows of every block share the threads; each task's column scratch is
+// its thread's, reused run after run.
+void pool_whole_item_by_lines(const KernelTable& k, const Window2D& w, int64_t b, const float* x, float* y,
+                              int64_t blocks, const ParallelFor& parallel_for) {
+  const int64_t in_plane = w.in_pixels() * b, out_plane = w.out_pixels() * b;
+  const int64_t bands = std::min(w.y.out, std::max<int64_t>(1, (8 + blocks - 1) / blocks));  // >= 8 tasks if rows allow
+  const int64_t band_rows = (w.y.out + bands - 1) / bands;
+  parallel_for(blocks * bands, [&](int64_t i) {
+    thread_local std::vector<float> columns;
+    columns.resize(static_cast<size_t>(w.x.in * b));
+    const int64_t block = i / bands, oy0 = (i % bands) * band_rows, oy1 = std::min(w.y.out, oy0 + band_rows);
+    if (oy0 < oy1)
+      k.blocked_max_pool(x + block * in_plane, w.y, w.x, b, oy0, oy1, y + block * out_plane, columns.data());
+  });
+}
+
 struct PoolRunScratch {
   std::vector<uint8_t> in_flags, scratch;
   std::vector<RowRun> runs;
@@ -242,13 +260,17 @@ void run_delta_pool(const PoolSpec& spec, const PoolRun& run, const ParallelFor&
     const ItemPlan item = plan_item(run, n, spec.threshold, block_rule_of(spec.gate), run.kernels, w, spec.dense_fraction, C, in_flags, scratch,
                                     stats, parallel_for);
     if (item.recompute == 0) continue;
+    const float* src = recompute_source(item.input);  // rule 4: recompute from the moved reference
+    if (b > 1 && item.recompute == out_plane) {
+      pool_whole_item_by_lines(k, w, b, src, item.y, planes, parallel_for);
+      continue;
+    }
     runs.clear();
     if (item.recompute == out_plane) {
       for (int64_t oy = 0; oy < w.y.out; ++oy) runs.push_back({oy, 0, w.x.out});
     } else {
       mask_runs(item.out_flags, w.y.out, w.x.out, runs);
     }
-    const float* src = recompute_source(item.input);  // rule 4: recompute from the moved reference
     if (b > 1 && !by_lines) {
       pool_pixels_by_lines(k, w, runs, b, src, item.y, planes, parallel_for);
       continue;

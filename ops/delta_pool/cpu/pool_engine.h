@@ -27,7 +27,8 @@ struct PoolRun : DeltaRun {
 // NaN in a window gives NaN. Separable (a row pass into a buffer, then a column pass) where that reads less,
 // else each output's whole window; the loops are the kernel table's max_taps. run.block > 1: blocked tensors
 // (docs/ops.md#blocked-layout), the change test on lines and the max over b-float lines: at a horizontal stride
-// of 1 the same passes over rows of W*b floats, else output by output.
+// of 1 the same passes over rows of W*b floats, else output by output; an item recomputed everywhere plans no
+// runs and goes to the kernel table's blocked_max_pool (common/blocked_pool_lines.h).
 void run_delta_pool(const PoolSpec& spec, const PoolRun& run, const ParallelFor& parallel_for,
                     RunStats* stats = nullptr);
 
