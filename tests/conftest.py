@@ -83,9 +83,10 @@ def cpu_op_library() -> str:
         pytest.skip(f"op library not built: {error}")
 
 
-def check_under_simd(simd: str, module: str, call: str) -> None:
+def check_under_simd(simd: str, module: str, call: str, channel_block: str | None = None) -> None:
     """Runs `module.call` (e.g. "check_fixed_cases(seed=11)") in a fresh process with the op library loaded under
-    DELTAONNX_SIMD=simd (the table is chosen once per process); skips variants this CPU or build lacks."""
+    DELTAONNX_SIMD=simd (the table is chosen once per process), and DELTAONNX_CHANNEL_BLOCK=channel_block when given
+    (b forced whatever the machine's); skips variants this CPU or build lacks."""
     try:
         from deltaonnx import _native
     except ImportError:
@@ -94,7 +95,8 @@ def check_under_simd(simd: str, module: str, call: str) -> None:
         pytest.skip(f"{simd} not supported here")
     code = f"import os, sys; sys.path[:0] = sys.argv[1].split(os.pathsep); import conftest, {module} as t; t.{call}"
     done = subprocess.run([sys.executable, "-c", code, os.pathsep.join(IMPORT_PATH)],
-                          env=dict(os.environ, DELTAONNX_SIMD=simd), cwd=TESTS_DIR, capture_output=True, text=True,
+                          env=dict(os.environ, DELTAONNX_SIMD=simd,
+                                   **({"DELTAONNX_CHANNEL_BLOCK": channel_block} if channel_block else {})), cwd=TESTS_DIR, capture_output=True, text=True,
                           timeout=900)
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
 

@@ -250,14 +250,13 @@ def test_zoo_models_equal_dense_ort_at_threshold_zero():
 
 
 @pytest.mark.parametrize("block, simd", [("8", "avx2"), ("4", "scalar"), ("1", "scalar")])
-def test_zoo_models_equal_dense_ort_under_another_block(block, simd, monkeypatch):
+def test_zoo_models_equal_dense_ort_under_another_block(block, simd):
     """The same converted model under another library block (AVX2's 8; 4; 1 = NCHW, CUDA's): b is the
     library's, not the model's; padded tensors (8, 24, 40, 72, 120 channels) hold roundup(C, b) channels."""
     from conftest import check_under_simd
 
     pytest.importorskip("zoo")
-    monkeypatch.setenv("DELTAONNX_CHANNEL_BLOCK", block)
-    check_under_simd(simd, "test_blocked_layout_pass", f"check_zoo_equals_dense(seed=7, names={('cnn1', 'unet_like', 'yolov8_like', *PADDED_ZOO)!r})")
+    check_under_simd(simd, "test_blocked_layout_pass", f"check_zoo_equals_dense(seed=7, names={('cnn1', 'unet_like', 'yolov8_like', *PADDED_ZOO)!r})", channel_block=block)
 
 
 def test_blocked_equals_nchw_behind_a_gate_above_zero():

@@ -144,11 +144,10 @@ def test_every_simd_variant(simd):
 
 
 @pytest.mark.parametrize("block, simd", [("8", "avx2"), ("8", "scalar"), ("1", "scalar")])
-def test_forced_channel_block(block, simd, monkeypatch):
+def test_forced_channel_block(block, simd):
     """b = 8 (AVX2's block, its vector kernel) and b = 1 (the NCHW engine) on any machine; the NCHWc dense path
     is off where b is not MLAS's block."""
-    monkeypatch.setenv("DELTAONNX_CHANNEL_BLOCK", block)
-    check_under_simd(simd, "test_blocked_depthwise", "check_all(seed=13)")
+    check_under_simd(simd, "test_blocked_depthwise", "check_all(seed=13)", channel_block=block)
 
 
 def test_weights_given_at_run_time(rng):
@@ -194,10 +193,9 @@ def check_refused_at_any_block():
 
 
 @pytest.mark.parametrize("block", ["1", "8"])
-def test_refused_whatever_the_block(block, monkeypatch):
+def test_refused_whatever_the_block(block):
     """b = 1 runs "blocked" as NCHW, but a grouped conv that is not depthwise is refused all the same."""
-    monkeypatch.setenv("DELTAONNX_CHANNEL_BLOCK", block)
-    check_under_simd("scalar", "test_blocked_depthwise", "check_refused_at_any_block()")
+    check_under_simd("scalar", "test_blocked_depthwise", "check_refused_at_any_block()", channel_block=block)
 
 
 def test_reference_refuses_as_the_op():

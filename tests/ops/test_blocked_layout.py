@@ -197,11 +197,10 @@ def test_every_simd_variant(simd):
 
 
 @pytest.mark.parametrize("block, simd", [("8", "avx2"), ("8", "scalar"), ("1", "scalar")])
-def test_forced_channel_block(block, simd, monkeypatch):
+def test_forced_channel_block(block, simd):
     """b = 8 (AVX2's block, its vector kernels) and b = 1 on any machine: where b is not MLAS's block the tile
     engine does everything, the NCHWc dense path off."""
-    monkeypatch.setenv("DELTAONNX_CHANNEL_BLOCK", block)
-    check_under_simd(simd, "test_blocked_layout", "check_all_cases(seed=13)")
+    check_under_simd(simd, "test_blocked_layout", "check_all_cases(seed=13)", channel_block=block)
 
 
 def check_odd_blocks_at_8(seed=17):

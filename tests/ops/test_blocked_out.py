@@ -93,10 +93,9 @@ def test_every_simd_variant(simd):
 
 
 @pytest.mark.parametrize("block, simd", [("8", "avx2"), ("1", "scalar")])
-def test_forced_channel_block(block, simd, monkeypatch):
+def test_forced_channel_block(block, simd):
     """b = 8 and b = 1 on any machine: the NCHWc dense path off, the NCHW engine writes every item."""
-    monkeypatch.setenv("DELTAONNX_CHANNEL_BLOCK", block)
-    check_under_simd(simd, "test_blocked_out", "check_all_cases(seed=13)")
+    check_under_simd(simd, "test_blocked_out", "check_all_cases(seed=13)", channel_block=block)
 
 
 def test_pool_refuses_blocked_out():

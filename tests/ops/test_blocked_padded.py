@@ -113,10 +113,9 @@ def test_padded_conv_equals_dense_ort_and_nchw_op(case, activation):
 
 @pytest.mark.parametrize("block, simd", [("1", "scalar"), ("4", "scalar"), ("8", "avx2"), ("8", "scalar"),
                                          ("16", "avx512")])
-def test_forced_channel_block(block, simd, monkeypatch):
+def test_forced_channel_block(block, simd):
     """b = 1, 4, 8 and 16 whatever the machine's b (the NCHWc dense path only where b is MLAS's)."""
-    monkeypatch.setenv("DELTAONNX_CHANNEL_BLOCK", block)
-    check_under_simd(simd, "test_blocked_padded", "check_all_cases(seed=13)")
+    check_under_simd(simd, "test_blocked_padded", "check_all_cases(seed=13)", channel_block=block)
 
 
 # ---- DeltaPool -------------------------------------------------------------------------------------------
@@ -188,9 +187,8 @@ def test_reorder_round_trip_with_channels():
 
 
 @pytest.mark.parametrize("block, simd", [("4", "scalar"), ("8", "avx2"), ("16", "avx512"), ("16", "scalar")])
-def test_reorder_forced_block(block, simd, monkeypatch):
-    monkeypatch.setenv("DELTAONNX_CHANNEL_BLOCK", block)
-    check_under_simd(simd, "test_blocked_padded", "check_reorders()")
+def test_reorder_forced_block(block, simd):
+    check_under_simd(simd, "test_blocked_padded", "check_reorders()", channel_block=block)
 
 
 # ---- errors ------------------------------------------------------------------------------------------------

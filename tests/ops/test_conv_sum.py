@@ -214,9 +214,8 @@ def test_every_simd_variant(simd):
 
 
 @pytest.mark.parametrize("block, simd", [("8", "avx2"), ("8", "scalar"), ("1", "scalar")])
-def test_forced_channel_block(block, simd, monkeypatch):
-    monkeypatch.setenv("DELTAONNX_CHANNEL_BLOCK", block)
-    check_under_simd(simd, "test_conv_sum", "check_all_cases(seed=13)")
+def test_forced_channel_block(block, simd):
+    check_under_simd(simd, "test_conv_sum", "check_all_cases(seed=13)", channel_block=block)
 
 
 def check_padded_cases(seed=17):
@@ -236,9 +235,8 @@ def test_padded_sum_equals_dense_ort_and_reference(case, layout):
 
 
 @pytest.mark.parametrize("block, simd", [("8", "avx2"), ("8", "scalar"), ("16", "avx512"), ("16", "scalar")])
-def test_padded_sum_forced_channel_block(block, simd, monkeypatch):
-    monkeypatch.setenv("DELTAONNX_CHANNEL_BLOCK", block)
-    check_under_simd(simd, "test_conv_sum", "check_padded_cases(seed=23)")
+def test_padded_sum_forced_channel_block(block, simd):
+    check_under_simd(simd, "test_conv_sum", "check_padded_cases(seed=23)", channel_block=block)
 
 
 def test_padded_z_of_the_logical_channel_count_is_an_error():

@@ -115,6 +115,5 @@ def test_every_simd_variant(simd):
 
 
 @pytest.mark.parametrize("block, simd", [("8", "avx2"), ("8", "avx512"), ("4", "scalar")])
-def test_forced_channel_block(block, simd, monkeypatch):
-    monkeypatch.setenv("DELTAONNX_CHANNEL_BLOCK", block)
-    check_under_simd(simd, "test_pool_whole_item", f"check_forced_block({block})")
+def test_forced_channel_block(block, simd):
+    check_under_simd(simd, "test_pool_whole_item", f"check_forced_block({block})", channel_block=block)

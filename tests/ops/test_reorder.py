@@ -172,9 +172,8 @@ def test_chain_around_blocked_conv_equals_nchw_conv_and_dense_ort():
 
 
 @pytest.mark.parametrize("block", ["8", "1"])
-def test_chain_with_forced_block(block, monkeypatch):
-    monkeypatch.setenv("DELTAONNX_CHANNEL_BLOCK", block)
-    check_under_simd("scalar", "test_reorder", "check_chain(seed=5)")
+def test_chain_with_forced_block(block):
+    check_under_simd("scalar", "test_reorder", "check_chain(seed=5)", channel_block=block)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -306,9 +305,8 @@ def test_stateful_redoes_only_marked_pixels():
 
 
 @pytest.mark.parametrize("block, simd", [("8", "avx2"), ("1", "scalar")])
-def test_stateful_with_forced_block(block, simd, monkeypatch):
-    monkeypatch.setenv("DELTAONNX_CHANNEL_BLOCK", block)
-    check_under_simd(simd, "test_reorder", "check_stateful(seed=9)")
+def test_stateful_with_forced_block(block, simd):
+    check_under_simd(simd, "test_reorder", "check_stateful(seed=9)", channel_block=block)
 
 
 @pytest.mark.parametrize("to", ["blocked", "nchw"])
