@@ -3,6 +3,7 @@
 #include <cstring>
 #include <vector>
 
+#include "common/aligned_scratch.h"
 #include "common/checked_size.h"
 
 namespace deltaonnx {
@@ -11,9 +12,8 @@ DeltaOutputs delta_outputs(Ort::KernelContext& ctx, const Shape& xs, const Shape
   const AllocatedOutputs allocated = allocate_delta_outputs(ctx, xs, ys, st.reference_dropped);
   DeltaOutputs out{allocated.y, allocated.x_ref_next, allocated.map_out};
   if (out.map_out == nullptr) {
-    thread_local std::vector<uint8_t> fallback;  // grows, never shrinks
-    fallback.resize(static_cast<size_t>(checked_product({ys[0], ys[2], ys[3]}, "map_out")));
-    out.map_out = fallback.data();
+    thread_local std::vector<uint8_t> fallback;  // every run writes all of map_out
+    out.map_out = grown(fallback, static_cast<size_t>(checked_product({ys[0], ys[2], ys[3]}, "map_out")));
   }
   return out;
 }

@@ -5,6 +5,7 @@
 #include <limits>
 #include <vector>
 
+#include "common/aligned_scratch.h"
 #include "common/checked_size.h"
 
 namespace deltaonnx {
@@ -226,11 +227,11 @@ void pool_whole_item_by_lines(const KernelTable& k, const Window2D& w, int64_t b
   const int64_t bands = std::min(w.y.out, std::max<int64_t>(1, (8 + blocks - 1) / blocks));  // >= 8 tasks if rows allow
   const int64_t band_rows = (w.y.out + bands - 1) / bands;
   parallel_for(blocks * bands, [&](int64_t i) {
-    thread_local std::vector<float> columns;
-    columns.resize(static_cast<size_t>(w.x.in * b));
+    thread_local std::vector<float> columns;  // written before read by the kernel
+    float* column_maxima = grown(columns, static_cast<size_t>(w.x.in * b));
     const int64_t block = i / bands, oy0 = (i % bands) * band_rows, oy1 = std::min(w.y.out, oy0 + band_rows);
     if (oy0 < oy1)
-      k.blocked_max_pool(x + block * in_plane, w.y, w.x, b, oy0, oy1, y + block * out_plane, columns.data());
+      k.blocked_max_pool(x + block * in_plane, w.y, w.x, b, oy0, oy1, y + block * out_plane, column_maxima);
   });
 }
 
