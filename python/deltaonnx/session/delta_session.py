@@ -417,11 +417,8 @@ class DeltaSession:
     def _model_outputs_to_bind(self, state: StreamState, requested: list[str]) -> tuple[str, ...]:
         """The requested model outputs that are not state (bound to a fresh buffer on every run). When they
         differ from the last run's, the output binding is brought in line first."""
-        if requested == state.requested:  # the same outputs as the last run: the binding is in line
-            return state.model_outputs
         fresh = tuple(name for name in dict.fromkeys(requested) if name not in self._present_names)
         if fresh == state.model_outputs:
-            state.requested = requested
             return fresh
         if any(name not in fresh for name in state.model_outputs):
             # an output bound before and not asked for now would be written into the caller's buffer:
@@ -438,7 +435,7 @@ class DeltaSession:
             state.output_index = {n: i for i, n in enumerate(order)}
         for name in fresh:
             state.output_index.setdefault(name, len(state.output_index))  # ORT lists outputs as first bound
-        state.model_outputs, state.requested = fresh, requested
+        state.model_outputs = fresh
         return fresh
 
     def _run_delta(self, state: StreamState, requested: list[str], inputs: dict,

@@ -51,12 +51,7 @@ def checked_input_feed(input_feed: Mapping[str, Any], names: list[str]) -> dict[
     if type(input_feed) is not dict and not isinstance(input_feed, Mapping):
         raise TypeError(f"DeltaSession.run: input_feed must be a dict of name -> array, "
                         f"not {type(input_feed).__name__}")
-    complete = len(input_feed) == len(names)
-    if complete:
-        for n in names:
-            if n not in input_feed:
-                complete = False
-                break
+    complete = len(input_feed) == len(names) and all(n in input_feed for n in names)
     unknown = [] if complete else [n for n in input_feed if n not in names]
     if unknown:
         state_inputs = [n for n in unknown if n.startswith(STATE_PREFIX)]

@@ -28,7 +28,6 @@ class StreamState:
     input_shapes: tuple | None = None  # shapes of the model inputs the state was built for
     output_index: dict[str, int] = field(default_factory=dict)  # bound output -> position in ORT's output vector
     model_outputs: tuple[str, ...] = ()  # model outputs (not state) bound to a fresh buffer on every run
-    requested: list[str] | None = None  # the output names of the run that bound them
     map_buffers: ChangeMapBuffers | None = None  # the live maps in metadata order, all in one host buffer
     # Per map: the node's FLOPs per frame (batch item) at the shapes of the last delta run (0: unknown). Kept when
     # the state is dropped, so stats() still has them in dense mode; the next binding recomputes them.
@@ -77,7 +76,7 @@ class StreamState:
         self.loaded = {}
         self.input_shapes = None
         self.output_index = {}
-        self.model_outputs, self.requested = (), None
+        self.model_outputs = ()
         self.map_buffers = None
         self.kept_outputs, self.kept_names = {}, None
         self.previous_frames = {}
