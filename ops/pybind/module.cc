@@ -256,21 +256,20 @@ bool gate_finds_change(FloatArray x, std::optional<FloatArray> x_ref, std::optio
   return found == 1;
 }
 
-// Some element of every step-th index of x's first axis of at least 2 * step entries (a frame's rows; the whole array
-// when it has none) is further than bound from x_ref, or NaN/Inf in either: the identical-frame test's sampled look
-// (session/frame_compare.py), in one pass. numpy's ufuncs took ~80 us for it on the caches a run had just emptied.
-bool sampled_rows_exceed(FloatArray x, FloatArray x_ref, float bound, int64_t step) {
+// Some element of every step-th index of x along `axis` (a frame's rows, chosen by session/frame_compare.py; -1:
+// every element) is further than bound from x_ref, or NaN/Inf in either: the identical-frame test's sampled look, in
+// one pass. numpy's ufuncs took ~80 us for it on the caches a run had just emptied.
+bool sampled_rows_exceed(FloatArray x, FloatArray x_ref, float bound, int64_t axis, int64_t step) {
   if (step < 1) throw std::invalid_argument("step must be >= 1");
   const std::vector<int64_t> shape = shape_of(x);
   if (shape_of(x_ref) != shape) throw std::invalid_argument("x and x_ref must have one shape");
-  size_t axis = 0;
-  while (axis < shape.size() && shape[axis] < 2 * step) ++axis;
+  if (axis < -1 || axis >= x.ndim()) throw std::invalid_argument("axis must be -1 or one of x's");
   int64_t outer = 1, rows = 1, inner = 1, row_step = 1;
-  if (axis == shape.size()) {  // no long axis: every element
+  if (axis < 0) {
     for (int64_t d : shape) inner *= d;
   } else {
-    for (size_t d = 0; d < axis; ++d) outer *= shape[d];
-    for (size_t d = axis + 1; d < shape.size(); ++d) inner *= shape[d];
+    for (int64_t d = 0; d < axis; ++d) outer *= shape[d];
+    for (int64_t d = axis + 1; d < x.ndim(); ++d) inner *= shape[d];
     rows = shape[axis];
     row_step = step;
   }
@@ -393,9 +392,9 @@ PYBIND11_MODULE(_native, m) {
         py::arg("x_gated_out") = py::none(), py::arg("simd") = py::none(), py::arg("threads") = 1,
         "DeltaGate's engine (ops/delta_gate): returns (x_gated, map_out); x_gated_out = x_ref runs in place.");
   m.def("sampled_rows_exceed", &sampled_rows_exceed, py::arg("x"), py::arg("x_ref"), py::arg("bound"),
-        py::arg("step") = 32,
-        "Whether some element of every step-th row of x (its first axis of >= 2*step entries) is further than "
-        "bound from x_ref, or NaN/Inf: the identical-frame test's sampled look.");
+        py::arg("axis"), py::arg("step"),
+        "Whether some element of every step-th index of x along axis (-1: every element) is further than bound "
+        "from x_ref, or NaN/Inf: the identical-frame test's sampled look.");
   m.def("gate_finds_change", &gate_finds_change, py::arg("x"), py::arg("x_ref"), py::arg("map_in") = py::none(),
         py::arg("rule") = "block", py::arg("threshold") = 0.f, py::arg("gate_block") = kDefaultGateBlock,
         py::arg("gate_hard") = -1.f,

@@ -22,14 +22,18 @@ _BLOCK_ELEMENTS = 1 << 16  # compare in blocks that stay in cache, and stop at t
 _SAMPLE_ROW_STEP = 32  # first compare every 32nd row: a changed frame is usually caught there, reading little
 
 
+def _row_axis(shape: tuple) -> int | None:
+    """The outermost axis of at least two sample steps (the rows of an image), None when there is none."""
+    return next((i for i, n in enumerate(shape) if n >= 2 * _SAMPLE_ROW_STEP), None)
+
+
 @functools.lru_cache(maxsize=64)
 def _blocks(shape: tuple) -> tuple[tuple, ...]:
-    """Index tuples cutting `shape` into blocks of about _BLOCK_ELEMENTS along its outermost long axis (the
-    rows of an image), after a first block of every 32nd row of that axis."""
-    long_axes = [i for i, n in enumerate(shape) if n >= 2 * _SAMPLE_ROW_STEP]
-    if not long_axes:
+    """Index tuples cutting `shape` into blocks of about _BLOCK_ELEMENTS along its row axis, after a first block of
+    every 32nd row of that axis."""
+    axis = _row_axis(shape)
+    if axis is None:
         return ((),)
-    axis = long_axes[0]
     lead = (slice(None),) * axis
     inner = max(1, math.prod(shape) // shape[axis])
     step = max(1, _BLOCK_ELEMENTS // inner)
@@ -61,7 +65,9 @@ def sampled_rows_exceed(frame: np.ndarray, reference: np.ndarray, bound: float) 
     float32 arrays (numpy's ufuncs cost ~80 us here on the caches a run has just emptied), numpy otherwise."""
     if (_native_sampled_rows_exceed is not None and frame.dtype == np.float32 and reference.dtype == np.float32
             and frame.flags.c_contiguous and reference.flags.c_contiguous):
-        return _native_sampled_rows_exceed(frame, reference, float(bound), _SAMPLE_ROW_STEP)
+        axis = _row_axis(frame.shape)
+        return _native_sampled_rows_exceed(frame, reference, float(bound), -1 if axis is None else axis,
+                                           _SAMPLE_ROW_STEP)
     return _block_exceeds(frame, reference, _blocks(frame.shape)[0], bound)
 
 
@@ -70,9 +76,9 @@ def gate_sees_nothing(gate: FrameGate, frame: np.ndarray, reference: np.ndarray,
     """The gate would find no change: for the block rule, its own engine finds no block changed where `map_in`
     (the run's change map) lets it look; for a Delta op as gate, every pixel within its tau (rule 2, NaN and Inf
     changed). Without a change map, a sampled pixel past the rule's bound on every pixel (tau; the block rule's
-    gate_hard) answers "changed" first, reading a 32nd of the frame. Then one pass of the op library's gate engine, no copy (docs/results.md#frame-test-native); numpy's
-    blockwise test where the module is not built (the block rule then passes only frames within tau everywhere,
-    which it would pass too: gate_hard >= tau)."""
+    gate_hard) answers "changed" first, reading a 32nd of the frame. Then one pass of the op library's gate engine,
+    no copy (docs/results.md#frame-test-native); numpy's blockwise test where the module is not built (the block
+    rule then passes only frames within tau everywhere, which it would pass too: gate_hard >= tau)."""
     if frame.shape != reference.shape:
         return False
     bound = gate.tau if gate.block_rule is None else gate.block_rule.get("gate_hard", -1.0)
