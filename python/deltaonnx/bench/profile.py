@@ -38,19 +38,17 @@ def read_profile(path: str, skip_runs: int = 1) -> tuple[list[tuple[str, str, fl
     over every frame and put a node at many times its real cost."""
     with open(path) as f:
         events = json.load(f)
-    runs = sorted((e["ts"], e["ts"] + e["dur"]) for e in events if e.get("cat") == "Session" and e.get("name") == "model_run")
-    kept_runs = runs[skip_runs:]
-    if not kept_runs:
+    starts = sorted(e["ts"] for e in events if e.get("cat") == "Session" and e.get("name") == "model_run")[skip_runs:]
+    if not starts:
         return [], 0
-    starts = [start for start, _ in kept_runs]
-    per_run: dict[tuple[str, str], list[float]] = collections.defaultdict(lambda: [0.0] * len(kept_runs))
+    per_run: dict[tuple[str, str], list[float]] = collections.defaultdict(lambda: [0.0] * len(starts))
     for e in events:
         name = e.get("name", "")
         if e.get("cat") == "Node" and name.endswith("_kernel_time") and e["ts"] >= starts[0]:
             run = bisect.bisect_right(starts, e["ts"]) - 1
             key = (name[: -len("_kernel_time")], e.get("args", {}).get("op_name", "?"))
             per_run[key][run] += float(e["dur"])
-    return [(node, op, float(np.median(us))) for (node, op), us in per_run.items()], len(kept_runs)
+    return [(node, op, float(np.median(us))) for (node, op), us in per_run.items()], len(starts)
 
 
 def _is_fused_activation(node_name: str, fused_names: set[str]) -> bool:
