@@ -21,9 +21,13 @@ void resize_run(const ResizeStep& s, const float* x, float* y, const PixelRun& r
   float* first = y + run.row * s.factor_h * row + run.x0 * s.factor_w * lane;
   const float* source = x + (run.row * s.width + run.x0) * lane;
   const int64_t count = run.x1 - run.x0;
-  for (int64_t sx = 0; sx < count; ++sx)
-    for (int64_t dx = 0; dx < s.factor_w; ++dx)
-      std::memcpy(first + (sx * s.factor_w + dx) * lane, source + sx * lane, static_cast<size_t>(lane) * sizeof(float));
+  if (L == 1 && s.factor_w == 2) {  // NCHW x2 (an FPN's): one loop the compiler vectorises as interleaved stores
+    for (int64_t sx = 0; sx < count; ++sx) first[2 * sx] = first[2 * sx + 1] = source[sx];
+  } else {
+    for (int64_t sx = 0; sx < count; ++sx)
+      for (int64_t dx = 0; dx < s.factor_w; ++dx)
+        std::memcpy(first + (sx * s.factor_w + dx) * lane, source + sx * lane, static_cast<size_t>(lane) * sizeof(float));
+  }
   const size_t span = static_cast<size_t>(count * s.factor_w * lane) * sizeof(float);
   for (int64_t dy = 1; dy < s.factor_h; ++dy) std::memcpy(first + dy * row, first, span);
 }
