@@ -224,7 +224,11 @@ Shape resize_output_shape(const ResizeAttributes& a, const Shape& xs, int64_t bl
   if (a.blocked) check_channel_block(xs, block, "X");
   checked_product({xs[0], xs[1], xs[2], xs[3]}, "X");
   const int64_t height = checked_product({xs[2], a.factor_h}, "Y"), width = checked_product({xs[3], a.factor_w}, "Y");
-  checked_product({xs[0], xs[1], height, width}, "Y");
+  if (height > kMaxSpatialExtent || width > kMaxSpatialExtent)
+    throw UserError("Y would be " + std::to_string(height) + " x " + std::to_string(width) + " pixels (X " +
+                    shape_text(xs) + " upsampled by 'factors'), above the ops' bound of " +
+                    std::to_string(kMaxSpatialExtent) + " per side");
+  checked_bytes<float>({xs[0], xs[1], height, width}, "Y");
   return {xs[0], xs[1], height, width};
 }
 

@@ -232,6 +232,13 @@ def test_blocked_channels_not_multiple_of_block_refused():
     check_under_simd("scalar", "test_resize", "check_blocked_channels_refused()", channel_block="16")
 
 
+@pytest.mark.parametrize("factors, shape", [((65536, 1), (1, 1, 65536, 1)), ((2, 65536), (1, 2, 1, 32769))])
+def test_output_side_too_large_refused(factors, shape):
+    """A side of Y past the ops' bound (2**31 pixels): an error naming the node before anything is allocated."""
+    message = run_error(resize_model(factors, name="big"), {"X": np.zeros(shape, np.float32)})
+    assert "DeltaResize node 'big'" in message and "above the ops' bound of 2147483648 per side" in message, message
+
+
 def test_map_of_another_shape_refused(rng):
     x = rng.standard_normal((1, 16, 4, 4)).astype(np.float32)
     feeds = {"X": x, "Y_prev": np.zeros((1, 16, 8, 8), np.float32), "map_in": np.ones((1, 1, 4, 3), np.uint8)}
