@@ -47,7 +47,7 @@ from .._lib import channel_block, library_path
 from ..graph_passes.dense_twin import dense_twin
 from ..graph_passes.identical_frames import IdenticalFramePlan, identical_frame_plan
 from ..graph_passes.metadata import ConversionMetadata, MetadataError
-from ..graph_passes.protocol import CHANNEL_BLOCK_KEY, METADATA_KEY, STATE_PREFIX
+from ..graph_passes.protocol import CHANNEL_BLOCK_KEY, DOMAIN, METADATA_KEY, STATE_PREFIX
 from ..graph_passes.scratch_sharing import ScratchSharing
 from .binding import StreamBinding, as_ort_value
 from .feeds import checked_change_maps, checked_input_feed, checked_output_names
@@ -177,6 +177,7 @@ class DeltaSession:
         self._fallback_mode = ("dense" if self._dense_fallback else
                                "stateless" if stateless_runs and self._state_device == "cpu" else None)
         self._scratch_sharing: ScratchSharing | None = None  # built on the first stateless run
+        self._frame_reference_outputs: list[tuple[str, str]] | None = None  # found on the first stateless run
 
         self._streams: dict[Hashable, StreamState] = {}
         self._streams_lock = threading.Lock()
@@ -342,6 +343,18 @@ class DeltaSession:
             self._scratch_sharing = ScratchSharing(graph, [entry.present for entry in self._state_entries],
                                                    returned=self._output_names)
         return self._scratch_sharing
+
+    def _frame_references(self) -> list[tuple[str, str]]:
+        """(x_ref present, model input) of each DeltaConv/DeltaPool that reads a model input as X, found once."""
+        if self._frame_reference_outputs is None:
+            x_ref = {entry.node: entry.present for entry in self._state_entries if entry.kind == "x_ref"}
+            found = []
+            for node in self._graph(None).node:
+                if (node.domain == DOMAIN and node.op_type in ("DeltaConv", "DeltaPool") and node.name in x_ref
+                        and node.input and node.input[0] in self._input_names):
+                    found.append((x_ref[node.name], node.input[0]))
+            self._frame_reference_outputs = found
+        return self._frame_reference_outputs
 
     def _run_dense(self, state: StreamState, requested: list[str], inputs: dict,
                    run_options: ort.RunOptions | None) -> list[np.ndarray]:
@@ -514,6 +527,11 @@ class DeltaSession:
             binding.bind_frame(name, maps.get(name, _NO_MAP))
         for name in self._model_outputs_to_bind(state, requested):
             binding.bind_fresh_output(name)
+        if state.mode == "stateless" and not first:
+            # An op reading the frame writes its reference nowhere when X_ref_next is the frame's own memory
+            # (rule 1, ops/common/delta_state.cc): the copy of the frame a stateless run would throw away.
+            for present, frame_input in self._frame_references():
+                binding.bind_output_to(present, inputs[frame_input][0])
         binding.run(run_options)
         outputs = binding.outputs()
         index, presents = state.output_index, self._present_names
