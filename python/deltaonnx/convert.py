@@ -30,6 +30,7 @@ from .graph_passes.normalize import CANDIDATE_OPS, InferShapes
 from .graph_passes.pipeline import conversion_pass_manager, planning_passes, run_passes
 from .graph_passes.protocol import METADATA_KEY, STATE_PREFIX
 from .graph_passes.report import Report, ReportRow
+from .graph_passes.scratch_sharing import ScratchSharing
 
 # The fields of ConversionOptions: the keywords convert, convert_with_report and inspect_model accept.
 OPTION_NAMES = tuple(field.name for field in dataclasses.fields(ConversionOptions))
@@ -127,6 +128,7 @@ def convert_with_report(model: ModelLike, options: Optional[ConversionOptions] =
     run_passes(conversion_pass_manager(context), model_ir)
     converted = ir.serde.serialize_model(model_ir)
     _record_frame_skip(converted)
+    _record_stateless_groups(converted)
     report = Report.from_context(context)
     if verbose:
         print(report.render())
@@ -156,6 +158,22 @@ def _record_frame_skip(proto: onnx.ModelProto) -> None:
         gates.append({"node": gate.node, "input": gate.input, "present": gate.present,
                       "perm": list(gate.perm) if gate.perm else None, "threshold": float(gate.tau), **rule})
     metadata["frame_skip"] = {"mode": plan.mode, "gates": gates, "finite_checks": list(plan.finite_checks)}
+    prop.value = json.dumps(metadata, separators=(",", ":"))
+
+
+def _record_stateless_groups(proto: onnx.ModelProto) -> None:
+    """Adds `stateless_groups` to the `deltaonnx` metadata: the state outputs a run that keeps no state may write
+    into one buffer per group (docs/state_protocol.md#stateless-runs; graph_passes/scratch_sharing.py), for
+    clients that cannot read the graph. Sizes unknown here: the groups of equal sizes (DeltaSession groups by the
+    sizes of its runs)."""
+    prop = next((p for p in proto.metadata_props if p.key == METADATA_KEY), None)
+    if prop is None:
+        return
+    metadata = json.loads(prop.value)
+    presents = [s["present"] for s in metadata.get("state", [])]
+    returned = [o.name for o in proto.graph.output if not o.name.startswith(STATE_PREFIX)]  # the model's own
+    sharing = ScratchSharing(proto.graph, presents, returned=returned)
+    metadata["stateless_groups"] = sharing.groups({name: 1 for name in sharing.values})
     prop.value = json.dumps(metadata, separators=(",", ":"))
 
 

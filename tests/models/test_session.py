@@ -608,8 +608,9 @@ def test_converted_zoo_models_match_dense_through_the_session(cpu_op_library, na
 
     model = zoo.BUILDERS[name]()
     converted = deltaonnx.convert(model, threshold=0.0, inner_threshold=0.0)
-    # The delta path itself is under test: no dense fallback (these tiny maps change everywhere at once).
-    session = DeltaSession(converted, dense_fallback=False)
+    # The delta path itself is under test: no dense fallback and no stateless runs (these tiny maps change
+    # everywhere at once; tests/models/test_stateless_runs.py covers those runs).
+    session = DeltaSession(converted, dense_fallback=False, stateless_runs=False)
     reference = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     assert [i.name for i in session.get_inputs()] == [i.name for i in reference.get_inputs()]
     assert [o.name for o in session.get_outputs()] == [o.name for o in reference.get_outputs()]
@@ -660,7 +661,7 @@ def test_dense_fallback_takes_streams_that_change_everywhere_and_probes_back():
     assert "dense" in modes[:6] and session.stats()["dense_runs"] >= 3
     assert modes[-1] == "delta" and session.stats()["work_smoothed"] == 0.0
     assert set(quiet_modes) == {"delta"}
-    off = DeltaSession(deltaonnx.convert(model), dense_fallback=False)
+    off = DeltaSession(deltaonnx.convert(model), dense_fallback=False, stateless_runs=False)
     for _ in range(6):
         off.run(None, {name: rng.random(shape).astype(np.float32)})
     assert off.stats()["mode"] == "delta" and off.stats()["dense_runs"] == 0

@@ -63,6 +63,7 @@ class Twins:
     """The same model in two sessions, shortcut on and off, driven alike and compared after every run."""
 
     def __init__(self, model, **options):
+        options = {"stateless_runs": False, **options}  # frames are skipped in delta mode: stay in it
         self.on = DeltaSession(model, skip_identical_frames=True, **options)
         self.off = DeltaSession(model, skip_identical_frames=False, **options)
         self.runs = 0

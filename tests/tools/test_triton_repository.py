@@ -264,7 +264,8 @@ def test_a_first_state_that_fits_is_mistaken_for_a_real_one_unless_gated_on_star
         assert not all(np.allclose(g, w, atol=1e-4) for g, w in zip(mistaken, want)), "the hazard did not show"
 
     gated = TritonLikeRunner(gate_state_on_start(converted, pasts), cpu_op_library, first_state)
-    fresh = deltaonnx.DeltaSession(converted, skip_identical_frames=False, dense_fallback=False)
+    fresh = deltaonnx.DeltaSession(converted, skip_identical_frames=False, dense_fallback=False,
+                                   stateless_runs=False)
     for index, frame in enumerate([first] + clip(shape, 3, seed=8)):
         for got, expected in zip(gated.run(frame, start=index == 0), fresh.run(None, {"image": frame})):
             np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
@@ -278,7 +279,8 @@ def test_start_restarts_the_gated_model_from_empty_state_mid_sequence(cpu_op_lib
     runner = TritonLikeRunner(gated, cpu_op_library, zeros_like_triton)
     for index, frame in enumerate(clip((1, 3, 24, 32), 3, seed=1)):
         runner.run(frame, start=index == 0)
-    fresh = deltaonnx.DeltaSession(converted, skip_identical_frames=False, dense_fallback=False)
+    fresh = deltaonnx.DeltaSession(converted, skip_identical_frames=False, dense_fallback=False,
+                                   stateless_runs=False)
     second = [frame * 0.98 + 0.01 for frame in clip((1, 3, 24, 32), 4, seed=1)]  # close to the old state
     for index, frame in enumerate(second):
         got = runner.run(frame, start=index == 0)
@@ -290,6 +292,6 @@ def test_start_restarts_the_gated_model_from_empty_state_mid_sequence(cpu_op_lib
     for index, frame in enumerate(clip((1, 3, 24, 32), 3, seed=1)):
         unrestarted.run(frame, start=index == 0)
     continued = unrestarted.run(second[0], start=False)
-    first_fresh = deltaonnx.DeltaSession(converted, dense_fallback=False).run(None, {"image": second[0]})
+    first_fresh = deltaonnx.DeltaSession(converted, dense_fallback=False, stateless_runs=False).run(None, {"image": second[0]})
     continued_differs = any(not np.allclose(c, f, rtol=1e-5, atol=1e-6) for c, f in zip(continued, first_fresh))
     assert continued_differs

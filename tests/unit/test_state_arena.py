@@ -66,7 +66,7 @@ def test_the_session_keeps_every_state_buffer_in_its_arena(cpu_op_library):
     from deltaonnx import DeltaSession
     from zoo import BUILDERS
 
-    session = DeltaSession(deltaonnx.convert(BUILDERS["resnet18_like"]((64, 64)), threshold=0), dense_fallback=False)
+    session = DeltaSession(deltaonnx.convert(BUILDERS["resnet18_like"]((64, 64)), threshold=0), dense_fallback=False, stateless_runs=False)
     frame = np.random.default_rng(3).random((1, 3, 64, 64), dtype=np.float32)
     for step in range(3):
         session.run(None, {"input": frame + step})
@@ -86,7 +86,7 @@ def test_a_dropped_state_leaves_its_block_for_the_next_state_of_the_same_shapes(
     from deltaonnx import DeltaSession
     from zoo import BUILDERS
 
-    session = DeltaSession(deltaonnx.convert(BUILDERS["resnet18_like"](), threshold=0), dense_fallback=False)
+    session = DeltaSession(deltaonnx.convert(BUILDERS["resnet18_like"](), threshold=0), dense_fallback=False, stateless_runs=False)
     rng = np.random.default_rng(5)
     frame = rng.random((1, 3, 64, 64), dtype=np.float32)
     session.run(None, {"input": frame})

@@ -29,5 +29,7 @@ class ConfigRun:
     margin_agreement: Any = None  # ... forgiving boxes near the threshold (detections.MarginBoxAgreement)
     dense_runs_seen: int = 0  # the session's count of dense-twin runs (its fallback), last seen
     dense_frames: int = 0  # timed frames that ran the dense twin
+    stateless_runs_seen: int = 0  # the session's count of stateless runs, last seen
+    stateless_frames: int = 0  # timed frames that ran without keeping state (stateless runs)
     state_bytes: int = 0  # the largest state seen
     replay_state: Optional[dict] = None  # the ops' state (past name -> array) before the replayed last frames

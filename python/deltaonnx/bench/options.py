@@ -115,6 +115,7 @@ class BenchOptions:
     profile_delta: bool = False  # also profile the converted models
     oracle: bool = False  # also run the numpy reference (pixel-granular rules) on the profiled frames
     dense_fallback: bool = True  # DeltaSession's fallback to the dense twin when almost everything changes
+    stateless_runs: bool = True  # without the twin, DeltaSession's stateless runs when almost everything changes
     maps_dir: Optional[Path] = None
     maps_frames: int = 3
     progress: bool = True

@@ -99,14 +99,14 @@ def dense_node_ms(dense_by_node: Mapping[str, float], names: Sequence[str], outp
 
 
 def profile_delta(converted: onnx.ModelProto, inputs: Sequence[dict], threads: int, dense_fallback: bool = True,
-                  initial_state: Optional[Mapping[str, np.ndarray]] = None) -> dict:
+                  stateless_runs: bool = True, initial_state: Optional[Mapping[str, np.ndarray]] = None) -> dict:
     """The converted model's time per frame by op type, over `inputs` in order (the first run is left out:
     it fills the state, or warms the session up). From `initial_state` (the ops' own state before these
     frames) the frames cost what they cost in the timed run; from an empty state they start on fresh
     references, which recompute less than references that drifted below tau over a long run (rule 3)."""
     with tempfile.TemporaryDirectory(prefix="deltaonnx-profile-") as tmp:
         session = DeltaSession(converted, session_options(threads, os.path.join(tmp, "delta")),
-                               dense_fallback=dense_fallback)
+                               dense_fallback=dense_fallback, stateless_runs=stateless_runs)
         if initial_state is not None:
             session.load_state(initial_state)
         wall = []

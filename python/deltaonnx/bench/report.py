@@ -57,6 +57,10 @@ def format_report(result: dict, per_node: bool = True) -> str:
             lines.append(f"{r['label']}: {r['dense_fallback_frames']} of {result['frames_timed']} timed frames ran "
                          "DeltaSession's dense twin (its fallback when almost everything changes; --no-fallback "
                          "measures the Delta ops instead)")
+        if r.get("stateless_frames"):
+            lines.append(f"{r['label']}: {r['stateless_frames']} of {result['frames_timed']} timed frames ran the Delta "
+                         "ops without keeping state (stateless runs, when almost everything changes; --keep-state "
+                         "keeps it on every run)")
     if any(r.get("detections") for r in result["runs"]):
         d = result["runs"][0]["detections"]
         m = result["runs"][0]["detections_margin"]

@@ -80,7 +80,8 @@ def run_benchmark(model, frames: Iterable[np.ndarray], preprocess: Optional[Prep
         metadata = conversion_metadata(converted_proto)
         config = DeltaConfig(float(metadata.get("threshold", 0.0)), float(metadata.get("inner_threshold", 0.0)))
         runs.append(ConfigRun(config, converted_proto, metadata, DeltaSession(
-            converted_proto, options_for_sessions, dense_fallback=options.dense_fallback)))
+            converted_proto, options_for_sessions, dense_fallback=options.dense_fallback,
+            stateless_runs=options.stateless_runs)))
     else:
         if not configs:
             raise BenchError("no configuration to run (empty threshold lists)")
@@ -92,7 +93,8 @@ def run_benchmark(model, frames: Iterable[np.ndarray], preprocess: Optional[Prep
                                            thresholds=options.node_thresholds, all_nodes=options.all_nodes,
                                            dense_fraction=options.dense_fraction)
             runs.append(ConfigRun(config, proto, conversion_metadata(proto), DeltaSession(
-                proto, options_for_sessions, dense_fallback=options.dense_fallback)))
+                proto, options_for_sessions, dense_fallback=options.dense_fallback,
+                stateless_runs=options.stateless_runs)))
     dense_bytes = original.SerializeToString()
     dense = ort.InferenceSession(dense_bytes, options_for_sessions, providers=["CPUExecutionProvider"])
     dense_boxes: list = []  # dense ORT's boxes above the threshold per frame, for its flicker
@@ -226,7 +228,7 @@ def run_benchmark(model, frames: Iterable[np.ndarray], preprocess: Optional[Prep
         replay = list(kept_inputs)[1:] if run.replay_state is not None else list(kept_inputs)
         if options.profile_delta and len(kept_inputs) > 1:
             entry["profile"] = profile_delta(run.model, replay, options.threads, options.dense_fallback,
-                                             run.replay_state)
+                                             options.stateless_runs, run.replay_state)
             _attach_node_profile(entry, dense_profile, flops,
                                  {node.get("name"): node.get("fused", []) for node in run.metadata.get("nodes", [])},
                                  {node.name: list(node.output) for node in original.graph.node})
@@ -355,6 +357,10 @@ def _record_fractions(run: ConfigRun, flops: dict[str, float]) -> bool:
     dense_runs = stats.get("dense_runs", 0) or 0
     ran_dense = dense_runs > run.dense_runs_seen
     run.dense_runs_seen = dense_runs
+    stateless_runs = stats.get("stateless_runs", 0) or 0
+    if stateless_runs > run.stateless_runs_seen:
+        run.stateless_frames += 1
+    run.stateless_runs_seen = stateless_runs
     if ran_dense:
         run.dense_frames += 1
     else:
@@ -427,7 +433,7 @@ def _summarize(run: ConfigRun, dense_ms: float, flops: dict[str, float], dense_p
         "equal_to_dense": all(o["max_rel"] <= RELATIVE_EQUALITY for o in outputs.values()),
         "conv_flops_redone": redone_all, "converted_conv_flops_redone": redone_converted,
         "state_bytes": run.state_bytes,
-        "dense_fallback_frames": run.dense_frames,
+        "dense_fallback_frames": run.dense_frames, "stateless_frames": run.stateless_frames,
         "converted_nodes": converted_count, "kept_dense": [{"name": n["name"], "reason": n["reason"]} for n in nodes
                                                            if n["decision"] != "converted"],
         "nodes": [n for n in nodes if n["decision"] == "converted"],

@@ -150,7 +150,8 @@ class CandidateRunner:
         started = time.process_time()
         if floor is not None and floor.out_of_reach([]):  # what lies below the step cannot pay: no session
             return self._unrun(started)
-        session = DeltaSession(self.model_with(taus), session_options(self.threads), dense_fallback=False)
+        session = DeltaSession(self.model_with(taus), session_options(self.threads), dense_fallback=False,
+                               stateless_runs=False)
         scores, works, frame_fractions = [], [], []
         fraction_sums: dict[str, float] = {}
         # a failing candidate is dropped as soon as the box F1 budget is out of reach (the search's many

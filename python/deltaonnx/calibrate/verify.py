@@ -71,7 +71,7 @@ def measure_range(original_bytes: bytes, converted: Union[bytes, onnx.ModelProto
     options = session_options(threads)
     dense = ort.InferenceSession(original_bytes, options, providers=["CPUExecutionProvider"])
     model_bytes = converted if isinstance(converted, bytes) else converted.SerializeToString()
-    runner = PeriodicRefresh(DeltaSession(model_bytes, options, dense_fallback=False), refresh)
+    runner = PeriodicRefresh(DeltaSession(model_bytes, options, dense_fallback=False, stateless_runs=False), refresh)
     thread_clock = time.thread_time if threads == 1 else time.process_time
     dense_cpu = delta_cpu = dense_wall = delta_wall = 0.0
     timed = dense_timed = 0

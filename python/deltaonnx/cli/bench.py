@@ -80,6 +80,9 @@ def add_command(subparsers, common: argparse.ArgumentParser) -> None:
     run.add_argument("--no-fallback", dest="dense_fallback", action="store_false",
                      help="never let DeltaSession switch a stream that changes almost everywhere to the dense "
                      "twin (measures the Delta ops themselves)")
+    run.add_argument("--keep-state", dest="stateless_runs", action="store_false",
+                     help="with --no-fallback: keep the state on every run however much changes (no stateless runs, "
+                     "docs/design.md#stateless-runs)")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
     agree = parser.add_argument_group("agreement")
     add_detection_options(agree, "report box F1 against dense")
@@ -144,7 +147,7 @@ def run_command(args: argparse.Namespace) -> int:
             match_iou=args.match_iou, objectness=args.objectness, all_nodes=args.all_nodes,
             dense_fraction=args.dense_fraction, node_thresholds=read_thresholds_file(args.node_thresholds),
             profile_frames=args.profile_frames, profile_delta=args.profile, oracle=args.oracle,
-            dense_fallback=args.dense_fallback,
+            dense_fallback=args.dense_fallback, stateless_runs=args.stateless_runs,
             maps_dir=Path(args.maps) if args.maps else None, maps_frames=args.maps_frames, progress=not args.quiet)
         inner_gates = args.inner_gate or [GateConfig()]
         result = run_benchmark(proto, frames, preprocess, configs=parse_configs(thresholds, inners, gates, inner_gates,

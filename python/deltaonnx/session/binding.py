@@ -46,6 +46,16 @@ class StreamBinding:
         else:
             self.public.bind_output(name, "cpu")
 
+    def bind_output_to(self, name: str, value) -> None:
+        """Binds an output to the memory of `value` (a contiguous host array or OrtValue, kept alive by the caller
+        for the run)."""
+        if not self._lean:
+            self.public.bind_ortvalue_output(name, as_ort_value(value))
+        elif isinstance(value, ort.OrtValue):
+            self._c_binding.bind_ortvalue_output(name, value._ortvalue)
+        else:
+            self._c_binding.bind_output(name, self._cpu, value.dtype, value.shape, value.ctypes.data)
+
     def run(self, run_options: ort.RunOptions | None) -> None:
         if self._lean:
             self._c_session.run_with_iobinding(self._c_binding, run_options)

@@ -47,11 +47,13 @@ from .._lib import channel_block, library_path
 from ..graph_passes.dense_twin import dense_twin
 from ..graph_passes.identical_frames import IdenticalFramePlan, identical_frame_plan
 from ..graph_passes.metadata import ConversionMetadata, MetadataError
-from ..graph_passes.protocol import CHANNEL_BLOCK_KEY, METADATA_KEY, STATE_PREFIX
+from ..graph_passes.protocol import CHANNEL_BLOCK_KEY, DOMAIN, METADATA_KEY, STATE_PREFIX
+from ..graph_passes.scratch_sharing import ScratchSharing
 from .binding import StreamBinding, as_ort_value
 from .feeds import checked_change_maps, checked_input_feed, checked_output_names
 from .identical_run import keep_for_identical_frames, nothing_changes
 from .map_buffers import ChangeMapBuffers
+from .scratch_buffers import ScratchBuffers
 from .session_options import copy_session_options, provider_name
 from .state_arena import StateArena
 from .stream_state import StreamState
@@ -91,12 +93,18 @@ class DeltaSession:
 
     def __init__(self, model: str | os.PathLike | bytes | Any, sess_options: ort.SessionOptions | None = None,
                  providers: Sequence[str | tuple] | None = None, *, dense_fallback: bool = True,
-                 fallback_probe_every: int = 30, skip_identical_frames: bool = True):
+                 fallback_probe_every: int = 30, skip_identical_frames: bool = True, stateless_runs: bool = True):
         """dense_fallback: a stream whose frames change almost everywhere (a moving camera) is run through
         the model's dense twin (graph_passes/dense_twin.py), which costs what dense ORT costs, and probed with
         delta again after `fallback_probe_every` frames (twice as long after each failed probe, at most 4x);
         stats() says which mode a stream is in. Dense frames are exact (no thresholds apply). The twin is built
         when the session is, in a thread of its own.
+
+        stateless_runs: with the dense fallback off, such a stream runs the converted model itself without keeping
+        state (docs/design.md#stateless-runs): every Delta op recomputes everything from empty state and writes its
+        outputs into a few scratch buffers shared from layer to layer, as ORT shares its own, for the cost of
+        the ops at full change without the cost of keeping their outputs; probed like the fallback. On the CPU
+        (state on a GPU is kept on every run). False: the state is kept on every run, however much changes.
 
         skip_identical_frames: a run whose frames leave every Delta op without a change (bitwise identical
         frames; or, when the Delta ops read the model inputs directly, frames within their threshold of the
@@ -164,6 +172,12 @@ class DeltaSession:
             # The tau test reads the gates' X_ref on the host: with the state on a GPU, compare frames instead.
             self._identical_plan, self._identical_reason = identical_frame_plan(
                 graph, self._input_names, self._state_entries, gates_allowed=self._state_device == "cpu")
+
+        # What a stream whose frames change almost everywhere runs instead of delta (None: delta, keeping state).
+        self._fallback_mode = ("dense" if self._dense_fallback else
+                               "stateless" if stateless_runs and self._state_device == "cpu" else None)
+        self._scratch_sharing: ScratchSharing | None = None  # built on the first stateless run
+        self._frame_reference_outputs: list[tuple[str, str]] | None = None  # found on the first stateless run
 
         self._streams: dict[Hashable, StreamState] = {}
         self._streams_lock = threading.Lock()
@@ -322,15 +336,42 @@ class DeltaSession:
                                                        providers=self._providers_requested)
         return self._dense_session
 
+    def _sharing(self) -> ScratchSharing:
+        """Which state outputs may share a buffer (graph_passes/scratch_sharing.py), read from the graph once."""
+        if self._scratch_sharing is None:
+            graph = self._graph(None)  # the session's own bytes or path
+            self._scratch_sharing = ScratchSharing(graph, [entry.present for entry in self._state_entries],
+                                                   returned=self._output_names)
+        return self._scratch_sharing
+
+    def _frame_references(self) -> list[tuple[str, str]]:
+        """(x_ref present, model input) of each DeltaConv/DeltaPool that reads a model input as X, found once."""
+        if self._frame_reference_outputs is None:
+            x_ref = {entry.node: entry.present for entry in self._state_entries if entry.kind == "x_ref"}
+            found = []
+            for node in self._graph(None).node:
+                if (node.domain == DOMAIN and node.op_type in ("DeltaConv", "DeltaPool") and node.name in x_ref
+                        and node.input and node.input[0] in self._input_names):
+                    found.append((x_ref[node.name], node.input[0]))
+            self._frame_reference_outputs = found
+        return self._frame_reference_outputs
+
     def _run_dense(self, state: StreamState, requested: list[str], inputs: dict,
                    run_options: ort.RunOptions | None) -> list[np.ndarray]:
         feed = {name: value for name, (value, _) in inputs.items()}
         outputs = self._dense_twin_session().run(requested, feed, run_options)
-        state.mode_runs += 1
         state.dense_runs_total += 1
-        if state.mode_runs >= state.probe_interval:  # probe: delta again, from empty state
-            state.mode, state.mode_runs, state.work = "delta", 0, None
+        self._count_fallback_run(state)
         return outputs
+
+    def _count_fallback_run(self, state: StreamState) -> None:
+        """After a run of the dense twin or a stateless run: after `probe_interval` of them, probe delta again
+        (from empty state)."""
+        state.mode_runs += 1
+        if state.mode_runs >= state.probe_interval:
+            if state.binding is not None:  # the stateless binding: its outputs are scratch
+                state.drop_state(keep_maps=True)
+            state.mode, state.mode_runs, state.work = "delta", 0, None
 
     def _update_fallback(self, state: StreamState) -> None:
         """After a delta run: smooth the FLOP-weighted share of conv work redone; switch to dense when high."""
@@ -340,11 +381,11 @@ class DeltaSession:
             return
         work = float(state.node_flops @ state.last_fraction) / total
         state.work = work if state.work is None else 0.5 * state.work + 0.5 * work
-        probing = state.dense_runs_total > 0 and state.mode_runs <= self.FALLBACK_SETTLE
+        probing = state.dense_runs_total + state.stateless_runs_total > 0 and state.mode_runs <= self.FALLBACK_SETTLE
         limit = self.FALLBACK_STAY if probing else self.FALLBACK_ENTER
         if state.mode_runs >= self.FALLBACK_SETTLE and state.work > limit:
             state.drop_state(keep_maps=True)
-            state.mode, state.mode_runs = "dense", 0
+            state.mode, state.mode_runs = self._fallback_mode, 0
             # A failed probe doubles the wait before the next (a camera that keeps moving pays fewer probes, each
             # two frames at the Delta ops' full cost), up to FALLBACK_PROBE_BACKOFF times fallback_probe_every.
             state.probe_interval = (min(2 * state.probe_interval, self.FALLBACK_PROBE_BACKOFF * self._probe_every)
@@ -356,7 +397,7 @@ class DeltaSession:
             return self._run_dense(state, requested, inputs, run_options)
         if state.binding is not None and state.input_shapes != input_shapes:
             state.drop_state()
-        if self._identical_plan is not None and state.binding is not None:
+        if self._identical_plan is not None and state.binding is not None and state.mode == "delta":
             if state.check_wait > 0:
                 state.check_wait -= 1
             elif nothing_changes(state, self._identical_plan, self._present_names, inputs, requested, maps or {}):
@@ -367,27 +408,40 @@ class DeltaSession:
                 if state.check_misses >= self.CHECK_MISSES_BEFORE_SPACING:
                     state.check_wait = self.CHECK_SPACING - 1
         try:
-            results = self._run_delta(state, requested, inputs, run_options, maps or {})
+            results = self._run_delta(state, requested, inputs, input_shapes, run_options, maps or {})
         except BaseException:
             state.drop_state()
             raise
         state.input_shapes = input_shapes
         self._record_maps(state)
-        if self._dense_fallback:
+        if state.mode == "stateless":
+            state.stateless_runs_total += 1
+            self._count_fallback_run(state)
+        elif self._fallback_mode is not None:
             self._update_fallback(state)
         return results
 
-    def _bind_new_state(self, state: StreamState) -> StreamBinding:
-        """First run of a state: empty state in (or what load_state() gave); ORT allocates the present outputs
-        and the change maps."""
+    def _bind_new_state(self, state: StreamState, input_shapes: tuple) -> StreamBinding:
+        """First run of a state: empty state in (or what load_state() gave); the present outputs and the change
+        maps go to the buffers of this mode's last binding at these input shapes, else ORT allocates them. A
+        stateless binding's past state stays empty for as long as it lives."""
         binding = StreamBinding(self._session)
         order = []
+        loaded = state.loaded if state.mode == "delta" else {}
+        spare = state.spare_outputs.get(state.mode)
+        state.prepared = spare if spare is not None and spare.input_shapes == input_shapes else None
         for entry in self._state_entries:
-            binding.public.bind_cpu_input(entry.past, state.loaded.get(entry.past, self._empty_state[entry.past]))
-            binding.public.bind_output(entry.present, self._state_device, self._state_device_id)
+            binding.public.bind_cpu_input(entry.past, loaded.get(entry.past, self._empty_state[entry.past]))
+            if state.prepared is not None:
+                binding.public.bind_ortvalue_output(entry.present, state.prepared.values[entry.present])
+            else:
+                binding.public.bind_output(entry.present, self._state_device, self._state_device_id)
             order.append(entry.present)
-        for output in self._map_outputs.values():
-            binding.public.bind_output(output, "cpu")
+        for k, output in enumerate(self._map_outputs.values()):
+            if state.prepared is not None:
+                binding.public.bind_ortvalue_output(output, state.prepared.maps.values[k])
+            else:
+                binding.public.bind_output(output, "cpu")
             order.append(output)
         state.binding, state.output_index, state.model_outputs = binding, {n: i for i, n in enumerate(order)}, ()
         return binding
@@ -396,8 +450,16 @@ class DeltaSession:
         """After the first run: each state buffer becomes both its past input and its present output, and each
         map buffer stays bound to its output, for every later run of this state."""
         public, index = state.binding.public, state.output_index
+        stateless = state.mode == "stateless"
+        if state.prepared is not None:  # the run wrote into a spare's buffers: they stay bound
+            self._keep_spare_bound(state, stateless)
+            return
         first = [as_ort_value(outputs[index[entry.present]]) for entry in self._state_entries]
-        if self._state_device == "cpu" and first:
+        if stateless:  # the outputs go to scratch shared as the graph allows; the past state stays empty
+            written = {entry.present: value.numpy() for entry, value in zip(self._state_entries, first)}
+            state.scratch = ScratchBuffers(self._sharing(), written, reuse=state.scratch)
+            first = [state.scratch.values[entry.present] for entry in self._state_entries]
+        elif self._state_device == "cpu" and first:
             # The state moves into one block of huge pages (state_arena.py): ORT's own buffers are scattered pages
             state.arena = StateArena.holding([value.numpy() for value in first], reuse=state.spare_arena)
             state.spare_arena = None
@@ -405,13 +467,30 @@ class DeltaSession:
         values = {}
         for entry, value in zip(self._state_entries, first):
             values[entry.present] = value
-            public.bind_ortvalue_input(entry.past, value)
+            if not stateless:
+                public.bind_ortvalue_input(entry.past, value)
             public.bind_ortvalue_output(entry.present, value)
         maps = ChangeMapBuffers([outputs[index[output]].numpy() for output in self._map_outputs.values()])
         for output, value in zip(self._map_outputs.values(), maps.values):
             public.bind_ortvalue_output(output, value)
         maps.record_into(state.last_fraction, state.fraction_sum)
         state.values, state.map_buffers = values, maps
+        count_node_flops(state, self._map_nodes, self._node_info)
+
+    def _keep_spare_bound(self, state: StreamState, stateless: bool) -> None:
+        """`_keep_state_bound` for a binding whose first run wrote into a spare's buffers."""
+        spare, state.prepared = state.prepared, None
+        del state.spare_outputs[state.mode]
+        if not stateless:
+            state.arena = spare.arena
+            if state.spare_arena is spare.arena:
+                state.spare_arena = None
+            for entry in self._state_entries:
+                state.binding.public.bind_ortvalue_input(entry.past, spare.values[entry.present])
+        else:
+            state.scratch = spare.scratch
+        spare.maps.record_into(state.last_fraction, state.fraction_sum)
+        state.values, state.map_buffers = spare.values, spare.maps
         count_node_flops(state, self._map_nodes, self._node_info)
 
     def _model_outputs_to_bind(self, state: StreamState, requested: list[str]) -> tuple[str, ...]:
@@ -438,26 +517,33 @@ class DeltaSession:
         state.model_outputs = fresh
         return fresh
 
-    def _run_delta(self, state: StreamState, requested: list[str], inputs: dict,
+    def _run_delta(self, state: StreamState, requested: list[str], inputs: dict, input_shapes: tuple,
                    run_options: ort.RunOptions | None, maps: dict) -> list[np.ndarray]:
         first = state.binding is None
-        binding = self._bind_new_state(state) if first else state.binding
+        binding = self._bind_new_state(state, input_shapes) if first else state.binding
         for name, (value, _) in inputs.items():
             binding.bind_frame(name, value)
         for name in self._change_map_inputs.values():  # rebound every run: no map is an empty one
             binding.bind_frame(name, maps.get(name, _NO_MAP))
         for name in self._model_outputs_to_bind(state, requested):
             binding.bind_fresh_output(name)
+        if state.mode == "stateless" and not first:
+            # An op reading the frame writes its reference nowhere when X_ref_next is the frame's own memory
+            # (rule 1, ops/common/delta_state.cc): the copy of the frame a stateless run would throw away.
+            for present, frame_input in self._frame_references():
+                binding.bind_output_to(present, inputs[frame_input][0])
         binding.run(run_options)
         outputs = binding.outputs()
+        index, presents = state.output_index, self._present_names
+        # numpy(): a view of this run's own buffer; a state output is copied (the next run writes into its buffer),
+        # before a first run moves the state out of the buffers ORT wrote it to
+        returned = [self._owned(outputs[index[name]].numpy()) if name in presents else outputs[index[name]].numpy()
+                    for name in requested]
         if first:
             self._keep_state_bound(state, outputs)
             state.loaded = {}  # the present buffers hold it now
-        index, presents = state.output_index, self._present_names
-        returned = [self._state_output(state, name) if name in presents else outputs[index[name]].numpy()
-                    for name in requested]  # numpy(): a view of this run's own buffer
         if self._identical_plan is not None:
-            if state.check_wait == 0:  # the next run will be tested
+            if state.check_wait == 0 and state.mode == "delta":  # the next run will be tested
                 keep_for_identical_frames(state, self._identical_plan, self._present_names, requested, returned,
                                           inputs)
             else:
@@ -465,8 +551,12 @@ class DeltaSession:
         return returned
 
     def _state_output(self, state: StreamState, name: str) -> np.ndarray:
-        value = state.values[name].numpy()  # a host copy already when the state lives on a GPU
-        return np.array(value, copy=True) if self._state_device == "cpu" else value  # the next run writes here
+        return self._owned(state.values[name].numpy())
+
+    def _owned(self, value: np.ndarray) -> np.ndarray:
+        """A state buffer's value for the caller: a copy (the next run writes into the buffer); a state on a GPU
+        came to the host as a copy already."""
+        return np.array(value, copy=True) if self._state_device == "cpu" else value
 
     def _skipped_run(self, state: StreamState, requested: list[str]) -> list[np.ndarray]:
         """The run ORT would have made: the previous outputs, nothing recomputed, all maps zero."""
@@ -474,7 +564,7 @@ class DeltaSession:
         state.skipped_runs += 1
         state.last_fraction[:] = 0.0  # in place: the stream's map buffers record into this array
         state.maps_cleared = True
-        if self._dense_fallback:
+        if self._fallback_mode is not None:
             self._update_fallback(state)
         return [self._state_output(state, name) if name in self._present_names else state.kept_outputs[name].copy()
                 for name in requested]
@@ -521,7 +611,7 @@ class DeltaSession:
             with state.lock:
                 state.retired = True
                 state.drop_state()
-                state.spare_arena = None  # a retired stream runs no more
+                state.spare_arena, state.spare_outputs = None, {}  # a retired stream runs no more
 
     def state(self, stream: Hashable = DEFAULT_STREAM) -> dict[str, ort.OrtValue]:
         """The live state buffers of `stream` (past input name -> OrtValue), for debugging or saving.
@@ -533,8 +623,8 @@ class DeltaSession:
         """
         state = self._ran_stream(stream, "state")
         with state.lock:
-            values = {entry.past: state.values[entry.present] for entry in self._state_entries
-                      if entry.present in state.values}
+            kept = state.values if state.mode == "delta" else {}  # a stateless binding's outputs are scratch
+            values = {entry.past: kept[entry.present] for entry in self._state_entries if entry.present in kept}
         if self._blocked_state:
             block = -1 if self._channel_block is None else self._channel_block
             values[CHANNEL_BLOCK_KEY] = ort.OrtValue.ortvalue_from_numpy(np.array(block, np.int64))
@@ -594,7 +684,8 @@ class DeltaSession:
 
         Returns ``{"stream", "runs", "nodes": {node: {"op", "fraction", "fraction_avg", "flops",
         "flops_saved", "flops_saved_avg"}}, "flops", "flops_saved", "flops_saved_avg", "mode", "work_smoothed",
-        "dense_runs", "skipped_runs"}``. `fraction` is the mean of the node's change map; `flops` is the node's
+        "dense_runs", "stateless_runs", "skipped_runs"}``. `mode`: "delta", "dense" (the dense twin) or "stateless"
+        (docs/design.md#stateless-runs). `fraction` is the mean of the node's change map; `flops` is the node's
         cost per frame (batch item) as the converter recorded it in the metadata or, for a model with dynamic
         input sizes, at the shapes of the last run (None when neither is known), and `flops_saved` = flops *
         (1 - fraction). The totals add up the nodes with known flops. `skipped_runs`: runs since the reset that

@@ -9,7 +9,21 @@ import onnxruntime as ort
 
 from .binding import StreamBinding
 from .map_buffers import ChangeMapBuffers
+from .scratch_buffers import ScratchBuffers
 from .state_arena import StateArena
+
+
+@dataclass
+class SpareOutputs:
+    """The output buffers of a dropped binding (state or scratch, and maps) and the input shapes they were written
+    at: the next binding of the same mode at those shapes binds them as they are (ORT allocates nothing, nothing is
+    copied), so a stream moving between delta and stateless runs pays no allocation at each switch."""
+
+    input_shapes: tuple
+    values: dict[str, ort.OrtValue]  # present name -> buffer
+    maps: ChangeMapBuffers
+    arena: StateArena | None = None  # delta: the block the values are views of
+    scratch: ScratchBuffers | None = None  # stateless: the shared buffers the values are views of
 
 
 @dataclass
@@ -24,6 +38,9 @@ class StreamState:
     values: dict[str, ort.OrtValue] = field(default_factory=dict)  # present name -> live state buffer
     arena: StateArena | None = None  # the host block the state buffers are views of (None: ORT's buffers)
     spare_arena: StateArena | None = None  # the block of a dropped state, reused when the next state fits it
+    # per mode ("delta", "stateless"): the buffers of the last binding dropped, bound again at the same input shapes
+    spare_outputs: dict[str, SpareOutputs] = field(default_factory=dict)
+    prepared: SpareOutputs | None = None  # the spare the binding being built binds (consumed after its first run)
     loaded: dict[str, np.ndarray] = field(default_factory=dict)  # load_state(): past name -> the next run's past
     input_shapes: tuple | None = None  # shapes of the model inputs the state was built for
     output_index: dict[str, int] = field(default_factory=dict)  # bound output -> position in ORT's output vector
@@ -47,12 +64,15 @@ class StreamState:
     finite_state: bool | None = None  # whole-input Delta ops hold a finite X_ref (None: not checked yet)
     check_misses: int = 0  # identical-frame tests failed in a row
     check_wait: int = 0  # runs before the next test
-    # The dense fallback (DeltaSession's dense_fallback): "delta" or "dense", the smoothed FLOP-weighted
-    # share of work redone, and the runs in the current mode.
+    # The fallback for frames that change almost everywhere: "delta"; "dense" (the dense twin, DeltaSession's
+    # dense_fallback) or "stateless" (the converted model keeping no state, its stateless_runs); the smoothed
+    # FLOP-weighted share of work redone, and the runs in the current mode.
     mode: str = "delta"
     work: float | None = None
     mode_runs: int = 0
     dense_runs_total: int = 0
+    stateless_runs_total: int = 0
+    scratch: ScratchBuffers | None = None  # stateless mode's output buffers, kept for the next stateless episode
     probe_interval: int = 0  # dense runs before the next probe (set when the stream falls back)
 
     def __post_init__(self):
@@ -70,6 +90,10 @@ class StreamState:
     def drop_state(self, keep_maps: bool = False) -> None:
         """Forget the state and its binding; `keep_maps`: keep a copy of the last maps for change_maps()."""
         self.maps_snapshot = self.current_maps() if keep_maps else None
+        if self.binding is not None and self.input_shapes is not None and self.map_buffers is not None:
+            self.spare_outputs[self.mode] = SpareOutputs(self.input_shapes, self.values, self.map_buffers, self.arena,
+                                                         self.scratch if self.mode == "stateless" else None)
+        self.prepared = None
         self.binding = None
         self.values = {}
         self.spare_arena, self.arena = self.arena or self.spare_arena, None
