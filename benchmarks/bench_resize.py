@@ -12,7 +12,6 @@ to ORT's Resize over the rounds and [min-max].
 """
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 from pathlib import Path
@@ -23,7 +22,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_ops  # noqa: E402
-from bench_reorder import run_time  # noqa: E402
+from bench_reorder import round_arguments, run_time  # noqa: E402
 from deltaonnx import DOMAIN, _native  # noqa: E402
 from deltaonnx.reference import to_blocked  # noqa: E402
 
@@ -66,11 +65,7 @@ def scattered_map(h, w, rng, fraction=0.1, square=4):
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--rounds", type=int, default=5)
-    ap.add_argument("--repeat", type=int, default=50)
-    ap.add_argument("--shapes", nargs="+", default=SHAPES)
-    args = ap.parse_args(argv)
+    args = round_arguments(argv, __doc__.splitlines()[0], SHAPES)
     b = int(_native.channel_block())
     columns = ["nchw", "blocked", "reorders", "partial"]
     print(f"channel block b = {b}; time / ORT's Resize of the NCHW tensor, median [min-max] over {args.rounds} rounds")

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from builders import DOMAIN, EMPTY, op_model, op_session, value_info
+from builders import DOMAIN, EMPTY, marked_frames, op_model, op_session, value_info
 from conftest import check_under_simd
 from deltaonnx import reference as ref
 from test_reorder import channel_block, special_values
@@ -149,13 +149,7 @@ def test_in_place_equals_copying(layout, rng):
     b = channel_block()
     session = op_session(resize_model((2, 2), layout, with_state=True))
     shape = (1, 32, 6, 5)
-    frames, maps = [rng.standard_normal(shape).astype(np.float32)], [np.ones((1, 1, 6, 5), np.uint8)]
-    for _ in range(4):
-        marks = (rng.random((1, 1, 6, 5)) < 0.25).astype(np.uint8)
-        x = frames[-1].copy()
-        x[np.broadcast_to(marks != 0, shape)] = rng.standard_normal(int(marks.sum()) * 32).astype(np.float32)
-        frames.append(x)
-        maps.append(marks)
+    frames, maps = marked_frames(rng, shape)
     frames = [ref.to_blocked(x, b) if layout == "blocked" else x for x in frames]
     copying, y_prev = [], EMPTY
     for x, marks in zip(frames, maps):

@@ -42,24 +42,21 @@ void resize_plane(const ResizeStep& s, const float* x, float* y) {
   for (int64_t sy = 0; sy < s.height; ++sy) resize_run<L>(s, x, y, {sy, 0, s.width});
 }
 
-using PlaneResize = void (*)(const ResizeStep&, const float*, float*);
-using RunsResize = void (*)(const ResizeStep&, const float*, float*, const std::vector<PixelRun>&);
+// The variants for a lane count: 16 and 8 (blocked at AVX-512's and AVX2's b) and 1 (NCHW) with the copy's size known
+// when compiled, any other at run time.
+struct LaneKernels {
+  void (*plane)(const ResizeStep&, const float*, float*);
+  void (*runs)(const ResizeStep&, const float*, float*, const std::vector<PixelRun>&);
+};
+template <int L>
+constexpr LaneKernels kLaneKernels{resize_plane<L>, resize_runs<L>};
 
-PlaneResize plane_resize(int64_t lane) {
+LaneKernels lane_kernels(int64_t lane) {
   switch (lane) {
-    case 16: return resize_plane<16>;
-    case 8: return resize_plane<8>;
-    case 1: return resize_plane<1>;
-    default: return resize_plane<0>;
-  }
-}
-
-RunsResize runs_resize(int64_t lane) {
-  switch (lane) {
-    case 16: return resize_runs<16>;
-    case 8: return resize_runs<8>;
-    case 1: return resize_runs<1>;
-    default: return resize_runs<0>;
+    case 16: return kLaneKernels<16>;
+    case 8: return kLaneKernels<8>;
+    case 1: return kLaneKernels<1>;
+    default: return kLaneKernels<0>;
   }
 }
 
@@ -74,14 +71,14 @@ void resize_whole(const ResizeStep& s, const ParallelFor& parallel_for) {
   ResizeStep whole = s;
   whole.map_in = nullptr;  // map_out all 1
   const int64_t in_plane = s.pixels() * s.lane, out_plane = s.out_pixels() * s.lane;
-  const PlaneResize plane = plane_resize(s.lane);
+  const auto plane = lane_kernels(s.lane).plane;
   parallel_for(s.batch * s.planes, [&](int64_t i) { plane(s, s.x + i * in_plane, s.y + i * out_plane); });
   for (int64_t n = 0; n < s.batch; ++n) fill_map(whole, n);
 }
 
 void resize_marked(const ResizeStep& s, const ParallelFor& parallel_for) {
   const int64_t in_plane = s.pixels() * s.lane, out_plane = s.out_pixels() * s.lane;
-  const RunsResize resize = runs_resize(s.lane);
+  const auto resize = lane_kernels(s.lane).runs;
   thread_local std::vector<PixelRun> listed;  // the calling thread's, read by the loop bodies through `runs`
   std::vector<PixelRun>& runs = listed;
   for (int64_t n = 0; n < s.batch; ++n) {
