@@ -80,6 +80,7 @@ def check_equals_ort(seed=3):
             assert np.all(map_out == 1)
 
 
+@pytest.mark.sanitizer
 def test_equals_ort_resize():
     check_equals_ort()
 
@@ -115,6 +116,7 @@ def check_partial(seed=7, library=None, blocks=None):
                     assert (y == 1e30).sum() == (upsampled == 0).sum() * shape[1], where  # only marked outputs written
 
 
+@pytest.mark.sanitizer
 def test_partial_map_writes_only_marked_outputs():
     check_partial()
 
@@ -141,6 +143,7 @@ def test_rule_1_writes_every_output(layout, rng):
         assert np.all(map_out == 1)
 
 
+@pytest.mark.sanitizer
 @pytest.mark.parametrize("layout", ["nchw", "blocked"])
 def test_in_place_equals_copying(layout, rng):
     """docs/state_protocol.md "In place": Y bound to Y_prev's buffer; the op writes only the outputs of marked pixels."""
@@ -226,6 +229,7 @@ def test_blocked_channels_not_multiple_of_block_refused():
     check_under_simd("scalar", "test_resize", "check_blocked_channels_refused()", channel_block="16")
 
 
+@pytest.mark.sanitizer
 @pytest.mark.parametrize("factors, shape", [((65536, 1), (1, 1, 65536, 1)), ((2, 65536), (1, 2, 1, 32769))])
 def test_output_side_too_large_refused(factors, shape):
     """A side of Y past the ops' bound (2**31 pixels): an error naming the node before anything is allocated."""
@@ -233,6 +237,7 @@ def test_output_side_too_large_refused(factors, shape):
     assert "DeltaResize node 'big'" in message and "above the ops' bound of 2147483648 per side" in message, message
 
 
+@pytest.mark.sanitizer
 def test_map_of_another_shape_refused(rng):
     x = rng.standard_normal((1, 16, 4, 4)).astype(np.float32)
     feeds = {"X": x, "Y_prev": np.zeros((1, 16, 8, 8), np.float32), "map_in": np.ones((1, 1, 4, 3), np.uint8)}
