@@ -94,9 +94,10 @@ def _nearest_resize(node: onnx.NodeProto, initializers: list) -> onnx.NodeProto:
     (y, x) reads (y // fh, x // fw), NCHW."""
     factors = [float(f) for f in _attributes(node)["factors"]]
     scales = numpy_helper.from_array(np.array([1.0, 1.0, *factors], np.float32), f"{node.name}.scales")
-    initializers.append(scales)
-    return helper.make_node("Resize", [node.input[0], "", scales.name], [node.output[0]], name=node.name, mode="nearest",
-                            coordinate_transformation_mode="asymmetric", nearest_mode="floor")
+    roi = numpy_helper.from_array(np.zeros(0, np.float32), f"{node.name}.roi")  # required before opset 13
+    initializers.extend([roi, scales])
+    return helper.make_node("Resize", [node.input[0], roi.name, scales.name], [node.output[0]], name=node.name,
+                            mode="nearest", coordinate_transformation_mode="asymmetric", nearest_mode="floor")
 
 
 def dense_twin(converted: onnx.ModelProto, model_outputs: list[str]) -> onnx.ModelProto:

@@ -165,11 +165,12 @@ def test_converted_equals_dense_ort_with_forced_block(block, simd):
     check_under_simd(simd, "test_blocked_resize_pass", "check_exact(seed=2)", channel_block=block)
 
 
-def test_dense_twin_turns_it_back_into_resize(rng):
+@pytest.mark.parametrize("opset", [11, 17])
+def test_dense_twin_turns_it_back_into_resize(rng, opset):
     from deltaonnx.graph_passes.dense_twin import dense_twin
     import onnxruntime as ort
 
-    original = upsampling_neck(rng, scales=(2, 1))
+    original = upsampling_neck(rng, scales=(2, 1), opset=opset)
     converted = deltaonnx.convert(original, all_nodes=True)
     assert "DeltaResize" in _ops(converted)
     twin = dense_twin(converted, ["q"])
