@@ -24,7 +24,7 @@ from typing import Generic, Optional, Protocol, TypeVar
 import onnx_ir as ir
 
 from .constants import FrameInvariance, constant_ints
-from .delta_ops import RESIZE_MAP_OUT, is_reorder, is_resize
+from .delta_ops import RESIZE_MAP_OUT, is_reorder, is_resize, keeps_last_output
 from .graph_edits import attribute
 from .shapes import Dim, dim_is_one, dims, dims_provably_equal
 
@@ -104,7 +104,7 @@ class ChangeMapPropagation(Generic[M]):
         for node in list(self.graph if nodes is None else nodes):
             if visit is not None:
                 visit(node, maps)
-            if node.domain != "" and not is_reorder(node) and not is_resize(node):
+            if node.domain != "" and not keeps_last_output(node):
                 continue
             for output, produced in zip(node.outputs, self._outputs_maps(node, maps)):
                 if produced is not None and output not in maps:
