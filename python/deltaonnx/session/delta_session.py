@@ -57,6 +57,7 @@ from .scratch_buffers import ScratchBuffers
 from .session_options import copy_session_options, provider_name
 from .state_arena import StateArena
 from .stream_state import StreamState
+from .steady_run import steady_runner
 from .stream_stats import count_node_flops, stream_stats
 
 DEFAULT_STREAM = "default"
@@ -90,6 +91,7 @@ class DeltaSession:
     # frame until it succeeds again. Skipping or not never changes a result, only the time taken.
     CHECK_MISSES_BEFORE_SPACING = 4
     CHECK_SPACING = 16
+    FRAME_REFERENCE_MIN_BYTES = 128 << 10  # see _frame_references
 
     def __init__(self, model: str | os.PathLike | bytes | Any, sess_options: ort.SessionOptions | None = None,
                  providers: Sequence[str | tuple] | None = None, *, dense_fallback: bool = True,
@@ -295,6 +297,11 @@ class DeltaSession:
         says nothing did is skipped like an identical one. (A stream in the dense fallback runs the dense twin,
         which sees whole frames.)
         """
+        state = self._streams.get(stream)
+        if state is not None and state.steady is not None and change_map is None:
+            returned = state.steady(output_names, input_feed, run_options)
+            if returned is not None:
+                return returned
         requested = checked_output_names(output_names, self._output_names)
         inputs = checked_input_feed(input_feed, self._input_names)
         maps = checked_change_maps(change_map, self._change_map_inputs)
@@ -304,7 +311,8 @@ class DeltaSession:
             with state.lock:
                 if state.retired:  # reset() dropped this stream while we waited: use the fresh one
                     continue
-                return self._run_locked(state, requested, inputs, input_shapes, run_options, maps)
+                return self._run_locked(state, requested, inputs, input_shapes, run_options, maps,
+                                        output_names is None and change_map is None)
 
     def _build_dense_twin(self) -> None:
         """Builds the twin and, where the model's inputs have fixed shapes, runs it once on zeros: ORT's first
@@ -344,8 +352,11 @@ class DeltaSession:
                                                    returned=self._output_names)
         return self._scratch_sharing
 
-    def _frame_references(self) -> list[tuple[str, str]]:
-        """(x_ref present, model input) of each DeltaConv/DeltaPool that reads a model input as X, found once."""
+    def _frame_references(self, inputs: dict) -> list[tuple[str, str]]:
+        """In a stateless run, (x_ref present, model input) of each DeltaConv/DeltaPool reading a model input of at
+        least FRAME_REFERENCE_MIN_BYTES as X: bound to the frame's own memory, where rule 1 copies nothing
+        (ops/common/delta_state.cc skips the copy onto X), X_ref_next costs no copy of the frame, which the
+        run would throw away (0.6 MB at 3x224x224; a smaller frame copies faster than it is bound)."""
         if self._frame_reference_outputs is None:
             x_ref = {entry.node: entry.present for entry in self._state_entries if entry.kind == "x_ref"}
             found = []
@@ -354,7 +365,9 @@ class DeltaSession:
                         and node.input and node.input[0] in self._input_names):
                     found.append((x_ref[node.name], node.input[0]))
             self._frame_reference_outputs = found
-        return self._frame_reference_outputs
+        return [(present, name) for present, name in self._frame_reference_outputs
+                if not isinstance(inputs[name][0], ort.OrtValue)
+                and inputs[name][0].nbytes >= self.FRAME_REFERENCE_MIN_BYTES]
 
     def _run_dense(self, state: StreamState, requested: list[str], inputs: dict,
                    run_options: ort.RunOptions | None) -> list[np.ndarray]:
@@ -392,7 +405,8 @@ class DeltaSession:
                                     if probing and state.probe_interval else self._probe_every)
 
     def _run_locked(self, state: StreamState, requested: list[str], inputs: dict, input_shapes: tuple,
-                    run_options: ort.RunOptions | None, maps: dict | None = None) -> list[np.ndarray]:
+                    run_options: ort.RunOptions | None, maps: dict | None = None,
+                    steady_allowed: bool = False) -> list[np.ndarray]:
         if state.mode == "dense":
             return self._run_dense(state, requested, inputs, run_options)
         if state.binding is not None and state.input_shapes != input_shapes:
@@ -413,13 +427,18 @@ class DeltaSession:
             state.drop_state()
             raise
         state.input_shapes = input_shapes
+        self._finish_run(state)
+        state.steady = steady_runner(self, state, inputs) if steady_allowed else None
+        return results
+
+    def _finish_run(self, state: StreamState) -> None:
+        """After a run of the converted model: its maps recorded, the fallback policy told."""
         self._record_maps(state)
         if state.mode == "stateless":
             state.stateless_runs_total += 1
             self._count_fallback_run(state)
         elif self._fallback_mode is not None:
             self._update_fallback(state)
-        return results
 
     def _bind_new_state(self, state: StreamState, input_shapes: tuple) -> StreamBinding:
         """First run of a state: empty state in (or what load_state() gave); the present outputs and the change
@@ -528,9 +547,7 @@ class DeltaSession:
         for name in self._model_outputs_to_bind(state, requested):
             binding.bind_fresh_output(name)
         if state.mode == "stateless" and not first:
-            # An op reading the frame writes its reference nowhere when X_ref_next is the frame's own memory
-            # (rule 1, ops/common/delta_state.cc): the copy of the frame a stateless run would throw away.
-            for present, frame_input in self._frame_references():
+            for present, frame_input in self._frame_references(inputs):
                 binding.bind_output_to(present, inputs[frame_input][0])
         binding.run(run_options)
         outputs = binding.outputs()
