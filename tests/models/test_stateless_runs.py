@@ -157,3 +157,22 @@ def test_the_metadata_groups_run_a_client_without_state(yolo, cpu_op_library):
         by_name = dict(zip(bound, binding.get_outputs()))  # ORT lists the outputs in the order they were bound
         for output, want in zip(outputs, dense.run(None, {name: frame})):
             np.testing.assert_allclose(by_name[output].numpy(), want, rtol=1e-4, atol=1e-5, err_msg=f"run {step}")
+
+
+def test_a_gated_model_runs_stateless_frames_exactly(cpu_op_library):
+    """With the input gate (threshold above 0) a stateless frame is recomputed in full from empty state, gate
+    included: its outputs are dense ORT's, as the dense twin's would be (no thresholds apply)."""
+    model = zoo.yolov8_like()
+    converted = deltaonnx.convert(model, threshold=0.05)
+    assert any(n.op_type == "DeltaGate" for n in converted.graph.node)
+    session = DeltaSession(converted, dense_fallback=False, fallback_probe_every=100)
+    dense = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    name = model.graph.input[0].name
+    shape = [d.dim_value or 1 for d in model.graph.input[0].type.tensor_type.shape.dim]
+    rng = np.random.default_rng(10)
+    for step in range(6):
+        frame = rng.random(shape).astype(np.float32)
+        outputs = session.run(None, {name: frame})
+        if session.stats()["mode"] == "stateless" and step >= 2:
+            _check(outputs, dense, name, frame, f"frame {step}")
+    assert session.stats()["stateless_runs"] >= 3
