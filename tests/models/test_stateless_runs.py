@@ -67,7 +67,7 @@ def test_stateless_outputs_share_buffers_and_a_switch_allocates_nothing(yolo):
     state = session._streams["default"]
     assert state.mode == "stateless"
     scratch = state.scratch
-    check_groups(session._sharing(), scratch.groups)
+    check_groups(session._stateless().sharing, scratch.groups)
     pointers = {present: value.data_ptr() for present, value in state.values.items() if value.shape()[1:] != [0, 0, 0]}
     assert len(set(pointers.values())) < len(pointers), "no two outputs share a buffer"
     kept = sum(arena_view.nbytes for arena_view in state.spare_outputs["delta"].arena.views)
@@ -176,3 +176,23 @@ def test_a_gated_model_runs_stateless_frames_exactly(cpu_op_library):
         if session.stats()["mode"] == "stateless" and step >= 2:
             _check(outputs, dense, name, frame, f"frame {step}")
     assert session.stats()["stateless_runs"] >= 3
+
+
+def test_the_frame_is_the_stems_reference_and_is_left_as_it_was(cpu_op_library):
+    """A frame of 128 KB or more is bound as the X_ref_next of the op that reads it (rule 1 then copies
+    nothing): outputs stay dense ORT's and no frame the caller gave is written."""
+    model = zoo.yolov8_like((128, 128))
+    name = model.graph.input[0].name
+    shape = [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]
+    session = DeltaSession(deltaonnx.convert(model), dense_fallback=False, fallback_probe_every=100)
+    dense = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(11)
+    frames = [rng.random(shape).astype(np.float32) for _ in range(8)]
+    copies = [f.copy() for f in frames]
+    assert frames[0].nbytes >= 128 << 10
+    assert session._stateless().frame_references({name: (frames[0], frames[0].shape)})
+    for step, frame in enumerate(frames):
+        _check(session.run(None, {name: frame}), dense, name, frame, f"frame {step}")
+    assert session.stats()["stateless_runs"] >= 5
+    for step, (frame, copy) in enumerate(zip(frames, copies)):
+        np.testing.assert_array_equal(frame, copy, err_msg=f"frame {step} was written")

@@ -47,13 +47,12 @@ from .._lib import channel_block, library_path
 from ..graph_passes.dense_twin import dense_twin
 from ..graph_passes.identical_frames import IdenticalFramePlan, identical_frame_plan
 from ..graph_passes.metadata import ConversionMetadata, MetadataError
-from ..graph_passes.protocol import CHANNEL_BLOCK_KEY, DOMAIN, METADATA_KEY, STATE_PREFIX
-from ..graph_passes.scratch_sharing import ScratchSharing
+from ..graph_passes.protocol import CHANNEL_BLOCK_KEY, METADATA_KEY, STATE_PREFIX
 from .binding import StreamBinding, as_ort_value
 from .feeds import checked_change_maps, checked_input_feed, checked_output_names
 from .identical_run import keep_for_identical_frames, nothing_changes
 from .map_buffers import ChangeMapBuffers
-from .scratch_buffers import ScratchBuffers
+from .scratch_buffers import ScratchBuffers, StatelessPlan
 from .session_options import copy_session_options, provider_name
 from .state_arena import StateArena
 from .stream_state import StreamState
@@ -91,7 +90,6 @@ class DeltaSession:
     # frame until it succeeds again. Skipping or not never changes a result, only the time taken.
     CHECK_MISSES_BEFORE_SPACING = 4
     CHECK_SPACING = 16
-    FRAME_REFERENCE_MIN_BYTES = 128 << 10  # see _frame_references
 
     def __init__(self, model: str | os.PathLike | bytes | Any, sess_options: ort.SessionOptions | None = None,
                  providers: Sequence[str | tuple] | None = None, *, dense_fallback: bool = True,
@@ -178,8 +176,7 @@ class DeltaSession:
         # What a stream whose frames change almost everywhere runs instead of delta (None: delta, keeping state).
         self._fallback_mode = ("dense" if self._dense_fallback else
                                "stateless" if stateless_runs and self._state_device == "cpu" else None)
-        self._scratch_sharing: ScratchSharing | None = None  # built on the first stateless run
-        self._frame_reference_outputs: list[tuple[str, str]] | None = None  # found on the first stateless run
+        self._stateless_plan: StatelessPlan | None = None  # built on the first stateless run
 
         self._streams: dict[Hashable, StreamState] = {}
         self._streams_lock = threading.Lock()
@@ -344,30 +341,12 @@ class DeltaSession:
                                                        providers=self._providers_requested)
         return self._dense_session
 
-    def _sharing(self) -> ScratchSharing:
-        """Which state outputs may share a buffer (graph_passes/scratch_sharing.py), read from the graph once."""
-        if self._scratch_sharing is None:
-            graph = self._graph(None)  # the session's own bytes or path
-            self._scratch_sharing = ScratchSharing(graph, [entry.present for entry in self._state_entries],
-                                                   returned=self._output_names)
-        return self._scratch_sharing
-
-    def _frame_references(self, inputs: dict) -> list[tuple[str, str]]:
-        """In a stateless run, (x_ref present, model input) of each DeltaConv/DeltaPool reading a model input of at
-        least FRAME_REFERENCE_MIN_BYTES as X: bound to the frame's own memory, where rule 1 copies nothing
-        (ops/common/delta_state.cc skips the copy onto X), X_ref_next costs no copy of the frame, which the
-        run would throw away (0.6 MB at 3x224x224; a smaller frame copies faster than it is bound)."""
-        if self._frame_reference_outputs is None:
-            x_ref = {entry.node: entry.present for entry in self._state_entries if entry.kind == "x_ref"}
-            found = []
-            for node in self._graph(None).node:
-                if (node.domain == DOMAIN and node.op_type in ("DeltaConv", "DeltaPool") and node.name in x_ref
-                        and node.input and node.input[0] in self._input_names):
-                    found.append((x_ref[node.name], node.input[0]))
-            self._frame_reference_outputs = found
-        return [(present, name) for present, name in self._frame_reference_outputs
-                if not isinstance(inputs[name][0], ort.OrtValue)
-                and inputs[name][0].nbytes >= self.FRAME_REFERENCE_MIN_BYTES]
+    def _stateless(self) -> StatelessPlan:
+        """What stateless runs need of the graph (scratch_buffers.py), read once, on the first of them."""
+        if self._stateless_plan is None:
+            self._stateless_plan = StatelessPlan(self._graph(None), self._state_entries, self._input_names,
+                                                 self._output_names)
+        return self._stateless_plan
 
     def _run_dense(self, state: StreamState, requested: list[str], inputs: dict,
                    run_options: ort.RunOptions | None) -> list[np.ndarray]:
@@ -476,7 +455,7 @@ class DeltaSession:
         first = [as_ort_value(outputs[index[entry.present]]) for entry in self._state_entries]
         if stateless:  # the outputs go to scratch shared as the graph allows; the past state stays empty
             written = {entry.present: value.numpy() for entry, value in zip(self._state_entries, first)}
-            state.scratch = ScratchBuffers(self._sharing(), written, reuse=state.scratch)
+            state.scratch = ScratchBuffers(self._stateless().sharing, written, reuse=state.scratch)
             first = [state.scratch.values[entry.present] for entry in self._state_entries]
         elif self._state_device == "cpu" and first:
             # The state moves into one block of huge pages (state_arena.py): ORT's own buffers are scattered pages
@@ -547,7 +526,7 @@ class DeltaSession:
         for name in self._model_outputs_to_bind(state, requested):
             binding.bind_fresh_output(name)
         if state.mode == "stateless" and not first:
-            for present, frame_input in self._frame_references(inputs):
+            for present, frame_input in self._stateless().frame_references(inputs):
                 binding.bind_output_to(present, inputs[frame_input][0])
         binding.run(run_options)
         outputs = binding.outputs()

@@ -31,7 +31,7 @@ def steady_runner(session: "DeltaSession", state: StreamState, inputs: dict) -> 
     c_binding, c_session, cpu, frames = binding._c_binding, binding._c_session, binding._cpu, binding._frames
     fresh = state.model_outputs
     picks = [(state.output_index[n], n in session._present_names) for n in session._output_names]
-    frame_references = [present for present, _ in session._frame_references(inputs)] \
+    frame_references = [present for present, _ in session._stateless().frame_references(inputs)] \
         if state.mode == "stateless" else []
     tested = session._identical_plan is not None and state.mode == "delta"
     owned, finish, lock = session._owned, session._finish_run, state.lock
