@@ -4,20 +4,17 @@ lookups whose answers do not change from one such run to the next (cnn1, blocks 
 ORT 519 us; docs/results.md#steady-runs); this closure keeps those answers and does only what a run must."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable, Optional
+from typing import Callable, Optional
 
 import numpy as np
 
 from .stream_state import StreamState
 
-if TYPE_CHECKING:
-    from .delta_session import DeltaSession
-
 SteadyRun = Callable[[object, object, object], Optional[list]]
 
 
-def steady_runner(session: "DeltaSession", state: StreamState, inputs: dict) -> SteadyRun | None:
-    """A closure that runs the next frame of `state` like the run just made (None when that run is not one it can
+def steady_runner(session, state: StreamState, inputs: dict) -> SteadyRun | None:
+    """A closure that runs the next frame of `state` (a stream of `session`, the DeltaSession) like the run just made (None when that run is not one it can
     repeat). It returns None, without running, for any call it is not for (another input, outputs asked by name,
     a stream whose state changed, a frame the identical-frame test is due on), and the general path takes it."""
     binding = state.binding
