@@ -67,7 +67,7 @@ def test_stateless_outputs_share_buffers_and_a_switch_allocates_nothing(yolo):
     state = session._streams["default"]
     assert state.mode == "stateless"
     scratch = state.scratch
-    check_groups(session._sharing(), scratch.groups)
+    check_groups(session._stateless().sharing, scratch.groups)
     pointers = {present: value.data_ptr() for present, value in state.values.items() if value.shape()[1:] != [0, 0, 0]}
     assert len(set(pointers.values())) < len(pointers), "no two outputs share a buffer"
     kept = sum(arena_view.nbytes for arena_view in state.spare_outputs["delta"].arena.views)
@@ -157,3 +157,42 @@ def test_the_metadata_groups_run_a_client_without_state(yolo, cpu_op_library):
         by_name = dict(zip(bound, binding.get_outputs()))  # ORT lists the outputs in the order they were bound
         for output, want in zip(outputs, dense.run(None, {name: frame})):
             np.testing.assert_allclose(by_name[output].numpy(), want, rtol=1e-4, atol=1e-5, err_msg=f"run {step}")
+
+
+def test_a_gated_model_runs_stateless_frames_exactly(cpu_op_library):
+    """With the input gate (threshold above 0) a stateless frame is recomputed in full from empty state, gate
+    included: its outputs are dense ORT's, as the dense twin's would be (no thresholds apply)."""
+    model = zoo.yolov8_like()
+    converted = deltaonnx.convert(model, threshold=0.05)
+    assert any(n.op_type == "DeltaGate" for n in converted.graph.node)
+    session = DeltaSession(converted, dense_fallback=False, fallback_probe_every=100)
+    dense = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    name = model.graph.input[0].name
+    shape = [d.dim_value or 1 for d in model.graph.input[0].type.tensor_type.shape.dim]
+    rng = np.random.default_rng(10)
+    for step in range(6):
+        frame = rng.random(shape).astype(np.float32)
+        outputs = session.run(None, {name: frame})
+        if session.stats()["mode"] == "stateless" and step >= 2:
+            _check(outputs, dense, name, frame, f"frame {step}")
+    assert session.stats()["stateless_runs"] >= 3
+
+
+def test_the_frame_is_the_stems_reference_and_is_left_as_it_was(cpu_op_library):
+    """A frame of 128 KB or more is bound as the X_ref_next of the op that reads it (rule 1 then copies
+    nothing): outputs stay dense ORT's and no frame the caller gave is written."""
+    model = zoo.yolov8_like((128, 128))
+    name = model.graph.input[0].name
+    shape = [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]
+    session = DeltaSession(deltaonnx.convert(model), dense_fallback=False, fallback_probe_every=100)
+    dense = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(11)
+    frames = [rng.random(shape).astype(np.float32) for _ in range(8)]
+    copies = [f.copy() for f in frames]
+    assert frames[0].nbytes >= 128 << 10
+    assert session._stateless().frame_references({name: (frames[0], frames[0].shape)})
+    for step, frame in enumerate(frames):
+        _check(session.run(None, {name: frame}), dense, name, frame, f"frame {step}")
+    assert session.stats()["stateless_runs"] >= 5
+    for step, (frame, copy) in enumerate(zip(frames, copies)):
+        np.testing.assert_array_equal(frame, copy, err_msg=f"frame {step} was written")

@@ -47,16 +47,16 @@ from .._lib import channel_block, library_path
 from ..graph_passes.dense_twin import dense_twin
 from ..graph_passes.identical_frames import IdenticalFramePlan, identical_frame_plan
 from ..graph_passes.metadata import ConversionMetadata, MetadataError
-from ..graph_passes.protocol import CHANNEL_BLOCK_KEY, DOMAIN, METADATA_KEY, STATE_PREFIX
-from ..graph_passes.scratch_sharing import ScratchSharing
+from ..graph_passes.protocol import CHANNEL_BLOCK_KEY, METADATA_KEY, STATE_PREFIX
 from .binding import StreamBinding, as_ort_value
 from .feeds import checked_change_maps, checked_input_feed, checked_output_names
 from .identical_run import keep_for_identical_frames, nothing_changes
 from .map_buffers import ChangeMapBuffers
-from .scratch_buffers import ScratchBuffers
+from .scratch_buffers import ScratchBuffers, StatelessPlan
 from .session_options import copy_session_options, provider_name
 from .state_arena import StateArena
 from .stream_state import StreamState
+from .steady_run import steady_runner
 from .stream_stats import count_node_flops, stream_stats
 
 DEFAULT_STREAM = "default"
@@ -176,8 +176,7 @@ class DeltaSession:
         # What a stream whose frames change almost everywhere runs instead of delta (None: delta, keeping state).
         self._fallback_mode = ("dense" if self._dense_fallback else
                                "stateless" if stateless_runs and self._state_device == "cpu" else None)
-        self._scratch_sharing: ScratchSharing | None = None  # built on the first stateless run
-        self._frame_reference_outputs: list[tuple[str, str]] | None = None  # found on the first stateless run
+        self._stateless_plan: StatelessPlan | None = None  # built on the first stateless run
 
         self._streams: dict[Hashable, StreamState] = {}
         self._streams_lock = threading.Lock()
@@ -295,6 +294,11 @@ class DeltaSession:
         says nothing did is skipped like an identical one. (A stream in the dense fallback runs the dense twin,
         which sees whole frames.)
         """
+        state = self._streams.get(stream)
+        if state is not None and state.steady is not None and change_map is None:
+            returned = state.steady(output_names, input_feed, run_options)
+            if returned is not None:
+                return returned
         requested = checked_output_names(output_names, self._output_names)
         inputs = checked_input_feed(input_feed, self._input_names)
         maps = checked_change_maps(change_map, self._change_map_inputs)
@@ -304,7 +308,8 @@ class DeltaSession:
             with state.lock:
                 if state.retired:  # reset() dropped this stream while we waited: use the fresh one
                     continue
-                return self._run_locked(state, requested, inputs, input_shapes, run_options, maps)
+                return self._run_locked(state, requested, inputs, input_shapes, run_options, maps,
+                                        output_names is None and change_map is None)
 
     def _build_dense_twin(self) -> None:
         """Builds the twin and, where the model's inputs have fixed shapes, runs it once on zeros: ORT's first
@@ -336,25 +341,12 @@ class DeltaSession:
                                                        providers=self._providers_requested)
         return self._dense_session
 
-    def _sharing(self) -> ScratchSharing:
-        """Which state outputs may share a buffer (graph_passes/scratch_sharing.py), read from the graph once."""
-        if self._scratch_sharing is None:
-            graph = self._graph(None)  # the session's own bytes or path
-            self._scratch_sharing = ScratchSharing(graph, [entry.present for entry in self._state_entries],
-                                                   returned=self._output_names)
-        return self._scratch_sharing
-
-    def _frame_references(self) -> list[tuple[str, str]]:
-        """(x_ref present, model input) of each DeltaConv/DeltaPool that reads a model input as X, found once."""
-        if self._frame_reference_outputs is None:
-            x_ref = {entry.node: entry.present for entry in self._state_entries if entry.kind == "x_ref"}
-            found = []
-            for node in self._graph(None).node:
-                if (node.domain == DOMAIN and node.op_type in ("DeltaConv", "DeltaPool") and node.name in x_ref
-                        and node.input and node.input[0] in self._input_names):
-                    found.append((x_ref[node.name], node.input[0]))
-            self._frame_reference_outputs = found
-        return self._frame_reference_outputs
+    def _stateless(self) -> StatelessPlan:
+        """What stateless runs need of the graph (scratch_buffers.py), read once, on the first of them."""
+        if self._stateless_plan is None:
+            self._stateless_plan = StatelessPlan(self._graph(None), self._state_entries, self._input_names,
+                                                 self._output_names)
+        return self._stateless_plan
 
     def _run_dense(self, state: StreamState, requested: list[str], inputs: dict,
                    run_options: ort.RunOptions | None) -> list[np.ndarray]:
@@ -392,7 +384,8 @@ class DeltaSession:
                                     if probing and state.probe_interval else self._probe_every)
 
     def _run_locked(self, state: StreamState, requested: list[str], inputs: dict, input_shapes: tuple,
-                    run_options: ort.RunOptions | None, maps: dict | None = None) -> list[np.ndarray]:
+                    run_options: ort.RunOptions | None, maps: dict | None = None,
+                    steady_allowed: bool = False) -> list[np.ndarray]:
         if state.mode == "dense":
             return self._run_dense(state, requested, inputs, run_options)
         if state.binding is not None and state.input_shapes != input_shapes:
@@ -413,13 +406,18 @@ class DeltaSession:
             state.drop_state()
             raise
         state.input_shapes = input_shapes
+        self._finish_run(state)
+        state.steady = steady_runner(self, state, inputs) if steady_allowed else None
+        return results
+
+    def _finish_run(self, state: StreamState) -> None:
+        """After a run of the converted model: its maps recorded, the fallback policy told."""
         self._record_maps(state)
         if state.mode == "stateless":
             state.stateless_runs_total += 1
             self._count_fallback_run(state)
         elif self._fallback_mode is not None:
             self._update_fallback(state)
-        return results
 
     def _bind_new_state(self, state: StreamState, input_shapes: tuple) -> StreamBinding:
         """First run of a state: empty state in (or what load_state() gave); the present outputs and the change
@@ -457,7 +455,7 @@ class DeltaSession:
         first = [as_ort_value(outputs[index[entry.present]]) for entry in self._state_entries]
         if stateless:  # the outputs go to scratch shared as the graph allows; the past state stays empty
             written = {entry.present: value.numpy() for entry, value in zip(self._state_entries, first)}
-            state.scratch = ScratchBuffers(self._sharing(), written, reuse=state.scratch)
+            state.scratch = ScratchBuffers(self._stateless().sharing, written, reuse=state.scratch)
             first = [state.scratch.values[entry.present] for entry in self._state_entries]
         elif self._state_device == "cpu" and first:
             # The state moves into one block of huge pages (state_arena.py): ORT's own buffers are scattered pages
@@ -528,9 +526,7 @@ class DeltaSession:
         for name in self._model_outputs_to_bind(state, requested):
             binding.bind_fresh_output(name)
         if state.mode == "stateless" and not first:
-            # An op reading the frame writes its reference nowhere when X_ref_next is the frame's own memory
-            # (rule 1, ops/common/delta_state.cc): the copy of the frame a stateless run would throw away.
-            for present, frame_input in self._frame_references():
+            for present, frame_input in self._stateless().frame_references(inputs):
                 binding.bind_output_to(present, inputs[frame_input][0])
         binding.run(run_options)
         outputs = binding.outputs()

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 import onnxruntime as ort
@@ -41,6 +42,7 @@ class StreamState:
     # per mode ("delta", "stateless"): the buffers of the last binding dropped, bound again at the same input shapes
     spare_outputs: dict[str, SpareOutputs] = field(default_factory=dict)
     prepared: SpareOutputs | None = None  # the spare the binding being built binds (consumed after its first run)
+    steady: Callable | None = None  # the next run like the last, prepared (steady_run.py); None after any change
     loaded: dict[str, np.ndarray] = field(default_factory=dict)  # load_state(): past name -> the next run's past
     input_shapes: tuple | None = None  # shapes of the model inputs the state was built for
     output_index: dict[str, int] = field(default_factory=dict)  # bound output -> position in ORT's output vector
@@ -94,6 +96,7 @@ class StreamState:
             self.spare_outputs[self.mode] = SpareOutputs(self.input_shapes, self.values, self.map_buffers, self.arena,
                                                          self.scratch if self.mode == "stateless" else None)
         self.prepared = None
+        self.steady = None
         self.binding = None
         self.values = {}
         self.spare_arena, self.arena = self.arena or self.spare_arena, None

@@ -1,0 +1,96 @@
+"""DeltaSession's prepared run (session/steady_run.py) against its general path: driven alike, two sessions of one
+model give the same outputs, statistics, modes, change maps and state after every run, through delta runs, the
+identical-frame test and skips, stateless runs, probes, a failed run and a change of resolution."""
+from __future__ import annotations
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+import deltaonnx
+from deltaonnx import DeltaSession
+from deltaonnx.graph_passes.protocol import CHANNEL_BLOCK_KEY
+
+zoo = pytest.importorskip("zoo")  # models/zoo.py (conftest puts models/ on the path); it needs torch
+
+
+def _frames(shape, rng):
+    """Still, then moving (stateless runs, probes), then still again (a probe back to delta, skips)."""
+    still = rng.random(shape).astype(np.float32)
+    moving = [rng.random(shape).astype(np.float32) for _ in range(14)]
+    return [still] * 6 + moving + [still] * 24
+
+
+def _same(steady, general, label):
+    a, b = steady.stats(), general.stats()
+    for key in ("runs", "mode", "dense_runs", "stateless_runs", "skipped_runs", "work_smoothed", "flops_saved_avg"):
+        assert a[key] == b[key], (label, key, a[key], b[key])
+    for node, maps in steady.change_maps().items():
+        np.testing.assert_array_equal(maps, general.change_maps()[node], err_msg=f"{label}: map {node}")
+    sa, sb = steady.state(), general.state()
+    assert sa.keys() == sb.keys(), label
+    for past in sa:
+        if past != CHANNEL_BLOCK_KEY:
+            np.testing.assert_array_equal(sa[past].numpy(), sb[past].numpy(), err_msg=f"{label}: state {past}")
+
+
+@pytest.mark.parametrize("name", ["cnn1", "yolov8_like"])
+def test_the_prepared_run_does_what_the_general_path_does(cpu_op_library, name):
+    model = zoo.BUILDERS[name]()
+    converted = deltaonnx.convert(model)
+    input_name = model.graph.input[0].name
+    shape = [d.dim_value or 1 for d in model.graph.input[0].type.tensor_type.shape.dim]
+    outputs = [o.name for o in model.graph.output]
+    options = dict(dense_fallback=False, fallback_probe_every=2)
+    steady, general = DeltaSession(converted, **options), DeltaSession(converted, **options)
+    dense = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    prepared_runs = 0
+    for index, frame in enumerate(_frames(shape, np.random.default_rng(4))):
+        label = f"{name}: frame {index}"
+        stream = steady._streams.get("default")
+        prepared = stream is not None and stream.steady is not None
+        got = steady.run(None, {input_name: frame})
+        want = general.run(outputs, {input_name: frame})  # outputs asked by name: always the general path
+        prepared_runs += prepared and steady._streams["default"].runs > 0
+        for g, w, d in zip(got, want, dense.run(None, {input_name: frame})):
+            np.testing.assert_array_equal(g, w, err_msg=label)
+            np.testing.assert_allclose(g, d, rtol=1e-4, atol=1e-5, err_msg=label)
+        _same(steady, general, label)
+    assert general._streams["default"].steady is None
+    assert prepared_runs > 10, "the prepared run never ran"
+    stats = steady.stats()
+    assert stats["skipped_runs"] > 0 and stats["stateless_runs"] > 0
+
+
+def test_the_prepared_run_leaves_other_calls_to_the_general_path(cpu_op_library):
+    model = zoo.BUILDERS["cnn1"]()
+    session = DeltaSession(deltaonnx.convert(model), dense_fallback=False)
+    input_name = model.graph.input[0].name
+    shape = [d.dim_value or 1 for d in model.graph.input[0].type.tensor_type.shape.dim]
+    rng = np.random.default_rng(5)
+    frame = rng.random(shape).astype(np.float32)
+    for _ in range(3):  # the second switches to stateless runs, the third binds them
+        session.run(None, {input_name: rng.random(shape).astype(np.float32)})
+    assert session._streams["default"].steady is not None
+    stopped = ort.RunOptions()
+    stopped.terminate = True  # ORT refuses the run: the prepared run fails like the general path, state dropped
+    with pytest.raises(Exception, match="terminate"):
+        session.run(None, {input_name: frame}, stopped)
+    state = session._streams["default"]
+    assert state.steady is None and state.binding is None
+    for _ in range(2):
+        session.run(None, {input_name: rng.random(shape).astype(np.float32)})
+    assert session._streams["default"].steady is not None
+    with pytest.raises(ValueError, match="unknown input"):  # the general path's checks still answer
+        session.run(None, {"nope": frame})
+    with pytest.raises(ValueError, match="missing"):
+        session.run(None, {})
+    as_float64 = rng.random(shape)  # another dtype: the general path (ORT refuses it)
+    with pytest.raises(Exception):
+        session.run(None, {input_name: as_float64})
+    assert session._streams["default"].steady is None  # a failed run drops the state and the prepared run
+    fortran = np.asfortranarray(rng.random(shape).astype(np.float32))
+    session.run(None, {input_name: fortran})  # not contiguous: the general path copies it
+    session.reset()
+    session.run(None, {input_name: frame})
+    assert session.stats()["runs"] == 1
