@@ -51,12 +51,17 @@ def run_time(fn, repeat):
     return statistics.median(times)
 
 
-def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def round_arguments(argv, description, shapes):
+    """--rounds, --repeat and --shapes (CxHxW), as this benchmark and bench_resize.py take them."""
+    ap = argparse.ArgumentParser(description=description)
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--repeat", type=int, default=50)
-    ap.add_argument("--shapes", nargs="+", default=SHAPES)
-    args = ap.parse_args(argv)
+    ap.add_argument("--shapes", nargs="+", default=shapes)
+    return ap.parse_args(argv)
+
+
+def main(argv=None):
+    args = round_arguments(argv, __doc__.splitlines()[0], SHAPES)
     b = int(_native.channel_block())
     print(f"channel block b = {b}, kernels {_native.simd_level()}; DeltaReorder / ORT's reorder, median [min-max]; "
           "GB/s (read + written) of DeltaReorder, ORT's reorder and a numpy copy")

@@ -9,7 +9,8 @@ channels to 16 doubles the op's work: ORT's NCHWc transformer reads such inputs 
 measured slower here, docs/ops.md#convert-blocked). Its
 Y stays blocked through the ops that compute the same thing on blocked memory (layout-neutral: elementwise ops of
 region tensors of one shape or with scalar constants, keeping pad lanes zero where the tensor is padded;
-Concat/Split along channels with parts that are multiples of 16); everything else reads NCHW through a
+Concat/Split along channels with parts that are multiples of 16; a nearest Resize by integer factors, which becomes a
+DeltaResize: blocked_resize.py); everything else reads NCHW through a
 DeltaReorder(to = "nchw") inserted once per tensor, and a blocked DeltaConv whose input is NCHW reads it through a
 DeltaReorder(to = "blocked"); reorders of padded tensors carry `channels`. A DeltaConv whose input is not
 blockable (a backbone's first conv, on 3 channels, or one reading a model input) gets `layout = "blocked_out"`: it
@@ -25,11 +26,12 @@ from typing import Optional
 
 import onnx_ir as ir
 
+from .blocked_resize import nearest_factors, replace_with_delta_resize
 from .constants import constant_array, constant_scalar
 from .conversion_context import PLAN_META_KEY, ConversionContext
 from .delta_ops import (CONV_INPUTS, DELTA_POOL, DELTA_REORDER, LAYOUT_BLOCKED, LAYOUT_BLOCKED_OUT, POOL_INPUTS,
                         X_REF_NEXT, Y, is_delta_op, sum_input)
-from .graph_edits import NameScope, attribute, copy_type_and_shape
+from .graph_edits import NameScope, attribute, copy_type_and_shape, numbered_name
 from .normalize import onnx_opset
 from .pad_lanes import (CHANNEL_MULTIPLE, PADDED_CHANNELS_META_KEY, activation_keeps_zero, is_padded,
                         neutral_op_keeps_zero, padded_dim)
@@ -147,6 +149,8 @@ class ChooseBlockedLayout(ir.passes.InPlacePass):
                     plan.layout = layout
             else:
                 channels = self._neutral(node, blocked, opset)
+                if channels is None and node.inputs and node.inputs[0] in blocked and nearest_factors(node, opset):
+                    channels = blocked[node.inputs[0]]  # a nearest upsample: a DeltaResize (blocked_resize.py)
                 if channels is not None:
                     neutral.add(node)
                     blocked.update(dict.fromkeys(node.outputs, channels))
@@ -154,6 +158,11 @@ class ChooseBlockedLayout(ir.passes.InPlacePass):
             return ir.passes.PassResult(model, modified=False)
         self._leave_trailing_mixed(graph, neutral, set(chosen), set(entering), blocked)
         scope = NameScope(graph)
+        for node in [n for n in graph if n in neutral and n.op_type == "Resize"]:
+            resize = replace_with_delta_resize(graph, scope, node, nearest_factors(node, opset))
+            neutral.discard(node)
+            neutral.add(resize)
+            blocked[resize.outputs[0]] = blocked.pop(node.outputs[0])
         for node in chosen:
             node.attributes["layout"] = ir.AttrString("layout", LAYOUT_BLOCKED)
             channels = _input_channels(node)
@@ -222,11 +231,12 @@ class ChooseBlockedLayout(ir.passes.InPlacePass):
                               blocked: dict[ir.Value, int]) -> None:
         """A neutral op that reads an NCHW tensor and whose output only leaves the region (a residual Add before a
         Concat whose parts are not multiples of 16) would cost a reorder in and one out: it stays NCHW, reading its
-        blocked operand through one reorder instead. Backwards, so a chain of them leaves together. A blocked_out
-        conv's sum Z is in the region."""
+        blocked operand through one reorder instead. So does an upsampling Resize whose output only leaves: the
+        reorder before it moves a fraction of the pixels one after it would. Backwards, so a chain of them leaves
+        together. A blocked_out conv's sum Z is in the region."""
         for node in reversed(list(graph)):
-            if node not in neutral or all(v is None or v in blocked or constant_scalar(v) is not None
-                                          for v in node.inputs):
+            if node not in neutral or (node.op_type != "Resize" and all(
+                    v is None or v in blocked or constant_scalar(v) is not None for v in node.inputs)):
                 continue
             if node.op_type == "Split" or any(use.node in neutral or use.node in chosen
                                               or (use.node in entering and use.idx in _sum_positions(use.node))
@@ -331,17 +341,9 @@ def _reorder(graph: ir.Graph, scope: NameScope, source: ir.Value, to: str, chann
     if is_padded(channels):
         attributes["channels"] = int(channels)
     node = ir.node(DELTA_REORDER, [source], attributes, domain=DOMAIN, outputs=[output],
-                   name=_next_reorder_name(scope))
+                   name=numbered_name(scope, DELTA_REORDER))
     if before is not None:
         graph.insert_before(before, node)
     else:
         graph.insert_after(after, node)
     return output
-
-
-def _next_reorder_name(scope: NameScope) -> str:
-    """DeltaReorder_0, DeltaReorder_1, ... (the names its state is listed under, like DeltaConv_0)."""
-    index = 0
-    while scope.is_used(f"{DELTA_REORDER}_{index}"):
-        index += 1
-    return scope.take(f"{DELTA_REORDER}_{index}")

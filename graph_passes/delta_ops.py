@@ -8,6 +8,7 @@ DELTA_POOL = "DeltaPool"
 DELTA_MAP_UNION = "DeltaMapUnion"
 DELTA_GATE = "DeltaGate"
 DELTA_REORDER = "DeltaReorder"  # NCHW <-> channel-blocked memory (docs/ops.md#deltareorder)
+DELTA_RESIZE = "DeltaResize"  # a nearest upsample by integer factors in a blocked region (docs/ops.md#deltaresize)
 DELTA_OPS = (DELTA_CONV, DELTA_POOL)
 OPSET_VERSION = 1
 
@@ -29,16 +30,27 @@ LAYOUTS = (LAYOUT_NCHW, LAYOUT_BLOCKED)  # convert's choice (--memory-layout)
 LAYOUT_BLOCKED_OUT = "blocked_out"
 
 
-# DeltaReorder's input positions: X, its last output Y_prev (state) and X's change map, both optional.
+# DeltaReorder's and DeltaResize's input positions: X, its last output Y_prev (state) and X's change map, both
+# optional. DeltaResize's outputs: Y and its map_out (the map upsampled).
 REORDER_INPUTS = {"x": 0, "y_prev": 1, "map_in": 2}
+RESIZE_MAP_OUT = 1
 
 
 def input_positions(op_type: str) -> dict[str, int]:
-    return {DELTA_CONV: CONV_INPUTS, DELTA_REORDER: REORDER_INPUTS}.get(op_type, POOL_INPUTS)
+    return {DELTA_CONV: CONV_INPUTS, DELTA_REORDER: REORDER_INPUTS, DELTA_RESIZE: REORDER_INPUTS}.get(op_type, POOL_INPUTS)
 
 
 def is_reorder(node) -> bool:
     return node.domain == DOMAIN and node.op_type == DELTA_REORDER
+
+
+def is_resize(node) -> bool:
+    return node.domain == DOMAIN and node.op_type == DELTA_RESIZE
+
+
+def keeps_last_output(node) -> bool:
+    """DeltaReorder and DeltaResize: ops whose output is a function of X alone, kept as state behind a change map."""
+    return is_reorder(node) or is_resize(node)
 
 
 def is_delta_op(node) -> bool:

@@ -1,6 +1,6 @@
 """The dense twin of a converted model: each DeltaConv back to Conv (+ its fused activation), each DeltaPool back
-to MaxPool, each DeltaGate and DeltaReorder an Identity (the twin is NCHW throughout), the state and the change
-maps gone.
+to MaxPool, each DeltaGate and DeltaReorder an Identity (the twin is NCHW throughout), each DeltaResize a nearest
+Resize by its factors, the state and the change maps gone.
 
 DeltaSession runs it for a stream whose frames change almost everywhere (a moving camera), where skipping
 unchanged pixels cannot pay: ORT then optimises the twin like the original model (NCHWc kernels, fusions),
@@ -89,6 +89,17 @@ def _group_softmax_nodes(name: str, group: int, source: str, out: str, opset: in
     return nodes
 
 
+def _nearest_resize(node: onnx.NodeProto, initializers: list) -> onnx.NodeProto:
+    """DeltaResize as ONNX's Resize (opset 11+, which the converter required of the Resize it replaced): output pixel
+    (y, x) reads (y // fh, x // fw), NCHW."""
+    factors = [float(f) for f in _attributes(node)["factors"]]
+    scales = numpy_helper.from_array(np.array([1.0, 1.0, *factors], np.float32), f"{node.name}.scales")
+    roi = numpy_helper.from_array(np.zeros(0, np.float32), f"{node.name}.roi")  # required before opset 13
+    initializers.extend([roi, scales])
+    return helper.make_node("Resize", [node.input[0], roi.name, scales.name], [node.output[0]], name=node.name,
+                            mode="nearest", coordinate_transformation_mode="asymmetric", nearest_mode="floor")
+
+
 def dense_twin(converted: onnx.ModelProto, model_outputs: list[str]) -> onnx.ModelProto:
     """The converted model computed densely: same model inputs, the outputs `model_outputs` only."""
     meta = ConversionMetadata.of(converted)
@@ -102,6 +113,9 @@ def dense_twin(converted: onnx.ModelProto, model_outputs: list[str]) -> onnx.Mod
         # dense: every frame passes the gate whole; the twin is NCHW throughout, so a reorder is a no-op
         if node.domain == DOMAIN and node.op_type in ("DeltaGate", "DeltaReorder"):
             nodes.append(helper.make_node("Identity", [node.input[0]], [node.output[0]], name=node.name))
+            continue
+        if node.domain == DOMAIN and node.op_type == "DeltaResize":
+            nodes.append(_nearest_resize(node, initializers))
             continue
         if node.domain != DOMAIN or node.op_type not in ("DeltaConv", "DeltaPool"):
             nodes.append(node)

@@ -44,6 +44,14 @@ class NameScope:
         return name in self._used
 
 
+def numbered_name(scope: NameScope, prefix: str) -> str:
+    """`prefix`_0, `prefix`_1, ...: the first free one (the names a node's state is listed under, like DeltaConv_0)."""
+    index = 0
+    while scope.is_used(f"{prefix}_{index}"):
+        index += 1
+    return scope.take(f"{prefix}_{index}")
+
+
 def add_initializer(graph: ir.Graph, name: str, array: np.ndarray) -> ir.Value:
     """Register a new initializer holding `array` (name must be unique, see NameScope)."""
     tensor = ir.tensor(np.ascontiguousarray(array), name=name)

@@ -9,7 +9,8 @@ run". It survives ops that keep locality (docs/design.md "Change maps flow from 
   - nearest Resize/Upsample: the map resized the same way;
   - ConvTranspose whose kernel equals its stride (no pads, dilations or output padding): each output pixel
     reads one input pixel, so the map upsampled by the stride;
-  - Identity, Dropout, identity Transpose, DeltaReorder.
+  - Identity, Dropout, identity Transpose, DeltaReorder;
+  - DeltaResize: its own map_out (the map upsampled).
 Anything else loses the map; its consumers then compare their whole input.
 
 The rules are written once and used twice: by the planner, with opaque tokens, to know which nodes
@@ -23,7 +24,7 @@ from typing import Generic, Optional, Protocol, TypeVar
 import onnx_ir as ir
 
 from .constants import FrameInvariance, constant_ints
-from .delta_ops import is_reorder
+from .delta_ops import RESIZE_MAP_OUT, is_reorder, is_resize, keeps_last_output
 from .graph_edits import attribute
 from .shapes import Dim, dim_is_one, dims, dims_provably_equal
 
@@ -103,7 +104,7 @@ class ChangeMapPropagation(Generic[M]):
         for node in list(self.graph if nodes is None else nodes):
             if visit is not None:
                 visit(node, maps)
-            if node.domain != "" and not is_reorder(node):
+            if node.domain != "" and not keeps_last_output(node):
                 continue
             for output, produced in zip(node.outputs, self._outputs_maps(node, maps)):
                 if produced is not None and output not in maps:
@@ -135,6 +136,8 @@ class ChangeMapPropagation(Generic[M]):
             return [self._conv_transpose(node, maps)]
         if is_reorder(node):  # the same pixels in another memory order
             return [maps.get(node.inputs[0])]
+        if is_resize(node):  # behind a map (wire_maps.py connects it) the op upsamples it itself
+            return [node.outputs[RESIZE_MAP_OUT] if node.inputs[0] in maps else None]
         if op == "Transpose":
             perm = attribute(node, "perm")
             return [maps.get(node.inputs[0]) if perm is not None and list(perm) == [0, 1, 2, 3] else None]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import onnx_ir as ir
 
 from .conversion_context import ConversionContext
-from .delta_ops import LAYOUT_BLOCKED, LAYOUT_BLOCKED_OUT, LAYOUT_NCHW, MAP_OUT, REORDER_INPUTS, X_REF_NEXT, Y, input_positions, is_delta_op, is_reorder
+from .delta_ops import LAYOUT_BLOCKED, LAYOUT_BLOCKED_OUT, LAYOUT_NCHW, MAP_OUT, REORDER_INPUTS, X_REF_NEXT, Y, input_positions, is_delta_op, is_reorder, keeps_last_output
 from .graph_edits import attribute
 from .pad_lanes import PADDED_CHANNELS_META_KEY
 from .delta_rewrite import past_name
@@ -65,9 +65,10 @@ class AddStateInputsOutputs(ir.passes.InPlacePass):
 
 
 class AddReorderState(ir.passes.InPlacePass):
-    """A DeltaReorder whose input has a change map (wire_maps.py) keeps its last output as state, so it redoes only
-    the marked pixels (docs/ops.md#deltareorder): past `deltaonnx.past.<node>.y`, present its Y, listed after the
-    Delta ops' state with the layout of Y. Without a map it reorders every pixel and keeps nothing."""
+    """A DeltaReorder or DeltaResize whose input has a change map (wire_maps.py) keeps its last output as state, so it
+    redoes only the outputs of marked pixels (docs/ops.md#deltareorder, #deltaresize): past
+    `deltaonnx.past.<node>.y`, present its Y, listed after the Delta ops' state with the layout of Y. Without a map it
+    computes every output and keeps nothing."""
 
     def __init__(self, context: ConversionContext) -> None:
         super().__init__()
@@ -75,15 +76,16 @@ class AddReorderState(ir.passes.InPlacePass):
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         graph = model.graph
-        reorders = [node for node in graph if is_reorder(node) and len(node.inputs) > REORDER_INPUTS["map_in"]
+        carriers = [node for node in graph if keeps_last_output(node) and len(node.inputs) > REORDER_INPUTS["map_in"]
                     and node.inputs[REORDER_INPUTS["map_in"]] is not None]
         map_outputs = {entry["output"] for entry in self.context.maps}
-        for node in reorders:
+        for node in carriers:
             y, past_y = node.outputs[0], _past_input(node.name, "y")
             graph.inputs.append(past_y)
             node.replace_input_with(REORDER_INPUTS["y_prev"], past_y)
             if not y.is_graph_output():  # with the other state, before the change maps
                 at = next((i for i, v in enumerate(graph.outputs) if v.name in map_outputs), len(graph.outputs))
                 graph.outputs.insert(at, y)
-            self.context.state.append(state_entry(node.name, past_y, y, "y", attribute(node, "to")))
-        return ir.passes.PassResult(model, modified=bool(reorders))
+            layout = attribute(node, "to") if is_reorder(node) else attribute(node, "layout", LAYOUT_NCHW)
+            self.context.state.append(state_entry(node.name, past_y, y, "y", layout))
+        return ir.passes.PassResult(model, modified=bool(carriers))

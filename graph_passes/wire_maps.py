@@ -1,4 +1,4 @@
-"""Connect each Delta op's (and DeltaReorder's) optional change-map input to the map of its data input, building the
+"""Connect each Delta op's (and DeltaReorder's, DeltaResize's) optional change-map input to the map of its data input, building the
 maps in between (locality.py has the rules): DeltaMapUnion where maps of equal shape meet; where their
 shapes may differ (broadcasting, or shapes inference could not prove equal) a broadcasting uint8 Max
 (Cast/Or/Cast before opset 12); and a nearest Resize/Upsample of the map where the tensor is resized (or upsampled by a
@@ -14,7 +14,7 @@ from .protocol import DOMAIN
 
 from .constants import constant_array
 from .conversion_context import PLAN_META_KEY
-from .delta_ops import CONV_INPUTS, DELTA_MAP_UNION, MAP_OUT, Y, input_positions, is_delta_op, is_reorder, sum_input
+from .delta_ops import CONV_INPUTS, DELTA_MAP_UNION, MAP_OUT, Y, input_positions, is_delta_op, keeps_last_output, sum_input
 from .errors import ConversionError
 from .graph_edits import NameScope, add_initializer, attribute
 from .locality import ChangeMapPropagation
@@ -161,7 +161,7 @@ class WireChangeMaps(ir.passes.InPlacePass):
 
         def connect(node: ir.Node, maps: dict) -> None:
             nonlocal wired
-            if not is_delta_op(node) and not is_reorder(node):
+            if not is_delta_op(node) and not keeps_last_output(node):
                 return
             z = sum_input(node)
             if z is not None:

@@ -17,6 +17,7 @@
 #include "map_union/cuda/map_union_cuda_op.h"
 #include "delta_gate/cuda/delta_gate_cuda_op.h"
 #include "delta_reorder/cuda/delta_reorder_cuda_op.h"
+#include "delta_resize/cuda/delta_resize_cuda_op.h"
 #define DELTAONNX_KERNEL(cpu, cuda) cuda
 #define DELTAONNX_LIBRARY_NAME "libdeltaonnx_ops_cuda"
 #else
@@ -25,6 +26,7 @@
 #include "map_union/map_union_kernel.h"
 #include "delta_gate/cpu/delta_gate_kernel.h"
 #include "delta_reorder/cpu/delta_reorder_kernel.h"
+#include "delta_resize/cpu/delta_resize_kernel.h"
 #define DELTAONNX_KERNEL(cpu, cuda) cpu
 #define DELTAONNX_LIBRARY_NAME "libdeltaonnx_ops"
 #endif
@@ -40,7 +42,8 @@ const DELTAONNX_KERNEL(deltaonnx::DeltaPoolOp, deltaonnx::cuda::DeltaPoolCudaOp)
 const DELTAONNX_KERNEL(deltaonnx::MapUnionOp, deltaonnx::cuda::MapUnionCudaOp) kMapUnion;
 const DELTAONNX_KERNEL(deltaonnx::DeltaGateOp, deltaonnx::cuda::DeltaGateCudaOp) kDeltaGate;
 const DELTAONNX_KERNEL(deltaonnx::DeltaReorderOp, deltaonnx::cuda::DeltaReorderCudaOp) kDeltaReorder;
-const OrtCustomOp* const kOps[] = {&kDeltaConv, &kDeltaPool, &kMapUnion, &kDeltaGate, &kDeltaReorder};
+const DELTAONNX_KERNEL(deltaonnx::DeltaResizeOp, deltaonnx::cuda::DeltaResizeCudaOp) kDeltaResize;
+const OrtCustomOp* const kOps[] = {&kDeltaConv, &kDeltaPool, &kMapUnion, &kDeltaGate, &kDeltaReorder, &kDeltaResize};
 
 // Domains must outlive every session that used them, so they live as long as the library.
 std::mutex domains_mutex;

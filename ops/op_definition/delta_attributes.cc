@@ -203,6 +203,35 @@ ReorderGeometry reorder_geometry(const ReorderAttributes& a, const Shape& xs, in
   return g;
 }
 
+ResizeAttributes read_delta_resize_attributes(const AttributeReader& a) {
+  if (!a.has("factors")) a.fail("attribute 'factors' is required ([fh, fw], integers >= 1)");
+  const std::vector<int64_t> factors = a.get_ints("factors", {});
+  if (factors.size() != 2)
+    a.fail("attribute 'factors' must hold 2 integers [fh, fw], got " + std::to_string(factors.size()));
+  for (int64_t f : factors)
+    if (f < 1 || f > kMaxWindowExtent)
+      a.fail("attribute 'factors' must be in [1, " + std::to_string(kMaxWindowExtent) + "], got " + std::to_string(f));
+  ResizeAttributes r;
+  r.factor_h = factors[0];
+  r.factor_w = factors[1];
+  const std::string layout = a.get_string("layout", "nchw");
+  if (layout == "blocked") r.blocked = true;
+  else if (layout != "nchw") a.fail("attribute 'layout' must be \"nchw\" or \"blocked\", got \"" + layout + "\"");
+  return r;
+}
+
+Shape resize_output_shape(const ResizeAttributes& a, const Shape& xs, int64_t block) {
+  if (a.blocked) check_channel_block(xs, block, "X");
+  checked_product({xs[0], xs[1], xs[2], xs[3]}, "X");
+  const int64_t height = checked_product({xs[2], a.factor_h}, "Y"), width = checked_product({xs[3], a.factor_w}, "Y");
+  if (height > kMaxSpatialExtent || width > kMaxSpatialExtent)
+    throw UserError("Y would be " + std::to_string(height) + " x " + std::to_string(width) + " pixels (X " +
+                    shape_text(xs) + " upsampled by 'factors'), above the ops' bound of " +
+                    std::to_string(kMaxSpatialExtent) + " per side");
+  checked_bytes<float>({xs[0], xs[1], height, width}, "Y");
+  return {xs[0], xs[1], height, width};
+}
+
 void check_channel_block(const Shape& xs, int64_t block, const char* what) {
   if (block > 1 && xs[1] % block != 0)
     throw UserError(std::string(what) + " has " + std::to_string(xs[1]) + " channels (shape " + shape_text(xs) +

@@ -96,6 +96,18 @@ struct ReorderGeometry {
 };
 ReorderGeometry reorder_geometry(const ReorderAttributes& attributes, const Shape& xs, int64_t block);
 
+// DeltaResize's attributes (docs/ops.md#deltaresize): 'factors' (required) [fh, fw], integers in [1, 65536];
+// 'layout' "nchw" (default) or "blocked" (X and Y [N][C/b][H][W][b], C a multiple of b).
+struct ResizeAttributes {
+  int64_t factor_h = 1, factor_w = 1;
+  bool blocked = false;
+};
+ResizeAttributes read_delta_resize_attributes(const AttributeReader& attributes);
+
+// Y's shape [N, C, H * fh, W * fw] for X of shape xs, overflow-checked; a blocked X's C must be a multiple of
+// `block`. Throws UserError.
+Shape resize_output_shape(const ResizeAttributes& attributes, const Shape& xs, int64_t block);
+
 // A tensor of shape xs [N, C, H, W] whose memory is (or becomes) blocked by `block` channels: C must be a multiple
 // of it. Throws UserError naming `what` and the block.
 void check_channel_block(const Shape& xs, int64_t block, const char* what);

@@ -87,6 +87,18 @@ inline constexpr TensorSlot kDeltaReorderInputs[] = {
 inline constexpr TensorSlot kDeltaReorderOutputs[] = {{"Y", kFloat, SlotKind::kRequired}};
 inline constexpr OpSchema kDeltaReorderSchema{"DeltaReorder", kDeltaReorderInputs, 3, kDeltaReorderOutputs, 1};
 
+// DeltaResize (ops/delta_resize): X [N,C,H,W] upsampled by integer factors, nearest (output pixel (y, x) reads
+// (y / fh, x / fw)), NCHW or blocked (attribute 'layout'; docs/ops.md#deltaresize). With its last output Y_prev and X's
+// change map it redoes only the outputs of marked pixels; map_out is the map upsampled.
+namespace delta_resize {
+enum Input : size_t { kX = 0, kYPrev, kMapIn };
+enum Output : size_t { kY = 0, kMapOut };
+}  // namespace delta_resize
+inline constexpr TensorSlot kDeltaResizeOutputs[] = {{"Y", kFloat, SlotKind::kRequired},
+                                                     {"map_out", kUint8, SlotKind::kOptional}};
+// its inputs are DeltaReorder's (X, Y_prev, map_in)
+inline constexpr OpSchema kDeltaResizeSchema{"DeltaResize", kDeltaReorderInputs, 3, kDeltaResizeOutputs, 2};
+
 inline OrtCustomOpInputOutputCharacteristic characteristic_of(SlotKind kind) {
   switch (kind) {
     case SlotKind::kOptional: return INPUT_OUTPUT_OPTIONAL;

@@ -113,16 +113,22 @@ SumInputs read_sum_inputs(const KernelInputs& in, size_t z_index, size_t map_ind
   return s;
 }
 
-ReorderState read_reorder_state(const KernelInputs& in, const Shape& xs, const Shape& ys) {
-  ReorderState state;
-  if (in.value(delta_reorder::kMapIn) == nullptr) return state;
-  const Shape& ms = in.shape(delta_reorder::kMapIn);
-  const Shape want = map_shape_of(xs);
-  if (ms != want) {
-    if (ms.holds_no_elements()) return state;  // an empty map says nothing: every pixel
-    throw UserError("map_in must be [N,1,H,W] = " + shape_text(want) + " of X, got " + shape_text(ms));
+OutputState read_output_state(const KernelInputs& in, const Shape& xs, const Shape& ys) {
+  // DeltaReorder's and DeltaResize's inputs: X, Y_prev, map_in
+  StateShapes shapes;
+  shapes.x = xs;
+  shapes.y = ys;
+  shapes.map_given = in.value(delta_reorder::kMapIn) != nullptr;
+  if (shapes.map_given) shapes.map = in.shape(delta_reorder::kMapIn);
+  if (in.value(delta_reorder::kYPrev) != nullptr) shapes.y_prev = in.shape(delta_reorder::kYPrev);
+  bool has_state = false;
+  try {
+    has_state = decide_output_state(shapes);
+  } catch (const std::invalid_argument& e) {
+    throw UserError(e.what());
   }
-  if (in.value(delta_reorder::kYPrev) == nullptr || in.shape(delta_reorder::kYPrev) != ys) return state;
+  OutputState state;
+  if (!has_state) return state;
   state.y_prev = in.data<float>(delta_reorder::kYPrev);
   state.map_in = in.data<uint8_t>(delta_reorder::kMapIn);
   return state;

@@ -80,13 +80,14 @@ struct SumInputs {
 };
 SumInputs read_sum_inputs(const KernelInputs& in, size_t z_index, size_t map_index, const Shape& ys);
 
-// DeltaReorder's optional state (docs/ops.md#deltareorder): y_prev and map_in when both are given, Y_prev has Y's
-// shape ys and the map is [N,1,H,W] of X (then only marked pixels are redone); y_prev null otherwise (every pixel:
-// an empty or other-shaped Y_prev is rule 1). A non-empty map of another shape is a UserError.
-struct ReorderState {
+// The optional state of an op whose state is its last output (DeltaReorder, DeltaResize: inputs X, Y_prev, map_in;
+// docs/ops.md#deltareorder): y_prev and map_in when rule 1 (state_decision.h decide_output_state) finds state, then
+// only the outputs of marked pixels are redone; y_prev null otherwise (every pixel). A non-empty map of another
+// shape than [N,1,H,W] of X is a UserError.
+struct OutputState {
   const float* y_prev = nullptr;
   const uint8_t* map_in = nullptr;
 };
-ReorderState read_reorder_state(const KernelInputs& in, const Shape& xs, const Shape& ys);
+OutputState read_output_state(const KernelInputs& in, const Shape& xs, const Shape& ys);
 
 }  // namespace deltaonnx

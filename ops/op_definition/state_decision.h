@@ -53,4 +53,18 @@ inline StateDecision decide_state(const StateShapes& s, float threshold) {
   return d;
 }
 
+// Rule 1 for an op whose state is its last output alone (DeltaReorder, DeltaResize: Y is a function of X, so a pixel
+// the map leaves 0 keeps Y_prev's values): state only with a non-empty map of X ([N,1,H,W]) and a Y_prev of Y's
+// shape; an empty map, none, or an empty or other-shaped Y_prev: every pixel. A non-empty map of another shape
+// throws std::invalid_argument.
+inline bool decide_output_state(const StateShapes& s) {
+  if (!s.map_given) return false;
+  const Shape want = map_shape_of(s.x);
+  if (s.map != want) {
+    if (holds_no_elements(s.map)) return false;  // an empty map says nothing: every pixel
+    throw std::invalid_argument("map_in must be [N,1,H,W] = " + shape_text(want) + " of X, got " + shape_text(s.map));
+  }
+  return !holds_no_elements(s.y_prev) && s.y_prev == s.y;
+}
+
 }  // namespace deltaonnx

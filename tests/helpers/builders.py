@@ -157,6 +157,20 @@ def exact_change_map(x, prev):
     return diff.any(axis=1, keepdims=True).astype(np.uint8)
 
 
+def marked_frames(rng, shape, count=5, fraction=0.25):
+    """`count` NCHW frames and their exact change maps: a first frame (map all 1), then each frame with about
+    `fraction` of the pixels (all their channels) given new values, its map marking exactly those."""
+    n, c, h, w = shape
+    frames, maps = [rng.standard_normal(shape).astype(np.float32)], [np.ones((n, 1, h, w), np.uint8)]
+    for _ in range(count - 1):
+        marks = (rng.random((n, 1, h, w)) < fraction).astype(np.uint8)
+        x = frames[-1].copy()
+        x[np.broadcast_to(marks != 0, shape)] = rng.standard_normal(int(marks.sum()) * c).astype(np.float32)
+        frames.append(x)
+        maps.append(marks)
+    return frames, maps
+
+
 def frame_sequence(rng, shape, kinds):
     """Frames for a sequence of step kinds: first, none, local, global, nan, resize."""
     n, c, h, w = shape

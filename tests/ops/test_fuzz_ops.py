@@ -133,16 +133,31 @@ def make_case(rng, index):
     return case
 
 
+def make_resize_case(rng, index):
+    """DeltaResize (docs/ops.md#deltaresize): factors sane or extreme, either layout or a bad one, any state and map."""
+    wild = float(rng.choice([0.0, 0.35]))
+    attrs = {"factors": _int_list(rng, [1, 2, 3], wild)}
+    if rng.random() < 0.8:
+        attrs["layout"] = str(rng.choice(["nchw", "blocked"])) if rng.random() >= wild \
+            else ["NCHW", 1, "blocked_out"][int(rng.integers(3))]
+    case = {"index": index, "op": "DeltaResize", "seed": int(rng.integers(2**31)), "attrs": attrs,
+            "x_shape": _shape(rng, int(rng.choice([16, 32, 8, 3])))}
+    _state_and_map(rng, case)
+    return case
+
+
 def make_cases(seed, count):
     rng = np.random.default_rng(seed)
-    return [make_case(rng, i) for i in range(count)]
+    cases = [make_case(rng, i) for i in range(count)]
+    resize_rng = np.random.default_rng(seed + 1)  # a draw of its own, so the other cases stay as they were
+    return cases + [make_resize_case(resize_rng, count + i) for i in range(count // 10)]
 
 
 # ------------------------------------------------------------------ running one case (in the child process)
 
 
 def _model(case):
-    from onnx import AttributeProto, TensorProto, helper, numpy_helper
+    from onnx import TensorProto, helper, numpy_helper
 
     rng = np.random.default_rng(case["seed"])
     floats = lambda name: helper.make_tensor_value_info(name, TensorProto.FLOAT, None)  # noqa: E731
@@ -152,6 +167,12 @@ def _model(case):
         names = [f"map{i}" for i in range(len(case["map_shapes"]))]
         node = helper.make_node("DeltaMapUnion", names, ["y"], domain=DOMAIN, name=NODE)
         inputs, outputs = [maps(n) for n in names], [maps("y")]
+    elif case["op"] == "DeltaResize":
+        ins = ["x", "y_prev"] + (["map_in"] if case["map"] != "none" else [])
+        node = helper.make_node("DeltaResize", ins, ["y", "map_out"], domain=DOMAIN, name=NODE)
+        _set_attributes(node, case["attrs"])
+        inputs = [floats("x"), floats("y_prev")] + ([maps("map_in")] if case["map"] != "none" else [])
+        outputs = [floats("y"), maps("map_out")]
     else:
         conv = case["op"] == "DeltaConv"
         ref = "" if case.get("drop_reference") else "x_ref"
@@ -163,9 +184,7 @@ def _model(case):
             ins = ins + [""] * (6 - len(ins)) + ["z"] + ([] if case["sum"] == "no_map" else ["map_z"])
         outs = ["y", "x_ref_next" if ref else "", "map_out"]
         node = helper.make_node(case["op"], ins, outs, domain=DOMAIN, name=NODE)
-        for key, value in case["attrs"].items():  # an empty list has no type to infer: the attribute's own
-            empty_type = AttributeProto.FLOATS if key == "activation_params" else AttributeProto.INTS
-            node.attribute.append(helper.make_attribute(key, value, attr_type=empty_type if value == [] else None))
+        _set_attributes(node, case["attrs"])
         inputs = [floats(n) for n in ins if n in ("x", "x_ref", "y_prev", "z")]
         inputs += [maps(n) for n in ins if n in ("map_in", "map_z")]
         outputs = [floats("y")] + ([floats("x_ref_next")] if ref else []) + [maps("map_out")]
@@ -177,6 +196,14 @@ def _model(case):
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid(DOMAIN, 1)])
     model.ir_version = 10
     return model, {i.name: numpy_helper.to_array(i) for i in inits}
+
+
+def _set_attributes(node, attrs):
+    from onnx import AttributeProto, helper
+
+    for key, value in attrs.items():  # an empty list has no type to infer: the attribute's own
+        empty_type = AttributeProto.FLOATS if key == "activation_params" else AttributeProto.INTS
+        node.attribute.append(helper.make_attribute(key, value, attr_type=empty_type if value == [] else None))
 
 
 def _frames(case, rng):
@@ -252,6 +279,8 @@ def _reference_step(case, weights, feed):
 
     if case["op"] == "DeltaMapUnion":
         return [reference.map_union(*(feed[f"map{i}"] for i in range(len(case["map_shapes"]))))]
+    if case["op"] == "DeltaResize":
+        return list(reference.delta_resize(feed["x"], feed["y_prev"], feed.get("map_in"), **case["attrs"]))
     args = dict(case["attrs"], drop_reference=bool(case.get("drop_reference")))
     x_ref = None if case.get("drop_reference") else feed["x_ref"]
     if case["op"] == "DeltaConv":
@@ -280,6 +309,8 @@ def run_case(case, library):
         x_ref = y_prev = previous = None
         for t, x in enumerate(_frames(case, rng) if feeds is None else feeds):
             feed = x if feeds is not None else _state_feed(case, x, x_ref, y_prev, previous)
+            if case["op"] == "DeltaResize":
+                feed.pop("x_ref", None)  # its state is Y_prev alone
             if feeds is None and case.get("sum", "none") != "none" and case["op"] == "DeltaConv":
                 _add_sum(case, weights, feed, rng)
             outputs = session.run(None, feed)

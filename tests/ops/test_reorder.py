@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from builders import DOMAIN, EMPTY, ConvPair, assert_close_nan, exact_change_map, frame_sequence, op_model, op_session, value_info
+from builders import (DOMAIN, EMPTY, ConvPair, assert_close_nan, exact_change_map, frame_sequence, marked_frames, op_model,
+                      op_session, value_info)
 from conftest import check_under_simd
 from deltaonnx import reference as ref
 
@@ -316,13 +317,7 @@ def test_stateful_in_place_equals_copying(to, rng):
 
     session = op_session(stateful_model(to))
     shape = (1, 32, 6, 5)
-    frames, maps = [rng.standard_normal(shape).astype(np.float32)], [np.ones((1, 1, 6, 5), np.uint8)]
-    for _ in range(4):
-        marks = (rng.random((1, 1, 6, 5)) < 0.25).astype(np.uint8)
-        x = frames[-1].copy()
-        x[np.broadcast_to(marks != 0, shape)] = rng.standard_normal(int(marks.sum()) * 32).astype(np.float32)
-        frames.append(x)
-        maps.append(marks)
+    frames, maps = marked_frames(rng, shape)
     if to == "nchw":  # X is blocked memory: the pixels changed above must be the pixels changed there
         frames = [ref.to_blocked(x, channel_block()) for x in frames]
     copying, y_prev = [], EMPTY

@@ -6,6 +6,7 @@
 #include "delta_pool/cuda/max_pool_kernel.h"
 #include "map_union/cuda/map_union_kernel.h"
 #include "delta_gate/cuda/gate_kernel.h"
+#include "delta_resize/cuda/resize_kernel.h"
 
 namespace deltaonnx {
 namespace cuda {
@@ -47,6 +48,16 @@ cudaError_t launch_map_union(const uint8_t* const* maps, int64_t num_maps, uint8
 
 cudaError_t launch_gate(const GateStep& step, cudaStream_t) {
   host::run_gate(step);
+  return cudaSuccess;
+}
+
+cudaError_t launch_resize(const ResizeStep& step, cudaStream_t) {
+  host::run_resize(step);
+  return cudaSuccess;
+}
+
+cudaError_t launch_resize_map(const ResizeStep& step, cudaStream_t) {
+  host::run_resize_map(step);
   return cudaSuccess;
 }
 

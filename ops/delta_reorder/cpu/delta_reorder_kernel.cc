@@ -31,7 +31,7 @@ void DeltaReorderKernel::compute(OrtKernelContext* raw) const {
   const int64_t y_count = checked_product({ys[0], ys[1], shape.pixels}, "Y");
   float* y = output_of(ctx, 0, ys).GetTensorMutableData<float>();
   const float* x = in.data<float>(delta_reorder::kX);
-  const ReorderState state = read_reorder_state(in, xs, ys);
+  const OutputState state = read_output_state(in, xs, ys);
   if (state.y_prev == nullptr) {  // no state (first run, another shape) or no map: every pixel
     reorder_channels(shape, to_blocked, x, y, ort_parallel_for(ctx), kernels());
     return;

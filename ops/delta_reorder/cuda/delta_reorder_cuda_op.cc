@@ -12,7 +12,7 @@ void DeltaReorderCudaKernel::compute(OrtKernelContext* raw_context) const {
   const size_t bytes = checked_bytes<float>({xs[0], xs[1], xs[2], xs[3]}, "X");
   // The same checks as the CPU op with b = 1 (Y's shape is X's: nothing pads); the whole copy is the answer anyway.
   const ReorderGeometry geometry = reorder_geometry(attributes_, xs, /*block=*/1);
-  read_reorder_state(in, xs, geometry.y_shape);
+  read_output_state(in, xs, geometry.y_shape);
   Ort::UnownedValue y = output_of(ctx, 0, xs);
   if (bytes == 0) return;
   check_cuda(cudaMemcpyAsync(y.GetTensorMutableData<float>(), in.data<float>(delta_reorder::kX), bytes,

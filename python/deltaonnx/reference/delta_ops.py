@@ -1,4 +1,4 @@
-"""DeltaConv, DeltaPool, DeltaMapUnion and DeltaReorder: the rules applied around the dense ops, with the state
+"""DeltaConv, DeltaPool, DeltaMapUnion, DeltaReorder and DeltaResize: the rules applied around the dense ops, with the state
 each keeps."""
 from __future__ import annotations
 
@@ -196,3 +196,35 @@ def delta_reorder(X, Y_prev=None, map_in=None, *, to: str, block: int | None = N
             previous = from_blocked(previous, b, c) if to == "blocked" else previous
             nchw = np.where(map_in != 0, nchw, previous)
     return to_blocked(nchw, b) if to == "blocked" else np.ascontiguousarray(nchw)
+
+
+def delta_resize(X, Y_prev=None, map_in=None, *, factors, layout: str = "nchw",
+                 block: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """DeltaResize (docs/ops.md#deltaresize): X [N, C, H, W] upsampled by the integer `factors` (fh, fw), nearest:
+    output pixel (oy, ox) is input pixel (oy // fh, ox // fw). layout "blocked": X and Y hold [N][C/b][H][W][b]
+    memory (block b, default the library's; C a multiple of b). With its last output Y_prev (of Y's shape) and X's
+    change map ([N,1,H,W]) the outputs of pixels the map leaves 0 keep Y_prev's values; an empty or other-shaped
+    Y_prev (rule 1), an empty map or none: every output. Returns (Y, map_out): map_out is the map upsampled (1
+    where Y was written), all 1 without state."""
+    if layout not in ("nchw", "blocked"):
+        raise ValueError(f"DeltaResize's 'layout' must be 'nchw' or 'blocked', got {layout!r}")
+    fh, fw = (int(f) for f in factors)
+    if fh < 1 or fw < 1:
+        raise ValueError(f"DeltaResize's 'factors' must be >= 1, got {factors}")
+    X = np.asarray(X, dtype=np.float32)
+    if X.ndim != 4:
+        raise ValueError(f"DeltaResize's X must be 4-D [N, C, H, W], got shape {X.shape}")
+    b = (library_channel_block() if block is None else int(block)) if layout == "blocked" else 1
+    if X.shape[1] % b:
+        raise ValueError(f"DeltaResize blocked with block {b}: X has {X.shape[1]} channels, not a multiple of it")
+    nchw = from_blocked(X, b) if b > 1 else X  # its channel count is a multiple of b: nothing cropped
+    up = nchw.repeat(fh, axis=2).repeat(fw, axis=3)
+    marks = np.ones((X.shape[0], 1, *up.shape[2:]), bool)
+    if map_in is not None and np.size(map_in) > 0:
+        map_in = _check_map(map_in, (X.shape[0], 1, *X.shape[2:]), "map_in")
+        if Y_prev is not None and np.shape(Y_prev) == up.shape:
+            marks = (map_in != 0).repeat(fh, axis=2).repeat(fw, axis=3)
+            previous = np.asarray(Y_prev, np.float32)
+            up = np.where(marks, up, from_blocked(previous, b) if b > 1 else previous)
+    y = to_blocked(up, b) if b > 1 else np.ascontiguousarray(up)
+    return y, marks.astype(np.uint8)

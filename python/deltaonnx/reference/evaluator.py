@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..graph_passes.protocol import DEFAULT_GATE_BLOCK, DOMAIN
-from .delta_ops import delta_conv, delta_pool, delta_reorder, map_union
+from .delta_ops import delta_conv, delta_pool, delta_reorder, delta_resize, map_union
 from .gate import delta_gate
 
 def _reference_ops(channel_block: int | None = None):
@@ -62,12 +62,23 @@ def _reference_ops(channel_block: int | None = None):
             return (delta_reorder(X, Y_prev if names[1] else None, map_in if names[2] else None, to=to,
                                   block=channel_block, channels=channels),)
 
-    return [DeltaConv, DeltaPool, DeltaMapUnion, DeltaGate, DeltaReorder]
+    class DeltaResize(OpRun):
+        op_domain = DOMAIN
+
+        def _run(self, X, Y_prev=None, map_in=None, factors=None, layout="nchw"):
+            if factors is None:
+                raise ValueError("DeltaResize's attribute 'factors' is required")
+            layout = layout.decode() if isinstance(layout, bytes) else layout
+            names = list(self.onnx_node.input) + [""] * 3
+            return delta_resize(X, Y_prev if names[1] else None, map_in if names[2] else None, factors=factors,
+                                layout=layout, block=channel_block)
+
+    return [DeltaConv, DeltaPool, DeltaMapUnion, DeltaGate, DeltaReorder, DeltaResize]
 
 
 def make_reference_evaluator(model, channel_block: int | None = None, **kwargs):
     """An onnx.reference.ReferenceEvaluator that runs a converted model (a ModelProto or a path), with
-    DeltaConv, DeltaPool, DeltaMapUnion, DeltaGate and DeltaReorder implemented by this module: the whole-model
+    DeltaConv, DeltaPool, DeltaMapUnion, DeltaGate, DeltaReorder and DeltaResize implemented by this module: the whole-model
     oracle of docs/design.md "Correctness oracle". Absent optional inputs (empty names, missing trailing inputs)
     reach the ops as None. channel_block: b of blocked tensors (default: the library's, read when first needed)."""
     from onnx.reference import ReferenceEvaluator
