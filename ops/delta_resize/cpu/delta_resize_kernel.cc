@@ -23,7 +23,7 @@ void DeltaResizeKernel::compute(OrtKernelContext* raw) const {
     resize_whole(run.step, ort_parallel_for(ctx));
     return;
   }
-  if (run.state.y_prev != run.step.y)  // bound apart: carry, then redo
+  if (run.state.y_prev != run.step.y && run.y_count > 0)  // bound apart: carry, then redo
     std::memcpy(run.step.y, run.state.y_prev, static_cast<size_t>(run.y_count) * sizeof(float));
   resize_marked(run.step, ort_parallel_for(ctx));
 }

@@ -17,6 +17,7 @@ struct PixelRun {
 // the fh - 1 rows below.
 template <int L>
 void resize_run(const ResizeStep& s, const float* x, float* y, const PixelRun& run) {
+  if (run.x1 <= run.x0) return;  // a row of no pixels (a side of 0): its buffers may be null, and memcpy wants them not
   const int64_t lane = L > 0 ? L : s.lane, row = s.out_width() * lane;
   float* first = y + run.row * s.factor_h * row + run.x0 * s.factor_w * lane;
   const float* source = x + (run.row * s.width + run.x0) * lane;
