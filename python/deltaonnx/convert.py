@@ -127,26 +127,33 @@ def convert_with_report(model: ModelLike, options: Optional[ConversionOptions] =
     model_ir = ir.serde.deserialize_model(load_model(model))
     run_passes(conversion_pass_manager(context), model_ir)
     converted = ir.serde.serialize_model(model_ir)
-    _record_frame_skip(converted)
-    _record_stateless_groups(converted)
+    _record_run_plans(converted)
     report = Report.from_context(context)
     if verbose:
         print(report.render())
     return converted, report
 
 
-def _record_frame_skip(proto: onnx.ModelProto) -> None:
-    """Adds `frame_skip` to the `deltaonnx` metadata: when a client may skip a run because it provably changes
+def _record_run_plans(proto: onnx.ModelProto) -> None:
+    """Adds to the `deltaonnx` metadata, read and written once, what clients that cannot read the graph need of it:
+    `frame_skip` and `stateless_groups`."""
+    prop = next((p for p in proto.metadata_props if p.key == METADATA_KEY), None)
+    if prop is None:
+        return
+    metadata = json.loads(prop.value)
+    _record_frame_skip(proto, metadata)
+    _record_stateless_groups(proto, metadata)
+    prop.value = json.dumps(metadata, separators=(",", ":"))
+
+
+def _record_frame_skip(proto: onnx.ModelProto, metadata: dict) -> None:
+    """`frame_skip`: when a client may skip a run because it provably changes
     nothing (docs/state_protocol.md, "Skipping a frame that changes nothing"), as DeltaSession proves it on the
     finished graph (graph_passes/identical_frames.py), for clients that cannot read the graph (examples/cpp).
     Mode "tau": each gate (every consumer of the model inputs) with the rule to ask deltaonnx_gate_finds_change
     and the transpose from its model input to its X (null: same layout); mode "bitwise": frames bitwise
     identical to the previous run's. Both: the x_ref states that must hold no NaN/Inf (rule 3 keeps a
     non-finite pixel changed on every run)."""
-    prop = next((p for p in proto.metadata_props if p.key == METADATA_KEY), None)
-    if prop is None:
-        return
-    metadata = json.loads(prop.value)
     entries = [StateEntry(s["node"], s.get("kind", ""), s["past"], s["present"]) for s in metadata.get("state", [])]
     plan, _ = identical_frame_plan(proto.graph, model_input_names(proto), entries, gates_allowed=True)
     if plan is None:
@@ -158,23 +165,17 @@ def _record_frame_skip(proto: onnx.ModelProto) -> None:
         gates.append({"node": gate.node, "input": gate.input, "present": gate.present,
                       "perm": list(gate.perm) if gate.perm else None, "threshold": float(gate.tau), **rule})
     metadata["frame_skip"] = {"mode": plan.mode, "gates": gates, "finite_checks": list(plan.finite_checks)}
-    prop.value = json.dumps(metadata, separators=(",", ":"))
 
 
-def _record_stateless_groups(proto: onnx.ModelProto) -> None:
-    """Adds `stateless_groups` to the `deltaonnx` metadata: the state outputs a run that keeps no state may write
+def _record_stateless_groups(proto: onnx.ModelProto, metadata: dict) -> None:
+    """`stateless_groups`: the state outputs a run that keeps no state may write
     into one buffer per group (docs/state_protocol.md#stateless-runs; graph_passes/scratch_sharing.py), for
     clients that cannot read the graph. Sizes unknown here: the groups of equal sizes (DeltaSession groups by the
     sizes of its runs)."""
-    prop = next((p for p in proto.metadata_props if p.key == METADATA_KEY), None)
-    if prop is None:
-        return
-    metadata = json.loads(prop.value)
     presents = [s["present"] for s in metadata.get("state", [])]
     returned = [o.name for o in proto.graph.output if not o.name.startswith(STATE_PREFIX)]  # the model's own
     sharing = ScratchSharing(proto.graph, presents, returned=returned)
     metadata["stateless_groups"] = sharing.groups({name: 1 for name in sharing.values})
-    prop.value = json.dumps(metadata, separators=(",", ":"))
 
 
 def convert(model: ModelLike, options: Optional[ConversionOptions] = None, *, verbose: bool = False,
