@@ -464,7 +464,7 @@ class DeltaSession:
         first = [as_ort_value(outputs[index[entry.present]]) for entry in self._state_entries]
         if stateless:  # the outputs go to scratch shared as the graph allows; the past state stays empty
             written = {entry.present: value.numpy() for entry, value in zip(self._state_entries, first)}
-            state.scratch = ScratchBuffers(self._stateless().sharing, written, reuse=state.scratch)
+            state.scratch = ScratchBuffers(self._stateless().sharing, written)
             first = [state.scratch.values[entry.present] for entry in self._state_entries]
         elif self._state_device == "cpu" and first:
             # The state moves into one block of huge pages (state_arena.py): ORT's own buffers are scattered pages

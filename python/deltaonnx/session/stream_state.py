@@ -74,7 +74,7 @@ class StreamState:
     mode_runs: int = 0
     dense_runs_total: int = 0
     stateless_runs_total: int = 0
-    scratch: ScratchBuffers | None = None  # stateless mode's output buffers, kept for the next stateless episode
+    scratch: ScratchBuffers | None = None  # the stateless binding's output buffers (its spare keeps them after it)
     probe_interval: int = 0  # dense runs before the next probe (set when the stream falls back)
 
     def __post_init__(self):
