@@ -93,19 +93,25 @@ def test_a_dropped_state_leaves_its_block_for_the_next_state_of_the_same_shapes(
     stream = session._streams["default"]  # noqa: SLF001
     block = stream.arena
     stream.drop_state()  # as the fallback does
-    assert stream.arena is None and stream.spare_arena is block
+    assert stream.arena is None and stream.spare_outputs["delta"].arena is block
     session.run(None, {"input": frame})
-    assert stream.arena is block and stream.spare_arena is None
+    assert stream.arena is block and "delta" not in stream.spare_outputs
     session.reset()
-    assert stream.spare_arena is None and stream.arena is None
+    assert stream.spare_outputs == {} and stream.arena is None
 
 
-def test_holding_reuses_only_a_block_of_the_same_layouts():
-    arrays = [np.full((1, 16, 8, 8), 2.0, np.float32), np.ones((1, 1, 8, 8), np.uint8)]
-    old = StateArena.holding(arrays)
-    again = StateArena.holding([a * 3 for a in arrays], reuse=old)
-    assert again is old
-    np.testing.assert_array_equal(again.views[0], arrays[0] * 3)
-    other = StateArena.holding([np.zeros((1, 16, 4, 4), np.float32), arrays[1]], reuse=old)
-    assert other is not old and other.views[0].shape == (1, 16, 4, 4)
-    assert StateArena.holding([arrays[0], arrays[1].astype(np.float32)], reuse=old) is not old  # dtype differs
+def test_a_state_of_other_shapes_gets_a_block_of_its_own(cpu_op_library):
+    from test_session import converted_model  # the hand-written converted model, free sizes
+
+    from deltaonnx import DeltaSession
+
+    session = DeltaSession(converted_model(), dense_fallback=False, stateless_runs=False)
+    rng = np.random.default_rng(6)
+    session.run(None, {"image": rng.random((1, 3, 16, 20), dtype=np.float32)})
+    stream = session._streams["default"]  # noqa: SLF001
+    block = stream.arena
+    session.run(None, {"image": rng.random((1, 3, 24, 12), dtype=np.float32)})  # a new resolution drops the state
+    other = stream.arena
+    assert other is not None and other is not block
+    session.run(None, {"image": rng.random((1, 3, 16, 20), dtype=np.float32)})  # back: the spare is the other's
+    assert stream.arena is not None and stream.arena is not other

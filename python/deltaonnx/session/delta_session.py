@@ -468,8 +468,7 @@ class DeltaSession:
             first = [state.scratch.values[entry.present] for entry in self._state_entries]
         elif self._state_device == "cpu" and first:
             # The state moves into one block of huge pages (state_arena.py): ORT's own buffers are scattered pages
-            state.arena = StateArena.holding([value.numpy() for value in first], reuse=state.spare_arena)
-            state.spare_arena = None
+            state.arena = StateArena.holding([value.numpy() for value in first])
             first = [ort.OrtValue.ortvalue_from_numpy(view) for view in state.arena.views]
         values = {}
         for entry, value in zip(self._state_entries, first):
@@ -490,8 +489,6 @@ class DeltaSession:
         del state.spare_outputs[state.mode]
         if not stateless:
             state.arena = spare.arena
-            if state.spare_arena is spare.arena:
-                state.spare_arena = None
             for entry in self._state_entries:
                 state.binding.public.bind_ortvalue_input(entry.past, spare.values[entry.present])
         else:
@@ -616,7 +613,7 @@ class DeltaSession:
             with state.lock:
                 state.retired = True
                 state.drop_state()
-                state.spare_arena, state.spare_outputs = None, {}  # a retired stream runs no more
+                state.spare_outputs = {}  # a retired stream runs no more
 
     def state(self, stream: Hashable = DEFAULT_STREAM) -> dict[str, ort.OrtValue]:
         """The live state buffers of `stream` (past input name -> OrtValue), for debugging or saving.

@@ -61,13 +61,10 @@ class StateArena:
                       .view(dtype).reshape(shape) for offset, (shape, dtype) in zip(offsets, layouts)]
 
     @classmethod
-    def holding(cls, arrays: list[np.ndarray], reuse: "StateArena | None" = None) -> "StateArena":
-        """An arena whose views are copies of `arrays`: `reuse` when it has their shapes and dtypes (a stream's
-        state dropped and rebuilt at the same shapes, as the dense fallback's probes do: its pages are already
-        mapped, where a new block's first touch may wait on the kernel compacting memory for huge pages, measured
-        up to ~30 ms for 13 MB), else a new one."""
-        layouts = [(tuple(a.shape), a.dtype) for a in arrays]
-        arena = reuse if reuse is not None and reuse.layouts == layouts else cls(layouts)
+    def holding(cls, arrays: list[np.ndarray]) -> "StateArena":
+        """A new arena whose views are copies of `arrays`. (A state dropped and rebuilt at the same shapes, as the
+        fallback's probes do, binds its old block again instead: SpareOutputs, stream_state.py.)"""
+        arena = cls([(tuple(a.shape), a.dtype) for a in arrays])
         for view, array in zip(arena.views, arrays):
             np.copyto(view, array)
         return arena
