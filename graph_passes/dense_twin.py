@@ -13,7 +13,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from .metadata import ConversionMetadata
-from .protocol import DOMAIN
+from .protocol import DELTA_CONV_SUM_INPUT, DOMAIN
 
 _CONV_ATTRIBUTES = ("kernel_shape", "strides", "pads", "dilations", "group", "auto_pad")
 _POOL_ATTRIBUTES = ("kernel_shape", "strides", "pads", "dilations", "ceil_mode", "auto_pad")
@@ -131,7 +131,7 @@ def dense_twin(converted: onnx.ModelProto, model_outputs: list[str]) -> onnx.Mod
         act = act.decode() if isinstance(act, bytes) else act
         conv_inputs = [node.input[0], node.input[1]] + ([node.input[2]] if len(node.input) > 2 and node.input[2] else [])
         channels = int(weights[node.input[1]].dims[0]) if node.input[1] in weights else 0
-        z = node.input[6] if len(node.input) > 6 else ""  # the sum input: Conv, then Add, then the activation
+        z = node.input[DELTA_CONV_SUM_INPUT] if len(node.input) > DELTA_CONV_SUM_INPUT else ""  # the sum input: Conv, then Add, then the activation
         plain = act in ("", "None", "Identity")
         pre = y if plain and not z else f"{node.name}.conv"
         nodes.append(helper.make_node("Conv", conv_inputs, [pre], name=node.name, **keep))

@@ -12,6 +12,8 @@ STATE_PREFIX = "deltaonnx."  # graph inputs/outputs named with it are state or c
 # Beside the tensors of a saved state (DeltaSession.state()) of a model with blocked state: the library's channel
 # block b that memory was written with; a state loaded under another b restarts those ops (rule 1).
 CHANNEL_BLOCK_KEY = "deltaonnx.channel_block"
+# DeltaConv's inputs by position (docs/ops.md#deltaconv); Z is the sum added before the activation.
+DELTA_CONV_SUM_INPUT = 6
 
 # The block gate's defaults, chosen by measurement (docs/results.md "The input gate"): k, and tau_hard as a
 # multiple of tau. The ops (gate_engine.h) and the reference use the same values.

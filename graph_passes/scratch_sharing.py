@@ -7,7 +7,10 @@ when one is provably dead before the other is written, whatever order ORT runs t
 
     u and v share (v written by node m) only if u's producer and every node that reads u are ancestors of m.
 
-Every topological order runs the ancestors of m before m, so u is written and read before m writes v. A node
+Every topological order runs the ancestors of m before m, so u is written and read before m writes v. One more
+pair may share, in place: v written by a DeltaConv m that reads u as its sum Z (and no other way), every other reader
+of u an ancestor of m. m is then u's last reader, and the op adds its convolution onto Z where Z lies (ORT's NCHWc
+Conv skips its copy of Z into Y; any other path of the op copies Z aside first, docs/ops.md#the-sum-input). A node
 "reads" u when u is its input, when a subgraph of it names u, or when it reads a tensor that may alias u's memory
 (ORT lets Reshape, Flatten, Squeeze, Unsqueeze, Identity and Dropout return their input's buffer): those readers are
 followed to the end. A value the caller is given (a model output, itself or through such aliases) shares nothing:
@@ -18,6 +21,8 @@ from __future__ import annotations
 from typing import Iterable, Mapping, Sequence
 
 import onnx
+
+from .protocol import DELTA_CONV_SUM_INPUT, DOMAIN
 
 # ORT kernels that may return their input's buffer as their output (no copy).
 MAY_ALIAS_INPUT = frozenset({"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity", "Dropout"})
@@ -68,6 +73,14 @@ class ScratchSharing:
             self._readers[value] = frozenset(readers)
             if seen & returned:
                 self.exclusive.add(value)
+        # value -> the value its producer may write in place of: the DeltaConv's sum Z, read by it alone that way
+        self._sum_of: dict[str, str] = {}
+        for value in self.values:
+            node = nodes[self._producer[value]]
+            if (node.domain == DOMAIN and node.op_type == "DeltaConv" and node.output[0] == value
+                    and len(node.input) > DELTA_CONV_SUM_INPUT and node.input[DELTA_CONV_SUM_INPUT] in self._producer
+                    and list(node.input).count(node.input[DELTA_CONV_SUM_INPUT]) == 1):
+                self._sum_of[value] = node.input[DELTA_CONV_SUM_INPUT]
 
     @staticmethod
     def _all_ancestors(nodes: list[onnx.NodeProto], producer: Mapping[str, int]) -> list[frozenset[int]]:
@@ -102,10 +115,23 @@ class ScratchSharing:
         before = self._ancestors[self._producer[later]]
         return self._producer[earlier] in before and self._readers[earlier] <= before
 
+    def in_place(self, earlier: str, later: str) -> bool:
+        """Whether `later` may be written over `earlier` by its producer: `later` is a DeltaConv's Y, `earlier` its
+        sum Z, and every other reader of `earlier` runs before that DeltaConv in every order."""
+        if self._sum_of.get(later) != earlier:
+            return False
+        producer = self._producer[later]
+        return self._readers[earlier] - {producer} <= self._ancestors[producer]
+
+    def may_share(self, earlier: str, later: str) -> bool:
+        """Whether `later` may be written into `earlier`'s buffer (dead before, or written over it in place)."""
+        return self.dead_before(earlier, later) or self.in_place(earlier, later)
+
     def groups(self, sizes: Mapping[str, int]) -> list[list[str]]:
         """The values (those with a size) assigned to buffers: each group's members may share its buffer, whose
         size is the largest member's. In order of writing; each value goes to the free group that fits it most
-        tightly (else the largest free one, which grows), or to a new group."""
+        tightly (else the largest free one, which grows), or to a new group; a DeltaConv's Y goes to its sum Z's group
+        when it may be written there in place, so the op adds its convolution onto Z where Z lies."""
         # by the number of ancestors: a topological order whatever order the graph lists its nodes in
         order = sorted((v for v in self.values if v in sizes), key=lambda v: len(self._ancestors[self._producer[v]]))
         groups: list[list[str]] = []
@@ -114,9 +140,12 @@ class ScratchSharing:
             size = sizes[value]
             free = [] if value in self.exclusive else [
                 g for g, members in enumerate(groups)
-                if members[0] not in self.exclusive and all(self.dead_before(m, value) for m in members)]
+                if members[0] not in self.exclusive and all(self.may_share(m, value) for m in members)]
             fitting = [g for g in free if capacity[g] >= size]
-            if fitting:
+            in_place = [g for g in fitting if self._sum_of.get(value) in groups[g]]
+            if in_place:
+                chosen = in_place[0]
+            elif fitting:
                 chosen = min(fitting, key=lambda g: capacity[g])
             elif free:
                 chosen = max(free, key=lambda g: capacity[g])
@@ -134,5 +163,5 @@ def check_groups(sharing: ScratchSharing, groups: Iterable[Sequence[str]]) -> No
     for members in groups:
         for i, one in enumerate(members):
             for other in members[:i]:
-                if not (sharing.dead_before(one, other) or sharing.dead_before(other, one)):
+                if not (sharing.may_share(one, other) or sharing.may_share(other, one)):
                     raise ValueError(f"{other!r} and {one!r} may be live at once")

@@ -154,6 +154,39 @@ def check_case(case, activation, params, layout, ref_input, seed, library=None, 
         if ref_input:
             x_ref = got["x_ref_next"]
     check_in_place(session, frames, outs, x_in, y_in, ref_input)
+    check_z_shares_y(session, frames, outs, x_in, y_in, ref_input,
+                     [dense.run(None, {"x": x, "z": z})[0] for x, z in frames], y_out)
+
+
+def check_z_shares_y(session, frames, copying, x_in, y_in, ref_input, dense_ys, y_out):
+    """Z bound to Y's own buffer (docs/ops.md#the-sum-input): without state (a stateless run's scratch) every frame
+    equals dense ORT, ORT's NCHWc Conv adding onto Z where it lies; with state (Y_prev apart, X_ref kept in place)
+    the op reads a copy of Z, and every frame equals the run with Z apart."""
+    for stateful in (False, True):
+        shared = ort.OrtValue.ortvalue_from_numpy(np.zeros_like(copying[0]["y"]))
+        ref_state = ort.OrtValue.ortvalue_from_numpy(np.zeros_like(x_in(frames[0][0])))
+        prev = (None, None)
+        for t, (x, z) in enumerate(frames):
+            np.copyto(shared.numpy(), y_in(z))
+            binding = session.io_binding()
+            binding.bind_cpu_input("x", x_in(x))
+            binding.bind_ortvalue_input("z", shared)
+            binding.bind_ortvalue_output("y", shared)
+            binding.bind_cpu_input("map_in", exact_change_map(x, prev[0] if stateful else None))
+            binding.bind_cpu_input("map_z", exact_change_map(z, prev[1] if stateful else None))
+            with_state = stateful and t > 0
+            binding.bind_cpu_input("y_prev", copying[t - 1]["y"].copy() if with_state else EMPTY)
+            if ref_input:
+                binding.bind_ortvalue_input("x_ref", ref_state) if with_state else binding.bind_cpu_input("x_ref", EMPTY)
+                binding.bind_ortvalue_output("x_ref_next", ref_state)
+            binding.bind_output("map")
+            session.run_with_iobinding(binding)
+            where = f"Z shares Y's buffer, {'with' if stateful else 'without'} state, frame {t}"
+            if stateful:
+                np.testing.assert_array_equal(shared.numpy(), copying[t]["y"], err_msg=where)
+            else:
+                assert_close_nan(y_out(shared.numpy()), dense_ys[t])
+            prev = (x, z)
 
 
 def check_in_place(session, frames, copying, x_in, y_in, ref_input):

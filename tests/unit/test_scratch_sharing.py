@@ -6,6 +6,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
+from deltaonnx.graph_passes.protocol import DOMAIN
 from deltaonnx.graph_passes.scratch_sharing import ScratchSharing, check_groups
 
 
@@ -118,3 +119,44 @@ def test_a_cycle_is_refused():
     nodes = [_node("Relu", ["b"], "a"), _node("Relu", ["a"], "b"), _node("Relu", ["b"], "out")]
     with pytest.raises(ValueError, match="cycle"):
         ScratchSharing(_graph(nodes), ["a"])
+
+
+def _delta_conv(x, z, output):
+    """A DeltaConv reading x, its sum z (input 6), writing output (Y)."""
+    return helper.make_node("DeltaConv", [x, "w", "", "", "", "", z, "mz"], [output], name=output, domain=DOMAIN)
+
+
+def test_a_delta_conv_writes_its_sum_in_place_once_every_other_reader_ran():
+    # a residual block: b = conv(a), c = conv(b) + a; c may be written over a (c's producer is a's last reader)
+    nodes = [_node("Relu", ["x"], "a"), _node("Relu", ["a"], "b"), _delta_conv("b", "a", "c"),
+             _node("Relu", ["c"], "out")]
+    sharing = ScratchSharing(_graph(nodes), ["a", "b", "c"])
+    assert sharing.in_place("a", "c") and not sharing.dead_before("a", "c")
+    assert not sharing.in_place("b", "c") and not sharing.in_place("c", "a")
+    groups = sharing.groups({"a": 100, "b": 100, "c": 100})
+    check_groups(sharing, groups)
+    assert any({"a", "c"} <= set(g) for g in groups)  # c goes to a's buffer, not to a free one
+
+
+def test_no_sum_in_place_while_another_reader_may_run_after():
+    # d reads a too and does not run before c in every order: a stays alive, c is not written over it
+    nodes = [_node("Relu", ["x"], "a"), _node("Relu", ["a"], "b"), _delta_conv("b", "a", "c"),
+             _node("Relu", ["a"], "d"), _node("Add", ["c", "d"], "out")]
+    sharing = ScratchSharing(_graph(nodes), ["a", "b", "c", "d"])
+    assert not sharing.in_place("a", "c")
+    assert not any({"a", "c"} <= set(g) for g in sharing.groups({v: 100 for v in "abcd"}))
+
+
+def test_no_sum_in_place_when_the_conv_reads_its_sum_another_way_too():
+    nodes = [_node("Relu", ["x"], "a"), _delta_conv("a", "a", "c"), _node("Relu", ["c"], "out")]
+    sharing = ScratchSharing(_graph(nodes), ["a", "c"])
+    assert not sharing.in_place("a", "c")
+    with pytest.raises(ValueError, match="live at once"):
+        check_groups(sharing, [["a", "c"]])
+
+
+def test_no_sum_in_place_for_other_ops_or_outputs():
+    # an Add of the same shape is not a DeltaConv; the sum of a conv whose Y is not the value either
+    nodes = [_node("Relu", ["x"], "a"), _node("Relu", ["a"], "b"), _node("Add", ["b", "a"], "c"),
+             _node("Relu", ["c"], "out")]
+    assert not ScratchSharing(_graph(nodes), ["a", "b", "c"]).in_place("a", "c")

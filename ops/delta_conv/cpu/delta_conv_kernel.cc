@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include "common/aligned_scratch.h"
 #include "common/channel_block.h"
 #include "delta_reorder/cpu/reorder_engine.h"
 #include "ort_util.h"
@@ -77,6 +78,19 @@ ConvSpec DeltaConvKernel::spec_for(const Shape& w_shape) const {
   return spec;
 }
 
+// Z may share Y's buffer (a run without state binds them so: docs/ops.md#the-sum-input). Where every item goes whole
+// to ORT's NCHWc Conv (`whole_items_in_place`), the Conv adds onto Z where it lies (it copies Z into Y only when they
+// differ); every other path writes parts of Y before it has read all of Z, so it reads a copy of Z (count floats).
+const float* DeltaConvKernel::sum_read_in_place(const float* z, const float* y, size_t count,
+                                                bool whole_items_in_place) {
+  if (z == nullptr || count == 0 || z + count <= y || y + count <= z) return z;
+  if (z == y && whole_items_in_place) return z;
+  thread_local AlignedScratch copy;
+  float* z_copy = copy.get(count);
+  std::copy_n(z, count, z_copy);
+  return z_copy;
+}
+
 // Per run: each input, shape and data pointer read once (op_definition/ort_tensors.h), the constant W's spec and
 // packing used in place, scratch from the calling thread; a W computed by the graph is checked and packed here.
 void DeltaConvKernel::compute(OrtKernelContext* raw) const {
@@ -142,14 +156,17 @@ void DeltaConvKernel::compute(OrtKernelContext* raw) const {
   if (carry_unmarked_run(st, out, sum.map_z, xs, ys)) return;
 
   const bool blocked_out = attributes_.layout == TensorLayout::kBlockedOut;
+  const NchwcDenseConv* engine = dense_.get();
+  const bool dense_items =
+      engine != nullptr && (blocked || blocked_out || st.reference_dropped || !engine->own_engine_reads_in_place());
   ConvRun run;
   fill_delta_run(run, xs, x, st, out);
   run.bias = bias;
-  run.z = sum.z;
+  run.z = sum_read_in_place(sum.z, out.y, static_cast<size_t>(N * y_channels * Ho * Wo),
+                            !st.has_state && dense_items && engine->adds_sum_in_place());
   run.map_z = sum.map_z;
   if (blocked_out) run.out_block = attributes_.block;
   const ParallelFor parallel_for = ort_parallel_for(ctx);
-  const NchwcDenseConv* engine = dense_.get();
   // One block of C < b real lanes: NCHW in a scratch, then ORT's Conv writes Y blocked.
   auto dense_unblocked = [&](const float* src, const float* z, float* item_y) {
     ReorderShape item;  // the item's one channel block, to NCHW as DeltaReorder moves it
@@ -167,8 +184,7 @@ void DeltaConvKernel::compute(OrtKernelContext* raw) const {
   };
   const DenseItemConv unblocked_ref(dense_unblocked), direct_ref(dense_direct);
   const DenseItemConv* dense = nullptr;
-  if (engine != nullptr && (blocked || blocked_out || st.reference_dropped || !engine->own_engine_reads_in_place()))
-    dense = dense_reads_nchw_ ? &unblocked_ref : &direct_ref;
+  if (dense_items) dense = dense_reads_nchw_ ? &unblocked_ref : &direct_ref;
   if (blocked) run_blocked_delta_conv(*blocked_spec, *blocked_weights, run, parallel_for, nullptr, dense);
   else run_delta_conv(*spec, *packed, run, parallel_for, nullptr, dense);
 }

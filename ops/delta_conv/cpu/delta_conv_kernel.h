@@ -26,6 +26,8 @@ class DeltaConvKernel : public SchemaKernel<kDeltaConvSchema> {
   void compute(OrtKernelContext* context) const;
   // The engine's spec for weights of shape w_shape (throws UserError when they do not fit the attributes).
   ConvSpec spec_for(const Shape& w_shape) const;
+  // Z where the run reads it: in place, or a copy when it overlaps Y otherwise (count: Z's floats).
+  static const float* sum_read_in_place(const float* z, const float* y, size_t count, bool whole_items_in_place);
 
   DeltaConvAttributes attributes_;
   Shape w_shape_;                              // when W is a constant initializer: its shape,

@@ -193,6 +193,10 @@ std::unique_ptr<NchwcDenseConv> NchwcDenseConv::create(const OrtKernelInfo* info
   return d;
 }
 
+bool NchwcDenseConv::adds_sum_in_place() const {
+  return conv_sum_ && g_layout_state[static_cast<int>(layout_)].load(std::memory_order_acquire) == 1;
+}
+
 bool NchwcDenseConv::compute(OrtKernelContext* raw, const float* src, int64_t H, int64_t W, const float* bias,
                              const float* z, float* y, int64_t Ho, int64_t Wo, const ParallelFor& parallel_for) const {
   if (z != nullptr && !conv_sum_) return false;  // created without the sum: the engine's own kernels add it
@@ -219,8 +223,9 @@ void NchwcDenseConv::invoke_conv(OrtKernelContext* raw, const OrtValue* x_value,
     conv_.Invoke(raw, in, 3, out, 1);
     return;
   }
-  // Sum has Y's shape; ORT copies it into Y (they never alias here: Z is another graph value) and accumulates
-  // the convolution, bias and fused Relu onto it (contrib_ops/cpu/nchwc_ops.cc, NchwcConv::Compute).
+  // Sum has Y's shape; ORT copies it into Y unless they are one buffer (a stateless run's scratch,
+  // DeltaConvKernel::sum_read_in_place) and accumulates the convolution, bias and fused Relu onto it
+  // (contrib_ops/cpu/nchwc_ops.cc, NchwcConv::Compute).
   const std::vector<int64_t> y_shape{1, padded_out_, Ho, Wo};  // y's channels: roundup(M, block)
   const size_t count = static_cast<size_t>(padded_out_ * Ho * Wo);
   Ort::Value z_value = Ort::Value::CreateTensor<float>(cpu_, const_cast<float*>(z), count, y_shape.data(), 4);

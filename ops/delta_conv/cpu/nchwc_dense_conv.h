@@ -60,6 +60,10 @@ class NchwcDenseConv {
   // depthwise 3x3 64 120x160 1.93 vs 1.52); with the reference dropped ORT's kernels are level or faster.
   bool own_engine_reads_in_place() const { return own_in_place_; }
 
+  // True when compute() with a sum surely runs ORT's NCHWc Conv, which adds onto z in place when y == z: the node has
+  // the sum and this layout family passed its check in this process.
+  bool adds_sum_in_place() const;
+
   // The layout families, each checked once per process.
   // OIHWBiBo (group 1), OIHWBo (C < block, depthwise), OIHWBiBo over roundup(C, block) input lanes (C % block != 0)
   enum class Layout { kBlockedInOut = 0, kBlockedOut = 1, kPaddedIn = 2 };
