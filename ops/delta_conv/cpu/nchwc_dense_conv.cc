@@ -297,21 +297,50 @@ void NchwcDenseConv::unblock_activate(const float* blocked, int64_t plane, float
   });
 }
 
+// The calling thread's tensors for this conv's last invocation, made again only when a buffer, a size or the bias
+// differs: a stateless run's buffers are the same run after run (a node's share of ~1 us in CreateTensor calls).
+// Direct-mapped by conv; a slot holds what the last conv mapped there wrote, checked in full, so a conv sharing a
+// slot, or one created where a destroyed one lay, only makes them anew.
+NchwcDenseConv::InvokeTensors& NchwcDenseConv::invoke_tensors(const float* src, float* y, const float* bias, int64_t H,
+                                                              int64_t W, int64_t Ho, int64_t Wo) const {
+  thread_local std::array<InvokeTensors, 64> slots;
+  const int64_t C = channels_, M = spec_.out_channels;
+  InvokeTensors& t = slots[(reinterpret_cast<uintptr_t>(this) >> 6) % slots.size()];
+  const bool same_bias = t.b_value && t.bias.size() == static_cast<size_t>(M) &&
+      (bias != nullptr ? std::equal(t.bias.begin(), t.bias.end(), bias, [](float a, float b) {
+                           return std::memcmp(&a, &b, sizeof(float)) == 0;  // bitwise: NaN and -0 are kept as given
+                         })
+                       : std::all_of(t.bias.begin(), t.bias.end(), [](float v) { return v == 0.f && !std::signbit(v); }));
+  if (!same_bias) {
+    t.bias.assign(static_cast<size_t>(M), 0.f);
+    if (bias != nullptr) std::copy_n(bias, M, t.bias.data());
+    const int64_t b_shape[1] = {M};
+    t.b_value = Ort::Value::CreateTensor<float>(cpu_, t.bias.data(), static_cast<size_t>(M), b_shape, 1);
+  }
+  const std::array<int64_t, 4> x_dims{C, H, W, 0}, y_dims{M, Ho, Wo, 0};
+  if (!t.x_value || t.x != src || t.x_dims != x_dims) {
+    const int64_t x_shape[4] = {1, C, H, W};
+    t.x_value = Ort::Value::CreateTensor<float>(cpu_, const_cast<float*>(src), static_cast<size_t>(C * H * W), x_shape, 4);
+    t.x = src;
+    t.x_dims = x_dims;
+  }
+  if (!t.y_value || t.y != y || t.y_dims != y_dims) {
+    const int64_t y_shape[4] = {1, M, Ho, Wo};
+    t.y_value = Ort::Value::CreateTensor<float>(cpu_, y, static_cast<size_t>(M * Ho * Wo), y_shape, 4);
+    t.y = y;
+    t.y_dims = y_dims;
+  }
+  return t;
+}
+
 // The Conv alone on blocked src and y (C and M multiples of the block: a padded conv's, pad_conv_channels). Activations MLAS does not
 // fuse run over the blocked output in place: uniform ones through the kernel table, PRelu's slopes lane by lane.
 void NchwcDenseConv::run_blocked(OrtKernelContext* raw, const float* src, int64_t H, int64_t W, const float* bias,
                                  const float* z, float* y, int64_t Ho, int64_t Wo,
                                  const ParallelFor& parallel_for) const {
-  const int64_t C = channels_, M = spec_.out_channels, plane = Ho * Wo;
-  const std::vector<int64_t> x_shape{1, C, H, W}, y_shape{1, M, Ho, Wo}, b_shape{M};
-  float* bv = t_bias.get(static_cast<size_t>(M));
-  std::fill(bv, bv + M, 0.f);
-  if (bias != nullptr) std::copy_n(bias, M, bv);
-  Ort::Value b_value = Ort::Value::CreateTensor<float>(cpu_, bv, static_cast<size_t>(M), b_shape.data(), 1);
-  Ort::Value x_value = Ort::Value::CreateTensor<float>(cpu_, const_cast<float*>(src), static_cast<size_t>(C * H * W),
-                                                       x_shape.data(), 4);
-  Ort::Value y_value = Ort::Value::CreateTensor<float>(cpu_, y, static_cast<size_t>(M * plane), y_shape.data(), 4);
-  invoke_conv(raw, x_value, b_value, z, Ho, Wo, y_value);
+  const int64_t M = spec_.out_channels, plane = Ho * Wo;
+  InvokeTensors& t = invoke_tensors(src, y, bias, H, W, Ho, Wo);
+  invoke_conv(raw, t.x_value, t.b_value, z, Ho, Wo, t.y_value);
   activate_blocked(y, plane, parallel_for);
 }
 

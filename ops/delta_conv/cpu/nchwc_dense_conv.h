@@ -21,6 +21,8 @@
 #pragma once
 #include <onnxruntime_cxx_api.h>
 
+#include <array>
+#include <cstdint>
 #include <memory>
 #include <string>
 #include <vector>
@@ -77,6 +79,16 @@ class NchwcDenseConv {
            float* y, int64_t Ho, int64_t Wo, bool blocked_in, bool blocked_out, const ParallelFor& parallel_for) const;
   void run_blocked(OrtKernelContext* context, const float* src, int64_t H, int64_t W, const float* bias,
                    const float* z, float* y, int64_t Ho, int64_t Wo, const ParallelFor& parallel_for) const;
+  // The tensors of one invocation of the blocked Conv (run_blocked), kept per thread: invoke_tensors.
+  struct InvokeTensors {
+    const float* x = nullptr;
+    float* y = nullptr;
+    std::array<int64_t, 4> x_dims{}, y_dims{};
+    std::vector<float> bias;  // the bias the b_value holds (M floats; zeros without a bias)
+    Ort::Value x_value{nullptr}, y_value{nullptr}, b_value{nullptr};
+  };
+  InvokeTensors& invoke_tensors(const float* src, float* y, const float* bias, int64_t H, int64_t W, int64_t Ho,
+                                int64_t Wo) const;
   // The Conv on x_value into y_value (blocked, roundup(M, block) channels), reading z as its Sum when given.
   void invoke_conv(OrtKernelContext* context, const OrtValue* x_value, const OrtValue* b_value, const float* z,
                    int64_t Ho, int64_t Wo, Ort::Value& y_value) const;
