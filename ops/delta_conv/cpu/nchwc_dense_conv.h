@@ -111,6 +111,7 @@ class NchwcDenseConv {
   bool blocked_out_ = false;
   Layout layout_ = Layout::kBlockedInOut;
   std::vector<ActivationParams> channel_acts_;  // the activation of each output channel (PRelu slopes differ)
+  std::vector<float> prelu_slopes_;  // with PRelu's slope per channel: those, one per padded output lane
   std::vector<int64_t> blocked_w_shape_;
   std::vector<float> weights_;  // W as given (for the layout check)
   std::shared_ptr<float> blocked_weights_;
