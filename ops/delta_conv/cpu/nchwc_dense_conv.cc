@@ -363,8 +363,8 @@ void NchwcDenseConv::activate_blocked(float* y, int64_t plane, const ParallelFor
       return;
     }
     // PRelu's slopes per channel: the block's b slopes against each pixel's b lanes, as apply_activation computes
-    // it (x >= 0 ? x : slope * x: NaN and -0 kept), in a loop the compiler vectorizes (the switch per element cost
-    // nhwc_input's 16->32 conv at 240x320 as much as the conv)
+    // it (x >= 0 ? x : slope * x: NaN and -0 kept), in a loop the compiler vectorizes (apply_activation's switch per
+    // element made a 16->32 3x3 conv at 240x240 take 1.11x as long)
     const float* slopes = prelu_slopes_.data() + cb * b;
     for (int64_t p = 0; p < n; ++p) {
       float* line = v + p * b;
