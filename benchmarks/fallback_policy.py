@@ -5,7 +5,7 @@ the dense twin, what the switch and the probes back to delta cost.
     python benchmarks/fallback_policy.py yolov8n.onnx vtest.avi --size 640x640             # first 30 frames
     python benchmarks/fallback_policy.py yolov8n.onnx bikes.mp4 --size 640x640 --frames 250 --after 150
 
-* **before**: the fallback decided at the third delta frame (FALLBACK_SETTLE 3), probes every 30 dense frames
+* **before**: the fallback decided at the third delta frame (SETTLE 3), probes every 30 dense frames
   whatever they found, the twin built (densify, an ORT session) inside the first run that falls back;
 * **after**: DeltaSession's defaults (the first frame with state decides, failed probes back off to 60 and
   120 frames, the twin built and run once in a thread of its own when the session is created).
@@ -27,14 +27,21 @@ import onnxruntime as ort
 import deltaonnx
 from deltaonnx import DeltaSession
 from deltaonnx.bench import session_options
+from deltaonnx.session.fallback_policy import FallbackPolicy
 from deltaonnx.video import Preprocess, read_frames
 
 
-class PolicyBefore(DeltaSession):
-    """The fallback as it was: settle 3, probes every fallback_probe_every frames, the twin built lazily."""
+class RulesBefore(FallbackPolicy):
+    """The rules as they were: settle 3, probes every fallback_probe_every frames."""
 
-    FALLBACK_SETTLE = 3
-    FALLBACK_PROBE_BACKOFF = 1
+    SETTLE = 3
+    PROBE_BACKOFF = 1
+
+
+class PolicyBefore(DeltaSession):
+    """The fallback as it was: its rules, and the twin built lazily."""
+
+    POLICY = RulesBefore
 
     def _build_dense_twin(self) -> None:
         pass

@@ -691,7 +691,7 @@ def test_failed_probes_back_off_and_a_successful_one_resets_the_wait():
     assert run(moving(22)) == "dD" + "Dd" + "dD" + "DDDd" + "dD" + "DDDDDDDd" + "dD"
     still = rng.random(shape).astype(np.float32)
     assert run([still] * 10) == "DDDDDDDd" + "dd"  # the probe after 8 finds the camera still: delta stays
-    # moving again: the smoothed share (0.5, 0.75, 0.875, 0.94) passes FALLBACK_ENTER 0.9 at the 4th frame; the
+    # moving again: the smoothed share (0.5, 0.75, 0.875, 0.94) passes FallbackPolicy.FALLBACK_ENTER 0.9 at the 4th frame; the
     # next probe comes after 2, not 8
     assert run(moving(8)) == "dddD" + "Dd" + "dD"
 

