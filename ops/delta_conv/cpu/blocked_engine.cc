@@ -243,9 +243,9 @@ namespace {
 // docs/design.md#stateless-runs). False when the engine declines an item (its layout check failed): the caller then
 // runs every item the general way, which writes the same.
 bool run_items_whole(const ConvSpec& spec, const Window2D& w, const ConvRun& run, int64_t block,
-                     const ParallelFor& parallel_for, RunStats* stats, const DenseItemConv& dense) {
+                     const ParallelFor& parallel_for, RunStats* stats, const DenseItemConv& dense,
+                     std::vector<uint8_t>& in_flags) {
   const int64_t M = spec.out_channels, out_plane = w.out_pixels(), in_plane = w.in_pixels();
-  thread_local std::vector<uint8_t> in_flags;
   for (int64_t n = 0; n < run.batch; ++n) {
     InputState st = item_input(run, n, spec.threshold, nullptr, nullptr);
     st.block = block;
@@ -266,12 +266,13 @@ bool run_items_whole(const ConvSpec& spec, const Window2D& w, const ConvRun& run
 void run_blocked_delta_conv(const ConvSpec& spec, const BlockedConvWeights& weights, const ConvRun& run,
                             const ParallelFor& parallel_for, RunStats* stats, const DenseItemConv* dense) {
   const Window2D w = spec.window.resolve(run.height, run.width);
-  if (!run.has_state && dense != nullptr && run_items_whole(spec, w, run, weights.block(), parallel_for, stats, *dense))
-    return;
-  const int64_t M = spec.out_channels, out_plane = w.out_pixels(), b = weights.block();
   // The calling thread's, reused run after run; the loop bodies reach it through the TileContext's references.
   thread_local BlockedRunScratch run_scratch;
   BlockedRunScratch& rs = run_scratch;
+  if (!run.has_state && dense != nullptr &&
+      run_items_whole(spec, w, run, weights.block(), parallel_for, stats, *dense, rs.in_flags))
+    return;
+  const int64_t M = spec.out_channels, out_plane = w.out_pixels(), b = weights.block();
   std::vector<ActivationParams>& acts = rs.acts;
   acts.resize(static_cast<size_t>(M));
   for (int64_t m = 0; m < M; ++m) acts[m] = spec.activation_for(m);

@@ -353,7 +353,7 @@ void NchwcDenseConv::activate_blocked(float* y, int64_t plane, const ParallelFor
   const int64_t b = block_;
   constexpr int64_t kRun = 1024;  // pixels per task
   const KernelTable& k = kernels();
-  const bool one_act = spec_.activation.slopes.size() <= 1;
+  const bool one_act = prelu_slopes_.empty();  // else PRelu's slope per channel
   const int64_t runs = (plane + kRun - 1) / kRun;
   parallel_for(padded_out_ / b * runs, [&](int64_t task) {
     const int64_t cb = task / runs, p0 = (task % runs) * kRun, n = std::min(kRun, plane - p0);
