@@ -4,6 +4,7 @@ identical-frame test and skips, stateless runs, probes, a failed run and a chang
 from __future__ import annotations
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 import pytest
 
@@ -44,7 +45,7 @@ def test_the_prepared_run_does_what_the_general_path_does(cpu_op_library, name):
     options = dict(dense_fallback=False, fallback_probe_every=2)
     steady, general = DeltaSession(converted, **options), DeltaSession(converted, **options)
     dense = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-    prepared_runs = 0
+    prepared_runs, held = 0, []
     for index, frame in enumerate(_frames(shape, np.random.default_rng(4))):
         label = f"{name}: frame {index}"
         stream = steady._streams.get("default")
@@ -56,6 +57,10 @@ def test_the_prepared_run_does_what_the_general_path_does(cpu_op_library, name):
             np.testing.assert_array_equal(g, w, err_msg=label)
             np.testing.assert_allclose(g, d, rtol=1e-4, atol=1e-5, err_msg=label)
         _same(steady, general, label)
+        held.append((label, got, [g.copy() for g in got]))
+    for label, got, copies in held:  # the caller's results: no later run writes into them
+        for g, c in zip(got, copies):
+            np.testing.assert_array_equal(g, c, err_msg=f"{label}, after the last run")
     assert general._streams["default"].steady is None
     assert prepared_runs > 10, "the prepared run never ran"
     stats = steady.stats()
@@ -94,3 +99,34 @@ def test_the_prepared_run_leaves_other_calls_to_the_general_path(cpu_op_library)
     session.reset()
     session.run(None, {input_name: frame})
     assert session.stats()["runs"] == 1
+
+
+def test_small_outputs_of_a_shape_the_model_fixes_stay_bound(cpu_op_library, monkeypatch):
+    """The prepared run writes small model outputs of fixed shape into buffers it keeps (returned as copies); an
+    output whose shape the model leaves open is bound anew on every run, as is a large one."""
+    from deltaonnx.session import steady_run
+
+    model = zoo.BUILDERS["cnn1"]()
+    open_batch = onnx.ModelProto()
+    open_batch.CopyFrom(model)
+    for value in list(open_batch.graph.input) + list(open_batch.graph.output):
+        value.type.tensor_type.shape.dim[0].dim_param = "N"
+    input_name = model.graph.input[0].name
+    shape = [d.dim_value or 1 for d in model.graph.input[0].type.tensor_type.shape.dim]
+    dense = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(6)
+
+    def kept_after_runs(source):
+        session = DeltaSession(deltaonnx.convert(source), dense_fallback=False)
+        for _ in range(4):
+            frame = rng.random(shape).astype(np.float32)
+            got = session.run(None, {input_name: frame})
+            np.testing.assert_allclose(got[0], dense.run(None, {input_name: frame})[0], rtol=1e-4, atol=1e-5)
+        state = session._streams["default"]
+        assert state.steady is not None
+        return steady_run._kept_outputs(session, state, state.model_outputs, state.binding._c_binding)
+
+    assert kept_after_runs(model) is not None
+    assert kept_after_runs(open_batch) is None
+    monkeypatch.setattr(steady_run, "KEPT_OUTPUT_BYTES", 0)
+    assert kept_after_runs(model) is None

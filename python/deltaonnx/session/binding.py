@@ -5,6 +5,11 @@ from typing import Any
 
 import onnxruntime as ort
 
+try:  # ORT's C-level OrtValue: wraps a contiguous host array in one call, without the Python wrapper's checks
+    from onnxruntime.capi._pybind_state import OrtValue as _COrtValue
+except ImportError:  # pragma: no cover - an ORT without it: the public calls
+    _COrtValue = None
+
 
 def as_ort_value(value) -> ort.OrtValue:
     return value if isinstance(value, ort.OrtValue) else ort.OrtValue(value)
@@ -24,6 +29,8 @@ class StreamBinding:
         except AttributeError:  # an ORT without OrtDevice.make: the public calls below
             self._cpu = None
         self._lean = self._c_binding is not None and self._c_session is not None and self._cpu is not None
+        # (array, C-level device) -> C-level OrtValue on the array's memory (None: not offered by this ORT)
+        self._value_of = getattr(_COrtValue, "ortvalue_from_numpy", None) if self._lean else None
         self._session = session
         self._frames: dict[str, Any] = {}  # the bound frames, kept alive while ORT points at them
 

@@ -1,7 +1,13 @@
 """The run a stream makes most often, prepared: the same single frame input at the same shape, all outputs, no
 change map, the state bound. DeltaSession.run's general path spends ~40 us of Python per frame on checks and
 lookups whose answers do not change from one such run to the next (cnn1, blocks of 8 frames: 557 -> 510 us, dense
-ORT 519 us; docs/results.md#steady-runs); this closure keeps those answers and does only what a run must."""
+ORT 519 us; docs/results.md#steady-runs); this closure keeps those answers and does only what a run must.
+
+What a run must do is itself costly after ORT's run has emptied the caches: each call into ORT's Python layer
+then costs 5-40 us, not 1-3 (yolov8_like at 320, measured after a dense run: binding the frame 43 us, its address
+for the stateless frame reference 39 us, the model outputs bound anew, fetched and wrapped 63 us). So the frame
+becomes one OrtValue bound to the input and its references, and small model outputs of fixed shape stay bound
+to buffers kept here, returned as copies (docs/results.md#sixteenth-session)."""
 from __future__ import annotations
 
 from typing import Callable, Optional
@@ -11,6 +17,11 @@ import numpy as np
 from .stream_state import StreamState
 
 SteadyRun = Callable[[object, object, object], Optional[list]]
+
+# Model outputs up to this many bytes in all, of a shape fixed by the model, are written into buffers kept by the
+# prepared run and returned as copies: copying 400 KB (unet_like's mask) cost less than binding, fetching and
+# wrapping a buffer ORT allocates anew.
+KEPT_OUTPUT_BYTES = 1 << 20
 
 
 def steady_runner(session, state: StreamState, inputs: dict) -> SteadyRun | None:
@@ -26,10 +37,20 @@ def steady_runner(session, state: StreamState, inputs: dict) -> SteadyRun | None
         return None
     dtype = value.dtype
     c_binding, c_session, cpu, frames = binding._c_binding, binding._c_session, binding._cpu, binding._frames
+    value_of = binding._value_of
+    if value_of is None:
+        return None
     fresh = state.model_outputs
     picks = [(state.output_index[n], n in session._present_names) for n in session._output_names]
     frame_references = [present for present, _ in session._stateless().frame_references(inputs)] \
         if state.mode == "stateless" else []
+    kept = _kept_outputs(session, state, fresh, c_binding)
+    if kept is not None:
+        for output, buffer in kept.items():
+            c_binding.bind_output(output, cpu, buffer.dtype, buffer.shape, buffer.ctypes.data)
+        fresh = ()
+        returned_from = [kept[n] for n in session._output_names]
+    bind_input, bind_output = c_binding.bind_ortvalue_input, c_binding.bind_ortvalue_output
     tested = session._identical_plan is not None and state.mode == "delta"
     owned, finish, lock = session._owned, session._finish_run, state.lock
 
@@ -44,15 +65,19 @@ def steady_runner(session, state: StreamState, inputs: dict) -> SteadyRun | None
             if state.steady is not run or (tested and state.check_wait < 2):
                 return None  # the state changed meanwhile, or the next run is to be tested: the general path
             try:
-                frames[name] = frame
-                c_binding.bind_input(name, frame)
+                frames[name] = frame  # alive while ORT points at it
+                frame_value = value_of(frame, cpu)  # on the frame's memory, no copy
+                bind_input(name, frame_value)
                 for output in fresh:
                     c_binding.bind_output(output, cpu)
                 for present in frame_references:
-                    c_binding.bind_output(present, cpu, dtype, shape, frame.ctypes.data)
+                    bind_output(present, frame_value)
                 c_session.run_with_iobinding(c_binding, run_options)
-                outputs = c_binding.get_outputs()
-                returned = [owned(outputs[i].numpy()) if copy else outputs[i].numpy() for i, copy in picks]
+                if kept is not None:
+                    returned = [buffer.copy() for buffer in returned_from]
+                else:
+                    outputs = c_binding.get_outputs()
+                    returned = [owned(outputs[i].numpy()) if copy else outputs[i].numpy() for i, copy in picks]
             except BaseException:
                 state.drop_state()
                 raise
@@ -63,3 +88,22 @@ def steady_runner(session, state: StreamState, inputs: dict) -> SteadyRun | None
             return returned
 
     return run
+
+
+def _kept_outputs(session, state: StreamState, fresh: tuple, c_binding) -> dict | None:
+    """Buffers for the model outputs `fresh` (bound anew on every general run), shaped like the run just made,
+    when the model fixes every one's shape and they are small (KEPT_OUTPUT_BYTES); else None. A shape the model
+    leaves open could change with the data, and a bound buffer of another shape fails the run."""
+    if not fresh or any(name not in fresh for name in session._output_names):
+        return None  # a model output that is also state comes from ORT's vector, as a copy
+    declared = {o.name: o.shape for o in session._outputs}
+    outputs = c_binding.get_outputs()
+    kept, total = {}, 0
+    for name in fresh:
+        last = outputs[state.output_index[name]].numpy()
+        dims = declared.get(name)
+        if dims is None or list(dims) != list(last.shape) or last.dtype.kind not in "biuf":
+            return None
+        total += last.nbytes
+        kept[name] = np.empty_like(last)
+    return kept if total <= KEPT_OUTPUT_BYTES else None
