@@ -675,6 +675,7 @@ def test_failed_probes_back_off_and_a_successful_one_resets_the_wait():
 
     model = zoo.yolov8_like()
     session = DeltaSession(deltaonnx.convert(model), fallback_probe_every=2)
+    session._policy.frame_bound = None  # the probes themselves (the check before them: the test below)
     name = model.graph.input[0].name
     shape = [d.dim_value or 1 for d in model.graph.input[0].type.tensor_type.shape.dim]
     rng = np.random.default_rng(3)
@@ -694,6 +695,51 @@ def test_failed_probes_back_off_and_a_successful_one_resets_the_wait():
     # moving again: the smoothed share (0.5, 0.75, 0.875, 0.94) passes FallbackPolicy.FALLBACK_ENTER 0.9 at the 4th frame; the
     # next probe comes after 2, not 8
     assert run(moving(8)) == "dddD" + "Dd" + "dD"
+
+
+@pytest.mark.parametrize("fallback", ["dense", "stateless"])
+def test_a_camera_still_moving_is_seen_in_the_frame_not_probed(fallback):
+    """Before a probe the frame is compared with the one before it on every 32nd row: while the camera keeps
+    moving no probe is made (nor does the wait grow); once it stops, the next check lets the probe through."""
+    import zoo  # models/zoo.py (conftest puts models/ on the path); imported here: it needs torch
+
+    model = zoo.yolov8_like()
+    session = DeltaSession(deltaonnx.convert(model), fallback_probe_every=2, dense_fallback=fallback == "dense")
+    assert session._policy.frame_bound is not None
+    name = model.graph.input[0].name
+    shape = [d.dim_value or 1 for d in model.graph.input[0].type.tensor_type.shape.dim]
+    dense = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(3)
+    fell_back = "D" if fallback == "dense" else "S"
+
+    def run(frames) -> str:  # the mode after each run: d delta, D dense twin, S stateless
+        modes = ""
+        for frame in frames:
+            got = session.run(None, {name: frame})
+            np.testing.assert_allclose(got[0], dense.run(None, {name: frame})[0], rtol=1e-3, atol=1e-3)
+            modes += {"delta": "d", "dense": "D", "stateless": "S"}[session.stats()["mode"]]
+        return modes
+
+    assert run([rng.random(shape).astype(np.float32) for _ in range(12)]) == "d" + fell_back * 11
+    assert session.stats()["probes_skipped"] == 5  # one every second frame: the wait stays 2
+    still = rng.random(shape).astype(np.float32)
+    assert run([still] * 4) == fell_back + "ddd"  # the frame kept, then the check passes: the probe keeps delta
+    assert session.stats()["probes_skipped"] == 5
+
+
+def test_the_frame_is_checked_before_probes_only_where_it_bounds_the_work():
+    """The check's bound: the gate's tau (exact ops behind it) or the block rule's gate_hard; none where inner
+    thresholds let changes die out inside, or without a fallback."""
+    import zoo  # models/zoo.py (conftest puts models/ on the path); imported here: it needs torch
+
+    model = zoo.cnn1()
+    bound = lambda **kw: DeltaSession(deltaonnx.convert(model, **kw), dense_fallback=False)._policy.frame_bound  # noqa: E731
+    assert bound(threshold=0.0) == 0.0
+    assert bound(threshold=0.05, gate="pixel") == pytest.approx(0.05)
+    assert bound(threshold=0.05) == pytest.approx(0.2)  # the block gate: its gate_hard, 4 x threshold
+    assert bound(threshold=0.05, inner_threshold=0.1) is None
+    keeping_state = DeltaSession(deltaonnx.convert(model), dense_fallback=False, stateless_runs=False)
+    assert keeping_state._policy.frame_bound is None
 
 
 def test_the_dense_twin_is_built_beside_the_first_frames():

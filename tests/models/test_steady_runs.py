@@ -24,7 +24,8 @@ def _frames(shape, rng):
 
 def _same(steady, general, label):
     a, b = steady.stats(), general.stats()
-    for key in ("runs", "mode", "dense_runs", "stateless_runs", "skipped_runs", "work_smoothed", "flops_saved_avg"):
+    for key in ("runs", "mode", "dense_runs", "stateless_runs", "skipped_runs", "probes_skipped", "work_smoothed",
+                "flops_saved_avg"):
         assert a[key] == b[key], (label, key, a[key], b[key])
     for node, maps in steady.change_maps().items():
         np.testing.assert_array_equal(maps, general.change_maps()[node], err_msg=f"{label}: map {node}")
@@ -35,8 +36,9 @@ def _same(steady, general, label):
             np.testing.assert_array_equal(sa[past].numpy(), sb[past].numpy(), err_msg=f"{label}: state {past}")
 
 
+@pytest.mark.parametrize("checked", [True, False], ids=["probes checked", "probes made"])
 @pytest.mark.parametrize("name", ["cnn1", "yolov8_like"])
-def test_the_prepared_run_does_what_the_general_path_does(cpu_op_library, name):
+def test_the_prepared_run_does_what_the_general_path_does(cpu_op_library, name, checked):
     model = zoo.BUILDERS[name]()
     converted = deltaonnx.convert(model)
     input_name = model.graph.input[0].name
@@ -44,6 +46,8 @@ def test_the_prepared_run_does_what_the_general_path_does(cpu_op_library, name):
     outputs = [o.name for o in model.graph.output]
     options = dict(dense_fallback=False, fallback_probe_every=2)
     steady, general = DeltaSession(converted, **options), DeltaSession(converted, **options)
+    if not checked:  # the frame check before probes off: moving frames probe delta
+        steady._policy.frame_bound = general._policy.frame_bound = None
     dense = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     prepared_runs, held = 0, []
     for index, frame in enumerate(_frames(shape, np.random.default_rng(4))):
@@ -65,6 +69,7 @@ def test_the_prepared_run_does_what_the_general_path_does(cpu_op_library, name):
     assert prepared_runs > 10, "the prepared run never ran"
     stats = steady.stats()
     assert stats["skipped_runs"] > 0 and stats["stateless_runs"] > 0
+    assert (stats["probes_skipped"] > 0) == checked
 
 
 def test_the_prepared_run_leaves_other_calls_to_the_general_path(cpu_op_library):

@@ -49,7 +49,7 @@ from ..graph_passes.identical_frames import IdenticalFramePlan, identical_frame_
 from ..graph_passes.metadata import ConversionMetadata, MetadataError
 from ..graph_passes.protocol import CHANNEL_BLOCK_KEY, METADATA_KEY, STATE_PREFIX
 from .binding import StreamBinding, as_ort_value
-from .fallback_policy import FallbackPolicy
+from .fallback_policy import FallbackPolicy, frame_bound_for_probes
 from .feeds import checked_change_maps, checked_input_feed, checked_output_names
 from .identical_run import keep_for_identical_frames, nothing_changes
 from .map_buffers import ChangeMapBuffers
@@ -66,6 +66,14 @@ DEFAULT_STREAM = "default"
 # or the element type the graph declares for that input (float16 models).
 _EMPTY_STATE_DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64}
 _NO_MAP = np.zeros((0, 1, 0, 0), np.uint8)  # DeltaGate's external change map when the caller gives none
+
+
+def _one_frame(inputs: dict) -> np.ndarray | None:
+    """The run's frame when it has one input given as a host array (the fallback policy's check before probes)."""
+    if len(inputs) != 1:
+        return None
+    (value, _), = inputs.values()
+    return value if isinstance(value, np.ndarray) else None
 
 
 class DeltaSession:
@@ -168,9 +176,15 @@ class DeltaSession:
                 graph, self._input_names, self._state_entries, gates_allowed=self._state_device == "cpu")
 
         # What a stream whose frames change almost everywhere runs instead of delta (None: delta, keeping state).
-        self._policy = self.POLICY("dense" if self._dense_fallback else
-                                   "stateless" if stateless_runs and self._state_device == "cpu" else None,
-                                   self._probe_every)
+        fallback = "dense" if self._dense_fallback else "stateless" if stateless_runs and self._state_device == "cpu" \
+            else None
+        frame_bound = None
+        if fallback is not None and len(self._input_names) == 1:
+            plan = self._identical_plan if skip_identical_frames else identical_frame_plan(
+                self._graph(model), self._input_names, self._state_entries,
+                gates_allowed=self._state_device == "cpu")[0]
+            frame_bound = frame_bound_for_probes(plan, list(self._metadata.nodes))
+        self._policy = self.POLICY(fallback, self._probe_every, frame_bound)
         self._stateless_plan: StatelessPlan | None = None  # built on the first stateless run
 
         self._streams: dict[Hashable, StreamState] = {}
@@ -344,18 +358,20 @@ class DeltaSession:
         return self._stateless_plan
 
     def _run_dense(self, state: StreamState, requested: list[str], inputs: dict,
-                   run_options: ort.RunOptions | None) -> list[np.ndarray]:
+                   run_options: ort.RunOptions | None, frame: np.ndarray | None) -> list[np.ndarray]:
         feed = {name: value for name, (value, _) in inputs.items()}
         outputs = self._dense_twin_session().run(requested, feed, run_options)
         state.dense_runs_total += 1
-        self._policy.after_fallback_run(state)
+        self._policy.after_fallback_run(state, frame)
         return outputs
 
     def _run_locked(self, state: StreamState, requested: list[str], inputs: dict, input_shapes: tuple,
                     run_options: ort.RunOptions | None, maps: dict | None = None,
                     steady_allowed: bool = False) -> list[np.ndarray]:
+        # the frame for the fallback's check before a probe: none where a change map narrows what the gate sees
+        frame = None if maps else _one_frame(inputs)
         if state.mode == "dense":
-            return self._run_dense(state, requested, inputs, run_options)
+            return self._run_dense(state, requested, inputs, run_options, frame)
         if state.binding is not None and state.input_shapes != input_shapes:
             state.drop_state()
         if self._identical_plan is not None and state.binding is not None and state.mode == "delta":
@@ -374,16 +390,17 @@ class DeltaSession:
             state.drop_state()
             raise
         state.input_shapes = input_shapes
-        self._finish_run(state)
+        self._finish_run(state, frame)
         state.steady = steady_runner(self, state, inputs) if steady_allowed else None
         return results
 
-    def _finish_run(self, state: StreamState) -> None:
-        """After a run of the converted model: its maps recorded, the fallback policy told."""
+    def _finish_run(self, state: StreamState, frame: np.ndarray | None) -> None:
+        """After a run of the converted model: its maps recorded, the fallback policy told (`frame`: the run's one
+        host frame, else None)."""
         self._record_maps(state)
         if state.mode == "stateless":
             state.stateless_runs_total += 1
-            self._policy.after_fallback_run(state)
+            self._policy.after_fallback_run(state, frame)
         elif self._policy.mode is not None:
             self._policy.after_delta_run(state)
 
@@ -645,12 +662,14 @@ class DeltaSession:
 
         Returns ``{"stream", "runs", "nodes": {node: {"op", "fraction", "fraction_avg", "flops",
         "flops_saved", "flops_saved_avg"}}, "flops", "flops_saved", "flops_saved_avg", "mode", "work_smoothed",
-        "dense_runs", "stateless_runs", "skipped_runs"}``. `mode`: "delta", "dense" (the dense twin) or "stateless"
+        "dense_runs", "stateless_runs", "skipped_runs", "probes_skipped"}``. `mode`: "delta", "dense" (the dense twin) or "stateless"
         (docs/design.md#stateless-runs). `fraction` is the mean of the node's change map; `flops` is the node's
         cost per frame (batch item) as the converter recorded it in the metadata or, for a model with dynamic
         input sizes, at the shapes of the last run (None when neither is known), and `flops_saved` = flops *
         (1 - fraction). The totals add up the nodes with known flops. `skipped_runs`: runs since the reset that
         returned the previous outputs without running ORT (identical frames; counted in `runs`, fraction 0).
+        `probes_skipped`: probes of delta a check of the frame found not worth making (the fallback's frames moved
+        almost everywhere; docs/design.md#dense-fallback).
         """
         return stream_stats(self._ran_stream(stream, "stats"), stream, self._map_nodes, self._node_info)
 

@@ -71,6 +71,22 @@ def sampled_rows_exceed(frame: np.ndarray, reference: np.ndarray, bound: float) 
     return _block_exceeds(frame, reference, _blocks(frame.shape)[0], bound)
 
 
+def sampled_rows(frame: np.ndarray) -> np.ndarray:
+    """A copy of every 32nd row of the frame (the first of `_blocks`; the whole frame when it has no row axis)."""
+    return np.array(frame[_blocks(frame.shape)[0]], copy=True)
+
+
+def changed_share(frame: np.ndarray, rows: np.ndarray, bound: float) -> float:
+    """The share of the elements of `sampled_rows(frame)` further than `bound` from `rows` (NaN/Inf count as
+    changed), 1.0 when the frame's shape is not the one the rows were taken from."""
+    sample = frame[_blocks(frame.shape)[0]]
+    if sample.shape != rows.shape or sample.size == 0:
+        return 1.0
+    with np.errstate(invalid="ignore", over="ignore"):
+        within = np.abs(np.subtract(sample, rows, dtype=np.float32)) <= np.float32(bound)  # False for NaN
+    return 1.0 - np.count_nonzero(within) / within.size
+
+
 def gate_sees_nothing(gate: FrameGate, frame: np.ndarray, reference: np.ndarray,
                       map_in: np.ndarray | None = None) -> bool:
     """The gate would find no change: for the block rule, its own engine finds no block changed where `map_in`

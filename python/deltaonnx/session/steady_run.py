@@ -84,7 +84,7 @@ def steady_runner(session, state: StreamState, inputs: dict) -> SteadyRun | None
             if tested:
                 state.check_wait -= 1  # at least 1 left: the next run is not tested, nothing kept for it
                 state.kept_names = None
-            finish(state)
+            finish(state, frame)
             return returned
 
     return run

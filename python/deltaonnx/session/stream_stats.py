@@ -29,7 +29,7 @@ def stream_stats(state: StreamState, stream: Hashable, map_nodes: Sequence[str],
         last = state.last_fraction.tolist()
         sums = state.fraction_sum.tolist()
         mode, work, dense_runs, skipped = state.mode, state.work, state.dense_runs_total, state.skipped_runs
-        stateless_runs = state.stateless_runs_total
+        stateless_runs, probes_skipped = state.stateless_runs_total, state.probes_skipped
         run_flops = [0.0] * len(last) if state.node_flops is None else state.node_flops.tolist()
     nodes = {}
     total_flops = total_saved = total_saved_avg = 0.0
@@ -50,4 +50,4 @@ def stream_stats(state: StreamState, stream: Hashable, map_nodes: Sequence[str],
     return {"stream": stream, "runs": runs, "nodes": nodes, "flops": total_flops,
             "flops_saved": total_saved, "flops_saved_avg": total_saved_avg,
             "mode": mode, "work_smoothed": work, "dense_runs": dense_runs, "stateless_runs": stateless_runs,
-            "skipped_runs": skipped}
+            "skipped_runs": skipped, "probes_skipped": probes_skipped}
