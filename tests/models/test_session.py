@@ -18,6 +18,7 @@ from onnx import TensorProto, helper, numpy_helper
 from builders import DOMAIN
 from concurrency import run_in_threads
 import deltaonnx
+from deltaonnx.session.probe_check import ProbeCheck
 from deltaonnx import DeltaSession
 
 C_IN, C_MID, C_OUT = 3, 8, 6
@@ -675,7 +676,7 @@ def test_failed_probes_back_off_and_a_successful_one_resets_the_wait():
 
     model = zoo.yolov8_like()
     session = DeltaSession(deltaonnx.convert(model), fallback_probe_every=2)
-    session._policy.frame_bound = None  # the probes themselves (the check before them: the test below)
+    session._policy.check = None  # the probes themselves (the check before them: the test below)
     name = model.graph.input[0].name
     shape = [d.dim_value or 1 for d in model.graph.input[0].type.tensor_type.shape.dim]
     rng = np.random.default_rng(3)
@@ -699,13 +700,13 @@ def test_failed_probes_back_off_and_a_successful_one_resets_the_wait():
 
 @pytest.mark.parametrize("fallback", ["dense", "stateless"])
 def test_a_camera_still_moving_is_seen_in_the_frame_not_probed(fallback):
-    """Before a probe the frame is compared with the one before it on every 32nd row: while the camera keeps
-    moving no probe is made (nor does the wait grow); once it stops, the next check lets the probe through."""
+    """Before a probe the frame is compared with the one before it in bands of rows: while the camera keeps moving
+    no probe is made (nor does the wait grow); once it stops, the next check lets the probe through."""
     import zoo  # models/zoo.py (conftest puts models/ on the path); imported here: it needs torch
 
     model = zoo.yolov8_like()
     session = DeltaSession(deltaonnx.convert(model), fallback_probe_every=2, dense_fallback=fallback == "dense")
-    assert session._policy.frame_bound is not None
+    assert session._policy.check is not None
     name = model.graph.input[0].name
     shape = [d.dim_value or 1 for d in model.graph.input[0].type.tensor_type.shape.dim]
     dense = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
@@ -728,18 +729,18 @@ def test_a_camera_still_moving_is_seen_in_the_frame_not_probed(fallback):
 
 
 def test_the_frame_is_checked_before_probes_only_where_it_bounds_the_work():
-    """The check's bound: the gate's tau (exact ops behind it) or the block rule's gate_hard; none where inner
-    thresholds let changes die out inside, or without a fallback."""
+    """The check: the gate's tau and kernel reach (exact ops behind it), or the block rule's gate_hard and block;
+    none where inner thresholds let changes die out inside, or without a fallback."""
     import zoo  # models/zoo.py (conftest puts models/ on the path); imported here: it needs torch
 
-    model = zoo.cnn1()
-    bound = lambda **kw: DeltaSession(deltaonnx.convert(model, **kw), dense_fallback=False)._policy.frame_bound  # noqa: E731
-    assert bound(threshold=0.0) == 0.0
-    assert bound(threshold=0.05, gate="pixel") == pytest.approx(0.05)
-    assert bound(threshold=0.05) == pytest.approx(0.2)  # the block gate: its gate_hard, 4 x threshold
-    assert bound(threshold=0.05, inner_threshold=0.1) is None
+    model = zoo.cnn1()  # its first conv: 3x3
+    check = lambda **kw: DeltaSession(deltaonnx.convert(model, **kw), dense_fallback=False)._policy.check  # noqa: E731
+    assert check(threshold=0.0) == ProbeCheck(0.0, (-1, 1), 1, 0)
+    assert check(threshold=0.05, gate="pixel") == ProbeCheck(pytest.approx(0.05), (-1, 1), 1, 0)
+    assert check(threshold=0.05) == ProbeCheck(pytest.approx(0.2), (0, 7), 0, 8)  # the block gate: 4 x threshold
+    assert check(threshold=0.05, inner_threshold=0.1) is None
     keeping_state = DeltaSession(deltaonnx.convert(model), dense_fallback=False, stateless_runs=False)
-    assert keeping_state._policy.frame_bound is None
+    assert keeping_state._policy.check is None
 
 
 def test_the_dense_twin_is_built_beside_the_first_frames():

@@ -36,7 +36,7 @@ def _check(outputs, dense, name, frame, what=""):
 def test_a_moving_stream_runs_stateless_exactly_and_a_probe_brings_it_back(yolo):
     converted, dense, name, shape = yolo
     session = DeltaSession(converted, dense_fallback=False, fallback_probe_every=2)
-    session._policy.frame_bound = None  # probes made, not checked first (the check: test_session.py)
+    session._policy.check = None  # probes made, not checked first (the check: test_session.py)
     rng = np.random.default_rng(5)
     still = rng.random(shape).astype(np.float32)
     modes = ""
@@ -62,7 +62,7 @@ def test_a_moving_stream_runs_stateless_exactly_and_a_probe_brings_it_back(yolo)
 def test_stateless_outputs_share_buffers_and_a_switch_allocates_nothing(yolo):
     converted, dense, name, shape = yolo
     session = DeltaSession(converted, dense_fallback=False, fallback_probe_every=2)
-    session._policy.frame_bound = None  # probes made, not checked first (the check: test_session.py)
+    session._policy.check = None  # probes made, not checked first (the check: test_session.py)
     rng = np.random.default_rng(6)
     for _ in range(3):
         session.run(None, {name: rng.random(shape).astype(np.float32)})
@@ -110,7 +110,7 @@ def test_a_resolution_change_while_stateless_stays_exact(cpu_op_library):
 def test_streams_run_stateless_from_threads_as_alone(yolo):
     converted, dense, name, shape = yolo
     session = DeltaSession(converted, dense_fallback=False, fallback_probe_every=3)
-    session._policy.frame_bound = None  # probes made, not checked first (the check: test_session.py)
+    session._policy.check = None  # probes made, not checked first (the check: test_session.py)
     rngs = {s: np.random.default_rng(s) for s in range(3)}
     frames = {s: [rngs[s].random(shape).astype(np.float32) for _ in range(8)] for s in range(3)}
 

@@ -47,7 +47,7 @@ def test_the_prepared_run_does_what_the_general_path_does(cpu_op_library, name, 
     options = dict(dense_fallback=False, fallback_probe_every=2)
     steady, general = DeltaSession(converted, **options), DeltaSession(converted, **options)
     if not checked:  # the frame check before probes off: moving frames probe delta
-        steady._policy.frame_bound = general._policy.frame_bound = None
+        steady._policy.check = general._policy.check = None
     dense = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     prepared_runs, held = 0, []
     for index, frame in enumerate(_frames(shape, np.random.default_rng(4))):

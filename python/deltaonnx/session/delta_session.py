@@ -49,7 +49,8 @@ from ..graph_passes.identical_frames import IdenticalFramePlan, identical_frame_
 from ..graph_passes.metadata import ConversionMetadata, MetadataError
 from ..graph_passes.protocol import CHANNEL_BLOCK_KEY, METADATA_KEY, STATE_PREFIX
 from .binding import StreamBinding, as_ort_value
-from .fallback_policy import FallbackPolicy, frame_bound_for_probes
+from .fallback_policy import FallbackPolicy
+from .probe_check import probe_check
 from .feeds import checked_change_maps, checked_input_feed, checked_output_names
 from .identical_run import keep_for_identical_frames, nothing_changes
 from .map_buffers import ChangeMapBuffers
@@ -178,13 +179,13 @@ class DeltaSession:
         # What a stream whose frames change almost everywhere runs instead of delta (None: delta, keeping state).
         fallback = "dense" if self._dense_fallback else "stateless" if stateless_runs and self._state_device == "cpu" \
             else None
-        frame_bound = None
+        check = None
         if fallback is not None and len(self._input_names) == 1:
+            graph = self._graph(model)
             plan = self._identical_plan if skip_identical_frames else identical_frame_plan(
-                self._graph(model), self._input_names, self._state_entries,
-                gates_allowed=self._state_device == "cpu")[0]
-            frame_bound = frame_bound_for_probes(plan, list(self._metadata.nodes))
-        self._policy = self.POLICY(fallback, self._probe_every, frame_bound)
+                graph, self._input_names, self._state_entries, gates_allowed=self._state_device == "cpu")[0]
+            check = probe_check(plan, list(self._metadata.nodes), graph)
+        self._policy = self.POLICY(fallback, self._probe_every, check)
         self._stateless_plan: StatelessPlan | None = None  # built on the first stateless run
 
         self._streams: dict[Hashable, StreamState] = {}

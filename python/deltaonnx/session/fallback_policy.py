@@ -8,32 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..graph_passes.identical_frames import IdenticalFramePlan
-from .frame_compare import changed_share, sampled_rows
+from .probe_check import ProbeCheck
 from .stream_state import StreamState
-
-
-def frame_bound_for_probes(plan: IdenticalFramePlan | None, nodes: list[dict]) -> float | None:
-    """The bound of the check before probes (FallbackPolicy.after_fallback_run), or None where the share of a
-    frame's elements past it is no floor under a delta run's work. It is one when a single gate reads the frame
-    (the identical-frame plan's tau mode; a run given a change map is not checked) and every converted op is exact
-    behind it (threshold 0, no inner gate; an op reading the gate's map at most the gate's bound): an element past
-    the bound is then marked by the gate, and the change reaches every output whose receptive field holds it. The
-    bound is the gate's tau (rule 2) or the block rule's gate_hard (an element past it marks its block)."""
-    if plan is None or plan.mode != "tau" or len(plan.gates) != 1:
-        return None
-    gate = plan.gates[0]
-    bound = float(gate.tau) if gate.block_rule is None else float(gate.block_rule.get("gate_hard", -1.0))
-    if not bound >= 0:
-        return None
-    for node in nodes:
-        if node.get("decision") != "converted" or node.get("name") == gate.node:
-            continue
-        threshold = float(node.get("threshold") or 0.0)
-        behind_gate = node.get("gate") == gate.node
-        if node.get("inner_gate") is not None or threshold > (bound if behind_gate else 0.0):
-            return None
-    return bound
 
 
 class FallbackPolicy:
@@ -56,33 +32,31 @@ class FallbackPolicy:
     SETTLE = 2  # the first frame with state decides (the one before it, without state, is redone in full)
     PROBE_BACKOFF = 4
 
-    def __init__(self, mode: str | None, probe_every: int, frame_bound: float | None = None):
-        """`frame_bound`: where a share of the frame's elements moved past this bound is a floor under the work a
-        delta run would redo (frame_bound_for_probes), the frame is checked before each probe."""
+    def __init__(self, mode: str | None, probe_every: int, check: ProbeCheck | None = None):
+        """`check`: the frame check before each probe (probe_check.py), None where the model allows none."""
         if mode not in ("dense", "stateless", None):
             raise ValueError(f"unknown fallback {mode!r}")
         self.mode = mode
         self.probe_every = probe_every
-        self.frame_bound = frame_bound
+        self.check = check
 
     def after_fallback_run(self, state: StreamState, frame: np.ndarray | None = None) -> None:
         """After a run of the dense twin or a stateless run: after `probe_interval` of them, probe delta again
         (from empty state). `frame`: the run's one frame, for the check before the probe.
 
-        A probe costs two frames at the Delta ops' full cost (mobilenetv3_like on bikes: 2.6 ms where dense ORT
-        takes 1.4). So with a `frame_bound`, every 32nd row of the frame before the probe is kept, and the probe
-        is made only if fewer than the stay bound's share of those rows' elements moved past the bound since: a
-        delta run would redo at least that share (each op marks every output a change reaches). A check costs a
-        32nd of a frame, so one that finds the camera still moving does not lengthen the wait."""
+        With a `check`, the frame before the probe is kept in sampled bands, and the probe is made only if the share
+        of pixels the gate marks in them since stays within the stay bound (probe_check.py): past it, a delta run
+        would redo at least that share. A check costs a few rows of a frame, so one that finds the camera still
+        moving does not lengthen the wait."""
         state.mode_runs += 1
-        if frame is None or self.frame_bound is None:
+        if frame is None or self.check is None:
             state.probe_rows = None
         elif state.mode_runs == state.probe_interval - 1:
-            state.probe_rows = sampled_rows(frame)
+            state.probe_rows = self.check.keep(frame)
         elif state.mode_runs >= state.probe_interval and state.probe_rows is not None:
             rows, state.probe_rows = state.probe_rows, None
             stay = self.STATELESS_STAY if self.mode == "stateless" else self.FALLBACK_STAY
-            if changed_share(frame, rows, self.frame_bound) > stay:
+            if self.check.marked_share(frame, rows) > stay:
                 state.mode_runs = 0
                 state.probes_skipped += 1
                 return

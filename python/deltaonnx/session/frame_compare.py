@@ -19,25 +19,25 @@ def host_array(value) -> np.ndarray | None:
 
 
 _BLOCK_ELEMENTS = 1 << 16  # compare in blocks that stay in cache, and stop at the first block that differs
-_SAMPLE_ROW_STEP = 32  # first compare every 32nd row: a changed frame is usually caught there, reading little
+SAMPLE_ROW_STEP = 32  # first compare every 32nd row: a changed frame is usually caught there, reading little
 
 
-def _row_axis(shape: tuple) -> int | None:
+def row_axis(shape: tuple) -> int | None:
     """The outermost axis of at least two sample steps (the rows of an image), None when there is none."""
-    return next((i for i, n in enumerate(shape) if n >= 2 * _SAMPLE_ROW_STEP), None)
+    return next((i for i, n in enumerate(shape) if n >= 2 * SAMPLE_ROW_STEP), None)
 
 
 @functools.lru_cache(maxsize=64)
 def _blocks(shape: tuple) -> tuple[tuple, ...]:
     """Index tuples cutting `shape` into blocks of about _BLOCK_ELEMENTS along its row axis, after a first block of
     every 32nd row of that axis."""
-    axis = _row_axis(shape)
+    axis = row_axis(shape)
     if axis is None:
         return ((),)
     lead = (slice(None),) * axis
     inner = max(1, math.prod(shape) // shape[axis])
     step = max(1, _BLOCK_ELEMENTS // inner)
-    return ((*lead, slice(None, None, _SAMPLE_ROW_STEP)),) + tuple(
+    return ((*lead, slice(None, None, SAMPLE_ROW_STEP)),) + tuple(
         (*lead, slice(start, start + step)) for start in range(0, shape[axis], step))
 
 
@@ -65,26 +65,10 @@ def sampled_rows_exceed(frame: np.ndarray, reference: np.ndarray, bound: float) 
     float32 arrays (numpy's ufuncs cost ~80 us here on the caches a run has just emptied), numpy otherwise."""
     if (_native_sampled_rows_exceed is not None and frame.dtype == np.float32 and reference.dtype == np.float32
             and frame.flags.c_contiguous and reference.flags.c_contiguous):
-        axis = _row_axis(frame.shape)
+        axis = row_axis(frame.shape)
         return _native_sampled_rows_exceed(frame, reference, float(bound), -1 if axis is None else axis,
-                                           _SAMPLE_ROW_STEP)
+                                           SAMPLE_ROW_STEP)
     return _block_exceeds(frame, reference, _blocks(frame.shape)[0], bound)
-
-
-def sampled_rows(frame: np.ndarray) -> np.ndarray:
-    """A copy of every 32nd row of the frame (the first of `_blocks`; the whole frame when it has no row axis)."""
-    return np.array(frame[_blocks(frame.shape)[0]], copy=True)
-
-
-def changed_share(frame: np.ndarray, rows: np.ndarray, bound: float) -> float:
-    """The share of the elements of `sampled_rows(frame)` further than `bound` from `rows` (NaN/Inf count as
-    changed), 1.0 when the frame's shape is not the one the rows were taken from."""
-    sample = frame[_blocks(frame.shape)[0]]
-    if sample.shape != rows.shape or sample.size == 0:
-        return 1.0
-    with np.errstate(invalid="ignore", over="ignore"):
-        within = np.abs(np.subtract(sample, rows, dtype=np.float32)) <= np.float32(bound)  # False for NaN
-    return 1.0 - np.count_nonzero(within) / within.size
 
 
 def gate_sees_nothing(gate: FrameGate, frame: np.ndarray, reference: np.ndarray,

@@ -1,0 +1,49 @@
+"""The frame check before a probe (session/probe_check.py): which pixels of the sampled bands the gate marks."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from deltaonnx.session.probe_check import ProbeCheck
+
+WINDOW = ProbeCheck(0.0, (-1, 1), 1, 0)  # a 3x3 conv as the gate, tau 0
+BLOCKS = ProbeCheck(0.5, (0, 7), 0, 8)  # the block rule: 8x8 blocks, gate_hard 0.5
+
+
+def _frames(shape=(1, 3, 96, 64)):
+    before = np.zeros(shape, np.float32)
+    return before, before.copy()
+
+
+@pytest.mark.parametrize("layout", ["nchw", "nhwc"])
+def test_a_window_gate_marks_the_pixels_its_kernel_reaches(layout):
+    before, after = _frames()
+    after[0, 1, 33, 10] = 1.0  # one element, next to the sampled row 32: its pixel and the two beside it
+    after[0, 2, 50, 40] = 1.0  # outside every band: not seen
+    if layout == "nhwc":
+        before, after = before.transpose(0, 2, 3, 1).copy(), after.transpose(0, 2, 3, 1).copy()
+    kept = WINDOW.keep(before)
+    assert WINDOW.marked_share(after, kept) == pytest.approx(3 / (3 * 64))  # rows 0, 32, 64 sampled
+    assert WINDOW.marked_share(before, kept) == 0.0
+
+
+def test_nan_moves_and_the_bound_holds():
+    before, after = _frames()
+    after[0, 0, 0, 0] = np.nan
+    after[0, 0, 64, 20] = 0.4  # past tau 0, within the block rule's gate_hard 0.5
+    assert WINDOW.marked_share(after, WINDOW.keep(before)) == pytest.approx((2 + 3) / (3 * 64))  # columns 0-1, 19-21
+    assert BLOCKS.marked_share(after, BLOCKS.keep(before)) == pytest.approx(8 / (3 * 64))  # the NaN's block alone
+
+
+def test_the_block_rule_marks_aligned_blocks():
+    before, after = _frames()
+    after[0, 0, 39, 62] = 9.0  # row 39 is in the band of row 32 (its block's rows 32-39); columns 56-63
+    after[0, 0, 40, 5] = 9.0  # the next block row: not sampled
+    assert BLOCKS.marked_share(after, BLOCKS.keep(before)) == pytest.approx(8 / (3 * 64))
+
+
+def test_a_frame_of_other_shape_or_without_rows_lets_the_probe_through():
+    before, after = _frames()
+    kept = WINDOW.keep(before)
+    assert WINDOW.marked_share(np.ones((1, 3, 128, 64), np.float32), kept) == 0.0
+    assert WINDOW.keep(np.zeros((1, 3, 16, 16), np.float32)) is None
