@@ -30,8 +30,10 @@ def steady_runner(session, state: StreamState, inputs: dict) -> SteadyRun | None
     a stream whose state changed, a frame the identical-frame test is due on), and the general path takes it."""
     binding = state.binding
     if (binding is None or not binding._lean or state.mode not in ("delta", "stateless") or len(inputs) != 1
-            or session._change_map_inputs or state.map_buffers is None):
+            or state.map_buffers is None):
         return None
+    # A gate's change-map input stays bound to the empty map the run just made bound (DeltaSession.run takes this
+    # path only for calls without a change map).
     (name, (value, shape)), = inputs.items()
     if type(value) is not np.ndarray:
         return None
