@@ -739,6 +739,8 @@ def test_the_frame_is_checked_before_probes_only_where_it_bounds_the_work():
     assert check(threshold=0.05, gate="pixel") == ProbeCheck(pytest.approx(0.05), (-1, 1), 1, 0)
     assert check(threshold=0.05) == ProbeCheck(pytest.approx(0.2), (0, 7), 0, 8)  # the block gate: 4 x threshold
     assert check(threshold=0.05, inner_threshold=0.1) is None
+    nhwc = DeltaSession(deltaonnx.convert(zoo.BUILDERS["nhwc_input"](), threshold=0.0), dense_fallback=False)
+    assert nhwc._policy.check.axes == (1, 2)  # its frame's rows and columns, read through the Transpose
     keeping_state = DeltaSession(deltaonnx.convert(model), dense_fallback=False, stateless_runs=False)
     assert keeping_state._policy.check is None
 

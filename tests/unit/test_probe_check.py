@@ -20,11 +20,13 @@ def test_a_window_gate_marks_the_pixels_its_kernel_reaches(layout):
     before, after = _frames()
     after[0, 1, 33, 10] = 1.0  # one element, next to the sampled row 32: its pixel and the two beside it
     after[0, 2, 50, 40] = 1.0  # outside every band: not seen
-    if layout == "nhwc":
+    check = WINDOW
+    if layout == "nhwc":  # its rows and columns are axes 1 and 2 (a 3-channel NCHW read would see 3 rows)
         before, after = before.transpose(0, 2, 3, 1).copy(), after.transpose(0, 2, 3, 1).copy()
-    kept = WINDOW.keep(before)
-    assert WINDOW.marked_share(after, kept) == pytest.approx(3 / (3 * 64))  # rows 0, 32, 64 sampled
-    assert WINDOW.marked_share(before, kept) == 0.0
+        check = ProbeCheck(0.0, (-1, 1), 1, 0, (1, 2))
+    kept = check.keep(before)
+    assert check.marked_share(after, kept) == pytest.approx(3 / (3 * 64))  # rows 0, 32, 64 sampled
+    assert check.marked_share(before, kept) == 0.0
 
 
 def test_nan_moves_and_the_bound_holds():
@@ -42,8 +44,12 @@ def test_the_block_rule_marks_aligned_blocks():
     assert BLOCKS.marked_share(after, BLOCKS.keep(before)) == pytest.approx(8 / (3 * 64))
 
 
-def test_a_frame_of_other_shape_or_without_rows_lets_the_probe_through():
+def test_a_frame_of_other_shape_lets_the_probe_through():
     before, after = _frames()
     kept = WINDOW.keep(before)
     assert WINDOW.marked_share(np.ones((1, 3, 128, 64), np.float32), kept) == 0.0
-    assert WINDOW.keep(np.zeros((1, 3, 16, 16), np.float32)) is None
+    assert WINDOW.keep(np.zeros((3, 16, 16), np.float32)) is None
+    small = np.zeros((1, 1, 16, 16), np.float32)  # one sampled row, its band clipped at the frame's edge
+    moved = small.copy()
+    moved[0, 0, 1, 15] = 1.0
+    assert WINDOW.marked_share(moved, WINDOW.keep(small)) == pytest.approx(2 / 16)

@@ -170,6 +170,7 @@ class DeltaSession:
 
         self._identical_plan: IdenticalFramePlan | None = None
         self._identical_reason = "skip_identical_frames=False"
+        graph = None  # read once, where needed (a path or bytes is parsed)
         if skip_identical_frames:
             graph = self._graph(model)
             # The tau test reads the gates' X_ref on the host: with the state on a GPU, compare frames instead.
@@ -181,7 +182,7 @@ class DeltaSession:
             else None
         check = None
         if fallback is not None and len(self._input_names) == 1:
-            graph = self._graph(model)
+            graph = graph if graph is not None else self._graph(model)
             plan = self._identical_plan if skip_identical_frames else identical_frame_plan(
                 graph, self._input_names, self._state_entries, gates_allowed=self._state_device == "cpu")[0]
             check = probe_check(plan, list(self._metadata.nodes), graph)

@@ -15,7 +15,7 @@ import numpy as np
 import onnx
 
 from ..graph_passes.identical_frames import IdenticalFramePlan
-from .frame_compare import SAMPLE_ROW_STEP, row_axis
+from .frame_compare import SAMPLE_ROW_STEP
 
 
 @dataclass(frozen=True)
@@ -24,27 +24,28 @@ class ProbeCheck:
     rows: tuple[int, int]  # the band of rows around each sampled row whose changes reach it (offsets, inclusive)
     reach: int  # a window gate: a marked pixel reaches this many columns either side
     block: int  # the block rule: a marked pixel marks its aligned block of columns (0: a window gate)
+    axes: tuple[int, int] = (2, 3)  # the frame's row and column axes (NCHW; (1, 2) for an NHWC frame)
 
     def keep(self, frame: np.ndarray) -> np.ndarray | None:
-        """The bands of the frame before the probe (a copy), None for a frame without rows to sample."""
-        index = self._band_rows(frame.shape)
-        return None if index is None else np.take(frame, index.ravel(), axis=row_axis(frame.shape))
+        """The bands of the frame before the probe (a copy), None for a frame that is not 4-D."""
+        if frame.ndim != 4:
+            return None
+        return np.take(frame, self._band_rows(frame.shape[self.axes[0]]).ravel(), axis=self.axes[0])
 
     def marked_share(self, frame: np.ndarray, kept: np.ndarray) -> float:
         """The share of the sampled rows' pixels the gate marks between `kept` (from keep()) and this frame; 0.0 (the
-        probe is made) for a frame of another shape or without a column axis after its rows."""
-        index = self._band_rows(frame.shape)
-        axis = row_axis(frame.shape)
-        if index is None or axis == frame.ndim - 1:
+        probe is made) for a frame of another shape."""
+        if frame.ndim != 4:
             return 0.0
-        bands = np.take(frame, index.ravel(), axis=axis)
+        index = self._band_rows(frame.shape[self.axes[0]])
+        bands = np.take(frame, index.ravel(), axis=self.axes[0])
         if bands.shape != kept.shape:
             return 0.0
         with np.errstate(invalid="ignore", over="ignore"):
             moved = ~(np.abs(np.subtract(bands, kept, dtype=np.float32)) <= np.float32(self.bound))  # NaN moved
         # (batch items, band rows, columns): any channel moved
-        moved = np.moveaxis(moved, (axis, axis + 1), (-2, -1))
-        items = moved.shape[0] if axis > 0 else 1
+        moved = np.moveaxis(moved, self.axes, (-2, -1))
+        items = moved.shape[0]
         moved = moved.reshape(items, -1, *moved.shape[-2:]).any(axis=1)
         width = moved.shape[-1]
         moved = moved.reshape(items, index.shape[0], index.shape[1], width).any(axis=2)  # per sampled row
@@ -59,12 +60,8 @@ class ProbeCheck:
                 marked[..., :-step] |= moved[..., step:]
         return float(np.count_nonzero(marked)) / marked.size
 
-    def _band_rows(self, shape: tuple) -> np.ndarray | None:
-        """Row indices [sampled row, band offset] of a frame of `shape` (clipped to the frame)."""
-        axis = row_axis(shape)
-        if axis is None:
-            return None
-        height = shape[axis]
+    def _band_rows(self, height: int) -> np.ndarray:
+        """Row indices [sampled row, band offset] of a frame of `height` rows (clipped to the frame)."""
         step = SAMPLE_ROW_STEP - SAMPLE_ROW_STEP % self.block if self.block else SAMPLE_ROW_STEP
         centers = np.arange(0, height, max(step, 1))
         offsets = np.arange(self.rows[0], self.rows[1] + 1)
@@ -89,9 +86,13 @@ def probe_check(plan: IdenticalFramePlan | None, nodes: list[dict], graph: onnx.
         behind_gate = node.get("gate") == gate.node
         if node.get("inner_gate") is not None or threshold > (bound if behind_gate else 0.0):
             return None
+    perm = None if gate.perm is None else list(gate.perm)
+    if perm not in (None, [0, 1, 2, 3], [0, 3, 1, 2]):
+        return None  # a Transpose that moves the frame's rows or columns elsewhere
+    axes = (1, 2) if perm == [0, 3, 1, 2] else (2, 3)  # an NHWC frame read as NCHW, or NCHW as it is
     if gate.block_rule is not None:
         block = int(gate.block_rule.get("gate_block", 0))
-        return ProbeCheck(bound, (0, block - 1), 0, block) if block > 0 else None
+        return ProbeCheck(bound, (0, block - 1), 0, block, axes) if block > 0 else None
     gate_node = next((n for n in graph.node if n.name == gate.node), None)
     if gate_node is None:
         return None
@@ -101,6 +102,4 @@ def probe_check(plan: IdenticalFramePlan | None, nodes: list[dict], graph: onnx.
     if len(kernel) != 2 or len(dilations) != 2:
         return None
     reach_rows, reach_columns = ((k - 1) * d // 2 for k, d in zip(kernel, dilations))
-    if gate.perm is not None and list(gate.perm) not in ([0, 3, 1, 2], [0, 1, 2, 3]):
-        return None  # a Transpose that moves the frame's rows or columns elsewhere
-    return ProbeCheck(bound, (-reach_rows, reach_rows), reach_columns, 0)
+    return ProbeCheck(bound, (-reach_rows, reach_rows), reach_columns, 0, axes)
