@@ -8,7 +8,8 @@ the dense twin, what the switch and the probes back to delta cost.
 * **before**: the fallback decided at the third delta frame (SETTLE 3), probes every 30 dense frames
   whatever they found, the twin built (densify, an ORT session) inside the first run that falls back;
 * **after**: DeltaSession's defaults (the first frame with state decides, failed probes back off to 60 and
-  120 frames, the twin built and run once in a thread of its own when the session is created).
+  120 frames, a probe made only if the frame check before it finds the camera may have stopped, the twin built
+  and run once in a thread of its own when the session is created).
 
 Frames run in blocks of 5, each runner in turn (order alternating), gate 0.05 (convert's `threshold`), one ORT
 thread. Ratios are dense ORT's time over each runner's, from wall time and from the calling thread's CPU time
@@ -32,10 +33,13 @@ from deltaonnx.video import Preprocess, read_frames
 
 
 class RulesBefore(FallbackPolicy):
-    """The rules as they were: settle 3, probes every fallback_probe_every frames."""
+    """The rules as they were: settle 3, probes every fallback_probe_every frames, no frame check before them."""
 
     SETTLE = 3
     PROBE_BACKOFF = 1
+
+    def __init__(self, mode, probe_every, check=None):
+        super().__init__(mode, probe_every, None)
 
 
 class PolicyBefore(DeltaSession):
