@@ -50,10 +50,10 @@ from ..graph_passes.metadata import ConversionMetadata, MetadataError
 from ..graph_passes.protocol import CHANNEL_BLOCK_KEY, METADATA_KEY, STATE_PREFIX
 from .binding import StreamBinding, as_ort_value
 from .fallback_policy import FallbackPolicy
-from .probe_check import probe_check
 from .feeds import checked_change_maps, checked_input_feed, checked_output_names
 from .identical_run import keep_for_identical_frames, nothing_changes
 from .map_buffers import ChangeMapBuffers
+from .probe_check import probe_check
 from .scratch_buffers import ScratchBuffers, StatelessPlan
 from .session_options import copy_session_options, provider_name
 from .state_arena import StateArena
@@ -664,11 +664,11 @@ class DeltaSession:
 
         Returns ``{"stream", "runs", "nodes": {node: {"op", "fraction", "fraction_avg", "flops",
         "flops_saved", "flops_saved_avg"}}, "flops", "flops_saved", "flops_saved_avg", "mode", "work_smoothed",
-        "dense_runs", "stateless_runs", "skipped_runs", "probes_skipped"}``. `mode`: "delta", "dense" (the dense twin) or "stateless"
-        (docs/design.md#stateless-runs). `fraction` is the mean of the node's change map; `flops` is the node's
-        cost per frame (batch item) as the converter recorded it in the metadata or, for a model with dynamic
-        input sizes, at the shapes of the last run (None when neither is known), and `flops_saved` = flops *
-        (1 - fraction). The totals add up the nodes with known flops. `skipped_runs`: runs since the reset that
+        "dense_runs", "stateless_runs", "skipped_runs", "probes_skipped"}``. `mode`: "delta", "dense" (the dense
+        twin) or "stateless" (docs/design.md#stateless-runs). `fraction` is the mean of the node's change map;
+        `flops` is the node's cost per frame (batch item) as the converter recorded it in the metadata or, for a
+        model with dynamic input sizes, at the shapes of the last run (None when neither is known), and
+        `flops_saved` = flops * (1 - fraction). The totals add up the nodes with known flops. `skipped_runs`: runs since the reset that
         returned the previous outputs without running ORT (identical frames; counted in `runs`, fraction 0).
         `probes_skipped`: probes of delta a check of the frame found not worth making (the fallback's frames moved
         almost everywhere; docs/design.md#dense-fallback).

@@ -22,7 +22,7 @@ _BLOCK_ELEMENTS = 1 << 16  # compare in blocks that stay in cache, and stop at t
 SAMPLE_ROW_STEP = 32  # first compare every 32nd row: a changed frame is usually caught there, reading little
 
 
-def row_axis(shape: tuple) -> int | None:
+def _row_axis(shape: tuple) -> int | None:
     """The outermost axis of at least two sample steps (the rows of an image), None when there is none."""
     return next((i for i, n in enumerate(shape) if n >= 2 * SAMPLE_ROW_STEP), None)
 
@@ -31,7 +31,7 @@ def row_axis(shape: tuple) -> int | None:
 def _blocks(shape: tuple) -> tuple[tuple, ...]:
     """Index tuples cutting `shape` into blocks of about _BLOCK_ELEMENTS along its row axis, after a first block of
     every 32nd row of that axis."""
-    axis = row_axis(shape)
+    axis = _row_axis(shape)
     if axis is None:
         return ((),)
     lead = (slice(None),) * axis
@@ -65,7 +65,7 @@ def sampled_rows_exceed(frame: np.ndarray, reference: np.ndarray, bound: float) 
     float32 arrays (numpy's ufuncs cost ~80 us here on the caches a run has just emptied), numpy otherwise."""
     if (_native_sampled_rows_exceed is not None and frame.dtype == np.float32 and reference.dtype == np.float32
             and frame.flags.c_contiguous and reference.flags.c_contiguous):
-        axis = row_axis(frame.shape)
+        axis = _row_axis(frame.shape)
         return _native_sampled_rows_exceed(frame, reference, float(bound), -1 if axis is None else axis,
                                            SAMPLE_ROW_STEP)
     return _block_exceeds(frame, reference, _blocks(frame.shape)[0], bound)

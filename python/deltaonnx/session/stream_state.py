@@ -77,7 +77,7 @@ class StreamState:
     stateless_runs_total: int = 0
     scratch: ScratchBuffers | None = None  # the stateless binding's output buffers (its spare keeps them after it)
     probe_interval: int = 0  # dense runs before the next probe (set when the stream falls back)
-    probe_rows: np.ndarray | None = None  # the sampled rows of the frame before a probe (fallback_policy.py)
+    probe_rows: np.ndarray | None = None  # the sampled bands of the frame before a probe (probe_check.py)
     probes_skipped: int = 0  # probes the frame check found not worth making
 
     def __post_init__(self):
