@@ -50,7 +50,7 @@ from ..graph_passes.metadata import ConversionMetadata, MetadataError
 from ..graph_passes.protocol import CHANNEL_BLOCK_KEY, METADATA_KEY, STATE_PREFIX
 from .binding import StreamBinding, as_ort_value
 from .fallback_policy import FallbackPolicy
-from .feeds import checked_change_maps, checked_input_feed, checked_output_names
+from .feeds import checked_change_maps, checked_input_feed, checked_output_names, one_frame
 from .identical_run import keep_for_identical_frames, nothing_changes
 from .map_buffers import ChangeMapBuffers
 from .probe_check import probe_check
@@ -67,14 +67,6 @@ DEFAULT_STREAM = "default"
 # or the element type the graph declares for that input (float16 models).
 _EMPTY_STATE_DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64}
 _NO_MAP = np.zeros((0, 1, 0, 0), np.uint8)  # DeltaGate's external change map when the caller gives none
-
-
-def _one_frame(inputs: dict) -> np.ndarray | None:
-    """The run's frame when it has one input given as a host array (the fallback policy's check before probes)."""
-    if len(inputs) != 1:
-        return None
-    (value, _), = inputs.values()
-    return value if isinstance(value, np.ndarray) else None
 
 
 class DeltaSession:
@@ -371,7 +363,7 @@ class DeltaSession:
                     run_options: ort.RunOptions | None, maps: dict | None = None,
                     steady_allowed: bool = False) -> list[np.ndarray]:
         # the frame for the fallback's check before a probe: none where a change map narrows what the gate sees
-        frame = None if maps else _one_frame(inputs)
+        frame = None if maps else one_frame(inputs)
         if state.mode == "dense":
             return self._run_dense(state, requested, inputs, run_options, frame)
         if state.binding is not None and state.input_shapes != input_shapes:
