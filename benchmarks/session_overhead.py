@@ -7,7 +7,10 @@ The model is converted exact (threshold 0); every frame changes (a moving-camera
 fallback is off, one ORT thread, the frames after 150 of running. Times are the calling thread's CPU time (ORT runs a
 one-thread session's kernels in the calling thread), medians per round, so a busy machine moves them little. The
 "session" column is DeltaSession.run minus the run of its binding (both on their own streams of the same frames):
-checking the feed, binding the frame, the outputs, the statistics of the change maps.
+checking the feed, binding the frame, the outputs, the statistics of the change maps. Each of the two runs right
+after a dense ORT run of the frame, as bench interleaves them: a binding run straight after the session's run of
+the same frame finds the weights and the frame in the caches, and the Python calls after ORT's run cost several
+times what they cost on warm caches (docs/results.md#sixteenth-session).
 """
 from __future__ import annotations
 
@@ -87,6 +90,7 @@ def main(argv=None) -> int:
             start = time.thread_time()
             session.run(None, {name: frame})
             delta_t.append(time.thread_time() - start)
+            dense.run(None, {name: frame})  # the binding's run, too, right after dense ORT's
             start = time.thread_time()
             bare.bind_frame(name, frame)
             bare.run(None)
