@@ -701,7 +701,7 @@ def test_failed_probes_back_off_and_a_successful_one_resets_the_wait():
 @pytest.mark.parametrize("fallback", ["dense", "stateless"])
 def test_a_camera_still_moving_is_seen_in_the_frame_not_probed(fallback):
     """Before a probe the frame is compared with the one before it in bands of rows: while the camera keeps moving
-    no probe is made (nor does the wait grow); once it stops, the next check lets the probe through."""
+    no probe is made (nor does the wait grow); once it stops, two quiet pairs of frames let the probe through."""
     import zoo  # models/zoo.py (conftest puts models/ on the path); imported here: it needs torch
 
     model = zoo.yolov8_like()
@@ -724,7 +724,8 @@ def test_a_camera_still_moving_is_seen_in_the_frame_not_probed(fallback):
     assert run([rng.random(shape).astype(np.float32) for _ in range(12)]) == "d" + fell_back * 11
     assert session.stats()["probes_skipped"] == 5  # one every second frame: the wait stays 2
     still = rng.random(shape).astype(np.float32)
-    assert run([still] * 4) == fell_back + "ddd"  # the frame kept, then the check passes: the probe keeps delta
+    # the still frame kept, then two checks find the frames quiet (FallbackPolicy.QUIET_CHECKS): the probe keeps delta
+    assert run([still] * 5) == fell_back * 2 + "ddd"
     assert session.stats()["probes_skipped"] == 5
 
 
@@ -733,11 +734,13 @@ def test_the_frame_is_checked_before_probes_only_where_it_bounds_the_work():
     none where inner thresholds let changes die out inside, or without a fallback."""
     import zoo  # models/zoo.py (conftest puts models/ on the path); imported here: it needs torch
 
-    model = zoo.cnn1()  # its first conv: 3x3
+    model = zoo.cnn1()  # 3x3 conv, 2x2 pool, 3x3 conv, 2x2 pool: each the one reader of the last
     check = lambda **kw: DeltaSession(deltaonnx.convert(model, **kw), dense_fallback=False)._policy.check  # noqa: E731
-    assert check(threshold=0.0) == ProbeCheck(0.0, (-1, 1), 1, 0)
-    assert check(threshold=0.05, gate="pixel") == ProbeCheck(pytest.approx(0.05), (-1, 1), 1, 0)
-    assert check(threshold=0.05) == ProbeCheck(pytest.approx(0.2), (0, 7), 0, 8)  # the block gate: 4 x threshold
+    exact = check(threshold=0.0)
+    assert (exact.bound, exact.reaches, exact.block) == (0.0, ((1, 1), (1, 1), (3, 3), (3, 3)), 0)
+    assert sum(exact.weights) == pytest.approx(1.0) and exact.weights[2] > 0.5  # the second conv: most of the work
+    assert check(threshold=0.05, gate="pixel").bound == pytest.approx(0.05)
+    assert check(threshold=0.05) == ProbeCheck(pytest.approx(0.2), ((0, 0),), (1.0,), 8)  # block gate: 4 x threshold
     assert check(threshold=0.05, inner_threshold=0.1) is None
     nhwc = DeltaSession(deltaonnx.convert(zoo.BUILDERS["nhwc_input"](), threshold=0.0), dense_fallback=False)
     assert nhwc._policy.check.axes == (1, 2)  # its frame's rows and columns, read through the Transpose

@@ -1,4 +1,5 @@
-"""The frame check before a probe (session/probe_check.py): which pixels of the sampled bands the gate marks."""
+"""The frame check before a probe (session/probe_check.py): which pixels of the sampled bands each level of the
+chain from the gate marks, and the floor they make under the work."""
 from __future__ import annotations
 
 import numpy as np
@@ -6,8 +7,8 @@ import pytest
 
 from deltaonnx.session.probe_check import ProbeCheck
 
-WINDOW = ProbeCheck(0.0, (-1, 1), 1, 0)  # a 3x3 conv as the gate, tau 0
-BLOCKS = ProbeCheck(0.5, (0, 7), 0, 8)  # the block rule: 8x8 blocks, gate_hard 0.5
+WINDOW = ProbeCheck(0.0, ((1, 1),), (1.0,))  # a 3x3 conv as the gate, tau 0, alone
+BLOCKS = ProbeCheck(0.5, ((0, 0),), (1.0,), block=8)  # the block rule: 8x8 blocks, gate_hard 0.5
 
 
 def _frames(shape=(1, 3, 96, 64)):
@@ -23,33 +24,41 @@ def test_a_window_gate_marks_the_pixels_its_kernel_reaches(layout):
     check = WINDOW
     if layout == "nhwc":  # its rows and columns are axes 1 and 2 (a 3-channel NCHW read would see 3 rows)
         before, after = before.transpose(0, 2, 3, 1).copy(), after.transpose(0, 2, 3, 1).copy()
-        check = ProbeCheck(0.0, (-1, 1), 1, 0, (1, 2))
+        check = ProbeCheck(0.0, ((1, 1),), (1.0,), axes=(1, 2))
     kept = check.keep(before)
-    assert check.marked_share(after, kept) == pytest.approx(3 / (3 * 64))  # rows 0, 32, 64 sampled
-    assert check.marked_share(before, kept) == 0.0
+    assert check.work_floor(after, kept) == pytest.approx(3 / (3 * 64))  # rows 0, 32, 64 sampled
+    assert check.work_floor(before, kept) == 0.0
+
+
+def test_each_level_of_the_chain_counts_its_reach_at_its_weight():
+    before, after = _frames()
+    after[0, 0, 35, 20] = 1.0  # 3 rows from the sampled row 32: beyond the gate's reach, within the next level's
+    chain = ProbeCheck(0.0, ((1, 1), (3, 3)), (0.25, 0.75))
+    floor = chain.work_floor(after, chain.keep(before))
+    assert floor == pytest.approx(0.25 * 0 + 0.75 * 7 / (3 * 64))  # columns 17-23 at the second level
 
 
 def test_nan_moves_and_the_bound_holds():
     before, after = _frames()
     after[0, 0, 0, 0] = np.nan
     after[0, 0, 64, 20] = 0.4  # past tau 0, within the block rule's gate_hard 0.5
-    assert WINDOW.marked_share(after, WINDOW.keep(before)) == pytest.approx((2 + 3) / (3 * 64))  # columns 0-1, 19-21
-    assert BLOCKS.marked_share(after, BLOCKS.keep(before)) == pytest.approx(8 / (3 * 64))  # the NaN's block alone
+    assert WINDOW.work_floor(after, WINDOW.keep(before)) == pytest.approx((2 + 3) / (3 * 64))  # columns 0-1, 19-21
+    assert BLOCKS.work_floor(after, BLOCKS.keep(before)) == pytest.approx(8 / (3 * 64))  # the NaN's block alone
 
 
 def test_the_block_rule_marks_aligned_blocks():
     before, after = _frames()
     after[0, 0, 39, 62] = 9.0  # row 39 is in the band of row 32 (its block's rows 32-39); columns 56-63
     after[0, 0, 40, 5] = 9.0  # the next block row: not sampled
-    assert BLOCKS.marked_share(after, BLOCKS.keep(before)) == pytest.approx(8 / (3 * 64))
+    assert BLOCKS.work_floor(after, BLOCKS.keep(before)) == pytest.approx(8 / (3 * 64))
 
 
 def test_a_frame_of_other_shape_lets_the_probe_through():
     before, after = _frames()
     kept = WINDOW.keep(before)
-    assert WINDOW.marked_share(np.ones((1, 3, 128, 64), np.float32), kept) == 0.0
+    assert WINDOW.work_floor(np.ones((1, 3, 128, 64), np.float32), kept) == 0.0
     assert WINDOW.keep(np.zeros((3, 16, 16), np.float32)) is None
     small = np.zeros((1, 1, 16, 16), np.float32)  # one sampled row, its band clipped at the frame's edge
     moved = small.copy()
     moved[0, 0, 1, 15] = 1.0
-    assert WINDOW.marked_share(moved, WINDOW.keep(small)) == pytest.approx(2 / 16)
+    assert WINDOW.work_floor(moved, WINDOW.keep(small)) == pytest.approx(2 / 16)

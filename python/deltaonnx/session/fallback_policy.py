@@ -31,6 +31,9 @@ class FallbackPolicy:
     STATELESS_STAY = 0.95
     SETTLE = 2  # the first frame with state decides (the one before it, without state, is redone in full)
     PROBE_BACKOFF = 4
+    # Pairs of frames in a row the check must find quiet before a probe: a moving camera has lulls of a frame (bikes
+    # at 224 px: pairs whose floor dips to 0.92-0.93 between pairs at 0.96-0.99), a stopped one stays quiet.
+    QUIET_CHECKS = 2
 
     def __init__(self, mode: str | None, probe_every: int, check: ProbeCheck | None = None):
         """`check`: the frame check before each probe (probe_check.py), None where the model allows none."""
@@ -44,9 +47,9 @@ class FallbackPolicy:
         """After a run of the dense twin or a stateless run: after `probe_interval` of them, probe delta again
         (from empty state). `frame`: the run's one frame, for the check before the probe.
 
-        With a `check`, the frame before the probe is kept in sampled bands, and the probe is made only if the share
-        of pixels the gate marks in them since stays within the stay bound (probe_check.py): past it, a delta run
-        would redo at least that share. A check costs a few rows of a frame, so one that finds the camera still
+        With a `check`, the frame before the probe is kept in sampled bands, and the probe is made only if the floor
+        it counts there under the work a delta run would redo stays within the stay bound (probe_check.py), for
+        QUIET_CHECKS pairs of frames in a row. A check costs a few rows of a frame, so one that finds the camera still
         moving does not lengthen the wait."""
         state.mode_runs += 1
         if frame is None or self.check is None:
@@ -54,12 +57,17 @@ class FallbackPolicy:
         elif state.mode_runs == state.probe_interval - 1:
             state.probe_rows = self.check.keep(frame)
         elif state.mode_runs >= state.probe_interval and state.probe_rows is not None:
-            rows, state.probe_rows = state.probe_rows, None
             stay = self.STATELESS_STAY if self.mode == "stateless" else self.FALLBACK_STAY
-            if self.check.marked_share(frame, rows) > stay:
+            if self.check.work_floor(frame, state.probe_rows) > stay:
+                state.probe_rows, state.quiet_checks = None, 0
                 state.mode_runs = 0
                 state.probes_skipped += 1
                 return
+            state.quiet_checks += 1
+            if state.quiet_checks < self.QUIET_CHECKS:  # one pair of frames more before the probe
+                state.probe_rows = self.check.keep(frame)
+                return
+            state.probe_rows, state.quiet_checks = None, 0
         if state.mode_runs >= state.probe_interval:
             if state.binding is not None:  # the stateless binding: its outputs are scratch
                 state.drop_state(keep_maps=True)

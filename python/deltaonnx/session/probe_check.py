@@ -1,12 +1,13 @@
 """The check a stream in the fallback makes before it probes delta again (FallbackPolicy.after_fallback_run).
 
 A probe costs two frames at the Delta ops' full cost (mobilenetv3_like on bikes: 2.6 ms where dense ORT takes
-1.4). Before one, the frame is compared with the frame before it in bands of rows around every 32nd row, and the
-share of those rows' pixels the gate would mark is counted: an element past the gate's bound marks its pixel,
-which marks every output of the gate whose window holds it (a window gate: its kernel's reach; the block rule: the
-aligned block). That share is a floor under the share of the gate's output a delta run would redo, and, with every
-op behind the gate exact, under the share of every later map (each marks every output a change reaches). Where it
-exceeds the bound the probe must stay under, the probe would fail: it is not made."""
+1.4). Before one, the frame is compared with the frame before it in bands of rows around every 32nd row. An element
+past the gate's bound marks its pixel; the gate marks every output whose window holds it (its kernel's reach, or
+the block rule's aligned block), and with every op behind the gate exact, each later op marks every output a
+change reaches. So the pixels within each op's reach of a change, weighed by the ops' shares of the conv work, are
+(up to the sampling) a floor under the share of work a delta run would redo. Where it exceeds the bound the probe
+must stay under, the probe would fail: it is not made.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -15,15 +16,25 @@ import numpy as np
 import onnx
 
 from ..graph_passes.identical_frames import IdenticalFramePlan
+from ..graph_passes.protocol import DOMAIN
 from .frame_compare import SAMPLE_ROW_STEP
+
+
+# Reaches past this many pixels are counted at it: the kept bands stay at most 2 x 15 + 1 rows in every 32.
+MAX_REACH = 15
+# Ops that pass a change on to the same pixel: the chain from the gate goes on through them.
+_POINTWISE = ("DeltaReorder", "Identity")
 
 
 @dataclass(frozen=True)
 class ProbeCheck:
     bound: float  # an element further than this from the frame before is marked by the gate
-    rows: tuple[int, int]  # the band of rows around each sampled row whose changes reach it (offsets, inclusive)
-    reach: int  # a window gate: a marked pixel reaches this many columns either side
-    block: int  # the block rule: a marked pixel marks its aligned block of columns (0: a window gate)
+    # Per level of the chain of ops from the gate: the frame pixels (rows, columns) either side of a change whose
+    # outputs it marks there, and the level's share of the model's conv work (the shares add up to 1; the last
+    # level stands for every op after the chain).
+    reaches: tuple[tuple[int, int], ...]
+    weights: tuple[float, ...]
+    block: int = 0  # the block rule: a marked pixel marks its aligned block of block x block pixels instead
     axes: tuple[int, int] = (2, 3)  # the frame's row and column axes (NCHW; (1, 2) for an NHWC frame)
 
     def keep(self, frame: np.ndarray) -> np.ndarray | None:
@@ -32,9 +43,10 @@ class ProbeCheck:
             return None
         return np.take(frame, self._band_rows(frame.shape[self.axes[0]]).ravel(), axis=self.axes[0])
 
-    def marked_share(self, frame: np.ndarray, kept: np.ndarray) -> float:
-        """The share of the sampled rows' pixels the gate marks between `kept` (from keep()) and this frame; 0.0 (the
-        probe is made) for a frame of another shape."""
+    def work_floor(self, frame: np.ndarray, kept: np.ndarray) -> float:
+        """The share of the model's conv work a delta run would redo at least, from the pixels each level marks in
+        the sampled rows between `kept` (from keep()) and this frame; 0.0 (the probe is made) for a frame of another
+        shape."""
         if frame.ndim != 4:
             return 0.0
         index = self._band_rows(frame.shape[self.axes[0]])
@@ -43,36 +55,52 @@ class ProbeCheck:
             return 0.0
         with np.errstate(invalid="ignore", over="ignore"):
             moved = ~(np.abs(np.subtract(bands, kept, dtype=np.float32)) <= np.float32(self.bound))  # NaN moved
-        # (batch items, band rows, columns): any channel moved
+        # (batch items, sampled rows, band rows, columns): any channel moved
         moved = np.moveaxis(moved, self.axes, (-2, -1))
-        items = moved.shape[0]
-        moved = moved.reshape(items, -1, *moved.shape[-2:]).any(axis=1)
-        width = moved.shape[-1]
-        moved = moved.reshape(items, index.shape[0], index.shape[1], width).any(axis=2)  # per sampled row
+        items, width = moved.shape[0], moved.shape[-1]
+        moved = moved.reshape(items, -1, moved.shape[-2], width).any(axis=1)
+        moved = moved.reshape(items, index.shape[0], index.shape[1], width)
         if self.block:
+            rows = moved.any(axis=2)
             padded = -width % self.block
-            blocks = np.pad(moved, ((0, 0), (0, 0), (0, padded))).reshape(items, index.shape[0], -1, self.block)
+            blocks = np.pad(rows, ((0, 0), (0, 0), (0, padded))).reshape(items, index.shape[0], -1, self.block)
             marked = np.repeat(blocks.any(axis=-1), self.block, axis=-1)[..., :width]
-        else:
-            marked = moved.copy()
-            for step in range(1, self.reach + 1):
-                marked[..., step:] |= moved[..., :-step]
-                marked[..., :-step] |= moved[..., step:]
-        return float(np.count_nonzero(marked)) / marked.size
+            return float(np.count_nonzero(marked)) / marked.size
+        middle = index.shape[1] // 2  # the band's sampled row
+        floor = 0.0
+        for (reach_rows, reach_columns), weight in zip(self.reaches, self.weights):
+            rows = moved[:, :, middle - reach_rows:middle + reach_rows + 1].any(axis=2)
+            marked = rows.copy()
+            for step in range(1, reach_columns + 1):
+                marked[..., step:] |= rows[..., :-step]
+                marked[..., :-step] |= rows[..., step:]
+            floor += weight * np.count_nonzero(marked) / marked.size
+        return floor
 
     def _band_rows(self, height: int) -> np.ndarray:
         """Row indices [sampled row, band offset] of a frame of `height` rows (clipped to the frame)."""
-        step = SAMPLE_ROW_STEP - SAMPLE_ROW_STEP % self.block if self.block else SAMPLE_ROW_STEP
-        centers = np.arange(0, height, max(step, 1))
-        offsets = np.arange(self.rows[0], self.rows[1] + 1)
+        if self.block:
+            offsets = np.arange(self.block)
+            step = max(SAMPLE_ROW_STEP - SAMPLE_ROW_STEP % self.block, self.block)
+        else:
+            most = max(rows for rows, _ in self.reaches)
+            offsets = np.arange(-most, most + 1)
+            step = SAMPLE_ROW_STEP
+        centers = np.arange(0, height, step)
         return np.clip(centers[:, None] + offsets[None, :], 0, height - 1)
 
 
 def probe_check(plan: IdenticalFramePlan | None, nodes: list[dict], graph: onnx.GraphProto) -> ProbeCheck | None:
-    """The check for a converted model, or None where it bounds nothing: it needs a single gate reading the frame
+    """The check for a converted model, or None where it bounds nothing. It needs a single gate reading the frame
     (the identical-frame plan's tau mode; a run given a change map is not checked) and every converted op exact
     behind it (threshold 0, no inner gate; an op reading the gate's map at most the gate's bound). The gate's bound
-    is its tau (rule 2) or the block rule's gate_hard (an element past it marks its block)."""
+    is its tau (rule 2) or the block rule's gate_hard (an element past it marks its block).
+
+    Behind a window gate the change spreads: an op marks every output whose window holds a marked input, so each op
+    of the chain from the gate (each the one reader of the one before, a dominator of all after it) marks the frame
+    pixels within its receptive field's reach of a change, and every op after the chain at least what its end does.
+    The floor weighs each level by its share of the conv work, as the fallback weighs the maps (FLOPs recorded in
+    the metadata; without them, the gate alone counts, for all)."""
     if plan is None or plan.mode != "tau" or len(plan.gates) != 1:
         return None
     gate = plan.gates[0]
@@ -92,14 +120,48 @@ def probe_check(plan: IdenticalFramePlan | None, nodes: list[dict], graph: onnx.
     axes = (1, 2) if perm == [0, 3, 1, 2] else (2, 3)  # an NHWC frame read as NCHW, or NCHW as it is
     if gate.block_rule is not None:
         block = int(gate.block_rule.get("gate_block", 0))
-        return ProbeCheck(bound, (0, block - 1), 0, block, axes) if block > 0 else None
-    gate_node = next((n for n in graph.node if n.name == gate.node), None)
-    if gate_node is None:
+        return ProbeCheck(bound, ((0, 0),), (1.0,), block, axes) if block > 0 else None
+    chain = _chain_from(gate.node, graph)
+    if not chain:
         return None
-    attributes = {a.name: onnx.helper.get_attribute_value(a) for a in gate_node.attribute}
-    kernel = list(attributes.get("kernel_shape", [1, 1]))[-2:]
-    dilations = list(attributes.get("dilations", [1, 1]))[-2:]
-    if len(kernel) != 2 or len(dilations) != 2:
-        return None
-    reach_rows, reach_columns = ((k - 1) * d // 2 for k, d in zip(kernel, dilations))
-    return ProbeCheck(bound, (-reach_rows, reach_rows), reach_columns, 0, axes)
+    flops = {n["name"]: n.get("flops") for n in nodes if n.get("decision") == "converted"}
+    if any(not value for value in flops.values()) or any(name not in flops for name, _ in chain):
+        return ProbeCheck(bound, (chain[0][1],), (1.0,), 0, axes)
+    total = float(sum(flops.values()))
+    weights = [flops[name] / total for name, _ in chain]
+    weights[-1] += 1.0 - sum(weights)  # every op after the chain marks at least what its end does
+    return ProbeCheck(bound, tuple(reach for _, reach in chain), tuple(weights), 0, axes)
+
+
+def _chain_from(gate_name: str, graph: onnx.GraphProto) -> list[tuple[str, tuple[int, int]]]:
+    """(node, (rows, columns) reach in frame pixels) for the gate and each Delta op after it that is the one reader
+    of the last one's output, through ops that keep pixels where they are; [] when the gate is not a window op."""
+    by_name = {n.name: n for n in graph.node}
+    readers: dict[str, list[onnx.NodeProto]] = {}
+    for n in graph.node:
+        for name in set(n.input):
+            if name:
+                readers.setdefault(name, []).append(n)
+    chain: list[tuple[str, tuple[int, int]]] = []
+    reach, stride = [0, 0], [1, 1]
+    node = by_name.get(gate_name)
+    while node is not None:
+        if node.op_type not in _POINTWISE:
+            attributes = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+            kernel = list(attributes.get("kernel_shape", [1, 1]))[-2:]
+            dilations = list(attributes.get("dilations", [1, 1]))[-2:]
+            strides = list(attributes.get("strides", [1, 1]))[-2:]
+            if len(kernel) != 2 or len(dilations) != 2 or len(strides) != 2:
+                break
+            for axis in range(2):
+                reach[axis] = min(MAX_REACH, reach[axis] + stride[axis] * ((kernel[axis] - 1) * dilations[axis] // 2))
+                stride[axis] *= strides[axis]
+            chain.append((node.name, (reach[0], reach[1])))
+        following = readers.get(node.output[0], []) if node.output else []
+        if len(following) != 1 or not following[0].input or following[0].input[0] != node.output[0]:
+            break  # read twice (a residual, a split), or not as the next op's X: the chain ends here
+        node = following[0]
+        if node.op_type not in ("Identity", "DeltaReorder", "DeltaConv", "DeltaPool") or \
+                (node.op_type != "Identity" and node.domain != DOMAIN):
+            break
+    return chain

@@ -79,6 +79,7 @@ class StreamState:
     probe_interval: int = 0  # dense runs before the next probe (set when the stream falls back)
     probe_rows: np.ndarray | None = None  # the sampled bands of the frame before a probe (probe_check.py)
     probes_skipped: int = 0  # probes the frame check found not worth making
+    quiet_checks: int = 0  # checks in a row that found the frames quiet enough for a probe
 
     def __post_init__(self):
         self.last_fraction = np.zeros(self.map_count)
