@@ -135,7 +135,7 @@ def probe_check(plan: IdenticalFramePlan | None, nodes: list[dict], graph: onnx.
 
 def _chain_from(gate_name: str, graph: onnx.GraphProto) -> list[tuple[str, tuple[int, int]]]:
     """(node, (rows, columns) reach in frame pixels) for the gate and each Delta op after it that is the one reader
-    of the last one's output, through ops that keep pixels where they are; [] when the gate is not a window op."""
+    of the last one's output, through ops that keep pixels where they are; [] when the graph has no such gate."""
     by_name = {n.name: n for n in graph.node}
     readers: dict[str, list[onnx.NodeProto]] = {}
     for n in graph.node:
