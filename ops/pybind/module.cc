@@ -354,6 +354,8 @@ class MarkRecorder {
 
 }  // namespace
 
+void bind_probe_marks(py::module_& m);  // probe_marks.cc
+
 PYBIND11_MODULE(_native, m) {
   m.doc() = "deltaonnx engines and CPU facts (the same code the ORT kernels run)";
   m.def("cpu_features", [] {
@@ -417,6 +419,7 @@ PYBIND11_MODULE(_native, m) {
         py::arg("gate_hard") = -1.f, py::arg("y_out") = py::none(), py::arg("x_ref_out") = py::none(),
         py::arg("simd") = py::none(), py::arg("threads") = 1,
         "DeltaPool (MaxPool) on numpy arrays: returns (Y, X_ref_next, map_out).");
+  bind_probe_marks(m);
 #if defined(DELTAONNX_CUDA_HOST_BINDINGS)
   bind_cuda_host(m);
 #endif

@@ -62,3 +62,26 @@ def test_a_frame_of_other_shape_lets_the_probe_through():
     moved = small.copy()
     moved[0, 0, 1, 15] = 1.0
     assert WINDOW.work_floor(moved, WINDOW.keep(small)) == pytest.approx(2 / 16)
+
+
+def test_the_compiled_count_is_numpys():
+    """ops/pybind/probe_marks.cc against ProbeCheck.marked_shares (numpy), on random frames: both layouts, the
+    block rule, one to three levels, NaN, bands clipped at the edges."""
+    pytest.importorskip("deltaonnx._native")
+    rng = np.random.default_rng(7)
+    for trial in range(200):
+        nhwc = bool(rng.integers(2))
+        n, c, h, w = int(rng.integers(1, 3)), int(rng.integers(1, 4)), int(rng.integers(1, 100)), int(rng.integers(1, 60))
+        block = int(rng.choice([0, 0, 4, 8]))
+        levels = int(rng.integers(1, 4))
+        reaches = ((0, 0),) if block else tuple((int(rng.integers(0, 6)), int(rng.integers(0, 6))) for _ in range(levels))
+        check = ProbeCheck(float(rng.choice([0.0, 0.3])), reaches, (1.0 / len(reaches),) * len(reaches), block,
+                           (1, 2) if nhwc else (2, 3))
+        before = rng.random((n, h, w, c) if nhwc else (n, c, h, w)).astype(np.float32)
+        after = before.copy()
+        moved = rng.random(before.shape) < rng.choice([0.001, 0.01, 0.2])
+        after[moved] += rng.choice([0.1, 0.5, np.nan], size=int(moved.sum())).astype(np.float32)
+        index = check._band_rows(before.shape[check.axes[0]])
+        bands, kept = np.take(after, index.ravel(), axis=check.axes[0]), check.keep(before)
+        np.testing.assert_allclose(check.native_marked_shares(bands, kept, index.shape),
+                                   check.marked_shares(bands, kept, index.shape), err_msg=f"case {trial}")

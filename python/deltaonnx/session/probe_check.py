@@ -10,6 +10,7 @@ must stay under, the probe would fail: it is not made.
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,6 +19,11 @@ import onnx
 from ..graph_passes.identical_frames import IdenticalFramePlan
 from ..graph_passes.protocol import DOMAIN
 from .frame_compare import SAMPLE_ROW_STEP
+
+try:  # one pass in the compiled module: numpy's ufuncs took 350-1000 us a check on the caches a run had emptied
+    from .._native import probe_marked_shares as _native_marked_shares
+except ImportError:  # built without the pybind module: numpy
+    _native_marked_shares = None
 
 
 # Reaches past this many pixels are counted at it: the kept bands stay at most 2 x 15 + 1 rows in every 32.
@@ -53,41 +59,54 @@ class ProbeCheck:
         bands = np.take(frame, index.ravel(), axis=self.axes[0])
         if bands.shape != kept.shape:
             return 0.0
+        marked = self.marked_shares if _native_marked_shares is None else self.native_marked_shares
+        return float(sum(weight * share for weight, share in zip(self.weights, marked(bands, kept, index.shape))))
+
+    def native_marked_shares(self, bands: np.ndarray, kept: np.ndarray, index_shape: tuple) -> list[float]:
+        """marked_shares in one pass of the compiled module (ops/pybind/probe_marks.cc)."""
+        return _native_marked_shares(bands, kept, self.bound, self.axes[0], self.axes[1], index_shape[0],
+                                     index_shape[1], list(self.reaches), self.block)
+
+    def marked_shares(self, bands: np.ndarray, kept: np.ndarray, index_shape: tuple) -> list[float]:
+        """Per level, the share of the sampled rows' pixels it marks (numpy: the reference)."""
         with np.errstate(invalid="ignore", over="ignore"):
             moved = ~(np.abs(np.subtract(bands, kept, dtype=np.float32)) <= np.float32(self.bound))  # NaN moved
         # (batch items, sampled rows, band rows, columns): any channel moved
         moved = np.moveaxis(moved, self.axes, (-2, -1))
         items, width = moved.shape[0], moved.shape[-1]
         moved = moved.reshape(items, -1, moved.shape[-2], width).any(axis=1)
-        moved = moved.reshape(items, index.shape[0], index.shape[1], width)
+        moved = moved.reshape(items, index_shape[0], index_shape[1], width)
         if self.block:
             rows = moved.any(axis=2)
             padded = -width % self.block
-            blocks = np.pad(rows, ((0, 0), (0, 0), (0, padded))).reshape(items, index.shape[0], -1, self.block)
+            blocks = np.pad(rows, ((0, 0), (0, 0), (0, padded))).reshape(items, index_shape[0], -1, self.block)
             marked = np.repeat(blocks.any(axis=-1), self.block, axis=-1)[..., :width]
-            return float(np.count_nonzero(marked)) / marked.size
-        middle = index.shape[1] // 2  # the band's sampled row
-        floor = 0.0
-        for (reach_rows, reach_columns), weight in zip(self.reaches, self.weights):
+            return [float(np.count_nonzero(marked)) / marked.size]
+        middle, shares = index_shape[1] // 2, []  # the band's sampled row
+        for reach_rows, reach_columns in self.reaches:
             rows = moved[:, :, middle - reach_rows:middle + reach_rows + 1].any(axis=2)
             marked = rows.copy()
             for step in range(1, reach_columns + 1):
                 marked[..., step:] |= rows[..., :-step]
                 marked[..., :-step] |= rows[..., step:]
-            floor += weight * np.count_nonzero(marked) / marked.size
-        return floor
+            shares.append(float(np.count_nonzero(marked)) / marked.size)
+        return shares
 
     def _band_rows(self, height: int) -> np.ndarray:
         """Row indices [sampled row, band offset] of a frame of `height` rows (clipped to the frame)."""
         if self.block:
-            offsets = np.arange(self.block)
-            step = max(SAMPLE_ROW_STEP - SAMPLE_ROW_STEP % self.block, self.block)
-        else:
-            most = max(rows for rows, _ in self.reaches)
-            offsets = np.arange(-most, most + 1)
-            step = SAMPLE_ROW_STEP
-        centers = np.arange(0, height, step)
-        return np.clip(centers[:, None] + offsets[None, :], 0, height - 1)
+            return _band_rows(height, SAMPLE_ROW_STEP - SAMPLE_ROW_STEP % self.block or self.block, 0, self.block - 1)
+        most = max(rows for rows, _ in self.reaches)
+        return _band_rows(height, SAMPLE_ROW_STEP, -most, most)
+
+
+@functools.lru_cache(maxsize=16)
+def _band_rows(height: int, step: int, first: int, last: int) -> np.ndarray:
+    """Rows first..last (offsets) around every step-th row of `height`, clipped to the frame (made once a shape)."""
+    centers = np.arange(0, height, step)
+    rows = np.clip(centers[:, None] + np.arange(first, last + 1)[None, :], 0, height - 1)
+    rows.flags.writeable = False
+    return rows
 
 
 def probe_check(plan: IdenticalFramePlan | None, nodes: list[dict], graph: onnx.GraphProto) -> ProbeCheck | None:
