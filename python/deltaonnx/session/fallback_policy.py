@@ -67,11 +67,11 @@ class FallbackPolicy:
             if state.quiet_checks < self.QUIET_CHECKS:  # one pair of frames more before the probe
                 state.probe_rows = self.check.keep(frame)
                 return
-            state.probe_rows, state.quiet_checks = None, 0
         if state.mode_runs >= state.probe_interval:
             if state.binding is not None:  # the stateless binding: its outputs are scratch
                 state.drop_state(keep_maps=True)
             state.mode, state.mode_runs, state.work = "delta", 0, None
+            state.probe_rows, state.quiet_checks = None, 0  # each probe, checked or not, starts the count afresh
 
     def after_delta_run(self, state: StreamState) -> None:
         """After a delta run (or a skipped one): smooth the FLOP-weighted share of conv work redone; switch to the
