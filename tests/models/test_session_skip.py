@@ -306,11 +306,12 @@ def test_a_stream_that_stops_repeating_is_tested_less_often_and_still_caught(cpu
 
 
 def test_dense_fallback_decisions_are_unchanged(cpu_op_library, rng):
-    """Skipped runs feed the fallback the zero work a real run would report: same modes, same outputs."""
+    """Skipped runs feed the fallback the zero work a real run would report: same modes, same outputs. (A probe
+    waits for two quiet pairs of frames in a row: the still stretches run 7 frames.)"""
     twins = Twins(converted("identity"), fallback_probe_every=3)
     still = frame_like(rng, "identity")
-    for step in range(16):
-        frame = frame_like(rng, "identity") if step < 6 or step % 5 == 0 else still
+    for step in range(24):
+        frame = frame_like(rng, "identity") if step < 6 or step % 8 == 0 else still
         twins.run({"image": frame})
     assert twins.off.stats()["dense_runs"] > 0
     assert twins.skipped() > 0
