@@ -160,24 +160,21 @@ class DeltaSession:
             cuda_options = self._session.get_provider_options().get("CUDAExecutionProvider", {})
             self._state_device, self._state_device_id = "cuda", int(cuda_options.get("device_id", 0))
 
-        self._identical_plan: IdenticalFramePlan | None = None
-        self._identical_reason = "skip_identical_frames=False"
-        graph = None  # read once, where needed (a path or bytes is parsed)
-        if skip_identical_frames:
-            graph = self._graph(model)
-            # The tau test reads the gates' X_ref on the host: with the state on a GPU, compare frames instead.
-            self._identical_plan, self._identical_reason = identical_frame_plan(
-                graph, self._input_names, self._state_entries, gates_allowed=self._state_device == "cpu")
-
         # What a stream whose frames change almost everywhere runs instead of delta (None: delta, keeping state).
         fallback = "dense" if self._dense_fallback else "stateless" if stateless_runs and self._state_device == "cpu" \
             else None
-        check = None
-        if fallback is not None and len(self._input_names) == 1:
-            graph = graph if graph is not None else self._graph(model)
-            plan = self._identical_plan if skip_identical_frames else identical_frame_plan(
-                graph, self._input_names, self._state_entries, gates_allowed=self._state_device == "cpu")[0]
-            check = probe_check(plan, list(self._metadata.nodes), graph)
+        checks_probes = fallback is not None and len(self._input_names) == 1
+        # The identical-frame plan serves the skip and the fallback's check before probes: made once, for either.
+        # The tau test reads the gates' X_ref on the host: with the state on a GPU, compare frames instead.
+        plan, plan_reason, check = None, None, None
+        if skip_identical_frames or checks_probes:
+            graph = self._graph(model)  # a path or bytes is parsed: once
+            plan, plan_reason = identical_frame_plan(graph, self._input_names, self._state_entries,
+                                                     gates_allowed=self._state_device == "cpu")
+            if checks_probes:
+                check = probe_check(plan, list(self._metadata.nodes), graph)
+        self._identical_plan: IdenticalFramePlan | None = plan if skip_identical_frames else None
+        self._identical_reason = plan_reason if skip_identical_frames else "skip_identical_frames=False"
         self._policy = self.POLICY(fallback, self._probe_every, check)
         self._stateless_plan: StatelessPlan | None = None  # built on the first stateless run
 
@@ -660,8 +657,9 @@ class DeltaSession:
         twin) or "stateless" (docs/design.md#stateless-runs). `fraction` is the mean of the node's change map;
         `flops` is the node's cost per frame (batch item) as the converter recorded it in the metadata or, for a
         model with dynamic input sizes, at the shapes of the last run (None when neither is known), and
-        `flops_saved` = flops * (1 - fraction). The totals add up the nodes with known flops. `skipped_runs`: runs since the reset that
-        returned the previous outputs without running ORT (identical frames; counted in `runs`, fraction 0).
+        `flops_saved` = flops * (1 - fraction). The totals add up the nodes with known flops. `skipped_runs`: runs
+        since the reset that returned the previous outputs without running ORT (identical frames; counted in `runs`,
+        fraction 0).
         `probes_skipped`: probes of delta a check of the frame found not worth making (the fallback's frames moved
         almost everywhere; docs/design.md#dense-fallback).
         """
