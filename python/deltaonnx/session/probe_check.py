@@ -45,19 +45,14 @@ class ProbeCheck:
 
     def keep(self, frame: np.ndarray) -> np.ndarray | None:
         """The bands of the frame before the probe (a copy), None for a frame that is not 4-D."""
-        if frame.ndim != 4:
-            return None
-        return np.take(frame, self._band_rows(frame.shape[self.axes[0]]).ravel(), axis=self.axes[0])
+        return self._bands(frame)[0]
 
     def work_floor(self, frame: np.ndarray, kept: np.ndarray) -> float:
         """The share of the model's conv work a delta run would redo at least, from the pixels each level marks in
         the sampled rows between `kept` (from keep()) and this frame; 0.0 (the probe is made) for a frame of another
         shape."""
-        if frame.ndim != 4:
-            return 0.0
-        index = self._band_rows(frame.shape[self.axes[0]])
-        bands = np.take(frame, index.ravel(), axis=self.axes[0])
-        if bands.shape != kept.shape:
+        bands, index = self._bands(frame)
+        if bands is None or bands.shape != kept.shape:
             return 0.0
         marked = self.marked_shares if _native_marked_shares is None else self.native_marked_shares
         return float(sum(weight * share for weight, share in zip(self.weights, marked(bands, kept, index.shape))))
@@ -91,6 +86,14 @@ class ProbeCheck:
                 marked[..., :-step] |= rows[..., step:]
             shares.append(float(np.count_nonzero(marked)) / marked.size)
         return shares
+
+    def _bands(self, frame: np.ndarray) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """The frame's sampled bands (a copy) and their row indices [sampled row, band offset]; (None, None) for a
+        frame that is not 4-D."""
+        if frame.ndim != 4:
+            return None, None
+        index = self._band_rows(frame.shape[self.axes[0]])
+        return np.take(frame, index.ravel(), axis=self.axes[0]), index
 
     def _band_rows(self, height: int) -> np.ndarray:
         """Row indices [sampled row, band offset] of a frame of `height` rows (clipped to the frame)."""
@@ -180,7 +183,7 @@ def _chain_from(gate_name: str, graph: onnx.GraphProto) -> list[tuple[str, tuple
         if len(following) != 1 or not following[0].input or following[0].input[0] != node.output[0]:
             break  # read twice (a residual, a split), or not as the next op's X: the chain ends here
         node = following[0]
-        if node.op_type not in ("Identity", "DeltaReorder", "DeltaConv", "DeltaPool") or \
+        if node.op_type not in _POINTWISE + ("DeltaConv", "DeltaPool") or \
                 (node.op_type != "Identity" and node.domain != DOMAIN):
             break
     return chain
