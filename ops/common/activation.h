@@ -51,12 +51,15 @@ struct ActivationParams {
 };
 
 DELTA_HD float sigmoid_of(float x) { return 1.f / (1.f + expf(-x)); }
+// PRelu and LeakyRelu: NaN and -0 kept as given (-0 >= 0). Shared with NchwcDenseConv's per-channel loop, which
+// must write what apply_activation would.
+DELTA_HD float prelu_of(float x, float slope) { return x >= 0.f ? x : slope * x; }
 
 DELTA_HD float apply_activation(const ActivationParams& p, float x) {
   switch (p.kind) {
     case Activation::kNone: return x;
     case Activation::kRelu: return x > 0.f ? x : (x == x ? 0.f : x);  // keeps NaN visible
-    case Activation::kLeakyRelu: return x >= 0.f ? x : p.a * x;
+    case Activation::kLeakyRelu: return prelu_of(x, p.a);
     case Activation::kClip: return x < p.a ? p.a : (x > p.b ? p.b : x);
     case Activation::kSigmoid: return sigmoid_of(x);
     case Activation::kSiLU: return x * sigmoid_of(x);
@@ -69,7 +72,7 @@ DELTA_HD float apply_activation(const ActivationParams& p, float x) {
       v = v < 0.f ? 0.f : (v > 1.f ? 1.f : v);
       return x * v;
     }
-    case Activation::kPRelu: return x >= 0.f ? x : p.a * x;
+    case Activation::kPRelu: return prelu_of(x, p.a);
     case Activation::kTanh: return tanhf(x);
     case Activation::kSoftmax: return x;  // per pixel, not per element: softmax_channels
   }
