@@ -22,6 +22,7 @@
 #include "delta_gate/cpu/gate_probe.h"
 #include "delta_gate/gate_engine.h"
 #include "op_definition/state_decision.h"
+#include "pybind/mark_recorder.h"
 
 #if defined(DELTAONNX_CUDA_HOST_BINDINGS)
 void bind_cuda_host(pybind11::module_& m);
@@ -309,52 +310,10 @@ FloatArray unblock_activate(const FloatArray& blocked, int64_t channels, const s
   return y;
 }
 
-// A stream's change-map statistics, recorded after each run in one call without arguments: DeltaSession calls it
-// right after ORT's run, when a model's state has pushed Python's working set out of the caches, and there each
-// numpy operation or argument conversion cost ~10 us (count_marks plus two ufuncs: 30-70 us a frame on the zoo
-// models, benchmarks/session_overhead.py). The slices are checked once; the arrays are held, so their memory stays.
-class MarkRecorder {
- public:
-  MarkRecorder(py::array_t<uint8_t, py::array::c_style> buffer, py::array_t<int64_t, py::array::c_style> starts,
-               py::array_t<int64_t, py::array::c_style> sizes, py::array_t<double, py::array::c_style> last,
-               py::array_t<double, py::array::c_style> sums)
-      : buffer_(std::move(buffer)), starts_(std::move(starts)), sizes_(std::move(sizes)), last_(std::move(last)),
-        sums_(std::move(sums)) {
-    const int64_t slices = starts_.size();
-    if (starts_.ndim() != 1 || sizes_.ndim() != 1 || last_.ndim() != 1 || sums_.ndim() != 1 ||
-        sizes_.size() != slices || last_.size() != slices || sums_.size() != slices)
-      throw std::invalid_argument("MarkRecorder: starts, sizes, last and sums must be 1-D arrays of one length");
-    if (!last_.writeable() || !sums_.writeable()) throw std::invalid_argument("MarkRecorder: last and sums must be writeable");
-    const int64_t total = buffer_.size();
-    for (int64_t i = 0; i < slices; ++i) {
-      const int64_t start = starts_.data()[i], size = sizes_.data()[i];
-      if (start < 0 || size < 0 || start > total || size > total - start)
-        throw std::invalid_argument("MarkRecorder: slice " + std::to_string(i) + " [" + std::to_string(start) + ", +" +
-                                    std::to_string(size) + ") leaves the buffer of " + std::to_string(total) + " bytes");
-    }
-  }
-
-  // last[i] = the share of slice i marked (an empty slice: 0); sums[i] += last[i].
-  void record() {
-    const uint8_t* data = buffer_.data();
-    double* last = last_.mutable_data();
-    double* sums = sums_.mutable_data();
-    for (int64_t i = 0; i < starts_.size(); ++i) {
-      const int64_t size = sizes_.data()[i];
-      last[i] = size > 0 ? static_cast<double>(count_marks(data + starts_.data()[i], size)) / static_cast<double>(size) : 0.0;
-      sums[i] += last[i];
-    }
-  }
-
- private:
-  py::array_t<uint8_t, py::array::c_style> buffer_;
-  py::array_t<int64_t, py::array::c_style> starts_, sizes_;
-  py::array_t<double, py::array::c_style> last_, sums_;
-};
-
 }  // namespace
 
 void bind_probe_marks(py::module_& m);  // probe_marks.cc
+void bind_steady_frame_run(py::module_& m);  // steady_frame_run.cc
 
 PYBIND11_MODULE(_native, m) {
   m.doc() = "deltaonnx engines and CPU facts (the same code the ORT kernels run)";
@@ -420,6 +379,7 @@ PYBIND11_MODULE(_native, m) {
         py::arg("simd") = py::none(), py::arg("threads") = 1,
         "DeltaPool (MaxPool) on numpy arrays: returns (Y, X_ref_next, map_out).");
   bind_probe_marks(m);
+  bind_steady_frame_run(m);
 #if defined(DELTAONNX_CUDA_HOST_BINDINGS)
   bind_cuda_host(m);
 #endif

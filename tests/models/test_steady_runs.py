@@ -11,6 +11,7 @@ import pytest
 import deltaonnx
 from deltaonnx import DeltaSession
 from deltaonnx.graph_passes.protocol import CHANNEL_BLOCK_KEY
+from deltaonnx.session import steady_run
 
 zoo = pytest.importorskip("zoo")  # models/zoo.py (conftest puts models/ on the path); it needs torch
 
@@ -36,11 +37,13 @@ def _same(steady, general, label):
             np.testing.assert_array_equal(sa[past].numpy(), sb[past].numpy(), err_msg=f"{label}: state {past}")
 
 
-@pytest.mark.parametrize("checked", [True, False], ids=["probes checked", "probes made"])
+@pytest.mark.parametrize("checked, probe_every", [(True, 2), (False, 2), (True, 5), (False, 5)],
+                         ids=["probes checked", "probes made", "checked, every 5", "made, every 5"])
 @pytest.mark.parametrize("name, threshold", [("cnn1", 0.0), ("yolov8_like", 0.0), ("cnn1", 0.05)],
                          ids=["cnn1", "yolov8_like", "cnn1 gated"])
-def test_the_prepared_run_does_what_the_general_path_does(cpu_op_library, name, threshold, checked):
-    """The gated model's DeltaGate has a change-map input, left empty by these calls."""
+def test_the_prepared_run_does_what_the_general_path_does(cpu_op_library, name, threshold, checked, probe_every):
+    """The gated model's DeltaGate has a change-map input, left empty by these calls. Probes every 5 runs: stateless
+    runs the policy does not act on, which the compiled run counts itself (steady_frame_run.cc)."""
     model = zoo.BUILDERS[name]()
     converted = deltaonnx.convert(model, threshold=threshold)
     input_name = model.graph.input[0].name
@@ -48,12 +51,12 @@ def test_the_prepared_run_does_what_the_general_path_does(cpu_op_library, name, 
     outputs = [o.name for o in model.graph.output]
     # the gated model without the identical-frame test: its runs take the general path, which would bind the
     # map's input anew and hide a map the prepared run kept
-    options = dict(dense_fallback=False, fallback_probe_every=2, skip_identical_frames=not threshold)
+    options = dict(dense_fallback=False, fallback_probe_every=probe_every, skip_identical_frames=not threshold)
     steady, general = DeltaSession(converted, **options), DeltaSession(converted, **options)
     if not checked:  # the frame check before probes off: moving frames probe delta
         steady._policy.check = general._policy.check = None
     dense = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-    prepared_runs, held = 0, []
+    prepared_runs, compiled_runs, held = 0, 0, []
     for index, frame in enumerate(_frames(shape, np.random.default_rng(4))):
         label = f"{name}: frame {index}"
         stream = steady._streams.get("default")
@@ -63,6 +66,7 @@ def test_the_prepared_run_does_what_the_general_path_does(cpu_op_library, name, 
         got = steady.run(None, {input_name: frame}, **given)
         want = general.run(outputs, {input_name: frame}, **given)  # outputs asked by name: always the general path
         prepared_runs += prepared and steady._streams["default"].runs > 0
+        compiled_runs += prepared and type(stream.steady).__name__ == "SteadyFrameRun"
         for g, w, d in zip(got, want, dense.run(None, {input_name: frame})):
             np.testing.assert_array_equal(g, w, err_msg=label)
             np.testing.assert_allclose(g, d, rtol=1e-4, atol=1e-5, err_msg=label)
@@ -73,6 +77,8 @@ def test_the_prepared_run_does_what_the_general_path_does(cpu_op_library, name, 
             np.testing.assert_array_equal(g, c, err_msg=f"{label}, after the last run")
     assert general._streams["default"].steady is None
     assert prepared_runs > 10, "the prepared run never ran"
+    if steady_run._SteadyFrameRun is not None:  # stateless runs made in one compiled call
+        assert compiled_runs > (6 if probe_every == 5 else 0), compiled_runs
     stats = steady.stats()
     assert (stats["skipped_runs"] > 0) == (not threshold) and stats["stateless_runs"] > 0
     assert (stats["probes_skipped"] > 0) == checked
@@ -115,8 +121,6 @@ def test_the_prepared_run_leaves_other_calls_to_the_general_path(cpu_op_library)
 def test_small_outputs_of_a_shape_the_model_fixes_stay_bound(cpu_op_library, monkeypatch):
     """The prepared run writes small model outputs of fixed shape into buffers it keeps (returned as copies); an
     output whose shape the model leaves open is bound anew on every run, as is a large one."""
-    from deltaonnx.session import steady_run
-
     model = zoo.BUILDERS["cnn1"]()
     open_batch = onnx.ModelProto()
     open_batch.CopyFrom(model)

@@ -16,6 +16,11 @@ import numpy as np
 
 from .stream_state import StreamState
 
+try:  # the stateless run in one call (ops/pybind/steady_frame_run.cc); without the compiled module, the closure
+    from .._native import SteadyFrameRun as _SteadyFrameRun
+except ImportError:
+    _SteadyFrameRun = None
+
 SteadyRun = Callable[[object, object, object], Optional[list]]
 
 # Model outputs up to this many bytes in all, of a shape fixed by the model, are written into buffers kept by the
@@ -55,6 +60,12 @@ def steady_runner(session, state: StreamState, inputs: dict) -> SteadyRun | None
     bind_input, bind_output = c_binding.bind_ortvalue_input, c_binding.bind_ortvalue_output
     tested = session._identical_plan is not None and state.mode == "delta"
     owned, finish, lock = session._owned, session._finish_run, state.lock
+    recorder = getattr(state.map_buffers, "_recorder", None)
+    if state.mode == "stateless" and kept is not None and recorder is not None and _SteadyFrameRun is not None:
+        # The same run as the closure below, its checks, copies and bookkeeping in C++ (steady_frame_run.cc)
+        return _SteadyFrameRun(state, name, list(shape), dtype, value_of, cpu, bind_input, bind_output,
+                               c_session.run_with_iobinding, c_binding, frame_references, frames, returned_from,
+                               recorder, state.counts, finish)
 
     def run(output_names, input_feed, run_options):
         if output_names is not None or type(input_feed) is not dict or len(input_feed) != 1:

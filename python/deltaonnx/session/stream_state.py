@@ -29,11 +29,27 @@ class SpareOutputs:
     scratch: ScratchBuffers | None = None  # stateless: the shared buffers the values are views of
 
 
+# The counters a stateless stream's prepared run keeps in C++ (ops/pybind/steady_frame_run.cc, same order): they
+# live in one int64 array the run writes in place, read and written here through properties of these names.
+STEADY_COUNTS = ("runs", "mode_runs", "stateless_runs_total", "probe_interval")
+
+
+def _count(index: int, doc: str) -> property:
+    def get(self) -> int:
+        return int(self.counts[index])
+
+    def put(self, value: int) -> None:
+        self.counts[index] = value
+
+    return property(get, put, doc=doc)
+
+
 @dataclass
 class StreamState:
     """Everything one stream carries between runs. Guarded by `lock`; `retired` once reset() dropped it."""
 
     map_count: int
+    counts: np.ndarray = field(default_factory=lambda: np.zeros(len(STEADY_COUNTS), dtype=np.int64))
     lock: threading.Lock = field(default_factory=threading.Lock)
     retired: bool = False
     # The live state, None while the stream has none (first run, after a reset, shape change or failure).
@@ -53,8 +69,7 @@ class StreamState:
     # the state is dropped, so stats() still has them in dense mode; the next binding recomputes them.
     node_flops: np.ndarray | None = None
     flops_total: float = 0.0
-    # statistics, per map in metadata order
-    runs: int = 0  # runs since the last reset
+    # statistics, per map in metadata order (and `runs`, below)
     last_fraction: np.ndarray | None = None
     fraction_sum: np.ndarray | None = None
     maps_cleared: bool = False  # the last run was skipped: its maps are all zero
@@ -72,14 +87,16 @@ class StreamState:
     # FLOP-weighted share of work redone, and the runs in the current mode.
     mode: str = "delta"
     work: float | None = None
-    mode_runs: int = 0
     dense_runs_total: int = 0
-    stateless_runs_total: int = 0
     scratch: ScratchBuffers | None = None  # the stateless binding's output buffers (its spare keeps them after it)
-    probe_interval: int = 0  # dense runs before the next probe (set when the stream falls back)
     probe_rows: np.ndarray | None = None  # the sampled bands of the frame before a probe (probe_check.py)
     probes_skipped: int = 0  # probes the frame check found not worth making
     quiet_checks: int = 0  # checks in a row that found the frames quiet enough for a probe
+
+    runs = _count(0, "runs since the last reset")
+    mode_runs = _count(1, "runs in the current mode")
+    stateless_runs_total = _count(2, "stateless runs since the last reset")
+    probe_interval = _count(3, "fallback runs before the next probe (set when the stream falls back)")
 
     def __post_init__(self):
         self.last_fraction = np.zeros(self.map_count)

@@ -1,0 +1,163 @@
+// The prepared run of a stateless stream (python/deltaonnx/session/steady_run.py, docs/design.md#the-prepared-run)
+// made in one call. After ORT's run has emptied the caches each Python line costs microseconds: in the Python closure
+// this replaces, mobilenetv2_like at 224 spent ~127 us a frame around ORT's run (its checks 21 us, the frame bound 27,
+// one 40-byte output copied 28, the bookkeeping 24), cnn1 ~35 us, where dense ORT's whole Python side is a few
+// lines (docs/results.md#seventeenth-session). Here the checks, the copies and the bookkeeping are C++: only ORT's
+// own calls (the frame's OrtValue, binding it, the run) and the lock remain calls into Python, and the fallback
+// policy is called only on the runs it may act on.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <cstdint>
+#include <cstring>
+#include <stdexcept>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "pybind/mark_recorder.h"
+
+namespace py = pybind11;
+using deltaonnx::MarkRecorder;
+
+namespace {
+
+// The stream's counters the run keeps, shared with StreamState (python/deltaonnx/session/stream_state.py STEADY_COUNTS
+// names them in this order).
+enum Count : int64_t { kRuns = 0, kModeRuns = 1, kStatelessRuns = 2, kProbeInterval = 3, kCountSlots = 4 };
+
+using Counts = py::array_t<int64_t, py::array::c_style>;
+
+class SteadyFrameRun {
+ public:
+  struct Ort {  // ORT's C-level calls for one stream's binding (session/binding.py StreamBinding)
+    py::object value_of, device, bind_input, bind_output, run, binding;
+  };
+
+  SteadyFrameRun(py::object state, py::str input_name, std::vector<int64_t> shape, py::dtype dtype, Ort ort,
+                 std::vector<py::str> frame_references, py::dict frames, std::vector<py::array> kept,
+                 py::object recorder, Counts counts, py::object finish)
+      : state_(std::move(state)), name_(std::move(input_name)), shape_(std::move(shape)), dtype_(std::move(dtype)),
+        ort_(std::move(ort)), references_(std::move(frame_references)), frames_(std::move(frames)),
+        kept_(std::move(kept)), recorder_object_(std::move(recorder)), counts_(std::move(counts)),
+        finish_(std::move(finish)) {
+    if (counts_.ndim() != 1 || counts_.size() != kCountSlots || !counts_.writeable())
+      throw std::invalid_argument("SteadyFrameRun: counts must be a writeable int64 array of 4");
+    recorder_ = recorder_object_.cast<MarkRecorder*>();
+    py::object lock = state_.attr("lock");
+    acquire_ = lock.attr("acquire");
+    release_ = lock.attr("release");
+    drop_state_ = state_.attr("drop_state");
+    for (const py::array& k : kept_)
+      if (!(k.flags() & py::array::c_style)) throw std::invalid_argument("SteadyFrameRun: kept outputs must be C-contiguous");
+  }
+
+  // The run's outputs, or None (nothing done) when the call is not one it is for: outputs asked by name, another
+  // feed, a frame of another type, shape or dtype or not C-contiguous, or a stream whose state changed meanwhile
+  // (state.steady is no longer this object). DeltaSession.run then takes the general path.
+  py::object call(py::handle self, py::handle output_names, py::handle input_feed, py::handle run_options) {
+    if (!output_names.is_none() || !PyDict_CheckExact(input_feed.ptr()) || PyDict_Size(input_feed.ptr()) != 1)
+      return py::none();
+    PyObject* frame = PyDict_GetItemWithError(input_feed.ptr(), name_.ptr());  // borrowed
+    if (frame == nullptr) {
+      if (PyErr_Occurred()) throw py::error_already_set();
+      return py::none();
+    }
+    if (!fits(frame)) return py::none();
+    acquire_();
+    struct Release {  // the lock is released on every way out
+      py::object& release;
+      ~Release() {
+        try {
+          release();
+        } catch (...) {
+        }
+      }
+    } release{release_};
+    if (state_.attr(steady_name_).ptr() != self.ptr()) return py::none();
+    py::list outputs(kept_.size());
+    try {
+      frames_[name_] = py::handle(frame);  // alive while ORT points at it
+      py::object value = ort_.value_of(py::handle(frame), ort_.device);  // on the frame's memory, no copy
+      ort_.bind_input(name_, value);
+      for (const py::str& present : references_) ort_.bind_output(present, value);
+      ort_.run(ort_.binding, run_options);
+    } catch (...) {
+      try {
+        drop_state_();  // buffers bound in place may be half written
+      } catch (...) {
+      }
+      throw;
+    }
+    for (size_t i = 0; i < kept_.size(); ++i) {  // copies: the kept buffers take the next run's outputs
+      const py::array& k = kept_[i];
+      py::array copy(k.dtype(), std::vector<py::ssize_t>(k.shape(), k.shape() + k.ndim()));
+      std::memcpy(copy.mutable_data(), k.data(), static_cast<size_t>(k.nbytes()));
+      outputs[i] = std::move(copy);
+    }
+    int64_t* c = counts_.mutable_data();
+    if (c[kModeRuns] + 1 >= c[kProbeInterval] - 1) {
+      finish_(state_, py::handle(frame));  // the policy may act on this run: DeltaSession._finish_run counts it
+    } else {  // what _finish_run does on a stateless run the policy does not act on
+      c[kRuns] += 1;
+      recorder_->record();
+      state_.attr(maps_cleared_name_) = py::bool_(false);
+      c[kStatelessRuns] += 1;
+      c[kModeRuns] += 1;
+    }
+    return std::move(outputs);
+  }
+
+ private:
+  bool fits(PyObject* frame) const {
+    if (Py_TYPE(frame) != py::detail::npy_api::get().PyArray_Type_) return false;  // exactly numpy.ndarray
+    const auto a = py::reinterpret_borrow<py::array>(frame);
+    if (a.ndim() != static_cast<py::ssize_t>(shape_.size()) || !(a.flags() & py::array::c_style)) return false;
+    for (size_t d = 0; d < shape_.size(); ++d)
+      if (a.shape(static_cast<py::ssize_t>(d)) != shape_[d]) return false;
+    return a.dtype().equal(dtype_);
+  }
+
+  py::object state_;
+  py::str name_;
+  std::vector<int64_t> shape_;
+  py::dtype dtype_;
+  Ort ort_;
+  std::vector<py::str> references_;
+  py::dict frames_;
+  std::vector<py::array> kept_;
+  py::object recorder_object_;
+  MarkRecorder* recorder_ = nullptr;
+  Counts counts_;
+  py::object finish_, acquire_, release_, drop_state_;
+  py::str steady_name_{"steady"}, maps_cleared_name_{"maps_cleared"};
+};
+
+}  // namespace
+
+void bind_steady_frame_run(py::module_& m) {
+  py::class_<SteadyFrameRun>(m, "SteadyFrameRun",
+                             "The prepared run of a stateless stream in one call (session/steady_run.py): "
+                             "run(output_names, input_feed, run_options) -> outputs, or None when the call is not "
+                             "one it is for.")
+      .def(py::init([](py::object state, py::str input_name, std::vector<int64_t> shape, py::dtype dtype,
+                       py::object value_of, py::object device, py::object bind_input, py::object bind_output,
+                       py::object run, py::object binding, std::vector<py::str> frame_references, py::dict frames,
+                       std::vector<py::array> kept, py::object recorder, Counts counts, py::object finish) {
+             return SteadyFrameRun(std::move(state), std::move(input_name), std::move(shape), std::move(dtype),
+                                   {std::move(value_of), std::move(device), std::move(bind_input),
+                                    std::move(bind_output), std::move(run), std::move(binding)},
+                                   std::move(frame_references), std::move(frames), std::move(kept),
+                                   std::move(recorder), std::move(counts), std::move(finish));
+           }),
+           py::arg("state"), py::arg("input_name"), py::arg("shape"), py::arg("dtype"), py::arg("value_of"),
+           py::arg("device"), py::arg("bind_input"), py::arg("bind_output"), py::arg("run"), py::arg("binding"),
+           py::arg("frame_references"), py::arg("frames"), py::arg("kept"), py::arg("recorder"),
+           py::arg("counts").noconvert(), py::arg("finish"))
+      .def("__call__",
+           [](py::handle self, py::handle output_names, py::handle input_feed, py::handle run_options) {
+             return self.cast<SteadyFrameRun&>().call(self, output_names, input_feed, run_options);
+           },
+           py::arg("output_names"), py::arg("input_feed"), py::arg("run_options") = py::none());
+}
