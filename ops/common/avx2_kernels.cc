@@ -280,6 +280,13 @@ inline __m256 sigmoid_ps(__m256 x) {
   return _mm256_div_ps(one, _mm256_add_ps(one, exp_ps(_mm256_sub_ps(_mm256_setzero_ps(), x))));
 }
 
+// x * a rounded by itself (activation.h rounded_product): GCC would contract it with the add after it.
+inline __m256 rounded_product(__m256 x, __m256 a) {
+  __m256 p = _mm256_mul_ps(x, a);
+  __asm__("" : "+x"(p));
+  return p;
+}
+
 inline __m256 activate(__m256 x, const ActivationParams& act) {
   const __m256 zero = _mm256_setzero_ps();
   const __m256 one = _mm256_set1_ps(1.f);
@@ -296,11 +303,11 @@ inline __m256 activate(__m256 x, const ActivationParams& act) {
     case Activation::kSigmoid: return sigmoid_ps(x);
     case Activation::kSiLU: return _mm256_mul_ps(x, sigmoid_ps(x));
     case Activation::kHardSigmoid: {
-      __m256 v = _mm256_fmadd_ps(_mm256_set1_ps(act.a), x, _mm256_set1_ps(act.b));
+      __m256 v = _mm256_add_ps(rounded_product(x, _mm256_set1_ps(act.a)), _mm256_set1_ps(act.b));
       return _mm256_min_ps(one, _mm256_max_ps(zero, v));
     }
     case Activation::kHardSwish: {
-      __m256 v = _mm256_fmadd_ps(x, _mm256_set1_ps(1.f / 6.f), _mm256_set1_ps(0.5f));
+      __m256 v = _mm256_add_ps(rounded_product(x, _mm256_set1_ps(1.f / 6.f)), _mm256_set1_ps(0.5f));
       return _mm256_mul_ps(x, _mm256_min_ps(one, _mm256_max_ps(zero, v)));
     }
     case Activation::kTanh: break;

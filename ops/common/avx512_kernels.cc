@@ -277,6 +277,13 @@ inline __m512 sigmoid_ps(__m512 x) {
   return _mm512_div_ps(one, _mm512_add_ps(one, exp_ps(_mm512_sub_ps(_mm512_setzero_ps(), x))));
 }
 
+// x * a rounded by itself (activation.h rounded_product): GCC would contract it with the add after it.
+inline __m512 rounded_product(__m512 x, __m512 a) {
+  __m512 p = _mm512_mul_ps(x, a);
+  __asm__("" : "+v"(p));
+  return p;
+}
+
 inline __m512 activate(__m512 x, const ActivationParams& act) {
   const __m512 zero = _mm512_setzero_ps();
   const __m512 one = _mm512_set1_ps(1.f);
@@ -293,11 +300,11 @@ inline __m512 activate(__m512 x, const ActivationParams& act) {
     case Activation::kSigmoid: return sigmoid_ps(x);
     case Activation::kSiLU: return _mm512_mul_ps(x, sigmoid_ps(x));
     case Activation::kHardSigmoid: {
-      __m512 v = _mm512_fmadd_ps(_mm512_set1_ps(act.a), x, _mm512_set1_ps(act.b));
+      __m512 v = _mm512_add_ps(rounded_product(x, _mm512_set1_ps(act.a)), _mm512_set1_ps(act.b));
       return _mm512_min_ps(one, _mm512_max_ps(zero, v));
     }
     case Activation::kHardSwish: {
-      __m512 v = _mm512_fmadd_ps(x, _mm512_set1_ps(1.f / 6.f), _mm512_set1_ps(0.5f));
+      __m512 v = _mm512_add_ps(rounded_product(x, _mm512_set1_ps(1.f / 6.f)), _mm512_set1_ps(0.5f));
       return _mm512_mul_ps(x, _mm512_min_ps(one, _mm512_max_ps(zero, v)));
     }
     case Activation::kTanh: break;     // handled by the scalar loop

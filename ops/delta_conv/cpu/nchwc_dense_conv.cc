@@ -31,9 +31,12 @@ bool dense_engine_is(const char* value) {
   return v != nullptr && std::strcmp(v, value) == 0;
 }
 
-// The activations MLAS's NCHWc Conv applies exactly as apply_activation does (ops/common/activation.h).
+// The activations MLAS's NCHWc Conv applies exactly as apply_activation does (ops/common/activation.h): HardSigmoid
+// and HardSwish too, multiplying then adding as MLAS does (measured bitwise equal over 800K values,
+// tests/ops/test_fused_activations.py). A runtime whose NCHWc Conv refuses one gets the Conv without it (create).
 bool mlas_fusable(const ActivationParams& act) {
-  return act.kind == Activation::kRelu || act.kind == Activation::kClip || act.kind == Activation::kLeakyRelu;
+  return act.kind == Activation::kRelu || act.kind == Activation::kClip || act.kind == Activation::kLeakyRelu ||
+         act.kind == Activation::kHardSigmoid || act.kind == Activation::kHardSwish;
 }
 
 // The name ORT's fused-activation attribute gives each of them ("" for none).
@@ -42,6 +45,8 @@ std::string mlas_activation_name(Activation kind) {
     case Activation::kRelu: return "Relu";
     case Activation::kClip: return "Clip";
     case Activation::kLeakyRelu: return "LeakyRelu";
+    case Activation::kHardSigmoid: return "HardSigmoid";
+    case Activation::kHardSwish: return "HardSwish";
     default: return "";
   }
 }
@@ -111,16 +116,14 @@ std::unique_ptr<NchwcDenseConv> NchwcDenseConv::create(const OrtKernelInfo* info
     d->prelu_slopes_.assign(static_cast<size_t>(d->padded_out_), 0.f);
     for (int64_t m = 0; m < spec.out_channels; ++m) d->prelu_slopes_[m] = d->channel_acts_[m].a;
   }
-  // Relu, Clip (Relu6) and LeakyRelu run inside MLAS's NCHWc Conv, as in dense ORT's fused Conv: Relu in the
-  // kernel's registers (one pass over the output fewer: resnet18_like 0.05 ms a frame), the other two on each
-  // output block just written, the same work dense ORT does (mobilenetv2_like's Relu6: no difference measurable
-  // against our own pass, benchmarks/ab_libraries.py). MLAS computes them exactly as ours (no approximation; NaN
+  // Relu, Clip (Relu6), LeakyRelu, HardSigmoid and HardSwish run inside MLAS's NCHWc Conv, as in dense ORT's fused
+  // Conv: Relu in the kernel's registers (one pass over the output fewer: resnet18_like 0.05 ms a frame), the others
+  // on each output block just written, the same work dense ORT does (mobilenetv3_like's HardSwish stem at 224: a
+  // separate pass over its 0.8 MB output cost ~25 us). MLAS computes them exactly as ours (no approximation; NaN
   // kept: its max/min return the NaN operand). Sigmoid and Tanh stay ours (MLAS approximates them), as do the rest.
   d->fused_ = mlas_fusable(spec.activation_for(0)) && spec.activation.slopes.size() <= 1
                   ? spec.activation_for(0)
                   : ActivationParams{};
-  const Activation act = spec.activation_for(0).kind;
-  d->activation_in_conv_ = act == Activation::kNone || d->fused_.kind != Activation::kNone;  // a channel Softmax follows later
   d->own_in_place_ = depthwise || (win.kernel_h == 1 && win.kernel_w == 1 && win.stride_h == 1 && win.stride_w == 1 &&
                                    win.pads == std::array<int64_t, 4>{0, 0, 0, 0});  // else ours, after (same NaN rules as ours)
   const int64_t kh = win.kernel_h, kw = win.kernel_w, Mp = d->padded_out_, taps = kh * kw;
@@ -162,31 +165,40 @@ std::unique_ptr<NchwcDenseConv> NchwcDenseConv::create(const OrtKernelInfo* info
   const std::string auto_pad = win.auto_pad == AutoPad::kSameUpper   ? "SAME_UPPER"
                                : win.auto_pad == AutoPad::kSameLower ? "SAME_LOWER"
                                                                      : "NOTSET";
-  const std::string fused_name = mlas_activation_name(d->fused_.kind);  // a string's length is its character count
-  const float fused_params[2] = {d->fused_.a, d->fused_.b};
-  const int fused_param_count = d->fused_.kind == Activation::kClip ? 2 : d->fused_.kind == Activation::kLeakyRelu ? 1 : 0;
   try {
     Ort::OpAttr in_attrs[] = {Ort::OpAttr("channels_last", &channels_last, 1, ORT_OP_ATTR_INT)};
     if (d->reorder_input_)
       d->reorder_in_ = Ort::Op::Create(info, "ReorderInput", kNchwcDomain, kNchwcVersion, type_names, type_values, 1,
                                        in_attrs, 1, 1, 1);
-    std::vector<Ort::OpAttr> conv_attrs;
-    conv_attrs.emplace_back("kernel_shape", kernel_shape, 2, ORT_OP_ATTR_INTS);
-    conv_attrs.emplace_back("strides", strides, 2, ORT_OP_ATTR_INTS);
-    conv_attrs.emplace_back("dilations", dilations, 2, ORT_OP_ATTR_INTS);
-    if (!same) conv_attrs.emplace_back("pads", pads, 4, ORT_OP_ATTR_INTS);  // SAME: none (given, Create failed)
-    conv_attrs.emplace_back("group", &group, 1, ORT_OP_ATTR_INT);
-    conv_attrs.emplace_back("auto_pad", auto_pad.data(), static_cast<int>(auto_pad.size()), ORT_OP_ATTR_STRING);
-    if (!fused_name.empty())  // the fused activation, and its parameters when it has them
-      conv_attrs.emplace_back("activation", fused_name.data(), static_cast<int>(fused_name.size()), ORT_OP_ATTR_STRING);
-    if (fused_param_count > 0)
-      conv_attrs.emplace_back("activation_params", fused_params, fused_param_count, ORT_OP_ATTR_FLOATS);
-    const size_t conv_attr_count = conv_attrs.size();
-    d->conv_ = Ort::Op::Create(info, "Conv", kNchwcDomain, kNchwcVersion, type_names, type_values, 1,
-                               conv_attrs.data(), conv_attr_count, 3, 1);
-    if (with_sum)
-      d->conv_sum_ = Ort::Op::Create(info, "Conv", kNchwcDomain, kNchwcVersion, type_names, type_values, 1,
-                                     conv_attrs.data(), conv_attr_count, 4, 1);
+    auto create_conv = [&](const ActivationParams& fused, size_t inputs) {
+      std::vector<Ort::OpAttr> conv_attrs;
+      conv_attrs.emplace_back("kernel_shape", kernel_shape, 2, ORT_OP_ATTR_INTS);
+      conv_attrs.emplace_back("strides", strides, 2, ORT_OP_ATTR_INTS);
+      conv_attrs.emplace_back("dilations", dilations, 2, ORT_OP_ATTR_INTS);
+      if (!same) conv_attrs.emplace_back("pads", pads, 4, ORT_OP_ATTR_INTS);  // SAME: none (given, Create failed)
+      conv_attrs.emplace_back("group", &group, 1, ORT_OP_ATTR_INT);
+      conv_attrs.emplace_back("auto_pad", auto_pad.data(), static_cast<int>(auto_pad.size()), ORT_OP_ATTR_STRING);
+      const std::string name = mlas_activation_name(fused.kind);  // a string's length is its character count
+      const float params[2] = {fused.a, fused.b};
+      const int param_count = fused.kind == Activation::kClip || fused.kind == Activation::kHardSigmoid ? 2
+                              : fused.kind == Activation::kLeakyRelu                                   ? 1
+                                                                                                       : 0;
+      if (!name.empty())  // the fused activation, and its parameters when it has them
+        conv_attrs.emplace_back("activation", name.data(), static_cast<int>(name.size()), ORT_OP_ATTR_STRING);
+      if (param_count > 0) conv_attrs.emplace_back("activation_params", params, param_count, ORT_OP_ATTR_FLOATS);
+      return Ort::Op::Create(info, "Conv", kNchwcDomain, kNchwcVersion, type_names, type_values, 1, conv_attrs.data(),
+                             conv_attrs.size(), inputs, 1);
+    };
+    try {
+      d->conv_ = create_conv(d->fused_, 3);
+    } catch (const Ort::Exception&) {
+      if (d->fused_.kind == Activation::kNone) throw;
+      d->fused_ = ActivationParams{};  // an older runtime's Conv without this activation: ours after it
+      d->conv_ = create_conv(d->fused_, 3);
+    }
+    if (with_sum) d->conv_sum_ = create_conv(d->fused_, 4);
+    const Activation act = spec.activation_for(0).kind;
+    d->activation_in_conv_ = act == Activation::kNone || d->fused_.kind != Activation::kNone;  // a channel Softmax follows later
     Ort::OpAttr out_attrs[] = {Ort::OpAttr("channels_last", &channels_last, 1, ORT_OP_ATTR_INT),
                                Ort::OpAttr("channels", &spec.out_channels, 1, ORT_OP_ATTR_INT)};
     d->reorder_out_ = Ort::Op::Create(info, "ReorderOutput", kNchwcDomain, kNchwcVersion, type_names, type_values, 1,
