@@ -7,7 +7,11 @@ Decisions (recorded as a NodePlan in the node's meta and in the context, in grap
     it), or if a change map reaches it from a converted op (detection is then nearly free), or with
     all_nodes;
   - an eligible MaxPool converts if a change map reaches it, or if its own map would reach a converted
-    op, or with all_nodes.
+    op, or with all_nodes;
+  - an eligible Conv reading a tiny input (a squeeze-excite gate's 1x1 vector) converts if its map, joined with
+    one arriving at a Mul or Add, would reach another conv: that conv then converts with a map, where it stayed
+    dense between blocked regions (mobilenetv3_like: ORT's Conv and two reorders out of the blocked layout and
+    back, ~40 us of 0.8 ms a frame).
 Maps only add conversions, so the decisions are iterated to a fixed point."""
 from __future__ import annotations
 
@@ -34,6 +38,9 @@ REASON_CONVERTED = "converted"
 REASON_ALL = "converted (all_nodes)"
 REASON_MAP_IN = "converted: a change map arrives, so detection is nearly free"
 REASON_FEEDS = "converted: its change map reaches a converted op"
+REASON_OPENS_MAP = "converted: its change map, with one arriving elsewhere, reaches another conv (its input is tiny)"
+# A conv reading at most this many elements (a squeeze-excite gate's [N, C, 1, 1]) compares them for nothing.
+TINY_INPUT_ELEMENTS = 4096
 REASON_INPUT_GATE = "converted: it reads the model input (the input gate; its map serves all later ops)"
 REASON_POOL_DENSE = "no change map arrives and its map would reach no converted op"
 
@@ -132,6 +139,18 @@ class PlanConversion(ir.passes.InPlacePass):
                     plans[pool].reason = REASON_FEEDS
                     changed = True
                     break
+            if changed:
+                continue
+            for conv in eligible:
+                if conv in converted or conv.op_type != "Conv" or not _reads_tiny_input(conv):
+                    continue
+                trial = maps_from(converted | {conv})
+                if any(c.op_type == "Conv" and c not in converted and c is not conv and c.inputs[0] in trial
+                       and c.inputs[0] not in maps for c in eligible):
+                    converted.add(conv)
+                    plans[conv].reason = REASON_OPENS_MAP
+                    changed = True
+                    break
         return converted
 
     def _threshold_of(self, node: ir.Node) -> float:
@@ -159,6 +178,16 @@ class PlanConversion(ir.passes.InPlacePass):
                                   f"threshold ({tau:g})")
         # gate_hard None: the op's default, DEFAULT_GATE_HARD x tau (multiplied in float32 by the op)
         return {"gate_block": int(DEFAULT_GATE_BLOCK if block is None else block), "gate_hard": hard}
+
+
+def _reads_tiny_input(node: ir.Node) -> bool:
+    shape = node.inputs[0].shape
+    if shape is None or not all(isinstance(d, int) for d in shape):
+        return False
+    count = 1
+    for d in shape:
+        count *= d
+    return count <= TINY_INPUT_ELEMENTS
 
 
 def reads_model_input(node: ir.Node) -> bool:

@@ -202,13 +202,15 @@ def test_depthwise_blocked_other_grouped_convs_nchw(rng):
     assert sorted(_reorders(converted).values()) == ["blocked", "nchw", "nchw"]  # around it, and the output
 
 
-@pytest.mark.parametrize("name, reorders", [("mobilenetv2_like", 1), ("mobilenetv3_like", 5)])
+@pytest.mark.parametrize("name, reorders", [("mobilenetv2_like", 1), ("mobilenetv3_like", 6)])
 def test_depthwise_convs_stay_in_the_region(name, reorders):
     """A depthwise conv (group = C = M) takes layout "blocked" (docs/ops.md#blocked-layout), its channels padded
     where not multiples of 16, so an inverted residual block is one region: mobilenetv2_like at 224 px keeps 1
-    DeltaReorder (3 while its 24-channel blocks stayed NCHW, 9 while depthwise convs did), mobilenetv3_like 5:
+    DeltaReorder (3 while its 24-channel blocks stayed NCHW, 9 while depthwise convs did), mobilenetv3_like 6:
     its squeeze-excite blocks read NCHW (a global pool and a per-channel Mul; the 1x1 conv after each reads the
-    Mul's NCHW output as blocked_out), 4 while its 24/40/72/120-channel blocks stayed NCHW."""
+    Mul's NCHW output), the first block's 16-channel gate [1, 16, 1, 1] is reordered for its Mul (5 while that
+    block's convs stayed dense, graph_passes/plan.py REASON_OPENS_MAP; 4 while its 24/40/72/120-channel blocks
+    stayed NCHW)."""
     import zoo
 
     converted = deltaonnx.convert(getattr(zoo, name)((224, 224)), layout="blocked")

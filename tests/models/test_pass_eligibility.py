@@ -55,6 +55,42 @@ def test_cost_model_keeps_low_intensity_convs_dense_unless_a_map_arrives(cpu_op_
     assert_same_as_dense(original, everything, frames, cpu_op_library)
 
 
+def _squeeze_excite_model(rng, pooled: bool, hw: int = 24):
+    """x -> stem (3->16 3x3) -> Relu -> [GlobalAveragePool | nothing] -> reduce (16->4 1x1) -> Relu -> expand (4->16
+    1x1) -> HardSigmoid, which scales the stem's output (Mul) -> project (16->16 1x1) -> out. Every conv after the stem
+    is cheap per element read. pooled=False: the gate reads the whole activation through a Reshape round trip (no
+    map arrives there), no squeeze."""
+    inits = [weights(rng, "Ws", (16, 3, 3, 3)), weights(rng, "Wr", (4, 16, 1, 1)), weights(rng, "We", (16, 4, 1, 1)),
+             weights(rng, "Wp", (16, 16, 1, 1)), const("flat", [1, -1], np.int64),
+             const("back", [1, 16, hw, hw], np.int64)]
+    nodes = [op_node("Conv", ["x", "Ws"], ["s"], name="stem", pads=[1, 1, 1, 1]), op_node("Relu", ["s"], ["a"]),
+             *([op_node("GlobalAveragePool", ["a"], ["g"])] if pooled else
+               [op_node("Reshape", ["a", "flat"], ["f"]), op_node("Reshape", ["f", "back"], ["g"])]),
+             op_node("Conv", ["g", "Wr"], ["r"], name="reduce"), op_node("Relu", ["r"], ["rr"]),
+             op_node("Conv", ["rr", "We"], ["e"], name="expand"), op_node("HardSigmoid", ["e"], ["gate"]),
+             op_node("Mul", ["a", "gate"], ["scaled"]), op_node("Conv", ["scaled", "Wp"], ["out"], name="project")]
+    return make_model(nodes, [tensor_info("x", [1, 3, hw, hw])], [tensor_info("out", None)], inits)
+
+
+def test_a_tiny_conv_converts_where_its_map_lets_a_conv_after_it_convert(cpu_op_library, rng):
+    """A squeeze-excite gate's convs read a [1, C, 1, 1] vector: converted, their map joins the stem's at the Mul and
+    the project conv after it converts with a map instead of staying dense between Delta ops. Without the squeeze
+    (the reduce and expand convs read whole activations of 36864 and 9216 elements, without a map) nothing changes."""
+    original = _squeeze_excite_model(rng, pooled=True)
+    converted, report = convert_with_report(original)
+    rows = {row.node: row for row in report.rows}
+    assert rows["reduce"].decision == "converted" and "input is tiny" in rows["reduce"].reason, rows["reduce"].reason
+    assert rows["expand"].decision == "converted" and "change map arrives" in rows["expand"].reason
+    assert rows["project"].decision == "converted" and "change map arrives" in rows["project"].reason
+    project = [n for n in nodes_of(converted, "DeltaConv", DOMAIN) if n.name == rows["project"].delta_name][0]
+    assert project.input[3] == "" and project.input[5], "the project conv reads the Mul's map, keeps no reference"
+    frames = [{"x": f} for f in video([1, 3, 24, 24], 4, rng)]
+    assert_same_as_dense(original, converted, frames, cpu_op_library)
+
+    unpooled = {row.node: row for row in convert_with_report(_squeeze_excite_model(rng, pooled=False, hw=48))[1].rows}
+    assert [unpooled[n].decision for n in ("reduce", "expand", "project")] == ["dense"] * 3
+
+
 def test_first_conv_is_the_input_gate_even_when_cheap(rng):
     inits = [weights(rng, "W0", (4, 3, 3, 3)), weights(rng, "W1", (32, 4, 3, 3))]
     nodes = [op_node("Conv", ["x", "W0"], ["a"], name="stem", strides=[2, 2], pads=[1, 1, 1, 1]),
