@@ -15,6 +15,14 @@ namespace py = pybind11;
 
 namespace deltaonnx {
 
+// sum(w[i] * v[i]) in index order: the fallback's FLOP-weighted share of work, the same bits in
+// session/fallback_policy.py (through the module's weighted_sum) and in the compiled prepared run.
+inline double weighted_sum(const double* w, const double* v, int64_t n) {
+  double sum = 0.0;
+  for (int64_t i = 0; i < n; ++i) sum += w[i] * v[i];
+  return sum;
+}
+
 // A stream's change-map statistics, recorded after each run in one call without arguments: DeltaSession calls it
 // right after ORT's run, when a model's state has pushed Python's working set out of the caches, and there each
 // numpy operation or argument conversion cost ~10 us (count_marks plus two ufuncs: 30-70 us a frame on the zoo
@@ -39,6 +47,9 @@ class MarkRecorder {
                                     std::to_string(size) + ") leaves the buffer of " + std::to_string(total) + " bytes");
     }
   }
+
+  int64_t slices() const { return starts_.size(); }
+  const double* last() const { return last_.data(); }
 
   // last[i] = the share of slice i marked (an empty slice: 0); sums[i] += last[i].
   void record() {

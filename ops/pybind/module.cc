@@ -370,6 +370,14 @@ PYBIND11_MODULE(_native, m) {
            py::arg("buffer").noconvert(), py::arg("starts").noconvert(), py::arg("sizes").noconvert(),
            py::arg("last").noconvert(), py::arg("sums").noconvert())
       .def("record", &MarkRecorder::record);
+  m.def("weighted_sum",
+        [](py::array_t<double, py::array::c_style> w, py::array_t<double, py::array::c_style> v) {
+          if (w.ndim() != 1 || v.ndim() != 1 || w.size() != v.size())
+            throw std::invalid_argument("weighted_sum: two 1-D arrays of one length");
+          return weighted_sum(w.data(), v.data(), w.size());
+        },
+        py::arg("w").noconvert(), py::arg("v").noconvert(),
+        "sum(w * v) in index order (the fallback's FLOP-weighted share, as the compiled prepared run sums it).");
   m.def("delta_pool", &delta_pool, py::arg("x"), py::arg("x_ref"), py::arg("y_prev"), py::arg("map_in") = py::none(),
         py::arg("kernel_shape"), py::arg("strides") = std::vector<int64_t>{1, 1},
         py::arg("pads") = std::vector<int64_t>{0, 0, 0, 0}, py::arg("dilations") = std::vector<int64_t>{1, 1},

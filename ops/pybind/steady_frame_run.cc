@@ -1,14 +1,15 @@
-// The prepared run of a stateless stream (python/deltaonnx/session/steady_run.py, docs/design.md#the-prepared-run)
-// made in one call. After ORT's run has emptied the caches each Python line costs microseconds: in the Python closure
-// this replaces, mobilenetv2_like at 224 spent ~127 us a frame around ORT's run (its checks 21 us, the frame bound 27,
-// one 40-byte output copied 28, the bookkeeping 24), cnn1 ~35 us, where dense ORT's whole Python side is a few
-// lines (docs/results.md#seventeenth-session). Here the checks, the copies and the bookkeeping are C++: only ORT's
-// own calls (the frame's OrtValue, binding it, the run) and the lock remain calls into Python, and the fallback
-// policy is called only on the runs it may act on.
+// The prepared run of a stream (python/deltaonnx/session/steady_run.py, docs/design.md#the-prepared-run) made in
+// one call, for delta and stateless streams. After ORT's run has emptied the caches each Python line costs
+// microseconds: in the Python closure this replaces, mobilenetv2_like at 224 spent ~127 us a frame around ORT's run
+// (its checks 21 us, the frame bound 27, one 40-byte output copied 28, the bookkeeping 24), cnn1 ~35 us, where dense
+// ORT's whole Python side is a few lines (docs/results.md#seventeenth-session). Here the checks, the copies and the
+// bookkeeping are C++: only ORT's own calls (the frame's OrtValue, binding it, the run) and the lock remain calls
+// into Python, and the fallback policy (session/fallback_policy.py) is called only on the runs it may act on.
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <stdexcept>
@@ -24,10 +25,21 @@ using deltaonnx::MarkRecorder;
 namespace {
 
 // The stream's counters the run keeps, shared with StreamState (python/deltaonnx/session/stream_state.py STEADY_COUNTS
-// names them in this order).
-enum Count : int64_t { kRuns = 0, kModeRuns = 1, kStatelessRuns = 2, kProbeInterval = 3, kCountSlots = 4 };
+// names them in this order); its smoothed work is a float64 array of one (NaN: none yet).
+enum Count : int64_t { kRuns = 0, kModeRuns, kStatelessRuns, kProbeInterval, kCheckWait, kCountSlots };
 
 using Counts = py::array_t<int64_t, py::array::c_style>;
+using Doubles = py::array_t<double, py::array::c_style>;
+
+// What FallbackPolicy.after_delta_run decides with on the runs it does not act on (its constants, the nodes' FLOPs,
+// fixed while the stream stays in delta).
+struct DeltaPolicy {
+  bool active = false;  // the session has a fallback (FallbackPolicy.mode is not None)
+  int64_t settle = 2;   // a probe's (and a reset's) first runs, which the policy decides itself
+  double enter = 0.0;   // the share past which a stream settled in delta leaves it
+  Doubles node_flops;   // per map, empty when unknown
+  double flops_total = 0.0;
+};
 
 class SteadyFrameRun {
  public:
@@ -35,16 +47,28 @@ class SteadyFrameRun {
     py::object value_of, device, bind_input, bind_output, run, binding;
   };
 
+  // delta: a delta stream (else stateless). policy_run: the policy's own call for the runs it may act on, after this
+  // run's maps are recorded: stateless (state, frame), delta (state); None for a delta stream without a fallback.
+  // tested: the delta stream's identical-frame test is on (a run the test is due on goes to the general path).
   SteadyFrameRun(py::object state, py::str input_name, std::vector<int64_t> shape, py::dtype dtype, Ort ort,
                  std::vector<py::str> frame_references, py::dict frames, std::vector<py::array> kept,
-                 py::object recorder, Counts counts, py::object finish)
+                 py::object recorder, Counts counts, Doubles smoothed, bool delta, bool tested,
+                 DeltaPolicy policy, py::object policy_run)
       : state_(std::move(state)), name_(std::move(input_name)), shape_(std::move(shape)), dtype_(std::move(dtype)),
         ort_(std::move(ort)), references_(std::move(frame_references)), frames_(std::move(frames)),
         kept_(std::move(kept)), recorder_object_(std::move(recorder)), counts_(std::move(counts)),
-        finish_(std::move(finish)) {
+        smoothed_(std::move(smoothed)), delta_(delta), tested_(tested), policy_(std::move(policy)),
+        policy_run_(std::move(policy_run)) {
     if (counts_.ndim() != 1 || counts_.size() != kCountSlots || !counts_.writeable())
-      throw std::invalid_argument("SteadyFrameRun: counts must be a writeable int64 array of 4");
+      throw std::invalid_argument("SteadyFrameRun: counts must be a writeable int64 array of 5");
+    if (smoothed_.ndim() != 1 || smoothed_.size() != 1 || !smoothed_.writeable())
+      throw std::invalid_argument("SteadyFrameRun: smoothed must be a writeable float64 array of 1");
     recorder_ = recorder_object_.cast<MarkRecorder*>();
+    if (policy_.active && policy_.flops_total > 0 &&
+        (policy_.node_flops.ndim() != 1 || policy_.node_flops.size() != recorder_->slices()))
+      throw std::invalid_argument("SteadyFrameRun: node_flops must hold one value per change map");
+    if (policy_run_.is_none() && (!delta_ || policy_.active))
+      throw std::invalid_argument("SteadyFrameRun: the policy's call is needed");
     py::object lock = state_.attr("lock");
     acquire_ = lock.attr("acquire");
     release_ = lock.attr("release");
@@ -54,8 +78,9 @@ class SteadyFrameRun {
   }
 
   // The run's outputs, or None (nothing done) when the call is not one it is for: outputs asked by name, another
-  // feed, a frame of another type, shape or dtype or not C-contiguous, or a stream whose state changed meanwhile
-  // (state.steady is no longer this object). DeltaSession.run then takes the general path.
+  // feed, a frame of another type, shape or dtype or not C-contiguous, a stream whose state changed meanwhile
+  // (state.steady is no longer this object), or a run the identical-frame test is due on. DeltaSession.run then
+  // takes the general path.
   py::object call(py::handle self, py::handle output_names, py::handle input_feed, py::handle run_options) {
     if (!output_names.is_none() || !PyDict_CheckExact(input_feed.ptr()) || PyDict_Size(input_feed.ptr()) != 1)
       return py::none();
@@ -75,7 +100,8 @@ class SteadyFrameRun {
         }
       }
     } release{release_};
-    if (state_.attr(steady_name_).ptr() != self.ptr()) return py::none();
+    int64_t* c = counts_.mutable_data();
+    if (state_.attr(steady_name_).ptr() != self.ptr() || (tested_ && c[kCheckWait] < 2)) return py::none();
     py::list outputs(kept_.size());
     try {
       frames_[name_] = py::handle(frame);  // alive while ORT points at it
@@ -96,13 +122,19 @@ class SteadyFrameRun {
       std::memcpy(copy.mutable_data(), k.data(), static_cast<size_t>(k.nbytes()));
       outputs[i] = std::move(copy);
     }
-    int64_t* c = counts_.mutable_data();
-    if (c[kModeRuns] + 1 >= c[kProbeInterval] - 1) {
-      finish_(state_, py::handle(frame));  // the policy may act on this run: DeltaSession._finish_run counts it
-    } else {  // what _finish_run does on a stateless run the policy does not act on
-      c[kRuns] += 1;
-      recorder_->record();
-      state_.attr(maps_cleared_name_) = py::bool_(false);
+    if (tested_) {  // at least 1 left: the next run is not tested, nothing kept for it
+      c[kCheckWait] -= 1;
+      state_.attr(kept_names_name_) = py::none();
+    }
+    // DeltaSession._record_maps
+    c[kRuns] += 1;
+    recorder_->record();
+    state_.attr(maps_cleared_name_) = py::bool_(false);
+    if (delta_) {
+      after_delta_run();
+    } else if (c[kModeRuns] + 1 >= c[kProbeInterval] - 1) {
+      policy_run_(state_, py::handle(frame));  // the policy may act: it counts this run (DeltaSession._finish_run)
+    } else {
       c[kStatelessRuns] += 1;
       c[kModeRuns] += 1;
     }
@@ -119,6 +151,33 @@ class SteadyFrameRun {
     return a.dtype().equal(dtype_);
   }
 
+  // FallbackPolicy.after_delta_run where it only counts and smooths: on a stream settled in delta (past a probe's
+  // or a reset's first runs) whose smoothed share stays within the bound. Elsewhere the policy itself decides, from
+  // the same maps.
+  void after_delta_run() {
+    if (!policy_.active) return;
+    int64_t* c = counts_.mutable_data();
+    const int64_t mode_runs = c[kModeRuns] + 1;
+    if (mode_runs <= policy_.settle) {
+      policy_run_(state_);
+      return;
+    }
+    if (!(policy_.flops_total > 0)) {
+      c[kModeRuns] = mode_runs;
+      return;
+    }
+    const double work = deltaonnx::weighted_sum(policy_.node_flops.data(), recorder_->last(), recorder_->slices()) /
+                        policy_.flops_total;
+    double* smoothed = smoothed_.mutable_data();
+    const double next = std::isnan(smoothed[0]) ? work : 0.5 * smoothed[0] + 0.5 * work;
+    if (next > policy_.enter) {
+      policy_run_(state_);  // it leaves delta: the policy counts this run and switches
+      return;
+    }
+    c[kModeRuns] = mode_runs;
+    smoothed[0] = next;
+  }
+
   py::object state_;
   py::str name_;
   std::vector<int64_t> shape_;
@@ -130,31 +189,45 @@ class SteadyFrameRun {
   py::object recorder_object_;
   MarkRecorder* recorder_ = nullptr;
   Counts counts_;
-  py::object finish_, acquire_, release_, drop_state_;
-  py::str steady_name_{"steady"}, maps_cleared_name_{"maps_cleared"};
+  Doubles smoothed_;
+  bool delta_ = false, tested_ = false;
+  DeltaPolicy policy_;
+  py::object policy_run_, acquire_, release_, drop_state_;
+  py::str steady_name_{"steady"}, maps_cleared_name_{"maps_cleared"}, kept_names_name_{"kept_names"};
 };
 
 }  // namespace
 
 void bind_steady_frame_run(py::module_& m) {
   py::class_<SteadyFrameRun>(m, "SteadyFrameRun",
-                             "The prepared run of a stateless stream in one call (session/steady_run.py): "
+                             "The prepared run of a delta or stateless stream in one call (session/steady_run.py): "
                              "run(output_names, input_feed, run_options) -> outputs, or None when the call is not "
                              "one it is for.")
       .def(py::init([](py::object state, py::str input_name, std::vector<int64_t> shape, py::dtype dtype,
                        py::object value_of, py::object device, py::object bind_input, py::object bind_output,
                        py::object run, py::object binding, std::vector<py::str> frame_references, py::dict frames,
-                       std::vector<py::array> kept, py::object recorder, Counts counts, py::object finish) {
+                       std::vector<py::array> kept, py::object recorder, Counts counts, Doubles smoothed, bool delta,
+                       bool tested, py::object policy_run, bool policy_active, int64_t settle, double enter,
+                       py::object node_flops, double flops_total) {
+             DeltaPolicy policy;
+             policy.active = policy_active;
+             policy.settle = settle;
+             policy.enter = enter;
+             if (!node_flops.is_none()) policy.node_flops = node_flops.cast<Doubles>();
+             policy.flops_total = flops_total;
              return SteadyFrameRun(std::move(state), std::move(input_name), std::move(shape), std::move(dtype),
                                    {std::move(value_of), std::move(device), std::move(bind_input),
                                     std::move(bind_output), std::move(run), std::move(binding)},
                                    std::move(frame_references), std::move(frames), std::move(kept),
-                                   std::move(recorder), std::move(counts), std::move(finish));
+                                   std::move(recorder), std::move(counts), std::move(smoothed), delta, tested,
+                                   std::move(policy), std::move(policy_run));
            }),
            py::arg("state"), py::arg("input_name"), py::arg("shape"), py::arg("dtype"), py::arg("value_of"),
            py::arg("device"), py::arg("bind_input"), py::arg("bind_output"), py::arg("run"), py::arg("binding"),
            py::arg("frame_references"), py::arg("frames"), py::arg("kept"), py::arg("recorder"),
-           py::arg("counts").noconvert(), py::arg("finish"))
+           py::arg("counts").noconvert(), py::arg("smoothed").noconvert(), py::arg("delta"), py::arg("tested"),
+           py::arg("policy_run"), py::arg("policy_active") = false, py::arg("settle") = 2, py::arg("enter") = 0.0,
+           py::arg("node_flops") = py::none(), py::arg("flops_total") = 0.0)
       .def("__call__",
            [](py::handle self, py::handle output_names, py::handle input_feed, py::handle run_options) {
              return self.cast<SteadyFrameRun&>().call(self, output_names, input_feed, run_options);

@@ -17,10 +17,16 @@ zoo = pytest.importorskip("zoo")  # models/zoo.py (conftest puts models/ on the 
 
 
 def _frames(shape, rng):
-    """Still, then moving (stateless runs, probes), then still again (a probe back to delta, skips)."""
+    """Still, then a small patch moving (delta runs that redo a little), then everything moving (stateless runs,
+    probes), then still again (a probe back to delta, skips)."""
     still = rng.random(shape).astype(np.float32)
+    nudged = []
+    for k in range(10):
+        frame = still.copy()
+        frame[..., 8 + k:12 + k, 8:12] = rng.random(frame[..., 8 + k:12 + k, 8:12].shape)
+        nudged.append(frame)
     moving = [rng.random(shape).astype(np.float32) for _ in range(14)]
-    return [still] * 6 + moving + [still] * 24
+    return [still] * 6 + nudged + moving + [still] * 24
 
 
 def _same(steady, general, label):
@@ -56,7 +62,7 @@ def test_the_prepared_run_does_what_the_general_path_does(cpu_op_library, name, 
     if not checked:  # the frame check before probes off: moving frames probe delta
         steady._policy.check = general._policy.check = None
     dense = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-    prepared_runs, compiled_runs, held = 0, 0, []
+    prepared_runs, compiled_runs, compiled_delta_runs, held = 0, 0, 0, []
     for index, frame in enumerate(_frames(shape, np.random.default_rng(4))):
         label = f"{name}: frame {index}"
         stream = steady._streams.get("default")
@@ -66,7 +72,9 @@ def test_the_prepared_run_does_what_the_general_path_does(cpu_op_library, name, 
         got = steady.run(None, {input_name: frame}, **given)
         want = general.run(outputs, {input_name: frame}, **given)  # outputs asked by name: always the general path
         prepared_runs += prepared and steady._streams["default"].runs > 0
-        compiled_runs += prepared and type(stream.steady).__name__ == "SteadyFrameRun"
+        compiled = prepared and type(stream.steady).__name__ == "SteadyFrameRun"
+        compiled_runs += compiled
+        compiled_delta_runs += compiled and stream.mode == "delta"
         for g, w, d in zip(got, want, dense.run(None, {input_name: frame})):
             np.testing.assert_array_equal(g, w, err_msg=label)
             np.testing.assert_allclose(g, d, rtol=1e-4, atol=1e-5, err_msg=label)
@@ -79,6 +87,7 @@ def test_the_prepared_run_does_what_the_general_path_does(cpu_op_library, name, 
     assert prepared_runs > 10, "the prepared run never ran"
     if steady_run._SteadyFrameRun is not None:  # stateless runs made in one compiled call
         assert compiled_runs > (6 if probe_every == 5 else 0), compiled_runs
+        assert compiled_delta_runs > 2, compiled_delta_runs  # the nudged frames: delta runs made in C++ too
     stats = steady.stats()
     assert (stats["skipped_runs"] > 0) == (not threshold) and stats["stateless_runs"] > 0
     assert (stats["probes_skipped"] > 0) == checked

@@ -11,6 +11,16 @@ import numpy as np
 from .probe_check import ProbeCheck
 from .stream_state import StreamState
 
+try:  # the share in one fixed summation order, the same as the compiled prepared run's (steady_frame_run.cc)
+    from .._native import weighted_sum as _weighted_sum
+except ImportError:
+    _weighted_sum = None
+
+
+def flop_weighted(flops: np.ndarray, fractions: np.ndarray) -> float:
+    """sum(flops * fractions), summed in index order where the compiled module is built (numpy's dot otherwise)."""
+    return float(flops @ fractions) if _weighted_sum is None else _weighted_sum(flops, fractions)
+
 
 class FallbackPolicy:
     """One session's rule for all its streams. `mode`: the fallback, "dense" (the twin), "stateless", or None (delta
@@ -80,7 +90,7 @@ class FallbackPolicy:
         total = state.flops_total
         if not total or state.mode_runs < 2:  # the first frame after a reset is always redone in full
             return
-        work = float(state.node_flops @ state.last_fraction) / total
+        work = flop_weighted(state.node_flops, state.last_fraction) / total
         state.work = work if state.work is None else 0.5 * state.work + 0.5 * work
         probing = state.dense_runs_total + state.stateless_runs_total > 0 and state.mode_runs <= self.SETTLE
         if self.mode == "stateless":

@@ -16,7 +16,7 @@ import numpy as np
 
 from .stream_state import StreamState
 
-try:  # the stateless run in one call (ops/pybind/steady_frame_run.cc); without the compiled module, the closure
+try:  # the prepared run in one call (ops/pybind/steady_frame_run.cc); without the compiled module, the closure
     from .._native import SteadyFrameRun as _SteadyFrameRun
 except ImportError:
     _SteadyFrameRun = None
@@ -60,12 +60,10 @@ def steady_runner(session, state: StreamState, inputs: dict) -> SteadyRun | None
     bind_input, bind_output = c_binding.bind_ortvalue_input, c_binding.bind_ortvalue_output
     tested = session._identical_plan is not None and state.mode == "delta"
     owned, finish, lock = session._owned, session._finish_run, state.lock
-    recorder = getattr(state.map_buffers, "_recorder", None)
-    if state.mode == "stateless" and kept is not None and recorder is not None and _SteadyFrameRun is not None:
-        # The same run as the closure below, its checks, copies and bookkeeping in C++ (steady_frame_run.cc)
-        return _SteadyFrameRun(state, name, list(shape), dtype, value_of, cpu, bind_input, bind_output,
-                               c_session.run_with_iobinding, c_binding, frame_references, frames, returned_from,
-                               recorder, state.counts, finish)
+    compiled = _compiled_run(session, state, name, shape, dtype, binding, frame_references, returned_from, tested) \
+        if kept is not None else None
+    if compiled is not None:
+        return compiled
 
     def run(output_names, input_feed, run_options):
         if output_names is not None or type(input_feed) is not dict or len(input_feed) != 1:
@@ -101,6 +99,34 @@ def steady_runner(session, state: StreamState, inputs: dict) -> SteadyRun | None
             return returned
 
     return run
+
+
+def _compiled_run(session, state: StreamState, name: str, shape, dtype, binding, frame_references, returned_from,
+                  tested: bool):
+    """The same run as steady_runner's closure, its checks, copies and bookkeeping in C++ (steady_frame_run.cc); None
+    where the compiled module or its map recorder is missing. The policy is called from there only on the runs it may
+    act on: a stateless stream's from the one before a probe is due, a delta stream's on a probe's first runs and where
+    the smoothed share of work passes the bound it would leave delta at."""
+    recorder = getattr(state.map_buffers, "_recorder", None)
+    if _SteadyFrameRun is None or recorder is None:
+        return None
+    policy = session._policy
+    if state.mode == "stateless":
+        def policy_run(state_, frame):  # DeltaSession._finish_run after _record_maps, on a stateless run
+            state_.stateless_runs_total += 1
+            policy.after_fallback_run(state_, frame)
+        bounds = {}
+    else:
+        policy_run = policy.after_delta_run if policy.mode is not None else None
+        enter = policy.STATELESS_ENTER if policy.mode == "stateless" else policy.FALLBACK_ENTER
+        bounds = dict(policy_active=policy.mode is not None, settle=policy.SETTLE, enter=enter,
+                      node_flops=state.node_flops, flops_total=float(state.flops_total or 0.0))
+    c_binding = binding._c_binding
+    return _SteadyFrameRun(state, name, list(shape), dtype, binding._value_of, binding._cpu,
+                           c_binding.bind_ortvalue_input, c_binding.bind_ortvalue_output,
+                           binding._c_session.run_with_iobinding, c_binding, frame_references, binding._frames,
+                           returned_from, recorder, state.counts, state.smoothed, state.mode == "delta", tested,
+                           policy_run, **bounds)
 
 
 def _kept_outputs(session, state: StreamState, fresh: tuple, c_binding) -> dict | None:

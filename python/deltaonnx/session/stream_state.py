@@ -31,7 +31,7 @@ class SpareOutputs:
 
 # The counters a stateless stream's prepared run keeps in C++ (ops/pybind/steady_frame_run.cc, same order): they
 # live in one int64 array the run writes in place, read and written here through properties of these names.
-STEADY_COUNTS = ("runs", "mode_runs", "stateless_runs_total", "probe_interval")
+STEADY_COUNTS = ("runs", "mode_runs", "stateless_runs_total", "probe_interval", "check_wait")
 
 
 def _count(index: int, doc: str) -> property:
@@ -50,6 +50,7 @@ class StreamState:
 
     map_count: int
     counts: np.ndarray = field(default_factory=lambda: np.zeros(len(STEADY_COUNTS), dtype=np.int64))
+    smoothed: np.ndarray = field(default_factory=lambda: np.full(1, np.nan))  # `work` below; NaN: None
     lock: threading.Lock = field(default_factory=threading.Lock)
     retired: bool = False
     # The live state, None while the stream has none (first run, after a reset, shape change or failure).
@@ -81,12 +82,10 @@ class StreamState:
     previous_frames: dict[str, np.ndarray] = field(default_factory=dict)  # bitwise mode: the last frames
     finite_state: bool | None = None  # whole-input Delta ops hold a finite X_ref (None: not checked yet)
     check_misses: int = 0  # identical-frame tests failed in a row
-    check_wait: int = 0  # runs before the next test
     # The fallback for frames that change almost everywhere: "delta"; "dense" (the dense twin, DeltaSession's
     # dense_fallback) or "stateless" (the converted model keeping no state, its stateless_runs); the smoothed
     # FLOP-weighted share of work redone, and the runs in the current mode.
     mode: str = "delta"
-    work: float | None = None
     dense_runs_total: int = 0
     scratch: ScratchBuffers | None = None  # the stateless binding's output buffers (its spare keeps them after it)
     probe_rows: np.ndarray | None = None  # the sampled bands of the frame before a probe (probe_check.py)
@@ -97,6 +96,17 @@ class StreamState:
     mode_runs = _count(1, "runs in the current mode")
     stateless_runs_total = _count(2, "stateless runs since the last reset")
     probe_interval = _count(3, "fallback runs before the next probe (set when the stream falls back)")
+    check_wait = _count(4, "runs before the next identical-frame test")
+
+    @property
+    def work(self) -> float | None:
+        """The smoothed FLOP-weighted share of conv work the delta runs redo (None before the first measured)."""
+        value = float(self.smoothed[0])
+        return None if value != value else value
+
+    @work.setter
+    def work(self, value: float | None) -> None:
+        self.smoothed[0] = np.nan if value is None else value
 
     def __post_init__(self):
         self.last_fraction = np.zeros(self.map_count)
