@@ -7,7 +7,9 @@ What a run must do is itself costly after ORT's run has emptied the caches: each
 then costs 5-40 us, not 1-3 (yolov8_like at 320, measured after a dense run: binding the frame 43 us, its address
 for the stateless frame reference 39 us, the model outputs bound anew, fetched and wrapped 63 us). So the frame
 becomes one OrtValue bound to the input and its references, and small model outputs of fixed shape stay bound
-to buffers kept here, returned as copies (docs/results.md#sixteenth-session)."""
+to buffers kept here, returned as copies (docs/results.md#sixteenth-session). Where those outputs stay bound and
+the compiled module is built, the run is one call into it (ops/pybind/steady_frame_run.cc): every Python line after
+ORT's run cost microseconds too (docs/results.md#seventeenth-session); the closure stays for the other cases."""
 from __future__ import annotations
 
 from typing import Callable, Optional
