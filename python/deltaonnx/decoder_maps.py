@@ -20,6 +20,16 @@ import numpy as np
 MACROBLOCK = 16
 
 
+def _motion_vectors(side_data):
+    """The frame's motion vectors, or None. PyAV up to 18.1.0 iterates a frame's side data itself, 18.1.1 (a Mapping)
+    their types: each entry is taken as side data where it converts to an array, else looked up."""
+    for entry in side_data:
+        data = entry if hasattr(entry, "to_ndarray") else side_data[entry]
+        if str(data.type).endswith("MOTION_VECTORS"):
+            return data
+    return None
+
+
 def decoder_change_maps(path: Union[str, os.PathLike], count: Optional[int] = None
                         ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """(uint8 HxWx3 BGR frame, uint8 [ceil(H/16), ceil(W/16)] macroblock map) per decoded frame, in display
@@ -37,7 +47,7 @@ def decoder_change_maps(path: Union[str, os.PathLike], count: Optional[int] = No
             if count is not None and index >= count:
                 break
             marks = np.ones((rows, cols), np.uint8)
-            vectors = next((d for d in frame.side_data if str(d.type).endswith("MOTION_VECTORS")), None)
+            vectors = _motion_vectors(frame.side_data)
             if vectors is not None and index > 0:
                 mv = vectors.to_ndarray()
                 r = np.clip(mv["dst_y"] // MACROBLOCK, 0, rows - 1)
