@@ -47,8 +47,8 @@ class SteadyFrameRun {
     py::object value_of, device, bind_input, bind_output, run, binding;
   };
 
-  // delta: a delta stream (else stateless). policy_run: the policy's own call for the runs it may act on, after this
-  // run's maps are recorded: stateless (state, frame), delta (state); None for a delta stream without a fallback.
+  // delta: a delta stream (else stateless). policy_run: the policy's own call (state, frame) for the runs it may act
+  // on, after this run's maps are recorded (DeltaSession._tell_policy).
   // tested: the delta stream's identical-frame test is on (a run the test is due on goes to the general path).
   SteadyFrameRun(py::object state, py::str input_name, std::vector<int64_t> shape, py::dtype dtype, Ort ort,
                  std::vector<py::str> frame_references, py::dict frames, std::vector<py::array> kept,
@@ -67,8 +67,7 @@ class SteadyFrameRun {
     if (policy_.active && policy_.flops_total > 0 &&
         (policy_.node_flops.ndim() != 1 || policy_.node_flops.size() != recorder_->slices()))
       throw std::invalid_argument("SteadyFrameRun: node_flops must hold one value per change map");
-    if (policy_run_.is_none() && (!delta_ || policy_.active))
-      throw std::invalid_argument("SteadyFrameRun: the policy's call is needed");
+    if (!PyCallable_Check(policy_run_.ptr())) throw std::invalid_argument("SteadyFrameRun: policy_run must be callable");
     py::object lock = state_.attr("lock");
     acquire_ = lock.attr("acquire");
     release_ = lock.attr("release");
@@ -89,7 +88,7 @@ class SteadyFrameRun {
       if (PyErr_Occurred()) throw py::error_already_set();
       return py::none();
     }
-    if (!fits(frame)) return py::none();
+    if (!state_ || !fits(frame)) return py::none();  // no state_: cleared by the garbage collector
     acquire_();
     struct Release {  // the lock is released on every way out
       py::object& release;
@@ -131,9 +130,9 @@ class SteadyFrameRun {
     recorder_->record();
     state_.attr(maps_cleared_name_) = py::bool_(false);
     if (delta_) {
-      after_delta_run();
+      after_delta_run(frame);
     } else if (c[kModeRuns] + 1 >= c[kProbeInterval] - 1) {
-      policy_run_(state_, py::handle(frame));  // the policy may act: it counts this run (DeltaSession._finish_run)
+      policy_run_(state_, py::handle(frame));  // the policy may act: it counts this run
     } else {
       c[kStatelessRuns] += 1;
       c[kModeRuns] += 1;
@@ -151,15 +150,44 @@ class SteadyFrameRun {
     return a.dtype().equal(dtype_);
   }
 
+  // Garbage-collector support. The run holds its stream's state, whose `steady` holds the run, and the policy's call
+  // holds the session: a cycle through this object, which the collector must see (tp_traverse) and can break
+  // (tp_clear), else a session dropped with a prepared stream would keep its state and ORT session forever.
+  template <typename Visit>
+  void for_each_held(Visit&& visit) {
+    for (py::object* o : {&state_, static_cast<py::object*>(&name_), static_cast<py::object*>(&dtype_), &ort_.value_of,
+                          &ort_.device, &ort_.bind_input, &ort_.bind_output, &ort_.run, &ort_.binding,
+                          static_cast<py::object*>(&frames_), &recorder_object_, static_cast<py::object*>(&counts_),
+                          static_cast<py::object*>(&smoothed_), static_cast<py::object*>(&policy_.node_flops),
+                          &policy_run_, &acquire_, &release_, &drop_state_})
+      visit(*o);
+    for (py::str& r : references_) visit(r);
+    for (py::array& k : kept_) visit(k);
+  }
+
+ public:
+  int traverse(visitproc visit, void* arg) {
+    int failed = 0;
+    for_each_held([&](py::object& o) {
+      if (failed == 0 && o.ptr() != nullptr) failed = visit(o.ptr(), arg);
+    });
+    return failed;
+  }
+  void clear() {
+    recorder_ = nullptr;
+    for_each_held([](py::object& o) { o = py::object(); });
+  }
+
+ private:
   // FallbackPolicy.after_delta_run where it only counts and smooths: on a stream settled in delta (past a probe's
   // or a reset's first runs) whose smoothed share stays within the bound. Elsewhere the policy itself decides, from
   // the same maps.
-  void after_delta_run() {
+  void after_delta_run(PyObject* frame) {
     if (!policy_.active) return;
     int64_t* c = counts_.mutable_data();
     const int64_t mode_runs = c[kModeRuns] + 1;
     if (mode_runs <= policy_.settle) {
-      policy_run_(state_);
+      policy_run_(state_, py::handle(frame));
       return;
     }
     if (!(policy_.flops_total > 0)) {
@@ -171,7 +199,7 @@ class SteadyFrameRun {
     double* smoothed = smoothed_.mutable_data();
     const double next = std::isnan(smoothed[0]) ? work : 0.5 * smoothed[0] + 0.5 * work;
     if (next > policy_.enter) {
-      policy_run_(state_);  // it leaves delta: the policy counts this run and switches
+      policy_run_(state_, py::handle(frame));  // it leaves delta: the policy counts this run and switches
       return;
     }
     c[kModeRuns] = mode_runs;
@@ -199,10 +227,25 @@ class SteadyFrameRun {
 }  // namespace
 
 void bind_steady_frame_run(py::module_& m) {
+  // With the collector's slots (SteadyFrameRun::traverse, clear): the run and its stream's state refer to each other.
+  const py::custom_type_setup gc_slots([](PyHeapTypeObject* heap_type) {
+    PyTypeObject* type = &heap_type->ht_type;
+    type->tp_flags |= Py_TPFLAGS_HAVE_GC;
+    type->tp_traverse = [](PyObject* self, visitproc visit, void* arg) -> int {
+      Py_VISIT(Py_TYPE(self));  // a heap type's instances hold their type
+      const auto vh = reinterpret_cast<py::detail::instance*>(self)->get_value_and_holder();
+      return vh.holder_constructed() ? vh.value_ptr<SteadyFrameRun>()->traverse(visit, arg) : 0;
+    };
+    type->tp_clear = [](PyObject* self) -> int {
+      const auto vh = reinterpret_cast<py::detail::instance*>(self)->get_value_and_holder();
+      if (vh.holder_constructed()) vh.value_ptr<SteadyFrameRun>()->clear();
+      return 0;
+    };
+  });
   py::class_<SteadyFrameRun>(m, "SteadyFrameRun",
                              "The prepared run of a delta or stateless stream in one call (session/steady_run.py): "
                              "run(output_names, input_feed, run_options) -> outputs, or None when the call is not "
-                             "one it is for.")
+                             "one it is for.", gc_slots)
       .def(py::init([](py::object state, py::str input_name, std::vector<int64_t> shape, py::dtype dtype,
                        py::object value_of, py::object device, py::object bind_input, py::object bind_output,
                        py::object run, py::object binding, std::vector<py::str> frame_references, py::dict frames,

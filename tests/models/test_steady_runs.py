@@ -154,3 +154,29 @@ def test_small_outputs_of_a_shape_the_model_fixes_stay_bound(cpu_op_library, mon
     assert kept_after_runs(open_batch) is None
     monkeypatch.setattr(steady_run, "KEPT_OUTPUT_BYTES", 0)
     assert kept_after_runs(model) is None
+
+
+@pytest.mark.parametrize("moving", [True, False], ids=["stateless", "delta"])
+def test_a_dropped_session_with_a_prepared_run_is_freed(cpu_op_library, moving):
+    """The prepared run holds its stream's state, whose `steady` holds it, and the policy's call holds the session: the
+    garbage collector must free them all once the caller drops the session (ORT's session and the state buffers with
+    them)."""
+    import gc
+    import weakref
+
+    model = zoo.BUILDERS["cnn1"]()
+    input_name = model.graph.input[0].name
+    shape = [d.dim_value or 1 for d in model.graph.input[0].type.tensor_type.shape.dim]
+    session = DeltaSession(deltaonnx.convert(model), dense_fallback=False)
+    rng = np.random.default_rng(7)
+    still = rng.random(shape).astype(np.float32)
+    for k in range(6):
+        frame = rng.random(shape).astype(np.float32) if moving else still.copy()
+        frame[..., 4 + k, 4] += 0.5  # a still stream: one pixel moves, never an identical frame
+        session.run(None, {input_name: frame})
+    state = session._streams["default"]
+    assert state.steady is not None and state.mode == ("stateless" if moving else "delta")
+    dropped = [weakref.ref(session), weakref.ref(state), weakref.ref(state.binding), weakref.ref(state.steady)]
+    del session, state
+    gc.collect()
+    assert all(ref() is None for ref in dropped), [ref() is None for ref in dropped]

@@ -389,6 +389,11 @@ class DeltaSession:
         """After a run of the converted model: its maps recorded, the fallback policy told (`frame`: the run's one
         host frame, else None)."""
         self._record_maps(state)
+        self._tell_policy(state, frame)
+
+    def _tell_policy(self, state: StreamState, frame: np.ndarray | None) -> None:
+        """The fallback policy after a run whose maps are recorded (also called by the compiled prepared run,
+        steady_frame_run.cc, on the runs the policy may act on)."""
         if state.mode == "stateless":
             state.stateless_runs_total += 1
             self._policy.after_fallback_run(state, frame)

@@ -113,13 +113,8 @@ def _compiled_run(session, state: StreamState, name: str, shape, dtype, binding,
     if _SteadyFrameRun is None or recorder is None:
         return None
     policy = session._policy
-    if state.mode == "stateless":
-        def policy_run(state_, frame):  # DeltaSession._finish_run after _record_maps, on a stateless run
-            state_.stateless_runs_total += 1
-            policy.after_fallback_run(state_, frame)
-        bounds = {}
-    else:
-        policy_run = policy.after_delta_run if policy.mode is not None else None
+    bounds = {}
+    if state.mode == "delta":
         enter = policy.STATELESS_ENTER if policy.mode == "stateless" else policy.FALLBACK_ENTER
         bounds = dict(policy_active=policy.mode is not None, settle=policy.SETTLE, enter=enter,
                       node_flops=state.node_flops, flops_total=float(state.flops_total or 0.0))
@@ -128,7 +123,7 @@ def _compiled_run(session, state: StreamState, name: str, shape, dtype, binding,
                            c_binding.bind_ortvalue_input, c_binding.bind_ortvalue_output,
                            binding._c_session.run_with_iobinding, c_binding, frame_references, binding._frames,
                            returned_from, recorder, state.counts, state.smoothed, state.mode == "delta", tested,
-                           policy_run, **bounds)
+                           session._tell_policy, **bounds)
 
 
 def _kept_outputs(session, state: StreamState, fresh: tuple, c_binding) -> dict | None:
