@@ -15,6 +15,7 @@ Decisions (recorded as a NodePlan in the node's meta and in the context, in grap
 Maps only add conversions, so the decisions are iterated to a fixed point."""
 from __future__ import annotations
 
+import math
 from collections import Counter
 from typing import Optional
 
@@ -29,7 +30,7 @@ from .fold_batchnorm import FOLDED_META_KEY
 from .protocol import DEFAULT_GATE_BLOCK
 from .locality import ChangeMapPropagation, DryRunMaps
 from .normalize import CANDIDATE_OPS, onnx_opset
-from .shapes import shape_text
+from .shapes import shape_text, static_dims
 
 # Ops between a model input and a Delta op that keep the input's units: the input gate applies.
 _LAYOUT_ONLY_OPS = frozenset({"Transpose", "Cast", "Identity"})
@@ -181,13 +182,8 @@ class PlanConversion(ir.passes.InPlacePass):
 
 
 def _reads_tiny_input(node: ir.Node) -> bool:
-    shape = node.inputs[0].shape
-    if shape is None or not all(isinstance(d, int) for d in shape):
-        return False
-    count = 1
-    for d in shape:
-        count *= d
-    return count <= TINY_INPUT_ELEMENTS
+    found = static_dims(node.inputs[0])
+    return found is not None and None not in found and math.prod(found) <= TINY_INPUT_ELEMENTS
 
 
 def reads_model_input(node: ir.Node) -> bool:
