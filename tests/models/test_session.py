@@ -750,6 +750,76 @@ def test_the_frame_is_checked_before_probes_only_where_it_bounds_the_work():
     assert keeping_state._policy.check is None
 
 
+def _squeeze_excite_model(reduce_axes=(2, 3), stem=4, width=48, hw=32) -> onnx.ModelProto:
+    """A small stem conv, a squeeze-excite gate (ReduceMean over `reduce_axes`, a 1x1 conv, Sigmoid, Mul) and two
+    wide 3x3 convs behind it: most of the conv work reads the pooled gate."""
+    rng = np.random.default_rng(5)
+
+    def conv(name, m, c, k):
+        w = (rng.standard_normal((m, c, k, k)) / np.sqrt(c * k * k)).astype(np.float32)
+        return [numpy_helper.from_array(w, f"{name}.w"), numpy_helper.from_array(np.zeros(m, np.float32), f"{name}.b")]
+
+    inits = conv("stem", stem, 3, 3) + conv("se", stem, stem, 1) + conv("c1", width, stem, 3) + conv("c2", width, width, 3)
+    inits.append(numpy_helper.from_array(np.array(reduce_axes, np.int64), "axes"))
+    nodes = [
+        helper.make_node("Conv", ["x", "stem.w", "stem.b"], ["s"], pads=[1] * 4),
+        helper.make_node("Relu", ["s"], ["sr"]),
+        helper.make_node("ReduceMean", ["sr", "axes"], ["pooled"], keepdims=1),
+        helper.make_node("Conv", ["pooled", "se.w", "se.b"], ["g"]),
+        helper.make_node("Sigmoid", ["g"], ["gs"]),
+        helper.make_node("Mul", ["sr", "gs"], ["excited"]),
+        helper.make_node("Conv", ["excited", "c1.w", "c1.b"], ["c1"], pads=[1] * 4),
+        helper.make_node("Relu", ["c1"], ["c1r"]),
+        helper.make_node("Conv", ["c1r", "c2.w", "c2.b"], ["y"], pads=[1] * 4),
+    ]
+    graph = helper.make_graph(nodes, "se", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, hw, hw])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], initializer=inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 10
+    return model
+
+
+def test_the_check_counts_the_work_behind_a_global_reduction_as_redone_everywhere():
+    """A squeeze-excite block pools every pixel: whenever the gate marks anything, the convs behind the pool redo
+    everything, so their share of the work is in the floor whole; a mean over channels pools nothing spatial."""
+    import zoo  # models/zoo.py (conftest puts models/ on the path); imported here: it needs torch
+
+    def check(model, **kw):
+        return DeltaSession(deltaonnx.convert(model, threshold=0.0, **kw), dense_fallback=False)._policy.check
+
+    pooled = check(_squeeze_excite_model())
+    assert 0.95 < pooled.everywhere < 1.0  # the two wide convs behind the pool
+    assert sum(pooled.weights) + pooled.everywhere == pytest.approx(1.0)
+    assert check(_squeeze_excite_model(reduce_axes=(1,))).everywhere == 0.0  # per pixel: the chain's floor
+    blocks = DeltaSession(deltaonnx.convert(_squeeze_excite_model(), threshold=0.05), dense_fallback=False)._policy.check
+    assert blocks.block and blocks.everywhere == pytest.approx(pooled.everywhere)  # the block rule's check too
+    mobilenet = check(zoo.BUILDERS["mobilenetv3_like"]((96, 96)))  # three squeeze-excite blocks after its stem
+    assert 0.5 < mobilenet.everywhere < 0.7
+    assert check(zoo.BUILDERS["mobilenetv2_like"]((96, 96))).everywhere == 0.0  # its pool feeds no converted conv
+
+
+def test_a_small_change_before_a_squeeze_excite_block_is_not_probed():
+    """The floor behind the pool: a stream running stateless whose frames change in a corner only is not probed,
+    as the probe would redo ~99% of the work (the convs behind the pool) and fail."""
+    model = _squeeze_excite_model()
+    session = DeltaSession(deltaonnx.convert(model, threshold=0.0), fallback_probe_every=2, dense_fallback=False)
+    rng = np.random.default_rng(11)
+    frames = [rng.random((1, 3, 32, 32)).astype(np.float32) for _ in range(4)]  # everything changes: stateless
+    base = frames[-1]
+    for step in range(8):
+        corner = base.copy()
+        corner[0, :, 0, step] += 1.0  # a pixel on the sampled row 0
+        frames.append(corner)
+    dense = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    modes = ""
+    for frame in frames:
+        np.testing.assert_allclose(session.run(None, {"x": frame})[0], dense.run(None, {"x": frame})[0],
+                                   rtol=1e-4, atol=1e-5)
+        modes += {"delta": "d", "stateless": "S"}[session.stats()["mode"]]
+    assert modes == "dSSSSSSSSSSS"
+    assert session.stats()["probes_skipped"] >= 4
+
+
 def test_the_dense_twin_is_built_beside_the_first_frames():
     """The twin (a few frames' time to build) is built in its own thread when the session is created, so the
     first run that falls back finds it ready; without the fallback none is built."""

@@ -85,3 +85,15 @@ def test_the_compiled_count_is_numpys():
         bands, kept = np.take(after, index.ravel(), axis=check.axes[0]), check.keep(before)
         np.testing.assert_allclose(check.native_marked_shares(bands, kept, index.shape),
                                    check.marked_shares(bands, kept, index.shape), err_msg=f"case {trial}")
+
+
+def test_the_work_behind_a_global_reduction_counts_whole_once_anything_is_marked():
+    """`everywhere`: ops behind a squeeze-excite pool redo everything when the gate marks any pixel."""
+    before, after = _frames()
+    check = ProbeCheck(0.0, ((1, 1),), (0.4,), everywhere=0.6)
+    kept = check.keep(before)
+    assert check.work_floor(before, kept) == 0.0
+    after[0, 1, 32, 10] = 1.0
+    assert check.work_floor(after, kept) == pytest.approx(0.4 * 3 / (3 * 64) + 0.6)
+    blocks = ProbeCheck(0.5, ((0, 0),), (0.4,), block=8, everywhere=0.6)
+    assert blocks.work_floor(after, blocks.keep(before)) == pytest.approx(0.4 * 8 / (3 * 64) + 0.6)

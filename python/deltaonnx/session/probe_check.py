@@ -6,7 +6,9 @@ past the gate's bound marks its pixel; the gate marks every output whose window 
 the block rule's aligned block), and with every op behind the gate exact, each later op marks every output a
 change reaches. So the pixels within each op's reach of a change, weighed by the ops' shares of the conv work, are
 (up to the sampling) a floor under the share of work a delta run would redo. Where it exceeds the bound the probe
-must stay under, the probe would fail: it is not made.
+must stay under, the probe would fail: it is not made. An op behind a global reduction of what the gate passes
+(a squeeze-excite block's GlobalAveragePool) reads every pixel through it: it redoes everything whenever the gate
+marks anything (mobilenetv3_like: 39% of its conv work before its first such block, 61% behind it).
 """
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import onnx
+import onnx.numpy_helper
 
 from ..graph_passes.identical_frames import IdenticalFramePlan
 from ..graph_passes.protocol import DOMAIN
@@ -30,6 +33,10 @@ except ImportError:  # built without the pybind module: numpy
 MAX_REACH = 15
 # Ops that pass a change on to the same pixel: the chain from the gate goes on through them.
 _POINTWISE = ("DeltaReorder", "Identity")
+# Ops whose every output reads every pixel of their input (ONNX domain): a change anywhere changes all they give.
+_GLOBAL_POOLS = ("GlobalAveragePool", "GlobalMaxPool", "GlobalLpPool")
+_REDUCTIONS = ("ReduceMean", "ReduceMax", "ReduceMin", "ReduceSum", "ReduceL1", "ReduceL2", "ReduceLogSumExp",
+               "ReduceSumSquare", "ReduceProd", "ReduceLogSum")
 
 
 @dataclass(frozen=True)
@@ -42,6 +49,9 @@ class ProbeCheck:
     weights: tuple[float, ...]
     block: int = 0  # the block rule: a marked pixel marks its aligned block of block x block pixels instead
     axes: tuple[int, int] = (2, 3)  # the frame's row and column axes (NCHW; (1, 2) for an NHWC frame)
+    # The share of the conv work behind a global reduction of what the gate passes: redone everywhere when the gate
+    # marks anything (the weights and it add up to 1).
+    everywhere: float = 0.0
 
     def keep(self, frame: np.ndarray) -> np.ndarray | None:
         """The bands of the frame before the probe (a copy), None for a frame that is not 4-D."""
@@ -55,7 +65,9 @@ class ProbeCheck:
         if bands is None or bands.shape != kept.shape:
             return 0.0
         marked = self.marked_shares if _native_marked_shares is None else self.native_marked_shares
-        return float(sum(weight * share for weight, share in zip(self.weights, marked(bands, kept, index.shape))))
+        shares = marked(bands, kept, index.shape)
+        floor = sum(weight * share for weight, share in zip(self.weights, shares))
+        return float(floor + (self.everywhere if any(share > 0 for share in shares) else 0.0))
 
     def native_marked_shares(self, bands: np.ndarray, kept: np.ndarray, index_shape: tuple) -> list[float]:
         """marked_shares in one pass of the compiled module (ops/pybind/probe_marks.cc)."""
@@ -140,19 +152,73 @@ def probe_check(plan: IdenticalFramePlan | None, nodes: list[dict], graph: onnx.
     if perm not in (None, [0, 1, 2, 3], [0, 3, 1, 2]):
         return None  # a Transpose that moves the frame's rows or columns elsewhere
     axes = (1, 2) if perm == [0, 3, 1, 2] else (2, 3)  # an NHWC frame read as NCHW, or NCHW as it is
+    flops = {n["name"]: n.get("flops") for n in nodes if n.get("decision") == "converted"}
+    weighed = all(flops.values())
+    total = float(sum(flops.values())) if weighed else 0.0
+    behind = _behind_global_reductions(gate.node, graph) & set(flops) if weighed else set()
+    everywhere = sum(flops[name] for name in behind) / total if behind else 0.0
     if gate.block_rule is not None:
         block = int(gate.block_rule.get("gate_block", 0))
-        return ProbeCheck(bound, ((0, 0),), (1.0,), block, axes) if block > 0 else None
+        return ProbeCheck(bound, ((0, 0),), (1.0 - everywhere,), block, axes, everywhere) if block > 0 else None
     chain = _chain_from(gate.node, graph)
     if not chain:
         return None
-    flops = {n["name"]: n.get("flops") for n in nodes if n.get("decision") == "converted"}
-    if any(not value for value in flops.values()) or any(name not in flops for name, _ in chain):
+    if not weighed or any(name not in flops for name, _ in chain):
         return ProbeCheck(bound, (chain[0][1],), (1.0,), 0, axes)
-    total = float(sum(flops.values()))
+    behind -= {name for name, _ in chain}
+    everywhere = sum(flops[name] for name in behind) / total
     weights = [flops[name] / total for name, _ in chain]
-    weights[-1] += 1.0 - sum(weights)  # every op after the chain marks at least what its end does
-    return ProbeCheck(bound, tuple(reach for _, reach in chain), tuple(weights), 0, axes)
+    weights[-1] += 1.0 - everywhere - sum(weights)  # every other op after the chain marks at least what its end does
+    return ProbeCheck(bound, tuple(reach for _, reach in chain), tuple(weights), 0, axes, everywhere)
+
+
+def _behind_global_reductions(gate_name: str, graph: onnx.GraphProto) -> set[str]:
+    """The nodes downstream of a global reduction (_is_global_reduction) that is itself downstream of the gate."""
+    readers: dict[str, list[onnx.NodeProto]] = {}
+    for n in graph.node:
+        for name in set(n.input):
+            if name:
+                readers.setdefault(name, []).append(n)
+    initializers = {t.name: t for t in graph.initializer}
+    ranks = {v.name: len(v.type.tensor_type.shape.dim) for v in [*graph.value_info, *graph.input, *graph.output]
+             if v.type.HasField("tensor_type") and v.type.tensor_type.HasField("shape")}
+
+    def downstream(starts: list[onnx.NodeProto]) -> list[onnx.NodeProto]:
+        seen, order, todo = set(), [], list(starts)
+        while todo:
+            node = todo.pop()
+            if id(node) in seen:
+                continue
+            seen.add(id(node))
+            order.append(node)
+            todo.extend(reader for name in node.output if name for reader in readers.get(name, []))
+        return order
+
+    gate = [n for n in graph.node if n.name == gate_name]
+    reductions = [n for n in downstream(gate) if _is_global_reduction(n, initializers, ranks)]
+    return {n.name for n in downstream([r for reduction in reductions for name in reduction.output if name
+                                         for r in readers.get(name, [])])}
+
+
+def _is_global_reduction(node: onnx.NodeProto, initializers: dict, ranks: dict[str, int]) -> bool:
+    """A global pool, or a Reduce* over both of a 4-D tensor's spatial axes (x.mean((2, 3)) of a squeeze-excite
+    block): every output reads every pixel. Reduce axes given as a constant only; an unknown rank counts as 4."""
+    if node.domain not in ("", "ai.onnx"):
+        return False
+    if node.op_type in _GLOBAL_POOLS:
+        return True
+    if node.op_type not in _REDUCTIONS or not node.input:
+        return False
+    rank = ranks.get(node.input[0], 4)
+    attributes = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+    axes = attributes.get("axes")
+    if axes is None and len(node.input) > 1 and node.input[1]:
+        if node.input[1] not in initializers:
+            return False  # computed axes: unknown
+        axes = onnx.numpy_helper.to_array(initializers[node.input[1]]).ravel().tolist()
+    if axes is None or len(axes) == 0:
+        return not attributes.get("noop_with_empty_axes", 0)  # every axis
+    return rank == 4 and {int(a) % 4 for a in axes} >= {2, 3}
 
 
 def _chain_from(gate_name: str, graph: onnx.GraphProto) -> list[tuple[str, tuple[int, int]]]:
