@@ -9,6 +9,7 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <chrono>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -25,8 +26,9 @@ using deltaonnx::MarkRecorder;
 namespace {
 
 // The stream's counters the run keeps, shared with StreamState (python/deltaonnx/session/stream_state.py STEADY_COUNTS
-// names them in this order); its smoothed work is a float64 array of one (NaN: none yet).
-enum Count : int64_t { kRuns = 0, kModeRuns, kStatelessRuns, kProbeInterval, kCheckWait, kCountSlots };
+// names them in this order), and its smoothed values, a float64 array (STEADY_SMOOTHED; NaN: none yet).
+enum Count : int64_t { kRuns = 0, kModeRuns, kStatelessRuns, kProbeInterval, kCheckWait, kTwinWait, kCountSlots };
+enum Smoothed : int64_t { kWork = 0, kDeltaSeconds, kTwinSeconds, kLastSeconds, kSmoothedSlots };
 
 using Counts = py::array_t<int64_t, py::array::c_style>;
 using Doubles = py::array_t<double, py::array::c_style>;
@@ -39,6 +41,11 @@ struct DeltaPolicy {
   double enter = 0.0;   // the share past which a stream settled in delta leaves it
   Doubles node_flops;   // per map, empty when unknown
   double flops_total = 0.0;
+  // FallbackPolicy's clock (the dense twin only): delta runs timed against the twin's
+  bool clock = false;
+  double clock_enter = 0.0;  // CLOCK_ENTER
+  double smoothing = 0.0;    // CLOCK_SMOOTHING
+  int64_t sample_at = 0;     // TWIN_SAMPLE_AT
 };
 
 class SteadyFrameRun {
@@ -60,9 +67,11 @@ class SteadyFrameRun {
         smoothed_(std::move(smoothed)), delta_(delta), tested_(tested), policy_(std::move(policy)),
         policy_run_(std::move(policy_run)) {
     if (counts_.ndim() != 1 || counts_.size() != kCountSlots || !counts_.writeable())
-      throw std::invalid_argument("SteadyFrameRun: counts must be a writeable int64 array of 5");
-    if (smoothed_.ndim() != 1 || smoothed_.size() != 1 || !smoothed_.writeable())
-      throw std::invalid_argument("SteadyFrameRun: smoothed must be a writeable float64 array of 1");
+      throw std::invalid_argument("SteadyFrameRun: counts must be a writeable int64 array of " +
+                                  std::to_string(kCountSlots));
+    if (smoothed_.ndim() != 1 || smoothed_.size() != kSmoothedSlots || !smoothed_.writeable())
+      throw std::invalid_argument("SteadyFrameRun: smoothed must be a writeable float64 array of " +
+                                  std::to_string(kSmoothedSlots));
     recorder_ = recorder_object_.cast<MarkRecorder*>();
     if (policy_.active && policy_.flops_total > 0 &&
         (policy_.node_flops.ndim() != 1 || policy_.node_flops.size() != recorder_->slices()))
@@ -102,12 +111,15 @@ class SteadyFrameRun {
     int64_t* c = counts_.mutable_data();
     if (state_.attr(steady_name_).ptr() != self.ptr() || (tested_ && c[kCheckWait] < 2)) return py::none();
     py::list outputs(kept_.size());
+    double seconds = 0.0;
     try {
       frames_[name_] = py::handle(frame);  // alive while ORT points at it
       py::object value = ort_.value_of(py::handle(frame), ort_.device);  // on the frame's memory, no copy
       ort_.bind_input(name_, value);
       for (const py::str& present : references_) ort_.bind_output(present, value);
+      const auto start = std::chrono::steady_clock::now();  // ORT's run, as DeltaSession._run_delta times it
       ort_.run(ort_.binding, run_options);
+      seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     } catch (...) {
       try {
         drop_state_();  // buffers bound in place may be half written
@@ -130,7 +142,7 @@ class SteadyFrameRun {
     recorder_->record();
     state_.attr(maps_cleared_name_) = py::bool_(false);
     if (delta_) {
-      after_delta_run(frame);
+      after_delta_run(frame, seconds);
     } else if (c[kModeRuns] + 1 >= c[kProbeInterval] - 1) {
       policy_run_(state_, py::handle(frame));  // the policy may act: it counts this run
     } else {
@@ -180,30 +192,47 @@ class SteadyFrameRun {
 
  private:
   // FallbackPolicy.after_delta_run where it only counts and smooths: on a stream settled in delta (past a probe's
-  // or a reset's first runs) whose smoothed share stays within the bound. Elsewhere the policy itself decides, from
-  // the same maps.
-  void after_delta_run(PyObject* frame) {
+  // or a reset's first runs) whose smoothed share, and with the clock its smoothed time, stay within the bounds, and
+  // whose twin is not due to be timed. Elsewhere the policy itself decides, from the same maps and times (nothing
+  // is written before it is called).
+  void after_delta_run(PyObject* frame, double seconds) {
     if (!policy_.active) return;
     int64_t* c = counts_.mutable_data();
+    double* s = smoothed_.mutable_data();
+    s[kLastSeconds] = seconds;
     const int64_t mode_runs = c[kModeRuns] + 1;
     if (mode_runs <= policy_.settle) {
       policy_run_(state_, py::handle(frame));
       return;
     }
-    if (!(policy_.flops_total > 0)) {
-      c[kModeRuns] = mode_runs;
-      return;
+    double work = s[kWork];
+    if (policy_.flops_total > 0) {
+      const double share =
+          deltaonnx::weighted_sum(policy_.node_flops.data(), recorder_->last(), recorder_->slices()) /
+          policy_.flops_total;
+      work = std::isnan(work) ? share : 0.5 * work + 0.5 * share;
+      if (work > policy_.enter) {
+        policy_run_(state_, py::handle(frame));  // it leaves delta: the policy counts this run and switches
+        return;
+      }
     }
-    const double work = deltaonnx::weighted_sum(policy_.node_flops.data(), recorder_->last(), recorder_->slices()) /
-                        policy_.flops_total;
-    double* smoothed = smoothed_.mutable_data();
-    const double next = std::isnan(smoothed[0]) ? work : 0.5 * smoothed[0] + 0.5 * work;
-    if (next > policy_.enter) {
-      policy_run_(state_, py::handle(frame));  // it leaves delta: the policy counts this run and switches
-      return;
+    double delta_seconds = s[kDeltaSeconds];
+    int64_t twin_wait = c[kTwinWait];
+    if (policy_.clock) {
+      const double a = policy_.smoothing, twin = s[kTwinSeconds];
+      delta_seconds = std::isnan(delta_seconds) ? seconds : (1.0 - a) * delta_seconds + a * seconds;
+      // the policy leaves delta past the twin's time, or has the twin timed on the next run
+      const bool acts = std::isnan(twin) ? mode_runs >= policy_.sample_at
+                                         : delta_seconds > policy_.clock_enter * twin || --twin_wait <= 0;
+      if (acts) {
+        policy_run_(state_, py::handle(frame));
+        return;
+      }
     }
     c[kModeRuns] = mode_runs;
-    smoothed[0] = next;
+    c[kTwinWait] = twin_wait;
+    s[kWork] = work;
+    s[kDeltaSeconds] = delta_seconds;
   }
 
   py::object state_;
@@ -251,13 +280,18 @@ void bind_steady_frame_run(py::module_& m) {
                        py::object run, py::object binding, std::vector<py::str> frame_references, py::dict frames,
                        std::vector<py::array> kept, py::object recorder, Counts counts, Doubles smoothed, bool delta,
                        bool tested, py::object policy_run, bool policy_active, int64_t settle, double enter,
-                       py::object node_flops, double flops_total) {
+                       py::object node_flops, double flops_total, bool clock, double clock_enter, double smoothing,
+                       int64_t sample_at) {
              DeltaPolicy policy;
              policy.active = policy_active;
              policy.settle = settle;
              policy.enter = enter;
              if (!node_flops.is_none()) policy.node_flops = node_flops.cast<Doubles>();
              policy.flops_total = flops_total;
+             policy.clock = clock;
+             policy.clock_enter = clock_enter;
+             policy.smoothing = smoothing;
+             policy.sample_at = sample_at;
              return SteadyFrameRun(std::move(state), std::move(input_name), std::move(shape), std::move(dtype),
                                    {std::move(value_of), std::move(device), std::move(bind_input),
                                     std::move(bind_output), std::move(run), std::move(binding)},
@@ -270,7 +304,8 @@ void bind_steady_frame_run(py::module_& m) {
            py::arg("frame_references"), py::arg("frames"), py::arg("kept"), py::arg("recorder"),
            py::arg("counts").noconvert(), py::arg("smoothed").noconvert(), py::arg("delta"), py::arg("tested"),
            py::arg("policy_run"), py::arg("policy_active") = false, py::arg("settle") = 2, py::arg("enter") = 0.0,
-           py::arg("node_flops") = py::none(), py::arg("flops_total") = 0.0)
+           py::arg("node_flops") = py::none(), py::arg("flops_total") = 0.0, py::arg("clock") = false,
+           py::arg("clock_enter") = 0.0, py::arg("smoothing") = 0.0, py::arg("sample_at") = 0)
       .def("__call__",
            [](py::handle self, py::handle output_names, py::handle input_feed, py::handle run_options) {
              return self.cast<SteadyFrameRun&>().call(self, output_names, input_feed, run_options);

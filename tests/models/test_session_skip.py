@@ -63,7 +63,8 @@ class Twins:
     """The same model in two sessions, shortcut on and off, driven alike and compared after every run."""
 
     def __init__(self, model, **options):
-        options = {"stateless_runs": False, **options}  # frames are skipped in delta mode: stay in it
+        # frames are skipped in delta mode: stay in it; the clock off, as a skipped run takes no time
+        options = {"stateless_runs": False, "fallback_clock": False, **options}
         self.on = DeltaSession(model, skip_identical_frames=True, **options)
         self.off = DeltaSession(model, skip_identical_frames=False, **options)
         self.runs = 0

@@ -116,6 +116,7 @@ class BenchOptions:
     oracle: bool = False  # also run the numpy reference (pixel-granular rules) on the profiled frames
     dense_fallback: bool = True  # DeltaSession's fallback to the dense twin when almost everything changes
     stateless_runs: bool = True  # without the twin, DeltaSession's stateless runs when almost everything changes
+    fallback_clock: bool = True  # with the twin, DeltaSession's clock: delta runs timed against the twin's
     maps_dir: Optional[Path] = None
     maps_frames: int = 3
     progress: bool = True

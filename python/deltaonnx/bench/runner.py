@@ -81,7 +81,7 @@ def run_benchmark(model, frames: Iterable[np.ndarray], preprocess: Optional[Prep
         config = DeltaConfig(float(metadata.get("threshold", 0.0)), float(metadata.get("inner_threshold", 0.0)))
         runs.append(ConfigRun(config, converted_proto, metadata, DeltaSession(
             converted_proto, options_for_sessions, dense_fallback=options.dense_fallback,
-            stateless_runs=options.stateless_runs)))
+            stateless_runs=options.stateless_runs, fallback_clock=options.fallback_clock)))
     else:
         if not configs:
             raise BenchError("no configuration to run (empty threshold lists)")
@@ -94,7 +94,7 @@ def run_benchmark(model, frames: Iterable[np.ndarray], preprocess: Optional[Prep
                                            dense_fraction=options.dense_fraction)
             runs.append(ConfigRun(config, proto, conversion_metadata(proto), DeltaSession(
                 proto, options_for_sessions, dense_fallback=options.dense_fallback,
-                stateless_runs=options.stateless_runs)))
+                stateless_runs=options.stateless_runs, fallback_clock=options.fallback_clock)))
     dense_bytes = original.SerializeToString()
     dense = ort.InferenceSession(dense_bytes, options_for_sessions, providers=["CPUExecutionProvider"])
     dense_boxes: list = []  # dense ORT's boxes above the threshold per frame, for its flicker

@@ -83,6 +83,9 @@ def add_command(subparsers, common: argparse.ArgumentParser) -> None:
     run.add_argument("--keep-state", dest="stateless_runs", action="store_false",
                      help="with --no-fallback: keep the state on every run however much changes (no stateless runs, "
                      "docs/design.md#stateless-runs)")
+    run.add_argument("--no-clock", dest="fallback_clock", action="store_false",
+                     help="the fallback decides on the share of work redone alone, not also on delta runs timed "
+                     "against the twin's (docs/design.md#the-clock)")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
     agree = parser.add_argument_group("agreement")
     add_detection_options(agree, "report box F1 against dense")
@@ -147,7 +150,7 @@ def run_command(args: argparse.Namespace) -> int:
             match_iou=args.match_iou, objectness=args.objectness, all_nodes=args.all_nodes,
             dense_fraction=args.dense_fraction, node_thresholds=read_thresholds_file(args.node_thresholds),
             profile_frames=args.profile_frames, profile_delta=args.profile, oracle=args.oracle,
-            dense_fallback=args.dense_fallback, stateless_runs=args.stateless_runs,
+            dense_fallback=args.dense_fallback, stateless_runs=args.stateless_runs, fallback_clock=args.fallback_clock,
             maps_dir=Path(args.maps) if args.maps else None, maps_frames=args.maps_frames, progress=not args.quiet)
         inner_gates = args.inner_gate or [GateConfig()]
         result = run_benchmark(proto, frames, preprocess, configs=parse_configs(thresholds, inners, gates, inner_gates,

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from typing import Any, Hashable, Mapping, Sequence
 
 import numpy as np
@@ -88,12 +89,18 @@ class DeltaSession:
 
     def __init__(self, model: str | os.PathLike | bytes | Any, sess_options: ort.SessionOptions | None = None,
                  providers: Sequence[str | tuple] | None = None, *, dense_fallback: bool = True,
-                 fallback_probe_every: int = 30, skip_identical_frames: bool = True, stateless_runs: bool = True):
+                 fallback_probe_every: int = 30, skip_identical_frames: bool = True, stateless_runs: bool = True,
+                 fallback_clock: bool = True):
         """dense_fallback: a stream whose frames change almost everywhere (a moving camera) is run through
         the model's dense twin (graph_passes/dense_twin.py), which costs what dense ORT costs, and probed with
         delta again after `fallback_probe_every` frames (twice as long after each failed probe, at most 4x);
         stats() says which mode a stream is in. Dense frames are exact (no thresholds apply). The twin is built
         when the session is, in a thread of its own.
+
+        fallback_clock: with the dense fallback, ORT's delta runs are also timed against the twin's (a frame run by
+        the twin every few hundred delta frames, its outputs the twin's): a stream whose delta runs take longer
+        than the twin's falls back too, whatever share of the work they redo (docs/design.md#the-clock). False:
+        the share alone decides, so a stream's modes depend on its frames only.
 
         stateless_runs: with the dense fallback off, such a stream runs the converted model itself without keeping
         state (docs/design.md#stateless-runs): every Delta op recomputes everything from empty state and writes its
@@ -175,7 +182,7 @@ class DeltaSession:
                 check = probe_check(plan, list(self._metadata.nodes), graph)
         self._identical_plan: IdenticalFramePlan | None = plan if skip_identical_frames else None
         self._identical_reason = plan_reason if skip_identical_frames else "skip_identical_frames=False"
-        self._policy = self.POLICY(fallback, self._probe_every, check)
+        self._policy = self.POLICY(fallback, self._probe_every, check, clock=bool(fallback_clock))
         self._stateless_plan: StatelessPlan | None = None  # built on the first stateless run
 
         self._streams: dict[Hashable, StreamState] = {}
@@ -350,10 +357,19 @@ class DeltaSession:
 
     def _run_dense(self, state: StreamState, requested: list[str], inputs: dict,
                    run_options: ort.RunOptions | None, frame: np.ndarray | None) -> list[np.ndarray]:
+        """A run of the dense twin, timed: a stream in the fallback, or a delta stream's sample of the twin's time
+        (FallbackPolicy's clock), which leaves its state and mode as they were."""
         feed = {name: value for name, (value, _) in inputs.items()}
-        outputs = self._dense_twin_session().run(requested, feed, run_options)
+        twin = self._dense_twin_session()
+        start = time.perf_counter()
+        outputs = twin.run(requested, feed, run_options)
+        self._policy.after_twin_sample(state, time.perf_counter() - start)
         state.dense_runs_total += 1
-        self._policy.after_fallback_run(state, frame)
+        if state.twin_sample:
+            state.twin_sample = False
+            state.twin_samples += 1
+        else:
+            self._policy.after_fallback_run(state, frame)
         return outputs
 
     def _run_locked(self, state: StreamState, requested: list[str], inputs: dict, input_shapes: tuple,
@@ -361,7 +377,7 @@ class DeltaSession:
                     steady_allowed: bool = False) -> list[np.ndarray]:
         # the frame for the fallback's check before a probe: none where a change map narrows what the gate sees
         frame = None if maps else one_frame(inputs)
-        if state.mode == "dense":
+        if state.mode == "dense" or (state.twin_sample and state.input_shapes == input_shapes):  # a sample: same shapes
             return self._run_dense(state, requested, inputs, run_options, frame)
         if state.binding is not None and state.input_shapes != input_shapes:
             state.drop_state()
@@ -506,7 +522,9 @@ class DeltaSession:
         if state.mode == "stateless" and not first:
             for present, frame_input in self._stateless().frame_references(inputs):
                 binding.bind_output_to(present, inputs[frame_input][0])
+        start = time.perf_counter()  # FallbackPolicy's clock (the compiled prepared run times the same call)
         binding.run(run_options)
+        state.last_seconds = time.perf_counter() - start
         outputs = binding.outputs()
         index, presents = state.output_index, self._present_names
         # numpy(): a view of this run's own buffer; a state output is copied (the next run writes into its buffer),
@@ -538,6 +556,7 @@ class DeltaSession:
         state.skipped_runs += 1
         state.last_fraction[:] = 0.0  # in place: the stream's map buffers record into this array
         state.maps_cleared = True
+        state.last_seconds = 0.0
         if self._policy.mode is not None:
             self._policy.after_delta_run(state)
         return [self._state_output(state, name) if name in self._present_names else state.kept_outputs[name].copy()
@@ -658,7 +677,8 @@ class DeltaSession:
 
         Returns ``{"stream", "runs", "nodes": {node: {"op", "fraction", "fraction_avg", "flops",
         "flops_saved", "flops_saved_avg"}}, "flops", "flops_saved", "flops_saved_avg", "mode", "work_smoothed",
-        "dense_runs", "stateless_runs", "skipped_runs", "probes_skipped"}``. `mode`: "delta", "dense" (the dense
+        "dense_runs", "stateless_runs", "skipped_runs", "probes_skipped", "twin_samples", "delta_ms_smoothed",
+        "twin_ms_smoothed"}``. `mode`: "delta", "dense" (the dense
         twin) or "stateless" (docs/design.md#stateless-runs). `fraction` is the mean of the node's change map;
         `flops` is the node's cost per frame (batch item) as the converter recorded it in the metadata or, for a
         model with dynamic input sizes, at the shapes of the last run (None when neither is known), and
@@ -667,6 +687,9 @@ class DeltaSession:
         fraction 0).
         `probes_skipped`: probes of delta a check of the frame found not worth making (the fallback's frames moved
         almost everywhere; docs/design.md#dense-fallback).
+        `twin_samples`: runs of the dense twin a delta stream made to time it (counted in `dense_runs`);
+        `delta_ms_smoothed` and `twin_ms_smoothed`: the smoothed times of ORT's delta runs and of the twin's that the
+        fallback compares (docs/design.md#the-clock; None until measured).
         """
         return stream_stats(self._ran_stream(stream, "stats"), stream, self._map_nodes, self._node_info)
 

@@ -40,16 +40,26 @@ class FallbackPolicy:
     STATELESS_ENTER = 0.97
     STATELESS_STAY = 0.95
     SETTLE = 2  # the first frame with state decides (the one before it, without state, is redone in full)
+    # The clock (the twin only): a stream settled in delta whose smoothed run time exceeds CLOCK_ENTER x the twin's
+    # leaves for the twin; a probe's first frame with state must run within CLOCK_STAY x. mobilenetv3_like on a
+    # static camera redoes 61% of its conv work at 1.5x dense ORT's time, under the share bounds.
+    CLOCK_ENTER = 1.1
+    CLOCK_STAY = 1.0
+    CLOCK_SMOOTHING = 0.25  # the newest run's weight in the smoothed times
+    TWIN_SAMPLE_AT = 30  # the delta run after which the twin is first timed (a run the twin makes instead)
+    TWIN_SAMPLE_EVERY = 300  # delta runs between the twin's timed samples (its cost: one frame at the twin's)
     PROBE_BACKOFF = 4
     # Pairs of frames in a row the check must find quiet before a probe: a moving camera has lulls of a frame (bikes
     # at 224 px: pairs whose floor dips to 0.92-0.93 between pairs at 0.96-0.99), a stopped one stays quiet.
     QUIET_CHECKS = 2
 
-    def __init__(self, mode: str | None, probe_every: int, check: ProbeCheck | None = None):
-        """`check`: the frame check before each probe (probe_check.py), None where the model allows none."""
+    def __init__(self, mode: str | None, probe_every: int, check: ProbeCheck | None = None, clock: bool = True):
+        """`check`: the frame check before each probe (probe_check.py), None where the model allows none. `clock`:
+        time delta runs against the twin's (with the twin only)."""
         if mode not in ("dense", "stateless", None):
             raise ValueError(f"unknown fallback {mode!r}")
         self.mode = mode
+        self.clock = clock and mode == "dense"
         self.probe_every = probe_every
         self.check = check
 
@@ -84,23 +94,62 @@ class FallbackPolicy:
             state.probe_rows, state.quiet_checks = None, 0  # each probe, checked or not, starts the count afresh
 
     def after_delta_run(self, state: StreamState) -> None:
-        """After a delta run (or a skipped one): smooth the FLOP-weighted share of conv work redone; switch to the
-        fallback when it is high."""
+        """After a delta run (or a skipped one): smooth the FLOP-weighted share of conv work redone, and with the
+        twin its time (the clock); switch to the fallback when either is high."""
         state.mode_runs += 1
-        total = state.flops_total
-        if not total or state.mode_runs < 2:  # the first frame after a reset is always redone in full
+        if state.mode_runs < 2:  # the first frame after a reset is always redone in full
             return
-        work = flop_weighted(state.node_flops, state.last_fraction) / total
-        state.work = work if state.work is None else 0.5 * state.work + 0.5 * work
-        probing = state.dense_runs_total + state.stateless_runs_total > 0 and state.mode_runs <= self.SETTLE
-        if self.mode == "stateless":
-            limit = self.STATELESS_STAY if probing else self.STATELESS_ENTER
+        fallbacks = state.dense_runs_total - state.twin_samples + state.stateless_runs_total
+        probing = fallbacks > 0 and state.mode_runs <= self.SETTLE
+        total = state.flops_total
+        if total:
+            work = flop_weighted(state.node_flops, state.last_fraction) / total
+            state.work = work if state.work is None else 0.5 * state.work + 0.5 * work
+            if self.mode == "stateless":
+                limit = self.STATELESS_STAY if probing else self.STATELESS_ENTER
+            else:
+                limit = self.FALLBACK_STAY if probing else self.FALLBACK_ENTER
+            if state.mode_runs >= self.SETTLE and state.work > limit:
+                self._leave_delta(state, probing)
+                return
+        if self.clock:
+            self._watch_clock(state, probing)
+
+    def _watch_clock(self, state: StreamState, probing: bool) -> None:
+        """The clock: a delta run's cost is not its FLOP share (the gate over the frame, each op's comparisons and
+        state, a partial recompute's cost per FLOP), so ORT's delta runs are timed (smoothed from the first run with
+        state on) against the twin's, timed on a frame every TWIN_SAMPLE_EVERY delta runs (the first after
+        TWIN_SAMPLE_AT). Past CLOCK_ENTER x the twin's time the stream leaves for the twin; a probe stays only
+        within CLOCK_STAY x."""
+        seconds = state.last_seconds
+        if seconds is None:
+            return
+        a = self.CLOCK_SMOOTHING
+        state.delta_seconds = seconds if state.mode_runs <= self.SETTLE or state.delta_seconds is None \
+            else (1.0 - a) * state.delta_seconds + a * seconds
+        twin = state.twin_seconds
+        if twin is None:
+            due = state.mode_runs >= self.TWIN_SAMPLE_AT
         else:
-            limit = self.FALLBACK_STAY if probing else self.FALLBACK_ENTER
-        if state.mode_runs >= self.SETTLE and state.work > limit:
-            state.drop_state(keep_maps=True)
-            state.mode, state.mode_runs = self.mode, 0
-            # A failed probe doubles the wait before the next (a camera that keeps moving pays fewer probes, each
-            # two frames at the Delta ops' full cost), up to PROBE_BACKOFF times probe_every.
-            state.probe_interval = (min(2 * state.probe_interval, self.PROBE_BACKOFF * self.probe_every)
-                                    if probing and state.probe_interval else self.probe_every)
+            if state.mode_runs >= self.SETTLE and \
+                    state.delta_seconds > (self.CLOCK_STAY if probing else self.CLOCK_ENTER) * twin:
+                self._leave_delta(state, probing)
+                return
+            state.twin_wait -= 1
+            due = state.twin_wait <= 0
+        if due:  # the next run: the twin's, timed; the prepared run leaves it to the general path
+            state.twin_sample, state.twin_wait, state.steady = True, self.TWIN_SAMPLE_EVERY, None
+
+    def after_twin_sample(self, state: StreamState, seconds: float) -> None:
+        """After a run of the twin, timed (a sample of a delta stream, or a run of a stream in the fallback)."""
+        a, twin = self.CLOCK_SMOOTHING, state.twin_seconds
+        state.twin_seconds = seconds if twin is None else (1.0 - a) * twin + a * seconds
+        state.twin_wait = self.TWIN_SAMPLE_EVERY  # just timed
+
+    def _leave_delta(self, state: StreamState, probing: bool) -> None:
+        state.drop_state(keep_maps=True)
+        state.mode, state.mode_runs = self.mode, 0
+        # A failed probe doubles the wait before the next (a camera that keeps moving pays fewer probes, each
+        # two frames at the Delta ops' full cost), up to PROBE_BACKOFF times probe_every.
+        state.probe_interval = (min(2 * state.probe_interval, self.PROBE_BACKOFF * self.probe_every)
+                                if probing and state.probe_interval else self.probe_every)

@@ -37,7 +37,7 @@ def steady_runner(session, state: StreamState, inputs: dict) -> SteadyRun | None
     a stream whose state changed, a frame the identical-frame test is due on), and the general path takes it."""
     binding = state.binding
     if (binding is None or not binding._lean or state.mode not in ("delta", "stateless") or len(inputs) != 1
-            or state.map_buffers is None):
+            or state.map_buffers is None or state.twin_sample):
         return None
     # A gate's change-map input stays bound to the empty map the run just made bound (DeltaSession.run takes this
     # path only for calls without a change map).
@@ -117,7 +117,9 @@ def _compiled_run(session, state: StreamState, name: str, shape, dtype, binding,
     if state.mode == "delta":
         enter = policy.STATELESS_ENTER if policy.mode == "stateless" else policy.FALLBACK_ENTER
         bounds = dict(policy_active=policy.mode is not None, settle=policy.SETTLE, enter=enter,
-                      node_flops=state.node_flops, flops_total=float(state.flops_total or 0.0))
+                      node_flops=state.node_flops, flops_total=float(state.flops_total or 0.0),
+                      clock=policy.clock, clock_enter=policy.CLOCK_ENTER, smoothing=policy.CLOCK_SMOOTHING,
+                      sample_at=policy.TWIN_SAMPLE_AT)
     c_binding = binding._c_binding
     return _SteadyFrameRun(state, name, list(shape), dtype, binding._value_of, binding._cpu,
                            c_binding.bind_ortvalue_input, c_binding.bind_ortvalue_output,

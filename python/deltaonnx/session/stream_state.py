@@ -31,7 +31,10 @@ class SpareOutputs:
 
 # The counters a stateless stream's prepared run keeps in C++ (ops/pybind/steady_frame_run.cc, same order): they
 # live in one int64 array the run writes in place, read and written here through properties of these names.
-STEADY_COUNTS = ("runs", "mode_runs", "stateless_runs_total", "probe_interval", "check_wait")
+STEADY_COUNTS = ("runs", "mode_runs", "stateless_runs_total", "probe_interval", "check_wait", "twin_wait")
+# Its smoothed values, in one float64 array (NaN: none yet), same order: the FLOP-weighted share of work redone, the
+# seconds of ORT's delta runs and of the dense twin's runs (FallbackPolicy's clock), and the last delta run's seconds.
+STEADY_SMOOTHED = ("work", "delta_seconds", "twin_seconds", "last_seconds")
 
 
 def _count(index: int, doc: str) -> property:
@@ -44,13 +47,24 @@ def _count(index: int, doc: str) -> property:
     return property(get, put, doc=doc)
 
 
+def _smoothed(index: int, doc: str) -> property:
+    def get(self) -> float | None:
+        value = float(self.smoothed[index])
+        return None if value != value else value
+
+    def put(self, value: float | None) -> None:
+        self.smoothed[index] = np.nan if value is None else value
+
+    return property(get, put, doc=doc)
+
+
 @dataclass
 class StreamState:
     """Everything one stream carries between runs. Guarded by `lock`; `retired` once reset() dropped it."""
 
     map_count: int
     counts: np.ndarray = field(default_factory=lambda: np.zeros(len(STEADY_COUNTS), dtype=np.int64))
-    smoothed: np.ndarray = field(default_factory=lambda: np.full(1, np.nan))  # `work` below; NaN: None
+    smoothed: np.ndarray = field(default_factory=lambda: np.full(len(STEADY_SMOOTHED), np.nan))
     lock: threading.Lock = field(default_factory=threading.Lock)
     retired: bool = False
     # The live state, None while the stream has none (first run, after a reset, shape change or failure).
@@ -91,22 +105,19 @@ class StreamState:
     probe_rows: np.ndarray | None = None  # the sampled bands of the frame before a probe (probe_check.py)
     probes_skipped: int = 0  # probes the frame check found not worth making
     quiet_checks: int = 0  # checks in a row that found the frames quiet enough for a probe
+    twin_sample: bool = False  # the next run is the dense twin's, timed, the stream staying in delta (its clock)
+    twin_samples: int = 0  # such runs (also counted in dense_runs_total)
 
     runs = _count(0, "runs since the last reset")
     mode_runs = _count(1, "runs in the current mode")
     stateless_runs_total = _count(2, "stateless runs since the last reset")
     probe_interval = _count(3, "fallback runs before the next probe (set when the stream falls back)")
     check_wait = _count(4, "runs before the next identical-frame test")
-
-    @property
-    def work(self) -> float | None:
-        """The smoothed FLOP-weighted share of conv work the delta runs redo (None before the first measured)."""
-        value = float(self.smoothed[0])
-        return None if value != value else value
-
-    @work.setter
-    def work(self, value: float | None) -> None:
-        self.smoothed[0] = np.nan if value is None else value
+    twin_wait = _count(5, "delta runs before the dense twin's next timed sample")
+    work = _smoothed(0, "the smoothed FLOP-weighted share of conv work the delta runs redo")
+    delta_seconds = _smoothed(1, "the smoothed seconds of ORT's delta runs since the stream entered delta")
+    twin_seconds = _smoothed(2, "the smoothed seconds of the dense twin's runs")
+    last_seconds = _smoothed(3, "the seconds of the last delta run (0 for a skipped one)")
 
     def __post_init__(self):
         self.last_fraction = np.zeros(self.map_count)

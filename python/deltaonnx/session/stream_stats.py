@@ -30,6 +30,7 @@ def stream_stats(state: StreamState, stream: Hashable, map_nodes: Sequence[str],
         sums = state.fraction_sum.tolist()
         mode, work, dense_runs, skipped = state.mode, state.work, state.dense_runs_total, state.skipped_runs
         stateless_runs, probes_skipped = state.stateless_runs_total, state.probes_skipped
+        twin_samples, delta_seconds, twin_seconds = state.twin_samples, state.delta_seconds, state.twin_seconds
         run_flops = [0.0] * len(last) if state.node_flops is None else state.node_flops.tolist()
     nodes = {}
     total_flops = total_saved = total_saved_avg = 0.0
@@ -50,4 +51,6 @@ def stream_stats(state: StreamState, stream: Hashable, map_nodes: Sequence[str],
     return {"stream": stream, "runs": runs, "nodes": nodes, "flops": total_flops,
             "flops_saved": total_saved, "flops_saved_avg": total_saved_avg,
             "mode": mode, "work_smoothed": work, "dense_runs": dense_runs, "stateless_runs": stateless_runs,
-            "skipped_runs": skipped, "probes_skipped": probes_skipped}
+            "skipped_runs": skipped, "probes_skipped": probes_skipped, "twin_samples": twin_samples,
+            "delta_ms_smoothed": None if delta_seconds is None else 1e3 * delta_seconds,
+            "twin_ms_smoothed": None if twin_seconds is None else 1e3 * twin_seconds}
