@@ -23,10 +23,11 @@ def _delta_runs(policy, state, seconds, count):
         state.last_seconds = seconds
         policy.after_delta_run(state)
         modes += "D" if state.mode == "dense" else "s" if state.twin_sample else "d"
-        if state.twin_sample:  # DeltaSession runs the twin next: timed at 1 ms here
-            state.twin_sample = False
-            state.twin_samples += 1
-            state.dense_runs_total += 1
+        if state.twin_sample:  # DeltaSession runs the twin next (TWIN_SAMPLE_RUNS runs), the fastest at 1 ms here
+            assert state.twin_sample == P.TWIN_SAMPLE_RUNS
+            state.twin_samples += state.twin_sample
+            state.dense_runs_total += state.twin_sample
+            state.twin_sample = 0
             policy.after_twin_sample(state, 1e-3)
     return modes
 
@@ -77,14 +78,15 @@ class _FixedTwin(FallbackPolicy):
         super().after_twin_sample(state, self.TWIN)
 
 
-@pytest.mark.parametrize("twin, faster_at, modes", [(1e3, None, "d" * 340), (1e-9, None, "d" * 31 + "D" * 9),
+@pytest.mark.parametrize("twin, faster_at, modes", [(1e3, None, "d" * 340), (1e-9, None, "d" * 32 + "D" * 8),
                                                     (1e3, 50, "d" * 50 + "D" * 10)],
                          ids=["twin slower: delta stays", "twin faster: falls back", "twin faster later"])
 def test_the_prepared_run_keeps_the_clock_as_the_general_path_does(cpu_op_library, twin, faster_at, modes):
     """A stream whose runs take the compiled prepared run (steady_frame_run.cc) and one whose runs take the general
-    path (outputs asked by name) make the same decisions: the twin's run (run 31) after 30 delta runs, then delta
-    kept against a slow twin (the next sample 300 delta runs later), or the fall back on the next delta run against a
-    fast one; a twin found faster while the stream runs prepared (`faster_at`) makes the compiled run fall back."""
+    path (outputs asked by name) make the same decisions: the twin's runs (31 and 32) after 30 delta runs, then
+    delta kept against a slow twin (the next sample 300 delta runs later), or the fall back on the next delta run
+    against a fast one; a twin found faster while the stream runs prepared (`faster_at`) makes the compiled run fall
+    back."""
     zoo = pytest.importorskip("zoo")
     model = zoo.BUILDERS["cnn1"]()
     name = model.graph.input[0].name
@@ -123,7 +125,7 @@ def test_the_prepared_run_keeps_the_clock_as_the_general_path_does(cpu_op_librar
             assert stream.delta_seconds == smoothed, index  # smoothed alike in C++ and Python
     assert seen == modes
     # the sample, and the twin's runs after the delta run that fell back
-    samples = 1 if "D" in modes else 2
+    samples = P.TWIN_SAMPLE_RUNS * (1 if "D" in modes else 2)
     assert prepared.stats()["twin_samples"] == samples
     assert prepared.stats()["dense_runs"] == samples + max(0, modes.count("D") - 1)
     if steady_run._SteadyFrameRun is not None:

@@ -105,7 +105,8 @@ class StreamState:
     probe_rows: np.ndarray | None = None  # the sampled bands of the frame before a probe (probe_check.py)
     probes_skipped: int = 0  # probes the frame check found not worth making
     quiet_checks: int = 0  # checks in a row that found the frames quiet enough for a probe
-    twin_sample: bool = False  # the next run is the dense twin's, timed, the stream staying in delta (its clock)
+    twin_sample: int = 0  # the next runs are the dense twin's, timed, the stream staying in delta (its clock)
+    twin_fastest: float | None = None  # the fastest of those runs so far
     twin_samples: int = 0  # such runs (also counted in dense_runs_total)
 
     runs = _count(0, "runs since the last reset")
