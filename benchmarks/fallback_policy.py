@@ -38,8 +38,8 @@ class RulesBefore(FallbackPolicy):
     SETTLE = 3
     PROBE_BACKOFF = 1
 
-    def __init__(self, mode, probe_every, check=None):
-        super().__init__(mode, probe_every, None)
+    def __init__(self, mode, probe_every, check=None, clock=False):
+        super().__init__(mode, probe_every, None, clock=False)  # no frame check, no clock
 
 
 class PolicyBefore(DeltaSession):

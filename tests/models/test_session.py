@@ -833,5 +833,5 @@ def test_the_dense_twin_is_built_beside_the_first_frames():
     for thread in threading.enumerate():
         if thread.name == "deltaonnx-dense-twin":
             thread.join(timeout=60)
-    assert session._dense_session is not None
-    assert DeltaSession(converted, dense_fallback=False)._dense_session is None
+    assert session._twin.session is not None
+    assert DeltaSession(converted, dense_fallback=False)._twin.session is None

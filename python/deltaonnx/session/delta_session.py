@@ -45,13 +45,13 @@ import onnx
 import onnxruntime as ort
 
 from .._lib import channel_block, library_path
-from ..graph_passes.dense_twin import dense_twin
 from ..graph_passes.identical_frames import IdenticalFramePlan, identical_frame_plan
 from ..graph_passes.metadata import ConversionMetadata, MetadataError
 from ..graph_passes.protocol import CHANNEL_BLOCK_KEY, METADATA_KEY, STATE_PREFIX
 from .binding import StreamBinding, as_ort_value
 from .fallback_policy import FallbackPolicy
-from .feeds import checked_change_maps, checked_input_feed, checked_output_names, one_frame
+from .dense_twin_runner import DenseTwinRunner
+from .feeds import FLOAT_DTYPES, checked_change_maps, checked_input_feed, checked_output_names, one_frame
 from .identical_run import keep_for_identical_frames, nothing_changes
 from .map_buffers import ChangeMapBuffers
 from .probe_check import probe_check
@@ -64,9 +64,6 @@ from .stream_stats import count_node_flops, stream_stats
 
 DEFAULT_STREAM = "default"
 
-# An empty rank-4 tensor is the "no state" value of every past input (state_protocol.md, step 1): float32,
-# or the element type the graph declares for that input (float16 models).
-_EMPTY_STATE_DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64}
 _NO_MAP = np.zeros((0, 1, 0, 0), np.uint8)  # DeltaGate's external change map when the caller gives none
 
 
@@ -116,9 +113,7 @@ class DeltaSession:
         if fallback_probe_every < 1:
             raise ValueError("fallback_probe_every must be >= 1")
         self._dense_fallback, self._probe_every = bool(dense_fallback), int(fallback_probe_every)
-        self._dense_session: ort.InferenceSession | None = None
-        self._dense_lock = threading.Lock()
-        self._dense_options = copy_session_options(sess_options)
+        dense_options = copy_session_options(sess_options)
         model_source = self._model_source(model)
         options = copy_session_options(sess_options)
         providers = list(providers) if providers is not None else ["CPUExecutionProvider"]
@@ -155,8 +150,11 @@ class DeltaSession:
         self._input_names = [i.name for i in self._inputs]
         self._output_names = [o.name for o in self._outputs]
         self._present_names = {s.present for s in self._state_entries}
+        self._twin = DenseTwinRunner(self._load_model, self._output_names, dense_options, providers)
         past_types = {i.name: i.type for i in self._session.get_inputs()}
-        self._empty_state = {s.past: np.empty((0, 0, 0, 0), _EMPTY_STATE_DTYPES.get(past_types[s.past], np.float32))
+        # An empty rank-4 tensor is the "no state" value of every past input (state_protocol.md, step 1): float32,
+        # or the element type the graph declares for that input (float16 models).
+        self._empty_state = {s.past: np.empty((0, 0, 0, 0), FLOAT_DTYPES.get(past_types[s.past], np.float32))
                              for s in self._state_entries}
 
         # Blocked state is memory valid only at the op library's channel block (docs/design.md#state).
@@ -319,34 +317,13 @@ class DeltaSession:
                                         output_names is None and change_map is None)
 
     def _build_dense_twin(self) -> None:
-        """Builds the twin and, where the model's inputs have fixed shapes, runs it once on zeros: ORT's first
-        run of a session costs ~20% more than the next (buffers found and allocated), paid here, not by the
-        first frame that falls back."""
-        try:
-            with self._dense_lock:
-                twin = self._dense_twin_session_locked()
-                feed = {}
-                for i in twin.get_inputs():
-                    dtype = _EMPTY_STATE_DTYPES.get(i.type)
-                    if dtype is None or not all(isinstance(d, int) and d > 0 for d in i.shape):
-                        return
-                    feed[i.name] = np.zeros(i.shape, dtype)
-                twin.run(None, feed)
-        except Exception:  # noqa: BLE001 - the build is retried, and its error raised, where the twin is used
-            pass
+        self._twin.build()
 
-    def _dense_twin_session(self) -> ort.InferenceSession:
-        with self._dense_lock:
-            return self._dense_twin_session_locked()
-
-    def _dense_twin_session_locked(self) -> ort.InferenceSession:
-        if self._dense_session is None:
-            proto = onnx.load_from_string(self._model_bytes) if self._model_bytes is not None \
-                else onnx.load(self._model_path)
-            twin = dense_twin(proto, self._output_names)
-            self._dense_session = ort.InferenceSession(twin.SerializeToString(), sess_options=self._dense_options,
-                                                       providers=self._providers_requested)
-        return self._dense_session
+    def _load_model(self) -> onnx.ModelProto:
+        """The converted model, parsed again (the twin is made from it)."""
+        if self._model_bytes is not None:
+            return onnx.load_from_string(self._model_bytes)
+        return onnx.load(self._model_path)
 
     def _stateless(self) -> StatelessPlan:
         """What stateless runs need of the graph (scratch_buffers.py), read once, on the first of them."""
@@ -359,11 +336,8 @@ class DeltaSession:
                    run_options: ort.RunOptions | None, frame: np.ndarray | None) -> list[np.ndarray]:
         """A run of the dense twin, timed: a stream in the fallback, or a delta stream's sample of the twin's time
         (FallbackPolicy's clock), which leaves its state and mode as they were."""
-        feed = {name: value for name, (value, _) in inputs.items()}
-        twin = self._dense_twin_session()
-        start = time.perf_counter()
-        outputs = twin.run(requested, feed, run_options)
-        seconds = time.perf_counter() - start
+        outputs, seconds = self._twin.run_timed(requested, {name: value for name, (value, _) in inputs.items()},
+                                                run_options)
         state.dense_runs_total += 1
         if state.twin_sample:  # a sample's runs: the fastest counts
             state.twin_sample -= 1

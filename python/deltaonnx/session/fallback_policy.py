@@ -122,8 +122,8 @@ class FallbackPolicy:
         """The clock: a delta run's cost is not its FLOP share (the gate over the frame, each op's comparisons and
         state, a partial recompute's cost per FLOP), so ORT's delta runs are timed (smoothed from the first run with
         state on) against the twin's, timed on TWIN_SAMPLE_RUNS frames every TWIN_SAMPLE_EVERY delta runs (the first
-        after TWIN_SAMPLE_AT), the fastest counting. Past CLOCK_ENTER x the twin's time the stream leaves for the twin; a probe stays only
-        within CLOCK_STAY x."""
+        after TWIN_SAMPLE_AT), the fastest counting. Past CLOCK_ENTER x the twin's time the stream leaves for the
+        twin; a probe stays only within CLOCK_STAY x."""
         seconds = state.last_seconds
         if seconds is None:
             return
