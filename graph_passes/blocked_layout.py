@@ -24,8 +24,6 @@ from __future__ import annotations
 
 from typing import Optional
 
-import math
-
 import onnx_ir as ir
 
 from .blocked_resize import nearest_factors, replace_with_delta_resize
@@ -37,7 +35,7 @@ from .graph_edits import NameScope, attribute, copy_type_and_shape, numbered_nam
 from .normalize import onnx_opset
 from .pad_lanes import (CHANNEL_MULTIPLE, PADDED_CHANNELS_META_KEY, activation_keeps_zero, is_padded,
                         neutral_op_keeps_zero, padded_dim)
-from .plan import TINY_INPUT_ELEMENTS, reads_model_input
+from .plan import reads_model_input
 from .protocol import DOMAIN
 from .shapes import dims, dims_provably_equal, static_dims
 
@@ -254,7 +252,7 @@ class ChooseBlockedLayout(ir.passes.InPlacePass):
     @staticmethod
     def _leave_small_lone_outputs(entering: list[ir.Node], neutral: set[ir.Node], chosen: set[ir.Node],
                                   blocked: dict[ir.Value, int]) -> list[ir.Node]:
-        """A blocked_out conv whose small output (at most TINY_INPUT_ELEMENTS, a squeeze-excite gate's 1x1) nothing
+        """A blocked_out conv whose output is one pixel (a squeeze-excite gate's per-channel vector) and that nothing
         in a region reads would only be reordered back to NCHW after it (mobilenetv3_like: a DeltaReorder of 16
         values, ~5 us a frame): it stays NCHW. Not one with a sum Z, which the region gives it blocked."""
         kept = []
@@ -262,7 +260,7 @@ class ChooseBlockedLayout(ir.passes.InPlacePass):
         for node in entering:
             y = node.outputs[Y]
             found = static_dims(y)
-            small = found is not None and None not in found and math.prod(found) <= TINY_INPUT_ELEMENTS
+            small = found is not None and len(found) == 4 and found[2] == 1 and found[3] == 1
             read_inside = any(use.node in neutral or use.node in chosen
                               or (use.node in entering_set and use.idx in _sum_positions(use.node)) for use in y.uses())
             if not small or read_inside or _sum_positions(node):
@@ -271,7 +269,7 @@ class ChooseBlockedLayout(ir.passes.InPlacePass):
             blocked.pop(y, None)
             plan = node.meta.get(PLAN_META_KEY)
             if plan is not None:
-                plan.layout = "nchw (small output read as NCHW)"
+                plan.layout = "nchw (one-pixel output read as NCHW)"
         return kept
 
     @staticmethod

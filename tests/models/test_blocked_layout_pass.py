@@ -222,7 +222,7 @@ def test_depthwise_convs_stay_in_the_region(name, reorders):
             assert _layout(node) == "blocked", (source, layouts[source])
     assert sum(n.op_type == "DeltaReorder" for n in converted.graph.node) == reorders
     if name == "mobilenetv3_like":  # the first block's gate: a 1x1 output only an NCHW Mul reads
-        assert layouts["/1/body/body.2/expand/Conv"] == "nchw (small output read as NCHW)"
+        assert layouts["/1/body/body.2/expand/Conv"] == "nchw (one-pixel output read as NCHW)"
 
 
 def _frames(original, count, seed):
