@@ -48,8 +48,9 @@ class FallbackPolicy:
     CLOCK_SMOOTHING = 0.25  # the newest run's weight in the smoothed times
     TWIN_SAMPLE_AT = 30  # the delta run after which the twin is first timed (a run the twin makes instead)
     TWIN_SAMPLE_EVERY = 300  # delta runs between the twin's timed samples
-    # Runs of the twin per sample, the fastest counting: a twin's first run ever pays ORT's first-run allocations
-    # (mobilenetv3_like: the first sample read the twin slower than the delta runs, which were 1.6x dense ORT's)
+    # Runs of the twin per sample, the fastest counting: the first finds the twin's weights and code out of the
+    # caches after tens of delta runs (mobilenetv3_like at 224: 785 us, then 660-700; a single run read the twin
+    # slower than delta runs that took 1.6x dense ORT's time)
     TWIN_SAMPLE_RUNS = 2
     PROBE_BACKOFF = 4
     # Pairs of frames in a row the check must find quiet before a probe: a moving camera has lulls of a frame (bikes
