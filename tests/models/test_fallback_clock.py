@@ -41,6 +41,18 @@ def test_the_twin_is_timed_after_a_stream_settles_then_every_few_hundred_runs():
     assert state.delta_seconds == pytest.approx(0.5e-3)
 
 
+def test_a_twin_timed_long_ago_is_timed_again_before_the_stream_leaves():
+    """Delta runs turning slow 20 runs after the sample (load that came after it) have the twin timed again; the
+    stream leaves on the next run if they are still slower than that time. Within 10 runs of a sample it leaves at
+    once."""
+    policy, state = P("dense", 30), StreamState(0)
+    modes = _delta_runs(policy, state, 0.5e-3, P.TWIN_SAMPLE_AT + 20) + _delta_runs(policy, state, 2e-3, 3)
+    assert modes == "d" * (P.TWIN_SAMPLE_AT - 1) + "s" + "d" * 20 + "d" + "s" + "D"  # smoothed: 0.875, 1.16 ms
+    policy, state = P("dense", 30), StreamState(0)
+    modes = _delta_runs(policy, state, 0.5e-3, P.TWIN_SAMPLE_AT + 5) + _delta_runs(policy, state, 2e-3, 2)
+    assert modes == "d" * (P.TWIN_SAMPLE_AT - 1) + "s" + "d" * 5 + "d" + "D"
+
+
 @pytest.mark.parametrize("seconds, stays", [(1.05e-3, True), (1.15e-3, False)])
 def test_a_settled_stream_slower_than_its_twin_past_the_bound_falls_back(seconds, stays):
     policy, state = P("dense", 30), StreamState(0)
@@ -79,14 +91,14 @@ class _FixedTwin(FallbackPolicy):
 
 
 @pytest.mark.parametrize("twin, faster_at, modes", [(1e3, None, "d" * 340), (1e-9, None, "d" * 32 + "D" * 8),
-                                                    (1e3, 50, "d" * 50 + "D" * 10)],
+                                                    (1e3, 50, "d" * 53 + "D" * 7)],
                          ids=["twin slower: delta stays", "twin faster: falls back", "twin faster later"])
 def test_the_prepared_run_keeps_the_clock_as_the_general_path_does(cpu_op_library, twin, faster_at, modes):
     """A stream whose runs take the compiled prepared run (steady_frame_run.cc) and one whose runs take the general
     path (outputs asked by name) make the same decisions: the twin's runs (31 and 32) after 30 delta runs, then
     delta kept against a slow twin (the next sample 300 delta runs later), or the fall back on the next delta run
-    against a fast one; a twin found faster while the stream runs prepared (`faster_at`) makes the compiled run fall
-    back."""
+    against a fast one; a twin found faster while the stream runs prepared (`faster_at`) has the compiled run hand
+    over: the twin timed again (runs 51 and 52, its time then older than 10 delta runs), the fall back after."""
     zoo = pytest.importorskip("zoo")
     model = zoo.BUILDERS["cnn1"]()
     name = model.graph.input[0].name
@@ -107,6 +119,7 @@ def test_the_prepared_run_keeps_the_clock_as_the_general_path_does(cpu_op_librar
         frame = still.copy()
         frame[..., 10 + index % 20, 5:9] = rng.random(4)  # a row of a few pixels moves: delta redoes a little
         if index == faster_at:
+            policy.TWIN = 1e-9
             for session in (prepared, general):
                 session._streams["default"].twin_seconds = 1e-9
         got = prepared.run(None, {name: frame})
@@ -125,7 +138,7 @@ def test_the_prepared_run_keeps_the_clock_as_the_general_path_does(cpu_op_librar
             assert stream.delta_seconds == smoothed, index  # smoothed alike in C++ and Python
     assert seen == modes
     # the sample, and the twin's runs after the delta run that fell back
-    samples = P.TWIN_SAMPLE_RUNS * (1 if "D" in modes else 2)
+    samples = P.TWIN_SAMPLE_RUNS * (1 if faster_at is None and "D" in modes else 2)
     assert prepared.stats()["twin_samples"] == samples
     assert prepared.stats()["dense_runs"] == samples + max(0, modes.count("D") - 1)
     if steady_run._SteadyFrameRun is not None:

@@ -52,6 +52,7 @@ class FallbackPolicy:
     # caches after tens of delta runs (mobilenetv3_like at 224: 785 us, then 660-700; a single run read the twin
     # slower than delta runs that took 1.6x dense ORT's time)
     TWIN_SAMPLE_RUNS = 2
+    CLOCK_CONFIRM_WITHIN = 10  # delta runs after which the twin's time is taken again before the stream leaves
     PROBE_BACKOFF = 4
     # Pairs of frames in a row the check must find quiet before a probe: a moving camera has lulls of a frame (bikes
     # at 224 px: pairs whose floor dips to 0.92-0.93 between pairs at 0.96-0.99), a stopped one stays quiet.
@@ -124,7 +125,8 @@ class FallbackPolicy:
         state, a partial recompute's cost per FLOP), so ORT's delta runs are timed (smoothed from the first run with
         state on) against the twin's, timed on TWIN_SAMPLE_RUNS frames every TWIN_SAMPLE_EVERY delta runs (the first
         after TWIN_SAMPLE_AT), the fastest counting. Past CLOCK_ENTER x the twin's time the stream leaves for the
-        twin; a probe stays only within CLOCK_STAY x."""
+        twin, the twin timed again first where its time is older than CLOCK_CONFIRM_WITHIN delta runs; a probe stays
+        only within CLOCK_STAY x."""
         seconds = state.last_seconds
         if seconds is None:
             return
@@ -134,11 +136,15 @@ class FallbackPolicy:
         twin = state.twin_seconds
         if twin is None:
             due = state.mode_runs >= self.TWIN_SAMPLE_AT
-        else:
-            if state.mode_runs >= self.SETTLE and \
-                    state.delta_seconds > (self.CLOCK_STAY if probing else self.CLOCK_ENTER) * twin:
+        elif state.mode_runs >= self.SETTLE and \
+                state.delta_seconds > (self.CLOCK_STAY if probing else self.CLOCK_ENTER) * twin:
+            # Leave on a twin's time taken near these runs (a probe follows the fallback's runs, each timed); an older
+            # one is taken again first: load that came after it would read every delta run slower than the twin.
+            if probing or self.TWIN_SAMPLE_EVERY - state.twin_wait <= self.CLOCK_CONFIRM_WITHIN:
                 self._leave_delta(state, probing)
                 return
+            due = True
+        else:
             state.twin_wait -= 1
             due = state.twin_wait <= 0
         if due:  # the next runs: the twin's, timed; the prepared run leaves them to the general path
