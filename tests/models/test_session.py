@@ -501,6 +501,23 @@ def test_concurrent_runs_on_one_stream_are_serialized(exact_session, dense_sessi
     assert stats["runs"] + stats["dense_runs"] == 36 and stats["twin_samples"] == 2  # after 30, or its fall back)
 
 
+def test_the_clock_starts_again_at_a_new_resolution(exact_session, rng):
+    """The fallback's clock (docs/design.md#the-clock): after 30 delta runs the twin is timed; a change of resolution
+    forgets both times (the next run, from empty state, is not timed), the second run at the new size is."""
+    frame = random_frame(rng)
+    for step in range(34):
+        frame = frame_with_patch(frame, rng, step % 12, step % 20)
+        exact_session.run(None, {"image": frame})
+    stats = exact_session.stats()
+    assert stats["twin_samples"] == 2 and stats["twin_ms_smoothed"] > 0 and stats["delta_ms_smoothed"] > 0
+    small = random_frame(rng, h=16, w=24)
+    exact_session.run(None, {"image": small})
+    stats = exact_session.stats()
+    assert stats["twin_ms_smoothed"] is None and stats["delta_ms_smoothed"] is None
+    exact_session.run(None, {"image": frame_with_patch(small, rng, 2, 2)})
+    assert exact_session.stats()["delta_ms_smoothed"] > 0
+
+
 # ----------------------------------------------------------------------------------------------- stats, maps
 
 def test_stats_and_change_maps_follow_the_change(exact_session, dense_session, rng):

@@ -360,6 +360,7 @@ class DeltaSession:
             return self._run_dense(state, requested, inputs, run_options, frame)
         if state.binding is not None and state.input_shapes != input_shapes:
             state.drop_state()
+            state.delta_seconds = state.twin_seconds = None  # the clock's times at other shapes compare nothing
         if self._identical_plan is not None and state.binding is not None and state.mode == "delta":
             if state.check_wait > 0:
                 state.check_wait -= 1
@@ -503,7 +504,8 @@ class DeltaSession:
                 binding.bind_output_to(present, inputs[frame_input][0])
         start = time.perf_counter()  # FallbackPolicy's clock (the compiled prepared run times the same call)
         binding.run(run_options)
-        state.last_seconds = time.perf_counter() - start
+        # a run from empty state redoes everything: not what a delta run costs (the clock leaves it out)
+        state.last_seconds = None if first else time.perf_counter() - start
         outputs = binding.outputs()
         index, presents = state.output_index, self._present_names
         # numpy(): a view of this run's own buffer; a state output is copied (the next run writes into its buffer),
