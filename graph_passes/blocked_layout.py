@@ -157,7 +157,7 @@ class ChooseBlockedLayout(ir.passes.InPlacePass):
         if not chosen and not entering:
             return ir.passes.PassResult(model, modified=False)
         self._leave_trailing_mixed(graph, neutral, set(chosen), set(entering), blocked)
-        entering = self._leave_small_lone_outputs(entering, neutral, set(chosen), blocked)
+        entering = self._one_pixel_outputs_stay_nchw(entering, neutral, set(chosen), blocked)
         if not chosen and not entering:
             return ir.passes.PassResult(model, modified=False)
         scope = NameScope(graph)
@@ -250,7 +250,7 @@ class ChooseBlockedLayout(ir.passes.InPlacePass):
                 blocked.pop(value, None)
 
     @staticmethod
-    def _leave_small_lone_outputs(entering: list[ir.Node], neutral: set[ir.Node], chosen: set[ir.Node],
+    def _one_pixel_outputs_stay_nchw(entering: list[ir.Node], neutral: set[ir.Node], chosen: set[ir.Node],
                                   blocked: dict[ir.Value, int]) -> list[ir.Node]:
         """A blocked_out conv whose output is one pixel (a squeeze-excite gate's per-channel vector) and that nothing
         in a region reads would only be reordered back to NCHW after it (mobilenetv3_like: a DeltaReorder of 16
@@ -260,10 +260,10 @@ class ChooseBlockedLayout(ir.passes.InPlacePass):
         for node in entering:
             y = node.outputs[Y]
             found = static_dims(y)
-            small = found is not None and len(found) == 4 and found[2] == 1 and found[3] == 1
+            one_pixel = found is not None and len(found) == 4 and found[2] == 1 and found[3] == 1
             read_inside = any(use.node in neutral or use.node in chosen
                               or (use.node in entering_set and use.idx in _sum_positions(use.node)) for use in y.uses())
-            if not small or read_inside or _sum_positions(node):
+            if not one_pixel or read_inside or _sum_positions(node):
                 kept.append(node)
                 continue
             blocked.pop(y, None)
