@@ -48,19 +48,17 @@ from .._lib import channel_block, library_path
 from ..graph_passes.identical_frames import IdenticalFramePlan, identical_frame_plan
 from ..graph_passes.metadata import ConversionMetadata, MetadataError
 from ..graph_passes.protocol import CHANNEL_BLOCK_KEY, METADATA_KEY, STATE_PREFIX
-from .binding import StreamBinding, as_ort_value
-from .fallback_policy import FallbackPolicy
 from .dense_twin_runner import DenseTwinRunner
+from .fallback_policy import FallbackPolicy
 from .feeds import FLOAT_DTYPES, checked_change_maps, checked_input_feed, checked_output_names, one_frame
 from .identical_run import keep_for_identical_frames, nothing_changes
-from .map_buffers import ChangeMapBuffers
 from .probe_check import probe_check
-from .scratch_buffers import ScratchBuffers, StatelessPlan
+from .scratch_buffers import StatelessPlan
 from .session_options import copy_session_options, provider_name
-from .state_arena import StateArena
+from .state_binding import StateBinder
 from .stream_state import StreamState
 from .steady_run import steady_runner
-from .stream_stats import count_node_flops, stream_stats
+from .stream_stats import stream_stats
 
 DEFAULT_STREAM = "default"
 
@@ -182,6 +180,9 @@ class DeltaSession:
         self._identical_reason = plan_reason if skip_identical_frames else "skip_identical_frames=False"
         self._policy = self.POLICY(fallback, self._probe_every, check, clock=bool(fallback_clock))
         self._stateless_plan: StatelessPlan | None = None  # built on the first stateless run
+        self._binder = StateBinder(self._session, self._state_entries, self._empty_state, self._map_outputs,
+                                   self._node_info, self._present_names, self._state_device, self._state_device_id,
+                                   self._stateless)
 
         self._streams: dict[Hashable, StreamState] = {}
         self._streams_lock = threading.Lock()
@@ -396,108 +397,15 @@ class DeltaSession:
         elif self._policy.mode is not None:
             self._policy.after_delta_run(state)
 
-    def _bind_new_state(self, state: StreamState, input_shapes: tuple) -> StreamBinding:
-        """First run of a state: empty state in (or what load_state() gave); the present outputs and the change
-        maps go to the buffers of this mode's last binding at these input shapes, else ORT allocates them. A
-        stateless binding's past state stays empty for as long as it lives."""
-        binding = StreamBinding(self._session)
-        order = []
-        loaded = state.loaded if state.mode == "delta" else {}
-        spare = state.spare_outputs.get(state.mode)
-        state.prepared = spare if spare is not None and spare.input_shapes == input_shapes else None
-        for entry in self._state_entries:
-            binding.public.bind_cpu_input(entry.past, loaded.get(entry.past, self._empty_state[entry.past]))
-            if state.prepared is not None:
-                binding.public.bind_ortvalue_output(entry.present, state.prepared.values[entry.present])
-            else:
-                binding.public.bind_output(entry.present, self._state_device, self._state_device_id)
-            order.append(entry.present)
-        for k, output in enumerate(self._map_outputs.values()):
-            if state.prepared is not None:
-                binding.public.bind_ortvalue_output(output, state.prepared.maps.values[k])
-            else:
-                binding.public.bind_output(output, "cpu")
-            order.append(output)
-        state.binding, state.output_index, state.model_outputs = binding, {n: i for i, n in enumerate(order)}, ()
-        return binding
-
-    def _keep_state_bound(self, state: StreamState, outputs) -> None:
-        """After the first run: each state buffer becomes both its past input and its present output, and each
-        map buffer stays bound to its output, for every later run of this state."""
-        public, index = state.binding.public, state.output_index
-        stateless = state.mode == "stateless"
-        if state.prepared is not None:  # the run wrote into a spare's buffers: they stay bound
-            self._keep_spare_bound(state, stateless)
-            return
-        first = [as_ort_value(outputs[index[entry.present]]) for entry in self._state_entries]
-        if stateless:  # the outputs go to scratch shared as the graph allows; the past state stays empty
-            written = {entry.present: value.numpy() for entry, value in zip(self._state_entries, first)}
-            state.scratch = ScratchBuffers(self._stateless().sharing, written)
-            first = [state.scratch.values[entry.present] for entry in self._state_entries]
-        elif self._state_device == "cpu" and first:
-            # The state moves into one block of huge pages (state_arena.py): ORT's own buffers are scattered pages
-            state.arena = StateArena.holding([value.numpy() for value in first])
-            first = [ort.OrtValue.ortvalue_from_numpy(view) for view in state.arena.views]
-        values = {}
-        for entry, value in zip(self._state_entries, first):
-            values[entry.present] = value
-            if not stateless:
-                public.bind_ortvalue_input(entry.past, value)
-            public.bind_ortvalue_output(entry.present, value)
-        maps = ChangeMapBuffers([outputs[index[output]].numpy() for output in self._map_outputs.values()])
-        for output, value in zip(self._map_outputs.values(), maps.values):
-            public.bind_ortvalue_output(output, value)
-        maps.record_into(state.last_fraction, state.fraction_sum)
-        state.values, state.map_buffers = values, maps
-        count_node_flops(state, self._map_nodes, self._node_info)
-
-    def _keep_spare_bound(self, state: StreamState, stateless: bool) -> None:
-        """`_keep_state_bound` for a binding whose first run wrote into a spare's buffers."""
-        spare, state.prepared = state.prepared, None
-        del state.spare_outputs[state.mode]
-        if not stateless:
-            state.arena = spare.arena
-            for entry in self._state_entries:
-                state.binding.public.bind_ortvalue_input(entry.past, spare.values[entry.present])
-        else:
-            state.scratch = spare.scratch
-        spare.maps.record_into(state.last_fraction, state.fraction_sum)
-        state.values, state.map_buffers = spare.values, spare.maps
-        count_node_flops(state, self._map_nodes, self._node_info)
-
-    def _model_outputs_to_bind(self, state: StreamState, requested: list[str]) -> tuple[str, ...]:
-        """The requested model outputs that are not state (bound to a fresh buffer on every run). When they
-        differ from the last run's, the output binding is brought in line first."""
-        fresh = tuple(name for name in dict.fromkeys(requested) if name not in self._present_names)
-        if fresh == state.model_outputs:
-            return fresh
-        if any(name not in fresh for name in state.model_outputs):
-            # an output bound before and not asked for now would be written into the caller's buffer:
-            # start the output binding again with the state and the maps only
-            public = state.binding.public
-            public.clear_binding_outputs()
-            order = []
-            for entry in self._state_entries:
-                public.bind_ortvalue_output(entry.present, state.values[entry.present])
-                order.append(entry.present)
-            for output, value in zip(self._map_outputs.values(), state.map_buffers.values):
-                public.bind_ortvalue_output(output, value)
-                order.append(output)
-            state.output_index = {n: i for i, n in enumerate(order)}
-        for name in fresh:
-            state.output_index.setdefault(name, len(state.output_index))  # ORT lists outputs as first bound
-        state.model_outputs = fresh
-        return fresh
-
     def _run_delta(self, state: StreamState, requested: list[str], inputs: dict, input_shapes: tuple,
                    run_options: ort.RunOptions | None, maps: dict) -> list[np.ndarray]:
         first = state.binding is None
-        binding = self._bind_new_state(state, input_shapes) if first else state.binding
+        binding = self._binder.bind_new_state(state, input_shapes) if first else state.binding
         for name, (value, _) in inputs.items():
             binding.bind_frame(name, value)
         for name in self._change_map_inputs.values():  # rebound every run: no map is an empty one
             binding.bind_frame(name, maps.get(name, _NO_MAP))
-        for name in self._model_outputs_to_bind(state, requested):
+        for name in self._binder.model_outputs_to_bind(state, requested):
             binding.bind_fresh_output(name)
         if state.mode == "stateless" and not first:
             for present, frame_input in self._stateless().frame_references(inputs):
@@ -513,7 +421,7 @@ class DeltaSession:
         returned = [self._owned(outputs[index[name]].numpy()) if name in presents else outputs[index[name]].numpy()
                     for name in requested]
         if first:
-            self._keep_state_bound(state, outputs)
+            self._binder.keep_state_bound(state, outputs)
             state.loaded = {}  # the present buffers hold it now
         if self._identical_plan is not None:
             if state.check_wait == 0 and state.mode == "delta":  # the next run will be tested
