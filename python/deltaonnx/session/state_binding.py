@@ -1,4 +1,4 @@
-"""How a stream's state is bound to ORT's run (docs/design.md#state-between-runs): the first run of a binding feeds
+"""How a stream's state is bound to ORT's run (docs/design.md#state): the first run of a binding feeds
 empty state (or a loaded one) and takes the presents and maps where ORT writes them, or into a spare's buffers; from
 then on each state buffer is both its past input and its present output (a stateless binding's outputs go to shared
 scratch, its pasts stay empty), and the maps stay bound to their buffers."""
