@@ -154,31 +154,45 @@ def probe_check(plan: IdenticalFramePlan | None, nodes: list[dict], graph: onnx.
     axes = (1, 2) if perm == [0, 3, 1, 2] else (2, 3)  # an NHWC frame read as NCHW, or NCHW as it is
     flops = {n["name"]: n.get("flops") for n in nodes if n.get("decision") == "converted"}
     weighed = all(flops.values())
-    total = float(sum(flops.values())) if weighed else 0.0
-    behind = _behind_global_reductions(gate.node, graph) & set(flops) if weighed else set()
-    everywhere = sum(flops[name] for name in behind) / total if behind else 0.0
+    readers = _readers(graph)
     if gate.block_rule is not None:
         block = int(gate.block_rule.get("gate_block", 0))
-        return ProbeCheck(bound, ((0, 0),), (1.0 - everywhere,), block, axes, everywhere) if block > 0 else None
-    chain = _chain_from(gate.node, graph)
+        if block <= 0:
+            return None
+        everywhere = _share_behind_global_reductions(gate.node, graph, readers, flops, set()) if weighed else 0.0
+        return ProbeCheck(bound, ((0, 0),), (1.0 - everywhere,), block, axes, everywhere)
+    chain = _chain_from(gate.node, graph, readers)
     if not chain:
         return None
     if not weighed or any(name not in flops for name, _ in chain):
         return ProbeCheck(bound, (chain[0][1],), (1.0,), 0, axes)
-    behind -= {name for name, _ in chain}
-    everywhere = sum(flops[name] for name in behind) / total
+    everywhere = _share_behind_global_reductions(gate.node, graph, readers, flops, {name for name, _ in chain})
+    total = float(sum(flops.values()))
     weights = [flops[name] / total for name, _ in chain]
     weights[-1] += 1.0 - everywhere - sum(weights)  # every other op after the chain marks at least what its end does
     return ProbeCheck(bound, tuple(reach for _, reach in chain), tuple(weights), 0, axes, everywhere)
 
 
-def _behind_global_reductions(gate_name: str, graph: onnx.GraphProto) -> set[str]:
-    """The nodes downstream of a global reduction (_is_global_reduction) that is itself downstream of the gate."""
+def _readers(graph: onnx.GraphProto) -> dict[str, list[onnx.NodeProto]]:
+    """Tensor name -> the nodes that read it."""
     readers: dict[str, list[onnx.NodeProto]] = {}
     for n in graph.node:
         for name in set(n.input):
             if name:
                 readers.setdefault(name, []).append(n)
+    return readers
+
+
+def _share_behind_global_reductions(gate_name: str, graph: onnx.GraphProto, readers: dict, flops: dict[str, float],
+                                    chain: set[str]) -> float:
+    """The share of the conv work (`flops`, all known) of the converted ops behind a global reduction of what the
+    gate passes, the chain's ops left out."""
+    behind = (_behind_global_reductions(gate_name, graph, readers) & set(flops)) - chain
+    return sum(flops[name] for name in behind) / float(sum(flops.values())) if behind else 0.0
+
+
+def _behind_global_reductions(gate_name: str, graph: onnx.GraphProto, readers: dict) -> set[str]:
+    """The nodes downstream of a global reduction (_is_global_reduction) that is itself downstream of the gate."""
     initializers = {t.name: t for t in graph.initializer}
     ranks = {v.name: len(v.type.tensor_type.shape.dim) for v in [*graph.value_info, *graph.input, *graph.output]
              if v.type.HasField("tensor_type") and v.type.tensor_type.HasField("shape")}
@@ -221,15 +235,10 @@ def _is_global_reduction(node: onnx.NodeProto, initializers: dict, ranks: dict[s
     return rank == 4 and {int(a) % 4 for a in axes} >= {2, 3}
 
 
-def _chain_from(gate_name: str, graph: onnx.GraphProto) -> list[tuple[str, tuple[int, int]]]:
+def _chain_from(gate_name: str, graph: onnx.GraphProto, readers: dict) -> list[tuple[str, tuple[int, int]]]:
     """(node, (rows, columns) reach in frame pixels) for the gate and each Delta op after it that is the one reader
     of the last one's output, through ops that keep pixels where they are; [] when the graph has no such gate."""
     by_name = {n.name: n for n in graph.node}
-    readers: dict[str, list[onnx.NodeProto]] = {}
-    for n in graph.node:
-        for name in set(n.input):
-            if name:
-                readers.setdefault(name, []).append(n)
     chain: list[tuple[str, tuple[int, int]]] = []
     reach, stride = [0, 0], [1, 1]
     node = by_name.get(gate_name)
