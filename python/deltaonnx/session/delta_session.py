@@ -340,16 +340,7 @@ class DeltaSession:
         outputs, seconds = self._twin.run_timed(requested, {name: value for name, (value, _) in inputs.items()},
                                                 run_options)
         state.dense_runs_total += 1
-        if state.twin_sample:  # a sample's runs: the fastest counts
-            state.twin_sample -= 1
-            state.twin_samples += 1
-            state.twin_fastest = seconds if state.twin_fastest is None else min(state.twin_fastest, seconds)
-            if state.twin_sample == 0:
-                self._policy.after_twin_sample(state, state.twin_fastest)
-                state.twin_fastest = None
-        else:
-            self._policy.after_twin_sample(state, seconds)
-            self._policy.after_fallback_run(state, frame)
+        self._policy.after_twin_run(state, seconds, frame)
         return outputs
 
     def _run_locked(self, state: StreamState, requested: list[str], inputs: dict, input_shapes: tuple,

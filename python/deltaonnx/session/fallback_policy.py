@@ -130,9 +130,7 @@ class FallbackPolicy:
         seconds = state.last_seconds
         if seconds is None:
             return
-        a = self.CLOCK_SMOOTHING
-        state.delta_seconds = seconds if state.mode_runs <= self.SETTLE or state.delta_seconds is None \
-            else (1.0 - a) * state.delta_seconds + a * seconds
+        state.delta_seconds = self._smoothed(None if state.mode_runs <= self.SETTLE else state.delta_seconds, seconds)
         twin = state.twin_seconds
         if twin is None:
             due = state.mode_runs >= self.TWIN_SAMPLE_AT
@@ -150,11 +148,29 @@ class FallbackPolicy:
         if due:  # the next runs: the twin's, timed; the prepared run leaves them to the general path
             state.twin_sample, state.twin_wait, state.steady = self.TWIN_SAMPLE_RUNS, self.TWIN_SAMPLE_EVERY, None
 
+    def after_twin_run(self, state: StreamState, seconds: float, frame: np.ndarray | None = None) -> None:
+        """After a run of the twin that took `seconds`: one of a delta stream's sample (the fastest of its
+        TWIN_SAMPLE_RUNS counts; the stream stays in delta), or a run of a stream in the fallback."""
+        if not state.twin_sample:
+            self.after_twin_sample(state, seconds)
+            self.after_fallback_run(state, frame)
+            return
+        state.twin_sample -= 1
+        state.twin_samples += 1
+        state.twin_fastest = seconds if state.twin_fastest is None else min(state.twin_fastest, seconds)
+        if state.twin_sample == 0:
+            self.after_twin_sample(state, state.twin_fastest)
+            state.twin_fastest = None
+
     def after_twin_sample(self, state: StreamState, seconds: float) -> None:
-        """After a run of the twin, timed (a sample of a delta stream, or a run of a stream in the fallback)."""
-        a, twin = self.CLOCK_SMOOTHING, state.twin_seconds
-        state.twin_seconds = seconds if twin is None else (1.0 - a) * twin + a * seconds
+        """The twin's time taken: a sample's, or a run's of a stream in the fallback."""
+        state.twin_seconds = self._smoothed(state.twin_seconds, seconds)
         state.twin_wait = self.TWIN_SAMPLE_EVERY  # just timed
+
+    def _smoothed(self, smoothed: float | None, seconds: float) -> float:
+        """The smoothed time after a run of `seconds` (the compiled run smooths alike: steady_frame_run.cc)."""
+        a = self.CLOCK_SMOOTHING
+        return seconds if smoothed is None else (1.0 - a) * smoothed + a * seconds
 
     def _leave_delta(self, state: StreamState, probing: bool) -> None:
         state.drop_state(keep_maps=True)

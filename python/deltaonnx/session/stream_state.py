@@ -29,7 +29,7 @@ class SpareOutputs:
     scratch: ScratchBuffers | None = None  # stateless: the shared buffers the values are views of
 
 
-# The counters a stateless stream's prepared run keeps in C++ (ops/pybind/steady_frame_run.cc, same order): they
+# The counters a stream's prepared run keeps in C++ (ops/pybind/steady_frame_run.cc, same order): they
 # live in one int64 array the run writes in place, read and written here through properties of these names.
 STEADY_COUNTS = ("runs", "mode_runs", "stateless_runs_total", "probe_interval", "check_wait", "twin_wait")
 # Its smoothed values, in one float64 array (NaN: none yet), same order: the FLOP-weighted share of work redone, the
