@@ -10,6 +10,7 @@ set(_delta_cuda_host_sources
   ${_delta_root}/ops/op_definition/attribute_reader.cc
   ${_delta_root}/ops/op_definition/delta_attributes.cc
   ${_delta_root}/ops/op_definition/ort_tensors.cc
+  ${_delta_root}/ops/op_definition/shape_reference.cc
   ${_delta_root}/ops/common/window_spec.cc
   ${_delta_root}/ops/cuda_common/ort_support.cc
   ${_delta_root}/ops/cuda_common/device_run.cc

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "op_definition/op_schemas.h"
+#include "op_definition/shape_reference.h"
 
 #if defined(DELTAONNX_CUDA_LIBRARY)
 #include "delta_conv/cuda/delta_conv_cuda_op.h"
@@ -63,6 +64,7 @@ RegisterCustomOps(OrtSessionOptions* options, const OrtApiBase* api_base) {
     return oldest->CreateStatus(ORT_FAIL, DELTAONNX_LIBRARY_NAME " needs ONNX Runtime 1.21 or newer (C API version 21)");
   }
   Ort::InitApi(api);
+  deltaonnx::init_shape_reference(api_base);
   try {
     Ort::CustomOpDomain domain(deltaonnx::kDomain);
     for (const OrtCustomOp* op : kOps) domain.Add(op);

@@ -3,11 +3,14 @@
 #include <vector>
 
 #include "op_definition/op_schemas.h"
+#include "op_definition/shape_reference.h"
 #include "op_definition/sum_input.h"
 
 namespace deltaonnx {
 
 Shape shape_of(const OrtValue* value) {
+  Shape shape;
+  if (shape_by_reference(value, &shape)) return shape;
   const OrtApi& api = Ort::GetApi();
   OrtTensorTypeAndShapeInfo* raw = nullptr;
   Ort::ThrowOnError(api.GetTensorTypeAndShape(value, &raw));
