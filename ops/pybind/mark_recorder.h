@@ -63,6 +63,18 @@ class MarkRecorder {
     }
   }
 
+  // The record of a run in which every map marks all its pixels, without reading them: a stateless run's (every past
+  // empty, so each op and union marks everything, rule 1; docs/design.md#stateless-runs). Reading the maps right after
+  // ORT's run cost 7.5 us a frame on mobilenetv2_like and 9 on yolov8_like (86-88 KB of maps out of the caches).
+  void record_all_marked() {
+    double* last = last_.mutable_data();
+    double* sums = sums_.mutable_data();
+    for (int64_t i = 0; i < starts_.size(); ++i) {
+      last[i] = sizes_.data()[i] > 0 ? 1.0 : 0.0;
+      sums[i] += last[i];
+    }
+  }
+
  private:
   py::array_t<uint8_t, py::array::c_style> buffer_;
   py::array_t<int64_t, py::array::c_style> starts_, sizes_;

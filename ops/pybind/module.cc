@@ -369,7 +369,9 @@ PYBIND11_MODULE(_native, m) {
            // noconvert: a converted copy of last or sums would take the writes in their place
            py::arg("buffer").noconvert(), py::arg("starts").noconvert(), py::arg("sizes").noconvert(),
            py::arg("last").noconvert(), py::arg("sums").noconvert())
-      .def("record", &MarkRecorder::record);
+      .def("record", &MarkRecorder::record)
+      .def("record_all_marked", &MarkRecorder::record_all_marked,
+           "The record of a run whose every map marks all its pixels (a stateless run), without reading them.");
   m.def("weighted_sum",
         [](py::array_t<double, py::array::c_style> w, py::array_t<double, py::array::c_style> v) {
           if (w.ndim() != 1 || v.ndim() != 1 || w.size() != v.size())

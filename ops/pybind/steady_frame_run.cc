@@ -139,7 +139,10 @@ class SteadyFrameRun {
     }
     // DeltaSession._record_maps
     c[kRuns] += 1;
-    recorder_->record();
+    if (delta_)
+      recorder_->record();
+    else
+      recorder_->record_all_marked();  // a stateless run marks everything
     state_.attr(maps_cleared_name_) = py::bool_(false);
     if (delta_) {
       after_delta_run(frame, seconds);

@@ -14,6 +14,7 @@ import deltaonnx
 from deltaonnx import DeltaSession
 from deltaonnx.graph_passes.protocol import CHANNEL_BLOCK_KEY
 from deltaonnx.graph_passes.scratch_sharing import check_groups
+from deltaonnx.session.delta_session import DEFAULT_STREAM
 
 zoo = pytest.importorskip("zoo")  # models/zoo.py (conftest puts models/ on the path); it needs torch
 
@@ -219,3 +220,26 @@ def test_stateless_runs_start_higher_than_the_twin(cpu_op_library, share, twin_m
             session._policy.after_delta_run(state)
         modes[label] = state.mode
     assert modes == {"twin": twin_mode, "stateless": stateless_mode}
+
+
+def test_the_compiled_stateless_run_records_maps_that_mark_everything(yolo):
+    """The compiled prepared run of a stateless stream records every map as marked everywhere without reading the
+    maps (MarkRecorder.record_all_marked): valid because a stateless run's maps do mark everything (every past empty:
+    rule 1), which the maps themselves show here, and the statistics agree with them."""
+    converted, dense, name, shape = yolo
+    session = DeltaSession(converted, dense_fallback=False)
+    session._policy.check = None
+    rng = np.random.default_rng(11)
+    compiled = 0
+    for step in range(8):
+        frame = rng.random(shape).astype(np.float32)
+        _check(session.run(None, {name: frame}), dense, name, frame, f"frame {step}")
+        state = session._streams[DEFAULT_STREAM]
+        if session.stats()["mode"] != "stateless":
+            continue
+        maps = session.change_maps()
+        assert maps and all(m.all() for m in maps.values()), "a stateless run's maps mark everything"
+        nodes = session.stats()["nodes"]
+        assert all(node["fraction"] == 1.0 for node in nodes.values()), nodes
+        compiled += type(state.steady).__name__ == "SteadyFrameRun"
+    assert compiled >= 4, "the compiled prepared run took the stateless frames"

@@ -91,3 +91,24 @@ def test_recorder_refuses_arrays_it_would_have_to_copy():
         map_buffers._MarkRecorder(buffer, starts, sizes, np.zeros(4)[::2], np.zeros(2))
     with pytest.raises(ValueError, match="leaves the buffer of 16 bytes"):
         map_buffers._MarkRecorder(buffer, starts, np.array([8, 9]), np.zeros(2), np.zeros(2))
+
+
+def test_a_run_marking_everything_is_recorded_as_counting_would(rng):
+    """record_all_marked(), the record of a stateless run (every map marks all its pixels; the compiled prepared run,
+    ops/pybind/steady_frame_run.cc), writes what record() counts on maps marked everywhere: 1 per map, 0 for an empty
+    one, added to the sums; it reads no map, so a map left unmarked does not change it."""
+    if map_buffers._MarkRecorder is None:
+        pytest.skip("the compiled module is not built")
+    maps = ChangeMapBuffers(_maps(rng))
+    counted_last, counted_sums = np.zeros(len(SHAPES)), np.zeros(len(SHAPES))
+    maps.record_into(counted_last, counted_sums)
+    for view in maps.views:
+        view[...] = 1
+    maps.record()
+    maps.record()
+    all_last, all_sums = np.zeros(len(SHAPES)), np.zeros(len(SHAPES))
+    recorder = map_buffers._MarkRecorder(maps.buffer, maps._starts, maps._lengths, all_last, all_sums)
+    recorder.record_all_marked()
+    recorder.record_all_marked()
+    assert all_last.tolist() == counted_last.tolist() == [1.0, 0.0, 1.0, 1.0, 1.0, 1.0]
+    assert all_sums.tolist() == counted_sums.tolist()
