@@ -1,5 +1,6 @@
 #include "op_definition/shape_reference.h"
 
+#include <atomic>
 #include <cstdlib>
 #include <cstring>
 #include <mutex>
@@ -16,8 +17,10 @@ constexpr size_t kShapeReferenceSlot = 414;
 using ShapeReferenceFn = OrtStatus*(ORT_API_CALL*)(const OrtValue* value, ONNXTensorElementDataType* elem_type,
                                                     const int64_t** shape_data, size_t* shape_data_count);
 
-ShapeReferenceFn shape_reference = nullptr;
-const OrtApi* reference_api = nullptr;  // API 24's table, to release the call's status
+// Set once, by the first registration, before any op of this library exists; atomic because ops of sessions made
+// earlier may run in other threads while a later session registers.
+std::atomic<ShapeReferenceFn> shape_reference{nullptr};
+const OrtApi* reference_api = nullptr;  // API 24's table, to release the call's status; written before shape_reference
 std::once_flag shape_reference_once;
 
 // The call must give back the shapes of tensors made here, float and uint8, 4-D, empty and 1-D, with no status.
@@ -77,18 +80,19 @@ void init_shape_reference(const OrtApiBase* api_base) {
     const auto fn = reinterpret_cast<const ShapeReferenceFn*>(api)[kShapeReferenceSlot];
     if (fn == nullptr || !passes_check(api, fn)) return;
     reference_api = api;
-    shape_reference = fn;
+    shape_reference.store(fn, std::memory_order_release);
   });
 }
 
-bool shape_reference_active() { return shape_reference != nullptr; }
+bool shape_reference_active() { return shape_reference.load(std::memory_order_acquire) != nullptr; }
 
 bool shape_by_reference(const OrtValue* value, Shape* shape) {
-  if (shape_reference == nullptr) return false;
+  const ShapeReferenceFn fn = shape_reference.load(std::memory_order_acquire);
+  if (fn == nullptr) return false;
   ONNXTensorElementDataType type;
   const int64_t* dims = nullptr;
   size_t rank = 0;
-  if (OrtStatus* s = shape_reference(value, &type, &dims, &rank)) {  // not a tensor: the caller's query says why
+  if (OrtStatus* s = fn(value, &type, &dims, &rank)) {  // not a tensor: the caller's query says why
     reference_api->ReleaseStatus(s);
     return false;
   }
