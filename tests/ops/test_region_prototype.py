@@ -17,4 +17,4 @@ def test_prototype_chain_equals_dense_ort():
     finally:
         sys.path.remove(str(PROTOTYPE))
     library = region_prototype.build(Path(ort_include_dir()))
-    assert region_prototype.check(library) == 12
+    assert region_prototype.check(library) == 8
