@@ -67,7 +67,8 @@ struct ChainKernel {
       }
       const int64_t w_shape[4] = {C, inputs, m.depthwise ? 3 : 1, m.depthwise ? 3 : 1}, b_shape[1] = {C};
       m.w = Ort::Value::CreateTensor<float>(cpu_, dst, static_cast<size_t>(C * inputs * taps), w_shape, 4);
-      storage_.emplace_back(m.depthwise ? db + next_d * C : pb + next_p * C, (m.depthwise ? db + next_d * C : pb + next_p * C) + C);
+      const float* bias = m.depthwise ? db + next_d * C : pb + next_p * C;
+      storage_.emplace_back(bias, bias + C);
       m.b = Ort::Value::CreateTensor<float>(cpu_, storage_.back().data(), static_cast<size_t>(C), b_shape, 1);
       (m.depthwise ? next_d : next_p) += 1;
       members_.push_back(std::move(m));

@@ -190,7 +190,7 @@ class DeltaSession:
             # The twin takes about three frames' time to build (densify, a session): built beside the first
             # frames, so the first stream to fall back does not stall (a run that needs it sooner waits on the
             # lock). Not a daemon: interpreter exit waits for the build rather than killing it inside ORT.
-            threading.Thread(target=self._build_dense_twin, name="deltaonnx-dense-twin").start()
+            threading.Thread(target=self._twin.build, name="deltaonnx-dense-twin").start()
 
     # ----------------------------------------------------------------- construction helpers
 
@@ -316,9 +316,6 @@ class DeltaSession:
                     continue
                 return self._run_locked(state, requested, inputs, input_shapes, run_options, maps,
                                         output_names is None and change_map is None)
-
-    def _build_dense_twin(self) -> None:
-        self._twin.build()
 
     def _load_model(self) -> onnx.ModelProto:
         """The converted model, parsed again (the twin is made from it)."""

@@ -6,10 +6,10 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import onnxruntime as ort
 
+from ..graph_passes.protocol import STATE_PREFIX
+
 # numpy dtypes of the float tensor types ONNX names (an empty state's, a warm-up run's zeros)
 FLOAT_DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64}
-
-from ..graph_passes.protocol import STATE_PREFIX
 
 
 def checked_output_names(output_names: Sequence[str] | None, model_outputs: list[str]) -> list[str]:
