@@ -570,6 +570,28 @@ def test_stats_and_change_maps_follow_the_change(exact_session, dense_session, r
         np.testing.assert_array_equal(first_maps[name], kept_first[name])
 
 
+def test_last_run_is_stats_in_brief_and_a_copy(exact_session, rng):
+    with pytest.raises(KeyError, match="no runs"):
+        exact_session.last_run()
+    frame = random_frame(rng, h=64, w=64)
+    exact_session.run(None, {"image": frame})
+    changed = frame.copy()
+    changed[0, :, 30:32, 40:42] += 0.5
+    exact_session.run(None, {"image": changed})
+    last, stats = exact_session.last_run(), exact_session.stats()
+    assert last.nodes == tuple(stats["nodes"])
+    assert last.fractions.dtype == np.float64 and last.fractions.shape == (len(last.nodes),)
+    np.testing.assert_array_equal(last.fractions, [stats["nodes"][n]["fraction"] for n in last.nodes])
+    assert 0.0 < last.fractions.min() and last.fractions.max() < 0.5  # the second run's, not the first's ones
+    assert (last.runs, last.mode, last.dense_runs, last.stateless_runs, last.skipped_runs) == (
+        stats["runs"], stats["mode"], stats["dense_runs"], stats["stateless_runs"], stats["skipped_runs"])
+    kept = last.fractions.copy()
+    exact_session.run(None, {"image": changed})  # identical: nothing recomputed
+    np.testing.assert_array_equal(last.fractions, kept)  # the record handed out is not the live array
+    again = exact_session.last_run()
+    assert again.runs == 3 and again.skipped_runs == stats["skipped_runs"] + 1 and not again.fractions.any()
+
+
 def test_stats_count_the_flops_of_a_dynamic_model_at_the_shapes_of_the_last_run(cpu_op_library, rng):
     """dense_model() has dynamic H and W, as PNet and NudeNet's 320n: the converter cannot record the nodes'
     FLOPs, so stats() counts them at the shapes of the last run, per frame (batch items do not multiply them)."""

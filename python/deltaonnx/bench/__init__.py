@@ -3,7 +3,10 @@
 Both models run on the same frames, interleaved in blocks of `--interleave` frames (dense ORT runs a block,
 then each converted model runs the same block, in an order that alternates between blocks), so a change of
 machine load hits both alike; blocks rather than single frames because alternating every frame makes each
-model evict the other's weights and state from the caches, which deployment never sees. Same thread count;
+model evict the other's weights and state from the caches, which deployment never sees. Between two timed runs
+of a converted model bench reads only DeltaSession.last_run() (the per-node numbers are made after the last
+frame): stats()'s Python there cost cnn1's next run ~10 us, 2% of its frame, that dense ORT's never paid. Same
+thread count;
 the first `--warmup` frames run untimed (they also fill the state). For each converted configuration (one, or
 one per value of `--thresholds` x `--inner-thresholds`) it reports:
 

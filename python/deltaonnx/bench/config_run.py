@@ -20,6 +20,9 @@ class ConfigRun:
     session: Any
     times: list = field(default_factory=list)
     fractions: dict = field(default_factory=lambda: collections.defaultdict(list))  # node -> per frame
+    # per timed frame, the session's last_run().fractions (None: the dense twin ran), until _finish_fractions
+    frame_fractions: list = field(default_factory=list)
+    map_nodes: tuple = ()  # the order of those fractions
     flops_fraction_converted: list = field(default_factory=list)
     flops_fraction_all: list = field(default_factory=list)
     output_max_abs: dict = field(default_factory=lambda: collections.defaultdict(float))
@@ -32,4 +35,5 @@ class ConfigRun:
     stateless_runs_seen: int = 0  # the session's count of stateless runs, last seen
     stateless_frames: int = 0  # timed frames that ran without keeping state (stateless runs)
     state_bytes: int = 0  # the largest state seen
+    mode_seen: Optional[str] = None  # the session's mode when state_bytes was last read
     replay_state: Optional[dict] = None  # the ops' state (past name -> array) before the replayed last frames

@@ -144,7 +144,7 @@ def run_benchmark(model, frames: Iterable[np.ndarray], preprocess: Optional[Prep
                     if index == seed_index:
                         runs[m - 1].replay_state = {name: np.array(value.numpy())
                                                    for name, value in session.state().items()}
-                    if _record_fractions(runs[m - 1], flops):
+                    if _record_fractions(runs[m - 1]):
                         continue  # the dense twin ran: no change maps this frame
                 if m and index in maps_at:  # the maps of this very run (the next run replaces them)
                     maps[m][index] = {node: change_map.copy() for node, change_map in session.change_maps().items()}
@@ -199,6 +199,8 @@ def run_benchmark(model, frames: Iterable[np.ndarray], preprocess: Optional[Prep
         raise BenchError(f"only {count} frames were read and --warmup is {options.warmup}: nothing was timed "
                          "(lower --warmup or read more frames)")
 
+    for run in runs:
+        _finish_fractions(run, flops)
     fused_names = {name for run in runs for node in run.metadata.get("nodes", [])
                    if node.get("decision") == "converted" for name in node.get("fused", [])}
     dense_profile = {}
@@ -350,47 +352,59 @@ def _compare_outputs(run: ConfigRun, names: list[str], dense_outputs: list, delt
     run.compared_frames += 1
 
 
-def _record_fractions(run: ConfigRun, flops: dict[str, float]) -> bool:
-    """Read the last run's statistics; returns whether it ran the dense twin (DeltaSession's fallback for
-    streams that change almost everywhere), which redoes everything and leaves no change maps."""
-    stats = run.session.stats()
-    dense_runs = stats.get("dense_runs", 0) or 0
-    ran_dense = dense_runs > run.dense_runs_seen
-    run.dense_runs_seen = dense_runs
-    stateless_runs = stats.get("stateless_runs", 0) or 0
-    if stateless_runs > run.stateless_runs_seen:
+def _record_fractions(run: ConfigRun) -> bool:
+    """Note the last run's change-map shares (DeltaSession.last_run: a few reads, no per-node Python, since this
+    runs between two timed runs of the session); returns whether it ran the dense twin (DeltaSession's fallback
+    for streams that change almost everywhere), which redoes everything and leaves no change maps.
+    _finish_fractions turns the notes into per-node and per-frame numbers once the frames are done."""
+    last = run.session.last_run()
+    ran_dense = last.dense_runs > run.dense_runs_seen
+    run.dense_runs_seen = last.dense_runs
+    if last.stateless_runs > run.stateless_runs_seen:
         run.stateless_frames += 1
-    run.stateless_runs_seen = stateless_runs
+    run.stateless_runs_seen = last.stateless_runs
     if ran_dense:
         run.dense_frames += 1
-    else:
+    elif last.mode != run.mode_seen:  # the state's size changes with the mode only (the shapes are fixed here)
         run.state_bytes = max(run.state_bytes, _state_bytes(run.session))
-    stats = stats["nodes"]
-    redone = total = redone_converted = total_converted = 0.0
-    converted_sources = set()
-    for node in run.metadata.get("nodes", []):
-        if node.get("decision") != "converted":
-            continue
-        name = node["name"]
-        fraction = 1.0 if ran_dense else stats.get(name, {}).get("fraction")
-        if fraction is None:
-            continue
-        run.fractions[name].append(fraction)
-        if node.get("source_op") == "Conv" and node.get("source") in flops:
-            converted_sources.add(node["source"])
-            f = flops[node["source"]]
-            redone_converted += f * fraction
-            total_converted += f
-    for source, f in flops.items():  # convs kept dense are redone in full
-        total += f
-        if source not in converted_sources:
-            redone += f
-    redone += redone_converted
-    if total_converted:
-        run.flops_fraction_converted.append(redone_converted / total_converted)
-    if total:
-        run.flops_fraction_all.append(redone / total)
+        run.mode_seen = last.mode
+    run.frame_fractions.append(None if ran_dense else last.fractions)
+    run.map_nodes = last.nodes
     return ran_dense
+
+
+def _finish_fractions(run: ConfigRun, flops: dict[str, float]) -> None:
+    """Per converted node its share recomputed on each noted frame (1 where the dense twin ran), and per frame the
+    share of the conv FLOPs redone (of the converted convs, and of all convs: those kept dense redo everything)."""
+    column = {name: index for index, name in enumerate(run.map_nodes)}
+    nodes = [node for node in run.metadata.get("nodes", []) if node.get("decision") == "converted"]
+    for fractions in run.frame_fractions:
+        redone = total = redone_converted = total_converted = 0.0
+        converted_sources = set()
+        for node in nodes:
+            name = node["name"]
+            if fractions is None:
+                fraction = 1.0
+            elif name in column:
+                fraction = float(fractions[column[name]])
+            else:
+                continue
+            run.fractions[name].append(fraction)
+            if node.get("source_op") == "Conv" and node.get("source") in flops:
+                converted_sources.add(node["source"])
+                f = flops[node["source"]]
+                redone_converted += f * fraction
+                total_converted += f
+        for source, f in flops.items():  # convs kept dense are redone in full
+            total += f
+            if source not in converted_sources:
+                redone += f
+        redone += redone_converted
+        if total_converted:
+            run.flops_fraction_converted.append(redone_converted / total_converted)
+        if total:
+            run.flops_fraction_all.append(redone / total)
+    run.frame_fractions = []
 
 
 def _summarize(run: ConfigRun, dense_ms: float, flops: dict[str, float], dense_profile: dict,

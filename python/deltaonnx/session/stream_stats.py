@@ -2,6 +2,7 @@
 node's FLOPs per frame."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Hashable, Mapping, Sequence
 
 import numpy as np
@@ -54,3 +55,24 @@ def stream_stats(state: StreamState, stream: Hashable, map_nodes: Sequence[str],
             "skipped_runs": skipped, "probes_skipped": probes_skipped, "twin_samples": twin_samples,
             "delta_ms_smoothed": None if delta_seconds is None else 1e3 * delta_seconds,
             "twin_ms_smoothed": None if twin_seconds is None else 1e3 * twin_seconds}
+
+
+@dataclass(frozen=True)
+class LastRun:
+    """DeltaSession.last_run(): the counters and each map node's recomputed share of a stream's last run, read
+    without building stats()'s dictionaries (a per-frame reader's Python work runs between two runs and leaves
+    the next one caches to refill)."""
+
+    runs: int  # runs since the last reset
+    mode: str  # "delta", "dense" or "stateless" after that run
+    dense_runs: int  # runs of the dense twin since the reset (its timed samples included)
+    stateless_runs: int
+    skipped_runs: int
+    fractions: np.ndarray  # float64 [nodes]: the last run's mean of each change map, in `nodes` order (a copy)
+    nodes: tuple[str, ...]  # the map nodes, as stats()["nodes"] orders them
+
+
+def last_run(state: StreamState, nodes: tuple[str, ...]) -> LastRun:
+    with state.lock:
+        return LastRun(state.runs, state.mode, state.dense_runs_total, state.stateless_runs_total,
+                       state.skipped_runs, state.last_fraction.copy(), nodes)
