@@ -21,6 +21,7 @@ set(_delta_cuda_host_sources
   ${_delta_root}/ops/delta_gate/cuda/delta_gate_cuda_op.cc
   ${_delta_root}/ops/delta_reorder/cuda/delta_reorder_cuda_op.cc
   ${_delta_root}/ops/delta_resize/cuda/delta_resize_cuda_op.cc
+  ${_delta_root}/ops/channel_ops/cuda/channel_cuda_ops.cc
   ${_delta_root}/ops/delta_gate/gate_op_inputs.cc
   ${_delta_root}/ops/delta_gate/gate_spec.cc)
 
@@ -86,7 +87,8 @@ add_library(deltaonnx_ops_cuda SHARED ${_delta_cuda_host_sources}
   ${_delta_root}/ops/delta_pool/cuda/max_pool_kernel.cu
   ${_delta_root}/ops/map_union/cuda/map_union_kernel.cu
   ${_delta_root}/ops/delta_gate/cuda/gate_kernel.cu
-  ${_delta_root}/ops/delta_resize/cuda/resize_kernel.cu)
+  ${_delta_root}/ops/delta_resize/cuda/resize_kernel.cu
+  ${_delta_root}/ops/channel_ops/cuda/channel_kernels.cu)
 set_target_properties(deltaonnx_ops_cuda PROPERTIES
   CUDA_ARCHITECTURES "${_delta_cuda_archs}"
   CUDA_STANDARD 17

@@ -10,7 +10,8 @@ measured slower here, docs/ops.md#convert-blocked). Its
 Y stays blocked through the ops that compute the same thing on blocked memory (layout-neutral: elementwise ops of
 region tensors of one shape or with scalar constants, keeping pad lanes zero where the tensor is padded;
 Concat/Split along channels with parts that are multiples of 16; a nearest Resize by integer factors, which becomes a
-DeltaResize: blocked_resize.py); everything else reads NCHW through a
+DeltaResize: blocked_resize.py), and a squeeze-excite block's global average pool and per-channel scale read its
+tensor as it lies (DeltaGlobalAveragePool, DeltaChannelScale: blocked_squeeze_excite.py); everything else reads NCHW through a
 DeltaReorder(to = "nchw") inserted once per tensor, and a blocked DeltaConv whose input is NCHW reads it through a
 DeltaReorder(to = "blocked"); reorders of padded tensors carry `channels`. A DeltaConv whose input is not
 blockable (a backbone's first conv, on 3 channels, or one reading a model input) gets `layout = "blocked_out"`: it
@@ -27,10 +28,12 @@ from typing import Optional
 import onnx_ir as ir
 
 from .blocked_resize import nearest_factors, replace_with_delta_resize
+from .blocked_squeeze_excite import (SCALE_S, channel_scale_operands, reads_for_pool, replace_pool,
+                                     replace_scale)
 from .constants import constant_array, constant_scalar
 from .conversion_context import PLAN_META_KEY, ConversionContext
-from .delta_ops import (CONV_INPUTS, DELTA_POOL, DELTA_REORDER, LAYOUT_BLOCKED, LAYOUT_BLOCKED_OUT, POOL_INPUTS,
-                        X_REF_NEXT, Y, is_delta_op, sum_input)
+from .delta_ops import (CONV_INPUTS, DELTA_CHANNEL_SCALE, DELTA_GLOBAL_POOL, DELTA_POOL, DELTA_REORDER, LAYOUT_BLOCKED,
+                        LAYOUT_BLOCKED_OUT, POOL_INPUTS, X_REF_NEXT, Y, is_delta_op, sum_input)
 from .graph_edits import NameScope, attribute, copy_type_and_shape, numbered_name
 from .normalize import onnx_opset
 from .pad_lanes import (CHANNEL_MULTIPLE, PADDED_CHANNELS_META_KEY, activation_keeps_zero, is_padded,
@@ -129,6 +132,8 @@ class ChooseBlockedLayout(ir.passes.InPlacePass):
         chosen: list[ir.Node] = []  # the Delta ops made blocked
         entering: list[ir.Node] = []  # the DeltaConvs made blocked_out: NCHW input, their output opens a region
         neutral: set[ir.Node] = set()  # the layout-neutral ops inside a region
+        pools: list[ir.Node] = []  # GlobalAveragePools of a region tensor (blocked_squeeze_excite.py)
+        scales: list[ir.Node] = []  # per-channel Muls of a region tensor by a gate [N or 1, C, 1, 1]
         for node in graph:
             if is_delta_op(node):
                 why = can_block(node)
@@ -154,13 +159,37 @@ class ChooseBlockedLayout(ir.passes.InPlacePass):
                 if channels is not None:
                     neutral.add(node)
                     blocked.update(dict.fromkeys(node.outputs, channels))
+                elif (operands := channel_scale_operands(node, blocked)) is not None:
+                    scales.append(node)
+                    blocked[node.outputs[0]] = blocked[operands[0]]
+                elif reads_for_pool(node, blocked):
+                    pools.append(node)
         if not chosen and not entering:
             return ir.passes.PassResult(model, modified=False)
-        self._leave_trailing_mixed(graph, neutral, set(chosen), set(entering), blocked)
+        self._leave_trailing_mixed(graph, neutral, set(chosen) | set(scales) | set(pools), set(entering), blocked)
         entering = self._one_pixel_outputs_stay_nchw(entering, neutral, set(chosen), blocked)
         if not chosen and not entering:
             return ir.passes.PassResult(model, modified=False)
         scope = NameScope(graph)
+        # the squeeze-excite readers, on the final region (a scale's gate S is read NCHW: not a region read)
+        for node in pools:
+            x = node.inputs[0]
+            if x in blocked:
+                neutral.add(replace_pool(graph, scope, node, blocked[x]))
+        region_readers = set(chosen) | neutral | set(pools) | set(scales)
+        for node in scales:
+            operands = channel_scale_operands(node, blocked)
+            y = node.outputs[0]
+            read_inside = any(use.node in region_readers or (use.node in entering and use.idx in _sum_positions(use.node))
+                              for use in y.uses())
+            if operands is None or not read_inside:
+                # its X left the region, or its output only leaves it (a model output): the Mul reads the NCHW
+                # copy a reorder makes anyway, rather than a scale here and a reorder after it
+                blocked.pop(y, None)
+                continue
+            scale = replace_scale(graph, scope, node, *operands)
+            blocked[scale.outputs[0]] = blocked.pop(y)
+            neutral.add(scale)
         for node in [n for n in graph if n in neutral and n.op_type == "Resize"]:
             resize = replace_with_delta_resize(graph, scope, node, nearest_factors(node, opset))
             neutral.discard(node)
@@ -282,7 +311,7 @@ class ChooseBlockedLayout(ir.passes.InPlacePass):
         for node in inside:
             # a Split's other inputs are its sizes; a DeltaConv's its weights and state
             reads = ((_sum_positions(node) if node in entering else [CONV_INPUTS["x"], *_sum_positions(node)])
-                     if is_delta_op(node) else [0] if node.op_type == "Split" else range(len(node.inputs)))
+                     if is_delta_op(node) else [0] if node.op_type in _READS_X_ONLY else range(len(node.inputs)))
             for position in reads:
                 x = node.inputs[position]
                 if x is None or x in blocked or constant_scalar(x) is not None:
@@ -303,7 +332,8 @@ class ChooseBlockedLayout(ir.passes.InPlacePass):
         DeltaReorder(to = "nchw") per tensor; a blocked_out conv's sum Z stays blocked."""
         for value in list(blocked):
             outside = [(use.node, use.idx) for use in value.uses()
-                       if use.node not in inside and not (use.node in entering and use.idx in _sum_positions(use.node))]
+                       if (use.node not in inside or _reads_nchw_at(use.node, use.idx))
+                       and not (use.node in entering and use.idx in _sum_positions(use.node))]
             if not outside and not value.is_graph_output():
                 continue
             producer = value.producer()
@@ -317,6 +347,16 @@ class ChooseBlockedLayout(ir.passes.InPlacePass):
                         graph.outputs[i] = nchw
                 value.name = scope.take(f"deltaonnx.blocked.{name}")
                 nchw.name = name
+
+
+# Region nodes of which only input 0 is a region tensor: a Split's other inputs are its sizes, a DeltaChannelScale's
+# S its gate (NCHW), a DeltaGlobalAveragePool has no other.
+_READS_X_ONLY = frozenset({"Split", DELTA_CHANNEL_SCALE, DELTA_GLOBAL_POOL})
+
+
+def _reads_nchw_at(node: ir.Node, index: int) -> bool:
+    """A region node's input read as NCHW: a DeltaChannelScale's gate S."""
+    return node.domain == DOMAIN and node.op_type == DELTA_CHANNEL_SCALE and index == SCALE_S
 
 
 def _sum_positions(node: ir.Node) -> list[int]:

@@ -9,6 +9,10 @@ DELTA_MAP_UNION = "DeltaMapUnion"
 DELTA_GATE = "DeltaGate"
 DELTA_REORDER = "DeltaReorder"  # NCHW <-> channel-blocked memory (docs/ops.md#deltareorder)
 DELTA_RESIZE = "DeltaResize"  # a nearest upsample by integer factors in a blocked region (docs/ops.md#deltaresize)
+# A squeeze-excite block's global average pool and channel scale reading a blocked region's tensor as it lies
+# (docs/ops.md#deltaglobalaveragepool, #deltachannelscale); inputs X (and the scale S), output Y; no state.
+DELTA_GLOBAL_POOL = "DeltaGlobalAveragePool"
+DELTA_CHANNEL_SCALE = "DeltaChannelScale"
 DELTA_OPS = (DELTA_CONV, DELTA_POOL)
 OPSET_VERSION = 1
 
@@ -46,6 +50,10 @@ def is_reorder(node) -> bool:
 
 def is_resize(node) -> bool:
     return node.domain == DOMAIN and node.op_type == DELTA_RESIZE
+
+
+def is_channel_scale(node) -> bool:
+    return node.domain == DOMAIN and node.op_type == DELTA_CHANNEL_SCALE
 
 
 def keeps_last_output(node) -> bool:

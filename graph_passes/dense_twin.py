@@ -1,6 +1,7 @@
 """The dense twin of a converted model: each DeltaConv back to Conv (+ its fused activation), each DeltaPool back
 to MaxPool, each DeltaGate and DeltaReorder an Identity (the twin is NCHW throughout), each DeltaResize a nearest
-Resize by its factors, the state and the change maps gone.
+Resize by its factors, each DeltaGlobalAveragePool a GlobalAveragePool and each DeltaChannelScale a Mul, the state
+and the change maps gone.
 
 DeltaSession runs it for a stream whose frames change almost everywhere (a moving camera), where skipping
 unchanged pixels cannot pay: ORT then optimises the twin like the original model (NCHWc kernels, fusions),
@@ -16,6 +17,8 @@ from .metadata import ConversionMetadata
 from .protocol import DELTA_CONV_SUM_INPUT, DOMAIN
 
 _CONV_ATTRIBUTES = ("kernel_shape", "strides", "pads", "dilations", "group", "auto_pad")
+# Delta ops whose dense twin is one ONNX op of the same inputs, no attributes.
+_PLAIN_TWINS = {"DeltaGlobalAveragePool": "GlobalAveragePool", "DeltaChannelScale": "Mul"}
 _POOL_ATTRIBUTES = ("kernel_shape", "strides", "pads", "dilations", "ceil_mode", "auto_pad")
 
 
@@ -116,6 +119,9 @@ def dense_twin(converted: onnx.ModelProto, model_outputs: list[str]) -> onnx.Mod
             continue
         if node.domain == DOMAIN and node.op_type == "DeltaResize":
             nodes.append(_nearest_resize(node, initializers))
+            continue
+        if node.domain == DOMAIN and node.op_type in _PLAIN_TWINS:  # the same computation on NCHW tensors
+            nodes.append(helper.make_node(_PLAIN_TWINS[node.op_type], list(node.input), [node.output[0]], name=node.name))
             continue
         if node.domain != DOMAIN or node.op_type not in ("DeltaConv", "DeltaPool"):
             nodes.append(node)

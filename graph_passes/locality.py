@@ -10,7 +10,8 @@ run". It survives ops that keep locality (docs/design.md "Change maps flow from 
   - ConvTranspose whose kernel equals its stride (no pads, dilations or output padding): each output pixel
     reads one input pixel, so the map upsampled by the stride;
   - Identity, Dropout, identity Transpose, DeltaReorder;
-  - DeltaResize: its own map_out (the map upsampled).
+  - DeltaResize: its own map_out (the map upsampled);
+  - DeltaChannelScale: as the Mul it replaced (the union of X's map and its scale's).
 Anything else loses the map; its consumers then compare their whole input.
 
 The rules are written once and used twice: by the planner, with opaque tokens, to know which nodes
@@ -24,7 +25,7 @@ from typing import Generic, Optional, Protocol, TypeVar
 import onnx_ir as ir
 
 from .constants import FrameInvariance, constant_ints
-from .delta_ops import RESIZE_MAP_OUT, is_reorder, is_resize, keeps_last_output
+from .delta_ops import RESIZE_MAP_OUT, is_channel_scale, is_reorder, is_resize, keeps_last_output
 from .graph_edits import attribute
 from .shapes import Dim, dim_is_one, dims, dims_provably_equal
 
@@ -104,7 +105,7 @@ class ChangeMapPropagation(Generic[M]):
         for node in list(self.graph if nodes is None else nodes):
             if visit is not None:
                 visit(node, maps)
-            if node.domain != "" and not keeps_last_output(node):
+            if node.domain != "" and not keeps_last_output(node) and not is_channel_scale(node):
                 continue
             for output, produced in zip(node.outputs, self._outputs_maps(node, maps)):
                 if produced is not None and output not in maps:
@@ -121,7 +122,7 @@ class ChangeMapPropagation(Generic[M]):
             return [self._unary(node, maps)]
         if op in _CHANNEL_REDUCING_OPS:
             return [self._unary(node, maps) if self._channel_axis_only(node) else None]
-        if op in _ELEMENTWISE_OPS:
+        if op in _ELEMENTWISE_OPS or is_channel_scale(node):
             return [self._elementwise(node, maps)]
         if op == "Concat":
             return [self._concat(node, maps)]

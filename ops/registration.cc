@@ -19,6 +19,7 @@
 #include "delta_gate/cuda/delta_gate_cuda_op.h"
 #include "delta_reorder/cuda/delta_reorder_cuda_op.h"
 #include "delta_resize/cuda/delta_resize_cuda_op.h"
+#include "channel_ops/cuda/channel_cuda_ops.h"
 #define DELTAONNX_KERNEL(cpu, cuda) cuda
 #define DELTAONNX_LIBRARY_NAME "libdeltaonnx_ops_cuda"
 #else
@@ -28,6 +29,7 @@
 #include "delta_gate/cpu/delta_gate_kernel.h"
 #include "delta_reorder/cpu/delta_reorder_kernel.h"
 #include "delta_resize/cpu/delta_resize_kernel.h"
+#include "channel_ops/cpu/channel_kernels.h"
 #define DELTAONNX_KERNEL(cpu, cuda) cpu
 #define DELTAONNX_LIBRARY_NAME "libdeltaonnx_ops"
 #endif
@@ -44,7 +46,10 @@ const DELTAONNX_KERNEL(deltaonnx::MapUnionOp, deltaonnx::cuda::MapUnionCudaOp) k
 const DELTAONNX_KERNEL(deltaonnx::DeltaGateOp, deltaonnx::cuda::DeltaGateCudaOp) kDeltaGate;
 const DELTAONNX_KERNEL(deltaonnx::DeltaReorderOp, deltaonnx::cuda::DeltaReorderCudaOp) kDeltaReorder;
 const DELTAONNX_KERNEL(deltaonnx::DeltaResizeOp, deltaonnx::cuda::DeltaResizeCudaOp) kDeltaResize;
-const OrtCustomOp* const kOps[] = {&kDeltaConv, &kDeltaPool, &kMapUnion, &kDeltaGate, &kDeltaReorder, &kDeltaResize};
+const DELTAONNX_KERNEL(deltaonnx::GlobalPoolOp, deltaonnx::cuda::GlobalPoolCudaOp) kGlobalPool;
+const DELTAONNX_KERNEL(deltaonnx::ChannelScaleOp, deltaonnx::cuda::ChannelScaleCudaOp) kChannelScale;
+const OrtCustomOp* const kOps[] = {&kDeltaConv,    &kDeltaPool,    &kMapUnion,   &kDeltaGate,
+                                   &kDeltaReorder, &kDeltaResize, &kGlobalPool, &kChannelScale};
 
 // Domains must outlive every session that used them, so they live as long as the library.
 std::mutex domains_mutex;

@@ -232,6 +232,26 @@ Shape resize_output_shape(const ResizeAttributes& a, const Shape& xs, int64_t bl
   return {xs[0], xs[1], height, width};
 }
 
+ChannelOpAttributes read_channel_op_attributes(const AttributeReader& a, bool with_channels) {
+  ChannelOpAttributes r;
+  const std::string layout = a.get_string("layout", "nchw");
+  if (layout == "blocked") r.blocked = true;
+  else if (layout != "nchw") a.fail("attribute 'layout' must be \"nchw\" or \"blocked\", got \"" + layout + "\"");
+  if (with_channels) {
+    r.channels = a.get_int("channels", 0);
+    if (a.has("channels") && r.channels < 1) a.fail("attribute 'channels' must be >= 1, got " + std::to_string(r.channels));
+  }
+  return r;
+}
+
+void check_channels_fit(const Shape& xs, int64_t channels, bool blocked, int64_t block, const char* what) {
+  const int64_t wanted = blocked ? padded_channels(channels, block) : channels;
+  if (xs[1] != wanted)
+    throw UserError(std::string(what) + " has " + std::to_string(xs[1]) + " channels (shape " + shape_text(xs) +
+                    "), not the " + std::to_string(wanted) + " that " + std::to_string(channels) + " channels " +
+                    (blocked ? "take blocked by the library's channel block " + std::to_string(block) : "take NCHW"));
+}
+
 void check_channel_block(const Shape& xs, int64_t block, const char* what) {
   if (block > 1 && xs[1] % block != 0)
     throw UserError(std::string(what) + " has " + std::to_string(xs[1]) + " channels (shape " + shape_text(xs) +

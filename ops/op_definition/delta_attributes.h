@@ -108,6 +108,19 @@ ResizeAttributes read_delta_resize_attributes(const AttributeReader& attributes)
 // `block`. Throws UserError.
 Shape resize_output_shape(const ResizeAttributes& attributes, const Shape& xs, int64_t block);
 
+// DeltaGlobalAveragePool's and DeltaChannelScale's attributes (docs/ops.md#deltaglobalaveragepool): 'layout' "nchw"
+// (default) or "blocked" (X [N][Cb/b][H][W][b], Cb = roundup(C, b)); the pool's 'channels' C >= 1 (0: not given, C is
+// X's count). DeltaChannelScale takes C from its scale's shape.
+struct ChannelOpAttributes {
+  bool blocked = false;
+  int64_t channels = 0;
+};
+ChannelOpAttributes read_channel_op_attributes(const AttributeReader& attributes, bool with_channels);
+
+// X's channel count Cx for C logical channels: roundup(C, block) blocked, C otherwise; a UserError naming both when
+// xs[1] is not it.
+void check_channels_fit(const Shape& xs, int64_t channels, bool blocked, int64_t block, const char* what);
+
 // A tensor of shape xs [N, C, H, W] whose memory is (or becomes) blocked by `block` channels: C must be a multiple
 // of it. Throws UserError naming `what` and the block.
 void check_channel_block(const Shape& xs, int64_t block, const char* what);

@@ -99,6 +99,19 @@ inline constexpr TensorSlot kDeltaResizeOutputs[] = {{"Y", kFloat, SlotKind::kRe
 // its inputs are DeltaReorder's (X, Y_prev, map_in)
 inline constexpr OpSchema kDeltaResizeSchema{"DeltaResize", kDeltaReorderInputs, 3, kDeltaResizeOutputs, 2};
 
+// DeltaGlobalAveragePool (ops/channel_ops): X [N,Cx,H,W] (NCHW, or blocked: a region's tensor, read as it lies) to
+// Y [N,C,1,1] NCHW, each channel's mean; no state (a global pool redoes everything; its readers compare).
+// DeltaChannelScale: X [N,Cx,H,W] times S [N or 1,C,1,1] (a squeeze-excite gate, NCHW) per channel, Y in X's layout.
+namespace channel_ops {
+enum Input : size_t { kX = 0, kScale };
+}  // namespace channel_ops
+inline constexpr TensorSlot kGlobalPoolInputs[] = {{"X", kFloat, SlotKind::kRequired}};
+inline constexpr TensorSlot kChannelScaleInputs[] = {{"X", kFloat, SlotKind::kRequired},
+                                                     {"S", kFloat, SlotKind::kRequired}};
+inline constexpr TensorSlot kChannelOpOutputs[] = {{"Y", kFloat, SlotKind::kRequired}};
+inline constexpr OpSchema kGlobalPoolSchema{"DeltaGlobalAveragePool", kGlobalPoolInputs, 1, kChannelOpOutputs, 1};
+inline constexpr OpSchema kChannelScaleSchema{"DeltaChannelScale", kChannelScaleInputs, 2, kChannelOpOutputs, 1};
+
 inline OrtCustomOpInputOutputCharacteristic characteristic_of(SlotKind kind) {
   switch (kind) {
     case SlotKind::kOptional: return INPUT_OUTPUT_OPTIONAL;

@@ -202,15 +202,14 @@ def test_depthwise_blocked_other_grouped_convs_nchw(rng):
     assert sorted(_reorders(converted).values()) == ["blocked", "nchw", "nchw"]  # around it, and the output
 
 
-@pytest.mark.parametrize("name, reorders", [("mobilenetv2_like", 1), ("mobilenetv3_like", 5)])
-def test_depthwise_convs_stay_in_the_region(name, reorders):
+@pytest.mark.parametrize("name, pools, scales", [("mobilenetv2_like", 1, 0), ("mobilenetv3_like", 4, 3)])
+def test_depthwise_convs_and_squeeze_excite_blocks_stay_in_the_region(name, pools, scales):
     """A depthwise conv (group = C = M) takes layout "blocked" (docs/ops.md#blocked-layout), its channels padded
-    where not multiples of 16, so an inverted residual block is one region: mobilenetv2_like at 224 px keeps 1
-    DeltaReorder (3 while its 24-channel blocks stayed NCHW, 9 while depthwise convs did), mobilenetv3_like 5:
-    its squeeze-excite blocks read NCHW (a global pool and a per-channel Mul; the 1x1 conv after each reads the
-    Mul's NCHW output); the first block's 16-channel gate [1, 16, 1, 1], which only its Mul reads, stays NCHW (6
-    while its conv wrote it blocked and a DeltaReorder put it back; 5 while that block's convs stayed dense,
-    graph_passes/plan.py REASON_OPENS_MAP; 4 while its 24/40/72/120-channel blocks stayed NCHW)."""
+    where not multiples of 16, so an inverted residual block is one region; a squeeze-excite block's global pool and
+    per-channel Mul read the region's tensor as it lies (DeltaGlobalAveragePool, DeltaChannelScale), and so does the
+    classifier's pool: mobilenetv2_like and mobilenetv3_like at 224 px keep no DeltaReorder (mobilenetv2_like 1, the
+    tail's, and mobilenetv3_like 5 while the pools and the Muls read NCHW; 3 and 9 while 24-channel blocks and
+    depthwise convs stayed NCHW). mobilenetv3_like's first gate [1, 16, 1, 1] stays NCHW: its scale reads the gate so."""
     import zoo
 
     converted = deltaonnx.convert(getattr(zoo, name)((224, 224)), layout="blocked")
@@ -220,9 +219,83 @@ def test_depthwise_convs_stay_in_the_region(name, reorders):
         if node.op_type == "DeltaConv" and group > 1:
             source = next(e["source"] for e in _metadata(converted)["nodes"] if e["name"] == node.name)
             assert _layout(node) == "blocked", (source, layouts[source])
-    assert sum(n.op_type == "DeltaReorder" for n in converted.graph.node) == reorders
-    if name == "mobilenetv3_like":  # the first block's gate: a 1x1 output only an NCHW Mul reads
+    ops = [n.op_type for n in converted.graph.node]
+    assert (ops.count("DeltaReorder"), ops.count("DeltaGlobalAveragePool"), ops.count("DeltaChannelScale")) == (
+        0, pools, scales)
+    assert "GlobalAveragePool" not in ops and "Mul" not in ops
+    if name == "mobilenetv3_like":  # the first block's gate: a 1x1 output only the scale reads, as NCHW
         assert layouts["/1/body/body.2/expand/Conv"] == "nchw (one-pixel output read as NCHW)"
+
+
+def squeeze_excite_model(rng, channels=24, hw=16) -> onnx.ModelProto:
+    """x[1,3] -> stem(C) -> a(C) -> a squeeze-excite block (GlobalAveragePool, 1x1 C -> 8 Relu, 1x1 8 -> C
+    HardSigmoid, Mul) -> c(32), and `a` also read by a Mul with a per-channel constant that is a model output."""
+    nodes, inits = [], []
+    for args in [("stem", "x", "s", 3, channels), ("a", "s", "a", channels, channels)]:
+        node, w = _conv(rng, *args)
+        nodes.append(node)
+        inits += w
+    nodes.append(helper.make_node("GlobalAveragePool", ["a"], ["pooled"]))
+    node, w = _conv(rng, "reduce", "pooled", "r", channels, 8, k=1)
+    nodes += [node, helper.make_node("Relu", ["r"], ["r_act"])]
+    inits += w
+    node, w = _conv(rng, "expand", "r_act", "e", 8, channels, k=1)
+    nodes += [node, helper.make_node("HardSigmoid", ["e"], ["gate"]), helper.make_node("Mul", ["a", "gate"], ["se"])]
+    inits += w
+    node, w = _conv(rng, "c", "se", "out", channels, 32, k=1)
+    nodes.append(node)
+    inits += w
+    inits.append(numpy_helper.from_array(rng.uniform(0.5, 1.5, (1, channels, 1, 1)).astype(np.float32), "per_channel"))
+    nodes.append(helper.make_node("Mul", ["a", "per_channel"], ["a_scaled"]))
+    outputs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in ("out", "a_scaled")]
+    return _model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, hw, hw])], outputs, inits)
+
+
+@pytest.mark.parametrize("channels", [24, 32])
+def test_squeeze_excite_block_reads_the_region_as_it_lies(rng, channels):
+    """The pool and the gate's Mul of a region tensor become DeltaGlobalAveragePool and DeltaChannelScale
+    (graph_passes/blocked_squeeze_excite.py), padded channels too: no DeltaReorder around the block; the gate stays
+    NCHW; the Mul by a constant whose output only leaves the region stays a Mul of the NCHW copy. Exact against
+    dense ORT frame after frame (partial changes, a repeat, a large change), the dense twin too."""
+    import conversion
+    import onnxruntime as ort
+
+    from deltaonnx import DeltaSession
+    from deltaonnx.graph_passes.dense_twin import dense_twin
+
+    original = squeeze_excite_model(rng, channels)
+    converted = deltaonnx.convert(original, layout="blocked", all_nodes=True)
+    by_type = {}
+    for node in converted.graph.node:
+        by_type.setdefault(node.op_type, []).append(node)
+    pool, scale = by_type["DeltaGlobalAveragePool"], by_type["DeltaChannelScale"]
+    assert len(pool) == 1 and len(scale) == 1 and "GlobalAveragePool" not in by_type
+    a = _producer(converted, pool[0].input[0])
+    assert a.op_type == "DeltaConv" and _layout(a) == "blocked" and scale[0].input[0] == a.output[0]
+    assert {helper.get_attribute_value(x).decode() if isinstance(helper.get_attribute_value(x), bytes)
+            else helper.get_attribute_value(x) for x in pool[0].attribute} == {"blocked", channels}
+    assert _producer(converted, scale[0].input[1]).op_type == "DeltaConv"  # the gate, NCHW: no reorder
+    assert _layout(_producer(converted, scale[0].input[1])) == "nchw"
+    c = next(n for n in by_type["DeltaConv"] if n.input[0] == scale[0].output[0])
+    assert _layout(c) == "blocked"
+    # the constant Mul is a model output: it reads a's NCHW copy; the other reorder puts out back to NCHW
+    reorders = {n.input[0]: n for n in by_type["DeltaReorder"]}
+    assert set(reorders) == {a.output[0], c.output[0]}
+    assert by_type["Mul"][0].input[0] == reorders[a.output[0]].output[0]
+    # the scale's map is the union of a's map and the gate's (a broadcasting Max), read by c
+    union = _producer(converted, c.input[5])
+    assert union.op_type == "Max" and a.output[2] in union.input
+
+    dense = ort.InferenceSession(original.SerializeToString(), providers=["CPUExecutionProvider"])
+    twin = ort.InferenceSession(dense_twin(converted, ["out", "a_scaled"]).SerializeToString(),
+                                providers=["CPUExecutionProvider"])
+    session = DeltaSession(converted)
+    frames = conversion.video(conversion.model_input_shape(original), 8, rng)
+    for frame in frames:
+        want = dense.run(None, {"x": frame})
+        for got in (session.run(None, {"x": frame}), twin.run(None, {"x": frame})):
+            for g, w in zip(got, want):
+                np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-5 * max(1.0, float(np.abs(w).max())))
 
 
 def _frames(original, count, seed):
@@ -290,7 +363,8 @@ def test_saved_state_carries_the_block_and_another_block_restarts(name):
 
     original = getattr(zoo, name)()
     converted = deltaonnx.convert(original, layout="blocked")
-    blocked_nodes = {n.name for n in converted.graph.node if _layout(n).startswith("blocked")}
+    stateless = ("DeltaGlobalAveragePool", "DeltaChannelScale")  # blocked, but no state and no map of their own
+    blocked_nodes = {n.name for n in converted.graph.node if _layout(n).startswith("blocked") and n.op_type not in stateless}
     padded = {e["node"] for e in _metadata(converted)["state"] if "channels" in e}
     reorders = {n.name for n in converted.graph.node if n.op_type == "DeltaReorder"}
     assert bool(padded) == (name == "mobilenetv2_like") and padded <= blocked_nodes | reorders

@@ -7,6 +7,7 @@
 #include "map_union/cuda/map_union_kernel.h"
 #include "delta_gate/cuda/gate_kernel.h"
 #include "delta_resize/cuda/resize_kernel.h"
+#include "channel_ops/cuda/channel_kernels.h"
 
 namespace deltaonnx {
 namespace cuda {
@@ -48,6 +49,16 @@ cudaError_t launch_map_union(const uint8_t* const* maps, int64_t num_maps, uint8
 
 cudaError_t launch_gate(const GateStep& step, cudaStream_t) {
   host::run_gate(step);
+  return cudaSuccess;
+}
+
+cudaError_t launch_global_pool(const GlobalPoolStep& step, cudaStream_t) {
+  host::run_global_pool(step);
+  return cudaSuccess;
+}
+
+cudaError_t launch_channel_scale(const ChannelScaleStep& step, cudaStream_t) {
+  host::run_channel_scale(step);
   return cudaSuccess;
 }
 

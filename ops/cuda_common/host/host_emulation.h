@@ -12,6 +12,7 @@
 #include "delta_pool/cuda/max_pool_step.h"
 #include "map_union/cuda/map_union_step.h"
 #include "delta_gate/cuda/gate_step.h"
+#include "channel_ops/channel_step.h"
 #include "delta_resize/resize_step.h"
 
 namespace deltaonnx {
@@ -117,7 +118,6 @@ inline void run_map_union(const uint8_t* const* maps, int64_t num_maps, uint8_t*
   }
 }
 
-// DeltaGate: the verdict kernel's grid, then the apply kernel's (two launches: the second reads every verdict).
 inline void run_resize(const ResizeStep& step) {
   for (int64_t i = 0; i < step.out_elements(); ++i) resize_thread(step, i);
 }
@@ -126,6 +126,15 @@ inline void run_resize_map(const ResizeStep& step) {
   for (int64_t q = 0; q < step.map_elements(); ++q) resize_map_thread(step, q);
 }
 
+inline void run_global_pool(const GlobalPoolStep& step) {
+  for (int64_t i = 0; i < step.g.outputs(); ++i) global_pool_thread(step, i);
+}
+
+inline void run_channel_scale(const ChannelScaleStep& step) {
+  for (int64_t i = 0; i < step.g.elements(); ++i) channel_scale_thread(step, i);
+}
+
+// DeltaGate: the verdict kernel's grid, then the apply kernel's (two launches: the second reads every verdict).
 inline void run_gate(const GateStep& step) {
   for (int64_t i = 0; i < step.verdict_threads(); ++i) gate_verdict_thread(step, i);
   for (int64_t i = 0; i < step.apply_threads(); ++i) gate_apply_thread(step, i);

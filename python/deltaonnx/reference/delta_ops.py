@@ -1,4 +1,4 @@
-"""DeltaConv, DeltaPool, DeltaMapUnion, DeltaReorder and DeltaResize: the rules applied around the dense ops, with the state
+"""DeltaConv, DeltaPool, DeltaMapUnion, DeltaReorder, DeltaResize, DeltaGlobalAveragePool and DeltaChannelScale: the rules applied around the dense ops, with the state
 each keeps."""
 from __future__ import annotations
 
@@ -228,3 +228,44 @@ def delta_resize(X, Y_prev=None, map_in=None, *, factors, layout: str = "nchw",
             up = np.where(marks, up, from_blocked(previous, b) if b > 1 else previous)
     y = to_blocked(up, b) if b > 1 else np.ascontiguousarray(up)
     return y, marks.astype(np.uint8)
+
+
+def _channel_op_input(X, layout: str, channels: int, block: int | None, op: str) -> np.ndarray:
+    """X of DeltaGlobalAveragePool or DeltaChannelScale as NCHW [N, C, H, W] (layout "blocked": X holds
+    [N][roundup(C, b)/b][H][W][b] memory, b the library's block unless given)."""
+    if layout not in ("nchw", "blocked"):
+        raise ValueError(f"{op}'s 'layout' must be 'nchw' or 'blocked', got {layout!r}")
+    X = np.asarray(X, dtype=np.float32)
+    if X.ndim != 4:
+        raise ValueError(f"{op}'s X must be 4-D [N, C, H, W], got shape {X.shape}")
+    b = (library_channel_block() if block is None else int(block)) if layout == "blocked" else 1
+    expected = padded_channels(channels, b)
+    if channels < 1 or X.shape[1] != expected:
+        raise ValueError(f"{op} {layout} with {channels} channels and block {b}: X has {X.shape[1]} channels, "
+                         f"expected {expected}")
+    return from_blocked(X, b, channels) if b > 1 else X
+
+
+def delta_global_average_pool(X, *, layout: str = "nchw", channels: int | None = None,
+                              block: int | None = None) -> np.ndarray:
+    """DeltaGlobalAveragePool (docs/ops.md#deltaglobalaveragepool): Y [N, C, 1, 1] NCHW, each channel's mean over
+    H x W of X (layout "blocked": X's memory blocked, C = `channels`, default X's count)."""
+    X = np.asarray(X, dtype=np.float32)
+    c = (X.shape[1] if X.ndim == 4 else 0) if channels is None else int(channels)
+    nchw = _channel_op_input(X, layout, c, block, "DeltaGlobalAveragePool")
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (nchw.astype(np.float64).sum(axis=(2, 3), keepdims=True) / (nchw.shape[2] * nchw.shape[3])).astype(
+            np.float32)
+
+
+def delta_channel_scale(X, S, *, layout: str = "nchw", block: int | None = None) -> np.ndarray:
+    """DeltaChannelScale (docs/ops.md#deltachannelscale): Y = X times S [N or 1, C, 1, 1] per channel, in X's
+    layout (blocked: pad lanes 0)."""
+    S = np.asarray(S, dtype=np.float32)
+    X = np.asarray(X, dtype=np.float32)
+    if S.ndim != 4 or S.shape[2:] != (1, 1) or X.ndim != 4 or S.shape[0] not in (1, X.shape[0]):
+        raise ValueError(f"DeltaChannelScale's S must be [N or 1, C, 1, 1] for X {X.shape}, got {S.shape}")
+    nchw = _channel_op_input(X, layout, S.shape[1], block, "DeltaChannelScale")
+    y = nchw * S
+    b = (library_channel_block() if block is None else int(block)) if layout == "blocked" else 1
+    return to_blocked(y, b) if b > 1 else np.ascontiguousarray(y)

@@ -4,7 +4,8 @@ from __future__ import annotations
 import numpy as np
 
 from ..graph_passes.protocol import DEFAULT_GATE_BLOCK, DOMAIN
-from .delta_ops import delta_conv, delta_pool, delta_reorder, delta_resize, map_union
+from .delta_ops import (delta_channel_scale, delta_conv, delta_global_average_pool, delta_pool, delta_reorder,
+                        delta_resize, map_union)
 from .gate import delta_gate
 
 def _reference_ops(channel_block: int | None = None):
@@ -73,12 +74,28 @@ def _reference_ops(channel_block: int | None = None):
             return delta_resize(X, Y_prev if names[1] else None, map_in if names[2] else None, factors=factors,
                                 layout=layout, block=channel_block)
 
-    return [DeltaConv, DeltaPool, DeltaMapUnion, DeltaGate, DeltaReorder, DeltaResize]
+    class DeltaGlobalAveragePool(OpRun):
+        op_domain = DOMAIN
+
+        def _run(self, X, layout="nchw", channels=None):
+            layout = layout.decode() if isinstance(layout, bytes) else layout
+            return (delta_global_average_pool(X, layout=layout, channels=channels, block=channel_block),)
+
+    class DeltaChannelScale(OpRun):
+        op_domain = DOMAIN
+
+        def _run(self, X, S, layout="nchw"):
+            layout = layout.decode() if isinstance(layout, bytes) else layout
+            return (delta_channel_scale(X, S, layout=layout, block=channel_block),)
+
+    return [DeltaConv, DeltaPool, DeltaMapUnion, DeltaGate, DeltaReorder, DeltaResize, DeltaGlobalAveragePool,
+            DeltaChannelScale]
 
 
 def make_reference_evaluator(model, channel_block: int | None = None, **kwargs):
     """An onnx.reference.ReferenceEvaluator that runs a converted model (a ModelProto or a path), with
-    DeltaConv, DeltaPool, DeltaMapUnion, DeltaGate, DeltaReorder and DeltaResize implemented by this module: the whole-model
+    DeltaConv, DeltaPool, DeltaMapUnion, DeltaGate, DeltaReorder, DeltaResize, DeltaGlobalAveragePool and
+    DeltaChannelScale implemented by this module: the whole-model
     oracle of docs/design.md "Correctness oracle". Absent optional inputs (empty names, missing trailing inputs)
     reach the ops as None. channel_block: b of blocked tensors (default: the library's, read when first needed)."""
     from onnx.reference import ReferenceEvaluator

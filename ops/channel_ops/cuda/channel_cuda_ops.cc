@@ -1,0 +1,24 @@
+#include "channel_ops/cuda/channel_cuda_ops.h"
+
+#include "channel_ops/channel_launch.h"
+#include "channel_ops/cuda/channel_kernels.h"
+
+namespace deltaonnx {
+namespace cuda {
+
+void GlobalPoolCudaKernel::compute(OrtKernelContext* raw_context) const {
+  Ort::KernelContext ctx(raw_context);
+  const KernelInputs in(ctx);
+  check_cuda(launch_global_pool(prepare_global_pool(ctx, in, attributes_, /*block=*/1), compute_stream(ctx)),
+             "DeltaGlobalAveragePool");
+}
+
+void ChannelScaleCudaKernel::compute(OrtKernelContext* raw_context) const {
+  Ort::KernelContext ctx(raw_context);
+  const KernelInputs in(ctx);
+  check_cuda(launch_channel_scale(prepare_channel_scale(ctx, in, attributes_, /*block=*/1), compute_stream(ctx)),
+             "DeltaChannelScale");
+}
+
+}  // namespace cuda
+}  // namespace deltaonnx

@@ -1,0 +1,17 @@
+// Launchers of DeltaGlobalAveragePool's and DeltaChannelScale's kernels (channel_ops/channel_step.h) on a stream.
+#pragma once
+#include <cuda_runtime_api.h>
+
+#include "channel_ops/channel_step.h"
+
+namespace deltaonnx {
+namespace cuda {
+
+// y [N, C]: one thread per output channel, summing its plane (squeeze-excite planes are small: 56 x 56 at most
+// in MobileNetV3 at 224 px).
+cudaError_t launch_global_pool(const GlobalPoolStep& step, cudaStream_t stream);
+// y = x times its channel's scale, one thread per float, grid-stride.
+cudaError_t launch_channel_scale(const ChannelScaleStep& step, cudaStream_t stream);
+
+}  // namespace cuda
+}  // namespace deltaonnx
