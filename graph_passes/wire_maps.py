@@ -1,6 +1,7 @@
 """Connect each Delta op's (and DeltaReorder's, DeltaResize's) optional change-map input to the map of its data input, building the
-maps in between (locality.py has the rules): DeltaMapUnion where maps of equal shape meet; where their
-shapes may differ (broadcasting, or shapes inference could not prove equal) a broadcasting uint8 Max
+maps in between (locality.py has the rules): DeltaMapUnion where maps of equal shape meet, or where the others
+are one value per batch item (a squeeze-excite gate's [N,1,1,1] beside the feature map's); where their
+shapes may differ otherwise (broadcasting, or shapes inference could not prove equal) a broadcasting uint8 Max
 (Cast/Or/Cast before opset 12); and a nearest Resize/Upsample of the map where the tensor is resized (or upsampled by a
 ConvTranspose whose kernel is its stride)."""
 from __future__ import annotations
@@ -19,7 +20,22 @@ from .errors import ConversionError
 from .graph_edits import NameScope, add_initializer, attribute
 from .locality import ChangeMapPropagation
 from .normalize import onnx_opset
-from .shapes import map_shape_of
+from .shapes import dims, dims_provably_equal, map_shape_of, static_dim
+
+
+def _output_or_per_item(maps: list[ir.Value], output: ir.Value) -> bool:
+    """Each map provably of `output`'s shape [N,1,H,W] or of one value per batch item [N,1,1,1] (DeltaMapUnion
+    broadcasts those over the item; docs/ops.md#deltamapunion)."""
+    wanted = dims(output)
+    if wanted is None or len(wanted) != 4:
+        return False
+    for value in maps:
+        found = dims(value)
+        if found is None or len(found) != 4 or not dims_provably_equal(found[0], wanted[0]):
+            return False
+        if not (all(map(dims_provably_equal, found[1:], wanted[1:])) or all(static_dim(d) == 1 for d in found[1:])):
+            return False
+    return True
 
 
 class BuiltMaps:
@@ -42,7 +58,7 @@ class BuiltMaps:
 
     def union(self, maps: list[ir.Value], *, shapes_equal: bool, like: ir.Value, at: ir.Node) -> ir.Value:
         output = self._map_value(like)
-        if shapes_equal:
+        if shapes_equal or _output_or_per_item(maps, output):
             node = ir.node(DELTA_MAP_UNION, maps, domain=DOMAIN, outputs=[output], name=self.scope.take(f"deltaonnx.union.{at.name}"))
             self._insert(at, node)
         elif self.opset >= 12:  # maps of tensors that broadcast: their broadcasting max is the union

@@ -135,12 +135,4 @@ DELTA_HD float max_pool_window(const float* plane, const Axis& y, const Axis& x,
   return best;
 }
 
-// DeltaMapUnion of one element: 1 where any input map is marked, else 0.
-DELTA_HD uint8_t map_union_value(const uint8_t* const* maps, int64_t num_maps, int64_t index) {
-  for (int64_t i = 0; i < num_maps; ++i) {
-    if (maps[i][index]) return 1;
-  }
-  return 0;
-}
-
 }  // namespace deltaonnx

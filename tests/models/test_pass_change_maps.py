@@ -220,7 +220,8 @@ def test_maps_of_unprovably_equal_shapes_meet_in_a_broadcasting_union(cpu_op_lib
 
 def test_squeeze_excite_scale_from_a_converted_conv_broadcasts_its_map(cpu_op_library, rng):
     """When the scale is itself a Delta op's output ([N,C,1,1] with a [N,1,1,1] map), the product's map
-    is the broadcasting union: unchanged pixels stay unmarked as long as the scale does not change."""
+    is the broadcasting union, a DeltaMapUnion of the feature map's map and the per-item one: unchanged pixels stay
+    unmarked as long as the scale does not change."""
     c = 8
     inits = [weights(rng, "W0", (c, 3, 3, 3)), weights(rng, "We", (c, c, 1, 1)), weights(rng, "W1", (c, c, 3, 3))]
     nodes = [
@@ -234,6 +235,6 @@ def test_squeeze_excite_scale_from_a_converted_conv_broadcasts_its_map(cpu_op_li
     original = make_model(nodes, [tensor_info("x", [1, 3, 10, 10])], [tensor_info("out", None)], inits)
     converted, report = convert_with_report(original, all_nodes=True)
     union = _producer(converted, _map_input_of(converted, "b", report))
-    assert union.op_type == "Max"
+    assert (union.domain, union.op_type) == (DOMAIN, "DeltaMapUnion")
     frames = [{"x": f} for f in video([1, 3, 10, 10], 4, rng)]
     assert_same_as_dense(original, converted, frames, cpu_op_library)

@@ -590,6 +590,12 @@ def test_emulated_map_union_matches_reference(emulated_library):
     maps = {n: (rng.random((2, 1, 6, 9)) < 0.05).astype(np.uint8) * 3 for n in names}
     got = session(emulated_library, model).run(None, maps)[0]
     np.testing.assert_array_equal(got, ref.map_union(*maps.values()))
+    # per-item maps (one value per batch item), one in the first launch of 8 inputs and one in the second
+    maps["m2"] = np.array([0, 1], np.uint8).reshape(2, 1, 1, 1)
+    maps["m9"] = np.array([1, 0], np.uint8).reshape(2, 1, 1, 1)
+    got = session(emulated_library, model).run(None, maps)[0]
+    np.testing.assert_array_equal(got, ref.map_union(*maps.values()))
+    assert got.shape == (2, 1, 6, 9) and got.all()
 
 
 @pytest.mark.parametrize("rule, map_kind", [("block", None), ("block", "cells"), ("pixel", "pixels")])

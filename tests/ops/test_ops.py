@@ -423,6 +423,18 @@ def test_map_union_is_elementwise_or(rng):
     np.testing.assert_array_equal(u, reference.map_union(*maps))
     with pytest.raises(Exception, match="differ in shape"):
         sess.run(None, {"a": maps[0], "b": maps[1], "c": np.zeros((2, 1, 5, 6), np.uint8)})
+    # one value per batch item (a squeeze-excite gate's map) marks its item whole, in any position
+    gate = np.array([0, 7], np.uint8).reshape(2, 1, 1, 1)
+    for feeds in [{"a": maps[0], "b": gate, "c": maps[2]}, {"a": gate, "b": maps[1], "c": maps[2]}]:
+        u = sess.run(None, feeds)[0]
+        want = reference.map_union(*feeds.values())
+        np.testing.assert_array_equal(u, want)
+        assert u.shape == shape and u[1].all() and not u[0].all()
+    u = sess.run(None, {"a": gate, "b": gate, "c": gate})[0]  # only per-item maps: their own shape
+    np.testing.assert_array_equal(u, (gate != 0).astype(np.uint8))
+    for bad in [np.zeros((1, 1, 1, 1), np.uint8), np.zeros((2, 1, 1), np.uint8), np.zeros((2, 1, 1, 2), np.uint8)]:
+        with pytest.raises(Exception, match="one value per batch item"):
+            sess.run(None, {"a": maps[0], "b": bad, "c": maps[2]})
 
 
 def _conv_node_model(**attrs):

@@ -42,8 +42,9 @@ cudaError_t launch_max_pool(const MaxPoolStep& step, cudaStream_t) {
   return cudaSuccess;
 }
 
-cudaError_t launch_map_union(const uint8_t* const* maps, int64_t num_maps, uint8_t* out, int64_t size, cudaStream_t) {
-  host::run_map_union(maps, num_maps, out, size);
+cudaError_t launch_map_union(const uint8_t* const* maps, const uint8_t* per_item, int64_t num_maps, uint8_t* out,
+                             int64_t size, int64_t item_size, cudaStream_t) {
+  host::run_map_union(maps, per_item, num_maps, out, size, item_size);
   return cudaSuccess;
 }
 

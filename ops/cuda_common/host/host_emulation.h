@@ -111,9 +111,10 @@ inline void run_max_pool(const MaxPoolStep& step) {
   }
 }
 
-inline void run_map_union(const uint8_t* const* maps, int64_t num_maps, uint8_t* out, int64_t size) {
+inline void run_map_union(const uint8_t* const* maps, const uint8_t* per_item, int64_t num_maps, uint8_t* out,
+                          int64_t size, int64_t item_size) {
   for (int64_t first = 0; first < num_maps; first += kMapUnionInputsPerLaunch) {
-    const MapUnionStep step = map_union_launch(maps, num_maps, first, out, size);
+    const MapUnionStep step = map_union_launch(maps, per_item, num_maps, first, out, size, item_size);
     for (int64_t i = 0; i < size; ++i) map_union_thread(step, i);
   }
 }

@@ -12,8 +12,8 @@ void MapUnionCudaKernel::compute(OrtKernelContext* raw_context) const {
   Ort::UnownedValue out = output_of(ctx, 0, in.shape);
   if (in.elements == 0) return;
   const cudaStream_t stream = compute_stream(ctx);
-  check_cuda(launch_map_union(in.maps, static_cast<int64_t>(in.count), out.GetTensorMutableData<uint8_t>(),
-                              in.elements, stream),
+  check_cuda(launch_map_union(in.maps, in.per_item, static_cast<int64_t>(in.count), out.GetTensorMutableData<uint8_t>(),
+                              in.elements, in.item_size, stream),
              "map union");
 }
 

@@ -13,10 +13,10 @@ __global__ void map_union_kernel(MapUnionStep step) {
 
 }  // namespace
 
-cudaError_t launch_map_union(const uint8_t* const* maps, int64_t num_maps, uint8_t* out, int64_t size,
-                             cudaStream_t stream) {
+cudaError_t launch_map_union(const uint8_t* const* maps, const uint8_t* per_item, int64_t num_maps, uint8_t* out,
+                             int64_t size, int64_t item_size, cudaStream_t stream) {
   for (int64_t first = 0; first < num_maps; first += kMapUnionInputsPerLaunch) {
-    const MapUnionStep step = map_union_launch(maps, num_maps, first, out, size);
+    const MapUnionStep step = map_union_launch(maps, per_item, num_maps, first, out, size, item_size);
     map_union_kernel<<<blocks_for(size, kMaxBlocks1D), kBlockThreads, 0, stream>>>(step);
     const cudaError_t error = cudaGetLastError();
     if (error != cudaSuccess) return error;

@@ -9,9 +9,10 @@
 namespace deltaonnx {
 namespace cuda {
 
-// out = OR of maps[0..num_maps), all of `size` bytes, in launches of kMapUnionInputsPerLaunch inputs.
-cudaError_t launch_map_union(const uint8_t* const* maps, int64_t num_maps, uint8_t* out, int64_t size,
-                             cudaStream_t stream);
+// out = OR of maps[0..num_maps) of `size` bytes (a per-item one, per_item[i] != 0: one byte per `item_size` of
+// out), in launches of kMapUnionInputsPerLaunch inputs.
+cudaError_t launch_map_union(const uint8_t* const* maps, const uint8_t* per_item, int64_t num_maps, uint8_t* out,
+                             int64_t size, int64_t item_size, cudaStream_t stream);
 
 }  // namespace cuda
 }  // namespace deltaonnx

@@ -155,16 +155,19 @@ def delta_pool(X, X_ref=None, Y_prev=None, map_in=None, *, kernel_shape, strides
 
 
 def map_union(*maps) -> np.ndarray:
-    """DeltaMapUnion: elementwise OR of change maps of one shape [N,1,H,W], as uint8 0/1."""
+    """DeltaMapUnion: elementwise OR of change maps of one shape [N,1,H,W], as uint8 0/1. A map of one value per batch
+    item ([N,1,1,1], a squeeze-excite gate's) beside maps of more marks each item whole where set."""
     if not maps:
         raise ValueError("DeltaMapUnion needs at least one map")
     arrays = [np.asarray(m) for m in maps]
-    for a in arrays[1:]:
-        if a.shape != arrays[0].shape:
-            raise ValueError(f"DeltaMapUnion inputs differ in shape: {[x.shape for x in arrays]}")
-    out = np.zeros(arrays[0].shape, dtype=bool)
+    full = next((a for a in arrays if a.ndim and a[:1].size > 1), arrays[0])
     for a in arrays:
-        out |= a != 0
+        per_item = a.ndim == full.ndim and a.ndim > 0 and a.shape[0] == full.shape[0] and a[:1].size == 1
+        if a.shape != full.shape and not per_item:
+            raise ValueError(f"DeltaMapUnion inputs differ in shape: {[x.shape for x in arrays]}")
+    out = np.zeros(full.shape, dtype=bool)
+    for a in arrays:
+        out |= a != 0  # a per-item map broadcasts over its item
     return out.astype(np.uint8)
 
 
