@@ -22,10 +22,10 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_ARCHS = ("75", "80", "86", "87", "89", "90")
 # One fat binary per .cu file of the library, each with every architecture.
 CUDA_SOURCES = ("pipeline_kernels", "gather_gemm_kernel", "max_pool_kernel", "map_union_kernel", "gate_kernel",
-                "resize_kernel")
+                "resize_kernel", "channel_kernels")
 KERNEL_NAMES = ("change_step_kernel", "recompute_step_kernel", "densify_step_kernel", "keep_step_kernel",
                 "gather_gemm_kernel", "max_pool_kernel", "map_union_kernel", "gate_verdict_kernel",
-                "gate_apply_kernel", "resize_kernel", "resize_map_kernel")
+                "gate_apply_kernel", "resize_kernel", "resize_map_kernel", "global_pool_kernel", "channel_scale_kernel")
 
 
 def find_nvcc() -> str | None:
