@@ -1,6 +1,7 @@
 #include "channel_ops/cpu/channel_engine.h"
 
 #include <cmath>
+#include <type_traits>
 
 namespace deltaonnx {
 namespace {
@@ -40,9 +41,20 @@ void scale_plane(const ChannelScaleStep& s, int64_t plane) {
       for (int64_t j = s.g.channels - c0; j < lane; ++j) y[p * lane + j] = 0.f;
 }
 
+// Calls plane<L>(i) for every plane i on the thread pool, L the lane as a compile-time count where it is one a
+// library picks (0: the runtime lane).
 template <class Plane>
 void for_planes(const ChannelGeometry& g, const ParallelFor& parallel_for, Plane plane) {
-  parallel_for(g.batch * g.planes, [&](int64_t i) { plane(i); });
+  auto run = [&](auto lane) {
+    parallel_for(g.batch * g.planes, [&](int64_t i) { plane(lane, i); });
+  };
+  switch (g.lane) {
+    case 1: return run(std::integral_constant<int, 1>{});
+    case 4: return run(std::integral_constant<int, 4>{});
+    case 8: return run(std::integral_constant<int, 8>{});
+    case 16: return run(std::integral_constant<int, 16>{});
+    default: return run(std::integral_constant<int, 0>{});
+  }
 }
 
 }  // namespace
@@ -53,13 +65,7 @@ void global_pool(const GlobalPoolStep& s, const ParallelFor& parallel_for) {
     parallel_for(s.g.outputs(), [&](int64_t i) { global_pool_thread(s, i); });
     return;
   }
-  switch (s.g.lane) {
-    case 1: return for_planes(s.g, parallel_for, [&](int64_t i) { pool_plane<1>(s, i); });
-    case 4: return for_planes(s.g, parallel_for, [&](int64_t i) { pool_plane<4>(s, i); });
-    case 8: return for_planes(s.g, parallel_for, [&](int64_t i) { pool_plane<8>(s, i); });
-    case 16: return for_planes(s.g, parallel_for, [&](int64_t i) { pool_plane<16>(s, i); });
-    default: return for_planes(s.g, parallel_for, [&](int64_t i) { pool_plane<0>(s, i); });
-  }
+  for_planes(s.g, parallel_for, [&](auto lane, int64_t i) { pool_plane<decltype(lane)::value>(s, i); });
 }
 
 void channel_scale(const ChannelScaleStep& s, const ParallelFor& parallel_for) {
@@ -68,13 +74,7 @@ void channel_scale(const ChannelScaleStep& s, const ParallelFor& parallel_for) {
     parallel_for(s.g.elements(), [&](int64_t i) { channel_scale_thread(s, i); });
     return;
   }
-  switch (s.g.lane) {
-    case 1: return for_planes(s.g, parallel_for, [&](int64_t i) { scale_plane<1>(s, i); });
-    case 4: return for_planes(s.g, parallel_for, [&](int64_t i) { scale_plane<4>(s, i); });
-    case 8: return for_planes(s.g, parallel_for, [&](int64_t i) { scale_plane<8>(s, i); });
-    case 16: return for_planes(s.g, parallel_for, [&](int64_t i) { scale_plane<16>(s, i); });
-    default: return for_planes(s.g, parallel_for, [&](int64_t i) { scale_plane<0>(s, i); });
-  }
+  for_planes(s.g, parallel_for, [&](auto lane, int64_t i) { scale_plane<decltype(lane)::value>(s, i); });
 }
 
 }  // namespace deltaonnx

@@ -7,24 +7,23 @@
 
 namespace deltaonnx {
 
-GlobalPoolKernel::GlobalPoolKernel(const OrtKernelInfo* info)
-    : SchemaKernel(info), attributes_(read_channel_op_attributes(AttributeReader(info), /*with_channels=*/true)),
+template <const OpSchema& Schema>
+ChannelOpKernel<Schema>::ChannelOpKernel(const OrtKernelInfo* info)
+    : SchemaKernel<Schema>(info),
+      attributes_(read_channel_op_attributes(AttributeReader(info), /*with_channels=*/&Schema == &kGlobalPoolSchema)),
       block_(cpu_channel_block()) {}
 
-void GlobalPoolKernel::compute(OrtKernelContext* raw) const {
+template <const OpSchema& Schema>
+void ChannelOpKernel<Schema>::compute(OrtKernelContext* raw) const {
   Ort::KernelContext ctx(raw);
   const KernelInputs in(ctx);
-  global_pool(prepare_global_pool(ctx, in, attributes_, block_), ort_parallel_for(ctx));
+  if constexpr (&Schema == &kGlobalPoolSchema)
+    global_pool(prepare_global_pool(ctx, in, attributes_, block_), ort_parallel_for(ctx));
+  else
+    channel_scale(prepare_channel_scale(ctx, in, attributes_, block_), ort_parallel_for(ctx));
 }
 
-ChannelScaleKernel::ChannelScaleKernel(const OrtKernelInfo* info)
-    : SchemaKernel(info), attributes_(read_channel_op_attributes(AttributeReader(info), /*with_channels=*/false)),
-      block_(cpu_channel_block()) {}
-
-void ChannelScaleKernel::compute(OrtKernelContext* raw) const {
-  Ort::KernelContext ctx(raw);
-  const KernelInputs in(ctx);
-  channel_scale(prepare_channel_scale(ctx, in, attributes_, block_), ort_parallel_for(ctx));
-}
+template class ChannelOpKernel<kGlobalPoolSchema>;
+template class ChannelOpKernel<kChannelScaleSchema>;
 
 }  // namespace deltaonnx

@@ -1,5 +1,6 @@
 // DeltaGlobalAveragePool and DeltaChannelScale for ORT's CPU execution provider: the ops as op_definition/ declares
-// them, blocked memory with the library's channel block b (common/channel_block.h).
+// them, blocked memory with the library's channel block b (common/channel_block.h). One kernel class for both: the
+// same attributes, the op's run chosen by its schema.
 #pragma once
 #include <onnxruntime_cxx_api.h>
 
@@ -10,11 +11,12 @@
 
 namespace deltaonnx {
 
-class GlobalPoolKernel : public SchemaKernel<kGlobalPoolSchema> {
+template <const OpSchema& Schema>
+class ChannelOpKernel : public SchemaKernel<Schema> {
  public:
-  explicit GlobalPoolKernel(const OrtKernelInfo* info);
+  explicit ChannelOpKernel(const OrtKernelInfo* info);
   OrtStatusPtr ComputeV2(OrtKernelContext* context) {
-    return guarded([&] { compute(context); });
+    return this->guarded([&] { compute(context); });
   }
 
  private:
@@ -23,19 +25,8 @@ class GlobalPoolKernel : public SchemaKernel<kGlobalPoolSchema> {
   int64_t block_ = 1;
 };
 
-class ChannelScaleKernel : public SchemaKernel<kChannelScaleSchema> {
- public:
-  explicit ChannelScaleKernel(const OrtKernelInfo* info);
-  OrtStatusPtr ComputeV2(OrtKernelContext* context) {
-    return guarded([&] { compute(context); });
-  }
-
- private:
-  void compute(OrtKernelContext* context) const;
-  ChannelOpAttributes attributes_;
-  int64_t block_ = 1;
-};
-
+using GlobalPoolKernel = ChannelOpKernel<kGlobalPoolSchema>;
+using ChannelScaleKernel = ChannelOpKernel<kChannelScaleSchema>;
 struct GlobalPoolOp : SchemaOp<GlobalPoolOp, GlobalPoolKernel, kGlobalPoolSchema> {};
 struct ChannelScaleOp : SchemaOp<ChannelScaleOp, ChannelScaleKernel, kChannelScaleSchema> {};
 

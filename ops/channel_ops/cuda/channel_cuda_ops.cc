@@ -6,19 +6,20 @@
 namespace deltaonnx {
 namespace cuda {
 
-void GlobalPoolCudaKernel::compute(OrtKernelContext* raw_context) const {
+template <const OpSchema& Schema>
+void ChannelOpCudaKernel<Schema>::compute(OrtKernelContext* raw_context) const {
   Ort::KernelContext ctx(raw_context);
   const KernelInputs in(ctx);
-  check_cuda(launch_global_pool(prepare_global_pool(ctx, in, attributes_, /*block=*/1), compute_stream(ctx)),
-             "DeltaGlobalAveragePool");
+  if constexpr (&Schema == &kGlobalPoolSchema)
+    check_cuda(launch_global_pool(prepare_global_pool(ctx, in, attributes_, /*block=*/1), compute_stream(ctx)),
+               "DeltaGlobalAveragePool");
+  else
+    check_cuda(launch_channel_scale(prepare_channel_scale(ctx, in, attributes_, /*block=*/1), compute_stream(ctx)),
+               "DeltaChannelScale");
 }
 
-void ChannelScaleCudaKernel::compute(OrtKernelContext* raw_context) const {
-  Ort::KernelContext ctx(raw_context);
-  const KernelInputs in(ctx);
-  check_cuda(launch_channel_scale(prepare_channel_scale(ctx, in, attributes_, /*block=*/1), compute_stream(ctx)),
-             "DeltaChannelScale");
-}
+template class ChannelOpCudaKernel<kGlobalPoolSchema>;
+template class ChannelOpCudaKernel<kChannelScaleSchema>;
 
 }  // namespace cuda
 }  // namespace deltaonnx

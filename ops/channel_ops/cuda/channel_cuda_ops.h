@@ -1,5 +1,6 @@
 // DeltaGlobalAveragePool and DeltaChannelScale for ORT's CUDAExecutionProvider. The CUDA library's channel block is
-// 1 (docs/ops.md#blocked-layout: its blocked tensors are plain NCHW), so "blocked" runs as "nchw".
+// 1 (docs/ops.md#blocked-layout: its blocked tensors are plain NCHW), so "blocked" runs as "nchw". One kernel class
+// for both, as on the CPU (channel_ops/cpu/channel_kernels.h).
 #pragma once
 #include <onnxruntime_cxx_api.h>
 
@@ -10,12 +11,14 @@
 namespace deltaonnx {
 namespace cuda {
 
-class GlobalPoolCudaKernel : public SchemaKernel<kGlobalPoolSchema> {
+template <const OpSchema& Schema>
+class ChannelOpCudaKernel : public SchemaKernel<Schema> {
  public:
-  explicit GlobalPoolCudaKernel(const OrtKernelInfo* info)
-      : SchemaKernel(info), attributes_(read_channel_op_attributes(AttributeReader(info), /*with_channels=*/true)) {}
+  explicit ChannelOpCudaKernel(const OrtKernelInfo* info)
+      : SchemaKernel<Schema>(info),
+        attributes_(read_channel_op_attributes(AttributeReader(info), &Schema == &kGlobalPoolSchema)) {}
   OrtStatusPtr ComputeV2(OrtKernelContext* context) {
-    return guarded([&] { compute(context); });
+    return this->guarded([&] { compute(context); });
   }
 
  private:
@@ -23,25 +26,12 @@ class GlobalPoolCudaKernel : public SchemaKernel<kGlobalPoolSchema> {
   ChannelOpAttributes attributes_;
 };
 
-class ChannelScaleCudaKernel : public SchemaKernel<kChannelScaleSchema> {
- public:
-  explicit ChannelScaleCudaKernel(const OrtKernelInfo* info)
-      : SchemaKernel(info), attributes_(read_channel_op_attributes(AttributeReader(info), /*with_channels=*/false)) {}
-  OrtStatusPtr ComputeV2(OrtKernelContext* context) {
-    return guarded([&] { compute(context); });
-  }
-
- private:
-  void compute(OrtKernelContext* context) const;
-  ChannelOpAttributes attributes_;
-};
-
-struct GlobalPoolCudaOp : SchemaOp<GlobalPoolCudaOp, GlobalPoolCudaKernel, kGlobalPoolSchema> {
+template <const OpSchema& Schema>
+struct ChannelOpCudaOp : SchemaOp<ChannelOpCudaOp<Schema>, ChannelOpCudaKernel<Schema>, Schema> {
   const char* GetExecutionProviderType() const { return kExecutionProvider; }
 };
-struct ChannelScaleCudaOp : SchemaOp<ChannelScaleCudaOp, ChannelScaleCudaKernel, kChannelScaleSchema> {
-  const char* GetExecutionProviderType() const { return kExecutionProvider; }
-};
+using GlobalPoolCudaOp = ChannelOpCudaOp<kGlobalPoolSchema>;
+using ChannelScaleCudaOp = ChannelOpCudaOp<kChannelScaleSchema>;
 
 }  // namespace cuda
 }  // namespace deltaonnx
