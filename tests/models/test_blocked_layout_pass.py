@@ -282,9 +282,9 @@ def test_squeeze_excite_block_reads_the_region_as_it_lies(rng, channels):
     reorders = {n.input[0]: n for n in by_type["DeltaReorder"]}
     assert set(reorders) == {a.output[0], c.output[0]}
     assert by_type["Mul"][0].input[0] == reorders[a.output[0]].output[0]
-    # the scale's map is the union of a's map and the gate's (a broadcasting Max), read by c
+    # the scale's map is the union of a's map and the gate's per-item one (a DeltaMapUnion), read by c
     union = _producer(converted, c.input[5])
-    assert union.op_type == "Max" and a.output[2] in union.input
+    assert union.op_type == "DeltaMapUnion" and a.output[2] in union.input
 
     dense = ort.InferenceSession(original.SerializeToString(), providers=["CPUExecutionProvider"])
     twin = ort.InferenceSession(dense_twin(converted, ["out", "a_scaled"]).SerializeToString(),
