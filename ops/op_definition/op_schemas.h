@@ -111,6 +111,12 @@ inline constexpr TensorSlot kChannelScaleInputs[] = {{"X", kFloat, SlotKind::kRe
 inline constexpr TensorSlot kChannelOpOutputs[] = {{"Y", kFloat, SlotKind::kRequired}};
 inline constexpr OpSchema kGlobalPoolSchema{"DeltaGlobalAveragePool", kGlobalPoolInputs, 1, kChannelOpOutputs, 1};
 inline constexpr OpSchema kChannelScaleSchema{"DeltaChannelScale", kChannelScaleInputs, 2, kChannelOpOutputs, 1};
+// Which of the two a kernel templated on its schema is (compared as types: comparing the objects' addresses is not a
+// constant expression on every compiler).
+template <const OpSchema& Schema>
+inline constexpr bool kIsGlobalPool = false;
+template <>
+inline constexpr bool kIsGlobalPool<kGlobalPoolSchema> = true;
 
 inline OrtCustomOpInputOutputCharacteristic characteristic_of(SlotKind kind) {
   switch (kind) {

@@ -74,6 +74,7 @@ def check_against_ort(seed=3, library=None, block=None):
                 np.testing.assert_array_equal(y, ref.delta_channel_scale(xb, s, layout=layout, block=b))
 
 
+@pytest.mark.sanitizer
 def test_equal_ort_and_the_reference():
     check_against_ort()
 
@@ -83,6 +84,7 @@ def test_equal_ort_with_forced_block(block, simd):
     check_under_simd(simd, "test_channel_ops", f"check_against_ort(seed=5, block={block})", channel_block=block)
 
 
+@pytest.mark.sanitizer
 def test_scale_writes_zero_pad_lanes_and_keeps_nan_in_real_lanes(rng):
     b = channel_block()
     if b == 1:
@@ -101,6 +103,7 @@ def test_scale_writes_zero_pad_lanes_and_keeps_nan_in_real_lanes(rng):
     np.testing.assert_array_equal(ref.from_blocked(y, b, c), x * s)
 
 
+@pytest.mark.sanitizer
 def test_pool_of_nan_and_of_no_pixels(rng):
     x = rng.standard_normal((1, 16, 3, 3)).astype(np.float32)
     x[0, 5, 1, 1] = np.nan
@@ -110,6 +113,7 @@ def test_pool_of_nan_and_of_no_pixels(rng):
     assert empty.shape == (1, 16, 1, 1) and np.isnan(empty).all()  # a mean of nothing, as 0 / 0
 
 
+@pytest.mark.sanitizer
 def test_bad_shapes_and_attributes_are_refused():
     b = channel_block()
     x = np.zeros((1, 16, 4, 4), np.float32)

@@ -10,14 +10,14 @@ namespace deltaonnx {
 template <const OpSchema& Schema>
 ChannelOpKernel<Schema>::ChannelOpKernel(const OrtKernelInfo* info)
     : SchemaKernel<Schema>(info),
-      attributes_(read_channel_op_attributes(AttributeReader(info), /*with_channels=*/&Schema == &kGlobalPoolSchema)),
+      attributes_(read_channel_op_attributes(AttributeReader(info), /*with_channels=*/kIsGlobalPool<Schema>)),
       block_(cpu_channel_block()) {}
 
 template <const OpSchema& Schema>
 void ChannelOpKernel<Schema>::compute(OrtKernelContext* raw) const {
   Ort::KernelContext ctx(raw);
   const KernelInputs in(ctx);
-  if constexpr (&Schema == &kGlobalPoolSchema)
+  if constexpr (kIsGlobalPool<Schema>)
     global_pool(prepare_global_pool(ctx, in, attributes_, block_), ort_parallel_for(ctx));
   else
     channel_scale(prepare_channel_scale(ctx, in, attributes_, block_), ort_parallel_for(ctx));

@@ -10,7 +10,7 @@ template <const OpSchema& Schema>
 void ChannelOpCudaKernel<Schema>::compute(OrtKernelContext* raw_context) const {
   Ort::KernelContext ctx(raw_context);
   const KernelInputs in(ctx);
-  if constexpr (&Schema == &kGlobalPoolSchema)
+  if constexpr (kIsGlobalPool<Schema>)
     check_cuda(launch_global_pool(prepare_global_pool(ctx, in, attributes_, /*block=*/1), compute_stream(ctx)),
                "DeltaGlobalAveragePool");
   else

@@ -16,7 +16,7 @@ class ChannelOpCudaKernel : public SchemaKernel<Schema> {
  public:
   explicit ChannelOpCudaKernel(const OrtKernelInfo* info)
       : SchemaKernel<Schema>(info),
-        attributes_(read_channel_op_attributes(AttributeReader(info), &Schema == &kGlobalPoolSchema)) {}
+        attributes_(read_channel_op_attributes(AttributeReader(info), kIsGlobalPool<Schema>)) {}
   OrtStatusPtr ComputeV2(OrtKernelContext* context) {
     return this->guarded([&] { compute(context); });
   }
