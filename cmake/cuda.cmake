@@ -22,6 +22,7 @@ set(_delta_cuda_host_sources
   ${_delta_root}/ops/delta_reorder/cuda/delta_reorder_cuda_op.cc
   ${_delta_root}/ops/delta_resize/cuda/delta_resize_cuda_op.cc
   ${_delta_root}/ops/channel_ops/cuda/channel_cuda_ops.cc
+  ${_delta_root}/ops/channel_ops/cuda/channel_gate_cuda_op.cc
   ${_delta_root}/ops/delta_gate/gate_op_inputs.cc
   ${_delta_root}/ops/delta_gate/gate_spec.cc)
 

@@ -24,6 +24,7 @@ DEFAULT_INPUT_GATE_HARD = 4.0
 CONVERTED = "converted"
 DENSE = "dense"  # eligible, but the cost model keeps it dense
 INELIGIBLE = "ineligible"  # cannot be converted (the reason says why)
+FUSED = "fused"  # part of another Delta op that is not its own (a squeeze-excite gate's conv: DeltaChannelGate)
 
 # Key of the plan in ir.Node.meta; it follows the node when a pass replaces it by a Delta op.
 PLAN_META_KEY = "deltaonnx.plan"

@@ -13,6 +13,11 @@ DELTA_RESIZE = "DeltaResize"  # a nearest upsample by integer factors in a block
 # (docs/ops.md#deltaglobalaveragepool, #deltachannelscale); inputs X (and the scale S), output Y; no state.
 DELTA_GLOBAL_POOL = "DeltaGlobalAveragePool"
 DELTA_CHANNEL_SCALE = "DeltaChannelScale"
+# A squeeze-excite gate in one node (docs/ops.md#deltachannelgate): X's pool and two 1x1 convs; outputs S and S's
+# per-item change map. No state.
+DELTA_CHANNEL_GATE = "DeltaChannelGate"
+CHANNEL_GATE_INPUTS = {"x": 0, "w1": 1, "b1": 2, "w2": 3, "b2": 4, "map_in": 5}
+CHANNEL_GATE_MAP_OUT = 1
 DELTA_OPS = (DELTA_CONV, DELTA_POOL)
 OPSET_VERSION = 1
 
@@ -41,7 +46,8 @@ RESIZE_MAP_OUT = 1
 
 
 def input_positions(op_type: str) -> dict[str, int]:
-    return {DELTA_CONV: CONV_INPUTS, DELTA_REORDER: REORDER_INPUTS, DELTA_RESIZE: REORDER_INPUTS}.get(op_type, POOL_INPUTS)
+    return {DELTA_CONV: CONV_INPUTS, DELTA_REORDER: REORDER_INPUTS, DELTA_RESIZE: REORDER_INPUTS,
+            DELTA_CHANNEL_GATE: CHANNEL_GATE_INPUTS}.get(op_type, POOL_INPUTS)
 
 
 def is_reorder(node) -> bool:
@@ -54,6 +60,10 @@ def is_resize(node) -> bool:
 
 def is_channel_scale(node) -> bool:
     return node.domain == DOMAIN and node.op_type == DELTA_CHANNEL_SCALE
+
+
+def is_channel_gate(node) -> bool:
+    return node.domain == DOMAIN and node.op_type == DELTA_CHANNEL_GATE
 
 
 def keeps_last_output(node) -> bool:

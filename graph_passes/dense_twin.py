@@ -1,7 +1,7 @@
 """The dense twin of a converted model: each DeltaConv back to Conv (+ its fused activation), each DeltaPool back
 to MaxPool, each DeltaGate and DeltaReorder an Identity (the twin is NCHW throughout), each DeltaResize a nearest
-Resize by its factors, each DeltaGlobalAveragePool a GlobalAveragePool and each DeltaChannelScale a Mul, the state
-and the change maps gone.
+Resize by its factors, each DeltaGlobalAveragePool a GlobalAveragePool, each DeltaChannelScale a Mul and each
+DeltaChannelGate its pool, two 1x1 Convs and their activations, the state and the change maps gone.
 
 DeltaSession runs it for a stream whose frames change almost everywhere (a moving camera), where skipping
 unchanged pixels cannot pay: ORT then optimises the twin like the original model (NCHWc kernels, fusions),
@@ -103,6 +103,30 @@ def _nearest_resize(node: onnx.NodeProto, initializers: list) -> onnx.NodeProto:
                             mode="nearest", coordinate_transformation_mode="asymmetric", nearest_mode="floor")
 
 
+def _channel_gate_nodes(node: onnx.NodeProto, opset: int, weights: dict, initializers: list) -> list[onnx.NodeProto]:
+    """DeltaChannelGate as the squeeze-excite gate it fused: GlobalAveragePool, Conv (W1, B1), its activation, Conv
+    (W2, B2), the gate's activation."""
+    attrs = _attributes(node)
+    inputs = list(node.input) + [""] * (5 - len(node.input))
+    x, w1, b1, w2, b2 = inputs[:5]
+    name = node.name
+    nodes = [helper.make_node("GlobalAveragePool", [x], [f"{name}.pooled"], name=f"{name}.pool")]
+    source = f"{name}.pooled"
+    for suffix, w, b, act_key, out in (("reduce", w1, b1, "activation", f"{name}.hidden"),
+                                       ("expand", w2, b2, "gate_activation", node.output[0])):
+        act = attrs.get(act_key, b"")
+        act = act.decode() if isinstance(act, bytes) else act
+        plain = act in ("", "None", "Identity")
+        conv_out = out if plain else f"{name}.{suffix}"
+        nodes.append(helper.make_node("Conv", [source, w] + ([b] if b else []), [conv_out], name=f"{name}.{suffix}_conv"))
+        if not plain:
+            channels = int(weights[w].dims[0]) if w in weights else 0
+            nodes += _activation_nodes(f"{name}.{suffix}", act, list(attrs.get(f"{act_key}_params", [])), conv_out, out,
+                                       opset, channels, initializers)
+        source = out
+    return nodes
+
+
 def dense_twin(converted: onnx.ModelProto, model_outputs: list[str]) -> onnx.ModelProto:
     """The converted model computed densely: same model inputs, the outputs `model_outputs` only."""
     meta = ConversionMetadata.of(converted)
@@ -122,6 +146,9 @@ def dense_twin(converted: onnx.ModelProto, model_outputs: list[str]) -> onnx.Mod
             continue
         if node.domain == DOMAIN and node.op_type in _PLAIN_TWINS:  # the same computation on NCHW tensors
             nodes.append(helper.make_node(_PLAIN_TWINS[node.op_type], list(node.input), [node.output[0]], name=node.name))
+            continue
+        if node.domain == DOMAIN and node.op_type == "DeltaChannelGate":
+            nodes += _channel_gate_nodes(node, opset, weights, initializers)
             continue
         if node.domain != DOMAIN or node.op_type not in ("DeltaConv", "DeltaPool"):
             nodes.append(node)

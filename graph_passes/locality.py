@@ -11,7 +11,8 @@ run". It survives ops that keep locality (docs/design.md "Change maps flow from 
     reads one input pixel, so the map upsampled by the stride;
   - Identity, Dropout, identity Transpose, DeltaReorder;
   - DeltaResize: its own map_out (the map upsampled);
-  - DeltaChannelScale: as the Mul it replaced (the union of X's map and its scale's).
+  - DeltaChannelScale: as the Mul it replaced (the union of X's map and its scale's);
+  - DeltaChannelGate: its own map_out (one value per item), with or without a map of X.
 Anything else loses the map; its consumers then compare their whole input.
 
 The rules are written once and used twice: by the planner, with opaque tokens, to know which nodes
@@ -25,7 +26,8 @@ from typing import Generic, Optional, Protocol, TypeVar
 import onnx_ir as ir
 
 from .constants import FrameInvariance, constant_ints
-from .delta_ops import RESIZE_MAP_OUT, is_channel_scale, is_reorder, is_resize, keeps_last_output
+from .delta_ops import (CHANNEL_GATE_MAP_OUT, RESIZE_MAP_OUT, is_channel_gate, is_channel_scale, is_reorder, is_resize,
+                        keeps_last_output)
 from .graph_edits import attribute
 from .shapes import Dim, dim_is_one, dims, dims_provably_equal
 
@@ -105,6 +107,9 @@ class ChangeMapPropagation(Generic[M]):
         for node in list(self.graph if nodes is None else nodes):
             if visit is not None:
                 visit(node, maps)
+            if is_channel_gate(node):  # S's map is the op's own output, made with or without X's map
+                maps.setdefault(node.outputs[0], node.outputs[CHANNEL_GATE_MAP_OUT])
+                continue
             if node.domain != "" and not keeps_last_output(node) and not is_channel_scale(node):
                 continue
             for output, produced in zip(node.outputs, self._outputs_maps(node, maps)):

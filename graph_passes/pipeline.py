@@ -10,6 +10,7 @@ from .drop_references import DropExactReferences
 from .errors import ConversionError
 from .finalize import FinalizeModel
 from .fold_batchnorm import FoldBatchNormIntoConv
+from .fuse_channel_gate import FuseChannelGate
 from .fuse_activation import FuseActivationIntoDeltaConv
 from .fuse_group_softmax import FuseGroupSoftmaxIntoDeltaConv
 from .fuse_residual_sum import FuseResidualSumIntoDeltaConv
@@ -34,6 +35,7 @@ def rewriting_passes(context: ConversionContext) -> list[ir.passes.PassBase]:
         FuseGroupSoftmaxIntoDeltaConv(),
         FuseResidualSumIntoDeltaConv(context.options.fuse_sum),
         ChooseBlockedLayout(context),
+        FuseChannelGate(),
         AddStateInputsOutputs(context),
         WireChangeMaps(),
         InsertInputGate(context),

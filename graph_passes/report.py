@@ -6,7 +6,7 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Optional
 
-from .conversion_context import CONVERTED, ConversionContext
+from .conversion_context import CONVERTED, FUSED, ConversionContext
 from .metadata import node_entry
 
 
@@ -127,6 +127,9 @@ class Report:
             f"{verb} {sum(r.converted for r in convs)}/{len(convs)} Conv and "
             f"{sum(r.converted for r in pools)}/{len(pools)} MaxPool nodes"
         ]
+        fused = sum(row.decision == FUSED for row in convs)
+        if fused:
+            parts[0] += f" ({fused} more fused into squeeze-excite gates, DeltaChannelGate)"
         conv_rows = [row for row in self.rows if row.is_conv]
         unknown = sum(row.flops is None for row in conv_rows)
         share = self.conv_share_converted()

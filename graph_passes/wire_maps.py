@@ -15,7 +15,8 @@ from .protocol import DOMAIN
 
 from .constants import constant_array
 from .conversion_context import PLAN_META_KEY
-from .delta_ops import CONV_INPUTS, DELTA_MAP_UNION, MAP_OUT, Y, input_positions, is_delta_op, keeps_last_output, sum_input
+from .delta_ops import (CONV_INPUTS, DELTA_MAP_UNION, MAP_OUT, Y, input_positions, is_channel_gate, is_delta_op,
+                        keeps_last_output, sum_input)
 from .errors import ConversionError
 from .graph_edits import NameScope, add_initializer, attribute
 from .locality import ChangeMapPropagation
@@ -177,7 +178,7 @@ class WireChangeMaps(ir.passes.InPlacePass):
 
         def connect(node: ir.Node, maps: dict) -> None:
             nonlocal wired
-            if not is_delta_op(node) and not keeps_last_output(node):
+            if not is_delta_op(node) and not keeps_last_output(node) and not is_channel_gate(node):
                 return
             z = sum_input(node)
             if z is not None:

@@ -20,6 +20,7 @@
 #include "delta_reorder/cuda/delta_reorder_cuda_op.h"
 #include "delta_resize/cuda/delta_resize_cuda_op.h"
 #include "channel_ops/cuda/channel_cuda_ops.h"
+#include "channel_ops/cuda/channel_gate_cuda_op.h"
 #define DELTAONNX_KERNEL(cpu, cuda) cuda
 #define DELTAONNX_LIBRARY_NAME "libdeltaonnx_ops_cuda"
 #else
@@ -30,6 +31,7 @@
 #include "delta_reorder/cpu/delta_reorder_kernel.h"
 #include "delta_resize/cpu/delta_resize_kernel.h"
 #include "channel_ops/cpu/channel_kernels.h"
+#include "channel_ops/cpu/channel_gate_kernel.h"
 #define DELTAONNX_KERNEL(cpu, cuda) cpu
 #define DELTAONNX_LIBRARY_NAME "libdeltaonnx_ops"
 #endif
@@ -48,8 +50,9 @@ const DELTAONNX_KERNEL(deltaonnx::DeltaReorderOp, deltaonnx::cuda::DeltaReorderC
 const DELTAONNX_KERNEL(deltaonnx::DeltaResizeOp, deltaonnx::cuda::DeltaResizeCudaOp) kDeltaResize;
 const DELTAONNX_KERNEL(deltaonnx::GlobalPoolOp, deltaonnx::cuda::GlobalPoolCudaOp) kGlobalPool;
 const DELTAONNX_KERNEL(deltaonnx::ChannelScaleOp, deltaonnx::cuda::ChannelScaleCudaOp) kChannelScale;
-const OrtCustomOp* const kOps[] = {&kDeltaConv,    &kDeltaPool,    &kMapUnion,   &kDeltaGate,
-                                   &kDeltaReorder, &kDeltaResize, &kGlobalPool, &kChannelScale};
+const DELTAONNX_KERNEL(deltaonnx::ChannelGateOp, deltaonnx::cuda::ChannelGateCudaOp) kChannelGate;
+const OrtCustomOp* const kOps[] = {&kDeltaConv,    &kDeltaPool,   &kMapUnion,     &kDeltaGate,   &kDeltaReorder,
+                                   &kDeltaResize, &kGlobalPool, &kChannelScale, &kChannelGate};
 
 // Domains must outlive every session that used them, so they live as long as the library.
 std::mutex domains_mutex;

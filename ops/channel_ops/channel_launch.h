@@ -61,4 +61,59 @@ inline ChannelScaleStep prepare_channel_scale(Ort::KernelContext& ctx, const Ker
   return s;
 }
 
+// One 1x1 conv of the gate: W [outputs, inputs, 1, 1] (or [outputs, inputs]) and B [outputs] checked.
+inline GateLayer gate_layer(const KernelInputs& in, size_t w_slot, size_t b_slot, int64_t inputs,
+                            const ActivationParams& activation, const char* w_name, const char* b_name) {
+  const Shape& ws = in.shape(w_slot);
+  const bool fits = (ws.size() == 4 && ws[2] == 1 && ws[3] == 1) || ws.size() == 2;
+  if (!fits || ws[0] < 1 || ws[1] != inputs)
+    throw UserError(std::string(w_name) + " must be [outputs, " + std::to_string(inputs) + ", 1, 1], got " +
+                    shape_text(ws));
+  GateLayer layer;
+  layer.w = in.data<float>(w_slot);
+  layer.inputs = inputs;
+  layer.outputs = ws[0];
+  layer.activation = activation;
+  if (in.value(b_slot) != nullptr) {
+    if (in.shape(b_slot) != Shape{ws[0]})
+      throw UserError(std::string(b_name) + " must have shape [" + std::to_string(ws[0]) + "], got " +
+                      shape_text(in.shape(b_slot)));
+    layer.b = in.data<float>(b_slot);
+  }
+  return layer;
+}
+
+// DeltaChannelGate's run: X and the weights checked, S [N, C2, 1, 1] and map_out [N, 1, 1, 1] (when the node has it)
+// allocated. The scratch (pool.y: N * C floats, hidden: N * R) is the caller's, in its provider's memory.
+inline ChannelGateStep prepare_channel_gate(Ort::KernelContext& ctx, const KernelInputs& in,
+                                            const ChannelGateAttributes& a, int64_t block) {
+  using namespace channel_gate;
+  const Shape xs = input_shape_4d(in, kX, "X");
+  checked_product({xs[0], xs[1], xs[2], xs[3]}, "X");
+  int64_t channels = a.channel.channels;
+  if (channels == 0) {
+    if (a.channel.blocked) check_channel_block(xs, block, "X");
+    channels = xs[1];
+  }
+  check_channels_fit(xs, channels, a.channel.blocked, block, "X");
+  ChannelGateStep s;
+  s.pool.g = channel_geometry(xs, channels, a.channel.blocked, block);
+  s.pool.x = in.data<float>(kX);
+  s.reduce = gate_layer(in, kW1, kB1, channels, a.activation, "W1", "B1");
+  s.expand = gate_layer(in, kW2, kB2, s.reduce.outputs, a.gate_activation, "W2", "B2");
+  if (in.value(kMapIn) != nullptr && !holds_no_elements(in.shape(kMapIn))) {  // an empty map: every item changed
+    const Shape& ms = in.shape(kMapIn);
+    if (ms != Shape{xs[0], 1, xs[2], xs[3]})
+      throw UserError("map_in must be [" + std::to_string(xs[0]) + ", 1, " + std::to_string(xs[2]) + ", " +
+                      std::to_string(xs[3]) + "] (X's change map), got " + shape_text(ms));
+    s.map_in = in.data<uint8_t>(kMapIn);
+  }
+  s.s = output_of(ctx, kS, Shape{xs[0], s.expand.outputs, 1, 1}).GetTensorMutableData<float>();
+  if (ctx.GetOutputCount() > kMapOut) {
+    Ort::UnownedValue map = output_of(ctx, kMapOut, Shape{xs[0], 1, 1, 1});
+    if (static_cast<OrtValue*>(map) != nullptr) s.map_out = map.GetTensorMutableData<uint8_t>();
+  }
+  return s;
+}
+
 }  // namespace deltaonnx

@@ -5,6 +5,7 @@
 #pragma once
 #include <cstdint>
 
+#include "common/activation.h"
 #include "common/host_device.h"
 
 namespace deltaonnx {
@@ -58,6 +59,46 @@ DELTA_HD void channel_scale_thread(const ChannelScaleStep& s, int64_t i) {
   const int64_t j = i % s.g.lane, plane = i / (s.g.lane * s.g.pixels);  // plane: n * planes + c / lane
   const int64_t n = plane / s.g.planes, c = (plane % s.g.planes) * s.g.lane + j;
   s.y[i] = c < s.g.channels ? s.x[i] * channel_scale_of(s, n, c) : 0.f;
+}
+
+// DeltaChannelGate: a squeeze-excite block's gate in one op. Per item n: means = the mean of each channel of x
+// (GlobalPoolStep's rule, into `means`), hidden = act1(W1 means + B1), s = act2(W2 hidden + B2) (two 1x1 convs on one
+// pixel: W1 [R, C], W2 [C2, R], row-major); changed[n] = 1 when any pixel of the item is marked in map_in (no map:
+// 1), the item's gate being a function of all of them. No state: the gate is recomputed on every run (it is C * R +
+// R * C2 multiply-adds against a plane's C * H * W reads).
+struct GateLayer {
+  const float* w = nullptr;  // [outputs][inputs]
+  const float* b = nullptr;  // [outputs] or null
+  int64_t inputs = 0, outputs = 0;
+  ActivationParams activation;
+};
+
+struct ChannelGateStep {
+  GlobalPoolStep pool;  // pool.y: the means [N, C] (scratch)
+  float* hidden = nullptr;  // [N, R] (scratch)
+  GateLayer reduce, expand;  // C -> R, R -> C2
+  float* s = nullptr;  // [N, C2]
+  const uint8_t* map_in = nullptr;  // [N, 1, H, W] or null
+  uint8_t* map_out = nullptr;  // [N] or null (not asked for)
+};
+
+// Output i (n * outputs + o) of a layer reading in [N][inputs]: the products summed in input order, then the bias.
+DELTA_HD void gate_layer_thread(const GateLayer& layer, const float* in, float* out, int64_t i) {
+  const int64_t n = i / layer.outputs, o = i % layer.outputs;
+  const float* row = layer.w + o * layer.inputs;
+  const float* x = in + n * layer.inputs;
+  float sum = 0.f;
+  for (int64_t k = 0; k < layer.inputs; ++k) sum += row[k] * x[k];
+  out[i] = apply_activation(layer.activation, sum + (layer.b != nullptr ? layer.b[o] : 0.f));
+}
+
+// Item n's change flag: any marked pixel of map_in (1 without a map).
+DELTA_HD uint8_t gate_changed(const ChannelGateStep& s, int64_t n) {
+  if (s.map_in == nullptr) return 1;
+  const uint8_t* m = s.map_in + n * s.pool.g.pixels;
+  for (int64_t p = 0; p < s.pool.g.pixels; ++p)
+    if (m[p] != 0) return 1;
+  return 0;
 }
 
 }  // namespace deltaonnx

@@ -244,6 +244,28 @@ ChannelOpAttributes read_channel_op_attributes(const AttributeReader& a, bool wi
   return r;
 }
 
+namespace {
+ActivationParams read_gate_activation(const AttributeReader& a, const std::string& name) {
+  ConvActivation activation;
+  std::string error;
+  const std::string kind = a.get_string(name.c_str(), "");
+  if (!resolve_conv_activation(kind, a.get_floats((name + "_params").c_str(), {}), &activation, &error))
+    a.fail(error + " (attribute '" + name + "')");
+  if (activation.channel_softmax()) a.fail("attribute '" + name + "' does not take the channel activation 'Softmax'");
+  if (activation.slopes.size() > 1)
+    a.fail("attribute '" + name + "': PRelu takes one slope here, got " + std::to_string(activation.slopes.size()));
+  return activation.for_channel(0);
+}
+}  // namespace
+
+ChannelGateAttributes read_channel_gate_attributes(const AttributeReader& a) {
+  ChannelGateAttributes r;
+  r.channel = read_channel_op_attributes(a, /*with_channels=*/true);
+  r.activation = read_gate_activation(a, "activation");
+  r.gate_activation = read_gate_activation(a, "gate_activation");
+  return r;
+}
+
 void check_channels_fit(const Shape& xs, int64_t channels, bool blocked, int64_t block, const char* what) {
   const int64_t wanted = blocked ? padded_channels(channels, block) : channels;
   if (xs[1] != wanted)

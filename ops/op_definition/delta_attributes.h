@@ -117,6 +117,15 @@ struct ChannelOpAttributes {
 };
 ChannelOpAttributes read_channel_op_attributes(const AttributeReader& attributes, bool with_channels);
 
+// DeltaChannelGate's attributes (docs/ops.md#deltachannelgate): 'layout' and 'channels' as DeltaGlobalAveragePool's;
+// 'activation' / 'activation_params' of the first 1x1 conv (W1) and 'gate_activation' / 'gate_activation_params' of
+// the second (W2), as DeltaConv's (no channel Softmax; PRelu with one slope).
+struct ChannelGateAttributes {
+  ChannelOpAttributes channel;
+  ActivationParams activation, gate_activation;
+};
+ChannelGateAttributes read_channel_gate_attributes(const AttributeReader& attributes);
+
 // X's channel count Cx for C logical channels: roundup(C, block) blocked, C otherwise; a UserError naming both when
 // xs[1] is not it.
 void check_channels_fit(const Shape& xs, int64_t channels, bool blocked, int64_t block, const char* what);

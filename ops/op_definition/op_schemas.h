@@ -111,6 +111,18 @@ inline constexpr TensorSlot kChannelScaleInputs[] = {{"X", kFloat, SlotKind::kRe
 inline constexpr TensorSlot kChannelOpOutputs[] = {{"Y", kFloat, SlotKind::kRequired}};
 inline constexpr OpSchema kGlobalPoolSchema{"DeltaGlobalAveragePool", kGlobalPoolInputs, 1, kChannelOpOutputs, 1};
 inline constexpr OpSchema kChannelScaleSchema{"DeltaChannelScale", kChannelScaleInputs, 2, kChannelOpOutputs, 1};
+// DeltaChannelGate (ops/channel_ops): a squeeze-excite gate, S [N,C2,1,1] = act2(W2 act1(W1 mean(X) + B1) + B2), X
+// NCHW or blocked; map_out [N,1,1,1] marks the items with a changed pixel in map_in. No state.
+namespace channel_gate {
+enum Input : size_t { kX = 0, kW1, kB1, kW2, kB2, kMapIn };
+enum Output : size_t { kS = 0, kMapOut };
+}  // namespace channel_gate
+inline constexpr TensorSlot kChannelGateInputs[] = {
+    {"X", kFloat, SlotKind::kRequired},  {"W1", kFloat, SlotKind::kRequired}, {"B1", kFloat, SlotKind::kOptional},
+    {"W2", kFloat, SlotKind::kRequired}, {"B2", kFloat, SlotKind::kOptional}, {"map_in", kUint8, SlotKind::kOptional}};
+inline constexpr TensorSlot kChannelGateOutputs[] = {{"S", kFloat, SlotKind::kRequired},
+                                                     {"map_out", kUint8, SlotKind::kOptional}};
+inline constexpr OpSchema kChannelGateSchema{"DeltaChannelGate", kChannelGateInputs, 6, kChannelGateOutputs, 2};
 // Which of the two a kernel templated on its schema is (compared as types: comparing the objects' addresses is not a
 // constant expression on every compiler).
 template <const OpSchema& Schema>

@@ -25,7 +25,8 @@ CUDA_SOURCES = ("pipeline_kernels", "gather_gemm_kernel", "max_pool_kernel", "ma
                 "resize_kernel", "channel_kernels")
 KERNEL_NAMES = ("change_step_kernel", "recompute_step_kernel", "densify_step_kernel", "keep_step_kernel",
                 "gather_gemm_kernel", "max_pool_kernel", "map_union_kernel", "gate_verdict_kernel",
-                "gate_apply_kernel", "resize_kernel", "resize_map_kernel", "global_pool_kernel", "channel_scale_kernel")
+                "gate_apply_kernel", "resize_kernel", "resize_map_kernel", "global_pool_kernel", "channel_scale_kernel",
+                "channel_gate_layer_kernel", "channel_gate_map_kernel")
 
 
 def find_nvcc() -> str | None:

@@ -202,14 +202,16 @@ def test_depthwise_blocked_other_grouped_convs_nchw(rng):
     assert sorted(_reorders(converted).values()) == ["blocked", "nchw", "nchw"]  # around it, and the output
 
 
-@pytest.mark.parametrize("name, pools, scales", [("mobilenetv2_like", 1, 0), ("mobilenetv3_like", 4, 3)])
+@pytest.mark.parametrize("name, pools, scales", [("mobilenetv2_like", 1, 0), ("mobilenetv3_like", 1, 3)])
 def test_depthwise_convs_and_squeeze_excite_blocks_stay_in_the_region(name, pools, scales):
     """A depthwise conv (group = C = M) takes layout "blocked" (docs/ops.md#blocked-layout), its channels padded
     where not multiples of 16, so an inverted residual block is one region; a squeeze-excite block's global pool and
     per-channel Mul read the region's tensor as it lies (DeltaGlobalAveragePool, DeltaChannelScale), and so does the
     classifier's pool: mobilenetv2_like and mobilenetv3_like at 224 px keep no DeltaReorder (mobilenetv2_like 1, the
     tail's, and mobilenetv3_like 5 while the pools and the Muls read NCHW; 3 and 9 while 24-channel blocks and
-    depthwise convs stayed NCHW). mobilenetv3_like's first gate [1, 16, 1, 1] stays NCHW: its scale reads the gate so."""
+    depthwise convs stayed NCHW). mobilenetv3_like's three squeeze-excite gates are one DeltaChannelGate each (the
+    pool and both convs; the second and third blocks' first conv was ORT's, kept dense by the cost model), so its one
+    DeltaGlobalAveragePool is the classifier's. Its first gate [1, 16, 1, 1] stays NCHW: its scale reads the gate so."""
     import zoo
 
     converted = deltaonnx.convert(getattr(zoo, name)((224, 224)), layout="blocked")
@@ -222,7 +224,8 @@ def test_depthwise_convs_and_squeeze_excite_blocks_stay_in_the_region(name, pool
     ops = [n.op_type for n in converted.graph.node]
     assert (ops.count("DeltaReorder"), ops.count("DeltaGlobalAveragePool"), ops.count("DeltaChannelScale")) == (
         0, pools, scales)
-    assert "GlobalAveragePool" not in ops and "Mul" not in ops
+    assert ops.count("DeltaChannelGate") == scales
+    assert "GlobalAveragePool" not in ops and "Mul" not in ops and "Conv" not in ops
     if name == "mobilenetv3_like":  # the first block's gate: a 1x1 output only the scale reads, as NCHW
         assert layouts["/1/body/body.2/expand/Conv"] == "nchw (one-pixel output read as NCHW)"
 
@@ -268,14 +271,16 @@ def test_squeeze_excite_block_reads_the_region_as_it_lies(rng, channels):
     by_type = {}
     for node in converted.graph.node:
         by_type.setdefault(node.op_type, []).append(node)
-    pool, scale = by_type["DeltaGlobalAveragePool"], by_type["DeltaChannelScale"]
-    assert len(pool) == 1 and len(scale) == 1 and "GlobalAveragePool" not in by_type
-    a = _producer(converted, pool[0].input[0])
+    gate, scale = by_type["DeltaChannelGate"], by_type["DeltaChannelScale"]
+    assert len(gate) == 1 and len(scale) == 1 and "GlobalAveragePool" not in by_type
+    assert "DeltaGlobalAveragePool" not in by_type and len(by_type["DeltaConv"]) == 3  # stem, a, c: the gate's fused
+    a = _producer(converted, gate[0].input[0])
     assert a.op_type == "DeltaConv" and _layout(a) == "blocked" and scale[0].input[0] == a.output[0]
-    assert {helper.get_attribute_value(x).decode() if isinstance(helper.get_attribute_value(x), bytes)
-            else helper.get_attribute_value(x) for x in pool[0].attribute} == {"blocked", channels}
-    assert _producer(converted, scale[0].input[1]).op_type == "DeltaConv"  # the gate, NCHW: no reorder
-    assert _layout(_producer(converted, scale[0].input[1])) == "nchw"
+    attributes = {x.name: helper.get_attribute_value(x) for x in gate[0].attribute}
+    assert attributes.pop("gate_activation_params") == pytest.approx([0.2, 0.5])
+    assert attributes == {"layout": b"blocked", "channels": channels, "activation": b"Relu",
+                          "gate_activation": b"HardSigmoid"}
+    assert scale[0].input[1] == gate[0].output[0]  # the gate, NCHW: no reorder
     c = next(n for n in by_type["DeltaConv"] if n.input[0] == scale[0].output[0])
     assert _layout(c) == "blocked"
     # the constant Mul is a model output: it reads a's NCHW copy; the other reorder puts out back to NCHW
@@ -284,7 +289,12 @@ def test_squeeze_excite_block_reads_the_region_as_it_lies(rng, channels):
     assert by_type["Mul"][0].input[0] == reorders[a.output[0]].output[0]
     # the scale's map is the union of a's map and the gate's per-item one (a DeltaMapUnion), read by c
     union = _producer(converted, c.input[5])
-    assert union.op_type == "DeltaMapUnion" and a.output[2] in union.input
+    assert union.op_type == "DeltaMapUnion" and set(union.input) == {a.output[2], gate[0].output[1]}
+    assert gate[0].input[5] == a.output[2]  # the gate's own map: any marked pixel of a's
+    # a threshold on one of the gate's convs keeps the pool and the convs (their comparison would be lost)
+    kept = [n.op_type for n in deltaonnx.convert(original, layout="blocked", all_nodes=True,
+                                                 thresholds={"expand": 0.05}).graph.node]
+    assert "DeltaChannelGate" not in kept and kept.count("DeltaGlobalAveragePool") == 1 and kept.count("DeltaConv") == 5
 
     dense = ort.InferenceSession(original.SerializeToString(), providers=["CPUExecutionProvider"])
     twin = ort.InferenceSession(dense_twin(converted, ["out", "a_scaled"]).SerializeToString(),
@@ -363,7 +373,7 @@ def test_saved_state_carries_the_block_and_another_block_restarts(name):
 
     original = getattr(zoo, name)()
     converted = deltaonnx.convert(original, layout="blocked")
-    stateless = ("DeltaGlobalAveragePool", "DeltaChannelScale")  # blocked, but no state and no map of their own
+    stateless = ("DeltaGlobalAveragePool", "DeltaChannelScale", "DeltaChannelGate")  # blocked, but no state
     blocked_nodes = {n.name for n in converted.graph.node if _layout(n).startswith("blocked") and n.op_type not in stateless}
     padded = {e["node"] for e in _metadata(converted)["state"] if "channels" in e}
     reorders = {n.name for n in converted.graph.node if n.op_type == "DeltaReorder"}

@@ -93,7 +93,7 @@ def test_metadata_lists_state_maps_and_every_decision(zoo):
     sources = {n.name for n in original.graph.node if n.op_type in ("Conv", "MaxPool")}
     assert {e["source"] for e in meta["nodes"]} == sources
     for entry in meta["nodes"]:
-        assert entry["decision"] in ("converted", "dense", "ineligible")
+        assert entry["decision"] in ("converted", "dense", "ineligible", "fused")
         assert entry["reason"]
         assert isinstance(entry["flops"], int) and entry["flops"] > 0
         if entry["decision"] == "converted":
@@ -101,8 +101,11 @@ def test_metadata_lists_state_maps_and_every_decision(zoo):
             assert entry["threshold"] is not None
         else:
             assert entry["threshold"] is None and entry["name"] == entry["source"]
-    dense = [e for e in meta["nodes"] if e["decision"] == "dense"]
-    assert dense and all("arithmetic intensity" in e["reason"] for e in dense)  # the SE convs
+    # the squeeze-excite gates' convs (two the cost model kept dense): each gate is one DeltaChannelGate
+    fused = [e for e in meta["nodes"] if e["decision"] == "fused"]
+    gates = {n.name for n in converted.graph.node if n.op_type == "DeltaChannelGate"}
+    assert len(fused) == 6 and len(gates) == 3 and not [e for e in meta["nodes"] if e["decision"] == "dense"]
+    assert {e["reason"].split()[2] for e in fused} == gates
     # Report and metadata agree, and inspect of the converted model reads it back.
     back = inspect_model(converted)
     assert [(r.node, r.decision, r.flops) for r in back.rows] == [(r.node, r.decision, r.flops) for r in report.rows]

@@ -77,7 +77,9 @@ def test_a_tiny_conv_converts_where_its_map_lets_a_conv_after_it_convert(cpu_op_
     the project conv after it converts with a map instead of staying dense between Delta ops. Without the squeeze
     (the reduce and expand convs read whole activations of 36864 and 9216 elements, without a map) nothing changes."""
     original = _squeeze_excite_model(rng, pooled=True)
-    converted, report = convert_with_report(original)
+    # NCHW: the planner's decisions as they are (in a blocked region the gate's pool and convs become one
+    # DeltaChannelGate, tests/models/test_blocked_layout_pass.py)
+    converted, report = convert_with_report(original, layout="nchw")
     rows = {row.node: row for row in report.rows}
     assert rows["reduce"].decision == "converted" and "input is tiny" in rows["reduce"].reason, rows["reduce"].reason
     assert rows["expand"].decision == "converted" and "change map arrives" in rows["expand"].reason
@@ -86,6 +88,9 @@ def test_a_tiny_conv_converts_where_its_map_lets_a_conv_after_it_convert(cpu_op_
     assert project.input[3] == "" and project.input[5], "the project conv reads the Mul's map, keeps no reference"
     frames = [{"x": f} for f in video([1, 3, 24, 24], 4, rng)]
     assert_same_as_dense(original, converted, frames, cpu_op_library)
+
+    blocked = {row.node: row for row in convert_with_report(original)[1].rows}
+    assert [blocked[n].decision for n in ("reduce", "expand", "project")] == ["fused", "fused", "converted"]
 
     unpooled = {row.node: row for row in convert_with_report(_squeeze_excite_model(rng, pooled=False, hw=48))[1].rows}
     assert [unpooled[n].decision for n in ("reduce", "expand", "project")] == ["dense"] * 3

@@ -63,6 +63,11 @@ cudaError_t launch_channel_scale(const ChannelScaleStep& step, cudaStream_t) {
   return cudaSuccess;
 }
 
+cudaError_t launch_channel_gate(const ChannelGateStep& step, cudaStream_t) {
+  host::run_channel_gate(step);
+  return cudaSuccess;
+}
+
 cudaError_t launch_resize(const ResizeStep& step, cudaStream_t) {
   host::run_resize(step);
   return cudaSuccess;

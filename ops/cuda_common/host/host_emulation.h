@@ -135,6 +135,18 @@ inline void run_channel_scale(const ChannelScaleStep& step) {
   for (int64_t i = 0; i < step.g.elements(); ++i) channel_scale_thread(step, i);
 }
 
+// DeltaChannelGate: the pool's grid, the reduce layer's, the expand layer's, then the map's (four launches, each
+// reading what the one before wrote).
+inline void run_channel_gate(const ChannelGateStep& step) {
+  const int64_t items = step.pool.g.batch;
+  if (items == 0) return;
+  run_global_pool(step.pool);
+  for (int64_t i = 0; i < items * step.reduce.outputs; ++i) gate_layer_thread(step.reduce, step.pool.y, step.hidden, i);
+  for (int64_t i = 0; i < items * step.expand.outputs; ++i) gate_layer_thread(step.expand, step.hidden, step.s, i);
+  if (step.map_out == nullptr) return;
+  for (int64_t n = 0; n < items; ++n) step.map_out[n] = gate_changed(step, n);
+}
+
 // DeltaGate: the verdict kernel's grid, then the apply kernel's (two launches: the second reads every verdict).
 inline void run_gate(const GateStep& step) {
   for (int64_t i = 0; i < step.verdict_threads(); ++i) gate_verdict_thread(step, i);

@@ -96,7 +96,7 @@ def format_report(result: dict, per_node: bool = True) -> str:
                 first = result["runs"][0]["nodes"][i]
                 node_rows.append([name, first["op"], _short(first["source"]), fmt((first["flops"] or 0) / 1e9, ".3f")
                                   if first["flops"] else "-"] + ([tau(first)] if same_tau else []) + [
-                    f"{fmt(100 * r['nodes'][i]['fraction_mean'], '.1f')}% / {fmt(100 * r['nodes'][i]['fraction_p90'], '.0f')}%"
+                    f"{_percent(r['nodes'][i]['fraction_mean'], '.1f')} / {_percent(r['nodes'][i]['fraction_p90'], '.0f')}"
                     + ("" if same_tau else f" ({tau(r['nodes'][i])})")
                     for r in result["runs"]])
             lines += ["", "recomputed fraction of each Delta node's output (mean / p90 over timed frames) and its threshold:",
@@ -182,7 +182,7 @@ def node_profile_lines(nodes: Sequence[dict], shown: int = 16) -> list[str]:
     if not timed:
         return []
     slow = sorted(timed, key=lambda n: -(n["profile_ms"] - (n.get("ideal_ms") or 0.0)))
-    rows = [[n["name"], n["op"], n.get("source") or "-", f"{fmt(100 * n['fraction_mean'], '.1f')}%",
+    rows = [[n["name"], n["op"], n.get("source") or "-", _percent(n["fraction_mean"], ".1f"),
              fmt(n.get("dense_ms"), ".3f"), fmt(n.get("ideal_ms"), ".3f"), fmt(n["profile_ms"], ".3f"),
              f"{n['profile_ms'] / n['ideal_ms']:.1f}x" if n.get("ideal_ms") else "-",
              fmt(n["profile_ms"] - (n.get("ideal_ms") or 0.0), ".3f")] for n in slow[:shown]]
@@ -195,3 +195,8 @@ def node_profile_lines(nodes: Sequence[dict], shown: int = 16) -> list[str]:
             "activations for that conv, ideal = dense x recomputed, the ceiling at dense ORT's cost per FLOP):",
             indent(table(["node", "op", "source", "recomputed", "dense ms", "ideal ms", "measured ms", "x ideal",
                             "excess ms"], rows), "    ")]
+
+
+def _percent(fraction: Optional[float], spec: str) -> str:
+    """A recomputed fraction as a percentage; "-" where it is not known (a converted node without a change map)."""
+    return "-" if fraction is None else f"{fmt(100 * fraction, spec)}%"

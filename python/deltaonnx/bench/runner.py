@@ -449,7 +449,7 @@ def _summarize(run: ConfigRun, dense_ms: float, flops: dict[str, float], dense_p
         "state_bytes": run.state_bytes,
         "dense_fallback_frames": run.dense_frames, "stateless_frames": run.stateless_frames,
         "converted_nodes": converted_count, "kept_dense": [{"name": n["name"], "reason": n["reason"]} for n in nodes
-                                                           if n["decision"] != "converted"],
+                                                           if n["decision"] not in ("converted", "fused")],
         "nodes": [n for n in nodes if n["decision"] == "converted"],
     }
     if run.agreement is not None:

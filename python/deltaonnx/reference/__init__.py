@@ -17,7 +17,7 @@ from ..blocked_memory import (LAYOUTS, REORDER_TARGETS, blocked_sides, from_bloc
 # DOMAIN: the ops' domain; the block gate's defaults (k, and tau_hard as a multiple of tau) as the converter and
 # the ops (gate_engine.h) use them.
 from ..graph_passes.protocol import DEFAULT_GATE_BLOCK, DEFAULT_GATE_HARD, DOMAIN
-from .delta_ops import (delta_channel_scale, delta_conv, delta_global_average_pool, delta_pool, delta_reorder,
+from .delta_ops import (delta_channel_gate, delta_channel_scale, delta_conv, delta_global_average_pool, delta_pool, delta_reorder,
                         delta_resize, map_union)
 from .dense import activation, conv2d, maxpool2d
 from .evaluator import make_reference_evaluator
@@ -28,7 +28,7 @@ from .window import _Window, resolve_pads
 __all__ = [
     "DEFAULT_GATE_BLOCK", "DEFAULT_GATE_HARD", "DOMAIN", "GATE_RULES", "LAYOUTS", "REORDER_TARGETS", "_Window",
     "activation", "apply_dense_fraction", "blocked_sides", "changed_pixels", "conv2d", "delta_channel_scale",
-    "delta_conv", "delta_gate", "delta_global_average_pool", "delta_pool", "delta_reorder", "delta_resize", "from_blocked", "gate_map_resolution", "gate_parameters",
+    "delta_channel_gate", "delta_conv", "delta_gate", "delta_global_average_pool", "delta_pool", "delta_reorder", "delta_resize", "from_blocked", "gate_map_resolution", "gate_parameters",
     "library_channel_block", "make_reference_evaluator", "map_union", "maxpool2d", "output_recompute_mask",
     "padded_channels", "resolve_pads", "run_blocked", "state_is_empty", "to_blocked",
 ]

@@ -1,4 +1,5 @@
-"""DeltaConv, DeltaPool, DeltaMapUnion, DeltaReorder, DeltaResize, DeltaGlobalAveragePool and DeltaChannelScale: the rules applied around the dense ops, with the state
+"""DeltaConv, DeltaPool, DeltaMapUnion, DeltaReorder, DeltaResize, DeltaGlobalAveragePool, DeltaChannelScale and
+DeltaChannelGate: the rules applied around the dense ops, with the state
 each keeps."""
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from ..blocked_memory import (REORDER_TARGETS, blocked_sides, from_blocked, libr
                               run_blocked, to_blocked)
 from ..graph_passes.protocol import DEFAULT_GATE_BLOCK
 from .dense import _activate, _or_pool, conv2d, maxpool2d
+from .dense import activation as activation_of
 from .gate import GATE_RULES, delta_gate
 from .rules import _check_map, apply_dense_fraction, changed_pixels, state_is_empty
 from .window import _pair, _Window
@@ -272,3 +274,24 @@ def delta_channel_scale(X, S, *, layout: str = "nchw", block: int | None = None)
     y = nchw * S
     b = (library_channel_block() if block is None else int(block)) if layout == "blocked" else 1
     return to_blocked(y, b) if b > 1 else np.ascontiguousarray(y)
+
+
+def delta_channel_gate(X, W1, B1=None, W2=None, B2=None, map_in=None, *, layout: str = "nchw",
+                       channels: int | None = None, activation: str = "", activation_params=(),
+                       gate_activation: str = "", gate_activation_params=(), block: int | None = None):
+    """DeltaChannelGate (docs/ops.md#deltachannelgate): S [N, C2, 1, 1] = act2(W2 act1(W1 mean(X) + B1) + B2), the
+    means as DeltaGlobalAveragePool's, W1 [R, C, 1, 1] and W2 [C2, R, 1, 1] as 1x1 convs on one pixel; and map_out
+    [N, 1, 1, 1]: 1 for an item with a marked pixel in map_in [N, 1, H, W] (every item without a map)."""
+    if W2 is None:
+        raise ValueError("DeltaChannelGate needs W2")
+    pooled = delta_global_average_pool(X, layout=layout, channels=channels, block=block)
+    hidden = activation_of(conv2d(pooled, W1, B1), activation, tuple(activation_params))
+    s = activation_of(conv2d(hidden, W2, B2), gate_activation, tuple(gate_activation_params))
+    n = pooled.shape[0]
+    if map_in is None or np.size(map_in) == 0:
+        changed = np.ones((n, 1, 1, 1), np.uint8)
+    else:
+        X = np.asarray(X)
+        map_in = _check_map(map_in, (n, 1, X.shape[2], X.shape[3]), "map_in")
+        changed = (np.asarray(map_in).reshape(n, -1) != 0).any(axis=1).astype(np.uint8).reshape(n, 1, 1, 1)
+    return s.astype(np.float32), changed

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..graph_passes.protocol import DEFAULT_GATE_BLOCK, DOMAIN
-from .delta_ops import (delta_channel_scale, delta_conv, delta_global_average_pool, delta_pool, delta_reorder,
+from .delta_ops import (delta_channel_gate, delta_channel_scale, delta_conv, delta_global_average_pool, delta_pool, delta_reorder,
                         delta_resize, map_union)
 from .gate import delta_gate
 
@@ -88,14 +88,27 @@ def _reference_ops(channel_block: int | None = None):
             layout = layout.decode() if isinstance(layout, bytes) else layout
             return (delta_channel_scale(X, S, layout=layout, block=channel_block),)
 
+    class DeltaChannelGate(OpRun):
+        op_domain = DOMAIN
+
+        def _run(self, X, W1, B1=None, W2=None, B2=None, map_in=None, layout="nchw", channels=None, activation="",
+                 activation_params=None, gate_activation="", gate_activation_params=None):
+            text = lambda v: v.decode() if isinstance(v, bytes) else v  # noqa: E731
+            names = list(self.onnx_node.input) + [""] * 6
+            return delta_channel_gate(X, W1, B1 if names[2] else None, W2, B2 if names[4] else None,
+                                      map_in if names[5] else None, layout=text(layout), channels=channels,
+                                      activation=text(activation), activation_params=tuple(activation_params or ()),
+                                      gate_activation=text(gate_activation),
+                                      gate_activation_params=tuple(gate_activation_params or ()), block=channel_block)
+
     return [DeltaConv, DeltaPool, DeltaMapUnion, DeltaGate, DeltaReorder, DeltaResize, DeltaGlobalAveragePool,
-            DeltaChannelScale]
+            DeltaChannelScale, DeltaChannelGate]
 
 
 def make_reference_evaluator(model, channel_block: int | None = None, **kwargs):
     """An onnx.reference.ReferenceEvaluator that runs a converted model (a ModelProto or a path), with
-    DeltaConv, DeltaPool, DeltaMapUnion, DeltaGate, DeltaReorder, DeltaResize, DeltaGlobalAveragePool and
-    DeltaChannelScale implemented by this module: the whole-model
+    DeltaConv, DeltaPool, DeltaMapUnion, DeltaGate, DeltaReorder, DeltaResize, DeltaGlobalAveragePool,
+    DeltaChannelScale and DeltaChannelGate implemented by this module: the whole-model
     oracle of docs/design.md "Correctness oracle". Absent optional inputs (empty names, missing trailing inputs)
     reach the ops as None. channel_block: b of blocked tensors (default: the library's, read when first needed)."""
     from onnx.reference import ReferenceEvaluator

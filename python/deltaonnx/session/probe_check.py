@@ -217,7 +217,7 @@ def _behind_global_reductions(gate_name: str, graph: onnx.GraphProto, readers: d
 def _is_global_reduction(node: onnx.NodeProto, initializers: dict, ranks: dict[str, int]) -> bool:
     """A global pool, or a Reduce* over both of a 4-D tensor's spatial axes (x.mean((2, 3)) of a squeeze-excite
     block): every output reads every pixel. Reduce axes given as a constant only; an unknown rank counts as 4."""
-    if node.domain == DOMAIN and node.op_type == "DeltaGlobalAveragePool":  # a blocked region's squeeze-excite pool
+    if node.domain == DOMAIN and node.op_type in ("DeltaGlobalAveragePool", "DeltaChannelGate"):  # squeeze-excite pools
         return True
     if node.domain not in ("", "ai.onnx"):
         return False
