@@ -83,18 +83,22 @@ constexpr int64_t kFewChannels = 4;
 constexpr int64_t kShortRun = 64;
 }  // namespace
 
+void take_whole_reference(const InputState& s, const ParallelFor& parallel_for) {
+  const int64_t plane = s.height * s.width, C = s.channels;
+  if (s.x_ref_next == nullptr || s.x_ref_next == s.x) return;  // dropped, or bound to the frame itself
+  const int64_t chunks = std::max<int64_t>(1, std::min<int64_t>(C, 64));
+  parallel_for(chunks, [&](int64_t i) {
+    const int64_t c0 = C * i / chunks, c1 = C * (i + 1) / chunks;
+    std::memcpy(s.x_ref_next + c0 * plane, s.x + c0 * plane, static_cast<size_t>((c1 - c0) * plane) * sizeof(float));
+  });
+}
+
 ChangedPixels detect_and_update_reference(const InputState& s, uint8_t* flags, const ParallelFor& parallel_for) {
   const int64_t plane = s.height * s.width;
   const int64_t C = s.channels;
   if (!s.has_state) {  // rule 1: first frame or new resolution, everything changed
     std::memset(flags, 1, static_cast<size_t>(plane));
-    if (s.x_ref_next != nullptr && s.x_ref_next != s.x) {
-      const int64_t chunks = std::max<int64_t>(1, std::min<int64_t>(C, 64));
-      parallel_for(chunks, [&](int64_t i) {
-        const int64_t c0 = C * i / chunks, c1 = C * (i + 1) / chunks;
-        std::memcpy(s.x_ref_next + c0 * plane, s.x + c0 * plane, static_cast<size_t>((c1 - c0) * plane) * sizeof(float));
-      });
-    }
+    take_whole_reference(s, parallel_for);
     return {flags, plane};
   }
   if (s.reference_dropped)  // the map's marks are the changes (tau = 0)

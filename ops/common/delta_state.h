@@ -93,6 +93,10 @@ struct ChangedPixels {
 // reference is dropped the map's marks are the changes: the map itself is returned, counted, not copied.
 ChangedPixels detect_and_update_reference(const InputState& s, uint8_t* flags, const ParallelFor& parallel_for);
 
+// Rule 1's reference alone (no state: every pixel changed): x_ref_next becomes X, where it is kept and is not X's
+// own memory. For a caller that recomputes the item whole and needs no flags.
+void take_whole_reference(const InputState& s, const ParallelFor& parallel_for);
+
 // What recomputed outputs are computed from (rule 4): the moved reference, or X when it is dropped.
 inline const float* recompute_source(const InputState& s) { return s.reference_dropped ? s.x : s.x_ref_next; }
 

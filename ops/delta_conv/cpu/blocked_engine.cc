@@ -243,13 +243,12 @@ namespace {
 // docs/design.md#stateless-runs). False when the engine declines an item (its layout check failed): the caller then
 // runs every item the general way, which writes the same.
 bool run_items_whole(const ConvSpec& spec, const Window2D& w, const ConvRun& run, int64_t block,
-                     const ParallelFor& parallel_for, RunStats* stats, const DenseItemConv& dense,
-                     std::vector<uint8_t>& in_flags) {
+                     const ParallelFor& parallel_for, RunStats* stats, const DenseItemConv& dense) {
   const int64_t M = spec.out_channels, out_plane = w.out_pixels(), in_plane = w.in_pixels();
   for (int64_t n = 0; n < run.batch; ++n) {
     InputState st = item_input(run, n, spec.threshold, nullptr, nullptr);
     st.block = block;
-    detect_and_update_reference(st, grown(in_flags, static_cast<size_t>(in_plane)), parallel_for);  // rule 1's copy
+    take_whole_reference(st, parallel_for);  // no flags: nothing plans (a 224 x 224 frame's were 50 KB of stores)
     std::memset(run.map_out + n * out_plane, 1, static_cast<size_t>(out_plane));
     if (!dense(recompute_source(st), run.z != nullptr ? run.z + n * M * out_plane : nullptr, run.y + n * M * out_plane))
       return false;
@@ -270,7 +269,7 @@ void run_blocked_delta_conv(const ConvSpec& spec, const BlockedConvWeights& weig
   thread_local BlockedRunScratch run_scratch;
   BlockedRunScratch& rs = run_scratch;
   if (!run.has_state && dense != nullptr &&
-      run_items_whole(spec, w, run, weights.block(), parallel_for, stats, *dense, rs.in_flags))
+      run_items_whole(spec, w, run, weights.block(), parallel_for, stats, *dense))
     return;
   const int64_t M = spec.out_channels, out_plane = w.out_pixels(), b = weights.block();
   std::vector<ActivationParams>& acts = rs.acts;
