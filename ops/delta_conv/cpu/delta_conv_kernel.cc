@@ -60,6 +60,10 @@ DeltaConvKernel::DeltaConvKernel(const OrtKernelInfo* raw_info) : SchemaKernel(r
       padded_bias_.assign(static_cast<size_t>(y_channels), 0.f);
       std::copy_n(b.GetTensorData<float>(), M, padded_bias_.data());
     }
+    // the bias compute() hands the dense Conv (padded_bias_, or the initializer's own memory) held by it once
+    if (bias_fits_ && dense_ != nullptr)
+      dense_->set_constant_bias(padded_bias_.empty() ? b.GetTensorData<float>() : padded_bias_.data(),
+                                padded_bias_.empty() ? M : y_channels);
   }
 }
 

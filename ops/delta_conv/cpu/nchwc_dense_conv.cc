@@ -266,10 +266,15 @@ void NchwcDenseConv::run(OrtKernelContext* raw, const float* src, int64_t H, int
   const size_t xb_count = static_cast<size_t>(Cp * H * W);
   const size_t yb_count = static_cast<size_t>(padded_channels(Mp, kMaxChannelBlock) * Ho * Wo);
 
-  float* b = t_bias.get(static_cast<size_t>(padded_channels(Mp, kMaxChannelBlock)));
-  std::fill(b, b + Mp, 0.f);
-  if (bias != nullptr) std::copy_n(bias, M, b);
-  Ort::Value b_value = Ort::Value::CreateTensor<float>(cpu_, b, static_cast<size_t>(Mp), b_shape.data(), 1);
+  Ort::Value b_value{nullptr};
+  const OrtValue* b_tensor = constant_bias_for(bias);
+  if (b_tensor == nullptr) {
+    float* b = t_bias.get(static_cast<size_t>(padded_channels(Mp, kMaxChannelBlock)));
+    std::fill(b, b + Mp, 0.f);
+    if (bias != nullptr) std::copy_n(bias, M, b);
+    b_value = Ort::Value::CreateTensor<float>(cpu_, b, static_cast<size_t>(Mp), b_shape.data(), 1);
+    b_tensor = b_value;
+  }
   Ort::Value x_value =
       Ort::Value::CreateTensor<float>(cpu_, const_cast<float*>(src), x_count, x_shape.data(), x_shape.size());
   Ort::Value xb_value{nullptr};
@@ -285,7 +290,7 @@ void NchwcDenseConv::run(OrtKernelContext* raw, const float* src, int64_t H, int
       : Ort::Value::CreateTensor<float>(cpu_, t_blocked_out.get(yb_count), yb_count, yb_shape.data(), 4);
   {
     const OrtValue* conv_x = reorder_input_ ? static_cast<const OrtValue*>(xb_value) : static_cast<const OrtValue*>(x_value);
-    invoke_conv(raw, conv_x, b_value, blocked_out ? z : nullptr, Ho, Wo, yb_value);  // z only with blocked_out
+    invoke_conv(raw, conv_x, b_tensor, blocked_out ? z : nullptr, Ho, Wo, yb_value);  // z only with blocked_out
   }
   if (blocked_out) {
     activate_blocked(y, Ho * Wo, parallel_for);
@@ -313,6 +318,15 @@ void NchwcDenseConv::unblock_activate(const float* blocked, int64_t plane, float
   });
 }
 
+void NchwcDenseConv::set_constant_bias(const float* bias, int64_t count) {
+  constant_bias_.assign(static_cast<size_t>(padded_channels(padded_out_, kMaxChannelBlock)), 0.f);
+  if (bias != nullptr) std::copy_n(bias, std::min(count, padded_out_), constant_bias_.data());
+  const int64_t shape[1] = {padded_out_};
+  constant_bias_value_ = Ort::Value::CreateTensor<float>(cpu_, constant_bias_.data(), static_cast<size_t>(padded_out_),
+                                                         shape, 1);
+  constant_bias_source_ = bias;
+}
+
 // The calling thread's tensors for this conv's last invocation, made again only when a buffer, a size or the bias
 // differs: a stateless run's buffers are the same run after run (a node's share of ~1 us in CreateTensor calls).
 // Direct-mapped by conv: a multiplicative hash of its address into 1024 slots (YOLOv8n's 64 convs in 64 slots
@@ -326,11 +340,11 @@ NchwcDenseConv::InvokeTensors& NchwcDenseConv::invoke_tensors(const float* src, 
   const int64_t C = channels_, M = spec_.out_channels;
   const uint64_t key = static_cast<uint64_t>(reinterpret_cast<uintptr_t>(this)) * 0x9E3779B97F4A7C15ull;
   InvokeTensors& t = slots[key >> (64 - kSlotBits)];
-  const bool same_bias = t.b_value && t.bias.size() == static_cast<size_t>(M) &&
+  const bool same_bias = constant_bias_for(bias) != nullptr || (t.b_value && t.bias.size() == static_cast<size_t>(M) &&
       (bias != nullptr ? std::equal(t.bias.begin(), t.bias.end(), bias, [](float a, float b) {
                            return std::memcmp(&a, &b, sizeof(float)) == 0;  // bitwise: NaN and -0 are kept as given
                          })
-                       : std::all_of(t.bias.begin(), t.bias.end(), [](float v) { return v == 0.f && !std::signbit(v); }));
+                       : std::all_of(t.bias.begin(), t.bias.end(), [](float v) { return v == 0.f && !std::signbit(v); })));
   if (!same_bias) {
     t.bias.assign(static_cast<size_t>(M), 0.f);
     if (bias != nullptr) std::copy_n(bias, M, t.bias.data());
@@ -360,7 +374,9 @@ void NchwcDenseConv::run_blocked(OrtKernelContext* raw, const float* src, int64_
                                  const ParallelFor& parallel_for) const {
   const int64_t M = spec_.out_channels, plane = Ho * Wo;
   InvokeTensors& t = invoke_tensors(src, y, bias, H, W, Ho, Wo);
-  invoke_conv(raw, t.x_value, t.b_value, z, Ho, Wo, t.y_value);
+  const OrtValue* b_tensor = constant_bias_for(bias);
+  invoke_conv(raw, t.x_value, b_tensor != nullptr ? b_tensor : static_cast<const OrtValue*>(t.b_value), z, Ho, Wo,
+              t.y_value);
   activate_blocked(y, plane, parallel_for);
 }
 
