@@ -236,31 +236,6 @@ void plan_pixels(const Window2D& w, const uint8_t* out_flags, std::vector<RowRun
 
 }  // namespace
 
-namespace {
-
-// Rule 1 (no state): every item is recomputed whole, so where the dense engine takes the items nothing needs a plan:
-// map_out marks everything, a kept reference becomes the item, the engine writes Y (a stateless run's every op,
-// docs/design.md#stateless-runs). False when the engine declines an item (its layout check failed): the caller then
-// runs every item the general way, which writes the same.
-bool run_items_whole(const ConvSpec& spec, const Window2D& w, const ConvRun& run, int64_t block,
-                     const ParallelFor& parallel_for, RunStats* stats, const DenseItemConv& dense) {
-  const int64_t M = spec.out_channels, out_plane = w.out_pixels(), in_plane = w.in_pixels();
-  for (int64_t n = 0; n < run.batch; ++n) {
-    InputState st = item_input(run, n, spec.threshold, nullptr, nullptr);
-    st.block = block;
-    take_whole_reference(st, parallel_for);  // no flags: nothing plans (a 224 x 224 frame's were 50 KB of stores)
-    std::memset(run.map_out + n * out_plane, 1, static_cast<size_t>(out_plane));
-    if (!dense(recompute_source(st), run.z != nullptr ? run.z + n * M * out_plane : nullptr, run.y + n * M * out_plane))
-      return false;
-    if (stats) {
-      stats->changed_inputs += in_plane;
-      stats->recomputed_outputs += out_plane;
-    }
-  }
-  return true;
-}
-
-}  // namespace
 
 void run_blocked_delta_conv(const ConvSpec& spec, const BlockedConvWeights& weights, const ConvRun& run,
                             const ParallelFor& parallel_for, RunStats* stats, const DenseItemConv* dense) {
@@ -269,7 +244,7 @@ void run_blocked_delta_conv(const ConvSpec& spec, const BlockedConvWeights& weig
   thread_local BlockedRunScratch run_scratch;
   BlockedRunScratch& rs = run_scratch;
   if (!run.has_state && dense != nullptr &&
-      run_items_whole(spec, w, run, weights.block(), parallel_for, stats, *dense))
+      run_items_whole(spec, w, run, weights.block(), spec.out_channels, parallel_for, stats, *dense))
     return;
   const int64_t M = spec.out_channels, out_plane = w.out_pixels(), b = weights.block();
   std::vector<ActivationParams>& acts = rs.acts;

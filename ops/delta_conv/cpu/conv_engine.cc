@@ -352,10 +352,34 @@ Window2D engine_window(const WindowSpec& spec, int64_t H, int64_t W) {
 
 }  // namespace
 
+bool run_items_whole(const ConvSpec& spec, const Window2D& w, const ConvRun& run, int64_t block, int64_t y_channels,
+                     const ParallelFor& parallel_for, RunStats* stats, const DenseItemConv& dense) {
+  const int64_t out_plane = w.out_pixels(), in_plane = w.in_pixels();
+  for (int64_t n = 0; n < run.batch; ++n) {
+    InputState st = item_input(run, n, spec.threshold, nullptr, nullptr);
+    st.block = block;
+    take_whole_reference(st, parallel_for);  // no flags: nothing plans (a 224 x 224 frame's were 50 KB of stores)
+    std::memset(run.map_out + n * out_plane, 1, static_cast<size_t>(out_plane));
+    if (!dense(recompute_source(st), run.z != nullptr ? run.z + n * y_channels * out_plane : nullptr,
+               run.y + n * y_channels * out_plane))
+      return false;
+    if (stats) {
+      stats->changed_inputs += in_plane;
+      stats->recomputed_outputs += out_plane;
+    }
+  }
+  return true;
+}
+
 void run_delta_conv(const ConvSpec& spec, const PackedConvWeights& weights, const ConvRun& run,
                     const ParallelFor& parallel_for, RunStats* stats, const DenseItemConv* dense) {
   const KernelTable& k = weights.kernels();
   const Window2D w = engine_window(spec.window, run.height, run.width);
+  // blocked_out without state (a stem in a stateless run): the dense Conv writes each item whole into the blocked Y
+  if (!run.has_state && run.out_block > 1 && dense != nullptr &&
+      run_items_whole(spec, w, run, run.block, padded_channels(spec.out_channels, run.out_block), parallel_for, stats,
+                      *dense))
+    return;
   const int64_t M = spec.out_channels, out_plane = w.out_pixels();
   // The calling thread's, reused run after run (a run allocated all of it before); loop bodies reach it only
   // through the references below.

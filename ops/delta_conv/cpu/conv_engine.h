@@ -69,6 +69,13 @@ struct ConvRun : DeltaRun {
 // A reference (common/function_ref.h): the caller's lambda outlives the run.
 using DenseItemConv = FunctionRef<bool(const float* src, const float* z, float* y)>;
 
+// Rule 1 (no state): every item recomputed whole by `dense`, so nothing needs a plan: map_out marks everything, a kept
+// reference becomes the item, the engine writes Y (y_channels per item: M, or roundup(M, b) on a blocked output side).
+// A stateless run's every op (docs/design.md#stateless-runs). False when the engine declines an item (its layout
+// check failed): the caller then runs every item the general way, which writes the same.
+bool run_items_whole(const ConvSpec& spec, const Window2D& w, const ConvRun& run, int64_t block, int64_t y_channels,
+                     const ParallelFor& parallel_for, RunStats* stats, const DenseItemConv& dense);
+
 void run_delta_conv(const ConvSpec& spec, const PackedConvWeights& weights, const ConvRun& run,
                     const ParallelFor& parallel_for, RunStats* stats = nullptr, const DenseItemConv* dense = nullptr);
 
