@@ -103,6 +103,13 @@ def _nearest_resize(node: onnx.NodeProto, initializers: list) -> onnx.NodeProto:
                             mode="nearest", coordinate_transformation_mode="asymmetric", nearest_mode="floor")
 
 
+def _activation_of(attrs: dict, key: str = "activation") -> str:
+    """A Delta op's activation attribute as a name, "" for none."""
+    act = attrs.get(key, b"")
+    act = act.decode() if isinstance(act, bytes) else act
+    return "" if act in ("", "None", "Identity") else act
+
+
 def _channel_gate_nodes(node: onnx.NodeProto, opset: int, weights: dict, initializers: list) -> list[onnx.NodeProto]:
     """DeltaChannelGate as the squeeze-excite gate it fused: GlobalAveragePool, Conv (W1, B1), its activation, Conv
     (W2, B2), the gate's activation."""
@@ -114,12 +121,10 @@ def _channel_gate_nodes(node: onnx.NodeProto, opset: int, weights: dict, initial
     source = f"{name}.pooled"
     for suffix, w, b, act_key, out in (("reduce", w1, b1, "activation", f"{name}.hidden"),
                                        ("expand", w2, b2, "gate_activation", node.output[0])):
-        act = attrs.get(act_key, b"")
-        act = act.decode() if isinstance(act, bytes) else act
-        plain = act in ("", "None", "Identity")
-        conv_out = out if plain else f"{name}.{suffix}"
+        act = _activation_of(attrs, act_key)
+        conv_out = out if not act else f"{name}.{suffix}"
         nodes.append(helper.make_node("Conv", [source, w] + ([b] if b else []), [conv_out], name=f"{name}.{suffix}_conv"))
-        if not plain:
+        if act:
             channels = int(weights[w].dims[0]) if w in weights else 0
             nodes += _activation_nodes(f"{name}.{suffix}", act, list(attrs.get(f"{act_key}_params", [])), conv_out, out,
                                        opset, channels, initializers)
@@ -160,12 +165,11 @@ def dense_twin(converted: onnx.ModelProto, model_outputs: list[str]) -> onnx.Mod
             nodes.append(helper.make_node("MaxPool", [node.input[0]], [y], name=node.name, **keep))
             continue
         keep = {k: v for k, v in attrs.items() if k in _CONV_ATTRIBUTES}
-        act = attrs.get("activation", b"")
-        act = act.decode() if isinstance(act, bytes) else act
+        act = _activation_of(attrs)
         conv_inputs = [node.input[0], node.input[1]] + ([node.input[2]] if len(node.input) > 2 and node.input[2] else [])
         channels = int(weights[node.input[1]].dims[0]) if node.input[1] in weights else 0
         z = node.input[DELTA_CONV_SUM_INPUT] if len(node.input) > DELTA_CONV_SUM_INPUT else ""  # the sum input: Conv, then Add, then the activation
-        plain = act in ("", "None", "Identity")
+        plain = not act
         pre = y if plain and not z else f"{node.name}.conv"
         nodes.append(helper.make_node("Conv", conv_inputs, [pre], name=node.name, **keep))
         if z:
