@@ -4,7 +4,10 @@ with Relu, as dense ORT's nodes (Conv + Relu, fused by ORT into NCHWc Convs), as
 prototype (conv_chain_op.cc: the same invoked NCHWc Conv per member in one call), with and without every member's
 output handed to ORT. One thread, each run in a loop, the four interleaved; us per conv, median of the rounds.
 
-    python benchmarks/region_prototype/region_prototype.py [--rounds 5]
+    python benchmarks/region_prototype/region_prototype.py [--rounds 5] [--cold]
+
+`--cold` times single runs, each after evicting the caches, as a server that runs other models between two frames
+finds them (docs/results.md#twenty-first-session).
 
 The op is compiled on first use with the system C++ compiler into build/ beside this file, against ORT's headers
 where the op library's build finds them (ORT_INCLUDE_DIR, the system, or `pip install .`'s build tree). Not part of
@@ -163,7 +166,10 @@ def main(argv=None) -> int:
     parser.add_argument("--only", nargs="+", choices=list(CASES))
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--seconds", type=float, default=0.4)
+    parser.add_argument("--cold", action="store_true",
+                        help="time single runs, each after evicting the caches (64 MB touched), 60 a round")
     args = parser.parse_args(argv)
+    junk = np.ones(16 << 20, np.float32) if args.cold else None
     library = str(build())
     check(Path(library))
     rng = np.random.default_rng(0)
@@ -184,6 +190,15 @@ def main(argv=None) -> int:
                 run()
         for _ in range(args.rounds):
             for key, run in runs.items():
+                if args.cold:  # single runs on evicted caches (a server running other models between frames)
+                    single = []
+                    for _ in range(60):
+                        junk += 1.0
+                        start = time.perf_counter()
+                        run()
+                        single.append(time.perf_counter() - start)
+                    times[key].append(statistics.median(single) / len(kinds) * 1e6)
+                    continue
                 n, start = 0, time.perf_counter()
                 while time.perf_counter() - start < args.seconds:
                     run()
