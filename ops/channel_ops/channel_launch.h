@@ -1,5 +1,6 @@
-// DeltaGlobalAveragePool's and DeltaChannelScale's runs read from ORT's kernel context, the same on every execution
-// provider (the pointers are the provider's memory): shapes checked, the output allocated, the step filled.
+// DeltaGlobalAveragePool's, DeltaChannelScale's and DeltaChannelGate's runs read from ORT's kernel context, the same on
+// every execution provider (the pointers are the provider's memory): shapes checked, the outputs allocated, the step
+// filled.
 #pragma once
 #include <onnxruntime_cxx_api.h>
 
@@ -26,8 +27,9 @@ inline ChannelGeometry channel_geometry(const Shape& xs, int64_t channels, bool 
   return g;
 }
 
-inline GlobalPoolStep prepare_global_pool(Ort::KernelContext& ctx, const KernelInputs& in,
-                                          const ChannelOpAttributes& a, int64_t block) {
+// The pooled input X (input 0 of DeltaGlobalAveragePool and DeltaChannelGate) checked, its C resolved from the
+// 'channels' attribute or X itself, and read as a pool's step (the output y is the caller's).
+inline GlobalPoolStep pooled_input(const KernelInputs& in, const ChannelOpAttributes& a, int64_t block) {
   const Shape xs = input_shape_4d(in, channel_ops::kX, "X");
   checked_product({xs[0], xs[1], xs[2], xs[3]}, "X");
   int64_t channels = a.channels;
@@ -39,7 +41,13 @@ inline GlobalPoolStep prepare_global_pool(Ort::KernelContext& ctx, const KernelI
   GlobalPoolStep s;
   s.g = channel_geometry(xs, channels, a.blocked, block);
   s.x = in.data<float>(channel_ops::kX);
-  s.y = output_of(ctx, 0, Shape{xs[0], channels, 1, 1}).GetTensorMutableData<float>();
+  return s;
+}
+
+inline GlobalPoolStep prepare_global_pool(Ort::KernelContext& ctx, const KernelInputs& in,
+                                          const ChannelOpAttributes& a, int64_t block) {
+  GlobalPoolStep s = pooled_input(in, a, block);
+  s.y = output_of(ctx, 0, Shape{s.g.batch, s.g.channels, 1, 1}).GetTensorMutableData<float>();
   return s;
 }
 
@@ -88,18 +96,12 @@ inline GateLayer gate_layer(const KernelInputs& in, size_t w_slot, size_t b_slot
 inline ChannelGateStep prepare_channel_gate(Ort::KernelContext& ctx, const KernelInputs& in,
                                             const ChannelGateAttributes& a, int64_t block) {
   using namespace channel_gate;
-  const Shape xs = input_shape_4d(in, kX, "X");
-  checked_product({xs[0], xs[1], xs[2], xs[3]}, "X");
-  int64_t channels = a.channel.channels;
-  if (channels == 0) {
-    if (a.channel.blocked) check_channel_block(xs, block, "X");
-    channels = xs[1];
-  }
-  check_channels_fit(xs, channels, a.channel.blocked, block, "X");
+  static_assert(static_cast<size_t>(kX) == static_cast<size_t>(channel_ops::kX),
+                "the gate's pooled input is the pool's");
   ChannelGateStep s;
-  s.pool.g = channel_geometry(xs, channels, a.channel.blocked, block);
-  s.pool.x = in.data<float>(kX);
-  s.reduce = gate_layer(in, kW1, kB1, channels, a.activation, "W1", "B1");
+  s.pool = pooled_input(in, a.channel, block);
+  const Shape& xs = in.shape(kX);
+  s.reduce = gate_layer(in, kW1, kB1, s.pool.g.channels, a.activation, "W1", "B1");
   s.expand = gate_layer(in, kW2, kB2, s.reduce.outputs, a.gate_activation, "W2", "B2");
   if (in.value(kMapIn) != nullptr && !holds_no_elements(in.shape(kMapIn))) {  // an empty map: every item changed
     const Shape& ms = in.shape(kMapIn);

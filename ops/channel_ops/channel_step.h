@@ -1,4 +1,5 @@
-// The squeeze-excite ops of a blocked region (docs/ops.md#deltaglobalaveragepool, #deltachannelscale), their geometry
+// The squeeze-excite ops of a blocked region (docs/ops.md#deltaglobalaveragepool, #deltachannelscale,
+// #deltachannelgate), their geometry
 // and per-element rules written once for the CPU kernels, the CUDA kernels and their host emulation. A tensor is
 // `planes` planes of `lane` floats per pixel: NCHW is lane 1 and C planes, the blocked layout lane b and Cb / b planes
 // ([N][Cb/b][H][W][b], Cb = roundup(C, b)), so one rule serves both. ORT-free and CUDA-free (common/host_device.h).

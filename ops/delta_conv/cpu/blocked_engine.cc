@@ -236,7 +236,6 @@ void plan_pixels(const Window2D& w, const uint8_t* out_flags, std::vector<RowRun
 
 }  // namespace
 
-
 void run_blocked_delta_conv(const ConvSpec& spec, const BlockedConvWeights& weights, const ConvRun& run,
                             const ParallelFor& parallel_for, RunStats* stats, const DenseItemConv* dense) {
   const Window2D w = spec.window.resolve(run.height, run.width);
